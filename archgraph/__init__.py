@@ -1,0 +1,38 @@
+"""archgraph: neural networks as declarative graphs that grow and shrink while they learn.
+
+>>> import archgraph
+>>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")   # doctest: +SKIP
+>>> m = archgraph.build(g)                               # doctest: +SKIP
+
+Names that need torch are imported on first use, so reading and validating graphs stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .errors import ArchgraphError, GraphError, RuleError, YamlError
+from .graph import Graph
+from .serialize import dumps, load, loads, save
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "build": "archgraph.build",
+    "save_weights": "archgraph.weights",
+    "load_weights": "archgraph.weights",
+    "render_graph": "archgraph.render",
+    "import_torchvision": "archgraph.compat",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'archgraph' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["ArchgraphError", "Graph", "GraphError", "RuleError", "YamlError", "dumps", "load", "loads", "save",
+           *_LAZY]

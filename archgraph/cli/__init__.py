@@ -1,0 +1,47 @@
+"""The ``archgraph`` command line: one module per command, each with ``register(subparsers)``.
+
+Bad input exits with status 2 and a one-paragraph message naming the file, the node and the field; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import textwrap
+
+from ..errors import ArchgraphError
+
+#: command modules, in the order ``--help`` lists them
+COMMANDS = ["validate", "summary", "init", "render", "schema"]
+
+
+def parser() -> argparse.ArgumentParser:
+    from .. import __version__
+    p = argparse.ArgumentParser(
+        prog="archgraph",
+        description="Declarative neural-network graphs that grow and shrink while they learn.",
+        epilog="Run 'archgraph COMMAND --help' for the options of one command.")
+    p.add_argument("--version", action="version", version=f"archgraph {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"archgraph.cli.{name}").register(sub)
+    return p
+
+
+def fail(message: str) -> int:
+    text = textwrap.fill(message, width=110, break_long_words=False, break_on_hyphens=False)
+    print(f"archgraph: error: {text}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ArchgraphError as err:
+        return fail(str(err))
+    except KeyboardInterrupt:
+        print("archgraph: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

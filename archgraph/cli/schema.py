@@ -1,0 +1,19 @@
+"""archgraph schema [-o DIR]"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("schema", help="write the JSON Schemas of the file formats",
+                       description="Write the JSON Schemas generated from the pydantic models (for editors such "
+                                   "as VS Code's YAML extension) into DIR (default: schemas/).")
+    p.add_argument("-o", "--output", default="schemas", metavar="DIR")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from archgraph.schemas import write_schemas
+    for path in write_schemas(Path(args.output)):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,34 @@
+"""archgraph summary FILE [--json]"""
+from __future__ import annotations
+
+import json
+
+import archgraph
+from archgraph.shapes import summary
+
+
+def register(sub) -> None:
+    p = sub.add_parser("summary", help="layers, output shapes, params and MACs of a graph",
+                       description="Print a table of the graph's layers with output shapes, parameters and MACs "
+                                   "(multiply-accumulates of conv and linear layers, per sample).")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print JSON (params, macs, shapes, layers) instead")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    info = summary(archgraph.load(args.file))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = [("node", "op", "output", "params", "MACs")]
+    rows += [(l["id"], l["op"], "x".join(map(str, l["shape"])), f"{l['params']:,}", f"{l['macs']:,}")
+             for l in info["layers"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print(f"{info['name']}: inputs " + ", ".join(f"{k} {v}" for k, v in info["inputs"].items()))
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"total: {info['params']:,} params, {info['macs']:,} MACs per sample")
+    return 0

@@ -1,0 +1,57 @@
+"""Domain errors. Every error names where it happened: the file, the node id, the field or the rule.
+
+The CLI turns any :class:`ArchgraphError` into a one-paragraph message and exit status 2.
+"""
+from __future__ import annotations
+
+
+class ArchgraphError(Exception):
+    """Base class of every error archgraph raises on bad input."""
+
+    def __init__(self, message: str, *, file: str | None = None, node: str | None = None,
+                 field: str | None = None, rule: str | None = None):
+        self.message = message
+        self.file = file
+        self.node = node
+        self.field = field
+        self.rule = rule
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = []
+        if self.file:
+            where.append(str(self.file))
+        if self.rule:
+            where.append(f"rule {self.rule}")
+        if self.node:
+            where.append(f"node '{self.node}'")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        prefix = ": ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+    def with_file(self, file: str) -> "ArchgraphError":
+        """Return the same error with the file name filled in (used by loaders)."""
+        if self.file is None:
+            self.file = str(file)
+            self.args = (self.render(),)
+        return self
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class GraphError(ArchgraphError):
+    """The graph is not valid: a reference, a shape, a size or the format is wrong."""
+
+
+class YamlError(ArchgraphError):
+    """The file is not acceptable YAML (syntax, duplicate key, unsafe tag, alias bomb)."""
+
+
+class RuleError(ArchgraphError):
+    """A rewrite rule cannot apply to this graph; the graph is left untouched."""
+
+
+class ConfigError(ArchgraphError):
+    """A run configuration or command-line value is wrong."""

@@ -1,0 +1,190 @@
+"""The architecture graph: a frozen pydantic model of named inputs, an ordered mapping of nodes and outputs.
+
+A :class:`Graph` is valid once constructed: ids are unique identifiers, every reference exists, there is no cycle,
+every output exists, sizes are positive and shapes agree. Graphs are immutable: rules return new graphs.
+
+>>> g = Graph.model_validate({"archgraph": 1, "name": "mlp", "inputs": {"x": [4]},
+...     "nodes": {"fc": {"op": "linear", "in": "x", "out_features": 2}}, "outputs": ["fc"]})
+>>> g.shapes()["fc"]
+(2,)
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
+
+from .errors import GraphError
+from .ops.spec import Node, NodeSpec
+
+FORMAT_VERSION = 1
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+NodeId = Annotated[str, Field(pattern=ID_PATTERN)]
+Shape = tuple[int, ...]
+
+
+class Graph(BaseModel):
+    """An architecture: ``inputs`` (per-sample shapes), ``nodes`` (id -> node, in order) and ``outputs``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True,
+                              json_schema_extra={"title": "archgraph graph", "$id": "archgraph.graph.schema.json"})
+
+    archgraph: Literal[1] = Field(FORMAT_VERSION, description="format version")
+    name: str = Field("graph", description="a name for people; not used by the engine")
+    inputs: dict[NodeId, Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]] = Field(
+        description="input id -> per-sample shape without the batch dimension: [C, H, W] or [F]", min_length=1)
+    nodes: dict[NodeId, Node] = Field(description="node id -> node, in order", min_length=1)
+    outputs: list[NodeId] = Field(description="ids of the nodes (or inputs) the network returns", min_length=1)
+
+    _shapes: Optional[dict[str, Shape]] = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Graph":
+        check(self)
+        return self
+
+    # ---- derived views (never stored by callers) -------------------------------------------------------------
+    def shapes(self) -> dict[str, Shape]:
+        """Per-sample output shape of every input and node (computed once, cached on this immutable graph)."""
+        if self._shapes is None:
+            from .shapes import infer_shapes
+            self._shapes = infer_shapes(self)
+        return dict(self._shapes)
+
+    def input_shapes(self, node_id: str) -> list[Shape]:
+        shapes = self.shapes()
+        return [shapes[i] for i in self.nodes[node_id].inputs]
+
+    def users(self, node_id: str) -> list[str]:
+        """Ids of the nodes that read ``node_id``, in graph order."""
+        return [nid for nid, n in self.nodes.items() if node_id in n.inputs]
+
+    def to_networkx(self):
+        """A networkx ``DiGraph`` view (inputs and nodes as vertices, data edges in order)."""
+        from .analysis import to_networkx
+        return to_networkx(self)
+
+    @property
+    def params(self) -> int:
+        from .shapes import count_params
+        return count_params(self)
+
+    @property
+    def macs(self) -> int:
+        from .shapes import count_macs
+        return count_macs(self)
+
+    def replace(self, **changes) -> "Graph":
+        """A new, validated graph with some top-level fields changed."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            if key == "nodes":
+                value = {k: (v.model_dump(by_alias=True, exclude_defaults=True) | {"op": v.op}
+                             if isinstance(v, NodeSpec) else v) for k, v in value.items()}
+            data[key] = value
+        return Graph.model_validate(data)
+
+    def to_dict(self) -> dict:
+        """Plain data in the YAML format, defaults left out, so a saved file stays short and readable."""
+        return {
+            "archgraph": self.archgraph,
+            "name": self.name,
+            "inputs": {k: list(v) for k, v in self.inputs.items()},
+            "nodes": {k: {"op": n.op, **n.model_dump(by_alias=True, exclude_defaults=True)}
+                      for k, n in self.nodes.items()},
+            "outputs": list(self.outputs),
+        }
+
+    def __hash__(self) -> int:
+        from .serialize import content_hash
+        return hash(content_hash(self))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Graph) and self.to_dict() == other.to_dict()
+
+
+def check(graph: Graph) -> None:
+    """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
+    names = set(graph.inputs)
+    for nid in graph.inputs:
+        if keyword.iskeyword(nid):
+            raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+    for nid, node in graph.nodes.items():
+        if keyword.iskeyword(nid):
+            raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+        if nid in graph.inputs:
+            raise GraphError(f"'{nid}' is both an input and a node id", node=nid)
+        least, most = node.arity
+        n = len(node.inputs)
+        if n < least or (most is not None and n > most):
+            want = f"exactly {least}" if least == most else f"at least {least}"
+            raise GraphError(f"{node.op} takes {want} input(s), got {n}", node=nid, field="in")
+        for ref in node.inputs:
+            if ref not in graph.nodes and ref not in graph.inputs:
+                hint = _close_match(ref, list(graph.inputs) + list(graph.nodes))
+                raise GraphError(f"input '{ref}' does not exist{hint}", node=nid, field="in")
+            if ref == nid:
+                raise GraphError("a node cannot read its own output (cycle)", node=nid, field="in")
+        names.add(nid)
+    _check_acyclic(graph)
+    for out in graph.outputs:
+        if out not in graph.nodes and out not in graph.inputs:
+            hint = _close_match(out, list(graph.nodes))
+            raise GraphError(f"output '{out}' does not exist{hint}", node=out, field="outputs")
+    if len(set(graph.outputs)) != len(graph.outputs):
+        raise GraphError("an output is listed twice", field="outputs")
+    graph.shapes()  # shape errors name their node
+
+
+def _check_acyclic(graph: Graph) -> None:
+    state: dict[str, int] = {}
+    for start in graph.nodes:
+        if state.get(start):
+            continue
+        stack = [(start, iter(graph.nodes[start].inputs))]
+        state[start] = 1
+        path = [start]
+        while stack:
+            nid, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[nid] = 2
+                stack.pop()
+                path.pop()
+                continue
+            if nxt not in graph.nodes:
+                continue
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                raise GraphError("cycle: " + " <- ".join(cycle), node=nxt, field="in")
+            if not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append((nxt, iter(graph.nodes[nxt].inputs)))
+
+
+def _close_match(name: str, candidates: list[str]) -> str:
+    import difflib
+    match = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def topological_order(graph: Graph) -> list[str]:
+    """Node ids so that every node comes after its inputs (the YAML order where it already is one)."""
+    done = set(graph.inputs)
+    order: list[str] = []
+    pending = list(graph.nodes)
+    while pending:
+        rest = []
+        for nid in pending:
+            if all(i in done for i in graph.nodes[nid].inputs):
+                done.add(nid)
+                order.append(nid)
+            else:
+                rest.append(nid)
+        if len(rest) == len(pending):
+            raise GraphError("cycle among " + ", ".join(rest), node=rest[0])
+        pending = rest
+    return order

@@ -1,0 +1,99 @@
+"""Graphviz pictures of one graph: each node shows its id, op, key sizes and output shape."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+from .errors import ArchgraphError
+
+OP_COLOURS = {
+    "conv2d": "#cfe2ff", "linear": "#d1e7dd", "batchnorm2d": "#fff3cd", "batchnorm1d": "#fff3cd",
+    "layernorm": "#fff3cd", "add": "#f8d7da", "mul": "#f8d7da", "concat": "#e2d9f3",
+}
+KEY_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "groups", "p", "output_size")
+
+
+def node_label(graph, nid: str, extra: str = "") -> str:
+    node = graph.nodes[nid]
+    fields = node.fields()
+    bits = []
+    for key in KEY_FIELDS:
+        if key in fields and fields[key] is not None:
+            if key == "stride" and fields[key] in (1, (1, 1)):
+                continue
+            if key == "groups" and fields[key] == 1:
+                continue
+            value = fields[key]
+            value = "x".join(map(str, value)) if isinstance(value, tuple) else value
+            short = {"out_channels": "out", "out_features": "out", "kernel_size": "k", "output_size": "size"}
+            bits.append(f"{short.get(key, key)}={value}")
+    shape = "x".join(map(str, graph.shapes()[nid]))
+    lines = [f"{nid}", f"{node.op}" + (f" ({', '.join(bits)})" if bits else ""), f"[{shape}]"]
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines)
+
+
+def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, title: Optional[str] = None,
+           removed: Optional[Mapping[str, str]] = None) -> str:
+    """DOT source of ``graph``. ``highlight`` maps node ids to (fill colour, extra label line); ``removed`` adds
+    ghost nodes (id -> label) drawn dashed."""
+    import graphviz
+    dot = graphviz.Digraph(graph.name or "graph")
+    dot.attr(rankdir="TB", fontname="Helvetica", label=title or graph.name, labelloc="t")
+    dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10")
+    highlight = highlight or {}
+    for name, shape in graph.inputs.items():
+        dot.node(name, f"{name}\ninput\n[{'x'.join(map(str, shape))}]", shape="ellipse", fillcolor="#e9ecef")
+    for nid, node in graph.nodes.items():
+        colour, extra = highlight.get(nid, (OP_COLOURS.get(node.op, "#ffffff"), ""))
+        dot.node(nid, node_label(graph, nid, extra), fillcolor=colour)
+        for src in node.inputs:
+            dot.edge(src, nid)
+    for nid, label in (removed or {}).items():
+        dot.node(nid, label, style="dashed", fillcolor="#ffffff", color="#dc3545", fontcolor="#dc3545")
+    for out in graph.outputs:
+        dot.node(f"__out_{out}", "output", shape="ellipse", fillcolor="#e9ecef")
+        dot.edge(out, f"__out_{out}")
+    return dot.source
+
+
+def dot_binary() -> str:
+    found = shutil.which("dot")
+    if not found:
+        raise ArchgraphError("graphviz's 'dot' program is not installed; install it with "
+                             "'apt-get install graphviz' (Debian/Ubuntu) or 'brew install graphviz' (macOS)")
+    return found
+
+
+def write_dot(source: str, out: Union[str, os.PathLike]) -> Path:
+    """Write DOT source as ``.dot``, ``.svg``, ``.png`` or ``.pdf`` according to the file's suffix."""
+    from .serialize import atomic_write_bytes
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower()
+    if fmt == "dot" or fmt == "gv":
+        atomic_write_bytes(out, source.encode())
+        return out
+    if fmt not in ("svg", "png", "pdf"):
+        raise ArchgraphError(f"unknown picture format '.{fmt}'; use .svg, .png, .pdf or .dot", file=str(out))
+    result = subprocess.run([dot_binary(), f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    if result.returncode != 0:
+        raise ArchgraphError(f"graphviz failed: {result.stderr.decode(errors='replace').strip()}", file=str(out))
+    atomic_write_bytes(out, result.stdout)
+    return out
+
+
+def svg(source: str) -> str:
+    """Render DOT source to SVG text."""
+    result = subprocess.run([dot_binary(), "-Tsvg"], input=source.encode(), capture_output=True, timeout=120)
+    if result.returncode != 0:
+        raise ArchgraphError(f"graphviz failed: {result.stderr.decode(errors='replace').strip()}")
+    return result.stdout.decode()
+
+
+def render_graph(graph, out: Union[str, os.PathLike]) -> Path:
+    """Draw ``graph`` to ``out`` (.svg, .png, .pdf or .dot)."""
+    return write_dot(to_dot(graph), out)

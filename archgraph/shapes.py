@@ -1,0 +1,80 @@
+"""Shape inference and size counts: per-sample shapes, parameters and MACs.
+
+MACs count the multiply-accumulates of the conv and linear layers only, per sample (the papers' convention).
+Non-zero counts take a weights mapping ``{"<node_id>.<param>": tensor}``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from .errors import GraphError
+from .ops.registry import OPS
+
+
+def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
+    from .graph import topological_order
+    shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in graph.inputs.items()}
+    for nid in topological_order(graph):
+        node = graph.nodes[nid]
+        ins = [shapes[i] for i in node.inputs]
+        try:
+            out = OPS[node.op].shape(node, ins)
+        except GraphError as err:
+            err.node = err.node or nid
+            err.args = (err.render(),)
+            raise
+        if any(s <= 0 for s in out):
+            raise GraphError(f"output shape {list(out)} has an empty axis", node=nid)
+        shapes[nid] = tuple(int(s) for s in out)
+    return shapes
+
+
+def node_params(graph, nid: str) -> int:
+    node, shapes = graph.nodes[nid], graph.shapes()
+    return OPS[node.op].params(node, [shapes[i] for i in node.inputs], shapes[nid])
+
+
+def node_macs(graph, nid: str) -> int:
+    node, shapes = graph.nodes[nid], graph.shapes()
+    return OPS[node.op].macs(node, [shapes[i] for i in node.inputs], shapes[nid])
+
+
+def count_params(graph) -> int:
+    """Dense parameter count; equals ``sum(p.numel() for p in build(graph).parameters())``."""
+    return sum(node_params(graph, nid) for nid in graph.nodes)
+
+
+def count_macs(graph) -> int:
+    """Multiply-accumulates of conv and linear layers for one sample."""
+    return sum(node_macs(graph, nid) for nid in graph.nodes)
+
+
+def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
+    """Parameters that are not exactly zero. ``weights`` maps ``<node_id>.<param>`` to tensors; buffers are skipped."""
+    total = 0
+    for nid, node in graph.nodes.items():
+        shapes = graph.shapes()
+        layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
+        for name in layout:
+            if name in ("running_mean", "running_var", "num_batches_tracked"):
+                continue
+            tensor = weights.get(f"{nid}.{name}")
+            if tensor is not None:
+                total += int((tensor != 0).sum())
+    return total
+
+
+def summary(graph) -> dict:
+    """The numbers ``archgraph summary --json`` prints."""
+    shapes = graph.shapes()
+    return {
+        "name": graph.name,
+        "params": count_params(graph),
+        "macs": count_macs(graph),
+        "nodes": len(graph.nodes),
+        "inputs": {k: list(v) for k, v in graph.inputs.items()},
+        "outputs": {k: list(shapes[k]) for k in graph.outputs},
+        "shapes": {k: list(v) for k, v in shapes.items()},
+        "layers": [{"id": nid, "op": n.op, "shape": list(shapes[nid]), "params": node_params(graph, nid),
+                    "macs": node_macs(graph, nid)} for nid, n in graph.nodes.items()],
+    }
