@@ -16,8 +16,18 @@ from .serialize import dumps, load, loads, save
 
 __version__ = "0.1.0"
 
+#: public name -> module that defines it (some modules arrive with later features)
 _LAZY = {
     "build": "archgraph.build",
+    "apply": "archgraph.engine",
+    "rewrite": "archgraph.engine",
+    "transfer": "archgraph.transfer",
+    "prune": "archgraph.prune",
+    "grow": "archgraph.train",
+    "replay": "archgraph.history",
+    "from_module": "archgraph.importer",
+    "export_onnx": "archgraph.export",
+    "export_python": "archgraph.export",
     "save_weights": "archgraph.weights",
     "load_weights": "archgraph.weights",
     "render_graph": "archgraph.render",
