@@ -1,0 +1,101 @@
+"""Hypothesis strategies for random valid graphs: chains, residual adds, concats, depthwise convs, forks,
+squeeze-excitation muls and flatten into linear. Shared by the foundation, rule and history tests."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+ACTS = ["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "identity"]
+
+
+@st.composite
+def graph_data(draw, max_blocks: int = 6, image: bool | None = None) -> dict:
+    """Plain data of a valid graph (what ``archgraph.loads`` would read)."""
+    nodes: dict[str, dict] = {}
+    counter = [0]
+
+    def add(node: dict, prefix: str) -> str:
+        counter[0] += 1
+        nid = f"{prefix}{counter[0]}"
+        nodes[nid] = node
+        return nid
+
+    use_image = draw(st.booleans()) if image is None else image
+    if use_image:
+        c = draw(st.integers(1, 4))
+        h = draw(st.integers(4, 9))
+        w = draw(st.integers(4, 9))
+        inputs = {"x": [c, h, w]}
+        cur, shape = "x", [c, h, w]
+        for _ in range(draw(st.integers(1, max_blocks))):
+            kind = draw(st.sampled_from(["conv", "bn", "act", "pool", "depthwise", "residual", "concat",
+                                         "se", "grouped"]))
+            ch = shape[0]
+            if kind == "conv":
+                out = draw(st.integers(1, 6))
+                k = draw(st.sampled_from([1, 3]))
+                cur = add({"op": "conv2d", "in": cur, "out_channels": out, "kernel_size": k, "padding": k // 2,
+                           "bias": draw(st.booleans())}, "conv")
+                shape = [out, *shape[1:]]
+            elif kind == "bn":
+                cur = add({"op": "batchnorm2d", "in": cur}, "bn")
+            elif kind == "act":
+                cur = add({"op": draw(st.sampled_from(ACTS)), "in": cur}, "act")
+            elif kind == "pool" and min(shape[1:]) >= 4:
+                op = draw(st.sampled_from(["maxpool2d", "avgpool2d"]))
+                cur = add({"op": op, "in": cur, "kernel_size": 2}, "pool")
+                shape = [ch, shape[1] // 2, shape[2] // 2]
+            elif kind == "depthwise":
+                cur = add({"op": "conv2d", "in": cur, "out_channels": ch, "kernel_size": 3, "padding": 1,
+                           "groups": ch, "bias": draw(st.booleans())}, "dw")
+            elif kind == "grouped" and ch % 2 == 0:
+                cur = add({"op": "conv2d", "in": cur, "out_channels": 2 * draw(st.integers(1, 3)),
+                           "kernel_size": 1, "groups": 2}, "gconv")
+                shape = [nodes[cur]["out_channels"], *shape[1:]]
+            elif kind == "residual":
+                a = add({"op": "conv2d", "in": cur, "out_channels": ch, "kernel_size": 3, "padding": 1,
+                         "bias": False}, "rconv")
+                b = add({"op": "batchnorm2d", "in": a}, "rbn")
+                cur = add({"op": "add", "in": [b, cur]}, "sum")
+            elif kind == "concat":
+                o1, o2 = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+                a = add({"op": "conv2d", "in": cur, "out_channels": o1, "kernel_size": 1}, "fork")
+                b = add({"op": "conv2d", "in": cur, "out_channels": o2, "kernel_size": 3, "padding": 1}, "fork")
+                parts = [a, b] + ([cur] if draw(st.booleans()) else [])
+                cur = add({"op": "concat", "in": parts}, "cat")
+                shape = [o1 + o2 + (ch if len(parts) == 3 else 0), *shape[1:]]
+            elif kind == "se":
+                s = add({"op": "adaptive_avgpool2d", "in": cur, "output_size": 1}, "sq")
+                s = add({"op": "conv2d", "in": s, "out_channels": ch, "kernel_size": 1}, "ex")
+                s = add({"op": "sigmoid", "in": s}, "gate")
+                cur = add({"op": "mul", "in": [cur, s]}, "se")
+        if draw(st.booleans()):
+            cur = add({"op": "global_avg_pool", "in": cur}, "gap")
+            feats = shape[0]
+        else:
+            cur = add({"op": "flatten", "in": cur}, "flat")
+            feats = shape[0] * shape[1] * shape[2]
+    else:
+        feats = draw(st.integers(1, 12))
+        inputs = {"x": [feats]}
+        cur = "x"
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["linear", "bn", "act", "ln", "dropout"]))
+        if kind == "linear":
+            feats = draw(st.integers(1, 8))
+            cur = add({"op": "linear", "in": cur, "out_features": feats, "bias": draw(st.booleans())}, "fc")
+        elif kind == "bn":
+            cur = add({"op": "batchnorm1d", "in": cur}, "bn")
+        elif kind == "ln":
+            cur = add({"op": "layernorm", "in": cur}, "ln")
+        elif kind == "dropout":
+            cur = add({"op": "dropout", "in": cur, "p": 0.25}, "drop")
+        else:
+            cur = add({"op": draw(st.sampled_from(ACTS)), "in": cur}, "act")
+    cur = add({"op": "linear", "in": cur, "out_features": draw(st.integers(1, 5))}, "head")
+    return {"archgraph": 1, "name": "random", "inputs": inputs, "nodes": nodes, "outputs": [cur]}
+
+
+def graphs(**kwargs):
+    """Strategy of validated :class:`archgraph.Graph` objects."""
+    from archgraph.serialize import graph_from_data
+    return graph_data(**kwargs).map(graph_from_data)
