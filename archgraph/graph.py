@@ -20,7 +20,7 @@ from .errors import GraphError
 from .ops.spec import Node, NodeSpec
 
 FORMAT_VERSION = 1
-ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 NodeId = Annotated[str, Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
 
@@ -105,15 +105,41 @@ class Graph(BaseModel):
         return isinstance(other, Graph) and self.to_dict() == other.to_dict()
 
 
+#: Ids a graph may not use: the attributes of ``torch.fx.GraphModule`` (a node's submodule is the module attribute
+#: named by its id) and the globals of fx's generated code (an input is an argument of ``forward``). Kept here as data
+#: so validation never imports torch; tests/test_build.py checks it against the installed torch.
+RESERVED_IDS = frozenset("""
+    self torch device inf nan NoneType fx_pytree pytree
+    T_destination add_module add_submodule apply bfloat16 buffers call_super_init children code compile cpu cuda
+    delete_all_unused_submodules delete_submodule double dump_patches eval extra_repr float forward get_buffer
+    get_extra_state get_parameter get_submodule graph half ipu load_state_dict meta modules mtia named_buffers
+    named_children named_modules named_parameters parameters print_readable recompile register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
+    register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
+    set_extra_state set_submodule shape_env share_memory state_dict to to_empty to_folder train training type xpu
+    zero_grad
+""".split())
+
+
+def check_id(nid: str) -> None:
+    """Raise :class:`GraphError` when ``nid`` cannot name a node or input (keyword, reserved or private name)."""
+    if keyword.iskeyword(nid):
+        raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+    if nid in RESERVED_IDS or nid.startswith("_"):
+        raise GraphError(f"'{nid}' is reserved (it names an attribute or variable of the built torch module); "
+                         f"choose another id, e.g. '{nid.strip('_')}_1'", node=nid)
+
+
 def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
-    names = set(graph.inputs)
-    for nid in graph.inputs:
-        if keyword.iskeyword(nid):
-            raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+    for nid, shape in graph.inputs.items():
+        check_id(nid)
+        if len(shape) not in (1, 3):
+            raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W] or [F] (per sample, "
+                             "no batch dimension)", field="inputs")
     for nid, node in graph.nodes.items():
-        if keyword.iskeyword(nid):
-            raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+        check_id(nid)
         if nid in graph.inputs:
             raise GraphError(f"'{nid}' is both an input and a node id", node=nid)
         least, most = node.arity
@@ -122,19 +148,19 @@ def check(graph: Graph) -> None:
             want = f"exactly {least}" if least == most else f"at least {least}"
             raise GraphError(f"{node.op} takes {want} input(s), got {n}", node=nid, field="in")
         for ref in node.inputs:
-            if ref not in graph.nodes and ref not in graph.inputs:
-                hint = _close_match(ref, list(graph.inputs) + list(graph.nodes))
-                raise GraphError(f"input '{ref}' does not exist{hint}", node=nid, field="in")
             if ref == nid:
                 raise GraphError("a node cannot read its own output (cycle)", node=nid, field="in")
-        names.add(nid)
+            if ref not in graph.nodes and ref not in graph.inputs:
+                known = [k for k in (*graph.inputs, *graph.nodes) if k != nid]
+                raise GraphError(f"input '{ref}' does not exist{_close_match(ref, known)}", node=nid, field="in")
     _check_acyclic(graph)
     for out in graph.outputs:
         if out not in graph.nodes and out not in graph.inputs:
-            hint = _close_match(out, list(graph.nodes))
-            raise GraphError(f"output '{out}' does not exist{hint}", node=out, field="outputs")
-    if len(set(graph.outputs)) != len(graph.outputs):
-        raise GraphError("an output is listed twice", field="outputs")
+            known = [*graph.nodes, *graph.inputs]
+            raise GraphError(f"output '{out}' does not exist{_close_match(out, known)}", node=out, field="outputs")
+    for i, out in enumerate(graph.outputs):
+        if out in graph.outputs[:i]:
+            raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
     graph.shapes()  # shape errors name their node
 
 
@@ -166,9 +192,13 @@ def _check_acyclic(graph: Graph) -> None:
 
 
 def _close_match(name: str, candidates: list[str]) -> str:
+    """' (did you mean ...?)' for a likely typo, else the ids there are (the first few)."""
     import difflib
     match = difflib.get_close_matches(name, candidates, n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    if match:
+        return f" (did you mean '{match[0]}'?)"
+    shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+    return f" (ids: {shown})" if candidates else ""
 
 
 def topological_order(graph: Graph) -> list[str]:

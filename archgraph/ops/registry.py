@@ -132,13 +132,19 @@ def add_shape(node, ins):
 
 
 def mul_shape(node, ins):
-    rank = max(len(s) for s in ins)
+    # Same rank only: with the batch axis in front, [C, H, W] * [C] would line C up with W, not with C.
+    first = ins[0]
+    for i, other in enumerate(ins[1:], 1):
+        if len(other) != len(first):
+            bad("in", f"inputs must have the same rank to be multiplied ([C, H, W] * [C, 1, 1] broadcasts): "
+                      f"'{node.inputs[0]}' is {list(first)} but '{node.inputs[i]}' is {list(other)}")
     out = []
-    for axis in range(rank):
-        sizes = {s[axis - rank + len(s)] for s in ins if axis - rank + len(s) >= 0}
+    for axis in range(len(first)):
+        sizes = {s[axis] for s in ins}
         sizes.discard(1)
         if len(sizes) > 1:
-            bad("in", f"input shapes {[list(s) for s in ins]} do not broadcast")
+            names = ", ".join(f"'{n}' is {list(s)}" for n, s in zip(node.inputs, ins))
+            bad("in", f"input shapes do not broadcast on axis {axis}: {names}")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
 
