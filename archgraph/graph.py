@@ -48,14 +48,21 @@ class Graph(BaseModel):
     # ---- derived views (never stored by callers) -------------------------------------------------------------
     def shapes(self) -> dict[str, Shape]:
         """Per-sample output shape of every input and node (computed once, cached on this immutable graph)."""
+        return dict(self._shape_table())
+
+    def shape(self, node_id: str) -> Shape:
+        """Per-sample output shape of one input or node (no copy of the whole table, so loops stay linear)."""
+        return self._shape_table()[node_id]
+
+    def input_shapes(self, node_id: str) -> list[Shape]:
+        shapes = self._shape_table()
+        return [shapes[i] for i in self.nodes[node_id].inputs]
+
+    def _shape_table(self) -> dict[str, Shape]:
         if self._shapes is None:
             from .shapes import infer_shapes
             self._shapes = infer_shapes(self)
-        return dict(self._shapes)
-
-    def input_shapes(self, node_id: str) -> list[Shape]:
-        shapes = self.shapes()
-        return [shapes[i] for i in self.nodes[node_id].inputs]
+        return self._shapes
 
     def users(self, node_id: str) -> list[str]:
         """Ids of the nodes that read ``node_id``, in graph order."""
@@ -161,7 +168,7 @@ def check(graph: Graph) -> None:
     for i, out in enumerate(graph.outputs):
         if out in graph.outputs[:i]:
             raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
-    graph.shapes()  # shape errors name their node
+    graph._shape_table()  # shape errors name their node
 
 
 def _check_acyclic(graph: Graph) -> None:
@@ -202,19 +209,30 @@ def _close_match(name: str, candidates: list[str]) -> str:
 
 
 def topological_order(graph: Graph) -> list[str]:
-    """Node ids so that every node comes after its inputs (the YAML order where it already is one)."""
-    done = set(graph.inputs)
+    """Node ids so that every node comes after its inputs (the YAML order where it already is one).
+
+    A depth-first walk in YAML order that places each node right after its not-yet-placed inputs: linear time.
+    """
+    placed = set(graph.inputs)
     order: list[str] = []
-    pending = list(graph.nodes)
-    while pending:
-        rest = []
-        for nid in pending:
-            if all(i in done for i in graph.nodes[nid].inputs):
-                done.add(nid)
+    for start in graph.nodes:
+        if start in placed:
+            continue
+        stack = [(start, iter(graph.nodes[start].inputs))]
+        on_stack = {start}
+        while stack:
+            nid, pending = stack[-1]
+            nxt = next((i for i in pending if i not in placed), None)
+            if nxt is None:
+                stack.pop()
+                on_stack.discard(nid)
+                placed.add(nid)
                 order.append(nid)
+            elif nxt in on_stack:
+                raise GraphError("cycle among " + ", ".join(n for n, _ in stack), node=nxt)
+            elif nxt not in graph.nodes:
+                raise GraphError(f"input '{nxt}' does not exist", node=nid, field="in")
             else:
-                rest.append(nid)
-        if len(rest) == len(pending):
-            raise GraphError("cycle among " + ", ".join(rest), node=rest[0])
-        pending = rest
+                on_stack.add(nxt)
+                stack.append((nxt, iter(graph.nodes[nxt].inputs)))
     return order
