@@ -112,11 +112,14 @@ class Graph(BaseModel):
         return isinstance(other, Graph) and self.to_dict() == other.to_dict()
 
 
-#: Ids a graph may not use: the attributes of ``torch.fx.GraphModule`` (a node's submodule is the module attribute
-#: named by its id) and the globals of fx's generated code (an input is an argument of ``forward``). Kept here as data
-#: so validation never imports torch; tests/test_build.py checks it against the installed torch.
-RESERVED_IDS = frozenset("""
-    self torch device inf nan NoneType fx_pytree pytree
+#: Names an input may not take: it becomes an argument of the generated ``forward``, which must not hide
+#: ``self`` or a global of fx's generated code.
+CODE_NAMES = frozenset("self torch device inf nan NoneType fx_pytree pytree".split())
+
+#: Names a node may not take: a node's submodule is the module attribute named by its id, so it must not shadow an
+#: attribute of ``torch.fx.GraphModule``. Kept here as data so validation never imports torch;
+#: tests/test_build.py checks it against the installed torch.
+RESERVED_IDS = CODE_NAMES | frozenset("""
     T_destination add_module add_submodule apply bfloat16 buffers call_super_init children code compile cpu cuda
     delete_all_unused_submodules delete_submodule double dump_patches eval extra_repr float forward get_buffer
     get_extra_state get_parameter get_submodule graph half ipu load_state_dict meta modules mtia named_buffers
@@ -129,19 +132,29 @@ RESERVED_IDS = frozenset("""
 """.split())
 
 
-def check_id(nid: str) -> None:
-    """Raise :class:`GraphError` when ``nid`` cannot name a node or input (keyword, reserved or private name)."""
+def check_id(nid: str, *, is_input: bool = False) -> None:
+    """Raise :class:`GraphError` when ``nid`` cannot name a node (or, with ``is_input``, an input): a Python
+    keyword, a name the built torch module already uses, or a name starting with '_'.
+
+    >>> check_id("c1")
+    >>> check_id("forward")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    archgraph.errors.GraphError: node 'forward': 'forward' is reserved (it names an attribute of torch modules)...
+    """
     if keyword.iskeyword(nid):
         raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
-    if nid in RESERVED_IDS or nid.startswith("_"):
-        raise GraphError(f"'{nid}' is reserved (it names an attribute or variable of the built torch module); "
-                         f"choose another id, e.g. '{nid.strip('_')}_1'", node=nid)
+    reserved = CODE_NAMES if is_input else RESERVED_IDS
+    if nid in reserved or nid.startswith("_"):
+        what = "a variable of the generated forward" if nid in CODE_NAMES else "an attribute of torch modules"
+        raise GraphError(f"'{nid}' is reserved (it names {what}); choose another id, e.g. '{nid.strip('_')}_1'",
+                         node=nid)
 
 
 def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
     for nid, shape in graph.inputs.items():
-        check_id(nid)
+        check_id(nid, is_input=True)
         if len(shape) not in (1, 3):
             raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W] or [F] (per sample, "
                              "no batch dimension)", field="inputs")

@@ -410,8 +410,15 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
 
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create its folder {str(err.filename)!r} ({err.strerror})", str(path)) \
+            from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # name the file the caller asked for, not the temporary one
+        raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
