@@ -247,3 +247,134 @@ def test_plain_import_torchvision_fails_here_with_the_nms_message():
             "print(tv.__version__)") % str(ROOT)
     fixed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert fixed.returncode == 0, fixed.stderr
+
+
+# ---- shape arithmetic against PyTorch on a grid ----------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_conv_and_pool_output_sizes_match_torch_on_a_grid():
+    """Shape inference (including refusals) agrees with what PyTorch computes or refuses, for every combination of
+    input size, kernel, stride, padding, dilation and ceil_mode on a small grid, plus padding 'same' / 'valid'."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    from archgraph.errors import GraphError
+    from archgraph.serialize import graph_from_data
+
+    mismatches, cases = [], 0
+    grid = itertools.product(["maxpool2d", "avgpool2d", "conv2d"], [1, 2, 3, 6], [1, 2, 3, 4], [1, 2, 3],
+                             [0, 1, 2, "same", "valid"], [1, 2], [False, True])
+    for op, size, k, s, p, d, ceil in grid:
+        if (op == "avgpool2d" and d > 1) or (op == "conv2d" and ceil) or (op != "conv2d" and isinstance(p, str)):
+            continue
+        node = {"op": op, "in": "x", "kernel_size": [k, max(1, k - 1)], "stride": s, "padding": p}
+        if op != "avgpool2d":
+            node["dilation"] = d
+        if op == "conv2d":
+            node["out_channels"] = 2
+        else:
+            node["ceil_mode"] = ceil
+        try:
+            ours = graph_from_data({"archgraph": 1, "inputs": {"x": [2, size, size]}, "nodes": {"n": node},
+                                    "outputs": ["n"]}).shapes()["n"]
+        except GraphError:
+            ours = None
+        x = torch.randn(1, 2, size, size)
+        kernel = (k, max(1, k - 1))
+        try:
+            if op == "maxpool2d":
+                y = F.max_pool2d(x, kernel, s, p, d, ceil_mode=ceil)
+            elif op == "avgpool2d":
+                y = F.avg_pool2d(x, kernel, s, p, ceil_mode=ceil)
+            else:
+                y = F.conv2d(x, torch.randn(2, 2, *kernel), None, s, p, d)
+            theirs = tuple(y.shape[1:]) if y.numel() else None
+        except RuntimeError:
+            theirs = None
+        cases += 1
+        if ours != theirs:
+            mismatches.append((op, size, k, s, p, d, ceil, ours, theirs))
+    assert cases > 500 and not mismatches, mismatches[:10]
+
+
+# ---- every op computes what PyTorch computes --------------------------------------------------------------------
+
+F_ = torch.nn.functional
+IMG, FLAT = [4, 7, 6], [5]
+#: op -> (input shapes, node fields, reference(inputs, weights of the node))
+OP_CASES = {
+    "conv2d": ([IMG], {"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0],
+                       "dilation": [1, 2], "groups": 2},
+               lambda xs, w: F_.conv2d(xs[0], w["weight"], w["bias"], (2, 1), (1, 0), (1, 2), 2)),
+    "linear": ([FLAT], {"out_features": 3}, lambda xs, w: F_.linear(xs[0], w["weight"], w["bias"])),
+    "batchnorm2d": ([IMG], {"eps": 1e-3}, lambda xs, w: F_.batch_norm(
+        xs[0], w["running_mean"], w["running_var"], w["weight"], w["bias"], False, 0.1, 1e-3)),
+    "batchnorm1d": ([FLAT], {}, lambda xs, w: F_.batch_norm(
+        xs[0], w["running_mean"], w["running_var"], w["weight"], w["bias"], False, 0.1, 1e-5)),
+    "layernorm": ([IMG], {"eps": 1e-4}, lambda xs, w: F_.layer_norm(
+        xs[0].permute(0, 2, 3, 1), (4,), w["weight"], w["bias"], 1e-4).permute(0, 3, 1, 2)),
+    "relu": ([IMG], {}, lambda xs, w: F_.relu(xs[0])),
+    "relu6": ([IMG], {}, lambda xs, w: F_.relu6(xs[0])),
+    "gelu": ([FLAT], {"approximate": "tanh"}, lambda xs, w: F_.gelu(xs[0], approximate="tanh")),
+    "silu": ([FLAT], {}, lambda xs, w: F_.silu(xs[0])),
+    "sigmoid": ([FLAT], {}, lambda xs, w: torch.sigmoid(xs[0])),
+    "tanh": ([FLAT], {}, lambda xs, w: torch.tanh(xs[0])),
+    "hardswish": ([IMG], {}, lambda xs, w: F_.hardswish(xs[0])),
+    "maxpool2d": ([IMG], {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+                  lambda xs, w: F_.max_pool2d(xs[0], 3, 2, 1, ceil_mode=True)),
+    "avgpool2d": ([IMG], {"kernel_size": 2, "padding": 1, "count_include_pad": False},
+                  lambda xs, w: F_.avg_pool2d(xs[0], 2, 2, 1, count_include_pad=False)),
+    "adaptive_avgpool2d": ([IMG], {"output_size": [2, 3]}, lambda xs, w: F_.adaptive_avg_pool2d(xs[0], (2, 3))),
+    "global_avg_pool": ([IMG], {}, lambda xs, w: xs[0].mean(dim=(2, 3))),
+    "flatten": ([IMG], {}, lambda xs, w: xs[0].reshape(xs[0].shape[0], -1)),
+    "dropout": ([FLAT], {"p": 0.3}, lambda xs, w: xs[0]),  # eval mode
+    "add": ([IMG, IMG, IMG], {}, lambda xs, w: xs[0] + xs[1] + xs[2]),
+    "mul": ([IMG, [4, 1, 1]], {}, lambda xs, w: xs[0] * xs[1]),
+    "concat": ([IMG, [2, 7, 6]], {}, lambda xs, w: torch.cat(xs, dim=1)),
+    "identity": ([FLAT], {}, lambda xs, w: xs[0]),
+}
+
+
+def test_every_op_has_a_reference_case():
+    from archgraph.ops.registry import OPS
+    assert set(OP_CASES) == set(OPS)
+
+
+@pytest.mark.parametrize("op", sorted(OP_CASES))
+def test_every_op_matches_torch(op):
+    shapes, fields, reference = OP_CASES[op]
+    names = [f"x{i}" for i in range(len(shapes))]
+    g = archgraph.Graph.model_validate({
+        "archgraph": 1, "inputs": dict(zip(names, shapes)),
+        "nodes": {"n": {"op": op, "in": names if len(names) > 1 else names[0], **fields}}, "outputs": ["n"]})
+    m = build(g, dtype=torch.float64, seed=1).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, t in m.state_dict().items():  # random buffers too, so eval-mode norms are not the identity
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
+        xs = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+        out = m(*xs)
+        weights = {k.split(".", 1)[1]: t for k, t in m.state_dict().items()}
+        want = reference(xs, weights)
+    assert out.shape == want.shape == (3, *g.shapes()["n"])
+    assert (out - want).abs().max().item() <= 1e-12
+
+
+def test_archgraph_build_is_callable_whatever_was_imported_first():
+    """``import archgraph.build`` sets the package attribute ``build`` to the submodule; the public function must
+    still be what ``archgraph.build(g)`` calls (the same holds for archgraph.prune and archgraph.transfer)."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import archgraph.build\n"
+            "from archgraph.build import node_seed\n"
+            "import archgraph\n"
+            "g = archgraph.load(%r)\n"
+            "m = archgraph.build(g)\n"
+            "from archgraph import build\n"
+            "assert build(g).state_dict().keys() == m.state_dict().keys()\n"
+            "assert archgraph.build.node_seed is node_seed\n"
+            "print(type(m).__name__)") % (str(ROOT), str(TINY))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "TinyCnn"

@@ -45,10 +45,9 @@ def need_rank(ins: list[Shape], rank: int, what: str) -> Shape:
 
 
 def out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    span = size + 2 * p - d * (k - 1) - 1
-    if span < 0:
-        return 0
-    n = (math.ceil(span / s) if ceil_mode else span // s) + 1
+    """Output length along one axis, exactly as PyTorch's ``pooling_output_shape`` (floor division rounds toward
+    minus infinity; with ``ceil_mode`` a window that would start in the right padding is dropped)."""
+    n = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (n - 1) * s >= size + p:
         n -= 1
     return n
