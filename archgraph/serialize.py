@@ -36,6 +36,8 @@ class _Loader(yaml.SafeLoader):
 def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<: *base' merge keys: the explicit keys of this mapping override the merged ones
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
@@ -333,12 +335,12 @@ def _field_hint(p: dict) -> str:
 
 
 def graph_from_data(data: Any, source: str = "<data>"):
-    from .graph import Graph
+    from .graph import FORMAT_VERSION, Graph
     if not isinstance(data, dict):
         raise GraphError("the top level must be a mapping with archgraph, inputs, nodes and outputs", file=source)
     if "archgraph" not in data:
         raise GraphError("missing 'archgraph: 1' (the format version)", file=source, field="archgraph")
-    if data.get("archgraph") != 1:
+    if type(data["archgraph"]) is not int or data["archgraph"] != FORMAT_VERSION:  # not true, 1.0 or "1"
         raise GraphError(f"unsupported format version {data.get('archgraph')!r}; this archgraph reads version 1",
                          file=source, field="archgraph")
     nodes = data.get("nodes")
