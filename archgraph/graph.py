@@ -20,7 +20,7 @@ from .errors import GraphError
 from .ops.spec import Node, NodeSpec
 
 FORMAT_VERSION = 1
-ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 NodeId = Annotated[str, Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
 
@@ -48,14 +48,21 @@ class Graph(BaseModel):
     # ---- derived views (never stored by callers) -------------------------------------------------------------
     def shapes(self) -> dict[str, Shape]:
         """Per-sample output shape of every input and node (computed once, cached on this immutable graph)."""
+        return dict(self._shape_table())
+
+    def shape(self, node_id: str) -> Shape:
+        """Per-sample output shape of one input or node (no copy of the whole table, so loops stay linear)."""
+        return self._shape_table()[node_id]
+
+    def input_shapes(self, node_id: str) -> list[Shape]:
+        shapes = self._shape_table()
+        return [shapes[i] for i in self.nodes[node_id].inputs]
+
+    def _shape_table(self) -> dict[str, Shape]:
         if self._shapes is None:
             from .shapes import infer_shapes
             self._shapes = infer_shapes(self)
-        return dict(self._shapes)
-
-    def input_shapes(self, node_id: str) -> list[Shape]:
-        shapes = self.shapes()
-        return [shapes[i] for i in self.nodes[node_id].inputs]
+        return self._shapes
 
     def users(self, node_id: str) -> list[str]:
         """Ids of the nodes that read ``node_id``, in graph order."""
@@ -105,15 +112,54 @@ class Graph(BaseModel):
         return isinstance(other, Graph) and self.to_dict() == other.to_dict()
 
 
+#: Names an input may not take: it becomes an argument of the generated ``forward``, which must not hide
+#: ``self`` or a global of fx's generated code.
+CODE_NAMES = frozenset("self torch device inf nan NoneType fx_pytree pytree".split())
+
+#: Names a node may not take: a node's submodule is the module attribute named by its id, so it must not shadow an
+#: attribute of ``torch.fx.GraphModule``. Kept here as data so validation never imports torch;
+#: tests/test_build.py checks it against the installed torch.
+RESERVED_IDS = CODE_NAMES | frozenset("""
+    T_destination add_module add_submodule apply bfloat16 buffers call_super_init children code compile cpu cuda
+    delete_all_unused_submodules delete_submodule double dump_patches eval extra_repr float forward get_buffer
+    get_extra_state get_parameter get_submodule graph half ipu load_state_dict meta modules mtia named_buffers
+    named_children named_modules named_parameters parameters print_readable recompile register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
+    register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
+    set_extra_state set_submodule shape_env share_memory state_dict to to_empty to_folder train training type xpu
+    zero_grad
+""".split())
+
+
+def check_id(nid: str, *, is_input: bool = False) -> None:
+    """Raise :class:`GraphError` when ``nid`` cannot name a node (or, with ``is_input``, an input): a Python
+    keyword, a name the built torch module already uses, or a name starting with '_'.
+
+    >>> check_id("c1")
+    >>> check_id("forward")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    archgraph.errors.GraphError: node 'forward': 'forward' is reserved (it names an attribute of torch modules)...
+    """
+    if keyword.iskeyword(nid):
+        raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+    reserved = CODE_NAMES if is_input else RESERVED_IDS
+    if nid in reserved or nid.startswith("_"):
+        what = "a variable of the generated forward" if nid in CODE_NAMES else "an attribute of torch modules"
+        raise GraphError(f"'{nid}' is reserved (it names {what}); choose another id, e.g. '{nid.strip('_')}_1'",
+                         node=nid)
+
+
 def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
-    names = set(graph.inputs)
-    for nid in graph.inputs:
-        if keyword.iskeyword(nid):
-            raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+    for nid, shape in graph.inputs.items():
+        check_id(nid, is_input=True)
+        if len(shape) not in (1, 3):
+            raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W] or [F] (per sample, "
+                             "no batch dimension)", field="inputs")
     for nid, node in graph.nodes.items():
-        if keyword.iskeyword(nid):
-            raise GraphError(f"'{nid}' is a Python keyword and cannot be an id", node=nid)
+        check_id(nid)
         if nid in graph.inputs:
             raise GraphError(f"'{nid}' is both an input and a node id", node=nid)
         least, most = node.arity
@@ -122,20 +168,20 @@ def check(graph: Graph) -> None:
             want = f"exactly {least}" if least == most else f"at least {least}"
             raise GraphError(f"{node.op} takes {want} input(s), got {n}", node=nid, field="in")
         for ref in node.inputs:
-            if ref not in graph.nodes and ref not in graph.inputs:
-                hint = _close_match(ref, list(graph.inputs) + list(graph.nodes))
-                raise GraphError(f"input '{ref}' does not exist{hint}", node=nid, field="in")
             if ref == nid:
                 raise GraphError("a node cannot read its own output (cycle)", node=nid, field="in")
-        names.add(nid)
+            if ref not in graph.nodes and ref not in graph.inputs:
+                known = [k for k in (*graph.inputs, *graph.nodes) if k != nid]
+                raise GraphError(f"input '{ref}' does not exist{_close_match(ref, known)}", node=nid, field="in")
     _check_acyclic(graph)
     for out in graph.outputs:
         if out not in graph.nodes and out not in graph.inputs:
-            hint = _close_match(out, list(graph.nodes))
-            raise GraphError(f"output '{out}' does not exist{hint}", node=out, field="outputs")
-    if len(set(graph.outputs)) != len(graph.outputs):
-        raise GraphError("an output is listed twice", field="outputs")
-    graph.shapes()  # shape errors name their node
+            known = [*graph.nodes, *graph.inputs]
+            raise GraphError(f"output '{out}' does not exist{_close_match(out, known)}", node=out, field="outputs")
+    for i, out in enumerate(graph.outputs):
+        if out in graph.outputs[:i]:
+            raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
+    graph._shape_table()  # shape errors name their node
 
 
 def _check_acyclic(graph: Graph) -> None:
@@ -166,25 +212,40 @@ def _check_acyclic(graph: Graph) -> None:
 
 
 def _close_match(name: str, candidates: list[str]) -> str:
+    """' (did you mean ...?)' for a likely typo, else the ids there are (the first few)."""
     import difflib
     match = difflib.get_close_matches(name, candidates, n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    if match:
+        return f" (did you mean '{match[0]}'?)"
+    shown = ", ".join(candidates[:8]) + (", ..." if len(candidates) > 8 else "")
+    return f" (ids: {shown})" if candidates else ""
 
 
 def topological_order(graph: Graph) -> list[str]:
-    """Node ids so that every node comes after its inputs (the YAML order where it already is one)."""
-    done = set(graph.inputs)
+    """Node ids so that every node comes after its inputs (the YAML order where it already is one).
+
+    A depth-first walk in YAML order that places each node right after its not-yet-placed inputs: linear time.
+    """
+    placed = set(graph.inputs)
     order: list[str] = []
-    pending = list(graph.nodes)
-    while pending:
-        rest = []
-        for nid in pending:
-            if all(i in done for i in graph.nodes[nid].inputs):
-                done.add(nid)
+    for start in graph.nodes:
+        if start in placed:
+            continue
+        stack = [(start, iter(graph.nodes[start].inputs))]
+        on_stack = {start}
+        while stack:
+            nid, pending = stack[-1]
+            nxt = next((i for i in pending if i not in placed), None)
+            if nxt is None:
+                stack.pop()
+                on_stack.discard(nid)
+                placed.add(nid)
                 order.append(nid)
+            elif nxt in on_stack:
+                raise GraphError("cycle among " + ", ".join(n for n, _ in stack), node=nxt)
+            elif nxt not in graph.nodes:
+                raise GraphError(f"input '{nxt}' does not exist", node=nid, field="in")
             else:
-                rest.append(nid)
-        if len(rest) == len(pending):
-            raise GraphError("cycle among " + ", ".join(rest), node=rest[0])
-        pending = rest
+                on_stack.add(nxt)
+                stack.append((nxt, iter(graph.nodes[nxt].inputs)))
     return order

@@ -30,7 +30,7 @@ def node_label(graph, nid: str, extra: str = "") -> str:
             value = "x".join(map(str, value)) if isinstance(value, tuple) else value
             short = {"out_channels": "out", "out_features": "out", "kernel_size": "k", "output_size": "size"}
             bits.append(f"{short.get(key, key)}={value}")
-    shape = "x".join(map(str, graph.shapes()[nid]))
+    shape = "x".join(map(str, graph.shape(nid)))
     lines = [f"{nid}", f"{node.op}" + (f" ({', '.join(bits)})" if bits else ""), f"[{shape}]"]
     if extra:
         lines.append(extra)

@@ -7,9 +7,11 @@ the node and the field.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Union
@@ -23,13 +25,19 @@ MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_EXPANDED_NODES = 200_000
 
 
+MAX_DEPTH = 64
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys."""
+    """SafeLoader that refuses duplicate keys and reads booleans as YAML 1.2 does (only true/false), so an id such
+    as ``on`` or ``no`` stays a string, as in editors that use the YAML 1.2 core schema."""
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False):
+def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # '<<: *base' merge keys: the explicit keys of this mapping override the merged ones
         key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
@@ -39,50 +47,124 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
             raise YamlError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}' "
                             f"(first defined on line {seen[key].start_mark.line + 1})", field=str(key))
         seen[key] = key_node
-    return loader.construct_mapping_plain(node, deep=deep)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
-_Loader.construct_mapping_plain = yaml.SafeLoader.construct_mapping  # type: ignore[attr-defined]
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _configure(cls) -> type:
+    bool_tag = "tag:yaml.org,2002:bool"
+    cls.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    cls.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    return cls
 
 
-def _expanded_size(root: yaml.Node, limit: int) -> int:
-    """Number of nodes the document has once aliases are expanded; stops counting past ``limit``."""
+_configure(_Loader)
+if getattr(yaml, "__with_libyaml__", False):
+    class _FastLoader(yaml.CSafeLoader):
+        """The same loader on libyaml's parser (about 5x faster). Its composer recurses in C, so documents are
+        measured first with libyaml's event parser, which does not recurse (see :func:`_check_depth`)."""
+
+    _configure(_FastLoader)
+else:  # pragma: no cover - PyYAML built without libyaml
+    _FastLoader = None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse documents nested deeper than ``MAX_DEPTH`` (a graph needs 4 levels) before libyaml composes them:
+    its recursive composer would overflow the C stack on a deeply nested file instead of raising an error."""
+    parser = yaml.cyaml.CParser(text)
+    depth = 0
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise YamlError(f"line {event.start_mark.line + 1}: the YAML nests deeper than {MAX_DEPTH} "
+                                    "levels; refused")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        parser.dispose()
+
+
+def _inspect(root: yaml.Node, limit: int) -> None:
+    """Check the composed (not yet constructed) document: aliases must not expand past ``limit`` values (alias
+    bombs) nor refer to themselves, and no mapping may repeat a key. Errors name the node id or field by path."""
     memo: dict[int, int] = {}
+    active: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
+    def where(path: tuple, key: str) -> dict:
+        if path == ("nodes",):
+            return {"node": key}
+        if len(path) == 2 and path[0] == "nodes":
+            return {"node": path[1], "field": key}
+        return {"field": ".".join((*path, key))}
+
+    def size(node: yaml.Node, path: tuple) -> int:
         key = id(node)
+        if key in active:
+            raise YamlError(f"line {node.start_mark.line + 1}: recursive alias (a value that contains itself)")
         if key in memo:
             return memo[key]
-        memo[key] = 1  # guards recursive aliases
+        active.add(key)
         total = 1
         if isinstance(node, yaml.SequenceNode):
             for child in node.value:
-                total += size(child)
+                total += size(child, path)
                 if total > limit:
                     break
         elif isinstance(node, yaml.MappingNode):
+            seen: dict[tuple, yaml.Node] = {}
             for k, v in node.value:
-                total += size(k) + size(v)
+                name = k.value if isinstance(k, yaml.ScalarNode) else None
+                if name is not None:
+                    if (k.tag, name) in seen:
+                        first = seen[(k.tag, name)].start_mark.line + 1
+                        what = "node id" if path == ("nodes",) else "key"
+                        raise YamlError(f"line {k.start_mark.line + 1}: duplicate {what} '{name}' (first defined "
+                                        f"on line {first}); each key may appear once", **where(path, str(name)))
+                    seen[(k.tag, name)] = k
+                total += size(k, path) + size(v, (*path, str(name)) if len(path) < 2 else path)
                 if total > limit:
                     break
+        active.discard(key)
         memo[key] = total
+        if total > limit:
+            raise YamlError(f"YAML aliases expand to more than {limit} values (alias bomb?); refused")
         return total
 
-    return size(root)
+    size(root, ())
+
+
+def _char_at(text: str, mark) -> str:
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines) or mark.column >= len(lines[mark.line]):
+        return ""
+    return lines[mark.line][mark.column]
+
+
+def _mark(mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML text safely. Raises :class:`YamlError` naming ``source``."""
+    """Parse YAML text safely. Raises :class:`YamlError` naming ``source``.
+
+    >>> parse_yaml("a: [1, 2]")
+    {'a': [1, 2]}
+    """
     try:
-        loader = _Loader(text)
+        if _FastLoader is not None:
+            _check_depth(text)
+        loader = (_FastLoader or _Loader)(text)
         try:
             root = loader.get_single_node()
             if root is None:
                 raise YamlError("the file is empty", file=source)
-            if _expanded_size(root, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
-                raise YamlError(f"YAML aliases expand to more than {MAX_EXPANDED_NODES} values (alias bomb?); "
-                                "refused", file=source)
+            _inspect(root, MAX_EXPANDED_NODES)
             return loader.construct_document(root)
         finally:
             loader.dispose()
@@ -90,11 +172,19 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise err.with_file(source)
     except yaml.constructor.ConstructorError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else "?"
+        tag = re.search(r"tag '([^']*)'", err.problem or "")
+        if tag:
+            name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+            raise YamlError(f"line {line}: the tag '{name}' is not allowed: only plain YAML data is accepted "
+                            "(tags that build objects or run code are refused)", file=source) from None
         raise YamlError(f"line {line}: {err.problem} (only plain YAML data is accepted)", file=source) from None
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise YamlError(f"{line}invalid YAML: {err.problem or err.context}", file=source) from None
+        problem = f"{_mark(err.problem_mark)}: {err.problem}" if err.problem_mark else (err.problem or "")
+        context = f"{err.context} ({_mark(err.context_mark)})" if err.context and err.context_mark else err.context
+        message = "; ".join(x for x in (context, problem) if x)
+        if _char_at(text, err.problem_mark) == "\t":
+            message += " (a tab: indent with spaces, YAML does not allow tabs for indentation)"
+        raise YamlError(f"invalid YAML: {message}", file=source) from None
     except yaml.YAMLError as err:
         raise YamlError(f"invalid YAML: {err}", file=source) from None
     except RecursionError:
@@ -120,40 +210,105 @@ def read_text(path: Union[str, os.PathLike]) -> str:
 
 
 def validation_error(err: ValidationError, source: str, root: str = "nodes") -> ArchgraphError:
-    """One readable error from pydantic's: the first problem, with its node and field."""
-    first = err.errors()[0]
-    inner = (first.get("ctx") or {}).get("error")
+    """One readable error from pydantic's: the first problem, with its node and field.
+
+    The culprit is the node (or top-level field) of pydantic's first error; among that culprit's errors an unknown
+    field comes first (a misspelling also makes a required field look missing), then the most specific one (the
+    union member that matched the value's type).
+    """
+    problems = [_problem(e, root) for e in err.errors()]
+    first = problems[0]
+    inner = (first["raw"].get("ctx") or {}).get("error")
     if isinstance(inner, ArchgraphError):
         return inner.with_file(source)
-    loc = [str(x) for x in first["loc"]]
-    node = field = None
+    if first["node"] is not None:
+        same = [p for p in problems if p["node"] == first["node"] and p["section"] == first["section"]]
+    else:  # a top-level field: a misspelled key ('node:') also makes the right one ('nodes') look missing
+        same = [first] + [p for p in problems if p["node"] is None and len(p["loc"]) == 1]
+    chosen = min(same, key=lambda p: (p["type"] != "extra_forbidden", -p["depth"]))
+    explained = [p for p in same if chosen["type"] == "extra_forbidden" and p["type"] == "missing"]
+    def culprit(p: dict) -> tuple:  # union members' errors about one field count once
+        return p["section"], p["node"], re.split(r"[.\[]", p["field"] or "")[0]
+
+    others = {culprit(p) for p in problems if p not in explained} - {culprit(chosen)}
+    message = _message(chosen)
+    if others:
+        message += f" ({len(others)} more problem{'s' if len(others) > 1 else ''} after this one)"
+    return GraphError(message, file=source, node=chosen["node"], field=chosen["field"])
+
+
+def _is_branch(part) -> bool:
+    """A pydantic location part that names a union member or a type, not a field (``str``, ``tuple[...]``)."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool", "none"))
+
+
+def _problem(error: dict, root: str) -> dict:
+    loc = list(error["loc"])
+    section = str(loc[0]) if loc else ""
+    node = None
+    key = False
+    if loc and loc[-1] == "[key]":
+        key = True
+        loc = loc[:-1]
     if len(loc) >= 2 and loc[0] == root:
-        node = loc[1]
+        node = str(loc[1])
         rest = loc[2:]
         if rest and rest[0] in _op_names():
             rest = rest[1:]  # the union member's tag
-        field = ".".join(rest) or None
-        if first["type"] == "union_tag_invalid":
-            field = "op"
-        elif first["type"] == "union_tag_not_found":
-            field = "op"
-    elif loc:
-        field = ".".join(loc)
-    message = first["msg"]
-    if first["type"] == "union_tag_invalid":
-        message = f"unknown op {first['input'].get('op')!r}; known ops: {', '.join(sorted(_op_names()))}" \
-            if isinstance(first.get("input"), dict) else message
-    elif first["type"] == "extra_forbidden":
-        message = f"unknown field '{loc[-1]}'" + _field_hint(loc, first)
-        field = loc[-1] if field is None else field
-    elif first["type"] == "missing":
-        message = "required field is missing"
-    elif "input" in first and not isinstance(first["input"], (dict, list)):
-        message = f"{message} (got {first['input']!r})"
-    count = len(err.errors())
-    if count > 1:
-        message += f" ({count - 1} more problem{'s' if count > 2 else ''} after this one)"
-    return GraphError(message, file=source, node=node, field=field)
+    else:
+        rest = loc
+    parts = [p for p in rest if not _is_branch(p)]
+    field = ""
+    for p in parts:
+        field += f"[{p}]" if isinstance(p, int) else (f".{p}" if field else str(p))
+    if key and section in ("inputs", "outputs") and loc:
+        field = section
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field = "op"
+    return {"raw": error, "type": error["type"], "msg": error["msg"], "input": error.get("input"),
+            "section": section, "node": node, "field": field or None, "key": key, "loc": loc,
+            "depth": len(error["loc"])}
+
+
+def _message(p: dict) -> str:
+    kind, value = p["type"], p["input"]
+    if p["key"]:
+        what = "node id" if p["section"] == "nodes" else "id"
+        if kind == "string_type":
+            return f"{what} {value!r} must be a name such as 'c1' (letters, digits and '_', starting with a letter)"
+        return (f"{value!r} is not a valid {what}: ids are letters, digits and '_', starting with a letter "
+                "(no dots, dashes or spaces), so they can name torch submodules")
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} is not a valid id: ids are letters, digits and '_', starting with a letter"
+    if kind == "union_tag_invalid":
+        op = value.get("op") if isinstance(value, dict) else value
+        known = sorted(_op_names())
+        match = difflib.get_close_matches(str(op), known, n=1)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        return f"unknown op {op!r}{hint}; known ops: {', '.join(known)}"
+    if kind == "union_tag_not_found":
+        return "missing 'op' (the kind of layer, e.g. op: conv2d)"
+    if kind == "extra_forbidden":
+        name = p["loc"][-1]
+        return f"unknown field '{name}'" + _field_hint(p)
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("model_attributes_type", "model_type") and p["node"] is not None:
+        return f"a node must be a mapping such as {{op: relu, in: x}} (got {_short(value)})"
+    if kind == "dict_type":
+        what = {"nodes": "node id -> node", "inputs": "input id -> shape"}.get(p["field"] or "", "names to values")
+        return f"must be a mapping of {what} (got {_short(value)})"
+    if p["field"] == "in" and kind in ("string_type", "tuple_type"):
+        return f"must be a node id or a list of node ids (got {_short(value)})"
+    message = p["msg"].replace(" after validation", "")
+    if value is not None and not isinstance(value, (dict, list)):
+        message += f" (got {value!r})"
+    return message
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _op_names() -> set[str]:
@@ -161,25 +316,31 @@ def _op_names() -> set[str]:
     return set(KIND_BY_OP)
 
 
-def _field_hint(loc: list[str], first: dict) -> str:
-    import difflib
+def _field_hint(p: dict) -> str:
+    """'(did you mean ...?)' for a misspelled field, or the fields the op (or the graph) takes."""
+    from .graph import Graph
     from .ops.spec import KIND_BY_OP
-    if len(loc) >= 4 and loc[2] in KIND_BY_OP:
-        known = [f.alias or name for name, f in KIND_BY_OP[loc[2]].model_fields.items()]
-        match = difflib.get_close_matches(loc[-1], known, n=1)
-        if match:
-            return f" (did you mean '{match[0]}'?)"
-        return f"; {loc[2]} takes: {', '.join(k for k in known if k != 'op')}"
-    return ""
+    loc = p["loc"]
+    if p["node"] is not None and len(loc) >= 4 and loc[2] in KIND_BY_OP:
+        owner, fields = loc[2], KIND_BY_OP[loc[2]].model_fields
+    elif p["node"] is None and len(loc) == 1:
+        owner, fields = "a graph", Graph.model_fields
+    else:
+        return ""
+    known = [f.alias or name for name, f in fields.items()]
+    match = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    if match:
+        return f" (did you mean '{match[0]}'?)"
+    return f"; {owner} takes: {', '.join(k for k in known if k != 'op')}"
 
 
 def graph_from_data(data: Any, source: str = "<data>"):
-    from .graph import Graph
+    from .graph import FORMAT_VERSION, Graph
     if not isinstance(data, dict):
         raise GraphError("the top level must be a mapping with archgraph, inputs, nodes and outputs", file=source)
     if "archgraph" not in data:
         raise GraphError("missing 'archgraph: 1' (the format version)", file=source, field="archgraph")
-    if data.get("archgraph") != 1:
+    if type(data["archgraph"]) is not int or data["archgraph"] != FORMAT_VERSION:  # not true, 1.0 or "1"
         raise GraphError(f"unsupported format version {data.get('archgraph')!r}; this archgraph reads version 1",
                          file=source, field="archgraph")
     nodes = data.get("nodes")
@@ -210,27 +371,35 @@ def load(path: Union[str, os.PathLike]):
 
 
 def dumps(graph) -> str:
-    """The graph as YAML text in the seed format: one line per node, defaults left out."""
+    """The graph as YAML text in the seed format: one line per node, defaults left out.
+
+    ``loads(dumps(g)) == g`` and ``dumps(loads(dumps(g))) == dumps(g)``.
+    """
     data = graph.to_dict()
     lines = [f"archgraph: {data['archgraph']}", f"name: {_scalar(data['name'])}", "inputs:"]
     for k, v in data["inputs"].items():
-        lines.append(f"  {k}: {_flow(v)}")
+        lines.append(f"  {_scalar(k)}: {_flow(v)}")
     lines.append("nodes:")
-    width = max(len(k) for k in data["nodes"]) + 1
+    keys = {k: _scalar(k) + ":" for k in data["nodes"]}
+    width = max(len(k) for k in keys.values())
     for k, node in data["nodes"].items():
-        lines.append(f"  {(k + ':').ljust(width)} {_flow(node)}")
+        lines.append(f"  {keys[k].ljust(width)} {_flow(node)}")
     lines.append(f"outputs: {_flow(data['outputs'])}")
-    text = "\n".join(lines) + "\n"
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def _scalar(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("\n...").strip()
+    """One YAML scalar on one line that reads back as ``value`` (quoted when plain text would not)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True)
+    text = text.removesuffix("\n").removesuffix("\n...").strip()
+    if isinstance(value, str) and text != value:  # plain style would not read back: double quotes escape it all
+        text = yaml.safe_dump(value, default_style='"', width=10**9, allow_unicode=True).strip()
+    return text
 
 
 def _flow(value) -> str:
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_scalar(k)}: {_flow(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_flow(v) for v in value) + "]"
     return _scalar(value)
@@ -243,8 +412,15 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
 
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create its folder {str(err.filename)!r} ({err.strerror})", str(path)) \
+            from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # name the file the caller asked for, not the temporary one
+        raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

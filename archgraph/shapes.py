@@ -30,13 +30,13 @@ def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
 
 
 def node_params(graph, nid: str) -> int:
-    node, shapes = graph.nodes[nid], graph.shapes()
-    return OPS[node.op].params(node, [shapes[i] for i in node.inputs], shapes[nid])
+    node = graph.nodes[nid]
+    return OPS[node.op].params(node, graph.input_shapes(nid), graph.shape(nid))
 
 
 def node_macs(graph, nid: str) -> int:
-    node, shapes = graph.nodes[nid], graph.shapes()
-    return OPS[node.op].macs(node, [shapes[i] for i in node.inputs], shapes[nid])
+    node = graph.nodes[nid]
+    return OPS[node.op].macs(node, graph.input_shapes(nid), graph.shape(nid))
 
 
 def count_params(graph) -> int:
@@ -53,8 +53,7 @@ def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
     """Parameters that are not exactly zero. ``weights`` maps ``<node_id>.<param>`` to tensors; buffers are skipped."""
     total = 0
     for nid, node in graph.nodes.items():
-        shapes = graph.shapes()
-        layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
+        layout = OPS[node.op].layout(node, graph.input_shapes(nid))
         for name in layout:
             if name in ("running_mean", "running_var", "num_batches_tracked"):
                 continue

@@ -16,7 +16,18 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     """Write a state dict as safetensors, atomically."""
     from safetensors.torch import save
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    atomic_write_bytes(path, _canonical(save(tensors, metadata=metadata)))
+
+
+def _canonical(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted, so equal tensors and metadata give equal bytes
+    (safetensors writes the metadata from a hash map, in an order that changes from one process to the next)."""
+    import json
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors does
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:

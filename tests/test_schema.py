@@ -30,3 +30,33 @@ def test_schema_rejects_unknown_field():
     except jsonschema.ValidationError:
         return
     raise AssertionError("schema accepted a misspelled field")
+
+
+def test_schema_requires_op_for_every_node_kind():
+    """Editors pick the node kind by ``op`` (the discriminator), so every kind's schema must require it."""
+    from archgraph.ops.spec import NODE_KINDS
+    schema = json.loads((ROOT / "schemas" / "graph.schema.json").read_text())
+    defs = schema["$defs"]
+    for kind in NODE_KINDS:
+        assert defs[kind.__name__]["required"][0] == "op", kind.__name__
+    node_schema = schema["properties"]["nodes"]["patternProperties"]
+    (union,) = node_schema.values()
+    assert union["discriminator"]["propertyName"] == "op"
+    assert set(union["discriminator"]["mapping"]) == {k.model_fields["op"].default for k in NODE_KINDS}
+
+
+def test_schema_rejects_a_node_without_op():
+    schema = json.loads((ROOT / "schemas" / "graph.schema.json").read_text())
+    bad = {"archgraph": 1, "inputs": {"x": [4]}, "outputs": ["fc"],
+           "nodes": {"fc": {"in": "x", "out_features": 2}}}
+    try:
+        jsonschema.validate(bad, schema)
+    except jsonschema.ValidationError:
+        return
+    raise AssertionError("schema accepted a node without op")
+
+
+def test_python_construction_needs_no_op():
+    from archgraph.ops.spec import Conv2d, Linear
+    assert Conv2d(inputs="x", out_channels=8, kernel_size=3).op == "conv2d"
+    assert Linear.model_validate({"in": "x", "out_features": 2}).op == "linear"

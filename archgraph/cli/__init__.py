@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ArchgraphError as err:
         return fail(str(err))
+    except OSError as err:  # a path that cannot be read or written is bad input too: a message, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        return fail(f"{where}{err.strerror or err}")
     except KeyboardInterrupt:
         print("archgraph: interrupted", file=sys.stderr)
         return 130

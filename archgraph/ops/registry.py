@@ -45,10 +45,9 @@ def need_rank(ins: list[Shape], rank: int, what: str) -> Shape:
 
 
 def out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    span = size + 2 * p - d * (k - 1) - 1
-    if span < 0:
-        return 0
-    n = (math.ceil(span / s) if ceil_mode else span // s) + 1
+    """Output length along one axis, exactly as PyTorch's ``pooling_output_shape`` (floor division rounds toward
+    minus infinity; with ``ceil_mode`` a window that would start in the right padding is dropped)."""
+    n = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (n - 1) * s >= size + p:
         n -= 1
     return n
@@ -132,13 +131,19 @@ def add_shape(node, ins):
 
 
 def mul_shape(node, ins):
-    rank = max(len(s) for s in ins)
+    # Same rank only: with the batch axis in front, [C, H, W] * [C] would line C up with W, not with C.
+    first = ins[0]
+    for i, other in enumerate(ins[1:], 1):
+        if len(other) != len(first):
+            bad("in", f"inputs must have the same rank to be multiplied ([C, H, W] * [C, 1, 1] broadcasts): "
+                      f"'{node.inputs[0]}' is {list(first)} but '{node.inputs[i]}' is {list(other)}")
     out = []
-    for axis in range(rank):
-        sizes = {s[axis - rank + len(s)] for s in ins if axis - rank + len(s) >= 0}
+    for axis in range(len(first)):
+        sizes = {s[axis] for s in ins}
         sizes.discard(1)
         if len(sizes) > 1:
-            bad("in", f"input shapes {[list(s) for s in ins]} do not broadcast")
+            names = ", ".join(f"'{n}' is {list(s)}" for n, s in zip(node.inputs, ins))
+            bad("in", f"input shapes do not broadcast on axis {axis}: {names}")
         out.append(sizes.pop() if sizes else 1)
     return tuple(out)
 

@@ -16,10 +16,17 @@ Padding = Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt], Literal["
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+def _op_required(schema: dict) -> None:
+    """In the JSON Schema ``op`` is required: editors pick the node kind by it (the discriminator). In Python it
+    keeps its default, so ``Conv2d(inputs="x", out_channels=8, kernel_size=3)`` needs no ``op``."""
+    if "op" in schema.get("properties", {}):
+        schema["required"] = ["op", *[r for r in schema.get("required", []) if r != "op"]]
+
+
 class NodeSpec(BaseModel):
     """Fields every node has: ``op`` (the kind) and ``in`` (one input id or a list of them)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required)
 
     op: str
     inputs: Union[str, tuple[str, ...]] = Field(alias="in", description="input node id, or a list of ids")

@@ -1,0 +1,301 @@
+"""Every example seed builds into the network a person would write by hand.
+
+For each seed there is a plain eager ``nn.Module`` below, written from the architecture (not generated from the
+graph). Its submodules are named by node id, so the weights of ``archgraph.build(g)`` load into it by
+``<node_id>.<param>`` with ``strict=True``. Both run in float64 on the same random weights, buffers and inputs, in
+eval mode and in train mode (same dropout masks from the same RNG seed), and must agree to 1e-9. ``g.params`` must
+equal PyTorch's own parameter count and ``g.macs`` the MACs counted by forward hooks on the hand-written convs and
+linears.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import archgraph
+from archgraph.ops.registry import OPS
+from conftest import ROOT
+
+SEED_DIR = ROOT / "examples" / "seeds"
+
+
+# ---- hand-written modules, one per seed ------------------------------------------------------------------------
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.drop = nn.Dropout(0.1)
+        self.fc2 = nn.Linear(32, 16)
+        self.fc3 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.drop(F.relu(self.fc1(x)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        x = F.relu(self.bn3(self.c3(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class DigitsCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.c1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+class ResNetCifar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(16)
+        self.b1_c1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.b1_bn1 = nn.BatchNorm2d(16)
+        self.b1_c2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.b1_bn2 = nn.BatchNorm2d(16)
+        self.b2_c1 = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+        self.b2_bn1 = nn.BatchNorm2d(32)
+        self.b2_c2 = nn.Conv2d(32, 32, 3, padding=1, bias=False)
+        self.b2_bn2 = nn.BatchNorm2d(32)
+        self.b2_short = nn.Conv2d(16, 32, 1, stride=2, bias=False)
+        self.b2_sbn = nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        y = self.b1_bn2(self.b1_c2(F.relu(self.b1_bn1(self.b1_c1(x)))))
+        x = F.relu(y + x)
+        y = self.b2_bn2(self.b2_c2(F.relu(self.b2_bn1(self.b2_c1(x)))))
+        x = F.relu(y + self.b2_sbn(self.b2_short(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class DenseNetConcat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.l1_bn = nn.BatchNorm2d(16)
+        self.l1_conv = nn.Conv2d(16, 8, 3, padding=1, bias=False)
+        self.l2_bn = nn.BatchNorm2d(24)
+        self.l2_conv = nn.Conv2d(24, 8, 3, padding=1, bias=False)
+        self.t_bn = nn.BatchNorm2d(32)
+        self.t_conv = nn.Conv2d(32, 16, 1, bias=False)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        s = self.stem(x)
+        a = self.l1_conv(F.relu(self.l1_bn(s)))
+        b = self.l2_conv(F.relu(self.l2_bn(torch.cat([s, a], 1))))
+        t = self.t_conv(F.relu(self.t_bn(torch.cat([s, a, b], 1))))
+        t = F.avg_pool2d(t, 2)
+        return self.fc(t.mean(dim=(2, 3)))
+
+
+class MobileNetDepthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(16)
+        self.dw1 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.dw1_bn = nn.BatchNorm2d(16)
+        self.pw1 = nn.Conv2d(16, 24, 1, bias=False)
+        self.pw1_bn = nn.BatchNorm2d(24)
+        self.ex = nn.Conv2d(24, 48, 1, bias=False)
+        self.ex_bn = nn.BatchNorm2d(48)
+        self.dw2 = nn.Conv2d(48, 48, 3, padding=1, groups=48, bias=False)
+        self.dw2_bn = nn.BatchNorm2d(48)
+        self.proj = nn.Conv2d(48, 24, 1, bias=False)
+        self.proj_bn = nn.BatchNorm2d(24)
+        self.head = nn.Conv2d(24, 64, 1, bias=False)
+        self.head_bn = nn.BatchNorm2d(64)
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu6(self.stem_bn(self.stem(x)))
+        x = F.relu6(self.dw1_bn(self.dw1(x)))
+        short = self.pw1_bn(self.pw1(x))
+        y = F.relu6(self.ex_bn(self.ex(short)))
+        y = F.relu6(self.dw2_bn(self.dw2(y)))
+        x = self.proj_bn(self.proj(y)) + short
+        x = F.hardswish(self.head_bn(self.head(x)))
+        return self.fc(self.drop(x.mean(dim=(2, 3))))
+
+
+HAND_WRITTEN = {
+    "mlp": (MLP, (64,)),
+    "tiny_cnn": (TinyCNN, (1, 28, 28)),
+    "digits_cnn": (DigitsCNN, (1, 8, 8)),
+    "resnet_cifar": (ResNetCifar, (3, 32, 32)),
+    "densenet_concat": (DenseNetConcat, (3, 32, 32)),
+    "mobilenet_depthwise": (MobileNetDepthwise, (3, 32, 32)),
+}
+
+
+def test_every_seed_has_a_hand_written_module():
+    assert {p.stem for p in SEED_DIR.glob("*.yaml")} == set(HAND_WRITTEN)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------------
+
+def randomise(module: nn.Module, seed: int) -> None:
+    """Random weights and BN statistics, so eval mode does not hide a wrong buffer or a swapped parameter."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if not tensor.is_floating_point():
+                tensor.fill_(7)
+            elif name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=gen, dtype=tensor.dtype) + 0.5)
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=gen, dtype=tensor.dtype) * 0.5)
+
+
+def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """MACs per sample of the convs and linears, counted from the shapes seen by forward hooks."""
+    total = 0
+
+    def conv(m: nn.Conv2d, inputs, out):
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += m.out_channels * (m.in_channels // m.groups) * kh * kw * out.shape[2] * out.shape[3]
+
+    def linear(m: nn.Linear, inputs, out):
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    handles = []
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear))
+    try:
+        with torch.no_grad():
+            module.eval()(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def pair(name: str):
+    g = archgraph.load(SEED_DIR / f"{name}.yaml")
+    built = archgraph.build(g, dtype=torch.float64, seed=3)
+    cls, shape = HAND_WRITTEN[name]
+    ref = cls().to(torch.float64)
+    randomise(built, seed=11)
+    ref.load_state_dict(built.state_dict(), strict=True)  # copy by <node_id>.<param>; key sets must match
+    return g, built, ref, shape
+
+
+# ---- the checks -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_forward_equals_hand_written_in_eval_mode(name):
+    g, built, ref, shape = pair(name)
+    x = torch.randn(5, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    built.eval(), ref.eval()
+    with torch.no_grad():
+        out, want = built(x), ref(x)
+    assert out.shape == want.shape == (5, *g.shapes()[g.outputs[0]])
+    assert (out - want).abs().max().item() <= 1e-9
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_forward_equals_hand_written_in_train_mode(name):
+    g, built, ref, shape = pair(name)
+    x = torch.randn(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    built.train(), ref.train()
+    torch.manual_seed(123)  # dropout draws its masks from the global RNG in the same order in both modules
+    out = built(x)
+    torch.manual_seed(123)
+    want = ref(x)
+    assert (out - want).abs().max().item() <= 1e-9
+    # batch statistics moved the running buffers identically
+    mine, theirs = built.state_dict(), ref.state_dict()
+    for key in mine:
+        assert torch.equal(mine[key], theirs[key]) or (mine[key] - theirs[key]).abs().max().item() <= 1e-12, key
+    # and the gradients agree too
+    out.square().sum().backward()
+    want.square().sum().backward()
+    grads = dict(ref.named_parameters())
+    for key, p in built.named_parameters():
+        assert (p.grad - grads[key].grad).abs().max().item() <= 1e-9, key
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_dropout_is_really_on_in_train_mode(name):
+    g, built, ref, shape = pair(name)
+    if not any(n.op == "dropout" for n in g.nodes.values()):
+        pytest.skip("no dropout in this seed")
+    x = torch.randn(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    built.train()
+    torch.manual_seed(1)
+    a = built(x)
+    torch.manual_seed(2)
+    b = built(x)
+    assert (a - b).abs().max().item() > 1e-6  # different masks give different outputs: the train check is not vacuous
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_params_and_macs_equal_pytorch_counts(name):
+    g, built, ref, shape = pair(name)
+    assert g.params == sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in built.parameters())
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    assert g.macs == hook_macs(ref, x) == hook_macs(built, x)
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_state_dict_keys_are_node_id_dot_param(name):
+    g, built, ref, _ = pair(name)
+    expected = set()
+    for nid, node in g.nodes.items():
+        for param in OPS[node.op].layout(node, g.input_shapes(nid)):
+            expected.add(f"{nid}.{param}")
+    assert set(built.state_dict()) == expected == set(ref.state_dict())
+    # one submodule per parametrised node, named by its id
+    assert {name for name, _ in built.named_children()} >= {k.split(".")[0] for k in expected}
+
+
+@pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
+def test_generated_code_is_readable(name):
+    g, built, _, _ = pair(name)
+    code = built.code
+    for nid, node in g.nodes.items():
+        if node.op == "identity":
+            continue
+        assert re.search(rf"^\s+{nid} = ", code, re.M), f"no line assigns '{nid}' in:\n{code}"
+        if OPS[node.op].module is not None:
+            assert f"self.{nid}(" in code
+    for name_ in g.inputs:
+        assert f"def forward(self, {name_}" in code
+    assert len(code.splitlines()) < 3 * len(g.nodes) + 10
