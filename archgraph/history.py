@@ -312,11 +312,10 @@ def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_file
             raise HistoryError(f"version {record.version}: its parent's recorded hash {record.parent_hash[:12]} "
                                f"is not the hash of version {record.version - 1} ({current[:12]})",
                                file=str(run.path / "history.jsonl"), rule=record.rule, field="parent_hash")
-        rule = make_rule(record.rule, record.args, registry)
         if apply is None:
             from .engine import apply
         try:
-            graph = apply(graph, rule).graph
+            graph = apply(graph, make_rule(record.rule, record.args, registry)).graph
         except ArchgraphError as err:
             raise HistoryError(f"version {record.version} does not replay: {err.message}", rule=record.rule,
                                node=err.node, field=err.field, file=str(run.path / "history.jsonl")) from None

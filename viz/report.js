@@ -73,7 +73,7 @@
   }
 
   // ---- charts (inline SVG, redrawn markers on every move) ----------------------------------------------------------
-  const W = 380, H = 210, PAD = { l: 46, r: 10, t: 24, b: 24 };
+  const W = 420, H = 150, PAD = { l: 46, r: 10, t: 22, b: 22 };
   const charts = [];
 
   function buildChart(spec) {
