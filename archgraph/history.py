@@ -60,11 +60,13 @@ class Version:
     line: Optional[int] = None  # line of history.jsonl with its event
 
     def rule_label(self, width: int = 40) -> str:
-        """``add_filters(node=c1, count=4)`` with long argument values shortened."""
+        """``add_filters(node=c1, count=4)``: arguments that are ``None`` left out, long values shortened."""
         if not self.rule:
             return "seed"
         bits = []
         for key, value in self.args.items():
+            if value is None:
+                continue
             text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
             if len(text) > width:
                 text = text[:width - 3] + "..."
@@ -270,19 +272,15 @@ def _read_json(path: Path) -> Any:
 
 # ---- replay -------------------------------------------------------------------------------------------------------
 def make_rule(name: str, args: Mapping[str, Any], registry: Optional[Mapping[str, type]] = None):
-    """The rule object a log record describes: ``RULES[name]`` built from its logged arguments."""
+    """The rule object a log record describes: ``RULES[name]`` built from its logged arguments (JSON values,
+    validated as they are: a node called ``"none"`` stays a string)."""
+    from .rules.base import validate
     if registry is None:
         from .rules import RULES as registry
     cls = registry.get(name)
     if cls is None:
         raise RuleError(f"unknown rule; known rules: {', '.join(sorted(registry))}", rule=str(name))
-    try:
-        return cls.model_validate(dict(args))
-    except Exception as err:  # pydantic's ValidationError: the logged arguments do not fit the rule
-        first = err.errors()[0] if hasattr(err, "errors") else None
-        where = ".".join(str(x) for x in first["loc"]) if first else None
-        raise RuleError(f"the logged arguments do not fit the rule: {first['msg'] if first else err}",
-                        rule=str(name), field=where) from None
+    return validate(cls, dict(args))
 
 
 def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_files: bool = True,

@@ -28,11 +28,24 @@ def main_metric(run: Run) -> Optional[str]:
     return None
 
 
+def _defaults(rule: str) -> dict:
+    """The rule's arguments that have defaults, with them (empty for a rule this archgraph does not know)."""
+    try:
+        from .rules import RULES
+    except ImportError:
+        return {}
+    cls = RULES.get(rule)
+    if cls is None:
+        return {}
+    return {k: f.default for k, f in cls.model_fields.items() if not f.is_required()}
+
+
 def key_args(version: Version, limit: int = 4) -> list[str]:
-    """``key=value`` strings of a rule's arguments, long lists summarised, ``None`` values left out."""
+    """``key=value`` strings of a rule's arguments that differ from the rule's defaults, long lists summarised."""
     out = []
+    defaults = _defaults(version.rule or "")
     for key, value in version.args.items():
-        if value is None:
+        if value is None or (key in defaults and _same(defaults[key], value)):
             continue
         if isinstance(value, (list, tuple)):
             text = f"[{len(value)} items]" if len(value) > 4 else json.dumps(value, separators=(",", ":"))
@@ -46,6 +59,12 @@ def key_args(version: Version, limit: int = 4) -> list[str]:
     if len(out) > limit:
         out = out[:limit] + ["..."]
     return out
+
+
+def _same(default, value) -> bool:
+    if isinstance(default, tuple):
+        default = list(default)
+    return default == value
 
 
 def _fmt(value) -> str:

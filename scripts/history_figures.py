@@ -3,8 +3,8 @@ and a screenshot of the HTML report taken in headless Chromium.
 
     python scripts/history_figures.py RUN_DIR --out docs/img [--version K]
 
-Without RUN_DIR, ``--fixture DIR`` first writes a made-up run with tests/rundir_fixture.py (hand-edited graph
-versions and synthetic metrics), for when no real run is at hand.
+Without RUN_DIR, ``--fixture DIR`` first writes a made-up run with tests/rundir_fixture.py (real rules on the tiny
+CNN seed, synthetic metrics), for when no real run is at hand.
 """
 from __future__ import annotations
 
@@ -19,21 +19,22 @@ sys.path.insert(0, str(ROOT))
 
 
 def fixture_run(path: Path) -> Path:
+    """A made-up run: real rules applied to the tiny CNN seed (so it replays), synthetic metrics."""
     sys.path.insert(0, str(ROOT / "tests"))
     import archgraph
-    from rundir_fixture import edit_steps, insert_after, widen, write_run
+    from archgraph import rules
+    from rundir_fixture import steps_from_rules, write_run
     seed = archgraph.load(ROOT / "examples" / "seeds" / "tiny_cnn.yaml")
-    steps = edit_steps(seed, [
-        ("add_filters", {"node": "c1", "count": 4, "init": "preserve"}, lambda g: widen(g, "c1", 4)),
-        ("add_filters", {"node": "c2", "count": 8, "init": "preserve"}, lambda g: widen(g, "c2", 8)),
-        ("insert_layer", {"after": "r3", "op": "conv2d", "kernel_size": 3, "norm": None, "activation": None,
-                          "init": "identity"},
-         lambda g: insert_after(g, "r3", "c4", {"op": "conv2d", "out_channels": 8, "kernel_size": 3,
-                                                "padding": 1})),
-        ("prune_channels", {"node": "c2", "indices": [0, 3, 5, 7, 9, 11]}, lambda g: widen(g, "c2", -6)),
-        ("add_filters", {"node": "c3", "count": 4, "init": "net2net"}, lambda g: widen(g, "c3", 4)),
+    steps = steps_from_rules(seed, [
+        rules.AddFilters(node="c1", count=4),
+        rules.AddFilters(node="c2", count=8, init="net2net"),
+        rules.InsertLayer(after="r3", norm="batchnorm", activation="relu"),
+        rules.PruneChannels(node="c2", indices=(0, 3, 5, 7, 9, 11)),
+        rules.SplitFilters(node="c3", indices=(0, 1)),
+        rules.InsertBlock(after="r2"),
+        rules.DeleteNode(node="r2_relu"),
     ])
-    return write_run(path, seed, steps)
+    return write_run(path, seed, steps, config={"seed": 0, "strategy": "fixture (synthetic metrics)"})
 
 
 def screenshot(page: Path, out: Path, fragment: str = "", width: int = 1400, height: int = 1300) -> Path:

@@ -34,7 +34,8 @@ def steps_from_rules(seed, rules: Sequence) -> list[Step]:
     steps, g = [], seed
     for rule in rules:
         g = archgraph.apply(g, rule).graph
-        steps.append(Step(rule.name, rule.args(), g, "prune" if rule.name in PRUNE_RULES else "growth"))
+        steps.append(Step(rule.name, rule.args(), g, getattr(rule, "kind", None) or
+                          ("prune" if rule.name in PRUNE_RULES else "growth")))
     return steps
 
 
