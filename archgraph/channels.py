@@ -249,7 +249,7 @@ def analyse(graph) -> Channels:
 
     for name, shape in graph.inputs.items():
         slots[name] = fresh(name, shape[0])
-        freeze(slots[name], f"it reaches graph input '{name}'")
+        freeze(slots[name], f"it comes from graph input '{name}'")
     for nid in topological_order(graph):
         node = graph.nodes[nid]
         opdef = OPS[node.op]
