@@ -73,8 +73,10 @@ def edit_steps(seed, edits: Sequence[tuple[str, dict, Any]]) -> list[Step]:
 
 
 def write_run(path, seed, steps: Sequence[Step], *, epochs_per_version: int = 2, steps_per_epoch: int = 10,
-              config: Optional[dict] = None, end: bool = True, write_versions: bool = True) -> Path:
-    """Write ``path`` as a run directory: versions/, history.jsonl, summary.json (when ``end``)."""
+              config: Optional[dict] = None, end: bool = True, write_versions: bool = True,
+              extra_metrics: Optional[dict] = None) -> Path:
+    """Write ``path`` as a run directory: versions/, history.jsonl, summary.json (when ``end``).
+    ``extra_metrics`` are added to every epoch's metrics (strategies log their own, not always numbers)."""
     path = Path(path)
     (path / "versions").mkdir(parents=True, exist_ok=True)
     graphs = [seed] + [s.graph for s in steps]
@@ -93,7 +95,7 @@ def write_run(path, seed, steps: Sequence[Step], *, epochs_per_version: int = 2,
                 "val_loss": round(2.3 * math.exp(-0.22 * t) + 0.08, 6),
                 "train_acc": round(1 - 0.9 * math.exp(-0.3 * t), 6),
                 "val_acc": round(1 - 0.9 * math.exp(-0.27 * t) - 0.02, 6),
-                "params": g.params, "nonzero_params": nonzero, "macs": g.macs, "lr": 0.1}
+                "params": g.params, "nonzero_params": nonzero, "macs": g.macs, "lr": 0.1, **(extra_metrics or {})}
 
     for v, g in enumerate(graphs):
         if v > 0:

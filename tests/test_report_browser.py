@@ -48,7 +48,9 @@ def report(tmp_path):
                                                 "padding": 1})),
         ("prune_channels", {"node": "c2", "indices": [0, 2, 5]}, lambda g: widen(g, "c2", -3)),
     ])
-    return write_report(write_run(tmp_path / "run", seed, steps))
+    # strategies add metrics of their own, some not numbers: the page must show them, not fail
+    extra = {"gate_means": [0.5, 0.25], "val_extra": None}
+    return write_report(write_run(tmp_path / "run", seed, steps, extra_metrics=extra))
 
 
 def _state(d):
@@ -79,6 +81,7 @@ def test_report_works_in_chromium(driver, report):
     last = _state(driver)
     assert last["title"] == "version 3 of 3" and "prune_channels" in last["rule"]
     assert "pruned -3" in last["diff"]
+    assert "gate_means[0.5,0.25][0.5,0.25]" in driver.find_element(By.ID, "metrics").text.replace(" ", "").replace("\n", "")
 
     slider = driver.find_element(By.ID, "slider")
     slider.click()

@@ -16,6 +16,10 @@
 
   function fmt(value) {
     if (value === null || value === undefined) return "–";
+    if (typeof value === "object") {
+      const text = JSON.stringify(value);
+      return text.length > 40 ? text.slice(0, 37) + "..." : text;
+    }
     if (typeof value !== "number") return String(value);
     if (Number.isInteger(value)) return value.toLocaleString("en-US");
     if (Math.abs(value) >= 100) return Math.round(value).toLocaleString("en-US");
