@@ -35,13 +35,13 @@
     return String(Math.round(value * 1000) / 1000);
   }
 
-  // about five round numbers between lo and hi (1, 2 or 5 times a power of ten apart)
+  // about five round numbers between lo and hi (1, 2, 2.5 or 5 times a power of ten apart)
   function niceTicks(lo, hi) {
     const range = hi - lo;
     if (!(range > 0)) return [lo];
     const raw = range / 4;
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
     const ticks = [];
     for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Math.round(t / step) * step);
     return ticks;
