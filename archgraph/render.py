@@ -1,11 +1,12 @@
 """Graphviz pictures of one graph: each node shows its id, op, key sizes and output shape."""
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 from .errors import ArchgraphError
 
@@ -38,9 +39,12 @@ def node_label(graph, nid: str, extra: str = "") -> str:
 
 
 def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, title: Optional[str] = None,
-           removed: Optional[Mapping[str, str]] = None) -> str:
+           removed: Optional[Mapping[str, str]] = None,
+           ghost_edges: Sequence[tuple[str, Optional[str]]] = (),
+           legend: Sequence[tuple[str, str]] = ()) -> str:
     """DOT source of ``graph``. ``highlight`` maps node ids to (fill colour, extra label line); ``removed`` adds
-    ghost nodes (id -> label) drawn dashed."""
+    ghost nodes (id -> label) drawn dashed; ``ghost_edges`` are (src, dst) edges drawn dashed (dst ``None``: to the
+    output); ``legend`` is a list of (colour, text) shown in a small key."""
     import graphviz
     dot = graphviz.Digraph(graph.name or "graph")
     dot.attr(rankdir="TB", fontname="Helvetica", label=title or graph.name, labelloc="t")
@@ -58,6 +62,14 @@ def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, 
     for out in graph.outputs:
         dot.node(f"__out_{out}", "output", shape="ellipse", fillcolor="#e9ecef")
         dot.edge(out, f"__out_{out}")
+    for src, dst in ghost_edges:
+        target = dst if dst is not None else f"__out_{graph.outputs[0]}"
+        dot.edge(src, target, style="dashed", color="#dc3545")
+    if legend:
+        rows = "".join(f'<TR><TD BGCOLOR="{html.escape(c)}" WIDTH="14"></TD><TD ALIGN="LEFT">{html.escape(t)}</TD></TR>'
+                       for c, t in legend)
+        dot.node("__legend", f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3">{rows}</TABLE>>',
+                 shape="plaintext", style="", fontsize="9")
     return dot.source
 
 

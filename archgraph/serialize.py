@@ -410,6 +410,12 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
     path = Path(path)
     try:
@@ -426,6 +432,7 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,0 +1,34 @@
+"""archgraph diff A.yaml B.yaml -o OUT.svg"""
+from __future__ import annotations
+
+import json
+
+import archgraph
+
+
+def register(sub) -> None:
+    p = sub.add_parser("diff", help="draw what changed between two graph versions",
+                       description="Draw the later graph B with the changes from A marked: added nodes (green), "
+                                   "widened nodes (blue, +k), pruned channels (orange, -k), changed settings or "
+                                   "inputs (yellow) and removed nodes as dashed red ghosts. Prints the changes.")
+    p.add_argument("old", metavar="A.yaml", help="the earlier graph")
+    p.add_argument("new", metavar="B.yaml", help="the later graph")
+    p.add_argument("-o", "--output", metavar="OUT", help="picture to write: .svg, .png, .pdf or .dot")
+    p.add_argument("--json", action="store_true", help="print the changes as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from archgraph.diff import graph_diff, render_diff
+    old, new = archgraph.load(args.old), archgraph.load(args.new)
+    d = graph_diff(old, new)
+    if args.json:
+        print(json.dumps(d.to_dict(), indent=2))
+    else:
+        for line in d.lines() or ["no changes"]:
+            print(line)
+    if args.output:
+        out = render_diff(old, new, args.output, title=f"{args.old} -> {args.new}")
+        if not args.json:
+            print(f"wrote {out}")
+    return 0

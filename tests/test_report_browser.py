@@ -1,0 +1,116 @@
+"""The HTML report in a real headless Chromium: it loads from file:// without console errors and without fetching
+anything, the slider changes the version shown (text, pictures and chart markers), and a screenshot is not blank."""
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+import archgraph
+from archgraph.report import write_report
+from rundir_fixture import edit_steps, insert_after, widen, write_run
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1400,1000"]
+
+
+@pytest.fixture
+def driver(tmp_path):
+    if not CHROMIUM or not CHROMEDRIVER:
+        pytest.skip("needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d.set_page_load_timeout(60)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+@pytest.fixture
+def report(tmp_path):
+    seed = archgraph.load(ROOT / "examples" / "seeds" / "tiny_cnn.yaml")
+    steps = edit_steps(seed, [
+        ("add_filters", {"node": "c1", "count": 4, "init": "preserve"}, lambda g: widen(g, "c1", 4)),
+        ("insert_layer", {"after": "r3", "op": "conv2d", "kernel_size": 3, "init": "identity"},
+         lambda g: insert_after(g, "r3", "c4", {"op": "conv2d", "out_channels": 8, "kernel_size": 3,
+                                                "padding": 1})),
+        ("prune_channels", {"node": "c2", "indices": [0, 2, 5]}, lambda g: widen(g, "c2", -3)),
+    ])
+    # strategies add metrics of their own, some not numbers: the page must show them, not fail
+    extra = {"gate_means": [0.5, 0.25], "val_extra": None}
+    return write_report(write_run(tmp_path / "run", seed, steps, extra_metrics=extra))
+
+
+def _state(d):
+    return d.execute_script("""
+        const marker = document.querySelector('#charts .marker');
+        return {title: document.getElementById('version-title').textContent,
+                rule: document.getElementById('rule').textContent,
+                changes: document.getElementById('changes').textContent,
+                graph: document.querySelector('#graph svg') ? document.querySelector('#graph svg').textContent : '',
+                diff: document.querySelector('#diff svg') ? document.querySelector('#diff svg').textContent : '',
+                slider: document.getElementById('slider').value,
+                marker: marker ? marker.getAttribute('x1') : null};""")
+
+
+def test_report_works_in_chromium(driver, report):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(report.resolve().as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "version-title").text.strip())
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors
+    # self-contained: the page made no request of any kind
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+    last = _state(driver)
+    assert last["title"] == "version 3 of 3" and "prune_channels" in last["rule"]
+    assert "pruned -3" in last["diff"]
+    assert "gate_means[0.5,0.25][0.5,0.25]" in driver.find_element(By.ID, "metrics").text.replace(" ", "").replace("\n", "")
+
+    slider = driver.find_element(By.ID, "slider")
+    slider.click()
+    slider.send_keys(Keys.HOME)
+    first = _state(driver)
+    assert first["title"] == "version 0 of 3" and first["slider"] == "0"
+    assert "seed" in first["rule"] and first["diff"] == ""
+    assert first["graph"] != last["graph"] and first["marker"] != last["marker"]
+
+    slider.send_keys(Keys.ARROW_RIGHT)
+    second = _state(driver)
+    assert second["title"] == "version 1 of 3"
+    assert "add_filters(node=c1, count=4, init=preserve)" in second["rule"]
+    assert "widened: c1 +4" in second["changes"] and "widened +4" in second["diff"]
+    assert second["graph"] != first["graph"]
+    assert float(second["marker"]) > float(first["marker"])
+
+    driver.find_element(By.ID, "next").click()
+    assert "added: c4" in _state(driver)["changes"]
+    driver.find_element(By.CSS_SELECTOR, ".chip[data-version='0']").click()
+    assert _state(driver)["title"] == "version 0 of 3"
+
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors
+    # the log channel really reports errors (so the empty lists above mean something)
+    driver.execute_script("console.error('probe from the test')")
+    assert any("probe from the test" in e["message"] for e in driver.get_log("browser"))
+
+    shot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    colours = shot.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 200, "the screenshot is (nearly) blank"
+    assert max(c for c, _ in colours) < 0.9 * shot.size[0] * shot.size[1]
