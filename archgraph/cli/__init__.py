@@ -8,7 +8,6 @@ import argparse
 import importlib
 import importlib.util
 import sys
-import textwrap
 
 from ..errors import ArchgraphError
 
@@ -33,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def fail(message: str) -> int:
-    text = textwrap.fill(message, width=110, break_long_words=False, break_on_hyphens=False)
+    # one line, never wrapped: a wrapped message could split a node id or a path that a script greps for
+    text = " ".join(message.split())
     print(f"archgraph: error: {text}", file=sys.stderr)
     return 2
 
