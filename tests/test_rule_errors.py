@@ -110,3 +110,14 @@ def test_rules_are_data():
     assert str(r) == "split_filters(node=c1, indices=[0, 2], eps=0.0, seed=0)"
     for name, cls in rules.RULES.items():
         assert cls.name == name and cls.kind in ("growth", "prune")
+
+
+def test_public_functions_survive_importing_their_modules():
+    import archgraph.build  # noqa: F401 - importing a submodule binds its name on the package ...
+    import archgraph.prune  # noqa: F401
+    import archgraph.transfer  # noqa: F401
+    for name in ("build", "prune", "transfer", "apply", "rewrite"):
+        value = getattr(archgraph, name)
+        assert callable(value) and not isinstance(value, type(archgraph)), name  # ... but it stays the function
+    from archgraph.prune import prune_rules  # the rest of the module is still reachable
+    assert callable(prune_rules)
