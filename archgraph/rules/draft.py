@@ -17,8 +17,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SOURCE, THROUGH, Channels, Slots, concat_slots,
-                        flatten_slots, producing_role, tied_inputs)
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, Channels, Slots, concat_slots, flatten_slots,
+                        producing_role, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS
@@ -276,5 +276,3 @@ def _axis_map(old: Slots, new: Slots, fill: str, copy_of: dict[int, int], scale:
     has_scale = any(f != 1.0 for f in factors)
     return AxisMap(tuple(index), old.width, fill, tuple(factors) if has_scale else None, frozenset(copied))
 
-
-__all__ = ["Draft", "realise", "order_of", "SOURCE", "THROUGH", "GROUPED"]
