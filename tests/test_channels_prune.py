@@ -164,3 +164,51 @@ def test_prune_refuses_bad_ratio_and_criterion():
         archgraph.prune(g, w, ratio=1.0)
     with pytest.raises(archgraph.ArchgraphError, match="criterion"):
         archgraph.prune(g, w, criterion="l3")
+
+
+TWISTED = archgraph.loads("""
+archgraph: 1
+inputs: {x: [2, 6, 6], y: [3, 4, 4]}
+nodes:
+  a: {op: conv2d, in: x, out_channels: 3, kernel_size: 3, padding: 1}
+  aa: {op: concat, in: [a, a]}
+  s: {op: add, in: [a, a]}
+  m: {op: mul, in: [s, s]}
+  p: {op: maxpool2d, in: m, kernel_size: 2}
+  b: {op: conv2d, in: y, out_channels: 2, kernel_size: 1}
+  fa: {op: flatten, in: p}
+  fb: {op: flatten, in: b}
+  cat: {op: concat, in: [fa, fb]}
+  bn: {op: batchnorm1d, in: cat}
+  fc: {op: linear, in: bn, out_features: 4}
+  c2: {op: conv2d, in: aa, out_channels: 2, kernel_size: 1}
+  g2: {op: global_avg_pool, in: c2}
+outputs: [fc, g2]
+""")
+
+
+@pytest.mark.parametrize("rule", [
+    rules.AddFilters(node="a", count=2), rules.AddFilters(node="a", count=2, init="net2net", seed=4),
+    rules.AddFilters(node="b", count=1, init="net2net"), rules.SplitFilters(node="a", indices=(1,), eps=0),
+    rules.InsertBlock(after="cat"), rules.InsertLayer(after="y")], ids=str)
+def test_repeated_inputs_and_concatenated_flattens_stay_exact(rule):
+    """A value read twice (concat(a, a), a + a, s * s), two inputs, two outputs, flattens of different sizes
+    concatenated into one linear."""
+    from rewrite_helpers import build64, inputs_for, max_error, outputs
+    from archgraph.engine import materialise
+    m = build64(TWISTED)
+    xs = inputs_for(TWISTED)
+    rw = archgraph.apply(TWISTED, rule)
+    assert rw.exact
+    assert max_error(outputs(m, xs), outputs(materialise(rw, m), xs)) <= 1e-8
+
+
+def test_pruning_a_repeated_channel_removes_every_copy():
+    rw = archgraph.apply(TWISTED, rules.PruneChannels(node="aa", indices=(4,)))  # channel 1 of the second a
+    assert rw.graph.nodes["a"].out_channels == 2
+    assert rw.plan.tensors["c2.weight"].axes[0][1].index == (0, 2, 3, 5)
+    assert rw.graph.shapes()["cat"] == (2 * 9 + 32,)
+    # a flattened position names its channel: feature 30 of cat lies in channel 0 of b (its features 27..42)
+    rw = archgraph.apply(TWISTED, rules.PruneChannels(node="cat", indices=(30,)))
+    assert rw.graph.nodes["b"].out_channels == 1
+    assert rw.plan.tensors["fc.weight"].axes[0][1].index == tuple(range(27)) + tuple(range(43, 59))

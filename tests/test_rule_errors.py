@@ -110,3 +110,15 @@ def test_rules_are_data():
     assert str(r) == "split_filters(node=c1, indices=[0, 2], eps=0.0, seed=0)"
     for name, cls in rules.RULES.items():
         assert cls.name == name and cls.kind in ("growth", "prune")
+
+
+def test_public_functions_survive_importing_their_modules():
+    import archgraph.prune  # noqa: F401 - importing a submodule binds its name on the package ...
+    import archgraph.transfer  # noqa: F401
+    g = seed("tiny_cnn")
+    m = archgraph.build(g)
+    g2, w2 = archgraph.prune(g, m.state_dict(), ratio=0.5)  # ... yet the name still calls the function
+    rw = archgraph.apply(g, rules.AddFilters(node="c1", count=1))
+    m2 = archgraph.build(rw.graph)
+    archgraph.transfer(rw.plan, m, m2)
+    assert g2.nodes["c1"].out_channels == 2 and m2.c1.weight.shape[0] == 5
