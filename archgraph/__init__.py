@@ -9,6 +9,8 @@ Names that need torch are imported on first use, so reading and validating graph
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from .errors import ArchgraphError, GraphError, RuleError, YamlError
 from .graph import Graph
@@ -33,6 +35,26 @@ _LAZY = {
     "render_graph": "archgraph.render",
     "import_torchvision": "archgraph.compat",
 }
+
+
+class _CallableModule(types.ModuleType):
+    """A submodule named like the function it defines (``archgraph.build``, ``archgraph.prune``,
+    ``archgraph.transfer``). Importing it makes Python set the package attribute to the module, which would hide
+    the function; calling the module calls the function instead, so ``archgraph.build(g)`` works whatever was
+    imported first, and ``archgraph.build.node_seed`` still reaches the module."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        if type(value) is types.ModuleType and _LAZY.get(name) == value.__name__:
+            value.__class__ = _CallableModule
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):
