@@ -116,6 +116,9 @@ class Trainer:
                 self.start()
             else:
                 self.restore(ckpt)
+        elif self.resume:      # killed before the start event: start again
+            self.run_dir.rewind(0, -1)
+            self.start()
         else:
             if not self.run_dir.is_empty():
                 raise ConfigError(f"'{self.run_dir.path}' already holds files; pass --resume to continue the run "

@@ -238,12 +238,16 @@ class LearnedMasks:
 
     @torch.no_grad()
     def hard_weights(self, module) -> dict[str, torch.Tensor]:
-        """Every parameter as the masked network uses it (exact zeros where masked); weights that read a dead
-        channel are zeroed too, as removing the channel will remove them."""
+        """Every parameter as the masked network uses it, with exact zeros where masked. The parameters of a
+        channel that can be removed (see :meth:`dead_channels`) and the weights reading it are zeroed too: the
+        output does not depend on them and removing the channel removes them."""
         out = self.forward(module, expected=False)
         state = {k: v.detach() for k, v in module.named_parameters()}
         state.update({k: v.detach().clone() for k, v in out.overrides.items()})
         dead = self.dead_channels(module)
+        for gid, idx in dead.items():
+            for key in [f"{gid}.weight", *self.layout.groups[gid].members]:
+                state[key][idx] = 0
         for key, links in self.layout.in_group.items():
             for gid, repeat in links:
                 for c in dead.get(gid, []):

@@ -61,7 +61,8 @@ class RunDir:
         return self.history_path.exists()
 
     def is_empty(self) -> bool:
-        return not self.path.exists() or not any(self.path.iterdir())
+        """Whether the directory holds no file (empty folders do not count)."""
+        return not self.path.exists() or not any(p.is_file() for p in self.path.rglob("*"))
 
     # ---- writing ----------------------------------------------------------------------------------------------
     def create(self) -> None:
@@ -130,6 +131,8 @@ class RunDir:
     def rewind(self, history_lines: int, version: int) -> None:
         """Go back to a checkpoint: keep the first ``history_lines`` events, drop versions after ``version`` and
         leftovers of interrupted atomic writes."""
+        if self.path.is_file():
+            raise ArchgraphError("is a file, not a run directory", file=str(self.path))
         lines = self.history_path.read_bytes().split(b"\n") if self.history_path.exists() else []
         lines = [line for line in lines if line.strip()]
         if len(lines) < history_lines:
@@ -137,6 +140,7 @@ class RunDir:
                                  f"{history_lines}", file=str(self.history_path))
         if len(lines) != history_lines:
             atomic_write_bytes(self.history_path, b"".join(line + b"\n" for line in lines[:history_lines]))
+        self.create()
         for path in sorted((self.path / "versions").glob("*.yaml")):
             if path.stem.isdigit() and int(path.stem) > version:
                 path.unlink()
