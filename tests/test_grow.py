@@ -157,6 +157,7 @@ def test_cuda_asked_for_without_cuda(tmp_path, data_root, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_module_entry_point(tmp_path, data_root):
     path = write_run(tmp_path, tiny_config(data_root, method="dense", epochs=1))
     proc = subprocess.run([sys.executable, "-m", "archgraph", "grow", path, "--out", str(tmp_path / "o"),
