@@ -298,6 +298,3 @@ def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself."""
     return role in (SOURCE, GROUPED)
 
-
-__all__ = ["Channels", "Slots", "Space", "UnionFind", "analyse", "concat_slots", "flatten_slots", "tied_inputs",
-           "producing_role", "THROUGH", "MERGE", "CONCAT", "FLATTEN", "SOURCE", "GROUPED"]

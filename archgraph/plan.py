@@ -97,7 +97,7 @@ class TensorPlan:
         if self.source is None:
             return f"new ({self.fill}{'=' + repr(self.value) if self.fill == 'value' else ''})"
         if self.unchanged:
-            return "copied" if self.source else "?"
+            return "copied"
         bits = [f"axis {a}: {m.describe()}" for a, m in self.axes]
         if self.noise is not None:
             bits.append(f"noise eps={self.noise.eps} on {len(self.noise.pairs)} pair(s)")
