@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HEADER = ("| run | seed | test acc | non-zero params | params | MACs | non-zero MACs | wall s | growth | prune | epochs |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+HEADER = ("| run | seed | test acc | non-zero params | params | MACs | non-zero MACs | wall s | growth | prune "
+          "| epochs |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
 
 def row(name: str, seed: int, s: dict) -> str:

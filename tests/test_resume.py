@@ -53,7 +53,8 @@ def history(run) -> list[dict]:
 
 
 def assert_same_run(run, ref):
-    assert strip(json.loads((run / "summary.json").read_text())) == strip(json.loads((ref / "summary.json").read_text()))
+    summary = json.loads((run / "summary.json").read_text())
+    assert strip(summary) == strip(json.loads((ref / "summary.json").read_text()))
     assert history(run) == history(ref)
     a, b = load_weights(run / "weights" / "final.safetensors"), load_weights(ref / "weights" / "final.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
