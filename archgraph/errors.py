@@ -53,5 +53,10 @@ class RuleError(ArchgraphError):
     """A rewrite rule cannot apply to this graph; the graph is left untouched."""
 
 
+class ConversionError(ArchgraphError):
+    """A model cannot be imported into the graph format (or a graph cannot be exported): the error names the op and
+    the torch.fx node (or graph node) it cannot express."""
+
+
 class ConfigError(ArchgraphError):
     """A run configuration or command-line value is wrong."""

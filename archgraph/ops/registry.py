@@ -25,7 +25,9 @@ MERGE = "merge"          # all inputs and the output share one channel space (ad
 CONCAT = "concat"        # output channels are the inputs' channels one after another
 FLATTEN = "flatten"      # channel c of [C, H, W] becomes features c*H*W .. (c+1)*H*W - 1
 GROUPED = "grouped"      # grouped convolution that is not depthwise: channels coupled within groups
-ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED)
+SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c) (channel_shuffle)
+SLICE = "slice"          # output channel c is input channel start + c; the other input channels are dropped
+ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED, SHUFFLE, SLICE)
 
 
 def bad(field: Optional[str], message: str):
@@ -152,6 +154,28 @@ def concat_shape(node, ins):
     return (sum(s[0] for s in ins), *first[1:])
 
 
+def shuffle_shape(node: S.ChannelShuffle, ins):
+    c, _, _ = need_rank(ins, 3, node.op)
+    if c % node.groups:
+        bad("groups", f"groups={node.groups} does not divide the {c} input channels")
+    return tuple(ins[0])
+
+
+def slice_shape(node: S.Slice, ins):
+    if len(ins[0]) not in (1, 3):
+        bad("in", f"needs a [F] or [C, H, W] input, got {list(ins[0])}")
+    c = ins[0][0]
+    if node.stop > c:
+        bad("stop", f"stop={node.stop} is past the {c} input channels")
+    return (node.stop - node.start, *ins[0][1:])
+
+
+def shuffle_permutation(channels: int, groups: int) -> list[int]:
+    """``perm`` with output channel ``c`` of a ``channel_shuffle`` equal to input channel ``perm[c]``."""
+    per = channels // groups
+    return [g * per + i for i in range(per) for g in range(groups)]
+
+
 # ---- sizes ----------------------------------------------------------------------------------------------------
 
 def no_count(node, ins, out) -> int:
@@ -184,6 +208,10 @@ def ln_params(node: S.LayerNorm, ins, out):
     if not node.elementwise_affine:
         return 0
     return ins[0][0] * (2 if node.bias else 1)
+
+
+def scale_params(node, ins, out):
+    return ins[0][0]
 
 
 # ---- channel roles and tensor layouts -------------------------------------------------------------------------
@@ -237,6 +265,10 @@ def ln_layout(node: S.LayerNorm, ins):
     return layout
 
 
+def channel_vector_layout(node, ins):
+    return {"weight": (0, None)}
+
+
 def no_layout(node, ins):
     return {}
 
@@ -270,6 +302,14 @@ def ln_module(T, node: S.LayerNorm, ins):
 
 def dropout_module(T, node: S.Dropout, ins):
     return T.nn.Dropout(node.p)
+
+
+def scale_module(T, node: S.Scale, ins):
+    return T.extra.Scale(ins[0][0], init=node.init)
+
+
+def stochastic_depth_module(T, node: S.StochasticDepth, ins):
+    return T.extra.StochasticDepth(node.p, node.mode)
 
 
 def call(target_of, **kwargs_of):
@@ -345,6 +385,13 @@ def _defs() -> dict[str, OpDef]:
         OpDef("mul", S.Mul, mul_shape, fixed(MERGE), function=call(lambda T: operator.mul)),
         OpDef("concat", S.Concat, concat_shape, fixed(CONCAT), function=call(lambda T: T.torch.cat, dim=lambda n: 1)),
         OpDef("identity", S.Identity, same_shape, act, passthrough=True),
+        OpDef("hardsigmoid", S.Hardsigmoid, same_shape, act, function=call(lambda T: T.F.hardsigmoid)),
+        OpDef("scale", S.Scale, norm_any_shape, act, channel_vector_layout, scale_params, module=scale_module),
+        OpDef("stochastic_depth", S.StochasticDepth, same_shape, act, module=stochastic_depth_module),
+        OpDef("channel_shuffle", S.ChannelShuffle, shuffle_shape, fixed(SHUFFLE),
+              function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups)),
+        OpDef("slice", S.Slice, slice_shape, fixed(SLICE),
+              function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop)),
     ]
     return {d.op: d for d in defs}
 
