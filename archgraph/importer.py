@@ -173,7 +173,7 @@ class _Converter:
     def fail(self, message: str) -> ConversionError:
         n = self.fx_node
         where = f"{n.op} {_target_name(n)}" if n is not None else "?"
-        return ConversionError(f"cannot convert {where}: {message}", node=n.name if n is not None else None)
+        return ConversionError(f"cannot convert {where}: {message}", fx_node=n.name if n is not None else None)
 
     def new_id(self, hint: str) -> str:
         base = _identifier(hint)
@@ -380,11 +380,12 @@ def _target_name(n: fx.Node) -> str:
     if n.op == "call_module":
         return f"'{n.target}'"
     if n.op == "call_method":
-        return f"'.{n.target}()'"
-    if callable(n.target):
-        return f"'{getattr(n.target, '__module__', None) or ''}.{getattr(n.target, '__name__', n.target)}'".replace(
-            "'.", "'")
-    return f"'{n.target}'"
+        return f"Tensor.{n.target}"
+    try:
+        name = fx.node._get_qualified_name(n.target)
+    except Exception:  # not a plain function
+        name = str(n.target)
+    return name.replace("_operator.", "operator.")
 
 
 def _layout_words(val: Val) -> str:
