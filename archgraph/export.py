@@ -12,6 +12,7 @@ import inspect
 import io
 import operator
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -50,8 +51,10 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     names_in, names_out = list(graph.inputs), list(graph.outputs)
     buffer = io.BytesIO()
     try:
-        torch.onnx.export(module, example, buffer, dynamo=False, opset_version=opset, input_names=names_in,
-                          output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "legacy" TorchScript exporter: needs no onnxscript
+            torch.onnx.export(module, example, buffer, dynamo=False, opset_version=opset, input_names=names_in,
+                              output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
     except Exception as err:  # the exporter raises many kinds of errors for an op it cannot express
         raise ConversionError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from None
     data = buffer.getvalue()
