@@ -9,6 +9,8 @@ Names that need torch are imported on first use, so reading and validating graph
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from .errors import ArchgraphError, GraphError, RuleError, YamlError
 from .graph import Graph
@@ -33,6 +35,20 @@ _LAZY = {
     "render_graph": "archgraph.render",
     "import_torchvision": "archgraph.compat",
 }
+
+
+class _Package(types.ModuleType):
+    """Keeps ``archgraph.build``, ``archgraph.prune``, ``archgraph.transfer`` ... the public functions even after
+    their submodule is imported: importing ``archgraph.prune`` would otherwise bind the attribute ``prune`` to the
+    submodule. Use ``from archgraph.prune import ...`` to reach the rest of such a submodule."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

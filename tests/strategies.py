@@ -99,3 +99,43 @@ def graphs(**kwargs):
     """Strategy of validated :class:`archgraph.Graph` objects."""
     from archgraph.serialize import graph_from_data
     return graph_data(**kwargs).map(graph_from_data)
+
+
+#: one small example node of every op, as (input shapes, node data); used by registry and rule tests
+EXAMPLE_NODES = {
+    "conv2d": ({"x": [4, 6, 6]}, {"in": "x", "out_channels": 4, "kernel_size": 3, "padding": 1, "groups": 4}),
+    "linear": ({"x": [5]}, {"in": "x", "out_features": 3}),
+    "batchnorm2d": ({"x": [3, 4, 4]}, {"in": "x"}),
+    "batchnorm1d": ({"x": [5]}, {"in": "x"}),
+    "layernorm": ({"x": [5]}, {"in": "x"}),
+    "relu": ({"x": [5]}, {"in": "x"}),
+    "relu6": ({"x": [5]}, {"in": "x"}),
+    "gelu": ({"x": [5]}, {"in": "x"}),
+    "silu": ({"x": [5]}, {"in": "x"}),
+    "sigmoid": ({"x": [5]}, {"in": "x"}),
+    "tanh": ({"x": [5]}, {"in": "x"}),
+    "hardswish": ({"x": [5]}, {"in": "x"}),
+    "maxpool2d": ({"x": [3, 4, 4]}, {"in": "x", "kernel_size": 2}),
+    "avgpool2d": ({"x": [3, 4, 4]}, {"in": "x", "kernel_size": 2}),
+    "adaptive_avgpool2d": ({"x": [3, 4, 4]}, {"in": "x", "output_size": 1}),
+    "global_avg_pool": ({"x": [3, 4, 4]}, {"in": "x"}),
+    "flatten": ({"x": [3, 4, 4]}, {"in": "x"}),
+    "dropout": ({"x": [5]}, {"in": "x", "p": 0.5}),
+    "add": ({"x": [5], "y": [5]}, {"in": ["x", "y"]}),
+    "mul": ({"x": [3, 4, 4], "y": [3, 1, 1]}, {"in": ["x", "y"]}),
+    "concat": ({"x": [3, 4, 4], "y": [2, 4, 4]}, {"in": ["x", "y"]}),
+    "identity": ({"x": [5]}, {"in": "x"}),
+    "hardsigmoid": ({"x": [5]}, {"in": "x"}),
+    "scale": ({"x": [3, 4, 4]}, {"in": "x", "init": 0.5}),
+    "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
+    "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
+    "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
+}
+
+
+def example_node(op: str):
+    """A valid graph holding one ``op`` node: returns ``(graph, node_id)``."""
+    from archgraph.serialize import graph_from_data
+    inputs, node = EXAMPLE_NODES[op]
+    data = {"archgraph": 1, "name": op, "inputs": inputs, "nodes": {"n": {"op": op, **node}}, "outputs": ["n"]}
+    return graph_from_data(data), "n"

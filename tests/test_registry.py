@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from archgraph.ops.registry import OPS, OpDef, ROLES
+from archgraph.ops.registry import FACTS, OPS, OpDef, ROLES
 from archgraph.ops.spec import KIND_BY_OP, NODE_KINDS
 
 
@@ -22,6 +22,51 @@ def test_every_op_has_every_entry(op):
         assert callable(getattr(d, field.name)) or field.name in ("op", "kind"), field.name
     # exactly one way to build it
     assert [d.module is not None, d.function is not None, d.passthrough].count(True) == 1, op
+
+
+REWRITE_FACTS = ("resize", "nonneg", "identity", "mixes")
+
+
+def test_rewrite_facts_are_declared_for_every_op_and_nothing_else():
+    assert set(FACTS) == set(OPS)
+    for op, facts in FACTS.items():
+        assert set(facts) == set(REWRITE_FACTS), op
+    required = {f.name for f in dataclasses.fields(OpDef) if f.kw_only}
+    assert required == set(REWRITE_FACTS)
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_rewrite_facts_answer(op):
+    from strategies import example_node
+    g, nid = example_node(op)
+    node, ins = g.nodes[nid], g.input_shapes(nid)
+    d = OPS[op]
+    width = g.shapes()[nid][0]
+    changes = d.resize(node, width)
+    assert isinstance(changes, dict)
+    assert node.replace(**changes) == node  # resizing to its own width changes nothing
+    flags = [True] * len(node.inputs)
+    assert isinstance(d.nonneg(node, flags), bool) and isinstance(d.nonneg(node, [False] * len(flags)), bool)
+    assert isinstance(d.identity(node, flags), bool)
+    assert isinstance(d.mixes(node, ins), bool)
+    if d.identity(node, [False] * len(flags)):
+        assert g.shapes()[nid] == ins[0], "an identity keeps its input's shape"
+    if d.module is not None and d.layout(node, ins):
+        assert d.identity(node, flags) is False  # layers with weights are never assumed to be identities
+
+
+def test_resize_sets_widths():
+    from archgraph.ops import spec as S
+    conv = S.Conv2d.model_validate({"in": "x", "out_channels": 4, "kernel_size": 3})
+    dw = S.Conv2d.model_validate({"in": "x", "out_channels": 4, "kernel_size": 3, "groups": 4})
+    fc = S.Linear.model_validate({"in": "x", "out_features": 4})
+    assert OPS["conv2d"].resize(conv, 6) == {"out_channels": 6}
+    assert OPS["conv2d"].resize(dw, 6) == {"out_channels": 6, "groups": 6}
+    assert OPS["linear"].resize(fc, 2) == {"out_features": 2}
+    assert OPS["relu"].nonneg(None, [False]) and not OPS["gelu"].nonneg(None, [True])
+    assert OPS["relu"].identity(None, [True]) and not OPS["relu"].identity(None, [False])
+    assert OPS["add"].nonneg(None, [True, True]) and not OPS["add"].nonneg(None, [True, False])
+    assert OPS["layernorm"].mixes(None, [(4,)]) and not OPS["batchnorm1d"].mixes(None, [(4,)])
 
 
 def test_roles_are_known():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..errors import GraphError
@@ -229,7 +229,7 @@ def fixed(role):
 
 
 def flatten_role(node, ins):
-    return FLATTEN if len(ins[0]) == 3 else THROUGH
+    return FLATTEN if len(ins[0]) >= 2 else THROUGH
 
 
 def conv_layout(node: S.Conv2d, ins):
@@ -271,6 +271,47 @@ def channel_vector_layout(node, ins):
 
 def no_layout(node, ins):
     return {}
+
+
+# ---- rewrite facts: resizing, sign and identity (used by archgraph.channels and archgraph.rules) ----------------
+
+def no_resize(node, width: int) -> dict:
+    return {}
+
+
+def conv_resize(node: S.Conv2d, width: int) -> dict:
+    """A depthwise conv follows its input's channels (its groups too); any other conv sets its own width."""
+    if node.groups > 1 and node.groups == node.out_channels:
+        return {"out_channels": width, "groups": width}
+    return {"out_channels": width}
+
+
+def linear_resize(node: S.Linear, width: int) -> dict:
+    return {"out_features": width}
+
+
+def never(node, flags) -> bool:
+    return False
+
+
+def always(node, flags) -> bool:
+    return True
+
+
+def every(node, flags) -> bool:
+    return all(flags)
+
+
+def single(node, flags) -> bool:
+    return len(flags) == 1
+
+
+def no_mixing(node, ins) -> bool:
+    return False
+
+
+def ln_mixing(node, ins) -> bool:
+    return True
 
 
 # ---- torch builders (T is a namespace with torch, nn, F and archgraph.modules as ``extra``) ---------------------
@@ -353,45 +394,103 @@ class OpDef:
     function: Optional[Callable[[Any, Any], tuple[Callable, dict]]] = None
     #: the output is one of the inputs unchanged (no fx node is made)
     passthrough: bool = False
+    # -- facts the rewrite rules rely on (required for every op; tests/test_registry.py checks them) --
+    #: ``resize(node, width)`` -> the field changes that make the node's output ``width`` channels wide (``{}`` when
+    #: the width is inferred from the input); only called for nodes whose output channels a rule changes
+    resize: Callable[[Any, int], dict] = field(kw_only=True)
+    #: ``nonneg(node, inputs_nonneg)`` -> whether the output is >= 0 everywhere when the inputs flagged True are
+    nonneg: Callable[[Any, list[bool]], bool] = field(kw_only=True)
+    #: ``identity(node, inputs_nonneg)`` -> whether the node computes exactly its (single) input in eval mode
+    identity: Callable[[Any, list[bool]], bool] = field(kw_only=True)
+    #: ``mixes(node, ins)`` -> whether an output channel depends on the *other* channels of its input beyond what
+    #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
+    #: the others, so widening through it is not function-preserving
+    mixes: Callable[[Any, list[Shape]], bool] = field(kw_only=True)
+
+
+#: the rewrite facts of every op (see :class:`OpDef`): how to resize it, its sign and whether it is an identity
+_N, _A, _E, _1 = never, always, every, single
+FACTS: dict[str, dict] = {
+    "conv2d": dict(resize=conv_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "linear": dict(resize=linear_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "batchnorm2d": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "batchnorm1d": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "layernorm": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=ln_mixing),
+    "relu": dict(resize=no_resize, nonneg=_A, identity=_E, mixes=no_mixing),   # relu(x) = x for x >= 0
+    "relu6": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
+    "gelu": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "silu": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "sigmoid": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
+    "tanh": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "hardswish": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "maxpool2d": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
+    "avgpool2d": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
+    "adaptive_avgpool2d": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
+    "global_avg_pool": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
+    "flatten": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
+    "dropout": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),   # eval mode
+    "add": dict(resize=no_resize, nonneg=_E, identity=_1, mixes=no_mixing),
+    "mul": dict(resize=no_resize, nonneg=_E, identity=_1, mixes=no_mixing),
+    "concat": dict(resize=no_resize, nonneg=_E, identity=_1, mixes=no_mixing),
+    "identity": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),
+}
+
+
+def shuffle_identity(node: S.ChannelShuffle, flags) -> bool:
+    return node.groups == 1
+
+
+# the ops the importer added (kept in one block so merges stay easy)
+FACTS.update({
+    "hardsigmoid": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
+    "scale": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "stochastic_depth": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),   # eval mode
+    "channel_shuffle": dict(resize=no_resize, nonneg=_E, identity=shuffle_identity, mixes=no_mixing),
+    "slice": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),   # start/stop: see rules/draft.py
+})
+
+
+def op(name: str, *args, **kwargs) -> OpDef:
+    return OpDef(name, *args, **kwargs, **FACTS[name])
 
 
 def _defs() -> dict[str, OpDef]:
     act = fixed(THROUGH)
     defs = [
-        OpDef("conv2d", S.Conv2d, conv_shape, conv_role, conv_layout, conv_params, conv_macs, module=conv_module),
-        OpDef("linear", S.Linear, linear_shape, fixed(SOURCE), linear_layout, linear_params, linear_macs,
-              module=linear_module),
-        OpDef("batchnorm2d", S.BatchNorm2d, rank_shape(3), act, bn_layout, bn_params, module=bn2d_module),
-        OpDef("batchnorm1d", S.BatchNorm1d, rank_shape(1), act, bn_layout, bn_params, module=bn1d_module),
-        OpDef("layernorm", S.LayerNorm, norm_any_shape, act, ln_layout, ln_params, module=ln_module),
-        OpDef("relu", S.ReLU, same_shape, act, function=call(lambda T: T.torch.relu)),
-        OpDef("relu6", S.ReLU6, same_shape, act, function=call(lambda T: T.F.relu6)),
-        OpDef("gelu", S.GELU, same_shape, act, function=call(lambda T: T.F.gelu, approximate=lambda n: n.approximate)),
-        OpDef("silu", S.SiLU, same_shape, act, function=call(lambda T: T.F.silu)),
-        OpDef("sigmoid", S.Sigmoid, same_shape, act, function=call(lambda T: T.torch.sigmoid)),
-        OpDef("tanh", S.Tanh, same_shape, act, function=call(lambda T: T.torch.tanh)),
-        OpDef("hardswish", S.Hardswish, same_shape, act, function=call(lambda T: T.F.hardswish)),
-        OpDef("maxpool2d", S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), act, function=pool_call("max_pool2d")),
-        OpDef("avgpool2d", S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), act,
-              function=pool_call("avg_pool2d")),
-        OpDef("adaptive_avgpool2d", S.AdaptiveAvgPool2d, adaptive_shape, act,
-              function=call(lambda T: T.F.adaptive_avg_pool2d, output_size=lambda n: pair(n.output_size))),
-        OpDef("global_avg_pool", S.GlobalAvgPool, gap_shape, act,
-              function=call(lambda T: T.torch.mean, dim=lambda n: (-2, -1))),
-        OpDef("flatten", S.Flatten, flatten_shape, flatten_role,
-              function=call(lambda T: T.torch.flatten, start_dim=lambda n: 1)),
-        OpDef("dropout", S.Dropout, same_shape, act, module=dropout_module),
-        OpDef("add", S.Add, add_shape, fixed(MERGE), function=call(lambda T: operator.add)),
-        OpDef("mul", S.Mul, mul_shape, fixed(MERGE), function=call(lambda T: operator.mul)),
-        OpDef("concat", S.Concat, concat_shape, fixed(CONCAT), function=call(lambda T: T.torch.cat, dim=lambda n: 1)),
-        OpDef("identity", S.Identity, same_shape, act, passthrough=True),
-        OpDef("hardsigmoid", S.Hardsigmoid, same_shape, act, function=call(lambda T: T.F.hardsigmoid)),
-        OpDef("scale", S.Scale, norm_any_shape, act, channel_vector_layout, scale_params, module=scale_module),
-        OpDef("stochastic_depth", S.StochasticDepth, same_shape, act, module=stochastic_depth_module),
-        OpDef("channel_shuffle", S.ChannelShuffle, shuffle_shape, fixed(SHUFFLE),
-              function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups)),
-        OpDef("slice", S.Slice, slice_shape, fixed(SLICE),
-              function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop)),
+        op("conv2d", S.Conv2d, conv_shape, conv_role, conv_layout, conv_params, conv_macs, module=conv_module),
+        op("linear", S.Linear, linear_shape, fixed(SOURCE), linear_layout, linear_params, linear_macs,
+            module=linear_module),
+        op("batchnorm2d", S.BatchNorm2d, rank_shape(3), act, bn_layout, bn_params, module=bn2d_module),
+        op("batchnorm1d", S.BatchNorm1d, rank_shape(1), act, bn_layout, bn_params, module=bn1d_module),
+        op("layernorm", S.LayerNorm, norm_any_shape, act, ln_layout, ln_params, module=ln_module),
+        op("relu", S.ReLU, same_shape, act, function=call(lambda T: T.torch.relu)),
+        op("relu6", S.ReLU6, same_shape, act, function=call(lambda T: T.F.relu6)),
+        op("gelu", S.GELU, same_shape, act, function=call(lambda T: T.F.gelu, approximate=lambda n: n.approximate)),
+        op("silu", S.SiLU, same_shape, act, function=call(lambda T: T.F.silu)),
+        op("sigmoid", S.Sigmoid, same_shape, act, function=call(lambda T: T.torch.sigmoid)),
+        op("tanh", S.Tanh, same_shape, act, function=call(lambda T: T.torch.tanh)),
+        op("hardswish", S.Hardswish, same_shape, act, function=call(lambda T: T.F.hardswish)),
+        op("maxpool2d", S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), act, function=pool_call("max_pool2d")),
+        op("avgpool2d", S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), act,
+            function=pool_call("avg_pool2d")),
+        op("adaptive_avgpool2d", S.AdaptiveAvgPool2d, adaptive_shape, act,
+            function=call(lambda T: T.F.adaptive_avg_pool2d, output_size=lambda n: pair(n.output_size))),
+        op("global_avg_pool", S.GlobalAvgPool, gap_shape, act,
+            function=call(lambda T: T.torch.mean, dim=lambda n: (-2, -1))),
+        op("flatten", S.Flatten, flatten_shape, flatten_role,
+            function=call(lambda T: T.torch.flatten, start_dim=lambda n: 1)),
+        op("dropout", S.Dropout, same_shape, act, module=dropout_module),
+        op("add", S.Add, add_shape, fixed(MERGE), function=call(lambda T: operator.add)),
+        op("mul", S.Mul, mul_shape, fixed(MERGE), function=call(lambda T: operator.mul)),
+        op("concat", S.Concat, concat_shape, fixed(CONCAT), function=call(lambda T: T.torch.cat, dim=lambda n: 1)),
+        op("identity", S.Identity, same_shape, act, passthrough=True),
+        op("hardsigmoid", S.Hardsigmoid, same_shape, act, function=call(lambda T: T.F.hardsigmoid)),
+        op("scale", S.Scale, norm_any_shape, act, channel_vector_layout, scale_params, module=scale_module),
+        op("stochastic_depth", S.StochasticDepth, same_shape, act, module=stochastic_depth_module),
+        op("channel_shuffle", S.ChannelShuffle, shuffle_shape, fixed(SHUFFLE),
+           function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups)),
+        op("slice", S.Slice, slice_shape, fixed(SLICE),
+           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop)),
     ]
     return {d.op: d for d in defs}
 

@@ -1,0 +1,303 @@
+"""Coupled channels: which channels of a graph must be removed, added or split together.
+
+One worklist over the graph (topological order) gives every channel position of every value (a graph input or a
+node's output, axis 0) a *token*, driven by the op's channel role in :mod:`archgraph.ops.registry`:
+
+- SOURCE (conv, linear) and GROUPED convs make fresh tokens, and so do graph inputs;
+- THROUGH ops (norms, activations, pools, depthwise convs) pass their input's tokens on;
+- CONCAT lays its inputs' tokens one after another;
+- FLATTEN keeps its input's tokens, each now standing for a block of ``H*W`` features;
+- MERGE (add, mul) passes its first tied input's tokens on and ties the other inputs' tokens to them, position by
+  position (a mul factor that broadcasts, like squeeze-excitation's ``[C, 1, 1]``, is tied as well; one of size 1
+  on a wider axis is not).
+
+Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
+something whose width cannot change: a graph input or output, a grouped (non-depthwise) conv, a broadcast mul
+factor, a merge of values laid out differently. Nothing here imports torch.
+
+>>> import archgraph
+>>> ch = analyse(archgraph.load("examples/seeds/resnet_cifar.yaml"))
+>>> sorted(ch.space("b1_c2").producers)     # the residual add ties these producers' channels
+['b1_c2', 'stem']
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SOURCE, THROUGH
+
+
+@dataclass(frozen=True)
+class Slots:
+    """The channel tokens of one value, axis 0; ``blocks[i]`` features stand for token ``i`` (after a flatten)."""
+
+    tokens: tuple[int, ...]
+    blocks: Optional[tuple[int, ...]] = None  # None: one feature per token
+
+    @property
+    def width(self) -> int:
+        return len(self.tokens) if self.blocks is None else sum(self.blocks)
+
+    def block_sizes(self) -> tuple[int, ...]:
+        return (1,) * len(self.tokens) if self.blocks is None else self.blocks
+
+    def filtered(self, keep) -> "Slots":
+        """The slots whose token passes ``keep``."""
+        if self.blocks is None:
+            return Slots(tuple(t for t in self.tokens if keep(t)))
+        pairs = [(t, b) for t, b in zip(self.tokens, self.blocks) if keep(t)]
+        return Slots(tuple(t for t, _ in pairs), tuple(b for _, b in pairs))
+
+    def appended(self, tokens: Iterable[int]) -> "Slots":
+        tokens = tuple(tokens)
+        if self.blocks is None:
+            return Slots(self.tokens + tokens)
+        raise ValueError("cannot append to a flattened layout")
+
+
+def concat_slots(parts: list[Slots]) -> Slots:
+    tokens = tuple(itertools.chain.from_iterable(p.tokens for p in parts))
+    if all(p.blocks is None for p in parts):
+        return Slots(tokens)
+    return Slots(tokens, tuple(itertools.chain.from_iterable(p.block_sizes() for p in parts)))
+
+
+def flatten_slots(slots: Slots, shape: tuple[int, ...]) -> Slots:
+    """A ``[C, ...]`` value flattened: each channel becomes a block of ``prod(shape[1:])`` features."""
+    inner = 1
+    for s in shape[1:]:
+        inner *= s
+    return Slots(slots.tokens, tuple(b * inner for b in slots.block_sizes()))
+
+
+def tied_inputs(in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> list[bool]:
+    """For a MERGE: which inputs share the output's channel axis (the others broadcast along it)."""
+    return [len(s) == len(out_shape) and s[0] == out_shape[0] for s in in_shapes]
+
+
+class UnionFind:
+    """Union-find over ints; the smaller root wins, so older tokens name the classes."""
+
+    def __init__(self, parent: Optional[dict[int, int]] = None):
+        self.parent: dict[int, int] = dict(parent or {})
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression
+            up = parent[x]
+            parent[x] = root
+            x = up
+        return root
+
+    def union(self, a: int, b: int) -> int:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return ra
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        return ra
+
+    def copy(self) -> "UnionFind":
+        return UnionFind(self.parent)
+
+
+@dataclass(frozen=True)
+class Space:
+    """The channels of one producer and everything tied to them (see :meth:`Channels.space`)."""
+
+    node: str
+    classes: tuple[int, ...]            # class of each of the node's output channels, in order
+    producers: tuple[str, ...]          # every node (or input) that makes channels of these classes
+    tokens: dict[str, tuple[int, ...]]  # producer -> its token for each class, in ``classes`` order
+    frozen: Optional[str] = None        # why the space cannot change width, if it cannot
+    irregular: Optional[str] = None     # why producers cannot all be widened the same way, if they cannot
+
+
+@dataclass
+class Channels:
+    """The token layout and coupling classes of one graph (see the module docstring)."""
+
+    graph: object
+    roles: dict[str, str]
+    slots: dict[str, Slots]
+    uf: UnionFind
+    producer: dict[int, str]            # token -> the input or node that makes it
+    frozen_tokens: dict[int, str]       # token -> why it cannot change
+    next_token: int
+    mixing: list[str] = field(default_factory=list)   # nodes whose channels depend on each other (layernorm)
+    _frozen: Optional[dict[int, str]] = None
+    _members: Optional[dict[int, list[int]]] = None
+
+    # ---- classes --------------------------------------------------------------------------------------------
+    def cls(self, token: int) -> int:
+        return self.uf.find(token)
+
+    def classes(self, value: str) -> list[int]:
+        """Class of each channel (slot) of a value, in order."""
+        find = self.uf.find
+        return [find(t) for t in self.slots[value].tokens]
+
+    def members(self, root: int) -> list[int]:
+        if self._members is None:
+            members: dict[int, list[int]] = {}
+            for t in self.producer:
+                members.setdefault(self.uf.find(t), []).append(t)
+            self._members = members
+        return self._members.get(root, [root])
+
+    def frozen(self, root: int) -> Optional[str]:
+        """Why the class cannot change (None when it can)."""
+        if self._frozen is None:
+            frozen: dict[int, str] = {}
+            for t, why in self.frozen_tokens.items():
+                frozen.setdefault(self.uf.find(t), why)
+            self._frozen = frozen
+        return self._frozen.get(root)
+
+    def producers(self, root: int) -> set[str]:
+        return {self.producer[t] for t in self.members(root)}
+
+    # ---- spaces ---------------------------------------------------------------------------------------------
+    def space(self, node: str) -> Space:
+        """The channel space of ``node``'s output: its classes and every producer tied to them.
+
+        ``frozen`` says why it cannot change width; ``irregular`` says why a uniform widening (one new channel in
+        every producer, appended) is impossible: producers that make only part of the space, or a producer whose
+        own channels are tied to each other.
+        """
+        classes = tuple(self.classes(node))
+        producers: set[str] = set()
+        for root in set(classes):
+            producers |= self.producers(root)
+        frozen = next((why for why in map(self.frozen, classes) if why), None)
+        irregular = None
+        wanted = set(classes)
+        tokens: dict[str, tuple[int, ...]] = {}
+        if len(wanted) != len(classes):
+            irregular = f"the channels of '{node}' are tied to each other"
+        for p in sorted(producers):
+            own = self.slots[p].tokens
+            by_class = {self.uf.find(t): t for t in own}
+            if len(by_class) != len(own):
+                irregular = irregular or f"the channels of '{p}' are tied to each other"
+            elif set(by_class) != wanted:
+                irregular = irregular or (f"'{p}' makes only part of the channels tied to '{node}' "
+                                          "(a concat is added to something laid out differently)")
+            else:
+                tokens[p] = tuple(by_class[c] for c in classes)
+        return Space(node, classes, tuple(sorted(producers)), tokens, frozen, irregular)
+
+    def spaces(self) -> list[Space]:
+        """One :class:`Space` per group of producers whose channels are tied together (each producer once)."""
+        seen: set[str] = set()
+        out = []
+        for nid, role in self.roles.items():
+            if role not in (SOURCE, GROUPED) or nid in seen:
+                continue
+            space = self.space(nid)
+            seen.update(space.producers)
+            out.append(space)
+        return out
+
+    def readers(self, root_set: set[int]) -> list[str]:
+        """Nodes whose output or input carries a channel of one of these classes (in graph order)."""
+        find = self.uf.find
+        out = []
+        for nid, node in self.graph.nodes.items():
+            values = [nid, *node.inputs]
+            if any(find(t) in root_set for v in values for t in self.slots[v].tokens):
+                out.append(nid)
+        return out
+
+    def mixes(self, root_set: set[int]) -> Optional[str]:
+        """A node (layernorm) whose channels depend on each other and that carries one of these classes."""
+        find = self.uf.find
+        for nid in self.mixing:
+            src = self.graph.nodes[nid].inputs[0]
+            if any(find(t) in root_set for t in self.slots[src].tokens):
+                return nid
+        return None
+
+
+def analyse(graph) -> Channels:
+    """Tokens, classes and frozen reasons of every channel of ``graph`` (one pass in topological order)."""
+    from .graph import topological_order
+    shapes = graph.shapes()
+    counter = itertools.count()
+    uf = UnionFind()
+    slots: dict[str, Slots] = {}
+    producer: dict[int, str] = {}
+    frozen: dict[int, str] = {}
+    roles: dict[str, str] = {}
+    mixing: list[str] = []
+
+    def fresh(nid: str, width: int) -> Slots:
+        tokens = tuple(itertools.islice(counter, width))
+        for t in tokens:
+            producer[t] = nid
+        return Slots(tokens)
+
+    def freeze(s: Slots, why: str) -> None:
+        for t in s.tokens:
+            frozen.setdefault(t, why)
+
+    for name, shape in graph.inputs.items():
+        slots[name] = fresh(name, shape[0])
+        freeze(slots[name], f"it reaches graph input '{name}'")
+    for nid in topological_order(graph):
+        node = graph.nodes[nid]
+        opdef = OPS[node.op]
+        ins = [shapes[i] for i in node.inputs]
+        role = opdef.channels(node, ins)
+        roles[nid] = role
+        first = slots[node.inputs[0]]
+        if opdef.mixes(node, ins):
+            mixing.append(nid)
+        if role == SOURCE:
+            slots[nid] = fresh(nid, shapes[nid][0])
+        elif role == GROUPED:
+            slots[nid] = fresh(nid, shapes[nid][0])
+            freeze(first, f"it is read by grouped conv '{nid}'")
+            freeze(slots[nid], f"it is made by grouped conv '{nid}' (only whole groups could change)")
+        elif role == THROUGH:
+            slots[nid] = first
+        elif role == FLATTEN:
+            slots[nid] = flatten_slots(first, ins[0])
+        elif role == CONCAT:
+            slots[nid] = concat_slots([slots[i] for i in node.inputs])
+        elif role == MERGE:
+            tied = tied_inputs(ins, shapes[nid])
+            lead = slots[node.inputs[tied.index(True)]]
+            slots[nid] = lead
+            for i, src in enumerate(node.inputs):
+                other = slots[src]
+                if not tied[i]:
+                    freeze(other, f"it is broadcast by {node.op} '{nid}'")
+                elif other.block_sizes() != lead.block_sizes():
+                    freeze(other, f"{node.op} '{nid}' adds values whose channels are laid out differently")
+                    freeze(lead, f"{node.op} '{nid}' adds values whose channels are laid out differently")
+                    for a, b in zip(other.tokens, lead.tokens):
+                        uf.union(a, b)
+                else:
+                    for a, b in zip(other.tokens, lead.tokens):
+                        uf.union(a, b)
+        else:  # pragma: no cover - the registry test pins the roles
+            raise AssertionError(f"unknown channel role {role!r} of {node.op}")
+    for out in graph.outputs:
+        freeze(slots[out], f"it reaches graph output '{out}'")
+    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing)
+
+
+def producing_role(role: str) -> bool:
+    """Roles whose output tokens are made by the node itself."""
+    return role in (SOURCE, GROUPED)
+
+
+__all__ = ["Channels", "Slots", "Space", "UnionFind", "analyse", "concat_slots", "flatten_slots", "tied_inputs",
+           "producing_role", "THROUGH", "MERGE", "CONCAT", "FLATTEN", "SOURCE", "GROUPED"]

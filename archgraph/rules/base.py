@@ -1,0 +1,190 @@
+"""Rules as data: :class:`Rule` (a frozen pydantic model), :class:`Rewrite` (what applying one gives) and the
+registry :data:`RULES` that the CLI and the history read rule names from.
+
+>>> from archgraph import rules
+>>> r = rules.parse("add_filters", {"node": "c1", "count": "4"})
+>>> r.name, r.args()["count"]
+('add_filters', 4)
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import RuleError
+from ..graph import Graph
+from ..ops.registry import OPS
+from ..plan import TransferPlan
+
+#: rule name -> rule class, filled as the rule modules are imported
+RULES: dict[str, type["Rule"]] = {}
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """The result of applying a rule: the new graph, the old one, the rule and the transfer plan."""
+
+    graph: Graph
+    old: Graph
+    rule: "Rule"
+    plan: TransferPlan
+
+    @property
+    def exact(self) -> bool:
+        """Whether the new graph computes the same function as the old one (eval mode, any weights)."""
+        return self.plan.exact
+
+    def log(self) -> dict:
+        """``{"rule": name, "args": {...}}``, the form the history records."""
+        return {"rule": self.rule.name, "args": self.rule.args()}
+
+
+class Rule(BaseModel):
+    """A graph rewrite. Subclasses set ``name`` and implement :meth:`apply`; the fields are the arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: snake_case name used by the CLI and the history
+    name: ClassVar[str] = ""
+    #: "growth" or "prune": what a history event calls it
+    kind: ClassVar[str] = "growth"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            RULES[cls.name] = cls
+
+    def args(self) -> dict[str, Any]:
+        """Every argument, defaults included, as JSON-able data."""
+        return self.model_dump(mode="json")
+
+    def apply(self, graph: Graph) -> Rewrite:
+        raise NotImplementedError
+
+    def error(self, message: str, node: Optional[str] = None, field: Optional[str] = None) -> RuleError:
+        return RuleError(message, rule=self.name, node=node, field=field)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.args().items())
+        return f"{self.name}({args})"
+
+    # ---- helpers shared by the rules ------------------------------------------------------------------------
+    def need_node(self, graph: Graph, node: str, field: str = "node", inputs_ok: bool = False) -> None:
+        if node in graph.nodes or (inputs_ok and node in graph.inputs):
+            return
+        if node in graph.inputs:
+            raise self.error(f"'{node}' is a graph input, not a node", node=node, field=field)
+        known = list(graph.nodes) + (list(graph.inputs) if inputs_ok else [])
+        match = difflib.get_close_matches(node, known, n=1)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        raise self.error(f"no node '{node}' in graph '{graph.name}'{hint}", node=node, field=field)
+
+
+def parse(name: str, values: Mapping[str, Any]) -> Rule:
+    """Make a rule from its name and CLI-style ``KEY=VALUE`` strings (or already typed values).
+
+    Lists may be written ``1,2,3`` or ``[1, 2, 3]``; ``none`` means None. Raises :class:`RuleError` naming the rule
+    and the field on an unknown rule, an unknown field or a bad value.
+
+    >>> parse("prune_channels", {"node": "c1", "indices": "0,2"}).indices
+    (0, 2)
+    """
+    cls = RULES.get(name)
+    if cls is None:
+        match = difflib.get_close_matches(name, list(RULES), n=1)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        raise RuleError(f"unknown rule '{name}'{hint}; rules: {', '.join(RULES)}")
+    data = {}
+    for key, value in values.items():
+        field = cls.model_fields.get(key)
+        if field is None:
+            match = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+            hint = f" (did you mean '{match[0]}'?)" if match else ""
+            raise RuleError(f"unknown argument '{key}'{hint}; {name} takes: {', '.join(cls.model_fields)}",
+                            rule=name, field=key)
+        data[key] = _from_text(value, field.annotation) if isinstance(value, str) else value
+    return validate(cls, data)
+
+
+def validate(cls: type[Rule], data: Mapping[str, Any]) -> Rule:
+    """``cls(**data)`` with a :class:`RuleError` naming the rule and the field instead of pydantic's error."""
+    try:
+        return cls.model_validate(dict(data))
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        node = data.get("node") or data.get("after")
+        message = first["msg"] if first["type"] != "missing" else "required argument is missing"
+        if "input" in first and not isinstance(first["input"], dict) and first["type"] != "missing":
+            message += f" (got {first['input']!r})"
+        raise RuleError(message, rule=cls.name, node=node if isinstance(node, str) else None,
+                        field=loc or None) from None
+
+
+def _from_text(text: str, annotation) -> Any:
+    """A CLI value: lists from ``a,b`` or ``[a, b]``, None from ``none``/``null``; the rest is left to pydantic."""
+    stripped = text.strip()
+    if stripped.lower() in ("none", "null", "~") and _allows_none(annotation):
+        return None
+    if _is_sequence(annotation):
+        inner = stripped[1:-1] if stripped.startswith("[") and stripped.endswith("]") else stripped
+        return [part.strip() for part in inner.split(",") if part.strip()]
+    return stripped
+
+
+def _allows_none(annotation) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def _is_sequence(annotation) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        return True
+    return any(typing.get_origin(a) in (list, tuple) for a in typing.get_args(annotation))
+
+
+# ---- graph facts the rules share ------------------------------------------------------------------------------
+
+def nonnegative(graph: Graph) -> dict[str, bool]:
+    """Whether each input and node output is >= 0 for every input (ReLU outputs, pools of them, ...)."""
+    from ..graph import topological_order
+    flags = {name: False for name in graph.inputs}
+    for nid in topological_order(graph):
+        node = graph.nodes[nid]
+        flags[nid] = bool(OPS[node.op].nonneg(node, [flags[i] for i in node.inputs]))
+    return flags
+
+
+def users_of(graph: Graph) -> dict[str, list[str]]:
+    """Input or node id -> ids of the nodes that read it (graph order)."""
+    users: dict[str, list[str]] = {k: [] for k in (*graph.inputs, *graph.nodes)}
+    for nid, node in graph.nodes.items():
+        for src in dict.fromkeys(node.inputs):
+            users[src].append(nid)
+    return users
+
+
+def fresh_id(graph_ids, base: str) -> str:
+    """``base`` or ``base_2``, ``base_3``, ... whichever is not taken (ids never start with ``_``)."""
+    base = base.lstrip("_") or "n"
+    if base not in graph_ids:
+        return base
+    for k in range(2, 1_000_000):
+        candidate = f"{base}_{k}"
+        if candidate not in graph_ids:
+            return candidate
+    raise RuleError(f"no free id near '{base}'")  # pragma: no cover
+
+
+def rewire(nodes: dict, old: str, new: str, skip: frozenset = frozenset()) -> dict:
+    """Nodes with every read of ``old`` replaced by ``new`` (nodes in ``skip`` are left alone)."""
+    out = {}
+    for nid, node in nodes.items():
+        if nid not in skip and old in node.inputs:
+            node = node.replace(inputs=[new if i == old else i for i in node.inputs])
+        out[nid] = node
+    return out

@@ -1,0 +1,192 @@
+"""Deepening rules: ``insert_layer`` (Net2DeeperNet: an identity layer) and ``insert_block`` (a residual block
+whose last layer starts at zero). Both keep the network's function (in eval mode).
+
+>>> import archgraph
+>>> from archgraph import rules
+>>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
+>>> rw = archgraph.apply(g, rules.InsertLayer(after="r1", norm="batchnorm", activation="relu"))
+>>> [n for n in rw.graph.nodes][3:6], rw.exact
+(['r1_conv', 'r1_bn', 'r1_relu'], True)
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal, Optional
+
+from pydantic import PositiveInt
+
+from ..channels import analyse
+from ..ops.registry import OPS
+from .base import Rewrite, Rule, fresh_id, nonnegative
+from .draft import Draft, realise
+
+Activation = Literal["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish"]
+Norm = Literal["batchnorm"]
+
+
+class _Insert(Rule):
+    """Fields and helpers shared by the deepening rules."""
+
+    after: str
+    op: Optional[Literal["conv2d", "linear"]] = None  # None: conv2d after a [C, H, W] value, linear after [F]
+    kernel_size: PositiveInt = 3
+    prefix: Optional[str] = None                      # new ids start with it (default: the ``after`` id)
+
+    def layer_op(self, graph) -> tuple[str, tuple[int, ...]]:
+        self.need_node(graph, self.after, field="after", inputs_ok=True)
+        shape = graph.shapes()[self.after]
+        op = self.op or ("conv2d" if len(shape) == 3 else "linear")
+        if op == "conv2d" and len(shape) != 3:
+            raise self.error(f"a conv2d needs a [C, H, W] input but '{self.after}' is {list(shape)}",
+                             node=self.after, field="op")
+        if op == "linear" and len(shape) != 1:
+            raise self.error(f"a linear needs a [F] input but '{self.after}' is {list(shape)}", node=self.after,
+                             field="op")
+        if op == "conv2d" and self.kernel_size % 2 == 0:
+            raise self.error(f"kernel_size {self.kernel_size} is even: the layer must keep the "
+                             f"{shape[1]}x{shape[2]} positions (padding k//2), so it needs an odd kernel",
+                             node=self.after, field="kernel_size")
+        return op, shape
+
+    def layer(self, op: str, src: str, width: int, bias: bool) -> dict:
+        if op == "conv2d":
+            k = self.kernel_size
+            return {"op": "conv2d", "in": src, "out_channels": width, "kernel_size": k, "padding": k // 2,
+                    "bias": bias}
+        return {"op": "linear", "in": src, "out_features": width, "bias": bias}
+
+    def splice(self, graph, new: dict[str, dict], last: str) -> tuple[dict, list[str]]:
+        """The graph's nodes with ``new`` placed right after ``after`` and every old reader of ``after`` (and the
+        outputs) reading ``last`` instead."""
+        from ..ops.spec import KIND_BY_OP
+        made = {nid: KIND_BY_OP[data["op"]].model_validate(data) for nid, data in new.items()}
+        nodes: dict = {}
+        if self.after in graph.inputs:
+            nodes.update(made)
+        for nid, node in graph.nodes.items():
+            if self.after in node.inputs:
+                node = node.replace(inputs=[last if i == self.after else i for i in node.inputs])
+            nodes[nid] = node
+            if nid == self.after:
+                nodes.update(made)
+        outputs = [last if o == self.after else o for o in graph.outputs]
+        return nodes, outputs
+
+
+def norm_op(shape) -> str:
+    return "batchnorm2d" if len(shape) == 3 else "batchnorm1d"
+
+
+class InsertLayer(_Insert):
+    """Insert a conv2d (``[C, H, W]``) or linear (``[F]``) layer after ``after``, optionally followed by a batchnorm
+    and an activation; every reader of ``after`` reads the new last node.
+
+    ``init=identity`` makes the layer the identity (Dirac kernel or identity matrix, zero bias) and the batchnorm
+    the identity in eval mode (weight ``sqrt(1 + eps)`` against running variance 1); an activation is only allowed
+    where it is the identity too (a ReLU after a value that is never negative, e.g. after a ReLU).
+    ``init=random`` initialises them as PyTorch does (not function-preserving).
+    """
+
+    name: ClassVar[str] = "insert_layer"
+    norm: Optional[Norm] = None
+    activation: Optional[Activation] = None
+    init: Literal["identity", "random"] = "identity"
+    bias: Optional[bool] = None  # default: a bias unless a norm follows
+
+    def apply(self, graph) -> Rewrite:
+        op, shape = self.layer_op(graph)
+        if self.activation and self.init == "identity":
+            nonneg = nonnegative(graph)[self.after]
+            if not OPS[self.activation].identity(None, [nonneg]):
+                why = (f"'{self.after}' can be negative" if self.activation == "relu"
+                       else f"{self.activation} is not the identity")
+                raise self.error(f"{self.activation} after '{self.after}' would change the function ({why}); "
+                                 "insert it after a ReLU, leave the activation out or use init=random",
+                                 node=self.after, field="activation")
+        ids = set(graph.nodes) | set(graph.inputs)
+        base = self.prefix or self.after
+        bias = self.bias if self.bias is not None else self.norm is None
+        new: dict[str, dict] = {}
+        fills: dict[str, tuple[str, float]] = {}
+        layer_id = fresh_id(ids, f"{base}_{'conv' if op == 'conv2d' else 'fc'}")
+        ids.add(layer_id)
+        new[layer_id] = self.layer(op, self.after, shape[0], bias)
+        last = layer_id
+        if self.init == "identity":
+            fills[f"{layer_id}.weight"] = ("dirac" if op == "conv2d" else "eye", 0.0)
+            fills[f"{layer_id}.bias"] = ("zero", 0.0)
+        if self.norm:
+            bn_id = fresh_id(ids, f"{base}_bn")
+            ids.add(bn_id)
+            new[bn_id] = {"op": norm_op(shape), "in": last}
+            if self.init == "identity":
+                fills[f"{bn_id}.weight"] = ("value", math.sqrt(1.0 + 1e-5))
+                fills[f"{bn_id}.bias"] = ("zero", 0.0)
+            last = bn_id
+        if self.activation:
+            act_id = fresh_id(ids, f"{base}_{self.activation}")
+            ids.add(act_id)
+            new[act_id] = {"op": self.activation, "in": last}
+            last = act_id
+        nodes, outputs = self.splice(graph, new, last)
+        draft = Draft(graph, analyse(graph), nodes, outputs, fills=fills)
+        draft.exact = self.init == "identity"
+        draft.note = "" if draft.exact else "the new layer starts random"
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, plan)
+
+
+class InsertBlock(_Insert):
+    """Insert a residual block after ``after``: ``after + last(act(norm(first(after))))``; every old reader of
+    ``after`` reads the sum. The block's last layer starts at zero (its batchnorm's weight and bias when there is
+    a norm, else its weights), so the function is unchanged and gradients still reach the first layer."""
+
+    name: ClassVar[str] = "insert_block"
+    width: Optional[PositiveInt] = None  # channels inside the block (default: as many as ``after`` has)
+    norm: Optional[Norm] = "batchnorm"
+    activation: Optional[Activation] = "relu"
+
+    def apply(self, graph) -> Rewrite:
+        op, shape = self.layer_op(graph)
+        ids = set(graph.nodes) | set(graph.inputs)
+        base = self.prefix or self.after
+        tag = "conv" if op == "conv2d" else "fc"
+        bias = self.norm is None
+        new: dict[str, dict] = {}
+        fills: dict[str, tuple[str, float]] = {}
+
+        def take(suffix: str) -> str:
+            nid = fresh_id(ids, f"{base}_{suffix}")
+            ids.add(nid)
+            return nid
+
+        first = take(f"{tag}1")
+        new[first] = self.layer(op, self.after, self.width or shape[0], bias)
+        last = first
+        if self.norm:
+            n1 = take("bn1")
+            new[n1] = {"op": norm_op(shape), "in": last}
+            last = n1
+        if self.activation:
+            a = take(self.activation)
+            new[a] = {"op": self.activation, "in": last}
+            last = a
+        second = take(f"{tag}2")
+        new[second] = self.layer(op, last, shape[0], bias)
+        last = second
+        if self.norm:
+            n2 = take("bn2")
+            new[n2] = {"op": norm_op(shape), "in": last}
+            fills[f"{n2}.weight"] = ("zero", 0.0)
+            fills[f"{n2}.bias"] = ("zero", 0.0)
+            last = n2
+        else:
+            fills[f"{second}.weight"] = ("zero", 0.0)
+            fills[f"{second}.bias"] = ("zero", 0.0)
+        total = take("sum")
+        new[total] = {"op": "add", "in": [last, self.after]}
+        nodes, outputs = self.splice(graph, new, total)
+        draft = Draft(graph, analyse(graph), nodes, outputs, fills=fills)
+        draft.exact = True
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, plan)

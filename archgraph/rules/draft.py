@@ -1,0 +1,280 @@
+"""From a rule's draft to a new graph and its transfer plan.
+
+Every rule fills a :class:`Draft`: the new node list (structure), the producers whose channels change (their new
+tokens, see :mod:`archgraph.channels`), which new tokens copy old ones, factors for outgoing weights and how new
+entries start. :func:`realise` then makes one pass in topological order that
+
+1. gives every value its channel tokens (a producer keeps its old tokens unless the draft gives new ones; a node
+   whose input was rewired to a value of the same width keeps its old tokens, position by position);
+2. resizes the nodes whose width follows their input (depthwise convs) or that the draft widened or pruned;
+3. infers the shapes, so an impossible result is a :class:`RuleError` naming the rule and node;
+
+and finally compares old and new tokens tensor by tensor to make the :class:`~archgraph.plan.TransferPlan`.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SOURCE, THROUGH, Channels, Slots, concat_slots,
+                        flatten_slots, producing_role, tied_inputs)
+from ..errors import ArchgraphError, GraphError, RuleError
+from ..graph import Graph
+from ..ops.registry import OPS
+from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
+
+
+@dataclass
+class Draft:
+    """What a rule wants; :func:`realise` turns it into a graph and a plan."""
+
+    old: Graph
+    ch: Channels
+    nodes: dict                                   # new id -> NodeSpec, in a valid order
+    outputs: list[str]
+    given: dict[str, Slots] = field(default_factory=dict)       # producer -> its new channel tokens
+    copy_of: dict[int, int] = field(default_factory=dict)       # new token -> old token whose values it copies
+    scale: dict[int, float] = field(default_factory=dict)       # token -> factor on its class's outgoing weights
+    noise: list[tuple[int, int]] = field(default_factory=list)  # (kept token, copy token) pairs to perturb
+    eps: float = 0.0
+    seed: int = 0
+    fan_in: str = "init"      # new channels: how the producers' incoming weights start ("init" or "zero")
+    fan_out: str = "zero"     # new channels: how the readers' weights on them start
+    fills: dict[str, tuple[str, float]] = field(default_factory=dict)  # new tensor key -> (fill, value)
+    exact: bool = False
+    note: str = ""
+
+    def __post_init__(self):
+        self.uf = self.ch.uf.copy()
+        self._tokens = itertools.count(self.ch.next_token)
+
+    def fresh(self, n: int) -> tuple[int, ...]:
+        return tuple(itertools.islice(self._tokens, n))
+
+
+def order_of(nodes: dict, inputs) -> list[str]:
+    """A topological order of ``nodes`` (their own order where it already is one)."""
+    done = set(inputs)
+    order: list[str] = []
+    pending = list(nodes)
+    while pending:
+        rest = []
+        for nid in pending:
+            if all(i in done for i in nodes[nid].inputs):
+                done.add(nid)
+                order.append(nid)
+            else:
+                rest.append(nid)
+        if len(rest) == len(pending):
+            raise GraphError("cycle among " + ", ".join(rest), node=rest[0])
+        pending = rest
+    return order
+
+
+def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
+    """The new graph and the plan of a draft (see the module docstring)."""
+    old, ch = draft.old, draft.ch
+    old_shapes = old.shapes()
+    uf = draft.uf
+    shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in old.inputs.items()}
+    slots: dict[str, Slots] = {k: ch.slots[k] for k in old.inputs}
+    nodes: dict = {}
+    roles: dict[str, str] = {}
+
+    def fail(message: str, node: Optional[str] = None) -> RuleError:
+        return RuleError(message, rule=rule.name, node=node)
+
+    try:
+        order = order_of(draft.nodes, old.inputs)
+    except GraphError as err:
+        raise fail(err.message, err.node) from None
+    for nid in order:
+        node = draft.nodes[nid]
+        ins = [shapes[i] for i in node.inputs]
+        was = old.nodes.get(nid)
+        if was is not None and was.op != node.op:
+            was = None
+        role = ch.roles[nid] if was is not None else _role(node, ins)
+        roles[nid] = role
+        rewired = was is not None and tuple(was.inputs) != tuple(node.inputs)
+        shape = None
+        if nid in draft.given:
+            s = draft.given[nid]
+        elif producing_role(role):
+            if was is not None:
+                s = ch.slots[nid]
+            else:
+                shape = _shape(node, ins, nid, fail)
+                s = Slots(draft.fresh(shape[0]))
+        elif role == MERGE:
+            shape = _shape(node, ins, nid, fail)
+            tied = tied_inputs(ins, shape)
+            lead = slots[node.inputs[tied.index(True)]]
+            for i, src in enumerate(node.inputs):
+                if tied[i] and src != node.inputs[tied.index(True)]:
+                    other = slots[src]
+                    if other.width != lead.width:
+                        raise fail(f"its inputs would no longer match: '{src}' has {other.width} channels, "
+                                   f"'{node.inputs[tied.index(True)]}' {lead.width}", nid)
+                    for a, b in zip(other.tokens, lead.tokens):
+                        uf.union(a, b)
+            s = lead
+        elif role == CONCAT:
+            s = concat_slots([slots[i] for i in node.inputs])
+        elif role == FLATTEN:
+            s = flatten_slots(slots[node.inputs[0]], ins[0])
+        else:
+            s = slots[node.inputs[0]]
+        if rewired and not producing_role(role) and s.width == old_shapes[nid][0]:
+            s = ch.slots[nid]  # rewired to a value of the same width: position i stays position i
+        if s.width == 0:
+            raise fail("this would remove every one of its channels", nid)
+        if was is not None and s.width != old_shapes[nid][0] and role != MERGE:
+            changes = OPS[node.op].resize(node, s.width)
+            if changes:
+                node = node.replace(**changes)
+                shape = None
+        if shape is None:
+            shape = _shape(node, ins, nid, fail)
+        if was is not None and role == GROUPED and any(shapes[i] != old_shapes[j]
+                                                        for i, j in zip(node.inputs, was.inputs)):
+            raise fail(f"it is a grouped conv (groups={node.groups}) whose input would change width; only whole "
+                       "groups could change, which archgraph does not do", nid)
+        if shape[0] != s.width:  # pragma: no cover - an internal inconsistency, never a user error
+            raise fail(f"internal error: {s.width} channel tokens for an output of {shape[0]} channels", nid)
+        shapes[nid] = shape
+        slots[nid] = s
+        nodes[nid] = node
+    for out in draft.outputs:
+        if out in old_shapes and shapes.get(out) != old_shapes[out]:
+            raise fail(f"graph output '{out}' would change shape from {list(old_shapes[out])} to "
+                       f"{list(shapes[out])}", out)
+    try:
+        graph = Graph(archgraph=old.archgraph, name=old.name, inputs=old.inputs, nodes=nodes,
+                      outputs=list(draft.outputs))
+    except ArchgraphError as err:
+        raise fail(f"the result would not be a valid graph: {err.message}", err.node) from None
+    except ValueError as err:  # pydantic: a bad id or an empty graph
+        raise fail(f"the result would not be a valid graph: {err}") from None
+    plan = _plan(draft, graph, roles, slots)
+    return graph, plan
+
+
+def _role(node, ins) -> str:
+    return OPS[node.op].channels(node, ins)
+
+
+def _shape(node, ins, nid, fail):
+    try:
+        return tuple(OPS[node.op].shape(node, ins))
+    except ArchgraphError as err:
+        raise fail(f"the result would not be a valid graph: {err.message}", nid) from None
+
+
+# ---- the plan -------------------------------------------------------------------------------------------------
+
+def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Slots]) -> TransferPlan:
+    old, ch, uf = draft.old, draft.ch, draft.uf
+    scale = {uf.find(t): f for t, f in draft.scale.items()}
+    new_shapes = graph.shapes()
+    old_shapes = old.shapes()
+    tensors: dict[str, TensorPlan] = {}
+    sources: set[str] = set()
+    node_map: dict[str, Optional[str]] = {}
+    for nid, node in graph.nodes.items():
+        opdef = OPS[node.op]
+        layout = opdef.layout(node, [new_shapes[i] for i in node.inputs])
+        was = old.nodes.get(nid)
+        if was is not None and was.op != node.op:
+            was = None
+        node_map[nid] = nid if was is not None else None
+        if was is None:
+            for param in layout:
+                key = f"{nid}.{param}"
+                fill, value = draft.fills.get(key, ("init", 0.0))
+                tensors[key] = TensorPlan(None, fill=fill, value=value)
+            continue
+        old_layout = OPS[was.op].layout(was, [old_shapes[i] for i in was.inputs])
+        out_map = in_map = None
+        if any(a is not None for a, _ in layout.values()):
+            fill = draft.fan_in if producing_role(roles[nid]) else "init"
+            out_map = _axis_map(ch.slots[nid], slots[nid], fill, draft.copy_of, None, uf)
+        if any(b is not None for _, b in layout.values()):
+            src_old, src_new = was.inputs[0], node.inputs[0]
+            # a reader rewired to a value of the same width reads it position by position (identity layers,
+            # deleted nodes); otherwise channels are matched by token
+            if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
+                in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
+        noise = None
+        if draft.noise and producing_role(roles[nid]) and nid in draft.given:
+            pos = {t: i for i, t in enumerate(slots[nid].tokens)}
+            pairs = tuple((pos[a], pos[b]) for a, b in draft.noise if a in pos and b in pos)
+            if pairs and draft.eps > 0:
+                noise = (pairs, draft.eps, draft.seed)
+        for param, (out_axis, in_axis) in layout.items():
+            key = f"{nid}.{param}"
+            if param not in old_layout:
+                fill, value = draft.fills.get(key, ("init", 0.0))
+                tensors[key] = TensorPlan(None, fill=fill, value=value)
+                continue
+            old_out, old_in = old_layout[param]
+            axes = []
+            if out_axis is not None and out_map is not None:
+                axes.append((out_axis, out_map))
+            if in_axis is not None and old_in is not None and in_map is not None:
+                axes.append((in_axis, in_map))
+            tensor_noise = None
+            if noise is not None and param == "weight" and out_axis is not None:
+                tensor_noise = Noise(out_axis, *noise)
+            tensors[key] = TensorPlan(key, tuple(axes), noise=tensor_noise)
+            sources.add(key)
+    dropped = []
+    for nid, node in old.nodes.items():
+        layout = OPS[node.op].layout(node, [old_shapes[i] for i in node.inputs])
+        dropped += [f"{nid}.{p}" for p in layout if f"{nid}.{p}" not in sources]
+    return TransferPlan(tensors, tuple(dropped), draft.exact, draft.note, node_map)
+
+
+def _axis_map(old: Slots, new: Slots, fill: str, copy_of: dict[int, int], scale: Optional[dict[int, float]],
+              uf) -> Optional[AxisMap]:
+    """Old position of every new position along a channel axis, matching tokens (the k-th occurrence of a token
+    with its k-th old occurrence); None when nothing moves."""
+    if old is new or (old.tokens == new.tokens and old.blocks == new.blocks):
+        if not scale or not any(uf.find(t) in scale for t in new.tokens):
+            return None
+    where: dict[int, list[int]] = {}
+    for i, t in enumerate(old.tokens):
+        where.setdefault(t, []).append(i)
+    old_blocks = old.block_sizes()
+    starts = list(itertools.accumulate(old_blocks, initial=0))
+    seen: dict[int, int] = {}
+    index: list[int] = []
+    factors: list[float] = []
+    copied: list[int] = []
+    for t, b in zip(new.tokens, new.block_sizes()):
+        k = seen.get(t, 0)
+        seen[t] = k + 1
+        hits = where.get(t)
+        slot, is_copy = -1, False
+        if hits is not None and k < len(hits):
+            slot = hits[k]
+        elif t in copy_of:
+            src_hits = where.get(copy_of[t])
+            if src_hits is not None and k < len(src_hits):
+                slot, is_copy = src_hits[k], True
+        f = scale.get(uf.find(t), 1.0) if scale else 1.0
+        if slot < 0:
+            index.extend([-1] * b)
+        else:
+            if old_blocks[slot] != b:  # pragma: no cover - tokens keep their blocks
+                raise AssertionError("a channel changed its block size")
+            if is_copy:
+                copied.extend(range(len(index), len(index) + b))
+            index.extend(range(starts[slot], starts[slot] + b))
+        factors.extend([f] * b)
+    has_scale = any(f != 1.0 for f in factors)
+    return AxisMap(tuple(index), old.width, fill, tuple(factors) if has_scale else None, frozenset(copied))
+
+
+__all__ = ["Draft", "realise", "order_of", "SOURCE", "THROUGH", "GROUPED"]

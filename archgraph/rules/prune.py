@@ -1,0 +1,88 @@
+"""``prune_channels``: physically remove output channels of a node and of everything tied to them.
+
+Removing channel ``i`` of a node removes its whole coupling class (see :mod:`archgraph.channels`): the matching
+output channels of every producer (both sides of a residual add), the batchnorm entries, the depthwise filters (their
+groups shrink), the concat positions (offsets move) and the input columns of every reader, a block of ``H*W``
+columns for a linear reading a flatten.
+
+>>> import archgraph
+>>> from archgraph import rules
+>>> g = archgraph.load("examples/seeds/densenet_concat.yaml")
+>>> rw = archgraph.apply(g, rules.PruneChannels(node="stem", indices=(0, 1)))
+>>> rw.graph.nodes["stem"].out_channels, rw.graph.shapes()["cat2"]
+(14, (30, 32, 32))
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import ClassVar, Mapping, Sequence
+
+from pydantic import Field, NonNegativeInt
+
+from ..channels import Channels, analyse, producing_role
+from .base import Rewrite, Rule
+from .draft import Draft, realise
+
+
+def classes_at(rule: Rule, ch: Channels, node: str, indices: Sequence[int]) -> set[int]:
+    """The coupling classes of positions ``indices`` of ``node``'s output (a flattened position names its
+    channel); a :class:`RuleError` for a bad index or a class that cannot change."""
+    slots = ch.slots[node]
+    if len(set(indices)) != len(indices):
+        raise rule.error("an index is listed twice", node=node, field="indices")
+    starts = list(itertools.accumulate(slots.block_sizes(), initial=0))
+    roots = set()
+    for i in indices:
+        if i >= slots.width:
+            raise rule.error(f"channel {i} does not exist: '{node}' has {slots.width}", node=node, field="indices")
+        slot = bisect.bisect_right(starts, i) - 1
+        root = ch.cls(slots.tokens[slot])
+        why = ch.frozen(root)
+        if why:
+            raise rule.error(f"channel {i} of '{node}' cannot be removed: {why}", node=node, field="indices")
+        roots.add(root)
+    return roots
+
+
+def remove_classes(draft: Draft, roots: set[int]) -> None:
+    """Drop these classes from every producer that makes them."""
+    ch = draft.ch
+    producers = set()
+    for root in roots:
+        producers |= ch.producers(root)
+    find = ch.uf.find
+    for p in producers:
+        draft.given[p] = ch.slots[p].filtered(lambda t: find(t) not in roots)
+
+
+def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]]) -> Rewrite:
+    """One rewrite removing ``selections[node]`` (output positions) for several nodes at once; the same result as
+    one ``prune_channels`` per node applied in turn when the nodes make different channel spaces."""
+    ch = analyse(graph)
+    roots: set[int] = set()
+    for node, indices in selections.items():
+        rule.need_node(graph, node, inputs_ok=True)
+        roots |= classes_at(rule, ch, node, list(indices))
+    draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs))
+    remove_classes(draft, roots)
+    draft.exact = False
+    draft.note = "exact only when the removed channels carry zeros or are read with zero weights"
+    graph2, plan = realise(draft, rule)
+    return Rewrite(graph2, graph, rule, plan)
+
+
+class PruneChannels(Rule):
+    """Remove output channels ``indices`` of ``node`` and every channel tied to them, slicing every producer and
+    reader (residual adds, concat offsets, depthwise groups, flatten blocks)."""
+
+    name: ClassVar[str] = "prune_channels"
+    kind: ClassVar[str] = "prune"
+    node: str
+    indices: tuple[NonNegativeInt, ...] = Field(min_length=1)
+
+    def apply(self, graph) -> Rewrite:
+        return prune_draft(self, graph, {self.node: self.indices})
+
+
+__all__ = ["PruneChannels", "classes_at", "remove_classes", "prune_draft", "producing_role"]

@@ -1,0 +1,144 @@
+"""Widening rules: ``add_filters`` (new output channels) and ``split_filters`` (one unit becomes two).
+
+Both widen a conv2d or linear together with everything tied to its output channels (see
+:mod:`archgraph.channels`): batchnorms, activations and pools after it, depthwise convs (their groups follow), the
+other producers of a residual add, concat offsets and the linear layers reading a flatten of it. New channels are
+appended to every producer of the space; readers get new input positions at the matching places.
+
+>>> import archgraph
+>>> from archgraph import rules
+>>> g = archgraph.load("examples/seeds/resnet_cifar.yaml")
+>>> rw = archgraph.apply(g, rules.AddFilters(node="b1_c2", count=4))
+>>> rw.graph.nodes["stem"].out_channels, rw.graph.nodes["b1_c2"].out_channels, rw.exact
+(20, 20, True)
+"""
+from __future__ import annotations
+
+import random
+from typing import ClassVar, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+
+from ..channels import GROUPED, SOURCE, THROUGH, Channels, Space, analyse
+from .base import Rewrite, Rule
+from .draft import Draft, realise
+
+
+def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
+    """The channel space of ``node`` if a rule may add channels to it; a :class:`RuleError` saying why not."""
+    rule.need_node(graph, node)
+    ch = analyse(graph)
+    n = graph.nodes[node]
+    role = ch.roles[node]
+    if role != SOURCE:
+        if n.op == "conv2d" and role == THROUGH:
+            makers = ", ".join(f"'{p}'" for p in ch.space(node).producers)
+            raise rule.error(f"'{node}' is a depthwise conv: its channels follow its input's; widen the layer that "
+                             f"makes them ({makers})", node=node, field="node")
+        if role == GROUPED:
+            raise rule.error(f"'{node}' is a grouped conv (groups={n.groups}): only whole groups could change, "
+                             "which archgraph does not do", node=node, field="node")
+        raise rule.error(f"'{node}' is a {n.op}; {rule.name} widens a conv2d or linear", node=node, field="node")
+    space = ch.space(node)
+    if space.frozen:
+        raise rule.error(f"its channels cannot change: {space.frozen}", node=node, field="node")
+    if space.irregular:
+        raise rule.error(f"its channels cannot be widened uniformly: {space.irregular}", node=node, field="node")
+    return ch, space
+
+
+def add_channels(draft: Draft, space: Space, count: int) -> list[dict[str, int]]:
+    """Append ``count`` channels to every producer of ``space``; returns, per new channel, each producer's token."""
+    new: list[dict[str, int]] = [{} for _ in range(count)]
+    for p in space.producers:
+        tokens = draft.fresh(count)
+        draft.given[p] = draft.ch.slots[p].appended(tokens)
+        for j, t in enumerate(tokens):
+            new[j][p] = t
+    for per_producer in new:
+        first, *rest = per_producer.values()
+        for t in rest:
+            draft.uf.union(first, t)
+    return new
+
+
+def mixing_note(ch: Channels, space: Space) -> str:
+    mixer = ch.mixes(set(space.classes))
+    return f"'{mixer}' normalises over these channels, so new channels change the others" if mixer else ""
+
+
+class AddFilters(Rule):
+    """Add ``count`` output channels to a conv2d or linear and to everything tied to them.
+
+    ``init``: ``preserve`` (new incoming weights random, outgoing zero: same function), ``random`` (both random),
+    ``net2net`` (Net2WiderNet: copies of randomly chosen channels, outgoing weights divided among the copies:
+    same function), ``zero`` (both zero: same function), ``gradmax`` (incoming zero; outgoing zero in the plan, set
+    from the gradient by ``archgraph.rewrite(..., batch=...)``).
+    """
+
+    name: ClassVar[str] = "add_filters"
+    node: str
+    count: PositiveInt = 1
+    init: Literal["preserve", "random", "net2net", "zero", "gradmax"] = "preserve"
+    seed: int = 0
+
+    def apply(self, graph) -> Rewrite:
+        ch, space = widenable(self, graph, self.node)
+        draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
+        new = add_channels(draft, space, self.count)
+        draft.fan_in, draft.fan_out = {"preserve": ("init", "zero"), "random": ("init", "init"),
+                                       "net2net": ("init", "init"), "zero": ("zero", "zero"),
+                                       "gradmax": ("zero", "zero")}[self.init]
+        if self.init == "net2net":
+            width = len(space.classes)
+            rng = random.Random(self.seed)
+            picks = [rng.randrange(width) for _ in range(self.count)]
+            replicas = {i: 1 + picks.count(i) for i in set(picks)}
+            for j, i in enumerate(picks):
+                for p, t in new[j].items():
+                    draft.copy_of[t] = space.tokens[p][i]
+                    draft.scale[t] = 1.0 / replicas[i]
+            for i, r in replicas.items():
+                for p in space.producers:
+                    draft.scale[space.tokens[p][i]] = 1.0 / r
+        note = mixing_note(ch, space)
+        draft.exact = self.init != "random" and not note
+        draft.note = note or ("new channels start random and are read with random weights"
+                              if self.init == "random" else "")
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, plan)
+
+
+class SplitFilters(Rule):
+    """Split units in two (S2D / Firefly style): each listed output channel of a conv2d or linear gets a copy
+    appended; the copies' incoming weights are the original's ``+eps*z`` and ``-eps*z`` (``z`` standard normal),
+    and both halves' outgoing weights are halved. With ``eps=0`` the function is unchanged."""
+
+    name: ClassVar[str] = "split_filters"
+    node: str
+    indices: tuple[NonNegativeInt, ...] = Field(min_length=1)
+    eps: NonNegativeFloat = 1e-2
+    seed: int = 0
+
+    def apply(self, graph) -> Rewrite:
+        ch, space = widenable(self, graph, self.node)
+        width = len(space.classes)
+        for i in self.indices:
+            if i >= width:
+                raise self.error(f"channel {i} does not exist: '{self.node}' has {width}", node=self.node,
+                                 field="indices")
+        if len(set(self.indices)) != len(self.indices):
+            raise self.error("an index is listed twice", node=self.node, field="indices")
+        draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), eps=self.eps, seed=self.seed)
+        new = add_channels(draft, space, len(self.indices))
+        for j, i in enumerate(self.indices):
+            for p, t in new[j].items():
+                kept = space.tokens[p][i]
+                draft.copy_of[t] = kept
+                draft.scale[t] = draft.scale[kept] = 0.5
+                draft.noise.append((kept, t))
+        note = mixing_note(ch, space)
+        draft.exact = self.eps == 0 and not note
+        draft.note = note or ("" if self.eps == 0 else f"the halves differ by +-eps={self.eps} noise")
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, plan)
