@@ -9,10 +9,15 @@ node's output, axis 0) a *token*, driven by the op's channel role in :mod:`archg
 - FLATTEN keeps its input's tokens, each now standing for a block of ``H*W`` features;
 - MERGE (add, mul) passes its first tied input's tokens on and ties the other inputs' tokens to them, position by
   position (a mul factor that broadcasts, like squeeze-excitation's ``[C, 1, 1]``, is tied as well; one of size 1
-  on a wider axis is not).
+  on a wider axis is not);
+- SHUFFLE (channel_shuffle) permutes its input's tokens and ties the input channels ``k * C/g + i`` of every group
+  ``k`` (one column of the ``[g, C/g]`` grid), so channels go a column at a time and the shuffle stays a shuffle;
+- SLICE passes the tokens of its range on (a slice of a flattened value makes frozen fresh tokens);
+- GROUPED convs make fresh tokens and tie the channels at the same position of every group, on the input and on
+  the output side, so every group keeps the same width.
 
 Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
-something whose width cannot change: a graph input or output, a grouped (non-depthwise) conv, a broadcast mul
+something whose width cannot change: a graph input or output, a broadcast mul
 factor, a merge of values laid out differently. Nothing here imports torch.
 
 >>> import archgraph
@@ -26,7 +31,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SOURCE, THROUGH
+from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, shuffle_permutation
 
 
 @dataclass(frozen=True)
@@ -263,8 +268,18 @@ def analyse(graph) -> Channels:
             slots[nid] = fresh(nid, shapes[nid][0])
         elif role == GROUPED:
             slots[nid] = fresh(nid, shapes[nid][0])
-            freeze(first, f"it is read by grouped conv '{nid}'")
-            freeze(slots[nid], f"it is made by grouped conv '{nid}' (only whole groups could change)")
+            tie_groups(uf, first, node.groups)
+            tie_groups(uf, slots[nid], node.groups)
+        elif role == SHUFFLE:
+            tie_groups(uf, first, node.groups)
+            slots[nid] = shuffled(first, node.groups)
+        elif role == SLICE:
+            if first.blocks is None:
+                slots[nid] = Slots(first.tokens[node.start:node.stop])
+            else:
+                slots[nid] = fresh(nid, shapes[nid][0])
+                freeze(first, f"it is sliced by '{nid}' after a flatten")
+                freeze(slots[nid], f"it is a slice of flattened features ('{nid}')")
         elif role == THROUGH:
             slots[nid] = first
         elif role == FLATTEN:
@@ -294,10 +309,24 @@ def analyse(graph) -> Channels:
     return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing)
 
 
+def tie_groups(uf: UnionFind, slots: Slots, groups: int) -> None:
+    """Tie the channels at the same position of every one of ``groups`` equal groups."""
+    per = len(slots.tokens) // groups
+    for i in range(per):
+        for k in range(1, groups):
+            uf.union(slots.tokens[i], slots.tokens[k * per + i])
+
+
+def shuffled(slots: Slots, groups: int) -> Slots:
+    """The tokens after a channel shuffle with ``groups`` groups."""
+    return Slots(tuple(slots.tokens[p] for p in shuffle_permutation(len(slots.tokens), groups)))
+
+
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself."""
     return role in (SOURCE, GROUPED)
 
 
 __all__ = ["Channels", "Slots", "Space", "UnionFind", "analyse", "concat_slots", "flatten_slots", "tied_inputs",
-           "producing_role", "THROUGH", "MERGE", "CONCAT", "FLATTEN", "SOURCE", "GROUPED"]
+           "producing_role", "tie_groups", "shuffled", "THROUGH", "MERGE", "CONCAT", "FLATTEN", "SOURCE", "GROUPED",
+           "SHUFFLE", "SLICE"]

@@ -17,8 +17,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SOURCE, THROUGH, Channels, Slots, concat_slots,
-                        flatten_slots, producing_role, tied_inputs)
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, SOURCE, THROUGH, Channels, Slots,
+                        concat_slots, flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS
@@ -124,6 +124,15 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             s = concat_slots([slots[i] for i in node.inputs])
         elif role == FLATTEN:
             s = flatten_slots(slots[node.inputs[0]], ins[0])
+        elif role == SHUFFLE:
+            first = slots[node.inputs[0]]
+            if first.width % node.groups:
+                raise fail(f"its {first.width} input channels would not split into groups={node.groups}; channels "
+                           "go a whole column of the shuffle at a time", nid)
+            tie_groups(uf, first, node.groups)
+            s = shuffled(first, node.groups)
+        elif role == SLICE:
+            node, s = _slice(node, was, ch, slots, nid, fail)
         else:
             s = slots[node.inputs[0]]
         if rewired and not producing_role(role) and s.width == old_shapes[nid][0]:
@@ -137,10 +146,8 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
                 shape = None
         if shape is None:
             shape = _shape(node, ins, nid, fail)
-        if was is not None and role == GROUPED and any(shapes[i] != old_shapes[j]
-                                                        for i, j in zip(node.inputs, was.inputs)):
-            raise fail(f"it is a grouped conv (groups={node.groups}) whose input would change width; only whole "
-                       "groups could change, which archgraph does not do", nid)
+        if was is not None and role == GROUPED:
+            _check_groups(node, was, ch, slots, nid, fail)
         if shape[0] != s.width:  # pragma: no cover - an internal inconsistency, never a user error
             raise fail(f"internal error: {s.width} channel tokens for an output of {shape[0]} channels", nid)
         shapes[nid] = shape
@@ -159,6 +166,66 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         raise fail(f"the result would not be a valid graph: {err}") from None
     plan = _plan(draft, graph, roles, slots)
     return graph, plan
+
+
+def _slice(node, was, ch: Channels, slots: dict[str, Slots], nid: str, fail):
+    """A slice keeps the channels of its old range that are still there: ``start``/``stop`` move to them."""
+    first = slots[node.inputs[0]]
+    if was is None:
+        return node, Slots(first.tokens[node.start:node.stop])
+    old_first = ch.slots[was.inputs[0]]
+    if first == old_first:
+        return node, ch.slots[nid]
+    if first.blocks is not None or old_first.blocks is not None:
+        raise fail("it slices flattened features whose channels would change", nid)
+    inside = _old_positions(old_first, first)
+    kept = [i for i, old in enumerate(inside) if was.start <= old < was.stop]
+    if not kept:
+        raise fail("this would remove every one of its channels", nid)
+    start, stop = kept[0], kept[-1] + 1
+    if len(kept) != stop - start:
+        raise fail("channels would be added inside its range, which a slice cannot take", nid)
+    return node.replace(start=start, stop=stop), Slots(first.tokens[start:stop])
+
+
+def _old_positions(old: Slots, new: Slots) -> list[int]:
+    """The old position of every new position, matching tokens (k-th occurrence with k-th); -1 for a new token."""
+    where: dict[int, list[int]] = {}
+    for i, t in enumerate(old.tokens):
+        where.setdefault(t, []).append(i)
+    seen: dict[int, int] = {}
+    out = []
+    for t in new.tokens:
+        k = seen.get(t, 0)
+        seen[t] = k + 1
+        hits = where.get(t, [])
+        out.append(hits[k] if k < len(hits) else -1)
+    return out
+
+
+def _check_groups(node, was, ch: Channels, slots: dict[str, Slots], nid: str, fail) -> None:
+    """A grouped conv can lose channels at the same positions of every group (the ties of ``analyse``), on its
+    input and on its output; any other change would move channels between groups."""
+    if group_positions(node, was, ch, slots) is False:
+        raise fail(f"it is a grouped conv (groups={node.groups}) whose input would change other than by losing "
+                   "the channels at the same positions of every group (only whole groups could take new ones)", nid)
+
+
+def group_positions(node, was, ch: Channels, slots: dict[str, Slots]):
+    """For a grouped conv: ``None`` when its input keeps every channel, else the old in-group position of each new
+    in-group position (the same in every group), or ``False`` when the input changed in any other way."""
+    new, old = slots[node.inputs[0]], ch.slots[was.inputs[0]]
+    positions = _old_positions(old, new)
+    if positions == list(range(old.width)):
+        return None
+    if -1 in positions or new.width % node.groups:
+        return False
+    per_old, per_new = old.width // node.groups, new.width // node.groups
+    first = [p for p in positions[:per_new]]
+    for k in range(node.groups):
+        if [p - k * per_old for p in positions[k * per_new:(k + 1) * per_new]] != first:
+            return False
+    return tuple(first)
 
 
 def _role(node, ins) -> str:
@@ -224,6 +291,10 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 axes.append((out_axis, out_map))
             if in_axis is not None and old_in is not None and in_map is not None:
                 axes.append((in_axis, in_map))
+            if roles[nid] == GROUPED and param == "weight" and in_axis is None:
+                inner = group_positions(node, was, ch, slots)
+                if inner:  # the in-group axis of a grouped conv's weight
+                    axes.append((1, AxisMap(inner, old_shapes[was.inputs[0]][0] // was.groups, "init")))
             tensor_noise = None
             if noise is not None and param == "weight" and out_axis is not None:
                 tensor_noise = Noise(out_axis, *noise)
