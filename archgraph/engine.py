@@ -56,10 +56,12 @@ def _device_dtype(module: torch.nn.Module):
 
 
 def materialise(rw: Rewrite, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                seed: int = 0) -> torch.fx.GraphModule:
-    """Build ``rw.graph`` on ``module``'s device and dtype, carry weights and buffers by ``rw.plan``, keep the
-    train/eval mode and, with ``optimizer``, move its parameters and state onto the new module."""
-    device, dtype = _device_dtype(module)
+                seed: int = 0, device=None, dtype=None) -> torch.fx.GraphModule:
+    """Build ``rw.graph`` on ``module``'s device and dtype (or those given; a module without floating tensors has
+    neither), carry weights and buffers by ``rw.plan``, keep the train/eval mode and, with ``optimizer``, move its
+    parameters and state onto the new module."""
+    own_device, own_dtype = _device_dtype(module)
+    device, dtype = device or own_device, dtype or own_dtype
     new = build(rw.graph, device=device, dtype=dtype, seed=seed)
     transfer(rw.plan, module, new)
     new.train(module.training)
@@ -69,9 +71,11 @@ def materialise(rw: Rewrite, module: torch.nn.Module, optimizer: Optional[torch.
 
 
 def rewrite(graph: Graph, module: torch.nn.Module, rule: RuleLike,
-            optimizer: Optional[torch.optim.Optimizer] = None, seed: int = 0) -> tuple[Graph, torch.fx.GraphModule]:
+            optimizer: Optional[torch.optim.Optimizer] = None, seed: int = 0, device=None,
+            dtype=None) -> tuple[Graph, torch.fx.GraphModule]:
     """Apply ``rule`` and return ``(new_graph, new_module)``; the new module carries every weight and buffer and
     ``optimizer`` (if given) now holds its parameters with their state remapped. ``seed`` initialises the
-    entries that start random. ``graph`` and ``module`` are left as they were."""
+    entries that start random; ``device``/``dtype`` default to the module's. ``graph`` and ``module`` are left as
+    they were."""
     rw = apply(graph, rule)
-    return rw.graph, materialise(rw, module, optimizer, seed)
+    return rw.graph, materialise(rw, module, optimizer, seed, device, dtype)

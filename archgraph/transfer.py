@@ -150,11 +150,17 @@ def transfer(plan: TransferPlan, old_module: torch.nn.Module, new_module: torch.
 
 @torch.no_grad()
 def transfer_state(plan: TransferPlan, old_state: Mapping[str, torch.Tensor],
-                   new_state: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+                   new_state: Optional[Mapping[str, torch.Tensor]] = None,
+                   strict: bool = True) -> dict[str, torch.Tensor]:
     """A state dict for the new version from the old one. ``new_state`` (a freshly built module's state dict)
-    supplies new entries that start as initialised; without it only plans with none (pruning) work."""
+    supplies new entries that start as initialised; without it only plans with none (pruning) work. With
+    ``strict=False`` tensors whose source ``old_state`` lacks (or new tensors, without ``new_state``) are left out.
+    """
     out = {}
     for key, tp in plan.tensors.items():
+        if not strict and ((tp.source is not None and tp.source not in old_state)
+                           or (tp.source is None and (new_state is None or key not in new_state))):
+            continue
         new = new_state.get(key) if new_state is not None else None
         old = old_state.get(tp.source) if tp.source else None
         value = carry(tp, old, new, key)

@@ -139,3 +139,67 @@ def example_node(op: str):
     inputs, node = EXAMPLE_NODES[op]
     data = {"archgraph": 1, "name": op, "inputs": inputs, "nodes": {"n": {"op": op, **node}}, "outputs": ["n"]}
     return graph_from_data(data), "n"
+
+
+@st.composite
+def rule_for(draw, graph, kinds: tuple[str, ...] | None = None):
+    """A rewrite rule that fits ``graph`` (its node, indices and options drawn from what the graph has).
+
+    add_filters, split_filters, insert_layer, insert_block and delete_node always apply; prune_channels and
+    collapse_layer may still raise RuleError (pruning a producer to nothing, changing a graph output's shape).
+    """
+    from archgraph import rules
+    from archgraph.channels import SOURCE, analyse
+    from archgraph.rules.base import nonnegative, users_of
+
+    ch = analyse(graph)
+    shapes = graph.shapes()
+    widen = []
+    for nid, role in ch.roles.items():
+        if role == SOURCE:
+            space = ch.space(nid)
+            if not space.frozen and not space.irregular:
+                widen.append(nid)
+    prunable = [nid for nid in graph.nodes
+                if any(ch.frozen(c) is None for c in ch.classes(nid)) and len(ch.classes(nid)) > 1]
+    values = [v for v in (*graph.inputs, *graph.nodes) if len(shapes[v]) in (1, 3)]
+    deletable = [nid for nid, n in graph.nodes.items()
+                 if len(n.inputs) == 1 and shapes[n.inputs[0]] == shapes[nid] and len(graph.nodes) > 1
+                 and not (nid in graph.outputs and n.inputs[0] in graph.outputs)]
+    readers = users_of(graph)
+    collapsible = [nid for nid in graph.nodes if nid not in graph.outputs and readers[nid]
+                   and (all(graph.nodes[u].op in ("add", "concat") for u in readers[nid]) or nid in deletable)]
+    options = {"add_filters": widen, "split_filters": widen, "prune_channels": prunable, "insert_layer": values,
+               "insert_block": values, "delete_node": deletable, "collapse_layer": collapsible}
+    names = [k for k, v in options.items() if v and (kinds is None or k in kinds)]
+    if not names:
+        return rules.InsertLayer(after=draw(st.sampled_from(values)))
+    name = draw(st.sampled_from(names))
+    node = draw(st.sampled_from(options[name]))
+    if name == "add_filters":
+        init = draw(st.sampled_from(["preserve", "net2net", "zero", "random"]))
+        return rules.AddFilters(node=node, count=draw(st.integers(1, 3)), init=init, seed=draw(st.integers(0, 9)))
+    if name == "split_filters":
+        width = shapes[node][0]
+        idx = draw(st.lists(st.integers(0, width - 1), min_size=1, max_size=min(width, 3), unique=True))
+        return rules.SplitFilters(node=node, indices=tuple(idx), eps=draw(st.sampled_from([0.0, 0.1])))
+    if name == "prune_channels":
+        free = [i for i, c in enumerate(ch.classes(node)) if ch.frozen(c) is None]
+        starts = [0]
+        for b in ch.slots[node].block_sizes():
+            starts.append(starts[-1] + b)
+        idx = draw(st.lists(st.sampled_from(free), min_size=1, max_size=max(1, len(free) - 1), unique=True))
+        return rules.PruneChannels(node=node, indices=tuple(starts[i] for i in idx))
+    if name in ("insert_layer", "insert_block"):
+        rank = len(shapes[node])
+        norm = draw(st.sampled_from([None, "batchnorm"]))
+        if name == "insert_layer":
+            act = "relu" if nonnegative(graph)[node] and draw(st.booleans()) else None
+            return rules.InsertLayer(after=node, kernel_size=draw(st.sampled_from([1, 3])) if rank == 3 else 3,
+                                     norm=norm, activation=act)
+        return rules.InsertBlock(after=node, width=draw(st.sampled_from([None, 2])), norm=norm,
+                                 kernel_size=draw(st.sampled_from([1, 3])) if rank == 3 else 3,
+                                 activation=draw(st.sampled_from(["relu", "gelu", None])))
+    if name == "delete_node":
+        return rules.DeleteNode(node=node)
+    return rules.CollapseLayer(node=node)

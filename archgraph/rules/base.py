@@ -53,6 +53,12 @@ class Rule(BaseModel):
     #: "growth" or "prune": what a history event calls it
     kind: ClassVar[str] = "growth"
 
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise _rule_error(type(self), data, err) from None
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
@@ -115,14 +121,24 @@ def validate(cls: type[Rule], data: Mapping[str, Any]) -> Rule:
     try:
         return cls.model_validate(dict(data))
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"])
-        node = data.get("node") or data.get("after")
-        message = first["msg"] if first["type"] != "missing" else "required argument is missing"
-        if "input" in first and not isinstance(first["input"], dict) and first["type"] != "missing":
+        raise _rule_error(cls, data, err) from None
+
+
+def _rule_error(cls: type[Rule], data: Mapping[str, Any], err: ValidationError) -> RuleError:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    node = data.get("node") or data.get("after")
+    if first["type"] == "missing":
+        message = "required argument is missing"
+    elif first["type"] == "extra_forbidden":
+        match = difflib.get_close_matches(loc, list(cls.model_fields), n=1)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        message = f"unknown argument '{loc}'{hint}; {cls.name} takes: {', '.join(cls.model_fields)}"
+    else:
+        message = first["msg"]
+        if "input" in first and not isinstance(first["input"], dict):
             message += f" (got {first['input']!r})"
-        raise RuleError(message, rule=cls.name, node=node if isinstance(node, str) else None,
-                        field=loc or None) from None
+    return RuleError(message, rule=cls.name, node=node if isinstance(node, str) else None, field=loc or None)
 
 
 def _from_text(text: str, annotation) -> Any:

@@ -78,6 +78,8 @@ class DeleteNode(Rule):
         if shapes[n.inputs[0]] != shapes[self.node]:
             raise self.error(f"it changes the shape {list(shapes[n.inputs[0]])} -> {list(shapes[self.node])}; only "
                              "a shape-preserving node can be deleted", node=self.node, field="node")
+        if len(graph.nodes) == 1:
+            raise self.error("it is the only node", node=self.node, field="node")
         nodes, outputs, exact = _bypass(self, graph, self.node)
         draft = Draft(graph, analyse(graph), nodes, outputs, exact=exact,
                       note="" if exact else f"'{self.node}' ({n.op}) is not an identity")

@@ -1,0 +1,99 @@
+"""archgraph apply GRAPH RULE KEY=VALUE... [--weights W.safetensors] [--seed N] -o OUT"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import archgraph
+from archgraph.errors import ConfigError
+
+
+def rule_help() -> str:
+    from archgraph.rules import RULES
+    lines = ["rules and their arguments (KEY=VALUE; lists as 1,2,3; 'none' for None):"]
+    for name, cls in RULES.items():
+        args = []
+        for field, info in cls.model_fields.items():
+            args.append(field if info.is_required() else f"{field}={_show(info.default)}")
+        lines.append(f"  {name} " + " ".join(args))
+    lines.append("")
+    lines.append("example: archgraph apply examples/seeds/tiny_cnn.yaml add_filters node=c1 count=4 -o runs/wide")
+    return "\n".join(lines)
+
+
+def _show(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("apply", help="apply one rewrite rule (grow or prune) to a graph and its weights",
+                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and OUT/weights.safetensors. "
+                                   "The weights come from --weights (carried through the rule) or, without it, "
+                                   "from a deterministic initialisation with --seed.",
+                       epilog=rule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("rule", metavar="RULE", help="rule name, e.g. add_filters")
+    p.add_argument("values", nargs="*", metavar="KEY=VALUE", help="the rule's arguments")
+    p.add_argument("--weights", metavar="W.safetensors", help="weights of GRAPH (keys <node_id>.<param>)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed for GRAPH without --weights and for "
+                                                       "new entries that start random (default 0)")
+    p.add_argument("--plan", action="store_true", help="also print how every changed tensor is made")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.set_defaults(func=run)
+
+
+def parse_values(rule: str, values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"argument '{item}' of rule {rule} must look like KEY=VALUE", rule=rule)
+        if key in out:
+            raise ConfigError(f"argument '{key}' is given twice", rule=rule, field=key)
+        out[key] = value
+    return out
+
+
+def load_module(graph, weights: str | None, seed: int):
+    from archgraph.build import build
+    from archgraph.weights import load_into, load_weights
+    module = build(graph, seed=seed)
+    if weights:
+        load_into(module, load_weights(weights), weights)
+    return module
+
+
+def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
+    from archgraph.serialize import content_hash, save
+    from archgraph.weights import save_weights
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError("the output must be a directory", file=str(folder))
+    gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
+    save(graph, gpath)
+    metadata = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in meta.items()}}
+    save_weights(module.state_dict(), wpath, metadata)
+    return gpath, wpath
+
+
+def run(args) -> int:
+    from archgraph.engine import apply, materialise
+    from archgraph.rules import parse
+    graph = archgraph.load(args.graph)
+    rule = parse(args.rule, parse_values(args.rule, args.values))
+    rw = apply(graph, rule)
+    module = load_module(graph, args.weights, args.seed)
+    new = materialise(rw, module, seed=args.seed)
+    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed})
+    exact = "function unchanged" if rw.exact else f"function changes{': ' + rw.plan.note if rw.plan.note else ''}"
+    print(f"{rule}: {graph.params:,} -> {rw.graph.params:,} params, {graph.macs:,} -> {rw.graph.macs:,} MACs "
+          f"({exact})")
+    if args.plan:
+        print(rw.plan.describe())
+    print(f"wrote {gpath} and {wpath}")
+    return 0

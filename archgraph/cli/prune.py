@@ -1,0 +1,50 @@
+"""archgraph prune GRAPH --weights W.safetensors --ratio R [--criterion l2] -o OUT"""
+from __future__ import annotations
+
+import json
+
+import archgraph
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="structured pruning: remove a ratio of every coupled channel group",
+                       description="Remove RATIO of the channels of every coupled channel group of GRAPH, the least "
+                                   "important by CRITERION (the summed |w|^2 or |w| of every weight holding the "
+                                   "channel, or random), and write OUT/graph.yaml and OUT/weights.safetensors. The "
+                                   "graph's outputs and grouped convs are never pruned. Prints the equivalent "
+                                   "prune_channels rules (for 'archgraph apply').")
+    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("--weights", required=True, metavar="W.safetensors", help="weights of GRAPH")
+    p.add_argument("--ratio", type=float, required=True, help="fraction of each group's channels to remove, [0, 1)")
+    p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="importance (default l2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random criterion (default 0)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from archgraph.build import build
+    from archgraph.prune import prune_rewrite, prune_rules
+    from archgraph.weights import check_weights, load_weights
+    from archgraph.transfer import transfer_state
+    from .apply import write
+    graph = archgraph.load(args.graph)
+    state = load_weights(args.weights)
+    check_weights(build(graph), state, args.weights)
+    rules = prune_rules(graph, state, args.ratio, args.criterion, args.seed)
+    if rules:
+        rw = prune_rewrite(graph, rules)
+        new_graph, new_state = rw.graph, transfer_state(rw.plan, state)
+    else:
+        new_graph, new_state = graph, state
+    module = build(new_graph)
+    module.load_state_dict(new_state)
+    log = [{"rule": r.name, "args": r.args()} for r in rules]
+    gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
+                                                          "criterion": args.criterion})
+    for r in rules:
+        print(f"  prune_channels node={r.node} indices={','.join(map(str, r.indices))}")
+    print(f"pruned {len(rules)} channel group(s) by {args.criterion}: {graph.params:,} -> {new_graph.params:,} "
+          f"params, {graph.macs:,} -> {new_graph.macs:,} MACs")
+    print(f"wrote {gpath} and {wpath}")
+    return 0

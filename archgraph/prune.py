@@ -1,0 +1,126 @@
+"""Structured pruning by a magnitude criterion, per coupled channel group (like Torch-Pruning's MagnitudePruner).
+
+For every channel space (the channels of one producer and everything tied to them, see :mod:`archgraph.channels`)
+each channel's importance is the sum of ``|w|**p`` (``p`` = 2 for ``l2``, 1 for ``l1``) over every weight entry
+that belongs to it: the producers' output slices, batchnorm, layernorm and depthwise entries, the readers' input
+slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them. The ``ratio`` least important
+channels of each space go (rounded down, at least one channel stays). Spaces that cannot change are skipped: the
+graph's outputs (the classes), graph inputs, grouped convs (only whole groups could go; archgraph skips them),
+broadcast mul factors and irregularly tied concats. The result is the same as one ``prune_channels`` rule per space
+applied in turn (:func:`prune_rules` returns them, for a history).
+
+>>> import archgraph
+>>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
+>>> w = archgraph.build(g).state_dict()
+>>> g2, w2 = archgraph.prune(g, w, ratio=0.5)
+>>> [g2.nodes[n].out_channels for n in ("c1", "c2", "c3")], tuple(w2["c2.weight"].shape)
+([2, 4, 4], (4, 2, 3, 3))
+"""
+from __future__ import annotations
+
+import random
+from typing import Mapping, Union
+
+import torch
+
+from .channels import analyse
+from .errors import ConfigError
+from .graph import Graph
+from .ops.registry import OPS
+from .rules.base import Rewrite
+from .rules.prune import PruneChannels, prune_draft
+from .transfer import transfer_state
+
+CRITERIA = ("l2", "l1", "random")
+
+Weights = Union[Mapping[str, torch.Tensor], torch.nn.Module]
+
+
+def _state(weights: Weights) -> dict[str, torch.Tensor]:
+    if isinstance(weights, torch.nn.Module):
+        return dict(weights.state_dict())
+    return dict(weights)
+
+
+def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0) -> dict[int, float]:
+    """Coupling class (see :class:`archgraph.channels.Channels`) -> summed importance of its channel."""
+    if criterion not in CRITERIA:
+        raise ConfigError(f"unknown criterion '{criterion}'; choose one of {', '.join(CRITERIA)}",
+                          field="criterion")
+    ch = analyse(graph)
+    scores: dict[int, float] = {}
+    if criterion == "random":
+        rng = random.Random(seed)
+        for t in sorted(ch.producer):
+            scores.setdefault(ch.cls(t), rng.random())
+        return scores
+    state = _state(weights)
+    shapes = graph.shapes()
+    p = 2 if criterion == "l2" else 1
+    for nid, node in graph.nodes.items():
+        layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
+        for param, (out_axis, in_axis) in layout.items():
+            tensor = state.get(f"{nid}.{param}")
+            if param != "weight" or tensor is None:
+                continue
+            tensor = tensor.detach().to("cpu", torch.float64)
+            for axis, value in ((out_axis, nid), (in_axis, node.inputs[0])):
+                if axis is None:
+                    continue
+                slots = ch.slots[value]
+                dims = [d for d in range(tensor.dim()) if d != axis]
+                per_entry = tensor.abs().pow(p).sum(dim=dims) if dims else tensor.abs().pow(p)
+                start = 0
+                for token, block in zip(slots.tokens, slots.block_sizes()):
+                    root = ch.cls(token)
+                    scores[root] = scores.get(root, 0.0) + float(per_entry[start:start + block].sum())
+                    start += block
+    return scores
+
+
+def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
+                seed: int = 0) -> list[PruneChannels]:
+    """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
+    its first producer with the lowest summed criterion."""
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
+    scores = importance(graph, weights, criterion, seed)
+    ch = analyse(graph)
+    out = []
+    for space in ch.spaces():
+        if space.frozen or space.irregular:
+            continue
+        width = len(space.classes)
+        count = min(int(ratio * width), width - 1)
+        if count <= 0:
+            continue
+        ranked = sorted(range(width), key=lambda i: (scores.get(space.classes[i], 0.0), i))
+        out.append(PruneChannels(node=space.node, indices=tuple(sorted(ranked[:count]))))
+    return out
+
+
+def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
+    """One rewrite applying ``prune_channels`` rules on different channel spaces at once (the same graph as
+    applying them in turn, in one pass)."""
+    if not rules:
+        raise ValueError("no prune_channels rules to apply")
+    selections: dict[str, tuple[int, ...]] = {}
+    for r in rules:
+        selections[r.node] = tuple(sorted(set(selections.get(r.node, ())) | set(r.indices)))
+    return prune_draft(rules[0], graph, selections)
+
+
+def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
+          seed: int = 0) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1`` or ``random``);
+    returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
+
+    ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; grouped convs
+    and the channels tied to them are skipped (only whole groups could go).
+    """
+    state = _state(weights)
+    rules = prune_rules(graph, state, ratio, criterion, seed)
+    if not rules:
+        return graph, {k: v.clone() for k, v in state.items()}
+    rw = prune_rewrite(graph, rules)
+    return rw.graph, transfer_state(rw.plan, state, strict=False)
