@@ -149,3 +149,64 @@ def test_pruning_around_a_grouped_conv_is_exact():
     assert g2.nodes["a"].out_channels == 8 and g2.nodes["g"].out_channels == 8 and g2.nodes["g"].groups == 4
     assert tuple(w2["g.weight"].shape) == (8, 2, 3, 3)  # in-group positions 0 and 2 stay
     assert torch.equal(w2["g.weight"], w["g.weight"][[0, 1, 3, 4, 6, 7, 9, 10]][:, [0, 2]])
+
+
+# ---- properties on random graphs with the imported ops ---------------------------------------------------------
+
+from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from archgraph.engine import materialise  # noqa: E402
+from archgraph.errors import RuleError  # noqa: E402
+from rewrite_helpers import build64, inputs_for, max_error, outputs  # noqa: E402
+from strategies import graph_data, rule_for  # noqa: E402
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def imported_graphs():
+    from archgraph.serialize import graph_from_data
+    return graph_data(image=True, imported=True).map(graph_from_data)
+
+
+@PROPERTY
+@given(imported_graphs(), st.data())
+def test_pruning_imported_ops_matches_readers_ignoring_the_channels(g, data):
+    rule = data.draw(rule_for(g, kinds=("prune_channels",)), label="rule")
+    assume(isinstance(rule, PruneChannels))
+    try:
+        rw = archgraph.apply(g, rule)
+    except RuleError:
+        assume(False)
+    ch = analyse(g)
+    removed = classes_at(rule, ch, rule.node, list(rule.indices))
+    assume(ch.mixes(removed) is None)
+    event("through a shuffle" if any(n.op == "channel_shuffle" for n in g.nodes.values()
+                                     if set(ch.classes(n.inputs[0])) & removed) else "no shuffle")
+    event("through a grouped conv" if any(ch.roles[k] == GROUPED and set(ch.classes(n.inputs[0])) & removed
+                                          for k, n in g.nodes.items()) else "no grouped conv")
+    module = build64(g)
+    xs = inputs_for(g)
+    ignoring = build(g, dtype=torch.float64)
+    ignoring.load_state_dict(readers_ignore(g, module.state_dict(), removed))
+    assert max_error(outputs(ignoring.eval(), xs), outputs(materialise(rw, module), xs)) <= 1e-8
+
+
+@PROPERTY
+@given(imported_graphs(), st.data())
+def test_every_rule_on_imported_ops_applies_cleanly(g, data):
+    """Any rule either refuses with a RuleError or gives a valid graph whose weights fit, and keeps the function
+    when it says it does."""
+    rule = data.draw(rule_for(g), label="rule")
+    try:
+        rw = archgraph.apply(g, rule)
+    except RuleError:
+        assume(False)
+    event(f"{rule.name} {'exact' if rw.exact else 'not exact'}")
+    module = build64(g)
+    new = materialise(rw, module)
+    xs = inputs_for(g)
+    out = outputs(new, xs)
+    assert all(torch.isfinite(o).all() for o in out)
+    if rw.exact:
+        assert max_error(outputs(module, xs), out) <= 1e-8, rule

@@ -147,7 +147,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         if shape is None:
             shape = _shape(node, ins, nid, fail)
         if was is not None and role == GROUPED:
-            _check_groups(node, was, ch, slots, nid, fail)
+            _check_groups(node, was, draft, slots, nid, fail)
         if shape[0] != s.width:  # pragma: no cover - an internal inconsistency, never a user error
             raise fail(f"internal error: {s.width} channel tokens for an output of {shape[0]} channels", nid)
         shapes[nid] = shape
@@ -203,29 +203,56 @@ def _old_positions(old: Slots, new: Slots) -> list[int]:
     return out
 
 
-def _check_groups(node, was, ch: Channels, slots: dict[str, Slots], nid: str, fail) -> None:
-    """A grouped conv can lose channels at the same positions of every group (the ties of ``analyse``), on its
-    input and on its output; any other change would move channels between groups."""
-    if group_positions(node, was, ch, slots) is False:
-        raise fail(f"it is a grouped conv (groups={node.groups}) whose input would change other than by losing "
-                   "the channels at the same positions of every group (only whole groups could take new ones)", nid)
+def _check_groups(node, was, draft: Draft, slots: dict[str, Slots], nid: str, fail) -> None:
+    """A grouped conv's input can lose or gain channels only at the same positions of every group (the ties of
+    ``analyse`` make pruning do that; a uniform widening of a tied space does too), and new channels copy the same
+    old position in every group; anything else would move channels between groups."""
+    ch = draft.ch
+    ok = group_positions(node, was, ch, slots)
+    if ok is not None and ok is not False:
+        full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, None,
+                         draft.uf)
+        ok = _same_in_every_group(list(full.index), full.old_size, full.size, node.groups)
+    if ok is False:
+        raise fail(f"it is a grouped conv (groups={node.groups}) whose groups would change unevenly; channels can "
+                   "only come and go at the same positions of every group", nid)
 
 
 def group_positions(node, was, ch: Channels, slots: dict[str, Slots]):
-    """For a grouped conv: ``None`` when its input keeps every channel, else the old in-group position of each new
-    in-group position (the same in every group), or ``False`` when the input changed in any other way."""
+    """For a grouped conv: ``None`` when its input is unchanged, else the old in-group position of each new in-group
+    position (``-1`` for a new channel), the same in every group; ``False`` when the groups would change unevenly
+    (channels would move between groups)."""
     new, old = slots[node.inputs[0]], ch.slots[was.inputs[0]]
+    if was.inputs[0] != node.inputs[0] and new.width == old.width:
+        return None  # rewired to a value of the same width: read position by position, as other readers
     positions = _old_positions(old, new)
     if positions == list(range(old.width)):
         return None
-    if -1 in positions or new.width % node.groups:
+    return _same_in_every_group(positions, old.width, new.width, node.groups)
+
+
+def _same_in_every_group(positions: list[int], old_width: int, new_width: int, groups: int):
+    if new_width % groups or old_width % groups:
         return False
-    per_old, per_new = old.width // node.groups, new.width // node.groups
-    first = [p for p in positions[:per_new]]
-    for k in range(node.groups):
-        if [p - k * per_old for p in positions[k * per_new:(k + 1) * per_new]] != first:
+    per_old, per_new = old_width // groups, new_width // groups
+    first = positions[:per_new]
+    if any(p >= per_old for p in first):
+        return False
+    for k in range(1, groups):
+        shifted = [p - k * per_old if p >= 0 else -1 for p in positions[k * per_new:(k + 1) * per_new]]
+        if shifted != first or any(p >= 0 and not k * per_old <= p < (k + 1) * per_old
+                                   for p in positions[k * per_new:(k + 1) * per_new]):
             return False
     return tuple(first)
+
+
+def _grouped_in_map(full: AxisMap, groups: int) -> AxisMap:
+    """The in-group axis of a grouped conv's weight from the map of its whole input (group 0's part, in-group)."""
+    per_new, per_old = full.size // groups, full.old_size // groups
+    index = full.index[:per_new]
+    scale = full.scale[:per_new] if full.scale is not None else None
+    copied = frozenset(i for i in full.copied if i < per_new)
+    return AxisMap(tuple(index), per_old, full.fill, scale, copied)
 
 
 def _role(node, ins) -> str:
@@ -291,10 +318,11 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 axes.append((out_axis, out_map))
             if in_axis is not None and old_in is not None and in_map is not None:
                 axes.append((in_axis, in_map))
-            if roles[nid] == GROUPED and param == "weight" and in_axis is None:
-                inner = group_positions(node, was, ch, slots)
-                if inner:  # the in-group axis of a grouped conv's weight
-                    axes.append((1, AxisMap(inner, old_shapes[was.inputs[0]][0] // was.groups, "init")))
+            if roles[nid] == GROUPED and param == "weight" and in_axis is None and group_positions(
+                    node, was, ch, slots) is not None:  # the in-group axis of a grouped conv's weight
+                full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of,
+                                 scale, uf)
+                axes.append((1, _grouped_in_map(full, node.groups)))
             tensor_noise = None
             if noise is not None and param == "weight" and out_axis is not None:
                 tensor_noise = Noise(out_axis, *noise)
