@@ -81,22 +81,41 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
                 seed: int = 0) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
-    its first producer with the lowest summed criterion."""
+    its first producer whose coupling classes have the lowest summed criterion.
+
+    A space counts its distinct classes: channels tied to each other (the groups of a grouped conv, the columns of a
+    channel shuffle) go together and count once. Classes that cannot change (frozen) stay; at least one class of
+    every space, and of every value (a slice must keep a channel), stays."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
     scores = importance(graph, weights, criterion, seed)
     ch = analyse(graph)
-    out = []
+    removed: set[int] = set()
+    spaces = []
     for space in ch.spaces():
-        if space.frozen or space.irregular:
-            continue
-        width = len(space.classes)
-        count = min(int(ratio * width), width - 1)
+        classes = list(dict.fromkeys(space.classes))
+        free = [c for c in classes if ch.frozen(c) is None]
+        count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) else 1))
         if count <= 0:
             continue
-        ranked = sorted(range(width), key=lambda i: (scores.get(space.classes[i], 0.0), i))
-        out.append(PruneChannels(node=space.node, indices=tuple(sorted(ranked[:count]))))
+        order = {c: i for i, c in enumerate(free)}
+        removed |= set(sorted(free, key=lambda c: (scores.get(c, 0.0), order[c]))[:count])
+        spaces.append(space)
+    _keep_one_per_value(ch, removed, scores)
+    out = []
+    for space in spaces:
+        indices = tuple(i for i, c in enumerate(space.classes) if c in removed)
+        if indices:
+            out.append(PruneChannels(node=space.node, indices=indices))
     return out
+
+
+def _keep_one_per_value(ch, removed: set[int], scores: dict[int, float]) -> None:
+    """Give back the best class of any value that would lose all its channels (a slice of pruned channels)."""
+    for value in ch.slots:
+        classes = set(ch.classes(value))
+        if classes and classes <= removed:
+            removed.discard(max(sorted(classes), key=lambda c: scores.get(c, 0.0)))
 
 
 def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
