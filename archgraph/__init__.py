@@ -37,14 +37,20 @@ _LAZY = {
 }
 
 
-class _Package(types.ModuleType):
-    """Keeps ``archgraph.build``, ``archgraph.prune``, ``archgraph.transfer`` ... the public functions even after
-    their submodule is imported: importing ``archgraph.prune`` would otherwise bind the attribute ``prune`` to the
-    submodule. Use ``from archgraph.prune import ...`` to reach the rest of such a submodule."""
+class _CallableModule(types.ModuleType):
+    """A submodule named like the function it defines (``archgraph.build``, ``archgraph.prune``,
+    ``archgraph.transfer``). Importing it makes Python set the package attribute to the module, which would hide
+    the function; calling the module calls the function instead, so ``archgraph.build(g)`` works whatever was
+    imported first, and ``archgraph.build.node_seed`` still reaches the module."""
 
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ and hasattr(value, name):
-            value = getattr(value, name)
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        if type(value) is types.ModuleType and _LAZY.get(name) == value.__name__:
+            value.__class__ = _CallableModule
         super().__setattr__(name, value)
 
 

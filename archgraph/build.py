@@ -33,13 +33,19 @@ def node_seed(seed: int, node_id: str) -> int:
 
 def make_module(graph: Graph, node_id: str, seed: int = 0) -> Optional[nn.Module]:
     """The submodule of one node (deterministically initialised), or ``None`` for a stateless op."""
+    with torch.random.fork_rng(devices=[]):
+        return _make_module(graph, node_id, seed)
+
+
+def _make_module(graph: Graph, node_id: str, seed: int) -> Optional[nn.Module]:
     node = graph.nodes[node_id]
     opdef = OPS[node.op]
     if opdef.module is None:
         return None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(node_seed(seed, node_id))
-        return opdef.module(TORCH, node, graph.input_shapes(node_id))
+    # seed only the CPU generator modules initialise from: torch.manual_seed would also queue a seed for every
+    # accelerator backend (and format a stack trace for each), which made building a graph several times slower
+    torch.default_generator.manual_seed(node_seed(seed, node_id))
+    return opdef.module(TORCH, node, graph.input_shapes(node_id))
 
 
 def build(graph: Graph, device=None, dtype=None, seed: int = 0) -> fx.GraphModule:
@@ -49,6 +55,11 @@ def build(graph: Graph, device=None, dtype=None, seed: int = 0) -> fx.GraphModul
     The module takes the graph's inputs positionally, in the order they are declared, and returns the output
     tensor (or a tuple when the graph has several outputs).
     """
+    with torch.random.fork_rng(devices=[]):
+        return _build(graph, device, dtype, seed)
+
+
+def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
     modules: dict[str, nn.Module] = {}
     g = fx.Graph()
     env: dict[str, fx.Node] = {}
@@ -61,7 +72,7 @@ def build(graph: Graph, device=None, dtype=None, seed: int = 0) -> fx.GraphModul
         if opdef.passthrough:
             env[nid] = args[0]
             continue
-        module = make_module(graph, nid, seed)
+        module = _make_module(graph, nid, seed)
         if module is not None:
             modules[nid] = module
             env[nid] = g.create_node("call_module", nid, tuple(args), {}, name=nid)

@@ -136,6 +136,7 @@ class Channels:
     frozen_tokens: dict[int, str]       # token -> why it cannot change
     next_token: int
     mixing: list[str] = field(default_factory=list)   # nodes whose channels depend on each other (layernorm)
+    ties: dict[int, str] = field(default_factory=dict)  # token -> why it is tied to others of its own value
     _frozen: Optional[dict[int, str]] = None
     _members: Optional[dict[int, list[int]]] = None
 
@@ -185,18 +186,22 @@ class Channels:
         wanted = set(classes)
         tokens: dict[str, tuple[int, ...]] = {}
         if len(wanted) != len(classes):
-            irregular = f"the channels of '{node}' are tied to each other"
+            irregular = f"the channels of '{node}' are tied to each other{self._tie_reason(node)}"
         for p in sorted(producers):
             own = self.slots[p].tokens
             by_class = {self.uf.find(t): t for t in own}
             if len(by_class) != len(own):
-                irregular = irregular or f"the channels of '{p}' are tied to each other"
+                irregular = irregular or f"the channels of '{p}' are tied to each other{self._tie_reason(p)}"
             elif set(by_class) != wanted:
                 irregular = irregular or (f"'{p}' makes only part of the channels tied to '{node}' "
                                           "(a concat is added to something laid out differently)")
             else:
                 tokens[p] = tuple(by_class[c] for c in classes)
         return Space(node, classes, tuple(sorted(producers)), tokens, frozen, irregular)
+
+    def _tie_reason(self, value: str) -> str:
+        why = next((self.ties[t] for t in self.slots[value].tokens if t in self.ties), None)
+        return f" ({why})" if why else ""
 
     def spaces(self) -> list[Space]:
         """One :class:`Space` per group of producers whose channels are tied together (each producer once)."""
@@ -241,6 +246,7 @@ def analyse(graph) -> Channels:
     frozen: dict[int, str] = {}
     roles: dict[str, str] = {}
     mixing: list[str] = []
+    ties: dict[int, str] = {}
 
     def fresh(nid: str, width: int) -> Slots:
         tokens = tuple(itertools.islice(counter, width))
@@ -254,7 +260,7 @@ def analyse(graph) -> Channels:
 
     for name, shape in graph.inputs.items():
         slots[name] = fresh(name, shape[0])
-        freeze(slots[name], f"it reaches graph input '{name}'")
+        freeze(slots[name], f"it comes from graph input '{name}'")
     for nid in topological_order(graph):
         node = graph.nodes[nid]
         opdef = OPS[node.op]
@@ -268,10 +274,13 @@ def analyse(graph) -> Channels:
             slots[nid] = fresh(nid, shapes[nid][0])
         elif role == GROUPED:
             slots[nid] = fresh(nid, shapes[nid][0])
-            tie_groups(uf, first, node.groups)
-            tie_groups(uf, slots[nid], node.groups)
+            tie_groups(uf, first, node.groups, ties, f"read by grouped conv '{nid}': channels go at the same "
+                                                     "position of every group")
+            tie_groups(uf, slots[nid], node.groups, ties, f"made by grouped conv '{nid}': channels go at the same "
+                                                          "position of every group")
         elif role == SHUFFLE:
-            tie_groups(uf, first, node.groups)
+            tie_groups(uf, first, node.groups, ties, f"shuffled by '{nid}': channels go a column of the shuffle "
+                                                     "at a time")
             slots[nid] = shuffled(first, node.groups)
         elif role == SLICE:
             if first.blocks is None:
@@ -306,15 +315,19 @@ def analyse(graph) -> Channels:
             raise AssertionError(f"unknown channel role {role!r} of {node.op}")
     for out in graph.outputs:
         freeze(slots[out], f"it reaches graph output '{out}'")
-    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing)
+    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing, ties)
 
 
-def tie_groups(uf: UnionFind, slots: Slots, groups: int) -> None:
-    """Tie the channels at the same position of every one of ``groups`` equal groups."""
+def tie_groups(uf: UnionFind, slots: Slots, groups: int, ties: Optional[dict[int, str]] = None,
+               why: str = "") -> None:
+    """Tie the channels at the same position of every one of ``groups`` equal groups (noting ``why`` in ``ties``)."""
     per = len(slots.tokens) // groups
     for i in range(per):
         for k in range(1, groups):
             uf.union(slots.tokens[i], slots.tokens[k * per + i])
+    if ties is not None and groups > 1:
+        for t in slots.tokens:
+            ties.setdefault(t, why)
 
 
 def shuffled(slots: Slots, groups: int) -> Slots:
@@ -325,8 +338,3 @@ def shuffled(slots: Slots, groups: int) -> Slots:
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself."""
     return role in (SOURCE, GROUPED)
-
-
-__all__ = ["Channels", "Slots", "Space", "UnionFind", "analyse", "concat_slots", "flatten_slots", "tied_inputs",
-           "producing_role", "tie_groups", "shuffled", "THROUGH", "MERGE", "CONCAT", "FLATTEN", "SOURCE", "GROUPED",
-           "SHUFFLE", "SLICE"]

@@ -85,11 +85,19 @@ class TensorPlan:
     def unchanged(self) -> bool:
         return self.source is not None and not self.axes and self.noise is None
 
+    def fresh(self, axis: int) -> tuple[int, ...]:
+        """Positions along ``axis`` that are new entries (e.g. the columns a reader gets for new channels: where a
+        training loop writes GradMax's outgoing weights)."""
+        for a, m in self.axes:
+            if a == axis:
+                return tuple(i for i, old in enumerate(m.index) if old < 0)
+        return ()
+
     def describe(self) -> str:
         if self.source is None:
             return f"new ({self.fill}{'=' + repr(self.value) if self.fill == 'value' else ''})"
         if self.unchanged:
-            return "copied" if self.source else "?"
+            return "copied"
         bits = [f"axis {a}: {m.describe()}" for a, m in self.axes]
         if self.noise is not None:
             bits.append(f"noise eps={self.noise.eps} on {len(self.noise.pairs)} pair(s)")

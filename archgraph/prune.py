@@ -3,10 +3,11 @@
 For every channel space (the channels of one producer and everything tied to them, see :mod:`archgraph.channels`)
 each channel's importance is the sum of ``|w|**p`` (``p`` = 2 for ``l2``, 1 for ``l1``) over every weight entry
 that belongs to it: the producers' output slices, batchnorm, layernorm and depthwise entries, the readers' input
-slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them. The ``ratio`` least important
-channels of each space go (rounded down, at least one channel stays). Spaces that cannot change are skipped: the
-graph's outputs (the classes), graph inputs, grouped convs (only whole groups could go; archgraph skips them),
-broadcast mul factors and irregularly tied concats. The result is the same as one ``prune_channels`` rule per space
+slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them
+(which leaves depthwise filters out). The ``ratio`` least important channels of each space go (rounded down, at
+least one channel stays). Spaces that cannot change are skipped: the graph's outputs (the classes), graph inputs,
+grouped convs (only whole groups could go; archgraph skips them), broadcast mul factors and irregularly tied
+concats. The result is the same as one ``prune_channels`` rule per space
 applied in turn (:func:`prune_rules` returns them, for a history).
 
 >>> import archgraph
@@ -123,8 +124,8 @@ def _keep_one_per_value(ch, removed: set[int], scores: dict[int, float]) -> None
 
 
 def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
-    """One rewrite applying ``prune_channels`` rules on different channel spaces at once (the same graph as
-    applying them in turn, in one pass)."""
+    """One rewrite applying ``prune_channels`` rules on different channel spaces at once: the same graph and
+    weights as applying them in turn, in one pass. Its ``rule`` is the first of them (log them all)."""
     if not rules:
         raise ValueError("no prune_channels rules to apply")
     selections: dict[str, tuple[int, ...]] = {}

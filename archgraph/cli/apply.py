@@ -32,9 +32,9 @@ def _show(value) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("apply", help="apply one rewrite rule (grow or prune) to a graph and its weights",
-                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and OUT/weights.safetensors. "
-                                   "The weights come from --weights (carried through the rule) or, without it, "
-                                   "from a deterministic initialisation with --seed.",
+                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and "
+                                   "OUT/weights.safetensors. The weights come from --weights (carried through the "
+                                   "rule) or, without it, from a deterministic initialisation with --seed.",
                        epilog=rule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("graph", metavar="GRAPH")
     p.add_argument("rule", metavar="RULE", help="rule name, e.g. add_filters")

@@ -17,8 +17,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, SOURCE, THROUGH, Channels, Slots,
-                        concat_slots, flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, Channels, Slots, concat_slots,
+                        flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS
@@ -276,20 +276,21 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
     tensors: dict[str, TensorPlan] = {}
     sources: set[str] = set()
     node_map: dict[str, Optional[str]] = {}
+    old_layouts = {nid: OPS[n.op].layout(n, [old_shapes[i] for i in n.inputs]) for nid, n in old.nodes.items()}
     for nid, node in graph.nodes.items():
-        opdef = OPS[node.op]
-        layout = opdef.layout(node, [new_shapes[i] for i in node.inputs])
         was = old.nodes.get(nid)
         if was is not None and was.op != node.op:
             was = None
         node_map[nid] = nid if was is not None else None
         if was is None:
-            for param in layout:
+            for param in OPS[node.op].layout(node, [new_shapes[i] for i in node.inputs]):
                 key = f"{nid}.{param}"
                 fill, value = draft.fills.get(key, ("init", 0.0))
                 tensors[key] = TensorPlan(None, fill=fill, value=value)
             continue
-        old_layout = OPS[was.op].layout(was, [old_shapes[i] for i in was.inputs])
+        old_layout = old_layouts[nid]
+        # a node the rule did not touch keeps its layout (it depends on the node's fields only)
+        layout = old_layout if node is was else OPS[node.op].layout(node, [new_shapes[i] for i in node.inputs])
         out_map = in_map = None
         if any(a is not None for a, _ in layout.values()):
             fill = draft.fan_in if producing_role(roles[nid]) else "init"
@@ -300,6 +301,17 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             # deleted nodes); otherwise channels are matched by token
             if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
                 in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
+        group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
+        if roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
+            full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, scale, uf)
+            group_map = _grouped_in_map(full, node.groups)
+        if out_map is None and in_map is None and group_map is None and nid not in draft.given \
+                and layout.keys() == old_layout.keys():
+            for param in layout:
+                key = f"{nid}.{param}"
+                tensors[key] = TensorPlan(key)
+                sources.add(key)
+            continue
         noise = None
         if draft.noise and producing_role(roles[nid]) and nid in draft.given:
             pos = {t: i for i, t in enumerate(slots[nid].tokens)}
@@ -318,20 +330,14 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 axes.append((out_axis, out_map))
             if in_axis is not None and old_in is not None and in_map is not None:
                 axes.append((in_axis, in_map))
-            if roles[nid] == GROUPED and param == "weight" and in_axis is None and group_positions(
-                    node, was, ch, slots) is not None:  # the in-group axis of a grouped conv's weight
-                full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of,
-                                 scale, uf)
-                axes.append((1, _grouped_in_map(full, node.groups)))
+            if group_map is not None and param == "weight":
+                axes.append((1, group_map))
             tensor_noise = None
             if noise is not None and param == "weight" and out_axis is not None:
                 tensor_noise = Noise(out_axis, *noise)
             tensors[key] = TensorPlan(key, tuple(axes), noise=tensor_noise)
             sources.add(key)
-    dropped = []
-    for nid, node in old.nodes.items():
-        layout = OPS[node.op].layout(node, [old_shapes[i] for i in node.inputs])
-        dropped += [f"{nid}.{p}" for p in layout if f"{nid}.{p}" not in sources]
+    dropped = [f"{nid}.{p}" for nid, layout in old_layouts.items() for p in layout if f"{nid}.{p}" not in sources]
     return TransferPlan(tensors, tuple(dropped), draft.exact, draft.note, node_map)
 
 
@@ -375,5 +381,3 @@ def _axis_map(old: Slots, new: Slots, fill: str, copy_of: dict[int, int], scale:
     has_scale = any(f != 1.0 for f in factors)
     return AxisMap(tuple(index), old.width, fill, tuple(factors) if has_scale else None, frozenset(copied))
 
-
-__all__ = ["Draft", "realise", "order_of", "SOURCE", "THROUGH", "GROUPED"]

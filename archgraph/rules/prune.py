@@ -20,7 +20,7 @@ from typing import ClassVar, Mapping, Sequence
 
 from pydantic import Field, NonNegativeInt
 
-from ..channels import Channels, analyse, producing_role
+from ..channels import Channels, analyse
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 
@@ -84,5 +84,3 @@ class PruneChannels(Rule):
     def apply(self, graph) -> Rewrite:
         return prune_draft(self, graph, {self.node: self.indices})
 
-
-__all__ = ["PruneChannels", "classes_at", "remove_classes", "prune_draft", "producing_role"]

@@ -103,8 +103,10 @@ class AddFilters(Rule):
                     draft.scale[space.tokens[p][i]] = 1.0 / r
         note = mixing_note(ch, space)
         draft.exact = self.init != "random" and not note
-        draft.note = note or ("new channels start random and are read with random weights"
-                              if self.init == "random" else "")
+        draft.note = note or {"random": "new channels start random and are read with random weights",
+                              "gradmax": "gradmax: incoming and outgoing weights start at zero; choosing the outgoing "
+                                         "ones from the gradient needs a batch (TensorPlan.fresh gives their "
+                                         "positions)"}.get(self.init, "")
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
 
