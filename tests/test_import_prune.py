@@ -210,3 +210,29 @@ def test_every_rule_on_imported_ops_applies_cleanly(g, data):
     assert all(torch.isfinite(o).all() for o in out)
     if rw.exact:
         assert max_error(outputs(module, xs), out) <= 1e-8, rule
+
+
+# ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
+
+from archgraph.importer import from_module  # noqa: E402
+from archgraph.prune import prune_rules  # noqa: E402
+from archgraph.testing import torchvision_model  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "mobilenet_v3_small", "regnet_x_400mf", "googlenet",
+                                  "densenet121", "efficientnet_b0"])
+def test_pruning_an_imported_model_is_exact_on_what_it_keeps(name):
+    """Half the channels of every coupled group go; the pruned network computes what the original computes when its
+    readers ignore the removed channels (channel shuffles, slices, grouped convs, concats, squeeze-excitation)."""
+    model = randomize_normalization(torchvision_model(name, num_classes=10))
+    graph, weights = from_module(model, input_shape=(3, 64, 64))
+    rules = prune_rules(graph, weights, ratio=0.5)
+    ch = analyse(graph)
+    removed = set()
+    for rule in rules:
+        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    pruned, pruned_weights = archgraph.prune(graph, weights, ratio=0.5)
+    assert pruned.params < 0.6 * graph.params and pruned.macs < 0.6 * graph.macs
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(run(pruned, pruned_weights, x), run(graph, readers_ignore(graph, weights, removed), x),
+                               rtol=1e-4, atol=1e-4)
