@@ -4,11 +4,12 @@ For every channel space (the channels of one producer and everything tied to the
 each channel's importance is the sum of ``|w|**p`` (``p`` = 2 for ``l2``, 1 for ``l1``) over every weight entry
 that belongs to it: the producers' output slices, batchnorm, layernorm and depthwise entries, the readers' input
 slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them
-(which leaves depthwise filters out). The ``ratio`` least important channels of each space go (rounded down, at
-least one channel stays). Spaces that cannot change are skipped: the graph's outputs (the classes), graph inputs,
-grouped convs (only whole groups could go; archgraph skips them), broadcast mul factors and irregularly tied
-concats. The result is the same as one ``prune_channels`` rule per space
-applied in turn (:func:`prune_rules` returns them, for a history).
+(which leaves depthwise filters out). The ``ratio`` least important coupling classes of each space go (rounded
+down, at least one stays); channels tied to each other form one class and go together (the same position of every
+group of a grouped conv, a column of a channel shuffle). Classes that cannot change stay: the graph's outputs (the
+classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
+gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
+(:func:`prune_rules` returns them, for a history).
 
 >>> import archgraph
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
@@ -139,8 +140,8 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1`` or ``random``);
     returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
-    ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; grouped convs
-    and the channels tied to them are skipped (only whole groups could go).
+    ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
+    keeps its groups and loses the same positions in every group.
     """
     state = _state(weights)
     rules = prune_rules(graph, state, ratio, criterion, seed)
