@@ -74,7 +74,8 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
                 seed: int = 0) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``.
 
-    ``input_shape`` is the per-sample input shape (``[C, H, W]`` or ``[F]``). The module is put in eval mode.
+    ``input_shape`` is the per-sample input shape (``[C, H, W]`` or ``[F]``). The module is traced and run in eval
+    mode (its own mode is restored afterwards); the weights are copies, on the module's device.
     Raises :class:`~archgraph.errors.ConversionError` naming the op and fx node it cannot express.
 
     >>> import torch, archgraph
@@ -86,15 +87,21 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
     if len(input_shape) not in (1, 3) or min(input_shape) <= 0:
         raise ConversionError(f"input_shape must be [C, H, W] or [F] with positive sizes, got {list(input_shape)}",
                               field="input_shape")
-    module = module.eval()
+    was_training = module.training
+    module.eval()
     try:
-        gm = fx.symbolic_trace(module)
-    except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
-        raise ConversionError(f"torch.fx cannot trace {type(module).__name__}: {type(err).__name__}: {err}") from None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        example = torch.randn(2, *input_shape)
-    values = _concrete_values(gm, example)
+        try:
+            gm = fx.symbolic_trace(module)
+        except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
+            raise ConversionError(f"torch.fx cannot trace {type(module).__name__}: {type(err).__name__}: "
+                                  f"{err}") from None
+        device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            example = torch.randn(2, *input_shape).to(device)
+        values = _concrete_values(gm, example)
+    finally:
+        module.train(was_training)
     converter = _Converter(gm, values, input_shape)
     converter.run()
     return converter.finish(name or type(module).__name__.lower())

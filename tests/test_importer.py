@@ -197,3 +197,12 @@ outputs: [sd]
     roles = {nid: OPS[n.op].channels(n, g.input_shapes(nid)) for nid, n in g.nodes.items()}
     assert roles == {"sh": "shuffle", "sl": "slice", "sc": "through", "hs": "through", "sd": "through"}
     assert g.params == 2
+
+
+def test_the_module_keeps_its_mode_and_weights():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5)).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    graph, weights = from_module(m, input_shape=(3, 6, 6))
+    assert m.training and all(sub.training for sub in m.modules())
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # the trace ran in eval mode
+    assert graph.nodes["_2"].op == "dropout" and weights["_0.weight"] is not m[0].weight
