@@ -139,21 +139,31 @@ class Channels:
     ties: dict[int, str] = field(default_factory=dict)  # token -> why it is tied to others of its own value
     _frozen: Optional[dict[int, str]] = None
     _members: Optional[dict[int, list[int]]] = None
+    _roots: Optional[dict[int, int]] = None
 
     # ---- classes --------------------------------------------------------------------------------------------
+    def roots(self) -> dict[int, int]:
+        """Token -> class, for every token (computed once: the analysis is never changed afterwards; rules tie new
+        tokens in a copy of ``uf``)."""
+        if self._roots is None:
+            find = self.uf.find
+            self._roots = {t: find(t) for t in self.producer}
+        return self._roots
+
     def cls(self, token: int) -> int:
-        return self.uf.find(token)
+        root = self.roots().get(token)
+        return self.uf.find(token) if root is None else root
 
     def classes(self, value: str) -> list[int]:
         """Class of each channel (slot) of a value, in order."""
-        find = self.uf.find
-        return [find(t) for t in self.slots[value].tokens]
+        roots = self.roots()
+        return [roots[t] if t in roots else self.uf.find(t) for t in self.slots[value].tokens]
 
     def members(self, root: int) -> list[int]:
         if self._members is None:
             members: dict[int, list[int]] = {}
-            for t in self.producer:
-                members.setdefault(self.uf.find(t), []).append(t)
+            for t, r in self.roots().items():
+                members.setdefault(r, []).append(t)
             self._members = members
         return self._members.get(root, [root])
 
@@ -189,7 +199,7 @@ class Channels:
             irregular = f"the channels of '{node}' are tied to each other{self._tie_reason(node)}"
         for p in sorted(producers):
             own = self.slots[p].tokens
-            by_class = {self.uf.find(t): t for t in own}
+            by_class = {self.cls(t): t for t in own}
             if len(by_class) != len(own):
                 irregular = irregular or f"the channels of '{p}' are tied to each other{self._tie_reason(p)}"
             elif set(by_class) != wanted:

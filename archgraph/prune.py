@@ -21,11 +21,11 @@ gets its best one back). The result is the same as one ``prune_channels`` rule p
 from __future__ import annotations
 
 import random
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 
-from .channels import analyse
+from .channels import Channels, analyse
 from .errors import ConfigError
 from .graph import Graph
 from .ops.registry import OPS
@@ -44,12 +44,13 @@ def _state(weights: Weights) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
-def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0) -> dict[int, float]:
+def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0,
+               ch: Optional[Channels] = None) -> dict[int, float]:
     """Coupling class (see :class:`archgraph.channels.Channels`) -> summed importance of its channel."""
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion '{criterion}'; choose one of {', '.join(CRITERIA)}",
                           field="criterion")
-    ch = analyse(graph)
+    ch = ch or analyse(graph)
     scores: dict[int, float] = {}
     if criterion == "random":
         rng = random.Random(seed)
@@ -85,7 +86,7 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
 
 
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-                seed: int = 0) -> list[PruneChannels]:
+                seed: int = 0, ch: Optional[Channels] = None) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
     its first producer whose coupling classes have the lowest summed criterion.
 
@@ -94,8 +95,8 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     every space, and of every value (a slice must keep a channel), stays."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
-    scores = importance(graph, weights, criterion, seed)
-    ch = analyse(graph)
+    ch = ch or analyse(graph)
+    scores = importance(graph, weights, criterion, seed, ch)
     removed: set[int] = set()
     spaces = []
     for space in ch.spaces():
@@ -124,7 +125,7 @@ def _keep_one_per_value(ch, removed: set[int], scores: dict[int, float]) -> None
             removed.discard(max(sorted(classes), key=lambda c: scores.get(c, 0.0)))
 
 
-def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
+def prune_rewrite(graph: Graph, rules: list[PruneChannels], ch: Optional[Channels] = None) -> Rewrite:
     """One rewrite applying ``prune_channels`` rules on different channel spaces at once: the same graph and
     weights as applying them in turn, in one pass. Its ``rule`` is the first of them (log them all)."""
     if not rules:
@@ -132,7 +133,7 @@ def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
     selections: dict[str, tuple[int, ...]] = {}
     for r in rules:
         selections[r.node] = tuple(sorted(set(selections.get(r.node, ())) | set(r.indices)))
-    return prune_draft(rules[0], graph, selections)
+    return prune_draft(rules[0], graph, selections, ch)
 
 
 def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
@@ -144,8 +145,9 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     keeps its groups and loses the same positions in every group.
     """
     state = _state(weights)
-    rules = prune_rules(graph, state, ratio, criterion, seed)
+    ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
+    rules = prune_rules(graph, state, ratio, criterion, seed, ch)
     if not rules:
         return graph, {k: v.clone() for k, v in state.items()}
-    rw = prune_rewrite(graph, rules)
+    rw = prune_rewrite(graph, rules, ch)
     return rw.graph, transfer_state(rw.plan, state, strict=False)

@@ -41,15 +41,19 @@ ZOO = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet
        "resnext50_32x4d", "mnasnet0_5", "wide_resnet50_2"]
 
 
-def latency_ms(module, x, reps: int) -> float:
+def latencies_ms(modules: dict, x, reps: int) -> dict[str, float]:
+    """Median latency of each module; the runs are interleaved (one run of each per round), so load from other
+    processes falls on all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in modules}
     with torch.no_grad():
-        module(x)  # warm-up
-        times = []
+        for m in modules.values():
+            m(x)  # warm-up
         for _ in range(reps):
-            t = time.perf_counter()
-            module(x)
-            times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+            for key, m in modules.items():
+                t = time.perf_counter()
+                m(x)
+                times[key].append(time.perf_counter() - t)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
 def counted(module, size) -> tuple[int, int]:
@@ -126,12 +130,8 @@ def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: 
     (onnx_dir / f"{name}.onnx").unlink(missing_ok=True)
     if not prune:
         return row
-    row["latency_ms"] = latency_ms(built, x1, reps)
-    row["tv_latency_ms"] = latency_ms(model, x1, reps)
     ag = prune_archgraph(graph, weights, x1, ratio)
     row["ag"] = {k: v for k, v in ag.items() if k != "model"}
-    if ag["ok"]:
-        row["ag"]["latency_ms"] = latency_ms(ag["model"], x1, reps)
     tp = prune_tp(model, x1, ratio)
     row["tp"] = {k: v for k, v in tp.items() if k != "model"}
     if tp["ok"]:
@@ -139,7 +139,13 @@ def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: 
             row["tp"]["params"], row["tp"]["macs"] = counted(tp["model"], size)
         except archgraph.ArchgraphError as err:
             row["tp"]["count_error"] = str(err)[:160]
-        row["tp"]["latency_ms"] = latency_ms(tp["model"], x1, reps)
+    modules = {"before": built, "tv": model}
+    modules.update({key: r["model"] for key, r in (("ag", ag), ("tp", tp)) if r["ok"]})
+    lat = latencies_ms(modules, x1, reps)
+    row["latency_ms"], row["tv_latency_ms"] = lat["before"], lat["tv"]
+    for key in ("ag", "tp"):
+        if key in lat:
+            row[key]["latency_ms"] = lat[key]
     return row
 
 
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(ZOO))
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--reps", type=int, default=5, help="latency runs per model (median)")
+    p.add_argument("--reps", type=int, default=10, help="latency runs per model (median)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-prune", action="store_true", help="conversion and ONNX only")
     p.add_argument("--out", default="benchmarks/results/import_zoo", help="writes OUT.md and OUT.json")
