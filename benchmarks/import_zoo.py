@@ -8,7 +8,9 @@ For each model (random init; norms and scales randomised so every layer shows in
     Torch-Pruning MetaPruner(importance=MagnitudeImportance(p=2), pruning_ratio=0.5, ignored_layers=[classifier])
   pruned ok (the call returns and the pruned model runs with the right output shape), params and MACs after
   (both counted by archgraph on the converted pruned model, conv + linear MACs per sample), wall time of the pruning
-  call, CPU latency (batch 1, median of --reps runs) before and after, in the same process.
+  call (median of 3; Torch-Pruning's includes building its dependency graph, archgraph's the channel analysis and
+  the weight transfer), CPU latency (batch 1, median of --reps interleaved runs) before and after, in the same
+  process.
 
     python benchmarks/import_zoo.py                       # all 16 models at 3x224x224, single thread
     python benchmarks/import_zoo.py --models resnet18 --size 64 --no-prune
@@ -68,29 +70,35 @@ def classifier_layers(model, num_classes: int = 1000):
             or (isinstance(m, torch.nn.Conv2d) and m.out_channels == num_classes)]
 
 
-def prune_tp(model, x, ratio: float) -> dict:
+def prune_tp(model, x, ratio: float, calls: int = 3) -> dict:
+    """Torch-Pruning on copies of ``model``; the time is the median of ``calls`` runs (each on a fresh copy)."""
     import torch_pruning as tp
-    model = copy.deepcopy(model)
-    t = time.perf_counter()
-    try:
-        pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
-                                      pruning_ratio=ratio, ignored_layers=classifier_layers(model))
-        pruner.step()
-        seconds = time.perf_counter() - t
-        with torch.no_grad():
-            y = model(x)
-        if tuple(y.shape) != (x.shape[0], 1000):
-            raise RuntimeError(f"output shape {list(y.shape)}")
-    except Exception as err:
-        return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:160]}"}
-    return {"ok": True, "seconds": seconds, "model": model}
+    times = []
+    for _ in range(calls):
+        pruned = copy.deepcopy(model)
+        t = time.perf_counter()
+        try:
+            pruner = tp.pruner.MetaPruner(pruned, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                          pruning_ratio=ratio, ignored_layers=classifier_layers(pruned))
+            pruner.step()
+            times.append(time.perf_counter() - t)
+            with torch.no_grad():
+                y = pruned(x)
+            if tuple(y.shape) != (x.shape[0], 1000):
+                raise RuntimeError(f"output shape {list(y.shape)}")
+        except Exception as err:
+            return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:160]}"}
+    return {"ok": True, "seconds": statistics.median(times), "model": pruned}
 
 
-def prune_archgraph(graph, weights, x, ratio: float) -> dict:
-    t = time.perf_counter()
+def prune_archgraph(graph, weights, x, ratio: float, calls: int = 3) -> dict:
+    """archgraph.prune; the time is the median of ``calls`` runs (graphs are immutable: each run starts afresh)."""
+    times = []
     try:
-        g2, w2 = archgraph.prune(graph, weights, ratio=ratio, criterion="l2")
-        seconds = time.perf_counter() - t
+        for _ in range(calls):
+            t = time.perf_counter()
+            g2, w2 = archgraph.prune(graph, weights, ratio=ratio, criterion="l2")
+            times.append(time.perf_counter() - t)
         module = build(g2)
         load_into(module, w2)
         module.eval()
@@ -100,7 +108,7 @@ def prune_archgraph(graph, weights, x, ratio: float) -> dict:
             raise RuntimeError(f"output shape {list(y.shape)}")
     except Exception as err:
         return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:160]}"}
-    return {"ok": True, "seconds": seconds, "model": module, "params": g2.params, "macs": g2.macs}
+    return {"ok": True, "seconds": statistics.median(times), "model": module, "params": g2.params, "macs": g2.macs}
 
 
 def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: Path) -> dict:
@@ -175,7 +183,8 @@ def tables(rows: list[dict], size: int, ratio: float) -> str:
         return "\n".join(out) + "\n"
     out += ["", f"Pruning at ratio {ratio} (L2 magnitude, classifier kept), archgraph (AG) vs Torch-Pruning (TP). "
                 "Params and MACs after pruning are counted by archgraph on both results; latency is CPU, 1 thread, "
-                "batch 1, median, after / before in the same process; time is the wall time of the pruning call.",
+                "batch 1, median of interleaved runs, after / before in the same process; time is the wall time of the "
+                "pruning call (median of 3).",
             "",
             "| model | AG ok | AG params | AG MACs | AG time | AG latency | TP ok | TP params | TP MACs | TP time "
             "| TP latency |",
