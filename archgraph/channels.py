@@ -9,10 +9,15 @@ node's output, axis 0) a *token*, driven by the op's channel role in :mod:`archg
 - FLATTEN keeps its input's tokens, each now standing for a block of ``H*W`` features;
 - MERGE (add, mul) passes its first tied input's tokens on and ties the other inputs' tokens to them, position by
   position (a mul factor that broadcasts, like squeeze-excitation's ``[C, 1, 1]``, is tied as well; one of size 1
-  on a wider axis is not).
+  on a wider axis is not);
+- SHUFFLE (channel_shuffle) permutes its input's tokens and ties the input channels ``k * C/g + i`` of every group
+  ``k`` (one column of the ``[g, C/g]`` grid), so channels go a column at a time and the shuffle stays a shuffle;
+- SLICE passes the tokens of its range on (a slice of a flattened value makes frozen fresh tokens);
+- GROUPED convs make fresh tokens and tie the channels at the same position of every group, on the input and on
+  the output side, so every group keeps the same width.
 
 Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
-something whose width cannot change: a graph input or output, a grouped (non-depthwise) conv, a broadcast mul
+something whose width cannot change: a graph input or output, a broadcast mul
 factor, a merge of values laid out differently. Nothing here imports torch.
 
 >>> import archgraph
@@ -26,7 +31,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SOURCE, THROUGH
+from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, shuffle_permutation
 
 
 @dataclass(frozen=True)
@@ -131,23 +136,34 @@ class Channels:
     frozen_tokens: dict[int, str]       # token -> why it cannot change
     next_token: int
     mixing: list[str] = field(default_factory=list)   # nodes whose channels depend on each other (layernorm)
+    ties: dict[int, str] = field(default_factory=dict)  # token -> why it is tied to others of its own value
     _frozen: Optional[dict[int, str]] = None
     _members: Optional[dict[int, list[int]]] = None
+    _roots: Optional[dict[int, int]] = None
 
     # ---- classes --------------------------------------------------------------------------------------------
+    def roots(self) -> dict[int, int]:
+        """Token -> class, for every token (computed once: the analysis is never changed afterwards; rules tie new
+        tokens in a copy of ``uf``)."""
+        if self._roots is None:
+            find = self.uf.find
+            self._roots = {t: find(t) for t in self.producer}
+        return self._roots
+
     def cls(self, token: int) -> int:
-        return self.uf.find(token)
+        root = self.roots().get(token)
+        return self.uf.find(token) if root is None else root
 
     def classes(self, value: str) -> list[int]:
         """Class of each channel (slot) of a value, in order."""
-        find = self.uf.find
-        return [find(t) for t in self.slots[value].tokens]
+        roots = self.roots()
+        return [roots[t] if t in roots else self.uf.find(t) for t in self.slots[value].tokens]
 
     def members(self, root: int) -> list[int]:
         if self._members is None:
             members: dict[int, list[int]] = {}
-            for t in self.producer:
-                members.setdefault(self.uf.find(t), []).append(t)
+            for t, r in self.roots().items():
+                members.setdefault(r, []).append(t)
             self._members = members
         return self._members.get(root, [root])
 
@@ -180,18 +196,22 @@ class Channels:
         wanted = set(classes)
         tokens: dict[str, tuple[int, ...]] = {}
         if len(wanted) != len(classes):
-            irregular = f"the channels of '{node}' are tied to each other"
+            irregular = f"the channels of '{node}' are tied to each other{self._tie_reason(node)}"
         for p in sorted(producers):
             own = self.slots[p].tokens
-            by_class = {self.uf.find(t): t for t in own}
+            by_class = {self.cls(t): t for t in own}
             if len(by_class) != len(own):
-                irregular = irregular or f"the channels of '{p}' are tied to each other"
+                irregular = irregular or f"the channels of '{p}' are tied to each other{self._tie_reason(p)}"
             elif set(by_class) != wanted:
                 irregular = irregular or (f"'{p}' makes only part of the channels tied to '{node}' "
                                           "(a concat is added to something laid out differently)")
             else:
                 tokens[p] = tuple(by_class[c] for c in classes)
         return Space(node, classes, tuple(sorted(producers)), tokens, frozen, irregular)
+
+    def _tie_reason(self, value: str) -> str:
+        why = next((self.ties[t] for t in self.slots[value].tokens if t in self.ties), None)
+        return f" ({why})" if why else ""
 
     def spaces(self) -> list[Space]:
         """One :class:`Space` per group of producers whose channels are tied together (each producer once)."""
@@ -236,6 +256,7 @@ def analyse(graph) -> Channels:
     frozen: dict[int, str] = {}
     roles: dict[str, str] = {}
     mixing: list[str] = []
+    ties: dict[int, str] = {}
 
     def fresh(nid: str, width: int) -> Slots:
         tokens = tuple(itertools.islice(counter, width))
@@ -263,8 +284,21 @@ def analyse(graph) -> Channels:
             slots[nid] = fresh(nid, shapes[nid][0])
         elif role == GROUPED:
             slots[nid] = fresh(nid, shapes[nid][0])
-            freeze(first, f"it is read by grouped conv '{nid}'")
-            freeze(slots[nid], f"it is made by grouped conv '{nid}' (only whole groups could change)")
+            tie_groups(uf, first, node.groups, ties, f"read by grouped conv '{nid}': channels go at the same "
+                                                     "position of every group")
+            tie_groups(uf, slots[nid], node.groups, ties, f"made by grouped conv '{nid}': channels go at the same "
+                                                          "position of every group")
+        elif role == SHUFFLE:
+            tie_groups(uf, first, node.groups, ties, f"shuffled by '{nid}': channels go a column of the shuffle "
+                                                     "at a time")
+            slots[nid] = shuffled(first, node.groups)
+        elif role == SLICE:
+            if first.blocks is None:
+                slots[nid] = Slots(first.tokens[node.start:node.stop])
+            else:
+                slots[nid] = fresh(nid, shapes[nid][0])
+                freeze(first, f"it is sliced by '{nid}' after a flatten")
+                freeze(slots[nid], f"it is a slice of flattened features ('{nid}')")
         elif role == THROUGH:
             slots[nid] = first
         elif role == FLATTEN:
@@ -291,10 +325,26 @@ def analyse(graph) -> Channels:
             raise AssertionError(f"unknown channel role {role!r} of {node.op}")
     for out in graph.outputs:
         freeze(slots[out], f"it reaches graph output '{out}'")
-    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing)
+    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing, ties)
+
+
+def tie_groups(uf: UnionFind, slots: Slots, groups: int, ties: Optional[dict[int, str]] = None,
+               why: str = "") -> None:
+    """Tie the channels at the same position of every one of ``groups`` equal groups (noting ``why`` in ``ties``)."""
+    per = len(slots.tokens) // groups
+    for i in range(per):
+        for k in range(1, groups):
+            uf.union(slots.tokens[i], slots.tokens[k * per + i])
+    if ties is not None and groups > 1:
+        for t in slots.tokens:
+            ties.setdefault(t, why)
+
+
+def shuffled(slots: Slots, groups: int) -> Slots:
+    """The tokens after a channel shuffle with ``groups`` groups."""
+    return Slots(tuple(slots.tokens[p] for p in shuffle_permutation(len(slots.tokens), groups)))
 
 
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself."""
     return role in (SOURCE, GROUPED)
-

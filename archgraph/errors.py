@@ -53,5 +53,18 @@ class RuleError(ArchgraphError):
     """A rewrite rule cannot apply to this graph; the graph is left untouched."""
 
 
+class ConversionError(ArchgraphError):
+    """A model cannot be imported into the graph format (or a graph cannot be exported): the error names the op and
+    the torch.fx node (``fx_node``) or graph node it cannot express."""
+
+    def __init__(self, message: str, *, fx_node: str | None = None, **where):
+        self.fx_node = fx_node
+        super().__init__(message, **where)
+
+    def render(self) -> str:
+        text = super().render()
+        return f"fx node '{self.fx_node}': {text}" if self.fx_node else text
+
+
 class ConfigError(ArchgraphError):
     """A run configuration or command-line value is wrong."""

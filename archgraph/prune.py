@@ -4,11 +4,12 @@ For every channel space (the channels of one producer and everything tied to the
 each channel's importance is the sum of ``|w|**p`` (``p`` = 2 for ``l2``, 1 for ``l1``) over every weight entry
 that belongs to it: the producers' output slices, batchnorm, layernorm and depthwise entries, the readers' input
 slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them
-(which leaves depthwise filters out). The ``ratio`` least important channels of each space go (rounded down, at
-least one channel stays). Spaces that cannot change are skipped: the graph's outputs (the classes), graph inputs,
-grouped convs (only whole groups could go; archgraph skips them), broadcast mul factors and irregularly tied
-concats. The result is the same as one ``prune_channels`` rule per space
-applied in turn (:func:`prune_rules` returns them, for a history).
+(which leaves depthwise filters out). The ``ratio`` least important coupling classes of each space go (rounded
+down, at least one stays); channels tied to each other form one class and go together (the same position of every
+group of a grouped conv, a column of a channel shuffle). Classes that cannot change stay: the graph's outputs (the
+classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
+gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
+(:func:`prune_rules` returns them, for a history).
 
 >>> import archgraph
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
@@ -20,11 +21,11 @@ applied in turn (:func:`prune_rules` returns them, for a history).
 from __future__ import annotations
 
 import random
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 
-from .channels import analyse
+from .channels import Channels, analyse
 from .errors import ConfigError
 from .graph import Graph
 from .ops.registry import OPS
@@ -43,12 +44,13 @@ def _state(weights: Weights) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
-def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0) -> dict[int, float]:
+def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0,
+               ch: Optional[Channels] = None) -> dict[int, float]:
     """Coupling class (see :class:`archgraph.channels.Channels`) -> summed importance of its channel."""
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion '{criterion}'; choose one of {', '.join(CRITERIA)}",
                           field="criterion")
-    ch = analyse(graph)
+    ch = ch or analyse(graph)
     scores: dict[int, float] = {}
     if criterion == "random":
         rng = random.Random(seed)
@@ -64,43 +66,66 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
             tensor = state.get(f"{nid}.{param}")
             if param != "weight" or tensor is None:
                 continue
-            tensor = tensor.detach().to("cpu", torch.float64)
+            mag = tensor.detach().cpu()
+            mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
+            mag = mag.square() if p == 2 else mag.abs()  # once per tensor: the big linears dominate the time
             for axis, value in ((out_axis, nid), (in_axis, node.inputs[0])):
                 if axis is None:
                     continue
                 slots = ch.slots[value]
-                dims = [d for d in range(tensor.dim()) if d != axis]
-                per_entry = tensor.abs().pow(p).sum(dim=dims) if dims else tensor.abs().pow(p)
-                start = 0
-                for token, block in zip(slots.tokens, slots.block_sizes()):
+                dims = [d for d in range(mag.dim()) if d != axis]
+                per_entry = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+                if slots.blocks is not None:  # a flatten: one block of features per channel
+                    ends = torch.tensor(slots.block_sizes()).cumsum(0)
+                    sums = per_entry.cumsum(0)[ends - 1]
+                    per_entry = torch.cat([sums[:1], sums[1:] - sums[:-1]])
+                for token, score in zip(slots.tokens, per_entry.tolist()):
                     root = ch.cls(token)
-                    scores[root] = scores.get(root, 0.0) + float(per_entry[start:start + block].sum())
-                    start += block
+                    scores[root] = scores.get(root, 0.0) + score
     return scores
 
 
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-                seed: int = 0) -> list[PruneChannels]:
+                seed: int = 0, ch: Optional[Channels] = None) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
-    its first producer with the lowest summed criterion."""
+    its first producer whose coupling classes have the lowest summed criterion.
+
+    A space counts its distinct classes: channels tied to each other (the groups of a grouped conv, the columns of a
+    channel shuffle) go together and count once. Classes that cannot change (frozen) stay; at least one class of
+    every space, and of every value (a slice must keep a channel), stays."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
-    scores = importance(graph, weights, criterion, seed)
-    ch = analyse(graph)
-    out = []
+    ch = ch or analyse(graph)
+    scores = importance(graph, weights, criterion, seed, ch)
+    removed: set[int] = set()
+    spaces = []
     for space in ch.spaces():
-        if space.frozen or space.irregular:
-            continue
-        width = len(space.classes)
-        count = min(int(ratio * width), width - 1)
+        classes = list(dict.fromkeys(space.classes))
+        free = [c for c in classes if ch.frozen(c) is None]
+        count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) else 1))
         if count <= 0:
             continue
-        ranked = sorted(range(width), key=lambda i: (scores.get(space.classes[i], 0.0), i))
-        out.append(PruneChannels(node=space.node, indices=tuple(sorted(ranked[:count]))))
+        order = {c: i for i, c in enumerate(free)}
+        removed |= set(sorted(free, key=lambda c: (scores.get(c, 0.0), order[c]))[:count])
+        spaces.append(space)
+    _keep_one_per_value(ch, removed, scores)
+    out = []
+    for space in spaces:
+        indices = tuple(i for i, c in enumerate(space.classes) if c in removed)
+        if indices:
+            out.append(PruneChannels(node=space.node, indices=indices))
     return out
 
 
-def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
+def _keep_one_per_value(ch, removed: set[int], scores: dict[int, float]) -> None:
+    """Give back the best class of any value that would lose all its channels (a slice of pruned channels)."""
+    for value in ch.slots:
+        classes = set(ch.classes(value))
+        if classes and classes <= removed:
+            removed.discard(max(sorted(classes), key=lambda c: scores.get(c, 0.0)))
+
+
+def prune_rewrite(graph: Graph, rules: list[PruneChannels], ch: Optional[Channels] = None) -> Rewrite:
     """One rewrite applying ``prune_channels`` rules on different channel spaces at once: the same graph and
     weights as applying them in turn, in one pass. Its ``rule`` is the first of them (log them all)."""
     if not rules:
@@ -108,7 +133,7 @@ def prune_rewrite(graph: Graph, rules: list[PruneChannels]) -> Rewrite:
     selections: dict[str, tuple[int, ...]] = {}
     for r in rules:
         selections[r.node] = tuple(sorted(set(selections.get(r.node, ())) | set(r.indices)))
-    return prune_draft(rules[0], graph, selections)
+    return prune_draft(rules[0], graph, selections, ch)
 
 
 def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
@@ -116,12 +141,13 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1`` or ``random``);
     returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
-    ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; grouped convs
-    and the channels tied to them are skipped (only whole groups could go).
+    ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
+    keeps its groups and loses the same positions in every group.
     """
     state = _state(weights)
-    rules = prune_rules(graph, state, ratio, criterion, seed)
+    ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
+    rules = prune_rules(graph, state, ratio, criterion, seed, ch)
     if not rules:
         return graph, {k: v.clone() for k, v in state.items()}
-    rw = prune_rewrite(graph, rules)
+    rw = prune_rewrite(graph, rules, ch)
     return rw.graph, transfer_state(rw.plan, state, strict=False)

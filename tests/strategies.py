@@ -8,8 +8,10 @@ ACTS = ["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "identi
 
 
 @st.composite
-def graph_data(draw, max_blocks: int = 6, image: bool | None = None) -> dict:
-    """Plain data of a valid graph (what ``archgraph.loads`` would read)."""
+def graph_data(draw, max_blocks: int = 6, image: bool | None = None, imported: bool = False) -> dict:
+    """Plain data of a valid graph (what ``archgraph.loads`` would read). ``imported`` adds the ops the importer
+    brought for the torchvision zoo: ShuffleNet blocks (slice, channel_shuffle), layer scale, stochastic depth and
+    hardsigmoid gates."""
     nodes: dict[str, dict] = {}
     counter = [0]
 
@@ -27,8 +29,8 @@ def graph_data(draw, max_blocks: int = 6, image: bool | None = None) -> dict:
         inputs = {"x": [c, h, w]}
         cur, shape = "x", [c, h, w]
         for _ in range(draw(st.integers(1, max_blocks))):
-            kind = draw(st.sampled_from(["conv", "bn", "act", "pool", "depthwise", "residual", "concat",
-                                         "se", "grouped"]))
+            kinds = ["conv", "bn", "act", "pool", "depthwise", "residual", "concat", "se", "grouped"]
+            kind = draw(st.sampled_from(kinds + (["shuffle", "shuffle", "scaled"] if imported else [])))
             ch = shape[0]
             if kind == "conv":
                 out = draw(st.integers(1, 6))
@@ -66,8 +68,33 @@ def graph_data(draw, max_blocks: int = 6, image: bool | None = None) -> dict:
             elif kind == "se":
                 s = add({"op": "adaptive_avgpool2d", "in": cur, "output_size": 1}, "sq")
                 s = add({"op": "conv2d", "in": s, "out_channels": ch, "kernel_size": 1}, "ex")
-                s = add({"op": "sigmoid", "in": s}, "gate")
+                s = add({"op": draw(st.sampled_from(["sigmoid", "hardsigmoid"]) if imported else st.just("sigmoid")),
+                         "in": s}, "gate")
                 cur = add({"op": "mul", "in": [cur, s]}, "se")
+            elif kind == "shuffle" and ch % 2 == 0 and ch >= 2:
+                # a ShuffleNet v2 block: keep one half, transform the other, concat, shuffle
+                half = ch // 2
+                left = add({"op": "slice", "in": cur, "start": 0, "stop": half}, "left")
+                right = add({"op": "slice", "in": cur, "start": half, "stop": ch}, "right")
+                b = add({"op": "conv2d", "in": right, "out_channels": half, "kernel_size": 1}, "branch")
+                b = add({"op": "conv2d", "in": b, "out_channels": half, "kernel_size": 3, "padding": 1,
+                         "groups": half}, "bdw")
+                cat = add({"op": "concat", "in": [left, b]}, "cat")
+                cur = add({"op": "channel_shuffle", "in": cat, "groups": 2}, "shuffle")
+            elif kind == "shuffle":
+                # a ShuffleNet v2 downsampling block: two branches concatenated, then shuffled
+                half = draw(st.integers(1, 3))
+                a = add({"op": "conv2d", "in": cur, "out_channels": half, "kernel_size": 1}, "fork")
+                b = add({"op": "conv2d", "in": cur, "out_channels": half, "kernel_size": 3, "padding": 1}, "fork")
+                cat = add({"op": "concat", "in": [a, b]}, "cat")
+                cur = add({"op": "channel_shuffle", "in": cat, "groups": 2}, "shuffle")
+                shape = [2 * half, *shape[1:]]
+            elif kind == "scaled":
+                # a ConvNeXt-like residual: conv, layer scale, stochastic depth, add
+                a = add({"op": "conv2d", "in": cur, "out_channels": ch, "kernel_size": 1}, "pw")
+                a = add({"op": "scale", "in": a, "init": draw(st.sampled_from([1.0, 0.5]))}, "ls")
+                a = add({"op": "stochastic_depth", "in": a, "p": 0.1}, "sd")
+                cur = add({"op": "add", "in": [a, cur]}, "sum")
         if draw(st.booleans()):
             cur = add({"op": "global_avg_pool", "in": cur}, "gap")
             feats = shape[0]
@@ -125,6 +152,11 @@ EXAMPLE_NODES = {
     "mul": ({"x": [3, 4, 4], "y": [3, 1, 1]}, {"in": ["x", "y"]}),
     "concat": ({"x": [3, 4, 4], "y": [2, 4, 4]}, {"in": ["x", "y"]}),
     "identity": ({"x": [5]}, {"in": "x"}),
+    "hardsigmoid": ({"x": [5]}, {"in": "x"}),
+    "scale": ({"x": [3, 4, 4]}, {"in": "x", "init": 0.5}),
+    "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
+    "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
+    "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
 }
 
 

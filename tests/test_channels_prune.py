@@ -133,7 +133,7 @@ def test_prune_removes_the_ratio_of_each_group(name, criterion):
     assert set(w2) == set(m.state_dict())
 
 
-def test_prune_drops_the_least_important_and_spares_grouped_convs():
+def test_prune_drops_the_least_important_and_prunes_grouped_convs_evenly():
     g = seed("tiny_cnn")
     m = archgraph.build(g)
     with torch.no_grad():
@@ -153,8 +153,10 @@ nodes:
   fc: {op: linear, in: p, out_features: 2}
 outputs: [fc]
 """)
-    g2, _ = archgraph.prune(grouped, archgraph.build(grouped).state_dict(), ratio=0.5)
-    assert [g2.nodes[n].out_channels for n in "agb"] == [4, 4, 2]
+    g2, w2 = archgraph.prune(grouped, archgraph.build(grouped).state_dict(), ratio=0.5)
+    # the grouped conv keeps its 2 groups: one channel goes from each group, on its input and on its output
+    assert [g2.nodes[n].out_channels for n in "agb"] == [2, 2, 2] and g2.nodes["g"].groups == 2
+    assert tuple(w2["g.weight"].shape) == (2, 1, 1, 1)
 
 
 def test_prune_refuses_bad_ratio_and_criterion():

@@ -11,7 +11,7 @@ from archgraph import rules
 from archgraph.channels import analyse
 from archgraph.engine import materialise
 from archgraph.errors import RuleError
-from archgraph.ops.registry import OPS
+from archgraph.ops.registry import GROUPED, OPS
 from archgraph.shapes import node_params
 from rewrite_helpers import build64, inputs_for, max_error, outputs, state_copy
 from strategies import graphs, rule_for
@@ -137,6 +137,8 @@ def test_pruning_channels_read_with_zero_weights_keeps_outputs(g, data):
             if node is None or tp.source is None:
                 continue
             _, in_axis = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])[param]
+            if ch.roles[nid] == GROUPED and param == "weight":
+                in_axis = 1  # a grouped conv's weight: axis 1 is the position within a group
             for axis, m in tp.axes:
                 if axis == in_axis:
                     gone = sorted(set(range(m.old_size)) - set(m.index))

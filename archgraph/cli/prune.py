@@ -11,7 +11,8 @@ def register(sub) -> None:
                        description="Remove RATIO of the channels of every coupled channel group of GRAPH, the least "
                                    "important by CRITERION (the summed |w|^2 or |w| of every weight holding the "
                                    "channel, or random), and write OUT/graph.yaml and OUT/weights.safetensors. The "
-                                   "graph's outputs and grouped convs are never pruned. Prints the equivalent "
+                                   "graph's outputs are never pruned; grouped convs lose the same positions in every "
+                                   "group. Prints the equivalent "
                                    "prune_channels rules (for 'archgraph apply').")
     p.add_argument("graph", metavar="GRAPH")
     p.add_argument("--weights", required=True, metavar="W.safetensors", help="weights of GRAPH")

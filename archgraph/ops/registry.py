@@ -24,8 +24,10 @@ THROUGH = "through"      # output channel c depends on input channel c only (nor
 MERGE = "merge"          # all inputs and the output share one channel space (add, mul)
 CONCAT = "concat"        # output channels are the inputs' channels one after another
 FLATTEN = "flatten"      # channel c of [C, H, W] becomes features c*H*W .. (c+1)*H*W - 1
-GROUPED = "grouped"      # grouped convolution that is not depthwise: channels coupled within groups
-ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED)
+GROUPED = "grouped"      # grouped conv, not depthwise: the channels at one position of every group are tied
+SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c) (channel_shuffle)
+SLICE = "slice"          # output channel c is input channel start + c; the other input channels are dropped
+ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED, SHUFFLE, SLICE)
 
 
 def bad(field: Optional[str], message: str):
@@ -157,6 +159,28 @@ def concat_shape(node, ins):
     return (sum(s[0] for s in ins), *first[1:])
 
 
+def shuffle_shape(node: S.ChannelShuffle, ins):
+    c, _, _ = need_rank(ins, 3, node.op)
+    if c % node.groups:
+        bad("groups", f"groups={node.groups} does not divide the {c} input channels")
+    return tuple(ins[0])
+
+
+def slice_shape(node: S.Slice, ins):
+    if len(ins[0]) not in (1, 3):
+        bad("in", f"needs a [F] or [C, H, W] input, got {list(ins[0])}")
+    c = ins[0][0]
+    if node.stop > c:
+        bad("stop", f"stop={node.stop} is past the {c} input channels")
+    return (node.stop - node.start, *ins[0][1:])
+
+
+def shuffle_permutation(channels: int, groups: int) -> list[int]:
+    """``perm`` with output channel ``c`` of a ``channel_shuffle`` equal to input channel ``perm[c]``."""
+    per = channels // groups
+    return [g * per + i for i in range(per) for g in range(groups)]
+
+
 # ---- sizes ----------------------------------------------------------------------------------------------------
 
 def no_count(node, ins, out) -> int:
@@ -189,6 +213,10 @@ def ln_params(node: S.LayerNorm, ins, out):
     if not node.elementwise_affine:
         return 0
     return ins[0][0] * (2 if node.bias else 1)
+
+
+def scale_params(node, ins, out):
+    return ins[0][0]
 
 
 # ---- channel roles and tensor layouts -------------------------------------------------------------------------
@@ -240,6 +268,10 @@ def ln_layout(node: S.LayerNorm, ins):
         if node.bias:
             layout["bias"] = (0, None)
     return layout
+
+
+def channel_vector_layout(node, ins):
+    return {"weight": (0, None)}
 
 
 def no_layout(node, ins):
@@ -316,6 +348,14 @@ def ln_module(T, node: S.LayerNorm, ins):
 
 def dropout_module(T, node: S.Dropout, ins):
     return T.nn.Dropout(node.p)
+
+
+def scale_module(T, node: S.Scale, ins):
+    return T.extra.Scale(ins[0][0], init=node.init)
+
+
+def stochastic_depth_module(T, node: S.StochasticDepth, ins):
+    return T.extra.StochasticDepth(node.p, node.mode)
 
 
 def call(target_of, **kwargs_of):
@@ -401,6 +441,20 @@ FACTS: dict[str, dict] = {
 }
 
 
+def shuffle_identity(node: S.ChannelShuffle, flags) -> bool:
+    return node.groups == 1
+
+
+# the ops the importer added (kept in one block so merges stay easy)
+FACTS.update({
+    "hardsigmoid": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
+    "scale": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
+    "stochastic_depth": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),   # eval mode
+    "channel_shuffle": dict(resize=no_resize, nonneg=_E, identity=shuffle_identity, mixes=no_mixing),
+    "slice": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),   # start/stop: see rules/draft.py
+})
+
+
 def op(name: str, *args, **kwargs) -> OpDef:
     return OpDef(name, *args, **kwargs, **FACTS[name])
 
@@ -435,6 +489,13 @@ def _defs() -> dict[str, OpDef]:
         op("mul", S.Mul, mul_shape, fixed(MERGE), function=call(lambda T: operator.mul)),
         op("concat", S.Concat, concat_shape, fixed(CONCAT), function=call(lambda T: T.torch.cat, dim=lambda n: 1)),
         op("identity", S.Identity, same_shape, act, passthrough=True),
+        op("hardsigmoid", S.Hardsigmoid, same_shape, act, function=call(lambda T: T.F.hardsigmoid)),
+        op("scale", S.Scale, norm_any_shape, act, channel_vector_layout, scale_params, module=scale_module),
+        op("stochastic_depth", S.StochasticDepth, same_shape, act, module=stochastic_depth_module),
+        op("channel_shuffle", S.ChannelShuffle, shuffle_shape, fixed(SHUFFLE),
+           function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups)),
+        op("slice", S.Slice, slice_shape, fixed(SLICE),
+           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop)),
     ]
     return {d.op: d for d in defs}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator,
-                      model_serializer)
+                      model_serializer, model_validator)
 
 Pair = Union[PositiveInt, Annotated[tuple[PositiveInt, PositiveInt], Field(min_length=2, max_length=2)]]
 Padding = Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt], Literal["same", "valid"]]
@@ -137,6 +137,11 @@ class Hardswish(NodeSpec):
     op: Literal["hardswish"] = "hardswish"
 
 
+class Hardsigmoid(NodeSpec):
+    """``relu6(x + 3) / 6`` (the gate of MobileNetV3's squeeze-excitation)."""
+    op: Literal["hardsigmoid"] = "hardsigmoid"
+
+
 class MaxPool2d(NodeSpec):
     """Max pooling; ``stride`` defaults to ``kernel_size`` as in PyTorch."""
     op: Literal["maxpool2d"] = "maxpool2d"
@@ -199,9 +204,45 @@ class Concat(NodeSpec):
     arity: ClassVar[tuple[int, Optional[int]]] = (1, None)
 
 
+class Scale(NodeSpec):
+    """A learnable per-channel multiplier (ConvNeXt's layer scale): ``x * weight`` with one weight per channel of a
+    ``[C, H, W]`` input (or per feature of ``[F]``); the weights start at ``init``."""
+    op: Literal["scale"] = "scale"
+    init: float = 1.0
+
+
+class StochasticDepth(NodeSpec):
+    """Stochastic depth (``torchvision.ops.stochastic_depth``): in training, drops the whole input of a sample
+    (``row``) or of the batch (``batch``) with probability ``p`` and rescales the rest; the identity in eval mode."""
+    op: Literal["stochastic_depth"] = "stochastic_depth"
+    p: Probability = 0.0
+    mode: Literal["row", "batch"] = "row"
+
+
+class ChannelShuffle(NodeSpec):
+    """ShuffleNet's channel shuffle: view ``[C, H, W]`` as ``[groups, C / groups, H, W]``, swap the first two axes
+    and flatten them again, so output channel ``i * groups + g`` is input channel ``g * (C / groups) + i``."""
+    op: Literal["channel_shuffle"] = "channel_shuffle"
+    groups: PositiveInt
+
+
+class Slice(NodeSpec):
+    """Channels ``start .. stop - 1`` of the input (``x[:, start:stop]``; ``chunk``/``split`` along channels)."""
+    op: Literal["slice"] = "slice"
+    start: NonNegativeInt
+    stop: PositiveInt
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Slice":
+        if self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be greater than start ({self.start})")
+        return self
+
+
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
+    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

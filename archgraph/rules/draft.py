@@ -17,8 +17,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, Channels, Slots, concat_slots, flatten_slots,
-                        producing_role, tied_inputs)
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, Channels, Slots, concat_slots,
+                        flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS
@@ -124,6 +124,15 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             s = concat_slots([slots[i] for i in node.inputs])
         elif role == FLATTEN:
             s = flatten_slots(slots[node.inputs[0]], ins[0])
+        elif role == SHUFFLE:
+            first = slots[node.inputs[0]]
+            if first.width % node.groups:
+                raise fail(f"its {first.width} input channels would not split into groups={node.groups}; channels "
+                           "go a whole column of the shuffle at a time", nid)
+            tie_groups(uf, first, node.groups)
+            s = shuffled(first, node.groups)
+        elif role == SLICE:
+            node, s = _slice(node, was, ch, slots, nid, fail)
         else:
             s = slots[node.inputs[0]]
         if rewired and not producing_role(role) and s.width == old_shapes[nid][0]:
@@ -137,10 +146,8 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
                 shape = None
         if shape is None:
             shape = _shape(node, ins, nid, fail)
-        if was is not None and role == GROUPED and any(shapes[i] != old_shapes[j]
-                                                        for i, j in zip(node.inputs, was.inputs)):
-            raise fail(f"it is a grouped conv (groups={node.groups}) whose input would change width; only whole "
-                       "groups could change, which archgraph does not do", nid)
+        if was is not None and role == GROUPED:
+            _check_groups(node, was, draft, slots, nid, fail)
         if shape[0] != s.width:  # pragma: no cover - an internal inconsistency, never a user error
             raise fail(f"internal error: {s.width} channel tokens for an output of {shape[0]} channels", nid)
         shapes[nid] = shape
@@ -159,6 +166,93 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         raise fail(f"the result would not be a valid graph: {err}") from None
     plan = _plan(draft, graph, roles, slots)
     return graph, plan
+
+
+def _slice(node, was, ch: Channels, slots: dict[str, Slots], nid: str, fail):
+    """A slice keeps the channels of its old range that are still there: ``start``/``stop`` move to them."""
+    first = slots[node.inputs[0]]
+    if was is None:
+        return node, Slots(first.tokens[node.start:node.stop])
+    old_first = ch.slots[was.inputs[0]]
+    if first == old_first:
+        return node, ch.slots[nid]
+    if first.blocks is not None or old_first.blocks is not None:
+        raise fail("it slices flattened features whose channels would change", nid)
+    inside = _old_positions(old_first, first)
+    kept = [i for i, old in enumerate(inside) if was.start <= old < was.stop]
+    if not kept:
+        raise fail("this would remove every one of its channels", nid)
+    start, stop = kept[0], kept[-1] + 1
+    if len(kept) != stop - start:
+        raise fail("channels would be added inside its range, which a slice cannot take", nid)
+    return node.replace(start=start, stop=stop), Slots(first.tokens[start:stop])
+
+
+def _old_positions(old: Slots, new: Slots) -> list[int]:
+    """The old position of every new position, matching tokens (k-th occurrence with k-th); -1 for a new token."""
+    where: dict[int, list[int]] = {}
+    for i, t in enumerate(old.tokens):
+        where.setdefault(t, []).append(i)
+    seen: dict[int, int] = {}
+    out = []
+    for t in new.tokens:
+        k = seen.get(t, 0)
+        seen[t] = k + 1
+        hits = where.get(t, [])
+        out.append(hits[k] if k < len(hits) else -1)
+    return out
+
+
+def _check_groups(node, was, draft: Draft, slots: dict[str, Slots], nid: str, fail) -> None:
+    """A grouped conv's input can lose or gain channels only at the same positions of every group (the ties of
+    ``analyse`` make pruning do that; a uniform widening of a tied space does too), and new channels copy the same
+    old position in every group; anything else would move channels between groups."""
+    ch = draft.ch
+    ok = group_positions(node, was, ch, slots)
+    if ok is not None and ok is not False:
+        full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, None,
+                         draft.uf)
+        ok = _same_in_every_group(list(full.index), full.old_size, full.size, node.groups)
+    if ok is False:
+        raise fail(f"it is a grouped conv (groups={node.groups}) whose groups would change unevenly; channels can "
+                   "only come and go at the same positions of every group", nid)
+
+
+def group_positions(node, was, ch: Channels, slots: dict[str, Slots]):
+    """For a grouped conv: ``None`` when its input is unchanged, else the old in-group position of each new in-group
+    position (``-1`` for a new channel), the same in every group; ``False`` when the groups would change unevenly
+    (channels would move between groups)."""
+    new, old = slots[node.inputs[0]], ch.slots[was.inputs[0]]
+    if was.inputs[0] != node.inputs[0] and new.width == old.width:
+        return None  # rewired to a value of the same width: read position by position, as other readers
+    positions = _old_positions(old, new)
+    if positions == list(range(old.width)):
+        return None
+    return _same_in_every_group(positions, old.width, new.width, node.groups)
+
+
+def _same_in_every_group(positions: list[int], old_width: int, new_width: int, groups: int):
+    if new_width % groups or old_width % groups:
+        return False
+    per_old, per_new = old_width // groups, new_width // groups
+    first = positions[:per_new]
+    if any(p >= per_old for p in first):
+        return False
+    for k in range(1, groups):
+        shifted = [p - k * per_old if p >= 0 else -1 for p in positions[k * per_new:(k + 1) * per_new]]
+        if shifted != first or any(p >= 0 and not k * per_old <= p < (k + 1) * per_old
+                                   for p in positions[k * per_new:(k + 1) * per_new]):
+            return False
+    return tuple(first)
+
+
+def _grouped_in_map(full: AxisMap, groups: int) -> AxisMap:
+    """The in-group axis of a grouped conv's weight from the map of its whole input (group 0's part, in-group)."""
+    per_new, per_old = full.size // groups, full.old_size // groups
+    index = full.index[:per_new]
+    scale = full.scale[:per_new] if full.scale is not None else None
+    copied = frozenset(i for i in full.copied if i < per_new)
+    return AxisMap(tuple(index), per_old, full.fill, scale, copied)
 
 
 def _role(node, ins) -> str:
@@ -207,7 +301,12 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             # deleted nodes); otherwise channels are matched by token
             if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
                 in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
-        if out_map is None and in_map is None and nid not in draft.given and layout.keys() == old_layout.keys():
+        group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
+        if roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
+            full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, scale, uf)
+            group_map = _grouped_in_map(full, node.groups)
+        if out_map is None and in_map is None and group_map is None and nid not in draft.given \
+                and layout.keys() == old_layout.keys():
             for param in layout:
                 key = f"{nid}.{param}"
                 tensors[key] = TensorPlan(key)
@@ -231,6 +330,8 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 axes.append((out_axis, out_map))
             if in_axis is not None and old_in is not None and in_map is not None:
                 axes.append((in_axis, in_map))
+            if group_map is not None and param == "weight":
+                axes.append((1, group_map))
             tensor_noise = None
             if noise is not None and param == "weight" and out_axis is not None:
                 tensor_noise = Noise(out_axis, *noise)

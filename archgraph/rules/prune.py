@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar, Mapping, Optional, Sequence
 
 from pydantic import Field, NonNegativeInt
 
@@ -51,15 +51,16 @@ def remove_classes(draft: Draft, roots: set[int]) -> None:
     producers = set()
     for root in roots:
         producers |= ch.producers(root)
-    find = ch.uf.find
+    find = ch.cls
     for p in producers:
         draft.given[p] = ch.slots[p].filtered(lambda t: find(t) not in roots)
 
 
-def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]]) -> Rewrite:
+def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]],
+                ch: Optional[Channels] = None) -> Rewrite:
     """One rewrite removing ``selections[node]`` (output positions) for several nodes at once; the same result as
     one ``prune_channels`` per node applied in turn when the nodes make different channel spaces."""
-    ch = analyse(graph)
+    ch = ch or analyse(graph)  # the caller's analysis of this same graph, if it has one
     roots: set[int] = set()
     for node, indices in selections.items():
         rule.need_node(graph, node, inputs_ok=True)

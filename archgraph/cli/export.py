@@ -1,0 +1,43 @@
+"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx] [--python OUT.py]"""
+from __future__ import annotations
+
+import archgraph
+from archgraph.errors import ConfigError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a graph to ONNX or to a standalone PyTorch file",
+                       description="Write the graph with its weights as ONNX (checked with onnx.checker; "
+                                   "onnxruntime's output is compared with PyTorch's), and/or as a standalone "
+                                   "Python file defining an nn.Module that needs only torch and whose state_dict "
+                                   "keys are <node_id>.<param>.")
+    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("--weights", metavar="W.safetensors", help="weights (needed for --onnx; checked for --python)")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
+    p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if not args.onnx and not args.python:
+        raise ConfigError("nothing to do: give --onnx OUT.onnx and/or --python OUT.py")
+    if args.onnx and not args.weights:
+        raise ConfigError("--onnx needs --weights W.safetensors", field="weights")
+    graph = archgraph.load(args.graph)
+    from archgraph.weights import check_weights, load_weights
+    weights = load_weights(args.weights) if args.weights else None
+    if weights is not None:
+        import torch
+        from archgraph.build import build
+        with torch.device("meta"):
+            check_weights(build(graph), weights, args.weights)
+    if args.onnx:
+        from archgraph.export import export_onnx
+        error = export_onnx(graph, weights, args.onnx, opset=args.opset)
+        print(f"wrote {args.onnx} (onnxruntime matches PyTorch: max abs difference {error:.2e})")
+    if args.python:
+        from archgraph.export import export_python
+        export_python(graph, args.python)
+        print(f"wrote {args.python}")
+    return 0

@@ -1,0 +1,71 @@
+"""archgraph import torchvision:NAME [--input-shape 3,224,224] [--num-classes N] -o DIR"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from archgraph.errors import ConfigError
+
+SOURCES = ("torchvision",)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("import", help="import a PyTorch model into a graph and weights",
+                       description="Trace a model with torch.fx and write DIR/graph.yaml and DIR/weights.safetensors "
+                                   "(keys <node_id>.<param>). Models come randomly initialised (no pretrained "
+                                   "weights are downloaded). An op the graph format cannot express is an error "
+                                   "naming the op and the fx node.")
+    p.add_argument("model", metavar="torchvision:NAME", help="e.g. torchvision:resnet18")
+    p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
+                   help="per-sample input shape (default 3,224,224)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.set_defaults(func=run)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape must be integers like 3,224,224, got {text!r}", field="input-shape") \
+            from None
+    if len(shape) not in (1, 3) or min(shape) <= 0:
+        raise ConfigError(f"--input-shape must be C,H,W (or F) with positive sizes, got {text!r}",
+                          field="input-shape")
+    return shape
+
+
+def load_model(spec: str, num_classes, seed: int):
+    source, _, name = spec.partition(":")
+    if source not in SOURCES or not name:
+        raise ConfigError(f"model {spec!r} must be written SOURCE:NAME with SOURCE one of {', '.join(SOURCES)} "
+                          f"(e.g. torchvision:resnet18)", field="model")
+    from archgraph.compat import import_torchvision
+    tv = import_torchvision()
+    known = tv.models.list_models(module=tv.models)
+    if name not in known:
+        import difflib
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"torchvision has no classification model {name!r}{hint}", field="model")
+    if num_classes is not None and num_classes <= 0:
+        raise ConfigError("--num-classes must be positive", field="num-classes")
+    from archgraph.testing import torchvision_model
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    return torchvision_model(name, seed=seed, **kwargs), name
+
+
+def run(args) -> int:
+    shape = parse_shape(args.input_shape)
+    module, name = load_model(args.model, args.num_classes, args.seed)
+    from archgraph.importer import from_module
+    from archgraph.serialize import content_hash, save
+    from archgraph.weights import save_weights
+    graph, weights = from_module(module, input_shape=shape, name=name)
+    out = Path(args.output)
+    save(graph, out / "graph.yaml")
+    save_weights(weights, out / "weights.safetensors",
+                 {"graph_sha256": content_hash(graph), "source": args.model, "seed": str(args.seed)})
+    print(f"wrote {out / 'graph.yaml'} ({len(graph.nodes)} nodes, {graph.params:,} params, {graph.macs:,} MACs) "
+          f"and {out / 'weights.safetensors'}")
+    return 0

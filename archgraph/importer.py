@@ -1,0 +1,852 @@
+"""``nn.Module`` -> (Graph, weights): trace with torch.fx, then convert each fx node to graph nodes.
+
+The module is traced in eval mode and run once on a random input, so every fx node has a concrete value: tensors
+give their shapes (each converted node is checked against them), and the Python values a forward computes from
+shapes (``x.size()``, ``c // groups``) become constants. Each fx node then maps to a graph value:
+
+* a graph node (or input) holding the tensor in the graph's layout (``N, C, H, W`` or ``N, F``);
+* a *view* of one, which needs no node of its own: channels-last (``x.permute(0, 2, 3, 1)``), so ConvNeXt's
+  ``permute -> LayerNorm -> Linear -> GELU -> Linear -> permute`` becomes ``layernorm -> conv2d 1x1 -> gelu ->
+  conv2d 1x1``; or the grouped ``[N, g, C/g, H, W]`` view of a channel shuffle and its transpose, which becomes one
+  ``channel_shuffle`` node when it is flattened back;
+* the pieces of a ``chunk``/``split`` along channels (a ``slice`` node per piece that is used);
+* a parameter read by ``get_attr`` (a ``scale`` node where it multiplies a tensor per channel).
+
+Anything else raises :class:`~archgraph.errors.ConversionError` naming the op and the fx node: an import is exact
+or it fails. Weights are keyed ``<node_id>.<param>``; node ids are the fx node names (module paths with ``_``).
+
+>>> import torch, archgraph
+>>> graph, weights = archgraph.from_module(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()),
+...                                        input_shape=(3, 8, 8))
+>>> list(graph.nodes), sorted(weights)
+(['_0', '_1'], ['_0.bias', '_0.weight'])
+"""
+from __future__ import annotations
+
+import keyword
+import math
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import nn
+
+from .errors import ArchgraphError, ConversionError
+from .graph import Graph
+from .ops.registry import OPS
+from .ops.spec import KIND_BY_OP
+
+CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
+
+
+@dataclass(frozen=True)
+class Val:
+    """A traced tensor as a graph value: graph id ``node`` seen through ``layout``.
+
+    ``cf``: ``[N, *shape]`` as the graph holds it; ``cl``: ``[N, H, W, C]`` (channels-last view of ``[C, H, W]``);
+    ``grouped``: ``[N, g, C/g, H, W]``; ``grouped_t``: ``[N, C/g, g, H, W]`` (``g`` = ``groups``).
+    """
+    node: str
+    layout: str = CF
+    groups: int = 0
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """The result of ``chunk``/``split`` along the channels of ``source``: ``(start, stop)`` of each piece."""
+    source: Val
+    bounds: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter or buffer of the module read by a ``get_attr`` node."""
+    name: str
+    tensor: torch.Tensor
+
+
+def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), name: Optional[str] = None,
+                seed: int = 0) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``.
+
+    ``input_shape`` is the per-sample input shape (``[C, H, W]`` or ``[F]``). The module is traced and run in eval
+    mode (its own mode is restored afterwards); the weights are copies, on the module's device.
+    Raises :class:`~archgraph.errors.ConversionError` naming the op and fx node it cannot express.
+
+    >>> import torch, archgraph
+    >>> g, w = archgraph.from_module(torch.nn.Sequential(torch.nn.Linear(4, 2)), input_shape=(4,))
+    >>> g.nodes["_0"].out_features, w["_0.weight"].shape
+    (2, torch.Size([2, 4]))
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (1, 3) or min(input_shape) <= 0:
+        raise ConversionError(f"input_shape must be [C, H, W] or [F] with positive sizes, got {list(input_shape)}",
+                              field="input_shape")
+    was_training = module.training
+    module.eval()
+    try:
+        try:
+            gm = fx.symbolic_trace(module)
+        except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
+            raise ConversionError(f"torch.fx cannot trace {type(module).__name__}: {type(err).__name__}: "
+                                  f"{err}") from None
+        device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            example = torch.randn(2, *input_shape).to(device)
+        values = _concrete_values(gm, example)
+    finally:
+        module.train(was_training)
+    converter = _Converter(gm, values, input_shape)
+    converter.run()
+    return converter.finish(name or type(module).__name__.lower())
+
+
+# ---- concrete run -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Tensor:
+    shape: tuple[int, ...]
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return _Tensor(tuple(value.shape))
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        return type(value)(_describe(v) for v in value)
+    return value
+
+
+def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any]:
+    """fx node name -> its value on ``example`` (tensors replaced by their shapes, so nothing big is kept)."""
+    values: dict[str, Any] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            values[n.name] = _describe(result)
+            return result
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ConversionError(f"the module's forward takes {len(placeholders)} inputs; only one tensor input "
+                              f"is supported", field="input_shape")
+    try:
+        with torch.no_grad():
+            Recorder(gm).run(example)
+    except ArchgraphError:
+        raise
+    except Exception as err:
+        raise ConversionError(f"running the traced module on a {list(example.shape[1:])} input failed: "
+                              f"{type(err).__name__}: {err}", field="input_shape") from None
+    return values
+
+
+# ---- the converter -------------------------------------------------------------------------------------------------
+
+def _identifier(text: str) -> str:
+    ident = re.sub(r"\W", "_", text)
+    if not ident or ident[0].isdigit():
+        ident = "_" + ident
+    if keyword.iskeyword(ident):
+        ident += "_"
+    return ident
+
+
+class _Converter:
+    def __init__(self, gm: fx.GraphModule, values: dict[str, Any], input_shape: tuple[int, ...]):
+        self.gm = gm
+        self.values = values
+        self.input_shape = input_shape
+        self.modules = dict(gm.named_modules())
+        self.inputs: dict[str, list[int]] = {}
+        self.nodes: dict[str, dict] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.weights: dict[str, torch.Tensor] = {}
+        self.env: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self.outputs: list[str] = []
+        self.module_calls: dict[str, str] = {}  # module path -> fx node that called it
+        self.fx_node: Optional[fx.Node] = None
+        #: ids kept for the modules' own nodes, so that derived names never take them
+        self.reserved = {nd.name for nd in gm.graph.nodes if nd.op == "call_module"}
+
+    # -- helpers --
+    def fail(self, message: str) -> ConversionError:
+        n = self.fx_node
+        where = f"{n.op} {_target_name(n)}" if n is not None else "?"
+        return ConversionError(f"cannot convert {where}: {message}", fx_node=n.name if n is not None else None)
+
+    def new_id(self, hint: str) -> str:
+        base = _identifier(hint)
+        ident, i = base, 1
+        while ident in self.used or ident in self.reserved:
+            ident = f"{base}_{i}"
+            i += 1
+        self.used.add(ident)
+        return ident
+
+    def hint(self, op: str) -> str:
+        """A node id for ``op`` made by the current fx node: a called module keeps its name (``layer1_0_conv1``);
+        an op inside a module's forward is named after the module (``layer1_0_add``)."""
+        n = self.fx_node
+        if n.op == "call_module":
+            return n.name
+        stack = n.meta.get("nn_module_stack")
+        if not stack:
+            return n.name
+        path = next(reversed(stack))
+        return path if path.rpartition(".")[2] == op else f"{path}.{op}"
+
+    def emit(self, hint: Optional[str], op: str, inputs: Sequence[str], weights: Optional[dict] = None,
+             **fields) -> str:
+        """Add a graph node (validated, shape inferred now) and its weights; returns its id."""
+        n = self.fx_node
+        if hint is None and n.op == "call_module" and n.name not in self.used:
+            nid = n.name  # fx names are identifiers, unique, and reserved for their module
+            self.used.add(nid)
+        else:
+            nid = self.new_id(hint or self.hint(op))
+        data = {"op": op, "in": list(inputs), **fields}
+        try:
+            spec = KIND_BY_OP[op].model_validate(data)
+            shape = OPS[op].shape(spec, [self.shapes[i] for i in spec.inputs])
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise self.fail(f"{op} field {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        except ArchgraphError as err:
+            raise self.fail(f"{op}: {err.message}") from None
+        self.nodes[nid] = data
+        self.shapes[nid] = tuple(shape)
+        for key, tensor in (weights or {}).items():
+            self.weights[f"{nid}.{key}"] = tensor.detach().clone().contiguous()
+        return nid
+
+    def shape(self, val: Val) -> tuple[int, ...]:
+        return self.shapes[val.node]
+
+    def channels(self, val: Val) -> int:
+        return self.shape(val)[0]
+
+    def expected(self, val: Val) -> tuple[int, ...]:
+        """The traced tensor's per-sample shape that ``val`` stands for."""
+        shape = self.shape(val)
+        if val.layout == CF:
+            return shape
+        c, h, w = shape
+        if val.layout == CL:
+            return (h, w, c)
+        g = val.groups
+        return (g, c // g, h, w) if val.layout == GROUPED else (c // g, g, h, w)
+
+    def tensor(self, value, what: str = "input") -> Val:
+        if isinstance(value, Val):
+            return value
+        if isinstance(value, Param):
+            raise self.fail(f"its {what} is the parameter '{value.name}' used as a tensor, which has no graph op")
+        raise self.fail(f"its {what} is {type(value).__name__} {value!r}, not a tensor computed from the input")
+
+    def cf(self, value, rank: Optional[int] = None, what: str = "input") -> Val:
+        val = self.tensor(value, what)
+        if val.layout != CF:
+            raise self.fail(f"its {what} is a {_layout_words(val)} view; only channels-first tensors are supported "
+                            f"here")
+        if rank is not None and len(self.shape(val)) != rank:
+            want = "[N, C, H, W]" if rank == 3 else "[N, F]"
+            raise self.fail(f"needs a {want} input, got per-sample shape {list(self.shape(val))}")
+        return val
+
+    def channel_axis(self, val: Val) -> tuple[int, ...]:
+        """Axis indices (positive and negative) of the channel axis of ``val`` in the traced tensor."""
+        rank = len(self.expected(val)) + 1
+        if val.layout == CL:
+            return (rank - 1, -1)
+        if val.layout == CF:
+            return (1, 1 - rank)
+        return ()
+
+    # -- main loop --
+    def run(self) -> None:
+        for n in self.gm.graph.nodes:
+            self.fx_node = n
+            if n.op == "placeholder":
+                nid = self.new_id(n.name)
+                self.inputs[nid] = list(self.input_shape)
+                self.shapes[nid] = self.input_shape
+                self.env[n.name] = Val(nid)
+            elif n.op == "get_attr":
+                self.env[n.name] = Param(n.target, _fetch_attr(self.gm, n.target))
+            elif n.op == "output":
+                self.output(n)
+            else:
+                self.env[n.name] = self.convert(n)
+        self.fx_node = None
+
+    def convert(self, n: fx.Node):
+        args = fx.node.map_arg(n.args, lambda a: self.env[a.name])
+        kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
+        value = self.values[n.name]
+        if not _has_tensor(value):
+            if any(isinstance(a, Param) for a in _flat(args) + _flat(kwargs)):
+                raise self.fail("it computes from a parameter outside of a layer, which has no graph op")
+            return value  # a Python value computed from shapes: a constant of the graph
+        if n.op == "call_module":
+            module = self.modules[n.target]
+            handler = MODULES.get(type(module))
+            if handler is None:
+                raise self.fail(f"module type {type(module).__module__}.{type(module).__name__} is not supported")
+            self.check_single_use(n, module)
+            result = handler(self, n, module, *args, **kwargs)
+        elif n.op == "call_function":
+            handler = _function_handler(n.target)
+            if handler is None:
+                raise self.fail("this function is not supported")
+            result = handler(self, n, *args, **kwargs)
+        elif n.op == "call_method":
+            handler = METHODS.get(n.target)
+            if handler is None:
+                raise self.fail(f"tensor method '{n.target}' is not supported")
+            result = handler(self, n, *args, **kwargs)
+        else:  # pragma: no cover - fx has no other node kinds
+            raise self.fail("unknown fx node kind")
+        self.check_shape(result, value)
+        return result
+
+    def check_single_use(self, n: fx.Node, module: nn.Module) -> None:
+        has_state = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers())
+        if has_state and n.target in self.module_calls:
+            raise self.fail(f"module '{n.target}' is called twice (also by fx node '{self.module_calls[n.target]}');"
+                            f" shared weights cannot be expressed in the graph format")
+        self.module_calls[n.target] = n.name
+
+    def check_shape(self, result, value) -> None:
+        """The converted value must have the traced tensor's shape (a guard against wrong conversions)."""
+        if isinstance(result, Val):
+            got, want = self.expected(result), tuple(value.shape[1:])
+            if got != want:
+                raise self.fail(f"converted to a tensor of per-sample shape {list(got)}, but the module computes "
+                                f"{list(want)}")
+
+    def output(self, n: fx.Node) -> None:
+        result = fx.node.map_arg(n.args[0], lambda a: self.env[a.name])
+        items = list(result) if isinstance(result, (tuple, list)) else [result]
+        for item in items:
+            val = self.cf(item, what="output")
+            if val.node in self.outputs:
+                raise self.fail(f"the output '{val.node}' is returned twice")
+            self.outputs.append(val.node)
+
+    def finish(self, name: str) -> tuple[Graph, dict[str, torch.Tensor]]:
+        live: set[str] = set()
+        stack = list(self.outputs)
+        while stack:
+            nid = stack.pop()
+            if nid in live or nid not in self.nodes:
+                continue
+            live.add(nid)
+            stack.extend(self.nodes[nid]["in"])
+        if not live:
+            raise ConversionError("the module's output is its input: there is no layer to convert")
+        nodes = {k: v for k, v in self.nodes.items() if k in live}
+        weights = {k: v for k, v in self.weights.items() if k.partition(".")[0] in live}
+        data = {"archgraph": 1, "name": name, "inputs": self.inputs, "nodes": nodes, "outputs": self.outputs}
+        try:
+            graph = Graph.model_validate(data)
+        except ValidationError as err:
+            raise ConversionError(f"the converted graph is not valid: {err.errors()[0]['msg']}") from None
+        return graph, weights
+
+
+def _fetch_attr(gm: nn.Module, target: str) -> torch.Tensor:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _has_tensor(value) -> bool:
+    if isinstance(value, _Tensor):
+        return True
+    return isinstance(value, (tuple, list)) and any(_has_tensor(v) for v in value)
+
+
+def _flat(value) -> list:
+    if isinstance(value, (tuple, list)):
+        return [x for v in value for x in _flat(v)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _flat(v)]
+    return [value]
+
+
+def _target_name(n: fx.Node) -> str:
+    if n.op == "call_module":
+        return f"'{n.target}'"
+    if n.op == "call_method":
+        return f"Tensor.{n.target}"
+    try:
+        name = fx.node._get_qualified_name(n.target)
+    except Exception:  # not a plain function
+        name = str(n.target)
+    return name.replace("_operator.", "operator.")
+
+
+def _layout_words(val: Val) -> str:
+    return {CL: "channels-last", GROUPED: "grouped [N, g, C/g, H, W]",
+            GROUPED_T: "transposed grouped [N, C/g, g, H, W]"}.get(val.layout, "channels-first")
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _ints(value) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,)
+    return tuple(int(v) for v in value)
+
+
+def _pair(value):
+    """An int, or ``[h, w]`` when the two differ (the format's short form)."""
+    v = _ints(value)
+    return v[0] if len(v) == 1 or v[0] == v[1] else list(v)
+
+
+# ---- module handlers -------------------------------------------------------------------------------------------
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(module.state_dict())
+
+
+def conv2d(c: _Converter, n, m: nn.Conv2d, x, *rest):
+    x = c.cf(x, 3)
+    if m.padding_mode != "zeros":
+        raise c.fail(f"padding_mode='{m.padding_mode}' is not supported (only 'zeros')")
+    padding = m.padding if isinstance(m.padding, str) else _pair(m.padding)
+    return Val(c.emit(None, "conv2d", [x.node], _state(m), out_channels=m.out_channels,
+                      kernel_size=_pair(m.kernel_size), stride=_pair(m.stride), padding=padding,
+                      dilation=_pair(m.dilation), groups=m.groups, bias=m.bias is not None))
+
+
+def linear(c: _Converter, n, m: nn.Linear, x):
+    x = c.tensor(x)
+    if x.layout == CL:  # a Linear over channels-last positions is a 1x1 convolution
+        state = _state(m)
+        state["weight"] = state["weight"].reshape(m.out_features, m.in_features, 1, 1)
+        return Val(c.emit(None, "conv2d", [x.node], state, out_channels=m.out_features, kernel_size=1,
+                          bias=m.bias is not None), CL)
+    x = c.cf(x, 1)
+    return Val(c.emit(None, "linear", [x.node], _state(m), out_features=m.out_features, bias=m.bias is not None))
+
+
+def batchnorm(rank: int, op: str):
+    def handler(c: _Converter, n, m, x):
+        x = c.cf(x, rank)
+        return Val(c.emit(None, op, [x.node], _state(m), eps=m.eps, momentum=m.momentum, affine=m.affine,
+                          track_running_stats=m.track_running_stats))
+    return handler
+
+
+def _layernorm(c: _Converter, hint: str, x, normalized_shape, eps: float, weight, bias) -> Val:
+    x = c.tensor(x)
+    if x.layout not in (CF, CL) or (x.layout == CF and len(c.shape(x)) != 1):
+        raise c.fail(f"layer norm over the last axis of a {_layout_words(x)} tensor of per-sample shape "
+                     f"{list(c.expected(x))} is not supported: only over features [N, F] or over the channels of a "
+                     f"channels-last [N, H, W, C] tensor")
+    if tuple(_ints(normalized_shape)) != (c.channels(x),):
+        raise c.fail(f"normalized_shape {list(_ints(normalized_shape))} must be the {c.channels(x)} channels")
+    state = {}
+    if weight is not None:
+        state["weight"] = weight.reshape(-1)
+    if bias is not None:
+        state["bias"] = bias.reshape(-1)
+    if weight is None and bias is not None:
+        raise c.fail("a layer norm with a bias but no weight is not supported")
+    return Val(c.emit(hint, "layernorm", [x.node], state, eps=float(eps), elementwise_affine=weight is not None,
+                      bias=bias is not None), x.layout)
+
+
+def layernorm(c: _Converter, n, m: nn.LayerNorm, x):
+    return _layernorm(c, None, x, m.normalized_shape, m.eps, m.weight, m.bias)
+
+
+def unary(op: str, **fields_of: Callable[[nn.Module], Any]):
+    """An elementwise op: any layout, the output keeps it."""
+    def handler(c: _Converter, n, m, x, *rest, **kw):
+        x = c.tensor(x)
+        fields = {k: f(m) for k, f in fields_of.items()}
+        return Val(c.emit(None, op, [x.node], **fields), x.layout, x.groups)
+    return handler
+
+
+def maxpool(c: _Converter, n, m: nn.MaxPool2d, x):
+    if m.return_indices:
+        raise c.fail("return_indices=True is not supported")
+    return _maxpool(c, n, x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+
+
+def _maxpool(c, n, x, kernel_size, stride, padding, dilation, ceil_mode):
+    x = c.cf(x, 3)
+    fields = {"kernel_size": _pair(kernel_size), "padding": _pair(padding), "dilation": _pair(dilation),
+              "ceil_mode": bool(ceil_mode)}
+    if stride is not None and _ints(stride) != ():
+        fields["stride"] = _pair(stride)
+    return Val(c.emit(None, "maxpool2d", [x.node], **fields))
+
+
+def avgpool(c: _Converter, n, m: nn.AvgPool2d, x):
+    return _avgpool(c, n, x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+                    m.divisor_override)
+
+
+def _avgpool(c, n, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    x = c.cf(x, 3)
+    if divisor_override is not None:
+        raise c.fail("divisor_override is not supported")
+    fields = {"kernel_size": _pair(kernel_size), "padding": _pair(padding), "ceil_mode": bool(ceil_mode),
+              "count_include_pad": bool(count_include_pad)}
+    if stride is not None and _ints(stride) != ():
+        fields["stride"] = _pair(stride)
+    return Val(c.emit(None, "avgpool2d", [x.node], **fields))
+
+
+def adaptive_avgpool(c: _Converter, n, m: nn.AdaptiveAvgPool2d, x):
+    return _adaptive(c, n, x, m.output_size)
+
+
+def _adaptive(c, n, x, output_size):
+    x = c.cf(x, 3)
+    size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if any(s is None for s in size):
+        raise c.fail(f"output_size {list(size)} with None is not supported")
+    return Val(c.emit(None, "adaptive_avgpool2d", [x.node], output_size=_pair(size)))
+
+
+def dropout(c: _Converter, n, m: nn.Dropout, x):
+    x = c.tensor(x)
+    return Val(c.emit(None, "dropout", [x.node], p=float(m.p)), x.layout, x.groups)
+
+
+def identity(c: _Converter, n, m, x, *rest, **kw):
+    return c.tensor(x)
+
+
+def flatten_module(c: _Converter, n, m: nn.Flatten, x):
+    return _flatten(c, n, x, m.start_dim, m.end_dim)
+
+
+def _flatten(c: _Converter, n, x, start_dim=0, end_dim=-1):
+    x = c.tensor(x)
+    out = c.values[n.name].shape
+    if x.layout == CF and start_dim == 1 and end_dim == -1:
+        if len(c.shape(x)) == 1:
+            return x
+        return Val(c.emit(None, "flatten", [x.node]))
+    return _reshape(c, n, x, out)
+
+
+MODULES: dict[type, Callable] = {
+    nn.Conv2d: conv2d,
+    nn.Linear: linear,
+    nn.BatchNorm2d: batchnorm(3, "batchnorm2d"),
+    nn.BatchNorm1d: batchnorm(1, "batchnorm1d"),
+    nn.LayerNorm: layernorm,
+    nn.ReLU: unary("relu"),
+    nn.ReLU6: unary("relu6"),
+    nn.GELU: unary("gelu", approximate=lambda m: m.approximate),
+    nn.SiLU: unary("silu"),
+    nn.Sigmoid: unary("sigmoid"),
+    nn.Tanh: unary("tanh"),
+    nn.Hardswish: unary("hardswish"),
+    nn.Hardsigmoid: unary("hardsigmoid"),
+    nn.MaxPool2d: maxpool,
+    nn.AvgPool2d: avgpool,
+    nn.AdaptiveAvgPool2d: adaptive_avgpool,
+    nn.Dropout: dropout,
+    nn.Identity: identity,
+    nn.Flatten: flatten_module,
+}
+
+
+# ---- function and method handlers -------------------------------------------------------------------------------
+
+def _binary(c: _Converter, n, op: str, a, b, alpha=1):
+    if alpha != 1:
+        raise c.fail(f"alpha={alpha} is not supported")
+    vals = [v for v in (a, b) if isinstance(v, Val)]
+    params = [v for v in (a, b) if isinstance(v, Param)]
+    if op == "mul" and len(vals) == 1 and len(params) == 1:
+        return _scale(c, n, vals[0], params[0])
+    if len(vals) != 2:
+        other = next(v for v in (a, b) if not isinstance(v, Val))
+        what = f"the parameter '{other.name}'" if isinstance(other, Param) else f"the constant {other!r}"
+        raise c.fail(f"{op} of a tensor and {what} has no graph op")
+    a, b = vals
+    if (a.layout, a.groups) != (b.layout, b.groups):
+        raise c.fail(f"its inputs have different layouts ({_layout_words(a)} and {_layout_words(b)})")
+    if a.layout in (GROUPED, GROUPED_T):
+        raise c.fail(f"{op} of {_layout_words(a)} views is not supported")
+    return Val(c.emit(None, op, [a.node, b.node]), a.layout)
+
+
+def _scale(c: _Converter, n, x: Val, param: Param) -> Val:
+    if x.layout not in (CF, CL):
+        raise c.fail(f"scaling a {_layout_words(x)} view is not supported")
+    channels = c.channels(x)
+    rank = len(c.expected(x)) + 1
+    shape = tuple(param.tensor.shape)
+    per_channel = [1] * rank
+    per_channel[c.channel_axis(x)[0]] = channels
+    if param.tensor.numel() != channels or tuple(per_channel[rank - len(shape):]) != shape or \
+            any(s != 1 for s in per_channel[:rank - len(shape)]):
+        raise c.fail(f"multiplying by the parameter '{param.name}' of shape {list(shape)} is not a per-channel "
+                     f"scale of the {channels} channels")
+    return Val(c.emit(param.name, "scale", [x.node], {"weight": param.tensor.reshape(-1)}), x.layout)
+
+
+def f_add(c, n, a, b, *rest, alpha=1, out=None):
+    return _binary(c, n, "add", a, b, alpha)
+
+
+def f_mul(c, n, a, b, *rest, out=None):
+    return _binary(c, n, "mul", a, b)
+
+
+def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
+    vals = [c.tensor(t) for t in tensors]
+    layouts = {(v.layout, v.groups) for v in vals}
+    if len(layouts) != 1 or vals[0].layout not in (CF, CL):
+        raise c.fail("concatenation is supported for tensors of one layout, channels-first or channels-last")
+    if dim not in c.channel_axis(vals[0]):
+        raise c.fail(f"concatenation along axis {dim} is not supported (only along the channels)")
+    return Val(c.emit(None, "concat", [v.node for v in vals]), vals[0].layout)
+
+
+def f_flatten(c, n, x, start_dim=0, end_dim=-1):
+    return _flatten(c, n, x, start_dim, end_dim)
+
+
+def f_unary(op: str, **fields_of: Callable[[tuple, dict], Any]):
+    def handler(c: _Converter, n, x, *args, **kwargs):
+        x = c.tensor(x)
+        fields = {k: f(args, kwargs) for k, f in fields_of.items()}
+        return Val(c.emit(None, op, [x.node], **fields), x.layout, x.groups)
+    return handler
+
+
+def f_gelu(c, n, x, approximate="none"):
+    x = c.tensor(x)
+    return Val(c.emit(None, "gelu", [x.node], approximate=approximate), x.layout)
+
+
+def f_dropout(c: _Converter, n, x, p=0.5, training=False, inplace=False):
+    if training:
+        raise c.fail("F.dropout with training=True is not a layer (use nn.Dropout)")
+    x = c.tensor(x)
+    return Val(c.emit(None, "dropout", [x.node], p=float(p)), x.layout)
+
+
+def f_adaptive(c, n, x, output_size):
+    return _adaptive(c, n, x, output_size)
+
+
+def f_maxpool(c, n, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    if return_indices:
+        raise c.fail("return_indices=True is not supported")
+    return _maxpool(c, n, x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def f_avgpool(c, n, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+              divisor_override=None):
+    return _avgpool(c, n, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def f_mean(c: _Converter, n, x, dim=None, keepdim=False, *, dtype=None, out=None):
+    x = c.cf(x, 3)
+    dims = {d % 4 for d in _ints(dim)} if dim is not None else set()
+    if dims != {2, 3} or dtype is not None:
+        raise c.fail(f"a mean over axes {dim} is not supported (only over the spatial axes 2 and 3)")
+    if keepdim:
+        return Val(c.emit(None, "adaptive_avgpool2d", [x.node], output_size=1))
+    return Val(c.emit(None, "global_avg_pool", [x.node]))
+
+
+def f_layer_norm(c: _Converter, n, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    for p in (weight, bias):
+        if p is not None and not isinstance(p, Param):
+            raise c.fail("a layer norm whose weight or bias is computed is not supported")
+    hint = weight.name.rpartition(".")[0] if isinstance(weight, Param) and "." in weight.name else None
+    return _layernorm(c, hint, x, normalized_shape, eps, weight.tensor if weight is not None else None,
+                      bias.tensor if bias is not None else None)
+
+
+def f_stochastic_depth(c: _Converter, n, x, p, mode, training=True):
+    x = c.tensor(x)
+    return Val(c.emit(None, "stochastic_depth", [x.node], p=float(p), mode=mode), x.layout)
+
+
+def f_permute(c: _Converter, n, x, *dims):
+    x = c.tensor(x)
+    dims = _ints(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else _ints(dims)
+    dims = tuple(d % 4 for d in dims) if len(dims) == 4 else dims
+    if x.layout == CF and len(c.shape(x)) == 3 and dims == (0, 2, 3, 1):
+        return Val(x.node, CL)
+    if x.layout == CL and dims == (0, 3, 1, 2):
+        return Val(x.node, CF)
+    raise c.fail(f"permute{list(dims)} of a {_layout_words(x)} tensor of per-sample shape {list(c.expected(x))} is "
+                 f"not supported (only NCHW <-> NHWC, as around ConvNeXt's channels-last layers)")
+
+
+def f_transpose(c: _Converter, n, x, dim0, dim1):
+    x = c.tensor(x)
+    pair = {dim0 % 5, dim1 % 5} if x.layout in (GROUPED, GROUPED_T) else None
+    if pair == {1, 2}:
+        return Val(x.node, GROUPED_T if x.layout == GROUPED else GROUPED, x.groups)
+    raise c.fail(f"transpose({dim0}, {dim1}) of a {_layout_words(x)} tensor is not supported (only the group "
+                 f"transpose of a channel shuffle)")
+
+
+def f_contiguous(c: _Converter, n, x, *args, **kwargs):
+    return c.tensor(x)
+
+
+def f_reshape(c: _Converter, n, x, *shape):
+    return _reshape(c, n, c.tensor(x), c.values[n.name].shape)
+
+
+def _reshape(c: _Converter, n, x: Val, out: tuple[int, ...]) -> Val:
+    batch = c.values[_first_placeholder(c)].shape[0]
+    if out[0] != batch:
+        raise c.fail(f"a reshape to {list(out)} mixes the batch axis into the others")
+    out = tuple(out[1:])
+    shape = c.shape(x)
+    if out == c.expected(x):
+        return x
+    if x.layout == CF and len(shape) == 3 and len(out) == 4 and out[0] * out[1] == shape[0] and \
+            out[2:] == shape[1:]:
+        return Val(x.node, GROUPED, out[0])
+    if x.layout == GROUPED and out == shape:
+        return Val(x.node, CF)
+    if x.layout == GROUPED_T and out == shape:
+        return Val(c.emit(None, "channel_shuffle", [x.node], groups=x.groups))
+    if x.layout == CF and len(shape) == 3 and out == (math.prod(shape),):
+        return Val(c.emit(None, "flatten", [x.node]))
+    raise c.fail(f"a reshape of a {_layout_words(x)} tensor of per-sample shape {list(c.expected(x))} to "
+                 f"{list(out)} has no graph op (supported: flatten to [F], and the grouped views of a channel "
+                 f"shuffle)")
+
+
+def _first_placeholder(c: _Converter) -> str:
+    return next(nd.name for nd in c.gm.graph.nodes if nd.op == "placeholder")
+
+
+def _split(c: _Converter, n, x, dim):
+    x = c.tensor(x)
+    if dim not in c.channel_axis(x):
+        raise c.fail(f"splitting along axis {dim} is not supported (only along the channels)")
+    axis = c.channel_axis(x)[0] - 1
+    bounds, start = [], 0
+    for piece in c.values[n.name]:
+        size = piece.shape[1:][axis]
+        bounds.append((start, start + size))
+        start += size
+    return Pieces(x, tuple(bounds))
+
+
+def f_chunk(c, n, x, chunks, dim=0):
+    return _split(c, n, x, dim)
+
+
+def f_split(c, n, x, split_size_or_sections, dim=0):
+    return _split(c, n, x, dim)
+
+
+def f_getitem(c: _Converter, n, obj, index):
+    if isinstance(obj, Pieces):
+        start, stop = obj.bounds[index]
+        src = obj.source
+        if (start, stop) == (0, c.channels(src)):
+            return src
+        return Val(c.emit(None, "slice", [src.node], start=start, stop=stop), src.layout)
+    if isinstance(obj, Val) and obj.layout == CF and isinstance(index, tuple) and len(index) == 2 and \
+            index[0] == slice(None) and isinstance(index[1], slice) and index[1].step in (None, 1):
+        start, stop, _ = index[1].indices(c.channels(obj))
+        if stop <= start:
+            raise c.fail(f"the channel slice {index[1]} is empty")
+        if (start, stop) == (0, c.channels(obj)):
+            return obj
+        return Val(c.emit(None, "slice", [obj.node], start=start, stop=stop))
+    raise c.fail(f"indexing with {index!r} is not supported (only x[:, start:stop] along the channels, and the "
+                 f"pieces of chunk/split)")
+
+
+def _stochastic_depth_target():
+    try:
+        from torchvision.ops import stochastic_depth
+    except Exception:  # torchvision missing or broken: no model can call it then
+        return None
+    return stochastic_depth
+
+
+def _functions() -> dict[Any, Callable]:
+    table = {
+        operator.add: f_add, operator.iadd: f_add, torch.add: f_add,
+        operator.mul: f_mul, operator.imul: f_mul, torch.mul: f_mul,
+        torch.cat: f_cat, torch.concat: f_cat, torch.concatenate: f_cat,
+        torch.flatten: f_flatten,
+        torch.relu: f_unary("relu"), F.relu: f_unary("relu"), F.relu6: f_unary("relu6"),
+        torch.sigmoid: f_unary("sigmoid"), F.sigmoid: f_unary("sigmoid"),
+        torch.tanh: f_unary("tanh"), F.tanh: f_unary("tanh"),
+        F.silu: f_unary("silu"), F.hardswish: f_unary("hardswish"), F.hardsigmoid: f_unary("hardsigmoid"),
+        F.gelu: f_gelu,
+        F.dropout: f_dropout,
+        F.adaptive_avg_pool2d: f_adaptive,
+        F.max_pool2d: f_maxpool, torch.max_pool2d: f_maxpool,
+        F.avg_pool2d: f_avgpool,
+        torch.mean: f_mean,
+        F.layer_norm: f_layer_norm,
+        torch.permute: f_permute,
+        torch.transpose: f_transpose,
+        torch.reshape: f_reshape,
+        torch.chunk: f_chunk,
+        torch.split: f_split,
+        operator.getitem: f_getitem,
+    }
+    sd = _stochastic_depth_target()
+    if sd is not None:
+        table[sd] = f_stochastic_depth
+    return table
+
+
+_FUNCTIONS: Optional[dict[Any, Callable]] = None
+
+
+def _function_handler(target) -> Optional[Callable]:
+    global _FUNCTIONS
+    if _FUNCTIONS is None:
+        _FUNCTIONS = _functions()
+    try:
+        return _FUNCTIONS.get(target)
+    except TypeError:  # unhashable target
+        return None
+
+
+METHODS: dict[str, Callable] = {
+    "add": f_add, "__add__": f_add, "add_": f_add, "__iadd__": f_add,
+    "mul": f_mul, "__mul__": f_mul, "mul_": f_mul, "__imul__": f_mul,
+    "flatten": f_flatten,
+    "relu": f_unary("relu"), "relu_": f_unary("relu"), "sigmoid": f_unary("sigmoid"), "tanh": f_unary("tanh"),
+    "mean": f_mean,
+    "permute": f_permute,
+    "transpose": f_transpose,
+    "contiguous": f_contiguous,
+    "view": f_reshape, "reshape": f_reshape,
+    "chunk": f_chunk,
+    "split": f_split,
+}

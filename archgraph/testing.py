@@ -1,0 +1,51 @@
+"""Helpers for checking conversions against the original model (tests and benchmarks).
+
+A freshly initialised torchvision model is a weak test of a conversion: its batch norms are near identities (mean 0,
+var 1, weight 1, bias 0), ConvNeXt's layer scales are 1e-6 and several mobile nets output values around 1e-10, so a
+wrong norm or a dropped residual branch would still "match". :func:`randomize_normalization` gives every norm,
+bias and per-channel scale random values first, so outputs are O(1) and every layer shows in them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give the 1-D weights (norm and scale weights, running variances) values in [0.5, 1.5) and the biases and
+    running means N(0, 0.1) values, in place; returns ``module``.
+
+    >>> import torch
+    >>> bn = randomize_normalization(torch.nn.BatchNorm2d(4))
+    >>> bool((bn.running_var != 1).all())
+    True
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+            if not t.is_floating_point():
+                continue
+            leaf = name.rpartition(".")[2]
+            if leaf == "running_var" or "scale" in leaf or (t.dim() <= 1 and leaf == "weight"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif leaf in ("bias", "running_mean"):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+    return module
+
+
+def torchvision_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.Module:
+    """A randomly initialised torchvision classification model in eval mode (no download)."""
+    import warnings
+
+    from .compat import import_torchvision
+    tv = import_torchvision()
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # googlenet's note about its init
+        torch.manual_seed(seed)
+        return tv.models.get_model(name, weights=None, num_classes=num_classes).eval()
+
+
+def max_error(a: nn.Module, b: nn.Module, *inputs: torch.Tensor) -> float:
+    """Largest absolute difference between the outputs of ``a`` and ``b`` on ``inputs``."""
+    with torch.no_grad():
+        return float((a(*inputs) - b(*inputs)).abs().max())

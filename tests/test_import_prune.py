@@ -1,0 +1,238 @@
+"""Channel coupling of the imported ops (channel shuffle, slice, grouped convs) and pruning of imported models.
+
+Exactness check: pruning a set of coupling classes must give the same outputs as the original network whose readers
+ignore those channels (their input weights on them zeroed). It holds for every op except the ones that normalise
+over the channels (layernorm), so the models here avoid those.
+"""
+import pytest
+import torch
+
+import archgraph
+from archgraph.build import build
+from archgraph.channels import analyse
+from archgraph.ops.registry import GROUPED, OPS
+from archgraph.rules import PruneChannels
+from archgraph.rules.prune import classes_at
+from archgraph.transfer import transfer_state
+from archgraph.testing import randomize_normalization
+
+
+def readers_ignore(graph, weights, removed: set[int]) -> dict:
+    """``weights`` with every input weight on a channel of the ``removed`` classes zeroed."""
+    ch = analyse(graph)
+    shapes = graph.shapes()
+    out = {k: v.clone() for k, v in weights.items()}
+    for nid, node in graph.nodes.items():
+        src = node.inputs[0]
+        positions, start = [], 0
+        for token, block in zip(ch.slots[src].tokens, ch.slots[src].block_sizes()):
+            if ch.cls(token) in removed:
+                positions.extend(range(start, start + block))
+            start += block
+        if not positions:
+            continue
+        layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
+        for param, (_, in_axis) in layout.items():
+            if in_axis is not None:
+                out[f"{nid}.{param}"].index_fill_(in_axis, torch.tensor(positions), 0.0)
+        if ch.roles[nid] == GROUPED:
+            per_in = shapes[src][0] // node.groups
+            per_out = node.out_channels // node.groups
+            w = out[f"{nid}.weight"]
+            for p in positions:
+                g = p // per_in
+                w[g * per_out:(g + 1) * per_out, p % per_in] = 0.0
+    return out
+
+
+def run(graph, weights, x):
+    m = build(graph)
+    m.load_state_dict(weights)
+    with torch.no_grad():
+        return m.eval()(x)
+
+
+def check_exact(graph, rule_or_pairs, weights, x):
+    """Apply prune_channels for ``{node: indices}``; the result equals the original with readers ignoring them."""
+    from archgraph.rules.prune import prune_draft
+    selections = dict(rule_or_pairs)
+    ch = analyse(graph)
+    removed = set()
+    for node, indices in selections.items():
+        removed |= classes_at(PruneChannels(node=node, indices=tuple(indices)), ch, node, list(indices))
+    rule = PruneChannels(node=next(iter(selections)), indices=tuple(next(iter(selections.values()))))
+    rw = prune_draft(rule, graph, selections)
+    pruned = transfer_state(rw.plan, weights)
+    torch.testing.assert_close(run(rw.graph, pruned, x), run(graph, readers_ignore(graph, weights, removed), x),
+                               rtol=1e-5, atol=1e-5)
+    return rw.graph, pruned
+
+
+SHUFFLE = """
+archgraph: 1
+inputs: {x: [3, 6, 6]}
+nodes:
+  a:    {op: conv2d, in: x, out_channels: 4, kernel_size: 3, padding: 1}
+  b:    {op: conv2d, in: x, out_channels: 4, kernel_size: 1}
+  bn:   {op: batchnorm2d, in: b}
+  cat:  {op: concat, in: [a, bn]}
+  sh:   {op: channel_shuffle, in: cat, groups: 2}
+  left: {op: slice, in: sh, start: 0, stop: 4}
+  right: {op: slice, in: sh, start: 4, stop: 8}
+  c:    {op: conv2d, in: right, out_channels: 4, kernel_size: 1}
+  cat2: {op: concat, in: [left, c]}
+  sh2:  {op: channel_shuffle, in: cat2, groups: 2}
+  pool: {op: global_avg_pool, in: sh2}
+  fc:   {op: linear, in: pool, out_features: 3}
+outputs: [fc]
+"""
+
+
+def test_shuffle_ties_a_column_of_every_group():
+    g = archgraph.loads(SHUFFLE)
+    ch = analyse(g)
+    a, b = ch.classes("a"), ch.classes("bn")
+    assert a == b  # column i of the shuffle grid: a[i] and b[i] go together
+    assert ch.classes("sh") == [a[0], a[0], a[1], a[1], a[2], a[2], a[3], a[3]]
+    assert ch.classes("left") == [a[0], a[0], a[1], a[1]]
+    # the second shuffle ties c's channels to left's, so c[0], c[1] follow column 0
+    assert ch.classes("c") == [a[0], a[0], a[1], a[1]]
+
+
+def test_pruning_through_shuffle_and_slices_is_exact():
+    g = archgraph.loads(SHUFFLE)
+    w = randomize_normalization(build(g)).state_dict()
+    x = torch.randn(2, 3, 6, 6)
+    g2, _ = check_exact(g, {"a": [3]}, w, x)
+    assert g2.nodes["a"].out_channels == 3 and g2.nodes["b"].out_channels == 3
+    assert (g2.nodes["left"].start, g2.nodes["left"].stop) == (0, 4)
+    assert (g2.nodes["right"].start, g2.nodes["right"].stop) == (4, 6)
+    g3, _ = check_exact(g, {"a": [0]}, w, x)  # column 0 lives in the left slice: c loses two channels too
+    assert (g3.nodes["left"].start, g3.nodes["left"].stop) == (0, 2)
+    assert g3.nodes["c"].out_channels == 2
+
+
+def test_pruning_cannot_empty_a_slice():
+    g = archgraph.loads(SHUFFLE)
+    with pytest.raises(archgraph.RuleError, match="every one of its channels"):
+        archgraph.apply(g, PruneChannels(node="a", indices=(2, 3)))
+
+
+GROUPED_NET = """
+archgraph: 1
+inputs: {x: [3, 5, 5]}
+nodes:
+  a:   {op: conv2d, in: x, out_channels: 12, kernel_size: 1}
+  bn:  {op: batchnorm2d, in: a}
+  g:   {op: conv2d, in: bn, out_channels: 12, kernel_size: 3, padding: 1, groups: 4, bias: false}
+  gbn: {op: batchnorm2d, in: g}
+  r:   {op: relu, in: gbn}
+  c:   {op: conv2d, in: r, out_channels: 5, kernel_size: 1}
+outputs: [c]
+"""
+
+
+def test_grouped_conv_ties_the_same_position_of_every_group():
+    g = archgraph.loads(GROUPED_NET)
+    ch = analyse(g)
+    a = ch.classes("a")
+    assert a[0] == a[3] == a[6] == a[9] and a[1] == a[4] == a[7] == a[10] and len(set(a)) == 3
+    out = ch.classes("g")
+    assert out[0] == out[3] == out[6] == out[9] and len(set(out)) == 3
+
+
+def test_pruning_around_a_grouped_conv_is_exact():
+    g = archgraph.loads(GROUPED_NET)
+    w = randomize_normalization(build(g)).state_dict()
+    x = torch.randn(2, 3, 5, 5)
+    g2, w2 = check_exact(g, {"a": [1], "g": [2]}, w, x)
+    assert g2.nodes["a"].out_channels == 8 and g2.nodes["g"].out_channels == 8 and g2.nodes["g"].groups == 4
+    assert tuple(w2["g.weight"].shape) == (8, 2, 3, 3)  # in-group positions 0 and 2 stay
+    assert torch.equal(w2["g.weight"], w["g.weight"][[0, 1, 3, 4, 6, 7, 9, 10]][:, [0, 2]])
+
+
+# ---- properties on random graphs with the imported ops ---------------------------------------------------------
+
+from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from archgraph.engine import materialise  # noqa: E402
+from archgraph.errors import RuleError  # noqa: E402
+from rewrite_helpers import build64, inputs_for, max_error, outputs  # noqa: E402
+from strategies import graph_data, rule_for  # noqa: E402
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def imported_graphs():
+    from archgraph.serialize import graph_from_data
+    return graph_data(image=True, imported=True).map(graph_from_data)
+
+
+@PROPERTY
+@given(imported_graphs(), st.data())
+def test_pruning_imported_ops_matches_readers_ignoring_the_channels(g, data):
+    rule = data.draw(rule_for(g, kinds=("prune_channels",)), label="rule")
+    assume(isinstance(rule, PruneChannels))
+    try:
+        rw = archgraph.apply(g, rule)
+    except RuleError:
+        assume(False)
+    ch = analyse(g)
+    removed = classes_at(rule, ch, rule.node, list(rule.indices))
+    assume(ch.mixes(removed) is None)
+    event("through a shuffle" if any(n.op == "channel_shuffle" for n in g.nodes.values()
+                                     if set(ch.classes(n.inputs[0])) & removed) else "no shuffle")
+    event("through a grouped conv" if any(ch.roles[k] == GROUPED and set(ch.classes(n.inputs[0])) & removed
+                                          for k, n in g.nodes.items()) else "no grouped conv")
+    module = build64(g)
+    xs = inputs_for(g)
+    ignoring = build(g, dtype=torch.float64)
+    ignoring.load_state_dict(readers_ignore(g, module.state_dict(), removed))
+    assert max_error(outputs(ignoring.eval(), xs), outputs(materialise(rw, module), xs)) <= 1e-8
+
+
+@PROPERTY
+@given(imported_graphs(), st.data())
+def test_every_rule_on_imported_ops_applies_cleanly(g, data):
+    """Any rule either refuses with a RuleError or gives a valid graph whose weights fit, and keeps the function
+    when it says it does."""
+    rule = data.draw(rule_for(g), label="rule")
+    try:
+        rw = archgraph.apply(g, rule)
+    except RuleError:
+        assume(False)
+    event(f"{rule.name} {'exact' if rw.exact else 'not exact'}")
+    module = build64(g)
+    new = materialise(rw, module)
+    xs = inputs_for(g)
+    out = outputs(new, xs)
+    assert all(torch.isfinite(o).all() for o in out)
+    if rw.exact:
+        assert max_error(outputs(module, xs), out) <= 1e-8, rule
+
+
+# ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
+
+from archgraph.importer import from_module  # noqa: E402
+from archgraph.prune import prune_rules  # noqa: E402
+from archgraph.testing import torchvision_model  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "mobilenet_v3_small", "regnet_x_400mf", "googlenet",
+                                  "densenet121", "efficientnet_b0"])
+def test_pruning_an_imported_model_is_exact_on_what_it_keeps(name):
+    """Half the channels of every coupled group go; the pruned network computes what the original computes when its
+    readers ignore the removed channels (channel shuffles, slices, grouped convs, concats, squeeze-excitation)."""
+    model = randomize_normalization(torchvision_model(name, num_classes=10))
+    graph, weights = from_module(model, input_shape=(3, 64, 64))
+    rules = prune_rules(graph, weights, ratio=0.5)
+    ch = analyse(graph)
+    removed = set()
+    for rule in rules:
+        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    pruned, pruned_weights = archgraph.prune(graph, weights, ratio=0.5)
+    assert pruned.params < 0.6 * graph.params and pruned.macs < 0.6 * graph.macs
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(run(pruned, pruned_weights, x), run(graph, readers_ignore(graph, weights, removed), x),
+                               rtol=1e-4, atol=1e-4)
