@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from .errors import ArchgraphError, ConversionError
-from .graph import Graph
+from .graph import RESERVED_IDS, Graph
 from .ops.registry import OPS
 from .ops.spec import KIND_BY_OP
 
@@ -150,11 +150,12 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
 # ---- the converter -------------------------------------------------------------------------------------------------
 
 def _identifier(text: str) -> str:
-    ident = re.sub(r"\W", "_", text)
+    """A valid node id from an fx/module name: 'features.0' -> 'features_0', '0' -> 'n0', 'forward' -> 'forward_1'."""
+    ident = re.sub(r"\W", "_", text).lstrip("_")
     if not ident or ident[0].isdigit():
-        ident = "_" + ident
-    if keyword.iskeyword(ident):
-        ident += "_"
+        ident = "n" + ident
+    if keyword.iskeyword(ident) or ident in RESERVED_IDS:
+        ident += "_1"
     return ident
 
 
@@ -207,7 +208,7 @@ class _Converter:
              **fields) -> str:
         """Add a graph node (validated, shape inferred now) and its weights; returns its id."""
         n = self.fx_node
-        if hint is None and n.op == "call_module" and n.name not in self.used:
+        if hint is None and n.op == "call_module" and n.name not in self.used and _identifier(n.name) == n.name:
             nid = n.name  # fx names are identifiers, unique, and reserved for their module
             self.used.add(nid)
         else:

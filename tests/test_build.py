@@ -339,6 +339,12 @@ OP_CASES = {
     "mul": ([IMG, [4, 1, 1]], {}, lambda xs, w: xs[0] * xs[1]),
     "concat": ([IMG, [2, 7, 6]], {}, lambda xs, w: torch.cat(xs, dim=1)),
     "identity": ([FLAT], {}, lambda xs, w: xs[0]),
+    "hardsigmoid": ([IMG], {}, lambda xs, w: F_.hardsigmoid(xs[0])),
+    "scale": ([IMG], {"init": 0.5}, lambda xs, w: xs[0] * w["weight"].reshape(1, -1, 1, 1)),
+    "stochastic_depth": ([IMG], {"p": 0.2}, lambda xs, w: xs[0]),  # eval mode
+    "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)
+                        .reshape(3, 6, 3, 2)),
+    "slice": ([IMG], {"start": 1, "stop": 3}, lambda xs, w: xs[0][:, 1:3]),
 }
 
 

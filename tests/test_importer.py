@@ -205,4 +205,4 @@ def test_the_module_keeps_its_mode_and_weights():
     graph, weights = from_module(m, input_shape=(3, 6, 6))
     assert m.training and all(sub.training for sub in m.modules())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # the trace ran in eval mode
-    assert graph.nodes["_2"].op == "dropout" and weights["_0.weight"] is not m[0].weight
+    assert graph.nodes["n2"].op == "dropout" and weights["n0.weight"] is not m[0].weight
