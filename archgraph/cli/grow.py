@@ -1,0 +1,44 @@
+"""archgraph grow RUN.yaml --out DIR [--data-root PATH] [--device cpu|cuda] [--resume] [--quiet] [--set KEY=VALUE]"""
+from __future__ import annotations
+
+import json
+
+from ..errors import ConfigError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("grow", help="train a seed with a growth/pruning method (GNAP, ...)",
+                       description="Train the seed graph a run file names with its method (GNAP grows and prunes "
+                                   "it), writing every graph version, the event history, checkpoints, the final "
+                                   "weights and summary.json into DIR. A run killed at any point continues from "
+                                   "its last checkpoint with --resume.")
+    p.add_argument("run_file", metavar="RUN.yaml")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (must be new or empty unless --resume)")
+    p.add_argument("--data-root", metavar="PATH", help="dataset root (overrides data.root)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="overrides schedule.device")
+    p.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a run-file field by dotted name, e.g. --set schedule.epochs=2 (repeatable)")
+    p.set_defaults(func=run)
+
+
+def parse_settings(items: list[str]) -> dict:
+    from ..serialize import parse_yaml
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set wants KEY=VALUE, got {item!r}", field="--set")
+        out[key.strip()] = parse_yaml(value, f"--set {key}") if value.strip() else None
+    return out
+
+
+def run(args) -> int:
+    from ..train import grow
+    summary = grow(args.run_file, args.out, data_root=args.data_root, device=args.device, resume=args.resume,
+                   quiet=args.quiet, settings=parse_settings(args.set))
+    if args.quiet:
+        print(json.dumps({k: summary[k] for k in ("test_acc", "params", "nonzero_params", "macs", "versions",
+                                                  "growth_events", "prune_events", "wall_s")}))
+    return 0

@@ -1,0 +1,234 @@
+"""The run file: seed, data, method and schedule, as frozen pydantic models (JSON Schema in ``schemas/``).
+
+A run file is YAML::
+
+    seed: seeds/digits_cnn.yaml        # path relative to the run file, or an inline graph mapping
+    data: {name: digits, batch_size: 64, augment: {translate: 1}}
+    method: {name: gnap, patience: 4}
+    schedule: {optimizer: adamw, lr: 0.01, epochs: 80, seed: 0}
+
+Methods form a union discriminated on ``method.name``: each method adds its settings model to
+:data:`METHOD_SETTINGS` and its strategy to :mod:`archgraph.train.strategies`.
+
+>>> cfg = RunConfig.model_validate({"seed": "seed.yaml", "data": {"name": "digits"}, "method": {"name": "dense"}})
+>>> cfg.schedule.optimizer
+'adamw'
+
+This module never imports torch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      ValidationError)
+
+from ..errors import ArchgraphError, ConfigError
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+
+class Augment(_Model):
+    """Augmentation of training batches, done on whole tensors (no worker processes)."""
+    translate: NonNegativeInt = Field(0, description="random shift by up to this many pixels (zero padding), "
+                                                     "like RandomCrop(size, padding=translate)")
+    flip: bool = Field(False, description="random horizontal flip (for natural images, not digits)")
+
+
+class DataConfig(_Model):
+    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"] = Field(
+        "digits", description="digits is scikit-learn's bundled 8x8 handwritten digits (no download)")
+    root: Optional[str] = Field(None, description="dataset root for torchvision datasets (default: ./data; "
+                                                  "--data-root overrides it)")
+    download: bool = Field(False, description="let torchvision download a missing dataset")
+    val_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
+        0.1, description="held-out share of the training set, for the plateau detector (0: use the training loss)")
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 1000
+    augment: Augment = Field(default_factory=Augment)
+    normalize: bool = Field(True, description="standardise each channel with the training split's mean and std")
+    limit: Optional[PositiveInt] = Field(None, description="use at most this many training examples (quick runs)")
+    test_limit: Optional[PositiveInt] = Field(None, description="use at most this many test examples")
+
+
+# ---- methods ----------------------------------------------------------------------------------------------------
+
+class DenseSettings(_Model):
+    """Plain training of the seed: no rewrites, no masks (the baseline)."""
+    name: Literal["dense"] = "dense"
+
+
+class GnapSettings(_Model):
+    """GNAP: grow at saturation, prune with learned masks in between (see archgraph/train/strategies/gnap.py)."""
+    name: Literal["gnap"] = "gnap"
+    # saturation
+    monitor: Literal["val_loss", "val_acc"] = Field("val_loss", description="what the plateau detector watches")
+    patience: PositiveInt = Field(5, description="epochs without improvement that make a plateau")
+    min_delta: NonNegativeFloat = Field(0.0, description="smallest change that counts as an improvement")
+    min_phase_epochs: NonNegativeInt = Field(
+        3, description="epochs a phase trains before a plateau may end it or channels may be removed")
+    smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="exponential moving average of the monitored metric (0: none), against a noisy val split")
+    # growth
+    growth_factor: Annotated[float, Field(gt=1.0, le=4.0)] = Field(
+        2.0, description="widening multiplies every growable layer's width by this factor")
+    max_growths: NonNegativeInt = Field(3, description="most growth steps (each widening or deepening is one)")
+    max_width: PositiveInt = Field(512, description="no layer is widened past this many channels/features")
+    min_gain: float = Field(0.0, description="a growth pays off when the monitored best improves by more than this")
+    deepen: bool = Field(True, description="insert a layer when widening stops paying off")
+    deepen_after: Optional[str] = Field(None, description="node after which layers are inserted (default: the "
+                                                          "activation after the last growable conv)")
+    grow_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "preserve", description="initialisation of new filters (preserve keeps the function)")
+    # autonomous pruning
+    param_cost: NonNegativeFloat = Field(
+        0.02, description="training-loss units charged per 1,000 expected non-zero parameters (the trade-off "
+                          "between loss and size; not a sparsity target)")
+    temperature: PositiveFloat = Field(0.1, description="width of the sigmoid surrogate of the hard masks")
+    mask_lr: PositiveFloat = Field(0.005, description="Adam learning rate of the thresholds")
+    threshold_init: float = Field(0.0, description="initial per-weight threshold (relative to the row's RMS)")
+    channel_threshold: NonNegativeFloat = Field(
+        0.05, description="a channel whose norm scale |gamma| falls under this is switched off")
+    channel_masks: bool = Field(True, description="learn per-channel masks and remove channels that vanish")
+    warmup_epochs: NonNegativeInt = Field(0, description="epochs of dense training before masks are learned")
+    # the end
+    finetune_epochs: NonNegativeInt = Field(
+        10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
+
+
+#: every method's settings model, discriminated on ``name`` (other methods add theirs here)
+METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
+MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
+
+
+# ---- schedule ---------------------------------------------------------------------------------------------------
+
+class Schedule(_Model):
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: PositiveFloat = 0.01
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.9, description="SGD momentum")
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0005
+    lr_schedule: Literal["none", "cosine", "step"] = Field(
+        "none", description="over the whole epoch budget (a method may scale it, e.g. GNAP's final cosine)")
+    lr_step_epochs: PositiveInt = Field(30, description="step schedule: epochs between decays")
+    lr_gamma: Annotated[float, Field(gt=0.0, le=1.0)] = Field(0.1, description="step schedule: decay factor")
+    warmup_epochs: NonNegativeInt = Field(0, description="linear learning-rate warm-up")
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    epochs: PositiveInt = Field(30, description="epoch budget of the whole run")
+    seed: NonNegativeInt = Field(0, description="seeds initialisation, shuffling, augmentation and the val split")
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    channels_last: bool = Field(False, description="channels-last memory format for conv nets")
+    compile: bool = Field(False, description="torch.compile the forward pass (recompiled after each rewrite)")
+    threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
+
+
+class RunConfig(_Model):
+    """A whole run: what to grow, on what, how, for how long."""
+    model_config = ConfigDict(frozen=True, extra="forbid",
+                              json_schema_extra={"title": "archgraph run", "$id": "archgraph.run.schema.json"})
+
+    archgraph_run: Literal[1] = Field(1, description="format version of the run file")
+    name: Optional[str] = Field(None, description="a name for people")
+    seed: Union[str, dict[str, Any]] = Field(
+        description="the seed graph: a path (relative to the run file) or an inline graph mapping")
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodSettings = Field(default_factory=GnapSettings)
+    schedule: Schedule = Field(default_factory=Schedule)
+
+
+def run_schema() -> dict:
+    """JSON Schema of the run file, generated from :class:`RunConfig`."""
+    schema = RunConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+
+def config_from_data(data: Any, source: str = "<config>") -> RunConfig:
+    """Validate plain data as a :class:`RunConfig`; errors name the file and the dotted field."""
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping with seed, data, method and schedule", file=source)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise config_error(err, source) from None
+
+
+def config_error(err: ValidationError, source: str) -> ConfigError:
+    first = err.errors()[0]
+    loc = [str(x) for x in first["loc"]]
+    if len(loc) >= 2 and loc[0] == "method" and loc[1] in _method_names():
+        loc = [loc[0], *loc[2:]]  # drop the union tag
+    field = ".".join(loc) or None
+    kind = first["type"]
+    if kind == "union_tag_invalid":
+        msg = f"unknown method {first['input'].get('name')!r}; known methods: {', '.join(sorted(_method_names()))}" \
+            if isinstance(first.get("input"), dict) else first["msg"]
+        field = "method.name"
+    elif kind == "union_tag_not_found":
+        msg, field = "the method needs a 'name'", "method.name"
+    elif kind == "extra_forbidden":
+        msg = f"unknown field '{loc[-1]}'"
+    elif kind == "missing":
+        msg = "required field is missing"
+    else:
+        msg = first["msg"]
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            msg += f" (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    if more:
+        msg += f" ({more} more problem{'s' if more > 1 else ''} after this one)"
+    return ConfigError(msg, file=source, field=field)
+
+
+def _method_names() -> set[str]:
+    return {m.model_fields["name"].default for m in METHOD_SETTINGS}
+
+
+def load_config(path: Union[str, os.PathLike]) -> RunConfig:
+    """Read and validate a run file."""
+    from ..serialize import parse_yaml, read_text
+    return config_from_data(parse_yaml(read_text(path), str(path)), str(path))
+
+
+def load_seed(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>"):
+    """The seed graph of ``cfg``: a file relative to ``base`` (the run file's folder) or the inline mapping."""
+    from ..serialize import graph_from_data, load
+    if isinstance(cfg.seed, dict):
+        try:
+            return graph_from_data(cfg.seed, f"{source} (seed)")
+        except ArchgraphError as err:
+            if err.field is None:
+                err.field = "seed"
+                err.args = (err.render(),)
+            raise
+    path = Path(cfg.seed)
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.exists():
+        raise ConfigError(f"seed file '{path}' does not exist", file=source, field="seed")
+    return load(path)
+
+
+def with_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "<config>") -> RunConfig:
+    """A copy with dotted-key overrides applied (``{"schedule.epochs": 2}``), validated again."""
+    data = cfg.model_dump(mode="json")
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"cannot set '{key}': '{part}' is not a section", file=source, field=key)
+            node = node[part]
+        node[parts[-1]] = value
+    return config_from_data(data, source)

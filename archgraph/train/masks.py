@@ -1,0 +1,327 @@
+"""Learned pruning masks: per-weight and per-channel soft thresholds trained by gradient descent.
+
+Each conv/linear weight ``W`` gets a per-weight mask and, where its output channels can be removed, a per-channel
+mask; both are hard (0/1) in the forward pass and learned through a sigmoid surrogate (straight-through):
+
+* per weight: ``keep[o, i] = |W[o, i]| / r_o > tau`` where ``r_o`` is the RMS of the non-zero weights of output
+  row ``o`` (so the threshold is scale-free, which matters before a batchnorm) and ``tau`` is one learnable scalar
+  per layer; surrogate ``sigmoid((|W| / r - tau) / T)``.
+* per channel: ``open[o] = s_o / mean(s) > kappa`` where ``s_o`` is the channel's scale (the ``|gamma|`` of the
+  batchnorm/layernorm that follows, else the RMS of the channel's weights) and ``kappa`` one learnable scalar per
+  layer; surrogate ``sigmoid((s_o / mean(s) - kappa) / T)``. A channel is also dead when every weight that makes it
+  or every weight that reads it is masked. A dead channel's weights, bias and norm parameters are all masked, so its
+  output is exactly zero and removing it (``prune_channels``) leaves the function unchanged.
+
+The weights themselves get the gradient of the masked network unchanged (as if unmasked: "dynamic pruning with
+feedback"), so a pruned weight can grow back past the threshold. The sparsity term is the *expected number of
+non-zero parameters* under the surrogate masks (a weight counts when it, its output channel and its input channel are
+kept); the strategy charges a price per parameter for it, so the size follows from the loss/size trade-off, not from
+a target. The only learned state is two scalars per layer, keyed by node id, so rewrites (new filters, removed
+channels, inserted layers) need no remapping of mask state.
+
+>>> import archgraph                                            # doctest: +SKIP
+>>> g = archgraph.load("examples/seeds/digits_cnn.yaml")        # doctest: +SKIP
+>>> masks = LearnedMasks(g)                                     # doctest: +SKIP
+>>> out = masks.forward(archgraph.build(g))                     # doctest: +SKIP
+>>> out.expected                                                # expected non-zero parameters (differentiable)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..ops.registry import FLATTEN, OPS, SOURCE, THROUGH
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+NORM_OPS = ("batchnorm2d", "batchnorm1d", "layernorm")
+
+
+@dataclass
+class ChannelGroup:
+    """The output channels of one layer and every parameter indexed by them."""
+    node: str
+    members: list[str] = field(default_factory=list)     # "<node>.<param>" gated on axis 0 (bias, norm, depthwise)
+    scale: Optional[str] = None                          # "<node>.weight" of the norm whose |gamma| scales a channel
+    consumers: list[tuple[str, int]] = field(default_factory=list)  # ("<node>.weight", inputs per channel)
+
+
+@dataclass
+class MaskLayout:
+    """Which weights get per-weight masks and which layers' channels can be gated (derived from the graph)."""
+    weights: list[str]                                   # "<node>.weight" of conv/linear layers
+    groups: dict[str, ChannelGroup]                      # producer node -> its channel group
+    out_group: dict[str, str]                            # param key -> group whose gate applies on axis 0
+    in_group: dict[str, list[tuple[str, int]]]           # weight key -> [(group, inputs per channel)] on axis 1
+
+
+def mask_layout(graph, channel_masks: bool = True) -> MaskLayout:
+    """Analyse ``graph``: every conv/linear weight is maskable; a conv (groups=1) or linear layer's channels are
+    gateable when they reach other conv/linear layers only through per-channel ops (norms, activations, pools,
+    dropout, depthwise convs, flatten) - not through an add, a concat or a graph output."""
+    shapes = graph.shapes()
+    weights = [f"{nid}.weight" for nid, n in graph.nodes.items() if n.op in ("conv2d", "linear")]
+    groups: dict[str, ChannelGroup] = {}
+    if channel_masks:
+        for nid, node in graph.nodes.items():
+            if node.op in ("conv2d", "linear") and _role(graph, nid, shapes) == SOURCE:
+                group = _channel_group(graph, nid, shapes)
+                if group is not None:
+                    groups[nid] = group
+    out_group: dict[str, str] = {}
+    in_group: dict[str, list[tuple[str, int]]] = {}
+    for gid, group in groups.items():
+        out_group[f"{gid}.weight"] = gid
+        for key in group.members:
+            out_group[key] = gid
+        for key, repeat in group.consumers:
+            in_group.setdefault(key, []).append((gid, repeat))
+    return MaskLayout(weights, groups, out_group, in_group)
+
+
+def _role(graph, nid, shapes) -> str:
+    node = graph.nodes[nid]
+    return OPS[node.op].channels(node, [shapes[i] for i in node.inputs])
+
+
+def _params_on_out_axis(graph, nid, shapes) -> list[str]:
+    node = graph.nodes[nid]
+    layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
+    return [f"{nid}.{p}" for p, (out_axis, _) in layout.items() if out_axis == 0 and p not in BUFFERS]
+
+
+def _channel_group(graph, producer: str, shapes) -> Optional[ChannelGroup]:
+    group = ChannelGroup(producer, members=[k for k in _params_on_out_axis(graph, producer, shapes)
+                                            if not k.endswith(".weight")])
+    if producer in graph.outputs:
+        return None
+    stack = [(producer, 1)]   # (node whose users to visit, inputs per channel so far)
+    seen = set()
+    while stack:
+        nid, repeat = stack.pop()
+        for user in graph.users(nid):
+            if (user, nid) in seen:
+                continue
+            seen.add((user, nid))
+            role = _role(graph, user, shapes)
+            op = graph.nodes[user].op
+            if role == SOURCE:
+                group.consumers.append((f"{user}.weight", repeat))
+                continue
+            if user in graph.outputs:
+                return None   # the channels leave the network
+            if role == THROUGH:
+                if repeat != 1 and _params_on_out_axis(graph, user, shapes):
+                    return None   # per-feature parameters after a flatten: not one channel any more
+                group.members.extend(_params_on_out_axis(graph, user, shapes))
+                if op in NORM_OPS and group.scale is None and f"{user}.weight" in group.members:
+                    group.scale = f"{user}.weight"
+                stack.append((user, repeat))
+            elif role == FLATTEN:
+                _, h, w = shapes[nid]
+                stack.append((user, repeat * h * w))
+            else:
+                return None
+    if not group.consumers:
+        return None
+    return group
+
+
+@dataclass
+class MaskOutput:
+    """One evaluation of the masks: parameter overrides for ``torch.func.functional_call`` and the expected number
+    of non-zero parameters (differentiable in the thresholds)."""
+    overrides: dict[str, torch.Tensor]
+    expected: Optional[torch.Tensor]
+
+
+class LearnedMasks:
+    """Per-layer learnable thresholds (``tau`` per weight, ``kappa`` per channel) with their own Adam."""
+
+    def __init__(self, graph, *, temperature: float = 0.1, lr: float = 0.005, threshold_init: float = 0.0,
+                 channel_threshold: float = 0.05, channel_masks: bool = True, device=None):
+        self.temperature = temperature
+        self.lr = lr
+        self.threshold_init = threshold_init
+        self.channel_threshold = channel_threshold
+        self.channel_masks = channel_masks
+        self.device = device
+        self.tau: dict[str, torch.Tensor] = {}
+        self.adam: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.steps = 0
+        self.rebuild(graph)
+
+    # ---- structure ------------------------------------------------------------------------------------------
+    def rebuild(self, graph) -> None:
+        """Follow a rewrite: layers that survive keep their thresholds, new layers start at the initial ones."""
+        self.graph = graph
+        self.layout = mask_layout(graph, self.channel_masks)
+        nodes = {k.rsplit(".", 1)[0] for k in self.layout.weights}
+        self.tau = {n: self.tau.get(n, self._scalar(self.threshold_init)) for n in sorted(nodes)}
+        live = {f"tau.{n}" for n in self.tau}
+        self.adam = {k: v for k, v in self.adam.items() if k in live}
+
+    def _scalar(self, value: float) -> torch.Tensor:
+        return torch.tensor(float(value), device=self.device, requires_grad=True)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        return {f"tau.{n}": t for n, t in self.tau.items()}
+
+    # ---- masks ----------------------------------------------------------------------------------------------
+    def _weight_masks(self, params) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Weight key -> (hard 0/1 mask, sigmoid surrogate)."""
+        masks = {}
+        for key in self.layout.weights:
+            w = params[key]
+            tau = self.tau[key.rsplit(".", 1)[0]]
+            rel = w.abs() / _row_scale(w)
+            masks[key] = ((rel.detach() > tau.detach()).to(w.dtype),
+                          torch.sigmoid((rel - tau) / self.temperature))
+        return masks
+
+    def _gates(self, params, weight_masks) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Group node -> (hard 0/1 per channel, soft count per channel). A channel is off when its norm scale
+        ``|gamma|`` is under ``channel_threshold`` or every weight making it is masked; it counts ``min(1, |gamma|)``
+        in the expected size (an L1 pull on ``gamma`` priced by the channel's parameters)."""
+        gates = {}
+        for gid, group in self.layout.groups.items():
+            w = params[f"{gid}.weight"]
+            alive = _rows(weight_masks[f"{gid}.weight"][0]).amax(1) > 0
+            if group.scale:
+                gamma = params[group.scale].abs()
+                alive &= gamma.detach() > self.channel_threshold
+                soft = gamma.clamp(max=1.0)
+            else:
+                soft = torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+            gates[gid] = (alive.to(w.dtype), soft)
+        return gates
+
+    def forward(self, module, *, expected: bool = True) -> MaskOutput:
+        """Masked parameters (hard values, surrogate gradients) and the expected non-zero count."""
+        params = dict(module.named_parameters())
+        weight_masks = self._weight_masks(params)
+        gates = self._gates(params, weight_masks)
+        overrides: dict[str, torch.Tensor] = {}
+        for key in list(weight_masks) + [k for k in self.layout.out_group if k not in weight_masks]:
+            p = params[key]
+            factor = None
+            if key in weight_masks:
+                hard, soft = weight_masks[key]
+                factor = hard + (soft - soft.detach())
+            gid = self.layout.out_group.get(key)
+            if gid is not None:
+                g = gates[gid][0].view(-1, *([1] * (p.dim() - 1)))
+                factor = g if factor is None else factor * g
+            # value: p times the hard masks; gradient: unchanged to p (straight through), surrogate to thresholds
+            overrides[key] = p + p.detach() * (factor - 1)
+        count = self._expected(params, weight_masks, gates) if expected else None
+        return MaskOutput(overrides, count)
+
+    def _expected(self, params, weight_mask, gates) -> torch.Tensor:
+        total = torch.zeros((), device=next(iter(params.values())).device)
+        for key in self.layout.weights:
+            soft = weight_mask[key][1]
+            gid = self.layout.out_group.get(key)
+            if gid is not None:
+                soft = soft * gates[gid][1].view(-1, *([1] * (soft.dim() - 1)))
+            for src, repeat in self.layout.in_group.get(key, []):
+                g = gates[src][1].repeat_interleave(repeat)
+                soft = soft * g.view(1, -1, *([1] * (soft.dim() - 2)))
+            total = total + soft.sum()
+        for key, gid in self.layout.out_group.items():
+            if key in weight_mask:
+                continue
+            p = params[key]
+            total = total + gates[gid][1].sum() * (p.numel() // p.shape[0])
+        return total
+
+    @torch.no_grad()
+    def hard_weights(self, module) -> dict[str, torch.Tensor]:
+        """Every parameter as the masked network uses it, with exact zeros where masked. The parameters of a
+        channel that can be removed (see :meth:`dead_channels`) and the weights reading it are zeroed too: the
+        output does not depend on them and removing the channel removes them."""
+        out = self.forward(module, expected=False)
+        state = {k: v.detach() for k, v in module.named_parameters()}
+        state.update({k: v.detach().clone() for k, v in out.overrides.items()})
+        dead = self.dead_channels(module)
+        for gid, idx in dead.items():
+            for key in [f"{gid}.weight", *self.layout.groups[gid].members]:
+                state[key][idx] = 0
+        for key, links in self.layout.in_group.items():
+            for gid, repeat in links:
+                for c in dead.get(gid, []):
+                    state[key][:, c * repeat:(c + 1) * repeat] = 0
+        return state
+
+    @torch.no_grad()
+    def dead_channels(self, module) -> dict[str, list[int]]:
+        """Group node -> indices of its channels that can go: switched off, or read only through masked weights.
+        Either way the network's output does not depend on them, so removing them keeps the function."""
+        params = dict(module.named_parameters())
+        weight_masks = self._weight_masks(params)
+        gates = self._gates(params, weight_masks)
+        dead = {}
+        for gid, (alive, _) in gates.items():
+            keep = alive > 0
+            for key, repeat in self.layout.groups[gid].consumers:
+                keep &= _cols(weight_masks[key][0], repeat).amax(1) > 0
+            idx = torch.nonzero(~keep).flatten().tolist()
+            if idx:
+                dead[gid] = idx
+        return dead
+
+    # ---- optimisation (a small Adam, so the state is plain per-layer tensors) ---------------------------------
+    def zero_grad(self) -> None:
+        for t in self.parameters().values():
+            t.grad = None
+
+    @torch.no_grad()
+    def step(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.steps += 1
+        for key, t in self.parameters().items():
+            if t.grad is None:
+                continue
+            m, v = self.adam.get(key, (torch.zeros_like(t), torch.zeros_like(t)))
+            m = beta1 * m + (1 - beta1) * t.grad
+            v = beta2 * v + (1 - beta2) * t.grad * t.grad
+            m_hat = m / (1 - beta1 ** self.steps)
+            v_hat = v / (1 - beta2 ** self.steps)
+            t -= self.lr * m_hat / (v_hat.sqrt() + eps)
+            self.adam[key] = (m, v)
+
+    def state_dict(self) -> dict:
+        return {"tau": {k: v.detach().cpu() for k, v in self.tau.items()},
+                "adam": {k: [m.cpu(), v.cpu()] for k, (m, v) in self.adam.items()},
+                "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        def param(v):
+            return v.to(self.device).clone().requires_grad_(True)
+        self.tau = {k: param(v) for k, v in state["tau"].items()}
+        self.adam = {k: (m.to(self.device), v.to(self.device)) for k, (m, v) in state["adam"].items()}
+        self.steps = int(state["steps"])
+        self.rebuild(self.graph)
+
+    def summary(self) -> dict:
+        """Thresholds for the history log."""
+        return {"tau": {k: round(v.item(), 4) for k, v in self.tau.items()}}
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _cols(t: torch.Tensor, repeat: int) -> torch.Tensor:
+    """``[in_channels, rest]``: axis 1 of a weight grouped by channel (``repeat`` inputs per channel)."""
+    t = t.transpose(0, 1)
+    return t.reshape(t.shape[0] // repeat, -1)
+
+
+def _row_scale(w: torch.Tensor) -> torch.Tensor:
+    """RMS of the non-zero entries of each output row, shaped to broadcast against ``w`` (detached)."""
+    rows = _rows(w.detach())
+    nnz = (rows != 0).sum(1).clamp_min(1)
+    rms = (rows.pow(2).sum(1) / nnz).sqrt().clamp_min(1e-12)
+    return rms.view(-1, *([1] * (w.dim() - 1)))
+

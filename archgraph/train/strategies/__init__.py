@@ -1,0 +1,24 @@
+"""Growth/pruning methods, one module per method, all driving the same loop and rule engine.
+
+``STRATEGIES`` maps a method name (``method.name`` in the run file) to ``module:Class``; modules are imported only
+when used.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .base import RULE_KIND, Strategy
+
+STRATEGIES = {
+    "dense": "archgraph.train.strategies.dense:DenseStrategy",
+    "gnap": "archgraph.train.strategies.gnap:GnapStrategy",
+}
+
+
+def make_strategy(settings, config=None) -> Strategy:
+    """The strategy for ``settings.name``, constructed with its settings and the whole run config."""
+    module, _, cls = STRATEGIES[settings.name].partition(":")
+    return getattr(importlib.import_module(module), cls)(settings, config)
+
+
+__all__ = ["RULE_KIND", "STRATEGIES", "Strategy", "make_strategy"]

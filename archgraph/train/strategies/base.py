@@ -1,0 +1,85 @@
+"""The interface between the training loop and a growth/pruning method.
+
+The loop owns the graph, the module, the optimizer, the data and the run directory; a strategy decides *what* to
+change and *when*, through these hooks (all optional):
+
+* :meth:`Strategy.parametrize` - before each forward pass: parameter overrides (e.g. masked weights, used with
+  ``torch.func.functional_call``, so the module and its ``state_dict`` keys stay untouched) and an extra loss term.
+* :meth:`Strategy.on_step_end` / :meth:`Strategy.on_epoch_end` - return rewrite rules for the loop to apply
+  (``archgraph.rewrite``: weights and optimizer state carried over, a new version, a history event, a checkpoint).
+* :meth:`Strategy.on_rewrite` - follow a rewrite (rebuild per-layer state for the new graph).
+* :meth:`Strategy.finalize` - at the end: make the final weights (e.g. hard masks as exact zeros) and return the last
+  rules.
+* :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` - everything needed to resume (tensors and plain
+  data only).
+
+The ``trainer`` argument is the :class:`~archgraph.train.loop.Trainer`; strategies read ``trainer.graph``,
+``trainer.module``, ``trainer.epoch``, ``trainer.step``, ``trainer.epochs``, ``trainer.device`` and call
+``trainer.evaluate(split)``.
+
+>>> class Nothing(Strategy):
+...     name = "nothing"
+>>> Nothing(None).on_epoch_end(None, {})
+[]
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+#: rule name -> event kind in the history
+RULE_KIND = {"add_filters": "growth", "insert_layer": "growth", "insert_block": "growth", "split_filters": "growth",
+             "delete_node": "prune", "prune_channels": "prune", "collapse_layer": "prune"}
+
+
+class Strategy:
+    """Base class: plain training, no rewrites."""
+
+    name = "base"
+
+    def __init__(self, settings: Any, config: Any = None):
+        self.settings = settings
+        self.config = config
+
+    def setup(self, trainer) -> None:
+        """Called once when a fresh run starts (not on resume: :meth:`load_state_dict` is called instead)."""
+
+    def attach(self, trainer) -> None:
+        """Called on every start and resume, after :meth:`setup` or :meth:`load_state_dict`."""
+
+    def parametrize(self, trainer, training: bool) -> tuple[dict, Optional[Any]]:
+        """``(overrides, extra_loss)`` for the next forward pass; overrides map ``<node>.<param>`` to tensors."""
+        return {}, None
+
+    def on_step_end(self, trainer) -> list:
+        return []
+
+    def on_epoch_end(self, trainer, metrics: dict) -> list:
+        return []
+
+    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+        """The loop applied ``rule``: ``trainer.graph``/``trainer.module`` are the new ones."""
+
+    def lr_factor(self, trainer) -> float:
+        """Multiplies the schedule's learning rate (e.g. a method's own final decay)."""
+        return 1.0
+
+    def should_stop(self, trainer) -> bool:
+        return False
+
+    def finalize(self, trainer) -> list:
+        """Make the final weights; return the last rules. Must be safe to call again after a resume."""
+        return []
+
+    def effective_weights(self, trainer) -> dict:
+        """Parameters as the network uses them (masked), for counting non-zero parameters."""
+        return {k: v.detach() for k, v in trainer.module.named_parameters()}
+
+    def metrics(self, trainer) -> dict:
+        """Extra numbers for the epoch event."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,307 @@
+"""GNAP: Growing Networks with Autonomous Pruning (our reading of de Lambilly and Duffner, 2026).
+
+The paper has no public code and its method details were not available to us, so this module is an interpretation
+of its summary: *start small; when training saturates, grow (widen every layer in a function-preserving way, deepen
+when widening stops paying off); between growth phases train and prune at the same time, with masks learned by
+gradient descent and no hand-set sparsity target.* What we do, and with which settings
+(:class:`~archgraph.train.config.GnapSettings`):
+
+1. **Saturation.** A :class:`~archgraph.train.plateau.PlateauDetector` watches ``monitor`` (default the held-out
+   validation loss) and calls a plateau after ``patience`` epochs without an improvement larger than ``min_delta``
+   (and at least ``min_phase_epochs`` epochs into the phase).
+2. **Growth.** At the first plateau every growable layer (conv with ``groups=1`` or linear, not the classifier) is
+   widened by ``growth_factor`` with ``add_filters(init=grow_init)`` (``preserve`` keeps the network's function),
+   capped at ``max_width``. After each later plateau the best monitored value of the phase is compared with the
+   best before the last growth: a growth *pays off* when it improved by more than ``min_gain``. Widening continues
+   while it pays off; when it stops paying off the network is deepened once with ``insert_layer`` (a 3x3 conv with
+   batchnorm and ReLU, identity-initialised, after the last conv block; a linear+ReLU for MLPs); a deepening that
+   pays off is followed by widening again, one that does not ends growth. At most ``max_growths`` growth steps.
+3. **Autonomous pruning, all along.** Every conv/linear weight has a learned per-weight mask and every layer whose
+   channels can be removed a learned per-channel mask (:mod:`archgraph.train.masks`): hard 0/1 masks in the forward
+   pass from one learnable soft threshold per layer (``tau`` on ``|w| / RMS(row)``, ``kappa`` on the channel's norm
+   scale ``|gamma| / mean|gamma|``), trained through a sigmoid surrogate of width ``temperature`` with their own Adam
+   (``mask_lr``); the weights get the masked network's gradient unchanged, so pruned weights can come back. The loss
+   adds ``param_cost`` per 1,000 *expected non-zero parameters* (the surrogate count of weights whose own, output
+   and input channel masks are on): the network's size is a trade-off priced in loss units, not a target. Channels
+   whose masks vanish (closed gate, or every weight making or reading them masked) output exact zeros and are removed
+   at the end of the epoch with ``prune_channels``, which leaves the function unchanged.
+4. **The end.** When growth is over (or only ``finetune_epochs`` of the budget remain) the hard masks are written
+   into the weights as exact zeros, dead channels are removed, and the network is fine-tuned for ``finetune_epochs``
+   with the masks frozen (zeros stay zero) and a cosine learning-rate decay to zero. The final weights therefore
+   hold exact zeros and ``nonzero_params`` counts what is left.
+
+Not taken from the paper (our choices): the relative (scale-free) thresholds, the straight-through gradient to the
+weights, the expected-count sparsity term, the deepening rule and the final fine-tuning.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ...errors import RuleError
+from ...ops.registry import OPS, SOURCE, THROUGH
+from ..masks import LearnedMasks
+from ..plateau import PlateauDetector
+from .base import Strategy
+
+GROW, FINETUNE, DONE = "grow", "finetune", "done"
+
+
+class GnapStrategy(Strategy):
+    name = "gnap"
+
+    def __init__(self, settings, config=None):
+        super().__init__(settings, config)
+        s = settings
+        self.plateau = PlateauDetector(mode="max" if s.monitor == "val_acc" else "min", patience=s.patience,
+                                       min_delta=s.min_delta, min_epochs=s.min_phase_epochs)
+        self.phase = GROW
+        self.growths = 0
+        self.last_action = ""          # "", "widen" or "deepen"
+        self.best_before = math.nan    # best monitored value before the last growth
+        self.finetune_start = -1
+        self.smoothed = math.nan       # exponential moving average of the monitored metric
+        self._mask_state: Optional[dict] = None
+        self._zeros: dict[str, torch.Tensor] = {}
+        self.masks: Optional[LearnedMasks] = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def attach(self, trainer) -> None:
+        s = self.settings
+        self.masks = LearnedMasks(trainer.graph, temperature=s.temperature, lr=s.mask_lr,
+                                  threshold_init=s.threshold_init, channel_threshold=s.channel_threshold,
+                                  channel_masks=s.channel_masks, device=trainer.device)
+        if self._mask_state is not None:
+            self.masks.load_state_dict(self._mask_state)
+            self._mask_state = None
+
+    def _masking(self, trainer) -> bool:
+        return self.phase == GROW and trainer.epoch >= self.settings.warmup_epochs
+
+    def parametrize(self, trainer, training: bool):
+        if self._masking(trainer):
+            out = self.masks.forward(trainer.module, expected=training)
+            extra = None
+            if training and self.settings.param_cost > 0:
+                extra = out.expected * (self.settings.param_cost / 1000.0)
+            return out.overrides, extra
+        if self.phase == FINETUNE and training:
+            params = dict(trainer.module.named_parameters())
+            self._zeros = {k: params[k].detach() == 0 for k in self.masks.layout.weights}
+        return {}, None
+
+    def on_step_end(self, trainer) -> list:
+        if self._masking(trainer):
+            self.masks.step()
+            self.masks.zero_grad()
+        elif self.phase == FINETUNE and self._zeros:
+            params = dict(trainer.module.named_parameters())
+            with torch.no_grad():
+                for key, zero in self._zeros.items():
+                    params[key].masked_fill_(zero, 0.0)
+        return []
+
+    def lr_factor(self, trainer) -> float:
+        if self.phase != FINETUNE or self.settings.finetune_epochs == 0:
+            return 1.0
+        t = (trainer.progress - self.finetune_start) / self.settings.finetune_epochs
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, t))))
+
+    def should_stop(self, trainer) -> bool:
+        if self.phase == FINETUNE:
+            return trainer.epoch >= self.finetune_start + self.settings.finetune_epochs
+        return self.phase == DONE
+
+    # ---- decisions at the end of an epoch ---------------------------------------------------------------------
+    def on_epoch_end(self, trainer, metrics: dict) -> list:
+        if self.phase != GROW:
+            return []
+        s = self.settings
+        settled = self.plateau.seen + 1 >= s.min_phase_epochs   # new channels had time to get used
+        rules = self._prune_rules(trainer) if self._masking(trainer) and settled else []
+        value = metrics.get(s.monitor)
+        if value is None:
+            value = metrics["train_loss"] if s.monitor == "val_loss" else metrics["train_acc"]
+        self.smoothed = value if math.isnan(self.smoothed) else s.smoothing * self.smoothed + (1 - s.smoothing) * value
+        plateau = self.plateau.update(self.smoothed)
+        if trainer.epochs - trainer.epoch <= s.finetune_epochs:
+            return rules + self._freeze(trainer, rules)
+        if not plateau:
+            return rules
+        action = self._next_growth()
+        graph = _after(trainer.graph, rules)
+        growth = []
+        if action == "widen":
+            growth = self._widen_rules(graph)
+            if not growth and s.deepen:
+                action, growth = "deepen", self._deepen_rules(graph)
+        elif action == "deepen":
+            growth = self._deepen_rules(graph)
+        if not growth:
+            return rules + self._freeze(trainer, rules)
+        self.growths += 1
+        self.last_action = action
+        self.best_before = self.plateau.best
+        self.plateau.reset()
+        return rules + growth
+
+    def _next_growth(self) -> Optional[str]:
+        s = self.settings
+        if self.growths >= s.max_growths:
+            return None
+        if not self.last_action:
+            return "widen"
+        paid = self.plateau.improves(self.plateau.best, self.best_before) and \
+            abs(self.plateau.best - self.best_before) > s.min_gain
+        if self.last_action == "widen":
+            return "widen" if paid else ("deepen" if s.deepen else None)
+        return "widen" if paid else None
+
+    def _freeze(self, trainer, rules_so_far: list) -> list:
+        """Write the hard masks into the weights as exact zeros and start the fine-tuning phase; returns the prune
+        rules still needed (``rules_so_far`` already holds this epoch's)."""
+        rules = []
+        if self.phase == GROW and self._masking(trainer):
+            # decide on the masks as they are now, before the zeros change the rows' scales
+            done = {r.node for r in rules_so_far if r.name == "prune_channels"}
+            rules = [r for r in self._prune_rules(trainer) if r.node not in done]
+            hard = self.masks.hard_weights(trainer.module)
+            params = dict(trainer.module.named_parameters())
+            with torch.no_grad():
+                for key, value in hard.items():
+                    params[key].copy_(value)
+        if self.phase == GROW:
+            self.phase = FINETUNE if self.settings.finetune_epochs > 0 else DONE
+            self.finetune_start = trainer.epoch
+        return rules
+
+    def finalize(self, trainer) -> list:
+        rules = self._freeze(trainer, []) if self.phase == GROW else []
+        self.phase = DONE
+        return rules
+
+    # ---- rules ------------------------------------------------------------------------------------------------
+    def _prune_rules(self, trainer) -> list:
+        from ... import rules as R
+        dead = self.masks.dead_channels(trainer.module)
+        out = []
+        shapes = trainer.graph.shapes()
+        for node, idx in sorted(dead.items()):
+            width = shapes[node][0]
+            if len(idx) >= width:
+                idx = idx[1:]   # keep one channel: a layer cannot have none
+            if idx:
+                out.append(R.PruneChannels(node=node, indices=list(idx)))
+        return out
+
+    def _widen_rules(self, graph) -> list:
+        import archgraph
+        from ... import rules as R
+        s = self.settings
+        out = []
+        current = graph
+        for nid in growable_layers(graph):
+            width = current.shapes()[nid][0]
+            target = min(s.max_width, int(math.ceil(width * s.growth_factor)))
+            if target <= width:
+                continue
+            rule = R.AddFilters(node=nid, count=target - width, init=s.grow_init)
+            try:
+                current = archgraph.apply(current, rule).graph
+            except RuleError:
+                continue   # e.g. a layer coupled to others through a residual add
+            out.append(rule)
+        return out
+
+    def _deepen_rules(self, graph) -> list:
+        import archgraph
+        from ... import rules as R
+        where = self.settings.deepen_after or deepen_point(graph)
+        if where is None or where not in graph.nodes:
+            return []
+        shape = graph.shapes()[where]
+        if len(shape) == 3:
+            rule = R.InsertLayer(after=where, op="conv2d", kernel_size=3, norm="batchnorm", activation="relu",
+                                 init="identity")
+        else:
+            rule = R.InsertLayer(after=where, op="linear", activation="relu", init="identity")
+        try:
+            archgraph.apply(graph, rule)
+        except RuleError:
+            return []
+        return [rule]
+
+    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+        self.masks.rebuild(new_graph)
+
+    # ---- numbers and state ------------------------------------------------------------------------------------
+    def effective_weights(self, trainer) -> dict:
+        if self._masking(trainer):
+            return self.masks.hard_weights(trainer.module)
+        return super().effective_weights(trainer)
+
+    def metrics(self, trainer) -> dict:
+        m = {"phase": self.phase, "growths": self.growths}
+        if self.masks is not None and self.masks.tau:
+            m["tau_mean"] = sum(t.item() for t in self.masks.tau.values()) / len(self.masks.tau)
+        return m
+
+    def state_dict(self) -> dict:
+        return {"phase": self.phase, "growths": self.growths, "last_action": self.last_action,
+                "best_before": self.best_before, "finetune_start": self.finetune_start,
+                "smoothed": self.smoothed, "plateau": self.plateau.state_dict(),
+                "masks": self.masks.state_dict() if self.masks is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.phase = state["phase"]
+        self.growths = int(state["growths"])
+        self.last_action = state["last_action"]
+        self.best_before = float(state["best_before"])
+        self.finetune_start = int(state["finetune_start"])
+        self.smoothed = float(state["smoothed"])
+        self.plateau.load_state_dict(state["plateau"])
+        self._mask_state = state["masks"]
+
+
+def growable_layers(graph) -> list[str]:
+    """Conv (``groups=1``) and linear layers whose output is not a graph output, in graph order."""
+    shapes = graph.shapes()
+    out = []
+    for nid, node in graph.nodes.items():
+        if node.op not in ("conv2d", "linear") or nid in graph.outputs:
+            continue
+        if OPS[node.op].channels(node, [shapes[i] for i in node.inputs]) == SOURCE:
+            out.append(nid)
+    return out
+
+
+def deepen_point(graph) -> Optional[str]:
+    """Where to insert a layer: after the per-channel ops (norm, activation) that follow the last growable conv
+    (or linear, for an MLP), before any pooling."""
+    layers = growable_layers(graph)
+    convs = [n for n in layers if graph.nodes[n].op == "conv2d"]
+    candidates = convs or layers
+    if not candidates:
+        return None
+    shapes = graph.shapes()
+    at = candidates[-1]
+    while True:
+        users = graph.users(at)
+        if len(users) != 1 or users[0] in graph.outputs:
+            return at
+        user = graph.nodes[users[0]]
+        role = OPS[user.op].channels(user, [shapes[i] for i in user.inputs])
+        if role != THROUGH or user.op in ("maxpool2d", "avgpool2d", "adaptive_avgpool2d", "global_avg_pool",
+                                          "dropout") or user.op == "conv2d":
+            return at
+        at = users[0]
+
+
+def _after(graph, rules: list):
+    """The graph once ``rules`` are applied (rules only; no weights)."""
+    import archgraph
+    for rule in rules:
+        graph = archgraph.apply(graph, rule).graph
+    return graph
