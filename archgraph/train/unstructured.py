@@ -139,7 +139,11 @@ def follow(plan, tensors: Mapping[str, torch.Tensor], shapes: Mapping[str, torch
         if old is None:
             out[key] = torch.full(tuple(shape), float(fill), device=device)
             continue
-        out[key] = (carry(tp, old - fill, None, key, state=True) + fill).to(device)
+        value = carry(tp, old, None, key, state=True)
+        if tp.axes and fill != 0:
+            carried = carry(tp, torch.ones_like(old), None, key, state=True) != 0   # False where new
+            value = torch.where(carried, value, torch.full_like(value, float(fill)))
+        out[key] = value.clone().to(device)
     return out
 
 

@@ -245,7 +245,7 @@ class GumbelStrategy(Strategy):
         m = {"phase": self.phase, "temperature": round(self.temperature(trainer), 5),
              "expected_density": round(float(self.expected_density().detach()), 5), "density": round(kept / total, 5)}
         if self.settings.rescale == "learned":
-            m["scale_mean"] = round(sum(math.exp(float(t)) for t in self.log_scale.values()) / len(self.log_scale), 5)
+            m["scale_mean"] = round(sum(math.exp(float(t.detach())) for t in self.log_scale.values()) / len(self.log_scale), 5)
         return m
 
     def state_dict(self) -> dict:
