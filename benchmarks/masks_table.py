@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HEADER = ("| run | seed | test acc | non-zero params | params | MACs | non-zero MACs | wall s | prune events | epochs |\n"
+HEADER = ("| run | seed | test acc | non-zero params | params | MACs | non-zero MACs | wall s | prune events "
+          "| epochs |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 
 

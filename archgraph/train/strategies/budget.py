@@ -33,7 +33,7 @@ geometric annealing and the channel removal.
 >>> w = torch.tensor([0.1, -1.0, 2.0, -0.05])
 >>> keep_mask(w, 0.5).tolist()
 [0.0, 1.0, 1.0, 0.0]
->>> round(budget_loss(torch.tensor(0.3), 0.1, "squared").item(), 4), budget_loss(torch.tensor(0.05), 0.1, "hinge").item()
+>>> round(budget_loss(torch.tensor(0.3), 0.1).item(), 4), budget_loss(torch.tensor(0.05), 0.1, "hinge").item()
 (0.04, 0.0)
 """
 from __future__ import annotations

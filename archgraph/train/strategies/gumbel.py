@@ -242,10 +242,13 @@ class GumbelStrategy(Strategy):
         keep = self.keep_masks()
         kept = sum(int(m.sum()) for m in keep.values())
         total = sum(m.numel() for m in keep.values())
+        with torch.no_grad():
+            expected = float(self.expected_density())
+            scales = [math.exp(float(t)) for t in self.log_scale.values()]
         m = {"phase": self.phase, "temperature": round(self.temperature(trainer), 5),
-             "expected_density": round(float(self.expected_density().detach()), 5), "density": round(kept / total, 5)}
+             "expected_density": round(expected, 5), "density": round(kept / total, 5)}
         if self.settings.rescale == "learned":
-            m["scale_mean"] = round(sum(math.exp(float(t.detach())) for t in self.log_scale.values()) / len(self.log_scale), 5)
+            m["scale_mean"] = round(sum(scales) / len(scales), 5)
         return m
 
     def state_dict(self) -> dict:
