@@ -150,6 +150,63 @@ class MobileNetDepthwise(nn.Module):
         return self.fc(self.drop(x.mean(dim=(2, 3))))
 
 
+# -- seeds of the per-weight pruning methods (Gumbel, Budget) --
+
+class WideCNN(nn.Module):
+    """digits_wide and mnist_wide: conv blocks of 3x3 conv (no bias), batchnorm, ReLU (max-pooled as listed), then a
+    linear classifier on the flattened features."""
+
+    def __init__(self, widths, pools, features):
+        super().__init__()
+        self.pools = pools
+        channels = 1
+        for i, width in enumerate(widths, 1):
+            setattr(self, f"c{i}", nn.Conv2d(channels, width, 3, padding=1, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(width))
+            channels = width
+        self.depth = len(widths)
+        self.fc = nn.Linear(features, 10)
+
+    def forward(self, x):
+        for i in range(1, self.depth + 1):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"c{i}")(x)))
+            if i in self.pools:
+                x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def DigitsWide():
+    return WideCNN((16, 32), pools=(2,), features=32 * 4 * 4)
+
+
+def MnistWide():
+    return WideCNN((16, 32, 32), pools=(1, 2, 3), features=32 * 3 * 3)
+
+
+class VGG19Cifar(nn.Module):
+    """VGG-19 with batchnorm for CIFAR: blocks of 2, 2, 4, 4, 4 convs (64 to 512 channels), a max-pool after each,
+    one linear classifier on the 512 features left."""
+
+    BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+    def __init__(self):
+        super().__init__()
+        channels = 3
+        for b, (width, n) in enumerate(self.BLOCKS, 1):
+            for i in range(1, n + 1):
+                setattr(self, f"c{b}_{i}", nn.Conv2d(channels, width, 3, padding=1, bias=False))
+                setattr(self, f"bn{b}_{i}", nn.BatchNorm2d(width))
+                channels = width
+        self.fc = nn.Linear(512, 10)
+
+    def forward(self, x):
+        for b, (_, n) in enumerate(self.BLOCKS, 1):
+            for i in range(1, n + 1):
+                x = F.relu(getattr(self, f"bn{b}_{i}")(getattr(self, f"c{b}_{i}")(x)))
+            x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
 HAND_WRITTEN = {
     "mlp": (MLP, (64,)),
     "tiny_cnn": (TinyCNN, (1, 28, 28)),
@@ -158,6 +215,11 @@ HAND_WRITTEN = {
     "densenet_concat": (DenseNetConcat, (3, 32, 32)),
     "mobilenet_depthwise": (MobileNetDepthwise, (3, 32, 32)),
 }
+HAND_WRITTEN.update({   # seeds of the per-weight pruning methods
+    "digits_wide": (DigitsWide, (1, 8, 8)),
+    "mnist_wide": (MnistWide, (1, 28, 28)),
+    "vgg19_cifar": (VGG19Cifar, (3, 32, 32)),
+})
 
 
 def test_every_seed_has_a_hand_written_module():

@@ -66,6 +66,55 @@ class DenseSettings(_Model):
     name: Literal["dense"] = "dense"
 
 
+# -- per-weight mask methods (Gumbel, Budget): archgraph/train/strategies/gumbel.py and budget.py --
+
+class GumbelSettings(_Model):
+    """Gumbel-softmax subnetwork extraction (see archgraph/train/strategies/gumbel.py)."""
+    name: Literal["gumbel"] = "gumbel"
+    weights: Literal["fixed", "trained"] = Field(
+        "fixed", description="fixed: conv/linear weights keep their (random) initial values and only the masks, "
+                             "the rescaling and the norm/bias parameters learn (the paper's setting); trained: the "
+                             "weights train jointly with the masks")
+    logit_init: float = Field(0.0, description="initial keep logit of every weight (0: keep probability 0.5)")
+    mask_lr: PositiveFloat = Field(0.05, description="Adam learning rate of the logits (scaled by the run's "
+                                                      "learning-rate schedule)")
+    temperature_start: PositiveFloat = Field(1.0, description="Gumbel-softmax temperature at the start")
+    temperature_end: PositiveFloat = Field(0.1, description="temperature at the end (annealed geometrically)")
+    hard: bool = Field(True, description="forward hard 0/1 samples with straight-through gradients (false: the "
+                                         "relaxed samples themselves)")
+    rescale: Literal["learned", "fan_in", "none"] = Field(
+        "learned", description="learned: one learned scale per layer on the kept weights; fan_in: sqrt(weights / "
+                               "kept weights) per layer, so each layer's output scale at initialisation is kept; "
+                               "none: no rescaling")
+    scale_lr: PositiveFloat = Field(0.01, description="Adam learning rate of the learned per-layer log-scales")
+    sparsity: NonNegativeFloat = Field(0.0, description="loss weight of the expected kept fraction of the masked "
+                                                        "weights (0: no pressure towards fewer weights)")
+    density: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        None, description="extraction keeps this fraction of the masked weights, those with the highest keep "
+                          "probability (None: every weight with keep probability > 0.5)")
+    recalibrate_bn: bool = Field(True, description="after extraction, recompute the norms' running statistics "
+                                                   "on the training set for the extracted network (no training)")
+
+
+class BudgetSettings(_Model):
+    """Budget-aware weight reparametrisation (see archgraph/train/strategies/budget.py)."""
+    name: Literal["budget"] = "budget"
+    target: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="kept fraction of the conv/linear weights the budget loss drives the network to")
+    budget_weight: PositiveFloat = Field(50.0, description="loss weight of the budget term")
+    budget_loss: Literal["squared", "hinge"] = Field(
+        "squared", description="squared: (kept - target)^2; hinge: max(0, kept - target) (only pushes down)")
+    threshold: PositiveFloat = Field(
+        0.5, description="a weight is kept when |w| / RMS(layer's weights) exceeds this")
+    temperature_start: PositiveFloat = Field(0.5, description="width of the sigmoid mask function at the start, in "
+                                                               "units of the layer's RMS")
+    temperature_end: PositiveFloat = Field(0.005, description="width at the end of the annealing (near a step)")
+    anneal_epochs: Optional[PositiveInt] = Field(
+        None, description="epochs over which the temperature is annealed geometrically (None: the whole run)")
+    warmup_epochs: NonNegativeInt = Field(0, description="epochs of dense training before the reparametrisation "
+                                                         "and the budget loss start")
+
+
 class GnapSettings(_Model):
     """GNAP: grow at saturation, prune with learned masks in between (see archgraph/train/strategies/gnap.py)."""
     name: Literal["gnap"] = "gnap"
@@ -106,6 +155,7 @@ class GnapSettings(_Model):
 
 #: every method's settings model, discriminated on ``name`` (other methods add theirs here)
 METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
+METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
 MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
 
 

@@ -14,6 +14,12 @@ STRATEGIES = {
     "gnap": "archgraph.train.strategies.gnap:GnapStrategy",
 }
 
+# per-weight mask methods
+STRATEGIES.update({
+    "gumbel": "archgraph.train.strategies.gumbel:GumbelStrategy",
+    "budget": "archgraph.train.strategies.budget:BudgetStrategy",
+})
+
 
 def make_strategy(settings, config=None) -> Strategy:
     """The strategy for ``settings.name``, constructed with its settings and the whole run config."""

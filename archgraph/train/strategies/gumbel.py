@@ -1,0 +1,287 @@
+"""Gumbel: extract a subnetwork with Gumbel-softmax sampled topologies (our reading of Dupont, Alaoui, Sahbi and
+Lebois 2022, "Extracting effective subnetworks with Gumbel-softmax").
+
+The paper extracts effective subnetworks from a larger, untrained network: each weight gets a learned probability
+of being kept, topologies are sampled with the Gumbel-softmax trick while those probabilities train, a rescaling
+mechanism improves the sampled subnetworks, and the final subnetwork keeps the likely weights. We had the abstract
+and the method's outline, not its code, so the details below are ours (settings in
+:class:`~archgraph.train.config.GumbelSettings`):
+
+1. **Keep probabilities.** Every conv/linear weight ``w`` has a logit ``l`` (``logit_init``, default 0: probability
+   one half); ``p = sigmoid(l)``. The logits are the method's own parameters, trained by their own Adam
+   (``mask_lr``, scaled by the run's learning-rate schedule), kept in the strategy's state for resume and carried
+   through rewrites by the rewrite's transfer plan.
+2. **Sampled topologies.** At each training step a mask is sampled per weight from the binary concrete (relaxed
+   Bernoulli) distribution, which is the two-class Gumbel-softmax written with one logit (the difference of two
+   Gumbel variables is logistic): ``soft = sigmoid((l + log u - log(1 - u)) / T)``, ``u ~ U(0, 1)``. With ``hard``
+   (default) the forward pass uses the hard sample ``1[soft > 0.5]`` - a real binary topology, kept with probability
+   exactly ``p`` - and the gradient of the relaxed one (straight-through). The temperature ``T`` is annealed
+   geometrically from ``temperature_start`` to ``temperature_end`` over the run, so the gradient estimate starts
+   smooth and ends close to the hard samples' own.
+3. **Weights.** By default (``weights: fixed``) conv/linear weights keep their initial random values - the paper's
+   main setting, extracting from an untrained network - and receive no gradient (no weight decay either); norm
+   parameters and biases still train with the run's optimizer (our choice: they are a small share and give
+   batchnorm somewhere to adapt to each sampled width). ``weights: trained`` trains the weights jointly with the
+   masks (the paper also extracts from trained networks).
+4. **Rescaling.** Dropping weights shrinks each layer's output. The kept weights of a layer are multiplied by a
+   per-layer scale: ``learned`` (default: one learned log-scale per layer, Adam with ``scale_lr``; our reading of the
+   paper's cheap rescaling, one scalar per layer instead of training the weights), ``fan_in``
+   (``sqrt(weights / kept weights)`` of the current mask, which keeps the output's variance at initialisation, as
+   supermask-style dynamic rescaling does) or ``none``.
+5. **Extraction.** The final mask is deterministic: weights with ``p > 0.5`` (or, with ``density``, the top
+   ``density`` share of all masked weights by probability, one global ranking). Validation during training already
+   uses this mask, so the logged accuracy is the extracted subnetwork's. ``sparsity`` adds that weight times the
+   expected kept fraction to the loss (0 by default: the extracted size is what the probabilities settle at).
+   At the end the scale is folded into the kept weights, dropped weights become exact zeros, channels the mask
+   empties (see :mod:`archgraph.train.unstructured`) are zeroed and removed with ``prune_channels``, which leaves
+   the function unchanged, and (``recalibrate_bn``) the norms' running statistics - gathered on random topologies -
+   are recomputed on the training set for the extracted network, with no weight changing. There is no fine-tuning.
+
+Not from the paper (our choices): the single-logit parametrisation, the per-layer learned log-scale, training the
+norm parameters, the batchnorm recalibration, and the channel removal.
+
+>>> import torch
+>>> s = binary_concrete(torch.zeros(10000), 0.5, generator=torch.Generator().manual_seed(0))
+>>> 0.47 < s.mean().item() < 0.53 and set(s.unique().tolist()) == {0.0, 1.0}
+True
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ..unstructured import ChannelDeath, TensorAdam, follow, masked_keys
+from .base import Strategy
+
+TRAIN, DONE = "train", "done"
+
+
+def binary_concrete(logits: torch.Tensor, temperature: float, hard: bool = True,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A keep mask sampled from the binary concrete distribution with keep probability ``sigmoid(logits)``.
+
+    ``hard``: the values are 0/1 samples (``1`` with probability exactly ``sigmoid(logits)``) and the gradient is
+    that of the relaxed sample ``sigmoid((logits + logistic noise) / temperature)`` (straight-through); otherwise the
+    relaxed sample itself.
+    """
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    u = u.clamp(1e-6, 1 - 1e-6)
+    z = logits + (torch.log(u) - torch.log1p(-u))
+    soft = torch.sigmoid(z / temperature)
+    if not hard:
+        return soft
+    return (z > 0).to(soft.dtype) + (soft - soft.detach())
+
+
+def annealed(start: float, end: float, fraction: float) -> float:
+    """Geometric interpolation from ``start`` (``fraction`` 0) to ``end`` (1), clamped.
+
+    >>> annealed(1.0, 0.01, 0.5)
+    0.1
+    """
+    t = min(1.0, max(0.0, fraction))
+    return float(start * (end / start) ** t)
+
+
+class GumbelStrategy(Strategy):
+    name = "gumbel"
+
+    def __init__(self, settings, config=None):
+        super().__init__(settings, config)
+        self.phase = TRAIN
+        self.logits: dict[str, torch.Tensor] = {}
+        self.log_scale: dict[str, torch.Tensor] = {}
+        self.adam_logits = TensorAdam(settings.mask_lr)
+        self.adam_scale = TensorAdam(settings.scale_lr)
+        self.death: Optional[ChannelDeath] = None
+        self._state: Optional[dict] = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def setup(self, trainer) -> None:
+        params = dict(trainer.module.named_parameters())
+        self.logits = {k: torch.full_like(params[k], self.settings.logit_init).detach()
+                       for k in masked_keys(trainer.graph)}
+        self.log_scale = {k.rsplit(".", 1)[0]: torch.zeros((), device=trainer.device) for k in self.logits}
+
+    def attach(self, trainer) -> None:
+        self.device = trainer.device
+        if self._state is not None:
+            st, self._state = self._state, None
+            self.phase = st["phase"]
+            self.logits = {k: v.to(trainer.device) for k, v in st["logits"].items()}
+            self.log_scale = {k: v.to(trainer.device) for k, v in st["log_scale"].items()}
+            self.adam_logits.load_state_dict(st["adam_logits"], trainer.device)
+            self.adam_scale.load_state_dict(st["adam_scale"], trainer.device)
+        for t in [*self.logits.values(), *self.log_scale.values()]:
+            t.requires_grad_(True)
+        self.death = ChannelDeath(trainer.graph)
+
+    def temperature(self, trainer) -> float:
+        s = self.settings
+        return annealed(s.temperature_start, s.temperature_end, trainer.progress / max(1, trainer.epochs))
+
+    # ---- masks --------------------------------------------------------------------------------------------------
+    def keep_masks(self) -> dict[str, torch.Tensor]:
+        """The deterministic (extraction) masks: ``p > 0.5``, or the top ``density`` share by probability."""
+        with torch.no_grad():
+            if self.settings.density is None:
+                return {k: (l > 0).float() for k, l in self.logits.items()}
+            flat = torch.cat([l.flatten() for l in self.logits.values()])
+            k = max(1, int(round(self.settings.density * flat.numel())))
+            order = torch.argsort(flat, descending=True, stable=True)
+            keep = torch.zeros_like(flat)
+            keep[order[:k]] = 1.0
+            out, at = {}, 0
+            for key, l in self.logits.items():
+                out[key] = keep[at:at + l.numel()].view_as(l)
+                at += l.numel()
+            return out
+
+    def _scale(self, key: str, hard: torch.Tensor) -> torch.Tensor:
+        mode = self.settings.rescale
+        if mode == "learned":
+            return self.log_scale[key.rsplit(".", 1)[0]].exp()
+        if mode == "fan_in":
+            kept = hard.detach().sum().clamp_min(1.0)
+            return (hard.numel() / kept).sqrt()
+        return torch.ones((), device=hard.device)
+
+    def masked(self, trainer, sample: bool) -> tuple[dict, dict]:
+        """``(values, hard)``: masked, rescaled weights (dead channels zeroed) for a sampled (training) or the
+        deterministic topology, and the 0/1 masks used."""
+        params = dict(trainer.module.named_parameters())
+        s = self.settings
+        temperature = self.temperature(trainer)
+        masks = {k: binary_concrete(l, temperature, s.hard) for k, l in self.logits.items()} if sample \
+            else self.keep_masks()
+        hard = {k: (m.detach() > 0.5).to(m.dtype) for k, m in masks.items()}
+        values = {}
+        for key, m in masks.items():
+            w = params[key]
+            base = w.detach() if s.weights == "fixed" else w
+            values[key] = base * m * self._scale(key, hard[key])
+        if s.hard or not sample:
+            values = self.death.gate(values, params, self.death.dead(hard))
+        return values, hard
+
+    def parametrize(self, trainer, training: bool):
+        if self.phase == DONE:
+            return {}, None
+        values, _ = self.masked(trainer, sample=training)
+        extra = None
+        if training and self.settings.sparsity > 0:
+            extra = self.settings.sparsity * self.expected_density()
+        return values, extra
+
+    def expected_density(self) -> torch.Tensor:
+        """Expected kept fraction of the masked weights (differentiable in the logits)."""
+        total = sum(l.numel() for l in self.logits.values())
+        return sum(torch.sigmoid(l).sum() for l in self.logits.values()) / total
+
+    def on_step_end(self, trainer) -> list:
+        if self.phase == DONE:
+            return []
+        factor = trainer.optimizer.param_groups[0]["lr"] / trainer.schedule.lr
+        self.adam_logits.step(self.logits, self.settings.mask_lr * factor)
+        if self.settings.rescale == "learned":
+            self.adam_scale.step({f"scale.{n}": t for n, t in self.log_scale.items()},
+                                 self.settings.scale_lr * factor)
+        else:
+            for t in self.log_scale.values():
+                t.grad = None
+        return []
+
+    # ---- the end ------------------------------------------------------------------------------------------------
+    def finalize(self, trainer) -> list:
+        if self.phase == DONE:
+            return []
+        values, hard = self.masked(trainer, sample=False)
+        dead = self.death.dead(hard)
+        params = dict(trainer.module.named_parameters())
+        with torch.no_grad():
+            for key, value in values.items():
+                params[key].copy_(value)
+        if self.settings.recalibrate_bn:
+            recalibrate_norms(trainer)
+        self.phase = DONE
+        return self.death.rules(dead)
+
+    def effective_weights(self, trainer) -> dict:
+        out = super().effective_weights(trainer)
+        if self.phase != DONE:
+            with torch.no_grad():
+                values, _ = self.masked(trainer, sample=False)
+            out.update({k: v.detach() for k, v in values.items()})
+        return out
+
+    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+        import archgraph
+        plan = archgraph.apply(old_graph, rule).plan
+        params = dict(trainer.module.named_parameters())
+        shapes = {k: params[k].shape for k in masked_keys(new_graph)}
+        with torch.no_grad():
+            self.logits = {k: v.requires_grad_(True) for k, v in
+                           follow(plan, self.logits, shapes, self.settings.logit_init, trainer.device).items()}
+            self.adam_logits.follow(plan, shapes, device=trainer.device)
+            scales = {}
+            for key in shapes:
+                node = key.rsplit(".", 1)[0]
+                old = self.log_scale.get(plan.nodes.get(node) or node)
+                scales[node] = (old.detach().clone() if old is not None
+                                else torch.zeros((), device=trainer.device)).requires_grad_(True)
+            self.log_scale = scales
+            self.adam_scale.follow(plan, {}, others=[f"scale.{n}" for n in scales], device=trainer.device)
+        self.death = ChannelDeath(new_graph)
+
+    # ---- numbers and state --------------------------------------------------------------------------------------
+    def metrics(self, trainer) -> dict:
+        if not self.logits:
+            return {"phase": self.phase}
+        keep = self.keep_masks()
+        kept = sum(int(m.sum()) for m in keep.values())
+        total = sum(m.numel() for m in keep.values())
+        with torch.no_grad():
+            expected = float(self.expected_density())
+            scales = [math.exp(float(t)) for t in self.log_scale.values()]
+        m = {"phase": self.phase, "temperature": round(self.temperature(trainer), 5),
+             "expected_density": round(expected, 5), "density": round(kept / total, 5)}
+        if self.settings.rescale == "learned":
+            m["scale_mean"] = round(sum(scales) / len(scales), 5)
+        return m
+
+    def state_dict(self) -> dict:
+        return {"phase": self.phase,
+                "logits": {k: v.detach().cpu() for k, v in self.logits.items()},
+                "log_scale": {k: v.detach().cpu() for k, v in self.log_scale.items()},
+                "adam_logits": self.adam_logits.state_dict(), "adam_scale": self.adam_scale.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._state = state
+
+
+@torch.no_grad()
+def recalibrate_norms(trainer) -> None:
+    """Recompute every batchnorm's running statistics as the plain average over the training set (no augmentation)
+    for the network as it is now; no parameter changes."""
+    norms = [m for m in trainer.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None   # cumulative average
+    was_training = trainer.module.training
+    trainer.module.train()
+    split = trainer.dataset.train
+    bs = trainer.config.data.eval_batch_size
+    for start in range(0, len(split), bs):
+        idx = torch.arange(start, min(start + bs, len(split)))
+        if len(idx) < 2:
+            continue
+        x, _ = trainer.dataset.batch(split, idx)
+        trainer.forward(x, {})
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    trainer.module.train(was_training)
