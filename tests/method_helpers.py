@@ -71,7 +71,7 @@ def check_run(run, summary: dict, test_x=None, test_y=None) -> list[dict]:
     return log
 
 
-def test_split(root):
+def held_out(root):
     """The generated test images as the run sees them."""
     from archgraph.train.config import DataConfig
     from archgraph.train.data import load_dataset

@@ -138,7 +138,7 @@ class ScsStrategy(Strategy):
         if training and self.settings.penalty > 0 and (soft or soft_b):
             expected = self.expected_macs(self._unprotected(soft), soft_b)
             budget = self.settings.budget
-            if budget is None or float(expected) > budget * self.seed_macs:
+            if budget is None or float(expected.detach()) > budget * self.seed_macs:
                 extra = self.settings.penalty * expected / self.seed_macs
         return overrides, extra
 
@@ -389,18 +389,22 @@ def _after(graph, rules: list):
     return graph
 
 
+OFF = 1e-3   # forward value of a structure sampled off (see _straight_through)
+
+
 def _straight_through(q: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """The sample ``q`` (0 or 1) in the forward pass, the gradient of ``soft`` in the backward pass (a
-    straight-through Bernoulli estimator): a structure sampled off still learns how much turning it on would lower
-    the loss.
+    """The sample ``q`` in the forward pass, the gradient of ``soft`` in the backward pass (a straight-through
+    Bernoulli estimator), so a structure sampled off still learns how much turning it on would lower the loss.
+    A structure sampled off is scaled by ``OFF`` = 0.001 rather than 0: at exactly 0 the ReLU after it would pass
+    no gradient at all; at 0.001 its output is negligible and the gradient is the one-sided derivative at 0.
 
     >>> s = torch.tensor([0.3, 0.8], requires_grad=True)
     >>> g = _straight_through(torch.tensor([0., 1.]), s)
     >>> g.tolist(); g.sum().backward(); s.grad.tolist()
-    [0.0, 1.0]
+    [0.001, 1.0]
     [1.0, 1.0]
     """
-    return q + (soft - soft.detach())
+    return torch.where(q > 0, 1.0, OFF) + (soft - soft.detach())
 
 
 def _leaf(value: torch.Tensor, device) -> torch.Tensor:
