@@ -10,36 +10,43 @@ ones cost no compute, makes the penalty budget-aware, and grows the network from
 :class:`~archgraph.train.config.ScsSettings`:
 
 1. **Gates.** One logit per channel of every layer whose channels can be removed on their own, and one per residual
-   branch (``branch_gates``), :mod:`archgraph.train.gates`. The gate ``sigmoid(beta*s) / sigmoid(s0)`` multiplies
-   what makes the channel after its last normalisation (the batchnorm's weight and bias), or the branch's closing
-   batchnorm, through the parametrize hook (``torch.func.functional_call`` overrides; the module is untouched).
-   The logits live in the strategy with their own SGD with momentum (``gate_lr``), are in its ``state_dict`` and follow every
-   rewrite (kept and split channels keep theirs, new ones start at ``s_new``).
-2. **Sampling.** With ``sample``, each training step draws every structure's indicator
-   ``q ~ Bernoulli(sigmoid(beta*s))`` (one draw per structure for the whole batch) and uses ``q * gate``; evaluation
-   uses the deterministic gate. The training MACs of a step are those of the sampled sub-network (a layer costs its
-   dense MACs times its active share of output and input channels, a branch that is off costs nothing).
+   branch (``branch_gates``), :mod:`archgraph.train.gates`. A gate multiplies what makes the channel after its
+   last normalisation (the batchnorm's weight and bias), or the branch's closing batchnorm, through the
+   parametrize hook (``torch.func.functional_call`` overrides; the module is untouched). The logits live in the
+   strategy with their own SGD with momentum (``gate_lr``; SGD so that a gate's task gradient and its penalty
+   keep the balance the loss gives them), are in its ``state_dict`` and follow every rewrite (kept and split
+   channels keep theirs, new ones start at ``s_new``).
+2. **Sampling** (``sample``, the default, SCS). Each training step draws every structure's indicator
+   ``q ~ Bernoulli(sigmoid(beta*s))`` (one draw per structure for the whole batch) and the gate's forward value is
+   ``q``, its gradient that of ``sigmoid(beta*s)`` (straight-through); a structure drawn off is scaled by 0.001
+   rather than 0 so that the ReLU after it still passes a gradient. Evaluation uses the hard mask ``1[s > 0]``.
+   We do not multiply the sample by the soft gate: a batchnorm downstream undoes any common scale of a layer's
+   channels, so soft values would let a whole layer's gates sink together at no cost to the loss (we saw it).
+   The training MACs of a step are those of the sampled sub-network (a layer costs its dense MACs times its
+   active share of output and input channels; a branch drawn off costs nothing).
+   Without ``sample`` the gates are CS's deterministic ``sigmoid(beta*s) / sigmoid(s0)`` (1 at the start).
 3. **Budget-aware penalty.** The loss adds ``penalty * E[MACs] / seed MACs``, where ``E[MACs]`` is the expected
-   MACs under the soft gates: an L1 penalty on the soft masks in which every gate is weighted by the MACs it
-   controls (its layer's share and the readers' columns), so it reduces to CS's L1 for one gate family and prices
-   structures by what they cost. With ``budget`` (a share of the seed's MACs) the penalty is off while the expected
-   MACs are under the budget, so the network settles at the budget instead of shrinking on (our choice: the paper
-   describes the penalty as budget-aware without the exact form being available to us).
+   MACs under the soft gates ``sigmoid(beta*s)``: an L1 penalty on the soft masks in which every gate is weighted
+   by the MACs it controls (its layer's share and the readers' columns), so it reduces to CS's L1 for one gate
+   family and prices structures by what they cost. The ``min_width`` most open gates of each layer get no
+   penalty gradient (a layer keeps them anyway). With ``budget`` (a share of the seed's MACs) the penalty is off
+   while the expected MACs are under the budget, so the network settles at the budget instead of shrinking on
+   (our choice: the paper's budget-aware form was not available to us).
 4. **Annealing.** ``beta`` is multiplied every epoch by ``beta_final ** (1 / L)``, ``L`` the round length
-   (``(epochs - finetune_epochs) // rounds``); between rounds ``s <- min(s, s0)`` and ``beta <- 1``.
+   (``(epochs - finetune_epochs) // rounds``), so it reaches ``beta_final`` at the end of a round; between rounds
+   ``s <- min(s, s0)`` and ``beta <- 1``.
 5. **Growth.** In the first ``grow_until`` share of every round (while ``beta`` is small and gates can still move),
    every ``grow_every`` epochs, a layer with at least ``grow_threshold`` of its gates open (``sigmoid(beta*s) >
-   0.5``) is widened by ``growth_factor`` with ``add_filters`` (``grow_init``, default random, at most
+   0.5``) is widened by ``growth_factor`` with ``add_filters`` (``grow_init``, default random; at most
    ``max_growths`` events, ``max_width``); with ``grow_blocks`` and every branch gate open, a residual block is
    inserted (``insert_block``) after the most open branch. SCS proper grows by opening gates of a larger
-   super-network; adding the channels when a layer's gates are all in use keeps the network small all along.
+   super-network; adding channels when a layer's gates are all in use keeps the network small all along.
 6. **Removal.** At every epoch end, channels and branches whose gate ``sigmoid(beta*s)`` fell under
-   ``close_below`` are removed (``prune_channels``, ``collapse_layer``): they contribute under that share of their
-   output, and removing them saves their training compute from then on.
-7. **The end.** After the last round the hard mask ``1[s > 0]`` is folded into the weights (open gates become their
-   hard value ``1 / sigmoid(s0)``, closed structures exact zeros) and the closed structures are removed, so the saved
-   network computes exactly what the hard-masked one did; ``finetune_epochs`` (default 0: SCS has no fine-tuning
-   stage) may follow.
+   ``close_below`` are removed (``prune_channels``, ``collapse_layer``): they are almost never drawn, and removing
+   them saves their training compute from then on.
+7. **The end.** After the last round the hard mask ``1[s > 0]`` (times ``1 / sigmoid(s0)`` for CS's gates) is
+   folded into the weights, closed structures become exact zeros and are removed, so the saved network computes
+   exactly what the hard-masked one did; ``finetune_epochs`` (default 0: SCS has no fine-tuning stage) may follow.
 
 Epoch events and the summary carry ``train_macs`` (MACs of training forward passes with the sampled structures),
 ``train_macs_dense`` (the same steps with every structure of each version active) and ``expected_macs``; the
@@ -400,8 +407,9 @@ def _straight_through(q: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
 
     >>> s = torch.tensor([0.3, 0.8], requires_grad=True)
     >>> g = _straight_through(torch.tensor([0., 1.]), s)
-    >>> g.tolist(); g.sum().backward(); s.grad.tolist()
+    >>> [round(v, 6) for v in g.tolist()]
     [0.001, 1.0]
+    >>> g.sum().backward(); s.grad.tolist()
     [1.0, 1.0]
     """
     return torch.where(q > 0, 1.0, OFF) + (soft - soft.detach())
