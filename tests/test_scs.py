@@ -151,3 +151,23 @@ def test_a_tiny_scs_run_grows_removes_closed_channels_and_saves_training_macs(da
     epochs = [e["metrics"] for e in log if e["event"] == "epoch"]
     assert all("train_macs" in m and "beta" in m for m in epochs)
     assert epochs[-1]["train_macs"] <= summary["train_macs"]
+
+
+def test_layers_whose_gates_are_all_open_grow_and_a_residual_block_is_inserted():
+    st, tr = setup("resnet_cifar", epochs=20, s_init=2.0, grow_every=1, grow_until=0.5, growth_factor=1.5,
+                   grow_blocks=True, s_new=0.5)
+    with torch.no_grad():
+        st.s["b2_c1"][:16] = -3.0                                       # half closed: this layer does not grow
+    tr.epoch = 1
+    rules = st.on_epoch_end(tr, {})
+    assert [(r.name, getattr(r, "node", getattr(r, "after", None))) for r in rules] == \
+        [("add_filters", "b1_c1"), ("insert_block", "b1_out")]
+    assert rules[0].count == 8 and st.growths == 1
+    for r in rules:
+        graph, module = archgraph.rewrite(tr.graph, tr.module, r)
+        old, tr.graph, tr.module = tr.graph, graph, module
+        st.on_rewrite(tr, old, graph, r)
+    assert st.s["b1_c1"].shape == (24,) and st.s["b1_c1"][16:].tolist() == [0.5] * 8
+    new_branch = [k for k in st.sb if k not in ("b1_bn2", "b2_bn2")]
+    assert len(new_branch) == 1 and st.sb[new_branch[0]].item() == 0.5
+    assert any(k.startswith("b1_out") for k in st.s)                   # the new block's first layer is gated too

@@ -206,7 +206,8 @@ class ScsStrategy(Strategy):
     def _removal_rules(self, graph) -> list:
         from ... import rules as R
         s = self.settings
-        soft, soft_b = self.soft()
+        with torch.no_grad():
+            soft, soft_b = self.soft()
         out = []
         gone: set[str] = set()
         for node, p in sorted(soft_b.items()):
@@ -224,7 +225,8 @@ class ScsStrategy(Strategy):
     def _growth_rules(self, graph) -> list:
         from ... import rules as R
         s = self.settings
-        soft, soft_b = self.soft()
+        with torch.no_grad():
+            soft, soft_b = self.soft()
         out = []
         shapes = graph.shapes()
         for node in sorted(self.layout.channel):
