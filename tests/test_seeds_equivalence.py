@@ -222,6 +222,67 @@ HAND_WRITTEN.update({   # seeds of the per-weight pruning methods
 })
 
 
+# ---- the GPU-sized seeds of CGaP and SCS (issue 5) ----------------------------------------------------------------
+
+class ResNet20Half(nn.Module):
+    """ResNet-20 for CIFAR at half width (8/16/32), option-B shortcuts where the shape changes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(8)
+        self.blocks = []
+        cin = 8
+        for s, w in enumerate((8, 16, 32), start=1):
+            for b in range(1, 4):
+                p, stride = f"s{s}b{b}", 2 if (b == 1 and s > 1) else 1
+                self.add_module(f"{p}_c1", nn.Conv2d(cin, w, 3, stride=stride, padding=1, bias=False))
+                self.add_module(f"{p}_bn1", nn.BatchNorm2d(w))
+                self.add_module(f"{p}_c2", nn.Conv2d(w, w, 3, padding=1, bias=False))
+                self.add_module(f"{p}_bn2", nn.BatchNorm2d(w))
+                short = stride > 1 or cin != w
+                if short:
+                    self.add_module(f"{p}_sc", nn.Conv2d(cin, w, 1, stride=stride, bias=False))
+                    self.add_module(f"{p}_sbn", nn.BatchNorm2d(w))
+                self.blocks.append((p, short))
+                cin = w
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        for p, short in self.blocks:
+            m = lambda name: getattr(self, f"{p}_{name}")   # noqa: E731
+            y = m("bn2")(m("c2")(F.relu(m("bn1")(m("c1")(x)))))
+            x = F.relu(y + (m("sbn")(m("sc")(x)) if short else x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class VGG19Quarter(nn.Module):
+    """VGG-19 with batchnorm for CIFAR-100 at a quarter of the width (16..128 channels)."""
+
+    STAGES = [[16, 16], [32, 32], [64] * 4, [128] * 4, [128] * 4]
+
+    def __init__(self):
+        super().__init__()
+        cin = 3
+        for s, widths in enumerate(self.STAGES, start=1):
+            for i, w in enumerate(widths, start=1):
+                self.add_module(f"s{s}c{i}", nn.Conv2d(cin, w, 3, padding=1, bias=False))
+                self.add_module(f"s{s}c{i}_bn", nn.BatchNorm2d(w))
+                cin = w
+        self.fc = nn.Linear(128, 100)
+
+    def forward(self, x):
+        for s, widths in enumerate(self.STAGES, start=1):
+            for i in range(1, len(widths) + 1):
+                x = F.relu(getattr(self, f"s{s}c{i}_bn")(getattr(self, f"s{s}c{i}")(x)))
+            x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+HAND_WRITTEN.update({"resnet20_half_cifar": (ResNet20Half, (3, 32, 32)),
+                     "vgg19_quarter_cifar100": (VGG19Quarter, (3, 32, 32))})
+
 def test_every_seed_has_a_hand_written_module():
     assert {p.stem for p in SEED_DIR.glob("*.yaml")} == set(HAND_WRITTEN)
 

@@ -153,9 +153,108 @@ class GnapSettings(_Model):
         10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
 
 
+# ---- CGaP, SCS, GbP (issue 5; strategies/cgap.py, scs.py, gbp.py) -------------------------------------------
+
+class CgapSettings(_Model):
+    """CGaP: continuous growth next to the most salient units, then pruning of the least salient
+    (see archgraph/train/strategies/cgap.py)."""
+    name: Literal["cgap"] = "cgap"
+    saliency_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.9, description="moving average of the per-channel saliency |sum(activation x gradient)| over steps")
+    # growth
+    grow_epochs: NonNegativeInt = Field(20, description="growth events happen during the first grow_epochs")
+    grow_every: PositiveInt = Field(2, description="epochs between growth events")
+    growth_rate: Annotated[float, Field(gt=0.0, le=2.0)] = Field(
+        0.5, description="share of a layer's width added at a growth event (next to its most salient units)")
+    growth_decay: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.8, description="the growth rate is multiplied by this after every growth event")
+    grow_rule: Literal["split_filters", "add_filters"] = Field(
+        "split_filters", description="split_filters duplicates the most salient units (with +-split_eps noise); "
+                                     "add_filters adds fresh ones (grow_init)")
+    split_eps: NonNegativeFloat = Field(0.01, description="noise that tells the two halves of a split unit apart")
+    grow_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "preserve", description="initialisation of new filters with grow_rule add_filters")
+    max_width: PositiveInt = Field(512, description="no layer grows past this many channels/features")
+    # pruning
+    prune_start: NonNegativeInt = Field(25, description="first epoch at whose end channels may be pruned")
+    prune_every: PositiveInt = Field(2, description="epochs between pruning events")
+    prune_rate: Annotated[float, Field(gt=0.0, le=0.9)] = Field(
+        0.1, description="share of the gated channels removed at a pruning event (least salient first)")
+    target_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.5, description="pruning stops once the network has at most this share of its peak parameters")
+    target_params: Optional[PositiveInt] = Field(
+        None, description="or once it has at most this many parameters (whichever is reached first)")
+    min_width: PositiveInt = Field(2, description="a layer keeps at least this many channels")
+
+
+class ScsSettings(_Model):
+    """SCS: structured continuous sparsification with growth (see archgraph/train/strategies/scs.py)."""
+    name: Literal["scs"] = "scs"
+    # gates (continuous sparsification)
+    s_init: float = Field(2.0, description="initial gate logit s0; gates are sigmoid(beta*s)/sigmoid(s0)")
+    beta_final: Annotated[float, Field(gt=1.0)] = Field(
+        200.0, description="the temperature beta is multiplied every epoch to reach this at the end of a round")
+    rounds: PositiveInt = Field(1, description="rounds of annealing; between rounds s is clamped to s0 and "
+                                               "beta reset to 1")
+    gate_lr: PositiveFloat = Field(0.1, description="learning rate of the gate logits (SGD, momentum 0.9)")
+    sample: bool = Field(True, description="Bernoulli-sample the active channels and branches at each step")
+    branch_gates: bool = Field(True, description="gate residual branches too (removed by collapse_layer)")
+    penalty: NonNegativeFloat = Field(
+        1.0, description="loss units per seed-MACs of expected MACs (a cost-weighted L1 on the soft gates)")
+    budget: Optional[PositiveFloat] = Field(
+        None, description="target MACs as a share of the seed's; the penalty is off while the expected MACs "
+                          "are under it (None: always on)")
+    close_below: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.01, description="a channel or branch whose gate sigmoid(beta*s) falls under this is removed")
+    min_width: PositiveInt = Field(2, description="a layer keeps at least this many channels (the penalty does "
+                                                   "not push on its min_width most open gates)")
+    # growth
+    grow_every: PositiveInt = Field(3, description="epochs between growth checks")
+    grow_until: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="growth checks happen in this first share of every round (while beta is small)")
+    grow_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.9, description="a layer grows when at least this share of its gates is open (sigmoid(beta*s) > 0.5)")
+    growth_factor: Annotated[float, Field(gt=1.0, le=4.0)] = Field(1.5, description="width multiplier of a growth")
+    max_growths: NonNegativeInt = Field(4, description="most growth events (each may widen several layers)")
+    max_width: PositiveInt = Field(512, description="no layer grows past this many channels/features")
+    grow_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "random", description="initialisation of new filters")
+    s_new: float = Field(0.0, description="initial gate logit of new channels and blocks")
+    grow_blocks: bool = Field(False, description="insert a residual block (insert_block) when every branch "
+                                                 "gate is open")
+    # the end
+    finetune_epochs: NonNegativeInt = Field(
+        0, description="epochs after the hard masks 1[s > 0] are folded into the weights")
+
+
+class GbpSettings(_Model):
+    """GbP: growing before pruning, with global group sparsity and an annealed threshold
+    (see archgraph/train/strategies/gbp.py)."""
+    name: Literal["gbp"] = "gbp"
+    expand_after: PositiveInt = Field(1, description="epochs the seed trains before its filter space is expanded")
+    expand_factor: Annotated[float, Field(gt=1.0, le=8.0)] = Field(
+        2.0, description="every channel space that can change is widened by this factor")
+    expand_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "random", description="initialisation of the new filters")
+    max_width: PositiveInt = Field(1024, description="no layer is widened past this many channels/features")
+    penalty: NonNegativeFloat = Field(
+        0.5, description="weight of the group lasso (the mean over parameters of the groups' scale-free norms)")
+    reweight: bool = Field(True, description="reweight each group by the inverse of its scale (the Gaussian "
+                                             "scale mixture's MAP estimate), so weak groups are pushed harder")
+    anneal_start: NonNegativeInt = Field(
+        3, description="epochs after the expansion before the threshold starts rising")
+    anneal_epochs: PositiveInt = Field(20, description="epochs over which the threshold rises to its final value")
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.3, description="final threshold on a group's relative scale (its RMS over the RMS of each tensor)")
+    max_prune_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.25, description="at most this share of the remaining groups is removed at one epoch's end")
+    min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
+
+
 #: every method's settings model, discriminated on ``name`` (other methods add theirs here)
 METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
 METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
+METHOD_SETTINGS += (CgapSettings, ScsSettings, GbpSettings)   # growth and structured pruning methods
 MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
 
 

@@ -358,6 +358,7 @@ class Trainer:
             "device": self.device.type, "world_size": 1,
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
         }
+        summary.update(self.strategy.summary(self))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
         self._say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "

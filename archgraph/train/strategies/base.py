@@ -78,6 +78,10 @@ class Strategy:
         """Extra numbers for the epoch event."""
         return {}
 
+    def summary(self, trainer) -> dict:
+        """Extra numbers for ``summary.json`` (e.g. training MACs)."""
+        return {}
+
     def state_dict(self) -> dict:
         return {}
 

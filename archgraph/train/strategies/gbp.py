@@ -1,0 +1,217 @@
+"""GbP: growing before pruning (our reading of Lu, Dong, Fang, Lin, Li and Shi, Pattern Recognition 2025).
+
+The paper first *expands the filter space* (to explore more architectures before exploiting them), then prunes
+filters progressively: each filter's importance is measured by *global group sparsity* (a Gaussian scale mixture
+model of the filter groups) and a *deterministic annealing* strategy removes them. Its exact equations were not
+available to us; what we do, with :class:`~archgraph.train.config.GbpSettings`:
+
+1. **Grow.** After ``expand_after`` epochs of the seed, every channel space that can change (one per group of
+   coupled producers, :mod:`archgraph.channels`; residual adds keep their sides equal) is widened by
+   ``expand_factor`` with ``add_filters`` (``expand_init``, default random: the new filters must be worth something
+   to survive). Only "wider" is implemented; the paper's multi-branch expansion is not.
+2. **Group sparsity.** A group is one coupled channel with everything tied to it (producer rows, norm entries, the
+   reading layers' columns: :class:`~archgraph.train.groups.GroupIndex`). Its *scale* is the RMS of its entries,
+   each divided by the RMS of its tensor (scale-free, so groups of every layer compare on one axis: the *global*
+   part). The loss adds ``penalty`` times the mean over parameters of the groups' (scale-free) L2 norms, each
+   weighted by ``sqrt(group size)`` and, with ``reweight``, by ``1 / (scale + 0.05)`` recomputed every epoch: the
+   MAP update of a Gaussian scale mixture (iteratively reweighted group lasso), which pushes weak groups harder.
+3. **Deterministic annealing.** ``anneal_start`` epochs after the expansion a threshold on the group scale starts to
+   rise along a fixed cosine schedule from 0 to ``threshold`` over ``anneal_epochs``; at every epoch end the groups
+   under it are removed with ``prune_channels`` (lowest first, at most ``max_prune_fraction`` of the remaining
+   groups at once, ``min_width`` channels kept per space). Pruned groups are near zero, so removal barely changes
+   the function.
+4. **Fine-tune.** After the annealing the penalty is off and the remaining epochs train the pruned network.
+
+``train_macs`` in the summary counts the MACs of training forward passes (the network trains wide until pruned).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ...errors import RuleError
+from ..groups import GroupIndex
+from .base import Strategy
+from .costs import TrainCost, step_samples
+
+SEED, SEARCH, FINETUNE = "seed", "search", "finetune"
+EPS = 0.05   # added to a group's scale in the reweighting (a group at zero is not pushed infinitely)
+
+
+class GbpStrategy(Strategy):
+    name = "gbp"
+
+    def __init__(self, settings, config=None):
+        super().__init__(settings, config)
+        self.phase = SEED
+        self.expanded_at = -1
+        self.seed_params = 0
+        self.seed_macs = 0
+        self.peak_params = 0
+        self.peak_macs = 0
+        self.threshold = 0.0
+        self.cost = TrainCost()
+        self.index: Optional[GroupIndex] = None
+        self._weights: Optional[torch.Tensor] = None
+        self._sizes: Optional[torch.Tensor] = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def setup(self, trainer) -> None:
+        g = trainer.graph
+        self.seed_params = self.peak_params = g.params
+        self.seed_macs = self.peak_macs = g.macs
+
+    def attach(self, trainer) -> None:
+        # the group weights are a function of the graph and the weights, both restored on resume
+        self._rebuild(trainer)
+
+    def _rebuild(self, trainer) -> None:
+        self.index = GroupIndex(trainer.graph, device=trainer.device)
+        params = dict(trainer.module.named_parameters())
+        self._sizes = self.index.sizes(params)
+        self._reweight(trainer)
+
+    def scales(self, params: dict[str, torch.Tensor], detach: bool = True) -> torch.Tensor:
+        """Every group's scale: the RMS of its entries, each divided by its tensor's RMS."""
+        ref = tensor_rms(params, self.index)
+        src = {k: v.detach() for k, v in params.items()} if detach else params
+        sq = self.index.sq_norms(src, ref)
+        return (sq / self._sizes.clamp_min(1)).sqrt()
+
+    @torch.no_grad()
+    def _reweight(self, trainer) -> None:
+        params = dict(trainer.module.named_parameters())
+        w = self._sizes.clamp_min(1).sqrt()
+        if self.settings.reweight and len(self.index):
+            w = w / (self.scales(params) + EPS)
+        self._weights = w
+
+    # ---- the loss -----------------------------------------------------------------------------------------------
+    def parametrize(self, trainer, training: bool):
+        if not training or self.phase != SEARCH or self.settings.penalty == 0 or not len(self.index):
+            return {}, None
+        params = dict(trainer.module.named_parameters())
+        ref = tensor_rms(params, self.index)
+        norms = (self.index.sq_norms(params, ref) + 1e-12).sqrt()
+        total = self._sizes.sum().clamp_min(1)
+        return {}, self.settings.penalty * (self._weights * norms).sum() / total
+
+    def on_step_end(self, trainer) -> list:
+        self.cost.add(trainer.graph.macs, step_samples(trainer))
+        return []
+
+    # ---- decisions ----------------------------------------------------------------------------------------------
+    def on_epoch_end(self, trainer, metrics: dict) -> list:
+        s = self.settings
+        e = trainer.epoch
+        if self.phase == SEED:
+            if e >= s.expand_after:
+                self.phase = SEARCH
+                self.expanded_at = e
+                return self._expand_rules(trainer.graph)
+            return []
+        if self.phase != SEARCH:
+            return []
+        self.threshold = self.threshold_at(e)
+        rules = self._prune_rules(trainer) if self.threshold > 0 else []
+        if e - self.expanded_at >= s.anneal_start + s.anneal_epochs:
+            self.phase = FINETUNE
+        else:
+            self._reweight(trainer)
+        return rules
+
+    def threshold_at(self, epoch: int) -> float:
+        """The annealed threshold at the end of ``epoch``: 0 until ``anneal_start`` epochs after the expansion,
+        then rising along a half cosine to ``threshold`` over ``anneal_epochs``."""
+        s = self.settings
+        if self.expanded_at < 0:
+            return 0.0
+        t = (epoch - self.expanded_at - s.anneal_start) / s.anneal_epochs
+        t = min(1.0, max(0.0, t))
+        return s.threshold * 0.5 * (1.0 - math.cos(math.pi * t))
+
+    def _expand_rules(self, graph) -> list:
+        import archgraph
+        from ... import rules as R
+        from ...channels import analyse
+        s = self.settings
+        out = []
+        current = graph
+        for space in analyse(graph).spaces():
+            if space.frozen or space.irregular:
+                continue
+            node = next((p for p in space.producers if p in graph.nodes), None)
+            if node is None:
+                continue
+            width = len(space.classes)
+            count = min(s.max_width, int(math.ceil(width * s.expand_factor))) - width
+            if count <= 0:
+                continue
+            rule = R.AddFilters(node=node, count=count, init=s.expand_init, seed=len(out))
+            try:
+                current = archgraph.apply(current, rule).graph
+            except RuleError:
+                continue
+            out.append(rule)
+        return out
+
+    def _prune_rules(self, trainer) -> list:
+        if not len(self.index):
+            return []
+        s = self.settings
+        scales = self.scales(dict(trainer.module.named_parameters()))
+        below = torch.nonzero(scales < self.threshold).flatten()
+        if not below.numel():
+            return []
+        order = below[torch.argsort(scales[below], stable=True)]
+        most = max(1, int(s.max_prune_fraction * len(self.index)))
+        return self.index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width)
+
+    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+        self._rebuild(trainer)
+        self.peak_params = max(self.peak_params, new_graph.params)
+        self.peak_macs = max(self.peak_macs, new_graph.macs)
+
+    # ---- numbers and state --------------------------------------------------------------------------------------
+    def metrics(self, trainer) -> dict:
+        m = {"phase": self.phase, "threshold": round(self.threshold, 6), "train_macs": self.cost.macs,
+             "groups": len(self.index) if self.index is not None else 0}
+        if self.index is not None and len(self.index):
+            sc = self.scales(dict(trainer.module.named_parameters()))
+            m["scale_min"] = float(sc.min())
+            m["scale_median"] = float(sc.median())
+        return m
+
+    def summary(self, trainer) -> dict:
+        g = trainer.graph
+        return {"train_macs": self.cost.macs, "peak_params": self.peak_params, "peak_macs": self.peak_macs,
+                "seed_params": self.seed_params, "seed_macs": self.seed_macs,
+                "params_reduction": 1 - g.params / self.peak_params if self.peak_params else 0.0,
+                "macs_reduction": 1 - g.macs / self.peak_macs if self.peak_macs else 0.0}
+
+    def state_dict(self) -> dict:
+        return {"phase": self.phase, "expanded_at": self.expanded_at, "seed_params": self.seed_params,
+                "seed_macs": self.seed_macs, "peak_params": self.peak_params, "peak_macs": self.peak_macs,
+                "threshold": self.threshold, "cost": self.cost.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.phase = state["phase"]
+        self.expanded_at = int(state["expanded_at"])
+        self.seed_params = int(state["seed_params"])
+        self.seed_macs = int(state["seed_macs"])
+        self.peak_params = int(state["peak_params"])
+        self.peak_macs = int(state["peak_macs"])
+        self.threshold = float(state["threshold"])
+        self.cost.load_state_dict(state["cost"])
+
+
+def tensor_rms(params: dict[str, torch.Tensor], index: GroupIndex) -> dict[str, torch.Tensor]:
+    """RMS of every tensor that has group entries (detached; the reference scale of its entries)."""
+    out = {}
+    for key, _, _ in index.entries:
+        if key not in out:
+            p = params[key].detach()
+            out[key] = p.pow(2).mean().sqrt().clamp_min(1e-12)
+    return out

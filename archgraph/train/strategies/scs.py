@@ -1,0 +1,425 @@
+"""SCS: structured continuous sparsification, growing from a seed (our reading of Yuan, Savarese and Maire,
+ICLR 2021, built on Continuous Sparsification, Savarese, Silva and Maire, 2020).
+
+Continuous Sparsification (CS, public code) learns a mask logit ``s`` per weight: the weight is scaled by
+``sigmoid(beta*s) / sigmoid(s0)`` (so it starts at 1 with ``s = s0``), the loss adds an L1 penalty on the soft mask,
+the temperature ``beta`` is multiplied every epoch so that it reaches about 200 at the end of a round, between
+rounds ``s`` is clamped to at most ``s0`` and ``beta`` reset to 1, and the final mask is ``1[s > 0]``. SCS applies
+this to *structures* - channels and layers - samples the active structures during training so that the switched-off
+ones cost no compute, makes the penalty budget-aware, and grows the network from a small seed. What we do, with
+:class:`~archgraph.train.config.ScsSettings`:
+
+1. **Gates.** One logit per channel of every layer whose channels can be removed on their own, and one per residual
+   branch (``branch_gates``), :mod:`archgraph.train.gates`. A gate multiplies what makes the channel after its
+   last normalisation (the batchnorm's weight and bias), or the branch's closing batchnorm, through the
+   parametrize hook (``torch.func.functional_call`` overrides; the module is untouched). The logits live in the
+   strategy with their own SGD with momentum (``gate_lr``; SGD so that a gate's task gradient and its penalty
+   keep the balance the loss gives them), are in its ``state_dict`` and follow every rewrite (kept and split
+   channels keep theirs, new ones start at ``s_new``).
+2. **Sampling** (``sample``, the default, SCS). Each training step draws every structure's indicator
+   ``q ~ Bernoulli(sigmoid(beta*s))`` (one draw per structure for the whole batch) and the gate's forward value is
+   ``q``, its gradient that of ``sigmoid(beta*s)`` (straight-through); a structure drawn off is scaled by 0.001
+   rather than 0 so that the ReLU after it still passes a gradient. Evaluation uses the hard mask ``1[s > 0]``.
+   We do not multiply the sample by the soft gate: a batchnorm downstream undoes any common scale of a layer's
+   channels, so soft values would let a whole layer's gates sink together at no cost to the loss (we saw it).
+   The training MACs of a step are those of the sampled sub-network (a layer costs its dense MACs times its
+   active share of output and input channels; a branch drawn off costs nothing).
+   Without ``sample`` the gates are CS's deterministic ``sigmoid(beta*s) / sigmoid(s0)`` (1 at the start).
+3. **Budget-aware penalty.** The loss adds ``penalty * E[MACs] / seed MACs``, where ``E[MACs]`` is the expected
+   MACs under the soft gates ``sigmoid(beta*s)``: an L1 penalty on the soft masks in which every gate is weighted
+   by the MACs it controls (its layer's share and the readers' columns), so it reduces to CS's L1 for one gate
+   family and prices structures by what they cost. The ``min_width`` most open gates of each layer get no
+   penalty gradient (a layer keeps them anyway). With ``budget`` (a share of the seed's MACs) the penalty is off
+   while the expected MACs are under the budget, so the network settles at the budget instead of shrinking on
+   (our choice: the paper's budget-aware form was not available to us).
+4. **Annealing.** ``beta`` is multiplied every epoch by ``beta_final ** (1 / L)``, ``L`` the round length
+   (``(epochs - finetune_epochs) // rounds``), so it reaches ``beta_final`` at the end of a round; between rounds
+   ``s <- min(s, s0)`` and ``beta <- 1``.
+5. **Growth.** In the first ``grow_until`` share of every round (while ``beta`` is small and gates can still move),
+   every ``grow_every`` epochs, a layer with at least ``grow_threshold`` of its gates open (``sigmoid(beta*s) >
+   0.5``) is widened by ``growth_factor`` with ``add_filters`` (``grow_init``, default random; at most
+   ``max_growths`` events, ``max_width``); with ``grow_blocks`` and every branch gate open, a residual block is
+   inserted (``insert_block``) after the most open branch. SCS proper grows by opening gates of a larger
+   super-network; adding channels when a layer's gates are all in use keeps the network small all along.
+6. **Removal.** At every epoch end, channels and branches whose gate ``sigmoid(beta*s)`` fell under
+   ``close_below`` are removed (``prune_channels``, ``collapse_layer``): they are almost never drawn, and removing
+   them saves their training compute from then on.
+7. **The end.** After the last round the hard mask ``1[s > 0]`` (times ``1 / sigmoid(s0)`` for CS's gates) is
+   folded into the weights, closed structures become exact zeros and are removed, so the saved network computes
+   exactly what the hard-masked one did; ``finetune_epochs`` (default 0: SCS has no fine-tuning stage) may follow.
+
+Epoch events and the summary carry ``train_macs`` (MACs of training forward passes with the sampled structures),
+``train_macs_dense`` (the same steps with every structure of each version active) and ``expected_macs``; the
+summary's ``macs`` are the final graph's inference MACs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ...errors import RuleError
+from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
+from .base import Strategy
+from .costs import TrainCost, step_samples
+
+SEARCH, FINETUNE, DONE = "search", "finetune", "done"
+
+
+class ScsStrategy(Strategy):
+    name = "scs"
+
+    def __init__(self, settings, config=None):
+        super().__init__(settings, config)
+        self.s: dict[str, torch.Tensor] = {}
+        self.sb: dict[str, torch.Tensor] = {}
+        self.beta = 1.0
+        self.round = 0
+        self.k = 0                 # epochs into the current round
+        self.round_length = 1
+        self.phase = SEARCH
+        self.growths = 0
+        self.seed_macs = 0
+        self.opt = TensorSGD(settings.gate_lr)
+        self.opt_b = TensorSGD(settings.gate_lr)
+        self.cost = TrainCost()
+        self.dense_cost = TrainCost()
+        self.layout = None
+        self._step_macs: Optional[float] = None
+        self._device = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
+    def setup(self, trainer) -> None:
+        s = self.settings
+        self.seed_macs = trainer.graph.macs
+        self.round_length = max(1, (trainer.epochs - s.finetune_epochs) // s.rounds)
+
+    def attach(self, trainer) -> None:
+        self._device = trainer.device
+        self.layout = gate_layout(trainer.graph, branches=self.settings.branch_gates)
+        self.s = {k: _leaf(v, trainer.device) for k, v in self.s.items()}
+        self.sb = {k: _leaf(v, trainer.device) for k, v in self.sb.items()}
+        for node, gate in self.layout.channel.items():
+            if node not in self.s:
+                self.s[node] = _leaf(torch.full((gate.width,), self.settings.s_init), trainer.device)
+        for node in self.layout.branch:
+            if node not in self.sb:
+                self.sb[node] = _leaf(torch.tensor(self.settings.s_init), trainer.device)
+        self.opt.buf = {k: v.to(trainer.device) for k, v in self.opt.buf.items()}
+        self.opt_b.buf = {k: v.to(trainer.device) for k, v in self.opt_b.buf.items()}
+
+    @property
+    def scale(self) -> float:
+        """The value of an open gate: ``1 / sigmoid(s0)`` for CS's deterministic gates (a gate with ``s = s0`` at
+        ``beta = 1`` is then 1), 1 for sampled gates (whose forward value is the 0/1 sample)."""
+        return 1.0 if self.settings.sample else 1.0 / _sigmoid(self.settings.s_init)
+
+    # ---- the forward pass -----------------------------------------------------------------------------------------
+    def soft(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``sigmoid(beta*s)`` of every channel gate and branch gate (differentiable in ``s``)."""
+        return ({k: torch.sigmoid(self.beta * v) for k, v in self.s.items()},
+                {k: torch.sigmoid(self.beta * v) for k, v in self.sb.items()})
+
+    def parametrize(self, trainer, training: bool):
+        self._step_macs = None
+        if self.phase != SEARCH:
+            return {}, None
+        params = dict(trainer.module.named_parameters())
+        soft, soft_b = self.soft()
+        if self.settings.sample and training:
+            q = {k: torch.bernoulli(v.detach()) for k, v in soft.items()}
+            qb = {k: torch.bernoulli(v.detach()) for k, v in soft_b.items()}
+            gates = {k: _straight_through(q[k], v) for k, v in soft.items()}
+            gates_b = {k: _straight_through(qb[k], v) for k, v in soft_b.items()}
+            self._step_macs = float(self.layout.active_macs({k: float(v.mean()) for k, v in q.items()},
+                                                            {k: float(v) for k, v in qb.items()}))
+        elif self.settings.sample:
+            gates = {k: (v.detach() > 0).to(v.dtype) for k, v in self.s.items()}
+            gates_b = {k: (v.detach() > 0).to(v.dtype) for k, v in self.sb.items()}
+        else:
+            gates = {k: v * self.scale for k, v in soft.items()}
+            gates_b = {k: v * self.scale for k, v in soft_b.items()}
+        overrides = gate_overrides(params, self.layout, gates, gates_b)
+        extra = None
+        if training and self.settings.penalty > 0 and (soft or soft_b):
+            expected = self.expected_macs(self._unprotected(soft), soft_b)
+            budget = self.settings.budget
+            if budget is None or float(expected.detach()) > budget * self.seed_macs:
+                extra = self.settings.penalty * expected / self.seed_macs
+        return overrides, extra
+
+    def _unprotected(self, soft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The soft gates with the gradient of each layer's ``min_width`` highest logits cut: a layer keeps that
+        many channels whatever happens, so the penalty does not push on them (else a layer's gates, which a
+        normalisation downstream makes interchangeable, can close together)."""
+        out = {}
+        for node, p in soft.items():
+            k = min(self.settings.min_width, p.numel())
+            keep = torch.zeros_like(p)
+            keep[torch.argsort(self.s[node].detach(), descending=True, stable=True)[:k]] = 1.0
+            out[node] = p * (1 - keep) + p.detach() * keep
+        return out
+
+    def expected_macs(self, soft=None, soft_b=None):
+        """Expected MACs of the network under the soft gates (a tensor, differentiable in the logits)."""
+        if soft is None:
+            soft, soft_b = self.soft()
+        return self.layout.active_macs({k: v.mean() for k, v in soft.items()}, dict(soft_b))
+
+    def on_step_end(self, trainer) -> list:
+        n = step_samples(trainer)
+        macs = trainer.graph.macs
+        self.cost.add(self._step_macs if self._step_macs is not None else macs, n)
+        self.dense_cost.add(macs, n)
+        if self.phase == SEARCH:
+            self.opt.step(self.s)
+            self.opt_b.step(self.sb)
+        return []
+
+    # ---- decisions ----------------------------------------------------------------------------------------------
+    def on_epoch_end(self, trainer, metrics: dict) -> list:
+        if self.phase != SEARCH:
+            return []
+        s = self.settings
+        self.k += 1
+        self.beta = s.beta_final ** (self.k / self.round_length)
+        rules = self._removal_rules(trainer.graph)
+        if self.k >= self.round_length:
+            if self.round + 1 < s.rounds:
+                self.round += 1
+                self.k = 0
+                self.beta = 1.0
+                with torch.no_grad():
+                    for v in list(self.s.values()) + list(self.sb.values()):
+                        v.clamp_(max=s.s_init)
+                return rules
+            return self._harden(trainer)
+        if (self.k < s.grow_until * self.round_length and self.k % s.grow_every == 0
+                and self.growths < s.max_growths):
+            growth = self._growth_rules(_after(trainer.graph, rules))
+            if growth:
+                self.growths += 1
+            rules = rules + growth
+        return rules
+
+    def _removal_rules(self, graph) -> list:
+        from ... import rules as R
+        s = self.settings
+        with torch.no_grad():
+            soft, soft_b = self.soft()
+        out = []
+        gone: set[str] = set()
+        for node, p in sorted(soft_b.items()):
+            if float(p) < s.close_below:
+                out.append(R.CollapseLayer(node=node))
+                gone.update(self.layout.branch[node].removed)
+        for node, p in sorted(soft.items()):
+            if node in gone:
+                continue
+            closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, s.min_width)
+            if closed:
+                out.append(R.PruneChannels(node=node, indices=closed))
+        return _applicable(graph, out)
+
+    def _growth_rules(self, graph) -> list:
+        from ... import rules as R
+        s = self.settings
+        with torch.no_grad():
+            soft, soft_b = self.soft()
+        out = []
+        shapes = graph.shapes()
+        for node in sorted(self.layout.channel):
+            if node not in graph.nodes:
+                continue
+            width = shapes[node][0]
+            p = soft[node].detach()
+            if p.numel() != width or float((p > 0.5).float().mean()) < s.grow_threshold:
+                continue
+            count = min(int(math.ceil(width * (s.growth_factor - 1))), s.max_width - width)
+            if count > 0:
+                out.append(R.AddFilters(node=node, count=count, init=s.grow_init, seed=self.growths))
+        if s.grow_blocks and soft_b and all(float(p) > 0.5 for p in soft_b.values()):
+            best = max(sorted(soft_b), key=lambda k: float(soft_b[k]))
+            after = block_output(graph, best)
+            if after is not None:
+                out.append(R.InsertBlock(after=after, norm="batchnorm", activation="relu"))
+        return _applicable(graph, out)
+
+    def _harden(self, trainer) -> list:
+        """Fold the hard masks ``1[s > 0] / sigmoid(s0)`` into the weights; return the rules removing what is
+        closed."""
+        from ... import rules as R
+        s = self.settings
+        channel_on = {k: v.detach() > 0 for k, v in self.s.items()}
+        for node, on in channel_on.items():     # a layer keeps min_width channels (as exact zeros if closed)
+            if int(on.sum()) < s.min_width:
+                keep = torch.argsort(self.s[node].detach(), descending=True, stable=True)[:s.min_width]
+                on[keep] = True
+        branch_on = {k: bool(v.detach() > 0) for k, v in self.sb.items()}
+        params = dict(trainer.module.named_parameters())
+        hard = hard_weights(params, self.layout, channel_on, branch_on, scale=self.scale)
+        for node, on in channel_on.items():    # kept despite a closed gate: its gated params are zero
+            closed = ~(self.s[node].detach() > 0) & on
+            for key in self.layout.channel[node].params:
+                hard[key][closed] = 0
+        with torch.no_grad():
+            for key, value in hard.items():
+                params[key].copy_(value)
+        rules = [R.CollapseLayer(node=k) for k, on in sorted(branch_on.items()) if not on]
+        gone = {n for k, on in branch_on.items() if not on for n in self.layout.branch[k].removed}
+        for node, on in sorted(channel_on.items()):
+            off = torch.nonzero(~on).flatten().tolist()
+            if off and node not in gone:
+                rules.append(R.PruneChannels(node=node, indices=off))
+        self.phase = FINETUNE if s.finetune_epochs > 0 else DONE
+        return _applicable(trainer.graph, rules)
+
+    def should_stop(self, trainer) -> bool:
+        return self.phase == DONE
+
+    def finalize(self, trainer) -> list:
+        if self.phase == SEARCH:
+            return self._harden(trainer)
+        self.phase = DONE
+        return []
+
+    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+        import archgraph
+        plan = archgraph.apply(old_graph, rule).plan
+        self.layout = gate_layout(new_graph, branches=self.settings.branch_gates)
+        sizes = {k: v.width for k, v in self.layout.channel.items()}
+        s_new = self.settings.s_new
+
+        def fill(node, n):
+            return torch.full((n,), s_new, device=trainer.device)
+
+        detached = {k: v.detach() for k, v in self.s.items()}
+        self.s = {k: _leaf(v, trainer.device) for k, v in follow_rewrite(plan, detached, fill, sizes).items()}
+        self.opt.follow(plan, sizes)
+        self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
+                   for k in self.layout.branch}
+        self.opt_b.keep(self.sb)
+
+    # ---- numbers and state --------------------------------------------------------------------------------------
+    def effective_weights(self, trainer) -> dict:
+        params = dict(trainer.module.named_parameters())
+        if self.phase != SEARCH:
+            return {k: v.detach() for k, v in params.items()}
+        return hard_weights(params, self.layout, {k: v.detach() > 0 for k, v in self.s.items()},
+                            {k: bool(v.detach() > 0) for k, v in self.sb.items()}, scale=self.scale)
+
+    def metrics(self, trainer) -> dict:
+        m = {"phase": self.phase, "beta": round(self.beta, 4), "round": self.round, "growths": self.growths,
+             "train_macs": self.cost.macs, "train_macs_dense": self.dense_cost.macs}
+        if self.phase == SEARCH and (self.s or self.sb):
+            soft, soft_b = self.soft()
+            with torch.no_grad():
+                m["expected_macs"] = float(self.expected_macs(soft, soft_b))
+                probs = torch.cat([v.flatten() for v in list(soft.values()) + list(soft_b.values())])
+                m["gates_open"] = float((probs > 0.5).float().mean())
+        return m
+
+    def summary(self, trainer) -> dict:
+        return {"train_macs": self.cost.macs, "train_macs_dense": self.dense_cost.macs,
+                "seed_macs": self.seed_macs, "beta_final": self.beta}
+
+    def state_dict(self) -> dict:
+        return {"s": {k: v.detach().cpu() for k, v in self.s.items()},
+                "sb": {k: v.detach().cpu() for k, v in self.sb.items()},
+                "beta": self.beta, "round": self.round, "k": self.k, "round_length": self.round_length,
+                "phase": self.phase, "growths": self.growths, "seed_macs": self.seed_macs,
+                "opt": self.opt.state_dict(), "opt_b": self.opt_b.state_dict(),
+                "cost": self.cost.state_dict(), "dense_cost": self.dense_cost.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.s = dict(state["s"])
+        self.sb = dict(state["sb"])
+        self.beta = float(state["beta"])
+        self.round = int(state["round"])
+        self.k = int(state["k"])
+        self.round_length = int(state["round_length"])
+        self.phase = state["phase"]
+        self.growths = int(state["growths"])
+        self.seed_macs = int(state["seed_macs"])
+        self.opt.load_state_dict(state["opt"])
+        self.opt_b.load_state_dict(state["opt_b"])
+        self.cost.load_state_dict(state["cost"])
+        self.dense_cost.load_state_dict(state["dense_cost"])
+
+
+def closed_channels(p: torch.Tensor, s: torch.Tensor, below: float, min_width: int) -> list[int]:
+    """Channels whose gate ``p`` is under ``below``, leaving the ``min_width`` highest logits in any case.
+
+    >>> closed_channels(torch.tensor([0.9, 0.001, 0.002, 0.5]), torch.tensor([2., -9., -8., 0.]), 0.01, 1)
+    [1, 2]
+    >>> closed_channels(torch.tensor([0.001, 0.002]), torch.tensor([-9., -8.]), 0.01, 1)
+    [0]
+    """
+    closed = [int(i) for i in torch.nonzero(p < below).flatten()]
+    spare = p.numel() - min_width
+    if len(closed) > spare:
+        order = sorted(closed, key=lambda i: float(s[i]))
+        closed = sorted(order[:max(0, spare)])
+    return closed
+
+
+def block_output(graph, branch: str) -> Optional[str]:
+    """Where a new residual block goes after the block whose branch ends in ``branch``: after the activation
+    that reads its add, else after the add."""
+    users = graph.users(branch)
+    if len(users) != 1:
+        return None
+    add = users[0]
+    after = graph.users(add)
+    if len(after) == 1 and graph.nodes[after[0]].op in ("relu", "relu6", "gelu", "silu") \
+            and after[0] not in graph.outputs:
+        return after[0]
+    return add
+
+
+def _applicable(graph, rules: list) -> list:
+    """The rules that apply one after the other (a rule that cannot apply is left out)."""
+    import archgraph
+    out = []
+    for rule in rules:
+        try:
+            graph = archgraph.apply(graph, rule).graph
+        except RuleError:
+            continue
+        out.append(rule)
+    return out
+
+
+def _after(graph, rules: list):
+    import archgraph
+    for rule in rules:
+        graph = archgraph.apply(graph, rule).graph
+    return graph
+
+
+OFF = 1e-3   # forward value of a structure sampled off (see _straight_through)
+
+
+def _straight_through(q: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """The sample ``q`` in the forward pass, the gradient of ``soft`` in the backward pass (a straight-through
+    Bernoulli estimator), so a structure sampled off still learns how much turning it on would lower the loss.
+    A structure sampled off is scaled by ``OFF`` = 0.001 rather than 0: at exactly 0 the ReLU after it would pass
+    no gradient at all; at 0.001 its output is negligible and the gradient is the one-sided derivative at 0.
+
+    >>> s = torch.tensor([0.3, 0.8], requires_grad=True)
+    >>> g = _straight_through(torch.tensor([0., 1.]), s)
+    >>> [round(v, 6) for v in g.tolist()]
+    [0.001, 1.0]
+    >>> g.sum().backward(); s.grad.tolist()
+    [1.0, 1.0]
+    """
+    return torch.where(q > 0, 1.0, OFF) + (soft - soft.detach())
+
+
+def _leaf(value: torch.Tensor, device) -> torch.Tensor:
+    return value.detach().to(device).clone().requires_grad_(True)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))

@@ -1,0 +1,126 @@
+"""Channel and branch gates: what they multiply, that a closed gate makes the removal rule exact, their MAC costs,
+the hard weights counted honestly, and per-channel state carried through rewrites."""
+import pytest
+import torch
+from torch.func import functional_call
+
+import archgraph
+from archgraph import rules
+from archgraph.shapes import count_nonzero_params
+from archgraph.train.gates import (TensorSGD, channel_costs, channel_map, follow_rewrite, gate_layout,
+                                   gate_overrides, hard_weights)
+from conftest import ROOT
+
+SEEDS = ROOT / "examples" / "seeds"
+
+
+def load(name):
+    return archgraph.load(SEEDS / f"{name}.yaml")
+
+
+def randomised(graph, seed=0):
+    """A module in eval mode with random norm statistics, so every parameter matters."""
+    m = archgraph.build(graph, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, buf in m.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    return m.eval()
+
+
+def test_layout_gates_after_the_last_norm_or_the_layer_itself():
+    lay = gate_layout(load("digits_cnn"))
+    assert lay.channel["c1"].params == ["bn1.weight", "bn1.bias"] and lay.branch == {}
+    assert lay.channel["c2"].members == ["c2.weight", "bn2.weight", "bn2.bias"]
+    mlp = gate_layout(load("mlp"))
+    assert set(mlp.channel) == {"fc1", "fc2"}
+    assert mlp.channel["fc1"].params == ["fc1.weight", "fc1.bias"]      # no norm: the layer's own rows
+    res = gate_layout(load("resnet_cifar"))
+    assert set(res.channel) == {"b1_c1", "b2_c1"}                        # the others feed residual adds
+    assert set(res.branch) == {"b1_bn2", "b2_bn2"}                       # the branches, not the shortcuts
+    assert res.branch["b1_bn2"].params == ["b1_bn2.weight", "b1_bn2.bias"]
+    assert {"b1_c1", "b1_c2", "b1_sum"} <= set(res.branch["b1_bn2"].removed)
+
+
+@pytest.mark.parametrize("seed,node,off", [("digits_cnn", "c1", [0, 2]), ("digits_cnn", "c2", [1, 5, 7]),
+                                           ("mlp", "fc1", [0, 3]), ("resnet_cifar", "b2_c1", [4, 9])])
+def test_a_closed_channel_gate_makes_prune_channels_exact(seed, node, off):
+    g = load(seed)
+    m = randomised(g)
+    lay = gate_layout(g)
+    gate = torch.ones(lay.channel[node].width, dtype=torch.float32)
+    gate[off] = 0
+    x = torch.randn(4, *next(iter(g.inputs.values())), generator=torch.Generator().manual_seed(1))
+    gated = functional_call(m, gate_overrides(dict(m.named_parameters()), lay, {node: gate}), (x,))
+    g2, m2 = archgraph.rewrite(g, m, rules.PruneChannels(node=node, indices=off))
+    assert torch.allclose(m2.eval()(x), gated, atol=1e-5)
+    # hard weights zero everything the rule removes, so the non-zero count is the pruned graph's size
+    hard = hard_weights(dict(m.named_parameters()), lay, {node: gate.bool()})
+    assert count_nonzero_params(g, hard) == g2.params
+    assert torch.allclose(functional_call(m, hard, (x,)), gated, atol=1e-5)
+
+
+def test_a_closed_branch_gate_makes_collapse_layer_exact():
+    g = load("resnet_cifar")
+    m = randomised(g)
+    lay = gate_layout(g)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    gated = functional_call(m, gate_overrides(dict(m.named_parameters()), lay, {}, {"b1_bn2": torch.tensor(0.0)}),
+                            (x,))
+    _, m2 = archgraph.rewrite(g, m, rules.CollapseLayer(node="b1_bn2"))
+    assert torch.allclose(m2.eval()(x), gated, atol=1e-5)
+
+
+def test_active_macs_counts_what_the_active_structures_cost():
+    g = load("digits_cnn")
+    lay = gate_layout(g)
+    assert lay.active_macs() == g.macs
+    # half of c2's channels: c2 costs half, and the classifier reads half as many features
+    half = lay.active_macs({"c2": 0.5})
+    shapes = {n: archgraph.shapes.node_macs(g, n) for n in ("c1", "c2", "fc")}
+    assert half == pytest.approx(shapes["c1"] + shapes["c2"] / 2 + shapes["fc"] / 2)
+    # matches the pruned graph exactly
+    g2 = archgraph.apply(g, rules.PruneChannels(node="c2", indices=(0, 1, 2, 3))).graph
+    assert half == pytest.approx(g2.macs)
+    res = load("resnet_cifar")
+    rl = gate_layout(res)
+    off = archgraph.apply(res, rules.CollapseLayer(node="b1_bn2")).graph
+    assert rl.active_macs(branch_on={"b1_bn2": 0.0}) == pytest.approx(off.macs)
+    # differentiable in the fractions
+    f = torch.tensor(0.7, requires_grad=True)
+    lay.active_macs({"c1": f}).backward()
+    assert f.grad > 0
+    costs = channel_costs(lay)
+    assert costs["c2"] == pytest.approx((g.macs - g2.macs) / 4)
+
+
+def test_follow_rewrite_keeps_kept_copies_split_and_fills_new_channels():
+    g = load("digits_cnn")
+    state = {"c1": torch.arange(4.0), "c2": torch.arange(8.0)}
+    fill = lambda node, n: torch.full((n,), -1.0)                       # noqa: E731
+    plan = archgraph.apply(g, rules.PruneChannels(node="c2", indices=(1, 6))).plan
+    out = follow_rewrite(plan, state, fill, {"c1": 4, "c2": 6})
+    assert out["c2"].tolist() == [0, 2, 3, 4, 5, 7] and out["c1"].tolist() == [0, 1, 2, 3]
+    plan = archgraph.apply(g, rules.SplitFilters(node="c1", indices=(2,))).plan
+    assert follow_rewrite(plan, state, fill, {"c1": 5, "c2": 8})["c1"].tolist() == [0, 1, 2, 3, 2]
+    plan = archgraph.apply(g, rules.AddFilters(node="c2", count=2)).plan
+    assert follow_rewrite(plan, state, fill, {"c1": 4, "c2": 10})["c2"].tolist()[-3:] == [7, -1, -1]
+    assert channel_map(archgraph.apply(g, rules.AddFilters(node="c2", count=2)).plan, "c1") == ()
+
+
+def test_tensor_sgd_steps_and_follows_rewrites():
+    t = {"c2": torch.zeros(8, requires_grad=True)}
+    opt = TensorSGD(lr=0.1, momentum=0.5)
+    for _ in range(2):
+        (t["c2"] * torch.arange(8.0)).sum().backward()
+        opt.step(t)
+    assert t["c2"].grad is None
+    assert t["c2"].detach()[3].item() == pytest.approx(-0.1 * 3 - 0.1 * 4.5)   # buffer 3, then 3*0.5 + 3
+    plan = archgraph.apply(load("digits_cnn"), rules.PruneChannels(node="c2", indices=(0,))).plan
+    opt.follow(plan, {"c2": 7})
+    assert opt.buf["c2"].tolist() == [1.5 * i for i in range(1, 8)]
