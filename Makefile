@@ -37,6 +37,9 @@ demo: install system
 	$(PY) -m archgraph validate examples/seeds/*.yaml
 	rm -rf runs/digits_gnap
 	$(PY) -m archgraph grow examples/digits_gnap.yaml --out runs/digits_gnap
+	$(PY) -m archgraph report runs/digits_gnap
+	$(PY) -m archgraph render runs/digits_gnap -o runs/digits_gnap/history.svg
+	@echo "open runs/digits_gnap/report.html to see how the network grew"
 
 test: dev system
 	$(PY) -m pytest -n $(JOBS) -q
