@@ -35,8 +35,8 @@ system:
 
 demo: install system
 	$(PY) -m archgraph validate examples/seeds/*.yaml
-	$(PY) -m archgraph summary examples/seeds/tiny_cnn.yaml
-	$(PY) -m archgraph render examples/seeds/resnet_cifar.yaml -o runs/demo/resnet_cifar.svg
+	rm -rf runs/digits_gnap
+	$(PY) -m archgraph grow examples/digits_gnap.yaml --out runs/digits_gnap
 
 test: dev system
 	$(PY) -m pytest -n $(JOBS) -q

@@ -1,29 +1,32 @@
-"""Learned pruning masks: per-weight and per-channel soft thresholds trained by gradient descent.
+"""Learned pruning masks: per-weight soft thresholds and per-channel masks, trained by gradient descent.
 
-Each conv/linear weight ``W`` gets a per-weight mask and, where its output channels can be removed, a per-channel
-mask; both are hard (0/1) in the forward pass and learned through a sigmoid surrogate (straight-through):
+Each conv/linear weight ``W`` gets a per-weight mask and, where its output channels can be removed on their own, a
+per-channel mask; both are hard (0/1) in the forward pass:
 
 * per weight: ``keep[o, i] = |W[o, i]| / r_o > tau`` where ``r_o`` is the RMS of the non-zero weights of output
   row ``o`` (so the threshold is scale-free, which matters before a batchnorm) and ``tau`` is one learnable scalar
-  per layer; surrogate ``sigmoid((|W| / r - tau) / T)``.
-* per channel: ``open[o] = s_o / mean(s) > kappa`` where ``s_o`` is the channel's scale (the ``|gamma|`` of the
-  batchnorm/layernorm that follows, else the RMS of the channel's weights) and ``kappa`` one learnable scalar per
-  layer; surrogate ``sigmoid((s_o / mean(s) - kappa) / T)``. A channel is also dead when every weight that makes it
-  or every weight that reads it is masked. A dead channel's weights, bias and norm parameters are all masked, so its
-  output is exactly zero and removing it (``prune_channels``) leaves the function unchanged.
+  per layer, trained through the surrogate ``sigmoid((|W| / r - tau) / T)`` (straight-through).
+* per channel: a channel is on while the ``|gamma|`` of the batchnorm/layernorm after it stays above
+  ``channel_threshold`` (``gamma`` scales the normalised channel, so it is an absolute measure of what the channel
+  says) and some weight making it is kept. ``gamma`` is learned by gradient descent like any weight, and the
+  sparsity term pulls it down (an L1 pull priced by the channel's parameters).
+* a channel whose every reading weight is masked does not affect the output either; it is removed too.
+A switched-off channel has its weights, bias and norm parameters masked, so its output is exactly zero and removing it
+(``prune_channels``) leaves the function unchanged.
 
-The weights themselves get the gradient of the masked network unchanged (as if unmasked: "dynamic pruning with
-feedback"), so a pruned weight can grow back past the threshold. The sparsity term is the *expected number of
-non-zero parameters* under the surrogate masks (a weight counts when it, its output channel and its input channel are
-kept); the strategy charges a price per parameter for it, so the size follows from the loss/size trade-off, not from
-a target. The only learned state is two scalars per layer, keyed by node id, so rewrites (new filters, removed
-channels, inserted layers) need no remapping of mask state.
+The weights get the masked network's gradient unchanged (as if unmasked: "dynamic pruning with feedback"), so a
+pruned weight can grow back past the threshold. The sparsity term is the *expected number of non-zero parameters*:
+each weight counts its surrogate mask times its output and input channels' ``min(1, |gamma|)``; the strategy charges
+a price per parameter for it, so the size follows from the loss/size trade-off, not from a target. The only extra
+learned state is one scalar per layer, keyed by node id, so rewrites (new filters, removed channels, inserted layers)
+need no remapping of mask state.
 
->>> import archgraph                                            # doctest: +SKIP
->>> g = archgraph.load("examples/seeds/digits_cnn.yaml")        # doctest: +SKIP
->>> masks = LearnedMasks(g)                                     # doctest: +SKIP
->>> out = masks.forward(archgraph.build(g))                     # doctest: +SKIP
->>> out.expected                                                # expected non-zero parameters (differentiable)
+>>> import archgraph
+>>> g = archgraph.load("examples/seeds/digits_cnn.yaml")
+>>> masks = LearnedMasks(g, threshold_init=0.5)
+>>> out = masks.forward(archgraph.build(g))
+>>> sorted(out.overrides)[:2], out.expected.item() < g.params
+(['bn1.bias', 'bn1.weight'], True)
 """
 from __future__ import annotations
 
@@ -137,7 +140,7 @@ class MaskOutput:
 
 
 class LearnedMasks:
-    """Per-layer learnable thresholds (``tau`` per weight, ``kappa`` per channel) with their own Adam."""
+    """Per-layer learnable thresholds ``tau`` (with their own small Adam) and the fixed channel threshold."""
 
     def __init__(self, graph, *, temperature: float = 0.1, lr: float = 0.005, threshold_init: float = 0.0,
                  channel_threshold: float = 0.05, channel_masks: bool = True, device=None):
@@ -148,6 +151,8 @@ class LearnedMasks:
         self.channel_masks = channel_masks
         self.device = device
         self.tau: dict[str, torch.Tensor] = {}
+        #: group node -> indices of channels not charged yet (new ones still growing their outgoing weights)
+        self.young: dict[str, list[int]] = {}
         self.adam: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.steps = 0
         self.rebuild(graph)
@@ -157,6 +162,7 @@ class LearnedMasks:
         """Follow a rewrite: layers that survive keep their thresholds, new layers start at the initial ones."""
         self.graph = graph
         self.layout = mask_layout(graph, self.channel_masks)
+        self.young = {k: v for k, v in self.young.items() if k in self.layout.groups}
         nodes = {k.rsplit(".", 1)[0] for k in self.layout.weights}
         self.tau = {n: self.tau.get(n, self._scalar(self.threshold_init)) for n in sorted(nodes)}
         live = {f"tau.{n}" for n in self.tau}
@@ -192,6 +198,11 @@ class LearnedMasks:
                 gamma = params[group.scale].abs()
                 alive &= gamma.detach() > self.channel_threshold
                 soft = gamma.clamp(max=1.0)
+                young = self.young.get(gid)
+                if young:
+                    free = torch.zeros_like(soft, dtype=torch.bool)
+                    free[[i for i in young if i < len(free)]] = True
+                    soft = torch.where(free, soft.detach(), soft)
             else:
                 soft = torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
             gates[gid] = (alive.to(w.dtype), soft)
@@ -293,7 +304,7 @@ class LearnedMasks:
     def state_dict(self) -> dict:
         return {"tau": {k: v.detach().cpu() for k, v in self.tau.items()},
                 "adam": {k: [m.cpu(), v.cpu()] for k, (m, v) in self.adam.items()},
-                "steps": self.steps}
+                "young": {k: list(v) for k, v in self.young.items()}, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         def param(v):
@@ -301,6 +312,7 @@ class LearnedMasks:
         self.tau = {k: param(v) for k, v in state["tau"].items()}
         self.adam = {k: (m.to(self.device), v.to(self.device)) for k, (m, v) in state["adam"].items()}
         self.steps = int(state["steps"])
+        self.young = {k: [int(i) for i in v] for k, v in state.get("young", {}).items()}
         self.rebuild(self.graph)
 
     def summary(self) -> dict:

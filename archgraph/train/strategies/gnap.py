@@ -17,21 +17,23 @@ gradient descent and no hand-set sparsity target.* What we do, and with which se
    batchnorm and ReLU, identity-initialised, after the last conv block; a linear+ReLU for MLPs); a deepening that
    pays off is followed by widening again, one that does not ends growth. At most ``max_growths`` growth steps.
 3. **Autonomous pruning, all along.** Every conv/linear weight has a learned per-weight mask and every layer whose
-   channels can be removed a learned per-channel mask (:mod:`archgraph.train.masks`): hard 0/1 masks in the forward
-   pass from one learnable soft threshold per layer (``tau`` on ``|w| / RMS(row)``, ``kappa`` on the channel's norm
-   scale ``|gamma| / mean|gamma|``), trained through a sigmoid surrogate of width ``temperature`` with their own Adam
-   (``mask_lr``); the weights get the masked network's gradient unchanged, so pruned weights can come back. The loss
-   adds ``param_cost`` per 1,000 *expected non-zero parameters* (the surrogate count of weights whose own, output
-   and input channel masks are on): the network's size is a trade-off priced in loss units, not a target. Channels
-   whose masks vanish (closed gate, or every weight making or reading them masked) output exact zeros and are removed
-   at the end of the epoch with ``prune_channels``, which leaves the function unchanged.
+   channels can be removed a per-channel mask (:mod:`archgraph.train.masks`), hard 0/1 in the forward pass: a
+   weight is kept while ``|w| / RMS(row) > tau`` with one learnable soft threshold ``tau`` per layer (trained
+   through a sigmoid surrogate of width ``temperature`` with its own Adam, ``mask_lr``), a channel while the
+   ``|gamma|`` of its norm stays above ``channel_threshold``. The weights get the masked network's gradient unchanged
+   (straight-through), so pruned weights can come back. The loss adds ``param_cost`` per 1,000 *expected non-zero
+   parameters* (each weight's surrogate mask times its channels' ``min(1, |gamma|)``): it raises the thresholds and
+   pulls ``gamma`` down, so the network's size is a trade-off priced in loss units, not a target. Channels that are
+   switched off, or that every reading weight ignores, output exact zeros or are ignored; once a phase has trained
+   ``min_phase_epochs`` epochs they are removed at epoch ends with ``prune_channels`` (function unchanged).
 4. **The end.** When growth is over (or only ``finetune_epochs`` of the budget remain) the hard masks are written
    into the weights as exact zeros, dead channels are removed, and the network is fine-tuned for ``finetune_epochs``
    with the masks frozen (zeros stay zero) and a cosine learning-rate decay to zero. The final weights therefore
    hold exact zeros and ``nonzero_params`` counts what is left.
 
-Not taken from the paper (our choices): the relative (scale-free) thresholds, the straight-through gradient to the
-weights, the expected-count sparsity term, the deepening rule and the final fine-tuning.
+Not taken from the paper (our choices): the relative (scale-free) weight thresholds, the norm-scale channel masks,
+the straight-through gradient to the weights, the expected-count sparsity term, the smoothing of the monitored
+metric, the deepening rule and the final fine-tuning.
 """
 from __future__ import annotations
 
@@ -120,6 +122,8 @@ class GnapStrategy(Strategy):
             return []
         s = self.settings
         settled = self.plateau.seen + 1 >= s.min_phase_epochs   # new channels had time to get used
+        if settled:
+            self.masks.young = {}
         rules = self._prune_rules(trainer) if self._masking(trainer) and settled else []
         value = metrics.get(s.monitor)
         if value is None:
@@ -175,6 +179,7 @@ class GnapStrategy(Strategy):
         if self.phase == GROW:
             self.phase = FINETUNE if self.settings.finetune_epochs > 0 else DONE
             self.finetune_start = trainer.epoch
+            self.masks.young = {}
         return rules
 
     def finalize(self, trainer) -> list:
@@ -235,6 +240,15 @@ class GnapStrategy(Strategy):
 
     def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
         self.masks.rebuild(new_graph)
+        if getattr(rule, "kind", "growth") == "growth" and self.phase == GROW:
+            # channels a growth adds (appended at the end, or a whole new layer) are not charged for until the
+            # phase settles: their outgoing weights start at zero and need time to become useful
+            old, new = old_graph.shapes(), new_graph.shapes()
+            for gid in self.masks.layout.groups:
+                before = old[gid][0] if gid in old_graph.nodes else 0
+                if new[gid][0] > before:
+                    self.masks.young[gid] = sorted(set(self.masks.young.get(gid, [])) |
+                                                   set(range(before, new[gid][0])))
 
     # ---- numbers and state ------------------------------------------------------------------------------------
     def effective_weights(self, trainer) -> dict:
