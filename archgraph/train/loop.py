@@ -199,6 +199,10 @@ class Trainer:
         module = build(graph, device=self.device, seed=self.schedule.seed)
         if state is not None:
             load_into(module, {k: v.to(self.device) for k, v in state.items()}, source="checkpoint")
+        return self._prepare(graph, module)
+
+    def _prepare(self, graph, module) -> torch.nn.Module:
+        """``module`` (built from ``graph``) in the memory format chosen for ``graph``, in training mode."""
         fmt = self._format_of(graph, module)
         if fmt.channels_last and any(len(s) == 3 for s in graph.inputs.values()):
             module = module.to(memory_format=torch.channels_last)
@@ -391,7 +395,9 @@ class Trainer:
         """The current network on ``x`` with parameter ``overrides``, in the version's format (float32 output)."""
         if self.format.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+        if not self.amp:
+            return (net or self.runner)(x, overrides)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
             out = (net or self.runner)(x, overrides)
         return out.float()
 
@@ -442,11 +448,12 @@ class Trainer:
         old = self.graph
         self.dist.sync_buffers(self.module)
         graph, module = archgraph.rewrite(old, self.module, rule, optimizer=self.optimizer, seed=self.schedule.seed)
-        opt_state = optimizer_state(self.optimizer, module)
-        # rebuild from the graph exactly as a resumed run does, so both take identical steps
-        self.module = self._fresh_module(graph, {k: v.detach() for k, v in module.state_dict().items()})
+        opt_state = optimizer_state(self.optimizer, module, copy=False)
+        # the optimizer is made afresh as a resumed run makes it, so both take identical steps; its state tensors
+        # are handed over (the old optimizer is dropped)
+        self.module = self._prepare(graph, module)
         self.optimizer = make_optimizer(self.module, self.schedule)
-        load_optimizer_state(self.optimizer, self.module, opt_state)
+        load_optimizer_state(self.optimizer, self.module, opt_state, copy=False)
         self.graph = graph
         self.version += 1
         self.strategy.on_rewrite(self, old, graph, rule)
