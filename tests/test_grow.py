@@ -157,9 +157,19 @@ def test_cuda_asked_for_without_cuda(tmp_path, data_root, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_python_module_entry_point(tmp_path, data_root):
     path = write_run(tmp_path, tiny_config(data_root, method="dense", epochs=1))
     proc = subprocess.run([sys.executable, "-m", "archgraph", "grow", path, "--out", str(tmp_path / "o"),
                            "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "test_acc" in json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_gnap_deepens_when_widening_stops_paying_off(data_root, tmp_path):
+    cfg = tiny_config(data_root, epochs=7, max_growths=2, min_gain=1e9, param_cost=0.0)
+    summary = archgraph.grow(cfg, tmp_path / "run", quiet=True)
+    rules_applied = [e["rule"] for e in events(tmp_path / "run") if e["event"] == "rewrite"]
+    assert rules_applied == ["add_filters", "add_filters", "insert_layer"]
+    final = archgraph.load(tmp_path / "run" / "versions" / f"{summary['final_version']:04d}.yaml")
+    assert "r2_conv" in final.nodes and final.nodes["r2_conv"].inputs == ("r2",)   # after the last conv block

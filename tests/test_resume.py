@@ -53,7 +53,8 @@ def history(run) -> list[dict]:
 
 
 def assert_same_run(run, ref):
-    assert strip(json.loads((run / "summary.json").read_text())) == strip(json.loads((ref / "summary.json").read_text()))
+    summary = json.loads((run / "summary.json").read_text())
+    assert strip(summary) == strip(json.loads((ref / "summary.json").read_text()))
     assert history(run) == history(ref)
     a, b = load_weights(run / "weights" / "final.safetensors"), load_weights(ref / "weights" / "final.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -167,3 +168,31 @@ def test_sigkill_at_random_points_then_resume(data_root, reference, tmp_path):
     assert kills >= 1, f"no kill landed (random seed {seed})"
     assert_nothing_corrupt(out)
     assert_same_run(out, reference), f"random seed {seed}"
+
+
+def test_rewrite_in_the_middle_of_an_epoch_resumes_mid_epoch(data_root, tmp_path, monkeypatch):
+    """A strategy may rewrite at a step end: the checkpoint then holds the epoch's position, and a crash after it
+    resumes inside the epoch."""
+    from archgraph import rules
+    from archgraph.train.strategies.dense import DenseStrategy
+
+    def widen_at_step_5(self, trainer):
+        return [rules.AddFilters(node="c2", count=2)] if trainer.step == 5 else []
+    monkeypatch.setattr(DenseStrategy, "on_step_end", widen_at_step_5)
+    cfg = tiny_config(data_root, method="dense", epochs=2)
+    ref = archgraph.grow(cfg, tmp_path / "ref", quiet=True)
+    assert ref["versions"] == 2 and ref["growth_events"] == 1
+    rewrite = [e for e in RunDir(tmp_path / "ref").events() if e["event"] == "rewrite"][0]
+    assert rewrite["step"] == 5 and rewrite["epoch"] == 0
+    # writes 1-3: version 0, start event, checkpoint; 4-6: version 1, rewrite event, mid-epoch checkpoint
+    for k in (5, 6, 7, 8):
+        out = tmp_path / f"crash{k}"
+        with monkeypatch.context() as patch:
+            crash_before_write(patch, k)
+            with pytest.raises(Crash):
+                archgraph.grow(cfg, out, quiet=True)
+        if k > 6:
+            assert RunDir(out).load_checkpoint()["loop"]["epoch_state"]["batch"] == 5
+        summary = archgraph.grow(cfg, out, quiet=True, resume=True)
+        assert strip(summary) == strip(ref), f"crash at write {k}"
+        assert_same_run(out, tmp_path / "ref")

@@ -1,5 +1,4 @@
 """Datasets: the bundled digits, and MNIST-style IDX files generated here, read through torchvision's loaders."""
-import numpy as np
 import pytest
 import torch
 
@@ -39,7 +38,8 @@ def test_gzipped_idx_files_load_through_torchvision(tmp_path, name, folder):
     ds = load_dataset(DataConfig(name=name, root=str(tmp_path), val_fraction=0.25), seed=0)
     assert len(ds.train) == 90 and len(ds.val) == 30 and len(ds.test) == 40
     images, labels = synthetic_digits(40, 1)
-    assert torch.equal(ds.test.x[:, 0], torch.from_numpy(images)) and torch.equal(ds.test.y, torch.from_numpy(labels).long())
+    assert torch.equal(ds.test.x[:, 0], torch.from_numpy(images))
+    assert torch.equal(ds.test.y, torch.from_numpy(labels).long())
     assert sorted(p.name for p in (tmp_path / folder / "raw").iterdir()) == before   # the root is only read
 
 

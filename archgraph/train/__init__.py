@@ -40,7 +40,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     if extra:
         cfg = with_overrides(cfg, extra, source)
     seed = load_seed(cfg, base, source)
-    trainer = Trainer(cfg, out_dir, seed_graph=seed, base_dir=base, source=source, data_root=data_root,
+    trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
                       quiet=quiet, resume=resume)
     try:
         return trainer.run()

@@ -78,12 +78,11 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Runs (or resumes) one training run into ``out_dir``. Call :meth:`run`; it returns the summary."""
 
-    def __init__(self, config: RunConfig, out_dir, *, seed_graph=None, base_dir=None, source: str = "<config>",
+    def __init__(self, config: RunConfig, out_dir, *, seed_graph, source: str = "<config>",
                  data_root: Optional[str] = None, quiet: bool = False, resume: bool = False):
         self.config = config
         self.schedule = config.schedule
         self.source = source
-        self.base_dir = base_dir
         self.seed_graph = seed_graph
         self.data_root = data_root
         self.resume = resume
@@ -562,7 +561,7 @@ class Trainer:
         loop = ckpt["loop"]
         self.run_dir.rewind(int(loop["history_lines"]), int(ckpt["version"]))
         self.graph = loads(ckpt["graph"], "checkpoint")
-        self.dataset = self._load_data(self.graph if self.seed_graph is None else self.seed_graph)
+        self.dataset = self._load_data(self.seed_graph)
         self.version = int(ckpt["version"])
         self.formats = json.loads(loop.get("formats", "{}"))
         self.speed = json.loads(loop.get("speed", "[]"))
