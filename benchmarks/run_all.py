@@ -1,11 +1,12 @@
 """Run the cheap benchmarks and print their markdown tables (``make bench``): training-step speed of built modules
-vs hand-written ones (step_speed.py) and the cost of a growth event on 100 and 1,000-node graphs (growth_event.py).
+vs hand-written ones (step_speed.py), the cost of a growth event on 100 and 1,000-node graphs (growth_event.py) and
+the cost of a new version inside a training run per format (event_cost.py).
 
     python benchmarks/run_all.py            # a few minutes on one CPU thread
     python benchmarks/run_all.py --quick    # fewer rounds and repeats (noisier)
 
 Other benchmarks take longer or need more (run them on their own): gpu_throughput.py (a GPU), gnap_table.py
-(training runs), malformed_timing.py.
+(training runs), train_speed.py and event_cost.py --compile (torch.compile), malformed_timing.py.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
+import event_cost  # noqa: E402
 import growth_event  # noqa: E402
 import step_speed  # noqa: E402
 
@@ -36,6 +38,9 @@ def main(argv=None) -> None:
     print("\n## Growth event: rewrite + build + weight and optimizer transfer\n")
     print("`python benchmarks/growth_event.py" + (" --repeats 2`\n" if args.quick else "`\n"))
     growth_event.main(["--repeats", "2"] if args.quick else [])
+    print("\n## A new version inside a training run, per schedule.format\n")
+    print("`python benchmarks/event_cost.py`\n")
+    event_cost.main([])
     print(f"\n(all benchmarks: {time.perf_counter() - start:.0f} s)")
 
 

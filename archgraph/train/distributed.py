@@ -92,16 +92,17 @@ class Dist:
         if not self.enabled or not tensors:
             return
         import torch.distributed as dist
-        flags = torch.tensor([t.grad is not None for t in tensors], dtype=torch.float32, device=self._comm_device)
-        flat = torch.cat([(t.grad if t.grad is not None else torch.zeros_like(t)).reshape(-1).float()
-                          for t in tensors]).to(self._comm_device)
+        # one all-reduce: the gradients, then one flag per tensor that has a gradient here
+        parts = [(t.grad if t.grad is not None else torch.zeros_like(t)).reshape(-1).float() for t in tensors]
+        flags = torch.tensor([float(t.grad is not None) for t in tensors], device=parts[0].device)
+        flat = torch.cat(parts + [flags]).to(self._comm_device)
         dist.all_reduce(flat)
-        dist.all_reduce(flags)
-        flat /= self.world_size
+        has = flat[-len(tensors):].tolist()
+        flat = flat[:-len(tensors)] / self.world_size
         at = 0
-        for t, has in zip(tensors, flags.tolist()):
+        for t, n_has in zip(tensors, has):
             n = t.numel()
-            if has:
+            if n_has:
                 t.grad = flat[at:at + n].view_as(t).to(device=t.device, dtype=t.dtype).clone()
             at += n
 
