@@ -394,10 +394,14 @@ class Trainer:
         """The current network on ``x`` with parameter ``overrides``, in the version's format (float32 output)."""
         if self.format.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        if net is None:
+            net = self.runner
+            if net is None or net.net is not self.module:   # a hook evaluating before the version is installed
+                net = _Forward(self.module, _functional_forward)
         if not self.amp:
-            return (net or self.runner)(x, overrides)
+            return net(x, overrides)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-            out = (net or self.runner)(x, overrides)
+            out = net(x, overrides)
         return out.float()
 
     @torch.no_grad()

@@ -240,9 +240,6 @@ class GnapStrategy(Strategy):
 
     def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
         self.masks.rebuild(new_graph)
-
-    def learned_parameters(self, trainer) -> dict:
-        return self.masks.parameters() if self.masks is not None else {}
         if getattr(rule, "kind", "growth") == "growth" and self.phase == GROW:
             # channels a growth adds (appended at the end, or a whole new layer) are not charged for until the
             # phase settles: their outgoing weights start at zero and need time to become useful
@@ -252,6 +249,9 @@ class GnapStrategy(Strategy):
                 if new[gid][0] > before:
                     self.masks.young[gid] = sorted(set(self.masks.young.get(gid, [])) |
                                                    set(range(before, new[gid][0])))
+
+    def learned_parameters(self, trainer) -> dict:
+        return self.masks.parameters() if self.masks is not None else {}
 
     # ---- numbers and state ------------------------------------------------------------------------------------
     def effective_weights(self, trainer) -> dict:
