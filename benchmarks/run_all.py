@@ -33,8 +33,8 @@ def main(argv=None) -> None:
     print(f"# archgraph benchmarks ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f})\n")
     print("## Training step: archgraph vs hand-written eager PyTorch\n")
-    print("`python benchmarks/step_speed.py" + (" --rounds 5 --steps 5`\n" if args.quick else "`\n"))
-    step_speed.main(["--rounds", "5", "--steps", "5"] if args.quick else [])
+    print("`python benchmarks/step_speed.py" + (" --rounds 5 --min-time 0.1`\n" if args.quick else "`\n"))
+    step_speed.main(["--rounds", "5", "--min-time", "0.1"] if args.quick else [])
     print("\n## Growth event: rewrite + build + weight and optimizer transfer\n")
     print("`python benchmarks/growth_event.py" + (" --repeats 2`\n" if args.quick else "`\n"))
     growth_event.main(["--repeats", "2"] if args.quick else [])

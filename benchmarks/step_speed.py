@@ -5,27 +5,30 @@ SGD training step (forward, cross-entropy, backward, optimizer step) of
 
 * ``hand-written``: the eager module a user would write;
 * ``archgraph``: the fx GraphModule ``archgraph.build`` makes;
-* ``loop path``: the same module called the way the training loop calls it (``_Forward`` wrapper, autocast context,
-  gradient scaler; both disabled on the CPU);
+* ``loop path``: the same module called the way the training loop calls it (``Trainer.forward`` with its ``_Forward``
+  wrapper, the gradient scaler, disabled on the CPU);
 * ``chosen``: the module in the format ``archgraph.speed.choose_format`` picks for it (channels_last and, with
   ``--compile``, torch.compile), which the loop uses with ``schedule.format: auto``.
 
 The variants run interleaved in rounds, in a fresh random order each round, so load from other processes hits all
-of them alike; each ratio is the median over rounds of that round's ratio (<= 1.05 is parity). The load average
-is printed before and after.
+of them alike; each timing lasts at least ``--min-time`` seconds (timings of a few milliseconds are at the mercy of
+the scheduler's time slices on a shared machine); each ratio is the median over rounds of that round's ratio (<= 1.05
+is parity). The load average is printed before and after.
 
-    python benchmarks/step_speed.py [--batch 64] [--rounds 9] [--steps 10] [--threads 1] [--compile] [--seeds ...]
+    python benchmarks/step_speed.py [--batch 64] [--rounds 9] [--min-time 0.2] [--threads 1] [--compile] [--seeds ...]
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -34,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import archgraph  # noqa: E402
 from archgraph import speed  # noqa: E402
-from archgraph.train.loop import _Forward, _functional_forward  # noqa: E402
+from archgraph.train.loop import Trainer, _Forward, _functional_forward  # noqa: E402
 from handwritten import REFERENCES  # noqa: E402
 
 
@@ -49,15 +52,17 @@ def plain_step(model, x, y):
 
 
 def loop_step(model, x, y):
-    """What Trainer.train_step does around the module (without data loading and a strategy)."""
+    """What Trainer.train_step does around the module (without data loading and a strategy): Trainer.forward itself
+    on a stand-in trainer, then the loss, the gradient scaler (disabled on the CPU) and the step."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     runner = _Forward(model, _functional_forward)
+    trainer = SimpleNamespace(format=speed.Format(), runner=runner, module=model, amp=False, device=x.device,
+                              amp_dtype=torch.float16)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
 
     def step():
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            out = runner(x, {})
-        loss = torch.nn.functional.cross_entropy(out.float(), y)
+        out = Trainer.forward(trainer, x, {}, runner)
+        loss = torch.nn.functional.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -102,27 +107,29 @@ def measure(name: str, args) -> dict:
              "chosen": chosen_step(copy.deepcopy(built), fmt, x, y)}
     for step in steps.values():
         timed(step, 3)   # warm-up (and compilation)
+    # each timing lasts at least --min-time, well above the scheduler's time slice on a shared machine
+    n = max(args.steps, math.ceil(args.min_time / timed(steps["ref"], 3)))
     times: dict[str, list[float]] = {k: [] for k in steps}
     rng = random.Random(0)
     for _ in range(args.rounds):
         order = list(steps)
         rng.shuffle(order)
         for k in order:
-            times[k].append(timed(steps[k], args.steps))
+            times[k].append(timed(steps[k], n))
 
     def ratio(a, b):
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
-    return {"name": name, "params": g.params, "format": fmt.describe(),
+    return {"name": name, "params": g.params, "format": fmt.describe(), "steps": n,
             **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()},
             "built_ratio": ratio("built", "ref"), "loop_ratio": ratio("loop", "ref"),
             "chosen_speedup": ratio("built", "chosen")}
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| graph | params | hand-written ms/step | archgraph ms/step | ratio | loop path ratio | "
-           "chosen format | chosen ms/step | speed-up over eager |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| graph | params | steps per timing | hand-written ms/step | archgraph ms/step | ratio | loop path ratio | "
+           "chosen format | chosen ms/step | speed-up over eager |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['name']} | {r['params']:,} | {r['ref_ms']:.2f} | {r['built_ms']:.2f} | "
+        out.append(f"| {r['name']} | {r['params']:,} | {r['steps']} | {r['ref_ms']:.2f} | {r['built_ms']:.2f} | "
                    f"{r['built_ratio']:.3f} | {r['loop_ratio']:.3f} | {r['format']} | {r['chosen_ms']:.2f} | "
                    f"{r['chosen_speedup']:.2f}x |")
     return "\n".join(out)
@@ -132,7 +139,8 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=9)
-    p.add_argument("--steps", type=int, default=10, help="steps per timing")
+    p.add_argument("--steps", type=int, default=10, help="least steps per timing")
+    p.add_argument("--min-time", type=float, default=0.2, help="least seconds per timing")
     p.add_argument("--choose-steps", type=int, default=5, help="steps per candidate when choosing a format")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="let the chooser consider torch.compile")
@@ -143,7 +151,7 @@ def main(argv=None) -> list[dict]:
     load = os.getloadavg()
     rows = [measure(name, args) for name in args.seeds]
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} "
-          f"interleaved rounds of {args.steps} steps; load average {load[0]:.2f} before, "
+          f"interleaved rounds, each timing at least {args.steps} steps and {args.min_time} s; load average {load[0]:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores)\n")
     print(table(rows))
     worst = max(r["built_ratio"] for r in rows)

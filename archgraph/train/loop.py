@@ -398,10 +398,11 @@ class Trainer:
             net = self.runner
             if net is None or net.net is not self.module:   # a hook evaluating before the version is installed
                 net = _Forward(self.module, _functional_forward)
+        call = net.fn if isinstance(net, _Forward) else None   # no DDP wrapper: skip the module call machinery
         if not self.amp:
-            return net(x, overrides)
+            return call(net.net, overrides, x) if call else net(x, overrides)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-            out = net(x, overrides)
+            out = call(net.net, overrides, x) if call else net(x, overrides)
         return out.float()
 
     @torch.no_grad()
