@@ -101,6 +101,10 @@ def measure(name: str, args) -> dict:
     ref.load_state_dict(built.state_dict())
     x = torch.randn(args.batch, *shape)
     y = torch.randint(0, 10, (args.batch,))
+    with torch.no_grad():   # the twin computes the same function
+        assert torch.allclose(built.eval()(x), ref.eval()(x), atol=1e-5), f"{name}: hand-written twin differs"
+    built.train()
+    ref.train()
     fmt = speed.choose_format(g, built, x, y, allow_compile=args.compile, steps=args.choose_steps)
     steps = {"ref": plain_step(ref, x, y), "built": plain_step(built, x, y),
              "loop": loop_step(copy.deepcopy(built), x, y),

@@ -167,6 +167,9 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(seed)
         graph = self.seed_graph
         self.dataset = self._load_data(graph)
+        if len(self.dataset.train) < 2 * self.dist.world_size:
+            raise ConfigError(f"{len(self.dataset.train)} training examples cannot give each of the "
+                              f"{self.dist.world_size} processes two", file=self.source, field="data.limit")
         self.graph = graph
         t0 = time.perf_counter()
         self.module = self._fresh_module(graph)
@@ -407,11 +410,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: Split, module: Optional[torch.nn.Module] = None) -> tuple[float, float]:
-        """``(mean loss, accuracy)`` of the current (masked) network on ``split``, in eval mode."""
+        """``(mean loss, accuracy)`` of the current (masked) network on ``split``, in eval mode, never compiled (an
+        evaluation per epoch does not repay a second compilation per version). A collective call when distributed:
+        every rank evaluates its share."""
         net = module if module is not None else self.module
         was_training = net.training
         net.eval()
         overrides = {} if module is not None else self.strategy.parametrize(self, training=False)[0]
+        runner = _Forward(net, _functional_forward)
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         bs = self.config.data.eval_batch_size
@@ -419,13 +425,7 @@ class Trainer:
         for start in range(first, stop, bs):
             idx = torch.arange(start, min(start + bs, stop))
             x, y = self.dataset.batch(split, idx)
-            if module is not None:
-                if self.format.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                    out = net(x).float()
-            else:
-                out = self.forward(x, overrides)
+            out = self.forward(x, overrides, runner)
             loss += F.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
         net.train(was_training)
