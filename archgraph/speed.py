@@ -39,6 +39,24 @@ class Format:
         bits = [name for name, on in asdict(self).items() if on]
         return "+".join(bits) or "eager"
 
+    @property
+    def name(self) -> str:
+        """The name of the format without AMP, as the run file's ``schedule.format`` spells it."""
+        return Format(self.channels_last, self.compile).describe()
+
+    @classmethod
+    def from_name(cls, name: str, amp: bool = False) -> "Format":
+        """``"eager"``, ``"channels_last"``, ``"compile"`` or ``"channels_last+compile"`` (plus ``amp``).
+
+        >>> Format.from_name("channels_last+compile")
+        Format(channels_last=True, compile=True, amp=False)
+        """
+        bits = set(name.split("+")) - {"eager", "amp"}
+        unknown = bits - {"channels_last", "compile"}
+        if unknown:
+            raise ValueError(f"unknown format part(s) {sorted(unknown)} in {name!r}")
+        return cls("channels_last" in bits, "compile" in bits, amp or "amp" in name.split("+"))
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -50,8 +68,10 @@ class Measurement:
 _CACHE: dict[tuple, tuple[Format, tuple[Measurement, ...]]] = {}
 
 
-def candidates(device: torch.device, has_conv: bool, allow_compile: bool) -> list[Format]:
-    amp = device.type == "cuda"
+def candidates(device: torch.device, has_conv: bool, allow_compile: bool, amp: Optional[bool] = None) -> list[Format]:
+    """The formats worth measuring: eager, channels_last for conv nets, their compiled forms when allowed; AMP on
+    CUDA (unless ``amp`` says otherwise), never on the CPU."""
+    amp = device.type == "cuda" if amp is None else (amp and device.type == "cuda")
     out = [Format(amp=amp)]
     if has_conv:
         out.append(Format(channels_last=True, amp=amp))
@@ -87,12 +107,15 @@ def time_steps(module: nn.Module, x: torch.Tensor, y: torch.Tensor, fmt: Format,
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     xb = prepare_input(x, fmt)
 
+    scaler = torch.amp.GradScaler(x.device.type, enabled=fmt.amp)
+
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=x.device.type, enabled=fmt.amp):
-            loss = loss_fn(runner(xb), y)
-        loss.backward()
-        opt.step()
+            out = runner(xb)
+        scaler.scale(loss_fn(out.float(), y)).backward()
+        scaler.step(opt)
+        scaler.update()
 
     for _ in range(warmup):
         step()
@@ -111,19 +134,25 @@ def _sync(device: torch.device) -> None:
 
 
 def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, allow_compile: bool = False,
-                  steps_until_rewrite: int = 1000, steps: int = 5) -> Format:
+                  steps_until_rewrite: int = 1000, steps: int = 5, amp: Optional[bool] = None) -> Format:
     """Measure the candidate formats for this graph version and return the fastest; cached per version.
 
-    A compiled candidate is charged its compile time spread over ``steps_until_rewrite`` steps.
+    A compiled candidate is charged its compile time spread over ``steps_until_rewrite`` steps; one that fails to
+    compile (no C++ compiler, an unsupported op) is left out. The global RNG is left as it was.
     """
-    key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile)
+    key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile, amp)
     if key in _CACHE:
         return _CACHE[key][0]
     has_conv = any(n.op == "conv2d" for n in graph.nodes.values())
     results = []
-    for fmt in candidates(x.device, has_conv, allow_compile):
-        m = time_steps(module, x, y, fmt, steps=steps)
-        results.append(m)
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for fmt in candidates(x.device, has_conv, allow_compile, amp):
+            try:
+                results.append(time_steps(module, x, y, fmt, steps=steps))
+            except Exception:   # noqa: BLE001 - a compiler failure only removes the candidate
+                if not fmt.compile:
+                    raise
     def cost(m: Measurement) -> float:
         return m.step_s + (m.setup_s / max(steps_until_rewrite, 1) if m.format.compile else 0.0)
     best = min(results, key=cost)
@@ -131,7 +160,8 @@ def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return best.format
 
 
-def measurements(graph, x: torch.Tensor, allow_compile: bool = False) -> tuple[Measurement, ...]:
+def measurements(graph, x: torch.Tensor, allow_compile: bool = False,
+                 amp: Optional[bool] = None) -> tuple[Measurement, ...]:
     """The timings behind a cached choice (empty when nothing was measured)."""
-    key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile)
+    key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile, amp)
     return _CACHE.get(key, (None, ()))[1]

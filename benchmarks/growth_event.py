@@ -3,15 +3,19 @@
 
     python benchmarks/growth_event.py            # about half a minute on one CPU thread
 
-Each event is ``archgraph.rewrite(graph, module, rule, optimizer=adam)`` on a module that has taken one Adam step
-(so every parameter has state to carry). Events: widening one block's inner conv (local), widening the residual
-stream (every block's output conv and every add: global), inserting a residual block, and pruning the stream.
-Times are the fastest and the median of several runs (the fastest is the least disturbed by other processes on a
-shared machine; the ratio uses it); the phases are those of the fastest run.
+Each event is ``archgraph.rewrite(graph, module, rule, optimizer=opt)`` on a module that has taken one step of the
+training loop's optimizer (AdamW with the loop's parameter groups, so every parameter has state to carry), followed
+by what the training loop adds (``Trainer.apply_rule``): the optimizer made afresh with the carried state, as a
+resumed run makes it. Events: widening one block's inner conv (local), widening the residual stream (every block's
+output conv and every add: global), inserting a residual block, and pruning the stream. Times are the fastest and
+the median of several runs (the fastest is the least disturbed by other processes on a shared machine; the ratio
+uses it); the phases are those of the fastest run. Not included: the format measurement of ``schedule.format: auto``
+and torch.compile's recompilation (the training summary's ``speed`` reports them per version), and file writes.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -25,7 +29,11 @@ import archgraph  # noqa: E402
 from archgraph import rules  # noqa: E402
 from archgraph.build import build  # noqa: E402
 from archgraph.engine import apply  # noqa: E402
+from archgraph.train.config import Schedule  # noqa: E402
+from archgraph.train.optim import load_optimizer_state, make_optimizer, optimizer_state  # noqa: E402
 from archgraph.transfer import transfer, transfer_optimizer  # noqa: E402
+
+SCHEDULE = Schedule()   # the loop's default optimizer: AdamW, weight decay on conv/linear weights
 
 
 def residual_chain(nodes: int, width: int = 16) -> archgraph.Graph:
@@ -54,7 +62,7 @@ def residual_chain(nodes: int, width: int = 16) -> archgraph.Graph:
 
 def setup(graph):
     module = build(graph)
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    opt = make_optimizer(module, SCHEDULE)
     x = torch.randn(2, 3, 8, 8)
     module(x).sum().backward()
     opt.step()
@@ -86,35 +94,49 @@ def time_event(graph, rule, repeats: int) -> tuple[float, float, dict[str, float
         t3 = time.perf_counter()
         transfer_optimizer(rw.plan, opt, module, new)
         t4 = time.perf_counter()
-        if not runs or t4 - t0 < min(runs):
-            phases = {"rule": t1 - t0, "build": t2 - t1, "weights": t3 - t2, "optimizer": t4 - t3}
-        runs.append(t4 - t0)
+        state = optimizer_state(opt, new, copy=False)   # Trainer.apply_rule: a fresh optimizer, the state handed over
+        fresh = make_optimizer(new, SCHEDULE)
+        load_optimizer_state(fresh, new, state, copy=False)
+        t5 = time.perf_counter()
+        if not runs or t5 - t0 < min(runs):
+            phases = {"rule": t1 - t0, "build": t2 - t1, "weights": t3 - t2, "optimizer": t4 - t3,
+                      "loop optimizer": t5 - t4}
+        runs.append(t5 - t0)
     return min(runs), statistics.median(runs), phases
 
 
-def main() -> None:
+PHASES = ("rule", "build", "weights", "optimizer", "loop optimizer")
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--repeats", type=int, default=4)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    load = os.getloadavg()[0]
     graphs = {n: residual_chain(n) for n in args.sizes}
     results: dict[str, dict[int, float]] = {}
-    print(f"torch {torch.__version__}, 1 thread; fastest and median of {args.repeats} runs (ms); phases of the "
-          "fastest run")
+    lines = ["| event | nodes | params | fastest ms | median ms | " + " | ".join(PHASES) + " |",
+             "|---|---|---|---|---|" + "---|" * len(PHASES)]
     for n, graph in graphs.items():
-        print(f"\n{len(graph.nodes)} nodes, {graph.params:,} params")
         for name, rule in events(graph).items():
             fastest, median, phases = time_event(graph, rule, args.repeats)
             results.setdefault(name, {})[n] = fastest
-            detail = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in phases.items())
-            print(f"  {name:24s} {fastest * 1e3:7.1f} {median * 1e3:7.1f}   ({detail})")
+            lines.append(f"| {name} | {len(graph.nodes)} | {graph.params:,} | {fastest * 1e3:.1f} | "
+                         f"{median * 1e3:.1f} | " + " | ".join(f"{phases[k] * 1e3:.1f}" for k in PHASES) + " |")
+    print(f"torch {torch.__version__}, CPU, 1 thread; fastest and median of {args.repeats} runs; phases (ms) of the "
+          f"fastest run; load average {load:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores)\n")
+    print("\n".join(lines))
     if len(args.sizes) == 2:
         small, large = args.sizes
-        print(f"\nratio {large}/{small} (node counts {len(graphs[large].nodes)}/{len(graphs[small].nodes)}):")
+        print(f"\n| event | {len(graphs[small].nodes)} nodes ms | {len(graphs[large].nodes)} nodes ms | "
+              f"ratio {large}/{small} |\n|---|---|---|---|")
         for name, by_size in results.items():
-            print(f"  {name:24s} {by_size[large] / by_size[small]:6.1f}x")
+            print(f"| {name} | {by_size[small] * 1e3:.1f} | {by_size[large] * 1e3:.1f} | "
+                  f"{by_size[large] / by_size[small]:.1f}x |")
+    return results
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""archgraph grow RUN.yaml --out DIR [--data-root PATH] [--device cpu|cuda] [--resume] [--quiet] [--set KEY=VALUE]"""
+"""archgraph grow RUN.yaml --out DIR [--data-root PATH] [--device cpu|cuda] [--resume] [--quiet] [--set KEY=VALUE]
+
+Several processes: ``torchrun --nproc_per_node=N -m archgraph grow RUN.yaml --out DIR`` (docs/scale.md)."""
 from __future__ import annotations
 
 import json
+import os
 
 from ..errors import ConfigError
 
@@ -11,7 +14,9 @@ def register(sub) -> None:
                        description="Train the seed graph a run file names with its method (GNAP grows and prunes "
                                    "it), writing every graph version, the event history, checkpoints, the final "
                                    "weights and summary.json into DIR. A run killed at any point continues from "
-                                   "its last checkpoint with --resume.")
+                                   "its last checkpoint with --resume. Under torchrun (torchrun "
+                                   "--nproc_per_node=N -m archgraph grow ...) each process trains its share of "
+                                   "every batch with DDP and only rank 0 writes DIR.")
     p.add_argument("run_file", metavar="RUN.yaml")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (must be new or empty unless --resume)")
     p.add_argument("--data-root", metavar="PATH", help="dataset root (overrides data.root)")
@@ -38,7 +43,7 @@ def run(args) -> int:
     from ..train import grow
     summary = grow(args.run_file, args.out, data_root=args.data_root, device=args.device, resume=args.resume,
                    quiet=args.quiet, settings=parse_settings(args.set))
-    if args.quiet:
+    if args.quiet and os.environ.get("RANK", "0") == "0":   # one line per run, also under torchrun
         print(json.dumps({k: summary[k] for k in ("test_acc", "params", "nonzero_params", "macs", "versions",
                                                   "growth_events", "prune_events", "wall_s")}))
     return 0

@@ -22,7 +22,8 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
 
     ``config_or_path`` is a run file, a :class:`RunConfig` or its plain data (a seed path in it is relative to the
     run file, else to the working directory). ``device`` overrides ``schedule.device``, ``data_root`` the dataset
-    root, and ``settings`` any field by dotted name, e.g. ``{"schedule.epochs": 2}``.
+    root, and ``settings`` any field by dotted name, e.g. ``{"schedule.epochs": 2}``. Under ``torchrun`` every
+    process calls this and trains its share (see :mod:`archgraph.train.distributed`); only rank 0 writes ``out_dir``.
     """
     from .loop import Trainer
     if isinstance(config_or_path, (str, os.PathLike)):
@@ -41,7 +42,10 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     seed = load_seed(cfg, base, source)
     trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
                       quiet=quiet, resume=resume)
-    return trainer.run()
+    try:
+        return trainer.run()
+    finally:
+        trainer.dist.close()
 
 
 __all__ = ["RunConfig", "grow", "load_config"]

@@ -275,8 +275,14 @@ class Schedule(_Model):
     epochs: PositiveInt = Field(30, description="epoch budget of the whole run")
     seed: NonNegativeInt = Field(0, description="seeds initialisation, shuffling, augmentation and the val split")
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    channels_last: bool = Field(False, description="channels-last memory format for conv nets")
-    compile: bool = Field(False, description="torch.compile the forward pass (recompiled after each rewrite)")
+    format: Literal["eager", "channels_last", "compile", "channels_last+compile", "auto", "auto+compile"] = Field(
+        "eager", description="how the module runs: channels-last memory format and/or torch.compile (recompiled "
+                             "after each rewrite); auto measures eager and channels_last (auto+compile also the "
+                             "compiled forms) on each new graph version and keeps the fastest (fast, but a resumed "
+                             "run may then choose differently and stop matching an uninterrupted one bit for bit)")
+    amp: Literal["off", "float16", "bfloat16"] = Field(
+        "float16", description="mixed precision on CUDA (autocast; float16 with a gradient scaler); ignored on "
+                               "the CPU")
     threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
 
 

@@ -71,13 +71,19 @@ class Dataset:
         x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
         return x.reshape(x.shape[0], *self.input_shape)
 
-    def batch(self, split: Split, index: torch.Tensor, augment=None, gen: Optional[torch.Generator] = None):
-        """``(inputs, labels)`` of the examples ``index`` of ``split``, augmented when settings are given."""
+    def batch(self, split: Split, index: torch.Tensor, augment=None, gen: Optional[torch.Generator] = None,
+              part: Optional[slice] = None):
+        """``(inputs, labels)`` of the examples ``index`` of ``split``, augmented when settings are given. ``part``
+        keeps a share of the batch after augmenting all of it (a distributed rank's share, with the random draws of
+        the whole batch, so every rank's generator stays in step)."""
         index = index.to(split.x.device)
         raw = split.x[index]
         if augment is not None and gen is not None:
             raw = augment_batch(raw, augment, gen)
-        return self.inputs(raw), split.y[index]
+        y = split.y[index]
+        if part is not None:
+            raw, y = raw[part], y[part]
+        return self.inputs(raw), y
 
 
 def load_dataset(cfg: DataConfig, seed: int = 0, root: Optional[str] = None,

@@ -4,7 +4,13 @@ One :class:`Trainer` runs one run directory. It trains the current graph's modul
 parameters (masks) and add a loss term, applies the rules the strategy returns with ``archgraph.rewrite`` (weights
 and optimizer state carried over), writes each new version and event, and checkpoints at every epoch end and after
 every rewrite. Everything random draws from generators whose states are checkpointed, so on the CPU a run that is
-killed and resumed ends exactly like one that was not (only ``wall_s`` differs).
+killed and resumed ends exactly like one that was not (only ``wall_s`` and the timings under ``speed`` differ).
+
+Under ``torchrun`` each process trains its share of every batch in a DDP wrapper and the run stays one run:
+see :mod:`archgraph.train.distributed`. How the module runs (``schedule.format``: channels-last, ``torch.compile``,
+measured per graph version with ``auto``) and AMP on CUDA are set up by :meth:`Trainer._fresh_module` and
+:meth:`Trainer._install`; the cost of each new version (rewrite, format measurement, first step) is in the
+summary's ``speed``.
 
 >>> from archgraph.train import grow
 >>> summary = grow("examples/digits_gnap.yaml", "runs/digits")    # doctest: +SKIP
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -27,14 +34,18 @@ from ..build import build
 from ..errors import ConfigError
 from ..serialize import content_hash, dumps, loads
 from ..shapes import count_nonzero_params
+from ..speed import Format, choose_format
 from ..weights import load_into
+from . import distributed
 from .config import RunConfig
 from .data import Dataset, Split, load_dataset
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
-from .rundir import RunDir
+from .rules_io import rule_from_data, rule_to_data
+from .rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
 
 CHECKPOINT_FORMAT = 1
+TIMED_STEPS = 11   # steps timed (synchronised) after each new version: the first one, then a median of the rest
 
 
 @dataclass
@@ -74,12 +85,26 @@ class Trainer:
         self.source = source
         self.seed_graph = seed_graph
         self.data_root = data_root
-        self.quiet = quiet
         self.resume = resume
-        self.run_dir = RunDir(out_dir)
-        self.device = resolve_device(self.schedule.device)
+        self.dist = distributed.from_env(resolve_device(self.schedule.device))
+        self.device = self.dist.device
+        self.quiet = quiet or not self.dist.is_main
+        self.run_dir = RunDir(out_dir) if self.dist.is_main else ReadOnlyRunDir(out_dir)
         if self.schedule.threads:
             torch.set_num_threads(self.schedule.threads)
+        if self.dist.enabled and config.data.batch_size < 2 * self.dist.world_size:
+            raise ConfigError(f"data.batch_size {config.data.batch_size} is the global batch: it must give each of "
+                              f"the {self.dist.world_size} processes at least 2 examples", file=source,
+                              field="data.batch_size")
+        self.amp = self.device.type == "cuda" and self.schedule.amp != "off"
+        self.amp_dtype = torch.bfloat16 if self.schedule.amp == "bfloat16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.formats: dict[str, str] = {}   # content hash of a version -> the format it runs in
+        self.speed: list[dict] = []         # per version: format, rewrite_s, measure_s, first_step_s, step_s
+        self.format = Format()
+        self.runner: Optional[torch.nn.Module] = None   # the forward pass (compiled or not), for evaluation
+        self.net: Optional[torch.nn.Module] = None      # the same in a DDP wrapper when distributed, for training
+        self._timing: Optional[list] = None
         self.strategy = make_strategy(config.method, config)
         self.phase = "train"
         self.epoch = 0
@@ -94,7 +119,6 @@ class Trainer:
         self.last_metrics: dict = {}
         self.wall_before = 0.0
         self.progress = 0.0   # epochs done, fractional
-        self._forward_fn = None
 
     @property
     def epochs(self) -> int:
@@ -122,11 +146,13 @@ class Trainer:
             if not self.run_dir.is_empty():
                 raise ConfigError(f"'{self.run_dir.path}' already holds files; pass --resume to continue the run "
                                   "there or choose another --out", file=self.source)
+            self.dist.barrier()   # every process has looked before rank 0 writes
             self.start()
         while self.phase == "train":
             if self.pending:
                 self.apply_pending()
-            elif self.epoch >= self.epochs or self.strategy.should_stop(self):
+            elif self.dist.agree(self.epoch >= self.epochs or bool(self.strategy.should_stop(self)),
+                                 "whether to stop"):
                 self.phase = "final"
             else:
                 self.train_epoch()
@@ -141,7 +167,11 @@ class Trainer:
         self.data_gen = torch.Generator().manual_seed(seed)
         graph = self.seed_graph
         self.dataset = self._load_data(graph)
+        if len(self.dataset.train) < 2 * self.dist.world_size:
+            raise ConfigError(f"{len(self.dataset.train)} training examples cannot give each of the "
+                              f"{self.dist.world_size} processes two", file=self.source, field="data.limit")
         self.graph = graph
+        t0 = time.perf_counter()
         self.module = self._fresh_module(graph)
         self.optimizer = make_optimizer(self.module, self.schedule)
         self.run_dir.create()
@@ -150,6 +180,7 @@ class Trainer:
                   "config": self.config.model_dump(mode="json"), "time": time.time()})
         self.strategy.setup(self)
         self.strategy.attach(self)
+        self._install("seed", "the seed's weights", t0)
         self.checkpoint()
 
     def _load_data(self, graph) -> Dataset:
@@ -166,19 +197,70 @@ class Trainer:
         return ds.to(self.device)
 
     def _fresh_module(self, graph, state: Optional[dict] = None) -> torch.nn.Module:
+        """Build ``graph`` (with ``state``) in the memory format chosen for it (measured first with ``auto``)."""
         module = build(graph, device=self.device, seed=self.schedule.seed)
         if state is not None:
             load_into(module, {k: v.to(self.device) for k, v in state.items()}, source="checkpoint")
-        if self.schedule.channels_last and any(len(s) == 3 for s in graph.inputs.values()):
+        return self._prepare(graph, module)
+
+    def _prepare(self, graph, module) -> torch.nn.Module:
+        """``module`` (built from ``graph``) in the memory format chosen for ``graph``, in training mode."""
+        fmt = self._format_of(graph, module)
+        if fmt.channels_last and any(len(s) == 3 for s in graph.inputs.values()):
             module = module.to(memory_format=torch.channels_last)
-        self._forward_fn = None
         return module.train()
+
+    def _format_of(self, graph, module) -> Format:
+        """The format this version runs in: the run's, or with ``auto`` the fastest measured on rank 0 (a few steps
+        on a copy, global RNG untouched) and sent to every rank; remembered per version and checkpointed."""
+        key = content_hash(graph)
+        self._measure_s = 0.0
+        if key not in self.formats:
+            name = self.schedule.format
+            if name.startswith("auto"):
+                t0 = time.perf_counter()
+                if self.dist.is_main:
+                    n = max(2, self.config.data.batch_size // self.dist.world_size)
+                    x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
+                    steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
+                    name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
+                                         steps_until_rewrite=steps, amp=self.amp).name
+                name = self.dist.broadcast_json(name)
+                self._measure_s = time.perf_counter() - t0
+            self.formats[key] = name
+        return Format.from_name(self.formats[key], amp=self.amp)
+
+    def _install(self, kind: str, what: str, t0: float) -> None:
+        """Make the new ``self.module`` trainable: check that every rank holds the same state, compile the forward
+        pass when the format says so (the old compiled code is dropped), wrap it in DDP, and start timing its first
+        steps. ``kind`` is seed, rewrite or resume; ``t0`` is when the change began (its cost, less the format
+        measurement, is logged as ``rewrite_s``)."""
+        if self.dist.enabled:
+            self.dist.check_same(self.state_digest(), what)
+        self.format = Format.from_name(self.formats[content_hash(self.graph)], amp=self.amp)
+        fn = _functional_forward
+        if self.format.compile:
+            torch.compiler.reset()
+            fn = torch.compile(_functional_forward)
+        self.runner = _Forward(self.module, fn)
+        self.net = self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
+        self.speed.append({"version": self.version, "kind": kind, "format": self.format.name,
+                           "rewrite_s": round(time.perf_counter() - t0 - self._measure_s, 6),
+                           "measure_s": round(self._measure_s, 6)})
+        self._timing = []
+
+    def state_digest(self) -> str:
+        """SHA-256 of the module's weights and buffers, the optimizer state and the strategy's learned tensors (what
+        must be the same on every rank)."""
+        return distributed.digest(self.module.state_dict(), optimizer_state(self.optimizer, self.module),
+                                  self.strategy.learned_parameters(self))
 
     # ---- one epoch --------------------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
         bs = self.config.data.batch_size
         full, rest = divmod(n, bs)
-        return full + (1 if rest >= 2 or full == 0 else 0)   # a batch of one breaks batchnorm
+        # a batch of one breaks batchnorm: a last partial batch must give every process two examples
+        return full + (1 if rest >= 2 * self.dist.world_size or full == 0 else 0)
 
     def train_epoch(self) -> None:
         train = self.dataset.train
@@ -190,35 +272,33 @@ class Trainer:
         bar = self._bar(n_batches, es.batch)
         loss_acc = torch.zeros((), device=self.device)
         correct_acc = torch.zeros((), dtype=torch.long, device=self.device)
+        world = self.dist.world_size
         for b in range(es.batch, n_batches):
             idx = es.perm[b * bs:(b + 1) * bs]
             set_lr(self.optimizer, self.current_lr(b / n_batches))
-            loss, correct = self.train_step(idx)
-            loss_acc += loss * len(idx)
+            loss, correct = self._timed_step(idx)
+            loss_acc += loss
             correct_acc += correct
             es.seen += len(idx)
             es.batch = b + 1
             self.step += 1
             if bar is not None:
                 bar.update(1)
-                if es.batch % 10 == 0 or es.batch == n_batches:
-                    bar.set_postfix(loss=f"{(es.loss_sum + float(loss_acc)) / es.seen:.4f}",
-                                    acc=f"{(es.correct + int(correct_acc)) / es.seen:.4f}",
+                if es.batch % 10 == 0 or es.batch == n_batches:   # rank 0's share, scaled up, when distributed
+                    bar.set_postfix(loss=f"{(es.loss_sum + float(loss_acc) * world) / es.seen:.4f}",
+                                    acc=f"{(es.correct + int(correct_acc) * world) / es.seen:.4f}",
                                     params=self.last_metrics.get("nonzero_params", self.graph.params))
-            rules = self.strategy.on_step_end(self)
+            rules = self._agree_rules(self.strategy.on_step_end(self), "on_step_end")
             if rules:
-                es.loss_sum += float(loss_acc)
-                es.correct += int(correct_acc)
-                loss_acc.zero_()
-                correct_acc.zero_()
+                self._fold(es, loss_acc, correct_acc)
                 self.pending = list(rules)
                 self.apply_pending()
-        es.loss_sum += float(loss_acc)
-        es.correct += int(correct_acc)
+        self._fold(es, loss_acc, correct_acc)
         if bar is not None:
             bar.close()
         self.epoch += 1
         self.epoch_state = None
+        self.dist.sync_buffers(self.module)   # rank 0's running statistics, for evaluation and the checkpoint
         train_loss, train_acc = es.loss_sum / max(1, es.seen), es.correct / max(1, es.seen)
         metrics = {"train_loss": train_loss, "train_acc": train_acc}
         if self.dataset.val is not None:
@@ -232,59 +312,126 @@ class Trainer:
         self.log({"event": "epoch", "epoch": self.epoch, "step": self.step, "version": self.version,
                   "metrics": metrics})
         self._say(self._epoch_line(metrics))
-        self.pending = list(self.strategy.on_epoch_end(self, metrics))
+        self.pending = self._agree_rules(self.strategy.on_epoch_end(self, metrics), "on_epoch_end")
         self.checkpoint()
         self.apply_pending()
+
+    def _fold(self, es: EpochState, loss_acc: torch.Tensor, correct_acc: torch.Tensor) -> None:
+        """Add the steps' loss and accuracy sums (over every rank) to the epoch's and reset them."""
+        loss_sum, correct = self.dist.all_reduce_sum([float(loss_acc), int(correct_acc)])
+        es.loss_sum += loss_sum
+        es.correct += int(correct)
+        loss_acc.zero_()
+        correct_acc.zero_()
+
+    def _agree_rules(self, rules, hook: str) -> list:
+        """The rules a hook returned; when distributed, rank 0's, checked to be every rank's (sent as JSON)."""
+        if not self.dist.enabled:
+            return list(rules)
+        data = self.dist.agree([rule_to_data(r) for r in rules],
+                               f"the rules of {self.strategy.name}.{hook} at step {self.step}")
+        return [rule_from_data(d) for d in data]
 
     def current_lr(self, fraction: float, epoch: Optional[int] = None) -> float:
         """Learning rate at ``fraction`` of epoch ``epoch`` (default: the current one); also sets ``progress``."""
         self.progress = (self.epoch if epoch is None else epoch) + fraction
         return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self)
 
-    def train_step(self, idx: torch.Tensor):
-        x, y = self.dataset.batch(self.dataset.train, idx, self.config.data.augment, self.data_gen)
-        overrides, extra = self.strategy.parametrize(self, training=True)
-        out = self.forward(x, overrides)
-        ce = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing)
-        loss = ce if extra is None else ce + extra
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return ce.detach(), (out.detach().argmax(1) == y).sum()
+    def _timed_step(self, idx: torch.Tensor):
+        """:meth:`train_step`, timed (synchronised) for the first steps of each version: the first one carries
+        ``torch.compile``'s compilation and other warm-up."""
+        if self._timing is None:
+            return self.train_step(idx)
+        _sync(self.device)
+        t0 = time.perf_counter()
+        out = self.train_step(idx)
+        _sync(self.device)
+        self._timing.append(time.perf_counter() - t0)
+        record = self.speed[-1]
+        record["first_step_s"] = round(self._timing[0], 6)
+        if len(self._timing) > 1:
+            record["step_s"] = round(statistics.median(self._timing[1:]), 6)
+        if len(self._timing) >= TIMED_STEPS:
+            self._timing = None
+        return out
 
-    def forward(self, x: torch.Tensor, overrides: dict) -> torch.Tensor:
-        if self.schedule.channels_last and x.dim() == 4:
+    def train_step(self, idx: torch.Tensor):
+        """One optimizer step on the global batch ``idx`` (this rank's share when distributed); returns the share's
+        summed cross-entropy and number of correct predictions."""
+        world = self.dist.world_size
+        x, y = self.dataset.batch(self.dataset.train, idx, self.config.data.augment, self.data_gen,
+                                  part=self.dist.part(len(idx)) if world > 1 else None)
+        overrides, extra = self.strategy.parametrize(self, training=True)
+        out = self.forward(x, overrides, self.net)
+        if world == 1:
+            ce = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing)
+            term, ce_sum = ce, ce.detach() * len(idx)
+        else:   # DDP averages over ranks: scale so the gradient is the global batch's mean loss
+            ce_sum = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing, reduction="sum")
+            term, ce_sum = ce_sum * (world / len(idx)), ce_sum.detach()
+        loss = term if extra is None else term + extra
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self._sync_learned()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return ce_sum, (out.detach().argmax(1) == y).sum()
+
+    def _sync_learned(self) -> None:
+        """The strategy's own tensors: gradients averaged over ranks and, under float16 AMP, unscaled (dropped for a
+        step whose gradients overflowed, as the scaler drops the optimizer's)."""
+        tensors = list(self.strategy.learned_parameters(self).values())
+        if not tensors:
+            return
+        self.dist.average_grads(tensors)
+        if self.scaler.is_enabled():
+            inv = 1.0 / self.scaler.get_scale()
+            grads = [t.grad for t in tensors if t.grad is not None]
+            for g in grads:
+                g.mul_(inv)
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                for t in tensors:
+                    t.grad = None
+
+    def forward(self, x: torch.Tensor, overrides: dict, net: Optional[torch.nn.Module] = None) -> torch.Tensor:
+        """The current network on ``x`` with parameter ``overrides``, in the version's format (float32 output)."""
+        if self.format.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.schedule.compile:
-            if self._forward_fn is None:
-                self._forward_fn = torch.compile(_functional_forward)
-            return self._forward_fn(self.module, overrides, x)
-        if overrides:
-            return functional_call(self.module, overrides, (x,))
-        return self.module(x)
+        if net is None:
+            net = self.runner
+            if net is None or net.net is not self.module:   # a hook evaluating before the version is installed
+                net = _Forward(self.module, _functional_forward)
+        call = net.fn if isinstance(net, _Forward) else None   # no DDP wrapper: skip the module call machinery
+        if not self.amp:
+            return call(net.net, overrides, x) if call else net(x, overrides)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+            out = call(net.net, overrides, x) if call else net(x, overrides)
+        return out.float()
 
     @torch.no_grad()
     def evaluate(self, split: Split, module: Optional[torch.nn.Module] = None) -> tuple[float, float]:
-        """``(mean loss, accuracy)`` of the current (masked) network on ``split``, in eval mode."""
+        """``(mean loss, accuracy)`` of the current (masked) network on ``split``, in eval mode, never compiled (an
+        evaluation per epoch does not repay a second compilation per version). A collective call when distributed:
+        every rank evaluates its share."""
         net = module if module is not None else self.module
         was_training = net.training
         net.eval()
         overrides = {} if module is not None else self.strategy.parametrize(self, training=False)[0]
+        runner = _Forward(net, _functional_forward)
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         bs = self.config.data.eval_batch_size
-        for start in range(0, len(split), bs):
-            idx = torch.arange(start, min(start + bs, len(split)))
+        first, stop = self.dist.span(len(split))   # every rank evaluates its share; the sums are all-reduced
+        for start in range(first, stop, bs):
+            idx = torch.arange(start, min(start + bs, stop))
             x, y = self.dataset.batch(split, idx)
-            if module is not None:
-                out = net(x)
-            else:
-                out = self.forward(x, overrides)
+            out = self.forward(x, overrides, runner)
             loss += F.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
         net.train(was_training)
         n = max(1, len(split))
-        return float(loss) / n, int(correct) / n
+        loss_sum, correct_sum = self.dist.all_reduce_sum([float(loss), int(correct)])
+        return loss_sum / n, int(correct_sum) / n
 
     def size_metrics(self) -> dict:
         weights = self.strategy.effective_weights(self)
@@ -301,17 +448,21 @@ class Trainer:
         """Apply one rule: new graph and module (weights and optimizer state carried), version file, history event,
         checkpoint."""
         import archgraph
+        t0 = time.perf_counter()
         old = self.graph
+        self.dist.sync_buffers(self.module)
         graph, module = archgraph.rewrite(old, self.module, rule, optimizer=self.optimizer, seed=self.schedule.seed)
-        opt_state = optimizer_state(self.optimizer, module)
-        # rebuild from the graph exactly as a resumed run does, so both take identical steps
-        self.module = self._fresh_module(graph, {k: v.detach() for k, v in module.state_dict().items()})
+        opt_state = optimizer_state(self.optimizer, module, copy=False)
+        # the optimizer is made afresh as a resumed run makes it, so both take identical steps; its state tensors
+        # are handed over (the old optimizer is dropped)
+        self.module = self._prepare(graph, module)
         self.optimizer = make_optimizer(self.module, self.schedule)
-        load_optimizer_state(self.optimizer, self.module, opt_state)
+        load_optimizer_state(self.optimizer, self.module, opt_state, copy=False)
         self.graph = graph
         self.version += 1
-        self.run_dir.write_version(self.version, graph)
         self.strategy.on_rewrite(self, old, graph, rule)
+        self._install("rewrite", f"weights after the rewrite to version {self.version} ({rule.name})", t0)
+        self.run_dir.write_version(self.version, graph)
         kind = getattr(rule, "kind", None) or RULE_KIND.get(rule.name, "growth")
         if kind == "growth":
             self.growth_events += 1
@@ -330,19 +481,26 @@ class Trainer:
     def finish(self) -> dict:
         if not self.finalized:
             self.phase = "final"
-            self.pending = list(self.strategy.finalize(self))
+            self.pending = self._agree_rules(self.strategy.finalize(self), "finalize")
             self.finalized = True
             self.checkpoint()
         self.apply_pending()
+        self.dist.sync_buffers(self.module)
         final = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
         final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self).items()})
+        if self.dist.enabled:
+            self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
                                                  "version": str(self.version)})
         # the reported accuracy is that of the saved artefact: the last version rebuilt with the saved weights
+        # (rank 0 reads the files it wrote; other ranks hold the same weights, checked above)
         from ..serialize import load
         from ..weights import load_weights
-        saved = self._fresh_module(load(self.run_dir.version_path(self.version)),
-                                   load_weights(self.run_dir.final_weights_path))
+        if self.dist.is_main:
+            saved = self._fresh_module(load(self.run_dir.version_path(self.version)),
+                                       load_weights(self.run_dir.final_weights_path))
+        else:
+            saved = self._fresh_module(self.graph, final)
         test_loss, test_acc = self.evaluate(self.dataset.test, module=saved)
         sizes = {"params": self.graph.params,
                  "nonzero_params": count_nonzero_params(self.graph, final),
@@ -355,7 +513,9 @@ class Trainer:
             "growth_events": self.growth_events, "prune_events": self.prune_events,
             "epochs": self.epoch, "steps": self.step,
             "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
-            "device": self.device.type, "world_size": 1,
+            "device": self.device.type, "world_size": self.dist.world_size,
+            "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
+            "speed": speed_summary(self.speed),
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
         }
         summary.update(self.strategy.summary(self))
@@ -372,7 +532,8 @@ class Trainer:
         self.history_lines += 1
 
     def checkpoint(self) -> None:
-        from .rules_io import rule_to_data
+        if not self.dist.is_main:
+            return
         state = {
             "format": CHECKPOINT_FORMAT,
             "config": json.dumps(_comparable(self.config), sort_keys=True),
@@ -390,12 +551,13 @@ class Trainer:
                 "epoch_state": self.epoch_state.to_state() if self.epoch_state is not None else None,
                 "last_metrics": json.dumps(self.last_metrics),
                 "wall_s": self.wall_before + time.perf_counter() - self.t0,
+                "formats": json.dumps(self.formats), "speed": json.dumps(self.speed),
             },
+            "amp": self.scaler.state_dict(),
         }
         self.run_dir.save_checkpoint(state)
 
     def restore(self, ckpt: dict) -> None:
-        from .rules_io import rule_from_data
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}",
                               file=str(self.run_dir.checkpoint_path))
@@ -407,6 +569,11 @@ class Trainer:
         self.graph = loads(ckpt["graph"], "checkpoint")
         self.dataset = self._load_data(self.seed_graph)
         self.version = int(ckpt["version"])
+        self.formats = json.loads(loop.get("formats", "{}"))
+        self.speed = json.loads(loop.get("speed", "[]"))
+        if ckpt.get("amp"):
+            self.scaler.load_state_dict(ckpt["amp"])
+        t0 = time.perf_counter()
         self.module = self._fresh_module(self.graph, ckpt["model"])
         self.optimizer = make_optimizer(self.module, self.schedule)
         load_optimizer_state(self.optimizer, self.module, ckpt["optimizer"])
@@ -425,6 +592,7 @@ class Trainer:
         self._set_rng_state(ckpt["rng"])
         self.strategy.load_state_dict(ckpt["strategy"])
         self.strategy.attach(self)
+        self._install("resume", f"weights after resuming at version {self.version}", t0)
         self._say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
 
     def _rng_state(self) -> dict:
@@ -466,6 +634,35 @@ class Trainer:
 
 def _functional_forward(module, overrides, x):
     return functional_call(module, overrides, (x,)) if overrides else module(x)
+
+
+class _Forward(torch.nn.Module):
+    """The forward pass with parameter overrides as one module, so DDP can wrap it: ``net(x, overrides)``. The
+    overrides are functions of the module's own parameters, so their gradients reach the parameters DDP watches."""
+
+    def __init__(self, module: torch.nn.Module, fn):
+        super().__init__()
+        self.net = module
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor, overrides: dict) -> torch.Tensor:
+        return self.fn(self.net, overrides, x)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def speed_summary(records: list[dict]) -> dict:
+    """The per-version timings and the mean cost of a new version: the rewrite (rule, build, weight and optimizer
+    transfer, DDP wrapper), the format measurement and the first step's excess over a usual step (compilation)."""
+    costs = []
+    for r in (r for r in records if r.get("kind") == "rewrite"):
+        excess = max(0.0, r.get("first_step_s", 0.0) - r.get("step_s", r.get("first_step_s", 0.0)))
+        costs.append(r["rewrite_s"] + r["measure_s"] + excess)
+    return {"versions": records,
+            "event_s_mean": round(sum(costs) / len(costs), 6) if costs else None}
 
 
 def _comparable(config: RunConfig) -> dict:

@@ -52,18 +52,22 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, dict]:
-    """The optimizer's per-parameter state keyed ``<node_id>.<param>`` (CPU copies)."""
+def optimizer_state(optimizer: torch.optim.Optimizer, module: torch.nn.Module, copy: bool = True) -> dict[str, dict]:
+    """The optimizer's per-parameter state keyed ``<node_id>.<param>``: CPU copies, or with ``copy=False`` the
+    optimizer's own tensors (to hand them to a new optimizer without copying them twice)."""
     out = {}
     for name, p in module.named_parameters():
         state = optimizer.state.get(p)
         if state:
-            out[name] = {k: (v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v) for k, v in state.items()}
+            out[name] = {k: ((v.detach().to("cpu", copy=True) if copy else v.detach()) if torch.is_tensor(v) else v)
+                         for k, v in state.items()}
     return out
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, module: torch.nn.Module, state: dict[str, dict]) -> None:
-    """Put state saved by :func:`optimizer_state` back (parameters absent from ``state`` start fresh)."""
+def load_optimizer_state(optimizer: torch.optim.Optimizer, module: torch.nn.Module, state: dict[str, dict],
+                         copy: bool = True) -> None:
+    """Put state saved by :func:`optimizer_state` back (parameters absent from ``state`` start fresh); with
+    ``copy=False`` tensors already on the parameter's device are taken over, not copied."""
     for name, p in module.named_parameters():
         saved = state.get(name)
         if not saved:
@@ -72,7 +76,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, module: torch.nn.Modu
         for k, v in saved.items():
             if torch.is_tensor(v):
                 # Adam keeps ``step`` on the CPU; moments live with the parameter
-                v = v.clone() if k == "step" else v.to(p.device, copy=True)
+                v = v.clone() if k == "step" else v.to(p.device, copy=copy)
                 if v.shape != p.shape and k != "step" and v.dim() > 0:
                     raise ValueError(f"optimizer state '{k}' of '{name}' has shape {list(v.shape)}, "
                                      f"the parameter {list(p.shape)}")

@@ -152,6 +152,32 @@ class RunDir:
                 done.unlink()
 
 
+class ReadOnlyRunDir(RunDir):
+    """The run directory as processes other than rank 0 of a distributed run see it: they read it (to resume) and
+    never write it."""
+
+    def create(self) -> None:
+        pass
+
+    def write_version(self, version: int, graph) -> Path:
+        return self.version_path(version)
+
+    def append(self, event: dict) -> None:
+        pass
+
+    def write_summary(self, summary: dict) -> None:
+        pass
+
+    def write_final_weights(self, state: dict, metadata: Optional[dict[str, str]] = None) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass
+
+    def rewind(self, history_lines: int, version: int) -> None:
+        pass
+
+
 def _plain(value: Any):
     """JSON fallback for numpy/torch scalars."""
     if hasattr(value, "item"):

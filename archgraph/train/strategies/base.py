@@ -12,6 +12,13 @@ change and *when*, through these hooks (all optional):
   rules.
 * :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` - everything needed to resume (tensors and plain
   data only).
+* :meth:`Strategy.learned_parameters` - the tensors the strategy trains itself (mask thresholds, gates): under
+  ``torchrun`` their gradients are averaged over the processes before :meth:`Strategy.on_step_end` steps them, and
+  under float16 AMP they are unscaled (and dropped for a step that overflowed).
+
+Under ``torchrun`` every hook runs on every process with the same (all-reduced) metrics and the same weights; the
+rules they return must be the same on every process (rank 0's are applied; a difference stops the run), and
+``trainer.evaluate`` is a collective call (every process evaluates its share). See docs/scale.md.
 
 The ``trainer`` argument is the :class:`~archgraph.train.loop.Trainer`; strategies read ``trainer.graph``,
 ``trainer.module``, ``trainer.epoch``, ``trainer.step``, ``trainer.epochs``, ``trainer.device`` and call
@@ -35,6 +42,8 @@ class Strategy:
     """Base class: plain training, no rewrites."""
 
     name = "base"
+    #: set when some module parameters get no gradient in a step (DDP must then look for them every step)
+    find_unused_parameters = False
 
     def __init__(self, settings: Any, config: Any = None):
         self.settings = settings
@@ -80,6 +89,10 @@ class Strategy:
 
     def summary(self, trainer) -> dict:
         """Extra numbers for ``summary.json`` (e.g. training MACs)."""
+        return {}
+
+    def learned_parameters(self, trainer) -> dict:
+        """``{name: tensor}`` of the tensors this strategy trains with its own optimizer (not module parameters)."""
         return {}
 
     def state_dict(self) -> dict:

@@ -250,6 +250,9 @@ class GnapStrategy(Strategy):
                     self.masks.young[gid] = sorted(set(self.masks.young.get(gid, [])) |
                                                    set(range(before, new[gid][0])))
 
+    def learned_parameters(self, trainer) -> dict:
+        return self.masks.parameters() if self.masks is not None else {}
+
     # ---- numbers and state ------------------------------------------------------------------------------------
     def effective_weights(self, trainer) -> dict:
         if self._masking(trainer):

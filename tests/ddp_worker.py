@@ -1,0 +1,77 @@
+"""One process of a ``torchrun`` job for tests/test_ddp.py: runs ``archgraph grow`` through the CLI and records, after
+the seed is installed, after every epoch and every rewrite and at the end, a SHA-256 of this rank's weights, buffers,
+optimizer state and strategy tensors into ``$DDP_TRACE_DIR/rank<R>.jsonl``.
+
+The hash is computed here, independently of archgraph.train.distributed, so the test does not trust the code it
+checks.
+"""
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from archgraph.cli import main  # noqa: E402
+from archgraph.train.loop import Trainer  # noqa: E402
+
+
+def tensors_hash(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def state_hash(trainer) -> str:
+    tensors = dict(trainer.module.state_dict())
+    names = {id(p): n for n, p in trainer.module.named_parameters()}
+    for p, state in trainer.optimizer.state.items():
+        for k, v in state.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{names[id(p)]}.{k}"] = v
+    for k, v in trainer.strategy.learned_parameters(trainer).items():
+        tensors[f"strategy.{k}"] = v
+    return tensors_hash(tensors)
+
+
+def record(trainer, what: str) -> None:
+    path = Path(os.environ["DDP_TRACE_DIR"]) / f"rank{trainer.dist.rank}.jsonl"
+    line = {"what": what, "version": trainer.version, "epoch": trainer.epoch, "step": trainer.step,
+            "world_size": trainer.dist.world_size, "hash": state_hash(trainer),
+            "weights": tensors_hash(trainer.module.state_dict())}
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def traced(name: str, when):
+    original = getattr(Trainer, name)
+
+    def wrapper(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        record(self, when(self, *args))
+        return out
+    setattr(Trainer, name, wrapper)
+
+
+traced("start", lambda self: "start")
+traced("train_epoch", lambda self: "epoch")
+traced("apply_rule", lambda self, rule: f"rewrite {rule.name}")
+
+_finish = Trainer.finish
+
+
+def finish(self):
+    summary = _finish(self)
+    record(self, "end")
+    return summary
+
+
+Trainer.finish = finish
+
+if __name__ == "__main__":
+    sys.exit(main(["grow", *sys.argv[1:]]))

@@ -1,0 +1,113 @@
+"""Distributed training: two CPU processes under torchrun (gloo, loopback) grow one run.
+
+* After the seed, every epoch, every rewrite and at the end both ranks hold bit-identical weights, buffers, optimizer
+  state and strategy tensors (hashed by tests/ddp_worker.py, not by the code under test), through at least one
+  growth and one prune event; only rank 0 wrote the run directory, and its saved weights are rank 1's.
+* ``torchrun -m archgraph grow`` on two processes trains like one process on the same global batches (a net without
+  batch norm, so the only difference is the order of float sums).
+"""
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import archgraph
+from archgraph.weights import load_weights
+from conftest import ROOT
+from train_helpers import tiny_config, write_mnist
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not sys.platform.startswith("linux"),
+                                reason="needs torch.distributed with gloo on Linux")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, tmp_path, **env):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT), **env}
+    proc = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def weights_hash(state: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+def test_ranks_hold_identical_state_after_every_event(tmp_path):
+    data = write_mnist(tmp_path / "data", n_train=200, n_test=60)
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(tiny_config(data, epochs=4)))
+    trace, out = tmp_path / "trace", tmp_path / "run"
+    trace.mkdir()
+    proc = torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(run_file), "--out", str(out), "--quiet"], tmp_path,
+                    DDP_TRACE_DIR=str(trace))
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("{")]) == 1   # rank 0 prints
+
+    ranks = [[json.loads(line) for line in (trace / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    whats = [e["what"] for e in ranks[0]]
+    assert whats[0] == "start" and whats[-1] == "end" and all(e["world_size"] == 2 for e in ranks[0])
+    assert any(w == "rewrite add_filters" for w in whats) and any(w == "rewrite prune_channels" for w in whats)
+    assert len({e["hash"] for e in ranks[0]}) > 3   # the state changes, so equal hashes mean something
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["growth_events"] >= 1 and summary["prune_events"] >= 1
+    events = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "end"   # written once
+    rewrites = [e for e in events if e["event"] == "rewrite"]
+    assert [e["version"] for e in rewrites] == [e["version"] for e in ranks[0] if e["what"].startswith("rewrite")]
+    assert len(list((out / "versions").glob("*.yaml"))) == summary["versions"]
+    # the saved weights are exactly the weights rank 1 ended with (it never wrote a file)
+    saved = load_weights(out / "weights" / "final.safetensors")
+    end = [e for e in ranks[1] if e["what"] == "end"][0]
+    assert end["weights"] == weights_hash(saved)
+
+
+MLP = {"archgraph": 1, "name": "mlp", "inputs": {"image": [1, 28, 28]},
+       "nodes": {"flat": {"op": "flatten", "in": "image"},
+                 "h": {"op": "linear", "in": "flat", "out_features": 16},
+                 "act": {"op": "relu", "in": "h"},
+                 "fc": {"op": "linear", "in": "act", "out_features": 10}},
+       "outputs": ["fc"]}
+
+
+@pytest.mark.slow
+def test_torchrun_trains_like_one_process(tmp_path):
+    # 194 examples: 39 validation, 155 training = 4 batches of 32 and one of 27 (14 + 13 on the two ranks)
+    data = write_mnist(tmp_path / "data", n_train=194, n_test=60)
+    cfg = tiny_config(data, method="dense", epochs=3)
+    cfg["seed"] = MLP
+    cfg["schedule"].update(optimizer="sgd", lr=0.1)
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(cfg))
+    one = archgraph.grow(cfg, tmp_path / "one", quiet=True)
+    torchrun(["-m", "archgraph", "grow", str(run_file), "--out", str(tmp_path / "two"), "--quiet"], tmp_path)
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2) and one["steps"] == two["steps"] == 15
+    a = load_weights(tmp_path / "one" / "weights" / "final.safetensors")
+    b = load_weights(tmp_path / "two" / "weights" / "final.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    epochs = [[e["metrics"] for e in map(json.loads, (tmp_path / d / "history.jsonl").read_text().splitlines())
+               if e["event"] == "epoch"] for d in ("one", "two")]
+    for m1, m2 in zip(*epochs):
+        assert m1["train_loss"] == pytest.approx(m2["train_loss"], rel=1e-5)
+        assert m1["train_acc"] == m2["train_acc"] and m1["val_acc"] == m2["val_acc"]
