@@ -52,7 +52,7 @@ def test_the_expansion_widens_each_channel_space_once():
     assert g.nodes["stem"].out_channels == g.nodes["b1_c2"].out_channels == 24        # the residual space once
     assert g.nodes["b1_c1"].out_channels == 24 and g.nodes["b2_c1"].out_channels == 48
     assert g.nodes["b2_c2"].out_channels == g.nodes["b2_short"].out_channels == 48
-    assert st.peak_params == g.params
+    assert st.sizes.peak_params == g.params
 
 
 def test_group_scales_are_scale_free_and_the_penalty_pushes_weak_groups_harder():

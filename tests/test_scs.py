@@ -110,7 +110,7 @@ def test_the_penalty_prices_macs_spares_min_width_and_stops_under_the_budget():
     with torch.no_grad():
         for v in st2.s.values():
             v[: v.numel() // 2] = -5.0
-    assert float(st2.expected_macs().detach()) < 0.9 * st2.seed_macs
+    assert float(st2.expected_macs().detach()) < 0.9 * st2.sizes.seed_macs
     assert st2.parametrize(tr2, training=True)[1] is None
 
 

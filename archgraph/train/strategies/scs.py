@@ -62,7 +62,7 @@ import torch
 from ...errors import RuleError
 from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
 from .base import Strategy
-from .costs import TrainCost, step_samples
+from .costs import SizeLedger, TrainCost
 
 SEARCH, FINETUNE, DONE = "search", "finetune", "done"
 
@@ -80,7 +80,7 @@ class ScsStrategy(Strategy):
         self.round_length = 1
         self.phase = SEARCH
         self.growths = 0
-        self.seed_macs = 0
+        self.sizes = SizeLedger()
         self.opt = TensorSGD(settings.gate_lr)
         self.opt_b = TensorSGD(settings.gate_lr)
         self.cost = TrainCost()
@@ -92,7 +92,7 @@ class ScsStrategy(Strategy):
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         s = self.settings
-        self.seed_macs = trainer.graph.macs
+        self.sizes.start(trainer.graph)
         self.round_length = max(1, (trainer.epochs - s.finetune_epochs) // s.rounds)
 
     def attach(self, trainer) -> None:
@@ -145,8 +145,8 @@ class ScsStrategy(Strategy):
         if training and self.settings.penalty > 0 and (soft or soft_b):
             expected = self.expected_macs(self._unprotected(soft), soft_b)
             budget = self.settings.budget
-            if budget is None or float(expected.detach()) > budget * self.seed_macs:
-                extra = self.settings.penalty * expected / self.seed_macs
+            if budget is None or float(expected.detach()) > budget * self.sizes.seed_macs:
+                extra = self.settings.penalty * expected / self.sizes.seed_macs
         return overrides, extra
 
     def _unprotected(self, soft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -168,10 +168,8 @@ class ScsStrategy(Strategy):
         return self.layout.active_macs({k: v.mean() for k, v in soft.items()}, dict(soft_b))
 
     def on_step_end(self, trainer) -> list:
-        n = step_samples(trainer)
-        macs = trainer.graph.macs
-        self.cost.add(self._step_macs if self._step_macs is not None else macs, n)
-        self.dense_cost.add(macs, n)
+        self.cost.add_step(trainer, self._step_macs)
+        self.dense_cost.add_step(trainer)
         if self.phase == SEARCH:
             self.opt.step(self.s)
             self.opt_b.step(self.sb)
@@ -300,6 +298,7 @@ class ScsStrategy(Strategy):
         self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
                    for k in self.layout.branch}
         self.opt_b.keep(self.sb)
+        self.sizes.update(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def effective_weights(self, trainer) -> dict:
@@ -322,13 +321,13 @@ class ScsStrategy(Strategy):
 
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, "train_macs_dense": self.dense_cost.macs,
-                "seed_macs": self.seed_macs, "beta_final": self.beta}
+                "seed_macs": self.sizes.seed_macs, "beta_final": self.beta}
 
     def state_dict(self) -> dict:
         return {"s": {k: v.detach().cpu() for k, v in self.s.items()},
                 "sb": {k: v.detach().cpu() for k, v in self.sb.items()},
                 "beta": self.beta, "round": self.round, "k": self.k, "round_length": self.round_length,
-                "phase": self.phase, "growths": self.growths, "seed_macs": self.seed_macs,
+                "phase": self.phase, "growths": self.growths, **self.sizes.state_dict(),
                 "opt": self.opt.state_dict(), "opt_b": self.opt_b.state_dict(),
                 "cost": self.cost.state_dict(), "dense_cost": self.dense_cost.state_dict()}
 
@@ -341,7 +340,7 @@ class ScsStrategy(Strategy):
         self.round_length = int(state["round_length"])
         self.phase = state["phase"]
         self.growths = int(state["growths"])
-        self.seed_macs = int(state["seed_macs"])
+        self.sizes.load_state_dict(state)
         self.opt.load_state_dict(state["opt"])
         self.opt_b.load_state_dict(state["opt_b"])
         self.cost.load_state_dict(state["cost"])
