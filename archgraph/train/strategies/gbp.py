@@ -31,9 +31,8 @@ from typing import Optional
 
 import torch
 
-from ...errors import RuleError
 from ..groups import GroupIndex
-from .base import Strategy
+from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
 
 SEED, SEARCH, FINETUNE = "seed", "search", "finetune"
@@ -128,12 +127,10 @@ class GbpStrategy(Strategy):
         return s.threshold * 0.5 * (1.0 - math.cos(math.pi * t))
 
     def _expand_rules(self, graph) -> list:
-        import archgraph
         from ... import rules as R
         from ...channels import analyse
         s = self.settings
         out = []
-        current = graph
         for space in analyse(graph).spaces():
             if space.frozen or space.irregular:
                 continue
@@ -144,13 +141,9 @@ class GbpStrategy(Strategy):
             count = min(s.max_width, int(math.ceil(width * s.expand_factor))) - width
             if count <= 0:
                 continue
-            rule = R.AddFilters(node=node, count=count, init=s.expand_init, seed=len(out))
-            try:
-                current = archgraph.apply(current, rule).graph
-            except RuleError:
-                continue
-            out.append(rule)
-        return out
+            out.append(R.AddFilters(node=node, count=count, init=s.expand_init))
+        # the seeds number the rules that apply (whether a rule applies does not depend on its seed)
+        return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out))]
 
     def _prune_rules(self, trainer) -> list:
         if not len(self.index):

@@ -59,9 +59,8 @@ from typing import Optional
 
 import torch
 
-from ...errors import RuleError
 from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
-from .base import Strategy
+from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
 
 SEARCH, FINETUNE, DONE = "search", "finetune", "done"
@@ -218,7 +217,7 @@ class ScsStrategy(Strategy):
             closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, s.min_width)
             if closed:
                 out.append(R.PruneChannels(node=node, indices=closed))
-        return _applicable(graph, out)
+        return applicable(graph, out)
 
     def _growth_rules(self, graph) -> list:
         from ... import rules as R
@@ -242,7 +241,7 @@ class ScsStrategy(Strategy):
             after = block_output(graph, best)
             if after is not None:
                 out.append(R.InsertBlock(after=after, norm="batchnorm", activation="relu"))
-        return _applicable(graph, out)
+        return applicable(graph, out)
 
     def _harden(self, trainer) -> list:
         """Fold the hard masks ``1[s > 0] / sigmoid(s0)`` into the weights; return the rules removing what is
@@ -271,7 +270,7 @@ class ScsStrategy(Strategy):
             if off and node not in gone:
                 rules.append(R.PruneChannels(node=node, indices=off))
         self.phase = FINETUNE if s.finetune_epochs > 0 else DONE
-        return _applicable(trainer.graph, rules)
+        return applicable(trainer.graph, rules)
 
     def should_stop(self, trainer) -> bool:
         return self.phase == DONE
@@ -375,19 +374,6 @@ def block_output(graph, branch: str) -> Optional[str]:
             and after[0] not in graph.outputs:
         return after[0]
     return add
-
-
-def _applicable(graph, rules: list) -> list:
-    """The rules that apply one after the other (a rule that cannot apply is left out)."""
-    import archgraph
-    out = []
-    for rule in rules:
-        try:
-            graph = archgraph.apply(graph, rule).graph
-        except RuleError:
-            continue
-        out.append(rule)
-    return out
 
 
 def _after(graph, rules: list):
