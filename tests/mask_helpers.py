@@ -22,6 +22,16 @@ def stub_trainer(graph, module, progress: float = 0.0, epochs: int = 10, lr: flo
                            schedule=SimpleNamespace(lr=lr))
 
 
+def attached(strategy, progress: float = 0.0, epochs: int = 10, seed: int = 0):
+    """``(strategy, trainer)``: ``strategy`` set up and attached on the digits seed built with ``seed``, with a
+    stand-in trainer."""
+    g = archgraph.load(DIGITS)
+    t = stub_trainer(g, archgraph.build(g, seed=seed), progress, epochs)
+    strategy.setup(t)
+    strategy.attach(t)
+    return strategy, t
+
+
 def batch(seed: int = 0, n: int = 32):
     x = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
     return x, torch.arange(n) % 10

@@ -10,18 +10,12 @@ import archgraph
 from archgraph.train.config import BudgetSettings
 from archgraph.train.strategies.budget import BudgetStrategy, budget_loss, keep_mask, mask_function
 from archgraph.train.unstructured import masked_keys
-from mask_helpers import DIGITS, batch, check_run, method_config, stub_trainer
+from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 from train_helpers import write_mnist
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):
-    g = archgraph.load(DIGITS)
-    m = archgraph.build(g, seed=seed)
-    s = BudgetStrategy(BudgetSettings(**settings))
-    t = stub_trainer(g, m, progress, epochs)
-    s.setup(t)
-    s.attach(t)
-    return s, t
+    return attached(BudgetStrategy(BudgetSettings(**settings)), progress, epochs, seed)
 
 
 @pytest.mark.parametrize("kind", ["squared", "hinge"])

@@ -12,18 +12,12 @@ import archgraph
 from archgraph import rules
 from archgraph.train.config import GumbelSettings
 from archgraph.train.strategies.gumbel import GumbelStrategy, annealed, binary_concrete
-from mask_helpers import DIGITS, batch, check_run, method_config, stub_trainer
+from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 from train_helpers import write_mnist
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):
-    g = archgraph.load(DIGITS)
-    m = archgraph.build(g, seed=seed)
-    s = GumbelStrategy(GumbelSettings(**settings))
-    t = stub_trainer(g, m, progress, epochs)
-    s.setup(t)
-    s.attach(t)
-    return s, t
+    return attached(GumbelStrategy(GumbelSettings(**settings)), progress, epochs, seed)
 
 
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0])
