@@ -13,7 +13,6 @@ from archgraph.train.config import CgapSettings
 from archgraph.train.strategies.cgap import CgapStrategy
 from conftest import ROOT
 from method_helpers import check_run, method_config, held_out
-from train_helpers import write_mnist
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 
@@ -107,11 +106,6 @@ def test_pruning_takes_the_least_salient_relative_to_the_layer_down_to_the_targe
         rules = st.on_epoch_end(tr, {})
     assert graph.params <= 0.5 * g.params and st.done_pruning
     assert min(graph.nodes["c1"].out_channels, graph.nodes["c2"].out_channels) >= 2
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_cgap_run_grows_prunes_and_ends_consistent(data_root, tmp_path):

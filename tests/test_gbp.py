@@ -12,7 +12,6 @@ from archgraph.train.config import GbpSettings
 from archgraph.train.strategies.gbp import GbpStrategy
 from conftest import ROOT
 from method_helpers import check_run, held_out, method_config
-from train_helpers import write_mnist
 
 SEEDS = ROOT / "examples" / "seeds"
 
@@ -105,11 +104,6 @@ def test_groups_under_the_threshold_are_removed_lowest_first():
     assert [(r.node, r.indices) for r in rules] == [("c2", (2, 5, 11))]  # at most 13% of 24 groups at once
     advance(st, tr, rules)
     assert tr.graph.nodes["c2"].out_channels == 13
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_gbp_run_grows_before_it_prunes(data_root, tmp_path):

@@ -14,7 +14,6 @@ from archgraph.train.config import ScsSettings
 from archgraph.train.strategies.scs import ScsStrategy
 from conftest import ROOT
 from method_helpers import check_run, held_out, method_config
-from train_helpers import write_mnist
 
 SEEDS = ROOT / "examples" / "seeds"
 
@@ -136,11 +135,6 @@ def test_the_hard_mask_is_folded_into_the_weights_and_closed_structures_removed_
     for r in rules:
         graph, module = archgraph.rewrite(graph, module, r)
     assert torch.allclose(module.eval()(x), gated, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_scs_run_grows_removes_closed_channels_and_saves_training_macs(data_root, tmp_path):
