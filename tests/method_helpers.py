@@ -1,6 +1,8 @@
 """Tiny runs of the CGaP, SCS and GbP strategies and the checks every finished run directory must pass."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -20,6 +22,20 @@ TINY_METHODS = {
     "gbp": {"name": "gbp", "expand_after": 1, "expand_factor": 2.0, "penalty": 5.0, "anneal_start": 0,
             "anneal_epochs": 3, "threshold": 0.6, "max_prune_fraction": 0.5, "min_width": 1},
 }
+
+
+def stub_trainer(graph, epoch: int = 0, epochs: int = 10, batch_size: int = 8, seed: int = 0):
+    """What the CGaP, SCS and GbP strategies read from the trainer, without a run (``graph`` built with ``seed``)."""
+    return SimpleNamespace(graph=graph, module=archgraph.build(graph, seed=seed).train(), device=torch.device("cpu"),
+                           epoch=epoch, epochs=epochs, epoch_state=None,
+                           config=SimpleNamespace(data=SimpleNamespace(batch_size=batch_size)))
+
+
+def attached(strategy, trainer):
+    """``(strategy, trainer)`` with ``strategy`` set up and attached as at the start of a run."""
+    strategy.setup(trainer)
+    strategy.attach(trainer)
+    return strategy, trainer
 
 
 def method_config(root, method: str, epochs: int = 6, **settings) -> dict:

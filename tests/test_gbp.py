@@ -2,7 +2,6 @@
 penalty shrinks groups (weak ones harder), the annealed threshold rises on its schedule and removes the groups
 under it, and a tiny run grows before it prunes and ends consistent."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,19 +10,14 @@ import archgraph
 from archgraph.train.config import GbpSettings
 from archgraph.train.strategies.gbp import GbpStrategy
 from conftest import ROOT
-from method_helpers import check_run, held_out, method_config
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 
 SEEDS = ROOT / "examples" / "seeds"
 
 
 def setup(seed="digits_cnn", **settings):
-    g = archgraph.load(SEEDS / f"{seed}.yaml")
-    tr = SimpleNamespace(graph=g, module=archgraph.build(g, seed=0).train(), device=torch.device("cpu"), epoch=0,
-                         epochs=40, epoch_state=None, config=SimpleNamespace(data=SimpleNamespace(batch_size=8)))
-    st = GbpStrategy(GbpSettings(**settings))
-    st.setup(tr)
-    st.attach(tr)
-    return st, tr
+    tr = stub_trainer(archgraph.load(SEEDS / f"{seed}.yaml"), epochs=40)
+    return attached(GbpStrategy(GbpSettings(**settings)), tr)
 
 
 def weaken(params, i, factor):

@@ -2,7 +2,6 @@
 between rounds, Bernoulli sampling with straight-through gradients, the budget-aware penalty, the hard mask
 1[s > 0] folded into the weights with the closed structures removed exactly, and a tiny run that grows."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,19 +12,14 @@ import archgraph
 from archgraph.train.config import ScsSettings
 from archgraph.train.strategies.scs import ScsStrategy
 from conftest import ROOT
-from method_helpers import check_run, held_out, method_config
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 
 SEEDS = ROOT / "examples" / "seeds"
 
 
 def setup(seed="digits_cnn", epochs=10, **settings):
-    g = archgraph.load(SEEDS / f"{seed}.yaml")
-    tr = SimpleNamespace(graph=g, module=archgraph.build(g, seed=0).train(), device=torch.device("cpu"), epoch=0,
-                         epochs=epochs, epoch_state=None, config=SimpleNamespace(data=SimpleNamespace(batch_size=8)))
-    st = ScsStrategy(ScsSettings(**settings))
-    st.setup(tr)
-    st.attach(tr)
-    return st, tr
+    tr = stub_trainer(archgraph.load(SEEDS / f"{seed}.yaml"), epochs=epochs)
+    return attached(ScsStrategy(ScsSettings(**settings)), tr)
 
 
 def sigmoid(x):
