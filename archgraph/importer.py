@@ -493,12 +493,16 @@ def maxpool(c: _Converter, n, m: nn.MaxPool2d, x):
 
 
 def _maxpool(c, n, x, kernel_size, stride, padding, dilation, ceil_mode):
-    x = c.cf(x, 3)
-    fields = {"kernel_size": _pair(kernel_size), "padding": _pair(padding), "dilation": _pair(dilation),
-              "ceil_mode": bool(ceil_mode)}
+    return _pool2d(c, "maxpool2d", c.cf(x, 3), kernel_size, stride, padding, dilation=_pair(dilation),
+                   ceil_mode=bool(ceil_mode))
+
+
+def _pool2d(c, op, x, kernel_size, stride, padding, **fields):
+    """A pooling node on ``x`` (already channels-first); no ``stride`` (None or empty) means the kernel size."""
+    fields = {"kernel_size": _pair(kernel_size), "padding": _pair(padding), **fields}
     if stride is not None and _ints(stride) != ():
         fields["stride"] = _pair(stride)
-    return Val(c.emit(None, "maxpool2d", [x.node], **fields))
+    return Val(c.emit(None, op, [x.node], **fields))
 
 
 def avgpool(c: _Converter, n, m: nn.AvgPool2d, x):
@@ -510,11 +514,8 @@ def _avgpool(c, n, x, kernel_size, stride, padding, ceil_mode, count_include_pad
     x = c.cf(x, 3)
     if divisor_override is not None:
         raise c.fail("divisor_override is not supported")
-    fields = {"kernel_size": _pair(kernel_size), "padding": _pair(padding), "ceil_mode": bool(ceil_mode),
-              "count_include_pad": bool(count_include_pad)}
-    if stride is not None and _ints(stride) != ():
-        fields["stride"] = _pair(stride)
-    return Val(c.emit(None, "avgpool2d", [x.node], **fields))
+    return _pool2d(c, "avgpool2d", x, kernel_size, stride, padding, ceil_mode=bool(ceil_mode),
+                   count_include_pad=bool(count_include_pad))
 
 
 def adaptive_avgpool(c: _Converter, n, m: nn.AdaptiveAvgPool2d, x):

@@ -21,14 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HEADER = ("| run | seed | test acc | non-zero params | params | MACs | non-zero MACs | wall s | growth | prune "
-          "| epochs |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-
-
-def row(name: str, seed: int, s: dict) -> str:
-    return (f"| {name} | {seed} | {100 * s['test_acc']:.2f}% | {s['nonzero_params']:,} | {s['params']:,} | "
-            f"{s['macs']:,} | {s.get('nonzero_macs', s['macs']):,} | {s['wall_s']:.1f} | {s['growth_events']} | "
-            f"{s['prune_events']} | {s['epochs']} |")
+from run_rows import clear, header, row  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -45,14 +38,14 @@ def main(argv=None) -> int:
     extra = parse_settings(args.set)
     cfg = load_config(args.config)
     name = cfg.name or Path(args.config).stem
-    print(HEADER, flush=True)
+    print(header(growth=True), flush=True)
     results = []
     for seed in args.seeds:
         out = Path(args.out) / f"{Path(args.config).stem}-seed{seed}"
-        _clear(out)
+        clear(out)
         gnap = archgraph.grow(args.config, out / "gnap", data_root=args.data_root, quiet=True,
                               settings={**extra, "schedule.seed": seed})
-        print(row(f"GNAP {name}", seed, gnap), flush=True)
+        print(row(f"GNAP {name}", seed, gnap, growth=True), flush=True)
         final = (out / "gnap" / "versions" / f"{gnap['final_version']:04d}.yaml").resolve()
         dense_cfg = cfg.model_dump(mode="json")
         dense_cfg.update(seed=str(final), method={"name": "dense"})
@@ -62,10 +55,10 @@ def main(argv=None) -> int:
                 section, field = key.split(".", 1)
                 dense_cfg[section][field] = value
         dense = archgraph.grow(dense_cfg, out / "dense", data_root=_root(args, cfg), quiet=True)
-        print(row("dense, GNAP's final architecture", seed, dense), flush=True)
+        print(row("dense, GNAP's final architecture", seed, dense, growth=True), flush=True)
         seed_cfg = dict(dense_cfg, seed=str((out / "gnap" / "versions" / "0000.yaml").resolve()))
         small = archgraph.grow(seed_cfg, out / "dense-seed", data_root=_root(args, cfg), quiet=True)
-        print(row("dense, the seed", seed, small), flush=True)
+        print(row("dense, the seed", seed, small, growth=True), flush=True)
         results.append({"seed": seed, "gnap": gnap, "dense": dense, "dense_seed": small})
     (Path(args.out) / f"{Path(args.config).stem}.json").write_text(json.dumps(results, indent=2))
     return 0
@@ -74,12 +67,6 @@ def main(argv=None) -> int:
 def _root(args, cfg):
     """Data root for the dense run: the override, else the run file's (relative to the working directory)."""
     return args.data_root or cfg.data.root
-
-
-def _clear(path: Path) -> None:
-    import shutil
-    if path.exists():
-        shutil.rmtree(path)
 
 
 if __name__ == "__main__":

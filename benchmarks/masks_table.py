@@ -13,22 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-HEADER = ("| run | seed | test acc | non-zero params | params | MACs | non-zero MACs | wall s | prune events "
-          "| epochs |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-
-
-def row(name: str, seed: int, s: dict) -> str:
-    return (f"| {name} | {seed} | {100 * s['test_acc']:.2f}% | {s['nonzero_params']:,} | {s['params']:,} | "
-            f"{s['macs']:,} | {s.get('nonzero_macs', s['macs']):,} | {s['wall_s']:.1f} | {s['prune_events']} | "
-            f"{s['epochs']} |")
+from run_rows import clear, header, row  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -44,25 +35,24 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a run-file field")
     args = p.parse_args(argv)
     extra = parse_settings(args.set)
-    print(HEADER, flush=True)
+    print(header(growth=False), flush=True)
     results = []
     for config in args.configs:
         cfg = load_config(config)
         name = cfg.name or Path(config).stem
         for seed in args.seeds:
             out = Path(args.out) / f"{Path(config).stem}-seed{seed}"
-            if out.exists():
-                shutil.rmtree(out)
+            clear(out)
             settings = {**extra, "schedule.seed": seed}
             entry = {"config": config, "seed": seed}
             if not args.no_dense:
                 entry["dense"] = archgraph.grow(config, out / "dense", data_root=args.data_root, quiet=True,
                                                 settings={**settings, "method": {"name": "dense"}})
                 print(row(f"dense {Path(cfg.seed).stem if isinstance(cfg.seed, str) else 'seed'}", seed,
-                          entry["dense"]), flush=True)
+                          entry["dense"], growth=False), flush=True)
             entry["method"] = archgraph.grow(config, out / cfg.method.name, data_root=args.data_root, quiet=True,
                                              settings=settings)
-            print(row(f"{cfg.method.name} {name}", seed, entry["method"]), flush=True)
+            print(row(f"{cfg.method.name} {name}", seed, entry["method"], growth=False), flush=True)
             results.append(entry)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "masks_table.json").write_text(json.dumps(results, indent=2))

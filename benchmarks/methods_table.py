@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from run_rows import clear  # noqa: E402
 
 HEADER = ("| method | test acc (min-max) | non-zero params | params | MACs | train MACs | wall s | growth | prune |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -123,8 +124,7 @@ def main(argv=None) -> int:
     if not files:
         p.error(f"no examples/{args.dataset}_<method>.yaml for {args.methods or 'any method'}")
     out = Path(args.out) / args.dataset
-    if out.exists():
-        shutil.rmtree(out)
+    clear(out)
     jobs = [(m, path) for m, path in files.items()]
     if not args.no_dense:
         jobs.insert(0, ("dense", dense_config(next(iter(files.values())))))

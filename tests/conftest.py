@@ -17,3 +17,10 @@ def _torch_threads():
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A folder of generated MNIST files (train_helpers.write_mnist), one per test module."""
+    from train_helpers import write_mnist
+    return write_mnist(tmp_path_factory.mktemp("data"))

@@ -1,7 +1,6 @@
 """Shared pieces of the Gumbel and Budget tests: a stand-in for the trainer and tiny runs on generated MNIST."""
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import torch
@@ -10,7 +9,7 @@ import archgraph
 from archgraph.shapes import count_nonzero_params
 from archgraph.weights import load_weights
 from conftest import ROOT
-from train_helpers import tiny_config
+from train_helpers import events, tiny_config
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 
@@ -20,6 +19,16 @@ def stub_trainer(graph, module, progress: float = 0.0, epochs: int = 10, lr: flo
     return SimpleNamespace(graph=graph, module=module, progress=progress, epoch=int(progress), epochs=epochs,
                            device=torch.device("cpu"), optimizer=SimpleNamespace(param_groups=[{"lr": lr}]),
                            schedule=SimpleNamespace(lr=lr))
+
+
+def attached(strategy, progress: float = 0.0, epochs: int = 10, seed: int = 0):
+    """``(strategy, trainer)``: ``strategy`` set up and attached on the digits seed built with ``seed``, with a
+    stand-in trainer."""
+    g = archgraph.load(DIGITS)
+    t = stub_trainer(g, archgraph.build(g, seed=seed), progress, epochs)
+    strategy.setup(t)
+    strategy.attach(t)
+    return strategy, t
 
 
 def batch(seed: int = 0, n: int = 32):
@@ -39,7 +48,7 @@ def method_config(root, settings: dict, epochs: int = 5, widths: tuple[int, int]
 def check_run(run, summary, seed_params: int):
     """The run directory of a pruning run: honest counts of the saved weights, fewer non-zero parameters than the
     dense seed, every version the previous one with the logged rule applied."""
-    log = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    log = events(run)
     assert log[0]["event"] == "start" and log[-1] == {"event": "end", "summary": summary}
     graphs = [archgraph.load(p) for p in sorted((run / "versions").glob("*.yaml"))]
     assert len(graphs) == summary["versions"] and graphs[0].params == seed_params

@@ -1,8 +1,7 @@
 """Tiny runs of the CGaP, SCS and GbP strategies and the checks every finished run directory must pass."""
 from __future__ import annotations
 
-import copy
-import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import archgraph
 from archgraph.serialize import content_hash
 from archgraph.shapes import count_nonzero_params
 from archgraph.weights import load_weights
-from train_helpers import TINY_SEED
+from train_helpers import events, tiny_config
 
 #: settings that make each method grow and prune within a few epochs of the tiny seed
 TINY_METHODS = {
@@ -25,20 +24,25 @@ TINY_METHODS = {
 }
 
 
+def stub_trainer(graph, epoch: int = 0, epochs: int = 10, batch_size: int = 8, seed: int = 0):
+    """What the CGaP, SCS and GbP strategies read from the trainer, without a run (``graph`` built with ``seed``)."""
+    return SimpleNamespace(graph=graph, module=archgraph.build(graph, seed=seed).train(), device=torch.device("cpu"),
+                           epoch=epoch, epochs=epochs, epoch_state=None,
+                           config=SimpleNamespace(data=SimpleNamespace(batch_size=batch_size)))
+
+
+def attached(strategy, trainer):
+    """``(strategy, trainer)`` with ``strategy`` set up and attached as at the start of a run."""
+    strategy.setup(trainer)
+    strategy.attach(trainer)
+    return strategy, trainer
+
+
 def method_config(root, method: str, epochs: int = 6, **settings) -> dict:
     """A run of a few seconds: the tiny seed on 300 generated MNIST images."""
-    return {
-        "seed": copy.deepcopy(TINY_SEED),
-        "data": {"name": "mnist", "root": str(root), "val_fraction": 0.2, "batch_size": 32,
-                 "augment": {"translate": 1}},
-        "method": {**TINY_METHODS[method], **settings},
-        "schedule": {"optimizer": "adamw", "lr": 0.01, "epochs": epochs, "seed": 0, "device": "cpu",
-                     "threads": 1},
-    }
-
-
-def events(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    cfg = tiny_config(root, method="dense", epochs=epochs)
+    cfg["method"] = {**TINY_METHODS[method], **settings}
+    return cfg
 
 
 def check_run(run, summary: dict, test_x=None, test_y=None) -> list[dict]:

@@ -10,18 +10,11 @@ import archgraph
 from archgraph.train.config import BudgetSettings
 from archgraph.train.strategies.budget import BudgetStrategy, budget_loss, keep_mask, mask_function
 from archgraph.train.unstructured import masked_keys
-from mask_helpers import DIGITS, batch, check_run, method_config, stub_trainer
-from train_helpers import write_mnist
+from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):
-    g = archgraph.load(DIGITS)
-    m = archgraph.build(g, seed=seed)
-    s = BudgetStrategy(BudgetSettings(**settings))
-    t = stub_trainer(g, m, progress, epochs)
-    s.setup(t)
-    s.attach(t)
-    return s, t
+    return attached(BudgetStrategy(BudgetSettings(**settings)), progress, epochs, seed)
 
 
 @pytest.mark.parametrize("kind", ["squared", "hinge"])
@@ -117,11 +110,6 @@ def test_training_step_moves_toward_the_budget():
         opt.step()
         densities.append(s.masked(t, training=True)[1].item())
     assert densities[-1] < densities[0] - 0.02
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_budget_end_to_end(data_root, tmp_path):

@@ -1,8 +1,6 @@
 """CGaP: the saliency probe measures sum(activation x gradient) per channel without changing the function, growth
 splits the most salient units, pruning removes the least salient ones (relative to their layer) down to the target,
 and a tiny run grows, prunes and ends consistent."""
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,24 +10,13 @@ import archgraph
 from archgraph.train.config import CgapSettings
 from archgraph.train.strategies.cgap import CgapStrategy
 from conftest import ROOT
-from method_helpers import check_run, method_config, held_out
-from train_helpers import write_mnist
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 
 
-def fake_trainer(graph, epoch=0, epochs=50, seed=0):
-    return SimpleNamespace(graph=graph, module=archgraph.build(graph, seed=seed).train(), device=torch.device("cpu"),
-                           epoch=epoch, epochs=epochs, epoch_state=None,
-                           config=SimpleNamespace(data=SimpleNamespace(batch_size=16)))
-
-
 def strategy(graph, **settings):
-    st = CgapStrategy(CgapSettings(**settings))
-    tr = fake_trainer(graph)
-    st.setup(tr)
-    st.attach(tr)
-    return st, tr
+    return attached(CgapStrategy(CgapSettings(**settings)), stub_trainer(graph, epochs=50, batch_size=16))
 
 
 def test_the_probe_measures_activation_times_gradient_and_changes_nothing():
@@ -107,11 +94,6 @@ def test_pruning_takes_the_least_salient_relative_to_the_layer_down_to_the_targe
         rules = st.on_epoch_end(tr, {})
     assert graph.params <= 0.5 * g.params and st.done_pruning
     assert min(graph.nodes["c1"].out_channels, graph.nodes["c2"].out_channels) >= 2
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_cgap_run_grows_prunes_and_ends_consistent(data_root, tmp_path):

@@ -2,7 +2,6 @@
 penalty shrinks groups (weak ones harder), the annealed threshold rises on its schedule and removes the groups
 under it, and a tiny run grows before it prunes and ends consistent."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,20 +10,14 @@ import archgraph
 from archgraph.train.config import GbpSettings
 from archgraph.train.strategies.gbp import GbpStrategy
 from conftest import ROOT
-from method_helpers import check_run, held_out, method_config
-from train_helpers import write_mnist
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 
 SEEDS = ROOT / "examples" / "seeds"
 
 
 def setup(seed="digits_cnn", **settings):
-    g = archgraph.load(SEEDS / f"{seed}.yaml")
-    tr = SimpleNamespace(graph=g, module=archgraph.build(g, seed=0).train(), device=torch.device("cpu"), epoch=0,
-                         epochs=40, epoch_state=None, config=SimpleNamespace(data=SimpleNamespace(batch_size=8)))
-    st = GbpStrategy(GbpSettings(**settings))
-    st.setup(tr)
-    st.attach(tr)
-    return st, tr
+    tr = stub_trainer(archgraph.load(SEEDS / f"{seed}.yaml"), epochs=40)
+    return attached(GbpStrategy(GbpSettings(**settings)), tr)
 
 
 def weaken(params, i, factor):
@@ -52,7 +45,7 @@ def test_the_expansion_widens_each_channel_space_once():
     assert g.nodes["stem"].out_channels == g.nodes["b1_c2"].out_channels == 24        # the residual space once
     assert g.nodes["b1_c1"].out_channels == 24 and g.nodes["b2_c1"].out_channels == 48
     assert g.nodes["b2_c2"].out_channels == g.nodes["b2_short"].out_channels == 48
-    assert st.peak_params == g.params
+    assert st.sizes.peak_params == g.params
 
 
 def test_group_scales_are_scale_free_and_the_penalty_pushes_weak_groups_harder():
@@ -105,11 +98,6 @@ def test_groups_under_the_threshold_are_removed_lowest_first():
     assert [(r.node, r.indices) for r in rules] == [("c2", (2, 5, 11))]  # at most 13% of 24 groups at once
     advance(st, tr, rules)
     assert tr.graph.nodes["c2"].out_channels == 13
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_gbp_run_grows_before_it_prunes(data_root, tmp_path):

@@ -14,15 +14,10 @@ from archgraph.serialize import content_hash
 from archgraph.shapes import count_nonzero_params
 from archgraph.weights import load_weights
 from conftest import ROOT
-from train_helpers import TINY_SEED, tiny_config, write_mnist
+from train_helpers import TINY_SEED, events, tiny_config
 
 SUMMARY_KEYS = {"test_acc", "params", "nonzero_params", "macs", "versions", "growth_events", "prune_events",
                 "wall_s", "world_size"}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +25,6 @@ def gnap_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "gnap"
     summary = archgraph.grow(tiny_config(data_root), out, quiet=True)
     return out, summary
-
-
-def events(run):
-    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
 
 
 def test_gnap_grows_and_prunes_and_writes_the_run_directory(gnap_run):

@@ -12,18 +12,11 @@ import archgraph
 from archgraph import rules
 from archgraph.train.config import GumbelSettings
 from archgraph.train.strategies.gumbel import GumbelStrategy, annealed, binary_concrete
-from mask_helpers import DIGITS, batch, check_run, method_config, stub_trainer
-from train_helpers import write_mnist
+from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):
-    g = archgraph.load(DIGITS)
-    m = archgraph.build(g, seed=seed)
-    s = GumbelStrategy(GumbelSettings(**settings))
-    t = stub_trainer(g, m, progress, epochs)
-    s.setup(t)
-    s.attach(t)
-    return s, t
+    return attached(GumbelStrategy(GumbelSettings(**settings)), progress, epochs, seed)
 
 
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0])
@@ -187,11 +180,6 @@ def test_logits_scales_and_moments_follow_a_rewrite_and_resume():
     assert all(torch.equal(back.logits[k], s.logits[k]) for k in s.logits)
     assert back.adam_logits.steps == s.adam_logits.steps == 2
     assert back.log_scale.keys() == s.log_scale.keys()
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_gumbel_end_to_end(data_root, tmp_path):

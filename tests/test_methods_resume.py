@@ -6,13 +6,8 @@ import pytest
 
 import archgraph
 from method_helpers import method_config
+from train_helpers import events
 from test_resume import Crash, assert_nothing_corrupt, assert_same_run, count_writes, crash_before_write, strip
-from train_helpers import write_mnist
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 @pytest.mark.parametrize("method", ["cgap", "scs", "gbp"])
@@ -21,7 +16,7 @@ def test_crash_then_resume_ends_like_an_uninterrupted_run(method, data_root, tmp
     reference = tmp_path / "reference"
     archgraph.grow(cfg, reference, quiet=True)
     total = count_writes(reference)
-    log = [json.loads(line) for line in (reference / "history.jsonl").read_text().splitlines()]
+    log = events(reference)
     assert any(e["event"] == "rewrite" for e in log)
     for k in (total // 3, total // 2, total - 3):      # mid-run, around the rewrites, in the final steps
         out = tmp_path / f"crash{k}"

@@ -16,18 +16,13 @@ import archgraph
 from archgraph.train.rundir import RunDir
 from archgraph.weights import load_weights
 from conftest import ROOT
-from train_helpers import tiny_config, write_mnist
+from train_helpers import tiny_config
 
 EPOCHS = 6
 
 
 class Crash(BaseException):
     """Stands for the process dying (not an Exception, so nothing catches it)."""
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 between rounds, Bernoulli sampling with straight-through gradients, the budget-aware penalty, the hard mask
 1[s > 0] folded into the weights with the closed structures removed exactly, and a tiny run that grows."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,20 +12,14 @@ import archgraph
 from archgraph.train.config import ScsSettings
 from archgraph.train.strategies.scs import ScsStrategy
 from conftest import ROOT
-from method_helpers import check_run, held_out, method_config
-from train_helpers import write_mnist
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 
 SEEDS = ROOT / "examples" / "seeds"
 
 
 def setup(seed="digits_cnn", epochs=10, **settings):
-    g = archgraph.load(SEEDS / f"{seed}.yaml")
-    tr = SimpleNamespace(graph=g, module=archgraph.build(g, seed=0).train(), device=torch.device("cpu"), epoch=0,
-                         epochs=epochs, epoch_state=None, config=SimpleNamespace(data=SimpleNamespace(batch_size=8)))
-    st = ScsStrategy(ScsSettings(**settings))
-    st.setup(tr)
-    st.attach(tr)
-    return st, tr
+    tr = stub_trainer(archgraph.load(SEEDS / f"{seed}.yaml"), epochs=epochs)
+    return attached(ScsStrategy(ScsSettings(**settings)), tr)
 
 
 def sigmoid(x):
@@ -110,7 +103,7 @@ def test_the_penalty_prices_macs_spares_min_width_and_stops_under_the_budget():
     with torch.no_grad():
         for v in st2.s.values():
             v[: v.numel() // 2] = -5.0
-    assert float(st2.expected_macs().detach()) < 0.9 * st2.seed_macs
+    assert float(st2.expected_macs().detach()) < 0.9 * st2.sizes.seed_macs
     assert st2.parametrize(tr2, training=True)[1] is None
 
 
@@ -136,11 +129,6 @@ def test_the_hard_mask_is_folded_into_the_weights_and_closed_structures_removed_
     for r in rules:
         graph, module = archgraph.rewrite(graph, module, r)
     assert torch.allclose(module.eval()(x), gated, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_a_tiny_scs_run_grows_removes_closed_channels_and_saves_training_macs(data_root, tmp_path):

@@ -25,6 +25,11 @@ SEED_DIR = ROOT / "examples" / "seeds"
 
 # ---- hand-written modules, one per seed ------------------------------------------------------------------------
 
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1):
+    """A k x k conv without bias (padding k // 2) and the batchnorm after it."""
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+
+
 class MLP(nn.Module):
     def __init__(self):
         super().__init__()
@@ -42,12 +47,9 @@ class MLP(nn.Module):
 class TinyCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(4)
-        self.c2 = nn.Conv2d(4, 8, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(8)
-        self.c3 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(8)
+        self.c1, self.bn1 = conv_bn(1, 4)
+        self.c2, self.bn2 = conv_bn(4, 8)
+        self.c3, self.bn3 = conv_bn(8, 8)
         self.fc = nn.Linear(8, 10)
 
     def forward(self, x):
@@ -60,10 +62,8 @@ class TinyCNN(nn.Module):
 class DigitsCNN(nn.Module):
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(4)
-        self.c2 = nn.Conv2d(4, 8, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(8)
+        self.c1, self.bn1 = conv_bn(1, 4)
+        self.c2, self.bn2 = conv_bn(4, 8)
         self.fc = nn.Linear(8 * 4 * 4, 10)
 
     def forward(self, x):
@@ -75,18 +75,12 @@ class DigitsCNN(nn.Module):
 class ResNetCifar(nn.Module):
     def __init__(self):
         super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(16)
-        self.b1_c1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.b1_bn1 = nn.BatchNorm2d(16)
-        self.b1_c2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.b1_bn2 = nn.BatchNorm2d(16)
-        self.b2_c1 = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
-        self.b2_bn1 = nn.BatchNorm2d(32)
-        self.b2_c2 = nn.Conv2d(32, 32, 3, padding=1, bias=False)
-        self.b2_bn2 = nn.BatchNorm2d(32)
-        self.b2_short = nn.Conv2d(16, 32, 1, stride=2, bias=False)
-        self.b2_sbn = nn.BatchNorm2d(32)
+        self.stem, self.stem_bn = conv_bn(3, 16)
+        self.b1_c1, self.b1_bn1 = conv_bn(16, 16)
+        self.b1_c2, self.b1_bn2 = conv_bn(16, 16)
+        self.b2_c1, self.b2_bn1 = conv_bn(16, 32, stride=2)
+        self.b2_c2, self.b2_bn2 = conv_bn(32, 32)
+        self.b2_short, self.b2_sbn = conv_bn(16, 32, k=1, stride=2)
         self.fc = nn.Linear(32, 10)
 
     def forward(self, x):
@@ -122,20 +116,13 @@ class DenseNetConcat(nn.Module):
 class MobileNetDepthwise(nn.Module):
     def __init__(self):
         super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(16)
-        self.dw1 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
-        self.dw1_bn = nn.BatchNorm2d(16)
-        self.pw1 = nn.Conv2d(16, 24, 1, bias=False)
-        self.pw1_bn = nn.BatchNorm2d(24)
-        self.ex = nn.Conv2d(24, 48, 1, bias=False)
-        self.ex_bn = nn.BatchNorm2d(48)
-        self.dw2 = nn.Conv2d(48, 48, 3, padding=1, groups=48, bias=False)
-        self.dw2_bn = nn.BatchNorm2d(48)
-        self.proj = nn.Conv2d(48, 24, 1, bias=False)
-        self.proj_bn = nn.BatchNorm2d(24)
-        self.head = nn.Conv2d(24, 64, 1, bias=False)
-        self.head_bn = nn.BatchNorm2d(64)
+        self.stem, self.stem_bn = conv_bn(3, 16, stride=2)
+        self.dw1, self.dw1_bn = conv_bn(16, 16, groups=16)
+        self.pw1, self.pw1_bn = conv_bn(16, 24, k=1)
+        self.ex, self.ex_bn = conv_bn(24, 48, k=1)
+        self.dw2, self.dw2_bn = conv_bn(48, 48, groups=48)
+        self.proj, self.proj_bn = conv_bn(48, 24, k=1)
+        self.head, self.head_bn = conv_bn(24, 64, k=1)
         self.drop = nn.Dropout(0.2)
         self.fc = nn.Linear(64, 10)
 
@@ -229,8 +216,7 @@ class ResNet20Half(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(8)
+        self.stem, self.stem_bn = conv_bn(3, 8)
         self.blocks = []
         cin = 8
         for s, w in enumerate((8, 16, 32), start=1):

@@ -1,8 +1,6 @@
 """Per-weight masks and the channels they empty (shared by Gumbel and Budget): emptied channels found to a fixed
 point and gated, per-weight state carried through growth and pruning, and the small Adam matching torch's; the
-modules' docstring examples and the methods' example run files."""
-import doctest
-import importlib
+methods' example run files (the modules' docstring examples run in test_doctests.py)."""
 import json
 
 import pytest
@@ -74,14 +72,6 @@ def test_tensor_adam_matches_torch_adam_and_round_trips():
     back = TensorAdam(0.1)
     back.load_state_dict(mine.state_dict())
     assert back.steps == 4 and torch.equal(back.m["a"], mine.m["a"]) and torch.equal(back.v["a"], mine.v["a"])
-
-
-@pytest.mark.parametrize("name", ["archgraph.train.unstructured", "archgraph.train.strategies.gumbel",
-                                  "archgraph.train.strategies.budget"])
-def test_docstring_examples_run(name, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
 
 
 def test_example_run_files_validate_and_their_seeds_load():

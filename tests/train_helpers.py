@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -80,3 +81,8 @@ def tiny_config(root, method: str = "gnap", epochs: int = 5, **method_settings) 
         "method": settings,
         "schedule": {"optimizer": "adamw", "lr": 0.01, "epochs": epochs, "seed": 0, "device": "cpu", "threads": 1},
     }
+
+
+def events(run) -> list[dict]:
+    """The events of a run directory's history.jsonl."""
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]

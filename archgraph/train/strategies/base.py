@@ -100,3 +100,24 @@ class Strategy:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def applicable(graph, rules: list) -> list:
+    """The rules that apply one after the other, starting from ``graph`` (a rule that cannot apply is left out).
+
+    >>> import archgraph
+    >>> from archgraph import rules as R
+    >>> g = archgraph.load("examples/seeds/resnet_cifar.yaml")
+    >>> [r.name for r in applicable(g, [R.DeleteNode(node="no_such_node"), R.AddFilters(node="stem", count=2)])]
+    ['add_filters']
+    """
+    import archgraph
+    from ...errors import RuleError
+    out = []
+    for rule in rules:
+        try:
+            graph = archgraph.apply(graph, rule).graph
+        except RuleError:
+            continue
+        out.append(rule)
+    return out

@@ -35,7 +35,7 @@ import torch
 
 from ..gates import follow_rewrite, gate_layout, gate_overrides
 from .base import Strategy
-from .costs import TrainCost, step_samples
+from .costs import SizeLedger, TrainCost
 
 
 class CgapStrategy(Strategy):
@@ -47,10 +47,7 @@ class CgapStrategy(Strategy):
         self.rate = settings.growth_rate
         self.growths = 0
         self.prunes = 0
-        self.peak_params = 0
-        self.peak_macs = 0
-        self.seed_params = 0
-        self.seed_macs = 0
+        self.sizes = SizeLedger()
         self.done_pruning = False
         self.cost = TrainCost()
         self.layout = None
@@ -58,9 +55,7 @@ class CgapStrategy(Strategy):
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
-        g = trainer.graph
-        self.seed_params = self.peak_params = g.params
-        self.seed_macs = self.peak_macs = g.macs
+        self.sizes.start(trainer.graph)
 
     def attach(self, trainer) -> None:
         self.layout = gate_layout(trainer.graph, branches=False)
@@ -86,7 +81,7 @@ class CgapStrategy(Strategy):
         return gate_overrides(params, self.layout, self._probe), None
 
     def on_step_end(self, trainer) -> list:
-        self.cost.add(trainer.graph.macs, step_samples(trainer))
+        self.cost.add_step(trainer)
         mom = self.settings.saliency_momentum
         with torch.no_grad():
             for node, probe in self._probe.items():
@@ -127,7 +122,7 @@ class CgapStrategy(Strategy):
 
     def target(self) -> float:
         s = self.settings
-        t = s.target_ratio * self.peak_params
+        t = s.target_ratio * self.sizes.peak_params
         return min(t, s.target_params) if s.target_params is not None else t
 
     def _prune_rules(self, trainer) -> list:
@@ -177,25 +172,19 @@ class CgapStrategy(Strategy):
             return torch.full((n,), value, device=trainer.device)
 
         self.saliency = follow_rewrite(plan, self.saliency, fill, sizes)
-        self.peak_params = max(self.peak_params, new_graph.params)
-        self.peak_macs = max(self.peak_macs, new_graph.macs)
+        self.sizes.update(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def metrics(self, trainer) -> dict:
         return {"growths": self.growths, "prunes": self.prunes, "growth_rate": round(self.rate, 6),
-                "train_macs": self.cost.macs, "peak_params": self.peak_params}
+                "train_macs": self.cost.macs, "peak_params": self.sizes.peak_params}
 
     def summary(self, trainer) -> dict:
-        g = trainer.graph
-        return {"train_macs": self.cost.macs, "peak_params": self.peak_params, "peak_macs": self.peak_macs,
-                "seed_params": self.seed_params, "seed_macs": self.seed_macs,
-                "params_reduction": 1 - g.params / self.peak_params if self.peak_params else 0.0,
-                "macs_reduction": 1 - g.macs / self.peak_macs if self.peak_macs else 0.0}
+        return {"train_macs": self.cost.macs, **self.sizes.summary(trainer.graph)}
 
     def state_dict(self) -> dict:
         return {"saliency": {k: v.cpu() for k, v in self.saliency.items()}, "rate": self.rate,
-                "growths": self.growths, "prunes": self.prunes, "peak_params": self.peak_params,
-                "peak_macs": self.peak_macs, "seed_params": self.seed_params, "seed_macs": self.seed_macs,
+                "growths": self.growths, "prunes": self.prunes, **self.sizes.state_dict(),
                 "done_pruning": self.done_pruning, "cost": self.cost.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -203,10 +192,7 @@ class CgapStrategy(Strategy):
         self.rate = float(state["rate"])
         self.growths = int(state["growths"])
         self.prunes = int(state["prunes"])
-        self.peak_params = int(state["peak_params"])
-        self.peak_macs = int(state["peak_macs"])
-        self.seed_params = int(state["seed_params"])
-        self.seed_macs = int(state["seed_macs"])
+        self.sizes.load_state_dict(state)
         self.done_pruning = bool(state["done_pruning"])
         self.cost.load_state_dict(state["cost"])
 

@@ -37,3 +37,50 @@ class TrainCost:
 
     def load_state_dict(self, state: dict) -> None:
         self.macs = float(state["macs"])
+
+    def add_step(self, trainer, macs_per_sample: float | None = None) -> None:
+        """Count the step the loop just trained: ``macs_per_sample`` (default: the current graph's MACs) times the
+        batch's samples."""
+        self.add(trainer.graph.macs if macs_per_sample is None else macs_per_sample, step_samples(trainer))
+
+
+class SizeLedger:
+    """Seed and peak size (parameters and MACs) of a network that grows and shrinks, for the summary's reductions.
+
+    >>> from types import SimpleNamespace as G
+    >>> sizes = SizeLedger()
+    >>> sizes.start(G(params=100, macs=1000))
+    >>> sizes.update(G(params=300, macs=2500)); sizes.update(G(params=150, macs=1500))
+    >>> s = sizes.summary(G(params=150, macs=1500))
+    >>> s["peak_params"], s["seed_macs"], s["params_reduction"], s["macs_reduction"]
+    (300, 1000, 0.5, 0.4)
+    """
+
+    def __init__(self):
+        self.seed_params = self.seed_macs = self.peak_params = self.peak_macs = 0
+
+    def start(self, graph) -> None:
+        """Record the seed (also the first peak)."""
+        self.seed_params = self.peak_params = graph.params
+        self.seed_macs = self.peak_macs = graph.macs
+
+    def update(self, graph) -> None:
+        """Follow a rewrite: raise the peaks to ``graph``'s size."""
+        self.peak_params = max(self.peak_params, graph.params)
+        self.peak_macs = max(self.peak_macs, graph.macs)
+
+    def summary(self, graph) -> dict:
+        """Peak and seed sizes and the reductions of ``graph`` (the final network) against the peak."""
+        return {"peak_params": self.peak_params, "peak_macs": self.peak_macs,
+                "seed_params": self.seed_params, "seed_macs": self.seed_macs,
+                "params_reduction": 1 - graph.params / self.peak_params if self.peak_params else 0.0,
+                "macs_reduction": 1 - graph.macs / self.peak_macs if self.peak_macs else 0.0}
+
+    def state_dict(self) -> dict:
+        """Plain ints, under the same keys as in :meth:`summary` (merged into a strategy's own state)."""
+        return {"seed_params": self.seed_params, "seed_macs": self.seed_macs,
+                "peak_params": self.peak_params, "peak_macs": self.peak_macs}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed_params", "seed_macs", "peak_params", "peak_macs"):
+            setattr(self, key, int(state[key]))

@@ -31,10 +31,9 @@ from typing import Optional
 
 import torch
 
-from ...errors import RuleError
 from ..groups import GroupIndex
-from .base import Strategy
-from .costs import TrainCost, step_samples
+from .base import Strategy, applicable
+from .costs import SizeLedger, TrainCost
 
 SEED, SEARCH, FINETUNE = "seed", "search", "finetune"
 EPS = 0.05   # added to a group's scale in the reweighting (a group at zero is not pushed infinitely)
@@ -47,10 +46,7 @@ class GbpStrategy(Strategy):
         super().__init__(settings, config)
         self.phase = SEED
         self.expanded_at = -1
-        self.seed_params = 0
-        self.seed_macs = 0
-        self.peak_params = 0
-        self.peak_macs = 0
+        self.sizes = SizeLedger()
         self.threshold = 0.0
         self.cost = TrainCost()
         self.index: Optional[GroupIndex] = None
@@ -59,9 +55,7 @@ class GbpStrategy(Strategy):
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
-        g = trainer.graph
-        self.seed_params = self.peak_params = g.params
-        self.seed_macs = self.peak_macs = g.macs
+        self.sizes.start(trainer.graph)
 
     def attach(self, trainer) -> None:
         # the group weights are a function of the graph and the weights, both restored on resume
@@ -99,7 +93,7 @@ class GbpStrategy(Strategy):
         return {}, self.settings.penalty * (self._weights * norms).sum() / total
 
     def on_step_end(self, trainer) -> list:
-        self.cost.add(trainer.graph.macs, step_samples(trainer))
+        self.cost.add_step(trainer)
         return []
 
     # ---- decisions ----------------------------------------------------------------------------------------------
@@ -133,12 +127,10 @@ class GbpStrategy(Strategy):
         return s.threshold * 0.5 * (1.0 - math.cos(math.pi * t))
 
     def _expand_rules(self, graph) -> list:
-        import archgraph
         from ... import rules as R
         from ...channels import analyse
         s = self.settings
         out = []
-        current = graph
         for space in analyse(graph).spaces():
             if space.frozen or space.irregular:
                 continue
@@ -149,13 +141,9 @@ class GbpStrategy(Strategy):
             count = min(s.max_width, int(math.ceil(width * s.expand_factor))) - width
             if count <= 0:
                 continue
-            rule = R.AddFilters(node=node, count=count, init=s.expand_init, seed=len(out))
-            try:
-                current = archgraph.apply(current, rule).graph
-            except RuleError:
-                continue
-            out.append(rule)
-        return out
+            out.append(R.AddFilters(node=node, count=count, init=s.expand_init))
+        # the seeds number the rules that apply (whether a rule applies does not depend on its seed)
+        return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out))]
 
     def _prune_rules(self, trainer) -> list:
         if not len(self.index):
@@ -171,8 +159,7 @@ class GbpStrategy(Strategy):
 
     def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
         self._rebuild(trainer)
-        self.peak_params = max(self.peak_params, new_graph.params)
-        self.peak_macs = max(self.peak_macs, new_graph.macs)
+        self.sizes.update(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def metrics(self, trainer) -> dict:
@@ -185,24 +172,16 @@ class GbpStrategy(Strategy):
         return m
 
     def summary(self, trainer) -> dict:
-        g = trainer.graph
-        return {"train_macs": self.cost.macs, "peak_params": self.peak_params, "peak_macs": self.peak_macs,
-                "seed_params": self.seed_params, "seed_macs": self.seed_macs,
-                "params_reduction": 1 - g.params / self.peak_params if self.peak_params else 0.0,
-                "macs_reduction": 1 - g.macs / self.peak_macs if self.peak_macs else 0.0}
+        return {"train_macs": self.cost.macs, **self.sizes.summary(trainer.graph)}
 
     def state_dict(self) -> dict:
-        return {"phase": self.phase, "expanded_at": self.expanded_at, "seed_params": self.seed_params,
-                "seed_macs": self.seed_macs, "peak_params": self.peak_params, "peak_macs": self.peak_macs,
+        return {"phase": self.phase, "expanded_at": self.expanded_at, **self.sizes.state_dict(),
                 "threshold": self.threshold, "cost": self.cost.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.phase = state["phase"]
         self.expanded_at = int(state["expanded_at"])
-        self.seed_params = int(state["seed_params"])
-        self.seed_macs = int(state["seed_macs"])
-        self.peak_params = int(state["peak_params"])
-        self.peak_macs = int(state["peak_macs"])
+        self.sizes.load_state_dict(state)
         self.threshold = float(state["threshold"])
         self.cost.load_state_dict(state["cost"])
 

@@ -46,7 +46,7 @@ from ...errors import RuleError
 from ...ops.registry import OPS, SOURCE, THROUGH
 from ..masks import LearnedMasks
 from ..plateau import PlateauDetector
-from .base import Strategy
+from .base import Strategy, applicable
 
 GROW, FINETUNE, DONE = "grow", "finetune", "done"
 
@@ -221,7 +221,6 @@ class GnapStrategy(Strategy):
         return out
 
     def _deepen_rules(self, graph) -> list:
-        import archgraph
         from ... import rules as R
         where = self.settings.deepen_after or deepen_point(graph)
         if where is None or where not in graph.nodes:
@@ -232,11 +231,7 @@ class GnapStrategy(Strategy):
                                  init="identity")
         else:
             rule = R.InsertLayer(after=where, op="linear", activation="relu", init="identity")
-        try:
-            archgraph.apply(graph, rule)
-        except RuleError:
-            return []
-        return [rule]
+        return applicable(graph, [rule])
 
     def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
         self.masks.rebuild(new_graph)

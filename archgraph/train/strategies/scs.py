@@ -59,10 +59,9 @@ from typing import Optional
 
 import torch
 
-from ...errors import RuleError
 from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
-from .base import Strategy
-from .costs import TrainCost, step_samples
+from .base import Strategy, applicable
+from .costs import SizeLedger, TrainCost
 
 SEARCH, FINETUNE, DONE = "search", "finetune", "done"
 
@@ -80,7 +79,7 @@ class ScsStrategy(Strategy):
         self.round_length = 1
         self.phase = SEARCH
         self.growths = 0
-        self.seed_macs = 0
+        self.sizes = SizeLedger()
         self.opt = TensorSGD(settings.gate_lr)
         self.opt_b = TensorSGD(settings.gate_lr)
         self.cost = TrainCost()
@@ -92,7 +91,7 @@ class ScsStrategy(Strategy):
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         s = self.settings
-        self.seed_macs = trainer.graph.macs
+        self.sizes.start(trainer.graph)
         self.round_length = max(1, (trainer.epochs - s.finetune_epochs) // s.rounds)
 
     def attach(self, trainer) -> None:
@@ -145,8 +144,8 @@ class ScsStrategy(Strategy):
         if training and self.settings.penalty > 0 and (soft or soft_b):
             expected = self.expected_macs(self._unprotected(soft), soft_b)
             budget = self.settings.budget
-            if budget is None or float(expected.detach()) > budget * self.seed_macs:
-                extra = self.settings.penalty * expected / self.seed_macs
+            if budget is None or float(expected.detach()) > budget * self.sizes.seed_macs:
+                extra = self.settings.penalty * expected / self.sizes.seed_macs
         return overrides, extra
 
     def _unprotected(self, soft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -168,10 +167,8 @@ class ScsStrategy(Strategy):
         return self.layout.active_macs({k: v.mean() for k, v in soft.items()}, dict(soft_b))
 
     def on_step_end(self, trainer) -> list:
-        n = step_samples(trainer)
-        macs = trainer.graph.macs
-        self.cost.add(self._step_macs if self._step_macs is not None else macs, n)
-        self.dense_cost.add(macs, n)
+        self.cost.add_step(trainer, self._step_macs)
+        self.dense_cost.add_step(trainer)
         if self.phase == SEARCH:
             self.opt.step(self.s)
             self.opt_b.step(self.sb)
@@ -220,7 +217,7 @@ class ScsStrategy(Strategy):
             closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, s.min_width)
             if closed:
                 out.append(R.PruneChannels(node=node, indices=closed))
-        return _applicable(graph, out)
+        return applicable(graph, out)
 
     def _growth_rules(self, graph) -> list:
         from ... import rules as R
@@ -244,7 +241,7 @@ class ScsStrategy(Strategy):
             after = block_output(graph, best)
             if after is not None:
                 out.append(R.InsertBlock(after=after, norm="batchnorm", activation="relu"))
-        return _applicable(graph, out)
+        return applicable(graph, out)
 
     def _harden(self, trainer) -> list:
         """Fold the hard masks ``1[s > 0] / sigmoid(s0)`` into the weights; return the rules removing what is
@@ -273,7 +270,7 @@ class ScsStrategy(Strategy):
             if off and node not in gone:
                 rules.append(R.PruneChannels(node=node, indices=off))
         self.phase = FINETUNE if s.finetune_epochs > 0 else DONE
-        return _applicable(trainer.graph, rules)
+        return applicable(trainer.graph, rules)
 
     def should_stop(self, trainer) -> bool:
         return self.phase == DONE
@@ -300,6 +297,7 @@ class ScsStrategy(Strategy):
         self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
                    for k in self.layout.branch}
         self.opt_b.keep(self.sb)
+        self.sizes.update(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def effective_weights(self, trainer) -> dict:
@@ -322,13 +320,13 @@ class ScsStrategy(Strategy):
 
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, "train_macs_dense": self.dense_cost.macs,
-                "seed_macs": self.seed_macs, "beta_final": self.beta}
+                "seed_macs": self.sizes.seed_macs, "beta_final": self.beta}
 
     def state_dict(self) -> dict:
         return {"s": {k: v.detach().cpu() for k, v in self.s.items()},
                 "sb": {k: v.detach().cpu() for k, v in self.sb.items()},
                 "beta": self.beta, "round": self.round, "k": self.k, "round_length": self.round_length,
-                "phase": self.phase, "growths": self.growths, "seed_macs": self.seed_macs,
+                "phase": self.phase, "growths": self.growths, **self.sizes.state_dict(),
                 "opt": self.opt.state_dict(), "opt_b": self.opt_b.state_dict(),
                 "cost": self.cost.state_dict(), "dense_cost": self.dense_cost.state_dict()}
 
@@ -341,7 +339,7 @@ class ScsStrategy(Strategy):
         self.round_length = int(state["round_length"])
         self.phase = state["phase"]
         self.growths = int(state["growths"])
-        self.seed_macs = int(state["seed_macs"])
+        self.sizes.load_state_dict(state)
         self.opt.load_state_dict(state["opt"])
         self.opt_b.load_state_dict(state["opt_b"])
         self.cost.load_state_dict(state["cost"])
@@ -376,19 +374,6 @@ def block_output(graph, branch: str) -> Optional[str]:
             and after[0] not in graph.outputs:
         return after[0]
     return add
-
-
-def _applicable(graph, rules: list) -> list:
-    """The rules that apply one after the other (a rule that cannot apply is left out)."""
-    import archgraph
-    out = []
-    for rule in rules:
-        try:
-            graph = archgraph.apply(graph, rule).graph
-        except RuleError:
-            continue
-        out.append(rule)
-    return out
 
 
 def _after(graph, rules: list):
