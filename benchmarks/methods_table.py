@@ -83,7 +83,7 @@ def plot(results: dict[str, list[dict]], dataset: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.4, 4.2), dpi=120)
     for method, runs in results.items():
         xs = [r["nonzero_params"] for r in runs]
         ys = [100 * r["test_acc"] for r in runs]
@@ -98,7 +98,7 @@ def plot(results: dict[str, list[dict]], dataset: str, path: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{dataset}: accuracy against size, one point per run")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
