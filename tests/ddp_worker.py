@@ -1,6 +1,7 @@
-"""One process of a ``torchrun`` job for tests/test_ddp.py: runs ``archgraph grow`` through the CLI and records, after
-the seed is installed, after every epoch and every rewrite and at the end, a SHA-256 of this rank's weights, buffers,
-optimizer state and strategy tensors into ``$DDP_TRACE_DIR/rank<R>.jsonl``.
+"""One process of a ``torchrun`` job for tests/test_ddp.py and tests/test_ddp_methods.py: runs ``archgraph grow``
+through the CLI and records, after the seed is installed, after every epoch and every rewrite and at the end, a
+SHA-256 of this rank's weights, buffers, optimizer state, strategy tensors and whole strategy state (its
+``state_dict``: gate logits, saliencies, its own optimizers' state, counters) into ``$DDP_TRACE_DIR/rank<R>.jsonl``.
 
 The hash is computed here, independently of archgraph.train.distributed, so the test does not trust the code it
 checks.
@@ -27,6 +28,20 @@ def tensors_hash(tensors: dict) -> str:
     return h.hexdigest()
 
 
+def flat_state(prefix: str, value, out: dict) -> None:
+    """Nested dicts/lists of tensors and plain values as ``{dotted key: tensor}`` (plain values as text bytes)."""
+    if torch.is_tensor(value):
+        out[prefix] = value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            flat_state(f"{prefix}.{k}", v, out)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            flat_state(f"{prefix}.{i}", v, out)
+    else:
+        out[prefix] = torch.frombuffer(bytearray(repr(value).encode() or b" "), dtype=torch.uint8)
+
+
 def state_hash(trainer) -> str:
     tensors = dict(trainer.module.state_dict())
     names = {id(p): n for n, p in trainer.module.named_parameters()}
@@ -36,6 +51,7 @@ def state_hash(trainer) -> str:
                 tensors[f"opt.{names[id(p)]}.{k}"] = v
     for k, v in trainer.strategy.learned_parameters(trainer).items():
         tensors[f"strategy.{k}"] = v
+    flat_state("strategy_state", trainer.strategy.state_dict(), tensors)
     return tensors_hash(tensors)
 
 

@@ -12,14 +12,16 @@ stay one run:
 * **Parameters.** The module's gradients are averaged by DDP; the tensors a strategy learns itself
   (:meth:`~archgraph.train.strategies.base.Strategy.learned_parameters`, e.g. GNAP's mask thresholds) have their
   gradients averaged by :meth:`Dist.average_grads` before the strategy steps them, so every rank takes the same
-  step from the same values and they stay bitwise equal.
+  step from the same values and they stay bitwise equal. A strategy that draws random numbers from torch's global
+  RNG (``Strategy.uses_global_rng``) gets rank 0's RNG state before every training step (:meth:`Dist.sync_rng`),
+  so its draws are the same on every rank.
 * **Decisions.** Every strategy hook runs on every rank (so each rank's strategy state machine advances in step;
   metrics are all-reduced first, so every rank sees the same numbers). The rules a hook returns are checked to be
   the same on every rank (:meth:`Dist.agree`, one small all-reduce) and rank 0's rules, sent as a JSON string of
   ``{rule, args}``, are what every rank applies: nothing is unpickled. A strategy that decides differently on two
   ranks stops the run on every rank with an error rather than letting the ranks drift apart.
 * **Rewrites.** Every rank applies the same rule to the same weights; the new module's weights, buffers, optimizer
-  state and strategy tensors are hashed and compared across ranks (:meth:`Dist.check_same`) before the DDP wrapper
+  state, strategy tensors and strategy state are hashed and compared across ranks (:meth:`Dist.check_same`) before the DDP wrapper
   and the optimizer are rebuilt.
 * **Files.** Only rank 0 writes the run directory; every rank reads it on ``--resume`` (one machine or a shared
   file system).
@@ -120,6 +122,21 @@ class Dist:
             buf = torch.zeros(int(size.item()), dtype=torch.uint8, device=self._comm_device)
         dist.broadcast(buf, 0)
         return json.loads(buf.cpu().numpy().tobytes().decode())
+
+    def sync_rng(self) -> None:
+        """Rank 0's state of torch's global RNG (and of the current CUDA device's) on every rank, for a strategy that
+        draws from it (SCS's Bernoulli gates, Gumbel's noise): the module's own draws (dropout) advance each rank's
+        RNG by the size of its share, which differs when a batch does not split evenly."""
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+        state = torch.get_rng_state().to(self._comm_device)
+        dist.broadcast(state, 0)
+        torch.set_rng_state(state.cpu())
+        if self.device.type == "cuda":
+            cuda = torch.cuda.get_rng_state(self.device).to(self._comm_device)
+            dist.broadcast(cuda, 0)
+            torch.cuda.set_rng_state(cuda.cpu(), self.device)
 
     def agree(self, value: Any, what: str) -> Any:
         """Check that every rank holds the same JSON-able ``value`` and return rank 0's (sent as JSON when it is not

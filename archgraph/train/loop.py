@@ -250,10 +250,10 @@ class Trainer:
         self._timing = []
 
     def state_digest(self) -> str:
-        """SHA-256 of the module's weights and buffers, the optimizer state and the strategy's learned tensors (what
-        must be the same on every rank)."""
+        """SHA-256 of the module's weights and buffers, the optimizer state, the strategy's learned tensors and its
+        whole state (what must be the same on every rank)."""
         return distributed.digest(self.module.state_dict(), optimizer_state(self.optimizer, self.module),
-                                  self.strategy.learned_parameters(self))
+                                  self.strategy.learned_parameters(self), self.strategy.state_dict())
 
     # ---- one epoch --------------------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
@@ -361,6 +361,8 @@ class Trainer:
         world = self.dist.world_size
         x, y = self.dataset.batch(self.dataset.train, idx, self.config.data.augment, self.data_gen,
                                   part=self.dist.part(len(idx)) if world > 1 else None)
+        if world > 1 and self.strategy.uses_global_rng:
+            self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
         overrides, extra = self.strategy.parametrize(self, training=True)
         out = self.forward(x, overrides, self.net)
         if world == 1:

@@ -12,13 +12,18 @@ change and *when*, through these hooks (all optional):
   rules.
 * :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` - everything needed to resume (tensors and plain
   data only).
-* :meth:`Strategy.learned_parameters` - the tensors the strategy trains itself (mask thresholds, gates): under
-  ``torchrun`` their gradients are averaged over the processes before :meth:`Strategy.on_step_end` steps them, and
-  under float16 AMP they are unscaled (and dropped for a step that overflowed).
+* :meth:`Strategy.learned_parameters` - the tensors the strategy trains itself (mask thresholds, gates) or whose
+  gradients it reads (CGaP's saliency probes): under ``torchrun`` their gradients are averaged over the processes
+  before :meth:`Strategy.on_step_end` reads them, and under float16 AMP they are unscaled (and dropped for a step
+  that overflowed).
 
 Under ``torchrun`` every hook runs on every process with the same (all-reduced) metrics and the same weights; the
 rules they return must be the same on every process (rank 0's are applied; a difference stops the run), and
-``trainer.evaluate`` is a collective call (every process evaluates its share). See docs/scale.md.
+``trainer.evaluate`` is a collective call (every process evaluates its share). A strategy that draws from torch's
+global RNG in its hooks sets ``uses_global_rng`` (every process then starts each training step from rank 0's RNG
+state), one whose forward pass leaves some module parameters without a gradient sets ``find_unused_parameters``, and
+its ``state_dict`` must come out the same on every process (it is hashed and compared after every rewrite). See
+docs/scale.md.
 
 The ``trainer`` argument is the :class:`~archgraph.train.loop.Trainer`; strategies read ``trainer.graph``,
 ``trainer.module``, ``trainer.epoch``, ``trainer.step``, ``trainer.epochs``, ``trainer.device`` and call
@@ -44,6 +49,9 @@ class Strategy:
     name = "base"
     #: set when some module parameters get no gradient in a step (DDP must then look for them every step)
     find_unused_parameters = False
+    #: set when a hook draws from torch's global RNG (under torchrun each training step then starts from rank 0's
+    #: RNG state, so every process draws the same numbers)
+    uses_global_rng = False
 
     def __init__(self, settings: Any, config: Any = None):
         self.settings = settings
@@ -92,7 +100,8 @@ class Strategy:
         return {}
 
     def learned_parameters(self, trainer) -> dict:
-        """``{name: tensor}`` of the tensors this strategy trains with its own optimizer (not module parameters)."""
+        """``{name: tensor}`` of the tensors this strategy trains with its own optimizer or whose gradients it reads
+        (not module parameters); under torchrun their gradients are averaged over the processes every step."""
         return {}
 
     def state_dict(self) -> dict:

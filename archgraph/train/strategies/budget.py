@@ -29,6 +29,11 @@ in :class:`~archgraph.train.config.BudgetSettings`):
 Not from the paper (our choices): the RMS-relative threshold, the exact form of ``f`` and of the budget loss, the
 geometric annealing and the channel removal.
 
+Under ``torchrun`` nothing needs synchronising beyond what the loop does: the masks, the threshold and the budget
+loss are functions of the weights (the threshold is a fixed setting, not learned), so Budget has no
+:meth:`~archgraph.train.strategies.base.Strategy.learned_parameters`, draws nothing at random, and every process
+computes the same masks and the same final rules from the same weights.
+
 >>> import torch
 >>> w = torch.tensor([0.1, -1.0, 2.0, -0.05])
 >>> keep_mask(w, 0.5).tolist()

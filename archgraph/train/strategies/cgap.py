@@ -11,7 +11,9 @@ and then prunes the least salient ones, reporting parameter and FLOP reductions 
    first-order Taylor estimate of the loss change if the channel were removed, Molchanov et al. 2017, computed for
    the whole batch at once); the saliency is a moving average of its absolute value over steps
    (``saliency_momentum``). The paper's exact saliency formula was not available to us; this one needs no extra
-   forward pass and no module hooks.
+   forward pass and no module hooks. The probes are the strategy's :meth:`~CgapStrategy.learned_parameters`, so
+   under ``torchrun`` their gradients are averaged over the processes before the saliency reads them: every
+   process then holds the saliency of the global batch (the same as one process) and takes the same decisions.
 2. **Continuous growth.** Every ``grow_every`` epochs during the first ``grow_epochs``, each gated layer grows by
    ``growth_rate`` of its width (capped at ``max_width``) *next to its most salient units*: by default
    ``split_filters`` duplicates the most salient channels (the two halves share the outgoing weights, with
@@ -89,6 +91,11 @@ class CgapStrategy(Strategy):
                     self.saliency[node].mul_(mom).add_(probe.grad.abs(), alpha=1 - mom)
         self._probe = {}
         return []
+
+    def learned_parameters(self, trainer) -> dict:
+        """This step's probes: nothing trains them, but their gradients (the saliency) must be the global batch's,
+        averaged over the processes under torchrun (and unscaled under float16 AMP)."""
+        return {f"probe.{k}": v for k, v in self._probe.items()}
 
     # ---- decisions ----------------------------------------------------------------------------------------------
     def on_epoch_end(self, trainer, metrics: dict) -> list:

@@ -23,6 +23,11 @@ available to us; what we do, with :class:`~archgraph.train.config.GbpSettings`:
 4. **Fine-tune.** After the annealing the penalty is off and the remaining epochs train the pruned network.
 
 ``train_macs`` in the summary counts the MACs of training forward passes (the network trains wide until pruned).
+
+Under ``torchrun`` nothing needs synchronising beyond what the loop does: GbP trains no tensor of its own (no
+:meth:`~archgraph.train.strategies.base.Strategy.learned_parameters`), draws nothing at random, and its penalty,
+reweighting and pruning decisions are functions of the weights alone, which are the same on every process (the
+penalty's gradient is the same on every process too, so DDP's average leaves it as it is).
 """
 from __future__ import annotations
 

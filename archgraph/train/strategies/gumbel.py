@@ -37,6 +37,12 @@ and the method's outline, not its code, so the details below are ours (settings 
    the function unchanged, and (``recalibrate_bn``) the norms' running statistics - gathered on random topologies -
    are recomputed on the training set for the extracted network, with no weight changing. There is no fine-tuning.
 
+Under ``torchrun`` the logits and log-scales are the strategy's
+:meth:`~GumbelStrategy.learned_parameters` (gradients averaged over the processes before Adam steps them), every
+process starts each step from rank 0's global RNG state so all sample the same topology, and with ``weights:
+fixed`` DDP is told that the conv/linear weights get no gradient. The batchnorm recalibration runs the whole
+training set on every process (the same computation everywhere).
+
 Not from the paper (our choices): the single-logit parametrisation, the per-layer learned log-scale, training the
 norm parameters, the batchnorm recalibration, and the channel removal.
 
@@ -87,9 +93,12 @@ def annealed(start: float, end: float, fraction: float) -> float:
 
 class GumbelStrategy(Strategy):
     name = "gumbel"
+    uses_global_rng = True   # the topology samples (under torchrun every process draws rank 0's)
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
+        # fixed weights take no gradient: DDP must not wait for them
+        self.find_unused_parameters = settings.weights == "fixed"
         self.phase = TRAIN
         self.logits: dict[str, torch.Tensor] = {}
         self.log_scale: dict[str, torch.Tensor] = {}
@@ -192,6 +201,11 @@ class GumbelStrategy(Strategy):
             for t in self.log_scale.values():
                 t.grad = None
         return []
+
+    def learned_parameters(self, trainer) -> dict:
+        """The keep logits ``logit.<node>.<param>`` and the per-layer log-scales ``scale.<node>``."""
+        return {**{f"logit.{k}": v for k, v in self.logits.items()},
+                **{f"scale.{k}": v for k, v in self.log_scale.items()}}
 
     # ---- the end ------------------------------------------------------------------------------------------------
     def finalize(self, trainer) -> list:

@@ -22,6 +22,9 @@ ones cost no compute, makes the penalty budget-aware, and grows the network from
    rather than 0 so that the ReLU after it still passes a gradient. Evaluation uses the hard mask ``1[s > 0]``.
    We do not multiply the sample by the soft gate: a batchnorm downstream undoes any common scale of a layer's
    channels, so soft values would let a whole layer's gates sink together at no cost to the loss (we saw it).
+   The samples are drawn from torch's global RNG (checkpointed by the loop); under ``torchrun`` every process
+   starts each step from rank 0's RNG state, so all draw the same structures, and the logits' gradients are
+   averaged over the processes (:meth:`ScsStrategy.learned_parameters`), so they stay equal.
    The training MACs of a step are those of the sampled sub-network (a layer costs its dense MACs times its
    active share of output and input channels; a branch drawn off costs nothing).
    Without ``sample`` the gates are CS's deterministic ``sigmoid(beta*s) / sigmoid(s0)`` (1 at the start).
@@ -68,6 +71,7 @@ SEARCH, FINETUNE, DONE = "search", "finetune", "done"
 
 class ScsStrategy(Strategy):
     name = "scs"
+    uses_global_rng = True   # the Bernoulli samples (under torchrun every process draws rank 0's)
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -173,6 +177,10 @@ class ScsStrategy(Strategy):
             self.opt.step(self.s)
             self.opt_b.step(self.sb)
         return []
+
+    def learned_parameters(self, trainer) -> dict:
+        """The gate logits: channel gates ``s.<node>`` and branch gates ``sb.<node>``."""
+        return {**{f"s.{k}": v for k, v in self.s.items()}, **{f"sb.{k}": v for k, v in self.sb.items()}}
 
     # ---- decisions ----------------------------------------------------------------------------------------------
     def on_epoch_end(self, trainer, metrics: dict) -> list:
