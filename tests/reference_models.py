@@ -1,0 +1,258 @@
+"""Hand-written eager PyTorch modules of the example seeds, written from the architecture (not generated from the
+graph). Submodules are named by node id, so ``load_state_dict(archgraph.build(g).state_dict())`` copies the weights.
+
+tests/test_seeds_equivalence.py proves each equals its built graph (float64, 1e-9); the speed benchmarks
+(benchmarks/step_speed.py, gpu_throughput.py) use the same modules as their hand-written baselines.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ---- hand-written modules, one per seed ------------------------------------------------------------------------
+
+def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1):
+    """A k x k conv without bias (padding k // 2) and the batchnorm after it."""
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 32)
+        self.drop = nn.Dropout(0.1)
+        self.fc2 = nn.Linear(32, 16)
+        self.fc3 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.drop(F.relu(self.fc1(x)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = conv_bn(1, 4)
+        self.c2, self.bn2 = conv_bn(4, 8)
+        self.c3, self.bn3 = conv_bn(8, 8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        x = F.relu(self.bn3(self.c3(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class DigitsCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = conv_bn(1, 4)
+        self.c2, self.bn2 = conv_bn(4, 8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.c1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+class ResNetCifar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_bn = conv_bn(3, 16)
+        self.b1_c1, self.b1_bn1 = conv_bn(16, 16)
+        self.b1_c2, self.b1_bn2 = conv_bn(16, 16)
+        self.b2_c1, self.b2_bn1 = conv_bn(16, 32, stride=2)
+        self.b2_c2, self.b2_bn2 = conv_bn(32, 32)
+        self.b2_short, self.b2_sbn = conv_bn(16, 32, k=1, stride=2)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        y = self.b1_bn2(self.b1_c2(F.relu(self.b1_bn1(self.b1_c1(x)))))
+        x = F.relu(y + x)
+        y = self.b2_bn2(self.b2_c2(F.relu(self.b2_bn1(self.b2_c1(x)))))
+        x = F.relu(y + self.b2_sbn(self.b2_short(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class DenseNetConcat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.l1_bn = nn.BatchNorm2d(16)
+        self.l1_conv = nn.Conv2d(16, 8, 3, padding=1, bias=False)
+        self.l2_bn = nn.BatchNorm2d(24)
+        self.l2_conv = nn.Conv2d(24, 8, 3, padding=1, bias=False)
+        self.t_bn = nn.BatchNorm2d(32)
+        self.t_conv = nn.Conv2d(32, 16, 1, bias=False)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        s = self.stem(x)
+        a = self.l1_conv(F.relu(self.l1_bn(s)))
+        b = self.l2_conv(F.relu(self.l2_bn(torch.cat([s, a], 1))))
+        t = self.t_conv(F.relu(self.t_bn(torch.cat([s, a, b], 1))))
+        t = F.avg_pool2d(t, 2)
+        return self.fc(t.mean(dim=(2, 3)))
+
+
+class MobileNetDepthwise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_bn = conv_bn(3, 16, stride=2)
+        self.dw1, self.dw1_bn = conv_bn(16, 16, groups=16)
+        self.pw1, self.pw1_bn = conv_bn(16, 24, k=1)
+        self.ex, self.ex_bn = conv_bn(24, 48, k=1)
+        self.dw2, self.dw2_bn = conv_bn(48, 48, groups=48)
+        self.proj, self.proj_bn = conv_bn(48, 24, k=1)
+        self.head, self.head_bn = conv_bn(24, 64, k=1)
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = F.relu6(self.stem_bn(self.stem(x)))
+        x = F.relu6(self.dw1_bn(self.dw1(x)))
+        short = self.pw1_bn(self.pw1(x))
+        y = F.relu6(self.ex_bn(self.ex(short)))
+        y = F.relu6(self.dw2_bn(self.dw2(y)))
+        x = self.proj_bn(self.proj(y)) + short
+        x = F.hardswish(self.head_bn(self.head(x)))
+        return self.fc(self.drop(x.mean(dim=(2, 3))))
+
+
+# -- seeds of the per-weight pruning methods (Gumbel, Budget) --
+
+class WideCNN(nn.Module):
+    """digits_wide and mnist_wide: conv blocks of 3x3 conv (no bias), batchnorm, ReLU (max-pooled as listed), then a
+    linear classifier on the flattened features."""
+
+    def __init__(self, widths, pools, features):
+        super().__init__()
+        self.pools = pools
+        channels = 1
+        for i, width in enumerate(widths, 1):
+            setattr(self, f"c{i}", nn.Conv2d(channels, width, 3, padding=1, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(width))
+            channels = width
+        self.depth = len(widths)
+        self.fc = nn.Linear(features, 10)
+
+    def forward(self, x):
+        for i in range(1, self.depth + 1):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"c{i}")(x)))
+            if i in self.pools:
+                x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+def DigitsWide():
+    return WideCNN((16, 32), pools=(2,), features=32 * 4 * 4)
+
+
+def MnistWide():
+    return WideCNN((16, 32, 32), pools=(1, 2, 3), features=32 * 3 * 3)
+
+
+class VGG19Cifar(nn.Module):
+    """VGG-19 with batchnorm for CIFAR: blocks of 2, 2, 4, 4, 4 convs (64 to 512 channels), a max-pool after each,
+    one linear classifier on the 512 features left."""
+
+    BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+    def __init__(self):
+        super().__init__()
+        channels = 3
+        for b, (width, n) in enumerate(self.BLOCKS, 1):
+            for i in range(1, n + 1):
+                setattr(self, f"c{b}_{i}", nn.Conv2d(channels, width, 3, padding=1, bias=False))
+                setattr(self, f"bn{b}_{i}", nn.BatchNorm2d(width))
+                channels = width
+        self.fc = nn.Linear(512, 10)
+
+    def forward(self, x):
+        for b, (_, n) in enumerate(self.BLOCKS, 1):
+            for i in range(1, n + 1):
+                x = F.relu(getattr(self, f"bn{b}_{i}")(getattr(self, f"c{b}_{i}")(x)))
+            x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+HAND_WRITTEN = {
+    "mlp": (MLP, (64,)),
+    "tiny_cnn": (TinyCNN, (1, 28, 28)),
+    "digits_cnn": (DigitsCNN, (1, 8, 8)),
+    "resnet_cifar": (ResNetCifar, (3, 32, 32)),
+    "densenet_concat": (DenseNetConcat, (3, 32, 32)),
+    "mobilenet_depthwise": (MobileNetDepthwise, (3, 32, 32)),
+}
+HAND_WRITTEN.update({   # seeds of the per-weight pruning methods
+    "digits_wide": (DigitsWide, (1, 8, 8)),
+    "mnist_wide": (MnistWide, (1, 28, 28)),
+    "vgg19_cifar": (VGG19Cifar, (3, 32, 32)),
+})
+
+
+# ---- the GPU-sized seeds of CGaP and SCS (issue 5) ----------------------------------------------------------------
+
+class ResNet20Half(nn.Module):
+    """ResNet-20 for CIFAR at half width (8/16/32), option-B shortcuts where the shape changes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_bn = conv_bn(3, 8)
+        self.blocks = []
+        cin = 8
+        for s, w in enumerate((8, 16, 32), start=1):
+            for b in range(1, 4):
+                p, stride = f"s{s}b{b}", 2 if (b == 1 and s > 1) else 1
+                self.add_module(f"{p}_c1", nn.Conv2d(cin, w, 3, stride=stride, padding=1, bias=False))
+                self.add_module(f"{p}_bn1", nn.BatchNorm2d(w))
+                self.add_module(f"{p}_c2", nn.Conv2d(w, w, 3, padding=1, bias=False))
+                self.add_module(f"{p}_bn2", nn.BatchNorm2d(w))
+                short = stride > 1 or cin != w
+                if short:
+                    self.add_module(f"{p}_sc", nn.Conv2d(cin, w, 1, stride=stride, bias=False))
+                    self.add_module(f"{p}_sbn", nn.BatchNorm2d(w))
+                self.blocks.append((p, short))
+                cin = w
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        for p, short in self.blocks:
+            m = lambda name: getattr(self, f"{p}_{name}")   # noqa: E731
+            y = m("bn2")(m("c2")(F.relu(m("bn1")(m("c1")(x)))))
+            x = F.relu(y + (m("sbn")(m("sc")(x)) if short else x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class VGG19Quarter(nn.Module):
+    """VGG-19 with batchnorm for CIFAR-100 at a quarter of the width (16..128 channels)."""
+
+    STAGES = [[16, 16], [32, 32], [64] * 4, [128] * 4, [128] * 4]
+
+    def __init__(self):
+        super().__init__()
+        cin = 3
+        for s, widths in enumerate(self.STAGES, start=1):
+            for i, w in enumerate(widths, start=1):
+                self.add_module(f"s{s}c{i}", nn.Conv2d(cin, w, 3, padding=1, bias=False))
+                self.add_module(f"s{s}c{i}_bn", nn.BatchNorm2d(w))
+                cin = w
+        self.fc = nn.Linear(128, 100)
+
+    def forward(self, x):
+        for s, widths in enumerate(self.STAGES, start=1):
+            for i in range(1, len(widths) + 1):
+                x = F.relu(getattr(self, f"s{s}c{i}_bn")(getattr(self, f"s{s}c{i}")(x)))
+            x = F.max_pool2d(x, 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+HAND_WRITTEN.update({"resnet20_half_cifar": (ResNet20Half, (3, 32, 32)),
+                     "vgg19_quarter_cifar100": (VGG19Quarter, (3, 32, 32))})
