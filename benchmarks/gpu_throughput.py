@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,6 +35,7 @@ import archgraph  # noqa: E402
 from archgraph.serialize import parse_yaml, read_text  # noqa: E402
 from archgraph.train.loop import _Forward, _functional_forward  # noqa: E402
 from handwritten import ResNetCifar  # noqa: E402
+from timing import interleaved, timed  # noqa: E402
 
 SEED = ROOT / "examples" / "seeds" / "resnet_cifar.yaml"
 
@@ -78,17 +77,6 @@ def make_step(model, call, x, y, device, amp_dtype):
         scaler.step(opt)
         scaler.update()
     return step
-
-
-def timed(step, n: int, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / n
 
 
 def main(argv=None) -> list[dict]:
@@ -137,13 +125,7 @@ def main(argv=None) -> list[dict]:
         steps["archgraph compiled"] = make_step(compiled, lambda m, x: m(x), x, y, device, amp_dtype)
     for step in steps.values():
         timed(step, 5, device)   # warm-up, cuDNN autotuning and compilation
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(steps)
-        rng.shuffle(order)
-        for k in order:
-            times[k].append(timed(steps[k], args.steps, device))
+    times = interleaved(steps, args.rounds, args.steps, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}, torch {torch.__version__}, {graph.params:,} params (width x{args.width}), batch {args.batch}, "
           f"AMP {args.amp if amp_dtype is not None else 'off'}, channels_last {channels_last}; median of "

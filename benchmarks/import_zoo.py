@@ -220,12 +220,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     prune = not args.no_prune
-    if prune:
-        try:
-            import archgraph.prune  # noqa: F401
-        except ImportError:
-            print("archgraph.prune is not available yet: pruning columns skipped", file=sys.stderr)
-            prune = False
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

@@ -23,10 +23,8 @@ import argparse
 import copy
 import math
 import os
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,6 +37,7 @@ import archgraph  # noqa: E402
 from archgraph import speed  # noqa: E402
 from archgraph.train.loop import Trainer, _Forward, _functional_forward  # noqa: E402
 from handwritten import REFERENCES  # noqa: E402
+from timing import interleaved, timed  # noqa: E402
 
 
 def plain_step(model, x, y):
@@ -71,26 +70,8 @@ def loop_step(model, x, y):
 
 
 def chosen_step(model, fmt, x, y):
-    runner = speed.apply_format(model, fmt)
-    xc = speed.prepare_input(x, fmt)
-    return plain_step(runner, xc, y) if not fmt.compile else _compiled_step(model, runner, xc, y)
-
-
-def _compiled_step(model, runner, x, y):
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(runner(x), y).backward()
-        opt.step()
-    return step
-
-
-def timed(step, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - start) / n
+    # a compiled runner's parameters() are the module's own, so the same step serves every format
+    return plain_step(speed.apply_format(model, fmt), speed.prepare_input(x, fmt), y)
 
 
 def measure(name: str, args) -> dict:
@@ -113,13 +94,7 @@ def measure(name: str, args) -> dict:
         timed(step, 3)   # warm-up (and compilation)
     # each timing lasts at least --min-time, well above the scheduler's time slice on a shared machine
     n = max(args.steps, math.ceil(args.min_time / timed(steps["ref"], 3)))
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(steps)
-        rng.shuffle(order)
-        for k in order:
-            times[k].append(timed(steps[k], n))
+    times = interleaved(steps, args.rounds, n)
 
     def ratio(a, b):
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
