@@ -215,7 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=10, help="latency runs per model (median)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-prune", action="store_true", help="conversion and ONNX only")
-    p.add_argument("--out", default="benchmarks/results/import_zoo", help="writes OUT.md and OUT.json")
+    p.add_argument("--out", help="writes OUT.md and OUT.json (default: benchmarks/results/import_zoo for the full "
+                                 "benchmark; a partial run writes nothing unless --out is given)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -233,10 +234,12 @@ def main(argv=None) -> int:
             print(f"{name}: {time.perf_counter() - t:.1f}s {json.dumps(row, default=str)}", file=sys.stderr,
                   flush=True)
     text = tables(rows, args.size, args.ratio)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
+    full = args.models == ",".join(ZOO) and args.size == 224 and not args.no_prune
+    out = Path(args.out) if args.out else (Path("benchmarks/results/import_zoo") if full else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
     print(text)
     return 0
 
