@@ -43,9 +43,12 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
                       quiet=quiet, resume=resume)
     try:
-        return trainer.run()
-    finally:
+        summary = trainer.run()
+    except BaseException:
         trainer.dist.close()
+        raise
+    trainer.dist.close(finished=True)
+    return summary
 
 
 __all__ = ["RunConfig", "grow", "load_config"]

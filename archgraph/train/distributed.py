@@ -198,10 +198,15 @@ class Dist:
         """This rank's contiguous share ``[start, stop)`` of ``n`` evaluation examples."""
         return n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. After a finished run every rank first waits for the others (rank 0 still
+        writes the run directory): a rank tearing gloo down while a peer is still connected can abort it.
+        After an error there is no barrier, since the other ranks may never reach it."""
         if self.owns_group:
             import torch.distributed as dist
             if dist.is_initialized():
+                if finished:
+                    self.barrier()
                 dist.destroy_process_group()
             self.owns_group = False
 
