@@ -63,6 +63,23 @@ def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
     return total
 
 
+def count_nonzero_macs(graph, weights: Mapping[str, object]) -> int:
+    """Multiply-accumulates that involve a non-zero conv/linear weight, per sample."""
+    shapes = graph.shapes()
+    total = 0
+    for nid, node in graph.nodes.items():
+        w = weights.get(f"{nid}.weight")
+        if w is None:
+            continue
+        nz = int((w != 0).sum())
+        if node.op == "conv2d":
+            _, h, wd = shapes[nid]
+            total += nz * h * wd
+        elif node.op == "linear":
+            total += nz
+    return total
+
+
 def summary(graph) -> dict:
     """The numbers ``archgraph summary --json`` prints."""
     shapes = graph.shapes()

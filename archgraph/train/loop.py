@@ -33,7 +33,7 @@ from torch.func import functional_call
 from ..build import build
 from ..errors import ConfigError
 from ..serialize import content_hash, dumps, loads
-from ..shapes import count_nonzero_params
+from ..shapes import count_nonzero_macs, count_nonzero_params
 from ..speed import Format, choose_format
 from ..weights import load_into
 from . import distributed
@@ -438,7 +438,7 @@ class Trainer:
     def size_metrics(self) -> dict:
         weights = self.strategy.effective_weights(self)
         return {"params": self.graph.params, "nonzero_params": count_nonzero_params(self.graph, weights),
-                "macs": self.graph.macs, "nonzero_macs": nonzero_macs(self.graph, weights)}
+                "macs": self.graph.macs, "nonzero_macs": count_nonzero_macs(self.graph, weights)}
 
     # ---- rewrites ---------------------------------------------------------------------------------------------
     def apply_pending(self) -> None:
@@ -506,7 +506,7 @@ class Trainer:
         test_loss, test_acc = self.evaluate(self.dataset.test, module=saved)
         sizes = {"params": self.graph.params,
                  "nonzero_params": count_nonzero_params(self.graph, final),
-                 "macs": self.graph.macs, "nonzero_macs": nonzero_macs(self.graph, final)}
+                 "macs": self.graph.macs, "nonzero_macs": count_nonzero_macs(self.graph, final)}
         summary = {
             "test_acc": test_acc, "test_loss": test_loss,
             "val_acc": self.last_metrics.get("val_acc"), "train_acc": self.last_metrics.get("train_acc"),
@@ -678,21 +678,3 @@ def _comparable(config: RunConfig) -> dict:
 
 def _args_text(args: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in args.items())
-
-
-def nonzero_macs(graph, weights: dict) -> int:
-    """Multiply-accumulates that involve a non-zero conv/linear weight, per sample."""
-    shapes = graph.shapes()
-    total = 0
-    for nid, node in graph.nodes.items():
-        w = weights.get(f"{nid}.weight")
-        if w is None:
-            continue
-        nz = int((w != 0).sum())
-        if node.op == "conv2d":
-            _, h, wd = shapes[nid]
-            total += nz * h * wd
-        elif node.op == "linear":
-            total += nz
-    return total
-
