@@ -3,7 +3,7 @@
 The report template's source of truth is the top-level ``viz/`` folder (HTML, CSS and JS people edit in one place).
 ``build_py`` copies it into the built package as ``archgraph/viz``, so a wheel (and any non-editable install) ships
 it as package data; an editable install or a plain checkout reads ``viz/`` next to the package instead (see
-``archgraph.report.template_dir``).
+``archgraph.history.report.template_dir``).
 """
 from pathlib import Path
 

@@ -9,52 +9,30 @@ Names that need torch are imported on first use, so reading and validating graph
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 from .errors import ArchgraphError, GraphError, RuleError, YamlError
 from .graph import Graph
-from .serialize import dumps, load, loads, save
+from .format.yaml_io import dumps, load, loads, save
 
 __version__ = "0.1.0"
 
 #: public name -> module that defines it (some modules arrive with later features)
 _LAZY = {
-    "build": "archgraph.build",
-    "apply": "archgraph.engine",
-    "rewrite": "archgraph.engine",
-    "transfer": "archgraph.transfer",
-    "prune": "archgraph.prune",
+    "build": "archgraph.fx.builder",
+    "apply": "archgraph.rules.base",
+    "rewrite": "archgraph.fx.materialise",
+    "transfer": "archgraph.fx.apply_plan",
+    "prune": "archgraph.fx.magnitude",
     "grow": "archgraph.train",
-    "replay": "archgraph.history",
-    "from_module": "archgraph.importer",
-    "export_onnx": "archgraph.export",
-    "export_python": "archgraph.export",
-    "save_weights": "archgraph.weights",
-    "load_weights": "archgraph.weights",
-    "render_graph": "archgraph.render",
+    "replay": "archgraph.history.run",
+    "from_module": "archgraph.interop.importer",
+    "export_onnx": "archgraph.interop.export",
+    "export_python": "archgraph.interop.export",
+    "save_weights": "archgraph.fx.weights",
+    "load_weights": "archgraph.fx.weights",
+    "render_graph": "archgraph.history.render",
     "import_torchvision": "archgraph.compat",
 }
-
-
-class _CallableModule(types.ModuleType):
-    """A submodule named like the function it defines (``archgraph.build``, ``archgraph.prune``,
-    ``archgraph.transfer``). Importing it makes Python set the package attribute to the module, which would hide
-    the function; calling the module calls the function instead, so ``archgraph.build(g)`` works whatever was
-    imported first, and ``archgraph.build.node_seed`` still reaches the module."""
-
-    def __call__(self, *args, **kwargs):
-        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value) -> None:
-        if type(value) is types.ModuleType and _LAZY.get(name) == value.__name__:
-            value.__class__ = _CallableModule
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -31,6 +31,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .topology import topological_order
 from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, shuffle_permutation
 
 
@@ -247,7 +248,6 @@ class Channels:
 
 def analyse(graph) -> Channels:
     """Tokens, classes and frozen reasons of every channel of ``graph`` (one pass in topological order)."""
-    from .graph import topological_order
     shapes = graph.shapes()
     counter = itertools.count()
     uf = UnionFind()

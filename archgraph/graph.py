@@ -10,6 +10,9 @@ every output exists, sizes are positive and shapes agree. Graphs are immutable: 
 """
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import keyword
 import re
 from typing import Annotated, Literal, Optional
@@ -18,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, mod
 
 from .errors import GraphError
 from .ops.spec import Node, NodeSpec
+from .shapes import count_macs, count_params, infer_shapes
+from .topology import to_networkx
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -60,7 +65,6 @@ class Graph(BaseModel):
 
     def _shape_table(self) -> dict[str, Shape]:
         if self._shapes is None:
-            from .shapes import infer_shapes
             self._shapes = infer_shapes(self)
         return self._shapes
 
@@ -70,17 +74,14 @@ class Graph(BaseModel):
 
     def to_networkx(self):
         """A networkx ``DiGraph`` view (inputs and nodes as vertices, data edges in order)."""
-        from .analysis import to_networkx
         return to_networkx(self)
 
     @property
     def params(self) -> int:
-        from .shapes import count_params
         return count_params(self)
 
     @property
     def macs(self) -> int:
-        from .shapes import count_macs
         return count_macs(self)
 
     def replace(self, **changes) -> "Graph":
@@ -105,7 +106,6 @@ class Graph(BaseModel):
         }
 
     def __hash__(self) -> int:
-        from .serialize import content_hash
         return hash(content_hash(self))
 
     def __eq__(self, other) -> bool:
@@ -213,7 +213,6 @@ def _check_acyclic(graph: Graph) -> None:
 
 def _close_match(name: str, candidates: list[str]) -> str:
     """' (did you mean ...?)' for a likely typo, else the ids there are (the first few)."""
-    import difflib
     match = difflib.get_close_matches(name, candidates, n=1)
     if match:
         return f" (did you mean '{match[0]}'?)"
@@ -221,31 +220,9 @@ def _close_match(name: str, candidates: list[str]) -> str:
     return f" (ids: {shown})" if candidates else ""
 
 
-def topological_order(graph: Graph) -> list[str]:
-    """Node ids so that every node comes after its inputs (the YAML order where it already is one).
-
-    A depth-first walk in YAML order that places each node right after its not-yet-placed inputs: linear time.
-    """
-    placed = set(graph.inputs)
-    order: list[str] = []
-    for start in graph.nodes:
-        if start in placed:
-            continue
-        stack = [(start, iter(graph.nodes[start].inputs))]
-        on_stack = {start}
-        while stack:
-            nid, pending = stack[-1]
-            nxt = next((i for i in pending if i not in placed), None)
-            if nxt is None:
-                stack.pop()
-                on_stack.discard(nid)
-                placed.add(nid)
-                order.append(nid)
-            elif nxt in on_stack:
-                raise GraphError("cycle among " + ", ".join(n for n, _ in stack), node=nxt)
-            elif nxt not in graph.nodes:
-                raise GraphError(f"input '{nxt}' does not exist", node=nid, field="in")
-            else:
-                on_stack.add(nxt)
-                stack.append((nxt, iter(graph.nodes[nxt].inputs)))
-    return order
+def content_hash(graph) -> str:
+    """sha256 of the graph's canonical JSON (the name is excluded: it does not change the network)."""
+    data = graph.to_dict()
+    data.pop("name", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,6 +1,6 @@
 """Transfer plans as plain data: how every tensor of a new graph version is made from the old version's tensors.
 
-A rule returns a :class:`TransferPlan` next to the new graph; :mod:`archgraph.transfer` applies it to a module,
+A rule returns a :class:`TransferPlan` next to the new graph; :mod:`archgraph.fx.apply_plan` applies it to a module,
 a state dict or an optimizer. For each tensor (``"<node_id>.<param>"``) of the new version the plan names the old
 tensor it comes from and, for each axis that changed, an :class:`AxisMap`: the old index of every new position
 (``-1`` for a new entry), how new entries start and an optional factor per position. Tensors without a source are

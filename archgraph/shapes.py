@@ -9,10 +9,10 @@ from typing import Mapping
 
 from .errors import GraphError
 from .ops.registry import OPS
+from .topology import topological_order
 
 
 def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
-    from .graph import topological_order
     shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in graph.inputs.items()}
     for nid in topological_order(graph):
         node = graph.nodes[nid]

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import archgraph  # noqa: E402
-from archgraph.serialize import parse_yaml, read_text  # noqa: E402
+from archgraph.format.yaml_io import parse_yaml, read_text  # noqa: E402
 from archgraph.train.loop import _Forward, _functional_forward  # noqa: E402
 from handwritten import ResNetCifar  # noqa: E402
 from timing import interleaved, timed  # noqa: E402

@@ -7,7 +7,7 @@ SGD training step (forward, cross-entropy, backward, optimizer step) of
 * ``archgraph``: the fx GraphModule ``archgraph.build`` makes;
 * ``loop path``: the same module called the way the training loop calls it (``Trainer.forward`` with its ``_Forward``
   wrapper, the gradient scaler, disabled on the CPU);
-* ``chosen``: the module in the format ``archgraph.speed.choose_format`` picks for it (channels_last and, with
+* ``chosen``: the module in the format ``archgraph.fx.speed.choose_format`` picks for it (channels_last and, with
   ``--compile``, torch.compile), which the loop uses with ``schedule.format: auto``.
 
 The variants run interleaved in rounds, in a fresh random order each round, so load from other processes hits all
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import archgraph  # noqa: E402
-from archgraph import speed  # noqa: E402
+from archgraph.fx import speed  # noqa: E402
 from archgraph.train.loop import Trainer, _Forward, _functional_forward  # noqa: E402
 from handwritten import REFERENCES  # noqa: E402
 from timing import interleaved, timed  # noqa: E402

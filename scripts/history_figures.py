@@ -67,11 +67,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     p.add_argument("--version", type=int, help="version the report screenshot shows (default: the last)")
     args = p.parse_args()
-    from archgraph.diff import render_diff
-    from archgraph.history import Run
-    from archgraph.history_render import render_history
-    from archgraph.plots import plot_history
-    from archgraph.report import write_report
+    from archgraph.history.diff import render_diff
+    from archgraph.history.run import Run
+    from archgraph.history.timeline import render_history
+    from archgraph.history.plots import plot_history
+    from archgraph.history.report import write_report
     run_dir = fixture_run(args.fixture) if args.fixture else args.run_dir
     if run_dir is None:
         p.error("give a RUN_DIR or --fixture DIR")

@@ -7,7 +7,7 @@ import torch
 
 import archgraph
 from archgraph.shapes import count_nonzero_params
-from archgraph.weights import load_weights
+from archgraph.fx.weights import load_weights
 from conftest import ROOT
 from train_helpers import events, tiny_config
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.serialize import content_hash
+from archgraph.graph import content_hash
 from archgraph.shapes import count_nonzero_params
-from archgraph.weights import load_weights
+from archgraph.fx.weights import load_weights
 from train_helpers import events, tiny_config
 
 #: settings that make each method grow and prune within a few epochs of the tiny seed

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from archgraph.serialize import atomic_write_text, content_hash, dumps
+from archgraph.format.yaml_io import atomic_write_text, dumps
+from archgraph.graph import content_hash
 
 PRUNE_RULES = {"prune_channels", "delete_node", "collapse_layer"}
 

@@ -124,7 +124,7 @@ def graph_data(draw, max_blocks: int = 6, image: bool | None = None, imported: b
 
 def graphs(**kwargs):
     """Strategy of validated :class:`archgraph.Graph` objects."""
-    from archgraph.serialize import graph_from_data
+    from archgraph.format.yaml_io import graph_from_data
     return graph_data(**kwargs).map(graph_from_data)
 
 
@@ -162,7 +162,7 @@ EXAMPLE_NODES = {
 
 def example_node(op: str):
     """A valid graph holding one ``op`` node: returns ``(graph, node_id)``."""
-    from archgraph.serialize import graph_from_data
+    from archgraph.format.yaml_io import graph_from_data
     inputs, node = EXAMPLE_NODES[op]
     data = {"archgraph": 1, "name": op, "inputs": inputs, "nodes": {"n": {"op": op, **node}}, "outputs": ["n"]}
     return graph_from_data(data), "n"

@@ -115,7 +115,7 @@ def test_training_step_moves_toward_the_budget():
 def test_budget_end_to_end(data_root, tmp_path):
     cfg = method_config(data_root, {"name": "budget", "target": 0.05}, epochs=5)
     summary = archgraph.grow(cfg, tmp_path / "run", quiet=True)
-    log, graphs, weights = check_run(tmp_path / "run", summary, archgraph.serialize.graph_from_data(cfg["seed"]).params)
+    log, graphs, weights = check_run(tmp_path / "run", summary, archgraph.format.yaml_io.graph_from_data(cfg["seed"]).params)
     assert summary["test_acc"] >= 0.5
     epochs = [e["metrics"] for e in log if e["event"] == "epoch"]
     assert epochs[0]["temperature"] > epochs[-1]["temperature"]

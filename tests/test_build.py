@@ -12,9 +12,9 @@ import torch.fx as fx
 from torch import nn
 
 import archgraph
-from archgraph.build import build, node_seed
+from archgraph.fx.builder import build, node_seed
 from archgraph.graph import RESERVED_IDS
-from archgraph.serialize import loads
+from archgraph.format.yaml_io import loads
 from conftest import ROOT, SEEDS
 
 TINY = ROOT / "examples" / "seeds" / "tiny_cnn.yaml"
@@ -266,7 +266,7 @@ def test_conv_and_pool_output_sizes_match_torch_on_a_grid():
     import torch.nn.functional as F
 
     from archgraph.errors import GraphError
-    from archgraph.serialize import graph_from_data
+    from archgraph.format.yaml_io import graph_from_data
 
     mismatches, cases = [], 0
     grid = itertools.product(["maxpool2d", "avgpool2d", "conv2d"], [1, 2, 3, 6], [1, 2, 3, 4], [1, 2, 3],
@@ -375,17 +375,20 @@ def test_every_op_matches_torch(op):
 
 
 def test_archgraph_build_is_callable_whatever_was_imported_first():
-    """``import archgraph.build`` sets the package attribute ``build`` to the submodule; the public function must
-    still be what ``archgraph.build(g)`` calls (the same holds for archgraph.prune and archgraph.transfer)."""
+    """``archgraph.build`` is a plain function, whatever module was imported first: no module of the package is
+    named like a public function (``archgraph.build``, ``archgraph.prune``, ``archgraph.transfer``)."""
     code = ("import sys; sys.path.insert(0, %r)\n"
-            "import archgraph.build\n"
-            "from archgraph.build import node_seed\n"
+            "import archgraph.fx.builder\n"
+            "from archgraph.fx.builder import node_seed\n"
             "import archgraph\n"
             "g = archgraph.load(%r)\n"
             "m = archgraph.build(g)\n"
             "from archgraph import build\n"
             "assert build(g).state_dict().keys() == m.state_dict().keys()\n"
-            "assert archgraph.build.node_seed is node_seed\n"
+            "assert archgraph.fx.builder.node_seed is node_seed\n"
+            "import types\n"
+            "assert all(isinstance(getattr(archgraph, n), types.FunctionType) for n in ('build', 'prune', 'transfer', "
+            "'apply', 'rewrite'))\n"
             "print(type(m).__name__)") % (str(ROOT), str(TINY))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import torch
 
 import archgraph
 from archgraph.cli import main
-from archgraph.weights import load_weights, save_weights
+from archgraph.fx.weights import load_weights, save_weights
 from conftest import ROOT
 
 TINY = str(ROOT / "examples" / "seeds" / "tiny_cnn.yaml")

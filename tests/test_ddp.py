@@ -18,7 +18,7 @@ import torch
 import yaml
 
 import archgraph
-from archgraph.weights import load_weights
+from archgraph.fx.weights import load_weights
 from conftest import ROOT
 from train_helpers import tiny_config, write_mnist
 

@@ -7,8 +7,8 @@ import pytest
 MODULES = [
     # rewriting
     "archgraph.channels", "archgraph.plan", "archgraph.rules", "archgraph.rules.base", "archgraph.rules.widen",
-    "archgraph.rules.prune", "archgraph.rules.deepen", "archgraph.rules.collapse", "archgraph.engine",
-    "archgraph.transfer", "archgraph.prune",
+    "archgraph.rules.prune", "archgraph.rules.deepen", "archgraph.rules.collapse", "archgraph.fx.materialise",
+    "archgraph.fx.apply_plan", "archgraph.fx.magnitude",
     # training
     "archgraph.train.config", "archgraph.train.augment", "archgraph.train.plateau", "archgraph.train.masks",
     "archgraph.train.optim", "archgraph.train.strategies.base",
@@ -18,10 +18,10 @@ MODULES = [
     # per-weight masks (Gumbel, Budget)
     "archgraph.train.unstructured", "archgraph.train.strategies.gumbel", "archgraph.train.strategies.budget",
     # history
-    "archgraph.history", "archgraph.history_render", "archgraph.diff", "archgraph.plots", "archgraph.report",
+    "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots", "archgraph.history.report",
 ]
 # modules whose examples all need a run directory (marked +SKIP): they must import and fail nothing
-ALL_SKIPPED = {"archgraph.history_render", "archgraph.plots", "archgraph.report"}
+ALL_SKIPPED = {"archgraph.history.timeline", "archgraph.history.plots", "archgraph.history.report"}
 
 
 @pytest.mark.parametrize("name", MODULES)

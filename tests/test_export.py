@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.build import build
+from archgraph.fx.builder import build
 from archgraph.cli import main
 from archgraph.errors import ConversionError
-from archgraph.export import export_onnx, export_python
-from archgraph.importer import from_module
+from archgraph.interop.export import export_onnx, export_python
+from archgraph.interop.importer import from_module
 from archgraph.ops.registry import OPS
-from archgraph.testing import max_error, randomize_normalization, torchvision_model
-from archgraph.weights import load_weights, save_weights
+from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model
+from archgraph.fx.weights import load_weights, save_weights
 
 EVERY_OP = """
 archgraph: 1
@@ -70,7 +70,7 @@ def load_source(path, graph):
     spec = importlib.util.spec_from_file_location("exported", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    from archgraph.build import _class_name
+    from archgraph.fx.builder import _class_name
     return getattr(mod, _class_name(graph.name))()
 
 

@@ -10,9 +10,9 @@ import yaml
 
 import archgraph
 from archgraph.cli import main
-from archgraph.serialize import content_hash
+from archgraph.graph import content_hash
 from archgraph.shapes import count_nonzero_params
-from archgraph.weights import load_weights
+from archgraph.fx.weights import load_weights
 from conftest import ROOT
 from train_helpers import TINY_SEED, events, tiny_config
 

@@ -186,7 +186,7 @@ def test_gumbel_end_to_end(data_root, tmp_path):
     settings = {"name": "gumbel", "mask_lr": 0.2, "sparsity": 1.0, "temperature_end": 0.3}
     cfg = method_config(data_root, settings, epochs=4)
     summary = archgraph.grow(cfg, tmp_path / "run", quiet=True)
-    seed_params = archgraph.serialize.graph_from_data(cfg["seed"]).params
+    seed_params = archgraph.format.yaml_io.graph_from_data(cfg["seed"]).params
     log, graphs, weights = check_run(tmp_path / "run", summary, seed_params)
     assert summary["test_acc"] >= 0.5                             # chance is 0.1: a subnetwork of random weights
     epochs = [e["metrics"] for e in log if e["event"] == "epoch"]

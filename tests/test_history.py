@@ -7,8 +7,8 @@ import pytest
 
 import archgraph
 from archgraph.cli import main
-from archgraph.diff import graph_diff, diff_dot
-from archgraph.history import HistoryError, Run, read_events
+from archgraph.history.diff import graph_diff, diff_dot
+from archgraph.history.run import HistoryError, Run, read_events
 from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_run_reads_versions_events_and_metrics(run_dir):
     assert v1.kind == "growth" and run.version(3).kind == "prune"
     assert v1.rule_label() == "add_filters(node=c1, count=4, init=preserve)"
     assert run.graph(1).nodes["c1"].out_channels == 8
-    assert archgraph.serialize.content_hash(run.graph(2)) == run.version(2).hash
+    assert archgraph.format.yaml_io.content_hash(run.graph(2)) == run.version(2).hash
     # metrics when version 2 was made: the last epoch before its rewrite, overlaid with the rewrite's own numbers
     made = run.metrics_at(2)
     assert made["params"] == run.graph(2).params
@@ -147,7 +147,7 @@ def test_diff_cli_draws_and_prints(tmp_path, capsys):
 
 def test_render_graph_is_unchanged_by_the_diff_options():
     g = archgraph.load(SEED)
-    from archgraph.render import to_dot
+    from archgraph.history.render import to_dot
     plain = to_dot(g)
     assert "__legend" not in plain and "dashed" not in plain
 
@@ -159,7 +159,7 @@ def test_plot_writes_a_picture_with_events(run_dir, tmp_path):
     img = Image.open(out).convert("RGB")
     assert img.size[0] > 500 and len(set(img.get_flattened_data())) > 50
     svg = tmp_path / "curves.svg"
-    from archgraph.plots import history_figure, plot_history
+    from archgraph.history.plots import history_figure, plot_history
     plot_history(run_dir, svg)
     assert "<svg" in svg.read_text()
     fig = history_figure(run_dir)
@@ -170,7 +170,7 @@ def test_plot_writes_a_picture_with_events(run_dir, tmp_path):
 
 
 def test_report_is_one_self_contained_page(run_dir):
-    from archgraph.report import report_data
+    from archgraph.history.report import report_data
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()
     assert "{{" not in page
@@ -193,14 +193,14 @@ def test_report_is_one_self_contained_page(run_dir):
 
 
 def test_report_data_cannot_close_its_script_element(tmp_path):
-    from archgraph.report import render_report
+    from archgraph.history.report import render_report
     page = render_report({"run": "x", "versions": [], "note": "</script><script>alert(1)</script> {{js}}"})
     assert page.count("</script>") == 2  # the data element's and the code's own
     assert "{{js}}" in json.loads(re.search(r'application/json">(.*?)</script>', page, re.S).group(1))["note"]
 
 
 def test_template_is_found_in_the_checkout():
-    from archgraph.report import TEMPLATE_FILES, template_dir
+    from archgraph.history.report import TEMPLATE_FILES, template_dir
     folder = template_dir()
     assert all((folder / name).is_file() for name in TEMPLATE_FILES)
     assert folder.resolve() == (ROOT / "viz").resolve()

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.build import build
+from archgraph.fx.builder import build
 from archgraph.channels import analyse
 from archgraph.ops.registry import GROUPED, OPS
 from archgraph.rules import PruneChannels
 from archgraph.rules.prune import classes_at
-from archgraph.transfer import transfer_state
-from archgraph.testing import randomize_normalization
+from archgraph.fx.apply_plan import transfer_state
+from archgraph.interop.equivalence import randomize_normalization
 
 
 def readers_ignore(graph, weights, removed: set[int]) -> dict:
@@ -156,7 +156,7 @@ def test_pruning_around_a_grouped_conv_is_exact():
 from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from archgraph.engine import materialise  # noqa: E402
+from archgraph.fx.materialise import materialise  # noqa: E402
 from archgraph.errors import RuleError  # noqa: E402
 from rewrite_helpers import build64, inputs_for, max_error, outputs  # noqa: E402
 from strategies import graph_data, rule_for  # noqa: E402
@@ -165,7 +165,7 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 
 def imported_graphs():
-    from archgraph.serialize import graph_from_data
+    from archgraph.format.yaml_io import graph_from_data
     return graph_data(image=True, imported=True).map(graph_from_data)
 
 
@@ -214,9 +214,9 @@ def test_every_rule_on_imported_ops_applies_cleanly(g, data):
 
 # ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
 
-from archgraph.importer import from_module  # noqa: E402
-from archgraph.prune import prune_rules  # noqa: E402
-from archgraph.testing import torchvision_model  # noqa: E402
+from archgraph.interop.importer import from_module  # noqa: E402
+from archgraph.fx.magnitude import prune_rules  # noqa: E402
+from archgraph.interop.equivalence import torchvision_model  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "mobilenet_v3_small", "regnet_x_400mf", "googlenet",

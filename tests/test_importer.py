@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 import archgraph
-from archgraph.build import build
+from archgraph.fx.builder import build
 from archgraph.errors import ConversionError, GraphError
-from archgraph.importer import from_module
+from archgraph.interop.importer import from_module
 from archgraph.ops.registry import OPS, shuffle_permutation
-from archgraph.testing import max_error, randomize_normalization, torchvision_model
-from archgraph.weights import load_into
+from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model
+from archgraph.fx.weights import load_into
 
 ZOO = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
        "efficientnet_b0", "regnet_x_400mf", "shufflenet_v2_x1_0", "squeezenet1_0", "googlenet", "convnext_tiny",
@@ -60,7 +60,7 @@ def test_channel_shuffle_and_chunk_are_recognised():
 
 
 def test_shuffle_permutation_is_the_channel_shuffle():
-    from archgraph.modules import channel_shuffle
+    from archgraph.fx.layers import channel_shuffle
     x = torch.arange(12.0).view(1, 12, 1, 1)
     for groups in (1, 2, 3, 4):
         out = channel_shuffle(x, groups).flatten().long().tolist()
@@ -173,7 +173,7 @@ def test_slice_bounds_are_validated():
 
 
 def test_stochastic_depth_drops_rows_in_training_only():
-    from archgraph.modules import StochasticDepth
+    from archgraph.fx.layers import StochasticDepth
     sd = StochasticDepth(p=1.0)
     x = torch.randn(4, 3, 2, 2)
     assert torch.equal(sd.eval()(x), x)

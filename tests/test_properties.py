@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import archgraph
-from archgraph.graph import topological_order
-from archgraph.serialize import content_hash, dumps, graph_from_data, loads
+from archgraph.topology import topological_order
+from archgraph.format.yaml_io import dumps, graph_from_data, loads
+from archgraph.graph import content_hash
 from strategies import graph_data, graphs
 
 FAST = settings(max_examples=50, deadline=None)

@@ -10,8 +10,8 @@ import archgraph
 from archgraph import rules
 from archgraph.cli import main
 from archgraph.errors import RuleError
-from archgraph.history import HistoryError, Run, replay, replay_steps
-from archgraph.serialize import content_hash
+from archgraph.history.run import HistoryError, Run, replay, replay_steps
+from archgraph.graph import content_hash
 from rundir_fixture import edit_steps, steps_from_rules, widen, write_run
 from strategies import graphs
 

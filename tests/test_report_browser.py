@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import archgraph
-from archgraph.report import write_report
+from archgraph.history.report import write_report
 from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 pytestmark = pytest.mark.browser

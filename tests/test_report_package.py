@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
 OFFLINE = ["--no-deps", "--no-build-isolation", "--no-index"]
-CHECK = ("from pathlib import Path; import archgraph.report as r; d = r.template_dir(); "
-         "print(Path(r.__file__).resolve().parent); print(d.resolve()); "
+CHECK = ("from pathlib import Path; import archgraph.history.report as r; d = r.template_dir(); "
+         "print(Path(r.__file__).resolve().parents[1]); print(d.resolve()); "
          "page = r.render_report({'run': 'x', 'versions': []}); assert 'report-data' in page and '{{' not in page")
 
 
@@ -57,7 +57,7 @@ def test_wheel_ships_viz_and_the_installed_package_finds_it(checkout, tmp_path):
     viz = {f"archgraph/viz/{p.name}": p.read_bytes() for p in (ROOT / "viz").iterdir() if p.is_file()}
     assert shipped == viz  # every template file, byte for byte
     target = tmp_path / "site"
-    subprocess.run(PIP + ["install", *OFFLINE, "--target", str(target), str(wheel)], check=True,
+    subprocess.run(PIP + ["install", *OFFLINE, "--ignore-installed", "--target", str(target), str(wheel)], check=True,
                    capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -67,13 +67,35 @@ def test_wheel_ships_viz_and_the_installed_package_finds_it(checkout, tmp_path):
 
 
 def test_editable_install_reads_viz_from_the_checkout(checkout, tmp_path):
+    """Installed with ``--prefix`` (``--ignore-installed``: the running venv's own archgraph stays installed) and
+    checked from a throwaway venv that sees the prefix as a site directory and this venv's packages as plain paths
+    (so this venv's own editable archgraph is not on the path)."""
     prefix = tmp_path / "prefix"
-    subprocess.run(PIP + ["install", *OFFLINE, "--prefix", str(prefix), "-e", str(checkout)], check=True,
-                   capture_output=True)
-    site = next(prefix.glob("lib/python*/site-packages"))
+    subprocess.run(PIP + ["install", *OFFLINE, "--ignore-installed", "--prefix", str(prefix), "-e", str(checkout)],
+                   check=True, capture_output=True)
+    assert_still_installed()
+    site_dir = next(prefix.glob("lib/python*/site-packages"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    deps = [p for p in sys.path if p.endswith("site-packages")]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    # .pth files of an editable install are read from site directories only
-    package, folder = _run_elsewhere(f"import site; site.addsitedir({str(site)!r}); " + CHECK, elsewhere)[:2]
+    code = (f"import site, sys; site.addsitedir({str(site_dir)!r}); sys.path.extend({deps!r}); " + CHECK)
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=elsewhere, capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr
+    package, folder = out.stdout.split("\n")[:2]
     assert Path(package) == (checkout / "archgraph").resolve()
     assert Path(folder) == (checkout / "viz").resolve()
+
+
+def test_running_these_tests_leaves_the_environment_installed():
+    """pip's ``--prefix`` install used to uninstall this venv's archgraph first; the suite must not change it."""
+    assert_still_installed()
+
+
+def assert_still_installed():
+    out = subprocess.run([sys.executable, "-c", "import archgraph, sys; print(archgraph.__file__)"],
+                         cwd=Path("/"), capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, "archgraph is no longer importable outside the checkout: " + out.stderr

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 import archgraph
-from archgraph.train.rundir import RunDir
-from archgraph.weights import load_weights
+from archgraph.history.rundir import RunDir
+from archgraph.fx.weights import load_weights
 from conftest import ROOT
 from train_helpers import tiny_config
 

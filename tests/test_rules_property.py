@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import archgraph
 from archgraph import rules
 from archgraph.channels import analyse
-from archgraph.engine import materialise
+from archgraph.fx.materialise import materialise
 from archgraph.errors import RuleError
 from archgraph.ops.registry import GROUPED, OPS
 from archgraph.shapes import node_params
@@ -178,7 +178,7 @@ def test_prune_equals_its_rules_applied_one_by_one(g, data):
     ratio = data.draw(st.sampled_from([0.25, 0.5, 0.75]), label="ratio")
     module = build64(g)
     state = module.state_dict()
-    from archgraph.prune import prune_rules
+    from archgraph.fx.magnitude import prune_rules
     g2, w2 = archgraph.prune(g, state, ratio=ratio)
     step_graph, step_module = g, module
     for rule in prune_rules(g, state, ratio=ratio):

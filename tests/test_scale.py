@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.speed import Format, candidates
+from archgraph.fx.speed import Format, candidates
 from archgraph.train import distributed
 from archgraph.train.loop import speed_summary
 from conftest import ROOT
@@ -19,7 +19,7 @@ def data_root(tmp_path_factory):
     return write_mnist(tmp_path_factory.mktemp("data"), n_train=200, n_test=60)
 
 
-@pytest.mark.parametrize("name", ["archgraph.train.distributed", "archgraph.speed"])
+@pytest.mark.parametrize("name", ["archgraph.train.distributed", "archgraph.fx.speed"])
 def test_docstring_examples_run(name, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)

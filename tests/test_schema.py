@@ -5,7 +5,7 @@ import jsonschema
 import pytest
 import yaml
 
-from archgraph.schemas import all_schemas, render
+from archgraph.format.schemas import all_schemas, render
 from conftest import ROOT, SEEDS
 
 

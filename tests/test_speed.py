@@ -2,7 +2,7 @@
 import torch
 
 import archgraph
-from archgraph import speed
+from archgraph.fx import speed
 from conftest import ROOT
 
 

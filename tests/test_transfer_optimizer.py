@@ -58,7 +58,7 @@ def test_preserve_widening_steps_like_the_unchanged_network(opt_name, seed_name,
     ref_opt = make(ref.parameters())
     ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # a real copy: load_state_dict shares tensors
     rw = archgraph.apply(g, rules.AddFilters(node=node, count=3, init="preserve"))
-    from archgraph.engine import materialise
+    from archgraph.fx.materialise import materialise
     new = materialise(rw, module, opt)
     assert holds(opt) == {id(p) for p in new.parameters()}
     assert new.training
@@ -109,7 +109,7 @@ def test_new_and_copied_entries_start_with_zero_state():
     module, opt, x, y = trained(g, OPTIMIZERS["adam"])
     before = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[module.c2.weight].items()}
     rw = archgraph.apply(g, rules.AddFilters(node="c2", count=4, init="net2net", seed=3))
-    from archgraph.engine import materialise
+    from archgraph.fx.materialise import materialise
     m2 = materialise(rw, module, opt)
     st = opt.state[m2.c2.weight]
     for name in ("exp_avg", "exp_avg_sq"):
@@ -177,7 +177,7 @@ def test_mode_device_dtype_and_old_module_are_kept():
 
 
 def test_transfer_state_without_a_module_and_logged_rules():
-    from archgraph.transfer import transfer_state
+    from archgraph.fx.apply_plan import transfer_state
     g = seed("densenet_concat")
     module = archgraph.build(g)
     rw = archgraph.apply(g, {"rule": "prune_channels", "args": {"node": "l1_conv", "indices": [0, 7]}})

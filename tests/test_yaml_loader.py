@@ -3,7 +3,7 @@ import pytest
 
 import archgraph
 from archgraph.errors import YamlError
-from archgraph.serialize import MAX_DEPTH, MAX_EXPANDED_NODES, parse_yaml
+from archgraph.format.yaml_io import MAX_DEPTH, MAX_EXPANDED_NODES, parse_yaml
 
 MERGE = """
 archgraph: 1

@@ -60,8 +60,8 @@ def parse_values(rule: str, values: list[str]) -> dict[str, str]:
 
 
 def load_module(graph, weights: str | None, seed: int):
-    from archgraph.build import build
-    from archgraph.weights import load_into, load_weights
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import load_into, load_weights
     module = build(graph, seed=seed)
     if weights:
         load_into(module, load_weights(weights), weights)
@@ -69,8 +69,9 @@ def load_module(graph, weights: str | None, seed: int):
 
 
 def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
-    from archgraph.serialize import content_hash, save
-    from archgraph.weights import save_weights
+    from archgraph.format.yaml_io import save
+    from archgraph.graph import content_hash
+    from archgraph.fx.weights import save_weights
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ConfigError("the output must be a directory", file=str(folder))
@@ -82,7 +83,8 @@ def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
 
 
 def run(args) -> int:
-    from archgraph.engine import apply, materialise
+    from archgraph.fx.materialise import materialise
+    from archgraph.rules.base import apply
     from archgraph.rules import parse
     graph = archgraph.load(args.graph)
     rule = parse(args.rule, parse_values(args.rule, args.values))

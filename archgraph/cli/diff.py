@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from archgraph.diff import graph_diff, render_diff
+    from archgraph.history.diff import graph_diff, render_diff
     old, new = archgraph.load(args.old), archgraph.load(args.new)
     d = graph_diff(old, new)
     if args.json:

@@ -25,19 +25,19 @@ def run(args) -> int:
     if args.onnx and not args.weights:
         raise ConfigError("--onnx needs --weights W.safetensors", field="weights")
     graph = archgraph.load(args.graph)
-    from archgraph.weights import check_weights, load_weights
+    from archgraph.fx.weights import check_weights, load_weights
     weights = load_weights(args.weights) if args.weights else None
     if weights is not None:
         import torch
-        from archgraph.build import build
+        from archgraph.fx.builder import build
         with torch.device("meta"):
             check_weights(build(graph), weights, args.weights)
     if args.onnx:
-        from archgraph.export import export_onnx
+        from archgraph.interop.export import export_onnx
         error = export_onnx(graph, weights, args.onnx, opset=args.opset)
         print(f"wrote {args.onnx} (onnxruntime matches PyTorch: max abs difference {error:.2e})")
     if args.python:
-        from archgraph.export import export_python
+        from archgraph.interop.export import export_python
         export_python(graph, args.python)
         print(f"wrote {args.python}")
     return 0

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 
 def parse_settings(items: list[str]) -> dict:
-    from ..serialize import parse_yaml
+    from ..format.yaml_io import parse_yaml
     out = {}
     for item in items:
         key, sep, value = item.partition("=")

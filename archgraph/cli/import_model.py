@@ -50,7 +50,7 @@ def load_model(spec: str, num_classes, seed: int):
         raise ConfigError(f"torchvision has no classification model {name!r}{hint}", field="model")
     if num_classes is not None and num_classes <= 0:
         raise ConfigError("--num-classes must be positive", field="num-classes")
-    from archgraph.testing import torchvision_model
+    from archgraph.interop.equivalence import torchvision_model
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     return torchvision_model(name, seed=seed, **kwargs), name
 
@@ -58,9 +58,10 @@ def load_model(spec: str, num_classes, seed: int):
 def run(args) -> int:
     shape = parse_shape(args.input_shape)
     module, name = load_model(args.model, args.num_classes, args.seed)
-    from archgraph.importer import from_module
-    from archgraph.serialize import content_hash, save
-    from archgraph.weights import save_weights
+    from archgraph.interop.importer import from_module
+    from archgraph.format.yaml_io import save
+    from archgraph.graph import content_hash
+    from archgraph.fx.weights import save_weights
     graph, weights = from_module(module, input_shape=shape, name=name)
     out = Path(args.output)
     save(graph, out / "graph.yaml")

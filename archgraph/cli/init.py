@@ -19,9 +19,9 @@ def run(args) -> int:
     if not args.output.endswith(".safetensors"):
         raise ArchgraphError("the output must end in .safetensors", file=args.output)
     graph = archgraph.load(args.file)
-    from archgraph.build import build
-    from archgraph.serialize import content_hash
-    from archgraph.weights import save_weights
+    from archgraph.fx.builder import build
+    from archgraph.graph import content_hash
+    from archgraph.fx.weights import save_weights
     module = build(graph, seed=args.seed)
     save_weights(module.state_dict(), args.output, {"graph_sha256": content_hash(graph), "seed": str(args.seed)})
     print(f"wrote {args.output} ({graph.params:,} params, seed {args.seed})")

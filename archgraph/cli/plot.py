@@ -14,6 +14,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from archgraph.plots import plot_history
+    from archgraph.history.plots import plot_history
     print(f"wrote {plot_history(args.run_dir, args.output, dpi=args.dpi)}")
     return 0

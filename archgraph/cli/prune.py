@@ -24,10 +24,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from archgraph.build import build
-    from archgraph.prune import prune_rewrite, prune_rules
-    from archgraph.weights import check_weights, load_weights
-    from archgraph.transfer import transfer_state
+    from archgraph.fx.builder import build
+    from archgraph.fx.magnitude import prune_rewrite, prune_rules
+    from archgraph.fx.weights import check_weights, load_weights
+    from archgraph.fx.apply_plan import transfer_state
     from .apply import write
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)

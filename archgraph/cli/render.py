@@ -17,10 +17,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from archgraph.render import render_graph
+    from archgraph.history.render import render_graph
     source = Path(args.source)
     if source.is_dir():
-        from archgraph.history_render import render_history
+        from archgraph.history.timeline import render_history
         out = render_history(source, args.output)
     else:
         out = render_graph(archgraph.load(source), args.output)

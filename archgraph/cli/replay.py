@@ -18,8 +18,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from archgraph.history import replay_steps
-    from archgraph.serialize import content_hash, save
+    from archgraph.history.run import replay_steps
+    from archgraph.format.yaml_io import save
+    from archgraph.graph import content_hash
     graph = None
     for record, graph in replay_steps(args.run_dir, args.version):
         if not args.quiet:

@@ -13,6 +13,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from archgraph.report import write_report
+    from archgraph.history.report import write_report
     print(f"wrote {write_report(args.run_dir, args.output)}")
     return 0

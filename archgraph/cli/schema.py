@@ -13,7 +13,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from archgraph.schemas import write_schemas
+    from archgraph.format.schemas import write_schemas
     for path in write_schemas(Path(args.output)):
         print(f"wrote {path}")
     return 0

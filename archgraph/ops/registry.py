@@ -3,7 +3,7 @@
 Every op has exactly one :class:`OpDef` with the same entries: shape inference, parameter and MAC counts, its
 channel role (how its output channels relate to its inputs'), the layout of its tensors (which axis of each parameter
 or buffer indexes output and input channels) and how to build it in torch. The registry itself never imports torch:
-builders receive the torch namespaces from :mod:`archgraph.build`, so validating a YAML file stays fast.
+builders receive the torch namespaces from :mod:`archgraph.fx.builder`, so validating a YAML file stays fast.
 A test checks that every op of the format has every entry.
 """
 from __future__ import annotations

@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import RuleError
 from ..graph import Graph
+from ..topology import topological_order, users_of
 from ..ops.registry import OPS
 from ..plan import TransferPlan
 
@@ -167,21 +168,11 @@ def _is_sequence(annotation) -> bool:
 
 def nonnegative(graph: Graph) -> dict[str, bool]:
     """Whether each input and node output is >= 0 for every input (ReLU outputs, pools of them, ...)."""
-    from ..graph import topological_order
     flags = {name: False for name in graph.inputs}
     for nid in topological_order(graph):
         node = graph.nodes[nid]
         flags[nid] = bool(OPS[node.op].nonneg(node, [flags[i] for i in node.inputs]))
     return flags
-
-
-def users_of(graph: Graph) -> dict[str, list[str]]:
-    """Input or node id -> ids of the nodes that read it (graph order)."""
-    users: dict[str, list[str]] = {k: [] for k in (*graph.inputs, *graph.nodes)}
-    for nid, node in graph.nodes.items():
-        for src in dict.fromkeys(node.inputs):
-            users[src].append(nid)
-    return users
 
 
 def fresh_id(graph_ids, base: str) -> str:
@@ -204,3 +195,31 @@ def rewire(nodes: dict, old: str, new: str, skip: frozenset = frozenset()) -> di
             node = node.replace(inputs=[new if i == old else i for i in node.inputs])
         out[nid] = node
     return out
+
+
+RuleLike = Union[Rule, Mapping[str, Any]]
+
+
+def as_rule(rule: RuleLike) -> Rule:
+    """A :class:`Rule`, or one made from a logged ``{"rule": name, "args": {...}}``."""
+    if isinstance(rule, Rule):
+        return rule
+    if isinstance(rule, Mapping) and "rule" in rule:
+        return parse(rule["rule"], rule.get("args") or {})
+    raise TypeError(f"expected a rule (e.g. rules.AddFilters(...)) or {{'rule': name, 'args': {{...}}}}, "
+                    f"got {type(rule).__name__}")
+
+
+def apply(graph: Graph, rule: RuleLike) -> Rewrite:
+    """Apply ``rule`` to ``graph``: the new graph and the transfer plan, no tensors touched.
+
+    Raises :class:`~archgraph.errors.RuleError` (naming the rule, node and reason) when the rule cannot apply;
+    ``graph`` is never changed.
+
+    >>> import archgraph
+    >>> from archgraph import rules
+    >>> rw = archgraph.apply(archgraph.load("examples/seeds/mlp.yaml"), rules.AddFilters(node="fc1", count=8))
+    >>> rw.graph.nodes["fc1"].out_features, rw.old.nodes["fc1"].out_features, rw.exact
+    (40, 32, True)
+    """
+    return as_rule(rule).apply(graph)

@@ -17,6 +17,7 @@ from pydantic import PositiveInt
 
 from ..channels import analyse
 from ..ops.registry import OPS
+from ..ops.spec import KIND_BY_OP
 from .base import Rewrite, Rule, fresh_id, nonnegative
 from .draft import Draft, realise
 
@@ -58,7 +59,6 @@ class _Insert(Rule):
     def splice(self, graph, new: dict[str, dict], last: str) -> tuple[dict, list[str]]:
         """The graph's nodes with ``new`` placed right after ``after`` and every old reader of ``after`` (and the
         outputs) reading ``last`` instead."""
-        from ..ops.spec import KIND_BY_OP
         made = {nid: KIND_BY_OP[data["op"]].model_validate(data) for nid, data in new.items()}
         nodes: dict = {}
         if self.after in graph.inputs:

@@ -352,13 +352,13 @@ def _method_names() -> set[str]:
 
 def load_config(path: Union[str, os.PathLike]) -> RunConfig:
     """Read and validate a run file."""
-    from ..serialize import parse_yaml, read_text
+    from ..format.yaml_io import parse_yaml, read_text
     return config_from_data(parse_yaml(read_text(path), str(path)), str(path))
 
 
 def load_seed(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>"):
     """The seed graph of ``cfg``: a file relative to ``base`` (the run file's folder) or the inline mapping."""
-    from ..serialize import graph_from_data, load
+    from ..format.yaml_io import graph_from_data, load
     if isinstance(cfg.seed, dict):
         try:
             return graph_from_data(cfg.seed, f"{source} (seed)")

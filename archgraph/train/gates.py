@@ -32,7 +32,7 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import RuleError
-from ..graph import topological_order
+from ..topology import topological_order
 from ..ops.registry import OPS
 from ..shapes import node_macs
 from .masks import NORM_OPS, mask_layout

@@ -30,18 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..build import build
+from ..fx.builder import build
 from ..errors import ConfigError
-from ..serialize import content_hash, dumps, loads
+from ..format.yaml_io import dumps, loads
+from ..graph import content_hash
 from ..shapes import count_nonzero_macs, count_nonzero_params
-from ..speed import Format, choose_format
-from ..weights import load_into
+from ..fx.speed import Format, choose_format
+from ..fx.weights import load_into
 from . import distributed
 from .config import RunConfig
 from .data import Dataset, Split, load_dataset
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from .rules_io import rule_from_data, rule_to_data
-from .rundir import ReadOnlyRunDir, RunDir
+from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
 
 CHECKPOINT_FORMAT = 1
@@ -496,8 +497,8 @@ class Trainer:
                                                  "version": str(self.version)})
         # the reported accuracy is that of the saved artefact: the last version rebuilt with the saved weights
         # (rank 0 reads the files it wrote; other ranks hold the same weights, checked above)
-        from ..serialize import load
-        from ..weights import load_weights
+        from ..format.yaml_io import load
+        from ..fx.weights import load_weights
         if self.dist.is_main:
             saved = self._fresh_module(load(self.run_dir.version_path(self.version)),
                                        load_weights(self.run_dir.final_weights_path))

@@ -131,7 +131,7 @@ def follow(plan, tensors: Mapping[str, torch.Tensor], shapes: Mapping[str, torch
     >>> follow(rw.plan, logits, {"c2.weight": torch.Size([8, 3, 3, 3])})["c2.weight"].shape
     torch.Size([8, 3, 3, 3])
     """
-    from ..transfer import carry
+    from ..fx.apply_plan import carry
     out = {}
     for key, shape in shapes.items():
         tp = plan.tensors.get(key)

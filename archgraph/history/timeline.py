@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-from .history import Run, Version
+from .run import Run, Version
 
 GROWTH = "#198754"
 PRUNE = "#dc3545"
@@ -31,7 +31,7 @@ def main_metric(run: Run) -> Optional[str]:
 def _defaults(rule: str) -> dict:
     """The rule's arguments that have defaults, with them (empty for a rule this archgraph does not know)."""
     try:
-        from .rules import RULES
+        from ..rules import RULES
     except ImportError:
         return {}
     cls = RULES.get(rule)

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from .errors import ArchgraphError, ConversionError
-from .graph import RESERVED_IDS, Graph
-from .ops.registry import OPS
-from .ops.spec import KIND_BY_OP
+from ..errors import ArchgraphError, ConversionError
+from ..graph import RESERVED_IDS, Graph
+from ..ops.registry import OPS
+from ..ops.spec import KIND_BY_OP
 
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
 

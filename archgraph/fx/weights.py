@@ -7,8 +7,8 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from .errors import ArchgraphError
-from .serialize import atomic_write_bytes
+from ..errors import ArchgraphError
+from ..format.yaml_io import atomic_write_bytes
 
 
 def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..graph import Graph
+
 
 def graph_schema() -> dict:
-    from .graph import Graph
     schema = Graph.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
@@ -16,7 +17,7 @@ def all_schemas() -> dict[str, dict]:
     """File name -> schema, for every format archgraph reads."""
     schemas = {"graph.schema.json": graph_schema()}
     try:
-        from .train.config import run_schema
+        from ..train.config import run_schema
     except ImportError:  # the training package is optional at this layer
         return schemas
     schemas["run.schema.json"] = run_schema()

@@ -37,7 +37,7 @@ def torchvision_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.M
     """A randomly initialised torchvision classification model in eval mode (no download)."""
     import warnings
 
-    from .compat import import_torchvision
+    from ..compat import import_torchvision
     tv = import_torchvision()
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # googlenet's note about its init

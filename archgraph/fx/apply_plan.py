@@ -25,8 +25,8 @@ from typing import Mapping, Optional
 
 import torch
 
-from .errors import ArchgraphError
-from .plan import AxisMap, Noise, TensorPlan, TransferPlan
+from ..errors import ArchgraphError
+from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
 
 __all__ = ["TransferPlan", "TensorPlan", "AxisMap", "Noise", "transfer", "transfer_state", "transfer_optimizer",
            "carry"]

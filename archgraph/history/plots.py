@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Union
 
-from .errors import ArchgraphError
-from .history import Run
+from ..errors import ArchgraphError
+from .run import Run
 
 PANELS = (
     ("accuracy", (("train_acc", "train"), ("val_acc", "validation"))),
@@ -67,7 +67,7 @@ def history_figure(run_dir: Union[str, os.PathLike, Run]):
 
 def plot_history(run_dir: Union[str, os.PathLike, Run], out: Union[str, os.PathLike], dpi: int = 120) -> Path:
     """Write the curves of a run to ``out`` (.png, .svg or .pdf), atomically."""
-    from .serialize import atomic_write_bytes
+    from ..format.yaml_io import atomic_write_bytes
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:

@@ -18,9 +18,10 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from . import modules as extra
-from .graph import Graph, topological_order
-from .ops.registry import OPS
+from . import layers as extra
+from ..graph import Graph
+from ..topology import topological_order
+from ..ops.registry import OPS
 
 TORCH = SimpleNamespace(torch=torch, nn=nn, F=F, extra=extra)
 

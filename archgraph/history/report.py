@@ -18,8 +18,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import ArchgraphError
-from .history import Run
+from ..errors import ArchgraphError
+from .run import Run
 
 TEMPLATE_FILES = ("report.html.template", "report.css", "report.js")
 _PLACEHOLDER = re.compile(r"\{\{(title|css|js|data)\}\}")
@@ -34,7 +34,7 @@ def template_dir() -> Path:
         candidates.append(Path(str(files("archgraph") / "viz")))
     except (ModuleNotFoundError, TypeError):
         pass
-    candidates.append(Path(__file__).resolve().parent.parent / "viz")
+    candidates.append(Path(__file__).resolve().parents[2] / "viz")
     for folder in candidates:
         if all((folder / name).is_file() for name in TEMPLATE_FILES):
             return folder
@@ -66,7 +66,7 @@ def _svgs(sources: list[str]) -> list[str]:
 def report_data(run: Union[Run, str, os.PathLike]) -> dict:
     """Everything the page shows, as JSON-able data (pictures as SVG text)."""
     from .diff import diff_dot, graph_diff
-    from .history_render import main_metric
+    from .timeline import main_metric
     from .render import to_dot
     run = run if isinstance(run, Run) else Run(run)
     metric = main_metric(run)
@@ -131,7 +131,7 @@ def render_report(data: dict, title: Optional[str] = None) -> str:
 
 def write_report(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike, None] = None) -> Path:
     """Write ``DIR/report.html`` (or ``out``) for a run directory, atomically; returns its path."""
-    from .serialize import atomic_write_text
+    from ..format.yaml_io import atomic_write_text
     run = Run(run_dir)
     out = Path(out) if out is not None else run.path / "report.html"
     atomic_write_text(out, render_report(_finite(report_data(run))))

@@ -20,12 +20,13 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from . import modules as extra
-from .build import _class_name, build
-from .errors import ConversionError
-from .graph import Graph
-from .serialize import atomic_write_bytes, atomic_write_text, content_hash
-from .weights import load_into
+from ..fx import layers as extra
+from ..fx.builder import _class_name, build
+from ..errors import ConversionError
+from ..graph import Graph
+from ..format.yaml_io import atomic_write_bytes, atomic_write_text
+from ..graph import content_hash
+from ..fx.weights import load_into
 
 PathLike = Union[str, os.PathLike]
 

@@ -19,7 +19,9 @@ from typing import Any, Union
 import yaml
 from pydantic import ValidationError
 
-from .errors import ArchgraphError, GraphError, YamlError
+from ..errors import ArchgraphError, GraphError, YamlError
+from ..graph import FORMAT_VERSION, Graph
+from ..ops.spec import KIND_BY_OP
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_EXPANDED_NODES = 200_000
@@ -312,14 +314,11 @@ def _short(value) -> str:
 
 
 def _op_names() -> set[str]:
-    from .ops.spec import KIND_BY_OP
     return set(KIND_BY_OP)
 
 
 def _field_hint(p: dict) -> str:
     """'(did you mean ...?)' for a misspelled field, or the fields the op (or the graph) takes."""
-    from .graph import Graph
-    from .ops.spec import KIND_BY_OP
     loc = p["loc"]
     if p["node"] is not None and len(loc) >= 4 and loc[2] in KIND_BY_OP:
         owner, fields = loc[2], KIND_BY_OP[loc[2]].model_fields
@@ -335,7 +334,6 @@ def _field_hint(p: dict) -> str:
 
 
 def graph_from_data(data: Any, source: str = "<data>"):
-    from .graph import FORMAT_VERSION, Graph
     if not isinstance(data, dict):
         raise GraphError("the top level must be a mapping with archgraph, inputs, nodes and outputs", file=source)
     if "archgraph" not in data:
@@ -445,11 +443,3 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
 def save(graph, path: Union[str, os.PathLike]) -> None:
     """Write ``graph`` as YAML (atomically); ``load(path) == graph``."""
     atomic_write_text(path, dumps(graph))
-
-
-def content_hash(graph) -> str:
-    """sha256 of the graph's canonical JSON (the name is excluded: it does not change the network)."""
-    data = graph.to_dict()
-    data.pop("name", None)
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()

@@ -25,13 +25,13 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from .channels import Channels, analyse
-from .errors import ConfigError
-from .graph import Graph
-from .ops.registry import OPS
-from .rules.base import Rewrite
-from .rules.prune import PruneChannels, prune_draft
-from .transfer import transfer_state
+from ..channels import Channels, analyse
+from ..errors import ConfigError
+from ..graph import Graph
+from ..ops.registry import OPS
+from ..rules.base import Rewrite
+from ..rules.prune import PruneChannels, prune_draft
+from .apply_plan import transfer_state
 
 CRITERIA = ("l2", "l1", "random")
 

@@ -23,8 +23,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from .errors import ArchgraphError, RuleError
-from .serialize import MAX_FILE_BYTES, content_hash, load
+from ..errors import ArchgraphError, RuleError
+from ..format.yaml_io import MAX_FILE_BYTES, load
+from ..graph import content_hash
+from ..rules import RULES
+from ..rules.base import apply, validate
 
 PathLike = Union[str, os.PathLike]
 EVENT_KINDS = ("start", "epoch", "rewrite", "end")
@@ -274,9 +277,8 @@ def _read_json(path: Path) -> Any:
 def make_rule(name: str, args: Mapping[str, Any], registry: Optional[Mapping[str, type]] = None):
     """The rule object a log record describes: ``RULES[name]`` built from its logged arguments (JSON values,
     validated as they are: a node called ``"none"`` stays a string)."""
-    from .rules.base import validate
     if registry is None:
-        from .rules import RULES as registry
+        registry = RULES
     cls = registry.get(name)
     if cls is None:
         raise RuleError(f"unknown rule; known rules: {', '.join(sorted(registry))}", rule=str(name))
@@ -304,14 +306,11 @@ def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_file
         raise HistoryError(f"version 0 (the seed) has hash {current[:12]} but the log's start event recorded "
                            f"{seed.hash[:12]}", file=str(seed_path), field="hash")
     yield seed, graph
-    apply = None
     for record in run.versions[1:target + 1]:
         if record.parent_hash is not None and record.parent_hash != current:
             raise HistoryError(f"version {record.version}: its parent's recorded hash {record.parent_hash[:12]} "
                                f"is not the hash of version {record.version - 1} ({current[:12]})",
                                file=str(run.path / "history.jsonl"), rule=record.rule, field="parent_hash")
-        if apply is None:
-            from .engine import apply
         try:
             graph = apply(graph, make_rule(record.rule, record.args, registry)).graph
         except ArchgraphError as err:

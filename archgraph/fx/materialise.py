@@ -1,4 +1,5 @@
-"""The rewrite engine: apply a rule to a graph, and to a live module and its optimizer.
+"""Rewrites on live modules: build a rule's new graph version, carry its weights and buffers, and move the optimizer
+over (the pure graph side is :func:`archgraph.rules.base.apply`).
 
 >>> import archgraph, torch
 >>> from archgraph import rules
@@ -15,38 +16,10 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from .build import build
-from .graph import Graph
-from .rules.base import Rewrite, Rule, parse
-from .transfer import transfer, transfer_optimizer
-
-RuleLike = Union[Rule, Mapping[str, Any]]
-
-
-def as_rule(rule: RuleLike) -> Rule:
-    """A :class:`Rule`, or one made from a logged ``{"rule": name, "args": {...}}``."""
-    if isinstance(rule, Rule):
-        return rule
-    if isinstance(rule, Mapping) and "rule" in rule:
-        return parse(rule["rule"], rule.get("args") or {})
-    raise TypeError(f"expected a rule (e.g. rules.AddFilters(...)) or {{'rule': name, 'args': {{...}}}}, "
-                    f"got {type(rule).__name__}")
-
-
-def apply(graph: Graph, rule: RuleLike) -> Rewrite:
-    """Apply ``rule`` to ``graph``: the new graph and the transfer plan, no tensors touched.
-
-    Raises :class:`~archgraph.errors.RuleError` (naming the rule, node and reason) when the rule cannot apply;
-    ``graph`` is never changed.
-
-    >>> import archgraph
-    >>> from archgraph import rules
-    >>> rw = archgraph.apply(archgraph.load("examples/seeds/mlp.yaml"), rules.AddFilters(node="fc1", count=8))
-    >>> rw.graph.nodes["fc1"].out_features, rw.old.nodes["fc1"].out_features, rw.exact
-    (40, 32, True)
-    """
-    return as_rule(rule).apply(graph)
-
+from .builder import build
+from ..graph import Graph
+from ..rules.base import Rewrite, RuleLike, apply
+from .apply_plan import transfer, transfer_optimizer
 
 def _device_dtype(module: torch.nn.Module):
     for t in (*module.parameters(), *module.buffers()):

@@ -7,7 +7,7 @@ shape, so a growth event costs one measurement of the new version, never one per
 chosen when its saving over the expected steps until the next rewrite exceeds its compile time.
 
 >>> import archgraph, torch
->>> from archgraph.speed import choose_format, apply_format
+>>> from archgraph.fx.speed import choose_format, apply_format
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")                   # doctest: +SKIP
 >>> m = archgraph.build(g)                                               # doctest: +SKIP
 >>> x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))     # doctest: +SKIP
@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .serialize import content_hash
+from ..graph import content_hash
 
 
 @dataclass(frozen=True)
