@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import json
 import keyword
-import re
 from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator

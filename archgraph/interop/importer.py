@@ -401,12 +401,6 @@ def _layout_words(val: Val) -> str:
             GROUPED_T: "transposed grouped [N, C/g, g, H, W]"}.get(val.layout, "channels-first")
 
 
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
-
-
 def _ints(value) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,)

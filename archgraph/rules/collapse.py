@@ -17,7 +17,8 @@ from typing import ClassVar
 
 from ..channels import analyse
 from ..ops.registry import OPS
-from .base import Rewrite, Rule, nonnegative, users_of
+from .base import Rewrite, Rule, nonnegative, rewire
+from ..topology import users_of
 from .draft import Draft, realise
 
 BRANCH_ENDS = ("add", "concat")
@@ -40,13 +41,7 @@ def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
     """Nodes and outputs with ``node`` removed and its readers reading its input (same shape required)."""
     n = graph.nodes[node]
     src = n.inputs[0]
-    nodes = {}
-    for nid, other in graph.nodes.items():
-        if nid == node:
-            continue
-        if node in other.inputs:
-            other = other.replace(inputs=[src if i == node else i for i in other.inputs])
-        nodes[nid] = other
+    nodes = rewire({nid: other for nid, other in graph.nodes.items() if nid != node}, node, src)
     outputs = [src if o == node else o for o in graph.outputs]
     if len(set(outputs)) != len(outputs):
         raise rule.error(f"'{node}' is a graph output and so is its input '{src}'", node=node, field="node")
