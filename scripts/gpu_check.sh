@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (issue 18): CUDA tests, every seed on CUDA against the CPU, growth and prune events with the
 # optimizer on the GPU, short GNAP and SCS runs with AMP (killed and resumed), benchmarks/gpu_throughput.py.
-# About five minutes on one GPU; results in OUT/results.json and OUT/results.md.
+# Sized for 8 minutes on one GPU (--budget-s 480; not timed on a GPU yet); results in OUT/results.json and
+# OUT/results.md.
 #
 #   scripts/gpu_check.sh [OUT] [options of scripts/gpu_check.py, e.g. --only seeds,rewrite --quick]
 #

@@ -174,6 +174,17 @@ def test_a_failed_part_fails_the_check(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "results.json").read_text())["parts"]["rewrite"]["traceback"].count("boom") >= 1
 
 
+def test_errors_are_relative_to_the_cpu_values():
+    import torch
+    want = {"w": torch.tensor([2.0, -4.0]), "b": torch.tensor([1e-17, -1e-17])}   # b: zero up to rounding
+    got = {"w": torch.tensor([2.0, -4.004]), "b": torch.tensor([-3e-17, 2e-17])}
+    assert gpu_check._grad_err(got, want) == pytest.approx(1e-3, rel=1e-4)   # one scale for every gradient: b is noise
+    assert gpu_check._rel(got["b"], want["b"]) > 1                    # which a per-tensor ratio would not see
+    assert gpu_check._grad_err({"w": got["w"]}, want) == float("inf")  # a missing gradient
+    assert gpu_check._rel(torch.zeros(3), torch.zeros(3)) == 0
+    assert gpu_check._rel(torch.ones(2), torch.ones(3)) == float("inf")
+
+
 def test_decisions_ignore_timings_and_metrics():
     a = [{"event": "start", "time": 1}, {"event": "epoch", "epoch": 1, "version": 0, "metrics": {"val_loss": 1.0}},
          {"event": "rewrite", "rule": "add_filters", "args": {"node": "c1", "count": 2}, "version": 1, "time": 5},
