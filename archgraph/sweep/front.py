@@ -7,26 +7,13 @@ their runs' ``summary.json`` (median over seeds); the search never sees it, and 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from ..format.yaml_io import atomic_write_bytes
+
 OBJECTIVES = [{"name": "val_acc", "direction": "maximize"}, {"name": "nonzero_params", "direction": "minimize"}]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_summary(out_dir: Path, run: str) -> Optional[dict]:
@@ -168,11 +155,11 @@ def write_front(study, spec) -> dict:
     import io
     out = Path(spec.out_dir)
     data = front_data(study, spec)
-    _atomic_write(out / "pareto.json", (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
-    _atomic_write(out / "pareto.md", front_markdown(data).encode())
+    atomic_write_bytes(out / "pareto.json", (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out / "pareto.md", front_markdown(data).encode())
     buf = io.BytesIO()
     front_figure(data).savefig(buf, format="png", dpi=120)
-    _atomic_write(out / "pareto.png", buf.getvalue())
+    atomic_write_bytes(out / "pareto.png", buf.getvalue())
     return data
 
 
