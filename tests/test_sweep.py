@@ -223,14 +223,14 @@ def test_sweep_in_process_and_storage_url(tmp_path, capsys):
 
 
 def test_failed_trial_stops_the_sweep_and_is_not_counted(tmp_path, capsys, monkeypatch):
-    import archgraph.train
+    import archgraph.sweep.runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("the loss is NaN")
 
     out = tmp_path / "sweep"
     args = sweep_args(out, 1, "--seeds", "0", "--set", "data.limit=200")
-    monkeypatch.setattr(archgraph.train, "grow", broken)
+    monkeypatch.setattr(archgraph.sweep.runner, "grow", broken)
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("archgraph: error: trial 0000 failed: RuntimeError: the loss is NaN (traceback in ")

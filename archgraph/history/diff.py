@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from .render import node_label, to_dot, write_dot
+
 WIDTH_FIELDS = ("out_channels", "out_features")
 
 ADDED = "#a3e4b5"
@@ -106,7 +108,6 @@ def _short(value) -> str:
 
 def diff_dot(old, new, *, title: Optional[str] = None) -> str:
     """DOT source of ``new`` with the changes from ``old`` marked by colour and label."""
-    from .render import node_label, to_dot
     d = graph_diff(old, new)
     # unchanged nodes in plain white so that the colours of the changes stand out
     highlight = {nid: (UNCHANGED, "") for nid in new.nodes}
@@ -147,5 +148,4 @@ def render_diff(old, new, out: Union[str, os.PathLike], *, title: Optional[str] 
 
     >>> render_diff(archgraph.load("a.yaml"), archgraph.load("b.yaml"), "diff.svg")  # doctest: +SKIP
     """
-    from .render import write_dot
     return write_dot(diff_dot(old, new, title=title), out)

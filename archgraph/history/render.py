@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from ..errors import ArchgraphError
+from ..format.yaml_io import atomic_write_bytes
 
 OP_COLOURS = {
     "conv2d": "#cfe2ff", "linear": "#d1e7dd", "batchnorm2d": "#fff3cd", "batchnorm1d": "#fff3cd",
@@ -83,7 +84,6 @@ def dot_binary() -> str:
 
 def write_dot(source: str, out: Union[str, os.PathLike]) -> Path:
     """Write DOT source as ``.dot``, ``.svg``, ``.png`` or ``.pdf`` according to the file's suffix."""
-    from ..format.yaml_io import atomic_write_bytes
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt == "dot" or fmt == "gv":

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from ..errors import ConfigError
+from ..train.config import load_config, with_overrides
+from .runner import SweepSpec, run_sweep
 from .space import KINDS, Param, check_space, parse_param, parse_params, parse_seeds
 
 
@@ -26,9 +29,6 @@ def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], pa
          data_root: Optional[str] = None, device: Optional[str] = None):
     """Check everything that can be checked before a trial runs and return the :class:`~.runner.SweepSpec`
     (raises :class:`~archgraph.errors.ConfigError`)."""
-    from ..errors import ConfigError
-    from ..train.config import load_config, with_overrides
-    from .runner import SweepSpec
     params = [p if isinstance(p, Param) else parse_param(p) for p in params]
     if not params:
         raise ConfigError("a sweep needs at least one --param KEY=DIST:ARGS")
@@ -69,7 +69,6 @@ def sweep(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], p
     """Run (or continue) a sweep to ``trials`` complete trials and write DIR/pareto.{json,md,png}; returns the
     content of pareto.json (``front``: the non-dominated trials, fewest non-zero parameters first, each with
     ``params``, ``val_acc``, ``nonzero_params``, ``test_acc`` and its per-seed ``seeds``)."""
-    from .runner import run_sweep
     spec = plan(run_file, out_dir, params, trials=trials, seeds=seeds, jobs=jobs, storage=storage,
                 study_name=study_name, settings=settings, data_root=data_root, device=device)
     return run_sweep(spec, progress=progress)

@@ -16,6 +16,14 @@ from ..format.yaml_io import atomic_write_bytes
 OBJECTIVES = [{"name": "val_acc", "direction": "maximize"}, {"name": "nonzero_params", "direction": "minimize"}]
 
 
+def _shown_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the given URL"
+
+
 def _read_summary(out_dir: Path, run: str) -> Optional[dict]:
     path = out_dir / run / "summary.json"
     try:
@@ -65,7 +73,6 @@ def front_data(study, spec) -> dict:
     trials = [{"trial": t.number, "params": dict(t.params), "val_acc": t.values[0],
                "nonzero_params": _plain(t.values[1])} for t in complete]
     missing = [e["trial"] for e in front if e["test_acc"] is None]
-    from .runner import _shown_url
     return {"archgraph_sweep": 1, "study": spec.study_name, "storage": _shown_url(spec.storage_url),
             "run_file": spec.run_file, "search_space": {p.key: p.spec for p in spec.params},
             "settings": dict(spec.settings), "seeds": seeds, "objectives": OBJECTIVES, "aggregate": "median",

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..errors import ArchgraphError, ConfigError
+from ..train import grow
+from .front import _shown_url, write_front
 from .space import Param
 
 DIRECTIONS = ("maximize", "minimize")   # validation accuracy, non-zero parameters
@@ -94,14 +96,6 @@ def open_study(spec: SweepSpec, create: bool = False):
     return study
 
 
-def _shown_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "the given URL"
-
-
 def _counts(study) -> tuple[int, int]:
     from optuna.trial import TrialState
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
@@ -144,7 +138,6 @@ def prepare(spec: SweepSpec) -> tuple[Any, int, int]:
 def _objective(spec: SweepSpec, study, trial, box: dict):
     import optuna
     from optuna.trial import TrialState
-    from ..train import grow
     box["number"] = trial.number
     earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                if t.number < trial.number]
@@ -297,7 +290,6 @@ def _values_text(params: dict) -> str:
 def run_sweep(spec: SweepSpec, *, progress: bool = True) -> dict:
     """Run the sweep to ``spec.trials`` complete trials, then write the Pareto front; returns pareto.json's data."""
     from tqdm import tqdm
-    from .front import write_front
     study, done, failed = prepare(spec)
     say = lambda line: (tqdm.write(line, file=sys.stdout), sys.stdout.flush())   # noqa: E731
     if failed:

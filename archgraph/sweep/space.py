@@ -18,6 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import ConfigError
+from ..train.config import with_overrides
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 #: keys a sweep sets itself (``--seeds``), so neither ``--param`` nor ``--set`` may
@@ -152,7 +153,6 @@ def parse_seeds(text: str) -> list[int]:
 def check_space(cfg, params: list[Param], settings: dict, source: str) -> None:
     """Every probe value of every param must give a valid run file (with ``settings`` applied): an unknown key or
     a value the field rejects is an error now, not in the middle of the sweep."""
-    from ..train.config import with_overrides
     for key in settings:
         if key in RESERVED:
             raise ConfigError(f"--set {key}: '{key}' is set by --seeds")
