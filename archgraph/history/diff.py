@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-WIDTH_FIELDS = ("out_channels", "out_features")
+from ..ops.registry import WIDTH_FIELDS, width_of
 
 ADDED = "#a3e4b5"
 WIDENED = "#9ec5fe"
@@ -62,11 +62,7 @@ class GraphDiff:
 
 
 def _width(node) -> Optional[int]:
-    fields = node.fields()
-    for key in WIDTH_FIELDS:
-        if key in fields:
-            return int(fields[key])
-    return None
+    return width_of(node)
 
 
 def graph_diff(old, new) -> GraphDiff:

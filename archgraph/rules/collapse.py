@@ -20,8 +20,6 @@ from ..ops.registry import OPS
 from .base import Rewrite, Rule, nonnegative, users_of
 from .draft import Draft, realise
 
-BRANCH_ENDS = ("add", "concat")
-
 
 def _alive(nodes: dict, outputs) -> set[str]:
     seen: set[str] = set()
@@ -106,7 +104,7 @@ class CollapseLayer(Rule):
             raise self.error("it is a graph output", node=self.node, field="node")
         readers = users_of(graph)[self.node]
         n = graph.nodes[self.node]
-        branch = bool(readers) and all(graph.nodes[u].op in BRANCH_ENDS for u in readers)
+        branch = bool(readers) and all(OPS[graph.nodes[u].op].branch_end for u in readers)
         if branch:
             nodes, outputs = self._cut(graph, readers)
             exact = False
@@ -132,7 +130,8 @@ class CollapseLayer(Rule):
             rest = [i for i in nodes[u].inputs if i != self.node]
             if not rest:
                 raise self.error(f"'{u}' reads only '{self.node}'", node=self.node, field="node")
-            if len(rest) == 1 and (nodes[u].op == "add" or graph.shapes()[rest[0]] == graph.shapes()[u]):
+            # an add's inputs all have its shape; a concat of one input is that input when the shapes agree
+            if len(rest) == 1 and graph.shapes()[rest[0]] == graph.shapes()[u]:
                 replaced[u] = rest[0]
             nodes[u] = nodes[u].replace(inputs=rest)
 
