@@ -55,7 +55,7 @@ def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
     for nid, node in graph.nodes.items():
         layout = OPS[node.op].layout(node, graph.input_shapes(nid))
         for name in layout:
-            if name in ("running_mean", "running_var", "num_batches_tracked"):
+            if name in OPS[node.op].buffers:
                 continue
             tensor = weights.get(f"{nid}.{name}")
             if tensor is not None:
@@ -71,12 +71,7 @@ def count_nonzero_macs(graph, weights: Mapping[str, object]) -> int:
         w = weights.get(f"{nid}.weight")
         if w is None:
             continue
-        nz = int((w != 0).sum())
-        if node.op == "conv2d":
-            _, h, wd = shapes[nid]
-            total += nz * h * wd
-        elif node.op == "linear":
-            total += nz
+        total += OPS[node.op].nonzero_macs(node, shapes[nid], int((w != 0).sum()))
     return total
 
 

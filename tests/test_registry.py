@@ -1,9 +1,12 @@
-"""Every op of the format has every entry of the per-op registry, and the registry matches the spec union."""
-import dataclasses
+"""Every op of the format has every entry of the per-op registry (build, export, import and picture included),
+the registry matches the spec union, and no code outside ``archgraph/ops/`` compares an op with a literal name."""
+import ast
+import re
+from pathlib import Path
 
 import pytest
 
-from archgraph.ops.registry import FACTS, OPS, OpDef, ROLES
+from archgraph.ops.registry import BUFFERS, DEFS, OPS, PACKINGS, ROLES, WIDTH_FIELDS
 from archgraph.ops.spec import KIND_BY_OP, NODE_KINDS
 
 
@@ -16,23 +19,173 @@ def test_registry_covers_exactly_the_spec_ops():
 def test_every_op_has_every_entry(op):
     d = OPS[op]
     assert d.op == op and d.kind is KIND_BY_OP[op]
-    for field in dataclasses.fields(OpDef):
-        if field.name in ("module", "function", "passthrough"):
-            continue
-        assert callable(getattr(d, field.name)) or field.name in ("op", "kind"), field.name
+    for name in ("shape", "channels", "layout", "params", "macs", "nonzero_macs", "resize", "nonneg", "identity",
+                 "mixes"):
+        assert callable(getattr(d, name)), name
     # exactly one way to build it
     assert [d.module is not None, d.function is not None, d.passthrough].count(True) == 1, op
+    assert d.packing in PACKINGS
+    assert re.fullmatch(r"#[0-9a-f]{6}", d.colour), "render: a fill colour"
+    for flag in ("weighted", "conv", "is_norm", "running_stats", "is_activation", "block_activation", "is_pool",
+                 "is_dropout", "residual", "branch_end", "passthrough"):
+        assert isinstance(getattr(d, flag), bool), flag
+    if d.weighted:
+        assert d.width_field in d.kind.model_fields and d.identity_fill in ("dirac", "eye") and d.in_rank
+        assert d.nonzero_macs is not OPS["relu"].nonzero_macs
+    else:
+        assert d.width_field is None and not d.conv
+    assert not d.block_activation or d.is_activation
+    assert not d.running_stats or (d.is_norm and d.buffers)
+    assert not d.residual or d.branch_end
+    assert set(d.buffers) <= BUFFERS
+    if d.module is None:
+        assert not d.python and not d.buffers, "only modules have export constructors and buffers"
+    else:
+        assert d.python, "export: the constructor of every module class it builds"
 
 
-REWRITE_FACTS = ("resize", "nonneg", "identity", "mixes")
+def test_one_entry_per_op_written_once():
+    import inspect
+    from archgraph.ops.registry import OpDef
+    assert len(DEFS) == len(OPS)
+    # the op name comes from the spec kind; every fact is given by keyword
+    params = inspect.signature(OpDef).parameters
+    assert "op" not in params and all(p.kind is p.KEYWORD_ONLY for p in params.values())
+    assert WIDTH_FIELDS == ("out_channels", "out_features")
 
 
-def test_rewrite_facts_are_declared_for_every_op_and_nothing_else():
-    assert set(FACTS) == set(OPS)
-    for op, facts in FACTS.items():
-        assert set(facts) == set(REWRITE_FACTS), op
-    required = {f.name for f in dataclasses.fields(OpDef) if f.kw_only}
-    assert required == set(REWRITE_FACTS)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_built_modules_and_functions_have_their_entries(op):
+    """The build makes only module classes the export can write, and picture labels work."""
+    from strategies import example_node
+    from archgraph.fx.builder import build
+    from archgraph.fx.torchnames import resolve
+    from archgraph.history.render import node_label
+    from archgraph.interop.export import python_source
+    g, nid = example_node(op)
+    d = OPS[op]
+    gm = build(g)
+    modules = dict(gm.named_children())
+    if d.module is not None:
+        assert type(modules[nid]) in {resolve(c) for c in d.python}
+        for name in d.buffers:
+            assert name in dict(modules[nid].named_buffers()) or not d.layout(g.nodes[nid], g.input_shapes(nid))
+    else:
+        assert nid not in modules
+    compile(python_source(g), op, "exec")
+    assert op in node_label(g, nid)
+
+
+def test_layernorm_builds_both_of_its_export_classes():
+    from archgraph import loads
+    from archgraph.fx.builder import build
+    from archgraph.fx.torchnames import resolve
+    g = loads("archgraph: 1\ninputs: {x: [3, 4, 4]}\nnodes: {n: {op: layernorm, in: x}}\noutputs: [n]\n")
+    assert {type(build(g).n)} < {resolve(c) for c in OPS["layernorm"].python}
+
+
+# ---- importer coverage ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_op_says_how_it_is_imported(op):
+    from archgraph.fx.torchnames import resolve, try_resolve
+    from archgraph.interop import importer
+    i = OPS[op].imports
+    assert i.modules or i.functions or i.methods or i.via, "import: torch names or the pattern it comes from"
+    for cls in i.modules:
+        assert importer.MODULES[resolve(cls)] is not None
+    functions = importer._functions()
+    for name in i.functions:
+        target = try_resolve(name) if name.startswith("torchvision.") else resolve(name)
+        assert target is None or target in functions, name
+    for name in i.methods:
+        assert name in importer.METHODS
+
+
+def test_import_tables_hold_only_registry_ops_and_views():
+    from archgraph.fx.torchnames import resolve, try_resolve
+    from archgraph.interop import importer
+    assert set(importer.MODULES) == {resolve(c) for d in DEFS for c in d.imports.modules}
+    named = {try_resolve(f) for d in DEFS for f in d.imports.functions} - {None}
+    assert set(importer._functions()) == named | set(importer.VIEW_FUNCTIONS)
+    assert set(importer.METHODS) == {m for d in DEFS for m in d.imports.methods} | set(importer.VIEW_METHODS)
+    assert set(importer.MODULE_HANDLERS) <= set(OPS) and set(importer.FUNCTION_HANDLERS) <= set(OPS)
+
+
+ROUND_TRIP = sorted(op for op, d in OPS.items() if not d.imports.via and not d.passthrough
+                    and op != "stochastic_depth")   # built as archgraph's own module; imported from torchvision
+
+
+@pytest.mark.parametrize("op", ROUND_TRIP)
+def test_build_imports_back_as_the_same_op(op):
+    """Importing an op's own build gives the op back (every input of a multi-input op reads the one input)."""
+    from strategies import EXAMPLE_NODES
+    from archgraph.format.yaml_io import graph_from_data
+    from archgraph.fx.builder import build
+    from archgraph.interop.importer import from_module
+    inputs, node = EXAMPLE_NODES[op]
+    (first, shape), = list(inputs.items())[:1]
+    node = {**node, "in": [first] * len(node["in"]) if isinstance(node["in"], list) else first}
+    g = graph_from_data({"archgraph": 1, "name": op, "inputs": {first: shape}, "nodes": {"n": {"op": op, **node}},
+                         "outputs": ["n"]})
+    back, _ = from_module(build(g), input_shape=shape)
+    assert [n.op for n in back.nodes.values()] == [op]
+
+
+# ---- no op-name comparisons outside ops/ ------------------------------------------------------------------------
+
+PACKAGE = Path(__file__).parents[1] / "archgraph"
+
+
+def _literals(expr) -> list[str]:
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return [expr.value]
+    if isinstance(expr, (ast.Tuple, ast.List, ast.Set)):
+        return [v for e in expr.elts for v in _literals(e)]
+    return []
+
+
+def _is_op_expr(expr) -> bool:
+    """``node.op``, ``op``, ``self.activation``, ``graph.nodes[u].op``: an expression that holds an op name."""
+    name = expr.attr if isinstance(expr, ast.Attribute) else expr.id if isinstance(expr, ast.Name) else ""
+    return name in ("op", "activation", "norm") or name.endswith("_op")
+
+
+def op_name_comparisons(root: Path = PACKAGE) -> list[str]:
+    """``file:line: code`` of every comparison of an op with a literal op name, and of every module-level tuple of
+    op names (a membership table), outside ``archgraph/ops/``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "ops":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                literal = any(v in OPS for s in sides for v in _literals(s))
+                if literal and any(_is_op_expr(s) for s in sides):
+                    found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                values = _literals(node.value)
+                if values and all(v in OPS for v in values):
+                    found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_op_name_comparisons_outside_ops():
+    assert op_name_comparisons() == [], "ask the registry (OPS[node.op].weighted, ...) instead"
+
+
+def test_the_scan_finds_op_name_comparisons(tmp_path):
+    pkg = tmp_path / "archgraph"
+    (pkg / "ops").mkdir(parents=True)
+    (pkg / "ops" / "x.py").write_text('A = node.op == "conv2d"\n')
+    (pkg / "y.py").write_text('NORMS = ("batchnorm2d", "layernorm")\n'
+                              'ok = [n for n in g if n.op in ("conv2d", "linear")]\n'
+                              'def f(self, op):\n    return self.init == "identity" or op != "add"\n')
+    assert [f.split(":")[1] for f in op_name_comparisons(pkg)] == ["2", "4", "1"]
 
 
 @pytest.mark.parametrize("op", sorted(OPS))

@@ -21,7 +21,7 @@ from torch import nn
 from . import layers as extra
 from ..graph import Graph
 from ..topology import topological_order
-from ..ops.registry import OPS
+from ..ops.registry import CHAIN, LIST, OPS
 
 TORCH = SimpleNamespace(torch=torch, nn=nn, F=F, extra=extra)
 
@@ -73,9 +73,9 @@ def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
             env[nid] = g.create_node("call_module", nid, tuple(args), {}, name=nid)
             continue
         target, kwargs = opdef.function(TORCH, node)
-        if node.op == "concat":
+        if opdef.packing == LIST:
             env[nid] = g.create_node("call_function", target, (args,), kwargs, name=nid)
-        elif node.op in ("add", "mul"):
+        elif opdef.packing == CHAIN:
             env[nid] = _chain(g, target, args, nid)
         else:
             env[nid] = g.create_node("call_function", target, tuple(args), kwargs, name=nid)

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from ..ops.registry import WIDTH_FIELDS, width_of
 from .render import node_label, to_dot, write_dot
-
-WIDTH_FIELDS = ("out_channels", "out_features")
 
 ADDED = "#a3e4b5"
 WIDENED = "#9ec5fe"
@@ -64,11 +63,7 @@ class GraphDiff:
 
 
 def _width(node) -> Optional[int]:
-    fields = node.fields()
-    for key in WIDTH_FIELDS:
-        if key in fields:
-            return int(fields[key])
-    return None
+    return width_of(node)
 
 
 def graph_diff(old, new) -> GraphDiff:

@@ -10,11 +10,8 @@ from typing import Mapping, Optional, Sequence, Union
 
 from ..errors import ArchgraphError
 from ..format.yaml_io import atomic_write_bytes
+from ..ops.registry import OPS
 
-OP_COLOURS = {
-    "conv2d": "#cfe2ff", "linear": "#d1e7dd", "batchnorm2d": "#fff3cd", "batchnorm1d": "#fff3cd",
-    "layernorm": "#fff3cd", "add": "#f8d7da", "mul": "#f8d7da", "concat": "#e2d9f3",
-}
 KEY_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "groups", "p", "output_size")
 
 
@@ -54,7 +51,7 @@ def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, 
     for name, shape in graph.inputs.items():
         dot.node(name, f"{name}\ninput\n[{'x'.join(map(str, shape))}]", shape="ellipse", fillcolor="#e9ecef")
     for nid, node in graph.nodes.items():
-        colour, extra = highlight.get(nid, (OP_COLOURS.get(node.op, "#ffffff"), ""))
+        colour, extra = highlight.get(nid, (OPS[node.op].colour, ""))
         dot.node(nid, node_label(graph, nid, extra), fillcolor=colour)
         for src in node.inputs:
             dot.edge(src, nid)

@@ -25,7 +25,9 @@ from ..errors import ConversionError
 from ..graph import Graph
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text
 from ..graph import content_hash
+from ..fx.torchnames import resolve
 from ..fx.weights import load_into
+from ..ops.registry import OPS
 
 PathLike = Union[str, os.PathLike]
 
@@ -101,23 +103,7 @@ def _example_inputs(graph: Graph, seed: int) -> tuple[torch.Tensor, ...]:
 # ---- standalone Python ------------------------------------------------------------------------------------------
 
 #: constructor source of each module class the registry builds (``m`` is the built module)
-_CONSTRUCTORS = {
-    nn.Conv2d: lambda m: (f"nn.Conv2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
-                          f"padding={m.padding!r}, dilation={m.dilation}, groups={m.groups}, "
-                          f"bias={m.bias is not None})"),
-    nn.Linear: lambda m: f"nn.Linear({m.in_features}, {m.out_features}, bias={m.bias is not None})",
-    nn.BatchNorm2d: lambda m: (f"nn.BatchNorm2d({m.num_features}, eps={m.eps!r}, momentum={m.momentum!r}, "
-                               f"affine={m.affine}, track_running_stats={m.track_running_stats})"),
-    nn.BatchNorm1d: lambda m: (f"nn.BatchNorm1d({m.num_features}, eps={m.eps!r}, momentum={m.momentum!r}, "
-                               f"affine={m.affine}, track_running_stats={m.track_running_stats})"),
-    nn.LayerNorm: lambda m: (f"nn.LayerNorm({tuple(m.normalized_shape)}, eps={m.eps!r}, "
-                             f"elementwise_affine={m.elementwise_affine}, bias={m.bias is not None})"),
-    extra.LayerNorm2d: lambda m: (f"LayerNorm2d({tuple(m.normalized_shape)}, eps={m.eps!r}, "
-                                  f"elementwise_affine={m.elementwise_affine}, bias={m.bias is not None})"),
-    nn.Dropout: lambda m: f"nn.Dropout({m.p!r})",
-    extra.Scale: lambda m: f"Scale({m.num_channels}, init={m.init!r})",
-    extra.StochasticDepth: lambda m: f"StochasticDepth({m.p!r}, {m.mode!r})",
-}
+_CONSTRUCTORS = {resolve(cls): source for d in OPS.values() for cls, source in d.python.items()}
 
 _OPERATORS = {operator.add: "+", operator.mul: "*"}
 _RESERVED = {"self", "torch", "nn", "F"}

@@ -32,12 +32,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
 from ..errors import ArchgraphError, ConversionError
 from ..graph import RESERVED_IDS, Graph
+from ..fx.torchnames import resolve, try_resolve
 from ..topology import reachable
 from ..ops.registry import OPS
 from ..ops.spec import KIND_BY_OP
@@ -434,9 +434,9 @@ def linear(c: _Converter, n, m: nn.Linear, x):
     return Val(c.emit(None, "linear", [x.node], _state(m), out_features=m.out_features, bias=m.bias is not None))
 
 
-def batchnorm(rank: int, op: str):
+def batchnorm(op: str):
     def handler(c: _Converter, n, m, x):
-        x = c.cf(x, rank)
+        x = c.cf(x, OPS[op].in_rank)
         return Val(c.emit(None, op, [x.node], _state(m), eps=m.eps, momentum=m.momentum, affine=m.affine,
                           track_running_stats=m.track_running_stats))
     return handler
@@ -465,11 +465,14 @@ def layernorm(c: _Converter, n, m: nn.LayerNorm, x):
     return _layernorm(c, None, x, m.normalized_shape, m.eps, m.weight, m.bias)
 
 
-def unary(op: str, **fields_of: Callable[[nn.Module], Any]):
-    """An elementwise op: any layout, the output keeps it."""
+def unary(op: str):
+    """An elementwise op: any layout, the output keeps it; its fields are the module's attributes of the same name
+    (``nn.GELU.approximate``)."""
+    names = [k for k in KIND_BY_OP[op].model_fields if k not in ("op", "inputs")]
+
     def handler(c: _Converter, n, m, x, *rest, **kw):
         x = c.tensor(x)
-        fields = {k: f(m) for k, f in fields_of.items()}
+        fields = {k: getattr(m, k) for k in names}
         return Val(c.emit(None, op, [x.node], **fields), x.layout, x.groups)
     return handler
 
@@ -541,27 +544,16 @@ def _flatten(c: _Converter, n, x, start_dim=0, end_dim=-1):
     return _reshape(c, n, x, out)
 
 
-MODULES: dict[type, Callable] = {
-    nn.Conv2d: conv2d,
-    nn.Linear: linear,
-    nn.BatchNorm2d: batchnorm(3, "batchnorm2d"),
-    nn.BatchNorm1d: batchnorm(1, "batchnorm1d"),
-    nn.LayerNorm: layernorm,
-    nn.ReLU: unary("relu"),
-    nn.ReLU6: unary("relu6"),
-    nn.GELU: unary("gelu", approximate=lambda m: m.approximate),
-    nn.SiLU: unary("silu"),
-    nn.Sigmoid: unary("sigmoid"),
-    nn.Tanh: unary("tanh"),
-    nn.Hardswish: unary("hardswish"),
-    nn.Hardsigmoid: unary("hardsigmoid"),
-    nn.MaxPool2d: maxpool,
-    nn.AvgPool2d: avgpool,
-    nn.AdaptiveAvgPool2d: adaptive_avgpool,
-    nn.Dropout: dropout,
-    nn.Identity: identity,
-    nn.Flatten: flatten_module,
+#: module handlers of the ops whose import is not :func:`unary`'s (keyed by op; the module classes that map to
+#: each op are the registry's ``imports.modules``)
+MODULE_HANDLERS: dict[str, Callable] = {
+    "conv2d": conv2d, "linear": linear, "batchnorm2d": batchnorm("batchnorm2d"),
+    "batchnorm1d": batchnorm("batchnorm1d"), "layernorm": layernorm, "maxpool2d": maxpool, "avgpool2d": avgpool,
+    "adaptive_avgpool2d": adaptive_avgpool, "dropout": dropout, "identity": identity, "flatten": flatten_module,
 }
+
+MODULES: dict[type, Callable] = {resolve(cls): MODULE_HANDLERS.get(op) or unary(op)
+                                 for op, d in OPS.items() for cls in d.imports.modules}
 
 
 # ---- function and method handlers -------------------------------------------------------------------------------
@@ -570,9 +562,6 @@ def _binary(c: _Converter, n, op: str, a, b, alpha=1):
     if alpha != 1:
         raise c.fail(f"alpha={alpha} is not supported")
     vals = [v for v in (a, b) if isinstance(v, Val)]
-    params = [v for v in (a, b) if isinstance(v, Param)]
-    if op == "mul" and len(vals) == 1 and len(params) == 1:
-        return _scale(c, n, vals[0], params[0])
     if len(vals) != 2:
         other = next(v for v in (a, b) if not isinstance(v, Val))
         what = f"the parameter '{other.name}'" if isinstance(other, Param) else f"the constant {other!r}"
@@ -605,6 +594,10 @@ def f_add(c, n, a, b, *rest, alpha=1, out=None):
 
 
 def f_mul(c, n, a, b, *rest, out=None):
+    vals = [v for v in (a, b) if isinstance(v, Val)]
+    params = [v for v in (a, b) if isinstance(v, Param)]
+    if len(vals) == 1 and len(params) == 1:
+        return _scale(c, n, vals[0], params[0])
     return _binary(c, n, "mul", a, b)
 
 
@@ -776,41 +769,29 @@ def f_getitem(c: _Converter, n, obj, index):
                  f"pieces of chunk/split)")
 
 
-def _stochastic_depth_target():
-    try:
-        from torchvision.ops import stochastic_depth
-    except Exception:  # torchvision missing or broken: no model can call it then
-        return None
-    return stochastic_depth
+#: function (and method) handlers of the ops whose import is not :func:`f_unary`'s (keyed by op; the functions
+#: and methods that map to each op are the registry's ``imports.functions`` and ``imports.methods``)
+FUNCTION_HANDLERS: dict[str, Callable] = {
+    "add": f_add, "mul": f_mul, "concat": f_cat, "flatten": f_flatten, "gelu": f_gelu, "dropout": f_dropout,
+    "adaptive_avgpool2d": f_adaptive, "maxpool2d": f_maxpool, "avgpool2d": f_avgpool, "global_avg_pool": f_mean,
+    "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth,
+}
+
+#: functions that change how a value is viewed (layout, pieces) and make no node of their own
+VIEW_FUNCTIONS: dict[Any, Callable] = {
+    torch.permute: f_permute, torch.transpose: f_transpose, torch.reshape: f_reshape, torch.chunk: f_chunk,
+    torch.split: f_split, operator.getitem: f_getitem,
+}
 
 
 def _functions() -> dict[Any, Callable]:
-    table = {
-        operator.add: f_add, operator.iadd: f_add, torch.add: f_add,
-        operator.mul: f_mul, operator.imul: f_mul, torch.mul: f_mul,
-        torch.cat: f_cat, torch.concat: f_cat, torch.concatenate: f_cat,
-        torch.flatten: f_flatten,
-        torch.relu: f_unary("relu"), F.relu: f_unary("relu"), F.relu6: f_unary("relu6"),
-        torch.sigmoid: f_unary("sigmoid"), F.sigmoid: f_unary("sigmoid"),
-        torch.tanh: f_unary("tanh"), F.tanh: f_unary("tanh"),
-        F.silu: f_unary("silu"), F.hardswish: f_unary("hardswish"), F.hardsigmoid: f_unary("hardsigmoid"),
-        F.gelu: f_gelu,
-        F.dropout: f_dropout,
-        F.adaptive_avg_pool2d: f_adaptive,
-        F.max_pool2d: f_maxpool, torch.max_pool2d: f_maxpool,
-        F.avg_pool2d: f_avgpool,
-        torch.mean: f_mean,
-        F.layer_norm: f_layer_norm,
-        torch.permute: f_permute,
-        torch.transpose: f_transpose,
-        torch.reshape: f_reshape,
-        torch.chunk: f_chunk,
-        torch.split: f_split,
-        operator.getitem: f_getitem,
-    }
-    sd = _stochastic_depth_target()
-    if sd is not None:
-        table[sd] = f_stochastic_depth
+    table: dict[Any, Callable] = {}
+    for op, d in OPS.items():
+        for name in d.imports.functions:
+            target = try_resolve(name)   # None: an optional package (torchvision) is missing or broken
+            if target is not None:
+                table[target] = FUNCTION_HANDLERS.get(op) or f_unary(op)
+    table.update(VIEW_FUNCTIONS)
     return table
 
 
@@ -827,16 +808,13 @@ def _function_handler(target) -> Optional[Callable]:
         return None
 
 
+#: tensor methods that change how a value is viewed and make no node of their own
+VIEW_METHODS: dict[str, Callable] = {
+    "permute": f_permute, "transpose": f_transpose, "contiguous": f_contiguous, "view": f_reshape,
+    "reshape": f_reshape, "chunk": f_chunk, "split": f_split,
+}
+
 METHODS: dict[str, Callable] = {
-    "add": f_add, "__add__": f_add, "add_": f_add, "__iadd__": f_add,
-    "mul": f_mul, "__mul__": f_mul, "mul_": f_mul, "__imul__": f_mul,
-    "flatten": f_flatten,
-    "relu": f_unary("relu"), "relu_": f_unary("relu"), "sigmoid": f_unary("sigmoid"), "tanh": f_unary("tanh"),
-    "mean": f_mean,
-    "permute": f_permute,
-    "transpose": f_transpose,
-    "contiguous": f_contiguous,
-    "view": f_reshape, "reshape": f_reshape,
-    "chunk": f_chunk,
-    "split": f_split,
+    **{name: FUNCTION_HANDLERS.get(op) or f_unary(op) for op, d in OPS.items() for name in d.imports.methods},
+    **VIEW_METHODS,
 }

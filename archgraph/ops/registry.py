@@ -1,10 +1,31 @@
-"""Per-op behaviour, in one registry keyed by the op name.
+"""Per-op behaviour, in one registry: one :class:`OpDef` per op, written with keyword arguments.
 
-Every op has exactly one :class:`OpDef` with the same entries: shape inference, parameter and MAC counts, its
-channel role (how its output channels relate to its inputs'), the layout of its tensors (which axis of each parameter
-or buffer indexes output and input channels) and how to build it in torch. The registry itself never imports torch:
-builders receive the torch namespaces from :mod:`archgraph.fx.builder`, so validating a YAML file stays fast.
-A test checks that every op of the format has every entry.
+An op's :class:`OpDef` holds every fact the rest of archgraph needs about it: shape inference, parameter and MAC
+counts, its channel role (how its output channels relate to its inputs'), the layout of its tensors (which axis of
+each parameter or buffer indexes output and input channels), which of them are buffers, what kind of op it is
+(weighted, norm, activation, pool, ...), its width field, how to build it in torch and how its inputs are packed,
+the rewrite facts the rules rely on, its colour in pictures, its standalone-Python constructor and the torch
+modules, functions and methods the importer maps to it. Code outside :mod:`archgraph.ops` asks these facts
+(``OPS[node.op].weighted``, :func:`is_weighted`) and never compares an op with a literal name;
+``tests/test_registry.py`` checks both.
+
+The registry never imports torch: builders receive the torch namespaces from :mod:`archgraph.fx.builder`, and the
+export and import tables name torch things by dotted strings (``"torch.nn.Conv2d"``) resolved on the torch side
+(:mod:`archgraph.fx.torchnames`), so validating a YAML file stays fast.
+
+Adding an op
+------------
+1. One frozen pydantic model in :mod:`archgraph.ops.spec` (``op: Literal["name"] = "name"``), added to
+   ``NODE_KINDS``; the op name is written there only.
+2. One ``OpDef(kind=S.Model, ...)`` entry in :data:`DEFS` below: its shape function and channel role, and the
+   facts that differ from the defaults (a layer: ``layout``, ``params``, ``macs``, ``weighted``, ``width_field``,
+   ``resize``, ...; a function op: ``function`` and ``packing``).
+3. Its torch builder: ``module=`` (a function of the torch namespaces ``T``, the node and its input shapes; a class
+   of its own goes in :mod:`archgraph.fx.layers`) or ``function=`` (``call(lambda T: T.F.name, kwarg=...)``);
+   ``python=`` gives the standalone-Python constructor of each module class it builds, and ``imports=`` the torch
+   names the importer maps to it (a handler in :mod:`archgraph.interop.importer` when the default, an
+   element-wise op whose fields are read by name, does not fit).
+``tests/test_registry.py`` then checks the new op has every entry and builds, exports and imports.
 """
 from __future__ import annotations
 
@@ -382,126 +403,277 @@ def pool_call(name):
     return make
 
 
-@dataclass(frozen=True)
-class OpDef:
-    """Everything archgraph knows about one op."""
-
-    op: str
-    kind: type
-    shape: Callable[[Any, list[Shape]], Shape]
-    channels: Callable[[Any, list[Shape]], str]
-    layout: Callable[[Any, list[Shape]], dict[str, tuple[Optional[int], Optional[int]]]] = no_layout
-    params: Callable[[Any, list[Shape], Shape], int] = no_count
-    macs: Callable[[Any, list[Shape], Shape], int] = no_count
-    #: builds the node's submodule, for nodes that hold parameters or buffers or depend on train/eval mode
-    module: Optional[Callable[[Any, Any, list[Shape]], Any]] = None
-    #: (target, kwargs) of a ``call_function`` node, for the stateless ops
-    function: Optional[Callable[[Any, Any], tuple[Callable, dict]]] = None
-    #: the output is one of the inputs unchanged (no fx node is made)
-    passthrough: bool = False
-    # -- facts the rewrite rules rely on (required for every op; tests/test_registry.py checks them) --
-    #: ``resize(node, width)`` -> the field changes that make the node's output ``width`` channels wide (``{}`` when
-    #: the width is inferred from the input); only called for nodes whose output channels a rule changes
-    resize: Callable[[Any, int], dict] = field(kw_only=True)
-    #: ``nonneg(node, inputs_nonneg)`` -> whether the output is >= 0 everywhere when the inputs flagged True are
-    nonneg: Callable[[Any, list[bool]], bool] = field(kw_only=True)
-    #: ``identity(node, inputs_nonneg)`` -> whether the node computes exactly its (single) input in eval mode
-    identity: Callable[[Any, list[bool]], bool] = field(kw_only=True)
-    #: ``mixes(node, ins)`` -> whether an output channel depends on the *other* channels of its input beyond what
-    #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
-    #: the others, so widening through it is not function-preserving
-    mixes: Callable[[Any, list[Shape]], bool] = field(kw_only=True)
-
-
-#: the rewrite facts of every op (see :class:`OpDef`): how to resize it, its sign and whether it is an identity
-_N, _A, _E, _1 = never, always, every, single
-FACTS: dict[str, dict] = {
-    "conv2d": dict(resize=conv_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "linear": dict(resize=linear_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "batchnorm2d": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "batchnorm1d": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "layernorm": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=ln_mixing),
-    "relu": dict(resize=no_resize, nonneg=_A, identity=_E, mixes=no_mixing),   # relu(x) = x for x >= 0
-    "relu6": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
-    "gelu": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "silu": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "sigmoid": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
-    "tanh": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "hardswish": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "maxpool2d": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
-    "avgpool2d": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
-    "adaptive_avgpool2d": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
-    "global_avg_pool": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
-    "flatten": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),
-    "dropout": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),   # eval mode
-    "add": dict(resize=no_resize, nonneg=_E, identity=_1, mixes=no_mixing),
-    "mul": dict(resize=no_resize, nonneg=_E, identity=_1, mixes=no_mixing),
-    "concat": dict(resize=no_resize, nonneg=_E, identity=_1, mixes=no_mixing),
-    "identity": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),
-}
-
-
 def shuffle_identity(node: S.ChannelShuffle, flags) -> bool:
     return node.groups == 1
 
 
-# the ops the importer added (kept in one block so merges stay easy)
-FACTS.update({
-    "hardsigmoid": dict(resize=no_resize, nonneg=_A, identity=_N, mixes=no_mixing),
-    "scale": dict(resize=no_resize, nonneg=_N, identity=_N, mixes=no_mixing),
-    "stochastic_depth": dict(resize=no_resize, nonneg=_E, identity=_A, mixes=no_mixing),   # eval mode
-    "channel_shuffle": dict(resize=no_resize, nonneg=_E, identity=shuffle_identity, mixes=no_mixing),
-    "slice": dict(resize=no_resize, nonneg=_E, identity=_N, mixes=no_mixing),   # start/stop: see rules/draft.py
-})
+# ---- non-zero MACs (a weight's non-zero entries times the positions it is applied at) -------------------------
+
+def conv_nonzero_macs(node, out: Shape, nonzero: int) -> int:
+    return nonzero * out[1] * out[2]
 
 
-def op(name: str, *args, **kwargs) -> OpDef:
-    return OpDef(name, *args, **kwargs, **FACTS[name])
+def linear_nonzero_macs(node, out: Shape, nonzero: int) -> int:
+    return nonzero
 
 
-def _defs() -> dict[str, OpDef]:
-    act = fixed(THROUGH)
-    defs = [
-        op("conv2d", S.Conv2d, conv_shape, conv_role, conv_layout, conv_params, conv_macs, module=conv_module),
-        op("linear", S.Linear, linear_shape, fixed(SOURCE), linear_layout, linear_params, linear_macs,
-            module=linear_module),
-        op("batchnorm2d", S.BatchNorm2d, rank_shape(3), act, bn_layout, bn_params, module=bn2d_module),
-        op("batchnorm1d", S.BatchNorm1d, rank_shape(1), act, bn_layout, bn_params, module=bn1d_module),
-        op("layernorm", S.LayerNorm, norm_any_shape, act, ln_layout, ln_params, module=ln_module),
-        op("relu", S.ReLU, same_shape, act, function=call(lambda T: T.torch.relu)),
-        op("relu6", S.ReLU6, same_shape, act, function=call(lambda T: T.F.relu6)),
-        op("gelu", S.GELU, same_shape, act, function=call(lambda T: T.F.gelu, approximate=lambda n: n.approximate)),
-        op("silu", S.SiLU, same_shape, act, function=call(lambda T: T.F.silu)),
-        op("sigmoid", S.Sigmoid, same_shape, act, function=call(lambda T: T.torch.sigmoid)),
-        op("tanh", S.Tanh, same_shape, act, function=call(lambda T: T.torch.tanh)),
-        op("hardswish", S.Hardswish, same_shape, act, function=call(lambda T: T.F.hardswish)),
-        op("maxpool2d", S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), act, function=pool_call("max_pool2d")),
-        op("avgpool2d", S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), act,
-            function=pool_call("avg_pool2d")),
-        op("adaptive_avgpool2d", S.AdaptiveAvgPool2d, adaptive_shape, act,
-            function=call(lambda T: T.F.adaptive_avg_pool2d, output_size=lambda n: pair(n.output_size))),
-        op("global_avg_pool", S.GlobalAvgPool, gap_shape, act,
-            function=call(lambda T: T.torch.mean, dim=lambda n: (-2, -1))),
-        op("flatten", S.Flatten, flatten_shape, flatten_role,
-            function=call(lambda T: T.torch.flatten, start_dim=lambda n: 1)),
-        op("dropout", S.Dropout, same_shape, act, module=dropout_module),
-        op("add", S.Add, add_shape, fixed(MERGE), function=call(lambda T: operator.add)),
-        op("mul", S.Mul, mul_shape, fixed(MERGE), function=call(lambda T: operator.mul)),
-        op("concat", S.Concat, concat_shape, fixed(CONCAT), function=call(lambda T: T.torch.cat, dim=lambda n: 1)),
-        op("identity", S.Identity, same_shape, act, passthrough=True),
-        op("hardsigmoid", S.Hardsigmoid, same_shape, act, function=call(lambda T: T.F.hardsigmoid)),
-        op("scale", S.Scale, norm_any_shape, act, channel_vector_layout, scale_params, module=scale_module),
-        op("stochastic_depth", S.StochasticDepth, same_shape, act, module=stochastic_depth_module),
-        op("channel_shuffle", S.ChannelShuffle, shuffle_shape, fixed(SHUFFLE),
-           function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups)),
-        op("slice", S.Slice, slice_shape, fixed(SLICE),
-           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop)),
-    ]
-    return {d.op: d for d in defs}
+# ---- standalone Python export: constructor source of a built module ``m`` (torch-free: it only reads attributes)
+
+def conv_source(m) -> str:
+    return (f"nn.Conv2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
+            f"padding={m.padding!r}, dilation={m.dilation}, groups={m.groups}, bias={m.bias is not None})")
 
 
-OPS: dict[str, OpDef] = _defs()
+def linear_source(m) -> str:
+    return f"nn.Linear({m.in_features}, {m.out_features}, bias={m.bias is not None})"
+
+
+def bn_source(cls: str):
+    def source(m) -> str:
+        return (f"nn.{cls}({m.num_features}, eps={m.eps!r}, momentum={m.momentum!r}, affine={m.affine}, "
+                f"track_running_stats={m.track_running_stats})")
+    return source
+
+
+def ln_source(cls: str):
+    def source(m) -> str:
+        return (f"{cls}({tuple(m.normalized_shape)}, eps={m.eps!r}, elementwise_affine={m.elementwise_affine}, "
+                f"bias={m.bias is not None})")
+    return source
+
+
+# ---- the registry ---------------------------------------------------------------------------------------------
+
+#: input packing of a function op in the built module
+ARGS = "args"     # f(x1, x2, ...)
+LIST = "list"     # f([x1, x2, ...], **kwargs)            (concat)
+CHAIN = "chain"   # f(f(x1, x2), x3) ..., a single input passes through   (add, mul)
+PACKINGS = (ARGS, LIST, CHAIN)
+
+#: where :mod:`archgraph.fx.layers` lives, for the export and import tables
+EXTRA = "archgraph.fx.layers"
+
+
+@dataclass(frozen=True)
+class Imports:
+    """The torch things the importer turns into this op, as dotted names resolved on the torch side
+    (``"torch.nn.Conv2d"``, ``"torch.nn.functional.relu"``, ``"operator.add"``) and ``Tensor`` method names.
+    ``via`` says, for an op no torch target maps to directly, which pattern the importer recognises instead."""
+
+    modules: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    via: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpDef:
+    """Everything archgraph knows about one op. Every field is given by keyword; the op name is its kind's."""
+
+    #: the spec model (:mod:`archgraph.ops.spec`); the op name is its ``op`` literal
+    kind: type
+    op: str = field(init=False)
+    # -- shape, sizes, channels, tensors --
+    shape: Callable[[Any, list[Shape]], Shape]
+    #: the channel role (one of ROLES): how the output channels relate to the inputs'
+    channels: Callable[[Any, list[Shape]], str]
+    #: ``{tensor: (out_axis, in_axis)}`` of its parameters and buffers
+    layout: Callable[[Any, list[Shape]], dict[str, tuple[Optional[int], Optional[int]]]] = no_layout
+    params: Callable[[Any, list[Shape], Shape], int] = no_count
+    macs: Callable[[Any, list[Shape], Shape], int] = no_count
+    #: ``nonzero_macs(node, out_shape, nonzero_weights)``: the MACs that involve a non-zero weight, for weighted ops
+    nonzero_macs: Callable[[Any, Shape, int], int] = no_count
+    #: the tensors of ``layout`` that are buffers, not parameters (not learned, not masked, not counted)
+    buffers: tuple[str, ...] = ()
+    # -- what kind of op it is --
+    #: holds a weight ``[out, in, ...]`` applied to its input (conv/linear-like): masked, pruned, decayed, grown
+    weighted: bool = False
+    #: a weighted op with a spatial kernel (channels-last formats may speed it up; an inserted one needs an odd kernel)
+    conv: bool = False
+    #: the rank of input it needs (``None``: any)
+    in_rank: Optional[int] = None
+    #: the field that sets its output width (``out_channels``, ``out_features``)
+    width_field: Optional[str] = None
+    #: the weight fill that makes a new layer of this op the identity (``dirac``, ``eye``; see :mod:`archgraph.plan`)
+    identity_fill: Optional[str] = None
+    is_norm: bool = False
+    #: the batchnorms: running statistics a recalibration recomputes
+    running_stats: bool = False
+    is_activation: bool = False
+    #: an activation a residual block ends with after its add (relu, relu6, gelu, silu): SCS puts a new block after
+    #: it. Not the gating ones (sigmoid, tanh, hardsigmoid); hardswish only appears inside MobileNet blocks.
+    block_activation: bool = False
+    is_pool: bool = False
+    #: element-wise dropout in training (the identity in eval); stochastic depth drops whole samples instead
+    is_dropout: bool = False
+    #: the output is the sum of its inputs, so an input branch that outputs zeros can be removed exactly
+    residual: bool = False
+    #: ``collapse_layer`` may remove an input branch ending here (the sum or concatenation of the others remains)
+    branch_end: bool = False
+    # -- build --
+    #: builds the node's submodule, for nodes that hold parameters or buffers or depend on train/eval mode
+    module: Optional[Callable[[Any, Any, list[Shape]], Any]] = None
+    #: (target, kwargs) of a ``call_function`` node, for the stateless ops
+    function: Optional[Callable[[Any, Any], tuple[Callable, dict]]] = None
+    #: how a function op receives its inputs: ARGS, LIST or CHAIN
+    packing: str = ARGS
+    #: the output is one of the inputs unchanged (no fx node is made)
+    passthrough: bool = False
+    # -- rewrite facts (used by archgraph.channels and archgraph.rules) --
+    #: ``resize(node, width)`` -> the field changes that make the node's output ``width`` channels wide (``{}`` when
+    #: the width is inferred from the input); only called for nodes whose output channels a rule changes
+    resize: Callable[[Any, int], dict] = no_resize
+    #: ``nonneg(node, inputs_nonneg)`` -> whether the output is >= 0 everywhere when the inputs flagged True are
+    nonneg: Callable[[Any, list[bool]], bool] = never
+    #: ``identity(node, inputs_nonneg)`` -> whether the node computes exactly its (single) input in eval mode
+    identity: Callable[[Any, list[bool]], bool] = never
+    #: ``mixes(node, ins)`` -> whether an output channel depends on the *other* channels of its input beyond what
+    #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
+    #: the others, so widening through it is not function-preserving
+    mixes: Callable[[Any, list[Shape]], bool] = no_mixing
+    # -- outside the graph: pictures, export, import --
+    #: fill colour of its box in graph pictures
+    colour: str = "#ffffff"
+    #: standalone Python export: ``{module class: constructor source of a built module}``, one entry for every
+    #: class ``module`` can build (function ops are written from their fx target, and ONNX export needs no table:
+    #: ``torch.onnx`` exports the built module)
+    python: dict[str, Callable[[Any], str]] = field(default_factory=dict)
+    #: what the importer maps to it
+    imports: Imports = Imports()
+
+    def __post_init__(self):
+        object.__setattr__(self, "op", self.kind.model_fields["op"].default)
+
+
+WEIGHT_COLOUR, LINEAR_COLOUR, NORM_COLOUR, MERGE_COLOUR, CONCAT_COLOUR = (
+    "#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3")
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+ACT = fixed(THROUGH)
+F_ = "torch.nn.functional."
+
+
+def _activation(kind, target: Callable, *, block: bool = False, nonneg=never, identity=never, modules=(),
+                functions=(), methods=(), **kwargs_of) -> OpDef:
+    """An element-wise activation built as a function call."""
+    return OpDef(kind=kind, shape=same_shape, channels=ACT, function=call(target, **kwargs_of), is_activation=True,
+                 block_activation=block, nonneg=nonneg, identity=identity,
+                 imports=Imports(modules=modules, functions=functions, methods=methods))
+
+
+def _pool(kind, shape, function) -> OpDef:
+    return OpDef(kind=kind, shape=shape, channels=ACT, in_rank=3, is_pool=True, function=function, nonneg=every,
+                 imports=_POOL_IMPORTS[kind])
+
+
+_POOL_IMPORTS = {
+    S.MaxPool2d: Imports(modules=("torch.nn.MaxPool2d",), functions=(F_ + "max_pool2d", "torch.max_pool2d")),
+    S.AvgPool2d: Imports(modules=("torch.nn.AvgPool2d",), functions=(F_ + "avg_pool2d",)),
+    S.AdaptiveAvgPool2d: Imports(modules=("torch.nn.AdaptiveAvgPool2d",), functions=(F_ + "adaptive_avg_pool2d",)),
+    S.GlobalAvgPool: Imports(functions=("torch.mean",), methods=("mean",)),
+}
+
+
+DEFS: tuple[OpDef, ...] = (
+    OpDef(kind=S.Conv2d, shape=conv_shape, channels=conv_role, layout=conv_layout, params=conv_params,
+          macs=conv_macs, nonzero_macs=conv_nonzero_macs, weighted=True, conv=True, in_rank=3,
+          width_field="out_channels", identity_fill="dirac", module=conv_module, resize=conv_resize,
+          colour=WEIGHT_COLOUR, python={"torch.nn.Conv2d": conv_source},
+          imports=Imports(modules=("torch.nn.Conv2d",))),
+    OpDef(kind=S.Linear, shape=linear_shape, channels=fixed(SOURCE), layout=linear_layout, params=linear_params,
+          macs=linear_macs, nonzero_macs=linear_nonzero_macs, weighted=True, in_rank=1, width_field="out_features",
+          identity_fill="eye", module=linear_module, resize=linear_resize, colour=LINEAR_COLOUR,
+          python={"torch.nn.Linear": linear_source}, imports=Imports(modules=("torch.nn.Linear",))),
+    OpDef(kind=S.BatchNorm2d, shape=rank_shape(3), channels=ACT, layout=bn_layout, params=bn_params,
+          buffers=BN_BUFFERS, in_rank=3, is_norm=True, running_stats=True, module=bn2d_module, colour=NORM_COLOUR,
+          python={"torch.nn.BatchNorm2d": bn_source("BatchNorm2d")},
+          imports=Imports(modules=("torch.nn.BatchNorm2d",))),
+    OpDef(kind=S.BatchNorm1d, shape=rank_shape(1), channels=ACT, layout=bn_layout, params=bn_params,
+          buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, module=bn1d_module, colour=NORM_COLOUR,
+          python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
+          imports=Imports(modules=("torch.nn.BatchNorm1d",))),
+    OpDef(kind=S.LayerNorm, shape=norm_any_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
+          module=ln_module, mixes=ln_mixing, colour=NORM_COLOUR,
+          python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
+          imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm",))),
+    _activation(S.ReLU, lambda T: T.torch.relu, block=True, nonneg=always, identity=every,  # relu(x) = x, x >= 0
+                modules=("torch.nn.ReLU",), functions=("torch.relu", F_ + "relu"), methods=("relu", "relu_")),
+    _activation(S.ReLU6, lambda T: T.F.relu6, block=True, nonneg=always, modules=("torch.nn.ReLU6",),
+                functions=(F_ + "relu6",)),
+    _activation(S.GELU, lambda T: T.F.gelu, block=True, modules=("torch.nn.GELU",), functions=(F_ + "gelu",),
+                approximate=lambda n: n.approximate),
+    _activation(S.SiLU, lambda T: T.F.silu, block=True, modules=("torch.nn.SiLU",), functions=(F_ + "silu",)),
+    _activation(S.Sigmoid, lambda T: T.torch.sigmoid, nonneg=always, modules=("torch.nn.Sigmoid",),
+                functions=("torch.sigmoid", F_ + "sigmoid"), methods=("sigmoid",)),
+    _activation(S.Tanh, lambda T: T.torch.tanh, modules=("torch.nn.Tanh",), functions=("torch.tanh", F_ + "tanh"),
+                methods=("tanh",)),
+    _activation(S.Hardswish, lambda T: T.F.hardswish, modules=("torch.nn.Hardswish",),
+                functions=(F_ + "hardswish",)),
+    _pool(S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), pool_call("max_pool2d")),
+    _pool(S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), pool_call("avg_pool2d")),
+    _pool(S.AdaptiveAvgPool2d, adaptive_shape,
+          call(lambda T: T.F.adaptive_avg_pool2d, output_size=lambda n: pair(n.output_size))),
+    _pool(S.GlobalAvgPool, gap_shape, call(lambda T: T.torch.mean, dim=lambda n: (-2, -1))),
+    OpDef(kind=S.Flatten, shape=flatten_shape, channels=flatten_role,
+          function=call(lambda T: T.torch.flatten, start_dim=lambda n: 1), nonneg=every,
+          imports=Imports(modules=("torch.nn.Flatten",), functions=("torch.flatten",), methods=("flatten",))),
+    OpDef(kind=S.Dropout, shape=same_shape, channels=ACT, module=dropout_module, is_dropout=True, nonneg=every,
+          identity=always,   # eval mode
+          python={"torch.nn.Dropout": lambda m: f"nn.Dropout({m.p!r})"},
+          imports=Imports(modules=("torch.nn.Dropout",), functions=(F_ + "dropout",))),
+    OpDef(kind=S.Add, shape=add_shape, channels=fixed(MERGE), function=call(lambda T: operator.add), packing=CHAIN,
+          residual=True, branch_end=True, nonneg=every, identity=single, colour=MERGE_COLOUR,
+          imports=Imports(functions=("operator.add", "operator.iadd", "torch.add"),
+                          methods=("add", "__add__", "add_", "__iadd__"))),
+    OpDef(kind=S.Mul, shape=mul_shape, channels=fixed(MERGE), function=call(lambda T: operator.mul), packing=CHAIN,
+          nonneg=every, identity=single, colour=MERGE_COLOUR,
+          imports=Imports(functions=("operator.mul", "operator.imul", "torch.mul"),
+                          methods=("mul", "__mul__", "mul_", "__imul__"))),
+    OpDef(kind=S.Concat, shape=concat_shape, channels=fixed(CONCAT),
+          function=call(lambda T: T.torch.cat, dim=lambda n: 1), packing=LIST, branch_end=True, nonneg=every,
+          identity=single, colour=CONCAT_COLOUR,
+          imports=Imports(functions=("torch.cat", "torch.concat", "torch.concatenate"))),
+    OpDef(kind=S.Identity, shape=same_shape, channels=ACT, passthrough=True, nonneg=every, identity=always,
+          imports=Imports(modules=("torch.nn.Identity",))),
+    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, modules=("torch.nn.Hardsigmoid",),
+                functions=(F_ + "hardsigmoid",)),
+    OpDef(kind=S.Scale, shape=norm_any_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
+          module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
+          imports=Imports(via="a mul by a per-channel parameter")),
+    OpDef(kind=S.StochasticDepth, shape=same_shape, channels=ACT, module=stochastic_depth_module, nonneg=every,
+          identity=always,   # eval mode
+          python={EXTRA + ".StochasticDepth": lambda m: f"StochasticDepth({m.p!r}, {m.mode!r})"},
+          imports=Imports(functions=("torchvision.ops.stochastic_depth",))),
+    OpDef(kind=S.ChannelShuffle, shape=shuffle_shape, channels=fixed(SHUFFLE), in_rank=3,
+          function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups), nonneg=every,
+          identity=shuffle_identity, imports=Imports(via="reshape to groups, transpose(1, 2), reshape back")),
+    OpDef(kind=S.Slice, shape=slice_shape, channels=fixed(SLICE), nonneg=every,   # start/stop: see rules/draft.py
+          function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop),
+          imports=Imports(via="x[:, start:stop] and the pieces of chunk/split along the channels")),
+)
+
+OPS: dict[str, OpDef] = {d.op: d for d in DEFS}
+
+#: every buffer name any op has (the tensors of a layout that are not parameters)
+BUFFERS: frozenset[str] = frozenset(b for d in DEFS for b in d.buffers)
 
 
 def opdef(op: str) -> OpDef:
     return OPS[op]
+
+
+def is_weighted(node) -> bool:
+    """Whether ``node`` holds a conv/linear-like weight (see :attr:`OpDef.weighted`)."""
+    return OPS[node.op].weighted
+
+
+def is_norm(node) -> bool:
+    return OPS[node.op].is_norm
+
+
+def width_of(node) -> Optional[int]:
+    """The node's output width field (``out_channels``, ``out_features``), or ``None`` when it has none."""
+    name = OPS[node.op].width_field
+    return None if name is None else int(getattr(node, name))
+
+
+WIDTH_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(d.width_field for d in DEFS if d.width_field))

@@ -21,8 +21,6 @@ from .base import Rewrite, Rule, nonnegative, rewire
 from ..topology import reachable, users_of
 from .draft import Draft, realise
 
-BRANCH_ENDS = ("add", "concat")
-
 
 def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
     """Nodes and outputs with ``node`` removed and its readers reading its input (same shape required)."""
@@ -88,7 +86,7 @@ class CollapseLayer(Rule):
             raise self.error("it is a graph output", node=self.node, field="node")
         readers = users_of(graph)[self.node]
         n = graph.nodes[self.node]
-        branch = bool(readers) and all(graph.nodes[u].op in BRANCH_ENDS for u in readers)
+        branch = bool(readers) and all(OPS[graph.nodes[u].op].branch_end for u in readers)
         if branch:
             nodes, outputs = self._cut(graph, readers)
             exact = False
@@ -114,7 +112,8 @@ class CollapseLayer(Rule):
             rest = [i for i in nodes[u].inputs if i != self.node]
             if not rest:
                 raise self.error(f"'{u}' reads only '{self.node}'", node=self.node, field="node")
-            if len(rest) == 1 and (nodes[u].op == "add" or graph.shapes()[rest[0]] == graph.shapes()[u]):
+            # an add's inputs all have its shape; a concat of one input is that input when the shapes agree
+            if len(rest) == 1 and graph.shapes()[rest[0]] == graph.shapes()[u]:
                 replaced[u] = rest[0]
             nodes[u] = nodes[u].replace(inputs=rest)
 

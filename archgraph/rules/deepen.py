@@ -37,24 +37,21 @@ class _Insert(Rule):
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         shape = graph.shapes()[self.after]
         op = self.op or ("conv2d" if len(shape) == 3 else "linear")
-        if op == "conv2d" and len(shape) != 3:
-            raise self.error(f"a conv2d needs a [C, H, W] input but '{self.after}' is {list(shape)}",
+        if OPS[op].in_rank != len(shape):
+            need = "[C, H, W]" if OPS[op].in_rank == 3 else "[F]"
+            raise self.error(f"a {op} needs a {need} input but '{self.after}' is {list(shape)}",
                              node=self.after, field="op")
-        if op == "linear" and len(shape) != 1:
-            raise self.error(f"a linear needs a [F] input but '{self.after}' is {list(shape)}", node=self.after,
-                             field="op")
-        if op == "conv2d" and self.kernel_size % 2 == 0:
+        if OPS[op].conv and self.kernel_size % 2 == 0:
             raise self.error(f"kernel_size {self.kernel_size} is even: the layer must keep the "
                              f"{shape[1]}x{shape[2]} positions (padding k//2), so it needs an odd kernel",
                              node=self.after, field="kernel_size")
         return op, shape
 
     def layer(self, op: str, src: str, width: int, bias: bool) -> dict:
-        if op == "conv2d":
-            k = self.kernel_size
-            return {"op": "conv2d", "in": src, "out_channels": width, "kernel_size": k, "padding": k // 2,
-                    "bias": bias}
-        return {"op": "linear", "in": src, "out_features": width, "bias": bias}
+        layer = {"op": op, "in": src, OPS[op].width_field: width}
+        if OPS[op].conv:
+            layer.update(kernel_size=self.kernel_size, padding=self.kernel_size // 2)
+        return {**layer, "bias": bias}
 
     def splice(self, graph, new: dict[str, dict], last: str) -> tuple[dict, list[str]]:
         """The graph's nodes with ``new`` placed right after ``after`` and every old reader of ``after`` (and the
@@ -96,7 +93,7 @@ class InsertLayer(_Insert):
         if self.activation and self.init == "identity":
             nonneg = nonnegative(graph)[self.after]
             if not OPS[self.activation].identity(None, [nonneg]):
-                why = (f"'{self.after}' can be negative" if self.activation == "relu"
+                why = (f"'{self.after}' can be negative" if OPS[self.activation].identity(None, [True])
                        else f"{self.activation} is not the identity")
                 raise self.error(f"{self.activation} after '{self.after}' would change the function ({why}); "
                                  "insert it after a ReLU, leave the activation out or use init=random",
@@ -106,19 +103,20 @@ class InsertLayer(_Insert):
         bias = self.bias if self.bias is not None else self.norm is None
         new: dict[str, dict] = {}
         fills: dict[str, tuple[str, float]] = {}
-        layer_id = fresh_id(ids, f"{base}_{'conv' if op == 'conv2d' else 'fc'}")
+        layer_id = fresh_id(ids, f"{base}_{'conv' if OPS[op].conv else 'fc'}")
         ids.add(layer_id)
         new[layer_id] = self.layer(op, self.after, shape[0], bias)
         last = layer_id
         if self.init == "identity":
-            fills[f"{layer_id}.weight"] = ("dirac" if op == "conv2d" else "eye", 0.0)
+            fills[f"{layer_id}.weight"] = (OPS[op].identity_fill, 0.0)
             fills[f"{layer_id}.bias"] = ("zero", 0.0)
         if self.norm:
             bn_id = fresh_id(ids, f"{base}_bn")
             ids.add(bn_id)
             new[bn_id] = {"op": norm_op(shape), "in": last}
-            if self.init == "identity":
-                fills[f"{bn_id}.weight"] = ("value", math.sqrt(1.0 + 1e-5))
+            if self.init == "identity":   # against running variance 1 and the norm's default eps
+                eps = OPS[norm_op(shape)].kind.model_fields["eps"].default
+                fills[f"{bn_id}.weight"] = ("value", math.sqrt(1.0 + eps))
                 fills[f"{bn_id}.bias"] = ("zero", 0.0)
             last = bn_id
         if self.activation:
@@ -148,7 +146,7 @@ class InsertBlock(_Insert):
         op, shape = self.layer_op(graph)
         ids = set(graph.nodes) | set(graph.inputs)
         base = self.prefix or self.after
-        tag = "conv" if op == "conv2d" else "fc"
+        tag = "conv" if OPS[op].conv else "fc"
         bias = self.norm is None
         new: dict[str, dict] = {}
         fills: dict[str, tuple[str, float]] = {}

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ..channels import GROUPED, SOURCE, THROUGH, Channels, Space, analyse
+from ..ops.registry import OPS
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 
@@ -31,7 +32,7 @@ def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
     n = graph.nodes[node]
     role = ch.roles[node]
     if role != SOURCE:
-        if n.op == "conv2d" and role == THROUGH:
+        if OPS[n.op].weighted and role == THROUGH:
             makers = ", ".join(f"'{p}'" for p in ch.space(node).producers)
             raise rule.error(f"'{node}' is a depthwise conv: its channels follow its input's; widen the layer that "
                              f"makes them ({makers})", node=node, field="node")

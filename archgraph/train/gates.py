@@ -33,11 +33,9 @@ import torch
 
 from ..errors import RuleError
 from ..topology import topological_order
-from ..ops.registry import OPS
+from ..ops.registry import OPS, is_norm, is_weighted
 from ..shapes import node_macs
-from .masks import NORM_OPS, mask_layout
-
-LINEAR_OPS = ("conv2d", "linear")
+from .masks import mask_layout
 
 
 @dataclass
@@ -109,7 +107,7 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True) -> GateL
             channel[gid] = ChannelGate(gid, shapes[gid][0], params, list(group.consumers),
                                        [f"{gid}.weight", *group.members])
     branch = _branch_gates(graph, set().union(*[set(g.params) for g in channel.values()])) if branches else {}
-    layer_macs = {nid: node_macs(graph, nid) for nid, n in graph.nodes.items() if n.op in LINEAR_OPS}
+    layer_macs = {nid: node_macs(graph, nid) for nid, n in graph.nodes.items() if is_weighted(n)}
     layer_in: dict[str, list[tuple[str, int, int]]] = {}
     for gid, gate in channel.items():
         for key, repeat in gate.consumers:
@@ -123,7 +121,7 @@ def _gated_params(graph, gid: str, members: list[str], order: dict[str, int]) ->
     """Parameters a channel gate multiplies: the last norm's and everything per-channel after it, or, without a
     norm, the layer's own and everything per-channel after it."""
     nodes = sorted({k.rsplit(".", 1)[0] for k in members}, key=order.__getitem__)
-    norms = [n for n in nodes if graph.nodes[n].op in NORM_OPS]
+    norms = [n for n in nodes if is_norm(graph.nodes[n])]
     if norms:
         last = norms[-1]
         if f"{last}.weight" not in members:   # a norm without an affine part cannot carry the gate
@@ -139,14 +137,14 @@ def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
     from ..rules import CollapseLayer
     out: dict[str, BranchGate] = {}
     for nid, node in graph.nodes.items():
-        if node.op != "add" or len(node.inputs) < 2:
+        if not OPS[node.op].residual or len(node.inputs) < 2:
             continue
         best: Optional[BranchGate] = None
         for src in node.inputs:
             if src not in graph.nodes or len(graph.users(src)) != 1:
                 continue
             n = graph.nodes[src]
-            if n.op in NORM_OPS or n.op in LINEAR_OPS:
+            if is_norm(n) or is_weighted(n):
                 layout = OPS[n.op].layout(n, graph.input_shapes(src))
                 params = [f"{src}.{p}" for p in ("weight", "bias") if p in layout]
             else:

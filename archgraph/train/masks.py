@@ -35,10 +35,7 @@ from typing import Optional
 
 import torch
 
-from ..ops.registry import FLATTEN, OPS, SOURCE, THROUGH
-
-BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-NORM_OPS = ("batchnorm2d", "batchnorm1d", "layernorm")
+from ..ops.registry import BUFFERS, FLATTEN, OPS, SOURCE, THROUGH, is_weighted
 
 
 @dataclass
@@ -64,11 +61,11 @@ def mask_layout(graph, channel_masks: bool = True) -> MaskLayout:
     gateable when they reach other conv/linear layers only through per-channel ops (norms, activations, pools,
     dropout, depthwise convs, flatten) - not through an add, a concat or a graph output."""
     shapes = graph.shapes()
-    weights = [f"{nid}.weight" for nid, n in graph.nodes.items() if n.op in ("conv2d", "linear")]
+    weights = [f"{nid}.weight" for nid, n in graph.nodes.items() if is_weighted(n)]
     groups: dict[str, ChannelGroup] = {}
     if channel_masks:
         for nid, node in graph.nodes.items():
-            if node.op in ("conv2d", "linear") and _role(graph, nid, shapes) == SOURCE:
+            if is_weighted(node) and _role(graph, nid, shapes) == SOURCE:
                 group = _channel_group(graph, nid, shapes)
                 if group is not None:
                     groups[nid] = group
@@ -108,7 +105,7 @@ def _channel_group(graph, producer: str, shapes) -> Optional[ChannelGroup]:
                 continue
             seen.add((user, nid))
             role = _role(graph, user, shapes)
-            op = graph.nodes[user].op
+            opdef = OPS[graph.nodes[user].op]
             if role == SOURCE:
                 group.consumers.append((f"{user}.weight", repeat))
                 continue
@@ -118,7 +115,7 @@ def _channel_group(graph, producer: str, shapes) -> Optional[ChannelGroup]:
                 if repeat != 1 and _params_on_out_axis(graph, user, shapes):
                     return None   # per-feature parameters after a flatten: not one channel any more
                 group.members.extend(_params_on_out_axis(graph, user, shapes))
-                if op in NORM_OPS and group.scale is None and f"{user}.weight" in group.members:
+                if opdef.is_norm and group.scale is None and f"{user}.weight" in group.members:
                     group.scale = f"{user}.weight"
                 stack.append((user, repeat))
             elif role == FLATTEN:

@@ -26,12 +26,13 @@ from typing import Mapping, Optional
 
 import torch
 
+from ..ops.registry import is_weighted
 from .masks import mask_layout
 
 
 def masked_keys(graph) -> list[str]:
     """``<node>.weight`` of every conv and linear layer: the weights that get a per-weight mask."""
-    return [f"{nid}.weight" for nid, n in graph.nodes.items() if n.op in ("conv2d", "linear")]
+    return [f"{nid}.weight" for nid, n in graph.nodes.items() if is_weighted(n)]
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:

@@ -282,7 +282,7 @@ def growable_layers(graph) -> list[str]:
     shapes = graph.shapes()
     out = []
     for nid, node in graph.nodes.items():
-        if node.op not in ("conv2d", "linear") or nid in graph.outputs:
+        if not OPS[node.op].weighted or nid in graph.outputs:
             continue
         if OPS[node.op].channels(node, [shapes[i] for i in node.inputs]) == SOURCE:
             out.append(nid)
@@ -293,7 +293,7 @@ def deepen_point(graph) -> Optional[str]:
     """Where to insert a layer: after the per-channel ops (norm, activation) that follow the last growable conv
     (or linear, for an MLP), before any pooling."""
     layers = growable_layers(graph)
-    convs = [n for n in layers if graph.nodes[n].op == "conv2d"]
+    convs = [n for n in layers if OPS[graph.nodes[n].op].conv]
     candidates = convs or layers
     if not candidates:
         return None
@@ -304,9 +304,9 @@ def deepen_point(graph) -> Optional[str]:
         if len(users) != 1 or users[0] in graph.outputs:
             return at
         user = graph.nodes[users[0]]
-        role = OPS[user.op].channels(user, [shapes[i] for i in user.inputs])
-        if role != THROUGH or user.op in ("maxpool2d", "avgpool2d", "adaptive_avgpool2d", "global_avg_pool",
-                                          "dropout") or user.op == "conv2d":
+        opdef = OPS[user.op]
+        role = opdef.channels(user, [shapes[i] for i in user.inputs])
+        if role != THROUGH or opdef.is_pool or opdef.is_dropout or opdef.weighted:   # weighted: a depthwise conv
             return at
         at = users[0]
 

@@ -58,6 +58,7 @@ from typing import Optional
 
 import torch
 
+from ...fx.torchnames import module_classes
 from ..unstructured import ChannelDeath, TensorAdam, follow, masked_keys
 from .base import Strategy
 
@@ -279,7 +280,7 @@ class GumbelStrategy(Strategy):
 def recalibrate_norms(trainer) -> None:
     """Recompute every batchnorm's running statistics as the plain average over the training set (no augmentation)
     for the network as it is now; no parameter changes."""
-    norms = [m for m in trainer.module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in trainer.module.modules() if isinstance(m, module_classes(running_stats=True))]
     if not norms:
         return
     momenta = [m.momentum for m in norms]

@@ -62,6 +62,7 @@ from typing import Optional
 
 import torch
 
+from ...ops.registry import OPS
 from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
 from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
@@ -378,7 +379,7 @@ def block_output(graph, branch: str) -> Optional[str]:
         return None
     add = users[0]
     after = graph.users(add)
-    if len(after) == 1 and graph.nodes[after[0]].op in ("relu", "relu6", "gelu", "silu") \
+    if len(after) == 1 and OPS[graph.nodes[after[0]].op].block_activation \
             and after[0] not in graph.outputs:
         return after[0]
     return add
