@@ -37,11 +37,11 @@ from ..graph import content_hash
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from ..fx.speed import Format, choose_format
 from ..fx.weights import load_into
+from ..rules.base import decode, encode
 from . import distributed
 from .config import RunConfig
 from .data import Dataset, Split, load_dataset
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
-from .rules_io import rule_from_data, rule_to_data
 from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
 
@@ -329,9 +329,9 @@ class Trainer:
         """The rules a hook returned; when distributed, rank 0's, checked to be every rank's (sent as JSON)."""
         if not self.dist.enabled:
             return list(rules)
-        data = self.dist.agree([rule_to_data(r) for r in rules],
+        data = self.dist.agree([encode(r) for r in rules],
                                f"the rules of {self.strategy.name}.{hook} at step {self.step}")
-        return [rule_from_data(d) for d in data]
+        return [decode(d) for d in data]
 
     def current_lr(self, fraction: float, epoch: Optional[int] = None) -> float:
         """Learning rate at ``fraction`` of epoch ``epoch`` (default: the current one); also sets ``progress``."""
@@ -473,7 +473,7 @@ class Trainer:
             self.prune_events += 1
         metrics = self.size_metrics()
         self.pending = self.pending[1:]
-        self.log({"event": "rewrite", "rule": rule.name, "args": rule.args(), "version": self.version,
+        self.log({"event": "rewrite", **encode(rule), "version": self.version,
                   "parent": self.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
                   "epoch": self.epoch, "step": self.step, "kind": kind, "metrics": metrics})
         self._say(f"  {kind}: {rule.name}({_args_text(rule.args())}) -> version {self.version}: "
@@ -550,7 +550,7 @@ class Trainer:
                 "phase": self.phase, "epoch": self.epoch, "step": self.step,
                 "history_lines": self.history_lines, "growth_events": self.growth_events,
                 "prune_events": self.prune_events, "finalized": self.finalized,
-                "pending": [rule_to_data(r) for r in self.pending],
+                "pending": [encode(r) for r in self.pending],
                 "epoch_state": self.epoch_state.to_state() if self.epoch_state is not None else None,
                 "last_metrics": json.dumps(self.last_metrics),
                 "wall_s": self.wall_before + time.perf_counter() - self.t0,
@@ -587,7 +587,7 @@ class Trainer:
         self.growth_events = int(loop["growth_events"])
         self.prune_events = int(loop["prune_events"])
         self.finalized = bool(loop["finalized"])
-        self.pending = [rule_from_data(d) for d in loop["pending"]]
+        self.pending = [decode(d) for d in loop["pending"]]
         self.epoch_state = EpochState.from_state(loop["epoch_state"]) if loop["epoch_state"] is not None else None
         self.last_metrics = json.loads(loop["last_metrics"])
         self.wall_before = float(loop["wall_s"])
