@@ -38,13 +38,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..state import Stateful
+
 #: rule name -> event kind in the history
 RULE_KIND = {"add_filters": "growth", "insert_layer": "growth", "insert_block": "growth", "split_filters": "growth",
              "delete_node": "prune", "prune_channels": "prune", "collapse_layer": "prune"}
 
 
-class Strategy:
-    """Base class: plain training, no rewrites."""
+class Strategy(Stateful):
+    """Base class: plain training, no rewrites. ``STATE`` names the attributes to checkpoint."""
 
     name = "base"
     #: set when some module parameters get no gradient in a step (DDP must then look for them every step)
@@ -103,13 +105,6 @@ class Strategy:
         """``{name: tensor}`` of the tensors this strategy trains with its own optimizer or whose gradients it reads
         (not module parameters); under torchrun their gradients are averaged over the processes every step."""
         return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 def applicable(graph, rules: list) -> list:
     """The rules that apply one after the other, starting from ``graph`` (a rule that cannot apply is left out).

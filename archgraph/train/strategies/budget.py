@@ -76,6 +76,7 @@ def budget_loss(density: torch.Tensor, target: float, kind: str = "squared") -> 
 
 class BudgetStrategy(Strategy):
     name = "budget"
+    STATE = ("phase",)
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -158,8 +159,3 @@ class BudgetStrategy(Strategy):
                                  sum(values[k].numel() for k in keys), 5)
         return m
 
-    def state_dict(self) -> dict:
-        return {"phase": self.phase}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.phase = state["phase"]

@@ -46,6 +46,7 @@ EPS = 0.05   # added to a group's scale in the reweighting (a group at zero is n
 
 class GbpStrategy(Strategy):
     name = "gbp"
+    STATE = ("phase", "expanded_at", "sizes", "threshold", "cost")
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -178,18 +179,6 @@ class GbpStrategy(Strategy):
 
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, **self.sizes.summary(trainer.graph)}
-
-    def state_dict(self) -> dict:
-        return {"phase": self.phase, "expanded_at": self.expanded_at, **self.sizes.state_dict(),
-                "threshold": self.threshold, "cost": self.cost.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.phase = state["phase"]
-        self.expanded_at = int(state["expanded_at"])
-        self.sizes.load_state_dict(state)
-        self.threshold = float(state["threshold"])
-        self.cost.load_state_dict(state["cost"])
-
 
 def tensor_rms(params: dict[str, torch.Tensor], index: GroupIndex) -> dict[str, torch.Tensor]:
     """RMS of every tensor that has group entries (detached; the reference scale of its entries)."""

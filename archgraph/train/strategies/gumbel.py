@@ -58,7 +58,8 @@ from typing import Optional
 
 import torch
 
-from ..unstructured import ChannelDeath, TensorAdam, follow, masked_keys
+from ..tensors import TensorAdam, follow_weights
+from ..unstructured import ChannelDeath, masked_keys
 from .base import Strategy
 
 TRAIN, DONE = "train", "done"
@@ -93,6 +94,7 @@ def annealed(start: float, end: float, fraction: float) -> float:
 
 class GumbelStrategy(Strategy):
     name = "gumbel"
+    STATE = ("phase", "logits", "log_scale", "adam_logits", "adam_scale")
     uses_global_rng = True   # the topology samples (under torchrun every process draws rank 0's)
 
     def __init__(self, settings, config=None):
@@ -105,7 +107,6 @@ class GumbelStrategy(Strategy):
         self.adam_logits = TensorAdam(settings.mask_lr)
         self.adam_scale = TensorAdam(settings.scale_lr)
         self.death: Optional[ChannelDeath] = None
-        self._state: Optional[dict] = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
@@ -116,13 +117,10 @@ class GumbelStrategy(Strategy):
 
     def attach(self, trainer) -> None:
         self.device = trainer.device
-        if self._state is not None:
-            st, self._state = self._state, None
-            self.phase = st["phase"]
-            self.logits = {k: v.to(trainer.device) for k, v in st["logits"].items()}
-            self.log_scale = {k: v.to(trainer.device) for k, v in st["log_scale"].items()}
-            self.adam_logits.load_state_dict(st["adam_logits"], trainer.device)
-            self.adam_scale.load_state_dict(st["adam_scale"], trainer.device)
+        self.logits = {k: v.to(trainer.device) for k, v in self.logits.items()}
+        self.log_scale = {k: v.to(trainer.device) for k, v in self.log_scale.items()}
+        self.adam_logits.to(trainer.device)
+        self.adam_scale.to(trainer.device)
         for t in [*self.logits.values(), *self.log_scale.values()]:
             t.requires_grad_(True)
         self.death = ChannelDeath(trainer.graph)
@@ -237,7 +235,7 @@ class GumbelStrategy(Strategy):
         shapes = {k: params[k].shape for k in masked_keys(new_graph)}
         with torch.no_grad():
             self.logits = {k: v.requires_grad_(True) for k, v in
-                           follow(plan, self.logits, shapes, self.settings.logit_init, trainer.device).items()}
+                           follow_weights(plan, self.logits, shapes, self.settings.logit_init, trainer.device).items()}
             self.adam_logits.follow(plan, shapes, device=trainer.device)
             scales = {}
             for key in shapes:
@@ -264,16 +262,6 @@ class GumbelStrategy(Strategy):
         if self.settings.rescale == "learned":
             m["scale_mean"] = round(sum(scales) / len(scales), 5)
         return m
-
-    def state_dict(self) -> dict:
-        return {"phase": self.phase,
-                "logits": {k: v.detach().cpu() for k, v in self.logits.items()},
-                "log_scale": {k: v.detach().cpu() for k, v in self.log_scale.items()},
-                "adam_logits": self.adam_logits.state_dict(), "adam_scale": self.adam_scale.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._state = state
-
 
 @torch.no_grad()
 def recalibrate_norms(trainer) -> None:

@@ -62,7 +62,8 @@ from typing import Optional
 
 import torch
 
-from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
+from ..gates import gate_layout, gate_overrides, hard_weights
+from ..tensors import TensorSGD, follow_channels
 from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
 
@@ -71,6 +72,8 @@ SEARCH, FINETUNE, DONE = "search", "finetune", "done"
 
 class ScsStrategy(Strategy):
     name = "scs"
+    STATE = ("s", "sb", "beta", "round", "k", "round_length", "phase", "growths", "sizes", "opt", "opt_b", "cost",
+             "dense_cost")
     uses_global_rng = True   # the Bernoulli samples (under torchrun every process draws rank 0's)
 
     def __init__(self, settings, config=None):
@@ -109,8 +112,8 @@ class ScsStrategy(Strategy):
         for node in self.layout.branch:
             if node not in self.sb:
                 self.sb[node] = _leaf(torch.tensor(self.settings.s_init), trainer.device)
-        self.opt.buf = {k: v.to(trainer.device) for k, v in self.opt.buf.items()}
-        self.opt_b.buf = {k: v.to(trainer.device) for k, v in self.opt_b.buf.items()}
+        self.opt.to(trainer.device)
+        self.opt_b.to(trainer.device)
 
     @property
     def scale(self) -> float:
@@ -300,7 +303,7 @@ class ScsStrategy(Strategy):
             return torch.full((n,), s_new, device=trainer.device)
 
         detached = {k: v.detach() for k, v in self.s.items()}
-        self.s = {k: _leaf(v, trainer.device) for k, v in follow_rewrite(plan, detached, fill, sizes).items()}
+        self.s = {k: _leaf(v, trainer.device) for k, v in follow_channels(plan, detached, fill, sizes).items()}
         self.opt.follow(plan, sizes)
         self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
                    for k in self.layout.branch}
@@ -329,30 +332,6 @@ class ScsStrategy(Strategy):
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, "train_macs_dense": self.dense_cost.macs,
                 "seed_macs": self.sizes.seed_macs, "beta_final": self.beta}
-
-    def state_dict(self) -> dict:
-        return {"s": {k: v.detach().cpu() for k, v in self.s.items()},
-                "sb": {k: v.detach().cpu() for k, v in self.sb.items()},
-                "beta": self.beta, "round": self.round, "k": self.k, "round_length": self.round_length,
-                "phase": self.phase, "growths": self.growths, **self.sizes.state_dict(),
-                "opt": self.opt.state_dict(), "opt_b": self.opt_b.state_dict(),
-                "cost": self.cost.state_dict(), "dense_cost": self.dense_cost.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.s = dict(state["s"])
-        self.sb = dict(state["sb"])
-        self.beta = float(state["beta"])
-        self.round = int(state["round"])
-        self.k = int(state["k"])
-        self.round_length = int(state["round_length"])
-        self.phase = state["phase"]
-        self.growths = int(state["growths"])
-        self.sizes.load_state_dict(state)
-        self.opt.load_state_dict(state["opt"])
-        self.opt_b.load_state_dict(state["opt_b"])
-        self.cost.load_state_dict(state["cost"])
-        self.dense_cost.load_state_dict(state["dense_cost"])
-
 
 def closed_channels(p: torch.Tensor, s: torch.Tensor, below: float, min_width: int) -> list[int]:
     """Channels whose gate ``p`` is under ``below``, leaving the ``min_width`` highest logits in any case.
