@@ -36,6 +36,7 @@ from ..format.yaml_io import dumps, loads
 from ..graph import content_hash
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from ..fx.speed import Format, choose_format
+from ..fx.materialise import materialise
 from ..fx.weights import load_into
 from ..rules.base import decode, encode
 from . import distributed
@@ -44,6 +45,7 @@ from .data import Dataset, Split, load_dataset
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
+from .view import RunView
 
 CHECKPOINT_FORMAT = 1
 TIMED_STEPS = 11   # steps timed (synchronised) after each new version: the first one, then a median of the rest
@@ -120,6 +122,9 @@ class Trainer:
         self.last_metrics: dict = {}
         self.wall_before = 0.0
         self.progress = 0.0   # epochs done, fractional
+        self.lr = self.schedule.lr                          # the learning rate of the current step
+        self.batch_samples = config.data.batch_size         # examples in the last step's global batch
+        self.view = RunView(self)                           # all the strategy sees of the run
 
     @property
     def epochs(self) -> int:
@@ -152,7 +157,7 @@ class Trainer:
         while self.phase == "train":
             if self.pending:
                 self.apply_pending()
-            elif self.dist.agree(self.epoch >= self.epochs or bool(self.strategy.should_stop(self)),
+            elif self.dist.agree(self.epoch >= self.epochs or bool(self.strategy.should_stop(self.view)),
                                  "whether to stop"):
                 self.phase = "final"
             else:
@@ -179,8 +184,8 @@ class Trainer:
         self.run_dir.write_version(0, graph)
         self.log({"event": "start", "version": 0, "hash": content_hash(graph),
                   "config": self.config.model_dump(mode="json"), "time": time.time()})
-        self.strategy.setup(self)
-        self.strategy.attach(self)
+        self.strategy.setup(self.view)
+        self.strategy.attach(self.view)
         self._install("seed", "the seed's weights", t0)
         self.checkpoint()
 
@@ -254,7 +259,7 @@ class Trainer:
         """SHA-256 of the module's weights and buffers, the optimizer state, the strategy's learned tensors and its
         whole state (what must be the same on every rank)."""
         return distributed.digest(self.module.state_dict(), optimizer_state(self.optimizer, self.module),
-                                  self.strategy.learned_parameters(self), self.strategy.state_dict())
+                                  self.strategy.learned_parameters(self.view), self.strategy.state_dict())
 
     # ---- one epoch --------------------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
@@ -276,10 +281,12 @@ class Trainer:
         world = self.dist.world_size
         for b in range(es.batch, n_batches):
             idx = es.perm[b * bs:(b + 1) * bs]
-            set_lr(self.optimizer, self.current_lr(b / n_batches))
+            self.lr = self.current_lr(b / n_batches)
+            set_lr(self.optimizer, self.lr)
             loss, correct = self._timed_step(idx)
             loss_acc += loss
             correct_acc += correct
+            self.batch_samples = len(idx)
             es.seen += len(idx)
             es.batch = b + 1
             self.step += 1
@@ -289,7 +296,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{(es.loss_sum + float(loss_acc) * world) / es.seen:.4f}",
                                     acc=f"{(es.correct + int(correct_acc) * world) / es.seen:.4f}",
                                     params=self.last_metrics.get("nonzero_params", self.graph.params))
-            rules = self._agree_rules(self.strategy.on_step_end(self), "on_step_end")
+            rules = self._agree_rules(self.strategy.on_step_end(self.view), "on_step_end")
             if rules:
                 self._fold(es, loss_acc, correct_acc)
                 self.pending = list(rules)
@@ -308,12 +315,12 @@ class Trainer:
             metrics["val_loss"], metrics["val_acc"] = None, None
         metrics.update(self.size_metrics())
         metrics["lr"] = self.current_lr(0.0, self.epoch - 1)
-        metrics.update(self.strategy.metrics(self))
+        metrics.update(self.strategy.metrics(self.view))
         self.last_metrics = metrics
         self.log({"event": "epoch", "epoch": self.epoch, "step": self.step, "version": self.version,
                   "metrics": metrics})
         self._say(self._epoch_line(metrics))
-        self.pending = self._agree_rules(self.strategy.on_epoch_end(self, metrics), "on_epoch_end")
+        self.pending = self._agree_rules(self.strategy.on_epoch_end(self.view, metrics), "on_epoch_end")
         self.checkpoint()
         self.apply_pending()
 
@@ -336,7 +343,7 @@ class Trainer:
     def current_lr(self, fraction: float, epoch: Optional[int] = None) -> float:
         """Learning rate at ``fraction`` of epoch ``epoch`` (default: the current one); also sets ``progress``."""
         self.progress = (self.epoch if epoch is None else epoch) + fraction
-        return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self)
+        return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self.view)
 
     def _timed_step(self, idx: torch.Tensor):
         """:meth:`train_step`, timed (synchronised) for the first steps of each version: the first one carries
@@ -364,7 +371,7 @@ class Trainer:
                                   part=self.dist.part(len(idx)) if world > 1 else None)
         if world > 1 and self.strategy.uses_global_rng:
             self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
-        overrides, extra = self.strategy.parametrize(self, training=True)
+        overrides, extra = self.strategy.parametrize(self.view, training=True)
         out = self.forward(x, overrides, self.net)
         if world == 1:
             ce = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing)
@@ -383,7 +390,7 @@ class Trainer:
     def _sync_learned(self) -> None:
         """The strategy's own tensors: gradients averaged over ranks and, under float16 AMP, unscaled (dropped for a
         step whose gradients overflowed, as the scaler drops the optimizer's)."""
-        tensors = list(self.strategy.learned_parameters(self).values())
+        tensors = list(self.strategy.learned_parameters(self.view).values())
         if not tensors:
             return
         self.dist.average_grads(tensors)
@@ -419,7 +426,7 @@ class Trainer:
         net = module if module is not None else self.module
         was_training = net.training
         net.eval()
-        overrides = {} if module is not None else self.strategy.parametrize(self, training=False)[0]
+        overrides = {} if module is not None else self.strategy.parametrize(self.view, training=False)[0]
         runner = _Forward(net, _functional_forward)
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -437,7 +444,7 @@ class Trainer:
         return loss_sum / n, int(correct_sum) / n
 
     def size_metrics(self) -> dict:
-        weights = self.strategy.effective_weights(self)
+        weights = self.strategy.effective_weights(self.view)
         return {"params": self.graph.params, "nonzero_params": count_nonzero_params(self.graph, weights),
                 "macs": self.graph.macs, "nonzero_macs": count_nonzero_macs(self.graph, weights)}
 
@@ -446,15 +453,17 @@ class Trainer:
         while self.pending:
             rule = self.pending[0]
             self.apply_rule(rule)
+        self.view.forget()   # the event is over: the rewrites the strategy tried are of no more use
 
     def apply_rule(self, rule) -> None:
         """Apply one rule: new graph and module (weights and optimizer state carried), version file, history event,
         checkpoint."""
-        import archgraph
         t0 = time.perf_counter()
         old = self.graph
         self.dist.sync_buffers(self.module)
-        graph, module = archgraph.rewrite(old, self.module, rule, optimizer=self.optimizer, seed=self.schedule.seed)
+        rw = self.view.apply(old, rule)   # applied once: the strategy may have tried it already
+        graph = rw.graph
+        module = materialise(rw, self.module, self.optimizer, self.schedule.seed)
         opt_state = optimizer_state(self.optimizer, module, copy=False)
         # the optimizer is made afresh as a resumed run makes it, so both take identical steps; its state tensors
         # are handed over (the old optimizer is dropped)
@@ -463,7 +472,7 @@ class Trainer:
         load_optimizer_state(self.optimizer, self.module, opt_state, copy=False)
         self.graph = graph
         self.version += 1
-        self.strategy.on_rewrite(self, old, graph, rule)
+        self.strategy.on_rewrite(self.view, rw)
         self._install("rewrite", f"weights after the rewrite to version {self.version} ({rule.name})", t0)
         self.run_dir.write_version(self.version, graph)
         kind = getattr(rule, "kind", None) or RULE_KIND.get(rule.name, "growth")
@@ -484,13 +493,13 @@ class Trainer:
     def finish(self) -> dict:
         if not self.finalized:
             self.phase = "final"
-            self.pending = self._agree_rules(self.strategy.finalize(self), "finalize")
+            self.pending = self._agree_rules(self.strategy.finalize(self.view), "finalize")
             self.finalized = True
             self.checkpoint()
         self.apply_pending()
         self.dist.sync_buffers(self.module)
         final = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self).items()})
+        final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self.view).items()})
         if self.dist.enabled:
             self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
@@ -521,7 +530,7 @@ class Trainer:
             "speed": speed_summary(self.speed),
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
         }
-        summary.update(self.strategy.summary(self))
+        summary.update(self.strategy.summary(self.view))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
         self._say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "
@@ -594,7 +603,7 @@ class Trainer:
         self.data_gen = torch.Generator()
         self._set_rng_state(ckpt["rng"])
         self.strategy.load_state_dict(ckpt["strategy"])
-        self.strategy.attach(self)
+        self.strategy.attach(self.view)
         self._install("resume", f"weights after resuming at version {self.version}", t0)
         self._say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
 

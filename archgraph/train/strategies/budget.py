@@ -86,8 +86,8 @@ class BudgetStrategy(Strategy):
     def attach(self, trainer) -> None:
         self.death = ChannelDeath(trainer.graph)
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        self.death = ChannelDeath(new_graph)   # the masks are functions of the weights: nothing else to carry
+    def on_rewrite(self, trainer, rewrite) -> None:
+        self.death = ChannelDeath(rewrite.graph)   # the masks are functions of the weights: nothing else to carry
 
     def active(self, trainer) -> bool:
         return self.phase == TRAIN and trainer.epoch >= self.settings.warmup_epochs

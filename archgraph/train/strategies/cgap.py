@@ -169,9 +169,8 @@ class CgapStrategy(Strategy):
             self.prunes += 1
         return rules
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        import archgraph
-        plan = archgraph.apply(old_graph, rule).plan
+    def on_rewrite(self, trainer, rewrite) -> None:
+        plan, new_graph = rewrite.plan, rewrite.graph
         self.layout = gate_layout(new_graph, branches=False)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
 

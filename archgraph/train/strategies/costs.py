@@ -15,16 +15,6 @@ from __future__ import annotations
 from ..state import Stateful
 
 
-def step_samples(trainer) -> int:
-    """Samples in the batch the loop just trained on (called from ``on_step_end``)."""
-    es = trainer.epoch_state
-    if es is None:
-        return trainer.config.data.batch_size
-    bs = trainer.config.data.batch_size
-    b = es.batch - 1
-    return int(es.perm[b * bs:(b + 1) * bs].numel())
-
-
 class TrainCost(Stateful):
     """Running total of training MACs (plain floats, checkpointed through the strategy's state)."""
 
@@ -39,7 +29,7 @@ class TrainCost(Stateful):
     def add_step(self, trainer, macs_per_sample: float | None = None) -> None:
         """Count the step the loop just trained: ``macs_per_sample`` (default: the current graph's MACs) times the
         batch's samples."""
-        self.add(trainer.graph.macs if macs_per_sample is None else macs_per_sample, step_samples(trainer))
+        self.add(trainer.graph.macs if macs_per_sample is None else macs_per_sample, trainer.batch_samples)
 
 
 class SizeLedger(Stateful):

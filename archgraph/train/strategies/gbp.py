@@ -110,7 +110,7 @@ class GbpStrategy(Strategy):
             if e >= s.expand_after:
                 self.phase = SEARCH
                 self.expanded_at = e
-                return self._expand_rules(trainer.graph)
+                return self._expand_rules(trainer)
             return []
         if self.phase != SEARCH:
             return []
@@ -132,10 +132,11 @@ class GbpStrategy(Strategy):
         t = min(1.0, max(0.0, t))
         return s.threshold * 0.5 * (1.0 - math.cos(math.pi * t))
 
-    def _expand_rules(self, graph) -> list:
+    def _expand_rules(self, trainer) -> list:
         from ... import rules as R
         from ...channels import analyse
         s = self.settings
+        graph = trainer.graph
         out = []
         for space in analyse(graph).spaces():
             if space.frozen or space.irregular:
@@ -149,7 +150,7 @@ class GbpStrategy(Strategy):
                 continue
             out.append(R.AddFilters(node=node, count=count, init=s.expand_init))
         # the seeds number the rules that apply (whether a rule applies does not depend on its seed)
-        return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out))]
+        return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out, trainer.apply))]
 
     def _prune_rules(self, trainer) -> list:
         if not len(self.index):
@@ -161,11 +162,11 @@ class GbpStrategy(Strategy):
             return []
         order = below[torch.argsort(scales[below], stable=True)]
         most = max(1, int(s.max_prune_fraction * len(self.index)))
-        return self.index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width)
+        return self.index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width, apply=trainer.apply)
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+    def on_rewrite(self, trainer, rewrite) -> None:
         self._rebuild(trainer)
-        self.sizes.update(new_graph)
+        self.sizes.update(rewrite.graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def metrics(self, trainer) -> dict:

@@ -130,14 +130,14 @@ class GnapStrategy(Strategy):
         if not plateau:
             return rules
         action = self._next_growth()
-        graph = _after(trainer.graph, rules)
+        graph = _after(trainer, rules)
         growth = []
         if action == "widen":
-            growth = self._widen_rules(graph)
+            growth = self._widen_rules(graph, trainer.apply)
             if not growth and s.deepen:
-                action, growth = "deepen", self._deepen_rules(graph)
+                action, growth = "deepen", self._deepen_rules(graph, trainer.apply)
         elif action == "deepen":
-            growth = self._deepen_rules(graph)
+            growth = self._deepen_rules(graph, trainer.apply)
         if not growth:
             return rules + self._freeze(trainer, rules)
         self.growths += 1
@@ -196,8 +196,7 @@ class GnapStrategy(Strategy):
                 out.append(R.PruneChannels(node=node, indices=list(idx)))
         return out
 
-    def _widen_rules(self, graph) -> list:
-        import archgraph
+    def _widen_rules(self, graph, apply) -> list:
         from ... import rules as R
         s = self.settings
         out = []
@@ -209,13 +208,13 @@ class GnapStrategy(Strategy):
                 continue
             rule = R.AddFilters(node=nid, count=target - width, init=s.grow_init)
             try:
-                current = archgraph.apply(current, rule).graph
+                current = apply(current, rule).graph
             except RuleError:
                 continue   # e.g. a layer coupled to others through a residual add
             out.append(rule)
         return out
 
-    def _deepen_rules(self, graph) -> list:
+    def _deepen_rules(self, graph, apply) -> list:
         from ... import rules as R
         where = self.settings.deepen_after or deepen_point(graph)
         if where is None or where not in graph.nodes:
@@ -226,11 +225,12 @@ class GnapStrategy(Strategy):
                                  init="identity")
         else:
             rule = R.InsertLayer(after=where, op="linear", activation="relu", init="identity")
-        return applicable(graph, [rule])
+        return applicable(graph, [rule], apply)
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+    def on_rewrite(self, trainer, rewrite) -> None:
+        old_graph, new_graph = rewrite.old, rewrite.graph
         self.masks.rebuild(new_graph)
-        if getattr(rule, "kind", "growth") == "growth" and self.phase == GROW:
+        if rewrite.rule.kind == "growth" and self.phase == GROW:
             # channels a growth adds (appended at the end, or a whole new layer) are not charged for until the
             # phase settles: their outgoing weights start at zero and need time to become useful
             old, new = old_graph.shapes(), new_graph.shapes()
@@ -289,9 +289,9 @@ def deepen_point(graph) -> Optional[str]:
         at = users[0]
 
 
-def _after(graph, rules: list):
-    """The graph once ``rules`` are applied (rules only; no weights)."""
-    import archgraph
+def _after(trainer, rules: list):
+    """The graph once ``rules`` are applied to the current one (rules only; no weights)."""
+    graph = trainer.graph
     for rule in rules:
-        graph = archgraph.apply(graph, rule).graph
+        graph = trainer.apply(graph, rule).graph
     return graph

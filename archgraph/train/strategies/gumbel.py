@@ -190,7 +190,7 @@ class GumbelStrategy(Strategy):
     def on_step_end(self, trainer) -> list:
         if self.phase == DONE:
             return []
-        factor = trainer.optimizer.param_groups[0]["lr"] / trainer.schedule.lr
+        factor = trainer.lr / trainer.base_lr
         self.adam_logits.step(self.logits, self.settings.mask_lr * factor)
         if self.settings.rescale == "learned":
             self.adam_scale.step({f"scale.{n}": t for n, t in self.log_scale.items()},
@@ -228,9 +228,8 @@ class GumbelStrategy(Strategy):
             out.update({k: v.detach() for k, v in values.items()})
         return out
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        import archgraph
-        plan = archgraph.apply(old_graph, rule).plan
+    def on_rewrite(self, trainer, rewrite) -> None:
+        plan, new_graph = rewrite.plan, rewrite.graph
         params = dict(trainer.module.named_parameters())
         shapes = {k: params[k].shape for k in masked_keys(new_graph)}
         with torch.no_grad():
@@ -276,14 +275,9 @@ def recalibrate_norms(trainer) -> None:
         m.momentum = None   # cumulative average
     was_training = trainer.module.training
     trainer.module.train()
-    split = trainer.dataset.train
-    bs = trainer.config.data.eval_batch_size
-    for start in range(0, len(split), bs):
-        idx = torch.arange(start, min(start + bs, len(split)))
-        if len(idx) < 2:
-            continue
-        x, _ = trainer.dataset.batch(split, idx)
-        trainer.forward(x, {})
+    for x in trainer.train_inputs():
+        if len(x) >= 2:   # a batch of one has no batch statistics
+            trainer.forward(x, {})
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     trainer.module.train(was_training)

@@ -192,7 +192,7 @@ class ScsStrategy(Strategy):
         s = self.settings
         self.k += 1
         self.beta = s.beta_final ** (self.k / self.round_length)
-        rules = self._removal_rules(trainer.graph)
+        rules = self._removal_rules(trainer)
         if self.k >= self.round_length:
             if self.round + 1 < s.rounds:
                 self.round += 1
@@ -205,13 +205,13 @@ class ScsStrategy(Strategy):
             return self._harden(trainer)
         if (self.k < s.grow_until * self.round_length and self.k % s.grow_every == 0
                 and self.growths < s.max_growths):
-            growth = self._growth_rules(_after(trainer.graph, rules))
+            growth = self._growth_rules(trainer, _after(trainer, rules))
             if growth:
                 self.growths += 1
             rules = rules + growth
         return rules
 
-    def _removal_rules(self, graph) -> list:
+    def _removal_rules(self, trainer) -> list:
         from ... import rules as R
         s = self.settings
         with torch.no_grad():
@@ -228,9 +228,9 @@ class ScsStrategy(Strategy):
             closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, s.min_width)
             if closed:
                 out.append(R.PruneChannels(node=node, indices=closed))
-        return applicable(graph, out)
+        return applicable(trainer.graph, out, trainer.apply)
 
-    def _growth_rules(self, graph) -> list:
+    def _growth_rules(self, trainer, graph) -> list:
         from ... import rules as R
         s = self.settings
         with torch.no_grad():
@@ -252,7 +252,7 @@ class ScsStrategy(Strategy):
             after = block_output(graph, best)
             if after is not None:
                 out.append(R.InsertBlock(after=after, norm="batchnorm", activation="relu"))
-        return applicable(graph, out)
+        return applicable(graph, out, trainer.apply)
 
     def _harden(self, trainer) -> list:
         """Fold the hard masks ``1[s > 0] / sigmoid(s0)`` into the weights; return the rules removing what is
@@ -281,7 +281,7 @@ class ScsStrategy(Strategy):
             if off and node not in gone:
                 rules.append(R.PruneChannels(node=node, indices=off))
         self.phase = FINETUNE if s.finetune_epochs > 0 else DONE
-        return applicable(trainer.graph, rules)
+        return applicable(trainer.graph, rules, trainer.apply)
 
     def should_stop(self, trainer) -> bool:
         return self.phase == DONE
@@ -292,9 +292,8 @@ class ScsStrategy(Strategy):
         self.phase = DONE
         return []
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        import archgraph
-        plan = archgraph.apply(old_graph, rule).plan
+    def on_rewrite(self, trainer, rewrite) -> None:
+        plan, new_graph = rewrite.plan, rewrite.graph
         self.layout = gate_layout(new_graph, branches=self.settings.branch_gates)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
         s_new = self.settings.s_new
@@ -363,10 +362,11 @@ def block_output(graph, branch: str) -> Optional[str]:
     return add
 
 
-def _after(graph, rules: list):
-    import archgraph
+def _after(trainer, rules: list):
+    """The graph once ``rules`` are applied to the current one (rules only; no weights)."""
+    graph = trainer.graph
     for rule in rules:
-        graph = archgraph.apply(graph, rule).graph
+        graph = trainer.apply(graph, rule).graph
     return graph
 
 
