@@ -1,16 +1,18 @@
 """The training loop: batches, optimizer steps, evaluation, rewrites, history and checkpoints.
 
 One :class:`Trainer` runs one run directory. It trains the current graph's module, lets the strategy wrap the
-parameters (masks) and add a loss term, applies the rules the strategy returns with ``archgraph.rewrite`` (weights
-and optimizer state carried over), writes each new version and event, and checkpoints at every epoch end and after
-every rewrite. Everything random draws from generators whose states are checkpointed, so on the CPU a run that is
-killed and resumed ends exactly like one that was not (only ``wall_s`` and the timings under ``speed`` differ).
+parameters (masks) and add a loss term, applies the rules the strategy returns (the strategy sees the run through
+a :class:`~archgraph.train.view.RunView`; the Rewrite it tried is the one materialised, weights and optimizer state
+carried over, and handed to its ``on_rewrite``), writes each new version and event, and checkpoints at every epoch
+end and after every rewrite. Everything random draws from generators whose states are checkpointed
+(:mod:`archgraph.train.checkpoint`), so on the CPU a run that is killed and resumed ends exactly like one that was
+not (only ``wall_s`` and the timings under ``speed`` differ). The console output is :mod:`archgraph.train.console`.
 
 Under ``torchrun`` each process trains its share of every batch in a DDP wrapper and the run stays one run:
 see :mod:`archgraph.train.distributed`. How the module runs (``schedule.format``: channels-last, ``torch.compile``,
 measured per graph version with ``auto``) and AMP on CUDA are set up by :meth:`Trainer._fresh_module` and
-:meth:`Trainer._install`; the cost of each new version (rewrite, format measurement, first step) is in the
-summary's ``speed``.
+:meth:`Trainer._install`; the formats and the cost of each new version (rewrite, format measurement, first step)
+are kept by :mod:`archgraph.train.formats` and reported in the summary's ``speed``.
 
 >>> from archgraph.train import grow
 >>> summary = grow("examples/digits_gnap.yaml", "runs/digits")    # doctest: +SKIP
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -40,15 +40,16 @@ from ..fx.materialise import materialise
 from ..fx.weights import load_into
 from ..rules.base import decode, encode
 from . import distributed
+from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
 from .config import RunConfig
+from .console import Console, args_text, epoch_line
+from .formats import VersionSpeed
 from .data import Dataset, Split, load_dataset
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
 from .view import RunView
 
-CHECKPOINT_FORMAT = 1
-TIMED_STEPS = 11   # steps timed (synchronised) after each new version: the first one, then a median of the rest
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Trainer:
         self.dist = distributed.from_env(resolve_device(self.schedule.device))
         self.device = self.dist.device
         self.quiet = quiet or not self.dist.is_main
+        self.console = Console(self.quiet)
         self.run_dir = RunDir(out_dir) if self.dist.is_main else ReadOnlyRunDir(out_dir)
         if self.schedule.threads:
             torch.set_num_threads(self.schedule.threads)
@@ -102,12 +104,10 @@ class Trainer:
         self.amp = self.device.type == "cuda" and self.schedule.amp != "off"
         self.amp_dtype = torch.bfloat16 if self.schedule.amp == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.formats: dict[str, str] = {}   # content hash of a version -> the format it runs in
-        self.speed: list[dict] = []         # per version: format, rewrite_s, measure_s, first_step_s, step_s
+        self.speed = VersionSpeed()         # the format of each version and what each new version cost
         self.format = Format()
         self.runner: Optional[torch.nn.Module] = None   # the forward pass (compiled or not), for evaluation
         self.net: Optional[torch.nn.Module] = None      # the same in a DDP wrapper when distributed, for training
-        self._timing: Optional[list] = None
         self.strategy = make_strategy(config.method, config)
         self.phase = "train"
         self.epoch = 0
@@ -138,7 +138,7 @@ class Trainer:
             ckpt = self.run_dir.load_checkpoint()
             events = self.run_dir.events()
             if events and events[-1].get("event") == "end":
-                self._say(f"{self.run_dir.path}: the run is complete")
+                self.console.say(f"{self.run_dir.path}: the run is complete")
                 return events[-1]["summary"]
             if ckpt is None:   # killed before its first checkpoint: start again
                 self.run_dir.rewind(0, -1)
@@ -219,22 +219,17 @@ class Trainer:
     def _format_of(self, graph, module) -> Format:
         """The format this version runs in: the run's, or with ``auto`` the fastest measured on rank 0 (a few steps
         on a copy, global RNG untouched) and sent to every rank; remembered per version and checkpointed."""
-        key = content_hash(graph)
-        self._measure_s = 0.0
-        if key not in self.formats:
+        def choose() -> str:
             name = self.schedule.format
-            if name.startswith("auto"):
-                t0 = time.perf_counter()
-                if self.dist.is_main:
-                    n = max(2, self.config.data.batch_size // self.dist.world_size)
-                    x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
-                    steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
-                    name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
-                                         steps_until_rewrite=steps, amp=self.amp).name
-                name = self.dist.broadcast_json(name)
-                self._measure_s = time.perf_counter() - t0
-            self.formats[key] = name
-        return Format.from_name(self.formats[key], amp=self.amp)
+            if self.dist.is_main:
+                n = max(2, self.config.data.batch_size // self.dist.world_size)
+                x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
+                steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
+                name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
+                                     steps_until_rewrite=steps, amp=self.amp).name
+            return self.dist.broadcast_json(name)
+        return Format.from_name(self.speed.format_name(content_hash(graph), self.schedule.format, choose),
+                                amp=self.amp)
 
     def _install(self, kind: str, what: str, t0: float) -> None:
         """Make the new ``self.module`` trainable: check that every rank holds the same state, compile the forward
@@ -243,17 +238,14 @@ class Trainer:
         measurement, is logged as ``rewrite_s``)."""
         if self.dist.enabled:
             self.dist.check_same(self.state_digest(), what)
-        self.format = Format.from_name(self.formats[content_hash(self.graph)], amp=self.amp)
+        self.format = Format.from_name(self.speed.formats[content_hash(self.graph)], amp=self.amp)
         fn = _functional_forward
         if self.format.compile:
             torch.compiler.reset()
             fn = torch.compile(_functional_forward)
         self.runner = _Forward(self.module, fn)
         self.net = self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
-        self.speed.append({"version": self.version, "kind": kind, "format": self.format.name,
-                           "rewrite_s": round(time.perf_counter() - t0 - self._measure_s, 6),
-                           "measure_s": round(self._measure_s, 6)})
-        self._timing = []
+        self.speed.installed(self.version, kind, self.format.name, t0)
 
     def state_digest(self) -> str:
         """SHA-256 of the module's weights and buffers, the optimizer state, the strategy's learned tensors and its
@@ -275,7 +267,7 @@ class Trainer:
             self.epoch_state = EpochState(torch.randperm(len(train), generator=self.data_gen))
         es = self.epoch_state
         n_batches = self._batches(len(train))
-        bar = self._bar(n_batches, es.batch)
+        bar = self.console.bar(n_batches, es.batch, f"epoch {self.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
         correct_acc = torch.zeros((), dtype=torch.long, device=self.device)
         world = self.dist.world_size
@@ -283,7 +275,7 @@ class Trainer:
             idx = es.perm[b * bs:(b + 1) * bs]
             self.lr = self.current_lr(b / n_batches)
             set_lr(self.optimizer, self.lr)
-            loss, correct = self._timed_step(idx)
+            loss, correct = self.speed.timed(lambda: self.train_step(idx), self.device)
             loss_acc += loss
             correct_acc += correct
             self.batch_samples = len(idx)
@@ -319,7 +311,7 @@ class Trainer:
         self.last_metrics = metrics
         self.log({"event": "epoch", "epoch": self.epoch, "step": self.step, "version": self.version,
                   "metrics": metrics})
-        self._say(self._epoch_line(metrics))
+        self.console.say(epoch_line(self.epoch, self.epochs, self.version, metrics))
         self.pending = self._agree_rules(self.strategy.on_epoch_end(self.view, metrics), "on_epoch_end")
         self.checkpoint()
         self.apply_pending()
@@ -344,24 +336,6 @@ class Trainer:
         """Learning rate at ``fraction`` of epoch ``epoch`` (default: the current one); also sets ``progress``."""
         self.progress = (self.epoch if epoch is None else epoch) + fraction
         return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self.view)
-
-    def _timed_step(self, idx: torch.Tensor):
-        """:meth:`train_step`, timed (synchronised) for the first steps of each version: the first one carries
-        ``torch.compile``'s compilation and other warm-up."""
-        if self._timing is None:
-            return self.train_step(idx)
-        _sync(self.device)
-        t0 = time.perf_counter()
-        out = self.train_step(idx)
-        _sync(self.device)
-        self._timing.append(time.perf_counter() - t0)
-        record = self.speed[-1]
-        record["first_step_s"] = round(self._timing[0], 6)
-        if len(self._timing) > 1:
-            record["step_s"] = round(statistics.median(self._timing[1:]), 6)
-        if len(self._timing) >= TIMED_STEPS:
-            self._timing = None
-        return out
 
     def train_step(self, idx: torch.Tensor):
         """One optimizer step on the global batch ``idx`` (this rank's share when distributed); returns the share's
@@ -485,7 +459,7 @@ class Trainer:
         self.log({"event": "rewrite", **encode(rule), "version": self.version,
                   "parent": self.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
                   "epoch": self.epoch, "step": self.step, "kind": kind, "metrics": metrics})
-        self._say(f"  {kind}: {rule.name}({_args_text(rule.args())}) -> version {self.version}: "
+        self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.version}: "
                   f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params")
         self.checkpoint()
 
@@ -527,13 +501,13 @@ class Trainer:
             "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
             "device": self.device.type, "world_size": self.dist.world_size,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
-            "speed": speed_summary(self.speed),
+            "speed": self.speed.summary(),
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
         }
         summary.update(self.strategy.summary(self.view))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
-        self._say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "
+        self.console.say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "
                   f"{sizes['params']:,} params, {sizes['macs']:,} MACs, {self.growth_events} growth and "
                   f"{self.prune_events} prune events, {summary['wall_s']:.1f} s -> {self.run_dir.path}")
         return summary
@@ -548,13 +522,13 @@ class Trainer:
             return
         state = {
             "format": CHECKPOINT_FORMAT,
-            "config": json.dumps(_comparable(self.config), sort_keys=True),
+            "config": comparable_config(self.config),
             "graph": dumps(self.graph),
             "version": self.version,
             "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "optimizer": optimizer_state(self.optimizer, self.module),
             "strategy": self.strategy.state_dict(),
-            "rng": self._rng_state(),
+            "rng": rng_state(self.data_gen),
             "loop": {
                 "phase": self.phase, "epoch": self.epoch, "step": self.step,
                 "history_lines": self.history_lines, "growth_events": self.growth_events,
@@ -563,26 +537,20 @@ class Trainer:
                 "epoch_state": self.epoch_state.to_state() if self.epoch_state is not None else None,
                 "last_metrics": json.dumps(self.last_metrics),
                 "wall_s": self.wall_before + time.perf_counter() - self.t0,
-                "formats": json.dumps(self.formats), "speed": json.dumps(self.speed),
+                **self.speed.state(),
             },
             "amp": self.scaler.state_dict(),
         }
         self.run_dir.save_checkpoint(state)
 
     def restore(self, ckpt: dict) -> None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}",
-                              file=str(self.run_dir.checkpoint_path))
-        if ckpt["config"] != json.dumps(_comparable(self.config), sort_keys=True):
-            raise ConfigError("the run file differs from the one this run started with; resume with the same "
-                              "settings or start a new run in another directory", file=self.source)
+        check_resumable(ckpt, self.config, path=str(self.run_dir.checkpoint_path), source=self.source)
         loop = ckpt["loop"]
         self.run_dir.rewind(int(loop["history_lines"]), int(ckpt["version"]))
         self.graph = loads(ckpt["graph"], "checkpoint")
         self.dataset = self._load_data(self.seed_graph)
         self.version = int(ckpt["version"])
-        self.formats = json.loads(loop.get("formats", "{}"))
-        self.speed = json.loads(loop.get("speed", "[]"))
+        self.speed.load(loop)
         if ckpt.get("amp"):
             self.scaler.load_state_dict(ckpt["amp"])
         t0 = time.perf_counter()
@@ -601,47 +569,11 @@ class Trainer:
         self.last_metrics = json.loads(loop["last_metrics"])
         self.wall_before = float(loop["wall_s"])
         self.data_gen = torch.Generator()
-        self._set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], self.data_gen)
         self.strategy.load_state_dict(ckpt["strategy"])
         self.strategy.attach(self.view)
         self._install("resume", f"weights after resuming at version {self.version}", t0)
-        self._say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
-
-    def _rng_state(self) -> dict:
-        np_state = np.random.get_state()
-        state = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state(),
-                 "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                           "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-                 "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
-                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        return state
-
-    def _set_rng_state(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        self.data_gen.set_state(state["data"])
-        n = state["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-        random.setstate((state["python_version"], tuple(state["python"]), None))
-        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-    # ---- terminal ---------------------------------------------------------------------------------------------
-    def _bar(self, total: int, initial: int):
-        if self.quiet:
-            return None
-        from tqdm import tqdm
-        return tqdm(total=total, initial=initial, desc=f"epoch {self.epoch + 1}/{self.epochs}", leave=False,
-                    unit="batch", file=sys.stderr, dynamic_ncols=True)
-
-    def _say(self, text: str) -> None:
-        if not self.quiet:
-            from tqdm import tqdm
-            tqdm.write(text, file=sys.stderr)
-
-    def _epoch_line(self, m: dict) -> str:
-        val = f" val {m['val_loss']:.4f}/{m['val_acc']:.4f}" if m.get("val_loss") is not None else ""
-        return (f"epoch {self.epoch}/{self.epochs}: loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}{val} "
-                f"params {m['nonzero_params']:,}/{m['params']:,} (v{self.version})")
+        self.console.say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
 
 
 def _functional_forward(module, overrides, x):
@@ -659,32 +591,3 @@ class _Forward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, overrides: dict) -> torch.Tensor:
         return self.fn(self.net, overrides, x)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def speed_summary(records: list[dict]) -> dict:
-    """The per-version timings and the mean cost of a new version: the rewrite (rule, build, weight and optimizer
-    transfer, DDP wrapper), the format measurement and the first step's excess over a usual step (compilation)."""
-    costs = []
-    for r in (r for r in records if r.get("kind") == "rewrite"):
-        excess = max(0.0, r.get("first_step_s", 0.0) - r.get("step_s", r.get("first_step_s", 0.0)))
-        costs.append(r["rewrite_s"] + r["measure_s"] + excess)
-    return {"versions": records,
-            "event_s_mean": round(sum(costs) / len(costs), 6) if costs else None}
-
-
-def _comparable(config: RunConfig) -> dict:
-    """The config without the settings that may change between a run and its resume."""
-    data = config.model_dump(mode="json")
-    data["data"].pop("root", None)
-    data["schedule"].pop("device", None)
-    data["schedule"].pop("threads", None)
-    return data
-
-
-def _args_text(args: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in args.items())
