@@ -15,10 +15,9 @@ DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 
 
 def stub_trainer(graph, module, progress: float = 0.0, epochs: int = 10, lr: float = 0.01):
-    """What the strategies read from the trainer, without a run."""
+    """What the strategies read from the trainer (:class:`archgraph.train.view.RunView`), without a run."""
     return SimpleNamespace(graph=graph, module=module, progress=progress, epoch=int(progress), epochs=epochs,
-                           device=torch.device("cpu"), optimizer=SimpleNamespace(param_groups=[{"lr": lr}]),
-                           schedule=SimpleNamespace(lr=lr))
+                           device=torch.device("cpu"), lr=lr, base_lr=lr, apply=archgraph.apply)
 
 
 def attached(strategy, progress: float = 0.0, epochs: int = 10, seed: int = 0):

@@ -25,10 +25,10 @@ TINY_METHODS = {
 
 
 def stub_trainer(graph, epoch: int = 0, epochs: int = 10, batch_size: int = 8, seed: int = 0):
-    """What the CGaP, SCS and GbP strategies read from the trainer, without a run (``graph`` built with ``seed``)."""
+    """What the CGaP, SCS and GbP strategies read from the trainer (:class:`archgraph.train.view.RunView`), without
+    a run (``graph`` built with ``seed``)."""
     return SimpleNamespace(graph=graph, module=archgraph.build(graph, seed=seed).train(), device=torch.device("cpu"),
-                           epoch=epoch, epochs=epochs, epoch_state=None,
-                           config=SimpleNamespace(data=SimpleNamespace(batch_size=batch_size)))
+                           epoch=epoch, epochs=epochs, batch_samples=batch_size, apply=archgraph.apply)
 
 
 def attached(strategy, trainer):

@@ -93,7 +93,7 @@ def test_extraction_zeroes_and_removes_emptied_channels_without_changing_the_fun
         assert t.module.c1.weight[i].abs().sum() == 0 and t.module.bn1.weight[i] == 0 == t.module.bn1.bias[i]
     assert torch.allclose(t.module(x), expected, atol=1e-6)
     g2, m2 = archgraph.rewrite(t.graph, t.module, found[0])
-    s.on_rewrite(stub_trainer(g2, m2), t.graph, g2, found[0])
+    s.on_rewrite(stub_trainer(g2, m2), archgraph.apply(t.graph, found[0]))
     assert torch.allclose(m2.eval()(x), expected, atol=1e-6) and g2.params == t.graph.params - 2 * (9 + 2 + 72)
 
 

@@ -64,9 +64,9 @@ def test_growth_splits_the_most_salient_units_and_slows_down():
     # the split halves keep their original's saliency
     graph = g
     for r in rules:
-        new = archgraph.apply(graph, r).graph
-        st.on_rewrite(tr, graph, new, r)
-        graph = new
+        rw = archgraph.apply(graph, r)
+        st.on_rewrite(tr, rw)
+        graph = rw.graph
     assert st.saliency["c2"].tolist()[-4:] == pytest.approx([5.0, 3.0, 4.0, 2.0])
     tr.epoch = 5
     assert st.on_epoch_end(tr, {}) == []                             # growth is over
@@ -85,9 +85,9 @@ def test_pruning_takes_the_least_salient_relative_to_the_layer_down_to_the_targe
     graph = g
     for _ in range(6):                                               # keeps pruning until under the target
         for r in rules:
-            new = archgraph.apply(graph, r).graph
-            st.on_rewrite(tr, graph, new, r)
-            graph = new
+            rw = archgraph.apply(graph, r)
+            st.on_rewrite(tr, rw)
+            graph = rw.graph
         tr.graph = graph
         tr.module = archgraph.build(graph)
         tr.epoch += 1

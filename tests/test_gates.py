@@ -7,8 +7,8 @@ from torch.func import functional_call
 import archgraph
 from archgraph import rules
 from archgraph.shapes import count_nonzero_params
-from archgraph.train.gates import (TensorSGD, channel_costs, channel_map, follow_rewrite, gate_layout,
-                                   gate_overrides, hard_weights)
+from archgraph.train.gates import channel_costs, gate_layout, gate_overrides, hard_weights
+from archgraph.train.tensors import TensorSGD, channel_map, follow_channels
 from conftest import ROOT
 
 SEEDS = ROOT / "examples" / "seeds"
@@ -104,12 +104,12 @@ def test_follow_rewrite_keeps_kept_copies_split_and_fills_new_channels():
     state = {"c1": torch.arange(4.0), "c2": torch.arange(8.0)}
     fill = lambda node, n: torch.full((n,), -1.0)                       # noqa: E731
     plan = archgraph.apply(g, rules.PruneChannels(node="c2", indices=(1, 6))).plan
-    out = follow_rewrite(plan, state, fill, {"c1": 4, "c2": 6})
+    out = follow_channels(plan, state, fill, {"c1": 4, "c2": 6})
     assert out["c2"].tolist() == [0, 2, 3, 4, 5, 7] and out["c1"].tolist() == [0, 1, 2, 3]
     plan = archgraph.apply(g, rules.SplitFilters(node="c1", indices=(2,))).plan
-    assert follow_rewrite(plan, state, fill, {"c1": 5, "c2": 8})["c1"].tolist() == [0, 1, 2, 3, 2]
+    assert follow_channels(plan, state, fill, {"c1": 5, "c2": 8})["c1"].tolist() == [0, 1, 2, 3, 2]
     plan = archgraph.apply(g, rules.AddFilters(node="c2", count=2)).plan
-    assert follow_rewrite(plan, state, fill, {"c1": 4, "c2": 10})["c2"].tolist()[-3:] == [7, -1, -1]
+    assert follow_channels(plan, state, fill, {"c1": 4, "c2": 10})["c2"].tolist()[-3:] == [7, -1, -1]
     assert channel_map(archgraph.apply(g, rules.AddFilters(node="c2", count=2)).plan, "c1") == ()
 
 

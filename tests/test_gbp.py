@@ -32,7 +32,7 @@ def advance(st, tr, rules):
     for r in rules:
         graph, module = archgraph.rewrite(tr.graph, tr.module, r)
         old, tr.graph, tr.module = tr.graph, graph, module
-        st.on_rewrite(tr, old, graph, r)
+        st.on_rewrite(tr, archgraph.apply(old, r))
 
 
 def test_the_expansion_widens_each_channel_space_once():

@@ -166,7 +166,7 @@ def test_logits_scales_and_moments_follow_a_rewrite_and_resume():
     rule = rules.PruneChannels(node="c1", indices=[0, 2])
     g2, m2 = archgraph.rewrite(t.graph, t.module, rule)
     t2 = stub_trainer(g2, m2)
-    s.on_rewrite(t2, t.graph, g2, rule)
+    s.on_rewrite(t2, archgraph.apply(t.graph, rule))
     assert torch.equal(s.logits["c1.weight"], old["c1.weight"][[1, 3]])
     assert torch.equal(s.logits["c2.weight"], old["c2.weight"][:, [1, 3]])
     assert torch.equal(s.logits["fc.weight"], old["fc.weight"])

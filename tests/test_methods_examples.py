@@ -33,7 +33,7 @@ def test_example_loads_and_its_strategy_sets_up(path: Path):
     assert graph.shapes()[graph.outputs[0]] == (CLASSES[cfg.data.name],)
     st = make_strategy(cfg.method, cfg)
     trainer = SimpleNamespace(graph=graph, module=archgraph.build(graph), device=torch.device("cpu"), epoch=0,
-                              epochs=cfg.schedule.epochs, epoch_state=None, config=cfg)
+                              epochs=cfg.schedule.epochs, apply=archgraph.apply)
     st.setup(trainer)
     st.attach(trainer)
     assert st.state_dict()

@@ -9,7 +9,7 @@ import torch
 import archgraph
 from archgraph.fx.speed import Format, candidates
 from archgraph.train import distributed
-from archgraph.train.loop import speed_summary
+from archgraph.train.formats import speed_summary
 from conftest import ROOT
 from train_helpers import tiny_config, write_mnist
 

@@ -154,7 +154,7 @@ def test_layers_whose_gates_are_all_open_grow_and_a_residual_block_is_inserted()
     for r in rules:
         graph, module = archgraph.rewrite(tr.graph, tr.module, r)
         old, tr.graph, tr.module = tr.graph, graph, module
-        st.on_rewrite(tr, old, graph, r)
+        st.on_rewrite(tr, archgraph.apply(old, r))
     assert st.s["b1_c1"].shape == (24,) and st.s["b1_c1"][16:].tolist() == [0.5] * 8
     new_branch = [k for k in st.sb if k not in ("b1_bn2", "b2_bn2")]
     assert len(new_branch) == 1 and st.sb[new_branch[0]].item() == 0.5

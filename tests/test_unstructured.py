@@ -8,7 +8,8 @@ import yaml
 
 import archgraph
 from archgraph import rules
-from archgraph.train.unstructured import ChannelDeath, TensorAdam, follow, masked_keys
+from archgraph.train.tensors import TensorAdam, follow_weights
+from archgraph.train.unstructured import ChannelDeath, masked_keys
 from archgraph.train.config import load_config, load_seed
 from conftest import ROOT
 from mask_helpers import DIGITS
@@ -47,12 +48,12 @@ def test_per_weight_state_follows_growth_and_pruning():
     grow = archgraph.apply(g, rules.AddFilters(node="c1", count=2))
     shapes = {"c1.weight": torch.Size([6, 1, 3, 3]), "c2.weight": torch.Size([8, 6, 3, 3]),
               "fc.weight": torch.Size([10, 128])}
-    out = follow(grow.plan, state, shapes, fill=3.0)
+    out = follow_weights(grow.plan, state, shapes, fill=3.0)
     assert torch.equal(out["c1.weight"][:4], state["c1.weight"]) and (out["c1.weight"][4:] == 3).all()
     assert torch.equal(out["c2.weight"][:, :4], state["c2.weight"]) and (out["c2.weight"][:, 4:] == 3).all()
     assert (out["fc.weight"] == 3).all()          # no state before: starts at the fill
     prune = archgraph.apply(g, rules.PruneChannels(node="c2", indices=[1, 6]))
-    out = follow(prune.plan, state, {"c2.weight": torch.Size([6, 4, 3, 3])})
+    out = follow_weights(prune.plan, state, {"c2.weight": torch.Size([6, 4, 3, 3])})
     assert torch.equal(out["c2.weight"], state["c2.weight"][[0, 2, 3, 4, 5, 7]])
 
 

@@ -28,6 +28,7 @@ def run(args) -> int:
     from archgraph.fx.magnitude import prune_rewrite, prune_rules
     from archgraph.fx.weights import check_weights, load_weights
     from archgraph.fx.apply_plan import transfer_state
+    from archgraph.rules import encode
     from .apply import write
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
@@ -40,7 +41,7 @@ def run(args) -> int:
         new_graph, new_state = graph, state
     module = build(new_graph)
     module.load_state_dict(new_state)
-    log = [{"rule": r.name, "args": r.args()} for r in rules]
+    log = [encode(r) for r in rules]
     gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
                                                           "criterion": args.criterion})
     for r in rules:

@@ -23,11 +23,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from ..errors import ArchgraphError, RuleError
+from ..errors import ArchgraphError
 from ..format.yaml_io import MAX_FILE_BYTES, load
 from ..graph import content_hash
-from ..rules import RULES
-from ..rules.base import apply, validate
+from ..rules.base import apply, decode
 
 PathLike = Union[str, os.PathLike]
 EVENT_KINDS = ("start", "epoch", "rewrite", "end")
@@ -274,17 +273,6 @@ def _read_json(path: Path) -> Any:
 
 
 # ---- replay -------------------------------------------------------------------------------------------------------
-def make_rule(name: str, args: Mapping[str, Any], registry: Optional[Mapping[str, type]] = None):
-    """The rule object a log record describes: ``RULES[name]`` built from its logged arguments (JSON values,
-    validated as they are: a node called ``"none"`` stays a string)."""
-    if registry is None:
-        registry = RULES
-    cls = registry.get(name)
-    if cls is None:
-        raise RuleError(f"unknown rule; known rules: {', '.join(sorted(registry))}", rule=str(name))
-    return validate(cls, dict(args))
-
-
 def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_files: bool = True,
                  registry: Optional[Mapping[str, type]] = None) -> Iterator[tuple[Version, Any]]:
     """Yield ``(version record, replayed graph)`` for versions 0..``version`` (default: the last one).
@@ -312,7 +300,7 @@ def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_file
                                f"is not the hash of version {record.version - 1} ({current[:12]})",
                                file=str(run.path / "history.jsonl"), rule=record.rule, field="parent_hash")
         try:
-            graph = apply(graph, make_rule(record.rule, record.args, registry)).graph
+            graph = apply(graph, decode({"rule": record.rule, "args": record.args}, registry)).graph
         except ArchgraphError as err:
             raise HistoryError(f"version {record.version} does not replay: {err.message}", rule=record.rule,
                                node=err.node, field=err.field, file=str(run.path / "history.jsonl")) from None

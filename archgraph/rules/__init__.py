@@ -8,11 +8,11 @@
 """
 from __future__ import annotations
 
-from .base import RULES, Rewrite, Rule, parse
+from .base import RULES, Rewrite, Rule, decode, encode, parse
 from .widen import AddFilters, SplitFilters
 from .prune import PruneChannels
 from .deepen import InsertBlock, InsertLayer
 from .collapse import CollapseLayer, DeleteNode
 
-__all__ = ["RULES", "Rewrite", "Rule", "parse", "AddFilters", "SplitFilters", "PruneChannels", "InsertLayer",
+__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels", "InsertLayer",
            "InsertBlock", "DeleteNode", "CollapseLayer"]

@@ -1,5 +1,6 @@
 """Rules as data: :class:`Rule` (a frozen pydantic model), :class:`Rewrite` (what applying one gives) and the
-registry :data:`RULES` that the CLI and the history read rule names from.
+registry :data:`RULES` that the CLI and the history read rule names from; :func:`parse` reads what a user types,
+:func:`encode`/:func:`decode` are the one codec of rules as JSON data (history, checkpoints, distributed runs).
 
 >>> from archgraph import rules
 >>> r = rules.parse("add_filters", {"node": "c1", "count": "4"})
@@ -40,8 +41,8 @@ class Rewrite:
         return self.plan.exact
 
     def log(self) -> dict:
-        """``{"rule": name, "args": {...}}``, the form the history records."""
-        return {"rule": self.rule.name, "args": self.rule.args()}
+        """``{"rule": name, "args": {...}}``, the form the history records (:func:`encode`)."""
+        return encode(self.rule)
 
 
 class Rule(BaseModel):
@@ -100,11 +101,7 @@ def parse(name: str, values: Mapping[str, Any]) -> Rule:
     >>> parse("prune_channels", {"node": "c1", "indices": "0,2"}).indices
     (0, 2)
     """
-    cls = RULES.get(name)
-    if cls is None:
-        match = difflib.get_close_matches(name, list(RULES), n=1)
-        hint = f" (did you mean '{match[0]}'?)" if match else ""
-        raise RuleError(f"unknown rule '{name}'{hint}; rules: {', '.join(RULES)}")
+    cls = rule_class(name)
     data = {}
     for key, value in values.items():
         field = cls.model_fields.get(key)
@@ -115,6 +112,49 @@ def parse(name: str, values: Mapping[str, Any]) -> Rule:
                             rule=name, field=key)
         data[key] = _from_text(value, field.annotation) if isinstance(value, str) else value
     return validate(cls, data)
+
+
+def rule_class(name: str, registry: Optional[Mapping[str, type[Rule]]] = None) -> type[Rule]:
+    """The rule class called ``name`` (in :data:`RULES` or ``registry``); a :class:`RuleError` with the closest name
+    otherwise."""
+    registry = RULES if registry is None else registry
+    cls = registry.get(name) if isinstance(name, str) else None
+    if cls is None:
+        match = difflib.get_close_matches(str(name), list(registry), n=1)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        raise RuleError(f"unknown rule '{name}'{hint}; rules: {', '.join(registry)}")
+    return cls
+
+
+# ---- the codec: a rule as JSON data -----------------------------------------------------------------------------
+
+def encode(rule: Rule) -> dict[str, Any]:
+    """``{"rule": name, "args": {...}}``, every argument as a JSON value: what the history logs, checkpoints hold
+    and the processes of a distributed run agree on. :func:`decode` reads it back.
+
+    >>> from archgraph import rules
+    >>> encode(rules.PruneChannels(node="c1", indices=[0, 2]))
+    {'rule': 'prune_channels', 'args': {'node': 'c1', 'indices': [0, 2]}}
+    """
+    return {"rule": rule.name, "args": rule.args()}
+
+
+def decode(data: Mapping[str, Any], registry: Optional[Mapping[str, type[Rule]]] = None) -> Rule:
+    """The rule :func:`encode` wrote. The arguments are JSON values validated as they are, never read as CLI text
+    (a node called ``"none"`` stays a string; :func:`parse` is for what a user types).
+
+    >>> from archgraph import rules
+    >>> decode({"rule": "delete_node", "args": {"node": "none"}}).node
+    'none'
+    >>> decode(encode(rules.AddFilters(node="c1", count=2))) == rules.AddFilters(node="c1", count=2)
+    True
+    """
+    if not isinstance(data, Mapping) or "rule" not in data:
+        raise RuleError(f"a rule is {{\"rule\": name, \"args\": {{...}}}}, not {data!r}")
+    args = data.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise RuleError(f"the arguments of a rule are an object, not {args!r}", rule=str(data["rule"]))
+    return validate(rule_class(data["rule"], registry), args)
 
 
 def validate(cls: type[Rule], data: Mapping[str, Any]) -> Rule:
@@ -205,7 +245,7 @@ def as_rule(rule: RuleLike) -> Rule:
     if isinstance(rule, Rule):
         return rule
     if isinstance(rule, Mapping) and "rule" in rule:
-        return parse(rule["rule"], rule.get("args") or {})
+        return decode(rule)
     raise TypeError(f"expected a rule (e.g. rules.AddFilters(...)) or {{'rule': name, 'args': {{...}}}}, "
                     f"got {type(rule).__name__}")
 

@@ -12,9 +12,9 @@ A *branch gate* belongs to a residual branch: an input of an ``add`` that ``coll
 value multiplies the branch's last parameters (the closing batchnorm's weight and bias, or the last layer's weight
 and bias), so a branch gate of 0 makes the branch output 0 and collapsing it is exact.
 
-Gates are kept by node id; :func:`follow_rewrite` carries per-channel state (gate logits, saliencies, optimizer
-moments) through a rewrite with the rule's transfer plan: kept channels keep theirs, split or copied channels take
-their original's, new channels start at a given value.
+Gates are kept by node id; :func:`archgraph.train.tensors.follow_channels` carries per-channel state (gate logits,
+saliencies, optimizer moments) through a rewrite with the rule's transfer plan: kept channels keep theirs, split or
+copied channels take their original's, new channels start at a given value.
 
 >>> import archgraph
 >>> g = archgraph.load("examples/seeds/digits_cnn.yaml")
@@ -27,7 +27,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -222,78 +222,3 @@ def channel_costs(layout: GateLayout) -> dict[str, torch.Tensor]:
                       for (g, _, in_w) in layout.layer_in[key.rsplit(".", 1)[0]] if g == gid)
         out[gid] = own + readers
     return out
-
-
-# ---- following rewrites -------------------------------------------------------------------------------------------
-
-def channel_map(plan, node: str) -> Optional[tuple[int, ...]]:
-    """Old channel index of each new output channel of ``node`` (-1 for a new channel) under ``plan``, or None if
-    ``node`` is gone. Split and Net2Net copies name the channel they copy."""
-    tp = plan.tensors.get(f"{node}.weight")
-    if tp is None or tp.source != f"{node}.weight":
-        return None
-    for axis, amap in tp.axes:
-        if axis == 0:
-            return amap.index
-    return ()   # unchanged
-
-
-def follow_rewrite(plan, state: dict[str, torch.Tensor], fill: Callable[[str, int], torch.Tensor],
-                   sizes: dict[str, int]) -> dict[str, torch.Tensor]:
-    """Carry per-channel tensors (keyed by layer, channels on axis 0) through a rewrite: kept and copied channels
-    keep their values, new ones take ``fill(node, count)``; layers that are gone are dropped and new layers in
-    ``sizes`` (node -> width) start from ``fill`` too."""
-    out: dict[str, torch.Tensor] = {}
-    for node, width in sizes.items():
-        old = state.get(node)
-        index = channel_map(plan, node) if old is not None else None
-        if old is None or index is None:
-            out[node] = fill(node, width)
-            continue
-        if index == ():
-            out[node] = old if old.shape[0] == width else fill(node, width)
-            continue
-        idx = torch.tensor(index, dtype=torch.long, device=old.device)
-        new = old[idx.clamp_min(0)].clone()
-        fresh = idx < 0
-        if bool(fresh.any()):
-            new[fresh] = fill(node, int(fresh.sum())).to(new.dtype)
-        out[node] = new
-    return out
-
-
-class TensorSGD:
-    """SGD with momentum over a dict of tensors whose set and shapes change with rewrites (the state is plain
-    tensors, so it goes into checkpoints; :meth:`follow` remaps the momentum with :func:`follow_rewrite`).
-    SGD rather than Adam: the balance between a gate's task gradient and its penalty is then the one the loss
-    says, where Adam would move every gate at the learning rate whatever the size of its gradient."""
-
-    def __init__(self, lr: float, momentum: float = 0.9):
-        self.lr, self.momentum = lr, momentum
-        self.buf: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def step(self, tensors: dict[str, torch.Tensor]) -> None:
-        for key, t in tensors.items():
-            if t.grad is None:
-                continue
-            buf = self.buf.get(key)
-            buf = t.grad.clone() if buf is None or buf.shape != t.shape else buf.mul_(self.momentum).add_(t.grad)
-            t -= self.lr * buf
-            self.buf[key] = buf
-            t.grad = None
-
-    def follow(self, plan, sizes: dict[str, int]) -> None:
-        """Remap the momentum of channel tensors through a rewrite (new channels start at zero)."""
-        def zeros(node, n):
-            return torch.zeros(n, device=self.buf[node].device)
-        self.buf = follow_rewrite(plan, self.buf, zeros, {k: v for k, v in sizes.items() if k in self.buf})
-
-    def keep(self, keys) -> None:
-        self.buf = {k: v for k, v in self.buf.items() if k in keys}
-
-    def state_dict(self) -> dict:
-        return {"buf": {k: v.detach().cpu() for k, v in self.buf.items()}}
-
-    def load_state_dict(self, state: dict, device=None) -> None:
-        self.buf = {k: v.to(device) for k, v in state["buf"].items()}

@@ -95,11 +95,13 @@ class GroupIndex:
         ones = {key: torch.ones_like(params[key]) for key, _, _ in self.entries}
         return self.sq_norms(ones)
 
-    def prune_rules(self, groups: Sequence[int], *, min_width: int = 1) -> list:
+    def prune_rules(self, groups: Sequence[int], *, min_width: int = 1, apply=None) -> list:
         """``prune_channels`` rules removing ``groups`` (ids), one per producer, indices valid in turn; a group
         that would leave one of its producers with fewer than ``min_width`` channels stays. The rules are checked
-        against the graph: one that cannot apply is left out, and its groups stay."""
+        against the graph (with ``apply``, default :func:`archgraph.apply`): one that cannot apply is left out, and
+        its groups stay."""
         import archgraph
+        apply = apply or archgraph.apply
         from ..rules import PruneChannels
         ch = self.ch
         wanted = set(groups)
@@ -126,7 +128,7 @@ class GroupIndex:
                 continue
             rule = PruneChannels(node=node, indices=indices)
             try:
-                graph = archgraph.apply(graph, rule).graph
+                graph = apply(graph, rule).graph
             except RuleError:
                 continue
             removed |= take

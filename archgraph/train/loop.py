@@ -1,16 +1,18 @@
 """The training loop: batches, optimizer steps, evaluation, rewrites, history and checkpoints.
 
 One :class:`Trainer` runs one run directory. It trains the current graph's module, lets the strategy wrap the
-parameters (masks) and add a loss term, applies the rules the strategy returns with ``archgraph.rewrite`` (weights
-and optimizer state carried over), writes each new version and event, and checkpoints at every epoch end and after
-every rewrite. Everything random draws from generators whose states are checkpointed, so on the CPU a run that is
-killed and resumed ends exactly like one that was not (only ``wall_s`` and the timings under ``speed`` differ).
+parameters (masks) and add a loss term, applies the rules the strategy returns (the strategy sees the run through
+a :class:`~archgraph.train.view.RunView`; the Rewrite it tried is the one materialised, weights and optimizer state
+carried over, and handed to its ``on_rewrite``), writes each new version and event, and checkpoints at every epoch
+end and after every rewrite. Everything random draws from generators whose states are checkpointed
+(:mod:`archgraph.train.checkpoint`), so on the CPU a run that is killed and resumed ends exactly like one that was
+not (only ``wall_s`` and the timings under ``speed`` differ). The console output is :mod:`archgraph.train.console`.
 
 Under ``torchrun`` each process trains its share of every batch in a DDP wrapper and the run stays one run:
 see :mod:`archgraph.train.distributed`. How the module runs (``schedule.format``: channels-last, ``torch.compile``,
 measured per graph version with ``auto``) and AMP on CUDA are set up by :meth:`Trainer._fresh_module` and
-:meth:`Trainer._install`; the cost of each new version (rewrite, format measurement, first step) is in the
-summary's ``speed``.
+:meth:`Trainer._install`; the formats and the cost of each new version (rewrite, format measurement, first step)
+are kept by :mod:`archgraph.train.formats` and reported in the summary's ``speed``.
 
 >>> from archgraph.train import grow
 >>> summary = grow("examples/digits_gnap.yaml", "runs/digits")    # doctest: +SKIP
@@ -19,8 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -36,17 +36,20 @@ from ..format.yaml_io import dumps, loads
 from ..graph import content_hash
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from ..fx.speed import Format, choose_format
+from ..fx.materialise import materialise
 from ..fx.weights import load_into
+from ..rules.base import decode, encode
 from . import distributed
+from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
 from .config import RunConfig
+from .console import Console, args_text, epoch_line
+from .formats import VersionSpeed
 from .data import Dataset, Split, load_dataset
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
-from .rules_io import rule_from_data, rule_to_data
 from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
+from .view import RunView
 
-CHECKPOINT_FORMAT = 1
-TIMED_STEPS = 11   # steps timed (synchronised) after each new version: the first one, then a median of the rest
 
 
 @dataclass
@@ -90,6 +93,7 @@ class Trainer:
         self.dist = distributed.from_env(resolve_device(self.schedule.device))
         self.device = self.dist.device
         self.quiet = quiet or not self.dist.is_main
+        self.console = Console(self.quiet)
         self.run_dir = RunDir(out_dir) if self.dist.is_main else ReadOnlyRunDir(out_dir)
         if self.schedule.threads:
             torch.set_num_threads(self.schedule.threads)
@@ -100,12 +104,10 @@ class Trainer:
         self.amp = self.device.type == "cuda" and self.schedule.amp != "off"
         self.amp_dtype = torch.bfloat16 if self.schedule.amp == "bfloat16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        self.formats: dict[str, str] = {}   # content hash of a version -> the format it runs in
-        self.speed: list[dict] = []         # per version: format, rewrite_s, measure_s, first_step_s, step_s
+        self.speed = VersionSpeed()         # the format of each version and what each new version cost
         self.format = Format()
         self.runner: Optional[torch.nn.Module] = None   # the forward pass (compiled or not), for evaluation
         self.net: Optional[torch.nn.Module] = None      # the same in a DDP wrapper when distributed, for training
-        self._timing: Optional[list] = None
         self.strategy = make_strategy(config.method, config)
         self.phase = "train"
         self.epoch = 0
@@ -120,6 +122,9 @@ class Trainer:
         self.last_metrics: dict = {}
         self.wall_before = 0.0
         self.progress = 0.0   # epochs done, fractional
+        self.lr = self.schedule.lr                          # the learning rate of the current step
+        self.batch_samples = config.data.batch_size         # examples in the last step's global batch
+        self.view = RunView(self)                           # all the strategy sees of the run
 
     @property
     def epochs(self) -> int:
@@ -133,7 +138,7 @@ class Trainer:
             ckpt = self.run_dir.load_checkpoint()
             events = self.run_dir.events()
             if events and events[-1].get("event") == "end":
-                self._say(f"{self.run_dir.path}: the run is complete")
+                self.console.say(f"{self.run_dir.path}: the run is complete")
                 return events[-1]["summary"]
             if ckpt is None:   # killed before its first checkpoint: start again
                 self.run_dir.rewind(0, -1)
@@ -152,7 +157,7 @@ class Trainer:
         while self.phase == "train":
             if self.pending:
                 self.apply_pending()
-            elif self.dist.agree(self.epoch >= self.epochs or bool(self.strategy.should_stop(self)),
+            elif self.dist.agree(self.epoch >= self.epochs or bool(self.strategy.should_stop(self.view)),
                                  "whether to stop"):
                 self.phase = "final"
             else:
@@ -179,8 +184,8 @@ class Trainer:
         self.run_dir.write_version(0, graph)
         self.log({"event": "start", "version": 0, "hash": content_hash(graph),
                   "config": self.config.model_dump(mode="json"), "time": time.time()})
-        self.strategy.setup(self)
-        self.strategy.attach(self)
+        self.strategy.setup(self.view)
+        self.strategy.attach(self.view)
         self._install("seed", "the seed's weights", t0)
         self.checkpoint()
 
@@ -214,22 +219,17 @@ class Trainer:
     def _format_of(self, graph, module) -> Format:
         """The format this version runs in: the run's, or with ``auto`` the fastest measured on rank 0 (a few steps
         on a copy, global RNG untouched) and sent to every rank; remembered per version and checkpointed."""
-        key = content_hash(graph)
-        self._measure_s = 0.0
-        if key not in self.formats:
+        def choose() -> str:
             name = self.schedule.format
-            if name.startswith("auto"):
-                t0 = time.perf_counter()
-                if self.dist.is_main:
-                    n = max(2, self.config.data.batch_size // self.dist.world_size)
-                    x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
-                    steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
-                    name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
-                                         steps_until_rewrite=steps, amp=self.amp).name
-                name = self.dist.broadcast_json(name)
-                self._measure_s = time.perf_counter() - t0
-            self.formats[key] = name
-        return Format.from_name(self.formats[key], amp=self.amp)
+            if self.dist.is_main:
+                n = max(2, self.config.data.batch_size // self.dist.world_size)
+                x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
+                steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
+                name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
+                                     steps_until_rewrite=steps, amp=self.amp).name
+            return self.dist.broadcast_json(name)
+        return Format.from_name(self.speed.format_name(content_hash(graph), self.schedule.format, choose),
+                                amp=self.amp)
 
     def _install(self, kind: str, what: str, t0: float) -> None:
         """Make the new ``self.module`` trainable: check that every rank holds the same state, compile the forward
@@ -238,23 +238,20 @@ class Trainer:
         measurement, is logged as ``rewrite_s``)."""
         if self.dist.enabled:
             self.dist.check_same(self.state_digest(), what)
-        self.format = Format.from_name(self.formats[content_hash(self.graph)], amp=self.amp)
+        self.format = Format.from_name(self.speed.formats[content_hash(self.graph)], amp=self.amp)
         fn = _functional_forward
         if self.format.compile:
             torch.compiler.reset()
             fn = torch.compile(_functional_forward)
         self.runner = _Forward(self.module, fn)
         self.net = self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
-        self.speed.append({"version": self.version, "kind": kind, "format": self.format.name,
-                           "rewrite_s": round(time.perf_counter() - t0 - self._measure_s, 6),
-                           "measure_s": round(self._measure_s, 6)})
-        self._timing = []
+        self.speed.installed(self.version, kind, self.format.name, t0)
 
     def state_digest(self) -> str:
         """SHA-256 of the module's weights and buffers, the optimizer state, the strategy's learned tensors and its
         whole state (what must be the same on every rank)."""
         return distributed.digest(self.module.state_dict(), optimizer_state(self.optimizer, self.module),
-                                  self.strategy.learned_parameters(self), self.strategy.state_dict())
+                                  self.strategy.learned_parameters(self.view), self.strategy.state_dict())
 
     # ---- one epoch --------------------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
@@ -270,16 +267,18 @@ class Trainer:
             self.epoch_state = EpochState(torch.randperm(len(train), generator=self.data_gen))
         es = self.epoch_state
         n_batches = self._batches(len(train))
-        bar = self._bar(n_batches, es.batch)
+        bar = self.console.bar(n_batches, es.batch, f"epoch {self.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
         correct_acc = torch.zeros((), dtype=torch.long, device=self.device)
         world = self.dist.world_size
         for b in range(es.batch, n_batches):
             idx = es.perm[b * bs:(b + 1) * bs]
-            set_lr(self.optimizer, self.current_lr(b / n_batches))
-            loss, correct = self._timed_step(idx)
+            self.lr = self.current_lr(b / n_batches)
+            set_lr(self.optimizer, self.lr)
+            loss, correct = self.speed.timed(lambda: self.train_step(idx), self.device)
             loss_acc += loss
             correct_acc += correct
+            self.batch_samples = len(idx)
             es.seen += len(idx)
             es.batch = b + 1
             self.step += 1
@@ -289,7 +288,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{(es.loss_sum + float(loss_acc) * world) / es.seen:.4f}",
                                     acc=f"{(es.correct + int(correct_acc) * world) / es.seen:.4f}",
                                     params=self.last_metrics.get("nonzero_params", self.graph.params))
-            rules = self._agree_rules(self.strategy.on_step_end(self), "on_step_end")
+            rules = self._agree_rules(self.strategy.on_step_end(self.view), "on_step_end")
             if rules:
                 self._fold(es, loss_acc, correct_acc)
                 self.pending = list(rules)
@@ -308,12 +307,12 @@ class Trainer:
             metrics["val_loss"], metrics["val_acc"] = None, None
         metrics.update(self.size_metrics())
         metrics["lr"] = self.current_lr(0.0, self.epoch - 1)
-        metrics.update(self.strategy.metrics(self))
+        metrics.update(self.strategy.metrics(self.view))
         self.last_metrics = metrics
         self.log({"event": "epoch", "epoch": self.epoch, "step": self.step, "version": self.version,
                   "metrics": metrics})
-        self._say(self._epoch_line(metrics))
-        self.pending = self._agree_rules(self.strategy.on_epoch_end(self, metrics), "on_epoch_end")
+        self.console.say(epoch_line(self.epoch, self.epochs, self.version, metrics))
+        self.pending = self._agree_rules(self.strategy.on_epoch_end(self.view, metrics), "on_epoch_end")
         self.checkpoint()
         self.apply_pending()
 
@@ -329,32 +328,14 @@ class Trainer:
         """The rules a hook returned; when distributed, rank 0's, checked to be every rank's (sent as JSON)."""
         if not self.dist.enabled:
             return list(rules)
-        data = self.dist.agree([rule_to_data(r) for r in rules],
+        data = self.dist.agree([encode(r) for r in rules],
                                f"the rules of {self.strategy.name}.{hook} at step {self.step}")
-        return [rule_from_data(d) for d in data]
+        return [decode(d) for d in data]
 
     def current_lr(self, fraction: float, epoch: Optional[int] = None) -> float:
         """Learning rate at ``fraction`` of epoch ``epoch`` (default: the current one); also sets ``progress``."""
         self.progress = (self.epoch if epoch is None else epoch) + fraction
-        return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self)
-
-    def _timed_step(self, idx: torch.Tensor):
-        """:meth:`train_step`, timed (synchronised) for the first steps of each version: the first one carries
-        ``torch.compile``'s compilation and other warm-up."""
-        if self._timing is None:
-            return self.train_step(idx)
-        _sync(self.device)
-        t0 = time.perf_counter()
-        out = self.train_step(idx)
-        _sync(self.device)
-        self._timing.append(time.perf_counter() - t0)
-        record = self.speed[-1]
-        record["first_step_s"] = round(self._timing[0], 6)
-        if len(self._timing) > 1:
-            record["step_s"] = round(statistics.median(self._timing[1:]), 6)
-        if len(self._timing) >= TIMED_STEPS:
-            self._timing = None
-        return out
+        return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self.view)
 
     def train_step(self, idx: torch.Tensor):
         """One optimizer step on the global batch ``idx`` (this rank's share when distributed); returns the share's
@@ -364,7 +345,7 @@ class Trainer:
                                   part=self.dist.part(len(idx)) if world > 1 else None)
         if world > 1 and self.strategy.uses_global_rng:
             self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
-        overrides, extra = self.strategy.parametrize(self, training=True)
+        overrides, extra = self.strategy.parametrize(self.view, training=True)
         out = self.forward(x, overrides, self.net)
         if world == 1:
             ce = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing)
@@ -383,7 +364,7 @@ class Trainer:
     def _sync_learned(self) -> None:
         """The strategy's own tensors: gradients averaged over ranks and, under float16 AMP, unscaled (dropped for a
         step whose gradients overflowed, as the scaler drops the optimizer's)."""
-        tensors = list(self.strategy.learned_parameters(self).values())
+        tensors = list(self.strategy.learned_parameters(self.view).values())
         if not tensors:
             return
         self.dist.average_grads(tensors)
@@ -419,7 +400,7 @@ class Trainer:
         net = module if module is not None else self.module
         was_training = net.training
         net.eval()
-        overrides = {} if module is not None else self.strategy.parametrize(self, training=False)[0]
+        overrides = {} if module is not None else self.strategy.parametrize(self.view, training=False)[0]
         runner = _Forward(net, _functional_forward)
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -437,7 +418,7 @@ class Trainer:
         return loss_sum / n, int(correct_sum) / n
 
     def size_metrics(self) -> dict:
-        weights = self.strategy.effective_weights(self)
+        weights = self.strategy.effective_weights(self.view)
         return {"params": self.graph.params, "nonzero_params": count_nonzero_params(self.graph, weights),
                 "macs": self.graph.macs, "nonzero_macs": count_nonzero_macs(self.graph, weights)}
 
@@ -446,15 +427,17 @@ class Trainer:
         while self.pending:
             rule = self.pending[0]
             self.apply_rule(rule)
+        self.view.forget()   # the event is over: the rewrites the strategy tried are of no more use
 
     def apply_rule(self, rule) -> None:
         """Apply one rule: new graph and module (weights and optimizer state carried), version file, history event,
         checkpoint."""
-        import archgraph
         t0 = time.perf_counter()
         old = self.graph
         self.dist.sync_buffers(self.module)
-        graph, module = archgraph.rewrite(old, self.module, rule, optimizer=self.optimizer, seed=self.schedule.seed)
+        rw = self.view.apply(old, rule)   # applied once: the strategy may have tried it already
+        graph = rw.graph
+        module = materialise(rw, self.module, self.optimizer, self.schedule.seed)
         opt_state = optimizer_state(self.optimizer, module, copy=False)
         # the optimizer is made afresh as a resumed run makes it, so both take identical steps; its state tensors
         # are handed over (the old optimizer is dropped)
@@ -463,7 +446,7 @@ class Trainer:
         load_optimizer_state(self.optimizer, self.module, opt_state, copy=False)
         self.graph = graph
         self.version += 1
-        self.strategy.on_rewrite(self, old, graph, rule)
+        self.strategy.on_rewrite(self.view, rw)
         self._install("rewrite", f"weights after the rewrite to version {self.version} ({rule.name})", t0)
         self.run_dir.write_version(self.version, graph)
         kind = getattr(rule, "kind", None) or RULE_KIND.get(rule.name, "growth")
@@ -473,10 +456,10 @@ class Trainer:
             self.prune_events += 1
         metrics = self.size_metrics()
         self.pending = self.pending[1:]
-        self.log({"event": "rewrite", "rule": rule.name, "args": rule.args(), "version": self.version,
+        self.log({"event": "rewrite", **encode(rule), "version": self.version,
                   "parent": self.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
                   "epoch": self.epoch, "step": self.step, "kind": kind, "metrics": metrics})
-        self._say(f"  {kind}: {rule.name}({_args_text(rule.args())}) -> version {self.version}: "
+        self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.version}: "
                   f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params")
         self.checkpoint()
 
@@ -484,13 +467,13 @@ class Trainer:
     def finish(self) -> dict:
         if not self.finalized:
             self.phase = "final"
-            self.pending = self._agree_rules(self.strategy.finalize(self), "finalize")
+            self.pending = self._agree_rules(self.strategy.finalize(self.view), "finalize")
             self.finalized = True
             self.checkpoint()
         self.apply_pending()
         self.dist.sync_buffers(self.module)
         final = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self).items()})
+        final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self.view).items()})
         if self.dist.enabled:
             self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
@@ -518,13 +501,13 @@ class Trainer:
             "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
             "device": self.device.type, "world_size": self.dist.world_size,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
-            "speed": speed_summary(self.speed),
+            "speed": self.speed.summary(),
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
         }
-        summary.update(self.strategy.summary(self))
+        summary.update(self.strategy.summary(self.view))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
-        self._say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "
+        self.console.say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "
                   f"{sizes['params']:,} params, {sizes['macs']:,} MACs, {self.growth_events} growth and "
                   f"{self.prune_events} prune events, {summary['wall_s']:.1f} s -> {self.run_dir.path}")
         return summary
@@ -539,41 +522,35 @@ class Trainer:
             return
         state = {
             "format": CHECKPOINT_FORMAT,
-            "config": json.dumps(_comparable(self.config), sort_keys=True),
+            "config": comparable_config(self.config),
             "graph": dumps(self.graph),
             "version": self.version,
             "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "optimizer": optimizer_state(self.optimizer, self.module),
             "strategy": self.strategy.state_dict(),
-            "rng": self._rng_state(),
+            "rng": rng_state(self.data_gen),
             "loop": {
                 "phase": self.phase, "epoch": self.epoch, "step": self.step,
                 "history_lines": self.history_lines, "growth_events": self.growth_events,
                 "prune_events": self.prune_events, "finalized": self.finalized,
-                "pending": [rule_to_data(r) for r in self.pending],
+                "pending": [encode(r) for r in self.pending],
                 "epoch_state": self.epoch_state.to_state() if self.epoch_state is not None else None,
                 "last_metrics": json.dumps(self.last_metrics),
                 "wall_s": self.wall_before + time.perf_counter() - self.t0,
-                "formats": json.dumps(self.formats), "speed": json.dumps(self.speed),
+                **self.speed.state(),
             },
             "amp": self.scaler.state_dict(),
         }
         self.run_dir.save_checkpoint(state)
 
     def restore(self, ckpt: dict) -> None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT}",
-                              file=str(self.run_dir.checkpoint_path))
-        if ckpt["config"] != json.dumps(_comparable(self.config), sort_keys=True):
-            raise ConfigError("the run file differs from the one this run started with; resume with the same "
-                              "settings or start a new run in another directory", file=self.source)
+        check_resumable(ckpt, self.config, path=str(self.run_dir.checkpoint_path), source=self.source)
         loop = ckpt["loop"]
         self.run_dir.rewind(int(loop["history_lines"]), int(ckpt["version"]))
         self.graph = loads(ckpt["graph"], "checkpoint")
         self.dataset = self._load_data(self.seed_graph)
         self.version = int(ckpt["version"])
-        self.formats = json.loads(loop.get("formats", "{}"))
-        self.speed = json.loads(loop.get("speed", "[]"))
+        self.speed.load(loop)
         if ckpt.get("amp"):
             self.scaler.load_state_dict(ckpt["amp"])
         t0 = time.perf_counter()
@@ -587,52 +564,16 @@ class Trainer:
         self.growth_events = int(loop["growth_events"])
         self.prune_events = int(loop["prune_events"])
         self.finalized = bool(loop["finalized"])
-        self.pending = [rule_from_data(d) for d in loop["pending"]]
+        self.pending = [decode(d) for d in loop["pending"]]
         self.epoch_state = EpochState.from_state(loop["epoch_state"]) if loop["epoch_state"] is not None else None
         self.last_metrics = json.loads(loop["last_metrics"])
         self.wall_before = float(loop["wall_s"])
         self.data_gen = torch.Generator()
-        self._set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], self.data_gen)
         self.strategy.load_state_dict(ckpt["strategy"])
-        self.strategy.attach(self)
+        self.strategy.attach(self.view)
         self._install("resume", f"weights after resuming at version {self.version}", t0)
-        self._say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
-
-    def _rng_state(self) -> dict:
-        np_state = np.random.get_state()
-        state = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state(),
-                 "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                           "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-                 "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
-                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        return state
-
-    def _set_rng_state(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        self.data_gen.set_state(state["data"])
-        n = state["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-        random.setstate((state["python_version"], tuple(state["python"]), None))
-        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-    # ---- terminal ---------------------------------------------------------------------------------------------
-    def _bar(self, total: int, initial: int):
-        if self.quiet:
-            return None
-        from tqdm import tqdm
-        return tqdm(total=total, initial=initial, desc=f"epoch {self.epoch + 1}/{self.epochs}", leave=False,
-                    unit="batch", file=sys.stderr, dynamic_ncols=True)
-
-    def _say(self, text: str) -> None:
-        if not self.quiet:
-            from tqdm import tqdm
-            tqdm.write(text, file=sys.stderr)
-
-    def _epoch_line(self, m: dict) -> str:
-        val = f" val {m['val_loss']:.4f}/{m['val_acc']:.4f}" if m.get("val_loss") is not None else ""
-        return (f"epoch {self.epoch}/{self.epochs}: loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}{val} "
-                f"params {m['nonzero_params']:,}/{m['params']:,} (v{self.version})")
+        self.console.say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
 
 
 def _functional_forward(module, overrides, x):
@@ -650,32 +591,3 @@ class _Forward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, overrides: dict) -> torch.Tensor:
         return self.fn(self.net, overrides, x)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def speed_summary(records: list[dict]) -> dict:
-    """The per-version timings and the mean cost of a new version: the rewrite (rule, build, weight and optimizer
-    transfer, DDP wrapper), the format measurement and the first step's excess over a usual step (compilation)."""
-    costs = []
-    for r in (r for r in records if r.get("kind") == "rewrite"):
-        excess = max(0.0, r.get("first_step_s", 0.0) - r.get("step_s", r.get("first_step_s", 0.0)))
-        costs.append(r["rewrite_s"] + r["measure_s"] + excess)
-    return {"versions": records,
-            "event_s_mean": round(sum(costs) / len(costs), 6) if costs else None}
-
-
-def _comparable(config: RunConfig) -> dict:
-    """The config without the settings that may change between a run and its resume."""
-    data = config.model_dump(mode="json")
-    data["data"].pop("root", None)
-    data["schedule"].pop("device", None)
-    data["schedule"].pop("threads", None)
-    return data
-
-
-def _args_text(args: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in args.items())

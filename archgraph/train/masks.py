@@ -36,6 +36,8 @@ from typing import Optional
 import torch
 
 from ..ops.registry import BUFFERS, FLATTEN, OPS, SOURCE, THROUGH, is_weighted
+from .state import Stateful
+from .tensors import TensorAdam
 
 
 @dataclass
@@ -136,10 +138,13 @@ class MaskOutput:
     expected: Optional[torch.Tensor]
 
 
-class LearnedMasks:
-    """Per-layer learnable thresholds ``tau`` (with their own small Adam) and the fixed channel threshold."""
+class LearnedMasks(Stateful):
+    """Per-layer learnable thresholds ``tau`` (with their own small Adam) and the fixed channel threshold.
+    ``graph`` may be given later, with :meth:`attach`."""
 
-    def __init__(self, graph, *, temperature: float = 0.1, lr: float = 0.005, threshold_init: float = 0.0,
+    STATE = ("tau", "adam", "young")
+
+    def __init__(self, graph=None, *, temperature: float = 0.1, lr: float = 0.005, threshold_init: float = 0.0,
                  channel_threshold: float = 0.05, channel_masks: bool = True, device=None):
         self.temperature = temperature
         self.lr = lr
@@ -150,11 +155,28 @@ class LearnedMasks:
         self.tau: dict[str, torch.Tensor] = {}
         #: group node -> indices of channels not charged yet (new ones still growing their outgoing weights)
         self.young: dict[str, list[int]] = {}
-        self.adam: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.steps = 0
-        self.rebuild(graph)
+        self.adam = TensorAdam(lr, in_place=False)
+        self.graph = None
+        if graph is not None:
+            self.rebuild(graph)
 
     # ---- structure ------------------------------------------------------------------------------------------
+    def attach(self, graph, device) -> None:
+        """Live on ``device`` (thresholds and moments moved there) and follow ``graph``."""
+        self.device = device
+        self.tau = {k: v.detach().to(device).clone().requires_grad_(True) for k, v in self.tau.items()}
+        self.adam.to(device)
+        self.rebuild(graph)
+
+    def after_load(self) -> None:
+        self.young = {k: [int(i) for i in v] for k, v in self.young.items()}
+        if self.graph is not None:
+            self.attach(self.graph, self.device)
+
+    @property
+    def steps(self) -> int:
+        return self.adam.steps
+
     def rebuild(self, graph) -> None:
         """Follow a rewrite: layers that survive keep their thresholds, new layers start at the initial ones."""
         self.graph = graph
@@ -162,8 +184,7 @@ class LearnedMasks:
         self.young = {k: v for k, v in self.young.items() if k in self.layout.groups}
         nodes = {k.rsplit(".", 1)[0] for k in self.layout.weights}
         self.tau = {n: self.tau.get(n, self._scalar(self.threshold_init)) for n in sorted(nodes)}
-        live = {f"tau.{n}" for n in self.tau}
-        self.adam = {k: v for k, v in self.adam.items() if k in live}
+        self.adam.keep(f"tau.{n}" for n in self.tau)
 
     def _scalar(self, value: float) -> torch.Tensor:
         return torch.tensor(float(value), device=self.device, requires_grad=True)
@@ -279,38 +300,13 @@ class LearnedMasks:
                 dead[gid] = idx
         return dead
 
-    # ---- optimisation (a small Adam, so the state is plain per-layer tensors) ---------------------------------
+    # ---- optimisation -------------------------------------------------------------------------------------
     def zero_grad(self) -> None:
         for t in self.parameters().values():
             t.grad = None
 
-    @torch.no_grad()
-    def step(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
-        self.steps += 1
-        for key, t in self.parameters().items():
-            if t.grad is None:
-                continue
-            m, v = self.adam.get(key, (torch.zeros_like(t), torch.zeros_like(t)))
-            m = beta1 * m + (1 - beta1) * t.grad
-            v = beta2 * v + (1 - beta2) * t.grad * t.grad
-            m_hat = m / (1 - beta1 ** self.steps)
-            v_hat = v / (1 - beta2 ** self.steps)
-            t -= self.lr * m_hat / (v_hat.sqrt() + eps)
-            self.adam[key] = (m, v)
-
-    def state_dict(self) -> dict:
-        return {"tau": {k: v.detach().cpu() for k, v in self.tau.items()},
-                "adam": {k: [m.cpu(), v.cpu()] for k, (m, v) in self.adam.items()},
-                "young": {k: list(v) for k, v in self.young.items()}, "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        def param(v):
-            return v.to(self.device).clone().requires_grad_(True)
-        self.tau = {k: param(v) for k, v in state["tau"].items()}
-        self.adam = {k: (m.to(self.device), v.to(self.device)) for k, (m, v) in state["adam"].items()}
-        self.steps = int(state["steps"])
-        self.young = {k: [int(i) for i in v] for k, v in state.get("young", {}).items()}
-        self.rebuild(self.graph)
+    def step(self) -> None:
+        self.adam.step(self.parameters())
 
     def summary(self) -> dict:
         """Thresholds for the history log."""

@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .state import Stateful
+
 
 @dataclass
-class PlateauDetector:
+class PlateauDetector(Stateful):
     """Tracks the best value of a metric; :meth:`update` says when ``patience`` epochs in a row did not beat it by
     more than ``min_delta`` (and at least ``min_epochs`` values were seen since the last :meth:`reset`)."""
+
+    STATE = ("best", "bad_epochs", "seen")
 
     mode: str = "min"           # "min" for losses, "max" for accuracies
     patience: int = 5
@@ -52,11 +56,3 @@ class PlateauDetector:
         self.best = math.nan
         self.bad_epochs = 0
         self.seen = 0
-
-    def state_dict(self) -> dict:
-        return {"best": self.best, "bad_epochs": self.bad_epochs, "seen": self.seen}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best = float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
-        self.seen = int(state["seen"])

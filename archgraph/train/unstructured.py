@@ -4,9 +4,8 @@ A method decides a 0/1 mask for every conv/linear weight. :class:`ChannelDeath` 
 empty - every weight that makes the channel is masked, or every weight that reads it - and zeroes the channel's other
 parameters (bias, norm scale and shift) so it outputs exact zeros; removing it with ``prune_channels`` then leaves the
 function unchanged. Only channels that :func:`~archgraph.train.masks.mask_layout` can gate are considered (not those
-feeding a residual add, a concat or a graph output). :func:`follow` carries per-weight state (logits, optimiser
-moments) through a rewrite with the rewrite's own transfer plan, and :class:`TensorAdam` is a small Adam over a dict
-of such tensors whose state follows rewrites the same way.
+feeding a residual add, a concat or a graph output). Per-weight state (logits, optimiser moments) follows a rewrite
+with :func:`archgraph.train.tensors.follow_weights`.
 
 >>> import archgraph, torch
 >>> g = archgraph.load("examples/seeds/digits_cnn.yaml")
@@ -22,7 +21,7 @@ of such tensors whose state follows rewrites the same way.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping
 
 import torch
 
@@ -115,86 +114,3 @@ class ChannelDeath:
             if idx:
                 out.append(R.PruneChannels(node=gid, indices=idx))
         return out
-
-
-@torch.no_grad()
-def follow(plan, tensors: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size], fill: float = 0.0,
-           device=None) -> dict[str, torch.Tensor]:
-    """Per-weight state for the new version of a rewrite: each tensor of ``tensors`` (keyed like the parameter it
-    belongs to) is sliced, extended or copied as ``plan`` says for that parameter; entries the rewrite creates start
-    at ``fill``. ``shapes`` gives the new parameters' shapes (keys missing from it are dropped).
-
-    >>> import archgraph, torch
-    >>> from archgraph import rules
-    >>> g = archgraph.load("examples/seeds/digits_cnn.yaml")
-    >>> rw = archgraph.apply(g, rules.PruneChannels(node="c1", indices=[0]))
-    >>> logits = {"c2.weight": torch.arange(8 * 4 * 9.0).view(8, 4, 3, 3)}
-    >>> follow(rw.plan, logits, {"c2.weight": torch.Size([8, 3, 3, 3])})["c2.weight"].shape
-    torch.Size([8, 3, 3, 3])
-    """
-    from ..fx.apply_plan import carry
-    out = {}
-    for key, shape in shapes.items():
-        tp = plan.tensors.get(key)
-        old = tensors.get(tp.source) if tp is not None and tp.source is not None else None
-        if old is None:
-            out[key] = torch.full(tuple(shape), float(fill), device=device)
-            continue
-        value = carry(tp, old, None, key, state=True)
-        if tp.axes and fill != 0:
-            carried = carry(tp, torch.ones_like(old), None, key, state=True) != 0   # False where new
-            value = torch.where(carried, value, torch.full_like(value, float(fill)))
-        out[key] = value.clone().to(device)
-    return out
-
-
-class TensorAdam:
-    """Adam over a dict of leaf tensors (the method's own parameters), with per-key moments that can follow a
-    rewrite. Its learning rate is set per step (the strategy follows the run's schedule)."""
-
-    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.lr = lr
-        self.betas = betas
-        self.eps = eps
-        self.steps = 0
-        self.m: dict[str, torch.Tensor] = {}
-        self.v: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def step(self, params: Mapping[str, torch.Tensor], lr: Optional[float] = None) -> None:
-        lr = self.lr if lr is None else lr
-        b1, b2 = self.betas
-        self.steps += 1
-        for key, t in params.items():
-            if t.grad is None:
-                continue
-            m = self.m.get(key)
-            if m is None or m.shape != t.shape:
-                m, v = torch.zeros_like(t), torch.zeros_like(t)
-            else:
-                v = self.v[key]
-            m.mul_(b1).add_(t.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(t.grad, t.grad, value=1 - b2)
-            m_hat = m / (1 - b1 ** self.steps)
-            v_hat = v / (1 - b2 ** self.steps)
-            t -= lr * m_hat / (v_hat.sqrt() + self.eps)
-            self.m[key], self.v[key] = m, v
-            t.grad = None
-
-    def follow(self, plan, shapes: Mapping[str, torch.Size], others=(), device=None) -> None:
-        """Carry the moments through a rewrite: per-weight keys (``shapes``: the new parameters' shapes) as
-        :func:`follow` does, with new entries at zero; ``others`` (per-layer keys that survive) as they are."""
-        for name in ("m", "v"):
-            old = getattr(self, name)
-            new = follow(plan, old, shapes, 0.0, device)
-            new.update({k: old[k] for k in others if k in old})
-            setattr(self, name, new)
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "m": {k: v.detach().cpu() for k, v in self.m.items()},
-                "v": {k: v.detach().cpu() for k, v in self.v.items()}}
-
-    def load_state_dict(self, state: dict, device=None) -> None:
-        self.steps = int(state["steps"])
-        self.m = {k: v.to(device) for k, v in state["m"].items()}
-        self.v = {k: v.to(device) for k, v in state["v"].items()}

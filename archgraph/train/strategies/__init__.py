@@ -12,17 +12,12 @@ from .base import RULE_KIND, Strategy
 STRATEGIES = {
     "dense": "archgraph.train.strategies.dense:DenseStrategy",
     "gnap": "archgraph.train.strategies.gnap:GnapStrategy",
-    # issue 5 (methods)
     "cgap": "archgraph.train.strategies.cgap:CgapStrategy",
     "scs": "archgraph.train.strategies.scs:ScsStrategy",
     "gbp": "archgraph.train.strategies.gbp:GbpStrategy",
-}
-
-# per-weight mask methods
-STRATEGIES.update({
     "gumbel": "archgraph.train.strategies.gumbel:GumbelStrategy",
     "budget": "archgraph.train.strategies.budget:BudgetStrategy",
-})
+}
 
 
 def make_strategy(settings, config=None) -> Strategy:

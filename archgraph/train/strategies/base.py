@@ -7,11 +7,14 @@ change and *when*, through these hooks (all optional):
   ``torch.func.functional_call``, so the module and its ``state_dict`` keys stay untouched) and an extra loss term.
 * :meth:`Strategy.on_step_end` / :meth:`Strategy.on_epoch_end` - return rewrite rules for the loop to apply
   (``archgraph.rewrite``: weights and optimizer state carried over, a new version, a history event, a checkpoint).
-* :meth:`Strategy.on_rewrite` - follow a rewrite (rebuild per-layer state for the new graph).
+* :meth:`Strategy.on_rewrite` - follow a rewrite: it receives the :class:`~archgraph.rules.base.Rewrite` the loop
+  applied (old and new graph, rule, transfer plan), to rebuild per-layer state for the new graph.
 * :meth:`Strategy.finalize` - at the end: make the final weights (e.g. hard masks as exact zeros) and return the last
   rules.
-* :meth:`Strategy.state_dict` / :meth:`Strategy.load_state_dict` - everything needed to resume (tensors and plain
-  data only).
+* Resume: the attributes named in ``STATE`` are the strategy's whole state (:class:`~archgraph.train.state.Stateful`:
+  saved in every checkpoint, tensors and plain data only). A fresh run calls :meth:`Strategy.setup`, a resumed one
+  ``load_state_dict`` (tensors come back on the CPU); both then call :meth:`Strategy.attach`, which moves the state
+  to ``trainer.device`` and rebuilds what derives from the graph.
 * :meth:`Strategy.learned_parameters` - the tensors the strategy trains itself (mask thresholds, gates) or whose
   gradients it reads (CGaP's saliency probes): under ``torchrun`` their gradients are averaged over the processes
   before :meth:`Strategy.on_step_end` reads them, and under float16 AMP they are unscaled (and dropped for a step
@@ -25,9 +28,9 @@ state), one whose forward pass leaves some module parameters without a gradient 
 its ``state_dict`` must come out the same on every process (it is hashed and compared after every rewrite). See
 docs/scale.md.
 
-The ``trainer`` argument is the :class:`~archgraph.train.loop.Trainer`; strategies read ``trainer.graph``,
-``trainer.module``, ``trainer.epoch``, ``trainer.step``, ``trainer.epochs``, ``trainer.device`` and call
-``trainer.evaluate(split)``.
+The ``trainer`` argument is a :class:`~archgraph.train.view.RunView`, the narrow view of the run that says what a
+strategy may read and call (graph, module, device, epoch/step/progress, the current learning rate, the last batch's
+size, the last metrics, ``apply`` for trying rules, ``forward``, the training inputs); nothing else of the loop.
 
 >>> class Nothing(Strategy):
 ...     name = "nothing"
@@ -38,13 +41,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ...errors import RuleError
+from ...rules.base import apply as rules_apply
+from ..state import Stateful
+
 #: rule name -> event kind in the history
 RULE_KIND = {"add_filters": "growth", "insert_layer": "growth", "insert_block": "growth", "split_filters": "growth",
              "delete_node": "prune", "prune_channels": "prune", "collapse_layer": "prune"}
 
 
-class Strategy:
-    """Base class: plain training, no rewrites."""
+class Strategy(Stateful):
+    """Base class: plain training, no rewrites. ``STATE`` names the attributes to checkpoint."""
 
     name = "base"
     #: set when some module parameters get no gradient in a step (DDP must then look for them every step)
@@ -58,10 +65,11 @@ class Strategy:
         self.config = config
 
     def setup(self, trainer) -> None:
-        """Called once when a fresh run starts (not on resume: :meth:`load_state_dict` is called instead)."""
+        """Called once when a fresh run starts (not on resume: ``load_state_dict`` is called instead)."""
 
     def attach(self, trainer) -> None:
-        """Called on every start and resume, after :meth:`setup` or :meth:`load_state_dict`."""
+        """Called on every start and resume, after :meth:`setup` or ``load_state_dict``: move the state to
+        ``trainer.device`` and build what derives from ``trainer.graph``."""
 
     def parametrize(self, trainer, training: bool) -> tuple[dict, Optional[Any]]:
         """``(overrides, extra_loss)`` for the next forward pass; overrides map ``<node>.<param>`` to tensors."""
@@ -73,8 +81,9 @@ class Strategy:
     def on_epoch_end(self, trainer, metrics: dict) -> list:
         return []
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        """The loop applied ``rule``: ``trainer.graph``/``trainer.module`` are the new ones."""
+    def on_rewrite(self, trainer, rewrite) -> None:
+        """The loop applied ``rewrite`` (a :class:`~archgraph.rules.base.Rewrite`: ``rewrite.old``, ``.graph``,
+        ``.rule`` and the transfer ``.plan``); ``trainer.graph``/``trainer.module`` are the new ones."""
 
     def lr_factor(self, trainer) -> float:
         """Multiplies the schedule's learning rate (e.g. a method's own final decay)."""
@@ -104,15 +113,10 @@ class Strategy:
         (not module parameters); under torchrun their gradients are averaged over the processes every step."""
         return {}
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def applicable(graph, rules: list) -> list:
+def applicable(graph, rules: list, apply=rules_apply) -> list:
     """The rules that apply one after the other, starting from ``graph`` (a rule that cannot apply is left out).
+    ``apply`` is :func:`archgraph.apply`; a strategy passes ``trainer.apply``, which remembers the rewrites, so the
+    loop does not apply them again.
 
     >>> import archgraph
     >>> from archgraph import rules as R
@@ -120,12 +124,10 @@ def applicable(graph, rules: list) -> list:
     >>> [r.name for r in applicable(g, [R.DeleteNode(node="no_such_node"), R.AddFilters(node="stem", count=2)])]
     ['add_filters']
     """
-    import archgraph
-    from ...errors import RuleError
     out = []
     for rule in rules:
         try:
-            graph = archgraph.apply(graph, rule).graph
+            graph = apply(graph, rule).graph
         except RuleError:
             continue
         out.append(rule)

@@ -76,6 +76,7 @@ def budget_loss(density: torch.Tensor, target: float, kind: str = "squared") -> 
 
 class BudgetStrategy(Strategy):
     name = "budget"
+    STATE = ("phase",)
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -85,8 +86,8 @@ class BudgetStrategy(Strategy):
     def attach(self, trainer) -> None:
         self.death = ChannelDeath(trainer.graph)
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        self.death = ChannelDeath(new_graph)   # the masks are functions of the weights: nothing else to carry
+    def on_rewrite(self, trainer, rewrite) -> None:
+        self.death = ChannelDeath(rewrite.graph)   # the masks are functions of the weights: nothing else to carry
 
     def active(self, trainer) -> bool:
         return self.phase == TRAIN and trainer.epoch >= self.settings.warmup_epochs
@@ -158,8 +159,3 @@ class BudgetStrategy(Strategy):
                                  sum(values[k].numel() for k in keys), 5)
         return m
 
-    def state_dict(self) -> dict:
-        return {"phase": self.phase}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.phase = state["phase"]

@@ -35,13 +35,15 @@ import math
 
 import torch
 
-from ..gates import follow_rewrite, gate_layout, gate_overrides
+from ..gates import gate_layout, gate_overrides
+from ..tensors import follow_channels
 from .base import Strategy
 from .costs import SizeLedger, TrainCost
 
 
 class CgapStrategy(Strategy):
     name = "cgap"
+    STATE = ("saliency", "rate", "growths", "prunes", "sizes", "done_pruning", "cost")
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -167,9 +169,8 @@ class CgapStrategy(Strategy):
             self.prunes += 1
         return rules
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        import archgraph
-        plan = archgraph.apply(old_graph, rule).plan
+    def on_rewrite(self, trainer, rewrite) -> None:
+        plan, new_graph = rewrite.plan, rewrite.graph
         self.layout = gate_layout(new_graph, branches=False)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
 
@@ -178,7 +179,7 @@ class CgapStrategy(Strategy):
             value = float(known.mean()) if known is not None and known.numel() else 0.0
             return torch.full((n,), value, device=trainer.device)
 
-        self.saliency = follow_rewrite(plan, self.saliency, fill, sizes)
+        self.saliency = follow_channels(plan, self.saliency, fill, sizes)
         self.sizes.update(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
@@ -188,22 +189,6 @@ class CgapStrategy(Strategy):
 
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, **self.sizes.summary(trainer.graph)}
-
-    def state_dict(self) -> dict:
-        return {"saliency": {k: v.cpu() for k, v in self.saliency.items()}, "rate": self.rate,
-                "growths": self.growths, "prunes": self.prunes, **self.sizes.state_dict(),
-                "done_pruning": self.done_pruning, "cost": self.cost.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.saliency = dict(state["saliency"])
-        self.rate = float(state["rate"])
-        self.growths = int(state["growths"])
-        self.prunes = int(state["prunes"])
-        self.sizes.load_state_dict(state)
-        self.done_pruning = bool(state["done_pruning"])
-        self.cost.load_state_dict(state["cost"])
-
-
 
 def channel_params(graph, module) -> dict[tuple[str, int], float]:
     """``(layer, channel) -> parameters`` removed with that channel: its row of the layer, its per-channel

@@ -12,19 +12,13 @@ them; evaluation passes are not counted.
 """
 from __future__ import annotations
 
-
-def step_samples(trainer) -> int:
-    """Samples in the batch the loop just trained on (called from ``on_step_end``)."""
-    es = trainer.epoch_state
-    if es is None:
-        return trainer.config.data.batch_size
-    bs = trainer.config.data.batch_size
-    b = es.batch - 1
-    return int(es.perm[b * bs:(b + 1) * bs].numel())
+from ..state import Stateful
 
 
-class TrainCost:
+class TrainCost(Stateful):
     """Running total of training MACs (plain floats, checkpointed through the strategy's state)."""
+
+    STATE = ("macs",)
 
     def __init__(self):
         self.macs = 0.0
@@ -32,19 +26,13 @@ class TrainCost:
     def add(self, macs_per_sample: float, samples: int) -> None:
         self.macs += float(macs_per_sample) * samples
 
-    def state_dict(self) -> dict:
-        return {"macs": self.macs}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.macs = float(state["macs"])
-
     def add_step(self, trainer, macs_per_sample: float | None = None) -> None:
         """Count the step the loop just trained: ``macs_per_sample`` (default: the current graph's MACs) times the
         batch's samples."""
-        self.add(trainer.graph.macs if macs_per_sample is None else macs_per_sample, step_samples(trainer))
+        self.add(trainer.graph.macs if macs_per_sample is None else macs_per_sample, trainer.batch_samples)
 
 
-class SizeLedger:
+class SizeLedger(Stateful):
     """Seed and peak size (parameters and MACs) of a network that grows and shrinks, for the summary's reductions.
 
     >>> from types import SimpleNamespace as G
@@ -55,6 +43,8 @@ class SizeLedger:
     >>> s["peak_params"], s["seed_macs"], s["params_reduction"], s["macs_reduction"]
     (300, 1000, 0.5, 0.4)
     """
+
+    STATE = ("seed_params", "seed_macs", "peak_params", "peak_macs")
 
     def __init__(self):
         self.seed_params = self.seed_macs = self.peak_params = self.peak_macs = 0
@@ -75,12 +65,3 @@ class SizeLedger:
                 "seed_params": self.seed_params, "seed_macs": self.seed_macs,
                 "params_reduction": 1 - graph.params / self.peak_params if self.peak_params else 0.0,
                 "macs_reduction": 1 - graph.macs / self.peak_macs if self.peak_macs else 0.0}
-
-    def state_dict(self) -> dict:
-        """Plain ints, under the same keys as in :meth:`summary` (merged into a strategy's own state)."""
-        return {"seed_params": self.seed_params, "seed_macs": self.seed_macs,
-                "peak_params": self.peak_params, "peak_macs": self.peak_macs}
-
-    def load_state_dict(self, state: dict) -> None:
-        for key in ("seed_params", "seed_macs", "peak_params", "peak_macs"):
-            setattr(self, key, int(state[key]))

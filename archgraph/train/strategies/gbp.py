@@ -46,6 +46,7 @@ EPS = 0.05   # added to a group's scale in the reweighting (a group at zero is n
 
 class GbpStrategy(Strategy):
     name = "gbp"
+    STATE = ("phase", "expanded_at", "sizes", "threshold", "cost")
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -109,7 +110,7 @@ class GbpStrategy(Strategy):
             if e >= s.expand_after:
                 self.phase = SEARCH
                 self.expanded_at = e
-                return self._expand_rules(trainer.graph)
+                return self._expand_rules(trainer)
             return []
         if self.phase != SEARCH:
             return []
@@ -131,10 +132,11 @@ class GbpStrategy(Strategy):
         t = min(1.0, max(0.0, t))
         return s.threshold * 0.5 * (1.0 - math.cos(math.pi * t))
 
-    def _expand_rules(self, graph) -> list:
+    def _expand_rules(self, trainer) -> list:
         from ... import rules as R
         from ...channels import analyse
         s = self.settings
+        graph = trainer.graph
         out = []
         for space in analyse(graph).spaces():
             if space.frozen or space.irregular:
@@ -148,7 +150,7 @@ class GbpStrategy(Strategy):
                 continue
             out.append(R.AddFilters(node=node, count=count, init=s.expand_init))
         # the seeds number the rules that apply (whether a rule applies does not depend on its seed)
-        return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out))]
+        return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out, trainer.apply))]
 
     def _prune_rules(self, trainer) -> list:
         if not len(self.index):
@@ -160,11 +162,11 @@ class GbpStrategy(Strategy):
             return []
         order = below[torch.argsort(scales[below], stable=True)]
         most = max(1, int(s.max_prune_fraction * len(self.index)))
-        return self.index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width)
+        return self.index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width, apply=trainer.apply)
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+    def on_rewrite(self, trainer, rewrite) -> None:
         self._rebuild(trainer)
-        self.sizes.update(new_graph)
+        self.sizes.update(rewrite.graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def metrics(self, trainer) -> dict:
@@ -178,18 +180,6 @@ class GbpStrategy(Strategy):
 
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, **self.sizes.summary(trainer.graph)}
-
-    def state_dict(self) -> dict:
-        return {"phase": self.phase, "expanded_at": self.expanded_at, **self.sizes.state_dict(),
-                "threshold": self.threshold, "cost": self.cost.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.phase = state["phase"]
-        self.expanded_at = int(state["expanded_at"])
-        self.sizes.load_state_dict(state)
-        self.threshold = float(state["threshold"])
-        self.cost.load_state_dict(state["cost"])
-
 
 def tensor_rms(params: dict[str, torch.Tensor], index: GroupIndex) -> dict[str, torch.Tensor]:
     """RMS of every tensor that has group entries (detached; the reference scale of its entries)."""

@@ -53,6 +53,7 @@ GROW, FINETUNE, DONE = "grow", "finetune", "done"
 
 class GnapStrategy(Strategy):
     name = "gnap"
+    STATE = ("phase", "growths", "last_action", "best_before", "finetune_start", "smoothed", "plateau", "masks")
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
@@ -65,19 +66,13 @@ class GnapStrategy(Strategy):
         self.best_before = math.nan    # best monitored value before the last growth
         self.finetune_start = -1
         self.smoothed = math.nan       # exponential moving average of the monitored metric
-        self._mask_state: Optional[dict] = None
         self._zeros: dict[str, torch.Tensor] = {}
-        self.masks: Optional[LearnedMasks] = None
+        self.masks = LearnedMasks(temperature=s.temperature, lr=s.mask_lr, threshold_init=s.threshold_init,
+                                  channel_threshold=s.channel_threshold, channel_masks=s.channel_masks)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def attach(self, trainer) -> None:
-        s = self.settings
-        self.masks = LearnedMasks(trainer.graph, temperature=s.temperature, lr=s.mask_lr,
-                                  threshold_init=s.threshold_init, channel_threshold=s.channel_threshold,
-                                  channel_masks=s.channel_masks, device=trainer.device)
-        if self._mask_state is not None:
-            self.masks.load_state_dict(self._mask_state)
-            self._mask_state = None
+        self.masks.attach(trainer.graph, trainer.device)
 
     def _masking(self, trainer) -> bool:
         return self.phase == GROW and trainer.epoch >= self.settings.warmup_epochs
@@ -135,14 +130,14 @@ class GnapStrategy(Strategy):
         if not plateau:
             return rules
         action = self._next_growth()
-        graph = _after(trainer.graph, rules)
+        graph = _after(trainer, rules)
         growth = []
         if action == "widen":
-            growth = self._widen_rules(graph)
+            growth = self._widen_rules(graph, trainer.apply)
             if not growth and s.deepen:
-                action, growth = "deepen", self._deepen_rules(graph)
+                action, growth = "deepen", self._deepen_rules(graph, trainer.apply)
         elif action == "deepen":
-            growth = self._deepen_rules(graph)
+            growth = self._deepen_rules(graph, trainer.apply)
         if not growth:
             return rules + self._freeze(trainer, rules)
         self.growths += 1
@@ -201,8 +196,7 @@ class GnapStrategy(Strategy):
                 out.append(R.PruneChannels(node=node, indices=list(idx)))
         return out
 
-    def _widen_rules(self, graph) -> list:
-        import archgraph
+    def _widen_rules(self, graph, apply) -> list:
         from ... import rules as R
         s = self.settings
         out = []
@@ -214,13 +208,13 @@ class GnapStrategy(Strategy):
                 continue
             rule = R.AddFilters(node=nid, count=target - width, init=s.grow_init)
             try:
-                current = archgraph.apply(current, rule).graph
+                current = apply(current, rule).graph
             except RuleError:
                 continue   # e.g. a layer coupled to others through a residual add
             out.append(rule)
         return out
 
-    def _deepen_rules(self, graph) -> list:
+    def _deepen_rules(self, graph, apply) -> list:
         from ... import rules as R
         where = self.settings.deepen_after or deepen_point(graph)
         if where is None or where not in graph.nodes:
@@ -231,11 +225,12 @@ class GnapStrategy(Strategy):
                                  init="identity")
         else:
             rule = R.InsertLayer(after=where, op="linear", activation="relu", init="identity")
-        return applicable(graph, [rule])
+        return applicable(graph, [rule], apply)
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
+    def on_rewrite(self, trainer, rewrite) -> None:
+        old_graph, new_graph = rewrite.old, rewrite.graph
         self.masks.rebuild(new_graph)
-        if getattr(rule, "kind", "growth") == "growth" and self.phase == GROW:
+        if rewrite.rule.kind == "growth" and self.phase == GROW:
             # channels a growth adds (appended at the end, or a whole new layer) are not charged for until the
             # phase settles: their outgoing weights start at zero and need time to become useful
             old, new = old_graph.shapes(), new_graph.shapes()
@@ -246,7 +241,7 @@ class GnapStrategy(Strategy):
                                                    set(range(before, new[gid][0])))
 
     def learned_parameters(self, trainer) -> dict:
-        return self.masks.parameters() if self.masks is not None else {}
+        return self.masks.parameters()
 
     # ---- numbers and state ------------------------------------------------------------------------------------
     def effective_weights(self, trainer) -> dict:
@@ -256,26 +251,9 @@ class GnapStrategy(Strategy):
 
     def metrics(self, trainer) -> dict:
         m = {"phase": self.phase, "growths": self.growths}
-        if self.masks is not None and self.masks.tau:
+        if self.masks.tau:
             m["tau_mean"] = sum(t.item() for t in self.masks.tau.values()) / len(self.masks.tau)
         return m
-
-    def state_dict(self) -> dict:
-        return {"phase": self.phase, "growths": self.growths, "last_action": self.last_action,
-                "best_before": self.best_before, "finetune_start": self.finetune_start,
-                "smoothed": self.smoothed, "plateau": self.plateau.state_dict(),
-                "masks": self.masks.state_dict() if self.masks is not None else None}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.phase = state["phase"]
-        self.growths = int(state["growths"])
-        self.last_action = state["last_action"]
-        self.best_before = float(state["best_before"])
-        self.finetune_start = int(state["finetune_start"])
-        self.smoothed = float(state["smoothed"])
-        self.plateau.load_state_dict(state["plateau"])
-        self._mask_state = state["masks"]
-
 
 def growable_layers(graph) -> list[str]:
     """Conv (``groups=1``) and linear layers whose output is not a graph output, in graph order."""
@@ -311,9 +289,9 @@ def deepen_point(graph) -> Optional[str]:
         at = users[0]
 
 
-def _after(graph, rules: list):
-    """The graph once ``rules`` are applied (rules only; no weights)."""
-    import archgraph
+def _after(trainer, rules: list):
+    """The graph once ``rules`` are applied to the current one (rules only; no weights)."""
+    graph = trainer.graph
     for rule in rules:
-        graph = archgraph.apply(graph, rule).graph
+        graph = trainer.apply(graph, rule).graph
     return graph

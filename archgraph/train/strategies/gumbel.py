@@ -59,7 +59,8 @@ from typing import Optional
 import torch
 
 from ...fx.torchnames import module_classes
-from ..unstructured import ChannelDeath, TensorAdam, follow, masked_keys
+from ..tensors import TensorAdam, follow_weights
+from ..unstructured import ChannelDeath, masked_keys
 from .base import Strategy
 
 TRAIN, DONE = "train", "done"
@@ -94,6 +95,7 @@ def annealed(start: float, end: float, fraction: float) -> float:
 
 class GumbelStrategy(Strategy):
     name = "gumbel"
+    STATE = ("phase", "logits", "log_scale", "adam_logits", "adam_scale")
     uses_global_rng = True   # the topology samples (under torchrun every process draws rank 0's)
 
     def __init__(self, settings, config=None):
@@ -106,7 +108,6 @@ class GumbelStrategy(Strategy):
         self.adam_logits = TensorAdam(settings.mask_lr)
         self.adam_scale = TensorAdam(settings.scale_lr)
         self.death: Optional[ChannelDeath] = None
-        self._state: Optional[dict] = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
@@ -117,13 +118,10 @@ class GumbelStrategy(Strategy):
 
     def attach(self, trainer) -> None:
         self.device = trainer.device
-        if self._state is not None:
-            st, self._state = self._state, None
-            self.phase = st["phase"]
-            self.logits = {k: v.to(trainer.device) for k, v in st["logits"].items()}
-            self.log_scale = {k: v.to(trainer.device) for k, v in st["log_scale"].items()}
-            self.adam_logits.load_state_dict(st["adam_logits"], trainer.device)
-            self.adam_scale.load_state_dict(st["adam_scale"], trainer.device)
+        self.logits = {k: v.to(trainer.device) for k, v in self.logits.items()}
+        self.log_scale = {k: v.to(trainer.device) for k, v in self.log_scale.items()}
+        self.adam_logits.to(trainer.device)
+        self.adam_scale.to(trainer.device)
         for t in [*self.logits.values(), *self.log_scale.values()]:
             t.requires_grad_(True)
         self.death = ChannelDeath(trainer.graph)
@@ -193,7 +191,7 @@ class GumbelStrategy(Strategy):
     def on_step_end(self, trainer) -> list:
         if self.phase == DONE:
             return []
-        factor = trainer.optimizer.param_groups[0]["lr"] / trainer.schedule.lr
+        factor = trainer.lr / trainer.base_lr
         self.adam_logits.step(self.logits, self.settings.mask_lr * factor)
         if self.settings.rescale == "learned":
             self.adam_scale.step({f"scale.{n}": t for n, t in self.log_scale.items()},
@@ -231,14 +229,13 @@ class GumbelStrategy(Strategy):
             out.update({k: v.detach() for k, v in values.items()})
         return out
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        import archgraph
-        plan = archgraph.apply(old_graph, rule).plan
+    def on_rewrite(self, trainer, rewrite) -> None:
+        plan, new_graph = rewrite.plan, rewrite.graph
         params = dict(trainer.module.named_parameters())
         shapes = {k: params[k].shape for k in masked_keys(new_graph)}
         with torch.no_grad():
             self.logits = {k: v.requires_grad_(True) for k, v in
-                           follow(plan, self.logits, shapes, self.settings.logit_init, trainer.device).items()}
+                           follow_weights(plan, self.logits, shapes, self.settings.logit_init, trainer.device).items()}
             self.adam_logits.follow(plan, shapes, device=trainer.device)
             scales = {}
             for key in shapes:
@@ -266,16 +263,6 @@ class GumbelStrategy(Strategy):
             m["scale_mean"] = round(sum(scales) / len(scales), 5)
         return m
 
-    def state_dict(self) -> dict:
-        return {"phase": self.phase,
-                "logits": {k: v.detach().cpu() for k, v in self.logits.items()},
-                "log_scale": {k: v.detach().cpu() for k, v in self.log_scale.items()},
-                "adam_logits": self.adam_logits.state_dict(), "adam_scale": self.adam_scale.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._state = state
-
-
 @torch.no_grad()
 def recalibrate_norms(trainer) -> None:
     """Recompute every batchnorm's running statistics as the plain average over the training set (no augmentation)
@@ -289,14 +276,9 @@ def recalibrate_norms(trainer) -> None:
         m.momentum = None   # cumulative average
     was_training = trainer.module.training
     trainer.module.train()
-    split = trainer.dataset.train
-    bs = trainer.config.data.eval_batch_size
-    for start in range(0, len(split), bs):
-        idx = torch.arange(start, min(start + bs, len(split)))
-        if len(idx) < 2:
-            continue
-        x, _ = trainer.dataset.batch(split, idx)
-        trainer.forward(x, {})
+    for x in trainer.train_inputs():
+        if len(x) >= 2:   # a batch of one has no batch statistics
+            trainer.forward(x, {})
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     trainer.module.train(was_training)

@@ -63,7 +63,8 @@ from typing import Optional
 import torch
 
 from ...ops.registry import OPS
-from ..gates import TensorSGD, follow_rewrite, gate_layout, gate_overrides, hard_weights
+from ..gates import gate_layout, gate_overrides, hard_weights
+from ..tensors import TensorSGD, follow_channels
 from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
 
@@ -72,6 +73,8 @@ SEARCH, FINETUNE, DONE = "search", "finetune", "done"
 
 class ScsStrategy(Strategy):
     name = "scs"
+    STATE = ("s", "sb", "beta", "round", "k", "round_length", "phase", "growths", "sizes", "opt", "opt_b", "cost",
+             "dense_cost")
     uses_global_rng = True   # the Bernoulli samples (under torchrun every process draws rank 0's)
 
     def __init__(self, settings, config=None):
@@ -110,8 +113,8 @@ class ScsStrategy(Strategy):
         for node in self.layout.branch:
             if node not in self.sb:
                 self.sb[node] = _leaf(torch.tensor(self.settings.s_init), trainer.device)
-        self.opt.buf = {k: v.to(trainer.device) for k, v in self.opt.buf.items()}
-        self.opt_b.buf = {k: v.to(trainer.device) for k, v in self.opt_b.buf.items()}
+        self.opt.to(trainer.device)
+        self.opt_b.to(trainer.device)
 
     @property
     def scale(self) -> float:
@@ -190,7 +193,7 @@ class ScsStrategy(Strategy):
         s = self.settings
         self.k += 1
         self.beta = s.beta_final ** (self.k / self.round_length)
-        rules = self._removal_rules(trainer.graph)
+        rules = self._removal_rules(trainer)
         if self.k >= self.round_length:
             if self.round + 1 < s.rounds:
                 self.round += 1
@@ -203,13 +206,13 @@ class ScsStrategy(Strategy):
             return self._harden(trainer)
         if (self.k < s.grow_until * self.round_length and self.k % s.grow_every == 0
                 and self.growths < s.max_growths):
-            growth = self._growth_rules(_after(trainer.graph, rules))
+            growth = self._growth_rules(trainer, _after(trainer, rules))
             if growth:
                 self.growths += 1
             rules = rules + growth
         return rules
 
-    def _removal_rules(self, graph) -> list:
+    def _removal_rules(self, trainer) -> list:
         from ... import rules as R
         s = self.settings
         with torch.no_grad():
@@ -226,9 +229,9 @@ class ScsStrategy(Strategy):
             closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, s.min_width)
             if closed:
                 out.append(R.PruneChannels(node=node, indices=closed))
-        return applicable(graph, out)
+        return applicable(trainer.graph, out, trainer.apply)
 
-    def _growth_rules(self, graph) -> list:
+    def _growth_rules(self, trainer, graph) -> list:
         from ... import rules as R
         s = self.settings
         with torch.no_grad():
@@ -250,7 +253,7 @@ class ScsStrategy(Strategy):
             after = block_output(graph, best)
             if after is not None:
                 out.append(R.InsertBlock(after=after, norm="batchnorm", activation="relu"))
-        return applicable(graph, out)
+        return applicable(graph, out, trainer.apply)
 
     def _harden(self, trainer) -> list:
         """Fold the hard masks ``1[s > 0] / sigmoid(s0)`` into the weights; return the rules removing what is
@@ -279,7 +282,7 @@ class ScsStrategy(Strategy):
             if off and node not in gone:
                 rules.append(R.PruneChannels(node=node, indices=off))
         self.phase = FINETUNE if s.finetune_epochs > 0 else DONE
-        return applicable(trainer.graph, rules)
+        return applicable(trainer.graph, rules, trainer.apply)
 
     def should_stop(self, trainer) -> bool:
         return self.phase == DONE
@@ -290,9 +293,8 @@ class ScsStrategy(Strategy):
         self.phase = DONE
         return []
 
-    def on_rewrite(self, trainer, old_graph, new_graph, rule) -> None:
-        import archgraph
-        plan = archgraph.apply(old_graph, rule).plan
+    def on_rewrite(self, trainer, rewrite) -> None:
+        plan, new_graph = rewrite.plan, rewrite.graph
         self.layout = gate_layout(new_graph, branches=self.settings.branch_gates)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
         s_new = self.settings.s_new
@@ -301,7 +303,7 @@ class ScsStrategy(Strategy):
             return torch.full((n,), s_new, device=trainer.device)
 
         detached = {k: v.detach() for k, v in self.s.items()}
-        self.s = {k: _leaf(v, trainer.device) for k, v in follow_rewrite(plan, detached, fill, sizes).items()}
+        self.s = {k: _leaf(v, trainer.device) for k, v in follow_channels(plan, detached, fill, sizes).items()}
         self.opt.follow(plan, sizes)
         self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
                    for k in self.layout.branch}
@@ -330,30 +332,6 @@ class ScsStrategy(Strategy):
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, "train_macs_dense": self.dense_cost.macs,
                 "seed_macs": self.sizes.seed_macs, "beta_final": self.beta}
-
-    def state_dict(self) -> dict:
-        return {"s": {k: v.detach().cpu() for k, v in self.s.items()},
-                "sb": {k: v.detach().cpu() for k, v in self.sb.items()},
-                "beta": self.beta, "round": self.round, "k": self.k, "round_length": self.round_length,
-                "phase": self.phase, "growths": self.growths, **self.sizes.state_dict(),
-                "opt": self.opt.state_dict(), "opt_b": self.opt_b.state_dict(),
-                "cost": self.cost.state_dict(), "dense_cost": self.dense_cost.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.s = dict(state["s"])
-        self.sb = dict(state["sb"])
-        self.beta = float(state["beta"])
-        self.round = int(state["round"])
-        self.k = int(state["k"])
-        self.round_length = int(state["round_length"])
-        self.phase = state["phase"]
-        self.growths = int(state["growths"])
-        self.sizes.load_state_dict(state)
-        self.opt.load_state_dict(state["opt"])
-        self.opt_b.load_state_dict(state["opt_b"])
-        self.cost.load_state_dict(state["cost"])
-        self.dense_cost.load_state_dict(state["dense_cost"])
-
 
 def closed_channels(p: torch.Tensor, s: torch.Tensor, below: float, min_width: int) -> list[int]:
     """Channels whose gate ``p`` is under ``below``, leaving the ``min_width`` highest logits in any case.
@@ -385,10 +363,11 @@ def block_output(graph, branch: str) -> Optional[str]:
     return add
 
 
-def _after(graph, rules: list):
-    import archgraph
+def _after(trainer, rules: list):
+    """The graph once ``rules`` are applied to the current one (rules only; no weights)."""
+    graph = trainer.graph
     for rule in rules:
-        graph = archgraph.apply(graph, rule).graph
+        graph = trainer.apply(graph, rule).graph
     return graph
 
 
