@@ -17,6 +17,8 @@ MODULES = [
     "archgraph.train.strategies.scs",
     # per-weight masks (Gumbel, Budget)
     "archgraph.train.unstructured", "archgraph.train.strategies.gumbel", "archgraph.train.strategies.budget",
+    # language modelling and segmentation
+    "archgraph.train.text", "archgraph.train.scenes", "archgraph.train.tasks", "archgraph.train.console",
     # history
     "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots", "archgraph.history.report",
 ]

@@ -135,11 +135,13 @@ def _sync(device: torch.device) -> None:
 
 
 def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, allow_compile: bool = False,
-                  steps_until_rewrite: int = 1000, steps: int = 5, amp: Optional[bool] = None) -> Format:
+                  steps_until_rewrite: int = 1000, steps: int = 5, amp: Optional[bool] = None,
+                  loss_fn: Optional[Callable] = None) -> Format:
     """Measure the candidate formats for this graph version and return the fastest; cached per version.
 
     A compiled candidate is charged its compile time spread over ``steps_until_rewrite`` steps; one that fails to
-    compile (no C++ compiler, an unsupported op) is left out. The global RNG is left as it was.
+    compile (no C++ compiler, an unsupported op) is left out. The global RNG is left as it was. ``loss_fn(out, y)``
+    is the training loss (default: cross entropy over ``[B, K]`` scores).
     """
     key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile, amp)
     if key in _CACHE:
@@ -150,7 +152,7 @@ def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     with torch.random.fork_rng(devices=devices):
         for fmt in candidates(x.device, has_conv, allow_compile, amp):
             try:
-                results.append(time_steps(module, x, y, fmt, steps=steps))
+                results.append(time_steps(module, x, y, fmt, steps=steps, loss_fn=loss_fn))
             except Exception:   # noqa: BLE001 - a compiler failure only removes the candidate
                 if not fmt.compile:
                     raise

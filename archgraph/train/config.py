@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                      ValidationError)
+                      ValidationError, field_validator, model_validator)
 
 from ..errors import ArchgraphError, ConfigError
 
@@ -43,8 +43,12 @@ class Augment(_Model):
 
 
 class DataConfig(_Model):
-    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"] = Field(
-        "digits", description="digits is scikit-learn's bundled 8x8 handwritten digits (no download)")
+    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "text", "digits_scenes",
+                  "mnist_scenes"] = Field(
+        "digits", description="digits is scikit-learn's bundled 8x8 handwritten digits (no download); text is "
+                              "character- or byte-level language modelling (archgraph/train/text.py); "
+                              "digits_scenes / mnist_scenes are segmentation scenes of 1-3 digits "
+                              "(archgraph/train/scenes.py)")
     root: Optional[str] = Field(None, description="dataset root for torchvision datasets (default: ./data; "
                                                   "--data-root overrides it)")
     download: bool = Field(False, description="let torchvision download a missing dataset")
@@ -54,8 +58,25 @@ class DataConfig(_Model):
     eval_batch_size: PositiveInt = 1000
     augment: Augment = Field(default_factory=Augment)
     normalize: bool = Field(True, description="standardise each channel with the training split's mean and std")
-    limit: Optional[PositiveInt] = Field(None, description="use at most this many training examples (quick runs)")
+    limit: Optional[PositiveInt] = Field(None, description="use at most this many training examples (quick runs; "
+                                                           "text: windows, scenes: scenes)")
     test_limit: Optional[PositiveInt] = Field(None, description="use at most this many test examples")
+    # text (name: text)
+    path: Optional[str] = Field(None, description="text: a UTF-8 file to train on (relative to the working "
+                                                  "directory; default: the prose of CPython's pydoc_data.topics)")
+    tokens: Literal["chars", "bytes"] = Field("chars", description="text: characters or the UTF-8 bytes as tokens")
+    split: tuple[Annotated[float, Field(gt=0.0)], NonNegativeFloat, Annotated[float, Field(gt=0.0)]] = Field(
+        (0.9, 0.05, 0.05), description="text: contiguous train/val/test fractions of the corpus (they sum to 1; "
+                                       "val_fraction is not used)")
+    stride: Optional[PositiveInt] = Field(None, description="text: tokens between the starts of training windows "
+                                                            "(default: the window length T, no overlap)")
+    max_bytes: PositiveInt = Field(64 * 2**20, description="text: a larger file is refused, not read")
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self):
+        if abs(sum(self.split) - 1.0) > 1e-6:
+            raise ValueError(f"data.split fractions must sum to 1, not {sum(self.split):g}")
+        return self
 
 
 # ---- methods ----------------------------------------------------------------------------------------------------
@@ -250,10 +271,47 @@ class GbpSettings(_Model):
     min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
 
 
+# ---- staged growth (issue 15; strategies/staged.py) ---------------------------------------------------------
+
+class Stage(_Model):
+    """One growth event of a fixed schedule: the rules applied, in order, after a given step or epoch."""
+    step: Optional[PositiveInt] = Field(None, description="apply the rules after this training step")
+    epoch: Optional[PositiveInt] = Field(None, description="or at the end of this epoch")
+    rules: list[dict[str, Any]] = Field(
+        min_length=1, description="rules as {rule: name, args: {...}} (archgraph.rules.decode), applied in order")
+
+    @model_validator(mode="after")
+    def _one_time(self):
+        if (self.step is None) == (self.epoch is None):
+            raise ValueError("a stage gives exactly one of step and epoch")
+        return self
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_decode(cls, rules):
+        from ..rules.base import decode   # the rule registry is torch-free
+        for data in rules:
+            try:
+                decode(data)
+            except ArchgraphError as err:
+                raise ValueError(str(err)) from None
+        return rules
+
+
+class StagedSettings(_Model):
+    """Staged growth: function-preserving rules on a fixed schedule (the Staged Training / MSG baseline;
+    see archgraph/train/strategies/staged.py)."""
+    name: Literal["staged"] = "staged"
+    stages: list[Stage] = Field(default_factory=list, description="the growth events, each at a step or an epoch")
+    require_exact: bool = Field(True, description="refuse a rule whose rewrite does not keep the network's "
+                                                  "function exactly (its transfer plan is not exact)")
+
+
 #: every method's settings model, discriminated on ``name`` (other methods add theirs here)
 METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
 METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
 METHOD_SETTINGS += (CgapSettings, ScsSettings, GbpSettings)   # growth and structured pruning methods
+METHOD_SETTINGS += (StagedSettings,)   # growth on a fixed schedule
 MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
 
 

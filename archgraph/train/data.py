@@ -59,6 +59,7 @@ class Dataset:
     mean: torch.Tensor           # per channel, after scaling
     std: torch.Tensor
     input_shape: tuple[int, ...]  # per-sample shape the network takes
+    task = "classification"       # what the loss and metrics follow (archgraph/train/tasks.py)
 
     def to(self, device) -> "Dataset":
         return Dataset(self.name, self.train.to(device), self.val.to(device) if self.val is not None else None,
@@ -89,13 +90,24 @@ class Dataset:
 def load_dataset(cfg: DataConfig, seed: int = 0, root: Optional[str] = None,
                  input_shape: Optional[tuple[int, ...]] = None, source: str = "<config>") -> Dataset:
     """Load the dataset ``cfg`` names, carve the validation split (stratified, fixed by ``seed``) and compute the
-    normalisation from the training split. ``input_shape`` (the graph's) reshapes samples, e.g. to ``[64]``."""
+    normalisation from the training split. ``input_shape`` (the graph's) reshapes samples, e.g. to ``[64]``.
+    ``text`` and the ``*_scenes`` names are read by :mod:`archgraph.train.text` and :mod:`archgraph.train.scenes`
+    (windows of the input's token length; per-pixel labels)."""
+    if cfg.name == "text":
+        from .text import load_text   # text and scenes import this module
+        if input_shape is None or len(input_shape) != 1:
+            raise ConfigError(f"data 'text' needs a seed whose input is token ids {{shape: [T], vocab: V}}, not "
+                              f"{list(input_shape or [])}", file=source, field="seed")
+        return load_text(cfg, int(input_shape[0]), source)
+    if cfg.name.endswith("_scenes"):
+        from .scenes import load_scenes
+        return load_scenes(cfg, seed, root, input_shape, source)
     root = root or cfg.root or "data"
     if cfg.name == "digits":
-        (xtr, ytr), (xte, yte) = _digits()
+        (xtr, ytr), (xte, yte) = digits_arrays()
         scale = 1.0 / 16.0
     else:
-        (xtr, ytr), (xte, yte) = _torchvision(cfg.name, root, cfg.download, source)
+        (xtr, ytr), (xte, yte) = torchvision_arrays(cfg.name, root, cfg.download, source)
         scale = 1.0 / 255.0
     num_classes = int(max(ytr.max(), yte.max())) + 1
     rng = np.random.RandomState(seed)
@@ -141,7 +153,7 @@ def _stratified_subset(y: np.ndarray, n: int, rng: np.random.RandomState) -> np.
     return np.sort(chosen)
 
 
-def _digits():
+def digits_arrays():
     """scikit-learn's digits: 1,797 images 8x8 with values 0..16, split 80/20 stratified (fixed)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -152,7 +164,7 @@ def _digits():
     return (xtr, ytr), (xte, yte)
 
 
-def _torchvision(name: str, root: str, download: bool, source: str):
+def torchvision_arrays(name: str, root: str, download: bool, source: str):
     from ..compat import import_torchvision
     datasets = import_torchvision().datasets
     cls = getattr(datasets, TORCHVISION[name])

@@ -20,6 +20,7 @@ are kept by :mod:`archgraph.train.formats` and reported in the summary's ``speed
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..fx.builder import build
@@ -44,7 +44,8 @@ from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, r
 from .config import RunConfig
 from .console import Console, args_text, epoch_line
 from .formats import VersionSpeed
-from .data import Dataset, Split, load_dataset
+from .data import Dataset, load_dataset
+from .tasks import Task, check_seed, task_of
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import RULE_KIND, make_strategy
@@ -58,7 +59,7 @@ class EpochState:
     perm: torch.Tensor
     batch: int = 0
     loss_sum: float = 0.0
-    correct: int = 0
+    correct: float = 0.0   # in examples: an example of n positions or pixels adds right / n
     seen: int = 0
 
     def to_state(self) -> dict:
@@ -67,7 +68,7 @@ class EpochState:
 
     @classmethod
     def from_state(cls, state: dict) -> "EpochState":
-        return cls(state["perm"], int(state["batch"]), float(state["loss_sum"]), int(state["correct"]),
+        return cls(state["perm"], int(state["batch"]), float(state["loss_sum"]), float(state["correct"]),
                    int(state["seen"]))
 
 
@@ -193,13 +194,11 @@ class Trainer:
         if len(graph.inputs) != 1:
             raise ConfigError(f"the seed has {len(graph.inputs)} inputs; training needs exactly one",
                               file=self.source, field="seed")
-        shape = tuple(next(iter(graph.inputs.values())))
-        ds = load_dataset(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=shape,
+        shape = next(iter(graph.inputs.values()))
+        ds = load_dataset(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=tuple(shape),
                           source=self.source)
-        outs = graph.shapes()[graph.outputs[0]]
-        if len(graph.outputs) != 1 or tuple(outs) != (ds.num_classes,):
-            raise ConfigError(f"the seed's output must have shape [{ds.num_classes}] (the classes of "
-                              f"{ds.name}), not {list(outs)}", file=self.source, field="seed")
+        self.task: Task = task_of(ds)
+        check_seed(self.task, ds, shape, graph, self.source)
         return ds.to(self.device)
 
     def _fresh_module(self, graph, state: Optional[dict] = None) -> torch.nn.Module:
@@ -226,7 +225,7 @@ class Trainer:
                 x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
                 steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
                 name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
-                                     steps_until_rewrite=steps, amp=self.amp).name
+                                     steps_until_rewrite=steps, amp=self.amp, loss_fn=self.task.loss).name
             return self.dist.broadcast_json(name)
         return Format.from_name(self.speed.format_name(content_hash(graph), self.schedule.format, choose),
                                 amp=self.amp)
@@ -269,7 +268,7 @@ class Trainer:
         n_batches = self._batches(len(train))
         bar = self.console.bar(n_batches, es.batch, f"epoch {self.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
-        correct_acc = torch.zeros((), dtype=torch.long, device=self.device)
+        correct_acc = torch.zeros((), device=self.device)
         world = self.dist.world_size
         for b in range(es.batch, n_batches):
             idx = es.perm[b * bs:(b + 1) * bs]
@@ -301,8 +300,10 @@ class Trainer:
         self.dist.sync_buffers(self.module)   # rank 0's running statistics, for evaluation and the checkpoint
         train_loss, train_acc = es.loss_sum / max(1, es.seen), es.correct / max(1, es.seen)
         metrics = {"train_loss": train_loss, "train_acc": train_acc}
+        if self.task.name == "language_model":
+            metrics["train_bpc"] = train_loss / math.log(2)
         if self.dataset.val is not None:
-            metrics["val_loss"], metrics["val_acc"] = self.evaluate(self.dataset.val)
+            metrics.update({f"val_{k}": v for k, v in self.evaluate(self.dataset.val).items()})
         else:
             metrics["val_loss"], metrics["val_acc"] = None, None
         metrics.update(self.size_metrics())
@@ -318,9 +319,9 @@ class Trainer:
 
     def _fold(self, es: EpochState, loss_acc: torch.Tensor, correct_acc: torch.Tensor) -> None:
         """Add the steps' loss and accuracy sums (over every rank) to the epoch's and reset them."""
-        loss_sum, correct = self.dist.all_reduce_sum([float(loss_acc), int(correct_acc)])
+        loss_sum, correct = self.dist.all_reduce_sum([float(loss_acc), float(correct_acc)])
         es.loss_sum += loss_sum
-        es.correct += int(correct)
+        es.correct += correct
         loss_acc.zero_()
         correct_acc.zero_()
 
@@ -339,7 +340,7 @@ class Trainer:
 
     def train_step(self, idx: torch.Tensor):
         """One optimizer step on the global batch ``idx`` (this rank's share when distributed); returns the share's
-        summed cross-entropy and number of correct predictions."""
+        summed cross-entropy and correct predictions (both in examples: see :mod:`archgraph.train.tasks`)."""
         world = self.dist.world_size
         x, y = self.dataset.batch(self.dataset.train, idx, self.config.data.augment, self.data_gen,
                                   part=self.dist.part(len(idx)) if world > 1 else None)
@@ -347,11 +348,12 @@ class Trainer:
             self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
         overrides, extra = self.strategy.parametrize(self.view, training=True)
         out = self.forward(x, overrides, self.net)
+        smoothing = self.schedule.label_smoothing
         if world == 1:
-            ce = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing)
+            ce = self.task.loss(out, y, smoothing)
             term, ce_sum = ce, ce.detach() * len(idx)
         else:   # DDP averages over ranks: scale so the gradient is the global batch's mean loss
-            ce_sum = F.cross_entropy(out, y, label_smoothing=self.schedule.label_smoothing, reduction="sum")
+            ce_sum = self.task.loss(out, y, smoothing, reduction="sum")
             term, ce_sum = ce_sum * (world / len(idx)), ce_sum.detach()
         loss = term if extra is None else term + extra
         self.optimizer.zero_grad(set_to_none=True)
@@ -359,7 +361,7 @@ class Trainer:
         self._sync_learned()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return ce_sum, (out.detach().argmax(1) == y).sum()
+        return ce_sum, self.task.correct(out.detach(), y)
 
     def _sync_learned(self) -> None:
         """The strategy's own tensors: gradients averaged over ranks and, under float16 AMP, unscaled (dropped for a
@@ -393,29 +395,26 @@ class Trainer:
         return out.float()
 
     @torch.no_grad()
-    def evaluate(self, split: Split, module: Optional[torch.nn.Module] = None) -> tuple[float, float]:
-        """``(mean loss, accuracy)`` of the current (masked) network on ``split``, in eval mode, never compiled (an
-        evaluation per epoch does not repay a second compilation per version). A collective call when distributed:
-        every rank evaluates its share."""
+    def evaluate(self, split, module: Optional[torch.nn.Module] = None) -> dict:
+        """The metrics of the current (masked) network on ``split`` (``loss``, ``acc`` and the task's: ``bpc``, or
+        ``miou`` and ``pixel_acc``; see :mod:`archgraph.train.tasks`), in eval mode, never compiled (an evaluation
+        per epoch does not repay a second compilation per version). A collective call when distributed: every rank
+        evaluates its share."""
         net = module if module is not None else self.module
         was_training = net.training
         net.eval()
         overrides = {} if module is not None else self.strategy.parametrize(self.view, training=False)[0]
         runner = _Forward(net, _functional_forward)
-        loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        stats = None
         bs = self.config.data.eval_batch_size
         first, stop = self.dist.span(len(split))   # every rank evaluates its share; the sums are all-reduced
-        for start in range(first, stop, bs):
+        for start in range(first, max(stop, first + 1), bs):   # an empty share still gives (zero) sums
             idx = torch.arange(start, min(start + bs, stop))
             x, y = self.dataset.batch(split, idx)
-            out = self.forward(x, overrides, runner)
-            loss += F.cross_entropy(out, y, reduction="sum")
-            correct += (out.argmax(1) == y).sum()
+            s = self.task.stats(self.forward(x, overrides, runner), y)
+            stats = s if stats is None else stats + s
         net.train(was_training)
-        n = max(1, len(split))
-        loss_sum, correct_sum = self.dist.all_reduce_sum([float(loss), int(correct)])
-        return loss_sum / n, int(correct_sum) / n
+        return self.task.metrics(self.dist.all_reduce_sum(stats.tolist()))
 
     def size_metrics(self) -> dict:
         weights = self.strategy.effective_weights(self.view)
@@ -487,13 +486,16 @@ class Trainer:
                                        load_weights(self.run_dir.final_weights_path))
         else:
             saved = self._fresh_module(self.graph, final)
-        test_loss, test_acc = self.evaluate(self.dataset.test, module=saved)
+        test = self.evaluate(self.dataset.test, module=saved)
+        test_loss, test_acc = test["loss"], test["acc"]
         sizes = {"params": self.graph.params,
                  "nonzero_params": count_nonzero_params(self.graph, final),
                  "macs": self.graph.macs, "nonzero_macs": count_nonzero_macs(self.graph, final)}
         summary = {
             "test_acc": test_acc, "test_loss": test_loss,
             "val_acc": self.last_metrics.get("val_acc"), "train_acc": self.last_metrics.get("train_acc"),
+            **{f"test_{k}": v for k, v in test.items() if k not in ("loss", "acc")},
+            **{f"val_{k}": self.last_metrics.get(f"val_{k}") for k in test if k not in ("loss", "acc")},
             **sizes,
             "versions": self.version + 1, "final_version": self.version, "hash": content_hash(self.graph),
             "growth_events": self.growth_events, "prune_events": self.prune_events,
@@ -507,7 +509,8 @@ class Trainer:
         summary.update(self.strategy.summary(self.view))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
-        self.console.say(f"done: test accuracy {test_acc:.4f}, {sizes['nonzero_params']:,} non-zero of "
+        scores = "".join(f", test {k} {v:.4f}" for k, v in test.items() if k not in ("loss", "acc", "pixel_acc"))
+        self.console.say(f"done: test accuracy {test_acc:.4f}{scores}, {sizes['nonzero_params']:,} non-zero of "
                   f"{sizes['params']:,} params, {sizes['macs']:,} MACs, {self.growth_events} growth and "
                   f"{self.prune_events} prune events, {summary['wall_s']:.1f} s -> {self.run_dir.path}")
         return summary

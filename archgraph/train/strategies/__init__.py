@@ -17,6 +17,7 @@ STRATEGIES = {
     "gbp": "archgraph.train.strategies.gbp:GbpStrategy",
     "gumbel": "archgraph.train.strategies.gumbel:GumbelStrategy",
     "budget": "archgraph.train.strategies.budget:BudgetStrategy",
+    "staged": "archgraph.train.strategies.staged:StagedStrategy",
 }
 
 
