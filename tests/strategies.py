@@ -157,6 +157,8 @@ EXAMPLE_NODES = {
     "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
     "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
     "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
+    "rmsnorm": ({"x": [3, 5]}, {"in": "x"}),
+    "embedding": ({"x": {"shape": [3], "vocab": 7}}, {"in": "x", "embedding_dim": 4}),
 }
 
 
