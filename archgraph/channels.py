@@ -15,7 +15,10 @@ node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the l
   ``k`` (one column of the ``[g, C/g]`` grid), so channels go a column at a time and the shuffle stays a shuffle;
 - SLICE passes the tokens of its range on (a slice of a flattened value makes frozen fresh tokens);
 - GROUPED convs make fresh tokens and tie the channels at the same position of every group, on the input and on
-  the output side, so every group keeps the same width.
+  the output side, so every group keeps the same width;
+- MIXER (attention) makes fresh tokens tied to its input's, position by position: its output has as many channels
+  as its input, so a residual stream ``x + attention(norm(x))`` is one space. Its heads are groups of ``head_dim``
+  rows of one projection, inside the node: :func:`heads` lists them.
 
 Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
 something whose width cannot change: a graph input or output, a broadcast mul
@@ -33,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from .topology import topological_order
-from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, channel_width,
-                           shuffle_permutation)
+from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH,
+                           attention_dims, channel_width, shuffle_permutation)
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ class Channels:
         seen: set[str] = set()
         out = []
         for nid, role in self.roles.items():
-            if role not in (SOURCE, GROUPED) or nid in seen:
+            if role not in (SOURCE, GROUPED, MIXER) or nid in seen:
                 continue
             space = self.space(nid)
             seen.update(space.producers)
@@ -301,6 +304,10 @@ def analyse(graph) -> Channels:
                 slots[nid] = fresh(nid, channel_width(shapes[nid]))
                 freeze(first, f"it is sliced by '{nid}' after a flatten")
                 freeze(slots[nid], f"it is a slice of flattened features ('{nid}')")
+        elif role == MIXER:
+            slots[nid] = fresh(nid, channel_width(shapes[nid]))
+            for a, b in zip(slots[nid].tokens, first.tokens):
+                uf.union(a, b)
         elif role == THROUGH:
             slots[nid] = first
         elif role == FLATTEN:
@@ -349,4 +356,32 @@ def shuffled(slots: Slots, groups: int) -> Slots:
 
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself."""
-    return role in (SOURCE, GROUPED)
+    return role in (SOURCE, GROUPED, MIXER)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One query head of an attention node: rows ``q_rows`` of ``q_proj`` (the same columns of ``o_proj``), reading
+    kv head ``kv`` (rows ``kv_rows`` of ``k_proj`` and ``v_proj``)."""
+
+    node: str
+    index: int
+    kv: int
+    q_rows: range
+    kv_rows: range
+
+
+def heads(graph, node: str) -> list[Head]:
+    """The query heads of attention node ``node`` as channel groups of its projections (Hugging Face's
+    ``repeat_kv`` order: head ``h`` reads kv head ``h // (num_heads // kv_heads)``).
+
+    >>> import archgraph
+    >>> g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    >>> [(h.index, h.kv, h.q_rows) for h in heads(g, "b0_attn")][:2]
+    [(0, 0, range(0, 16)), (1, 1, range(16, 32))]
+    """
+    n = graph.nodes[node]
+    _, h, hd, kv = attention_dims(n, graph.input_shapes(node))
+    per = h // kv
+    return [Head(node, i, i // per, range(i * hd, (i + 1) * hd), range((i // per) * hd, (i // per + 1) * hd))
+            for i in range(h)]

@@ -159,6 +159,11 @@ EXAMPLE_NODES = {
     "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
     "rmsnorm": ({"x": [3, 5]}, {"in": "x"}),
     "embedding": ({"x": {"shape": [3], "vocab": 7}}, {"in": "x", "embedding_dim": 4}),
+    "position_embedding": ({"x": [3, 4]}, {"in": "x"}),
+    "attention": ({"x": [3, 4]}, {"in": "x", "num_heads": 2}),
+    "to_tokens": ({"x": [3, 2, 2]}, {"in": "x"}),
+    "class_token": ({"x": [3, 4]}, {"in": "x"}),
+    "token_pool": ({"x": [3, 4]}, {"in": "x", "mode": "first"}),
 }
 
 

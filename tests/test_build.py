@@ -345,6 +345,14 @@ OP_CASES = {
     "slice": ([IMG], {"start": 1, "stop": 3}, lambda xs, w: xs[0][:, 1:3]),
     "rmsnorm": ([SEQ], {"eps": 1e-4}, lambda xs, w: F_.rms_norm(xs[0], (5,), w["weight"], 1e-4)),
     "embedding": ([TOKENS], {"embedding_dim": 4}, lambda xs, w: F_.embedding(xs[0], w["weight"])),
+    "position_embedding": ([SEQ], {}, lambda xs, w: xs[0] + w["weight"]),
+    "attention": ([SEQ], {"num_heads": 1, "causal": True}, lambda xs, w: F_.linear(F_.scaled_dot_product_attention(
+        F_.linear(xs[0], w["q_proj.weight"], w["q_proj.bias"]), F_.linear(xs[0], w["k_proj.weight"], w["k_proj.bias"]),
+        F_.linear(xs[0], w["v_proj.weight"], w["v_proj.bias"]), is_causal=True), w["o_proj.weight"],
+        w["o_proj.bias"])),
+    "to_tokens": ([IMG], {}, lambda xs, w: xs[0].reshape(3, 4, 42).transpose(1, 2)),
+    "class_token": ([SEQ], {}, lambda xs, w: torch.cat([w["weight"].expand(3, 1, 5), xs[0]], 1)),
+    "token_pool": ([SEQ], {"mode": "mean"}, lambda xs, w: xs[0].mean(1)),
 }
 
 

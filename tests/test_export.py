@@ -63,21 +63,31 @@ outputs: [out, gap]
 EVERY_SEQ_OP = """
 archgraph: 1
 name: every-seq-op
-inputs: {tokens: {shape: [6], vocab: 11}}
+inputs: {tokens: {shape: [5], vocab: 11}, img: [3, 4, 4]}
 nodes:
   emb:  {op: embedding, in: tokens, embedding_dim: 8}
-  n1:   {op: rmsnorm, in: emb, eps: 1.0e-6}
-  up:   {op: linear, in: n1, out_features: 12}
-  gate: {op: linear, in: n1, out_features: 12}
+  pos:  {op: position_embedding, in: emb}
+  pat:  {op: conv2d, in: img, out_channels: 8, kernel_size: 2, stride: 2}
+  tok:  {op: to_tokens, in: pat}
+  cls:  {op: class_token, in: tok}
+  mix:  {op: add, in: [pos, cls]}
+  n1:   {op: rmsnorm, in: mix, eps: 1.0e-6}
+  attn: {op: attention, in: n1, num_heads: 4, kv_heads: 2, causal: true}
+  res:  {op: add, in: [mix, attn]}
+  up:   {op: linear, in: res, out_features: 12}
+  gate: {op: linear, in: res, out_features: 12}
   act:  {op: silu, in: gate}
   glu:  {op: mul, in: [act, up]}
   down: {op: linear, in: glu, out_features: 8}
   drop: {op: dropout, in: down, p: 0.1}
-  res:  {op: add, in: [emb, drop]}
-  n2:   {op: layernorm, in: res}
+  res2: {op: add, in: [res, drop]}
+  n2:   {op: layernorm, in: res2}
   g:    {op: gelu, in: n2}
   head: {op: linear, in: g, out_features: 11}
-outputs: [head]
+  pool: {op: token_pool, in: n2, mode: first}
+  avg:  {op: token_pool, in: n2}
+  both: {op: add, in: [pool, avg]}
+outputs: [head, both]
 """
 
 
@@ -116,9 +126,10 @@ def test_both_exports_of_every_sequence_op(every_seq_op, tmp_path):
     model.load_state_dict(weights)
     built = build(graph)
     built.load_state_dict(weights)
-    tokens = torch.randint(0, 11, (3, 6))
+    x = (torch.randint(0, 11, (3, 5)), torch.randn(3, 3, 4, 4))
     with torch.no_grad():
-        assert torch.equal(model.eval()(tokens), built.eval()(tokens))
+        for got, want in zip(model.eval()(*x), built.eval()(*x)):
+            assert torch.equal(got, want)
     assert export_onnx(graph, weights, tmp_path / "seq.onnx") <= 1e-4
 
 

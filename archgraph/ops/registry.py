@@ -48,7 +48,9 @@ FLATTEN = "flatten"      # channel c of [C, H, W] becomes features c*H*W .. (c+1
 GROUPED = "grouped"      # grouped conv, not depthwise: the channels at one position of every group are tied
 SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c) (channel_shuffle)
 SLICE = "slice"          # output channel c is input channel start + c; the other input channels are dropped
-ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED, SHUFFLE, SLICE)
+MIXER = "mixer"          # makes new channels from all of its input's, as many as it reads (attention): a producer
+                         # whose output channels are tied to its input's, position by position
+ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED, SHUFFLE, SLICE, MIXER)
 
 
 def bad(field: Optional[str], message: str):
@@ -170,6 +172,38 @@ def ln_shape(node, ins):
 
 def last_axis_shape(node, ins):
     return tuple(need_ranks(ins, (1, 2), node.op))
+
+
+def attention_dims(node: S.Attention, ins) -> tuple[int, int, int, int]:
+    """``(D, num_heads, head_dim, kv_heads)`` of an attention node reading ``ins``."""
+    d = channel_width(ins[0])
+    return d, node.num_heads, node.head_dim or d // node.num_heads, node.kv_heads or node.num_heads
+
+
+def attention_shape(node: S.Attention, ins):
+    shape = need_rank(ins, 2, node.op)
+    if node.head_dim is None and shape[1] % node.num_heads:
+        bad("num_heads", f"num_heads={node.num_heads} does not divide the {shape[1]} features; set head_dim")
+    return tuple(shape)
+
+
+def position_shape(node, ins):
+    return tuple(need_rank(ins, 2, node.op))
+
+
+def to_tokens_shape(node, ins):
+    c, h, w = need_rank(ins, 3, node.op)
+    return (h * w, c)
+
+
+def class_token_shape(node, ins):
+    t, d = need_rank(ins, 2, node.op)
+    return (t + 1, d)
+
+
+def token_pool_shape(node, ins):
+    _, d = need_rank(ins, 2, node.op)
+    return (d,)
 
 
 def embedding_shape(node: S.Embedding, ins):
@@ -299,6 +333,28 @@ def embedding_params(node: S.Embedding, ins, out):
     return ins[0].vocab * node.embedding_dim
 
 
+def attention_params(node: S.Attention, ins, out):
+    d, h, hd, kv = attention_dims(node, ins)
+    weights = d * h * hd * 2 + d * kv * hd * 2
+    return weights + ((h + 2 * kv) * hd + d if node.bias else 0)
+
+
+def attention_macs(node: S.Attention, ins, out):
+    """The four projections at every token, plus the ``T^2`` scores (``q . k``) and the ``T^2`` weighted sum of
+    values, per head (all ``T^2`` pairs, causal or not)."""
+    d, h, hd, kv = attention_dims(node, ins)
+    t = ins[0][0]
+    return t * (2 * d * h * hd + 2 * d * kv * hd) + 2 * t * t * h * hd
+
+
+def table_params(node, ins, out):
+    return math.prod(ins[0])
+
+
+def token_params(node, ins, out):
+    return channel_width(ins[0])
+
+
 def scale_params(node, ins, out):
     return ins[0][0]
 
@@ -366,6 +422,21 @@ def embedding_layout(node: S.Embedding, ins):
     return {"weight": (1, None)}   # [vocab, D]: the channels are the columns
 
 
+def attention_layout(node: S.Attention, ins):
+    """Input channels are the columns of q/k/v, output channels the rows of o; the head axes (q/k/v rows, o columns)
+    are no channel axis: the head rules map them."""
+    layout = {"q_proj.weight": (None, 1), "k_proj.weight": (None, 1), "v_proj.weight": (None, 1),
+              "o_proj.weight": (0, None)}
+    if node.bias:
+        layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None),
+                       "o_proj.bias": (0, None)})
+    return layout
+
+
+def column_layout(node, ins):
+    return {"weight": (1, None)}
+
+
 def no_layout(node, ins):
     return {}
 
@@ -389,6 +460,14 @@ def linear_resize(node: S.Linear, width: int) -> dict:
 
 def embedding_resize(node: S.Embedding, width: int) -> dict:
     return {"embedding_dim": width}
+
+
+def no_pin(node, ins) -> dict:
+    return {}
+
+
+def attention_pin(node: S.Attention, ins) -> dict:
+    return {} if node.head_dim is not None else {"head_dim": attention_dims(node, ins)[2]}
 
 
 def never(node, flags) -> bool:
@@ -429,6 +508,11 @@ def linear_module(T, node: S.Linear, ins):
 
 def embedding_module(T, node: S.Embedding, ins):
     return T.nn.Embedding(ins[0].vocab, node.embedding_dim)
+
+
+def attention_module(T, node: S.Attention, ins):
+    d, h, hd, kv = attention_dims(node, ins)
+    return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout)
 
 
 def rms_module(T, node: S.RMSNorm, ins):
@@ -513,6 +597,11 @@ def linear_source(m) -> str:
 
 def embedding_source(m) -> str:
     return f"nn.Embedding({m.num_embeddings}, {m.embedding_dim})"
+
+
+def attention_source(m) -> str:
+    return (f"Attention({m.dim}, {m.num_heads}, {m.head_dim}, {m.kv_heads}, causal={m.causal}, "
+            f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r})")
 
 
 def rms_source(m) -> str:
@@ -618,6 +707,15 @@ class OpDef:
     nonneg: Callable[[Any, list[bool]], bool] = never
     #: ``identity(node, inputs_nonneg)`` -> whether the node computes exactly its (single) input in eval mode
     identity: Callable[[Any, list[bool]], bool] = never
+    #: ``pin(node, ins)`` -> the field values a node must write out before its input's width changes (attention's
+    #: default ``head_dim``, which follows the width), so a rewrite keeps what it computes
+    pin: Callable[[Any, list[Shape]], dict] = no_pin
+    #: its channel parameters are added to (or stand beside) its input's values: position_embedding, class_token;
+    #: when the channels grow their new entries start like a producer's new channels (``zero`` for exact growth)
+    offset: bool = False
+    #: a mixing norm whose statistic is the mean of squares over the channels (rmsnorm): zero channels added to its
+    #: input are compensated exactly by scaling its weight by ``sqrt(old / new)`` and its ``eps`` by ``old / new``
+    rescalable: bool = False
     #: ``mixes(node, ins)`` -> whether an output channel depends on the *other* channels of its input beyond what
     #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
     #: the others, so widening through it is not function-preserving
@@ -742,12 +840,27 @@ DEFS: tuple[OpDef, ...] = (
           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop),
           imports=Imports(via="x[:, start:stop] and the pieces of chunk/split along the channels")),
     OpDef(kind=S.RMSNorm, shape=last_axis_shape, channels=ACT, layout=rms_layout, params=rms_params, is_norm=True,
-          module=rms_module, mixes=ln_mixing, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
-          imports=Imports(modules=("torch.nn.RMSNorm",), functions=(F_ + "rms_norm",))),
+          module=rms_module, mixes=ln_mixing, rescalable=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source}),
     OpDef(kind=S.Embedding, shape=embedding_shape, channels=fixed(SOURCE), layout=embedding_layout,
           params=embedding_params, width_field="embedding_dim", module=embedding_module, resize=embedding_resize,
-          colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source},
-          imports=Imports(modules=("torch.nn.Embedding",))),
+          colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source}),
+    OpDef(kind=S.PositionEmbedding, shape=position_shape, channels=ACT, layout=column_layout, params=table_params,
+          in_rank=2, module=lambda T, n, ins: T.extra.PositionEmbedding(*ins[0]), offset=True, colour=EMBED_COLOUR,
+          python={EXTRA + ".PositionEmbedding": lambda m: f"PositionEmbedding({m.weight.shape[0]}, "
+                                                          f"{m.weight.shape[1]})"},
+          imports=Imports(via="an add of a [1, T, D] parameter")),
+    OpDef(kind=S.Attention, shape=attention_shape, channels=fixed(MIXER), layout=attention_layout,
+          params=attention_params, macs=attention_macs, in_rank=2, module=attention_module, pin=attention_pin,
+          colour=ATTENTION_COLOUR, python={EXTRA + ".Attention": attention_source}),
+    OpDef(kind=S.ToTokens, shape=to_tokens_shape, channels=ACT, in_rank=3, nonneg=every, colour=TOKEN_COLOUR,
+          function=call(lambda T: T.extra.to_tokens), imports=Imports(via="x.flatten(2).transpose(1, 2)")),
+    OpDef(kind=S.ClassToken, shape=class_token_shape, channels=ACT, layout=column_layout, params=token_params,
+          in_rank=2, module=lambda T, n, ins: T.extra.ClassToken(ins[0][1]), offset=True, colour=TOKEN_COLOUR,
+          python={EXTRA + ".ClassToken": lambda m: f"ClassToken({m.weight.shape[1]})"},
+          imports=Imports(via="torch.cat of an expanded [1, 1, D] parameter and the tokens")),
+    OpDef(kind=S.TokenPool, shape=token_pool_shape, channels=ACT, in_rank=2, nonneg=every, colour=TOKEN_COLOUR,
+          function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode),
+          imports=Imports(via="x.mean(1) or x[:, 0] of a sequence")),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

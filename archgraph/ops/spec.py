@@ -124,6 +124,51 @@ class Embedding(NodeSpec):
     embedding_dim: PositiveInt
 
 
+class PositionEmbedding(NodeSpec):
+    """A learned ``[T, D]`` table added to its ``[T, D]`` input (``<id>.weight``)."""
+    op: Literal["position_embedding"] = "position_embedding"
+
+
+class Attention(NodeSpec):
+    """Multi-head self-attention on a sequence ``[T, D] -> [T, D]`` (``F.scaled_dot_product_attention``).
+
+    Parameters ``q_proj`` ``[num_heads*head_dim, D]``, ``k_proj``/``v_proj`` ``[kv_heads*head_dim, D]`` and
+    ``o_proj`` ``[D, num_heads*head_dim]`` (with biases when ``bias``). Query head ``h`` owns rows
+    ``h*head_dim:(h+1)*head_dim`` of ``q_proj`` and the same columns of ``o_proj`` and reads kv head
+    ``h // (num_heads // kv_heads)`` (Hugging Face's ``repeat_kv``): ``kv_heads`` below ``num_heads`` is grouped-query
+    attention. ``head_dim`` defaults to ``D // num_heads``, ``kv_heads`` to ``num_heads``."""
+    op: Literal["attention"] = "attention"
+    num_heads: PositiveInt
+    head_dim: Optional[PositiveInt] = None
+    kv_heads: Optional[PositiveInt] = None
+    causal: bool = False
+    bias: bool = True
+    dropout: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _groups(self) -> "Attention":
+        if self.kv_heads is not None and self.num_heads % self.kv_heads:
+            raise ValueError(f"kv_heads={self.kv_heads} must divide num_heads={self.num_heads}")
+        return self
+
+
+class ToTokens(NodeSpec):
+    """An image's positions as tokens: ``[C, H, W] -> [H*W, C]`` (a ViT's patch embedding is a strided conv2d, then
+    this)."""
+    op: Literal["to_tokens"] = "to_tokens"
+
+
+class ClassToken(NodeSpec):
+    """Prepends a learned token (``<id>.weight``, ``[1, D]``): ``[T, D] -> [T+1, D]``."""
+    op: Literal["class_token"] = "class_token"
+
+
+class TokenPool(NodeSpec):
+    """A sequence to one vector: ``[T, D] -> [D]``, the mean over the tokens or the first token (a class token)."""
+    op: Literal["token_pool"] = "token_pool"
+    mode: Literal["mean", "first"] = "mean"
+
+
 class ReLU(NodeSpec):
     op: Literal["relu"] = "relu"
 
@@ -259,6 +304,7 @@ NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding,
+    PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

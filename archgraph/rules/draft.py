@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, Channels, Slots, concat_slots,
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, SHUFFLE, SLICE, Channels, Slots, concat_slots,
                         flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
@@ -77,6 +77,11 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         was = old.nodes.get(nid)
         if was is not None and was.op != node.op:
             was = None
+        if was is not None and [channel_width(x) for x in ins] != \
+                [channel_width(old_shapes[i]) for i in was.inputs]:
+            pinned = OPS[node.op].pin(was, [old_shapes[i] for i in was.inputs])
+            if pinned:
+                node = node.replace(**pinned)
         role = ch.roles[nid] if was is not None else _role(node, ins)
         roles[nid] = role
         rewired = was is not None and tuple(was.inputs) != tuple(node.inputs)
@@ -89,6 +94,9 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             else:
                 shape = _shape(node, ins, nid, fail)
                 s = Slots(draft.fresh(channel_width(shape)))
+                if role == MIXER:
+                    for a, b in zip(s.tokens, slots[node.inputs[0]].tokens):
+                        uf.union(a, b)
         elif role == MERGE:
             shape = _shape(node, ins, nid, fail)
             tied = tied_inputs(ins, shape)
@@ -276,7 +284,7 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
         layout = old_layout if node is was else OPS[node.op].layout(node, [new_shapes[i] for i in node.inputs])
         out_map = in_map = None
         if any(a is not None for a, _ in layout.values()):
-            fill = draft.fan_in if producing_role(roles[nid]) else "init"
+            fill = draft.fan_in if producing_role(roles[nid]) or OPS[node.op].offset else "init"
             out_map = _axis_map(ch.slots[nid], slots[nid], fill, draft.copy_of, None, uf)
         if any(b is not None for _, b in layout.values()):
             src_old, src_new = was.inputs[0], node.inputs[0]
