@@ -1,7 +1,8 @@
 """Coupled channels: which channels of a graph must be removed, added or split together.
 
 One worklist over the graph (topological order) gives every channel position of every value (a graph input or a
-node's output, axis 0) a *token*, driven by the op's channel role in :mod:`archgraph.ops.registry`:
+node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``) a
+*token*, driven by the op's channel role in :mod:`archgraph.ops.registry`:
 
 - SOURCE (conv, linear) and GROUPED convs make fresh tokens, and so do graph inputs;
 - THROUGH ops (norms, activations, pools, depthwise convs) pass their input's tokens on;
@@ -14,7 +15,10 @@ node's output, axis 0) a *token*, driven by the op's channel role in :mod:`archg
   ``k`` (one column of the ``[g, C/g]`` grid), so channels go a column at a time and the shuffle stays a shuffle;
 - SLICE passes the tokens of its range on (a slice of a flattened value makes frozen fresh tokens);
 - GROUPED convs make fresh tokens and tie the channels at the same position of every group, on the input and on
-  the output side, so every group keeps the same width.
+  the output side, so every group keeps the same width;
+- MIXER (attention) makes fresh tokens tied to its input's, position by position: its output has as many channels
+  as its input, so a residual stream ``x + attention(norm(x))`` is one space. Its heads are groups of ``head_dim``
+  rows of one projection, inside the node: :func:`heads` lists them.
 
 Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
 something whose width cannot change: a graph input or output, a broadcast mul
@@ -32,7 +36,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from .topology import topological_order
-from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, shuffle_permutation
+from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH,
+                           attention_dims, channel_width, shuffle_permutation)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def flatten_slots(slots: Slots, shape: tuple[int, ...]) -> Slots:
 
 def tied_inputs(in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> list[bool]:
     """For a MERGE: which inputs share the output's channel axis (the others broadcast along it)."""
-    return [len(s) == len(out_shape) and s[0] == out_shape[0] for s in in_shapes]
+    return [len(s) == len(out_shape) and channel_width(s) == channel_width(out_shape) for s in in_shapes]
 
 
 class UnionFind:
@@ -219,7 +224,7 @@ class Channels:
         seen: set[str] = set()
         out = []
         for nid, role in self.roles.items():
-            if role not in (SOURCE, GROUPED) or nid in seen:
+            if role not in (SOURCE, GROUPED, MIXER) or nid in seen:
                 continue
             space = self.space(nid)
             seen.update(space.producers)
@@ -269,7 +274,7 @@ def analyse(graph) -> Channels:
             frozen.setdefault(t, why)
 
     for name, shape in graph.inputs.items():
-        slots[name] = fresh(name, shape[0])
+        slots[name] = fresh(name, channel_width(shape))
         freeze(slots[name], f"it comes from graph input '{name}'")
     for nid in topological_order(graph):
         node = graph.nodes[nid]
@@ -281,9 +286,9 @@ def analyse(graph) -> Channels:
         if opdef.mixes(node, ins):
             mixing.append(nid)
         if role == SOURCE:
-            slots[nid] = fresh(nid, shapes[nid][0])
+            slots[nid] = fresh(nid, channel_width(shapes[nid]))
         elif role == GROUPED:
-            slots[nid] = fresh(nid, shapes[nid][0])
+            slots[nid] = fresh(nid, channel_width(shapes[nid]))
             tie_groups(uf, first, node.groups, ties, f"read by grouped conv '{nid}': channels go at the same "
                                                      "position of every group")
             tie_groups(uf, slots[nid], node.groups, ties, f"made by grouped conv '{nid}': channels go at the same "
@@ -296,9 +301,13 @@ def analyse(graph) -> Channels:
             if first.blocks is None:
                 slots[nid] = Slots(first.tokens[node.start:node.stop])
             else:
-                slots[nid] = fresh(nid, shapes[nid][0])
+                slots[nid] = fresh(nid, channel_width(shapes[nid]))
                 freeze(first, f"it is sliced by '{nid}' after a flatten")
                 freeze(slots[nid], f"it is a slice of flattened features ('{nid}')")
+        elif role == MIXER:
+            slots[nid] = fresh(nid, channel_width(shapes[nid]))
+            for a, b in zip(slots[nid].tokens, first.tokens):
+                uf.union(a, b)
         elif role == THROUGH:
             slots[nid] = first
         elif role == FLATTEN:
@@ -347,4 +356,32 @@ def shuffled(slots: Slots, groups: int) -> Slots:
 
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself."""
-    return role in (SOURCE, GROUPED)
+    return role in (SOURCE, GROUPED, MIXER)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One query head of an attention node: rows ``q_rows`` of ``q_proj`` (the same columns of ``o_proj``), reading
+    kv head ``kv`` (rows ``kv_rows`` of ``k_proj`` and ``v_proj``)."""
+
+    node: str
+    index: int
+    kv: int
+    q_rows: range
+    kv_rows: range
+
+
+def heads(graph, node: str) -> list[Head]:
+    """The query heads of attention node ``node`` as channel groups of its projections (Hugging Face's
+    ``repeat_kv`` order: head ``h`` reads kv head ``h // (num_heads // kv_heads)``).
+
+    >>> import archgraph
+    >>> g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    >>> [(h.index, h.kv, h.q_rows) for h in heads(g, "b0_attn")][:2]
+    [(0, 0, range(0, 16)), (1, 1, range(16, 32))]
+    """
+    n = graph.nodes[node]
+    _, h, hd, kv = attention_dims(n, graph.input_shapes(node))
+    per = h // kv
+    return [Head(node, i, i // per, range(i * hd, (i + 1) * hd), range((i // per) * hd, (i // per + 1) * hd))
+            for i in range(h)]

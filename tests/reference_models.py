@@ -256,3 +256,80 @@ class VGG19Quarter(nn.Module):
 
 HAND_WRITTEN.update({"resnet20_half_cifar": (ResNet20Half, (3, 32, 32)),
                      "vgg19_quarter_cifar100": (VGG19Quarter, (3, 32, 32))})
+
+
+# ---- the sequence seeds ---------------------------------------------------------------------------------------
+
+class SelfAttention(nn.Module):
+    """nanoGPT's causal self-attention with Llama's projection names, written out with an explicit softmax."""
+
+    def __init__(self, d: int, heads: int, causal: bool):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        hd = d // self.heads
+        q, k, v = (p(x).view(b, t, self.heads, hd).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        att = q @ k.transpose(-2, -1) / hd ** 0.5
+        if self.causal:
+            att = att.masked_fill(torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+        return self.o_proj((att.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class Table(nn.Module):
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(*shape))
+
+
+def _blocks(module: nn.Module, depth: int, d: int, heads: int, hidden: int, causal: bool, eps: float) -> None:
+    for i in range(depth):
+        setattr(module, f"b{i}_ln1", nn.LayerNorm(d, eps=eps))
+        setattr(module, f"b{i}_attn", SelfAttention(d, heads, causal))
+        setattr(module, f"b{i}_ln2", nn.LayerNorm(d, eps=eps))
+        setattr(module, f"b{i}_fc", nn.Linear(d, hidden))
+        setattr(module, f"b{i}_proj", nn.Linear(hidden, d))
+
+
+def _run_blocks(module: nn.Module, x, depth: int):
+    for i in range(depth):
+        x = x + getattr(module, f"b{i}_attn")(getattr(module, f"b{i}_ln1")(x))
+        h = getattr(module, f"b{i}_ln2")(x)
+        x = x + getattr(module, f"b{i}_proj")(nn.functional.gelu(getattr(module, f"b{i}_fc")(h)))
+    return x
+
+
+class GPTTiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(65, 32)
+        self.wpe = Table(32, 32)
+        _blocks(self, 2, 32, 2, 128, True, 1e-5)
+        self.ln_f = nn.LayerNorm(32)
+        self.lm_head = nn.Linear(32, 65, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe.weight
+        return self.lm_head(self.ln_f(_run_blocks(self, x, 2)))
+
+
+class ViTTiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(1, 32, 7, stride=7)
+        self.cls = Table(1, 32)
+        self.pos = Table(17, 32)
+        _blocks(self, 2, 32, 4, 64, False, 1e-6)
+        self.ln_f = nn.LayerNorm(32, eps=1e-6)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.weight.expand(x.shape[0], 1, 32), x], dim=1) + self.pos.weight
+        return self.head(self.ln_f(_run_blocks(self, x, 2))[:, 0])
+
+
+#: a token input is given as {"shape": [T], "vocab": V}
+HAND_WRITTEN.update({"gpt_tiny": (GPTTiny, {"shape": (32,), "vocab": 65}), "vit_tiny": (ViTTiny, (1, 28, 28))})

@@ -157,6 +157,13 @@ EXAMPLE_NODES = {
     "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
     "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
     "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
+    "rmsnorm": ({"x": [3, 5]}, {"in": "x"}),
+    "embedding": ({"x": {"shape": [3], "vocab": 7}}, {"in": "x", "embedding_dim": 4}),
+    "position_embedding": ({"x": [3, 4]}, {"in": "x"}),
+    "attention": ({"x": [3, 4]}, {"in": "x", "num_heads": 2}),
+    "to_tokens": ({"x": [3, 2, 2]}, {"in": "x"}),
+    "class_token": ({"x": [3, 4]}, {"in": "x"}),
+    "token_pool": ({"x": [3, 4]}, {"in": "x", "mode": "first"}),
 }
 
 

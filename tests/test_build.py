@@ -305,7 +305,7 @@ def test_conv_and_pool_output_sizes_match_torch_on_a_grid():
 # ---- every op computes what PyTorch computes --------------------------------------------------------------------
 
 F_ = torch.nn.functional
-IMG, FLAT = [4, 7, 6], [5]
+IMG, FLAT, SEQ, TOKENS = [4, 7, 6], [5], [6, 5], {"shape": [6], "vocab": 9}
 #: op -> (input shapes, node fields, reference(inputs, weights of the node))
 OP_CASES = {
     "conv2d": ([IMG], {"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0],
@@ -343,6 +343,16 @@ OP_CASES = {
     "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)
                         .reshape(3, 6, 3, 2)),
     "slice": ([IMG], {"start": 1, "stop": 3}, lambda xs, w: xs[0][:, 1:3]),
+    "rmsnorm": ([SEQ], {"eps": 1e-4}, lambda xs, w: F_.rms_norm(xs[0], (5,), w["weight"], 1e-4)),
+    "embedding": ([TOKENS], {"embedding_dim": 4}, lambda xs, w: F_.embedding(xs[0], w["weight"])),
+    "position_embedding": ([SEQ], {}, lambda xs, w: xs[0] + w["weight"]),
+    "attention": ([SEQ], {"num_heads": 1, "causal": True}, lambda xs, w: F_.linear(F_.scaled_dot_product_attention(
+        F_.linear(xs[0], w["q_proj.weight"], w["q_proj.bias"]), F_.linear(xs[0], w["k_proj.weight"], w["k_proj.bias"]),
+        F_.linear(xs[0], w["v_proj.weight"], w["v_proj.bias"]), is_causal=True), w["o_proj.weight"],
+        w["o_proj.bias"])),
+    "to_tokens": ([IMG], {}, lambda xs, w: xs[0].reshape(3, 4, 42).transpose(1, 2)),
+    "class_token": ([SEQ], {}, lambda xs, w: torch.cat([w["weight"].expand(3, 1, 5), xs[0]], 1)),
+    "token_pool": ([SEQ], {"mode": "mean"}, lambda xs, w: xs[0].mean(1)),
 }
 
 
@@ -364,7 +374,8 @@ def test_every_op_matches_torch(op):
         for key, t in m.state_dict().items():  # random buffers too, so eval-mode norms are not the identity
             if t.is_floating_point():
                 t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
-        xs = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+        xs = [torch.randint(0, s["vocab"], (3, *s["shape"]), generator=gen) if isinstance(s, dict)
+              else torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
         out = m(*xs)
         weights = {k.split(".", 1)[1]: t for k, t in m.state_dict().items()}
         want = reference(xs, weights)

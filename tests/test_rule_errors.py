@@ -95,7 +95,7 @@ def test_layernorm_makes_widening_inexact():
 
 def test_rules_are_data():
     assert list(rules.RULES) == ["add_filters", "split_filters", "prune_channels", "insert_layer", "insert_block",
-                                 "delete_node", "collapse_layer"]
+                                 "delete_node", "collapse_layer", "add_heads", "prune_heads"]
     r = rules.parse("split_filters", {"node": "c1", "indices": "0,2", "eps": "0"})
     assert r == rules.SplitFilters(node="c1", indices=(0, 2), eps=0.0)
     assert rules.parse("split_filters", {"node": "c1", "indices": "[0, 2]", "eps": "0"}) == r

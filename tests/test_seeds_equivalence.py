@@ -53,7 +53,11 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
 
     def linear(m: nn.Linear, inputs, out):
         nonlocal total
-        total += m.in_features * m.out_features
+        total += m.in_features * m.out_features * (out.shape[1] if out.dim() == 3 else 1)  # every token
+
+    def attention(m, inputs, out):   # the T^2 scores and the T^2 weighted sum of values, every head
+        nonlocal total
+        total += 2 * out.shape[1] ** 2 * out.shape[2]
 
     handles = []
     for m in module.modules():
@@ -61,6 +65,8 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
             handles.append(m.register_forward_hook(conv))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear))
+        elif type(m).__name__ in ("SelfAttention", "Attention"):   # D = num_heads * head_dim here
+            handles.append(m.register_forward_hook(attention))
     try:
         with torch.no_grad():
             module.eval()(x[:1])
@@ -68,6 +74,14 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+def inputs(shape, batch: int, seed=None, dtype=torch.float64):
+    """A batch for a seed's input: token ids for ``{"shape", "vocab"}``, else random floats."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    if isinstance(shape, dict):
+        return torch.randint(0, shape["vocab"], (batch, *shape["shape"]), generator=gen)
+    return torch.randn(batch, *shape, dtype=dtype, generator=gen)
 
 
 def pair(name: str):
@@ -85,7 +99,7 @@ def pair(name: str):
 @pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
 def test_forward_equals_hand_written_in_eval_mode(name):
     g, built, ref, shape = pair(name)
-    x = torch.randn(5, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = inputs(shape, 5, 1)
     built.eval(), ref.eval()
     with torch.no_grad():
         out, want = built(x), ref(x)
@@ -96,7 +110,7 @@ def test_forward_equals_hand_written_in_eval_mode(name):
 @pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
 def test_forward_equals_hand_written_in_train_mode(name):
     g, built, ref, shape = pair(name)
-    x = torch.randn(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = inputs(shape, 6, 2)
     built.train(), ref.train()
     torch.manual_seed(123)  # dropout draws its masks from the global RNG in the same order in both modules
     out = built(x)
@@ -120,7 +134,7 @@ def test_dropout_is_really_on_in_train_mode(name):
     g, built, ref, shape = pair(name)
     if not any(n.op == "dropout" for n in g.nodes.values()):
         pytest.skip("no dropout in this seed")
-    x = torch.randn(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = inputs(shape, 6, 2)
     built.train()
     torch.manual_seed(1)
     a = built(x)
@@ -133,7 +147,7 @@ def test_dropout_is_really_on_in_train_mode(name):
 def test_params_and_macs_equal_pytorch_counts(name):
     g, built, ref, shape = pair(name)
     assert g.params == sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in built.parameters())
-    x = torch.randn(2, *shape, dtype=torch.float64)
+    x = inputs(shape, 2)
     assert g.macs == hook_macs(ref, x) == hook_macs(built, x)
 
 

@@ -59,3 +59,73 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 def channel_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Channels ``start .. stop - 1`` of ``x`` (axis 1)."""
     return x[:, start:stop]
+
+
+class RMSNorm(nn.RMSNorm):
+    """``torch.nn.RMSNorm`` written out (``x * rsqrt(mean(x**2) + eps) * weight`` over the last axis), so ONNX
+    opset 17 can export it; same parameters and the same values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return y * self.weight if self.weight is not None else y
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention as in nanoGPT and Hugging Face's Llama: ``q_proj``, ``k_proj``, ``v_proj`` and
+    ``o_proj`` linears, heads a view ``[B, H, T, head_dim]`` of one projection, kv heads repeated in ``repeat_kv``
+    order (query head ``h`` reads kv head ``h // (num_heads // kv_heads)``), ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
+                 bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
+        self.causal, self.dropout = causal, dropout
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.kv_heads != self.num_heads:
+            k = k.repeat_interleave(self.num_heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.num_heads // self.kv_heads, dim=1)
+        y = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                                       is_causal=self.causal)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+class PositionEmbedding(nn.Module):
+    """A learned ``[T, D]`` table added to a ``[B, T, D]`` input."""
+
+    def __init__(self, num_positions: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_positions, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+class ClassToken(nn.Module):
+    """Prepends a learned token (``weight``, ``[1, D]``) to a ``[B, T, D]`` input."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, dim) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.weight.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, H*W, C]``: an image's positions as tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def token_pool(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """``[B, T, D] -> [B, D]``: the mean over the tokens, or the first token."""
+    return x.mean(dim=1) if mode == "mean" else x[:, 0]

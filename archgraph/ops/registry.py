@@ -48,7 +48,9 @@ FLATTEN = "flatten"      # channel c of [C, H, W] becomes features c*H*W .. (c+1
 GROUPED = "grouped"      # grouped conv, not depthwise: the channels at one position of every group are tied
 SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c) (channel_shuffle)
 SLICE = "slice"          # output channel c is input channel start + c; the other input channels are dropped
-ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED, SHUFFLE, SLICE)
+MIXER = "mixer"          # makes new channels from all of its input's, as many as it reads (attention): a producer
+                         # whose output channels are tied to its input's, position by position
+ROLES = (SOURCE, THROUGH, MERGE, CONCAT, FLATTEN, GROUPED, SHUFFLE, SLICE, MIXER)
 
 
 def bad(field: Optional[str], message: str):
@@ -59,12 +61,42 @@ def pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+RANK_NAMES = {1: "[F]", 2: "[T, D]", 3: "[C, H, W]"}
+
+
 def need_rank(ins: list[Shape], rank: int, what: str) -> Shape:
     shape = ins[0]
     if len(shape) != rank:
-        name = "[C, H, W]" if rank == 3 else "[F]"
-        bad("in", f"needs a {name} input ({what}), got shape {list(shape)}")
+        bad("in", f"needs a {RANK_NAMES[rank]} input ({what}), got shape {list(shape)}")
     return shape
+
+
+def need_ranks(ins: list[Shape], ranks: tuple[int, ...], what: str) -> Shape:
+    shape = ins[0]
+    if len(shape) not in ranks:
+        names = " or ".join(RANK_NAMES[r] for r in ranks)
+        bad("in", f"needs a {names} input ({what}), got shape {list(shape)}")
+    return shape
+
+
+def channel_axis(shape) -> int:
+    """The channel axis of a per-sample shape: the last of a sequence ``[T, D]``, the first of ``[C, H, W]`` and
+    ``[F]``.
+
+    >>> channel_axis((8, 16)), channel_axis((3, 28, 28)), channel_axis((10,))
+    (1, 0, 0)
+    """
+    return 1 if len(shape) == 2 else 0
+
+
+def channel_width(shape) -> int:
+    """The number of channels of a per-sample shape (``D`` of a sequence ``[T, D]``, ``C`` of ``[C, H, W]``)."""
+    return int(shape[channel_axis(shape)])
+
+
+def tokens_of(shape) -> int:
+    """The positions a weight is applied at: ``T`` of a sequence ``[T, D]``, else 1 (linear MACs)."""
+    return int(shape[0]) if len(shape) == 2 else 1
 
 
 def out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -110,6 +142,8 @@ def conv_shape(node: S.Conv2d, ins):
 
 
 def linear_shape(node: S.Linear, ins):
+    if len(ins[0]) == 2:
+        return (ins[0][0], node.out_features)
     need_rank(ins, 1, "linear; flatten or pool first")
     return (node.out_features,)
 
@@ -130,6 +164,56 @@ def norm_any_shape(node, ins):
     return tuple(ins[0])
 
 
+def ln_shape(node, ins):
+    if len(ins[0]) not in (1, 2, 3):
+        bad("in", f"needs a [F], [T, D] or [C, H, W] input, got {list(ins[0])}")
+    return tuple(ins[0])
+
+
+def last_axis_shape(node, ins):
+    return tuple(need_ranks(ins, (1, 2), node.op))
+
+
+def attention_dims(node: S.Attention, ins) -> tuple[int, int, int, int]:
+    """``(D, num_heads, head_dim, kv_heads)`` of an attention node reading ``ins``."""
+    d = channel_width(ins[0])
+    return d, node.num_heads, node.head_dim or d // node.num_heads, node.kv_heads or node.num_heads
+
+
+def attention_shape(node: S.Attention, ins):
+    shape = need_rank(ins, 2, node.op)
+    if node.head_dim is None and shape[1] % node.num_heads:
+        bad("num_heads", f"num_heads={node.num_heads} does not divide the {shape[1]} features; set head_dim")
+    return tuple(shape)
+
+
+def position_shape(node, ins):
+    return tuple(need_rank(ins, 2, node.op))
+
+
+def to_tokens_shape(node, ins):
+    c, h, w = need_rank(ins, 3, node.op)
+    return (h * w, c)
+
+
+def class_token_shape(node, ins):
+    t, d = need_rank(ins, 2, node.op)
+    return (t + 1, d)
+
+
+def token_pool_shape(node, ins):
+    _, d = need_rank(ins, 2, node.op)
+    return (d,)
+
+
+def embedding_shape(node: S.Embedding, ins):
+    shape = ins[0]
+    if getattr(shape, "vocab", None) is None:
+        bad("in", f"reads token ids: its input must be a token input ({{shape: [T], vocab: V}}), got a float "
+                  f"input of shape {list(shape)}")
+    return (shape[0], node.embedding_dim)
+
+
 def adaptive_shape(node: S.AdaptiveAvgPool2d, ins):
     c, _, _ = need_rank(ins, 3, node.op)
     return (c, *pair(node.output_size))
@@ -141,6 +225,8 @@ def gap_shape(node, ins):
 
 
 def flatten_shape(node, ins):
+    if len(ins[0]) == 2:
+        bad("in", f"a sequence {list(ins[0])} is not flattened; pool it to [D] with token_pool")
     return (math.prod(ins[0]),)
 
 
@@ -173,6 +259,9 @@ def mul_shape(node, ins):
 
 def concat_shape(node, ins):
     first = ins[0]
+    if len(first) == 2:
+        bad("in", f"concat joins channels of [C, H, W] or [F] values; '{node.inputs[0]}' is a sequence "
+                  f"{list(first)}")
     for i, other in enumerate(ins[1:], 1):
         if len(other) != len(first) or tuple(other[1:]) != tuple(first[1:]):
             bad("in", f"inputs must agree on every axis but the channels to be concatenated: "
@@ -219,11 +308,11 @@ def conv_macs(node: S.Conv2d, ins, out):
 
 
 def linear_params(node: S.Linear, ins, out):
-    return ins[0][0] * node.out_features + (node.out_features if node.bias else 0)
+    return channel_width(ins[0]) * node.out_features + (node.out_features if node.bias else 0)
 
 
 def linear_macs(node: S.Linear, ins, out):
-    return ins[0][0] * node.out_features
+    return channel_width(ins[0]) * node.out_features * tokens_of(ins[0])
 
 
 def bn_params(node, ins, out):
@@ -233,7 +322,37 @@ def bn_params(node, ins, out):
 def ln_params(node: S.LayerNorm, ins, out):
     if not node.elementwise_affine:
         return 0
-    return ins[0][0] * (2 if node.bias else 1)
+    return channel_width(ins[0]) * (2 if node.bias else 1)
+
+
+def rms_params(node: S.RMSNorm, ins, out):
+    return channel_width(ins[0]) if node.elementwise_affine else 0
+
+
+def embedding_params(node: S.Embedding, ins, out):
+    return ins[0].vocab * node.embedding_dim
+
+
+def attention_params(node: S.Attention, ins, out):
+    d, h, hd, kv = attention_dims(node, ins)
+    weights = d * h * hd * 2 + d * kv * hd * 2
+    return weights + ((h + 2 * kv) * hd + d if node.bias else 0)
+
+
+def attention_macs(node: S.Attention, ins, out):
+    """The four projections at every token, plus the ``T^2`` scores (``q . k``) and the ``T^2`` weighted sum of
+    values, per head (all ``T^2`` pairs, causal or not)."""
+    d, h, hd, kv = attention_dims(node, ins)
+    t = ins[0][0]
+    return t * (2 * d * h * hd + 2 * d * kv * hd) + 2 * t * t * h * hd
+
+
+def table_params(node, ins, out):
+    return math.prod(ins[0])
+
+
+def token_params(node, ins, out):
+    return channel_width(ins[0])
 
 
 def scale_params(node, ins, out):
@@ -295,6 +414,29 @@ def channel_vector_layout(node, ins):
     return {"weight": (0, None)}
 
 
+def rms_layout(node: S.RMSNorm, ins):
+    return {"weight": (0, None)} if node.elementwise_affine else {}
+
+
+def embedding_layout(node: S.Embedding, ins):
+    return {"weight": (1, None)}   # [vocab, D]: the channels are the columns
+
+
+def attention_layout(node: S.Attention, ins):
+    """Input channels are the columns of q/k/v, output channels the rows of o; the head axes (q/k/v rows, o columns)
+    are no channel axis: the head rules map them."""
+    layout = {"q_proj.weight": (None, 1), "k_proj.weight": (None, 1), "v_proj.weight": (None, 1),
+              "o_proj.weight": (0, None)}
+    if node.bias:
+        layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None),
+                       "o_proj.bias": (0, None)})
+    return layout
+
+
+def column_layout(node, ins):
+    return {"weight": (1, None)}
+
+
 def no_layout(node, ins):
     return {}
 
@@ -314,6 +456,18 @@ def conv_resize(node: S.Conv2d, width: int) -> dict:
 
 def linear_resize(node: S.Linear, width: int) -> dict:
     return {"out_features": width}
+
+
+def embedding_resize(node: S.Embedding, width: int) -> dict:
+    return {"embedding_dim": width}
+
+
+def no_pin(node, ins) -> dict:
+    return {}
+
+
+def attention_pin(node: S.Attention, ins) -> dict:
+    return {} if node.head_dim is not None else {"head_dim": attention_dims(node, ins)[2]}
 
 
 def never(node, flags) -> bool:
@@ -349,7 +503,20 @@ def conv_module(T, node: S.Conv2d, ins):
 
 
 def linear_module(T, node: S.Linear, ins):
-    return T.nn.Linear(ins[0][0], node.out_features, bias=node.bias)
+    return T.nn.Linear(channel_width(ins[0]), node.out_features, bias=node.bias)
+
+
+def embedding_module(T, node: S.Embedding, ins):
+    return T.nn.Embedding(ins[0].vocab, node.embedding_dim)
+
+
+def attention_module(T, node: S.Attention, ins):
+    d, h, hd, kv = attention_dims(node, ins)
+    return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout)
+
+
+def rms_module(T, node: S.RMSNorm, ins):
+    return T.extra.RMSNorm(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine)
 
 
 def bn2d_module(T, node, ins):
@@ -363,8 +530,8 @@ def bn1d_module(T, node, ins):
 
 
 def ln_module(T, node: S.LayerNorm, ins):
-    cls = T.nn.LayerNorm if len(ins[0]) == 1 else T.extra.LayerNorm2d
-    return cls(ins[0][0], eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
+    cls = T.nn.LayerNorm if len(ins[0]) in (1, 2) else T.extra.LayerNorm2d
+    return cls(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
 
 
 def dropout_module(T, node: S.Dropout, ins):
@@ -414,7 +581,7 @@ def conv_nonzero_macs(node, out: Shape, nonzero: int) -> int:
 
 
 def linear_nonzero_macs(node, out: Shape, nonzero: int) -> int:
-    return nonzero
+    return nonzero * tokens_of(out)
 
 
 # ---- standalone Python export: constructor source of a built module ``m`` (torch-free: it only reads attributes)
@@ -426,6 +593,19 @@ def conv_source(m) -> str:
 
 def linear_source(m) -> str:
     return f"nn.Linear({m.in_features}, {m.out_features}, bias={m.bias is not None})"
+
+
+def embedding_source(m) -> str:
+    return f"nn.Embedding({m.num_embeddings}, {m.embedding_dim})"
+
+
+def attention_source(m) -> str:
+    return (f"Attention({m.dim}, {m.num_heads}, {m.head_dim}, {m.kv_heads}, causal={m.causal}, "
+            f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r})")
+
+
+def rms_source(m) -> str:
+    return f"RMSNorm({tuple(m.normalized_shape)}, eps={m.eps!r}, elementwise_affine={m.elementwise_affine})"
 
 
 def bn_source(cls: str):
@@ -464,6 +644,8 @@ class Imports:
     functions: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     via: str = ""
+    #: why the importer cannot produce this op yet (it then has no torch names and no pattern)
+    unsupported: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -527,6 +709,15 @@ class OpDef:
     nonneg: Callable[[Any, list[bool]], bool] = never
     #: ``identity(node, inputs_nonneg)`` -> whether the node computes exactly its (single) input in eval mode
     identity: Callable[[Any, list[bool]], bool] = never
+    #: ``pin(node, ins)`` -> the field values a node must write out before its input's width changes (attention's
+    #: default ``head_dim``, which follows the width), so a rewrite keeps what it computes
+    pin: Callable[[Any, list[Shape]], dict] = no_pin
+    #: its channel parameters are added to (or stand beside) its input's values: position_embedding, class_token;
+    #: when the channels grow their new entries start like a producer's new channels (``zero`` for exact growth)
+    offset: bool = False
+    #: a mixing norm whose statistic is the mean of squares over the channels (rmsnorm): zero channels added to its
+    #: input are compensated exactly by scaling its weight by ``sqrt(old / new)`` and its ``eps`` by ``old / new``
+    rescalable: bool = False
     #: ``mixes(node, ins)`` -> whether an output channel depends on the *other* channels of its input beyond what
     #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
     #: the others, so widening through it is not function-preserving
@@ -547,6 +738,7 @@ class OpDef:
 
 WEIGHT_COLOUR, LINEAR_COLOUR, NORM_COLOUR, MERGE_COLOUR, CONCAT_COLOUR = (
     "#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3")
+EMBED_COLOUR, ATTENTION_COLOUR, TOKEN_COLOUR = "#ffe5d0", "#f7d6e6", "#e0f2f1"
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 ACT = fixed(THROUGH)
 F_ = "torch.nn.functional."
@@ -591,7 +783,7 @@ DEFS: tuple[OpDef, ...] = (
           buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, module=bn1d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
           imports=Imports(modules=("torch.nn.BatchNorm1d",))),
-    OpDef(kind=S.LayerNorm, shape=norm_any_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
+    OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
           module=ln_module, mixes=ln_mixing, colour=NORM_COLOUR,
           python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
           imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm",))),
@@ -649,6 +841,31 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(kind=S.Slice, shape=slice_shape, channels=fixed(SLICE), nonneg=every,   # start/stop: see rules/draft.py
           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop),
           imports=Imports(via="x[:, start:stop] and the pieces of chunk/split along the channels")),
+    OpDef(kind=S.RMSNorm, shape=last_axis_shape, channels=ACT, layout=rms_layout, params=rms_params, is_norm=True,
+          module=rms_module, mixes=ln_mixing, rescalable=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
+          imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.Embedding, shape=embedding_shape, channels=fixed(SOURCE), layout=embedding_layout,
+          params=embedding_params, width_field="embedding_dim", module=embedding_module, resize=embedding_resize,
+          colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source},
+          imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.PositionEmbedding, shape=position_shape, channels=ACT, layout=column_layout, params=table_params,
+          in_rank=2, module=lambda T, n, ins: T.extra.PositionEmbedding(*ins[0]), offset=True, colour=EMBED_COLOUR,
+          python={EXTRA + ".PositionEmbedding": lambda m: f"PositionEmbedding({m.weight.shape[0]}, "
+                                                          f"{m.weight.shape[1]})"},
+          imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.Attention, shape=attention_shape, channels=fixed(MIXER), layout=attention_layout,
+          params=attention_params, macs=attention_macs, in_rank=2, module=attention_module, pin=attention_pin,
+          colour=ATTENTION_COLOUR, python={EXTRA + ".Attention": attention_source},
+          imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.ToTokens, shape=to_tokens_shape, channels=ACT, in_rank=3, nonneg=every, colour=TOKEN_COLOUR,
+          function=call(lambda T: T.extra.to_tokens), imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.ClassToken, shape=class_token_shape, channels=ACT, layout=column_layout, params=token_params,
+          in_rank=2, module=lambda T, n, ins: T.extra.ClassToken(ins[0][1]), offset=True, colour=TOKEN_COLOUR,
+          python={EXTRA + ".ClassToken": lambda m: f"ClassToken({m.weight.shape[1]})"},
+          imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.TokenPool, shape=token_pool_shape, channels=ACT, in_rank=2, nonneg=every, colour=TOKEN_COLOUR,
+          function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode),
+          imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

@@ -75,7 +75,8 @@ class Conv2d(NodeSpec):
 
 
 class Linear(NodeSpec):
-    """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input."""
+    """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input, or on the last axis of a sequence
+    ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does)."""
     op: Literal["linear"] = "linear"
     out_features: PositiveInt
     bias: bool = True
@@ -100,12 +101,72 @@ class BatchNorm1d(NodeSpec):
 
 
 class LayerNorm(NodeSpec):
-    """Layer normalisation over the features of ``[F]``, or over the channels of ``[C, H, W]`` at each position
-    (the channels-first LayerNorm of ConvNeXt)."""
+    """Layer normalisation over the features of ``[F]``, over the last axis of a sequence ``[T, D]``, or over the
+    channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt)."""
     op: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-5
     elementwise_affine: bool = True
     bias: bool = True
+
+
+class RMSNorm(NodeSpec):
+    """Root-mean-square normalisation (``torch.nn.RMSNorm``) over the features of ``[F]`` or the last axis of a
+    sequence ``[T, D]``: ``x / sqrt(mean(x**2) + eps) * weight``; ``eps`` None is the dtype's machine epsilon."""
+    op: Literal["rmsnorm"] = "rmsnorm"
+    eps: Optional[PositiveFloat] = None
+    elementwise_affine: bool = True
+
+
+class Embedding(NodeSpec):
+    """A learned vector per token id (``torch.nn.Embedding``): token ids ``[T] -> [T, embedding_dim]``; the number
+    of rows is the ``vocab`` of the token input it reads."""
+    op: Literal["embedding"] = "embedding"
+    embedding_dim: PositiveInt
+
+
+class PositionEmbedding(NodeSpec):
+    """A learned ``[T, D]`` table added to its ``[T, D]`` input (``<id>.weight``)."""
+    op: Literal["position_embedding"] = "position_embedding"
+
+
+class Attention(NodeSpec):
+    """Multi-head self-attention on a sequence ``[T, D] -> [T, D]`` (``F.scaled_dot_product_attention``).
+
+    Parameters ``q_proj`` ``[num_heads*head_dim, D]``, ``k_proj``/``v_proj`` ``[kv_heads*head_dim, D]`` and
+    ``o_proj`` ``[D, num_heads*head_dim]`` (with biases when ``bias``). Query head ``h`` owns rows
+    ``h*head_dim:(h+1)*head_dim`` of ``q_proj`` and the same columns of ``o_proj`` and reads kv head
+    ``h // (num_heads // kv_heads)`` (Hugging Face's ``repeat_kv``): ``kv_heads`` below ``num_heads`` is grouped-query
+    attention. ``head_dim`` defaults to ``D // num_heads``, ``kv_heads`` to ``num_heads``."""
+    op: Literal["attention"] = "attention"
+    num_heads: PositiveInt
+    head_dim: Optional[PositiveInt] = None
+    kv_heads: Optional[PositiveInt] = None
+    causal: bool = False
+    bias: bool = True
+    dropout: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _groups(self) -> "Attention":
+        if self.kv_heads is not None and self.num_heads % self.kv_heads:
+            raise ValueError(f"kv_heads={self.kv_heads} must divide num_heads={self.num_heads}")
+        return self
+
+
+class ToTokens(NodeSpec):
+    """An image's positions as tokens: ``[C, H, W] -> [H*W, C]`` (a ViT's patch embedding is a strided conv2d, then
+    this)."""
+    op: Literal["to_tokens"] = "to_tokens"
+
+
+class ClassToken(NodeSpec):
+    """Prepends a learned token (``<id>.weight``, ``[1, D]``): ``[T, D] -> [T+1, D]``."""
+    op: Literal["class_token"] = "class_token"
+
+
+class TokenPool(NodeSpec):
+    """A sequence to one vector: ``[T, D] -> [D]``, the mean over the tokens or the first token (a class token)."""
+    op: Literal["token_pool"] = "token_pool"
+    mode: Literal["mean", "first"] = "mean"
 
 
 class ReLU(NodeSpec):
@@ -242,7 +303,8 @@ class Slice(NodeSpec):
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
-    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice,
+    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding,
+    PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

@@ -4,7 +4,7 @@
 
 >>> from archgraph import rules
 >>> sorted(rules.RULES)[:3]
-['add_filters', 'collapse_layer', 'delete_node']
+['add_filters', 'add_heads', 'collapse_layer']
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .widen import AddFilters, SplitFilters
 from .prune import PruneChannels
 from .deepen import InsertBlock, InsertLayer
 from .collapse import CollapseLayer, DeleteNode
+from .heads import AddHeads, PruneHeads
 
-__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels", "InsertLayer",
-           "InsertBlock", "DeleteNode", "CollapseLayer"]
+__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels",
+           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]

@@ -11,18 +11,19 @@ whose last layer starts at zero). Both keep the network's function (in eval mode
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional, Union
 
-from pydantic import PositiveInt
+from pydantic import PositiveFloat, PositiveInt
 
 from ..channels import analyse
-from ..ops.registry import OPS
+from ..ops.registry import MIXER, OPS, attention_dims
 from ..ops.spec import KIND_BY_OP
 from .base import Rewrite, Rule, fresh_id, nonnegative, rewire
 from .draft import Draft, realise
 
 Activation = Literal["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish"]
 Norm = Literal["batchnorm"]
+SeqNorm = Literal["layernorm", "rmsnorm"]
 
 
 class _Insert(Rule):
@@ -135,14 +136,31 @@ class InsertLayer(_Insert):
 class InsertBlock(_Insert):
     """Insert a residual block after ``after``: ``after + last(act(norm(first(after))))``; every old reader of
     ``after`` reads the sum. The block's last layer starts at zero (its batchnorm's weight and bias when there is
-    a norm, else its weights), so the function is unchanged and gradients still reach the first layer."""
+    a norm, else its weights), so the function is unchanged and gradients still reach the first layer.
+
+    After a sequence ``[T, D]`` it inserts a pre-norm transformer block instead:
+    ``x = x + attention(norm(x)); x = x + fc2(act(fc1(norm(x))))`` with ``num_heads`` heads (``kv_heads``,
+    ``head_dim`` and ``causal`` default to those of the graph's first attention on ``D`` channels, else one head,
+    not causal), an MLP ``width`` wide (default ``mlp_ratio * D``), ``norm`` layernorm (default) or rmsnorm and
+    ``activation`` gelu by default. Its ``o_proj`` and ``fc2`` start at zero: the function is unchanged."""
 
     name: ClassVar[str] = "insert_block"
     width: Optional[PositiveInt] = None  # channels inside the block (default: as many as ``after`` has)
-    norm: Optional[Norm] = "batchnorm"
+    norm: Optional[Union[Norm, SeqNorm]] = "batchnorm"
     activation: Optional[Activation] = "relu"
+    num_heads: Optional[PositiveInt] = None
+    kv_heads: Optional[PositiveInt] = None
+    head_dim: Optional[PositiveInt] = None
+    causal: Optional[bool] = None
+    mlp_ratio: PositiveFloat = 4.0
 
     def apply(self, graph) -> Rewrite:
+        self.need_node(graph, self.after, field="after", inputs_ok=True)
+        if len(graph.shape(self.after)) == 2:
+            return self.transformer_block(graph)
+        if self.norm in OPS and not OPS[self.norm].running_stats:   # layernorm, rmsnorm: a transformer block's
+            raise self.error(f"norm={self.norm} is for a transformer block after a sequence [T, D]; "
+                             f"'{self.after}' is {list(graph.shape(self.after))}", node=self.after, field="norm")
         op, shape = self.layer_op(graph)
         ids = set(graph.nodes) | set(graph.inputs)
         base = self.prefix or self.after
@@ -182,6 +200,61 @@ class InsertBlock(_Insert):
         total = take("sum")
         new[total] = {"op": "add", "in": [last, self.after]}
         nodes, outputs = self.splice(graph, new, total)
+        draft = Draft(graph, analyse(graph), nodes, outputs, fills=fills)
+        draft.exact = True
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, plan)
+
+    def transformer_block(self, graph) -> Rewrite:
+        t, d = graph.shape(self.after)
+        set_ = self.model_fields_set
+        norm = self.norm if "norm" in set_ else "layernorm"
+        if norm not in OPS or OPS[norm].running_stats:
+            raise self.error(f"a transformer block's norm is layernorm or rmsnorm (got {norm}); '{self.after}' is a "
+                             f"sequence {[t, d]}", node=self.after, field="norm")
+        activation = self.activation if "activation" in set_ else "gelu"
+        like = next((n for nid, n in graph.nodes.items() if OPS[n.op].channels(n, graph.input_shapes(nid)) == MIXER
+                     and "q_proj.weight" in OPS[n.op].layout(n, graph.input_shapes(nid))
+                     and graph.input_shapes(nid)[0][-1] == d), None)
+        attn: dict = {"num_heads": self.num_heads or (like.num_heads if like else 1)}
+        kv = self.kv_heads or (like.kv_heads if like is not None and self.num_heads is None else None)
+        head_dim = self.head_dim or (attention_dims(like, [(t, d)])[2] if like is not None and self.num_heads is None
+                                     else None)
+        if kv is not None:
+            attn["kv_heads"] = kv
+        if head_dim is not None:
+            attn["head_dim"] = head_dim
+        causal = self.causal if self.causal is not None else bool(like is not None and like.causal)
+        ids = set(graph.nodes) | set(graph.inputs)
+        base = self.prefix or self.after
+
+        def take(suffix: str) -> str:
+            nid = fresh_id(ids, f"{base}_{suffix}")
+            ids.add(nid)
+            return nid
+
+        ln1, att, res1, ln2, fc1 = take("ln1"), take("attn"), take("res1"), take("ln2"), take("fc1")
+        act, fc2, res2 = (take(activation) if activation else None), take("fc2"), take("res2")
+        hidden = self.width or max(1, round(self.mlp_ratio * d))
+        new: dict[str, dict] = {
+            ln1: {"op": norm, "in": self.after},
+            att: {"op": "attention", "in": ln1, **attn, "causal": causal},
+            res1: {"op": "add", "in": [self.after, att]},
+            ln2: {"op": norm, "in": res1},
+            fc1: {"op": "linear", "in": ln2, "out_features": hidden},
+        }
+        last = fc1
+        if act:
+            new[act] = {"op": activation, "in": fc1}
+            last = act
+        new[fc2] = {"op": "linear", "in": last, "out_features": d}
+        new[res2] = {"op": "add", "in": [res1, fc2]}
+        fills = {f"{att}.o_proj.weight": ("zero", 0.0), f"{att}.o_proj.bias": ("zero", 0.0),
+                 f"{fc2}.weight": ("zero", 0.0), f"{fc2}.bias": ("zero", 0.0)}
+        try:
+            nodes, outputs = self.splice(graph, new, res2)
+        except ValueError as err:
+            raise self.error(f"the block would not be valid: {err}", node=self.after) from None
         draft = Draft(graph, analyse(graph), nodes, outputs, fills=fills)
         draft.exact = True
         graph2, plan = realise(draft, self)

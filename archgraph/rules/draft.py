@@ -17,11 +17,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, Channels, Slots, concat_slots,
+from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, SHUFFLE, SLICE, Channels, Slots, concat_slots,
                         flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
-from ..ops.registry import OPS
+from ..ops.registry import OPS, channel_width
 from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
 from .. import topology
 
@@ -59,7 +59,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
     old, ch = draft.old, draft.ch
     old_shapes = old.shapes()
     uf = draft.uf
-    shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in old.inputs.items()}
+    shapes: dict[str, tuple[int, ...]] = {k: v if isinstance(v, tuple) else tuple(v) for k, v in old.inputs.items()}
     slots: dict[str, Slots] = {k: ch.slots[k] for k in old.inputs}
     nodes: dict = {}
     roles: dict[str, str] = {}
@@ -77,6 +77,11 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         was = old.nodes.get(nid)
         if was is not None and was.op != node.op:
             was = None
+        if was is not None and [channel_width(x) for x in ins] != \
+                [channel_width(old_shapes[i]) for i in was.inputs]:
+            pinned = OPS[node.op].pin(was, [old_shapes[i] for i in was.inputs])
+            if pinned:
+                node = node.replace(**pinned)
         role = ch.roles[nid] if was is not None else _role(node, ins)
         roles[nid] = role
         rewired = was is not None and tuple(was.inputs) != tuple(node.inputs)
@@ -88,7 +93,10 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
                 s = ch.slots[nid]
             else:
                 shape = _shape(node, ins, nid, fail)
-                s = Slots(draft.fresh(shape[0]))
+                s = Slots(draft.fresh(channel_width(shape)))
+                if role == MIXER:
+                    for a, b in zip(s.tokens, slots[node.inputs[0]].tokens):
+                        uf.union(a, b)
         elif role == MERGE:
             shape = _shape(node, ins, nid, fail)
             tied = tied_inputs(ins, shape)
@@ -117,11 +125,11 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             node, s = _slice(node, was, ch, slots, nid, fail)
         else:
             s = slots[node.inputs[0]]
-        if rewired and not producing_role(role) and s.width == old_shapes[nid][0]:
+        if rewired and not producing_role(role) and s.width == channel_width(old_shapes[nid]):
             s = ch.slots[nid]  # rewired to a value of the same width: position i stays position i
         if s.width == 0:
             raise fail("this would remove every one of its channels", nid)
-        if was is not None and s.width != old_shapes[nid][0] and role != MERGE:
+        if was is not None and s.width != channel_width(old_shapes[nid]) and role != MERGE:
             changes = OPS[node.op].resize(node, s.width)
             if changes:
                 node = node.replace(**changes)
@@ -130,8 +138,9 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             shape = _shape(node, ins, nid, fail)
         if was is not None and role == GROUPED:
             _check_groups(node, was, draft, slots, nid, fail)
-        if shape[0] != s.width:  # pragma: no cover - an internal inconsistency, never a user error
-            raise fail(f"internal error: {s.width} channel tokens for an output of {shape[0]} channels", nid)
+        if channel_width(shape) != s.width:  # pragma: no cover - an internal inconsistency, never a user error
+            raise fail(f"internal error: {s.width} channel tokens for an output of {channel_width(shape)} channels",
+                       nid)
         shapes[nid] = shape
         slots[nid] = s
         nodes[nid] = node
@@ -275,7 +284,7 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
         layout = old_layout if node is was else OPS[node.op].layout(node, [new_shapes[i] for i in node.inputs])
         out_map = in_map = None
         if any(a is not None for a, _ in layout.values()):
-            fill = draft.fan_in if producing_role(roles[nid]) else "init"
+            fill = draft.fan_in if producing_role(roles[nid]) or OPS[node.op].offset else "init"
             out_map = _axis_map(ch.slots[nid], slots[nid], fill, draft.copy_of, None, uf)
         if any(b is not None for _, b in layout.values()):
             src_old, src_new = was.inputs[0], node.inputs[0]

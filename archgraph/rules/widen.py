@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from ..channels import GROUPED, SOURCE, THROUGH, Channels, Space, analyse
+from ..channels import GROUPED, MIXER, SOURCE, THROUGH, Channels, Space, analyse
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
 from .draft import Draft, realise
@@ -31,7 +31,7 @@ def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
     ch = analyse(graph)
     n = graph.nodes[node]
     role = ch.roles[node]
-    if role != SOURCE:
+    if role not in (SOURCE, MIXER):
         if OPS[n.op].weighted and role == THROUGH:
             makers = ", ".join(f"'{p}'" for p in ch.space(node).producers)
             raise rule.error(f"'{node}' is a depthwise conv: its channels follow its input's; widen the layer that "
@@ -61,6 +61,49 @@ def add_channels(draft: Draft, space: Space, count: int) -> list[dict[str, int]]
         for t in rest:
             draft.uf.union(first, t)
     return new
+
+
+def mixers(ch: Channels, space: Space) -> list[str]:
+    """The nodes (layernorm, rmsnorm) normalising over the channels of ``space``."""
+    roots = set(space.classes)
+    find = ch.uf.find
+    return [nid for nid in ch.mixing
+            if any(find(t) in roots for t in ch.slots[ch.graph.nodes[nid].inputs[0]].tokens)]
+
+
+def rescalable(ch: Channels, space: Space) -> bool:
+    """Whether every norm over these channels is an affine rmsnorm, so zero new channels can be compensated."""
+    found = mixers(ch, space)
+    return bool(found) and all(OPS[ch.graph.nodes[n].op].rescalable and ch.graph.nodes[n].elementwise_affine
+                               for n in found)
+
+
+def rescale_norms(draft: Draft, ch: Channels, space: Space, count: int) -> list[str]:
+    """Set each rmsnorm's eps to ``eps * D / (D + count)`` in the draft; returns the norms whose weight must be
+    scaled by ``sqrt(D / (D + count))`` (see :func:`scale_norm_weights`)."""
+    found = mixers(ch, space)
+    width = len(space.classes)
+    for nid in found:
+        node = draft.nodes[nid]
+        if node.eps is not None:
+            draft.nodes[nid] = node.replace(eps=node.eps * width / (width + count))
+    return found
+
+
+def scale_norm_weights(plan, norms: list[str], width: int, count: int):
+    """The plan with the old entries of each rmsnorm's weight scaled by ``sqrt(width / (width + count))``."""
+    import dataclasses
+    import math
+    factor = math.sqrt(width / (width + count))
+    tensors = dict(plan.tensors)
+    for nid in norms:
+        key = f"{nid}.weight"
+        tp = tensors[key]
+        axes = tuple((a, dataclasses.replace(m, scale=tuple(factor * (1.0 if f is None else f) for f in
+                                                            (m.scale or (None,) * m.size))))
+                     for a, m in tp.axes)
+        tensors[key] = dataclasses.replace(tp, axes=axes)
+    return dataclasses.replace(plan, tensors=tensors)
 
 
 def mixing_note(ch: Channels, space: Space) -> str:
@@ -102,13 +145,26 @@ class AddFilters(Rule):
             for i, r in replicas.items():
                 for p in space.producers:
                     draft.scale[space.tokens[p][i]] = 1.0 / r
-        note = mixing_note(ch, space)
-        draft.exact = self.init != "random" and not note
+        norms = []
+        if self.init in ("preserve", "zero") and rescalable(ch, space):
+            # rmsnorms over the new channels: the new channels carry zeros (their makers' new weights are zero)
+            # and each norm's weight and eps are rescaled, which keeps the function exactly
+            draft.fan_in = "zero"
+            norms = rescale_norms(draft, ch, space, self.count)
+            note = ""
+            if any(draft.nodes[n].eps is None for n in norms):
+                note = ("exact up to rounding: an rmsnorm with eps=None (the dtype's machine epsilon) keeps it; "
+                        "set eps to make it exact")
+        else:
+            note = mixing_note(ch, space)
+        draft.exact = self.init != "random" and (not note or note.startswith("exact up to rounding"))
         draft.note = note or {"random": "new channels start random and are read with random weights",
                               "gradmax": "gradmax: incoming and outgoing weights start at zero; choosing the outgoing "
                                          "ones from the gradient needs a batch (TensorPlan.fresh gives their "
                                          "positions)"}.get(self.init, "")
         graph2, plan = realise(draft, self)
+        if norms:
+            plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
         return Rewrite(graph2, graph, self, plan)
 
 

@@ -26,6 +26,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       ValidationError, field_validator, model_validator)
 
 from ..errors import ArchgraphError, ConfigError
+from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
 
 
@@ -409,13 +410,11 @@ def _method_names() -> set[str]:
 
 def load_config(path: Union[str, os.PathLike]) -> RunConfig:
     """Read and validate a run file."""
-    from ..format.yaml_io import parse_yaml, read_text
     return config_from_data(parse_yaml(read_text(path), str(path)), str(path))
 
 
 def load_seed(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>"):
     """The seed graph of ``cfg``: a file relative to ``base`` (the run file's folder) or the inline mapping."""
-    from ..format.yaml_io import graph_from_data, load
     if isinstance(cfg.seed, dict):
         try:
             return graph_from_data(cfg.seed, f"{source} (seed)")

@@ -31,6 +31,8 @@ from typing import Optional
 
 import torch
 
+from ..rules import CollapseLayer
+from ..rules.base import apply as apply_rule
 from ..errors import RuleError
 from ..topology import topological_order
 from ..ops.registry import OPS, is_norm, is_weighted
@@ -133,8 +135,6 @@ def _gated_params(graph, gid: str, members: list[str], order: dict[str, int]) ->
 def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
     """For each add, the input whose removal saves the most MACs, if ``collapse_layer`` can remove it and its last
     node carries parameters (a norm or a layer)."""
-    import archgraph
-    from ..rules import CollapseLayer
     out: dict[str, BranchGate] = {}
     for nid, node in graph.nodes.items():
         if not OPS[node.op].residual or len(node.inputs) < 2:
@@ -152,7 +152,7 @@ def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
             if not params or any(p in taken for p in params):
                 continue
             try:
-                rw = archgraph.apply(graph, CollapseLayer(node=src))
+                rw = apply_rule(graph, CollapseLayer(node=src))
             except RuleError:
                 continue
             removed = [k for k in graph.nodes if k not in rw.graph.nodes]

@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..rules import PruneChannels
+from ..rules.base import apply as apply_rule
 from ..channels import Channels, analyse
 from ..errors import RuleError
 from ..ops.registry import GROUPED, OPS, SOURCE
@@ -100,9 +102,7 @@ class GroupIndex:
         that would leave one of its producers with fewer than ``min_width`` channels stays. The rules are checked
         against the graph (with ``apply``, default :func:`archgraph.apply`): one that cannot apply is left out, and
         its groups stay."""
-        import archgraph
-        apply = apply or archgraph.apply
-        from ..rules import PruneChannels
+        apply = apply or apply_rule
         ch = self.ch
         wanted = set(groups)
         width: dict[str, int] = {}

@@ -32,12 +32,12 @@ from torch.func import functional_call
 
 from ..fx.builder import build
 from ..errors import ConfigError
-from ..format.yaml_io import dumps, loads
+from ..format.yaml_io import dumps, load, loads
 from ..graph import content_hash
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from ..fx.speed import Format, choose_format
 from ..fx.materialise import materialise
-from ..fx.weights import load_into
+from ..fx.weights import load_into, load_weights
 from ..rules.base import decode, encode
 from . import distributed
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
@@ -479,8 +479,6 @@ class Trainer:
                                                  "version": str(self.version)})
         # the reported accuracy is that of the saved artefact: the last version rebuilt with the saved weights
         # (rank 0 reads the files it wrote; other ranks hold the same weights, checked above)
-        from ..format.yaml_io import load
-        from ..fx.weights import load_weights
         if self.dist.is_main:
             saved = self._fresh_module(load(self.run_dir.version_path(self.version)),
                                        load_weights(self.run_dir.final_weights_path))

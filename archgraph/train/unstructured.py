@@ -25,6 +25,7 @@ from typing import Mapping
 
 import torch
 
+from .. import rules as R
 from ..ops.registry import is_weighted
 from .masks import mask_layout
 
@@ -105,7 +106,6 @@ class ChannelDeath:
 
     def rules(self, dead: Mapping[str, torch.Tensor]) -> list:
         """``prune_channels`` for every layer with dead channels; a layer keeps one channel (none is no layer)."""
-        from .. import rules as R
         out = []
         for gid in sorted(dead):
             idx = torch.nonzero(dead[gid]).flatten().tolist()

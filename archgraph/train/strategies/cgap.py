@@ -35,6 +35,8 @@ import math
 
 import torch
 
+from ... import rules as R
+from ..groups import GroupIndex
 from ..gates import gate_layout, gate_overrides
 from ..tensors import follow_channels
 from .base import Strategy
@@ -114,7 +116,6 @@ class CgapStrategy(Strategy):
         return []
 
     def _grow_rules(self, trainer) -> list:
-        from ... import rules as R
         s = self.settings
         out = []
         for i, (node, gate) in enumerate(sorted(self.layout.channel.items())):
@@ -135,7 +136,6 @@ class CgapStrategy(Strategy):
         return min(t, s.target_params) if s.target_params is not None else t
 
     def _prune_rules(self, trainer) -> list:
-        from ... import rules as R
         s = self.settings
         graph = trainer.graph
         if graph.params <= self.target():
@@ -193,7 +193,6 @@ class CgapStrategy(Strategy):
 def channel_params(graph, module) -> dict[tuple[str, int], float]:
     """``(layer, channel) -> parameters`` removed with that channel: its row of the layer, its per-channel
     parameters (norms) and the columns of the layers reading it (:class:`~archgraph.train.groups.GroupIndex`)."""
-    from ..groups import GroupIndex
     index = GroupIndex(graph)
     sizes = index.sizes(dict(module.named_parameters())).tolist()
     return {index.producer[g]: sizes[g] for g in range(len(index))}

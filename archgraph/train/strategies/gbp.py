@@ -36,6 +36,8 @@ from typing import Optional
 
 import torch
 
+from ... import rules as R
+from ...channels import analyse
 from ..groups import GroupIndex
 from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
@@ -133,8 +135,6 @@ class GbpStrategy(Strategy):
         return s.threshold * 0.5 * (1.0 - math.cos(math.pi * t))
 
     def _expand_rules(self, trainer) -> list:
-        from ... import rules as R
-        from ...channels import analyse
         s = self.settings
         graph = trainer.graph
         out = []

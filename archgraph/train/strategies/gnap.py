@@ -42,6 +42,7 @@ from typing import Optional
 
 import torch
 
+from ... import rules as R
 from ...errors import RuleError
 from ...ops.registry import OPS, SOURCE, THROUGH
 from ..masks import LearnedMasks
@@ -184,7 +185,6 @@ class GnapStrategy(Strategy):
 
     # ---- rules ------------------------------------------------------------------------------------------------
     def _prune_rules(self, trainer) -> list:
-        from ... import rules as R
         dead = self.masks.dead_channels(trainer.module)
         out = []
         shapes = trainer.graph.shapes()
@@ -197,7 +197,6 @@ class GnapStrategy(Strategy):
         return out
 
     def _widen_rules(self, graph, apply) -> list:
-        from ... import rules as R
         s = self.settings
         out = []
         current = graph
@@ -215,7 +214,6 @@ class GnapStrategy(Strategy):
         return out
 
     def _deepen_rules(self, graph, apply) -> list:
-        from ... import rules as R
         where = self.settings.deepen_after or deepen_point(graph)
         if where is None or where not in graph.nodes:
             return []

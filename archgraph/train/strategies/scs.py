@@ -62,6 +62,7 @@ from typing import Optional
 
 import torch
 
+from ... import rules as R
 from ...ops.registry import OPS
 from ..gates import gate_layout, gate_overrides, hard_weights
 from ..tensors import TensorSGD, follow_channels
@@ -213,7 +214,6 @@ class ScsStrategy(Strategy):
         return rules
 
     def _removal_rules(self, trainer) -> list:
-        from ... import rules as R
         s = self.settings
         with torch.no_grad():
             soft, soft_b = self.soft()
@@ -232,7 +232,6 @@ class ScsStrategy(Strategy):
         return applicable(trainer.graph, out, trainer.apply)
 
     def _growth_rules(self, trainer, graph) -> list:
-        from ... import rules as R
         s = self.settings
         with torch.no_grad():
             soft, soft_b = self.soft()
@@ -258,7 +257,6 @@ class ScsStrategy(Strategy):
     def _harden(self, trainer) -> list:
         """Fold the hard masks ``1[s > 0] / sigmoid(s0)`` into the weights; return the rules removing what is
         closed."""
-        from ... import rules as R
         s = self.settings
         channel_on = {k: v.detach() > 0 for k, v in self.s.items()}
         for node, on in channel_on.items():     # a layer keeps min_width channels (as exact zeros if closed)
