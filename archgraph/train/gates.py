@@ -35,7 +35,7 @@ from ..rules import CollapseLayer
 from ..rules.base import apply as apply_rule
 from ..errors import RuleError
 from ..topology import topological_order
-from ..ops.registry import OPS, is_norm, is_weighted
+from ..ops.registry import OPS, channel_width, is_norm, is_weighted
 from ..shapes import node_macs
 from .masks import mask_layout
 
@@ -106,7 +106,7 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True) -> GateL
     for gid, group in masks.groups.items():
         params = _gated_params(graph, gid, group.members, order)
         if params:
-            channel[gid] = ChannelGate(gid, shapes[gid][0], params, list(group.consumers),
+            channel[gid] = ChannelGate(gid, channel_width(shapes[gid]), params, list(group.consumers),
                                        [f"{gid}.weight", *group.members])
     branch = _branch_gates(graph, set().union(*[set(g.params) for g in channel.values()])) if branches else {}
     layer_macs = {nid: node_macs(graph, nid) for nid, n in graph.nodes.items() if is_weighted(n)}
@@ -114,7 +114,7 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True) -> GateL
     for gid, gate in channel.items():
         for key, repeat in gate.consumers:
             reader = key.rsplit(".", 1)[0]
-            in_width = shapes[graph.nodes[reader].inputs[0]][0]
+            in_width = channel_width(shapes[graph.nodes[reader].inputs[0]])
             layer_in.setdefault(reader, []).append((gid, repeat, in_width))
     return GateLayout(graph, channel, branch, layer_macs, layer_in)
 
