@@ -61,14 +61,15 @@ def test_mnist_examples_run_on_generated_files(tmp_path, data_root, name):
 def test_methods_start_and_rewrite_on_the_gpt(tmp_path, method):
     sets = {"cgap": ["method.grow_every=1", "method.grow_epochs=2"],
             "scs": ["method.grow_every=1", "method.grow_threshold=0.01", "method.grow_until=1.0", "method.s_init=5"],
-            "gnap": ["method.patience=1", "method.min_phase_epochs=1", "method.min_delta=10"]}[method]
+            "gnap": ["method.patience=1", "method.min_phase_epochs=1", "method.min_delta=10", "method.smoothing=0",
+                     "method.finetune_epochs=0"]}[method]
     run = yaml.safe_load((ROOT / "examples" / "text_gpt_staged.yaml").read_text())
     run["method"] = {"name": method}
     run["seed"] = str(ROOT / "examples" / "seeds" / "gpt_text.yaml")
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(run))
     args = ["grow", str(path), "--out", str(tmp_path / "o"), "--quiet"]
-    for s in [*TINY["text"], "schedule.device=cpu", "schedule.epochs=3", *sets]:
+    for s in [*TINY["text"], "schedule.device=cpu", "schedule.epochs=5", *sets]:
         args += ["--set", s]
     assert main(args) == 0
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
