@@ -15,7 +15,8 @@ from archgraph.train.strategies import make_strategy
 from conftest import ROOT
 
 EXAMPLES = sorted(p for m in ("cgap", "scs", "gbp") for p in (ROOT / "examples").glob(f"*_{m}*.yaml"))
-CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn": 10}
+OUTPUTS = {"digits": (10,), "mnist": (10,), "fashion_mnist": (10,), "cifar10": (10,), "cifar100": (100,),
+           "svhn": (10,), "digits_scenes": (11, 32, 32), "mnist_scenes": (11, 64, 64)}
 
 
 def test_every_method_has_its_examples():
@@ -30,7 +31,7 @@ def test_example_loads_and_its_strategy_sets_up(path: Path):
     jsonschema.validate(yaml.safe_load(path.read_text()), schema)
     cfg = load_config(path)
     graph = load_seed(cfg, path.parent, str(path))
-    assert graph.shapes()[graph.outputs[0]] == (CLASSES[cfg.data.name],)
+    assert graph.shapes()[graph.outputs[0]] == OUTPUTS[cfg.data.name]
     st = make_strategy(cfg.method, cfg)
     trainer = SimpleNamespace(graph=graph, module=archgraph.build(graph), device=torch.device("cpu"), epoch=0,
                               epochs=cfg.schedule.epochs, apply=archgraph.apply)
