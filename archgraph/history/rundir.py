@@ -122,11 +122,6 @@ class RunDir:
                     raise ArchgraphError(f"line {n} is not JSON ({err.msg})", file=str(self.history_path)) from None
         return events
 
-    def read_summary(self) -> Optional[dict]:
-        if not self.summary_path.exists():
-            return None
-        return json.loads(self.summary_path.read_text())
-
     # ---- resuming ---------------------------------------------------------------------------------------------
     def rewind(self, history_lines: int, version: int) -> None:
         """Go back to a checkpoint: keep the first ``history_lines`` events, drop versions after ``version`` and
