@@ -157,6 +157,9 @@ EXAMPLE_NODES = {
     "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
     "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
     "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
+    "conv_transpose2d": ({"x": [4, 3, 3]}, {"in": "x", "out_channels": 6, "kernel_size": 3, "stride": 2,
+                                           "padding": 1, "output_padding": 1, "groups": 2}),
+    "upsample": ({"x": [3, 4, 4]}, {"in": "x", "scale_factor": 2, "mode": "bilinear", "align_corners": True}),
 }
 
 

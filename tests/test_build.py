@@ -343,6 +343,12 @@ OP_CASES = {
     "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)
                         .reshape(3, 6, 3, 2)),
     "slice": ([IMG], {"start": 1, "stop": 3}, lambda xs, w: xs[0][:, 1:3]),
+    "conv_transpose2d": ([IMG], {"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 3], "padding": [1, 0],
+                                 "output_padding": [1, 2], "dilation": [1, 2], "groups": 2},
+                         lambda xs, w: F_.conv_transpose2d(xs[0], w["weight"], w["bias"], (2, 3), (1, 0), (1, 2), 2,
+                                                           (1, 2))),
+    "upsample": ([IMG], {"size": [9, 13], "mode": "bilinear", "align_corners": False},
+                 lambda xs, w: F_.interpolate(xs[0], size=(9, 13), mode="bilinear", align_corners=False)),
 }
 
 

@@ -51,6 +51,11 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
         kh, kw = m.kernel_size
         total += m.out_channels * (m.in_channels // m.groups) * kh * kw * out.shape[2] * out.shape[3]
 
+    def transposed(m: nn.ConvTranspose2d, inputs, out):   # every weight entry at every input position
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += m.in_channels * (m.out_channels // m.groups) * kh * kw * inputs[0].shape[2] * inputs[0].shape[3]
+
     def linear(m: nn.Linear, inputs, out):
         nonlocal total
         total += m.in_features * m.out_features
@@ -59,6 +64,8 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.ConvTranspose2d):
+            handles.append(m.register_forward_hook(transposed))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear))
     try:

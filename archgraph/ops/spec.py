@@ -74,6 +74,39 @@ class Conv2d(NodeSpec):
     bias: bool = True
 
 
+class ConvTranspose2d(NodeSpec):
+    """2-D transposed convolution (``torch.nn.ConvTranspose2d``): its weight is ``[in, out / groups, kh, kw]``, the
+    output side on axis 1. Each output size is ``(size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) +
+    output_padding + 1``; ``output_padding`` must be smaller than the stride or the dilation."""
+    op: Literal["conv_transpose2d"] = "conv_transpose2d"
+    out_channels: PositiveInt
+    kernel_size: Pair
+    stride: Pair = 1
+    padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    output_padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    groups: PositiveInt = 1
+    dilation: Pair = 1
+    bias: bool = True
+
+
+class Upsample(NodeSpec):
+    """Resize ``[C, H, W]`` (``torch.nn.Upsample`` / ``F.interpolate``) to ``size`` or by ``scale_factor`` (the output
+    is ``floor(size * scale_factor)``); exactly one of the two. ``align_corners`` goes with ``bilinear`` only."""
+    op: Literal["upsample"] = "upsample"
+    scale_factor: Optional[Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat]]] = None
+    size: Optional[Pair] = None
+    mode: Literal["nearest", "bilinear"] = "nearest"
+    align_corners: Optional[bool] = None
+
+    @model_validator(mode="after")
+    def _one_size(self) -> "Upsample":
+        if (self.scale_factor is None) == (self.size is None):
+            raise ValueError("give exactly one of scale_factor and size")
+        if self.align_corners is not None and self.mode != "bilinear":
+            raise ValueError("align_corners goes with mode 'bilinear' only")
+        return self
+
+
 class Linear(NodeSpec):
     """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input."""
     op: Literal["linear"] = "linear"
@@ -242,7 +275,7 @@ class Slice(NodeSpec):
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
-    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice,
+    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, ConvTranspose2d, Upsample,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

@@ -284,7 +284,11 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
                 in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
         group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
-        if roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
+        if roles[nid] == GROUPED and OPS[node.op].group_side == "out":   # transposed: [in, out / groups, ...]
+            full = _axis_map(ch.slots[nid], slots[nid], draft.fan_in, draft.copy_of, None, uf)
+            if full is not None:
+                group_map = _grouped_in_map(full, node.groups)
+        elif roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
             full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, scale, uf)
             group_map = _grouped_in_map(full, node.groups)
         if out_map is None and in_map is None and group_map is None and nid not in draft.given \
