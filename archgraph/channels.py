@@ -1,7 +1,8 @@
 """Coupled channels: which channels of a graph must be removed, added or split together.
 
 One worklist over the graph (topological order) gives every channel position of every value (a graph input or a
-node's output, axis 0) a *token*, driven by the op's channel role in :mod:`archgraph.ops.registry`:
+node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``) a
+*token*, driven by the op's channel role in :mod:`archgraph.ops.registry`:
 
 - SOURCE (conv, linear) and GROUPED convs make fresh tokens, and so do graph inputs;
 - THROUGH ops (norms, activations, pools, depthwise convs) pass their input's tokens on;
@@ -32,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from .topology import topological_order
-from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, shuffle_permutation
+from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, channel_width,
+                           shuffle_permutation)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def flatten_slots(slots: Slots, shape: tuple[int, ...]) -> Slots:
 
 def tied_inputs(in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> list[bool]:
     """For a MERGE: which inputs share the output's channel axis (the others broadcast along it)."""
-    return [len(s) == len(out_shape) and s[0] == out_shape[0] for s in in_shapes]
+    return [len(s) == len(out_shape) and channel_width(s) == channel_width(out_shape) for s in in_shapes]
 
 
 class UnionFind:
@@ -269,7 +271,7 @@ def analyse(graph) -> Channels:
             frozen.setdefault(t, why)
 
     for name, shape in graph.inputs.items():
-        slots[name] = fresh(name, shape[0])
+        slots[name] = fresh(name, channel_width(shape))
         freeze(slots[name], f"it comes from graph input '{name}'")
     for nid in topological_order(graph):
         node = graph.nodes[nid]
@@ -281,9 +283,9 @@ def analyse(graph) -> Channels:
         if opdef.mixes(node, ins):
             mixing.append(nid)
         if role == SOURCE:
-            slots[nid] = fresh(nid, shapes[nid][0])
+            slots[nid] = fresh(nid, channel_width(shapes[nid]))
         elif role == GROUPED:
-            slots[nid] = fresh(nid, shapes[nid][0])
+            slots[nid] = fresh(nid, channel_width(shapes[nid]))
             tie_groups(uf, first, node.groups, ties, f"read by grouped conv '{nid}': channels go at the same "
                                                      "position of every group")
             tie_groups(uf, slots[nid], node.groups, ties, f"made by grouped conv '{nid}': channels go at the same "
@@ -296,7 +298,7 @@ def analyse(graph) -> Channels:
             if first.blocks is None:
                 slots[nid] = Slots(first.tokens[node.start:node.stop])
             else:
-                slots[nid] = fresh(nid, shapes[nid][0])
+                slots[nid] = fresh(nid, channel_width(shapes[nid]))
                 freeze(first, f"it is sliced by '{nid}' after a flatten")
                 freeze(slots[nid], f"it is a slice of flattened features ('{nid}')")
         elif role == THROUGH:

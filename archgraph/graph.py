@@ -14,9 +14,10 @@ import difflib
 import hashlib
 import json
 import keyword
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, PrivateAttr,
+                      model_validator)
 
 from .errors import GraphError
 from .ops.spec import Node, NodeSpec
@@ -29,6 +30,65 @@ NodeId = Annotated[str, Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
 
 
+class TokenInput(BaseModel):
+    """An input of integer token ids in ``[0, vocab)``: ``{shape: [T], vocab: V}`` in the YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shape: Annotated[list[PositiveInt], Field(min_length=1, max_length=1, description="[T]: tokens per sample")]
+    vocab: PositiveInt = Field(description="vocabulary size: the ids are 0 .. vocab - 1")
+
+
+class TokenShape(tuple):
+    """The per-sample shape ``(T,)`` of a token input, carrying its vocabulary size: it reads as a shape
+    everywhere (``tuple(s)``, ``len(s)``, ``s[0]``), and ``s.vocab`` tells an ``embedding`` how many rows it needs.
+
+    >>> s = TokenShape((8,), 65)
+    >>> s == (8,), s.vocab, list(s)
+    (True, 65, [8])
+    """
+
+    vocab: int
+
+    def __new__(cls, shape, vocab: int):
+        self = super().__new__(cls, (int(x) for x in shape))
+        self.vocab = int(vocab)
+        return self
+
+    def __getnewargs__(self):
+        return tuple(self), self.vocab
+
+    def __repr__(self) -> str:
+        return f"TokenShape({tuple(self)!r}, vocab={self.vocab})"
+
+
+def is_tokens(shape) -> bool:
+    """Whether a per-sample shape is that of a token-id input."""
+    return isinstance(shape, TokenShape)
+
+
+def _input_in(value):
+    if isinstance(value, TokenShape):
+        return {"shape": list(value), "vocab": value.vocab}
+    return value
+
+
+def _input_out(value):
+    return TokenShape(value.shape, value.vocab) if isinstance(value, TokenInput) else value
+
+
+#: one input: a float shape ([F], [T, D] or [C, H, W]) or token ids ({shape: [T], vocab: V}); in Python the value is
+#: the shape list, or a :class:`TokenShape` for token ids
+InputSpec = Annotated[
+    Union[Annotated[list[PositiveInt], Field(min_length=1, max_length=3)], TokenInput],
+    BeforeValidator(_input_in), AfterValidator(_input_out)]
+
+
+def input_data(value):
+    """An input's value as YAML data: its shape list, or ``{shape, vocab}`` for token ids."""
+    return _input_in(value) if isinstance(value, TokenShape) else list(value)
+
+
 class Graph(BaseModel):
     """An architecture: ``inputs`` (per-sample shapes), ``nodes`` (id -> node, in order) and ``outputs``."""
 
@@ -37,8 +97,9 @@ class Graph(BaseModel):
 
     archgraph: Literal[1] = Field(FORMAT_VERSION, description="format version")
     name: str = Field("graph", description="a name for people; not used by the engine")
-    inputs: dict[NodeId, Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]] = Field(
-        description="input id -> per-sample shape without the batch dimension: [C, H, W] or [F]", min_length=1)
+    inputs: dict[NodeId, InputSpec] = Field(
+        description="input id -> per-sample shape without the batch dimension: [C, H, W], [T, D] (a sequence) or "
+                    "[F]; or {shape: [T], vocab: V} for integer token ids", min_length=1)
     nodes: dict[NodeId, Node] = Field(description="node id -> node, in order", min_length=1)
     outputs: list[NodeId] = Field(description="ids of the nodes (or inputs) the network returns", min_length=1)
 
@@ -98,7 +159,7 @@ class Graph(BaseModel):
         return {
             "archgraph": self.archgraph,
             "name": self.name,
-            "inputs": {k: list(v) for k, v in self.inputs.items()},
+            "inputs": {k: input_data(v) for k, v in self.inputs.items()},
             "nodes": {k: {"op": n.op, **n.model_dump(by_alias=True, exclude_defaults=True)}
                       for k, n in self.nodes.items()},
             "outputs": list(self.outputs),
@@ -154,9 +215,9 @@ def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
     for nid, shape in graph.inputs.items():
         check_id(nid, is_input=True)
-        if len(shape) not in (1, 3):
-            raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W] or [F] (per sample, "
-                             "no batch dimension)", field="inputs")
+        if len(shape) not in (1, 2, 3):
+            raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W], [T, D] or [F] (per "
+                             "sample, no batch dimension)", field="inputs")
     for nid, node in graph.nodes.items():
         check_id(nid)
         if nid in graph.inputs:

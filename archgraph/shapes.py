@@ -13,7 +13,8 @@ from .topology import topological_order
 
 
 def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in graph.inputs.items()}
+    # a token input keeps its TokenShape, so an embedding reading it sees the vocabulary
+    shapes: dict[str, tuple[int, ...]] = {k: v if isinstance(v, tuple) else tuple(v) for k, v in graph.inputs.items()}
     for nid in topological_order(graph):
         node = graph.nodes[nid]
         ins = [shapes[i] for i in node.inputs]
@@ -77,13 +78,14 @@ def count_nonzero_macs(graph, weights: Mapping[str, object]) -> int:
 
 def summary(graph) -> dict:
     """The numbers ``archgraph summary --json`` prints."""
+    from .graph import input_data
     shapes = graph.shapes()
     return {
         "name": graph.name,
         "params": count_params(graph),
         "macs": count_macs(graph),
         "nodes": len(graph.nodes),
-        "inputs": {k: list(v) for k, v in graph.inputs.items()},
+        "inputs": {k: input_data(v) for k, v in graph.inputs.items()},
         "outputs": {k: list(shapes[k]) for k in graph.outputs},
         "shapes": {k: list(v) for k, v in shapes.items()},
         "layers": [{"id": nid, "op": n.op, "shape": list(shapes[nid]), "params": node_params(graph, nid),

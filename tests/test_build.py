@@ -305,7 +305,7 @@ def test_conv_and_pool_output_sizes_match_torch_on_a_grid():
 # ---- every op computes what PyTorch computes --------------------------------------------------------------------
 
 F_ = torch.nn.functional
-IMG, FLAT = [4, 7, 6], [5]
+IMG, FLAT, SEQ, TOKENS = [4, 7, 6], [5], [6, 5], {"shape": [6], "vocab": 9}
 #: op -> (input shapes, node fields, reference(inputs, weights of the node))
 OP_CASES = {
     "conv2d": ([IMG], {"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0],
@@ -349,6 +349,8 @@ OP_CASES = {
                                                            (1, 2))),
     "upsample": ([IMG], {"size": [9, 13], "mode": "bilinear", "align_corners": False},
                  lambda xs, w: F_.interpolate(xs[0], size=(9, 13), mode="bilinear", align_corners=False)),
+    "rmsnorm": ([SEQ], {"eps": 1e-4}, lambda xs, w: F_.rms_norm(xs[0], (5,), w["weight"], 1e-4)),
+    "embedding": ([TOKENS], {"embedding_dim": 4}, lambda xs, w: F_.embedding(xs[0], w["weight"])),
 }
 
 
@@ -370,7 +372,8 @@ def test_every_op_matches_torch(op):
         for key, t in m.state_dict().items():  # random buffers too, so eval-mode norms are not the identity
             if t.is_floating_point():
                 t.copy_(torch.rand(t.shape, generator=gen, dtype=t.dtype) + 0.5)
-        xs = [torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
+        xs = [torch.randint(0, s["vocab"], (3, *s["shape"]), generator=gen) if isinstance(s, dict)
+              else torch.randn(3, *s, generator=gen, dtype=torch.float64) for s in shapes]
         out = m(*xs)
         weights = {k.split(".", 1)[1]: t for k, t in m.state_dict().items()}
         want = reference(xs, weights)

@@ -63,6 +63,35 @@ outputs: [out, gap]
 """
 
 
+#: the sequence ops (a second graph: its input is token ids)
+EVERY_SEQ_OP = """
+archgraph: 1
+name: every-seq-op
+inputs: {tokens: {shape: [6], vocab: 11}}
+nodes:
+  emb:  {op: embedding, in: tokens, embedding_dim: 8}
+  n1:   {op: rmsnorm, in: emb, eps: 1.0e-6}
+  up:   {op: linear, in: n1, out_features: 12}
+  gate: {op: linear, in: n1, out_features: 12}
+  act:  {op: silu, in: gate}
+  glu:  {op: mul, in: [act, up]}
+  down: {op: linear, in: glu, out_features: 8}
+  drop: {op: dropout, in: down, p: 0.1}
+  res:  {op: add, in: [emb, drop]}
+  n2:   {op: layernorm, in: res}
+  g:    {op: gelu, in: n2}
+  head: {op: linear, in: g, out_features: 11}
+outputs: [head]
+"""
+
+
+@pytest.fixture(scope="module")
+def every_seq_op():
+    graph = archgraph.loads(EVERY_SEQ_OP)
+    weights = randomize_normalization(build(graph)).state_dict()
+    return graph, weights
+
+
 @pytest.fixture(scope="module")
 def every_op():
     graph = archgraph.loads(EVERY_OP)
@@ -78,9 +107,23 @@ def load_source(path, graph):
     return getattr(mod, _class_name(graph.name))()
 
 
-def test_every_op_graph_covers_the_registry(every_op):
-    # a new op must be added to EVERY_OP, so both exports are tested on it
-    assert {n.op for n in every_op[0].nodes.values()} == set(OPS)
+def test_every_op_graph_covers_the_registry(every_op, every_seq_op):
+    # a new op must be added to EVERY_OP (or EVERY_SEQ_OP), so both exports are tested on it
+    ops = {n.op for g, _ in (every_op, every_seq_op) for n in g.nodes.values()}
+    assert ops == set(OPS)
+
+
+def test_both_exports_of_every_sequence_op(every_seq_op, tmp_path):
+    graph, weights = every_seq_op
+    export_python(graph, tmp_path / "seq.py")
+    model = load_source(tmp_path / "seq.py", graph)
+    model.load_state_dict(weights)
+    built = build(graph)
+    built.load_state_dict(weights)
+    tokens = torch.randint(0, 11, (3, 6))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(tokens), built.eval()(tokens))
+    assert export_onnx(graph, weights, tmp_path / "seq.onnx") <= 1e-4
 
 
 def test_python_export_of_every_op(every_op, tmp_path):

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from archgraph.ops.registry import OPS, OpDef, ROLES
+from archgraph.ops.registry import OPS, OpDef, ROLES, channel_width
 from archgraph.ops.spec import KIND_BY_OP, NODE_KINDS
 
 
@@ -29,7 +29,7 @@ def test_rewrite_facts_answer(op):
     g, nid = example_node(op)
     node, ins = g.nodes[nid], g.input_shapes(nid)
     d = OPS[op]
-    width = g.shapes()[nid][0]
+    width = channel_width(g.shapes()[nid])
     changes = d.resize(node, width)
     assert isinstance(changes, dict)
     assert node.replace(**changes) == node  # resizing to its own width changes nothing

@@ -59,3 +59,13 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 def channel_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     """Channels ``start .. stop - 1`` of ``x`` (axis 1)."""
     return x[:, start:stop]
+
+
+class RMSNorm(nn.RMSNorm):
+    """``torch.nn.RMSNorm`` written out (``x * rsqrt(mean(x**2) + eps) * weight`` over the last axis), so ONNX
+    opset 17 can export it; same parameters and the same values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return y * self.weight if self.weight is not None else y

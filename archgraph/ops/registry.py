@@ -59,12 +59,42 @@ def pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+RANK_NAMES = {1: "[F]", 2: "[T, D]", 3: "[C, H, W]"}
+
+
 def need_rank(ins: list[Shape], rank: int, what: str) -> Shape:
     shape = ins[0]
     if len(shape) != rank:
-        name = "[C, H, W]" if rank == 3 else "[F]"
-        bad("in", f"needs a {name} input ({what}), got shape {list(shape)}")
+        bad("in", f"needs a {RANK_NAMES[rank]} input ({what}), got shape {list(shape)}")
     return shape
+
+
+def need_ranks(ins: list[Shape], ranks: tuple[int, ...], what: str) -> Shape:
+    shape = ins[0]
+    if len(shape) not in ranks:
+        names = " or ".join(RANK_NAMES[r] for r in ranks)
+        bad("in", f"needs a {names} input ({what}), got shape {list(shape)}")
+    return shape
+
+
+def channel_axis(shape) -> int:
+    """The channel axis of a per-sample shape: the last of a sequence ``[T, D]``, the first of ``[C, H, W]`` and
+    ``[F]``.
+
+    >>> channel_axis((8, 16)), channel_axis((3, 28, 28)), channel_axis((10,))
+    (1, 0, 0)
+    """
+    return 1 if len(shape) == 2 else 0
+
+
+def channel_width(shape) -> int:
+    """The number of channels of a per-sample shape (``D`` of a sequence ``[T, D]``, ``C`` of ``[C, H, W]``)."""
+    return int(shape[channel_axis(shape)])
+
+
+def tokens_of(shape) -> int:
+    """The positions a weight is applied at: ``T`` of a sequence ``[T, D]``, else 1 (linear MACs)."""
+    return int(shape[0]) if len(shape) == 2 else 1
 
 
 def out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -151,6 +181,8 @@ def upsample_factors(node: S.Upsample) -> tuple[float, float]:
 
 
 def linear_shape(node: S.Linear, ins):
+    if len(ins[0]) == 2:
+        return (ins[0][0], node.out_features)
     need_rank(ins, 1, "linear; flatten or pool first")
     return (node.out_features,)
 
@@ -171,6 +203,24 @@ def norm_any_shape(node, ins):
     return tuple(ins[0])
 
 
+def ln_shape(node, ins):
+    if len(ins[0]) not in (1, 2, 3):
+        bad("in", f"needs a [F], [T, D] or [C, H, W] input, got {list(ins[0])}")
+    return tuple(ins[0])
+
+
+def last_axis_shape(node, ins):
+    return tuple(need_ranks(ins, (1, 2), node.op))
+
+
+def embedding_shape(node: S.Embedding, ins):
+    shape = ins[0]
+    if getattr(shape, "vocab", None) is None:
+        bad("in", f"reads token ids: its input must be a token input ({{shape: [T], vocab: V}}), got a float "
+                  f"input of shape {list(shape)}")
+    return (shape[0], node.embedding_dim)
+
+
 def adaptive_shape(node: S.AdaptiveAvgPool2d, ins):
     c, _, _ = need_rank(ins, 3, node.op)
     return (c, *pair(node.output_size))
@@ -182,6 +232,8 @@ def gap_shape(node, ins):
 
 
 def flatten_shape(node, ins):
+    if len(ins[0]) == 2:
+        bad("in", f"a sequence {list(ins[0])} is not flattened; pool it to [D] with token_pool")
     return (math.prod(ins[0]),)
 
 
@@ -214,6 +266,9 @@ def mul_shape(node, ins):
 
 def concat_shape(node, ins):
     first = ins[0]
+    if len(first) == 2:
+        bad("in", f"concat joins channels of [C, H, W] or [F] values; '{node.inputs[0]}' is a sequence "
+                  f"{list(first)}")
     for i, other in enumerate(ins[1:], 1):
         if len(other) != len(first) or tuple(other[1:]) != tuple(first[1:]):
             bad("in", f"inputs must agree on every axis but the channels to be concatenated: "
@@ -271,11 +326,11 @@ def conv_transpose_macs(node: S.ConvTranspose2d, ins, out):
 
 
 def linear_params(node: S.Linear, ins, out):
-    return ins[0][0] * node.out_features + (node.out_features if node.bias else 0)
+    return channel_width(ins[0]) * node.out_features + (node.out_features if node.bias else 0)
 
 
 def linear_macs(node: S.Linear, ins, out):
-    return ins[0][0] * node.out_features
+    return channel_width(ins[0]) * node.out_features * tokens_of(ins[0])
 
 
 def bn_params(node, ins, out):
@@ -285,7 +340,15 @@ def bn_params(node, ins, out):
 def ln_params(node: S.LayerNorm, ins, out):
     if not node.elementwise_affine:
         return 0
-    return ins[0][0] * (2 if node.bias else 1)
+    return channel_width(ins[0]) * (2 if node.bias else 1)
+
+
+def rms_params(node: S.RMSNorm, ins, out):
+    return channel_width(ins[0]) if node.elementwise_affine else 0
+
+
+def embedding_params(node: S.Embedding, ins, out):
+    return ins[0].vocab * node.embedding_dim
 
 
 def scale_params(node, ins, out):
@@ -366,6 +429,14 @@ def channel_vector_layout(node, ins):
     return {"weight": (0, None)}
 
 
+def rms_layout(node: S.RMSNorm, ins):
+    return {"weight": (0, None)} if node.elementwise_affine else {}
+
+
+def embedding_layout(node: S.Embedding, ins):
+    return {"weight": (1, None)}   # [vocab, D]: the channels are the columns
+
+
 def no_layout(node, ins):
     return {}
 
@@ -385,6 +456,10 @@ def conv_resize(node: S.Conv2d, width: int) -> dict:
 
 def linear_resize(node: S.Linear, width: int) -> dict:
     return {"out_features": width}
+
+
+def embedding_resize(node: S.Embedding, width: int) -> dict:
+    return {"embedding_dim": width}
 
 
 def never(node, flags) -> bool:
@@ -441,7 +516,15 @@ def upsample_call(T, node: S.Upsample):
 
 
 def linear_module(T, node: S.Linear, ins):
-    return T.nn.Linear(ins[0][0], node.out_features, bias=node.bias)
+    return T.nn.Linear(channel_width(ins[0]), node.out_features, bias=node.bias)
+
+
+def embedding_module(T, node: S.Embedding, ins):
+    return T.nn.Embedding(ins[0].vocab, node.embedding_dim)
+
+
+def rms_module(T, node: S.RMSNorm, ins):
+    return T.extra.RMSNorm(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine)
 
 
 def bn2d_module(T, node, ins):
@@ -455,8 +538,8 @@ def bn1d_module(T, node, ins):
 
 
 def ln_module(T, node: S.LayerNorm, ins):
-    cls = T.nn.LayerNorm if len(ins[0]) == 1 else T.extra.LayerNorm2d
-    return cls(ins[0][0], eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
+    cls = T.nn.LayerNorm if len(ins[0]) in (1, 2) else T.extra.LayerNorm2d
+    return cls(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
 
 
 def dropout_module(T, node: S.Dropout, ins):
@@ -513,7 +596,7 @@ def conv_transpose_nonzero_macs(node, out: Shape, nonzero: int) -> int:
 
 
 def linear_nonzero_macs(node, out: Shape, nonzero: int) -> int:
-    return nonzero
+    return nonzero * tokens_of(out)
 
 
 # ---- standalone Python export: constructor source of a built module ``m`` (torch-free: it only reads attributes)
@@ -531,6 +614,14 @@ def conv_transpose_source(m) -> str:
 
 def linear_source(m) -> str:
     return f"nn.Linear({m.in_features}, {m.out_features}, bias={m.bias is not None})"
+
+
+def embedding_source(m) -> str:
+    return f"nn.Embedding({m.num_embeddings}, {m.embedding_dim})"
+
+
+def rms_source(m) -> str:
+    return f"RMSNorm({tuple(m.normalized_shape)}, eps={m.eps!r}, elementwise_affine={m.elementwise_affine})"
 
 
 def bn_source(cls: str):
@@ -655,6 +746,7 @@ class OpDef:
 
 WEIGHT_COLOUR, LINEAR_COLOUR, NORM_COLOUR, MERGE_COLOUR, CONCAT_COLOUR = (
     "#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3")
+EMBED_COLOUR, ATTENTION_COLOUR, TOKEN_COLOUR = "#ffe5d0", "#f7d6e6", "#e0f2f1"
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 ACT = fixed(THROUGH)
 F_ = "torch.nn.functional."
@@ -699,7 +791,7 @@ DEFS: tuple[OpDef, ...] = (
           buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, module=bn1d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
           imports=Imports(modules=("torch.nn.BatchNorm1d",))),
-    OpDef(kind=S.LayerNorm, shape=norm_any_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
+    OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
           module=ln_module, mixes=ln_mixing, colour=NORM_COLOUR,
           python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
           imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm",))),
@@ -768,6 +860,13 @@ DEFS: tuple[OpDef, ...] = (
           imports=Imports(modules=("torch.nn.Upsample", "torch.nn.UpsamplingNearest2d",
                                    "torch.nn.UpsamplingBilinear2d"),
                           functions=(F_ + "interpolate", F_ + "upsample"))),
+    OpDef(kind=S.RMSNorm, shape=last_axis_shape, channels=ACT, layout=rms_layout, params=rms_params, is_norm=True,
+          module=rms_module, mixes=ln_mixing, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
+          imports=Imports(modules=("torch.nn.RMSNorm",), functions=(F_ + "rms_norm",))),
+    OpDef(kind=S.Embedding, shape=embedding_shape, channels=fixed(SOURCE), layout=embedding_layout,
+          params=embedding_params, width_field="embedding_dim", module=embedding_module, resize=embedding_resize,
+          colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source},
+          imports=Imports(modules=("torch.nn.Embedding",))),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

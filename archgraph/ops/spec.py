@@ -108,7 +108,8 @@ class Upsample(NodeSpec):
 
 
 class Linear(NodeSpec):
-    """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input."""
+    """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input, or on the last axis of a sequence
+    ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does)."""
     op: Literal["linear"] = "linear"
     out_features: PositiveInt
     bias: bool = True
@@ -133,12 +134,27 @@ class BatchNorm1d(NodeSpec):
 
 
 class LayerNorm(NodeSpec):
-    """Layer normalisation over the features of ``[F]``, or over the channels of ``[C, H, W]`` at each position
-    (the channels-first LayerNorm of ConvNeXt)."""
+    """Layer normalisation over the features of ``[F]``, over the last axis of a sequence ``[T, D]``, or over the
+    channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt)."""
     op: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-5
     elementwise_affine: bool = True
     bias: bool = True
+
+
+class RMSNorm(NodeSpec):
+    """Root-mean-square normalisation (``torch.nn.RMSNorm``) over the features of ``[F]`` or the last axis of a
+    sequence ``[T, D]``: ``x / sqrt(mean(x**2) + eps) * weight``; ``eps`` None is the dtype's machine epsilon."""
+    op: Literal["rmsnorm"] = "rmsnorm"
+    eps: Optional[PositiveFloat] = None
+    elementwise_affine: bool = True
+
+
+class Embedding(NodeSpec):
+    """A learned vector per token id (``torch.nn.Embedding``): token ids ``[T] -> [T, embedding_dim]``; the number
+    of rows is the ``vocab`` of the token input it reads."""
+    op: Literal["embedding"] = "embedding"
+    embedding_dim: PositiveInt
 
 
 class ReLU(NodeSpec):
@@ -275,7 +291,7 @@ class Slice(NodeSpec):
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
-    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, ConvTranspose2d, Upsample,
+    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding, ConvTranspose2d, Upsample,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

@@ -21,7 +21,7 @@ from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, SHUFFLE, SLICE, Channel
                         flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
-from ..ops.registry import OPS
+from ..ops.registry import OPS, channel_width
 from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
 from .. import topology
 
@@ -59,7 +59,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
     old, ch = draft.old, draft.ch
     old_shapes = old.shapes()
     uf = draft.uf
-    shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in old.inputs.items()}
+    shapes: dict[str, tuple[int, ...]] = {k: v if isinstance(v, tuple) else tuple(v) for k, v in old.inputs.items()}
     slots: dict[str, Slots] = {k: ch.slots[k] for k in old.inputs}
     nodes: dict = {}
     roles: dict[str, str] = {}
@@ -88,7 +88,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
                 s = ch.slots[nid]
             else:
                 shape = _shape(node, ins, nid, fail)
-                s = Slots(draft.fresh(shape[0]))
+                s = Slots(draft.fresh(channel_width(shape)))
         elif role == MERGE:
             shape = _shape(node, ins, nid, fail)
             tied = tied_inputs(ins, shape)
@@ -117,11 +117,11 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             node, s = _slice(node, was, ch, slots, nid, fail)
         else:
             s = slots[node.inputs[0]]
-        if rewired and not producing_role(role) and s.width == old_shapes[nid][0]:
+        if rewired and not producing_role(role) and s.width == channel_width(old_shapes[nid]):
             s = ch.slots[nid]  # rewired to a value of the same width: position i stays position i
         if s.width == 0:
             raise fail("this would remove every one of its channels", nid)
-        if was is not None and s.width != old_shapes[nid][0] and role != MERGE:
+        if was is not None and s.width != channel_width(old_shapes[nid]) and role != MERGE:
             changes = OPS[node.op].resize(node, s.width)
             if changes:
                 node = node.replace(**changes)
@@ -130,8 +130,9 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             shape = _shape(node, ins, nid, fail)
         if was is not None and role == GROUPED:
             _check_groups(node, was, draft, slots, nid, fail)
-        if shape[0] != s.width:  # pragma: no cover - an internal inconsistency, never a user error
-            raise fail(f"internal error: {s.width} channel tokens for an output of {shape[0]} channels", nid)
+        if channel_width(shape) != s.width:  # pragma: no cover - an internal inconsistency, never a user error
+            raise fail(f"internal error: {s.width} channel tokens for an output of {channel_width(shape)} channels",
+                       nid)
         shapes[nid] = shape
         slots[nid] = s
         nodes[nid] = node
