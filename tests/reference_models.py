@@ -285,3 +285,23 @@ class UNetTiny(nn.Module):
 
 
 HAND_WRITTEN.update({"unet_tiny": (UNetTiny, (3, 32, 32))})
+
+
+# ---- recurrent language models (issue 14) ------------------------------------------------------------------------
+
+class LSTMLM(nn.Module):
+    """The hand-written twin of ``examples/seeds/lstm_lm.yaml``: a char-level 2-layer LSTM language model."""
+
+    def __init__(self, vocab: int = 65, dim: int = 32, hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.lstm = nn.LSTM(dim, hidden, num_layers=2, batch_first=True, dropout=0.2)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens):
+        out, _ = self.lstm(self.embed(tokens))
+        return self.head(self.drop(out))
+
+
+HAND_WRITTEN.update({"lstm_lm": (LSTMLM, (32,))})

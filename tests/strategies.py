@@ -160,6 +160,8 @@ EXAMPLE_NODES = {
     "conv_transpose2d": ({"x": [4, 3, 3]}, {"in": "x", "out_channels": 6, "kernel_size": 3, "stride": 2,
                                            "padding": 1, "output_padding": 1, "groups": 2}),
     "upsample": ({"x": [3, 4, 4]}, {"in": "x", "scale_factor": 2, "mode": "bilinear", "align_corners": True}),
+    "lstm": ({"x": [4, 3]}, {"in": "x", "hidden_size": 5, "num_layers": 2}),
+    "gru": ({"x": [4, 3]}, {"in": "x", "hidden_size": 2, "bias": False}),
     "rmsnorm": ({"x": [3, 5]}, {"in": "x"}),
     "embedding": ({"x": {"shape": [3], "vocab": 7}}, {"in": "x", "embedding_dim": 4}),
 }

@@ -80,7 +80,9 @@ nodes:
   res:  {op: add, in: [emb, drop]}
   n2:   {op: layernorm, in: res}
   g:    {op: gelu, in: n2}
-  head: {op: linear, in: g, out_features: 11}
+  rec:  {op: lstm, in: g, hidden_size: 5, num_layers: 2}
+  gru:  {op: gru, in: rec, hidden_size: 4}
+  head: {op: linear, in: gru, out_features: 11}
 outputs: [head]
 """
 

@@ -56,9 +56,13 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
         kh, kw = m.kernel_size
         total += m.in_channels * (m.out_channels // m.groups) * kh * kw * inputs[0].shape[2] * inputs[0].shape[3]
 
+    def recurrent(m: nn.RNNBase, inputs, out):   # every weight_ih / weight_hh entry at every step
+        nonlocal total
+        total += inputs[0].shape[1] * sum(p.numel() for n, p in m.named_parameters() if n.startswith("weight"))
+
     def linear(m: nn.Linear, inputs, out):
         nonlocal total
-        total += m.in_features * m.out_features
+        total += m.in_features * m.out_features * (out[0].numel() // m.out_features)   # at every step of [T, D]
 
     handles = []
     for m in module.modules():
@@ -66,6 +70,8 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
             handles.append(m.register_forward_hook(conv))
         elif isinstance(m, nn.ConvTranspose2d):
             handles.append(m.register_forward_hook(transposed))
+        elif isinstance(m, nn.RNNBase):
+            handles.append(m.register_forward_hook(recurrent))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear))
     try:
@@ -87,12 +93,21 @@ def pair(name: str):
     return g, built, ref, shape
 
 
+def sample(g, n: int, seed: int) -> torch.Tensor:
+    """``n`` random inputs of the seed's (only) input: token ids below its vocabulary, or float64 values."""
+    (shape,) = g.inputs.values()
+    gen = torch.Generator().manual_seed(seed)
+    if getattr(shape, "vocab", None) is not None:
+        return torch.randint(0, shape.vocab, (n, *shape), generator=gen)
+    return torch.randn(n, *shape, dtype=torch.float64, generator=gen)
+
+
 # ---- the checks -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
 def test_forward_equals_hand_written_in_eval_mode(name):
     g, built, ref, shape = pair(name)
-    x = torch.randn(5, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = sample(g, 5, 1)
     built.eval(), ref.eval()
     with torch.no_grad():
         out, want = built(x), ref(x)
@@ -103,7 +118,7 @@ def test_forward_equals_hand_written_in_eval_mode(name):
 @pytest.mark.parametrize("name", sorted(HAND_WRITTEN))
 def test_forward_equals_hand_written_in_train_mode(name):
     g, built, ref, shape = pair(name)
-    x = torch.randn(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = sample(g, 6, 2)
     built.train(), ref.train()
     torch.manual_seed(123)  # dropout draws its masks from the global RNG in the same order in both modules
     out = built(x)
@@ -127,7 +142,7 @@ def test_dropout_is_really_on_in_train_mode(name):
     g, built, ref, shape = pair(name)
     if not any(n.op == "dropout" for n in g.nodes.values()):
         pytest.skip("no dropout in this seed")
-    x = torch.randn(6, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = sample(g, 6, 2)
     built.train()
     torch.manual_seed(1)
     a = built(x)
@@ -140,7 +155,7 @@ def test_dropout_is_really_on_in_train_mode(name):
 def test_params_and_macs_equal_pytorch_counts(name):
     g, built, ref, shape = pair(name)
     assert g.params == sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in built.parameters())
-    x = torch.randn(2, *shape, dtype=torch.float64)
+    x = sample(g, 2, 0)
     assert g.macs == hook_macs(ref, x) == hook_macs(built, x)
 
 

@@ -180,6 +180,11 @@ def upsample_factors(node: S.Upsample) -> tuple[float, float]:
     return (float(f), float(f)) if isinstance(f, (int, float)) else (float(f[0]), float(f[1]))
 
 
+def rnn_shape(node, ins):
+    t, _ = need_rank(ins, 2, f"{node.op} over a sequence")
+    return (t, node.hidden_size)
+
+
 def linear_shape(node: S.Linear, ins):
     if len(ins[0]) == 2:
         return (ins[0][0], node.out_features)
@@ -325,6 +330,25 @@ def conv_transpose_macs(node: S.ConvTranspose2d, ins, out):
     return ins[0][0] * (node.out_channels // node.groups) * kh * kw * ins[0][1] * ins[0][2]
 
 
+def rnn_gates(node) -> int:
+    return RNN_GATES[node.op]
+
+
+def rnn_inner(node, ins) -> int:
+    """Weights per time step: every layer's ``weight_ih`` and ``weight_hh``."""
+    h, d = node.hidden_size, channel_width(ins[0])
+    return sum(rnn_gates(node) * h * ((d if k == 0 else h) + h) for k in range(node.num_layers))
+
+
+def rnn_params(node, ins, out):
+    biases = 2 * rnn_gates(node) * node.hidden_size * node.num_layers if node.bias else 0
+    return rnn_inner(node, ins) + biases
+
+
+def rnn_macs(node, ins, out):
+    return rnn_inner(node, ins) * ins[0][0]
+
+
 def linear_params(node: S.Linear, ins, out):
     return channel_width(ins[0]) * node.out_features + (node.out_features if node.bias else 0)
 
@@ -382,6 +406,33 @@ def conv_transpose_layout(node: S.ConvTranspose2d, ins):
     if node.bias:
         layout["bias"] = (0, None)
     return layout
+
+
+def rnn_layout(node, ins):
+    """``nn.LSTM``/``nn.GRU``'s tensors: every one holds the gate blocks of the hidden units on axis 0 (see
+    :attr:`OpDef.gates`); ``weight_ih_l0`` reads the input on axis 1, the other weights read the op's own hidden
+    units there (see :attr:`OpDef.recurrent`)."""
+    layout = {}
+    for k in range(node.num_layers):
+        layout[f"weight_ih_l{k}"] = (0, 1)
+        layout[f"weight_hh_l{k}"] = (0, 1)
+        if node.bias:
+            layout[f"bias_ih_l{k}"] = (0, None)
+            layout[f"bias_hh_l{k}"] = (0, None)
+    return layout
+
+
+def rnn_recurrent(node) -> frozenset:
+    return frozenset([f"weight_hh_l{k}" for k in range(node.num_layers)]
+                     + [f"weight_ih_l{k}" for k in range(1, node.num_layers)])
+
+
+def one_gate(node) -> int:
+    return 1
+
+
+def no_recurrent(node) -> frozenset:
+    return frozenset()
 
 
 def fixed(role):
@@ -454,6 +505,10 @@ def conv_resize(node: S.Conv2d, width: int) -> dict:
     return {"out_channels": width}
 
 
+def rnn_resize(node, width: int) -> dict:
+    return {"hidden_size": width}
+
+
 def linear_resize(node: S.Linear, width: int) -> dict:
     return {"out_features": width}
 
@@ -513,6 +568,12 @@ def upsample_kwargs(node: S.Upsample) -> dict:
 
 def upsample_call(T, node: S.Upsample):
     return T.F.interpolate, upsample_kwargs(node)
+
+
+def rnn_module(T, node, ins):
+    cls = T.nn.LSTM if node.op == "lstm" else T.nn.GRU
+    return cls(channel_width(ins[0]), node.hidden_size, num_layers=node.num_layers, bias=node.bias,
+               batch_first=True, dropout=node.dropout)
 
 
 def linear_module(T, node: S.Linear, ins):
@@ -612,6 +673,13 @@ def conv_transpose_source(m) -> str:
             f"bias={m.bias is not None}, dilation={m.dilation})")
 
 
+def rnn_source(cls: str):
+    def source(m) -> str:
+        return (f"nn.{cls}({m.input_size}, {m.hidden_size}, num_layers={m.num_layers}, bias={m.bias}, "
+                f"batch_first=True, dropout={m.dropout!r})")
+    return source
+
+
 def linear_source(m) -> str:
     return f"nn.Linear({m.in_features}, {m.out_features}, bias={m.bias is not None})"
 
@@ -689,6 +757,17 @@ class OpDef:
     #: a grouped op (role GROUPED): which side's position within a group weight axis 1 indexes, ``"in"`` for a
     #: conv (``[out, in / groups, ...]``), ``"out"`` for a transposed conv (``[in, out / groups, ...]``)
     group_side: str = "in"
+    #: ``gates(node)``: how many gate blocks of its output channels the out axis of each of its tensors holds, one
+    #: after another (4 for an LSTM: input, forget, cell, output; 3 for a GRU); a new unit appears in every block
+    gates: Callable[[Any], int] = one_gate
+    #: the gate block whose rows, zero for a new unit, keep that unit's state and output at exactly zero from a zero
+    #: initial state (an LSTM's cell candidate, a GRU's new gate); ``None`` for ops without gates
+    quiet_gate: Optional[int] = None
+    #: ``recurrent(node)``: the tensors whose in axis reads the op's own output channels, not its input's
+    #: (``weight_hh_l0``, the upper layers' ``weight_ih``)
+    recurrent: Callable[[Any], frozenset] = no_recurrent
+    #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
+    tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
     in_rank: Optional[int] = None
     #: the field that sets its output width (``out_channels``, ``out_features``)
@@ -747,6 +826,9 @@ class OpDef:
 WEIGHT_COLOUR, LINEAR_COLOUR, NORM_COLOUR, MERGE_COLOUR, CONCAT_COLOUR = (
     "#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3")
 EMBED_COLOUR, ATTENTION_COLOUR, TOKEN_COLOUR = "#ffe5d0", "#f7d6e6", "#e0f2f1"
+RNN_COLOUR = "#fde2c8"
+#: gate blocks per hidden unit, in PyTorch's order: LSTM (input, forget, cell, output), GRU (reset, update, new)
+RNN_GATES = {"lstm": 4, "gru": 3}
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 ACT = fixed(THROUGH)
 F_ = "torch.nn.functional."
@@ -867,6 +949,14 @@ DEFS: tuple[OpDef, ...] = (
           params=embedding_params, width_field="embedding_dim", module=embedding_module, resize=embedding_resize,
           colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source},
           imports=Imports(modules=("torch.nn.Embedding",))),
+    OpDef(kind=S.LSTM, shape=rnn_shape, channels=fixed(SOURCE), layout=rnn_layout, params=rnn_params,
+          macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,
+          recurrent=rnn_recurrent, tuple_output=True, module=rnn_module, resize=rnn_resize, colour=RNN_COLOUR,
+          python={"torch.nn.LSTM": rnn_source("LSTM")}, imports=Imports(modules=("torch.nn.LSTM",))),
+    OpDef(kind=S.GRU, shape=rnn_shape, channels=fixed(SOURCE), layout=rnn_layout, params=rnn_params,
+          macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,
+          recurrent=rnn_recurrent, tuple_output=True, module=rnn_module, resize=rnn_resize, colour=RNN_COLOUR,
+          python={"torch.nn.GRU": rnn_source("GRU")}, imports=Imports(modules=("torch.nn.GRU",))),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

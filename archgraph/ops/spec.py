@@ -107,6 +107,28 @@ class Upsample(NodeSpec):
         return self
 
 
+class LSTM(NodeSpec):
+    """A multi-layer LSTM over a sequence ``[T, D]`` (``torch.nn.LSTM``, ``batch_first=True``), from a zero initial
+    state; the output is the last layer's hidden state at every step, ``[T, hidden_size]``. Its parameters are
+    ``nn.LSTM``'s: ``weight_ih_l{k}`` ``[4 * hidden_size, in]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, with the gate blocks in PyTorch's order (input, forget, cell, output)."""
+    op: Literal["lstm"] = "lstm"
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    dropout: Probability = 0.0
+
+
+class GRU(NodeSpec):
+    """A multi-layer GRU over a sequence ``[T, D]`` (``torch.nn.GRU``, ``batch_first=True``), from a zero initial
+    state; output ``[T, hidden_size]``. Parameters as ``nn.GRU``'s, gate blocks (reset, update, new)."""
+    op: Literal["gru"] = "gru"
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    dropout: Probability = 0.0
+
+
 class Linear(NodeSpec):
     """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input, or on the last axis of a sequence
     ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does)."""
@@ -292,6 +314,7 @@ NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding, ConvTranspose2d, Upsample,
+    LSTM, GRU,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

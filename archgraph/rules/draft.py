@@ -43,6 +43,8 @@ class Draft:
     fan_in: str = "init"      # new channels: how the producers' incoming weights start ("init" or "zero")
     fan_out: str = "zero"     # new channels: how the readers' weights on them start
     fills: dict[str, tuple[str, float]] = field(default_factory=dict)  # new tensor key -> (fill, value)
+    #: new units of gated ops (LSTM, GRU) start with their quiet gate's rows at zero, so their state stays zero
+    quiet: bool = True
     exact: bool = False
     note: str = ""
 
@@ -299,6 +301,13 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 tensors[key] = TensorPlan(key)
                 sources.add(key)
             continue
+        opdef = OPS[node.op]
+        gates, own = opdef.gates(node), opdef.recurrent(node)
+        if out_map is not None and gates > 1:   # every gate block of the units changes alike
+            out_map = out_map.tiled(gates, opdef.quiet_gate if draft.quiet else None)
+        own_map = None   # the in axis of the tensors that read the node's own units (an LSTM's weight_hh)
+        if own:
+            own_map = _axis_map(ch.slots[nid], slots[nid], draft.fan_out, draft.copy_of, scale, uf)
         noise = None
         if draft.noise and producing_role(roles[nid]) and nid in draft.given:
             pos = {t: i for i, t in enumerate(slots[nid].tokens)}
@@ -315,7 +324,10 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             axes = []
             if out_axis is not None and out_map is not None:
                 axes.append((out_axis, out_map))
-            if in_axis is not None and old_in is not None and in_map is not None:
+            if in_axis is not None and old_in is not None and param in own:
+                if own_map is not None:
+                    axes.append((in_axis, own_map))
+            elif in_axis is not None and old_in is not None and in_map is not None:
                 axes.append((in_axis, in_map))
             if group_map is not None and param == "weight":
                 axes.append((1, group_map))

@@ -102,6 +102,7 @@ class AddFilters(Rule):
             for i, r in replicas.items():
                 for p in space.producers:
                     draft.scale[space.tokens[p][i]] = 1.0 / r
+        draft.quiet = self.init != "random"   # new LSTM/GRU units: state and output stay zero
         note = mixing_note(ch, space)
         draft.exact = self.init != "random" and not note
         draft.note = note or {"random": "new channels start random and are read with random weights",
