@@ -30,7 +30,8 @@ def test_every_op_has_every_entry(op):
                  "is_dropout", "residual", "branch_end", "passthrough"):
         assert isinstance(getattr(d, flag), bool), flag
     if d.weighted:
-        assert d.width_field in d.kind.model_fields and d.identity_fill in ("dirac", "eye") and d.in_rank
+        # identity_fill: how an inserted layer of this op starts as the identity (None: it cannot be inserted)
+        assert d.width_field in d.kind.model_fields and d.identity_fill in (None, "dirac", "eye") and d.in_rank
         assert d.nonzero_macs is not OPS["relu"].nonzero_macs
     else:
         assert not d.conv

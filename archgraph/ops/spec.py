@@ -74,6 +74,61 @@ class Conv2d(NodeSpec):
     bias: bool = True
 
 
+class ConvTranspose2d(NodeSpec):
+    """2-D transposed convolution (``torch.nn.ConvTranspose2d``): its weight is ``[in, out / groups, kh, kw]``, the
+    output side on axis 1. Each output size is ``(size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) +
+    output_padding + 1``; ``output_padding`` must be smaller than the stride or the dilation."""
+    op: Literal["conv_transpose2d"] = "conv_transpose2d"
+    out_channels: PositiveInt
+    kernel_size: Pair
+    stride: Pair = 1
+    padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    output_padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    groups: PositiveInt = 1
+    dilation: Pair = 1
+    bias: bool = True
+
+
+class Upsample(NodeSpec):
+    """Resize ``[C, H, W]`` (``torch.nn.Upsample`` / ``F.interpolate``) to ``size`` or by ``scale_factor`` (the output
+    is ``floor(size * scale_factor)``); exactly one of the two. ``align_corners`` goes with ``bilinear`` only."""
+    op: Literal["upsample"] = "upsample"
+    scale_factor: Optional[Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat]]] = None
+    size: Optional[Pair] = None
+    mode: Literal["nearest", "bilinear"] = "nearest"
+    align_corners: Optional[bool] = None
+
+    @model_validator(mode="after")
+    def _one_size(self) -> "Upsample":
+        if (self.scale_factor is None) == (self.size is None):
+            raise ValueError("give exactly one of scale_factor and size")
+        if self.align_corners is not None and self.mode != "bilinear":
+            raise ValueError("align_corners goes with mode 'bilinear' only")
+        return self
+
+
+class LSTM(NodeSpec):
+    """A multi-layer LSTM over a sequence ``[T, D]`` (``torch.nn.LSTM``, ``batch_first=True``), from a zero initial
+    state; the output is the last layer's hidden state at every step, ``[T, hidden_size]``. Its parameters are
+    ``nn.LSTM``'s: ``weight_ih_l{k}`` ``[4 * hidden_size, in]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, with the gate blocks in PyTorch's order (input, forget, cell, output)."""
+    op: Literal["lstm"] = "lstm"
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    dropout: Probability = 0.0
+
+
+class GRU(NodeSpec):
+    """A multi-layer GRU over a sequence ``[T, D]`` (``torch.nn.GRU``, ``batch_first=True``), from a zero initial
+    state; output ``[T, hidden_size]``. Parameters as ``nn.GRU``'s, gate blocks (reset, update, new)."""
+    op: Literal["gru"] = "gru"
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    dropout: Probability = 0.0
+
+
 class Linear(NodeSpec):
     """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input, or on the last axis of a sequence
     ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does)."""
@@ -304,7 +359,7 @@ NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding,
-    PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool,
+    PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

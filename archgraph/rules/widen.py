@@ -145,6 +145,7 @@ class AddFilters(Rule):
             for i, r in replicas.items():
                 for p in space.producers:
                     draft.scale[space.tokens[p][i]] = 1.0 / r
+        draft.quiet = self.init != "random"   # new LSTM/GRU units: state and output stay zero
         norms = []
         if self.init in ("preserve", "zero") and rescalable(ch, space):
             # rmsnorms over the new channels: the new channels carry zeros (their makers' new weights are zero)
