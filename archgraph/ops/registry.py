@@ -131,12 +131,17 @@ def spatial(node, ins, *, dilation=True, pool=False) -> Shape:
 
 # ---- shapes ---------------------------------------------------------------------------------------------------
 
-def conv_shape(node: S.Conv2d, ins):
-    c, _, _ = need_rank(ins, 3, "conv2d")
-    if c % node.groups:
-        bad("groups", f"groups={node.groups} does not divide the {c} input channels")
+def check_groups(node, in_channels: int) -> None:
+    """``groups`` must divide both the input and the output channels (as PyTorch's convolutions require)."""
+    if in_channels % node.groups:
+        bad("groups", f"groups={node.groups} does not divide the {in_channels} input channels")
     if node.out_channels % node.groups:
         bad("groups", f"groups={node.groups} does not divide out_channels={node.out_channels}")
+
+
+def conv_shape(node: S.Conv2d, ins):
+    c, _, _ = need_rank(ins, 3, "conv2d")
+    check_groups(node, c)
     _, h, w = spatial(node, ins)
     return (node.out_channels, h, w)
 
@@ -153,10 +158,7 @@ def conv_transpose_in_size(out: int, k: int, s: int, p: int, op: int, d: int) ->
 
 def conv_transpose_shape(node: S.ConvTranspose2d, ins):
     c, h, w = need_rank(ins, 3, "conv_transpose2d")
-    if c % node.groups:
-        bad("groups", f"groups={node.groups} does not divide the {c} input channels")
-    if node.out_channels % node.groups:
-        bad("groups", f"groups={node.groups} does not divide out_channels={node.out_channels}")
+    check_groups(node, c)
     k, st, p, op, d = (pair(v) for v in (node.kernel_size, node.stride, node.padding, node.output_padding,
                                           node.dilation))
     for axis in (0, 1):
