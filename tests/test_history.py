@@ -48,7 +48,7 @@ def test_run_reads_versions_events_and_metrics(run_dir):
     assert v1.kind == "growth" and run.version(3).kind == "prune"
     assert v1.rule_label() == "add_filters(node=c1, count=4, init=preserve)"
     assert run.graph(1).nodes["c1"].out_channels == 8
-    assert archgraph.format.yaml_io.content_hash(run.graph(2)) == run.version(2).hash
+    assert archgraph.graph.content_hash(run.graph(2)) == run.version(2).hash
     # metrics when version 2 was made: the last epoch before its rewrite, overlaid with the rewrite's own numbers
     made = run.metrics_at(2)
     assert made["params"] == run.graph(2).params
@@ -64,11 +64,16 @@ def test_run_reads_versions_events_and_metrics(run_dir):
         run.version(9)
 
 
-def test_cut_short_last_line_is_ignored_but_a_bad_line_is_an_error(run_dir):
+def test_cut_short_last_line_and_a_bad_line_are_errors_naming_the_line(run_dir):
     log = run_dir / "history.jsonl"
     whole = len(read_events(log))
+    text = log.read_text()
     with open(log, "a") as fh:
-        fh.write('{"event": "epoch", "epoch": 99, "st')  # a crash in the middle of a write
+        fh.write('{"event": "epoch", "epoch": 99, "st')  # a crash in the middle of a write, or a truncated file
+    with pytest.raises(HistoryError, match=f"line {whole + 1} is cut short") as err:
+        read_events(log)
+    assert err.value.file == str(log)
+    log.write_text(text.rstrip("\n"))  # a whole last line without its newline is still read
     assert len(read_events(log)) == whole
     lines = log.read_text().splitlines()
     lines[3] = lines[3][:-5]

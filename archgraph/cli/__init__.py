@@ -41,14 +41,31 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:  # the reader went away (``archgraph summary f.yaml --json | head -2``): end quietly
+        _silence_stdout()
+        return 0
     except ArchgraphError as err:
         return fail(str(err))
     except OSError as err:  # a path that cannot be read or written is bad input too: a message, not a traceback
         where = f"{err.filename}: " if err.filename else ""
         return fail(f"{where}{err.strerror or err}")
+    except MemoryError:
+        return fail("out of memory (the graph, rule or data is too large for this machine; see the size limits in "
+                    "docs/format.md)")
     except KeyboardInterrupt:
         print("archgraph: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again on the closed pipe."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

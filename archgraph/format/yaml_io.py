@@ -193,22 +193,44 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise YamlError("the YAML nests too deeply", file=source) from None
 
 
-def read_text(path: Union[str, os.PathLike]) -> str:
+def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, error=ArchgraphError) -> bytes:
+    """The bytes of ``path``, read with a bounded reader: never more than ``limit`` bytes are read, so a device or a
+    pipe that never ends (``/dev/urandom``) is refused instead of filling memory. Pipes and devices that end are
+    read like files (``archgraph validate <(cat seed.yaml)``).
+
+    >>> read_limited("/dev/zero", 10)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    archgraph.errors.ArchgraphError: /dev/zero: is larger than the limit of 10 bytes ...
+    """
+    if os.fspath(path) == "":
+        raise error("no file name given (an empty argument)", file="''")
     path = Path(path)
     try:
-        size = path.stat().st_size
+        if path.is_dir():
+            raise error("is a directory, not a file", file=str(path))
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except FileNotFoundError:
-        raise ArchgraphError("no such file", file=str(path)) from None
+        raise error("no such file", file=str(path)) from None
+    except IsADirectoryError:
+        raise error("is a directory, not a file", file=str(path)) from None
     except OSError as err:
-        raise ArchgraphError(f"cannot read: {err.strerror}", file=str(path)) from None
-    if path.is_dir():
-        raise ArchgraphError("is a directory, not a file", file=str(path))
-    if size > MAX_FILE_BYTES:
-        raise ArchgraphError(f"is {size} bytes; the limit is {MAX_FILE_BYTES}", file=str(path))
+        raise error(f"cannot read: {err.strerror or err}", file=str(path)) from None
+    if len(data) > limit:
+        raise error(f"is larger than the limit of {limit:,} bytes (an endless device or stream, or a file far bigger "
+                    "than any graph); refused", file=str(path))
+    return data
+
+
+def read_text(path: Union[str, os.PathLike]) -> str:
+    """The UTF-8 text of a graph or run file, read with :func:`read_limited`."""
+    data = read_limited(path)
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise YamlError("is not UTF-8 text", file=str(path)) from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise YamlError(f"is not UTF-8 text (line {line})", file=str(path)) from None
 
 
 def validation_error(err: ValidationError, source: str, root: str = "nodes") -> ArchgraphError:
@@ -333,9 +355,23 @@ def _field_hint(p: dict) -> str:
     return f"; {owner} takes: {', '.join(k for k in known if k != 'op')}"
 
 
+RUN_KEYS = frozenset({"archgraph_run", "seed", "data", "method", "schedule"})
+GRAPH_KEYS = frozenset({"archgraph", "inputs", "nodes", "outputs"})
+
+
+def is_run_data(data: Any) -> bool:
+    """Whether parsed YAML looks like a run file (``archgraph grow``'s RUN.yaml) rather than a graph file."""
+    return isinstance(data, dict) and "archgraph" not in data and bool(RUN_KEYS & set(data)) and \
+        ("archgraph_run" in data or "seed" in data or not GRAPH_KEYS & set(data))
+
+
 def graph_from_data(data: Any, source: str = "<data>"):
     if not isinstance(data, dict):
         raise GraphError("the top level must be a mapping with archgraph, inputs, nodes and outputs", file=source)
+    if is_run_data(data):
+        raise GraphError("this is a run file (seed, data, method, schedule), not a graph file: 'archgraph grow' "
+                         "trains it and 'archgraph validate' checks it; commands that take a graph want a file "
+                         "with archgraph: 1, inputs, nodes and outputs", file=source)
     if "archgraph" not in data:
         raise GraphError("missing 'archgraph: 1' (the format version)", file=source, field="archgraph")
     if type(data["archgraph"]) is not int or data["archgraph"] != FORMAT_VERSION:  # not true, 1.0 or "1"
