@@ -17,16 +17,17 @@ import keyword
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, Strict, model_validator
 
 from .errors import GraphError
-from .ops.spec import Node, NodeSpec
+from .limits import check_graph
+from .ops.spec import Node, NodeSpec, PositiveInt
 from .shapes import count_macs, count_params, infer_shapes
 from .topology import to_networkx
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-NodeId = Annotated[str, Field(pattern=ID_PATTERN)]
+NodeId = Annotated[str, Strict(), Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
 
 
@@ -37,7 +38,7 @@ class Graph(BaseModel):
                               json_schema_extra={"title": "archgraph graph", "$id": "archgraph.graph.schema.json"})
 
     archgraph: Literal[1] = Field(FORMAT_VERSION, description="format version")
-    name: str = Field("graph", description="a name for people; not used by the engine")
+    name: Annotated[str, Strict()] = Field("graph", description="a name for people; not used by the engine")
     inputs: dict[NodeId, Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]] = Field(
         description="input id -> per-sample shape without the batch dimension: [C, H, W] or [F]", min_length=1)
     nodes: dict[NodeId, Node] = Field(description="node id -> node, in order", min_length=1)
@@ -181,7 +182,7 @@ def check(graph: Graph) -> None:
     for i, out in enumerate(graph.outputs):
         if out in graph.outputs[:i]:
             raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
-    graph._shape_table()  # shape errors name their node
+    check_graph(graph)  # sizes, then shapes (their errors name the node), then totals: before anything is allocated
 
 
 def _check_acyclic(graph: Graph) -> None:

@@ -52,6 +52,27 @@ def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+MAX_INT_DIGITS = 100
+
+
+def _construct_int(loader, node: yaml.ScalarNode):
+    """Integers as YAML 1.1 reads them, but a number with more than ``MAX_INT_DIGITS`` digits is an error naming
+    its line (Python refuses to parse more than 4300 digits, and no size in a graph needs 100)."""
+    digits = sum(c.isdigit() for c in str(node.value))
+    if digits > MAX_INT_DIGITS:
+        raise YamlError(f"line {node.start_mark.line + 1}: an integer with {digits} digits; the limit is "
+                        f"{MAX_INT_DIGITS}")
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError as err:
+        raise YamlError(f"line {node.start_mark.line + 1}: cannot read the integer {_clip(node.value)} ({err})") \
+            from None
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
 def _configure(cls) -> type:
     bool_tag = "tag:yaml.org,2002:bool"
     cls.yaml_implicit_resolvers = {
@@ -59,6 +80,7 @@ def _configure(cls) -> type:
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     cls.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    cls.add_constructor("tag:yaml.org,2002:int", _construct_int)
     return cls
 
 
@@ -299,11 +321,19 @@ def _message(p: dict) -> str:
     if p["key"]:
         what = "node id" if p["section"] == "nodes" else "id"
         if kind == "string_type":
-            return f"{what} {value!r} must be a name such as 'c1' (letters, digits and '_', starting with a letter)"
-        return (f"{value!r} is not a valid {what}: ids are letters, digits and '_', starting with a letter "
-                "(no dots, dashes or spaces), so they can name torch submodules")
+            return (f"{what} {value!r} must be a name such as 'c1' (ASCII letters, digits and '_', starting with "
+                    "a letter)")
+        return (f"{value!r} is not a valid {what}: ids are ASCII letters, digits and '_', starting with a letter "
+                "(no dots, dashes, spaces or accents), so they can name torch submodules")
     if kind == "string_pattern_mismatch":
-        return f"{value!r} is not a valid id: ids are letters, digits and '_', starting with a letter"
+        return f"{value!r} is not a valid id: ids are ASCII letters, digits and '_', starting with a letter"
+    if value is None and kind != "missing" and "input" in p["raw"]:
+        return "got nothing (an empty value); write a value or leave the field out for its default"
+    name = (p["field"] or "").split(".")[-1]
+    if p["node"] is not None and name in PAIR_FIELDS and kind not in ("missing", "extra_forbidden"):
+        also = " or 'same' / 'valid'" if name == "padding" else ""
+        low = 0 if name == "padding" else 1
+        return f"must be an int >= {low} or a pair [h, w]{also} (got {_short(value)})"
     if kind == "union_tag_invalid":
         op = value.get("op") if isinstance(value, dict) else value
         known = sorted(_op_names())
@@ -314,6 +344,9 @@ def _message(p: dict) -> str:
         return "missing 'op' (the kind of layer, e.g. op: conv2d)"
     if kind == "extra_forbidden":
         name = p["loc"][-1]
+        if p["node"] is None and len(p["loc"]) == 1 and isinstance(value, dict) and "op" in value:
+            return (f"unknown field '{name}': it looks like a node; nodes must be indented under 'nodes:' "
+                    "(e.g. two spaces before the id)")
         return f"unknown field '{name}'" + _field_hint(p)
     if kind == "missing":
         return "required field is missing"
@@ -328,6 +361,10 @@ def _message(p: dict) -> str:
     if value is not None and not isinstance(value, (dict, list)):
         message += f" (got {value!r})"
     return message
+
+
+#: fields that take an int or a pair [h, w] (Pair in ops/spec.py)
+PAIR_FIELDS = frozenset({"kernel_size", "stride", "padding", "dilation", "output_size"})
 
 
 def _short(value) -> str:

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator,
-                      model_serializer, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_serializer, model_validator
+
+# Strict scalars: YAML gives real ints, floats and booleans, so `out_channels: true` or `kernel_size: "3"` is an error
+# (as the JSON Schema says), not 1 or 3. Lists still read as tuples (strict mode as a whole would refuse them).
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Float = Annotated[float, Strict()]  # an int is still a float
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
 
 Pair = Union[PositiveInt, Annotated[tuple[PositiveInt, PositiveInt], Field(min_length=2, max_length=2)]]
 Padding = Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt], Literal["same", "valid"]]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 
 def _op_required(schema: dict) -> None:
@@ -29,7 +39,7 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required)
 
     op: str
-    inputs: Union[str, tuple[str, ...]] = Field(alias="in", description="input node id, or a list of ids")
+    inputs: Union[Str, tuple[Str, ...]] = Field(alias="in", description="input node id, or a list of ids")
 
     #: (least, most) number of inputs; ``None`` means no upper bound.
     arity: ClassVar[tuple[int, Optional[int]]] = (1, 1)
@@ -71,14 +81,14 @@ class Conv2d(NodeSpec):
     padding: Padding = 0
     dilation: Pair = 1
     groups: PositiveInt = 1
-    bias: bool = True
+    bias: Bool = True
 
 
 class Linear(NodeSpec):
     """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input."""
     op: Literal["linear"] = "linear"
     out_features: PositiveInt
-    bias: bool = True
+    bias: Bool = True
 
 
 class BatchNorm2d(NodeSpec):
@@ -86,8 +96,8 @@ class BatchNorm2d(NodeSpec):
     op: Literal["batchnorm2d"] = "batchnorm2d"
     eps: PositiveFloat = 1e-5
     momentum: Optional[Probability] = 0.1
-    affine: bool = True
-    track_running_stats: bool = True
+    affine: Bool = True
+    track_running_stats: Bool = True
 
 
 class BatchNorm1d(NodeSpec):
@@ -95,8 +105,8 @@ class BatchNorm1d(NodeSpec):
     op: Literal["batchnorm1d"] = "batchnorm1d"
     eps: PositiveFloat = 1e-5
     momentum: Optional[Probability] = 0.1
-    affine: bool = True
-    track_running_stats: bool = True
+    affine: Bool = True
+    track_running_stats: Bool = True
 
 
 class LayerNorm(NodeSpec):
@@ -104,8 +114,8 @@ class LayerNorm(NodeSpec):
     (the channels-first LayerNorm of ConvNeXt)."""
     op: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-5
-    elementwise_affine: bool = True
-    bias: bool = True
+    elementwise_affine: Bool = True
+    bias: Bool = True
 
 
 class ReLU(NodeSpec):
@@ -149,7 +159,7 @@ class MaxPool2d(NodeSpec):
     stride: Optional[Pair] = None
     padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
     dilation: Pair = 1
-    ceil_mode: bool = False
+    ceil_mode: Bool = False
 
 
 class AvgPool2d(NodeSpec):
@@ -158,8 +168,8 @@ class AvgPool2d(NodeSpec):
     kernel_size: Pair
     stride: Optional[Pair] = None
     padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
-    ceil_mode: bool = False
-    count_include_pad: bool = True
+    ceil_mode: Bool = False
+    count_include_pad: Bool = True
 
 
 class AdaptiveAvgPool2d(NodeSpec):
@@ -208,7 +218,7 @@ class Scale(NodeSpec):
     """A learnable per-channel multiplier (ConvNeXt's layer scale): ``x * weight`` with one weight per channel of a
     ``[C, H, W]`` input (or per feature of ``[F]``); the weights start at ``init``."""
     op: Literal["scale"] = "scale"
-    init: float = 1.0
+    init: Float = 1.0
 
 
 class StochasticDepth(NodeSpec):

@@ -31,7 +31,8 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: YAML gives real ints, floats and booleans, so `epochs: "3"` or `flip: 1` is an error, as in the schema
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class Schedule(_Model):
 
 class RunConfig(_Model):
     """A whole run: what to grow, on what, how, for how long."""
-    model_config = ConfigDict(frozen=True, extra="forbid",
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
                               json_schema_extra={"title": "archgraph run", "$id": "archgraph.run.schema.json"})
 
     archgraph_run: Literal[1] = Field(1, description="format version of the run file")
