@@ -119,3 +119,70 @@ def test_a_pipe_closed_before_a_long_output_ends_quietly():
                             executable="/bin/bash", cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0 and "Broken pipe" not in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- one output policy --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["apply", TINY, "add_filters", "node=c1", "count=2"],
+    ["import", "torchvision:resnet18", "--input-shape", "3,32,32"],
+], ids=["apply", "import"])
+def test_a_non_empty_output_folder_is_refused_without_force(argv, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = run_main(capsys, *argv, "-o", out)
+    assert code == 2 and "not empty" in err and "--force" in err
+    assert (out / "notes.txt").read_text() == "mine" and not (out / "graph.yaml").exists()
+    if argv[0] == "apply":
+        code, _, _ = run_main(capsys, *argv, "-o", out, "--force")
+        assert code == 0 and (out / "graph.yaml").is_file()
+
+
+def test_prune_refuses_a_non_empty_folder_and_has_a_quiet_mode_and_a_heading(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    assert run_main(capsys, "init", TINY, "-o", weights)[0] == 0
+    code, out, _ = run_main(capsys, "prune", TINY, "--weights", weights, "--ratio", "0.5", "-o", tmp_path / "p")
+    assert code == 0 and "the pruned channels, as rules for 'archgraph apply':" in out
+    code, _, err = run_main(capsys, "prune", TINY, "--weights", weights, "--ratio", "0.5", "-o", tmp_path / "p")
+    assert code == 2 and "not empty" in err
+    code, out, _ = run_main(capsys, "prune", TINY, "--weights", weights, "--ratio", "0.5", "-o", tmp_path / "p",
+                            "--force", "--quiet")
+    assert code == 0 and "prune_channels" not in out and "pruned " in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", MLP, "--python", "{missing}/x.py"],
+    ["export", MLP, "--onnx", "{missing}/x.onnx", "--weights", "{missing}/w.safetensors"],
+    ["render", MLP, "-o", "{missing}/x.svg"],
+    ["init", MLP, "-o", "{missing}/w.safetensors"],
+    ["diff", MLP, MLP, "-o", "{missing}/d.svg"],
+], ids=["python", "onnx", "render", "init", "diff"])
+def test_a_file_output_in_a_missing_folder_is_refused_and_nothing_is_created(argv, tmp_path, capsys):
+    missing = tmp_path / "nonexistent_dir"
+    code, _, err = run_main(capsys, *[str(a).format(missing=missing) for a in argv])
+    assert code == 2 and f"its folder '{missing}' does not exist" in err
+    assert not missing.exists()
+
+
+def test_render_without_a_suffix_says_so(tmp_path, capsys):
+    code, _, err = run_main(capsys, "render", MLP, "-o", tmp_path / "noext")
+    assert code == 2 and "has no suffix" in err and "'.'" not in err
+
+
+def test_render_left_to_right_and_dpi(tmp_path, capsys):
+    import struct
+    resnet = SEEDS / "resnet_cifar.yaml"
+
+    def size(*extra):
+        out = tmp_path / f"r{len(extra)}.png"
+        assert run_main(capsys, "render", resnet, "-o", out, *extra)[0] == 0
+        return struct.unpack(">II", out.read_bytes()[16:24])
+
+    tall = size()
+    wide = size("--rankdir", "LR")
+    assert tall[1] > tall[0] and wide[0] > wide[1]
+    small = size("--rankdir", "LR", "--dpi", "24")
+    assert small[0] < wide[0] / 2
+    assert "rankdir=LR" in (tmp_path / "x.dot").read_text() if run_main(
+        capsys, "render", resnet, "-o", tmp_path / "x.dot", "--rankdir", "LR")[0] == 0 else False

@@ -8,6 +8,8 @@ from pathlib import Path
 import archgraph
 from archgraph.errors import ConfigError
 
+from .outputs import add_force, output_folder
+
 
 def rule_help() -> str:
     from archgraph.rules import RULES
@@ -43,7 +45,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="initialisation seed for GRAPH without --weights and for "
                                                        "new entries that start random (default 0)")
     p.add_argument("--plan", action="store_true", help="also print how every changed tensor is made")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
+    add_force(p)
     p.set_defaults(func=run)
 
 
@@ -73,8 +77,6 @@ def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
     from archgraph.graph import content_hash
     from archgraph.fx.weights import save_weights
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError("the output must be a directory", file=str(folder))
     gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
     save(graph, gpath)
     metadata = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in meta.items()}}
@@ -86,6 +88,7 @@ def run(args) -> int:
     from archgraph.fx.materialise import materialise
     from archgraph.rules.base import apply
     from archgraph.rules import parse
+    output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     rule = parse(args.rule, parse_values(args.rule, args.values))
     rw = apply(graph, rule)

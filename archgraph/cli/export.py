@@ -4,6 +4,8 @@ from __future__ import annotations
 import archgraph
 from archgraph.errors import ConfigError
 
+from .outputs import output_file
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a graph to ONNX or to a standalone PyTorch file",
@@ -24,6 +26,9 @@ def run(args) -> int:
         raise ConfigError("nothing to do: give --onnx OUT.onnx and/or --python OUT.py")
     if args.onnx and not args.weights:
         raise ConfigError("--onnx needs --weights W.safetensors", field="weights")
+    for option, path in (("--onnx", args.onnx), ("--python", args.python)):
+        if path:
+            output_file(path, option)
     graph = archgraph.load(args.graph)
     from archgraph.fx.weights import check_weights, load_weights
     weights = load_weights(args.weights) if args.weights else None

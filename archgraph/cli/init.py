@@ -4,6 +4,8 @@ from __future__ import annotations
 import archgraph
 from archgraph.errors import ArchgraphError
 
+from .outputs import output_file
+
 
 def register(sub) -> None:
     p = sub.add_parser("init", help="write deterministic initial weights (safetensors)",
@@ -18,6 +20,7 @@ def register(sub) -> None:
 def run(args) -> int:
     if not args.output.endswith(".safetensors"):
         raise ArchgraphError("the output must end in .safetensors", file=args.output)
+    output_file(args.output)
     graph = archgraph.load(args.file)
     from archgraph.fx.builder import build
     from archgraph.graph import content_hash

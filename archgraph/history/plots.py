@@ -70,6 +70,9 @@ def plot_history(run_dir: Union[str, os.PathLike, Run], out: Union[str, os.PathL
     from ..format.yaml_io import atomic_write_bytes
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
+    if not fmt:
+        raise ArchgraphError("has no suffix to say the picture format; end the name in .png, .svg or .pdf",
+                             file=str(out))
     if fmt not in FORMATS:
         raise ArchgraphError(f"unknown picture format '.{fmt}'; use .png, .svg or .pdf", file=str(out))
     fig = history_figure(run_dir)

@@ -137,7 +137,7 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
     return dot.source
 
 
-def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike]) -> Path:
+def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], dpi=None) -> Path:
     """Draw the history timeline of a run directory to ``out`` (.svg, .png, .pdf or .dot)."""
     from .render import write_dot
-    return write_dot(history_dot(run_dir), out)
+    return write_dot(history_dot(run_dir), out, dpi)
