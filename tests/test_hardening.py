@@ -186,3 +186,45 @@ def test_render_left_to_right_and_dpi(tmp_path, capsys):
     assert small[0] < wide[0] / 2
     assert "rankdir=LR" in (tmp_path / "x.dot").read_text() if run_main(
         capsys, "render", resnet, "-o", tmp_path / "x.dot", "--rankdir", "LR")[0] == 0 else False
+
+
+# ---- Rewrite.exact: a zero channel through a batchnorm is a constant -----------------------------------------------
+
+CONCAT_BN = """
+archgraph: 1
+inputs: {x: [3, 8, 8]}
+nodes:
+  a: {op: conv2d, in: x, out_channels: 4, kernel_size: 3, padding: 1}
+  b: {op: conv2d, in: x, out_channels: 4, kernel_size: 3, padding: 1}
+  cat: {op: concat, in: [a, b]}
+  bn: {op: batchnorm2d, in: cat}
+  c: {op: conv2d, in: bn, out_channels: 2, kernel_size: 3, padding: 1}
+outputs: [c]
+"""
+
+
+def test_pruning_a_zero_channel_before_a_batchnorm_is_not_claimed_exact():
+    import torch
+
+    import archgraph
+    from archgraph import rules
+    from archgraph.format.yaml_io import loads
+    from archgraph.fx.builder import build
+    from archgraph.fx.materialise import materialise
+    g = loads(CONCAT_BN)
+    m = build(g, seed=0).eval()
+    with torch.no_grad():
+        m.a.weight[1].zero_()
+        m.a.bias[1] = 0.0  # channel 1 of 'a' (and of 'cat') carries zeros
+        m.bn.running_mean.uniform_(0.5, 1.0)
+        m.bn.bias.uniform_(0.5, 1.0)
+    rw = archgraph.apply(g, rules.PruneChannels(node="a", indices=(1,)))
+    assert not rw.exact
+    assert "'bn' (batchnorm2d) maps a zero channel to a constant" in rw.plan.note
+    m2 = materialise(rw, m, seed=0).eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert not torch.allclose(m(x), m2(x), atol=1e-4)  # the note is right: the function changes
+    # without the batchnorm, the same zero channel is removed exactly, and the note says the simple condition
+    plain = loads(CONCAT_BN.replace("  bn: {op: batchnorm2d, in: cat}\n", "").replace("in: bn,", "in: cat,"))
+    rw2 = archgraph.apply(plain, rules.PruneChannels(node="a", indices=(1,)))
+    assert "carry zeros" in rw2.plan.note and "batchnorm" not in rw2.plan.note
