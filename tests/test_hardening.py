@@ -228,3 +228,25 @@ def test_pruning_a_zero_channel_before_a_batchnorm_is_not_claimed_exact():
     plain = loads(CONCAT_BN.replace("  bn: {op: batchnorm2d, in: cat}\n", "").replace("in: bn,", "in: cat,"))
     rw2 = archgraph.apply(plain, rules.PruneChannels(node="a", indices=(1,)))
     assert "carry zeros" in rw2.plan.note and "batchnorm" not in rw2.plan.note
+
+
+# ---- dtypes, big networks ---------------------------------------------------------------------------------------
+
+def test_float16_weights_stay_float16_through_apply_and_prune(tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+    w32 = tmp_path / "w32.safetensors"
+    assert run_main(capsys, "init", TINY, "-o", w32)[0] == 0
+    w16 = tmp_path / "w16.safetensors"
+    save_file({k: v.half() for k, v in load_file(w32).items()}, w16)
+    assert run_main(capsys, "apply", TINY, "add_filters", "node=c1", "count=2", "--weights", w16,
+                    "-o", tmp_path / "a")[0] == 0
+    assert {v.dtype for v in load_file(tmp_path / "a" / "weights.safetensors").values() if v.is_floating_point()} == {torch.float16}
+    assert run_main(capsys, "prune", TINY, "--weights", w16, "--ratio", "0.25", "-o", tmp_path / "p")[0] == 0
+    assert {v.dtype for v in load_file(tmp_path / "p" / "weights.safetensors").values() if v.is_floating_point()} == {torch.float16}
+
+
+def test_weights_from_an_endless_device_are_refused(capsys, tmp_path):
+    code, _, err = run_main(capsys, "apply", TINY, "add_filters", "node=c1", "--weights", "/dev/zero",
+                            "-o", tmp_path / "a")
+    assert code == 2 and "/dev/zero" in err and "limit" in err

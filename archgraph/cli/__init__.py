@@ -17,6 +17,10 @@ COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", 
             "report", "import_model", "export"]
 
 
+OUT_OF_MEMORY = ("out of memory: the graph, rule or data is too large for this machine (the size limits of "
+                 "docs/format.md are far higher; lower them with ARCHGRAPH_MAX_PARAMS to be refused earlier)")
+
+
 def parser() -> argparse.ArgumentParser:
     from .. import __version__
     p = argparse.ArgumentParser(
@@ -53,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         return fail(f"{where}{err.strerror or err}")
     except MemoryError:
-        return fail("out of memory (the graph, rule or data is too large for this machine; see the size limits in "
-                    "docs/format.md)")
+        return fail(OUT_OF_MEMORY)
+    except RuntimeError as err:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
+        if "allocat" not in str(err) and "out of memory" not in str(err):
+            raise
+        return fail(f"{OUT_OF_MEMORY} ({str(err).splitlines()[0][:200]})")
     except KeyboardInterrupt:
         print("archgraph: interrupted", file=sys.stderr)
         return 130

@@ -31,7 +31,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import prune_rewrite, prune_rules
-    from archgraph.fx.weights import check_weights, load_weights
+    from archgraph.fx.weights import check_weights, load_into, load_weights
     from archgraph.fx.apply_plan import transfer_state
     from .apply import write
     output_folder(args.output, args.force)
@@ -45,7 +45,7 @@ def run(args) -> int:
     else:
         new_graph, new_state = graph, state
     module = build(new_graph)
-    module.load_state_dict(new_state)
+    load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
     log = [{"rule": r.name, "args": r.args()} for r in rules]
     gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
                                                           "criterion": args.criterion})
