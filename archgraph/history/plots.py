@@ -61,7 +61,8 @@ def history_figure(run_dir: Union[str, os.PathLike, Run]):
         else:
             ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="#6c757d")
     axes[-1].set_xlabel(run.x_axis)
-    fig.suptitle(f"{run.path.name}: {len(run.epochs)} epochs, {len(run.versions)} versions")
+    n, k = len(run.epochs), len(run.versions)
+    fig.suptitle(f"{run.name}: {n} epoch{'s' if n != 1 else ''}, {k} version{'s' if k != 1 else ''}")
     return fig
 
 

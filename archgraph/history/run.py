@@ -121,6 +121,13 @@ class Run:
     def config(self) -> dict:
         return dict((self.start or {}).get("config") or {})
 
+    @property
+    def name(self) -> str:
+        """The run's name: the run file's ``name``, else the seed graph's, else the folder's."""
+        seed = self.config.get("seed")
+        return str(self.config.get("name") or (seed.get("name") if isinstance(seed, dict) else None)
+                   or self.path.name)
+
     @cached_property
     def summary(self) -> Optional[dict]:
         """``summary.json`` (written when the run ended), or ``None``."""

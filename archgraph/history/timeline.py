@@ -108,7 +108,7 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
     metric = main_metric(run)
     versions = run.versions
     dot = graphviz.Digraph("history")
-    title = f"{run.path.name}: {len(versions)} version{'s' if len(versions) != 1 else ''}"
+    title = f"{run.name}: {len(versions)} version{'s' if len(versions) != 1 else ''}"
     summary = run.summary or (run.end or {}).get("summary") or {}
     if isinstance(summary.get("test_acc"), (int, float)):
         title += f", test_acc {summary['test_acc']:.3f}"
