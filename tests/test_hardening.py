@@ -250,3 +250,19 @@ def test_weights_from_an_endless_device_are_refused(capsys, tmp_path):
     code, _, err = run_main(capsys, "apply", TINY, "add_filters", "node=c1", "--weights", "/dev/zero",
                             "-o", tmp_path / "a")
     assert code == 2 and "/dev/zero" in err and "limit" in err
+
+
+def test_diff_marks_the_batchnorms_that_lost_channels_too():
+    import archgraph
+    from archgraph import rules
+    from archgraph.history.diff import PRUNED, diff_dot, graph_diff
+    g = archgraph.load(SEEDS / "resnet_cifar.yaml")
+    rw = archgraph.apply(g, rules.PruneChannels(node="b1_c1", indices=(0, 1)))
+    d = graph_diff(g, rw.graph)
+    bns = [n for n, node in g.nodes.items() if node.op == "batchnorm2d" and n in d.follows]
+    assert bns and all(d.follows[n] == -2 for n in bns)
+    dot = diff_dot(g, rw.graph)
+    for n in bns:
+        start = dot.index(f"\t{n} [")
+        entry = dot[start:dot.index("\n\t", dot.index("fillcolor", start))]
+        assert PRUNED in entry and "-2 channels" in entry
