@@ -266,3 +266,20 @@ def test_diff_marks_the_batchnorms_that_lost_channels_too():
         start = dot.index(f"\t{n} [")
         entry = dot[start:dot.index("\n\t", dot.index("fillcolor", start))]
         assert PRUNED in entry and "-2 channels" in entry
+
+
+# ---- help ---------------------------------------------------------------------------------------------------------
+
+def test_every_positional_argument_has_a_description_and_help_lines_are_short():
+    import argparse
+
+    from archgraph.cli import parser
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if not action.option_strings and action.dest != "help":
+                assert action.help, f"{name}: positional {action.metavar or action.dest} has no description"
+        text = p.format_help()
+        assert max(len(line) for line in text.splitlines()) <= 120, name
+    epilog = sub.choices["apply"].format_help()
+    assert "op=none takes conv2d" in epilog and "bias=none" in epilog

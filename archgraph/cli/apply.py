@@ -20,6 +20,13 @@ def rule_help() -> str:
             args.append(field if info.is_required() else f"{field}={_show(info.default)}")
         lines.append(f"  {name} " + " ".join(args))
     lines.append("")
+    lines.append("'none' is a default chosen from the graph: op=none takes conv2d after a [C, H, W] value and linear "
+                 "after [F];")
+    lines.append("bias=none gives the new layer a bias unless a norm follows; prefix=none names the new nodes")
+    lines.append("after AFTER; width=none keeps AFTER's width;")
+    lines.append("norm=none and activation=none add no norm or activation (insert_block's defaults are "
+                 "batchnorm and relu).")
+    lines.append("")
     lines.append("example: archgraph apply examples/seeds/tiny_cnn.yaml add_filters node=c1 count=4 -o runs/wide")
     return "\n".join(lines)
 
@@ -34,11 +41,11 @@ def _show(value) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("apply", help="apply one rewrite rule (grow or prune) to a graph and its weights",
-                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and "
-                                   "OUT/weights.safetensors. The weights come from --weights (carried through the "
-                                   "rule) or, without it, from a deterministic initialisation with --seed.",
+                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and\n"
+                                   "OUT/weights.safetensors. The weights come from --weights (carried through\n"
+                                   "the rule) or, without it, from a deterministic initialisation with --seed.",
                        epilog=rule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("graph", metavar="GRAPH", help="the graph file to rewrite")
     p.add_argument("rule", metavar="RULE", help="rule name, e.g. add_filters")
     p.add_argument("values", nargs="*", metavar="KEY=VALUE", help="the rule's arguments")
     p.add_argument("--weights", metavar="W.safetensors", help="weights of GRAPH (keys <node_id>.<param>)")

@@ -13,7 +13,7 @@ def register(sub) -> None:
                                    "onnxruntime's output is compared with PyTorch's), and/or as a standalone "
                                    "Python file defining an nn.Module that needs only torch and whose state_dict "
                                    "keys are <node_id>.<param>.")
-    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("graph", metavar="GRAPH", help="the graph file to export")
     p.add_argument("--weights", metavar="W.safetensors", help="weights (needed for --onnx; checked for --python)")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")

@@ -16,7 +16,7 @@ def register(sub) -> None:
                                    "graph's outputs are never pruned; grouped convs lose the same positions in every "
                                    "group. Prints the equivalent "
                                    "prune_channels rules (for 'archgraph apply').")
-    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("graph", metavar="GRAPH", help="the graph file to prune")
     p.add_argument("--weights", required=True, metavar="W.safetensors", help="weights of GRAPH")
     p.add_argument("--ratio", type=float, required=True, help="fraction of each group's channels to remove, [0, 1)")
     p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="importance (default l2)")
