@@ -283,3 +283,21 @@ def test_every_positional_argument_has_a_description_and_help_lines_are_short():
         assert max(len(line) for line in text.splitlines()) <= 120, name
     epilog = sub.choices["apply"].format_help()
     assert "op=none takes conv2d" in epilog and "bias=none" in epilog
+
+
+def test_import_errors_carry_no_tracing_noise(tmp_path, capsys):
+    code, _, err = run_main(capsys, "import", "torchvision:resnet18", "--input-shape", "1,64,64", "-o", tmp_path / "i")
+    assert code == 2 and "fx node 'conv1'" in err and "to have 3 channels" in err
+    assert "While executing" not in err and "tlparse" not in err and "Original traceback" not in err
+
+
+@pytest.mark.parametrize("field, value", [("schedule.epochs", '"3"'), ("data.augment.flip", "1"),
+                                          ("schedule.lr", "true")])
+def test_run_files_are_strict_too(tmp_path, capsys, field, value):
+    section, _, rest = field.partition(".")
+    body = {"schedule": f"schedule: {{{rest}: {value}}}\n",
+            "data": "data: {name: digits, augment: {flip: 1}}\n"}[section]
+    run = tmp_path / "run.yaml"
+    run.write_text(f"seed: {TINY}\nmethod: {{name: gnap}}\n" + body)
+    code, _, err = run_main(capsys, "validate", run)
+    assert code == 2 and field in err
