@@ -144,8 +144,21 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
         raise
     except Exception as err:
         raise ConversionError(f"running the traced module on a {list(example.shape[1:])} input failed: "
-                              f"{type(err).__name__}: {err}", field="input_shape") from None
+                              f"{_first_line(err)}", field="input_shape", fx_node=_fx_node(err)) from None
     return values
+
+
+def _first_line(err: Exception) -> str:
+    """torch's own message without the tracing notes fx appends ("While executing %conv1 ...", "Original
+    traceback", "Use tlparse ...")."""
+    text = str(err).split("While executing")[0].strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _fx_node(err: Exception):
+    import re
+    found = re.search(r"While executing %(\w+)", str(err))
+    return found.group(1) if found else None
 
 
 # ---- the converter -------------------------------------------------------------------------------------------------

@@ -881,6 +881,9 @@ class OpDef:
     residual: bool = False
     #: ``collapse_layer`` may remove an input branch ending here (the sum or concatenation of the others remains)
     branch_end: bool = False
+    #: a zero input channel can come out as a non-zero constant (a norm's shift, sigmoid(0) = 0.5): removing such a
+    #: channel downstream is not exact
+    shifts_zero: bool = False
     # -- build --
     #: builds the node's submodule, for nodes that hold parameters or buffers or depend on train/eval mode
     module: Optional[Callable[[Any, Any, list[Shape]], Any]] = None
@@ -937,10 +940,10 @@ F_ = "torch.nn.functional."
 
 
 def _activation(kind, target: Callable, *, block: bool = False, nonneg=never, identity=never, modules=(),
-                functions=(), methods=(), **kwargs_of) -> OpDef:
+                functions=(), methods=(), shifts_zero: bool = False, **kwargs_of) -> OpDef:
     """An element-wise activation built as a function call."""
     return OpDef(kind=kind, shape=same_shape, channels=ACT, function=call(target, **kwargs_of), is_activation=True,
-                 block_activation=block, nonneg=nonneg, identity=identity,
+                 block_activation=block, nonneg=nonneg, identity=identity, shifts_zero=shifts_zero,
                  imports=Imports(modules=modules, functions=functions, methods=methods))
 
 
@@ -968,15 +971,15 @@ DEFS: tuple[OpDef, ...] = (
           identity_fill="eye", module=linear_module, resize=linear_resize, colour=LINEAR_COLOUR,
           python={"torch.nn.Linear": linear_source}, imports=Imports(modules=("torch.nn.Linear",))),
     OpDef(kind=S.BatchNorm2d, shape=rank_shape(3), channels=ACT, layout=bn_layout, params=bn_params,
-          buffers=BN_BUFFERS, in_rank=3, is_norm=True, running_stats=True, module=bn2d_module, colour=NORM_COLOUR,
+          buffers=BN_BUFFERS, in_rank=3, is_norm=True, running_stats=True, shifts_zero=True, module=bn2d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm2d": bn_source("BatchNorm2d")},
           imports=Imports(modules=("torch.nn.BatchNorm2d",))),
     OpDef(kind=S.BatchNorm1d, shape=rank_shape(1), channels=ACT, layout=bn_layout, params=bn_params,
-          buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, module=bn1d_module, colour=NORM_COLOUR,
+          buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, shifts_zero=True, module=bn1d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
           imports=Imports(modules=("torch.nn.BatchNorm1d",))),
     OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
-          module=ln_module, mixes=ln_mixing, colour=NORM_COLOUR,
+          module=ln_module, mixes=ln_mixing, shifts_zero=True, colour=NORM_COLOUR,
           python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
           imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm",))),
     _activation(S.ReLU, lambda T: T.torch.relu, block=True, nonneg=always, identity=every,  # relu(x) = x, x >= 0
@@ -986,7 +989,7 @@ DEFS: tuple[OpDef, ...] = (
     _activation(S.GELU, lambda T: T.F.gelu, block=True, modules=("torch.nn.GELU",), functions=(F_ + "gelu",),
                 approximate=lambda n: n.approximate),
     _activation(S.SiLU, lambda T: T.F.silu, block=True, modules=("torch.nn.SiLU",), functions=(F_ + "silu",)),
-    _activation(S.Sigmoid, lambda T: T.torch.sigmoid, nonneg=always, modules=("torch.nn.Sigmoid",),
+    _activation(S.Sigmoid, lambda T: T.torch.sigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Sigmoid",),
                 functions=("torch.sigmoid", F_ + "sigmoid"), methods=("sigmoid",)),
     _activation(S.Tanh, lambda T: T.torch.tanh, modules=("torch.nn.Tanh",), functions=("torch.tanh", F_ + "tanh"),
                 methods=("tanh",)),
@@ -1018,7 +1021,8 @@ DEFS: tuple[OpDef, ...] = (
           imports=Imports(functions=("torch.cat", "torch.concat", "torch.concatenate"))),
     OpDef(kind=S.Identity, shape=same_shape, channels=ACT, passthrough=True, nonneg=every, identity=always,
           imports=Imports(modules=("torch.nn.Identity",))),
-    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, modules=("torch.nn.Hardsigmoid",),
+    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True,
+                modules=("torch.nn.Hardsigmoid",),
                 functions=(F_ + "hardsigmoid",)),
     OpDef(kind=S.Scale, shape=norm_any_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
           module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
