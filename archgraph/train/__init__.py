@@ -26,7 +26,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     root, and ``settings`` any field by dotted name, e.g. ``{"schedule.epochs": 2}``. Under ``torchrun`` every
     process calls this and trains its share (see :mod:`archgraph.train.distributed`); only rank 0 writes ``out_dir``.
     """
-    from .loop import Trainer
+    from .loop import Trainer  # torch: importing archgraph.train (run files, schemas) needs none
     if isinstance(config_or_path, (str, os.PathLike)):
         source = str(config_or_path)
         cfg = load_config(config_or_path)
