@@ -16,17 +16,18 @@ import json
 import keyword
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, PrivateAttr,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict,
                       model_validator)
 
 from .errors import GraphError
-from .ops.spec import Node, NodeSpec
-from .shapes import count_macs, count_params, infer_shapes
+from .limits import check_graph
+from .ops.spec import Node, NodeSpec, PositiveInt
+from .shapes import count_macs, count_params, infer_shapes, node_macs, node_params
 from .topology import to_networkx, topological_order
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
-NodeId = Annotated[str, Field(pattern=ID_PATTERN)]
+NodeId = Annotated[str, Strict(), Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
 
 
@@ -96,7 +97,7 @@ class Graph(BaseModel):
                               json_schema_extra={"title": "archgraph graph", "$id": "archgraph.graph.schema.json"})
 
     archgraph: Literal[1] = Field(FORMAT_VERSION, description="format version")
-    name: str = Field("graph", description="a name for people; not used by the engine")
+    name: Annotated[str, Strict()] = Field("graph", description="a name for people; not used by the engine")
     inputs: dict[NodeId, InputSpec] = Field(
         description="input id -> per-sample shape without the batch dimension: [C, H, W], [T, D] (a sequence) or "
                     "[F]; or {shape: [T], vocab: V} for integer token ids", min_length=1)
@@ -241,7 +242,7 @@ def check(graph: Graph) -> None:
     for i, out in enumerate(graph.outputs):
         if out in graph.outputs[:i]:
             raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
-    graph._shape_table()  # shape errors name their node
+    check_graph(graph)  # sizes, then shapes (their errors name the node), then totals: before anything is allocated
 
 
 def _close_match(name: str, candidates: list[str]) -> str:
@@ -259,3 +260,19 @@ def content_hash(graph) -> str:
     data.pop("name", None)
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def summary(graph) -> dict:
+    """The numbers ``archgraph summary --json`` prints."""
+    shapes = graph.shapes()
+    return {
+        "name": graph.name,
+        "params": count_params(graph),
+        "macs": count_macs(graph),
+        "nodes": len(graph.nodes),
+        "inputs": {k: input_data(v) for k, v in graph.inputs.items()},
+        "outputs": {k: list(shapes[k]) for k in graph.outputs},
+        "shapes": {k: list(v) for k, v in shapes.items()},
+        "layers": [{"id": nid, "op": n.op, "shape": list(shapes[nid]), "params": node_params(graph, nid),
+                    "macs": node_macs(graph, nid)} for nid, n in graph.nodes.items()],
+    }

@@ -33,10 +33,28 @@ class AxisMap:
     #: new positions that copy an old entry another position keeps too (net2net, split): their optimizer state
     #: starts at zero
     copied: frozenset = frozenset()
+    #: new positions that start at zero whatever ``fill`` says (a new recurrent unit's cell-candidate rows)
+    zero: frozenset = frozenset()
 
     @property
     def size(self) -> int:
         return len(self.index)
+
+    def tiled(self, blocks: int, quiet: Optional[int] = None) -> "AxisMap":
+        """The map of an axis holding ``blocks`` gate blocks of these channels one after another (an LSTM's
+        ``[4 * hidden, ...]``); the new positions of block ``quiet`` start at zero.
+
+        >>> AxisMap((0, -1), 1).tiled(2, quiet=1).index, AxisMap((0, -1), 1).tiled(2, quiet=1).zero
+        ((0, -1, 1, -1), frozenset({3}))
+        """
+        n, old = self.size, self.old_size
+        index = tuple(i + b * old if i >= 0 else -1 for b in range(blocks) for i in self.index)
+        scale = None if self.scale is None else tuple(self.scale) * blocks
+        copied = frozenset(i + b * n for b in range(blocks) for i in self.copied)
+        zero = set(i + b * n for b in range(blocks) for i in self.zero)
+        if quiet is not None:
+            zero |= {quiet * n + i for i, src in enumerate(self.index) if src < 0}
+        return AxisMap(index, old * blocks, self.fill, scale, copied, frozenset(zero))
 
     def describe(self) -> str:
         kept = sum(1 for i in self.index if i >= 0) - len(self.copied)

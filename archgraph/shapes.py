@@ -74,20 +74,3 @@ def count_nonzero_macs(graph, weights: Mapping[str, object]) -> int:
             continue
         total += OPS[node.op].nonzero_macs(node, shapes[nid], int((w != 0).sum()))
     return total
-
-
-def summary(graph) -> dict:
-    """The numbers ``archgraph summary --json`` prints."""
-    from .graph import input_data
-    shapes = graph.shapes()
-    return {
-        "name": graph.name,
-        "params": count_params(graph),
-        "macs": count_macs(graph),
-        "nodes": len(graph.nodes),
-        "inputs": {k: input_data(v) for k, v in graph.inputs.items()},
-        "outputs": {k: list(shapes[k]) for k in graph.outputs},
-        "shapes": {k: list(v) for k, v in shapes.items()},
-        "layers": [{"id": nid, "op": n.op, "shape": list(shapes[nid]), "params": node_params(graph, nid),
-                    "macs": node_macs(graph, nid)} for nid, n in graph.nodes.items()],
-    }

@@ -333,3 +333,52 @@ class ViTTiny(nn.Module):
 
 #: a token input is given as {"shape": [T], "vocab": V}
 HAND_WRITTEN.update({"gpt_tiny": (GPTTiny, {"shape": (32,), "vocab": 65}), "vit_tiny": (ViTTiny, (1, 28, 28))})
+
+
+# ---- dense prediction (issue 14) --------------------------------------------------------------------------------
+
+class UNetTiny(nn.Module):
+    """The hand-written twin of ``examples/seeds/unet_tiny.yaml`` (attribute names are the node ids)."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        self.e1_conv, self.e1_bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.e2_conv, self.e2_bn = nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.mid_conv, self.mid_bn = nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
+        self.up2 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.d2_conv, self.d2_bn = nn.Conv2d(32, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.up1_conv = nn.Conv2d(16, 8, 1)
+        self.d1_conv, self.d1_bn = nn.Conv2d(16, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, classes, 1)
+
+    def forward(self, x):
+        e1 = torch.relu(self.e1_bn(self.e1_conv(x)))
+        e2 = torch.relu(self.e2_bn(self.e2_conv(nn.functional.max_pool2d(e1, 2))))
+        mid = torch.relu(self.mid_bn(self.mid_conv(nn.functional.max_pool2d(e2, 2))))
+        d2 = torch.relu(self.d2_bn(self.d2_conv(torch.cat([self.up2(mid), e2], 1))))
+        up1 = self.up1_conv(nn.functional.interpolate(d2, scale_factor=2, mode="nearest"))
+        d1 = torch.relu(self.d1_bn(self.d1_conv(torch.cat([up1, e1], 1))))
+        return self.head(d1)
+
+
+HAND_WRITTEN.update({"unet_tiny": (UNetTiny, (3, 32, 32))})
+
+
+# ---- recurrent language models (issue 14) ------------------------------------------------------------------------
+
+class LSTMLM(nn.Module):
+    """The hand-written twin of ``examples/seeds/lstm_lm.yaml``: a char-level 2-layer LSTM language model."""
+
+    def __init__(self, vocab: int = 65, dim: int = 32, hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.lstm = nn.LSTM(dim, hidden, num_layers=2, batch_first=True, dropout=0.2)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens):
+        out, _ = self.lstm(self.embed(tokens))
+        return self.head(self.drop(out))
+
+
+HAND_WRITTEN.update({"lstm_lm": (LSTMLM, {"shape": (32,), "vocab": 65})})

@@ -306,6 +306,29 @@ def test_conv_and_pool_output_sizes_match_torch_on_a_grid():
 
 F_ = torch.nn.functional
 IMG, FLAT, SEQ, TOKENS = [4, 7, 6], [5], [6, 5], {"shape": [6], "vocab": 9}
+def reference_rnn(op: str, x, w, layers: int):
+    """An LSTM or GRU written out step by step (PyTorch's equations and gate order), from a zero state."""
+    for k in range(layers):
+        wi, wh = w[f"weight_ih_l{k}"], w[f"weight_hh_l{k}"]
+        bi, bh = w.get(f"bias_ih_l{k}", 0), w.get(f"bias_hh_l{k}", 0)
+        h = x.new_zeros(x.shape[0], wh.shape[1])
+        c = torch.zeros_like(h)
+        outs = []
+        for t in range(x.shape[1]):
+            a, b = x[:, t] @ wi.T + bi, h @ wh.T + bh
+            if op == "lstm":
+                i, f, g, o = (a + b).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            else:
+                (ar, az, an), (br, bz, bn) = a.chunk(3, dim=1), b.chunk(3, dim=1)
+                r, z = torch.sigmoid(ar + br), torch.sigmoid(az + bz)
+                h = (1 - z) * torch.tanh(an + r * bn) + z * h
+            outs.append(h)
+        x = torch.stack(outs, dim=1)
+    return x
+
+
 #: op -> (input shapes, node fields, reference(inputs, weights of the node))
 OP_CASES = {
     "conv2d": ([IMG], {"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 1], "padding": [1, 0],
@@ -343,6 +366,14 @@ OP_CASES = {
     "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)
                         .reshape(3, 6, 3, 2)),
     "slice": ([IMG], {"start": 1, "stop": 3}, lambda xs, w: xs[0][:, 1:3]),
+    "conv_transpose2d": ([IMG], {"out_channels": 6, "kernel_size": [3, 2], "stride": [2, 3], "padding": [1, 0],
+                                 "output_padding": [1, 2], "dilation": [1, 2], "groups": 2},
+                         lambda xs, w: F_.conv_transpose2d(xs[0], w["weight"], w["bias"], (2, 3), (1, 0), (1, 2), 2,
+                                                           (1, 2))),
+    "upsample": ([IMG], {"size": [9, 13], "mode": "bilinear", "align_corners": False},
+                 lambda xs, w: F_.interpolate(xs[0], size=(9, 13), mode="bilinear", align_corners=False)),
+    "lstm": ([SEQ], {"hidden_size": 3, "num_layers": 2}, lambda xs, w: reference_rnn("lstm", xs[0], w, 2)),
+    "gru": ([SEQ], {"hidden_size": 4, "bias": False}, lambda xs, w: reference_rnn("gru", xs[0], w, 1)),
     "rmsnorm": ([SEQ], {"eps": 1e-4}, lambda xs, w: F_.rms_norm(xs[0], (5,), w["weight"], 1e-4)),
     "embedding": ([TOKENS], {"embedding_dim": 4}, lambda xs, w: F_.embedding(xs[0], w["weight"])),
     "position_embedding": ([SEQ], {}, lambda xs, w: xs[0] + w["weight"]),

@@ -49,7 +49,11 @@ nodes:
   same: {op: identity, in: ap}
   gap:  {op: global_avg_pool, in: mp}
   fl:   {op: flatten, in: same}
-  cat2: {op: concat, in: [fl, gap]}
+  ct:   {op: conv_transpose2d, in: same, out_channels: 8, kernel_size: 3, stride: 2, padding: 1, output_padding: 1}
+  up:   {op: upsample, in: ct, scale_factor: 0.5, mode: bilinear, align_corners: false}
+  upn:  {op: upsample, in: up, size: 1}
+  gap2: {op: global_avg_pool, in: upn}
+  cat2: {op: concat, in: [fl, gap, gap2]}
   fc:   {op: linear, in: cat2, out_features: 6}
   bn1:  {op: batchnorm1d, in: fc}
   ln1:  {op: layernorm, in: bn1}
@@ -83,7 +87,9 @@ nodes:
   res2: {op: add, in: [res, drop]}
   n2:   {op: layernorm, in: res2}
   g:    {op: gelu, in: n2}
-  head: {op: linear, in: g, out_features: 11}
+  rec:  {op: lstm, in: g, hidden_size: 5, num_layers: 2}
+  gru:  {op: gru, in: rec, hidden_size: 4}
+  head: {op: linear, in: gru, out_features: 11}
   pool: {op: token_pool, in: n2, mode: first}
   avg:  {op: token_pool, in: n2}
   both: {op: add, in: [pool, avg]}

@@ -64,11 +64,16 @@ def test_run_reads_versions_events_and_metrics(run_dir):
         run.version(9)
 
 
-def test_cut_short_last_line_is_ignored_but_a_bad_line_is_an_error(run_dir):
+def test_cut_short_last_line_and_a_bad_line_are_errors_naming_the_line(run_dir):
     log = run_dir / "history.jsonl"
     whole = len(read_events(log))
+    text = log.read_text()
     with open(log, "a") as fh:
-        fh.write('{"event": "epoch", "epoch": 99, "st')  # a crash in the middle of a write
+        fh.write('{"event": "epoch", "epoch": 99, "st')  # a crash in the middle of a write, or a truncated file
+    with pytest.raises(HistoryError, match=f"line {whole + 1} is cut short") as err:
+        read_events(log)
+    assert err.value.file == str(log)
+    log.write_text(text.rstrip("\n"))  # a whole last line without its newline is still read
     assert len(read_events(log)) == whole
     lines = log.read_text().splitlines()
     lines[3] = lines[3][:-5]

@@ -122,3 +122,24 @@ def test_package_root_holds_at_most_ten_modules():
     for name in ("build", "prune", "transfer", "apply", "rewrite", "replay", "grow"):
         assert not (PACKAGE / f"{name}.py").exists(), name
         assert callable(getattr(archgraph, name))
+
+
+def test_few_in_function_imports_of_archgraph_outside_cli():
+    """Imports are ordinary top-level imports; the few inside functions (outside cli/, whose commands load their
+    modules on demand) each say why on their line."""
+    found = []
+    for name, path in _modules().items():
+        if name.startswith("archgraph.cli"):
+            continue
+        lines = path.read_text().splitlines()
+        for stmt in ast.walk(ast.parse(path.read_text())):
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(stmt):
+                    if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith(
+                            "archgraph")):
+                        found.append((name, inner.lineno, lines[inner.lineno - 1]))
+                    elif isinstance(inner, ast.Import) and any(a.name.startswith("archgraph") for a in inner.names):
+                        found.append((name, inner.lineno, lines[inner.lineno - 1]))
+    assert len(found) <= 10, found
+    unexplained = [f for f in found if "#" not in f[2]]
+    assert not unexplained, unexplained

@@ -26,11 +26,12 @@ def test_every_op_has_every_entry(op):
     assert [d.module is not None, d.function is not None, d.passthrough].count(True) == 1, op
     assert d.packing in PACKINGS
     assert re.fullmatch(r"#[0-9a-f]{6}", d.colour), "render: a fill colour"
-    for flag in ("weighted", "conv", "is_norm", "running_stats", "is_activation", "block_activation", "is_pool",
+    for flag in ("weighted", "conv", "shifts_zero", "is_norm", "running_stats", "is_activation", "block_activation", "is_pool",
                  "is_dropout", "residual", "branch_end", "passthrough"):
         assert isinstance(getattr(d, flag), bool), flag
     if d.weighted:
-        assert d.width_field in d.kind.model_fields and d.identity_fill in ("dirac", "eye") and d.in_rank
+        # identity_fill: how an inserted layer of this op starts as the identity (None: it cannot be inserted)
+        assert d.width_field in d.kind.model_fields and d.identity_fill in (None, "dirac", "eye") and d.in_rank
         assert d.nonzero_macs is not OPS["relu"].nonzero_macs
     else:
         assert not d.conv

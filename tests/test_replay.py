@@ -53,8 +53,32 @@ def test_replay_does_not_read_the_stored_versions(run_dir):
     for path in (run_dir / "versions").glob("*.yaml"):
         if path.name != "0000.yaml":
             path.unlink()
-    g = replay(run_dir, 5)
+    g = replay(run_dir, 5, check_files=False)
     assert content_hash(g) == Run(run_dir).version(5).hash
+
+
+def test_a_deleted_version_file_is_an_error_naming_it(run_dir, capsys):
+    """The CLI's help says replay checks every stored file: a missing one is not 'ok'."""
+    (run_dir / "versions" / "0003.yaml").unlink()
+    with pytest.raises(HistoryError, match="version 3 .* has no stored file") as err:
+        replay(run_dir)
+    assert err.value.file.endswith("0003.yaml")
+    assert main(["replay", str(run_dir)]) == 2
+    captured = capsys.readouterr()
+    assert "0003.yaml" in captured.err and "v3 " not in captured.out
+
+
+@pytest.mark.parametrize("command", ["replay", "report", "plot"])
+def test_a_truncated_history_is_an_error_naming_file_and_line(run_dir, tmp_path, capsys, command):
+    log = run_dir / "history.jsonl"
+    data = log.read_bytes()
+    log.write_bytes(data[:len(data) - 20])  # cut in the middle of the last line
+    lines = data[:len(data) - 20].count(b"\n") + 1
+    argv = [command, str(run_dir)] + (["-o", str(tmp_path / "p.png")] if command == "plot" else
+                                      ["-o", str(tmp_path / "r.html")] if command == "report" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(log) in err and f"line {lines} is cut short" in err
 
 
 def test_replay_cli_writes_the_graph(run_dir, tmp_path, capsys):

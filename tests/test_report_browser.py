@@ -49,8 +49,9 @@ def report(tmp_path):
         ("prune_channels", {"node": "c2", "indices": [0, 2, 5]}, lambda g: widen(g, "c2", -3)),
     ])
     # strategies add metrics of their own, some not numbers: the page must show them, not fail
-    extra = {"gate_means": [0.5, 0.25], "val_extra": None}
-    return write_report(write_run(tmp_path / "run", seed, steps, extra_metrics=extra))
+    extra = {"gate_means": [0.5, 0.25], "val_extra": None, "lr": 1.37e-5}
+    return write_report(write_run(tmp_path / "run", seed, steps, extra_metrics=extra,
+                                  config={"name": "my-run", "seed": "seed.yaml"}))
 
 
 def _state(d):
@@ -79,7 +80,7 @@ def test_report_works_in_chromium(driver, report):
     assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0
 
     last = _state(driver)
-    assert last["title"] == "version 3 of 3" and "prune_channels" in last["rule"]
+    assert last["title"] == "version 3 (4 of 4)" and "prune_channels" in last["rule"]
     assert "pruned -3" in last["diff"]
     assert "gate_means[0.5,0.25][0.5,0.25]" in driver.find_element(By.ID, "metrics").text.replace(" ", "").replace("\n", "")
 
@@ -87,13 +88,13 @@ def test_report_works_in_chromium(driver, report):
     slider.click()
     slider.send_keys(Keys.HOME)
     first = _state(driver)
-    assert first["title"] == "version 0 of 3" and first["slider"] == "0"
+    assert first["title"] == "version 0 (1 of 4)" and first["slider"] == "0"
     assert "seed" in first["rule"] and first["diff"] == ""
     assert first["graph"] != last["graph"] and first["marker"] != last["marker"]
 
     slider.send_keys(Keys.ARROW_RIGHT)
     second = _state(driver)
-    assert second["title"] == "version 1 of 3"
+    assert second["title"] == "version 1 (2 of 4)"
     assert "add_filters(node=c1, count=4, init=preserve)" in second["rule"]
     assert "widened: c1 +4" in second["changes"] and "widened +4" in second["diff"]
     assert second["graph"] != first["graph"]
@@ -102,7 +103,7 @@ def test_report_works_in_chromium(driver, report):
     driver.find_element(By.ID, "next").click()
     assert "added: c4" in _state(driver)["changes"]
     driver.find_element(By.CSS_SELECTOR, ".chip[data-version='0']").click()
-    assert _state(driver)["title"] == "version 0 of 3"
+    assert _state(driver)["title"] == "version 0 (1 of 4)"
 
     errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
@@ -114,3 +115,21 @@ def test_report_works_in_chromium(driver, report):
     colours = shot.getcolors(maxcolors=1 << 20)
     assert len(colours) > 200, "the screenshot is (nearly) blank"
     assert max(c for c, _ in colours) < 0.9 * shot.size[0] * shot.size[1]
+
+
+def test_report_shows_the_run_name_small_numbers_and_counts(driver, report, tmp_path):
+    """Issue 12: the learning rate 1.37e-5 showed as "0", the title was the folder's name, "1 versions"."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver.get(report.resolve().as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "version-title").text.strip())
+    assert driver.find_element(By.TAG_NAME, "h1").text == "my-run" and driver.title.startswith("my-run")
+    assert "1.37e-5" in driver.find_element(By.ID, "metrics").text
+    assert "4 versions" in driver.find_element(By.ID, "run-summary").text
+    seed = archgraph.load(ROOT / "examples" / "seeds" / "tiny_cnn.yaml")
+    single = write_report(write_run(tmp_path / "single", seed, []))
+    driver.get(single.resolve().as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "version-title").text.strip())
+    summary = driver.find_element(By.ID, "run-summary").text
+    assert "1 version " in summary + " " and "1 versions" not in summary
+    assert driver.find_element(By.TAG_NAME, "h1").text == "single"

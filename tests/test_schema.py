@@ -52,3 +52,38 @@ def test_python_construction_needs_no_op():
     from archgraph.ops.spec import Conv2d, Linear
     assert Conv2d(inputs="x", out_channels=8, kernel_size=3).op == "conv2d"
     assert Linear.model_validate({"in": "x", "out_features": 2}).op == "linear"
+
+
+MALFORMED = sorted((ROOT / "tests" / "malformed").glob("*.yaml"))
+
+
+def _schema_verdict(data) -> bool:
+    from archgraph.format.schemas import all_schemas
+    try:
+        jsonschema.validate(data, all_schemas()["graph.schema.json"])
+    except jsonschema.ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", SEEDS + MALFORMED, ids=[p.stem for p in SEEDS + MALFORMED])
+def test_the_schema_and_the_validator_agree(path):
+    """What the JSON Schema (an editor's view) refuses, ``validate`` refuses too: no silent conversion of
+    ``out_channels: true`` or ``"16"``. (The validator also checks what a schema cannot: references, shapes.)"""
+    import archgraph
+    from archgraph.errors import ArchgraphError
+    try:
+        from archgraph.format.yaml_io import parse_yaml, read_text
+        data = parse_yaml(read_text(path))  # refuses alias bombs, which yaml.safe_load would expand
+        assert json.loads(json.dumps(data)) == data
+    except Exception:
+        pytest.skip("not YAML a schema can read (no JSON equivalent)")
+    try:
+        archgraph.load(path)
+        loaded = True
+    except ArchgraphError:
+        loaded = False
+    if not _schema_verdict(data):
+        assert not loaded, f"the schema refuses {path.name} but validate accepts it"
+    if path in SEEDS:
+        assert loaded and _schema_verdict(data)

@@ -51,6 +51,15 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
         kh, kw = m.kernel_size
         total += m.out_channels * (m.in_channels // m.groups) * kh * kw * out.shape[2] * out.shape[3]
 
+    def transposed(m: nn.ConvTranspose2d, inputs, out):   # every weight entry at every input position
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += m.in_channels * (m.out_channels // m.groups) * kh * kw * inputs[0].shape[2] * inputs[0].shape[3]
+
+    def recurrent(m: nn.RNNBase, inputs, out):   # every weight_ih / weight_hh entry at every step
+        nonlocal total
+        total += inputs[0].shape[1] * sum(p.numel() for n, p in m.named_parameters() if n.startswith("weight"))
+
     def linear(m: nn.Linear, inputs, out):
         nonlocal total
         total += m.in_features * m.out_features * (out.shape[1] if out.dim() == 3 else 1)  # every token
@@ -63,6 +72,10 @@ def hook_macs(module: nn.Module, x: torch.Tensor) -> int:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             handles.append(m.register_forward_hook(conv))
+        elif isinstance(m, nn.ConvTranspose2d):
+            handles.append(m.register_forward_hook(transposed))
+        elif isinstance(m, nn.RNNBase):
+            handles.append(m.register_forward_hook(recurrent))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear))
         elif type(m).__name__ in ("SelfAttention", "Attention"):   # D = num_heads * head_dim here
@@ -92,6 +105,15 @@ def pair(name: str):
     randomise(built, seed=11)
     ref.load_state_dict(built.state_dict(), strict=True)  # copy by <node_id>.<param>; key sets must match
     return g, built, ref, shape
+
+
+def sample(g, n: int, seed: int) -> torch.Tensor:
+    """``n`` random inputs of the seed's (only) input: token ids below its vocabulary, or float64 values."""
+    (shape,) = g.inputs.values()
+    gen = torch.Generator().manual_seed(seed)
+    if getattr(shape, "vocab", None) is not None:
+        return torch.randint(0, shape.vocab, (n, *shape), generator=gen)
+    return torch.randn(n, *shape, dtype=torch.float64, generator=gen)
 
 
 # ---- the checks -------------------------------------------------------------------------------------------------

@@ -23,7 +23,13 @@
     if (typeof value !== "number") return String(value);
     if (Number.isInteger(value)) return value.toLocaleString("en-US");
     if (Math.abs(value) >= 100) return Math.round(value).toLocaleString("en-US");
+    // small values keep three significant digits (a learning rate of 1.37e-5 is not "0")
+    if (value !== 0 && Math.abs(value) < 0.001) return value.toExponential(2).replace(/\.?0+e/, "e");
     return value.toFixed(4).replace(/0+$/, "").replace(/\.$/, "");
+  }
+
+  function plural(n, word) {
+    return `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
   }
 
   function short(value) {
@@ -227,7 +233,8 @@
     $("slider").value = String(k);
     $("prev").disabled = k === 0;
     $("next").disabled = k === VERSIONS.length - 1;
-    $("version-title").textContent = `version ${v.version} of ${VERSIONS.length - 1}`;
+    // versions count from 0 (the seed), so say both the version number and its place among all of them
+    $("version-title").textContent = `version ${v.version} (${k + 1} of ${VERSIONS.length})`;
     const rule = $("rule");
     rule.innerHTML = "";
     const badge = document.createElement("span");
@@ -263,7 +270,8 @@
 
   function init() {
     const s = DATA.summary || {};
-    const bits = [`${VERSIONS.length} versions`, `${DATA.events.filter((e) => e.kind === "growth").length} growth`,
+    const bits = [plural(VERSIONS.length, "version"),
+                  `${DATA.events.filter((e) => e.kind === "growth").length} growth`,
                   `${DATA.events.filter((e) => e.kind === "prune").length} prune`];
     if (typeof s.test_acc === "number") bits.push(`test_acc ${fmt(s.test_acc)}`);
     if (typeof s.params === "number") bits.push(`${fmt(s.params)} params`);

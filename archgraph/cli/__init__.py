@@ -17,6 +17,10 @@ COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", 
             "plot", "report", "import_model", "export"]
 
 
+OUT_OF_MEMORY = ("out of memory: the graph, rule or data is too large for this machine (the size limits of "
+                 "docs/format.md are far higher; lower them with ARCHGRAPH_MAX_PARAMS to be refused earlier)")
+
+
 def parser() -> argparse.ArgumentParser:
     from .. import __version__
     p = argparse.ArgumentParser(
@@ -41,14 +45,34 @@ def fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return code
+    except BrokenPipeError:  # the reader went away (``archgraph summary f.yaml --json | head -2``): end quietly
+        _silence_stdout()
+        return 0
     except ArchgraphError as err:
         return fail(str(err))
     except OSError as err:  # a path that cannot be read or written is bad input too: a message, not a traceback
         where = f"{err.filename}: " if err.filename else ""
         return fail(f"{where}{err.strerror or err}")
+    except MemoryError:
+        return fail(OUT_OF_MEMORY)
+    except RuntimeError as err:  # torch's allocator: "DefaultCPUAllocator: can't allocate memory"
+        if "allocat" not in str(err) and "out of memory" not in str(err):
+            raise
+        return fail(f"{OUT_OF_MEMORY} ({str(err).splitlines()[0][:200]})")
     except KeyboardInterrupt:
         print("archgraph: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again on the closed pipe."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

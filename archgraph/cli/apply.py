@@ -8,6 +8,8 @@ from pathlib import Path
 import archgraph
 from archgraph.errors import ConfigError
 
+from .outputs import add_force, output_folder
+
 
 def rule_help() -> str:
     from archgraph.rules import RULES
@@ -17,6 +19,13 @@ def rule_help() -> str:
         for field, info in cls.model_fields.items():
             args.append(field if info.is_required() else f"{field}={_show(info.default)}")
         lines.append(f"  {name} " + " ".join(args))
+    lines.append("")
+    lines.append("'none' is a default chosen from the graph: op=none takes conv2d after a [C, H, W] value and linear "
+                 "after [F];")
+    lines.append("bias=none gives the new layer a bias unless a norm follows; prefix=none names the new nodes")
+    lines.append("after AFTER; width=none keeps AFTER's width;")
+    lines.append("norm=none and activation=none add no norm or activation (insert_block's defaults are "
+                 "batchnorm and relu).")
     lines.append("")
     lines.append("example: archgraph apply examples/seeds/tiny_cnn.yaml add_filters node=c1 count=4 -o runs/wide")
     return "\n".join(lines)
@@ -32,18 +41,20 @@ def _show(value) -> str:
 
 def register(sub) -> None:
     p = sub.add_parser("apply", help="apply one rewrite rule (grow or prune) to a graph and its weights",
-                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and "
-                                   "OUT/weights.safetensors. The weights come from --weights (carried through the "
-                                   "rule) or, without it, from a deterministic initialisation with --seed.",
+                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and\n"
+                                   "OUT/weights.safetensors. The weights come from --weights (carried through\n"
+                                   "the rule) or, without it, from a deterministic initialisation with --seed.",
                        epilog=rule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("graph", metavar="GRAPH", help="the graph file to rewrite")
     p.add_argument("rule", metavar="RULE", help="rule name, e.g. add_filters")
     p.add_argument("values", nargs="*", metavar="KEY=VALUE", help="the rule's arguments")
     p.add_argument("--weights", metavar="W.safetensors", help="weights of GRAPH (keys <node_id>.<param>)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed for GRAPH without --weights and for "
                                                        "new entries that start random (default 0)")
     p.add_argument("--plan", action="store_true", help="also print how every changed tensor is made")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
+    add_force(p)
     p.set_defaults(func=run)
 
 
@@ -73,8 +84,6 @@ def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
     from archgraph.graph import content_hash
     from archgraph.fx.weights import save_weights
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError("the output must be a directory", file=str(folder))
     gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
     save(graph, gpath)
     metadata = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in meta.items()}}
@@ -86,6 +95,7 @@ def run(args) -> int:
     from archgraph.fx.materialise import materialise
     from archgraph.rules.base import apply
     from archgraph.rules import parse
+    output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     rule = parse(args.rule, parse_values(args.rule, args.values))
     rw = apply(graph, rule)

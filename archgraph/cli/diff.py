@@ -5,6 +5,8 @@ import json
 
 import archgraph
 
+from .outputs import output_file
+
 
 def register(sub) -> None:
     p = sub.add_parser("diff", help="draw what changed between two graph versions",
@@ -20,6 +22,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from archgraph.history.diff import graph_diff, render_diff
+    if args.output:
+        output_file(args.output)
     old, new = archgraph.load(args.old), archgraph.load(args.new)
     d = graph_diff(old, new)
     if args.json:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import archgraph
 from archgraph.errors import ConfigError
 
+from .outputs import output_file
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a graph to ONNX or to a standalone PyTorch file",
@@ -11,7 +13,7 @@ def register(sub) -> None:
                                    "onnxruntime's output is compared with PyTorch's), and/or as a standalone "
                                    "Python file defining an nn.Module that needs only torch and whose state_dict "
                                    "keys are <node_id>.<param>.")
-    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("graph", metavar="GRAPH", help="the graph file to export")
     p.add_argument("--weights", metavar="W.safetensors", help="weights (needed for --onnx; checked for --python)")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
@@ -24,6 +26,9 @@ def run(args) -> int:
         raise ConfigError("nothing to do: give --onnx OUT.onnx and/or --python OUT.py")
     if args.onnx and not args.weights:
         raise ConfigError("--onnx needs --weights W.safetensors", field="weights")
+    for option, path in (("--onnx", args.onnx), ("--python", args.python)):
+        if path:
+            output_file(path, option)
     graph = archgraph.load(args.graph)
     from archgraph.fx.weights import check_weights, load_weights
     weights = load_weights(args.weights) if args.weights else None

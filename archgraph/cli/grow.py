@@ -17,7 +17,8 @@ def register(sub) -> None:
                                    "its last checkpoint with --resume. Under torchrun (torchrun "
                                    "--nproc_per_node=N -m archgraph grow ...) each process trains its share of "
                                    "every batch with DDP and only rank 0 writes DIR.")
-    p.add_argument("run_file", metavar="RUN.yaml")
+    p.add_argument("run_file", metavar="RUN.yaml", help="a run file: seed, data, method, schedule "
+                                                        "(examples/digits_gnap.yaml)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (must be new or empty unless --resume)")
     p.add_argument("--data-root", metavar="PATH", help="dataset root (overrides data.root)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="overrides schedule.device")

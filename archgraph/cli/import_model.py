@@ -5,6 +5,8 @@ from pathlib import Path
 
 from archgraph.errors import ConfigError
 
+from .outputs import add_force, output_folder
+
 SOURCES = ("torchvision",)
 
 
@@ -19,7 +21,9 @@ def register(sub) -> None:
                    help="per-sample input shape (default 3,224,224)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
+    add_force(p)
     p.set_defaults(func=run)
 
 
@@ -57,6 +61,7 @@ def load_model(spec: str, num_classes, seed: int):
 
 def run(args) -> int:
     shape = parse_shape(args.input_shape)
+    output_folder(args.output, args.force)
     module, name = load_model(args.model, args.num_classes, args.seed)
     from archgraph.interop.importer import from_module
     from archgraph.format.yaml_io import save

@@ -4,20 +4,24 @@ from __future__ import annotations
 import archgraph
 from archgraph.errors import ArchgraphError
 
+from .outputs import output_file
+
 
 def register(sub) -> None:
     p = sub.add_parser("init", help="write deterministic initial weights (safetensors)",
                        description="Build the graph and write its initial weights, keyed <node_id>.<param>. "
                                    "The same graph and seed always give the same weights.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a graph file")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="W.safetensors")
+    p.add_argument("-o", "--output", required=True, metavar="W.safetensors",
+                   help="weights file to write (in an existing folder)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     if not args.output.endswith(".safetensors"):
         raise ArchgraphError("the output must end in .safetensors", file=args.output)
+    output_file(args.output)
     graph = archgraph.load(args.file)
     from archgraph.fx.builder import build
     from archgraph.graph import content_hash

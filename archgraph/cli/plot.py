@@ -15,5 +15,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from archgraph.history.plots import plot_history
+
+    from .outputs import output_file
+    output_file(args.output)
     print(f"wrote {plot_history(args.run_dir, args.output, dpi=args.dpi)}")
     return 0

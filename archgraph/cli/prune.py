@@ -5,6 +5,8 @@ import json
 
 import archgraph
 
+from .outputs import add_force, output_folder
+
 
 def register(sub) -> None:
     p = sub.add_parser("prune", help="structured pruning: remove a ratio of every coupled channel group",
@@ -14,22 +16,26 @@ def register(sub) -> None:
                                    "graph's outputs are never pruned; grouped convs lose the same positions in every "
                                    "group. Prints the equivalent "
                                    "prune_channels rules (for 'archgraph apply').")
-    p.add_argument("graph", metavar="GRAPH")
+    p.add_argument("graph", metavar="GRAPH", help="the graph file to prune")
     p.add_argument("--weights", required=True, metavar="W.safetensors", help="weights of GRAPH")
     p.add_argument("--ratio", type=float, required=True, help="fraction of each group's channels to remove, [0, 1)")
     p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="importance (default l2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output directory")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not list the pruned channels")
+    add_force(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import prune_rewrite, prune_rules
-    from archgraph.fx.weights import check_weights, load_weights
+    from archgraph.fx.weights import check_weights, load_into, load_weights
     from archgraph.fx.apply_plan import transfer_state
     from archgraph.rules import encode
     from .apply import write
+    output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
     check_weights(build(graph), state, args.weights)
@@ -40,12 +46,14 @@ def run(args) -> int:
     else:
         new_graph, new_state = graph, state
     module = build(new_graph)
-    module.load_state_dict(new_state)
+    load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
     log = [encode(r) for r in rules]
     gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
                                                           "criterion": args.criterion})
-    for r in rules:
-        print(f"  prune_channels node={r.node} indices={','.join(map(str, r.indices))}")
+    if rules and not args.quiet:
+        print("the pruned channels, as rules for 'archgraph apply':")
+        for r in rules:
+            print(f"  prune_channels node={r.node} indices={','.join(map(str, r.indices))}")
     print(f"pruned {len(rules)} channel group(s) by {args.criterion}: {graph.params:,} -> {new_graph.params:,} "
           f"params, {graph.macs:,} -> {new_graph.macs:,} MACs")
     print(f"wrote {gpath} and {wpath}")

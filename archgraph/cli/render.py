@@ -1,9 +1,11 @@
-"""archgraph render FILE -o OUT.svg|.png|.pdf|.dot"""
+"""archgraph render FILE|DIR -o OUT.svg|.png|.pdf|.dot [--rankdir LR] [--dpi N]"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import archgraph
+
+from .outputs import output_file
 
 
 def register(sub) -> None:
@@ -11,18 +13,23 @@ def register(sub) -> None:
                        description="Draw a graph file: each node with its op, key sizes and output shape. "
                                    "Given a run directory, draw its history: the versions as a timeline, each "
                                    "edge labelled with the rule that made it.")
-    p.add_argument("source", metavar="FILE|DIR")
+    p.add_argument("source", metavar="FILE|DIR", help="a graph file, or a run directory for its history")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="picture to write: .svg, .png, .pdf or .dot")
+    p.add_argument("--rankdir", choices=["TB", "LR"], default="TB",
+                   help="layout of a graph: TB top to bottom (default), LR left to right (wide and short, for deep "
+                        "networks)")
+    p.add_argument("--dpi", type=int, metavar="N", help="resolution (graphviz's default: 96 for .png)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from archgraph.history.render import render_graph
+    output_file(args.output)
     source = Path(args.source)
     if source.is_dir():
         from archgraph.history.timeline import render_history
-        out = render_history(source, args.output)
+        out = render_history(source, args.output, dpi=args.dpi)
     else:
-        out = render_graph(archgraph.load(source), args.output)
+        out = render_graph(archgraph.load(source), args.output, rankdir=args.rankdir, dpi=args.dpi)
     print(f"wrote {out}")
     return 0

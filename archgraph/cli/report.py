@@ -14,5 +14,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from archgraph.history.report import write_report
+
+    from .outputs import output_file
+    if args.output:
+        output_file(args.output)
     print(f"wrote {write_report(args.run_dir, args.output)}")
     return 0

@@ -50,6 +50,27 @@ def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+MAX_INT_DIGITS = 100
+
+
+def _construct_int(loader, node: yaml.ScalarNode):
+    """Integers as YAML 1.1 reads them, but a number with more than ``MAX_INT_DIGITS`` digits is an error naming
+    its line (Python refuses to parse more than 4300 digits, and no size in a graph needs 100)."""
+    digits = sum(c.isdigit() for c in str(node.value))
+    if digits > MAX_INT_DIGITS:
+        raise YamlError(f"line {node.start_mark.line + 1}: an integer with {digits} digits; the limit is "
+                        f"{MAX_INT_DIGITS}")
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError as err:
+        raise YamlError(f"line {node.start_mark.line + 1}: cannot read the integer {_clip(node.value)} ({err})") \
+            from None
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
 def _configure(cls) -> type:
     bool_tag = "tag:yaml.org,2002:bool"
     cls.yaml_implicit_resolvers = {
@@ -57,6 +78,7 @@ def _configure(cls) -> type:
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     cls.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    cls.add_constructor("tag:yaml.org,2002:int", _construct_int)
     return cls
 
 
@@ -191,22 +213,44 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise YamlError("the YAML nests too deeply", file=source) from None
 
 
-def read_text(path: Union[str, os.PathLike]) -> str:
+def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, error=ArchgraphError) -> bytes:
+    """The bytes of ``path``, read with a bounded reader: never more than ``limit`` bytes are read, so a device or a
+    pipe that never ends (``/dev/urandom``) is refused instead of filling memory. Pipes and devices that end are
+    read like files (``archgraph validate <(cat seed.yaml)``).
+
+    >>> read_limited("/dev/zero", 10)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    archgraph.errors.ArchgraphError: /dev/zero: is larger than the limit of 10 bytes ...
+    """
+    if os.fspath(path) == "":
+        raise error("no file name given (an empty argument)", file="''")
     path = Path(path)
     try:
-        size = path.stat().st_size
+        if path.is_dir():
+            raise error("is a directory, not a file", file=str(path))
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
     except FileNotFoundError:
-        raise ArchgraphError("no such file", file=str(path)) from None
+        raise error("no such file", file=str(path)) from None
+    except IsADirectoryError:
+        raise error("is a directory, not a file", file=str(path)) from None
     except OSError as err:
-        raise ArchgraphError(f"cannot read: {err.strerror}", file=str(path)) from None
-    if path.is_dir():
-        raise ArchgraphError("is a directory, not a file", file=str(path))
-    if size > MAX_FILE_BYTES:
-        raise ArchgraphError(f"is {size} bytes; the limit is {MAX_FILE_BYTES}", file=str(path))
+        raise error(f"cannot read: {err.strerror or err}", file=str(path)) from None
+    if len(data) > limit:
+        raise error(f"is larger than the limit of {limit:,} bytes (an endless device or stream, or a file far bigger "
+                    "than any graph); refused", file=str(path))
+    return data
+
+
+def read_text(path: Union[str, os.PathLike]) -> str:
+    """The UTF-8 text of a graph or run file, read with :func:`read_limited`."""
+    data = read_limited(path)
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise YamlError("is not UTF-8 text", file=str(path)) from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise YamlError(f"is not UTF-8 text (line {line})", file=str(path)) from None
 
 
 def validation_error(err: ValidationError, source: str, root: str = "nodes") -> ArchgraphError:
@@ -275,11 +319,19 @@ def _message(p: dict) -> str:
     if p["key"]:
         what = "node id" if p["section"] == "nodes" else "id"
         if kind == "string_type":
-            return f"{what} {value!r} must be a name such as 'c1' (letters, digits and '_', starting with a letter)"
-        return (f"{value!r} is not a valid {what}: ids are letters, digits and '_', starting with a letter "
-                "(no dots, dashes or spaces), so they can name torch submodules")
+            return (f"{what} {value!r} must be a name such as 'c1' (ASCII letters, digits and '_', starting with "
+                    "a letter)")
+        return (f"{value!r} is not a valid {what}: ids are ASCII letters, digits and '_', starting with a letter "
+                "(no dots, dashes, spaces or accents), so they can name torch submodules")
     if kind == "string_pattern_mismatch":
-        return f"{value!r} is not a valid id: ids are letters, digits and '_', starting with a letter"
+        return f"{value!r} is not a valid id: ids are ASCII letters, digits and '_', starting with a letter"
+    if value is None and kind != "missing" and "input" in p["raw"]:
+        return "got nothing (an empty value); write a value or leave the field out for its default"
+    name = (p["field"] or "").split(".")[-1]
+    if p["node"] is not None and name in PAIR_FIELDS and kind not in ("missing", "extra_forbidden"):
+        also = " or 'same' / 'valid'" if name == "padding" else ""
+        low = 0 if name == "padding" else 1
+        return f"must be an int >= {low} or a pair [h, w]{also} (got {_short(value)})"
     if kind == "union_tag_invalid":
         op = value.get("op") if isinstance(value, dict) else value
         known = sorted(_op_names())
@@ -290,6 +342,9 @@ def _message(p: dict) -> str:
         return "missing 'op' (the kind of layer, e.g. op: conv2d)"
     if kind == "extra_forbidden":
         name = p["loc"][-1]
+        if p["node"] is None and len(p["loc"]) == 1 and isinstance(value, dict) and "op" in value:
+            return (f"unknown field '{name}': it looks like a node; nodes must be indented under 'nodes:' "
+                    "(e.g. two spaces before the id)")
         return f"unknown field '{name}'" + _field_hint(p)
     if kind == "missing":
         return "required field is missing"
@@ -304,6 +359,10 @@ def _message(p: dict) -> str:
     if value is not None and not isinstance(value, (dict, list)):
         message += f" (got {value!r})"
     return message
+
+
+#: fields that take an int or a pair [h, w] (Pair in ops/spec.py)
+PAIR_FIELDS = frozenset({"kernel_size", "stride", "padding", "dilation", "output_size"})
 
 
 def _short(value) -> str:
@@ -331,9 +390,23 @@ def _field_hint(p: dict) -> str:
     return f"; {owner} takes: {', '.join(k for k in known if k != 'op')}"
 
 
+RUN_KEYS = frozenset({"archgraph_run", "seed", "data", "method", "schedule"})
+GRAPH_KEYS = frozenset({"archgraph", "inputs", "nodes", "outputs"})
+
+
+def is_run_data(data: Any) -> bool:
+    """Whether parsed YAML looks like a run file (``archgraph grow``'s RUN.yaml) rather than a graph file."""
+    return isinstance(data, dict) and "archgraph" not in data and bool(RUN_KEYS & set(data)) and \
+        ("archgraph_run" in data or "seed" in data or not GRAPH_KEYS & set(data))
+
+
 def graph_from_data(data: Any, source: str = "<data>"):
     if not isinstance(data, dict):
         raise GraphError("the top level must be a mapping with archgraph, inputs, nodes and outputs", file=source)
+    if is_run_data(data):
+        raise GraphError("this is a run file (seed, data, method, schedule), not a graph file: 'archgraph grow' "
+                         "trains it and 'archgraph validate' checks it; commands that take a graph want a file "
+                         "with archgraph: 1, inputs, nodes and outputs", file=source)
     if "archgraph" not in data:
         raise GraphError("missing 'archgraph: 1' (the format version)", file=source, field="archgraph")
     if type(data["archgraph"]) is not int or data["archgraph"] != FORMAT_VERSION:  # not true, 1.0 or "1"

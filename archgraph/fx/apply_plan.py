@@ -72,6 +72,10 @@ def carry(tp: TensorPlan, old: Optional[torch.Tensor], new: Optional[torch.Tenso
             shape[axis] = -1
             out = out * torch.tensor(m.scale, dtype=out.dtype, device=out.device).view(shape)
         fresh.append((axis, missing, m.fill))
+        if m.zero:
+            zero = torch.zeros_like(missing)
+            zero[list(m.zero)] = True
+            fresh.append((axis, zero, "zero"))
     if new is not None and out.shape != new.shape:
         raise ArchgraphError(f"the plan makes {list(out.shape)} but the new module holds {list(new.shape)}",
                              node=key.partition(".")[0], field=key.partition(".")[2])

@@ -9,6 +9,7 @@ node id, so ``state_dict()`` keys are ``<node_id>.<param>``; stateless ops becom
 """
 from __future__ import annotations
 
+import operator
 import zlib
 from types import SimpleNamespace
 from typing import Optional
@@ -70,6 +71,10 @@ def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
         module = _make_module(graph, nid, seed)
         if module is not None:
             modules[nid] = module
+            if opdef.tuple_output:   # nn.LSTM / nn.GRU return (output, state)
+                call = g.create_node("call_module", nid, tuple(args), {}, name=f"{nid}_all")
+                env[nid] = g.create_node("call_function", operator.getitem, (call, 0), {}, name=nid)
+                continue
             env[nid] = g.create_node("call_module", nid, tuple(args), {}, name=nid)
             continue
         target, kwargs = opdef.function(TORCH, node)

@@ -7,16 +7,51 @@ from typing import Mapping, Optional, Union
 
 import torch
 
+from ..format.yaml_io import read_limited
 from ..errors import ArchgraphError
-from ..format.yaml_io import atomic_write_bytes
 
 
 def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
                  metadata: Optional[dict[str, str]] = None) -> None:
-    """Write a state dict as safetensors, atomically."""
-    from safetensors.torch import save
+    """Write a state dict as safetensors, atomically. The tensors are written straight from their memory to a
+    temporary file (no copy of the whole file in memory, so a network that fits in memory can be saved), whose
+    header is then made canonical in place and which is renamed over ``path``."""
+    import tempfile
+
+    from safetensors.torch import save_file
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    atomic_write_bytes(path, _canonical(save(tensors, metadata=metadata)))
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # name the file the caller asked for, not the temporary one
+        raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "r+b") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            head = fh.read(size)
+            canonical = _canonical(size.to_bytes(8, "little") + head)
+            if len(canonical) == 8 + size:  # always, as sorting keys keeps the length; else keep safetensors' own
+                fh.seek(0)
+                fh.write(canonical)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _canonical(data: bytes) -> bytes:
@@ -30,14 +65,23 @@ def _canonical(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
+NON_REGULAR_LIMIT = 1 << 30
+
+
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     """Read a safetensors file into a dict of CPU tensors."""
     from safetensors.torch import load
+    import stat
+
     path = Path(path)
     try:
-        data = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise ArchgraphError("no such weights file", file=str(path)) from None
+    except OSError as err:
+        raise ArchgraphError(f"cannot read: {err.strerror}", file=str(path)) from None
+    # a regular file is read whole; a pipe or device at most NON_REGULAR_LIMIT bytes (/dev/urandom never ends)
+    data = read_limited(path, info.st_size if stat.S_ISREG(info.st_mode) else NON_REGULAR_LIMIT)
     try:
         return load(data)
     except Exception as err:  # safetensors raises its own error types for bad headers
@@ -62,5 +106,11 @@ def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], so
 
 
 def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "<weights>") -> None:
+    """Load ``state`` into ``module`` after checking it fits. Weights stored in one floating dtype (float16,
+    bfloat16, float64) keep it: the module is converted to that dtype first, instead of the weights being silently
+    converted to float32."""
     check_weights(module, state, source)
+    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        module.to(next(iter(dtypes)))
     module.load_state_dict(dict(state), strict=True)

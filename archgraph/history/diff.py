@@ -38,6 +38,9 @@ class GraphDiff:
     widened: dict[str, int] = field(default_factory=dict)
     pruned: dict[str, int] = field(default_factory=dict)
     changed: dict[str, str] = field(default_factory=dict)
+    #: nodes without a width of their own (batchnorms, activations, pools, adds) whose channel count changed with
+    #: a widened or pruned producer: node id -> channels gained (> 0) or lost (< 0)
+    follows: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.widened or self.pruned or self.changed)
@@ -59,7 +62,7 @@ class GraphDiff:
 
     def to_dict(self) -> dict:
         return {"added": list(self.added), "removed": list(self.removed), "widened": dict(self.widened),
-                "pruned": dict(self.pruned), "changed": dict(self.changed)}
+                "pruned": dict(self.pruned), "changed": dict(self.changed), "follows": dict(self.follows)}
 
 
 def _width(node) -> Optional[int]:
@@ -73,6 +76,7 @@ def graph_diff(old, new) -> GraphDiff:
     widened: dict[str, int] = {}
     pruned: dict[str, int] = {}
     changed: dict[str, str] = {}
+    follows: dict[str, int] = {}
     for nid, node in new.nodes.items():
         if nid not in old.nodes:
             continue
@@ -83,6 +87,8 @@ def graph_diff(old, new) -> GraphDiff:
         w0, w1 = _width(before), _width(node)
         if w0 is not None and w1 is not None and w1 != w0:
             (widened if w1 > w0 else pruned)[nid] = abs(w1 - w0)
+        elif w0 is None and old.shape(nid)[0] != new.shape(nid)[0]:  # channels (or features) of [C, ...] / [F]
+            follows[nid] = new.shape(nid)[0] - old.shape(nid)[0]
         notes = []
         if tuple(before.inputs) != tuple(node.inputs):
             notes.append(f"in {', '.join(before.inputs)} -> {', '.join(node.inputs)}")
@@ -92,7 +98,7 @@ def graph_diff(old, new) -> GraphDiff:
                 notes.append(f"{key} {_short(f0.get(key))} -> {_short(f1[key])}")
         if notes:
             changed[nid] = "; ".join(notes)
-    return GraphDiff(added, removed, widened, pruned, changed)
+    return GraphDiff(added, removed, widened, pruned, changed, follows)
 
 
 def _short(value) -> str:
@@ -112,6 +118,8 @@ def diff_dot(old, new, *, title: Optional[str] = None) -> str:
         highlight[nid] = (WIDENED, f"widened +{k}")
     for nid, k in d.pruned.items():
         highlight[nid] = (PRUNED, f"pruned -{k}")
+    for nid, k in d.follows.items():  # a batchnorm that lost the same channels is pruned too, not unchanged
+        highlight[nid] = (WIDENED, f"+{k} channels") if k > 0 else (PRUNED, f"{k} channels")
     for nid, note in d.changed.items():
         colour, extra = highlight[nid] if nid in d.widened or nid in d.pruned else (CHANGED, "")
         highlight[nid] = (colour, "\n".join(x for x in (extra, "changed: " + _wrap(note)) if x))

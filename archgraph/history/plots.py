@@ -62,7 +62,8 @@ def history_figure(run_dir: Union[str, os.PathLike, Run]):
         else:
             ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="#6c757d")
     axes[-1].set_xlabel(run.x_axis)
-    fig.suptitle(f"{run.path.name}: {len(run.epochs)} epochs, {len(run.versions)} versions")
+    n, k = len(run.epochs), len(run.versions)
+    fig.suptitle(f"{run.name}: {n} epoch{'s' if n != 1 else ''}, {k} version{'s' if k != 1 else ''}")
     return fig
 
 
@@ -70,6 +71,9 @@ def plot_history(run_dir: Union[str, os.PathLike, Run], out: Union[str, os.PathL
     """Write the curves of a run to ``out`` (.png, .svg or .pdf), atomically."""
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
+    if not fmt:
+        raise ArchgraphError("has no suffix to say the picture format; end the name in .png, .svg or .pdf",
+                             file=str(out))
     if fmt not in FORMATS:
         raise ArchgraphError(f"unknown picture format '.{fmt}'; use .png, .svg or .pdf", file=str(out))
     fig = history_figure(run_dir)

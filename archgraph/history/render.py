@@ -39,13 +39,14 @@ def node_label(graph, nid: str, extra: str = "") -> str:
 def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, title: Optional[str] = None,
            removed: Optional[Mapping[str, str]] = None,
            ghost_edges: Sequence[tuple[str, Optional[str]]] = (),
-           legend: Sequence[tuple[str, str]] = ()) -> str:
+           legend: Sequence[tuple[str, str]] = (), rankdir: str = "TB") -> str:
     """DOT source of ``graph``. ``highlight`` maps node ids to (fill colour, extra label line); ``removed`` adds
     ghost nodes (id -> label) drawn dashed; ``ghost_edges`` are (src, dst) edges drawn dashed (dst ``None``: to the
-    output); ``legend`` is a list of (colour, text) shown in a small key."""
+    output); ``legend`` is a list of (colour, text) shown in a small key; ``rankdir`` is graphviz's layout
+    direction (``TB`` top to bottom, ``LR`` left to right)."""
     import graphviz
     dot = graphviz.Digraph(graph.name or "graph")
-    dot.attr(rankdir="TB", fontname="Helvetica", label=title or graph.name, labelloc="t")
+    dot.attr(rankdir=rankdir, fontname="Helvetica", label=title or graph.name, labelloc="t")
     dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10")
     highlight = highlight or {}
     for name, shape in graph.inputs.items():
@@ -79,16 +80,23 @@ def dot_binary() -> str:
     return found
 
 
-def write_dot(source: str, out: Union[str, os.PathLike]) -> Path:
-    """Write DOT source as ``.dot``, ``.svg``, ``.png`` or ``.pdf`` according to the file's suffix."""
+def write_dot(source: str, out: Union[str, os.PathLike], dpi: Optional[int] = None) -> Path:
+    """Write DOT source as ``.dot``, ``.svg``, ``.png`` or ``.pdf`` according to the file's suffix; ``dpi`` sets
+    the resolution of the picture (graphviz's default is 96 for .png, 72 for .svg and .pdf)."""
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt == "dot" or fmt == "gv":
         atomic_write_bytes(out, source.encode())
         return out
+    if not fmt:
+        raise ArchgraphError("has no suffix to say the picture format; end the name in .svg, .png, .pdf or .dot",
+                             file=str(out))
     if fmt not in ("svg", "png", "pdf"):
         raise ArchgraphError(f"unknown picture format '.{fmt}'; use .svg, .png, .pdf or .dot", file=str(out))
-    result = subprocess.run([dot_binary(), f"-T{fmt}"], input=source.encode(), capture_output=True, timeout=120)
+    if dpi is not None and not 1 <= dpi <= 2400:
+        raise ArchgraphError(f"--dpi must be between 1 and 2400, got {dpi}", field="dpi")
+    extra = [f"-Gdpi={dpi}"] if dpi else []
+    result = subprocess.run([dot_binary(), f"-T{fmt}", *extra], input=source.encode(), capture_output=True, timeout=120)
     if result.returncode != 0:
         raise ArchgraphError(f"graphviz failed: {result.stderr.decode(errors='replace').strip()}", file=str(out))
     atomic_write_bytes(out, result.stdout)
@@ -103,6 +111,6 @@ def svg(source: str) -> str:
     return result.stdout.decode()
 
 
-def render_graph(graph, out: Union[str, os.PathLike]) -> Path:
-    """Draw ``graph`` to ``out`` (.svg, .png, .pdf or .dot)."""
-    return write_dot(to_dot(graph), out)
+def render_graph(graph, out: Union[str, os.PathLike], *, rankdir: str = "TB", dpi: Optional[int] = None) -> Path:
+    """Draw ``graph`` to ``out`` (.svg, .png, .pdf or .dot); ``rankdir="LR"`` lays it out left to right."""
+    return write_dot(to_dot(graph, rankdir=rankdir), out, dpi)

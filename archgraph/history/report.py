@@ -113,7 +113,7 @@ def report_data(run: Union[Run, str, os.PathLike]) -> dict:
         series[name] = [[x, y] for x, y in zip(xs, ys)]
     events = [{"x": run.x_of(e), "kind": e.get("kind") or "growth", "version": e["version"], "rule": e["rule"]}
               for e in run.rewrites if run.x_of(e) is not None]
-    return {"run": run.path.name, "x_axis": run.x_axis, "metric": metric, "config": run.config,
+    return {"run": run.name, "folder": run.path.name, "x_axis": run.x_axis, "metric": metric, "config": run.config,
             "summary": run.summary or (run.end or {}).get("summary") or {}, "versions": versions,
             "series": series, "events": events}
 

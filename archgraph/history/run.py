@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
 from ..errors import ArchgraphError
-from ..format.yaml_io import MAX_FILE_BYTES, load
+from ..format.yaml_io import MAX_FILE_BYTES, load, read_limited
 from ..graph import content_hash
 from ..rules.base import apply, decode
 
@@ -119,6 +119,13 @@ class Run:
     @property
     def config(self) -> dict:
         return dict((self.start or {}).get("config") or {})
+
+    @property
+    def name(self) -> str:
+        """The run's name: the run file's ``name``, else the seed graph's, else the folder's."""
+        seed = self.config.get("seed")
+        return str(self.config.get("name") or (seed.get("name") if isinstance(seed, dict) else None)
+                   or self.path.name)
 
     @cached_property
     def summary(self) -> Optional[dict]:
@@ -236,24 +243,26 @@ def load_run(path: PathLike) -> Run:
 
 
 def read_events(path: PathLike) -> list[dict]:
-    """Parse ``history.jsonl``. A last line without its newline is a write that a crash cut short and is ignored;
-    any other line that is not a JSON object with a known ``event`` is an error naming the line."""
+    """Parse ``history.jsonl``: every line a JSON object with a known ``event``. Anything else, including a last
+    line cut short (a file truncated, or a crash in the middle of a write), is an error naming the file and the
+    line: the tools that read a run (replay, report, plot) claim to show all of it. (Resuming a run cuts a torn
+    last line off itself, see :meth:`RunDir.rewind`.)"""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise HistoryError(f"cannot read: {err.strerror}", file=str(path)) from None
-    if size > MAX_LOG_BYTES:
-        raise HistoryError(f"is {size} bytes; the limit is {MAX_LOG_BYTES}", file=str(path))
-    # whatever follows the last newline is empty or a write that a crash cut short: not an event yet
-    lines = path.read_bytes().split(b"\n")[:-1]
+    data = read_limited(path, MAX_LOG_BYTES, HistoryError)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
     events = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
+        cut = number == len(lines) and not data.endswith(b"\n")
         try:
             event = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            if cut:
+                raise HistoryError(f"line {number} is cut short (the file ends in the middle of a line: it was "
+                                   "truncated, or a write was interrupted)", file=str(path)) from None
             raise HistoryError(f"line {number} is not valid JSON ({err})", file=str(path)) from None
         if not isinstance(event, dict) or event.get("event") not in EVENT_KINDS:
             raise HistoryError(f"line {number} is not an event: expected an object with \"event\" one of "
@@ -264,11 +273,10 @@ def read_events(path: PathLike) -> list[dict]:
 
 
 def _read_json(path: Path) -> Any:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise HistoryError(f"is larger than {MAX_FILE_BYTES} bytes", file=str(path))
+    data = read_limited(path, MAX_FILE_BYTES, HistoryError)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
         raise HistoryError(f"is not valid JSON ({err})", file=str(path)) from None
 
 
@@ -311,7 +319,10 @@ def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_file
                 f"{record.hash[:12]} ({record.rule_label()}){_difference(run, record.version, graph)}",
                 file=str(run.path / "history.jsonl"), rule=record.rule)
         stored = version_file(run.path, record.version)
-        if check_files and stored.is_file():
+        if check_files and not stored.is_file():
+            raise HistoryError(f"version {record.version} ({record.rule_label()}) has no stored file; the history "
+                               f"(line {record.line}) says the run wrote it", file=str(stored), rule=record.rule)
+        if check_files:
             stored_graph = run.graph(record.version)
             if content_hash(stored_graph) != current:
                 raise HistoryError(

@@ -106,7 +106,7 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
     metric = main_metric(run)
     versions = run.versions
     dot = graphviz.Digraph("history")
-    title = f"{run.path.name}: {len(versions)} version{'s' if len(versions) != 1 else ''}"
+    title = f"{run.name}: {len(versions)} version{'s' if len(versions) != 1 else ''}"
     summary = run.summary or (run.end or {}).get("summary") or {}
     if isinstance(summary.get("test_acc"), (int, float)):
         title += f", test_acc {summary['test_acc']:.3f}"
@@ -135,6 +135,6 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
     return dot.source
 
 
-def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike]) -> Path:
+def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], dpi=None) -> Path:
     """Draw the history timeline of a run directory to ``out`` (.svg, .png, .pdf or .dot)."""
-    return write_dot(history_dot(run_dir), out)
+    return write_dot(history_dot(run_dir), out, dpi)

@@ -210,6 +210,8 @@ def _call(n: fx.Node, names: dict[str, str], helpers: dict[str, str]) -> str:
     target = n.target
     if target in _OPERATORS and len(n.args) == 2 and not n.kwargs:
         return f"{_render(n.args[0], names)} {_OPERATORS[target]} {_render(n.args[1], names)}"
+    if target is operator.getitem and len(n.args) == 2 and not n.kwargs:   # an LSTM's output of (output, state)
+        return f"{_render(n.args[0], names)}[{_render(n.args[1], names)}]"
     module = getattr(target, "__module__", None)
     if module == extra.__name__:
         helpers[target.__name__] = inspect.getsource(target)

@@ -144,8 +144,21 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
         raise
     except Exception as err:
         raise ConversionError(f"running the traced module on a {list(example.shape[1:])} input failed: "
-                              f"{type(err).__name__}: {err}", field="input_shape") from None
+                              f"{_first_line(err)}", field="input_shape", fx_node=_fx_node(err)) from None
     return values
+
+
+def _first_line(err: Exception) -> str:
+    """torch's own message without the tracing notes fx appends ("While executing %conv1 ...", "Original
+    traceback", "Use tlparse ...")."""
+    text = str(err).split("While executing")[0].strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _fx_node(err: Exception):
+    import re
+    found = re.search(r"While executing %(\w+)", str(err))
+    return found.group(1) if found else None
 
 
 # ---- the converter -------------------------------------------------------------------------------------------------
@@ -423,6 +436,43 @@ def conv2d(c: _Converter, n, m: nn.Conv2d, x, *rest):
                       dilation=_pair(m.dilation), groups=m.groups, bias=m.bias is not None))
 
 
+def conv_transpose2d(c: _Converter, n, m: nn.ConvTranspose2d, x, output_size=None):
+    x = c.cf(x, 3)
+    if m.padding_mode != "zeros":
+        raise c.fail(f"padding_mode='{m.padding_mode}' is not supported (only 'zeros')")
+    if output_size is not None:
+        raise c.fail("a transposed conv called with output_size is not supported (set output_padding instead)")
+    return Val(c.emit(None, "conv_transpose2d", [x.node], _state(m), out_channels=m.out_channels,
+                      kernel_size=_pair(m.kernel_size), stride=_pair(m.stride), padding=_pair(m.padding),
+                      output_padding=_pair(m.output_padding), groups=m.groups, dilation=_pair(m.dilation),
+                      bias=m.bias is not None))
+
+
+def _upsample(c: _Converter, x, size, scale_factor, mode, align_corners, recompute_scale_factor=None):
+    x = c.cf(x, 3)
+    if mode not in ("nearest", "bilinear"):
+        raise c.fail(f"upsampling mode '{mode}' is not supported (only nearest and bilinear)")
+    fields: dict = {"mode": mode}
+    if size is not None:
+        fields["size"] = _pair(size)
+    else:
+        f = tuple(float(v) for v in scale_factor) if isinstance(scale_factor, (tuple, list)) else float(scale_factor)
+        if recompute_scale_factor:   # the output size is floor(size * f) either way; only the sampling differs
+            h, w = c.shape(x)[1:]
+            fh, fw = (f, f) if isinstance(f, float) else f
+            fields["size"] = [int(h * fh), int(w * fw)]
+        else:
+            fields["scale_factor"] = f[0] if isinstance(f, tuple) and f[0] == f[1] else f
+    if mode == "bilinear" and align_corners is not None:
+        fields["align_corners"] = bool(align_corners)
+    return Val(c.emit(None, "upsample", [x.node], **fields))
+
+
+def upsample(c: _Converter, n, m: nn.Upsample, x):
+    align = True if isinstance(m, nn.UpsamplingBilinear2d) else m.align_corners   # it always aligns the corners
+    return _upsample(c, x, m.size, m.scale_factor, m.mode, align, m.recompute_scale_factor)
+
+
 def linear(c: _Converter, n, m: nn.Linear, x):
     x = c.tensor(x)
     if x.layout == CL:  # a Linear over channels-last positions is a 1x1 convolution
@@ -550,6 +600,7 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "conv2d": conv2d, "linear": linear, "batchnorm2d": batchnorm("batchnorm2d"),
     "batchnorm1d": batchnorm("batchnorm1d"), "layernorm": layernorm, "maxpool2d": maxpool, "avgpool2d": avgpool,
     "adaptive_avgpool2d": adaptive_avgpool, "dropout": dropout, "identity": identity, "flatten": flatten_module,
+    "conv_transpose2d": conv_transpose2d, "upsample": upsample,
 }
 
 MODULES: dict[type, Callable] = {resolve(cls): MODULE_HANDLERS.get(op) or unary(op)
@@ -621,6 +672,13 @@ def f_unary(op: str, **fields_of: Callable[[tuple, dict], Any]):
         fields = {k: f(args, kwargs) for k, f in fields_of.items()}
         return Val(c.emit(None, op, [x.node], **fields), x.layout, x.groups)
     return handler
+
+
+def f_interpolate(c, n, x, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                  recompute_scale_factor=None, antialias=False):
+    if antialias:
+        raise c.fail("antialias=True is not supported")
+    return _upsample(c, x, size, scale_factor, mode, align_corners, recompute_scale_factor)
 
 
 def f_gelu(c, n, x, approximate="none"):
@@ -774,7 +832,7 @@ def f_getitem(c: _Converter, n, obj, index):
 FUNCTION_HANDLERS: dict[str, Callable] = {
     "add": f_add, "mul": f_mul, "concat": f_cat, "flatten": f_flatten, "gelu": f_gelu, "dropout": f_dropout,
     "adaptive_avgpool2d": f_adaptive, "maxpool2d": f_maxpool, "avgpool2d": f_avgpool, "global_avg_pool": f_mean,
-    "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth,
+    "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth, "upsample": f_interpolate,
 }
 
 #: functions that change how a value is viewed (layout, pieces) and make no node of their own

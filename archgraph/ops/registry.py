@@ -131,14 +131,62 @@ def spatial(node, ins, *, dilation=True, pool=False) -> Shape:
 
 # ---- shapes ---------------------------------------------------------------------------------------------------
 
-def conv_shape(node: S.Conv2d, ins):
-    c, _, _ = need_rank(ins, 3, "conv2d")
-    if c % node.groups:
-        bad("groups", f"groups={node.groups} does not divide the {c} input channels")
+def check_groups(node, in_channels: int) -> None:
+    """``groups`` must divide both the input and the output channels (as PyTorch's convolutions require)."""
+    if in_channels % node.groups:
+        bad("groups", f"groups={node.groups} does not divide the {in_channels} input channels")
     if node.out_channels % node.groups:
         bad("groups", f"groups={node.groups} does not divide out_channels={node.out_channels}")
+
+
+def conv_shape(node: S.Conv2d, ins):
+    c, _, _ = need_rank(ins, 3, "conv2d")
+    check_groups(node, c)
     _, h, w = spatial(node, ins)
     return (node.out_channels, h, w)
+
+
+def conv_transpose_size(size: int, k: int, s: int, p: int, op: int, d: int) -> int:
+    """Output length along one axis of a transposed conv, as ``torch.nn.ConvTranspose2d`` documents it."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def conv_transpose_in_size(out: int, k: int, s: int, p: int, op: int, d: int) -> int:
+    """The input length a transposed conv makes ``out`` from (its inverse of :func:`conv_transpose_size`)."""
+    return (out - 1 - op - d * (k - 1) + 2 * p) // s + 1
+
+
+def conv_transpose_shape(node: S.ConvTranspose2d, ins):
+    c, h, w = need_rank(ins, 3, "conv_transpose2d")
+    check_groups(node, c)
+    k, st, p, op, d = (pair(v) for v in (node.kernel_size, node.stride, node.padding, node.output_padding,
+                                          node.dilation))
+    for axis in (0, 1):
+        if op[axis] >= max(st[axis], d[axis]):
+            bad("output_padding", f"output_padding {list(op)} must be smaller than the stride {list(st)} or the "
+                                  f"dilation {list(d)}")
+    ho, wo = (conv_transpose_size(n, k[a], st[a], p[a], op[a], d[a]) for a, n in ((0, h), (1, w)))
+    if ho <= 0 or wo <= 0:
+        bad("padding", f"padding {list(p)} leaves no output positions ({ho}x{wo}) from {h}x{w}")
+    return (node.out_channels, ho, wo)
+
+
+def upsample_shape(node: S.Upsample, ins):
+    c, h, w = need_rank(ins, 3, "upsample")
+    if node.size is not None:
+        return (c, *pair(node.size))
+    fh, fw = upsample_factors(node)
+    return (c, math.floor(h * fh), math.floor(w * fw))
+
+
+def upsample_factors(node: S.Upsample) -> tuple[float, float]:
+    f = node.scale_factor
+    return (float(f), float(f)) if isinstance(f, (int, float)) else (float(f[0]), float(f[1]))
+
+
+def rnn_shape(node, ins):
+    t, _ = need_rank(ins, 2, f"{node.op} over a sequence")
+    return (t, node.hidden_size)
 
 
 def linear_shape(node: S.Linear, ins):
@@ -307,6 +355,36 @@ def conv_macs(node: S.Conv2d, ins, out):
     return node.out_channels * (ins[0][0] // node.groups) * kh * kw * out[1] * out[2]
 
 
+def conv_transpose_params(node: S.ConvTranspose2d, ins, out):
+    kh, kw = pair(node.kernel_size)
+    return ins[0][0] * (node.out_channels // node.groups) * kh * kw + (node.out_channels if node.bias else 0)
+
+
+def conv_transpose_macs(node: S.ConvTranspose2d, ins, out):
+    """Every weight entry is applied once at every input position (the input is scattered onto the output)."""
+    kh, kw = pair(node.kernel_size)
+    return ins[0][0] * (node.out_channels // node.groups) * kh * kw * ins[0][1] * ins[0][2]
+
+
+def rnn_gates(node) -> int:
+    return RNN_GATES[node.op]
+
+
+def rnn_inner(node, ins) -> int:
+    """Weights per time step: every layer's ``weight_ih`` and ``weight_hh``."""
+    h, d = node.hidden_size, channel_width(ins[0])
+    return sum(rnn_gates(node) * h * ((d if k == 0 else h) + h) for k in range(node.num_layers))
+
+
+def rnn_params(node, ins, out):
+    biases = 2 * rnn_gates(node) * node.hidden_size * node.num_layers if node.bias else 0
+    return rnn_inner(node, ins) + biases
+
+
+def rnn_macs(node, ins, out):
+    return rnn_inner(node, ins) * ins[0][0]
+
+
 def linear_params(node: S.Linear, ins, out):
     return channel_width(ins[0]) * node.out_features + (node.out_features if node.bias else 0)
 
@@ -367,6 +445,52 @@ def conv_role(node: S.Conv2d, ins):
     if node.groups == ins[0][0] == node.out_channels:
         return THROUGH
     return GROUPED
+
+
+def conv_transpose_role(node: S.ConvTranspose2d, ins):
+    return conv_role(node, ins)
+
+
+def conv_transpose_layout(node: S.ConvTranspose2d, ins):
+    """The weight is ``[in, out / groups, kh, kw]``: output channels on axis 1, input channels on axis 0. A depthwise
+    one (``[C, 1, kh, kw]``) follows its input's channels on axis 0; a grouped one holds its output channels within
+    a group on axis 1 (see :attr:`OpDef.group_side`)."""
+    if node.groups == 1:
+        layout = {"weight": (1, 0)}
+    elif node.groups == ins[0][0] == node.out_channels:
+        layout = {"weight": (0, None)}
+    else:
+        layout = {"weight": (None, 0)}
+    if node.bias:
+        layout["bias"] = (0, None)
+    return layout
+
+
+def rnn_layout(node, ins):
+    """``nn.LSTM``/``nn.GRU``'s tensors: every one holds the gate blocks of the hidden units on axis 0 (see
+    :attr:`OpDef.gates`); ``weight_ih_l0`` reads the input on axis 1, the other weights read the op's own hidden
+    units there (see :attr:`OpDef.recurrent`)."""
+    layout = {}
+    for k in range(node.num_layers):
+        layout[f"weight_ih_l{k}"] = (0, 1)
+        layout[f"weight_hh_l{k}"] = (0, 1)
+        if node.bias:
+            layout[f"bias_ih_l{k}"] = (0, None)
+            layout[f"bias_hh_l{k}"] = (0, None)
+    return layout
+
+
+def rnn_recurrent(node) -> frozenset:
+    return frozenset([f"weight_hh_l{k}" for k in range(node.num_layers)]
+                     + [f"weight_ih_l{k}" for k in range(1, node.num_layers)])
+
+
+def one_gate(node) -> int:
+    return 1
+
+
+def no_recurrent(node) -> frozenset:
+    return frozenset()
 
 
 def fixed(role):
@@ -454,6 +578,10 @@ def conv_resize(node: S.Conv2d, width: int) -> dict:
     return {"out_channels": width}
 
 
+def rnn_resize(node, width: int) -> dict:
+    return {"hidden_size": width}
+
+
 def linear_resize(node: S.Linear, width: int) -> dict:
     return {"out_features": width}
 
@@ -500,6 +628,33 @@ def conv_module(T, node: S.Conv2d, ins):
     padding = node.padding if isinstance(node.padding, (int, str)) else tuple(node.padding)
     return T.nn.Conv2d(ins[0][0], node.out_channels, pair(node.kernel_size), stride=pair(node.stride),
                        padding=padding, dilation=pair(node.dilation), groups=node.groups, bias=node.bias)
+
+
+def conv_transpose_module(T, node: S.ConvTranspose2d, ins):
+    return T.nn.ConvTranspose2d(ins[0][0], node.out_channels, pair(node.kernel_size), stride=pair(node.stride),
+                                padding=pair(node.padding), output_padding=pair(node.output_padding),
+                                groups=node.groups, bias=node.bias, dilation=pair(node.dilation))
+
+
+def upsample_kwargs(node: S.Upsample) -> dict:
+    kw: dict = {"mode": node.mode}
+    if node.size is not None:
+        kw["size"] = pair(node.size)
+    else:
+        kw["scale_factor"] = upsample_factors(node)
+    if node.mode == "bilinear":
+        kw["align_corners"] = node.align_corners
+    return kw
+
+
+def upsample_call(T, node: S.Upsample):
+    return T.F.interpolate, upsample_kwargs(node)
+
+
+def rnn_module(T, node, ins):
+    cls = T.nn.LSTM if node.op == "lstm" else T.nn.GRU
+    return cls(channel_width(ins[0]), node.hidden_size, num_layers=node.num_layers, bias=node.bias,
+               batch_first=True, dropout=node.dropout)
 
 
 def linear_module(T, node: S.Linear, ins):
@@ -580,6 +735,13 @@ def conv_nonzero_macs(node, out: Shape, nonzero: int) -> int:
     return nonzero * out[1] * out[2]
 
 
+def conv_transpose_nonzero_macs(node, out: Shape, nonzero: int) -> int:
+    k, st, p, op, d = (pair(v) for v in (node.kernel_size, node.stride, node.padding, node.output_padding,
+                                          node.dilation))
+    h, w = (conv_transpose_in_size(out[a + 1], k[a], st[a], p[a], op[a], d[a]) for a in (0, 1))
+    return nonzero * h * w
+
+
 def linear_nonzero_macs(node, out: Shape, nonzero: int) -> int:
     return nonzero * tokens_of(out)
 
@@ -589,6 +751,19 @@ def linear_nonzero_macs(node, out: Shape, nonzero: int) -> int:
 def conv_source(m) -> str:
     return (f"nn.Conv2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
             f"padding={m.padding!r}, dilation={m.dilation}, groups={m.groups}, bias={m.bias is not None})")
+
+
+def conv_transpose_source(m) -> str:
+    return (f"nn.ConvTranspose2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
+            f"padding={m.padding}, output_padding={m.output_padding}, groups={m.groups}, "
+            f"bias={m.bias is not None}, dilation={m.dilation})")
+
+
+def rnn_source(cls: str):
+    def source(m) -> str:
+        return (f"nn.{cls}({m.input_size}, {m.hidden_size}, num_layers={m.num_layers}, bias={m.bias}, "
+                f"batch_first=True, dropout={m.dropout!r})")
+    return source
 
 
 def linear_source(m) -> str:
@@ -672,6 +847,20 @@ class OpDef:
     weighted: bool = False
     #: a weighted op with a spatial kernel (channels-last formats may speed it up; an inserted one needs an odd kernel)
     conv: bool = False
+    #: a grouped op (role GROUPED): which side's position within a group weight axis 1 indexes, ``"in"`` for a
+    #: conv (``[out, in / groups, ...]``), ``"out"`` for a transposed conv (``[in, out / groups, ...]``)
+    group_side: str = "in"
+    #: ``gates(node)``: how many gate blocks of its output channels the out axis of each of its tensors holds, one
+    #: after another (4 for an LSTM: input, forget, cell, output; 3 for a GRU); a new unit appears in every block
+    gates: Callable[[Any], int] = one_gate
+    #: the gate block whose rows, zero for a new unit, keep that unit's state and output at exactly zero from a zero
+    #: initial state (an LSTM's cell candidate, a GRU's new gate); ``None`` for ops without gates
+    quiet_gate: Optional[int] = None
+    #: ``recurrent(node)``: the tensors whose in axis reads the op's own output channels, not its input's
+    #: (``weight_hh_l0``, the upper layers' ``weight_ih``)
+    recurrent: Callable[[Any], frozenset] = no_recurrent
+    #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
+    tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
     in_rank: Optional[int] = None
     #: the field that sets its output width (``out_channels``, ``out_features``)
@@ -692,6 +881,9 @@ class OpDef:
     residual: bool = False
     #: ``collapse_layer`` may remove an input branch ending here (the sum or concatenation of the others remains)
     branch_end: bool = False
+    #: a zero input channel can come out as a non-zero constant (a norm's shift, sigmoid(0) = 0.5): removing such a
+    #: channel downstream is not exact
+    shifts_zero: bool = False
     # -- build --
     #: builds the node's submodule, for nodes that hold parameters or buffers or depend on train/eval mode
     module: Optional[Callable[[Any, Any, list[Shape]], Any]] = None
@@ -739,16 +931,19 @@ class OpDef:
 WEIGHT_COLOUR, LINEAR_COLOUR, NORM_COLOUR, MERGE_COLOUR, CONCAT_COLOUR = (
     "#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3")
 EMBED_COLOUR, ATTENTION_COLOUR, TOKEN_COLOUR = "#ffe5d0", "#f7d6e6", "#e0f2f1"
+RNN_COLOUR = "#fde2c8"
+#: gate blocks per hidden unit, in PyTorch's order: LSTM (input, forget, cell, output), GRU (reset, update, new)
+RNN_GATES = {"lstm": 4, "gru": 3}
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 ACT = fixed(THROUGH)
 F_ = "torch.nn.functional."
 
 
 def _activation(kind, target: Callable, *, block: bool = False, nonneg=never, identity=never, modules=(),
-                functions=(), methods=(), **kwargs_of) -> OpDef:
+                functions=(), methods=(), shifts_zero: bool = False, **kwargs_of) -> OpDef:
     """An element-wise activation built as a function call."""
     return OpDef(kind=kind, shape=same_shape, channels=ACT, function=call(target, **kwargs_of), is_activation=True,
-                 block_activation=block, nonneg=nonneg, identity=identity,
+                 block_activation=block, nonneg=nonneg, identity=identity, shifts_zero=shifts_zero,
                  imports=Imports(modules=modules, functions=functions, methods=methods))
 
 
@@ -776,15 +971,15 @@ DEFS: tuple[OpDef, ...] = (
           identity_fill="eye", module=linear_module, resize=linear_resize, colour=LINEAR_COLOUR,
           python={"torch.nn.Linear": linear_source}, imports=Imports(modules=("torch.nn.Linear",))),
     OpDef(kind=S.BatchNorm2d, shape=rank_shape(3), channels=ACT, layout=bn_layout, params=bn_params,
-          buffers=BN_BUFFERS, in_rank=3, is_norm=True, running_stats=True, module=bn2d_module, colour=NORM_COLOUR,
+          buffers=BN_BUFFERS, in_rank=3, is_norm=True, running_stats=True, shifts_zero=True, module=bn2d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm2d": bn_source("BatchNorm2d")},
           imports=Imports(modules=("torch.nn.BatchNorm2d",))),
     OpDef(kind=S.BatchNorm1d, shape=rank_shape(1), channels=ACT, layout=bn_layout, params=bn_params,
-          buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, module=bn1d_module, colour=NORM_COLOUR,
+          buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, shifts_zero=True, module=bn1d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
           imports=Imports(modules=("torch.nn.BatchNorm1d",))),
     OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
-          module=ln_module, mixes=ln_mixing, colour=NORM_COLOUR,
+          module=ln_module, mixes=ln_mixing, shifts_zero=True, colour=NORM_COLOUR,
           python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
           imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm",))),
     _activation(S.ReLU, lambda T: T.torch.relu, block=True, nonneg=always, identity=every,  # relu(x) = x, x >= 0
@@ -794,7 +989,7 @@ DEFS: tuple[OpDef, ...] = (
     _activation(S.GELU, lambda T: T.F.gelu, block=True, modules=("torch.nn.GELU",), functions=(F_ + "gelu",),
                 approximate=lambda n: n.approximate),
     _activation(S.SiLU, lambda T: T.F.silu, block=True, modules=("torch.nn.SiLU",), functions=(F_ + "silu",)),
-    _activation(S.Sigmoid, lambda T: T.torch.sigmoid, nonneg=always, modules=("torch.nn.Sigmoid",),
+    _activation(S.Sigmoid, lambda T: T.torch.sigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Sigmoid",),
                 functions=("torch.sigmoid", F_ + "sigmoid"), methods=("sigmoid",)),
     _activation(S.Tanh, lambda T: T.torch.tanh, modules=("torch.nn.Tanh",), functions=("torch.tanh", F_ + "tanh"),
                 methods=("tanh",)),
@@ -826,7 +1021,8 @@ DEFS: tuple[OpDef, ...] = (
           imports=Imports(functions=("torch.cat", "torch.concat", "torch.concatenate"))),
     OpDef(kind=S.Identity, shape=same_shape, channels=ACT, passthrough=True, nonneg=every, identity=always,
           imports=Imports(modules=("torch.nn.Identity",))),
-    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, modules=("torch.nn.Hardsigmoid",),
+    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True,
+                modules=("torch.nn.Hardsigmoid",),
                 functions=(F_ + "hardsigmoid",)),
     OpDef(kind=S.Scale, shape=norm_any_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
           module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
@@ -841,6 +1037,17 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(kind=S.Slice, shape=slice_shape, channels=fixed(SLICE), nonneg=every,   # start/stop: see rules/draft.py
           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop),
           imports=Imports(via="x[:, start:stop] and the pieces of chunk/split along the channels")),
+    OpDef(kind=S.ConvTranspose2d, shape=conv_transpose_shape, channels=conv_transpose_role,
+          layout=conv_transpose_layout, params=conv_transpose_params, macs=conv_transpose_macs,
+          nonzero_macs=conv_transpose_nonzero_macs, weighted=True, group_side="out", in_rank=3,
+          width_field="out_channels", module=conv_transpose_module, resize=conv_resize, colour=WEIGHT_COLOUR,
+          python={"torch.nn.ConvTranspose2d": conv_transpose_source},
+          imports=Imports(modules=("torch.nn.ConvTranspose2d",))),
+    OpDef(kind=S.Upsample, shape=upsample_shape, channels=ACT, in_rank=3, function=upsample_call, nonneg=every,
+          colour="#e7f1f4",   # nearest copies, bilinear averages: never negative from a non-negative input
+          imports=Imports(modules=("torch.nn.Upsample", "torch.nn.UpsamplingNearest2d",
+                                   "torch.nn.UpsamplingBilinear2d"),
+                          functions=(F_ + "interpolate", F_ + "upsample"))),
     OpDef(kind=S.RMSNorm, shape=last_axis_shape, channels=ACT, layout=rms_layout, params=rms_params, is_norm=True,
           module=rms_module, mixes=ln_mixing, rescalable=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
           imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
@@ -866,6 +1073,14 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(kind=S.TokenPool, shape=token_pool_shape, channels=ACT, in_rank=2, nonneg=every, colour=TOKEN_COLOUR,
           function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode),
           imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.LSTM, shape=rnn_shape, channels=fixed(SOURCE), layout=rnn_layout, params=rnn_params,
+          macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,
+          recurrent=rnn_recurrent, tuple_output=True, module=rnn_module, resize=rnn_resize, colour=RNN_COLOUR,
+          python={"torch.nn.LSTM": rnn_source("LSTM")}, imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    OpDef(kind=S.GRU, shape=rnn_shape, channels=fixed(SOURCE), layout=rnn_layout, params=rnn_params,
+          macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,
+          recurrent=rnn_recurrent, tuple_output=True, module=rnn_module, resize=rnn_resize, colour=RNN_COLOUR,
+          python={"torch.nn.GRU": rnn_source("GRU")}, imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

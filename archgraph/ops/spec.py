@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal, Optional, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator,
-                      model_serializer, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_serializer, model_validator
+
+# Strict scalars: YAML gives real ints, floats and booleans, so `out_channels: true` or `kernel_size: "3"` is an error
+# (as the JSON Schema says), not 1 or 3. Lists still read as tuples (strict mode as a whole would refuse them).
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Float = Annotated[float, Strict()]  # an int is still a float
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
 
 Pair = Union[PositiveInt, Annotated[tuple[PositiveInt, PositiveInt], Field(min_length=2, max_length=2)]]
 Padding = Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt], Literal["same", "valid"]]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 
 def _op_required(schema: dict) -> None:
@@ -29,7 +39,7 @@ class NodeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required)
 
     op: str
-    inputs: Union[str, tuple[str, ...]] = Field(alias="in", description="input node id, or a list of ids")
+    inputs: Union[Str, tuple[Str, ...]] = Field(alias="in", description="input node id, or a list of ids")
 
     #: (least, most) number of inputs; ``None`` means no upper bound.
     arity: ClassVar[tuple[int, Optional[int]]] = (1, 1)
@@ -71,7 +81,62 @@ class Conv2d(NodeSpec):
     padding: Padding = 0
     dilation: Pair = 1
     groups: PositiveInt = 1
+    bias: Bool = True
+
+
+class ConvTranspose2d(NodeSpec):
+    """2-D transposed convolution (``torch.nn.ConvTranspose2d``): its weight is ``[in, out / groups, kh, kw]``, the
+    output side on axis 1. Each output size is ``(size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) +
+    output_padding + 1``; ``output_padding`` must be smaller than the stride or the dilation."""
+    op: Literal["conv_transpose2d"] = "conv_transpose2d"
+    out_channels: PositiveInt
+    kernel_size: Pair
+    stride: Pair = 1
+    padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    output_padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    groups: PositiveInt = 1
+    dilation: Pair = 1
     bias: bool = True
+
+
+class Upsample(NodeSpec):
+    """Resize ``[C, H, W]`` (``torch.nn.Upsample`` / ``F.interpolate``) to ``size`` or by ``scale_factor`` (the output
+    is ``floor(size * scale_factor)``); exactly one of the two. ``align_corners`` goes with ``bilinear`` only."""
+    op: Literal["upsample"] = "upsample"
+    scale_factor: Optional[Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat]]] = None
+    size: Optional[Pair] = None
+    mode: Literal["nearest", "bilinear"] = "nearest"
+    align_corners: Optional[bool] = None
+
+    @model_validator(mode="after")
+    def _one_size(self) -> "Upsample":
+        if (self.scale_factor is None) == (self.size is None):
+            raise ValueError("give exactly one of scale_factor and size")
+        if self.align_corners is not None and self.mode != "bilinear":
+            raise ValueError("align_corners goes with mode 'bilinear' only")
+        return self
+
+
+class LSTM(NodeSpec):
+    """A multi-layer LSTM over a sequence ``[T, D]`` (``torch.nn.LSTM``, ``batch_first=True``), from a zero initial
+    state; the output is the last layer's hidden state at every step, ``[T, hidden_size]``. Its parameters are
+    ``nn.LSTM``'s: ``weight_ih_l{k}`` ``[4 * hidden_size, in]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, with the gate blocks in PyTorch's order (input, forget, cell, output)."""
+    op: Literal["lstm"] = "lstm"
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    dropout: Probability = 0.0
+
+
+class GRU(NodeSpec):
+    """A multi-layer GRU over a sequence ``[T, D]`` (``torch.nn.GRU``, ``batch_first=True``), from a zero initial
+    state; output ``[T, hidden_size]``. Parameters as ``nn.GRU``'s, gate blocks (reset, update, new)."""
+    op: Literal["gru"] = "gru"
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: bool = True
+    dropout: Probability = 0.0
 
 
 class Linear(NodeSpec):
@@ -79,7 +144,7 @@ class Linear(NodeSpec):
     ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does)."""
     op: Literal["linear"] = "linear"
     out_features: PositiveInt
-    bias: bool = True
+    bias: Bool = True
 
 
 class BatchNorm2d(NodeSpec):
@@ -87,8 +152,8 @@ class BatchNorm2d(NodeSpec):
     op: Literal["batchnorm2d"] = "batchnorm2d"
     eps: PositiveFloat = 1e-5
     momentum: Optional[Probability] = 0.1
-    affine: bool = True
-    track_running_stats: bool = True
+    affine: Bool = True
+    track_running_stats: Bool = True
 
 
 class BatchNorm1d(NodeSpec):
@@ -96,8 +161,8 @@ class BatchNorm1d(NodeSpec):
     op: Literal["batchnorm1d"] = "batchnorm1d"
     eps: PositiveFloat = 1e-5
     momentum: Optional[Probability] = 0.1
-    affine: bool = True
-    track_running_stats: bool = True
+    affine: Bool = True
+    track_running_stats: Bool = True
 
 
 class LayerNorm(NodeSpec):
@@ -105,8 +170,8 @@ class LayerNorm(NodeSpec):
     channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt)."""
     op: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-5
-    elementwise_affine: bool = True
-    bias: bool = True
+    elementwise_affine: Bool = True
+    bias: Bool = True
 
 
 class RMSNorm(NodeSpec):
@@ -210,7 +275,7 @@ class MaxPool2d(NodeSpec):
     stride: Optional[Pair] = None
     padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
     dilation: Pair = 1
-    ceil_mode: bool = False
+    ceil_mode: Bool = False
 
 
 class AvgPool2d(NodeSpec):
@@ -219,8 +284,8 @@ class AvgPool2d(NodeSpec):
     kernel_size: Pair
     stride: Optional[Pair] = None
     padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
-    ceil_mode: bool = False
-    count_include_pad: bool = True
+    ceil_mode: Bool = False
+    count_include_pad: Bool = True
 
 
 class AdaptiveAvgPool2d(NodeSpec):
@@ -269,7 +334,7 @@ class Scale(NodeSpec):
     """A learnable per-channel multiplier (ConvNeXt's layer scale): ``x * weight`` with one weight per channel of a
     ``[C, H, W]`` input (or per feature of ``[F]``); the weights start at ``init``."""
     op: Literal["scale"] = "scale"
-    init: float = 1.0
+    init: Float = 1.0
 
 
 class StochasticDepth(NodeSpec):
@@ -304,7 +369,7 @@ NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding,
-    PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool,
+    PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

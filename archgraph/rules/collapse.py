@@ -20,6 +20,7 @@ from ..ops.registry import OPS
 from .base import Rewrite, Rule, nonnegative, rewire
 from ..topology import reachable, users_of
 from .draft import Draft, realise
+from .prune import exactness_note
 
 
 def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
@@ -90,7 +91,7 @@ class CollapseLayer(Rule):
         if branch:
             nodes, outputs = self._cut(graph, readers)
             exact = False
-            note = f"exact when '{self.node}' outputs zeros"
+            note = _branch_note(graph, self.node, readers)
         elif _shape_preserving(graph, self.node):
             nodes, outputs, exact = _bypass(self, graph, self.node)
             note = "" if exact else f"'{self.node}' ({n.op}) is not an identity"
@@ -133,3 +134,11 @@ class CollapseLayer(Rule):
         if len(set(outputs)) != len(outputs):
             raise self.error("two graph outputs would become the same node", node=self.node, field="node")
         return out, outputs
+
+
+def _branch_note(graph, node: str, readers) -> str:
+    """When cutting a branch out of its adds and concats keeps the function (see :func:`prune.exactness_note`)."""
+    if all(OPS[graph.nodes[u].op].residual for u in readers):
+        return f"exact when '{node}' outputs zeros"
+    ch = analyse(graph)
+    return exactness_note(graph, ch, set(ch.classes(node)), f"'{node}''s channels")

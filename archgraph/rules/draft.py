@@ -43,6 +43,8 @@ class Draft:
     fan_in: str = "init"      # new channels: how the producers' incoming weights start ("init" or "zero")
     fan_out: str = "zero"     # new channels: how the readers' weights on them start
     fills: dict[str, tuple[str, float]] = field(default_factory=dict)  # new tensor key -> (fill, value)
+    #: new units of gated ops (LSTM, GRU) start with their quiet gate's rows at zero, so their state stays zero
+    quiet: bool = True
     exact: bool = False
     note: str = ""
 
@@ -293,7 +295,11 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
                 in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
         group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
-        if roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
+        if roles[nid] == GROUPED and OPS[node.op].group_side == "out":   # transposed: [in, out / groups, ...]
+            full = _axis_map(ch.slots[nid], slots[nid], draft.fan_in, draft.copy_of, None, uf)
+            if full is not None:
+                group_map = _grouped_in_map(full, node.groups)
+        elif roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
             full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, scale, uf)
             group_map = _grouped_in_map(full, node.groups)
         if out_map is None and in_map is None and group_map is None and nid not in draft.given \
@@ -303,6 +309,13 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 tensors[key] = TensorPlan(key)
                 sources.add(key)
             continue
+        opdef = OPS[node.op]
+        gates, own = opdef.gates(node), opdef.recurrent(node)
+        if out_map is not None and gates > 1:   # every gate block of the units changes alike
+            out_map = out_map.tiled(gates, opdef.quiet_gate if draft.quiet else None)
+        own_map = None   # the in axis of the tensors that read the node's own units (an LSTM's weight_hh)
+        if own:
+            own_map = _axis_map(ch.slots[nid], slots[nid], draft.fan_out, draft.copy_of, scale, uf)
         noise = None
         if draft.noise and producing_role(roles[nid]) and nid in draft.given:
             pos = {t: i for i, t in enumerate(slots[nid].tokens)}
@@ -319,7 +332,10 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             axes = []
             if out_axis is not None and out_map is not None:
                 axes.append((out_axis, out_map))
-            if in_axis is not None and old_in is not None and in_map is not None:
+            if in_axis is not None and old_in is not None and param in own:
+                if own_map is not None:
+                    axes.append((in_axis, own_map))
+            elif in_axis is not None and old_in is not None and in_map is not None:
                 axes.append((in_axis, in_map))
             if group_map is not None and param == "weight":
                 axes.append((1, group_map))

@@ -21,6 +21,7 @@ from typing import ClassVar, Mapping, Optional, Sequence
 from pydantic import Field, NonNegativeInt
 
 from ..channels import Channels, analyse
+from ..ops.registry import OPS
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 
@@ -43,6 +44,24 @@ def classes_at(rule: Rule, ch: Channels, node: str, indices: Sequence[int]) -> s
             raise rule.error(f"channel {i} of '{node}' cannot be removed: {why}", node=node, field="indices")
         roots.add(root)
     return roots
+
+
+#: ops that turn a zero channel into a non-zero constant in eval mode: a batchnorm gives beta - mean * gamma /
+#: sqrt(var + eps), a sigmoid 0.5. A removed channel must be zero *after* them for the prune to be exact. (Folding
+#: the constant into the next layer's bias would be exact for a linear reader but not for a padded conv, whose
+#: borders read zeros instead of the constant, so archgraph says so instead of folding.)
+
+
+def exactness_note(graph, ch: Channels, roots: set[int], what: str = "the removed channels") -> str:
+    """When removing channels of these classes keeps the function: the precise condition, naming any node after
+    them that maps a zero channel to a constant."""
+    shifts = [nid for nid in ch.readers(roots) if OPS[graph.nodes[nid].op].shifts_zero]
+    if not shifts:
+        return f"exact only when {what} carry zeros or are read with zero weights"
+    named = ", ".join(f"'{nid}' ({graph.nodes[nid].op})" for nid in shifts[:3]) + (", ..." if len(shifts) > 3 else "")
+    return (f"exact only when {what} are zero where they are read: {named} maps a zero channel to a constant "
+            "(a batchnorm's beta - mean * gamma / sqrt(var + eps)), so a zero producer is not enough; the "
+            "norm's output for them must be zero too, or their readers' weights")
 
 
 def remove_classes(draft: Draft, roots: set[int]) -> None:
@@ -68,7 +87,7 @@ def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]],
     draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs))
     remove_classes(draft, roots)
     draft.exact = False
-    draft.note = "exact only when the removed channels carry zeros or are read with zero weights"
+    draft.note = exactness_note(graph, ch, roots)
     graph2, plan = realise(draft, rule)
     return Rewrite(graph2, graph, rule, plan)
 

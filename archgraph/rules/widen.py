@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ..channels import GROUPED, MIXER, SOURCE, THROUGH, Channels, Space, analyse
+from ..limits import env_name, limit
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
 from .draft import Draft, realise
@@ -128,6 +129,10 @@ class AddFilters(Rule):
 
     def apply(self, graph) -> Rewrite:
         ch, space = widenable(self, graph, self.node)
+        if len(space.classes) + self.count > limit("width"):  # before the channel tables are allocated
+            raise self.error(f"{len(space.classes):,} + {self.count:,} channels is over the width limit of "
+                             f"{limit('width'):,} (a typo? to allow it, set {env_name('width')})",
+                             node=self.node, field="count")
         draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
         new = add_channels(draft, space, self.count)
         draft.fan_in, draft.fan_out = {"preserve": ("init", "zero"), "random": ("init", "init"),
@@ -145,6 +150,7 @@ class AddFilters(Rule):
             for i, r in replicas.items():
                 for p in space.producers:
                     draft.scale[space.tokens[p][i]] = 1.0 / r
+        draft.quiet = self.init != "random"   # new LSTM/GRU units: state and output stay zero
         norms = []
         if self.init in ("preserve", "zero") and rescalable(ch, space):
             # rmsnorms over the new channels: the new channels carry zeros (their makers' new weights are zero)

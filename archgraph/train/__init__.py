@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .config import RunConfig, config_from_data, load_config, load_seed, with_overrides
+from .config import RunConfig, check_budget, config_from_data, load_config, load_seed, with_overrides
 
 
 def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Union[str, os.PathLike], *,
@@ -25,7 +26,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     root, and ``settings`` any field by dotted name, e.g. ``{"schedule.epochs": 2}``. Under ``torchrun`` every
     process calls this and trains its share (see :mod:`archgraph.train.distributed`); only rank 0 writes ``out_dir``.
     """
-    from .loop import Trainer
+    from .loop import Trainer  # torch: importing archgraph.train (run files, schemas) needs none
     if isinstance(config_or_path, (str, os.PathLike)):
         source = str(config_or_path)
         cfg = load_config(config_or_path)
@@ -40,6 +41,9 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     if extra:
         cfg = with_overrides(cfg, extra, source)
     seed = load_seed(cfg, base, source)
+    if os.environ.get("RANK", "0") == "0":
+        for warning in check_budget(cfg):
+            print(f"archgraph: warning: {source}: {warning}", file=sys.stderr)
     trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
                       quiet=quiet, resume=resume)
     try:

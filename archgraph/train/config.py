@@ -31,7 +31,8 @@ from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: YAML gives real ints, floats and booleans, so `epochs: "3"` or `flip: 1` is an error, as in the schema
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
@@ -346,7 +347,7 @@ class Schedule(_Model):
 
 class RunConfig(_Model):
     """A whole run: what to grow, on what, how, for how long."""
-    model_config = ConfigDict(frozen=True, extra="forbid",
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
                               json_schema_extra={"title": "archgraph run", "$id": "archgraph.run.schema.json"})
 
     archgraph_run: Literal[1] = Field(1, description="format version of the run file")
@@ -371,6 +372,10 @@ def config_from_data(data: Any, source: str = "<config>") -> RunConfig:
     """Validate plain data as a :class:`RunConfig`; errors name the file and the dotted field."""
     if not isinstance(data, dict):
         raise ConfigError("the top level must be a mapping with seed, data, method and schedule", file=source)
+    if "archgraph" in data and "nodes" in data and "seed" not in data:
+        raise ConfigError("this is a graph file (archgraph: 1, inputs, nodes, outputs), not a run file: a run file "
+                          "names its seed graph and says how to train it (seed, data, method, schedule); see "
+                          "examples/digits_gnap.yaml", file=source)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -408,6 +413,23 @@ def _method_names() -> set[str]:
     return {m.model_fields["name"].default for m in METHOD_SETTINGS}
 
 
+def check_budget(cfg: RunConfig) -> list[str]:
+    """Warnings about settings that make a method silently do nothing, such as a GNAP fine-tuning stage as long as
+    the whole epoch budget (GNAP grows only while more than ``finetune_epochs`` epochs remain)."""
+    warnings = []
+    m, epochs = cfg.method, cfg.schedule.epochs
+    if m.name == "gnap":
+        growing = epochs - m.finetune_epochs
+        needs = m.min_phase_epochs + 1
+        if growing < needs:
+            warnings.append(
+                f"method.finetune_epochs ({m.finetune_epochs}) leaves {max(growing, 0)} of the "
+                f"{epochs} epochs (schedule.epochs) for growth, and a phase needs at least {needs} "
+                f"(method.min_phase_epochs + 1): this run will never grow; raise schedule.epochs or lower "
+                "method.finetune_epochs")
+    return warnings
+
+
 def load_config(path: Union[str, os.PathLike]) -> RunConfig:
     """Read and validate a run file."""
     return config_from_data(parse_yaml(read_text(path), str(path)), str(path))
@@ -441,5 +463,11 @@ def with_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "<co
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"cannot set '{key}': '{part}' is not a section", file=source, field=key)
             node = node[part]
+        if parts[-1] not in node and not (len(parts) == 2 and parts[0] == "method"):
+            import difflib
+            match = difflib.get_close_matches(parts[-1], list(node), n=1)
+            hint = f" (did you mean '{'.'.join([*parts[:-1], match[0]])}'?)" if match else \
+                f"; it has: {', '.join(node)}"
+            raise ConfigError(f"cannot set '{key}': no such field{hint}", file=source, field=key)
         node[parts[-1]] = value
     return config_from_data(data, source)

@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..compat import import_torchvision
 from ..errors import ConfigError
 from .augment import augment as augment_batch
 from .config import DataConfig
@@ -165,7 +166,6 @@ def digits_arrays():
 
 
 def torchvision_arrays(name: str, root: str, download: bool, source: str):
-    from ..compat import import_torchvision
     datasets = import_torchvision().datasets
     cls = getattr(datasets, TORCHVISION[name])
     try:
@@ -191,7 +191,6 @@ def _mnist(cls, root: str, download: bool):
     if not all((raw / f"{f}.gz").exists() for f in MNIST_FILES):
         missing = [f for f in MNIST_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
         raise RuntimeError(f"missing {raw / missing[0]}(.gz)")
-    from ..compat import import_torchvision
     extract = import_torchvision().datasets.utils.extract_archive
     with tempfile.TemporaryDirectory(prefix="archgraph-data-") as tmp:
         unpacked = Path(tmp) / cls.__name__ / "raw"

@@ -67,7 +67,7 @@ def mask_layout(graph, channel_masks: bool = True) -> MaskLayout:
     groups: dict[str, ChannelGroup] = {}
     if channel_masks:
         for nid, node in graph.nodes.items():
-            if is_weighted(node) and _role(graph, nid, shapes) == SOURCE:
+            if is_weighted(node) and _role(graph, nid, shapes) == SOURCE and _weight_axes(graph, nid, shapes)[0] == 0:
                 group = _channel_group(graph, nid, shapes)
                 if group is not None:
                     groups[nid] = group
@@ -85,6 +85,12 @@ def mask_layout(graph, channel_masks: bool = True) -> MaskLayout:
 def _role(graph, nid, shapes) -> str:
     node = graph.nodes[nid]
     return OPS[node.op].channels(node, [shapes[i] for i in node.inputs])
+
+
+def _weight_axes(graph, nid, shapes) -> tuple:
+    """(out axis, in axis) of a weighted node's weight (a transposed conv's are (1, 0), the gates need (0, 1))."""
+    node = graph.nodes[nid]
+    return OPS[node.op].layout(node, [shapes[i] for i in node.inputs])["weight"]
 
 
 def _params_on_out_axis(graph, nid, shapes) -> list[str]:
@@ -109,6 +115,8 @@ def _channel_group(graph, producer: str, shapes) -> Optional[ChannelGroup]:
             role = _role(graph, user, shapes)
             opdef = OPS[graph.nodes[user].op]
             if role == SOURCE:
+                if _weight_axes(graph, user, shapes)[1] != 1:
+                    return None   # a transposed conv reads its input on weight axis 0: the gates assume axis 1
                 group.consumers.append((f"{user}.weight", repeat))
                 continue
             if user in graph.outputs:
