@@ -40,14 +40,14 @@ def test_default_corpus_splits_contiguously_with_next_token_targets():
 def test_path_split_fractions_unknown_characters_and_bytes(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("ab" * 40 + "cé" * 10, encoding="utf-8")    # c and é only in the last fifth
-    ds = load_text(DataConfig(name="text", path=str(f), split=(0.8, 0.1, 0.1)), window=4)
+    ds = load_text(DataConfig(name="text", path=str(f), split=[0.8, 0.1, 0.1]), window=4)
     assert ds.symbols == [None, "a", "b"]
     assert set(ds.test.tokens.tolist()) == {UNKNOWN}
-    bs = load_text(DataConfig(name="text", path=str(f), tokens="bytes", split=(0.8, 0.1, 0.1), stride=2), window=4)
+    bs = load_text(DataConfig(name="text", path=str(f), tokens="bytes", split=[0.8, 0.1, 0.1], stride=2), window=4)
     assert len(bs.train.tokens) == int(0.8 * 110)                      # é is two bytes, 0xc3 0xa9
     assert bs.symbols == [None, ord("a"), ord("b"), ord("c"), 0xa9, 0xc3]
     assert bs.train.starts[:3].tolist() == [0, 2, 4]
-    assert load_text(DataConfig(name="text", path=str(f), split=(0.9, 0.0, 0.1)), window=4).val is None
+    assert load_text(DataConfig(name="text", path=str(f), split=[0.9, 0.0, 0.1]), window=4).val is None
 
 
 def test_text_errors_are_clear(tmp_path):

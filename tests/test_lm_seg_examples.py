@@ -11,7 +11,7 @@ import yaml
 from archgraph.cli import main
 from conftest import ROOT
 
-EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "digits_scenes_scs", "mnist_scenes_scs", "mnist_vit_gnap"]
+EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_scs", "mnist_scenes_scs", "mnist_vit_gnap"]
 TINY = {"text": ["data.limit=64", "data.test_limit=16", "data.eval_batch_size=64"],
         "digits_scenes": ["data.limit=48", "data.test_limit=8"],
         "mnist_scenes": ["data.limit=24", "data.test_limit=8"],
@@ -43,6 +43,11 @@ def test_text_gpt_staged_grows_on_schedule(tmp_path):
 def test_text_gpt_gnap_runs(tmp_path):
     s = _grow(tmp_path, "text_gpt_gnap", "schedule.epochs=2", "method.finetune_epochs=1")
     assert s["method"] == "gnap" and s["test_bpc"] > 0
+
+
+def test_text_lstm_scs_runs(tmp_path):
+    s = _grow(tmp_path, "text_lstm_scs", "schedule.epochs=2")
+    assert s["method"] == "scs" and s["test_bpc"] > 0
 
 
 def test_digits_scenes_scs_runs(tmp_path):

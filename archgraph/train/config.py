@@ -67,8 +67,8 @@ class DataConfig(_Model):
     path: Optional[str] = Field(None, description="text: a UTF-8 file to train on (relative to the working "
                                                   "directory; default: the prose of CPython's pydoc_data.topics)")
     tokens: Literal["chars", "bytes"] = Field("chars", description="text: characters or the UTF-8 bytes as tokens")
-    split: tuple[Annotated[float, Field(gt=0.0)], NonNegativeFloat, Annotated[float, Field(gt=0.0)]] = Field(
-        (0.9, 0.05, 0.05), description="text: contiguous train/val/test fractions of the corpus (they sum to 1; "
+    split: Annotated[list[NonNegativeFloat], Field(min_length=3, max_length=3)] = Field(
+        [0.9, 0.05, 0.05], description="text: contiguous train/val/test fractions of the corpus (they sum to 1; "
                                        "val_fraction is not used)")
     stride: Optional[PositiveInt] = Field(None, description="text: tokens between the starts of training windows "
                                                             "(default: the window length T, no overlap)")
@@ -76,6 +76,8 @@ class DataConfig(_Model):
 
     @model_validator(mode="after")
     def _split_sums_to_one(self):
+        if self.split[0] <= 0 or self.split[2] <= 0:
+            raise ValueError(f"data.split needs a training and a test share, not {self.split}")
         if abs(sum(self.split) - 1.0) > 1e-6:
             raise ValueError(f"data.split fractions must sum to 1, not {sum(self.split):g}")
         return self
