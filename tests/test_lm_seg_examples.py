@@ -2,7 +2,6 @@
 tiny budget end to end through the CLI (``--set`` overrides), the MNIST ones on generated MNIST files, and GNAP,
 SCS and CGaP start on the GPT seed (GNAP and CGaP rewrite it)."""
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest

@@ -101,7 +101,7 @@ def load_dataset(cfg: DataConfig, seed: int = 0, root: Optional[str] = None,
                               f"{list(input_shape or [])}", file=source, field="seed")
         return load_text(cfg, int(input_shape[0]), source)
     if cfg.name.endswith("_scenes"):
-        from .scenes import load_scenes
+        from .scenes import load_scenes   # as above
         return load_scenes(cfg, seed, root, input_shape, source)
     root = root or cfg.root or "data"
     if cfg.name == "digits":
