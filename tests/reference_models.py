@@ -284,11 +284,12 @@ class Table(nn.Module):
         self.weight = nn.Parameter(torch.zeros(*shape))
 
 
-def _blocks(module: nn.Module, depth: int, d: int, heads: int, hidden: int, causal: bool, eps: float) -> None:
+def _blocks(module: nn.Module, depth: int, d: int, heads: int, hidden: int, causal: bool, eps, norm=nn.LayerNorm
+            ) -> None:
     for i in range(depth):
-        setattr(module, f"b{i}_ln1", nn.LayerNorm(d, eps=eps))
+        setattr(module, f"b{i}_ln1", norm(d, eps=eps))
         setattr(module, f"b{i}_attn", SelfAttention(d, heads, causal))
-        setattr(module, f"b{i}_ln2", nn.LayerNorm(d, eps=eps))
+        setattr(module, f"b{i}_ln2", norm(d, eps=eps))
         setattr(module, f"b{i}_fc", nn.Linear(d, hidden))
         setattr(module, f"b{i}_proj", nn.Linear(hidden, d))
 
@@ -382,3 +383,57 @@ class LSTMLM(nn.Module):
 
 
 HAND_WRITTEN.update({"lstm_lm": (LSTMLM, {"shape": (32,), "vocab": 65})})
+
+
+# ---- the seeds of the text and scene examples ------------------------------------------------------------------
+
+class GPTText(nn.Module):
+    """``examples/seeds/gpt_text.yaml``: one pre-norm block with rmsnorms (eps None: the dtype's epsilon)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(128, 32)
+        self.wpe = Table(32, 32)
+        _blocks(self, 1, 32, 2, 64, True, None, norm=nn.RMSNorm)
+        self.ln_f = nn.RMSNorm(32, eps=None)
+        self.lm_head = nn.Linear(32, 128, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe.weight
+        return self.lm_head(self.ln_f(_run_blocks(self, x, 1)))
+
+
+class LSTMText(nn.Module):
+    """``examples/seeds/lstm_text.yaml``."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(128, 32)
+        self.lstm = nn.LSTM(32, 64, batch_first=True)
+        self.head = nn.Linear(64, 128)
+
+    def forward(self, tokens):
+        return self.head(self.lstm(self.embed(tokens))[0])
+
+
+class FCNScenes(nn.Module):
+    """``examples/seeds/fcn_scenes.yaml`` (``dilation`` 4) and ``fcn_scenes64.yaml`` (8)."""
+
+    def __init__(self, last_dilation: int = 4):
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.bn2 = nn.Conv2d(8, 16, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(16)
+        d = last_dilation
+        self.c3, self.bn3 = nn.Conv2d(16, 16, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(16)
+        self.out = nn.Conv2d(16, 11, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.c1(x)))
+        x = torch.relu(self.bn2(self.c2(x)))
+        return self.out(torch.relu(self.bn3(self.c3(x))))
+
+
+HAND_WRITTEN.update({"gpt_text": (GPTText, {"shape": (32,), "vocab": 128}),
+                     "lstm_text": (LSTMText, {"shape": (32,), "vocab": 128}),
+                     "fcn_scenes": (FCNScenes, (1, 32, 32)),
+                     "fcn_scenes64": (lambda: FCNScenes(8), (1, 64, 64))})

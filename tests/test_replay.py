@@ -172,6 +172,8 @@ def rule_for(draw, graph):
         after = draw(st.sampled_from(ids))
         cls = rules.RULES[name]
         return cls(after=after)
+    if name == "prune_heads":   # refused (and skipped) on a node that is not an attention
+        return rules.PruneHeads(node=draw(st.sampled_from(ids)), indices=(0,))
     return rules.RULES[name](node=draw(st.sampled_from(ids)))
 
 

@@ -359,7 +359,10 @@ def test_random_growth_keeps_random_transformers(data):
     steps = data.draw(st.integers(1, 3))
     for _ in range(steps):
         rule = data.draw(growth(g))
-        assert archgraph.apply(g, rule).exact, rule
+        if not archgraph.apply(g, rule).exact:
+            # widening a stream that a layernorm normalises is honestly inexact (docs/rules.md); nothing else is
+            assert isinstance(rule, rules.AddFilters) and any(n.op == "layernorm" for n in g.nodes.values()), rule
+            continue
         err, g = rewrite_error(g, rule, optimizer=False)
         assert err <= TOL, (rule, err)
     CASES["growth"] += 1
