@@ -26,7 +26,7 @@ def register(sub) -> None:
                        "--param method.param_cost=loguniform:0.0005:0.05 --param "
                        "method.grow_init=choice:preserve,net2net --trials 20 --seeds 0,1,2 --jobs 2 "
                        "--out runs/sweep")
-    run_file_argument(p)
+    run_file_argument(p, "the run file whose grow runs are the trials (its settings are the defaults)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=DIST:ARGS", required=True,
                    help="a searched field by dotted name, e.g. method.param_cost=loguniform:0.0005:0.05 "
                         "(repeatable)")
