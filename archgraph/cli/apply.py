@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 import archgraph
@@ -19,7 +20,8 @@ def rule_help() -> str:
         args = []
         for field, info in cls.model_fields.items():
             args.append(field if info.is_required() else f"{field}={_show(info.default)}")
-        lines.append(f"  {name} " + " ".join(args))
+        lines.extend(textwrap.wrap(" ".join(args), width=110, initial_indent=f"  {name} ",
+                                   subsequent_indent=" " * (len(name) + 5), break_on_hyphens=False))
     lines.append("")
     lines.append("'none' is a default chosen from the graph: op=none takes conv2d after a [C, H, W] value and linear "
                  "after [F];")
