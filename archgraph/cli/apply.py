@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 import archgraph
 from archgraph.errors import ConfigError
 
-from .outputs import add_force, output_folder
+from .args import command, folder_output_argument, force_argument, graph_argument, seed_argument, weights_argument
+from .outputs import output_folder
 
 
 def rule_help() -> str:
@@ -18,7 +20,8 @@ def rule_help() -> str:
         args = []
         for field, info in cls.model_fields.items():
             args.append(field if info.is_required() else f"{field}={_show(info.default)}")
-        lines.append(f"  {name} " + " ".join(args))
+        lines.extend(textwrap.wrap(" ".join(args), width=110, initial_indent=f"  {name} ",
+                                   subsequent_indent=" " * (len(name) + 5), break_on_hyphens=False))
     lines.append("")
     lines.append("'none' is a default chosen from the graph: op=none takes conv2d after a [C, H, W] value and linear "
                  "after [F];")
@@ -40,22 +43,20 @@ def _show(value) -> str:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("apply", help="apply one rewrite rule (grow or prune) to a graph and its weights",
-                       description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and\n"
-                                   "OUT/weights.safetensors. The weights come from --weights (carried through\n"
-                                   "the rule) or, without it, from a deterministic initialisation with --seed.",
-                       epilog=rule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("graph", metavar="GRAPH", help="the graph file to rewrite")
+    p = command(sub, "apply", run, help="apply one rewrite rule (grow or prune) to a graph and its weights",
+                description="Apply a rewrite rule to GRAPH and write OUT/graph.yaml and\n"
+                            "OUT/weights.safetensors. The weights come from --weights (carried through\n"
+                            "the rule) or, without it, from a deterministic initialisation with --seed.",
+                epilog=rule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    graph_argument(p, "the graph file to rewrite")
     p.add_argument("rule", metavar="RULE", help="rule name, e.g. add_filters")
     p.add_argument("values", nargs="*", metavar="KEY=VALUE", help="the rule's arguments")
-    p.add_argument("--weights", metavar="W.safetensors", help="weights of GRAPH (keys <node_id>.<param>)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed for GRAPH without --weights and for "
-                                                       "new entries that start random (default 0)")
+    weights_argument(p, "weights of GRAPH (keys <node_id>.<param>)")
+    seed_argument(p, "initialisation seed for GRAPH without --weights and for new entries that start random "
+                     "(default 0)")
     p.add_argument("--plan", action="store_true", help="also print how every changed tensor is made")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
-    add_force(p)
-    p.set_defaults(func=run)
+    folder_output_argument(p, "OUT")
+    force_argument(p)
 
 
 def parse_values(rule: str, values: list[str]) -> dict[str, str]:

@@ -5,19 +5,19 @@ import json
 
 import archgraph
 
+from .args import command, json_argument, output_argument
 from .outputs import output_file
 
 
 def register(sub) -> None:
-    p = sub.add_parser("diff", help="draw what changed between two graph versions",
-                       description="Draw the later graph B with the changes from A marked: added nodes (green), "
-                                   "widened nodes (blue, +k), pruned channels (orange, -k), changed settings or "
-                                   "inputs (yellow) and removed nodes as dashed red ghosts. Prints the changes.")
+    p = command(sub, "diff", run, help="draw what changed between two graph versions",
+                description="Draw the later graph B with the changes from A marked: added nodes (green), widened "
+                            "nodes (blue, +k), pruned channels (orange, -k), changed settings or inputs (yellow) and "
+                            "removed nodes as dashed red ghosts. Prints the changes.")
     p.add_argument("old", metavar="A.yaml", help="the earlier graph")
     p.add_argument("new", metavar="B.yaml", help="the later graph")
-    p.add_argument("-o", "--output", metavar="OUT", help="picture to write: .svg, .png, .pdf or .dot")
-    p.add_argument("--json", action="store_true", help="print the changes as JSON")
-    p.set_defaults(func=run)
+    output_argument(p, "OUT", "picture to write: .svg, .png, .pdf or .dot")
+    json_argument(p, "print the changes as JSON")
 
 
 def run(args) -> int:

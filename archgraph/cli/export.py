@@ -4,21 +4,20 @@ from __future__ import annotations
 import archgraph
 from archgraph.errors import ConfigError
 
+from .args import command, graph_argument, weights_argument
 from .outputs import output_file
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a graph to ONNX or to a standalone PyTorch file",
-                       description="Write the graph with its weights as ONNX (checked with onnx.checker; "
-                                   "onnxruntime's output is compared with PyTorch's), and/or as a standalone "
-                                   "Python file defining an nn.Module that needs only torch and whose state_dict "
-                                   "keys are <node_id>.<param>.")
-    p.add_argument("graph", metavar="GRAPH", help="the graph file to export")
-    p.add_argument("--weights", metavar="W.safetensors", help="weights (needed for --onnx; checked for --python)")
+    p = command(sub, "export", run, help="export a graph to ONNX or to a standalone PyTorch file",
+                description="Write the graph with its weights as ONNX (checked with onnx.checker; onnxruntime's "
+                            "output is compared with PyTorch's), and/or as a standalone Python file defining an "
+                            "nn.Module that needs only torch and whose state_dict keys are <node_id>.<param>.")
+    graph_argument(p, "the graph file to export")
+    weights_argument(p, "weights (needed for --onnx; checked for --python)")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

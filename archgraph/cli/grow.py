@@ -7,26 +7,22 @@ import json
 import os
 
 from ..errors import ConfigError
+from .args import command, run_file_argument, settings_argument, training_arguments
 
 
 def register(sub) -> None:
-    p = sub.add_parser("grow", help="train a seed with a growth/pruning method (GNAP, ...)",
-                       description="Train the seed graph a run file names with its method (GNAP grows and prunes "
-                                   "it), writing every graph version, the event history, checkpoints, the final "
-                                   "weights and summary.json into DIR. A run killed at any point continues from "
-                                   "its last checkpoint with --resume. Under torchrun (torchrun "
-                                   "--nproc_per_node=N -m archgraph grow ...) each process trains its share of "
-                                   "every batch with DDP and only rank 0 writes DIR.")
-    p.add_argument("run_file", metavar="RUN.yaml", help="a run file: seed, data, method, schedule "
-                                                        "(examples/digits_gnap.yaml)")
+    p = command(sub, "grow", run, help="train a seed with a growth/pruning method (GNAP, ...)",
+                description="Train the seed graph a run file names with its method (GNAP grows and prunes it), "
+                            "writing every graph version, the event history, checkpoints, the final weights and "
+                            "summary.json into DIR. A run killed at any point continues from its last checkpoint "
+                            "with --resume. Under torchrun (torchrun --nproc_per_node=N -m archgraph grow ...) each "
+                            "process trains its share of every batch with DDP and only rank 0 writes DIR.")
+    run_file_argument(p, "a run file: seed, data, method, schedule (examples/digits_gnap.yaml)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (must be new or empty unless --resume)")
-    p.add_argument("--data-root", metavar="PATH", help="dataset root (overrides data.root)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="overrides schedule.device")
+    training_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a run-file field by dotted name, e.g. --set schedule.epochs=2 (repeatable)")
-    p.set_defaults(func=run)
+    settings_argument(p, "override a run-file field by dotted name, e.g. --set schedule.epochs=2 (repeatable)")
 
 
 def parse_settings(items: list[str]) -> dict:

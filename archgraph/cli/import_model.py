@@ -5,26 +5,25 @@ from pathlib import Path
 
 from archgraph.errors import ConfigError
 
-from .outputs import add_force, output_folder
+from .args import command, folder_output_argument, force_argument, seed_argument
+from .outputs import output_folder
 
 SOURCES = ("torchvision",)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("import", help="import a PyTorch model into a graph and weights",
-                       description="Trace a model with torch.fx and write DIR/graph.yaml and DIR/weights.safetensors "
-                                   "(keys <node_id>.<param>). Models come randomly initialised (no pretrained "
-                                   "weights are downloaded). An op the graph format cannot express is an error "
-                                   "naming the op and the fx node.")
+    p = command(sub, "import", run, help="import a PyTorch model into a graph and weights",
+                description="Trace a model with torch.fx and write DIR/graph.yaml and DIR/weights.safetensors (keys "
+                            "<node_id>.<param>). Models come randomly initialised (no pretrained weights are "
+                            "downloaded). An op the graph format cannot express is an error naming the op and the fx "
+                            "node.")
     p.add_argument("model", metavar="torchvision:NAME", help="e.g. torchvision:resnet18")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
                    help="per-sample input shape (default 3,224,224)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
-    add_force(p)
-    p.set_defaults(func=run)
+    seed_argument(p, "seed of the random initialisation (default 0)")
+    folder_output_argument(p, "DIR")
+    force_argument(p)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

@@ -4,18 +4,17 @@ from __future__ import annotations
 import archgraph
 from archgraph.errors import ArchgraphError
 
+from .args import command, output_argument, seed_argument
 from .outputs import output_file
 
 
 def register(sub) -> None:
-    p = sub.add_parser("init", help="write deterministic initial weights (safetensors)",
-                       description="Build the graph and write its initial weights, keyed <node_id>.<param>. "
-                                   "The same graph and seed always give the same weights.")
+    p = command(sub, "init", run, help="write deterministic initial weights (safetensors)",
+                description="Build the graph and write its initial weights, keyed <node_id>.<param>. The same graph "
+                            "and seed always give the same weights.")
     p.add_argument("file", metavar="FILE", help="a graph file")
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="W.safetensors",
-                   help="weights file to write (in an existing folder)")
-    p.set_defaults(func=run)
+    seed_argument(p, "initialisation seed (default 0)")
+    output_argument(p, "W.safetensors", "weights file to write (in an existing folder)", required=True)
 
 
 def run(args) -> int:

@@ -38,7 +38,3 @@ def output_folder(path: str, force: bool = False, option: str = "-o") -> Path:
         raise ConfigError("the output folder is not empty; pass --force to write into it anyway (files of the "
                           "same name are replaced)", file=str(out), field=option)
     return out
-
-
-def add_force(p) -> None:
-    p.add_argument("--force", action="store_true", help="write into an output folder that already holds files")

@@ -5,27 +5,26 @@ import json
 
 import archgraph
 
-from .outputs import add_force, output_folder
+from .args import (command, folder_output_argument, force_argument, graph_argument, quiet_argument, seed_argument,
+                   weights_argument)
+from .outputs import output_folder
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="structured pruning: remove a ratio of every coupled channel group",
-                       description="Remove RATIO of the channels of every coupled channel group of GRAPH, the least "
-                                   "important by CRITERION (the summed |w|^2 or |w| of every weight holding the "
-                                   "channel, or random), and write OUT/graph.yaml and OUT/weights.safetensors. The "
-                                   "graph's outputs are never pruned; grouped convs lose the same positions in every "
-                                   "group. Prints the equivalent "
-                                   "prune_channels rules (for 'archgraph apply').")
-    p.add_argument("graph", metavar="GRAPH", help="the graph file to prune")
-    p.add_argument("--weights", required=True, metavar="W.safetensors", help="weights of GRAPH")
+    p = command(sub, "prune", run, help="structured pruning: remove a ratio of every coupled channel group",
+                description="Remove RATIO of the channels of every coupled channel group of GRAPH, the least "
+                            "important by CRITERION (the summed |w|^2 or |w| of every weight holding the channel, or "
+                            "random), and write OUT/graph.yaml and OUT/weights.safetensors. The graph's outputs are "
+                            "never pruned; grouped convs lose the same positions in every group. Prints the "
+                            "equivalent prune_channels rules (for 'archgraph apply').")
+    graph_argument(p, "the graph file to prune")
+    weights_argument(p, "weights of GRAPH", required=True)
     p.add_argument("--ratio", type=float, required=True, help="fraction of each group's channels to remove, [0, 1)")
     p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="importance (default l2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random criterion (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output folder for graph.yaml and weights.safetensors (new or empty, or --force)")
-    p.add_argument("-q", "--quiet", action="store_true", help="do not list the pruned channels")
-    add_force(p)
-    p.set_defaults(func=run)
+    seed_argument(p, "seed of the random criterion (default 0)")
+    folder_output_argument(p, "OUT")
+    quiet_argument(p, "do not list the pruned channels")
+    force_argument(p)
 
 
 def run(args) -> int:

@@ -5,21 +5,21 @@ from pathlib import Path
 
 import archgraph
 
+from .args import command, output_argument
 from .outputs import output_file
 
 
 def register(sub) -> None:
-    p = sub.add_parser("render", help="draw a graph (or a run's history) with graphviz",
-                       description="Draw a graph file: each node with its op, key sizes and output shape. "
-                                   "Given a run directory, draw its history: the versions as a timeline, each "
-                                   "edge labelled with the rule that made it.")
+    p = command(sub, "render", run, help="draw a graph (or a run's history) with graphviz",
+                description="Draw a graph file: each node with its op, key sizes and output shape. Given a run "
+                            "directory, draw its history: the versions as a timeline, each edge labelled with the "
+                            "rule that made it.")
     p.add_argument("source", metavar="FILE|DIR", help="a graph file, or a run directory for its history")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="picture to write: .svg, .png, .pdf or .dot")
+    output_argument(p, "OUT", "picture to write: .svg, .png, .pdf or .dot", required=True)
     p.add_argument("--rankdir", choices=["TB", "LR"], default="TB",
                    help="layout of a graph: TB top to bottom (default), LR left to right (wide and short, for deep "
                         "networks)")
     p.add_argument("--dpi", type=int, metavar="N", help="resolution (graphviz's default: 96 for .png)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

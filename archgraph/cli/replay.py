@@ -1,18 +1,19 @@
 """archgraph replay DIR [--version K] [-o OUT_DIR]"""
 from __future__ import annotations
 
+from .args import command, output_argument, quiet_argument, run_dir_argument
+
 
 def register(sub) -> None:
-    p = sub.add_parser("replay", help="rebuild a version of a run from its seed and rule log",
-                       description="Rebuild version K of a run directory from versions/0000.yaml and the rules "
-                                   "logged in history.jsonl alone, checking every version on the way against its "
-                                   "recorded content hash and stored file. A mismatch is an error (exit 2) naming "
-                                   "the version and the rule. With -o, write OUT_DIR/graph.yaml.")
-    p.add_argument("run_dir", metavar="DIR", help="run directory")
+    p = command(sub, "replay", run, help="rebuild a version of a run from its seed and rule log",
+                description="Rebuild version K of a run directory from versions/0000.yaml and the rules logged in "
+                            "history.jsonl alone, checking every version on the way against its recorded content "
+                            "hash and stored file. A mismatch is an error (exit 2) naming the version and the rule. "
+                            "With -o, write OUT_DIR/graph.yaml.")
+    run_dir_argument(p)
     p.add_argument("--version", type=int, metavar="K", help="version to rebuild (default: the last one)")
-    p.add_argument("-o", "--output", metavar="OUT_DIR", help="folder to write graph.yaml into")
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the written file")
-    p.set_defaults(func=run)
+    output_argument(p, "OUT_DIR", "folder to write graph.yaml into")
+    quiet_argument(p, "print only the written file")
 
 
 def run(args) -> int:

@@ -1,15 +1,16 @@
 """archgraph report DIR [-o OUT.html]"""
 from __future__ import annotations
 
+from .args import command, output_argument, run_dir_argument
+
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="write a run's self-contained HTML report",
-                       description="Write DIR/report.html: one self-contained page (no network needed) with a "
-                                   "slider over the run's versions showing each version's graph, its diff from "
-                                   "the previous version, the rule applied and the metric curves.")
-    p.add_argument("run_dir", metavar="DIR", help="run directory")
-    p.add_argument("-o", "--output", metavar="OUT", help="page to write (default DIR/report.html)")
-    p.set_defaults(func=run)
+    p = command(sub, "report", run, help="write a run's self-contained HTML report",
+                description="Write DIR/report.html: one self-contained page (no network needed) with a slider over "
+                            "the run's versions showing each version's graph, its diff from the previous version, the "
+                            "rule applied and the metric curves.")
+    run_dir_argument(p)
+    output_argument(p, "OUT", "page to write (default DIR/report.html)")
 
 
 def run(args) -> int:

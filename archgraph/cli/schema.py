@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .args import command, output_argument
+
 
 def register(sub) -> None:
-    p = sub.add_parser("schema", help="write the JSON Schemas of the file formats",
-                       description="Write the JSON Schemas generated from the pydantic models (for editors such "
-                                   "as VS Code's YAML extension) into DIR (default: schemas/).")
-    p.add_argument("-o", "--output", default="schemas", metavar="DIR",
-                   help="folder to write graph.schema.json and run.schema.json into (default schemas/; its schema "
-                        "files are replaced, which is what regenerating them means)")
-    p.set_defaults(func=run)
+    p = command(sub, "schema", run, help="write the JSON Schemas of the file formats",
+                description="Write the JSON Schemas generated from the pydantic models (for editors such as VS Code's "
+                            "YAML extension) into DIR (default: schemas/).")
+    output_argument(p, "DIR", "folder to write graph.schema.json and run.schema.json into (default schemas/; its "
+                              "schema files are replaced, which is what regenerating them means)", default="schemas")
 
 
 def run(args) -> int:

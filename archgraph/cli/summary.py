@@ -6,14 +6,15 @@ import json
 import archgraph
 from archgraph.graph import summary
 
+from .args import command, json_argument
+
 
 def register(sub) -> None:
-    p = sub.add_parser("summary", help="layers, output shapes, params and MACs of a graph",
-                       description="Print a table of the graph's layers with output shapes, parameters and MACs "
-                                   "(multiply-accumulates of conv and linear layers, per sample).")
+    p = command(sub, "summary", run, help="layers, output shapes, params and MACs of a graph",
+                description="Print a table of the graph's layers with output shapes, parameters and MACs "
+                            "(multiply-accumulates of conv and linear layers, per sample).")
     p.add_argument("file", metavar="FILE", help="a graph file")
-    p.add_argument("--json", action="store_true", help="print JSON (params, macs, shapes, layers) instead")
-    p.set_defaults(func=run)
+    json_argument(p, "print JSON (params, macs, shapes, layers) instead")
 
 
 def run(args) -> int:

@@ -6,26 +6,27 @@ import importlib.util
 import sys
 
 from ..errors import ConfigError
+from .args import command, run_file_argument, settings_argument, training_arguments
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sweep", help="multi-objective search of run-file settings: the accuracy/size Pareto front",
-                       description="Search the run-file fields given by --param with Optuna's multi-objective "
-                                   "TPE sampler for the Pareto front of validation accuracy (maximised) against "
-                                   "non-zero parameters (minimised). Every trial runs the run file once per seed "
-                                   "(schedule.seed) into DIR/trials/NNNN/seed-S; its objectives are the medians "
-                                   "over the seeds. The study is stored in DIR/study.db (SQLite), so a killed "
-                                   "sweep continues when the same command runs again (finished trials count "
-                                   "towards N, failed or interrupted ones do not). At the end DIR/pareto.md, "
-                                   "DIR/pareto.json and DIR/pareto.png hold the front, with its members' test "
-                                   "accuracy read from their summary.json. Needs optuna "
-                                   "(pip install 'archgraph[sweep]').",
-                       epilog="DIST is loguniform:LO:HI, uniform:LO:HI, int:LO:HI (inclusive) or choice:A,B,... "
-                              "(values read as YAML scalars). Example: archgraph sweep examples/digits_gnap.yaml "
-                              "--param method.param_cost=loguniform:0.0005:0.05 --param "
-                              "method.grow_init=choice:preserve,net2net --trials 20 --seeds 0,1,2 --jobs 2 "
-                              "--out runs/sweep")
-    p.add_argument("run_file", metavar="RUN.yaml")
+    p = command(sub, "sweep", run, help="multi-objective search of run-file settings: the accuracy/size Pareto front",
+                description="Search the run-file fields given by --param with Optuna's multi-objective "
+                            "TPE sampler for the Pareto front of validation accuracy (maximised) against "
+                            "non-zero parameters (minimised). Every trial runs the run file once per seed "
+                            "(schedule.seed) into DIR/trials/NNNN/seed-S; its objectives are the medians "
+                            "over the seeds. The study is stored in DIR/study.db (SQLite), so a killed "
+                            "sweep continues when the same command runs again (finished trials count "
+                            "towards N, failed or interrupted ones do not). At the end DIR/pareto.md, "
+                            "DIR/pareto.json and DIR/pareto.png hold the front, with its members' test "
+                            "accuracy read from their summary.json. Needs optuna "
+                            "(pip install 'archgraph[sweep]').",
+                epilog="DIST is loguniform:LO:HI, uniform:LO:HI, int:LO:HI (inclusive) or choice:A,B,... "
+                       "(values read as YAML scalars). Example: archgraph sweep examples/digits_gnap.yaml "
+                       "--param method.param_cost=loguniform:0.0005:0.05 --param "
+                       "method.grow_init=choice:preserve,net2net --trials 20 --seeds 0,1,2 --jobs 2 "
+                       "--out runs/sweep")
+    run_file_argument(p, "the run file whose grow runs are the trials (its settings are the defaults)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=DIST:ARGS", required=True,
                    help="a searched field by dotted name, e.g. method.param_cost=loguniform:0.0005:0.05 "
                         "(repeatable)")
@@ -41,12 +42,9 @@ def register(sub) -> None:
                    help="an Optuna RDB storage URL (e.g. postgresql://host/db) shared by several machines, "
                         "instead of DIR/study.db")
     p.add_argument("--study", metavar="NAME", help="study name in the storage (default: the run file's stem)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a run-file field for every trial, e.g. --set schedule.epochs=20 (repeatable)")
-    p.add_argument("--data-root", metavar="PATH", help="dataset root (overrides data.root)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="overrides schedule.device")
+    settings_argument(p, "fix a run-file field for every trial, e.g. --set schedule.epochs=20 (repeatable)")
+    training_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no overall progress bar (the per-trial lines stay)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -5,15 +5,16 @@ import sys
 
 from archgraph.errors import ArchgraphError
 
+from .args import command
+
 
 def register(sub) -> None:
-    p = sub.add_parser("validate", help="check graph files (and run files) against the format",
-                       description="Check graph files: YAML, fields, references, cycles, shapes and size limits. "
-                                   "A run file (the RUN.yaml that 'archgraph grow' takes) is checked too, with its "
-                                   "seed graph, without training. Every file is checked; each problem is reported "
-                                   "with its file, node and field, and the exit status is 2 if any file is bad.")
+    p = command(sub, "validate", run, help="check graph files (and run files) against the format",
+                description="Check graph files: YAML, fields, references, cycles, shapes and size limits. A run file "
+                            "(the RUN.yaml that 'archgraph grow' takes) is checked too, with its seed graph, without "
+                            "training. Every file is checked; each problem is reported with its file, node and field, "
+                            "and the exit status is 2 if any file is bad.")
     p.add_argument("files", nargs="+", metavar="FILE", help="graph files (archgraph: 1) or run files")
-    p.set_defaults(func=run)
 
 
 def check_file(path: str) -> str:

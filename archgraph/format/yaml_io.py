@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 import yaml
 from pydantic import ValidationError
@@ -492,15 +492,27 @@ def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> None:
     except OSError as err:
         raise OSError(err.errno, f"cannot create its folder {str(err.filename)!r} ({err.strerror})", str(path)) \
             from None
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_replace(path, fill)
+
+
+def atomic_replace(path: Path, fill: Callable[[str], None]) -> None:
+    """Write ``path`` through a temporary file beside it: ``fill(tmp)`` writes (and syncs) the content, which is then
+    renamed over ``path``; on any failure the temporary file is removed and ``path`` is left as it was. The folder
+    must exist."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:  # name the file the caller asked for, not the temporary one
         raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fill(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:

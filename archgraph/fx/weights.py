@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from ..format.yaml_io import read_limited
+from ..format.yaml_io import atomic_replace, read_limited
 from ..errors import ArchgraphError
 
 
@@ -16,18 +16,15 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     """Write a state dict as safetensors, atomically. The tensors are written straight from their memory to a
     temporary file (no copy of the whole file in memory, so a network that fits in memory can be saved), whose
     header is then made canonical in place and which is renamed over ``path``."""
-    import tempfile
-
     from safetensors.torch import save_file
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:  # name the file the caller asked for, not the temporary one
+    except OSError as err:  # name the file the caller asked for
         raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
-    os.close(fd)
-    try:
+
+    def fill(tmp: str) -> None:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "r+b") as fh:
             size = int.from_bytes(fh.read(8), "little")
@@ -38,20 +35,8 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
                 fh.write(canonical)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_replace(path, fill)
 
 
 def _canonical(data: bytes) -> bytes:
