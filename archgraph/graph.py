@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import json
 import keyword
-import re
 from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, model_validator
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, PrivateAttr, mod
 from .errors import GraphError
 from .ops.spec import Node, NodeSpec
 from .shapes import count_macs, count_params, infer_shapes
-from .topology import to_networkx
+from .topology import to_networkx, topological_order
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -173,7 +172,7 @@ def check(graph: Graph) -> None:
             if ref not in graph.nodes and ref not in graph.inputs:
                 known = [k for k in (*graph.inputs, *graph.nodes) if k != nid]
                 raise GraphError(f"input '{ref}' does not exist{_close_match(ref, known)}", node=nid, field="in")
-    _check_acyclic(graph)
+    topological_order(graph)  # raises for a cycle, naming its nodes
     for out in graph.outputs:
         if out not in graph.nodes and out not in graph.inputs:
             known = [*graph.nodes, *graph.inputs]
@@ -182,33 +181,6 @@ def check(graph: Graph) -> None:
         if out in graph.outputs[:i]:
             raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
     graph._shape_table()  # shape errors name their node
-
-
-def _check_acyclic(graph: Graph) -> None:
-    state: dict[str, int] = {}
-    for start in graph.nodes:
-        if state.get(start):
-            continue
-        stack = [(start, iter(graph.nodes[start].inputs))]
-        state[start] = 1
-        path = [start]
-        while stack:
-            nid, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[nid] = 2
-                stack.pop()
-                path.pop()
-                continue
-            if nxt not in graph.nodes:
-                continue
-            if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
-                raise GraphError("cycle: " + " <- ".join(cycle), node=nxt, field="in")
-            if not state.get(nxt):
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append((nxt, iter(graph.nodes[nxt].inputs)))
 
 
 def _close_match(name: str, candidates: list[str]) -> str:

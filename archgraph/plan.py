@@ -19,9 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-#: how the entries of a new tensor (or the new entries of an extended one) start
-FILLS = ("init", "zero", "ones", "value", "dirac", "eye")
-
 
 @dataclass(frozen=True)
 class AxisMap:

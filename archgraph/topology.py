@@ -1,24 +1,39 @@
 """Graph traversals shared by every layer: topological order, users, reachability and a networkx view.
 
-Free functions over anything with ``inputs`` and ``nodes`` (a :class:`~archgraph.graph.Graph`), so that the graph,
-shape inference and the rules all use these walks without importing each other.
+Free functions over a mapping of node id -> node (anything with ``inputs``), so that the graph, shape inference, the
+rules and the importer all use these walks without importing each other. Each walk is linear in the graph's size.
+
+>>> from types import SimpleNamespace as N
+>>> nodes = {"b": N(inputs=["a"]), "a": N(inputs=["x"]), "c": N(inputs=["a", "b"])}
+>>> order(nodes, ["x"])
+['a', 'b', 'c']
+>>> sorted(reachable(nodes, ["b"]))
+['a', 'b', 'x']
 """
 from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
 
 from .errors import GraphError
 
 
-def topological_order(graph) -> list[str]:
-    """Node ids so that every node comes after its inputs (the YAML order where it already is one).
+def _inputs(node) -> list[str]:
+    return node.inputs
 
-    A depth-first walk in YAML order that places each node right after its not-yet-placed inputs: linear time.
+
+def order(nodes: Mapping[str, object], sources: Iterable[str] = (), *,
+          inputs: Callable[[object], list[str]] = _inputs) -> list[str]:
+    """Node ids so that every node comes after its inputs (the mapping's own order where it already is one).
+
+    A depth-first walk in the mapping's order that places each node right after its not-yet-placed inputs. Raises
+    :class:`GraphError` naming the node for a cycle (``cycle: a <- b <- a``) or a reference to nothing.
     """
-    placed = set(graph.inputs)
-    order: list[str] = []
-    for start in graph.nodes:
+    placed = set(sources)
+    result: list[str] = []
+    for start in nodes:
         if start in placed:
             continue
-        stack = [(start, iter(graph.nodes[start].inputs))]
+        stack = [(start, iter(inputs(nodes[start])))]
         on_stack = {start}
         while stack:
             nid, pending = stack[-1]
@@ -27,15 +42,37 @@ def topological_order(graph) -> list[str]:
                 stack.pop()
                 on_stack.discard(nid)
                 placed.add(nid)
-                order.append(nid)
+                result.append(nid)
             elif nxt in on_stack:
-                raise GraphError("cycle among " + ", ".join(n for n, _ in stack), node=nxt)
-            elif nxt not in graph.nodes:
+                path = [n for n, _ in stack]
+                cycle = path[path.index(nxt):] + [nxt]
+                raise GraphError("cycle: " + " <- ".join(cycle), node=nxt, field="in")
+            elif nxt not in nodes:
                 raise GraphError(f"input '{nxt}' does not exist", node=nid, field="in")
             else:
                 on_stack.add(nxt)
-                stack.append((nxt, iter(graph.nodes[nxt].inputs)))
-    return order
+                stack.append((nxt, iter(inputs(nodes[nxt]))))
+    return result
+
+
+def topological_order(graph) -> list[str]:
+    """:func:`order` of a graph's nodes, its inputs being the sources."""
+    return order(graph.nodes, graph.inputs)
+
+
+def reachable(nodes: Mapping[str, object], outputs: Iterable[str], *,
+              inputs: Callable[[object], list[str]] = _inputs) -> set[str]:
+    """Ids of the nodes (and the sources they read) that ``outputs`` depend on."""
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        if nid in nodes:
+            stack.extend(inputs(nodes[nid]))
+    return seen
 
 
 def users_of(graph) -> dict[str, list[str]]:
@@ -49,8 +86,9 @@ def users_of(graph) -> dict[str, list[str]]:
 
 def to_networkx(graph):
     """A ``networkx.DiGraph``: one vertex per input and node (attributes ``op`` and ``shape``), edges from each
-    input to its reader with the input's position as ``index``."""
-    import networkx as nx
+    input to its reader with the input's position as ``index``. For the algorithms networkx has and these walks do
+    not (dominators, subgraph matching, drawing)."""
+    import networkx as nx  # a third-party import kept local: validating a YAML file never needs it
     g = nx.DiGraph(name=graph.name)
     shapes = graph.shapes()
     for nid, shape in graph.inputs.items():
@@ -60,17 +98,3 @@ def to_networkx(graph):
         for index, src in enumerate(node.inputs):
             g.add_edge(src, nid, index=index)
     return g
-
-
-def reachable_from_outputs(graph) -> set[str]:
-    """Ids of the inputs and nodes the outputs depend on."""
-    seen: set[str] = set()
-    stack = list(graph.outputs)
-    while stack:
-        nid = stack.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        if nid in graph.nodes:
-            stack.extend(graph.nodes[nid].inputs)
-    return seen

@@ -177,7 +177,8 @@ def rule_for(draw, graph, kinds: tuple[str, ...] | None = None):
     """
     from archgraph import rules
     from archgraph.channels import SOURCE, analyse
-    from archgraph.rules.base import nonnegative, users_of
+    from archgraph.rules.base import nonnegative
+    from archgraph.topology import users_of
 
     ch = analyse(graph)
     shapes = graph.shapes()

@@ -2,14 +2,12 @@
 and the torchvision compatibility import."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.fx as fx
-from torch import nn
 
 import archgraph
 from archgraph.fx.builder import build, node_seed

@@ -3,7 +3,6 @@ point and gated, per-weight state carried through growth and pruning, and the sm
 methods' example run files (the modules' docstring examples run in test_doctests.py)."""
 import json
 
-import pytest
 import torch
 import yaml
 

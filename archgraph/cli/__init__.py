@@ -13,8 +13,8 @@ from ..errors import ArchgraphError
 
 #: command modules (archgraph/cli/<module>.py), in the order ``--help`` lists them; a module not written yet is
 #: skipped, so each command lands as one new file.
-COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "grow", "replay", "plot",
-            "report", "import_model", "export"]
+COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "grow", "sweep", "replay",
+            "plot", "report", "import_model", "export"]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ def all_schemas() -> dict[str, dict]:
     """File name -> schema, for every format archgraph reads."""
     schemas = {"graph.schema.json": graph_schema()}
     try:
-        from ..train.config import run_schema
+        from ..train.config import run_schema  # the run file belongs to the training layer, above this one
     except ImportError:  # the training package is optional at this layer
         return schemas
     schemas["run.schema.json"] = run_schema()

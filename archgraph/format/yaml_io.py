@@ -8,8 +8,6 @@ the node and the field.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import os
 import re
 import tempfile

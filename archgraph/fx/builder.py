@@ -32,12 +32,6 @@ def node_seed(seed: int, node_id: str) -> int:
     return zlib.crc32(f"{seed}:{node_id}".encode()) & 0x7FFFFFFF
 
 
-def make_module(graph: Graph, node_id: str, seed: int = 0) -> Optional[nn.Module]:
-    """The submodule of one node (deterministically initialised), or ``None`` for a stateless op."""
-    with torch.random.fork_rng(devices=[]):
-        return _make_module(graph, node_id, seed)
-
-
 def _make_module(graph: Graph, node_id: str, seed: int) -> Optional[nn.Module]:
     node = graph.nodes[node_id]
     opdef = OPS[node.op]

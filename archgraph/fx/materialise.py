@@ -12,7 +12,7 @@ over (the pure graph side is :func:`archgraph.rules.base.apply`).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Optional
 
 import torch
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..ops.registry import WIDTH_FIELDS, width_of
+from .render import node_label, to_dot, write_dot
 
 ADDED = "#a3e4b5"
 WIDENED = "#9ec5fe"
@@ -102,7 +103,6 @@ def _short(value) -> str:
 
 def diff_dot(old, new, *, title: Optional[str] = None) -> str:
     """DOT source of ``new`` with the changes from ``old`` marked by colour and label."""
-    from .render import node_label, to_dot
     d = graph_diff(old, new)
     # unchanged nodes in plain white so that the colours of the changes stand out
     highlight = {nid: (UNCHANGED, "") for nid in new.nodes}
@@ -143,5 +143,4 @@ def render_diff(old, new, out: Union[str, os.PathLike], *, title: Optional[str] 
 
     >>> render_diff(archgraph.load("a.yaml"), archgraph.load("b.yaml"), "diff.svg")  # doctest: +SKIP
     """
-    from .render import write_dot
     return write_dot(diff_dot(old, new, title=title), out)

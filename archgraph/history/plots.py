@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Union
 
 from ..errors import ArchgraphError
+from ..format.yaml_io import atomic_write_bytes
 from .run import Run
 
 PANELS = (
@@ -67,7 +68,6 @@ def history_figure(run_dir: Union[str, os.PathLike, Run]):
 
 def plot_history(run_dir: Union[str, os.PathLike, Run], out: Union[str, os.PathLike], dpi: int = 120) -> Path:
     """Write the curves of a run to ``out`` (.png, .svg or .pdf), atomically."""
-    from ..format.yaml_io import atomic_write_bytes
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from ..errors import ArchgraphError
+from ..format.yaml_io import atomic_write_bytes
 from ..ops.registry import OPS
 
 KEY_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "groups", "p", "output_size")
@@ -80,7 +81,6 @@ def dot_binary() -> str:
 
 def write_dot(source: str, out: Union[str, os.PathLike]) -> Path:
     """Write DOT source as ``.dot``, ``.svg``, ``.png`` or ``.pdf`` according to the file's suffix."""
-    from ..format.yaml_io import atomic_write_bytes
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt == "dot" or fmt == "gv":

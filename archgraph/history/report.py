@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import ArchgraphError
+from ..format.yaml_io import atomic_write_text
+from .diff import diff_dot, graph_diff
+from .render import dot_binary, to_dot
 from .run import Run
+from .timeline import main_metric
 
 TEMPLATE_FILES = ("report.html.template", "report.css", "report.js")
 _PLACEHOLDER = re.compile(r"\{\{(title|css|js|data)\}\}")
@@ -49,7 +53,6 @@ def load_template() -> dict[str, str]:
 
 def _svgs(sources: list[str]) -> list[str]:
     """Render many DOT sources with one ``dot`` process: it writes one SVG document per input graph."""
-    from .render import dot_binary
     if not sources:
         return []
     result = subprocess.run([dot_binary(), "-Tsvg"], input="\n".join(sources).encode(), capture_output=True,
@@ -65,9 +68,6 @@ def _svgs(sources: list[str]) -> list[str]:
 
 def report_data(run: Union[Run, str, os.PathLike]) -> dict:
     """Everything the page shows, as JSON-able data (pictures as SVG text)."""
-    from .diff import diff_dot, graph_diff
-    from .timeline import main_metric
-    from .render import to_dot
     run = run if isinstance(run, Run) else Run(run)
     metric = main_metric(run)
     versions, sources = [], []
@@ -131,7 +131,6 @@ def render_report(data: dict, title: Optional[str] = None) -> str:
 
 def write_report(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike, None] = None) -> Path:
     """Write ``DIR/report.html`` (or ``out``) for a run directory, atomically; returns its path."""
-    from ..format.yaml_io import atomic_write_text
     run = Run(run_dir)
     out = Path(out) if out is not None else run.path / "report.html"
     atomic_write_text(out, render_report(_finite(report_data(run))))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import ArchgraphError
-from ..format.yaml_io import atomic_write_bytes, atomic_write_text
+from ..format.yaml_io import atomic_write_bytes, atomic_write_text, save
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -70,7 +70,6 @@ class RunDir:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
 
     def write_version(self, version: int, graph) -> Path:
-        from ..format.yaml_io import save
         path = self.version_path(version)
         save(graph, path)
         return path
@@ -89,7 +88,7 @@ class RunDir:
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2, allow_nan=False, default=_plain) + "\n")
 
     def write_final_weights(self, state: dict, metadata: Optional[dict[str, str]] = None) -> None:
-        from ..fx.weights import save_weights
+        from ..fx.weights import save_weights  # torch: only a finished training run writes weights
         save_weights(state, self.final_weights_path, metadata)
 
     def save_checkpoint(self, state: dict) -> None:
@@ -121,11 +120,6 @@ class RunDir:
                 except json.JSONDecodeError as err:
                     raise ArchgraphError(f"line {n} is not JSON ({err.msg})", file=str(self.history_path)) from None
         return events
-
-    def read_summary(self) -> Optional[dict]:
-        if not self.summary_path.exists():
-            return None
-        return json.loads(self.summary_path.read_text())
 
     # ---- resuming ---------------------------------------------------------------------------------------------
     def rewind(self, history_lines: int, version: int) -> None:

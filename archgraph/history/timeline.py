@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+from ..rules import RULES
+from .render import write_dot
 from .run import Run, Version
 
 GROWTH = "#198754"
@@ -30,10 +32,6 @@ def main_metric(run: Run) -> Optional[str]:
 
 def _defaults(rule: str) -> dict:
     """The rule's arguments that have defaults, with them (empty for a rule this archgraph does not know)."""
-    try:
-        from ..rules import RULES
-    except ImportError:
-        return {}
     cls = RULES.get(rule)
     if cls is None:
         return {}
@@ -139,5 +137,4 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
 
 def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike]) -> Path:
     """Draw the history timeline of a run directory to ``out`` (.svg, .png, .pdf or .dot)."""
-    from .render import write_dot
     return write_dot(history_dot(run_dir), out)

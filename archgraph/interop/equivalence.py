@@ -7,8 +7,12 @@ bias and per-channel scale random values first, so outputs are O(1) and every la
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
+
+from ..compat import import_torchvision
 
 
 def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -35,9 +39,6 @@ def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
 
 def torchvision_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.Module:
     """A randomly initialised torchvision classification model in eval mode (no download)."""
-    import warnings
-
-    from ..compat import import_torchvision
     tv = import_torchvision()
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # googlenet's note about its init

@@ -13,7 +13,6 @@ import io
 import operator
 import os
 import warnings
-from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch

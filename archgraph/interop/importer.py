@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import ArchgraphError, ConversionError
 from ..graph import RESERVED_IDS, Graph
 from ..fx.torchnames import resolve, try_resolve
+from ..topology import reachable
 from ..ops.registry import OPS
 from ..ops.spec import KIND_BY_OP
 
@@ -343,14 +344,7 @@ class _Converter:
             self.outputs.append(val.node)
 
     def finish(self, name: str) -> tuple[Graph, dict[str, torch.Tensor]]:
-        live: set[str] = set()
-        stack = list(self.outputs)
-        while stack:
-            nid = stack.pop()
-            if nid in live or nid not in self.nodes:
-                continue
-            live.add(nid)
-            stack.extend(self.nodes[nid]["in"])
+        live = reachable(self.nodes, self.outputs, inputs=lambda data: data["in"]) & self.nodes.keys()
         if not live:
             raise ConversionError("the module's output is its input: there is no layer to convert")
         nodes = {k: v for k, v in self.nodes.items() if k in live}
@@ -399,12 +393,6 @@ def _target_name(n: fx.Node) -> str:
 def _layout_words(val: Val) -> str:
     return {CL: "channels-last", GROUPED: "grouped [N, g, C/g, H, W]",
             GROUPED_T: "transposed grouped [N, C/g, g, H, W]"}.get(val.layout, "channels-first")
-
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default=None):
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
 
 
 def _ints(value) -> tuple[int, ...]:

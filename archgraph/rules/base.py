@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import RuleError
 from ..graph import Graph
-from ..topology import topological_order, users_of
+from ..topology import topological_order
 from ..ops.registry import OPS
 from ..plan import TransferPlan
 

@@ -17,34 +17,16 @@ from typing import ClassVar
 
 from ..channels import analyse
 from ..ops.registry import OPS
-from .base import Rewrite, Rule, nonnegative, users_of
+from .base import Rewrite, Rule, nonnegative, rewire
+from ..topology import reachable, users_of
 from .draft import Draft, realise
-
-
-def _alive(nodes: dict, outputs) -> set[str]:
-    seen: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        nid = stack.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        if nid in nodes:
-            stack.extend(nodes[nid].inputs)
-    return seen
 
 
 def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
     """Nodes and outputs with ``node`` removed and its readers reading its input (same shape required)."""
     n = graph.nodes[node]
     src = n.inputs[0]
-    nodes = {}
-    for nid, other in graph.nodes.items():
-        if nid == node:
-            continue
-        if node in other.inputs:
-            other = other.replace(inputs=[src if i == node else i for i in other.inputs])
-        nodes[nid] = other
+    nodes = rewire({nid: other for nid, other in graph.nodes.items() if nid != node}, node, src)
     outputs = [src if o == node else o for o in graph.outputs]
     if len(set(outputs)) != len(outputs):
         raise rule.error(f"'{node}' is a graph output and so is its input '{src}'", node=node, field="node")
@@ -116,8 +98,8 @@ class CollapseLayer(Rule):
             kinds = ", ".join(f"'{u}' ({graph.nodes[u].op})" for u in readers) or "nothing"
             raise self.error(f"it feeds {kinds}: collapse_layer removes a branch that ends in an add or concat, or "
                              "a node that keeps its input's shape", node=self.node, field="node")
-        before = _alive(graph.nodes, graph.outputs)
-        after = _alive(nodes, outputs)
+        before = reachable(graph.nodes, graph.outputs)
+        after = reachable(nodes, outputs)
         nodes = {k: v for k, v in nodes.items() if k in after or k not in before}
         draft = Draft(graph, analyse(graph), nodes, outputs, exact=exact, note=note)
         graph2, plan = realise(draft, self)

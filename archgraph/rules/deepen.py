@@ -18,7 +18,7 @@ from pydantic import PositiveInt
 from ..channels import analyse
 from ..ops.registry import OPS
 from ..ops.spec import KIND_BY_OP
-from .base import Rewrite, Rule, fresh_id, nonnegative
+from .base import Rewrite, Rule, fresh_id, nonnegative, rewire
 from .draft import Draft, realise
 
 Activation = Literal["relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish"]
@@ -60,9 +60,7 @@ class _Insert(Rule):
         nodes: dict = {}
         if self.after in graph.inputs:
             nodes.update(made)
-        for nid, node in graph.nodes.items():
-            if self.after in node.inputs:
-                node = node.replace(inputs=[last if i == self.after else i for i in node.inputs])
+        for nid, node in rewire(graph.nodes, self.after, last).items():
             nodes[nid] = node
             if nid == self.after:
                 nodes.update(made)

@@ -23,6 +23,7 @@ from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS
 from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
+from .. import topology
 
 
 @dataclass
@@ -53,25 +54,6 @@ class Draft:
         return tuple(itertools.islice(self._tokens, n))
 
 
-def order_of(nodes: dict, inputs) -> list[str]:
-    """A topological order of ``nodes`` (their own order where it already is one)."""
-    done = set(inputs)
-    order: list[str] = []
-    pending = list(nodes)
-    while pending:
-        rest = []
-        for nid in pending:
-            if all(i in done for i in nodes[nid].inputs):
-                done.add(nid)
-                order.append(nid)
-            else:
-                rest.append(nid)
-        if len(rest) == len(pending):
-            raise GraphError("cycle among " + ", ".join(rest), node=rest[0])
-        pending = rest
-    return order
-
-
 def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
     """The new graph and the plan of a draft (see the module docstring)."""
     old, ch = draft.old, draft.ch
@@ -86,7 +68,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         return RuleError(message, rule=rule.name, node=node)
 
     try:
-        order = order_of(draft.nodes, old.inputs)
+        order = topology.order(draft.nodes, old.inputs)
     except GraphError as err:
         raise fail(err.message, err.node) from None
     for nid in order:

@@ -27,7 +27,6 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
 
 from ..errors import ArchgraphError, ConfigError
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
 
 
 class _Model(BaseModel):
