@@ -1,0 +1,124 @@
+"""from_module on functional forms (timm's norm-act layers, F.conv2d/F.linear with parameters, casts that change
+nothing, scalar scales, weights computed from parameters) and on small timm models: exact in float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archgraph.errors import ConversionError
+from archgraph.fx.builder import build
+from archgraph.fx.weights import load_into
+from archgraph.interop.equivalence import randomize_normalization
+from archgraph.interop.importer import from_module
+
+
+def error64(module, shape, graph, weights) -> float:
+    """max |imported - original| on a batch of 2, both run in float64."""
+    built = build(graph)
+    load_into(built, weights)
+    built = built.eval().double()
+    x = torch.randn(2, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        return float((built(x) - module.double()(x)).abs().max())
+
+
+def ops(graph) -> list[str]:
+    return [n.op for n in graph.nodes.values()]
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: an nn.BatchNorm2d subclass calling F.batch_norm, then an activation."""
+    def __init__(self, c):
+        super().__init__(c, momentum=0.05)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         self.training, self.momentum, self.eps)
+        return self.act(x)
+
+
+def test_functional_batch_norm_is_a_batchnorm():
+    m = randomize_normalization(nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct(4))).eval()
+    m[1].num_batches_tracked.fill_(7)
+    graph, weights = from_module(m, input_shape=(3, 8, 8))
+    assert ops(graph) == ["conv2d", "batchnorm2d", "relu"]
+    bn = graph.nodes["n1"]
+    assert bn.momentum == 0.05 and bn.eps == m[1].eps
+    assert int(weights["n1.num_batches_tracked"]) == 7
+    assert torch.equal(weights["n1.running_var"], m[1].running_var)
+    assert error64(m, (3, 8, 8), graph, weights) == 0
+
+
+class FunctionalLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 3, 3, 3))
+        self.b = nn.Parameter(torch.randn(6))
+        self.fc = nn.Parameter(torch.randn(5, 6))
+
+    def forward(self, x):
+        x = F.conv2d(x.contiguous().to(x.dtype), self.w, self.b, stride=2, padding=1)
+        x = x.type_as(x) * 0.5 + 0
+        x = x[:, :4, :, :] / 4
+        x = torch.cat([x, x[:, 2:, ...]], dim=1)
+        return F.linear(x.mean((2, 3)), self.fc)
+
+
+def test_functional_conv_linear_casts_scalars_and_slices():
+    m = FunctionalLayers().eval()
+    graph, weights = from_module(m, input_shape=(3, 9, 9))
+    assert ops(graph) == ["conv2d", "scale", "slice", "scale", "slice", "concat", "global_avg_pool", "linear"]
+    conv = next(n for n in graph.nodes.values() if n.op == "conv2d")
+    assert (conv.out_channels, conv.kernel_size, conv.stride, conv.padding) == (6, 3, 2, 1)
+    assert error64(m, (3, 9, 9), graph, weights) <= 1e-12
+
+
+class StdConv(nn.Conv2d):
+    """timm's StdConv2d: the weight is standardised in forward (a function of parameters only, folded)."""
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                         momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_weights_computed_from_parameters_are_folded():
+    m = nn.Sequential(StdConv(3, 4, 3)).eval()
+    graph, weights = from_module(m, input_shape=(3, 6, 6))
+    assert ops(graph) == ["conv2d"]
+    w = weights["n0.weight"]
+    assert w.shape == (4, 3, 3, 3) and abs(float(w.mean())) < 1e-5
+    assert error64(m, (3, 6, 6), graph, weights) <= 1e-5   # the fold ran in float32
+
+
+def test_casts_to_the_same_dtype_make_no_node():
+    class Casts(nn.Module):
+        def forward(self, x):
+            return torch.relu(x.float().to(torch.float32).to(x.dtype).type(torch.float32))
+    graph, _ = from_module(Casts(), input_shape=(3, 4, 4))
+    assert ops(graph) == ["relu"]
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda x: x.half(), "cast from torch.float32 to torch.float16"),
+    (lambda x: x / x, "division by a non-zero number"),
+])
+def test_what_the_new_forms_cannot_express_is_an_error(fn, words):
+    class Lambda(nn.Module):
+        def forward(self, x):
+            return fn(x)
+    with pytest.raises(ConversionError, match=words):
+        from_module(Lambda(), input_shape=(3, 4, 4))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "efficientnet_b0", "convnext_atto", "resnet18d"])
+def test_timm_model_imports_exactly(name):
+    from archgraph.compat import import_timm
+    from archgraph.interop.equivalence import timm_model
+    try:
+        import_timm()
+    except ImportError:
+        pytest.skip("timm is not installed")
+    m = randomize_normalization(timm_model(name, num_classes=10))
+    graph, weights = from_module(m, input_shape=(3, 32, 32))
+    assert error64(m, (3, 32, 32), graph, weights) == 0
