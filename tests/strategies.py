@@ -157,6 +157,7 @@ EXAMPLE_NODES = {
     "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
     "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
     "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),
+    "pad": ({"x": [3, 4, 4]}, {"in": "x", "padding": [0, 1, 2, 1]}),
 }
 
 

@@ -45,7 +45,8 @@ nodes:
   hs:   {op: hardswish, in: t}
   res:  {op: add, in: [hs, r]}
   mp:   {op: maxpool2d, in: res, kernel_size: 3, stride: 2, ceil_mode: true}
-  ap:   {op: avgpool2d, in: mp, kernel_size: 2}
+  pd:   {op: pad, in: mp, padding: [0, 1, 0, 1], value: -1.5}
+  ap:   {op: avgpool2d, in: pd, kernel_size: 2}
   same: {op: identity, in: ap}
   gap:  {op: global_avg_pool, in: mp}
   fl:   {op: flatten, in: same}

@@ -122,3 +122,57 @@ def test_timm_model_imports_exactly(name):
     m = randomize_normalization(timm_model(name, num_classes=10))
     graph, weights = from_module(m, input_shape=(3, 32, 32))
     assert error64(m, (3, 32, 32), graph, weights) == 0
+
+
+class PadThenConv(nn.Module):
+    def __init__(self, pad, value=0.0):
+        super().__init__()
+        self.pad, self.value = pad, value
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, 2)
+
+    def forward(self, x):
+        return self.pool(self.conv(F.pad(x, self.pad, value=self.value)))
+
+
+@pytest.mark.parametrize("pad, value, kept", [
+    ((2, 2, 1, 1), 0.0, False),        # symmetric zero padding: the conv's padding grows to (2, 3)
+    ((0, 1, 0, 1), 0.0, True),         # TF-'same' padding at stride 2 is asymmetric: a pad node
+    ((1, 1, 1, 1), -float("inf"), True),
+])
+def test_padding_is_a_pad_node_or_folded_into_the_conv(pad, value, kept):
+    m = PadThenConv(pad, value).eval()
+    if value != 0:
+        m.conv = nn.Identity()
+    graph, weights = from_module(m, input_shape=(3, 7, 7))
+    assert ("pad" in ops(graph)) == kept
+    if not kept:
+        assert tuple(graph.nodes["conv"].padding) == (2, 3)
+    assert error64(m, (3, 7, 7), graph, weights) == 0
+
+
+class Reflect(nn.Module):
+    def forward(self, x):
+        return F.pad(x, (1, 1, 1, 1), mode="reflect")
+
+
+def test_padding_modules_and_their_limits():
+    m = nn.Sequential(nn.ZeroPad2d((1, 0, 2, 0)), nn.ConstantPad2d(1, 0.5), nn.ReLU()).eval()
+    graph, weights = from_module(m, input_shape=(3, 4, 4))
+    assert ops(graph) == ["pad", "pad", "relu"] and graph.shapes()["n2"] == (3, 8, 7)
+    assert error64(m, (3, 4, 4), graph, weights) == 0
+    with pytest.raises(ConversionError, match="padding mode 'reflect'"):
+        from_module(Reflect(), input_shape=(3, 4, 4))
+
+
+def test_minus_infinity_padding_exports_to_python_and_onnx(tmp_path):
+    import archgraph
+    from archgraph.interop.export import export_onnx, python_source
+    g = archgraph.loads("archgraph: 1\ninputs: {x: [3, 4, 4]}\nnodes:\n"
+                        "  p: {op: pad, in: x, padding: [0, 1, 0, 1], value: -.inf}\n"
+                        "  m: {op: maxpool2d, in: p, kernel_size: 2}\noutputs: [m]\n")
+    namespace: dict = {}
+    exec(compile(python_source(g), "pad", "exec"), namespace)
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(namespace["Graph"]()(x), build(g)(x))
+    assert export_onnx(g, {}, tmp_path / "pad.onnx") == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import operator
 import os
 import warnings
@@ -201,6 +202,8 @@ def _render(value, names: dict[str, str]) -> str:
         return f"({inner}{',' if len(value) == 1 else ''})"
     if isinstance(value, list):
         return "[" + ", ".join(_render(v, names) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):  # repr gives 'inf', not Python
+        return f"float({str(value)!r})"
     return repr(value)
 
 

@@ -40,7 +40,7 @@ from ..graph import RESERVED_IDS, Graph
 from ..fx.torchnames import resolve, try_resolve
 from ..topology import reachable
 from ..ops.registry import OPS
-from ..ops.spec import KIND_BY_OP
+from ..ops.spec import KIND_BY_OP, Pad
 
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
 
@@ -365,7 +365,30 @@ class _Converter:
                 raise self.fail(f"the output '{val.node}' is returned twice")
             self.outputs.append(val.node)
 
+    def fold_pads(self) -> None:
+        """A symmetric zero ``pad`` read only by convolutions with numeric padding becomes part of their padding
+        (timm's ``pad_same`` at stride 1, ``nn.ZeroPad2d`` before a conv)."""
+        readers: dict[str, list[str]] = {}
+        for nid, data in self.nodes.items():
+            for i in data["in"]:
+                readers.setdefault(i, []).append(nid)
+        for nid, data in list(self.nodes.items()):
+            if KIND_BY_OP[data["op"]] is not Pad or nid in self.outputs:
+                continue
+            left, right, top, bottom = data["padding"]
+            users = readers.get(nid, [])
+            if data["value"] != 0 or left != right or top != bottom or not users or \
+                    not all(OPS[self.nodes[u]["op"]].conv and not isinstance(self.nodes[u]["padding"], str)
+                            for u in users):
+                continue
+            for u in users:
+                ph, pw = _ints(self.nodes[u]["padding"]) * (2 // len(_ints(self.nodes[u]["padding"])))
+                self.nodes[u]["padding"] = _pair((ph + top, pw + left))
+                self.nodes[u]["in"] = [data["in"][0] if i == nid else i for i in self.nodes[u]["in"]]
+            del self.nodes[nid]
+
     def finish(self, name: str) -> tuple[Graph, dict[str, torch.Tensor]]:
+        self.fold_pads()
         live = reachable(self.nodes, self.outputs, inputs=lambda data: data["in"]) & self.nodes.keys()
         if not live:
             raise ConversionError("the module's output is its input: there is no layer to convert")
@@ -566,12 +589,30 @@ def _flatten(c: _Converter, n, x, start_dim=0, end_dim=-1):
     return _reshape(c, n, x, out)
 
 
+def pad_module(c: _Converter, n, m: nn.ConstantPad2d, x):
+    return _pad(c, n, x, m.padding, "constant", m.value)
+
+
+def _pad(c: _Converter, n, x, pad, mode="constant", value=None):
+    x = c.cf(x, 3)
+    pad = _ints(pad)
+    if mode != "constant":
+        raise c.fail(f"padding mode '{mode}' is not supported (only 'constant')")
+    if len(pad) not in (2, 4) or min(pad) < 0:
+        raise c.fail(f"padding {list(pad)} is not supported (only non-negative padding of the last two axes)")
+    pad = (*pad, 0, 0) if len(pad) == 2 else pad
+    if not any(pad):
+        return x
+    return Val(c.emit(None, "pad", [x.node], padding=list(pad), value=float(value or 0.0)))
+
+
 #: module handlers of the ops whose import is not :func:`unary`'s (keyed by op; the module classes that map to
 #: each op are the registry's ``imports.modules``)
 MODULE_HANDLERS: dict[str, Callable] = {
     "conv2d": conv2d, "linear": linear, "batchnorm2d": batchnorm("batchnorm2d"),
     "batchnorm1d": batchnorm("batchnorm1d"), "layernorm": layernorm, "maxpool2d": maxpool, "avgpool2d": avgpool,
     "adaptive_avgpool2d": adaptive_avgpool, "dropout": dropout, "identity": identity, "flatten": flatten_module,
+    "pad": pad_module,
 }
 
 MODULES: dict[type, Callable] = {resolve(cls): MODULE_HANDLERS.get(op) or unary(op)
@@ -910,7 +951,8 @@ FUNCTION_HANDLERS: dict[str, Callable] = {
     "add": f_add, "mul": f_mul, "concat": f_cat, "flatten": f_flatten, "gelu": f_gelu, "dropout": f_dropout,
     "adaptive_avgpool2d": f_adaptive, "maxpool2d": f_maxpool, "avgpool2d": f_avgpool, "global_avg_pool": f_mean,
     "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth, "conv2d": f_conv2d, "linear": f_linear,
-    "batchnorm2d": f_batch_norm, "scale": f_div,
+    "batchnorm2d": f_batch_norm, "scale": f_div, "pad": lambda c, n, x, pad, mode="constant", value=None:
+    _pad(c, n, x, pad, mode, value),
 }
 
 #: functions that change how a value is viewed (layout, pieces) and make no node of their own

@@ -187,6 +187,12 @@ def shuffle_shape(node: S.ChannelShuffle, ins):
     return tuple(ins[0])
 
 
+def pad_shape(node: S.Pad, ins):
+    c, h, w = need_rank(ins, 3, node.op)
+    left, right, top, bottom = node.padding
+    return (c, h + top + bottom, w + left + right)
+
+
 def slice_shape(node: S.Slice, ins):
     if len(ins[0]) not in (1, 3):
         bad("in", f"needs a [F] or [C, H, W] input, got {list(ins[0])}")
@@ -654,6 +660,11 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(kind=S.Slice, shape=slice_shape, channels=fixed(SLICE), nonneg=every,   # start/stop: see rules/draft.py
           function=call(lambda T: T.extra.channel_slice, start=lambda n: n.start, stop=lambda n: n.stop),
           imports=Imports(via="x[:, start:stop] and the pieces of chunk/split along the channels")),
+    # a zero padding read only by a convolution is folded into the convolution's padding when it is symmetric
+    OpDef(kind=S.Pad, shape=pad_shape, channels=ACT, in_rank=3,
+          function=call(lambda T: T.F.pad, pad=lambda n: list(n.padding), value=lambda n: n.value),
+          nonneg=lambda n, flags: all(flags) and n.value >= 0, identity=lambda n, flags: not any(n.padding),
+          imports=Imports(modules=("torch.nn.ConstantPad2d", "torch.nn.ZeroPad2d"), functions=(F_ + "pad",))),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}
