@@ -176,3 +176,45 @@ def test_minus_infinity_padding_exports_to_python_and_onnx(tmp_path):
     x = torch.randn(2, 3, 4, 4)
     assert torch.equal(namespace["Graph"]()(x), build(g)(x))
     assert export_onnx(g, {}, tmp_path / "pad.onnx") == 0
+
+
+class ShapeBranch(nn.Module):
+    """Control flow on a shape (as timm's pad_same): torch.fx cannot trace it, torch.export can."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        if x.shape[-1] % 2 == 1:
+            x = F.pad(x, (0, 1, 0, 1))
+        y = torch.relu(self.bn(self.conv(x)))
+        a, b = y.split([1, 3], dim=1)
+        return torch.cat([a * 2.0, b[:, 1:]], dim=1).mean((2, 3))
+
+
+def test_models_fx_cannot_trace_go_through_torch_export():
+    m = randomize_normalization(ShapeBranch()).eval()
+    with pytest.raises(Exception):
+        torch.fx.symbolic_trace(m)
+    graph, weights = from_module(m, input_shape=(3, 7, 7))
+    assert sorted(ops(graph)) == sorted(["pad", "conv2d", "batchnorm2d", "relu", "slice", "scale", "slice", "slice",
+                                         "concat", "global_avg_pool"])
+    assert error64(m, (3, 7, 7), graph, weights) == 0
+
+
+def test_optional_forward_arguments_are_bound_to_their_defaults():
+    class Optional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x, mask=None, scale: float = 1.0):
+            if mask is not None:
+                x = x * mask
+            return self.fc(x) * scale
+
+    m = Optional().eval()
+    graph, weights = from_module(m, input_shape=(4,))
+    assert ops(graph) == ["linear"]
+    assert error64(m, (4,), graph, weights) == 0

@@ -35,6 +35,9 @@ def resolve(name: str) -> Any:
 def try_resolve(name: str) -> Optional[Any]:
     """:func:`resolve`, or ``None`` when it is missing (an optional package such as torchvision)."""
     try:
+        if name.startswith("torchvision."):  # a plain import fails on some CPU-only installs (see compat)
+            from ..compat import import_torchvision
+            import_torchvision()
         return resolve(name)
     except Exception:  # missing or broken optional package
         return None

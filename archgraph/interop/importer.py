@@ -27,6 +27,7 @@ import keyword
 import math
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -91,21 +92,46 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
     was_training = module.training
     module.eval()
     try:
-        try:
-            gm = fx.symbolic_trace(module)
-        except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
-            raise ConversionError(f"torch.fx cannot trace {type(module).__name__}: {type(err).__name__}: "
-                                  f"{err}") from None
         device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             example = torch.randn(2, *input_shape).to(device)
+        gm = _trace(module, example)
         values = _concrete_values(gm, example)
     finally:
         module.train(was_training)
     converter = _Converter(gm, values, input_shape, dict(module.named_modules()))
     converter.run()
     return converter.finish(name or type(module).__name__.lower())
+
+
+def _optional_arguments(module: nn.Module) -> dict[str, Any]:
+    """The arguments of ``module.forward`` after the first that have defaults, bound to them (timm's ViTs take
+    ``attn_mask=None`` and the like)."""
+    import inspect
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params[1:]
+            if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _trace(module: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """torch.fx's symbolic trace (optional arguments bound to their defaults); where it fails (control flow on
+    shapes or values), ``torch.export`` (non-strict) on ``example``, whose ATen graph the converter reads too."""
+    try:
+        return fx.symbolic_trace(module, concrete_args=_optional_arguments(module) or None)
+    except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
+        fx_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(module, (example,), strict=False).module()
+    except Exception as err:
+        lines = str(err).strip().splitlines()
+        raise ConversionError(f"torch.fx cannot trace {type(module).__name__} ({fx_error}), nor can torch.export "
+                              f"({type(err).__name__}: {lines[0] if lines else ''})") from None
 
 
 # ---- concrete run -------------------------------------------------------------------------------------------------
@@ -140,7 +166,7 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
     class Recorder(fx.Interpreter):
         def run_node(self, n):
             result = super().run_node(n)
-            if n.op == "placeholder" or any(a.name in dependent for a in n.all_input_nodes):
+            if (n.op == "placeholder" and not n.args) or any(a.name in dependent for a in n.all_input_nodes):
                 dependent.add(n.name)
                 values[n.name] = _describe(result)
             elif isinstance(result, torch.Tensor) and n.op != "get_attr":
@@ -149,7 +175,7 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
                 values[n.name] = _describe(result)
             return result
 
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]  # args: a bound default
     if len(placeholders) != 1:
         raise ConversionError(f"the module's forward takes {len(placeholders)} inputs; only one tensor input "
                               f"is supported", field="input_shape")
@@ -222,6 +248,10 @@ class _Converter:
         if not stack:
             return n.name
         path = next(reversed(stack))
+        entry = stack[path]
+        path = entry[0] if isinstance(entry, tuple) and isinstance(entry[0], str) else path
+        if not path:
+            return n.name
         return path if path.rpartition(".")[2] == op else f"{path}.{op}"
 
     def emit(self, hint: Optional[str], op: str, inputs: Sequence[str], weights: Optional[dict] = None,
@@ -295,7 +325,9 @@ class _Converter:
     def run(self) -> None:
         for n in self.gm.graph.nodes:
             self.fx_node = n
-            if n.op == "placeholder":
+            if n.op == "placeholder" and n.args:   # an optional argument bound to its default
+                self.env[n.name] = n.args[0]
+            elif n.op == "placeholder":
                 nid = self.new_id(n.name)
                 self.inputs[nid] = list(self.input_shape)
                 self.shapes[nid] = self.input_shape
@@ -694,8 +726,15 @@ def f_linear(c: _Converter, n, x, weight, bias=None):
     return Val(c.emit(_owner(weight), "linear", [x.node], state, out_features=out, bias=b is not None))
 
 
-def f_batch_norm(c: _Converter, n, x, running_mean, running_var, weight=None, bias=None, training=False,
-                 momentum=0.1, eps=1e-5):
+def f_batch_norm(c: _Converter, n, x, *args, **kwargs):
+    if n.target is torch.ops.aten.batch_norm.default:  # (x, weight, bias, running_mean, running_var, ...)
+        weight, bias, mean, var, *rest = args
+        return _batch_norm(c, n, x, mean, var, weight, bias, *rest[:3])
+    return _batch_norm(c, n, x, *args, **kwargs)
+
+
+def _batch_norm(c: _Converter, n, x, running_mean, running_var, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
     """``F.batch_norm`` (timm's norm-act layers): its running statistics and affine parameters are the module's
     buffers and parameters; the module that holds them gives the node id, ``momentum`` and ``num_batches_tracked``."""
     x = c.cf(x)
@@ -945,20 +984,39 @@ def f_getitem(c: _Converter, n, obj, index):
                  f"pieces of chunk/split)")
 
 
+def f_aten_slice(c: _Converter, n, x, dim=0, start=None, end=None, step=1):
+    """``aten.slice.Tensor``: ``x[:, start:end]`` along one axis in a torch.export graph."""
+    index = [slice(None)] * (dim % (len(c.expected(c.tensor(x))) + 1)) + [slice(start, end, step)]
+    return f_getitem(c, n, x, tuple(index) if len(index) > 1 else index[0])
+
+
+def f_pad(c: _Converter, n, x, pad, *args, **kwargs):
+    if n.target is torch.ops.aten.constant_pad_nd.default:  # (x, pad, value)
+        return _pad(c, n, x, pad, "constant", *args, **kwargs)
+    return _pad(c, n, x, pad, *args, **kwargs)
+
+
 #: function (and method) handlers of the ops whose import is not :func:`f_unary`'s (keyed by op; the functions
 #: and methods that map to each op are the registry's ``imports.functions`` and ``imports.methods``)
 FUNCTION_HANDLERS: dict[str, Callable] = {
     "add": f_add, "mul": f_mul, "concat": f_cat, "flatten": f_flatten, "gelu": f_gelu, "dropout": f_dropout,
     "adaptive_avgpool2d": f_adaptive, "maxpool2d": f_maxpool, "avgpool2d": f_avgpool, "global_avg_pool": f_mean,
     "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth, "conv2d": f_conv2d, "linear": f_linear,
-    "batchnorm2d": f_batch_norm, "scale": f_div, "pad": lambda c, n, x, pad, mode="constant", value=None:
-    _pad(c, n, x, pad, mode, value),
+    "batchnorm2d": f_batch_norm, "scale": f_div, "pad": f_pad,
 }
 
-#: functions that change how a value is viewed (layout, pieces) and make no node of their own
+#: functions that change how a value is viewed (layout, pieces) and make no node of their own; the ATen ones come
+#: from torch.export graphs
+_A = torch.ops.aten
 VIEW_FUNCTIONS: dict[Any, Callable] = {
     torch.permute: f_permute, torch.transpose: f_transpose, torch.reshape: f_reshape, torch.chunk: f_chunk,
     torch.split: f_split, operator.getitem: f_getitem,
+    _A.permute.default: f_permute, _A.transpose.int: f_transpose, _A.view.default: f_reshape,
+    _A.reshape.default: f_reshape, _A.chunk.default: f_chunk, _A.split.Tensor: f_split,
+    _A.split_with_sizes.default: f_split, _A.slice.Tensor: f_aten_slice, _A.contiguous.default: f_contiguous,
+    _A.clone.default: f_contiguous, _A.alias.default: f_contiguous, _A.detach.default: f_contiguous,
+    _A._to_copy.default: f_cast, _A.to.dtype: f_cast, _A.to.dtype_layout: f_cast,
+    _A.squeeze.dims: f_reshape, _A.squeeze.dim: f_reshape, _A.unflatten.int: f_reshape,
 }
 
 
