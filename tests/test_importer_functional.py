@@ -218,3 +218,20 @@ def test_optional_forward_arguments_are_bound_to_their_defaults():
     graph, weights = from_module(m, input_shape=(4,))
     assert ops(graph) == ["linear"]
     assert error64(m, (4,), graph, weights) == 0
+
+
+def test_cli_imports_a_timm_model(tmp_path, capsys):
+    import archgraph
+    from archgraph.cli import main
+    from archgraph.compat import import_timm
+    try:
+        import_timm()
+    except ImportError:
+        pytest.skip("timm is not installed")
+    out = tmp_path / "m"
+    assert main(["import", "timm:mobilenetv3_small_050", "--input-shape", "3,32,32", "--num-classes", "5",
+                 "-o", str(out)]) == 0
+    graph = archgraph.load(out / "graph.yaml")
+    assert graph.shapes()[graph.outputs[0]] == (5,)
+    assert main(["import", "timm:mobilenetv3_smal_050", "-o", str(out)]) == 2
+    assert "did you mean" in capsys.readouterr().err
