@@ -283,9 +283,25 @@ def main(argv=None) -> int:
     p.add_argument("--max-params", type=float, default=30e6)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-prune", action="store_true")
+    p.add_argument("--from-log", metavar="LOG", help="write the tables from the rows of an earlier run's stderr log "
+                                                   "(a partial run included) instead of running")
     p.add_argument("--out", help="OUT.md and OUT.json (default benchmarks/results/timm_zoo for the full sample)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.from_log:
+        rows = [json.loads(line.split(" ", 2)[2]) for line in Path(args.from_log).read_text().splitlines()
+                if line.split(" ", 2)[1:2] and line.split(" ", 2)[1].endswith("s") and line.endswith("}")
+                and line.split(" ", 2)[0].endswith(":")]
+        large = []
+        for line in Path(args.from_log).read_text().splitlines():
+            if line.startswith("sample: "):
+                large = ["?"] * int(line.rsplit(" ", 1)[1])
+        text = tables(rows, args, large)
+        if args.out:
+            Path(args.out).with_suffix(".md").write_text(text)
+            Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
+        print(text)
+        return 0
     if args.models:
         names, large = args.models.split(","), []
     else:

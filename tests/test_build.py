@@ -343,6 +343,7 @@ OP_CASES = {
     "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)
                         .reshape(3, 6, 3, 2)),
     "slice": ([IMG], {"start": 1, "stop": 3}, lambda xs, w: xs[0][:, 1:3]),
+    "pad": ([IMG], {"padding": [1, 0, 2, 3], "value": -0.5}, lambda xs, w: F_.pad(xs[0], (1, 0, 2, 3), value=-0.5)),
 }
 
 

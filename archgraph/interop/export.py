@@ -59,6 +59,7 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy" TorchScript exporter: needs no onnxscript
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: the batch is dynamic
             torch.onnx.export(module, example, buffer, dynamo=False, opset_version=opset, input_names=names_in,
                               output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
     except Exception as err:  # the exporter raises many kinds of errors for an op it cannot express
