@@ -296,7 +296,8 @@ def main(argv=None) -> int:
         for line in Path(args.from_log).read_text().splitlines():
             if line.startswith("sample: "):
                 large = ["?"] * int(line.rsplit(" ", 1)[1])
-        text = tables(rows, args, large)
+        text = (f"From the log {Path(args.from_log).name}: {len(rows)} models (a run stopped or still running "
+                f"shows only those it finished).\n\n" + tables(rows, args, large))
         if args.out:
             Path(args.out).with_suffix(".md").write_text(text)
             Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
