@@ -40,3 +40,10 @@ def _define_missing_schemas() -> None:
     for op, schema in _SCHEMAS.items():
         if not hasattr(torch.ops.torchvision, op):
             _library.define(schema)
+
+
+def import_timm():
+    """``import timm`` (an optional dependency); timm imports torchvision, so that goes through
+    :func:`import_torchvision` first."""
+    import_torchvision()
+    return importlib.import_module("timm")

@@ -169,6 +169,7 @@ EXAMPLE_NODES = {
     "to_tokens": ({"x": [3, 2, 2]}, {"in": "x"}),
     "class_token": ({"x": [3, 4]}, {"in": "x"}),
     "token_pool": ({"x": [3, 4]}, {"in": "x", "mode": "first"}),
+    "pad": ({"x": [3, 4, 4]}, {"in": "x", "padding": [0, 1, 2, 1]}),
 }
 
 

@@ -384,6 +384,7 @@ OP_CASES = {
     "to_tokens": ([IMG], {}, lambda xs, w: xs[0].reshape(3, 4, 42).transpose(1, 2)),
     "class_token": ([SEQ], {}, lambda xs, w: torch.cat([w["weight"].expand(3, 1, 5), xs[0]], 1)),
     "token_pool": ([SEQ], {"mode": "mean"}, lambda xs, w: xs[0].mean(1)),
+    "pad": ([IMG], {"padding": [1, 0, 2, 3], "value": -0.5}, lambda xs, w: F_.pad(xs[0], (1, 0, 2, 3), value=-0.5)),
 }
 
 

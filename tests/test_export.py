@@ -45,7 +45,8 @@ nodes:
   hs:   {op: hardswish, in: t}
   res:  {op: add, in: [hs, r]}
   mp:   {op: maxpool2d, in: res, kernel_size: 3, stride: 2, ceil_mode: true}
-  ap:   {op: avgpool2d, in: mp, kernel_size: 2}
+  pd:   {op: pad, in: mp, padding: [0, 1, 0, 1], value: -1.5}
+  ap:   {op: avgpool2d, in: pd, kernel_size: 2}
   same: {op: identity, in: ap}
   gap:  {op: global_avg_pool, in: mp}
   fl:   {op: flatten, in: same}
@@ -260,3 +261,23 @@ def test_export_rejects_weights_that_do_not_fit(every_op, tmp_path):
         export_onnx(graph, bad, tmp_path / "bad.onnx")
     assert not (tmp_path / "bad.onnx").exists()
     assert issubclass(ConversionError, archgraph.ArchgraphError)
+
+
+@pytest.mark.parametrize("size, out", [(7, 3), (5, 2), (6, 3)])
+def test_onnx_export_of_adaptive_pooling_at_any_size(size, out, tmp_path):
+    graph = archgraph.loads(f"archgraph: 1\ninputs: {{x: [2, {size}, {size + 1}]}}\nnodes:\n"
+                            f"  p: {{op: adaptive_avgpool2d, in: x, output_size: [{out}, {out + 1}]}}\n"
+                            f"outputs: [p]\n")
+    assert export_onnx(graph, {}, tmp_path / "p.onnx") <= 1e-6
+    from archgraph.fx.layers import adaptive_avg_pool2d_exportable
+    x = torch.randn(2, 2, size, size + 1, dtype=torch.float64)
+    want = torch.nn.functional.adaptive_avg_pool2d(x, (out, out + 1))
+    assert float((adaptive_avg_pool2d_exportable(x, (out, out + 1)) - want).abs().max()) <= 1e-12
+
+
+def test_alexnet_at_96_exports_to_onnx(tmp_path):
+    """Its adaptive pooling maps 2x2 to 6x6 (not a divisor): "Unsupported: ONNX export of operator
+    adaptive_avg_pool2d" before."""
+    model = randomize_normalization(torchvision_model("alexnet", num_classes=10))
+    graph, weights = from_module(model, input_shape=(3, 96, 96))
+    export_onnx(graph, weights, tmp_path / "alexnet.onnx")   # raises past 1e-4 x max(1, max |y|)

@@ -1,4 +1,4 @@
-"""archgraph import torchvision:NAME [--input-shape 3,224,224] [--num-classes N] -o DIR"""
+"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--num-classes N] -o DIR"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ from archgraph.errors import ConfigError
 from .args import command, folder_output_argument, force_argument, seed_argument
 from .outputs import output_folder
 
-SOURCES = ("torchvision",)
+SOURCES = ("torchvision", "timm")
 
 
 def register(sub) -> None:
@@ -17,7 +17,8 @@ def register(sub) -> None:
                             "<node_id>.<param>). Models come randomly initialised (no pretrained weights are "
                             "downloaded). An op the graph format cannot express is an error naming the op and the fx "
                             "node.")
-    p.add_argument("model", metavar="torchvision:NAME", help="e.g. torchvision:resnet18")
+    p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18) or timm:NAME "
+                                                         "(e.g. timm:efficientnet_b0; built with pretrained=False)")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
                    help="per-sample input shape (default 3,224,224)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
@@ -43,17 +44,27 @@ def load_model(spec: str, num_classes, seed: int):
     if source not in SOURCES or not name:
         raise ConfigError(f"model {spec!r} must be written SOURCE:NAME with SOURCE one of {', '.join(SOURCES)} "
                           f"(e.g. torchvision:resnet18)", field="model")
-    from archgraph.compat import import_torchvision
-    tv = import_torchvision()
-    known = tv.models.list_models(module=tv.models)
+    if source == "timm":
+        from archgraph.compat import import_timm
+        try:
+            known = import_timm().list_models()
+        except ImportError:
+            raise ConfigError("timm is not installed (pip install timm)", field="model") from None
+    else:
+        from archgraph.compat import import_torchvision
+        tv = import_torchvision()
+        known = tv.models.list_models(module=tv.models)
     if name not in known:
         import difflib
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"torchvision has no classification model {name!r}{hint}", field="model")
+        what = "model" if source == "timm" else "classification model"
+        raise ConfigError(f"{source} has no {what} {name!r}{hint}", field="model")
     if num_classes is not None and num_classes <= 0:
         raise ConfigError("--num-classes must be positive", field="num-classes")
-    from archgraph.interop.equivalence import torchvision_model
+    from archgraph.interop.equivalence import timm_model, torchvision_model
+    if source == "timm":
+        return timm_model(name, num_classes=num_classes, seed=seed), name
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     return torchvision_model(name, seed=seed, **kwargs), name
 

@@ -129,3 +129,21 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
 def token_pool(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """``[B, T, D] -> [B, D]``: the mean over the tokens, or the first token."""
     return x.mean(dim=1) if mode == "mean" else x[:, 0]
+def _averaging_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """``[out, size]``: row ``i`` averages the window adaptive pooling uses for output ``i``
+    (``floor(i * size / out) .. ceil((i + 1) * size / out) - 1``)."""
+    m = torch.zeros(out, size, dtype=like.dtype, device=like.device)
+    for i in range(out):
+        start, stop = (i * size) // out, -((-(i + 1) * size) // out)
+        m[i, start:stop] = 1.0 / (stop - start)
+    return m
+
+
+def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` written as two fixed averaging matrix products where the output does not divide
+    the input (the TorchScript ONNX exporter refuses that case); the same function up to float rounding."""
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h % oh == 0 and w % ow == 0:
+        return torch.nn.functional.adaptive_avg_pool2d(x, (oh, ow))
+    return _averaging_matrix(h, oh, x) @ x @ _averaging_matrix(w, ow, x).t()

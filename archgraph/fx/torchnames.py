@@ -13,6 +13,7 @@ import functools
 import importlib
 from typing import Any, Optional
 
+from ..compat import import_torchvision
 from ..ops.registry import OPS
 
 
@@ -35,6 +36,8 @@ def resolve(name: str) -> Any:
 def try_resolve(name: str) -> Optional[Any]:
     """:func:`resolve`, or ``None`` when it is missing (an optional package such as torchvision)."""
     try:
+        if name.startswith("torchvision."):  # a plain import fails on some CPU-only installs (see compat)
+            import_torchvision()
         return resolve(name)
     except Exception:  # missing or broken optional package
         return None

@@ -8,11 +8,12 @@ bias and per-channel scale random values first, so outputs are O(1) and every la
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 from torch import nn
 
-from ..compat import import_torchvision
+from ..compat import import_timm, import_torchvision
 
 
 def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -44,6 +45,17 @@ def torchvision_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.M
         warnings.simplefilter("ignore", FutureWarning)  # googlenet's note about its init
         torch.manual_seed(seed)
         return tv.models.get_model(name, weights=None, num_classes=num_classes).eval()
+
+
+def timm_model(name: str, num_classes: Optional[int] = None, seed: int = 0) -> nn.Module:
+    """A randomly initialised timm model (``timm.create_model(name, pretrained=False)``) in eval mode; nothing is
+    downloaded."""
+    timm = import_timm()
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(seed)
+        return timm.create_model(name, pretrained=False, **kwargs).eval()
 
 
 def max_error(a: nn.Module, b: nn.Module, *inputs: torch.Tensor) -> float:

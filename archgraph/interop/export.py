@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import math
 import operator
 import os
 import warnings
@@ -51,16 +52,21 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     module = build(graph)
     load_into(module, weights)
     module.eval()
+    _exportable_pooling(module)
     example = _example_inputs(graph, seed)
     names_in, names_out = list(graph.inputs), list(graph.outputs)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy" TorchScript exporter: needs no onnxscript
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: the batch is dynamic
             torch.onnx.export(module, example, buffer, dynamo=False, opset_version=opset, input_names=names_in,
                               output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
     except Exception as err:  # the exporter raises many kinds of errors for an op it cannot express
-        raise ConversionError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from None
+        # its messages can end with hundreds of lines of TorchScript graph: the first line says what failed
+        lines = str(err).strip().splitlines()
+        raise ConversionError(f"torch.onnx.export failed: {type(err).__name__}: {lines[0] if lines else ''}") \
+            from None
     data = buffer.getvalue()
     try:
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
@@ -74,6 +80,18 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
         raise ConversionError(f"onnxruntime's output differs from PyTorch's by {error:.3g} (outputs up to "
                               f"{scale:.3g}; allowed {atol:g} x max(1, that))", file=str(path))
     return error
+
+
+def _exportable_pooling(module: fx.GraphModule) -> None:
+    """Adaptive average pooling whose output does not divide its input becomes fixed averaging matrix products
+    (:func:`archgraph.fx.layers.adaptive_avg_pool2d_exportable`), which ONNX expresses."""
+    changed = False
+    for n in module.graph.nodes:
+        if n.op == "call_function" and n.target is torch.nn.functional.adaptive_avg_pool2d:
+            n.target = extra.adaptive_avg_pool2d_exportable
+            changed = True
+    if changed:
+        module.recompile()
 
 
 def onnx_compare(model: Union[bytes, PathLike], module: nn.Module,
@@ -203,6 +221,8 @@ def _render(value, names: dict[str, str]) -> str:
         return f"({inner}{',' if len(value) == 1 else ''})"
     if isinstance(value, list):
         return "[" + ", ".join(_render(v, names) for v in value) + "]"
+    if isinstance(value, float) and not math.isfinite(value):  # repr gives 'inf', not Python
+        return f"float({str(value)!r})"
     return repr(value)
 
 

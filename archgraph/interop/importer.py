@@ -27,6 +27,7 @@ import keyword
 import math
 import operator
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -40,7 +41,7 @@ from ..graph import RESERVED_IDS, Graph
 from ..fx.torchnames import resolve, try_resolve
 from ..topology import reachable
 from ..ops.registry import OPS
-from ..ops.spec import KIND_BY_OP
+from ..ops.spec import KIND_BY_OP, Pad
 
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
 
@@ -91,21 +92,46 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
     was_training = module.training
     module.eval()
     try:
-        try:
-            gm = fx.symbolic_trace(module)
-        except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
-            raise ConversionError(f"torch.fx cannot trace {type(module).__name__}: {type(err).__name__}: "
-                                  f"{err}") from None
         device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             example = torch.randn(2, *input_shape).to(device)
+        gm = _trace(module, example)
         values = _concrete_values(gm, example)
     finally:
         module.train(was_training)
-    converter = _Converter(gm, values, input_shape)
+    converter = _Converter(gm, values, input_shape, dict(module.named_modules()))
     converter.run()
     return converter.finish(name or type(module).__name__.lower())
+
+
+def _optional_arguments(module: nn.Module) -> dict[str, Any]:
+    """The arguments of ``module.forward`` after the first that have defaults, bound to them (timm's ViTs take
+    ``attn_mask=None`` and the like)."""
+    import inspect
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params[1:]
+            if p.default is not inspect.Parameter.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _trace(module: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """torch.fx's symbolic trace (optional arguments bound to their defaults); where it fails (control flow on
+    shapes or values), ``torch.export`` (non-strict) on ``example``, whose ATen graph the converter reads too."""
+    try:
+        return fx.symbolic_trace(module, concrete_args=_optional_arguments(module) or None)
+    except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
+        fx_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(module, (example,), strict=False).module()
+    except Exception as err:
+        lines = str(err).strip().splitlines()
+        raise ConversionError(f"torch.fx cannot trace {type(module).__name__} ({fx_error}), nor can torch.export "
+                              f"({type(err).__name__}: {lines[0] if lines else ''})") from None
 
 
 # ---- concrete run -------------------------------------------------------------------------------------------------
@@ -113,27 +139,43 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
 @dataclass(frozen=True)
 class _Tensor:
     shape: tuple[int, ...]
+    dtype: Optional[torch.dtype] = None
 
 
 def _describe(value):
     if isinstance(value, torch.Tensor):
-        return _Tensor(tuple(value.shape))
+        return _Tensor(tuple(value.shape), value.dtype)
     if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
         return type(value)(_describe(v) for v in value)
     return value
 
 
+@dataclass(frozen=True)
+class _Constant:
+    """The value of an fx node computed from parameters and constants only (never from the input): in eval mode
+    it is a constant, so the converter may fold it (a standardised conv weight, a reshaped layer scale)."""
+    tensor: torch.Tensor
+
+
 def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any]:
-    """fx node name -> its value on ``example`` (tensors replaced by their shapes, so nothing big is kept)."""
+    """fx node name -> its value on ``example`` (tensors replaced by their shapes, so nothing big is kept; a tensor
+    that does not depend on the input is kept whole, as a :class:`_Constant`)."""
     values: dict[str, Any] = {}
+    dependent: set[str] = set()
 
     class Recorder(fx.Interpreter):
         def run_node(self, n):
             result = super().run_node(n)
-            values[n.name] = _describe(result)
+            if (n.op == "placeholder" and not n.args) or any(a.name in dependent for a in n.all_input_nodes):
+                dependent.add(n.name)
+                values[n.name] = _describe(result)
+            elif isinstance(result, torch.Tensor) and n.op != "get_attr":
+                values[n.name] = _Constant(result.detach().clone())
+            else:
+                values[n.name] = _describe(result)
             return result
 
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]  # args: a bound default
     if len(placeholders) != 1:
         raise ConversionError(f"the module's forward takes {len(placeholders)} inputs; only one tensor input "
                               f"is supported", field="input_shape")
@@ -174,8 +216,11 @@ def _identifier(text: str) -> str:
 
 
 class _Converter:
-    def __init__(self, gm: fx.GraphModule, values: dict[str, Any], input_shape: tuple[int, ...]):
+    def __init__(self, gm: fx.GraphModule, values: dict[str, Any], input_shape: tuple[int, ...],
+                 originals: Optional[dict[str, nn.Module]] = None):
         self.gm = gm
+        #: the traced module's own submodules by path (the GraphModule keeps only those it calls)
+        self.originals = originals if originals is not None else dict(gm.named_modules())
         self.values = values
         self.input_shape = input_shape
         self.modules = dict(gm.named_modules())
@@ -216,6 +261,10 @@ class _Converter:
         if not stack:
             return n.name
         path = next(reversed(stack))
+        entry = stack[path]
+        path = entry[0] if isinstance(entry, tuple) and isinstance(entry[0], str) else path
+        if not path:
+            return n.name
         return path if path.rpartition(".")[2] == op else f"{path}.{op}"
 
     def emit(self, hint: Optional[str], op: str, inputs: Sequence[str], weights: Optional[dict] = None,
@@ -289,7 +338,9 @@ class _Converter:
     def run(self) -> None:
         for n in self.gm.graph.nodes:
             self.fx_node = n
-            if n.op == "placeholder":
+            if n.op == "placeholder" and n.args:   # an optional argument bound to its default
+                self.env[n.name] = n.args[0]
+            elif n.op == "placeholder":
                 nid = self.new_id(n.name)
                 self.inputs[nid] = list(self.input_shape)
                 self.shapes[nid] = self.input_shape
@@ -306,6 +357,9 @@ class _Converter:
         args = fx.node.map_arg(n.args, lambda a: self.env[a.name])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
         value = self.values[n.name]
+        if isinstance(value, _Constant):  # computed from parameters only: folded
+            source = next((a.name for a in _flat(args) + _flat(kwargs) if isinstance(a, Param)), n.name)
+            return Param(source, value.tensor)
         if not _has_tensor(value):
             if any(isinstance(a, Param) for a in _flat(args) + _flat(kwargs)):
                 raise self.fail("it computes from a parameter outside of a layer, which has no graph op")
@@ -356,7 +410,30 @@ class _Converter:
                 raise self.fail(f"the output '{val.node}' is returned twice")
             self.outputs.append(val.node)
 
+    def fold_pads(self) -> None:
+        """A symmetric zero ``pad`` read only by convolutions with numeric padding becomes part of their padding
+        (timm's ``pad_same`` at stride 1, ``nn.ZeroPad2d`` before a conv)."""
+        readers: dict[str, list[str]] = {}
+        for nid, data in self.nodes.items():
+            for i in data["in"]:
+                readers.setdefault(i, []).append(nid)
+        for nid, data in list(self.nodes.items()):
+            if KIND_BY_OP[data["op"]] is not Pad or nid in self.outputs:
+                continue
+            left, right, top, bottom = data["padding"]
+            users = readers.get(nid, [])
+            if data["value"] != 0 or left != right or top != bottom or not users or \
+                    not all(OPS[self.nodes[u]["op"]].conv and not isinstance(self.nodes[u]["padding"], str)
+                            for u in users):
+                continue
+            for u in users:
+                ph, pw = _ints(self.nodes[u]["padding"]) * (2 // len(_ints(self.nodes[u]["padding"])))
+                self.nodes[u]["padding"] = _pair((ph + top, pw + left))
+                self.nodes[u]["in"] = [data["in"][0] if i == nid else i for i in self.nodes[u]["in"]]
+            del self.nodes[nid]
+
     def finish(self, name: str) -> tuple[Graph, dict[str, torch.Tensor]]:
+        self.fold_pads()
         live = reachable(self.nodes, self.outputs, inputs=lambda data: data["in"]) & self.nodes.keys()
         if not live:
             raise ConversionError("the module's output is its input: there is no layer to convert")
@@ -594,6 +671,23 @@ def _flatten(c: _Converter, n, x, start_dim=0, end_dim=-1):
     return _reshape(c, n, x, out)
 
 
+def pad_module(c: _Converter, n, m: nn.ConstantPad2d, x):
+    return _pad(c, n, x, m.padding, "constant", m.value)
+
+
+def _pad(c: _Converter, n, x, pad, mode="constant", value=None):
+    x = c.cf(x, 3)
+    pad = _ints(pad)
+    if mode != "constant":
+        raise c.fail(f"padding mode '{mode}' is not supported (only 'constant')")
+    if len(pad) not in (2, 4) or min(pad) < 0:
+        raise c.fail(f"padding {list(pad)} is not supported (only non-negative padding of the last two axes)")
+    pad = (*pad, 0, 0) if len(pad) == 2 else pad
+    if not any(pad):
+        return x
+    return Val(c.emit(None, "pad", [x.node], padding=list(pad), value=float(value or 0.0)))
+
+
 #: module handlers of the ops whose import is not :func:`unary`'s (keyed by op; the module classes that map to
 #: each op are the registry's ``imports.modules``)
 MODULE_HANDLERS: dict[str, Callable] = {
@@ -601,6 +695,7 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "batchnorm1d": batchnorm("batchnorm1d"), "layernorm": layernorm, "maxpool2d": maxpool, "avgpool2d": avgpool,
     "adaptive_avgpool2d": adaptive_avgpool, "dropout": dropout, "identity": identity, "flatten": flatten_module,
     "conv_transpose2d": conv_transpose2d, "upsample": upsample,
+    "pad": pad_module,
 }
 
 MODULES: dict[type, Callable] = {resolve(cls): MODULE_HANDLERS.get(op) or unary(op)
@@ -633,6 +728,9 @@ def _scale(c: _Converter, n, x: Val, param: Param) -> Val:
     shape = tuple(param.tensor.shape)
     per_channel = [1] * rank
     per_channel[c.channel_axis(x)[0]] = channels
+    if param.tensor.numel() == 1 and channels > 1:  # one number for every channel
+        param = Param(param.name, param.tensor.reshape(1).expand(channels).clone())
+        shape = (channels,) if x.layout == CL else (channels, 1, 1)[:rank - 1]
     if param.tensor.numel() != channels or tuple(per_channel[rank - len(shape):]) != shape or \
             any(s != 1 for s in per_channel[:rank - len(shape)]):
         raise c.fail(f"multiplying by the parameter '{param.name}' of shape {list(shape)} is not a per-channel "
@@ -640,7 +738,109 @@ def _scale(c: _Converter, n, x: Val, param: Param) -> Val:
     return Val(c.emit(param.name, "scale", [x.node], {"weight": param.tensor.reshape(-1)}), x.layout)
 
 
+def _param(c: _Converter, value, what: str) -> Optional[torch.Tensor]:
+    """The tensor of a parameter argument (``None`` stays ``None``); a computed one is an error."""
+    if value is None or isinstance(value, Param):
+        return None if value is None else value.tensor
+    raise c.fail(f"its {what} is computed from the input, which has no graph op (only parameters are supported)")
+
+
+def _owner(param) -> Optional[str]:
+    """The module path of a parameter ('layer1.0.conv.weight' -> 'layer1.0.conv'), a node id hint."""
+    return (param.name.rpartition(".")[0] or None) if isinstance(param, Param) else None
+
+
+def f_conv2d(c: _Converter, n, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    x = c.cf(x, 3)
+    w, b = _param(c, weight, "weight"), _param(c, bias, "bias")
+    if w is None or w.dim() != 4:
+        raise c.fail("F.conv2d needs a 4-D weight parameter")
+    state = {"weight": w} if b is None else {"weight": w, "bias": b}
+    padding = padding if isinstance(padding, str) else _pair(padding)
+    return Val(c.emit(_owner(weight), "conv2d", [x.node], state, out_channels=int(w.shape[0]),
+                      kernel_size=_pair(tuple(w.shape[2:])), stride=_pair(stride), padding=padding,
+                      dilation=_pair(dilation), groups=int(groups), bias=b is not None))
+
+
+def f_linear(c: _Converter, n, x, weight, bias=None):
+    x = c.tensor(x)
+    w, b = _param(c, weight, "weight"), _param(c, bias, "bias")
+    if w is None or w.dim() != 2:
+        raise c.fail("F.linear needs a 2-D weight parameter")
+    out = int(w.shape[0])
+    if x.layout == CL:  # over channels-last positions: a 1x1 convolution
+        state = {"weight": w.reshape(out, -1, 1, 1)} if b is None else {"weight": w.reshape(out, -1, 1, 1), "bias": b}
+        return Val(c.emit(_owner(weight), "conv2d", [x.node], state, out_channels=out, kernel_size=1,
+                          bias=b is not None), CL)
+    x = c.cf(x, 1)
+    state = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return Val(c.emit(_owner(weight), "linear", [x.node], state, out_features=out, bias=b is not None))
+
+
+def f_batch_norm(c: _Converter, n, x, *args, **kwargs):
+    if n.target is torch.ops.aten.batch_norm.default:  # (x, weight, bias, running_mean, running_var, ...)
+        weight, bias, mean, var, *rest = args
+        return _batch_norm(c, n, x, mean, var, weight, bias, *rest[:3])
+    return _batch_norm(c, n, x, *args, **kwargs)
+
+
+def _batch_norm(c: _Converter, n, x, running_mean, running_var, weight=None, bias=None, training=False,
+                momentum=0.1, eps=1e-5):
+    """``F.batch_norm`` (timm's norm-act layers): its running statistics and affine parameters are the module's
+    buffers and parameters; the module that holds them gives the node id, ``momentum`` and ``num_batches_tracked``."""
+    x = c.cf(x)
+    rank = len(c.shape(x))
+    op = next((o for o, d in OPS.items() if d.running_stats and d.in_rank == rank), None)
+    if op is None:
+        raise c.fail(f"batch norm of a per-sample shape {list(c.shape(x))} is not supported ([C, H, W] or [F])")
+    mean, var = _param(c, running_mean, "running_mean"), _param(c, running_var, "running_var")
+    w, b = _param(c, weight, "weight"), _param(c, bias, "bias")
+    if mean is None or var is None or training:
+        raise c.fail("a batch norm that normalises with the batch's statistics in eval mode (no running "
+                     "statistics, or training=True) is not supported")
+    if w is None and b is not None:
+        raise c.fail("a batch norm with a bias but no weight is not supported")
+    owner = _owner(running_mean)
+    module = c.originals.get(owner) if owner is not None else None
+    tracked = getattr(module, "num_batches_tracked", None)
+    state = {"running_mean": mean, "running_var": var,
+             "num_batches_tracked": tracked if isinstance(tracked, torch.Tensor) else torch.tensor(0)}
+    if w is not None:
+        state.update(weight=w, bias=b if b is not None else torch.zeros_like(w))
+    mom = getattr(module, "momentum", momentum) if isinstance(module, nn.modules.batchnorm._BatchNorm) else momentum
+    return Val(c.emit(owner, op, [x.node], state, eps=float(eps), momentum=mom, affine=w is not None,
+                      track_running_stats=True))
+
+
+def f_cast(c: _Converter, n, x, *args, **kwargs):
+    """``x.float()``, ``x.to(dtype)``, ``x.type_as(y)``, ... that leave the traced tensor's dtype as it was."""
+    x = c.tensor(x)
+    before = c.values[n.args[0].name].dtype
+    after = c.values[n.name].dtype
+    if before != after:
+        raise c.fail(f"a cast from {before} to {after} has no graph op (only casts that change nothing)")
+    return x
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _constant_scale(c: _Converter, n, x: Val, factor: float) -> Val:
+    """``x * factor`` for a number: ``x`` itself when it is 1, else a ``scale`` node whose weights all hold
+    ``factor`` (exact in eval; the graph can then learn them)."""
+    if factor == 1:
+        return x
+    if x.layout not in (CF, CL):
+        raise c.fail(f"scaling a {_layout_words(x)} view is not supported")
+    weight = torch.full((c.channels(x),), float(factor))
+    return Val(c.emit(None, "scale", [x.node], {"weight": weight}, init=float(factor)), x.layout)
+
+
 def f_add(c, n, a, b, *rest, alpha=1, out=None):
+    for x, other in ((a, b), (b, a)):
+        if isinstance(x, Val) and _number(other) and other == 0:
+            return x   # x + 0
     return _binary(c, n, "add", a, b, alpha)
 
 
@@ -649,7 +849,17 @@ def f_mul(c, n, a, b, *rest, out=None):
     params = [v for v in (a, b) if isinstance(v, Param)]
     if len(vals) == 1 and len(params) == 1:
         return _scale(c, n, vals[0], params[0])
+    numbers = [v for v in (a, b) if _number(v)]
+    if len(vals) == 1 and len(numbers) == 1:
+        return _constant_scale(c, n, vals[0], numbers[0])
     return _binary(c, n, "mul", a, b)
+
+
+def f_div(c, n, a, b, *rest, rounding_mode=None, out=None):
+    """``x / number`` (a constant scale); ``x / tensor`` has no graph op."""
+    if isinstance(a, Val) and _number(b) and b != 0 and rounding_mode is None:
+        return _constant_scale(c, n, a, 1.0 / b)
+    raise c.fail("only a division by a non-zero number is supported")
 
 
 def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
@@ -809,6 +1019,11 @@ def f_split(c, n, x, split_size_or_sections, dim=0):
 
 
 def f_getitem(c: _Converter, n, obj, index):
+    if isinstance(index, tuple):  # x[:, a:b, :, :] and x[:, a:b, ...] are x[:, a:b]
+        trimmed = list(index)
+        while len(trimmed) > 2 and trimmed[-1] in (slice(None), Ellipsis):
+            trimmed.pop()
+        index = tuple(trimmed)
     if isinstance(obj, Pieces):
         start, stop = obj.bounds[index]
         src = obj.source
@@ -827,18 +1042,40 @@ def f_getitem(c: _Converter, n, obj, index):
                  f"pieces of chunk/split)")
 
 
+def f_aten_slice(c: _Converter, n, x, dim=0, start=None, end=None, step=1):
+    """``aten.slice.Tensor``: ``x[:, start:end]`` along one axis in a torch.export graph."""
+    index = [slice(None)] * (dim % (len(c.expected(c.tensor(x))) + 1)) + [slice(start, end, step)]
+    return f_getitem(c, n, x, tuple(index) if len(index) > 1 else index[0])
+
+
+def f_pad(c: _Converter, n, x, pad, *args, **kwargs):
+    if n.target is torch.ops.aten.constant_pad_nd.default:  # (x, pad, value)
+        return _pad(c, n, x, pad, "constant", *args, **kwargs)
+    return _pad(c, n, x, pad, *args, **kwargs)
+
+
 #: function (and method) handlers of the ops whose import is not :func:`f_unary`'s (keyed by op; the functions
 #: and methods that map to each op are the registry's ``imports.functions`` and ``imports.methods``)
 FUNCTION_HANDLERS: dict[str, Callable] = {
     "add": f_add, "mul": f_mul, "concat": f_cat, "flatten": f_flatten, "gelu": f_gelu, "dropout": f_dropout,
     "adaptive_avgpool2d": f_adaptive, "maxpool2d": f_maxpool, "avgpool2d": f_avgpool, "global_avg_pool": f_mean,
     "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth, "upsample": f_interpolate,
+    "conv2d": f_conv2d, "linear": f_linear,
+    "batchnorm2d": f_batch_norm, "scale": f_div, "pad": f_pad,
 }
 
-#: functions that change how a value is viewed (layout, pieces) and make no node of their own
+#: functions that change how a value is viewed (layout, pieces) and make no node of their own; the ATen ones come
+#: from torch.export graphs
+_A = torch.ops.aten
 VIEW_FUNCTIONS: dict[Any, Callable] = {
     torch.permute: f_permute, torch.transpose: f_transpose, torch.reshape: f_reshape, torch.chunk: f_chunk,
     torch.split: f_split, operator.getitem: f_getitem,
+    _A.permute.default: f_permute, _A.transpose.int: f_transpose, _A.view.default: f_reshape,
+    _A.reshape.default: f_reshape, _A.chunk.default: f_chunk, _A.split.Tensor: f_split,
+    _A.split_with_sizes.default: f_split, _A.slice.Tensor: f_aten_slice, _A.contiguous.default: f_contiguous,
+    _A.clone.default: f_contiguous, _A.alias.default: f_contiguous, _A.detach.default: f_contiguous,
+    _A._to_copy.default: f_cast, _A.to.dtype: f_cast, _A.to.dtype_layout: f_cast,
+    _A.squeeze.dims: f_reshape, _A.squeeze.dim: f_reshape, _A.unflatten.int: f_reshape,
 }
 
 
@@ -869,7 +1106,8 @@ def _function_handler(target) -> Optional[Callable]:
 #: tensor methods that change how a value is viewed and make no node of their own
 VIEW_METHODS: dict[str, Callable] = {
     "permute": f_permute, "transpose": f_transpose, "contiguous": f_contiguous, "view": f_reshape,
-    "reshape": f_reshape, "chunk": f_chunk, "split": f_split,
+    "reshape": f_reshape, "chunk": f_chunk, "split": f_split, "squeeze": f_reshape, "float": f_cast,
+    "double": f_cast, "half": f_cast, "to": f_cast, "type": f_cast, "type_as": f_cast,
 }
 
 METHODS: dict[str, Callable] = {

@@ -324,6 +324,12 @@ def shuffle_shape(node: S.ChannelShuffle, ins):
     return tuple(ins[0])
 
 
+def pad_shape(node: S.Pad, ins):
+    c, h, w = need_rank(ins, 3, node.op)
+    left, right, top, bottom = node.padding
+    return (c, h + top + bottom, w + left + right)
+
+
 def slice_shape(node: S.Slice, ins):
     if len(ins[0]) not in (1, 3):
         bad("in", f"needs a [F] or [C, H, W] input, got {list(ins[0])}")
@@ -937,6 +943,7 @@ RNN_GATES = {"lstm": 4, "gru": 3}
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 ACT = fixed(THROUGH)
 F_ = "torch.nn.functional."
+A_ = "torch.ops.aten."   # the ATen overloads of a torch.export graph (models torch.fx cannot trace)
 
 
 def _activation(kind, target: Callable, *, block: bool = False, nonneg=never, identity=never, modules=(),
@@ -953,10 +960,10 @@ def _pool(kind, shape, function) -> OpDef:
 
 
 _POOL_IMPORTS = {
-    S.MaxPool2d: Imports(modules=("torch.nn.MaxPool2d",), functions=(F_ + "max_pool2d", "torch.max_pool2d")),
-    S.AvgPool2d: Imports(modules=("torch.nn.AvgPool2d",), functions=(F_ + "avg_pool2d",)),
-    S.AdaptiveAvgPool2d: Imports(modules=("torch.nn.AdaptiveAvgPool2d",), functions=(F_ + "adaptive_avg_pool2d",)),
-    S.GlobalAvgPool: Imports(functions=("torch.mean",), methods=("mean",)),
+    S.MaxPool2d: Imports(modules=("torch.nn.MaxPool2d",), functions=(F_ + "max_pool2d", "torch.max_pool2d", A_ + "max_pool2d.default")),
+    S.AvgPool2d: Imports(modules=("torch.nn.AvgPool2d",), functions=(F_ + "avg_pool2d", A_ + "avg_pool2d.default")),
+    S.AdaptiveAvgPool2d: Imports(modules=("torch.nn.AdaptiveAvgPool2d",), functions=(F_ + "adaptive_avg_pool2d", A_ + "adaptive_avg_pool2d.default")),
+    S.GlobalAvgPool: Imports(functions=("torch.mean", A_ + "mean.dim"), methods=("mean",)),
 }
 
 
@@ -965,15 +972,17 @@ DEFS: tuple[OpDef, ...] = (
           macs=conv_macs, nonzero_macs=conv_nonzero_macs, weighted=True, conv=True, in_rank=3,
           width_field="out_channels", identity_fill="dirac", module=conv_module, resize=conv_resize,
           colour=WEIGHT_COLOUR, python={"torch.nn.Conv2d": conv_source},
-          imports=Imports(modules=("torch.nn.Conv2d",))),
+          imports=Imports(modules=("torch.nn.Conv2d",), functions=(F_ + "conv2d", A_ + "conv2d.default"))),
     OpDef(kind=S.Linear, shape=linear_shape, channels=fixed(SOURCE), layout=linear_layout, params=linear_params,
           macs=linear_macs, nonzero_macs=linear_nonzero_macs, weighted=True, in_rank=1, width_field="out_features",
           identity_fill="eye", module=linear_module, resize=linear_resize, colour=LINEAR_COLOUR,
-          python={"torch.nn.Linear": linear_source}, imports=Imports(modules=("torch.nn.Linear",))),
+          python={"torch.nn.Linear": linear_source}, imports=Imports(modules=("torch.nn.Linear",),
+                                                                                  functions=(F_ + "linear", A_ + "linear.default"))),
     OpDef(kind=S.BatchNorm2d, shape=rank_shape(3), channels=ACT, layout=bn_layout, params=bn_params,
           buffers=BN_BUFFERS, in_rank=3, is_norm=True, running_stats=True, shifts_zero=True, module=bn2d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm2d": bn_source("BatchNorm2d")},
-          imports=Imports(modules=("torch.nn.BatchNorm2d",))),
+          # F.batch_norm of a [N, F] input becomes a batchnorm1d
+          imports=Imports(modules=("torch.nn.BatchNorm2d",), functions=(F_ + "batch_norm", A_ + "batch_norm.default"))),
     OpDef(kind=S.BatchNorm1d, shape=rank_shape(1), channels=ACT, layout=bn_layout, params=bn_params,
           buffers=BN_BUFFERS, in_rank=1, is_norm=True, running_stats=True, shifts_zero=True, module=bn1d_module, colour=NORM_COLOUR,
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
@@ -981,20 +990,20 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
           module=ln_module, mixes=ln_mixing, shifts_zero=True, colour=NORM_COLOUR,
           python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
-          imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm",))),
+          imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm", A_ + "layer_norm.default"))),
     _activation(S.ReLU, lambda T: T.torch.relu, block=True, nonneg=always, identity=every,  # relu(x) = x, x >= 0
-                modules=("torch.nn.ReLU",), functions=("torch.relu", F_ + "relu"), methods=("relu", "relu_")),
+                modules=("torch.nn.ReLU",), functions=("torch.relu", F_ + "relu", A_ + "relu.default", A_ + "relu_.default"), methods=("relu", "relu_")),
     _activation(S.ReLU6, lambda T: T.F.relu6, block=True, nonneg=always, modules=("torch.nn.ReLU6",),
-                functions=(F_ + "relu6",)),
-    _activation(S.GELU, lambda T: T.F.gelu, block=True, modules=("torch.nn.GELU",), functions=(F_ + "gelu",),
+                functions=(F_ + "relu6", A_ + "relu6.default")),
+    _activation(S.GELU, lambda T: T.F.gelu, block=True, modules=("torch.nn.GELU",), functions=(F_ + "gelu", A_ + "gelu.default"),
                 approximate=lambda n: n.approximate),
-    _activation(S.SiLU, lambda T: T.F.silu, block=True, modules=("torch.nn.SiLU",), functions=(F_ + "silu",)),
+    _activation(S.SiLU, lambda T: T.F.silu, block=True, modules=("torch.nn.SiLU",), functions=(F_ + "silu", A_ + "silu.default", A_ + "silu_.default")),
     _activation(S.Sigmoid, lambda T: T.torch.sigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Sigmoid",),
-                functions=("torch.sigmoid", F_ + "sigmoid"), methods=("sigmoid",)),
-    _activation(S.Tanh, lambda T: T.torch.tanh, modules=("torch.nn.Tanh",), functions=("torch.tanh", F_ + "tanh"),
+                functions=("torch.sigmoid", F_ + "sigmoid", A_ + "sigmoid.default"), methods=("sigmoid",)),
+    _activation(S.Tanh, lambda T: T.torch.tanh, modules=("torch.nn.Tanh",), functions=("torch.tanh", F_ + "tanh", A_ + "tanh.default"),
                 methods=("tanh",)),
     _activation(S.Hardswish, lambda T: T.F.hardswish, modules=("torch.nn.Hardswish",),
-                functions=(F_ + "hardswish",)),
+                functions=(F_ + "hardswish", A_ + "hardswish.default", A_ + "hardswish_.default")),
     _pool(S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), pool_call("max_pool2d")),
     _pool(S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), pool_call("avg_pool2d")),
     _pool(S.AdaptiveAvgPool2d, adaptive_shape,
@@ -1002,31 +1011,33 @@ DEFS: tuple[OpDef, ...] = (
     _pool(S.GlobalAvgPool, gap_shape, call(lambda T: T.torch.mean, dim=lambda n: (-2, -1))),
     OpDef(kind=S.Flatten, shape=flatten_shape, channels=flatten_role,
           function=call(lambda T: T.torch.flatten, start_dim=lambda n: 1), nonneg=every,
-          imports=Imports(modules=("torch.nn.Flatten",), functions=("torch.flatten",), methods=("flatten",))),
+          imports=Imports(modules=("torch.nn.Flatten",), functions=("torch.flatten", A_ + "flatten.using_ints"), methods=("flatten",))),
     OpDef(kind=S.Dropout, shape=same_shape, channels=ACT, module=dropout_module, is_dropout=True, nonneg=every,
           identity=always,   # eval mode
           python={"torch.nn.Dropout": lambda m: f"nn.Dropout({m.p!r})"},
-          imports=Imports(modules=("torch.nn.Dropout",), functions=(F_ + "dropout",))),
+          imports=Imports(modules=("torch.nn.Dropout",), functions=(F_ + "dropout", A_ + "dropout.default"))),
     OpDef(kind=S.Add, shape=add_shape, channels=fixed(MERGE), function=call(lambda T: operator.add), packing=CHAIN,
           residual=True, branch_end=True, nonneg=every, identity=single, colour=MERGE_COLOUR,
-          imports=Imports(functions=("operator.add", "operator.iadd", "torch.add"),
+          imports=Imports(functions=("operator.add", "operator.iadd", "torch.add", A_ + "add.Tensor", A_ + "add_.Tensor"),
                           methods=("add", "__add__", "add_", "__iadd__"))),
     OpDef(kind=S.Mul, shape=mul_shape, channels=fixed(MERGE), function=call(lambda T: operator.mul), packing=CHAIN,
           nonneg=every, identity=single, colour=MERGE_COLOUR,
-          imports=Imports(functions=("operator.mul", "operator.imul", "torch.mul"),
+          imports=Imports(functions=("operator.mul", "operator.imul", "torch.mul", A_ + "mul.Tensor", A_ + "mul_.Tensor"),
                           methods=("mul", "__mul__", "mul_", "__imul__"))),
     OpDef(kind=S.Concat, shape=concat_shape, channels=fixed(CONCAT),
           function=call(lambda T: T.torch.cat, dim=lambda n: 1), packing=LIST, branch_end=True, nonneg=every,
           identity=single, colour=CONCAT_COLOUR,
-          imports=Imports(functions=("torch.cat", "torch.concat", "torch.concatenate"))),
+          imports=Imports(functions=("torch.cat", "torch.concat", "torch.concatenate", A_ + "cat.default"))),
     OpDef(kind=S.Identity, shape=same_shape, channels=ACT, passthrough=True, nonneg=every, identity=always,
           imports=Imports(modules=("torch.nn.Identity",))),
-    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True,
-                modules=("torch.nn.Hardsigmoid",),
-                functions=(F_ + "hardsigmoid",)),
+    _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Hardsigmoid",),
+                functions=(F_ + "hardsigmoid", A_ + "hardsigmoid.default")),
     OpDef(kind=S.Scale, shape=norm_any_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
           module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
-          imports=Imports(via="a mul by a per-channel parameter")),
+          # a mul by a per-channel parameter or by a number; a division by a number
+          imports=Imports(functions=("operator.truediv", "operator.itruediv", "torch.div", A_ + "div.Tensor"),
+                          methods=("div", "__truediv__", "div_"),
+                          via="a mul by a per-channel parameter or a number")),
     OpDef(kind=S.StochasticDepth, shape=same_shape, channels=ACT, module=stochastic_depth_module, nonneg=every,
           identity=always,   # eval mode
           python={EXTRA + ".StochasticDepth": lambda m: f"StochasticDepth({m.p!r}, {m.mode!r})"},
@@ -1081,6 +1092,11 @@ DEFS: tuple[OpDef, ...] = (
           macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,
           recurrent=rnn_recurrent, tuple_output=True, module=rnn_module, resize=rnn_resize, colour=RNN_COLOUR,
           python={"torch.nn.GRU": rnn_source("GRU")}, imports=Imports(unsupported="the importer traces [C, H, W] and [F] inputs only, not sequences")),
+    # a zero padding read only by a convolution is folded into the convolution's padding when it is symmetric
+    OpDef(kind=S.Pad, shape=pad_shape, channels=ACT, in_rank=3,
+          function=call(lambda T: T.F.pad, pad=lambda n: list(n.padding), value=lambda n: n.value),
+          nonneg=lambda n, flags: all(flags) and n.value >= 0, identity=lambda n, flags: not any(n.padding),
+          imports=Imports(modules=("torch.nn.ConstantPad2d", "torch.nn.ZeroPad2d"), functions=(F_ + "pad", A_ + "pad.default", A_ + "constant_pad_nd.default"))),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

@@ -365,10 +365,19 @@ class Slice(NodeSpec):
         return self
 
 
+class Pad(NodeSpec):
+    """Constant padding of the spatial axes of ``[C, H, W]`` (``F.pad(x, padding, value=value)``):
+    ``padding`` is ``[left, right, top, bottom]`` as in PyTorch; ``value`` fills the new positions (``-.inf`` before
+    a max pool, as TensorFlow's 'same' pooling in timm's ``tf_`` models)."""
+    op: Literal["pad"] = "pad"
+    padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt, NonNegativeInt]
+    value: float = 0.0
+
+
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
-    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, RMSNorm, Embedding,
+    Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, Pad, RMSNorm, Embedding,
     PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
 )
 
