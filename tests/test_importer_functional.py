@@ -233,5 +233,5 @@ def test_cli_imports_a_timm_model(tmp_path, capsys):
                  "-o", str(out)]) == 0
     graph = archgraph.load(out / "graph.yaml")
     assert graph.shapes()[graph.outputs[0]] == (5,)
-    assert main(["import", "timm:mobilenetv3_smal_050", "-o", str(out)]) == 2
+    assert main(["import", "timm:mobilenetv3_smal_050", "-o", str(tmp_path / "typo")]) == 2
     assert "did you mean" in capsys.readouterr().err
