@@ -236,3 +236,28 @@ def test_pruning_an_imported_model_is_exact_on_what_it_keeps(name):
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(run(pruned, pruned_weights, x), run(graph, readers_ignore(graph, weights, removed), x),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_split_filters_through_a_slice_that_drops_a_copy_is_not_claimed_exact():
+    """Found by the property test above: fork1's split copy lands outside the slice right9 reads, so half of the
+    split channel's output is lost; the rule must say it is not exact (and the function does change)."""
+    from archgraph.format.yaml_io import graph_from_data
+    conv = {"op": "conv2d", "out_channels": 1, "kernel_size": 1}
+    g = graph_from_data({"archgraph": 1, "name": "cut", "inputs": {"x": [1, 4, 4]}, "nodes": {
+        "fork1": {**conv, "in": "x"}, "fork2": {**conv, "in": "x", "kernel_size": 3, "padding": 1},
+        "cat3": {"op": "concat", "in": ["fork1", "fork2"]},
+        "shuffle4": {"op": "channel_shuffle", "in": "cat3", "groups": 2},
+        "fork5": {**conv, "in": "shuffle4"}, "fork6": {**conv, "in": "shuffle4"},
+        "cat7": {"op": "concat", "in": ["fork5", "fork6", "shuffle4"]},
+        "right9": {"op": "slice", "in": "cat7", "start": 2, "stop": 4},
+        "branch10": {**conv, "in": "right9", "out_channels": 2},
+        "flat": {"op": "flatten", "in": "branch10"}, "head": {"op": "linear", "in": "flat", "out_features": 1}},
+        "outputs": ["head"]})
+    from archgraph import rules
+    rw = archgraph.apply(g, rules.SplitFilters(node="fork1", indices=(0,), eps=0.0))
+    assert not rw.exact and "right9" in rw.plan.note
+    module = build64(g)
+    xs = inputs_for(g)
+    assert max_error(outputs(module, xs), outputs(materialise(rw, module), xs)) > 1e-6
+    # a split after the slice, whose copies every reader sees, stays exact
+    assert archgraph.apply(g, rules.SplitFilters(node="branch10", indices=(0,), eps=0.0)).exact

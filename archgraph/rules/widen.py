@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from ..channels import GROUPED, MIXER, SOURCE, THROUGH, Channels, Space, analyse
+from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Space, analyse
 from ..limits import env_name, limit
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
@@ -112,6 +112,15 @@ def mixing_note(ch: Channels, space: Space) -> str:
     return f"'{mixer}' normalises over these channels, so new channels change the others" if mixer else ""
 
 
+def copies_note(ch: Channels, space: Space) -> str:
+    """Why copies of channels (split_filters, net2net) may not keep the function: a slice of a value holding them
+    can keep a channel and drop its copy, whose share of the outgoing weight is then lost."""
+    roots = set(space.classes)
+    cut = next((nid for nid in ch.readers(roots) if ch.roles.get(nid) == SLICE), None)
+    return (f"'{cut}' keeps only part of a value holding these channels: a copy it drops takes its share of the "
+            f"outgoing weight with it") if cut else ""
+
+
 class AddFilters(Rule):
     """Add ``count`` output channels to a conv2d or linear and to everything tied to them.
 
@@ -162,7 +171,7 @@ class AddFilters(Rule):
                 note = ("exact up to rounding: an rmsnorm with eps=None (the dtype's machine epsilon) keeps it; "
                         "set eps to make it exact")
         else:
-            note = mixing_note(ch, space)
+            note = mixing_note(ch, space) or (copies_note(ch, space) if self.init == "net2net" else "")
         draft.exact = self.init != "random" and (not note or note.startswith("exact up to rounding"))
         draft.note = note or {"random": "new channels start random and are read with random weights",
                               "gradmax": "gradmax: incoming and outgoing weights start at zero; choosing the outgoing "
@@ -202,7 +211,7 @@ class SplitFilters(Rule):
                 draft.copy_of[t] = kept
                 draft.scale[t] = draft.scale[kept] = 0.5
                 draft.noise.append((kept, t))
-        note = mixing_note(ch, space)
+        note = mixing_note(ch, space) or copies_note(ch, space)
         draft.exact = self.eps == 0 and not note
         draft.note = note or ("" if self.eps == 0 else f"the halves differ by +-eps={self.eps} noise")
         graph2, plan = realise(draft, self)
