@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import archgraph  # noqa: E402
+from run_rows import write_tables  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.interop.export import export_onnx  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
@@ -236,11 +237,7 @@ def main(argv=None) -> int:
     text = tables(rows, args.size, args.ratio)
     full = args.models == ",".join(ZOO) and args.size == 224 and not args.no_prune
     out = Path(args.out) if args.out else (Path("benchmarks/results/import_zoo") if full else None)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
-    print(text)
+    write_tables(out, text, rows)
     return 0
 
 

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,3 +36,13 @@ def clear(path: Path) -> None:
 
 def _line(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def write_tables(out, text: str, rows: list) -> None:
+    """``out``.md (the tables) and ``out``.json (the rows) of a coverage run (import_zoo, timm_zoo); printed too."""
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
+    print(text)

@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import archgraph  # noqa: E402
+from run_rows import write_tables  # noqa: E402
 from archgraph.compat import import_timm  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
@@ -320,11 +321,7 @@ def main(argv=None) -> int:
         print(f"{name}: {time.perf_counter() - t:.1f}s {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
     text = tables(rows, args, large)
     out = Path(args.out) if args.out else (Path("benchmarks/results/timm_zoo") if not args.models else None)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".md").write_text(text)
-        out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=str))
-    print(text)
+    write_tables(out, text, rows)
     return 0
 
 

@@ -289,19 +289,9 @@ def seed_paths(names: Optional[str] = None) -> list[Path]:
 
 def randomise(module, seed: int = 0):
     """Norm weights and running variances in [0.5, 1.5), biases and running means N(0, 0.1), drawn on the CPU, so
-    eval mode does not hide a wrong buffer (weights keep their initialisation, so outputs stay O(1))."""
-    import torch
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in [*module.named_parameters(), *module.named_buffers()]:
-            if not t.is_floating_point():
-                continue
-            leaf = name.rpartition(".")[2]
-            if leaf == "running_var" or (t.dim() <= 1 and leaf == "weight"):
-                t.copy_((torch.rand(t.shape, generator=gen, dtype=torch.float64) + 0.5).to(t))
-            elif leaf in ("bias", "running_mean"):
-                t.copy_((torch.randn(t.shape, generator=gen, dtype=torch.float64) * 0.1).to(t))
-    return module
+    eval mode does not hide a wrong buffer (archgraph's own conversion-check helper)."""
+    from archgraph.interop.equivalence import randomize_normalization
+    return randomize_normalization(module, seed)
 
 
 def _inputs(graph, dtype, batch: int = 4, seed: int = 0):
