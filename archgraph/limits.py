@@ -67,7 +67,7 @@ def check_graph(graph) -> None:
                 if type(v) is int and v > width:
                     raise too_big("width", v, field, node=nid, field=field)
     shapes = graph._shape_table()
-    activation = limit("activation")
+    activation, max_params, max_macs = limit("activation"), limit("params"), limit("macs")
     params = macs = 0
     for nid, node in graph.nodes.items():
         numel = 1
@@ -80,7 +80,7 @@ def check_graph(graph) -> None:
         ins = [shapes[i] for i in node.inputs]
         params += op.params(node, ins, shapes[nid])
         macs += op.macs(node, ins, shapes[nid])
-        if params > limit("params"):
+        if params > max_params:
             raise too_big("params", params, "the parameter count (up to this node)", node=nid)
-        if macs > limit("macs"):
+        if macs > max_macs:
             raise too_big("macs", macs, "the MACs per sample (up to this node)", node=nid)

@@ -10,7 +10,7 @@ import archgraph
 from archgraph import rules
 from archgraph.channels import SOURCE, analyse
 from archgraph.errors import ArchgraphError
-from archgraph.fx.apply_plan import transfer, transfer_optimizer
+from archgraph.fx.apply_plan import transfer
 from archgraph.fx.builder import build
 from archgraph.interop.equivalence import randomize_normalization
 from archgraph.ops.registry import OPS
@@ -168,10 +168,7 @@ def test_optimizer_state_follows_the_transposed_conv(unet):
     m(x_image()).square().mean().backward()
     opt.step()
     before = {k: opt.state[p]["exp_avg"].clone() for k, p in m.named_parameters()}
-    rw = archgraph.apply(g, rules.AddFilters(node="up2", count=2))
-    m2 = build(rw.graph, dtype=torch.float64)
-    transfer(rw.plan, m, m2)
-    transfer_optimizer(rw.plan, opt, m, m2)
+    _, m2 = archgraph.rewrite(g, m, rules.AddFilters(node="up2", count=2), optimizer=opt)
     st = opt.state[m2.up2.weight]["exp_avg"]
     assert st.shape == (32, 18, 2, 2) and torch.equal(st[:, :16], before["up2.weight"])
     assert st[:, 16:].abs().sum() == 0

@@ -6,7 +6,7 @@ from torch import nn
 
 import archgraph
 from archgraph import rules
-from archgraph.fx.apply_plan import transfer, transfer_optimizer
+from archgraph.fx.apply_plan import transfer
 from archgraph.fx.builder import build
 from reference_models import LSTMLM
 
@@ -144,10 +144,7 @@ def test_optimizer_state_follows_the_gate_blocks():
     m(tokens()).square().mean().backward()
     opt.step()
     before = {k: opt.state[p]["exp_avg"].clone() for k, p in m.named_parameters()}
-    rw = archgraph.apply(g, rules.AddFilters(node="lstm", count=2))
-    m2 = build(rw.graph, dtype=torch.float64)
-    transfer(rw.plan, m, m2)
-    transfer_optimizer(rw.plan, opt, m, m2)
+    _, m2 = archgraph.rewrite(g, m, rules.AddFilters(node="lstm", count=2), optimizer=opt)
     st = opt.state[m2.lstm.weight_hh_l0]["exp_avg"].view(4, 66, 66)
     assert torch.equal(st[:, :64, :64], before["lstm.weight_hh_l0"].view(4, 64, 64))
     assert st[:, 64:].abs().max() == 0 and st[:, :, 64:].abs().max() == 0
