@@ -76,3 +76,44 @@ def test_flip_and_augment_settings():
     kept = [(y[i] == x[i]).all() for i in range(64)]
     assert all(f or k for f, k in zip(flipped, kept)) and 10 < sum(flipped) < 54
     assert Augment().translate == 0 and not Augment().flip
+
+
+def test_rotate_scale_moves_ink_about_the_centre_and_keeps_labels():
+    from archgraph.train.augment import rotate_scale
+    yy, xx = torch.meshgrid(torch.arange(15.0), torch.arange(15.0), indexing="ij")
+    disc = ((yy - 7) ** 2 + (xx - 7) ** 2 <= 16).to(torch.uint8) * 200     # round, centred: rotation keeps it
+    dot = torch.zeros(15, 15, dtype=torch.uint8)
+    dot[7, 13] = 255                                                       # off centre: rotation moves it
+    x = torch.stack([disc, dot])[:, None].repeat(8, 1, 1, 1)
+    gen = torch.Generator().manual_seed(0)
+    y = rotate_scale(x, 30.0, 0.0, gen)
+    assert y.dtype == torch.uint8 and y.shape == x.shape
+    discs, dots = y[0::2, 0].float(), y[1::2, 0].float()
+    ink = discs.sum((1, 2)) / disc.float().sum()
+    assert bool(((ink > 0.9) & (ink < 1.1)).all())                       # the disc keeps its ink and its centre
+    rows = (discs * yy).sum((1, 2)) / discs.sum((1, 2))
+    cols = (discs * xx).sum((1, 2)) / discs.sum((1, 2))
+    assert float((rows - 7).abs().max()) < 0.5 and float((cols - 7).abs().max()) < 0.5
+    peaks = [divmod(int(d.argmax()), 15) for d in dots]
+    assert len(set(peaks)) > 1                                             # different angles per image
+    for r, c in peaks:                                                     # still 6 pixels from the centre
+        assert abs(((r - 7) ** 2 + (c - 7) ** 2) ** 0.5 - 6) < 1.5
+    assert torch.equal(rotate_scale(x, 30.0, 0.0, torch.Generator().manual_seed(0)), y)   # reproducible
+    zoomed = rotate_scale(disc[None, None].repeat(16, 1, 1, 1), 0.0, 0.3, torch.Generator().manual_seed(1))
+    ink = (zoomed > 100).sum((1, 2, 3)).float()
+    assert ink.max() > ink.min() * 1.2                                     # zooms differ per image
+    labels = torch.randint(0, 11, (4, 1, 15, 15), dtype=torch.uint8)
+    both = rotate_scale(torch.cat([x[:4], labels], 1), 45.0, 0.2, gen, label_channels=1)
+    assert set(both[:, 1].unique().tolist()) <= set(labels.unique().tolist()) | {0}   # nearest: labels stay labels
+
+
+def test_rotation_settings_are_validated_and_used():
+    from archgraph.train.config import Augment
+    from archgraph.train.augment import augment
+    with pytest.raises(Exception):
+        Augment(rotate=-1)
+    with pytest.raises(Exception):
+        Augment(scale=1.5)
+    x = torch.rand(32, 1, 9, 9)
+    assert torch.equal(augment(x, Augment(), torch.Generator()), x)
+    assert not torch.equal(augment(x, Augment(rotate=20), torch.Generator().manual_seed(0)), x)

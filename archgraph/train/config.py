@@ -42,6 +42,10 @@ class Augment(_Model):
     translate: NonNegativeInt = Field(0, description="random shift by up to this many pixels (zero padding), "
                                                      "like RandomCrop(size, padding=translate)")
     flip: bool = Field(False, description="random horizontal flip (for natural images, not digits)")
+    rotate: Annotated[float, Field(ge=0.0, le=180.0)] = Field(
+        0.0, description="random rotation by up to this many degrees (bilinear; labels of scenes: nearest)")
+    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="random zoom by a factor in [1 - scale, 1 + scale], like RandomAffine(scale=...)")
 
 
 class DataConfig(_Model):

@@ -68,7 +68,8 @@ class SceneDataset(Dataset):
         index = index.to(split.x.device)
         raw, y = split.x[index], split.y[index]
         if augment is not None and gen is not None:
-            both = augment_batch(torch.cat([raw, y[:, None]], 1), augment, gen)   # shifted and flipped as one
+            # shifted, rotated and flipped as one; the label channel resampled by its nearest pixel
+            both = augment_batch(torch.cat([raw, y[:, None]], 1), augment, gen, label_channels=1)
             raw, y = both[:, :-1], both[:, -1]
         if part is not None:
             raw, y = raw[part], y[part]
