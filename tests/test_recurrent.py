@@ -162,3 +162,32 @@ def test_magnitude_pruning_of_the_language_model():
     m2 = build(g2)
     m2.load_state_dict(w2)
     assert m2.eval()(tokens(1)).shape == (1, T, VOCAB)
+
+
+@pytest.mark.parametrize("op", ["lstm", "gru"])
+def test_magnitude_pruning_scores_every_gate_row_of_a_unit(op):
+    """A unit whose rows (every gate block, every layer) are zero scores lowest, although its columns (weight_hh,
+    the upper layer's weight_ih, the head) are as large as anyone's; and the pruned model computes exactly what the
+    original did, as a unit with zero rows always outputs zero (an lstm's cell candidate and a gru's new gate stay 0)."""
+    from archgraph.fx.magnitude import prune_rules
+    g = lm(op)
+    m = built(g, seed=4)
+    gates = archgraph.ops.registry.OPS[op].gates(g.nodes["lstm"])
+    units = torch.randperm(64, generator=torch.Generator().manual_seed(5))[:32].sort().values
+    dims = torch.randperm(32, generator=torch.Generator().manual_seed(6))[:16].sort().values
+    rows = (torch.arange(gates)[:, None] * 64 + units).flatten()
+    with torch.no_grad():
+        for name, p in m.lstm.named_parameters():
+            p[rows] = 0.0
+        m.embed.weight[:, dims] = 0.0
+        m.lstm.weight_ih_l0[:, dims] *= 1e-2   # reads only zeros: any value is exact
+    state = m.state_dict()
+    picked = {r.node: r.indices for r in prune_rules(g, state, ratio=0.5)}
+    assert picked == {"lstm": tuple(units.tolist()), "embed": tuple(dims.tolist())}
+    g2, w2 = archgraph.prune(g, state, ratio=0.5)
+    assert g2.nodes["lstm"].hidden_size == 32 and g2.nodes["embed"].embedding_dim == 16
+    m2 = built(g2)
+    m2.load_state_dict(w2)
+    x = tokens()
+    with torch.no_grad():
+        assert (m(x) - m2(x)).abs().max().item() <= 1e-12

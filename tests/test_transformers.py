@@ -410,3 +410,28 @@ def test_random_prunes_of_zeroed_heads_and_neurons(data):
     with torch.no_grad():
         assert float((m(*x) - want).abs().max()) <= TOL
     CASES["prune"] += 1
+
+
+@pytest.mark.parametrize("block", ["b0", "b1"])
+def test_a_block_whose_writes_are_zero_is_removed_exactly(block):
+    """Zero a block's o_proj and its second MLP linear: the block adds nothing to the residual stream, and two
+    collapse_layer rules (the attention branch, then the MLP branch) remove all of it, keeping the function."""
+    g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    m = randomised(g)
+    with torch.no_grad():
+        for t in (*getattr(m, f"{block}_attn").o_proj.parameters(), *getattr(m, f"{block}_proj").parameters()):
+            t.zero_()
+    x = example(g)
+    with torch.no_grad():
+        want = m(*x)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    g2, m2 = archgraph.rewrite(g, m, rules.CollapseLayer(node=f"{block}_attn"), optimizer=opt)
+    g3, m3 = archgraph.rewrite(g2, m2, rules.CollapseLayer(node=f"{block}_proj"), optimizer=opt)
+    assert not [n for n in g3.nodes if n.startswith(block + "_")]
+    other = "b1" if block == "b0" else "b0"
+    assert len([n for n in g3.nodes if n.startswith(other + "_")]) == 8
+    with torch.no_grad():
+        assert (m3.eval()(*x) - want).abs().max().item() <= TOL
+    assert g3.params == sum(p.numel() for p in m3.parameters()) == g.params - sum(
+        p.numel() for n, p in m.named_parameters() if n.startswith(block + "_"))
+    assert {id(p) for group in opt.param_groups for p in group["params"]} == {id(p) for p in m3.parameters()}

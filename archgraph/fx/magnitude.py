@@ -4,7 +4,10 @@ For every channel space (the channels of one producer and everything tied to the
 each channel's importance is the sum of ``|w|**p`` (``p`` = 2 for ``l2``, 1 for ``l1``) over every weight entry
 that belongs to it: the producers' output slices, batchnorm, layernorm and depthwise entries, the readers' input
 slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them
-(which leaves depthwise filters out). The ``ratio`` least important coupling classes of each space go (rounded
+(which leaves depthwise filters out). A recurrent unit (lstm, gru) owns one row of every gate block
+(:attr:`~archgraph.ops.registry.OpDef.gates`) of every layer's ``weight_ih``/``weight_hh`` and the columns of the
+tensors that read its own output (:attr:`~archgraph.ops.registry.OpDef.recurrent`); attention's q/k/v columns
+read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded
 down, at least one stays); channels tied to each other form one class and go together (the same position of every
 group of a grouped conv, a column of a channel shuffle). Classes that cannot change stay: the graph's outputs (the
 classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
@@ -61,20 +64,25 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
     shapes = graph.shapes()
     p = 2 if criterion == "l2" else 1
     for nid, node in graph.nodes.items():
-        layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
+        opdef = OPS[node.op]
+        layout = opdef.layout(node, [shapes[i] for i in node.inputs])
+        gates, own = opdef.gates(node), opdef.recurrent(node)
         for param, (out_axis, in_axis) in layout.items():
             tensor = state.get(f"{nid}.{param}")
-            if param != "weight" or tensor is None:
+            if not _is_weight(param) or tensor is None:
                 continue
             mag = tensor.detach().cpu()
             mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
             mag = mag.square() if p == 2 else mag.abs()  # once per tensor: the big linears dominate the time
-            for axis, value in ((out_axis, nid), (in_axis, node.inputs[0])):
+            reads = nid if param in own else node.inputs[0]   # weight_hh reads the op's own units
+            for axis, value, blocks in ((out_axis, nid, gates), (in_axis, reads, 1)):
                 if axis is None:
                     continue
                 slots = ch.slots[value]
                 dims = [d for d in range(mag.dim()) if d != axis]
                 per_entry = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+                if blocks > 1:   # the gate blocks of the units, one after another: a unit owns a row of each
+                    per_entry = per_entry.view(blocks, -1).sum(0)
                 if slots.blocks is not None:  # a flatten: one block of features per channel
                     ends = torch.tensor(slots.block_sizes()).cumsum(0)
                     sums = per_entry.cumsum(0)[ends - 1]
@@ -83,6 +91,12 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
                     root = ch.cls(token)
                     scores[root] = scores.get(root, 0.0) + score
     return scores
+
+
+def _is_weight(param: str) -> bool:
+    """Whether a layout tensor counts: PyTorch's weights (``weight``, ``q_proj.weight``, ``weight_ih_l0``,
+    ``weight_hh_l0``), not its biases (``bias``, ``bias_ih_l0``) nor buffers (running statistics)."""
+    return param.rsplit(".", 1)[-1].startswith("weight")
 
 
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
