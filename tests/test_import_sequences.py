@@ -116,6 +116,14 @@ def test_an_encoder_layer_with_tanh_gelu_is_refused():
     assert "fast path" in refusal(Encoder(activation=nn.GELU(approximate="tanh")))
 
 
+def test_a_bare_encoder_layer_is_the_model():
+    torch.manual_seed(0)
+    graph, err = imported(nn.TransformerEncoderLayer(D, 2, dim_feedforward=16, batch_first=True))
+    assert err <= 1e-9
+    assert graph.name == "transformerencoderlayer" and "layer_self_attn" in graph.nodes
+    assert "returns a tuple" in refusal(nn.LSTM(D, 4, batch_first=True))
+
+
 class TinyGPT(nn.Module):
     """nanoGPT in miniature: token and position embeddings, causal pre-norm blocks, a head."""
 
@@ -298,3 +306,10 @@ def test_embedding_refusals():
     tied = TinyGPT(vocab=D)
     tied.head.weight = tied.wte.weight
     assert "shares a parameter" in refusal(tied, (T,), vocab=D)
+
+
+def test_cli_import_checks_the_token_input_shape(capsys, tmp_path, monkeypatch):
+    from archgraph.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", "torchvision:resnet18", "--input-shape", "3,4", "--vocab", "5", "-o", "x"]) == 2
+    assert "--vocab" in capsys.readouterr().err

@@ -100,6 +100,7 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
     (TokenShape((6,), vocab=10), 'embedding')
     """
     input_shape = tuple(int(s) for s in input_shape)
+    module = _as_root(module)
     if vocab is not None:
         if len(input_shape) != 1 or min(input_shape) <= 0 or int(vocab) <= 0:
             raise ConversionError(f"token ids need input_shape [T] and vocab V, both positive; got "
@@ -125,7 +126,30 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
         module.train(was_training)
     converter = _Converter(gm, values, input_shape, dict(module.named_modules()), vocab=vocab)
     converter.run()
-    return converter.finish(name or type(module).__name__.lower())
+    return converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, _Root)
+                                         else module).__name__.lower())
+
+
+class _Root(nn.Module):
+    """A module the tracer keeps whole (an ``nn.TransformerEncoderLayer``) given as the model itself: fx traces the
+    root's forward, so it is wrapped as the child ``layer``."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def _as_root(module: nn.Module) -> nn.Module:
+    if isinstance(module, (nn.LSTM, nn.GRU, nn.MultiheadAttention)):
+        raise ConversionError(f"a bare {type(module).__name__} returns a tuple (output, state or weights), which a "
+                              f"graph does not hold: import a module whose forward returns the output tensor "
+                              f"(out, _ = self.rnn(x); return out)")
+    if type(module) not in (nn.TransformerEncoderLayer, nn.TransformerEncoder):
+        return module
+    return _Root(module).train(module.training)   # from_module restores the root's mode
 
 
 def _optional_arguments(module: nn.Module) -> dict[str, Any]:
@@ -403,7 +427,7 @@ class _Converter:
         if (val.layout == CF) != batch_first:
             raise self.fail(f"{what} has batch_first={batch_first} and reads "
                             f"{'[N, T, D]' if batch_first else '[T, N, D]'}, but its input is the "
-                            f"{_layout_words(val)} sequence {'[T, N, D]' if batch_first else '[N, T, D]'}"
+                            f"{'time-first [T, N, D]' if batch_first else 'batch-first [N, T, D]'} sequence"
                             + ("" if batch_first else "; transpose(0, 1) it first, as the module expects"))
         return val
 
