@@ -163,6 +163,29 @@ def test_tiny_gpt_imports_exactly(positions):
     assert "rmsnorm" in ops(graph)
 
 
+class NanoEmbedding(nn.Module):
+    """nanoGPT's way: positions from ``torch.arange(t, device=idx.device)``, ``F.layer_norm`` with
+    ``self.weight.shape``."""
+
+    def __init__(self, vocab=11):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wte, self.wpe = nn.Embedding(vocab, D), nn.Embedding(T, D)
+        self.weight, self.bias = nn.Parameter(torch.rand(D) + 0.5), nn.Parameter(torch.randn(D))
+
+    def forward(self, idx):
+        pos = torch.arange(0, idx.size(1), dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        return nn.functional.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+def test_positions_from_arange_on_the_input_device():
+    graph, err = imported(NanoEmbedding(), (T,), vocab=11)
+    assert err <= 1e-9
+    assert ops(graph) == ["embedding", "position_embedding", "layernorm"]
+    assert "wpe" in graph.nodes
+
+
 class Recurrent(nn.Module):
     def __init__(self, cls, batch_first, num_layers, bias=True):
         super().__init__()

@@ -259,12 +259,13 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
 
 
 def _shape_query(n: fx.Node) -> bool:
-    """``x.size()``, ``x.shape``, ``x.dim()``: their values depend on the input's shape only, which the graph
-    fixes, so what is computed from them alone (``torch.arange(x.size(1))``, a causal mask) is a constant."""
+    """``x.size()``, ``x.shape``, ``x.dim()``, ``x.device``: their values depend on the input's shape (and where it
+    lives) only, which the graph fixes, so what is computed from them alone (``torch.arange(x.size(1),
+    device=x.device)``, a causal mask) is a constant."""
     if n.op == "call_method":
         return n.target in ("size", "dim", "numel")
     if n.op == "call_function" and n.target is getattr:
-        return len(n.args) > 1 and n.args[1] in ("shape", "ndim")
+        return len(n.args) > 1 and n.args[1] in ("shape", "ndim", "device", "dtype")
     return n.op == "call_function" and n.target in (torch.ops.aten.sym_size.int, torch.ops.aten.sym_numel.default)
 
 
@@ -460,11 +461,13 @@ class _Converter:
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
         value = self.values[n.name]
         if isinstance(value, _Constant):  # computed from parameters only: folded
+            if n.op == "call_module":   # a module of constants (nn.Embedding of arange(T)): no node of its own,
+                self.reserved.discard(n.name)   # so the node its value ends up in may take its name
             source = n.target if n.op == "call_module" else \
                 next((a.name for a in _flat(args) + _flat(kwargs) if isinstance(a, Param)), n.name)
             return Param(source, value.tensor)
         if not _has_tensor(value):
-            if any(isinstance(a, Param) for a in _flat(args) + _flat(kwargs)):
+            if not _shape_query(n) and any(isinstance(a, Param) for a in _flat(args) + _flat(kwargs)):
                 raise self.fail("it computes from a parameter outside of a layer, which has no graph op")
             return value  # a Python value computed from shapes: a constant of the graph
         if n.op == "call_module":
