@@ -9,6 +9,8 @@ MODULES = [
     "archgraph.channels", "archgraph.plan", "archgraph.rules", "archgraph.rules.base", "archgraph.rules.widen",
     "archgraph.rules.prune", "archgraph.rules.deepen", "archgraph.rules.collapse", "archgraph.fx.materialise",
     "archgraph.fx.apply_plan", "archgraph.fx.magnitude",
+    # import
+    "archgraph.interop.importer",
     # training
     "archgraph.train.config", "archgraph.train.augment", "archgraph.train.plateau", "archgraph.train.masks",
     "archgraph.train.optim", "archgraph.train.strategies.base",

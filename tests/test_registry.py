@@ -133,7 +133,9 @@ def test_build_imports_back_as_the_same_op(op):
     node = {**node, "in": [first] * len(node["in"]) if isinstance(node["in"], list) else first}
     g = graph_from_data({"archgraph": 1, "name": op, "inputs": {first: shape}, "nodes": {"n": {"op": op, **node}},
                          "outputs": ["n"]})
-    back, _ = from_module(build(g), input_shape=shape)
+    tokens = isinstance(shape, dict)
+    back, _ = from_module(build(g), input_shape=shape["shape"] if tokens else shape,
+                          vocab=shape["vocab"] if tokens else None)
     assert [n.op for n in back.nodes.values()] == [op]
 
 

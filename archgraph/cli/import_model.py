@@ -1,4 +1,4 @@
-"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--num-classes N] -o DIR"""
+"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N] -o DIR"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,21 +20,27 @@ def register(sub) -> None:
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18) or timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False)")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
-                   help="per-sample input shape (default 3,224,224)")
+                   help="per-sample input shape: C,H,W, T,D (a sequence) or F (default 3,224,224); with --vocab "
+                        "the number of tokens T")
+    p.add_argument("--vocab", type=int, default=None, metavar="V",
+                   help="the input is T integer token ids in [0, V) (the graph input {shape: [T], vocab: V})")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
     seed_argument(p, "seed of the random initialisation (default 0)")
     folder_output_argument(p, "DIR")
     force_argument(p)
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
+def parse_shape(text: str, vocab=None) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(","))
     except ValueError:
         raise ConfigError(f"--input-shape must be integers like 3,224,224, got {text!r}", field="input-shape") \
             from None
-    if len(shape) not in (1, 3) or min(shape) <= 0:
-        raise ConfigError(f"--input-shape must be C,H,W (or F) with positive sizes, got {text!r}",
+    if vocab is not None and (vocab <= 0 or len(shape) != 1 or min(shape) <= 0):
+        raise ConfigError(f"with --vocab, --input-shape must be the positive number of tokens T and --vocab "
+                          f"positive, got {text!r} and {vocab}", field="input-shape")
+    if len(shape) not in (1, 2, 3) or min(shape) <= 0:
+        raise ConfigError(f"--input-shape must be C,H,W, T,D or F with positive sizes, got {text!r}",
                           field="input-shape")
     return shape
 
@@ -70,14 +76,14 @@ def load_model(spec: str, num_classes, seed: int):
 
 
 def run(args) -> int:
-    shape = parse_shape(args.input_shape)
+    shape = parse_shape(args.input_shape, args.vocab)
     output_folder(args.output, args.force)
     module, name = load_model(args.model, args.num_classes, args.seed)
     from archgraph.interop.importer import from_module
     from archgraph.format.yaml_io import save
     from archgraph.graph import content_hash
     from archgraph.fx.weights import save_weights
-    graph, weights = from_module(module, input_shape=shape, name=name)
+    graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
     out = Path(args.output)
     save(graph, out / "graph.yaml")
     save_weights(weights, out / "weights.safetensors",

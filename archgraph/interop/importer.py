@@ -19,7 +19,7 @@ or it fails. Weights are keyed ``<node_id>.<param>``; node ids are the fx node n
 >>> graph, weights = archgraph.from_module(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU()),
 ...                                        input_shape=(3, 8, 8))
 >>> list(graph.nodes), sorted(weights)
-(['_0', '_1'], ['_0.bias', '_0.weight'])
+(['n0', 'n1'], ['n0.bias', 'n0.weight'])
 """
 from __future__ import annotations
 
@@ -37,13 +37,15 @@ from pydantic import ValidationError
 from torch import nn
 
 from ..errors import ArchgraphError, ConversionError
-from ..graph import RESERVED_IDS, Graph
+from ..graph import RESERVED_IDS, Graph, TokenShape
 from ..fx.torchnames import resolve, try_resolve
 from ..topology import reachable
-from ..ops.registry import OPS
+from ..ops.registry import OPS, channel_width
 from ..ops.spec import KIND_BY_OP, Pad
 
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
+#: a sequence ``[T, D]`` seen time-first, ``[T, N, D]`` (what ``batch_first=False`` modules read); the token ids
+TND, TOKENS = "tnd", "tokens"
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ class Val:
     """A traced tensor as a graph value: graph id ``node`` seen through ``layout``.
 
     ``cf``: ``[N, *shape]`` as the graph holds it; ``cl``: ``[N, H, W, C]`` (channels-last view of ``[C, H, W]``);
-    ``grouped``: ``[N, g, C/g, H, W]``; ``grouped_t``: ``[N, C/g, g, H, W]`` (``g`` = ``groups``).
+    ``grouped``: ``[N, g, C/g, H, W]``; ``grouped_t``: ``[N, C/g, g, H, W]`` (``g`` = ``groups``); ``tnd``:
+    ``[T, N, D]`` (time-first view of a sequence ``[T, D]``); ``tokens``: the integer token ids ``[N, T]``.
     """
     node: str
     layout: str = CF
@@ -66,6 +69,12 @@ class Pieces:
 
 
 @dataclass(frozen=True)
+class Unconverted:
+    """A traced value the graph does not hold (an LSTM's final state, attention weights): an error if it is used."""
+    what: str
+
+
+@dataclass(frozen=True)
 class Param:
     """A parameter or buffer of the module read by a ``get_attr`` node."""
     name: str
@@ -73,36 +82,74 @@ class Param:
 
 
 def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), name: Optional[str] = None,
-                seed: int = 0) -> tuple[Graph, dict[str, torch.Tensor]]:
+                seed: int = 0, vocab: Optional[int] = None) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``.
 
-    ``input_shape`` is the per-sample input shape (``[C, H, W]`` or ``[F]``). The module is traced and run in eval
-    mode (its own mode is restored afterwards); the weights are copies, on the module's device.
+    ``input_shape`` is the per-sample input shape: ``[C, H, W]``, ``[F]``, a sequence ``[T, D]``, or with ``vocab``
+    the ``[T]`` integer token ids in ``[0, vocab)`` (the graph input ``{shape: [T], vocab: V}``). The module is
+    traced and run in eval mode (its own mode is restored afterwards) on a seeded random input in its own floating
+    dtype; the weights are copies, on the module's device.
     Raises :class:`~archgraph.errors.ConversionError` naming the op and fx node it cannot express.
 
     >>> import torch, archgraph
     >>> g, w = archgraph.from_module(torch.nn.Sequential(torch.nn.Linear(4, 2)), input_shape=(4,))
-    >>> g.nodes["_0"].out_features, w["_0.weight"].shape
+    >>> g.nodes["n0"].out_features, w["n0.weight"].shape
     (2, torch.Size([2, 4]))
+    >>> g, _ = archgraph.from_module(torch.nn.Sequential(torch.nn.Embedding(10, 4)), input_shape=(6,), vocab=10)
+    >>> g.inputs["input_1"], g.nodes["n0"].op
+    (TokenShape((6,), vocab=10), 'embedding')
     """
     input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) not in (1, 3) or min(input_shape) <= 0:
-        raise ConversionError(f"input_shape must be [C, H, W] or [F] with positive sizes, got {list(input_shape)}",
-                              field="input_shape")
+    module = _as_root(module)
+    if vocab is not None:
+        if len(input_shape) != 1 or min(input_shape) <= 0 or int(vocab) <= 0:
+            raise ConversionError(f"token ids need input_shape [T] and vocab V, both positive; got "
+                                  f"{list(input_shape)} and vocab={vocab}", field="input_shape")
+    elif len(input_shape) not in (1, 2, 3) or min(input_shape) <= 0:
+        raise ConversionError(f"input_shape must be [C, H, W], [T, D] or [F] with positive sizes (or [T] with "
+                              f"vocab), got {list(input_shape)}", field="input_shape")
     was_training = module.training
     module.eval()
     try:
-        device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
+        tensors = [*module.parameters(), *module.buffers()]
+        device = next((t.device for t in tensors), torch.device("cpu"))
+        dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            example = torch.randn(2, *input_shape).to(device)
+            if vocab is not None:
+                example = torch.randint(0, int(vocab), (2, *input_shape)).to(device)
+            else:
+                example = torch.randn(2, *input_shape, dtype=dtype).to(device)
         gm = _trace(module, example)
         values = _concrete_values(gm, example)
     finally:
         module.train(was_training)
-    converter = _Converter(gm, values, input_shape, dict(module.named_modules()))
+    converter = _Converter(gm, values, input_shape, dict(module.named_modules()), vocab=vocab)
     converter.run()
-    return converter.finish(name or type(module).__name__.lower())
+    return converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, _Root)
+                                         else module).__name__.lower())
+
+
+class _Root(nn.Module):
+    """A module the tracer keeps whole (an ``nn.TransformerEncoderLayer``) given as the model itself: fx traces the
+    root's forward, so it is wrapped as the child ``layer``."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def _as_root(module: nn.Module) -> nn.Module:
+    if isinstance(module, (nn.LSTM, nn.GRU, nn.MultiheadAttention)):
+        raise ConversionError(f"a bare {type(module).__name__} returns a tuple (output, state or weights), which a "
+                              f"graph does not hold: import a module whose forward returns the output tensor "
+                              f"(out, _ = self.rnn(x); return out)")
+    if type(module) not in (nn.TransformerEncoderLayer, nn.TransformerEncoder):
+        return module
+    return _Root(module).train(module.training)   # from_module restores the root's mode
 
 
 def _optional_arguments(module: nn.Module) -> dict[str, Any]:
@@ -121,7 +168,9 @@ def _trace(module: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """torch.fx's symbolic trace (optional arguments bound to their defaults); where it fails (control flow on
     shapes or values), ``torch.export`` (non-strict) on ``example``, whose ATen graph the converter reads too."""
     try:
-        return fx.symbolic_trace(module, concrete_args=_optional_arguments(module) or None)
+        tracer = _Tracer(autowrap_functions=_wrapped_functions())
+        graph = tracer.trace(module, concrete_args=_optional_arguments(module) or None)
+        return fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as err:  # fx raises TraceError, TypeError, ... on data-dependent control flow
         fx_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     try:
@@ -132,6 +181,24 @@ def _trace(module: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         lines = str(err).strip().splitlines()
         raise ConversionError(f"torch.fx cannot trace {type(module).__name__} ({fx_error}), nor can torch.export "
                               f"({type(err).__name__}: {lines[0] if lines else ''})") from None
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer that also keeps the module classes the registry imports whole (archgraph's own
+    ``Attention``, ``RMSNorm``, ... are not in ``torch.nn``, so fx would trace into them). Buffers read as
+    attributes are proxies, as parameters are, so ``self.mask[:t, :t]`` traces (nanoGPT's causal mask)."""
+
+    proxy_buffer_attributes = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in MODULES or super().is_leaf_module(m, qualname)
+
+
+def _wrapped_functions() -> tuple[Callable, ...]:
+    """The registry's import functions that are plain Python functions (archgraph's ``to_tokens``,
+    ``token_pool``): fx calls them as one node instead of tracing into them."""
+    import types
+    return tuple(f for f in _functions() if isinstance(f, types.FunctionType) and f.__module__.startswith("archgraph"))
 
 
 # ---- concrete run -------------------------------------------------------------------------------------------------
@@ -166,7 +233,8 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
     class Recorder(fx.Interpreter):
         def run_node(self, n):
             result = super().run_node(n)
-            if (n.op == "placeholder" and not n.args) or any(a.name in dependent for a in n.all_input_nodes):
+            if (n.op == "placeholder" and not n.args) or \
+                    (not _shape_query(n) and any(a.name in dependent for a in n.all_input_nodes)):
                 dependent.add(n.name)
                 values[n.name] = _describe(result)
             elif isinstance(result, torch.Tensor) and n.op != "get_attr":
@@ -188,6 +256,17 @@ def _concrete_values(gm: fx.GraphModule, example: torch.Tensor) -> dict[str, Any
         raise ConversionError(f"running the traced module on a {list(example.shape[1:])} input failed: "
                               f"{_first_line(err)}", field="input_shape", fx_node=_fx_node(err)) from None
     return values
+
+
+def _shape_query(n: fx.Node) -> bool:
+    """``x.size()``, ``x.shape``, ``x.dim()``, ``x.device``: their values depend on the input's shape (and where it
+    lives) only, which the graph fixes, so what is computed from them alone (``torch.arange(x.size(1),
+    device=x.device)``, a causal mask) is a constant."""
+    if n.op == "call_method":
+        return n.target in ("size", "dim", "numel")
+    if n.op == "call_function" and n.target is getattr:
+        return len(n.args) > 1 and n.args[1] in ("shape", "ndim", "device", "dtype")
+    return n.op == "call_function" and n.target in (torch.ops.aten.sym_size.int, torch.ops.aten.sym_numel.default)
 
 
 def _first_line(err: Exception) -> str:
@@ -217,8 +296,9 @@ def _identifier(text: str) -> str:
 
 class _Converter:
     def __init__(self, gm: fx.GraphModule, values: dict[str, Any], input_shape: tuple[int, ...],
-                 originals: Optional[dict[str, nn.Module]] = None):
+                 originals: Optional[dict[str, nn.Module]] = None, vocab: Optional[int] = None):
         self.gm = gm
+        self.vocab = vocab
         #: the traced module's own submodules by path (the GraphModule keeps only those it calls)
         self.originals = originals if originals is not None else dict(gm.named_modules())
         self.values = values
@@ -232,6 +312,7 @@ class _Converter:
         self.used: set[str] = set()
         self.outputs: list[str] = []
         self.module_calls: dict[str, str] = {}  # module path -> fx node that called it
+        self.param_owners: dict[int, str] = {}   # id of a parameter -> the module that first used it
         self.fx_node: Optional[fx.Node] = None
         #: ids kept for the modules' own nodes, so that derived names never take them
         self.reserved = {nd.name for nd in gm.graph.nodes if nd.op == "call_module"}
@@ -295,24 +376,28 @@ class _Converter:
         return self.shapes[val.node]
 
     def channels(self, val: Val) -> int:
-        return self.shape(val)[0]
+        return channel_width(self.shape(val))
 
     def expected(self, val: Val) -> tuple[int, ...]:
-        """The traced tensor's per-sample shape that ``val`` stands for."""
+        """The traced tensor's per-sample shape that ``val`` stands for (of a time-first view: its ``[T, D]``)."""
         shape = self.shape(val)
-        if val.layout == CF:
-            return shape
+        if val.layout in (CF, TND, TOKENS):
+            return tuple(shape)
         c, h, w = shape
         if val.layout == CL:
             return (h, w, c)
         g = val.groups
         return (g, c // g, h, w) if val.layout == GROUPED else (c // g, g, h, w)
 
-    def tensor(self, value, what: str = "input") -> Val:
+    def tensor(self, value, what: str = "input", tokens: bool = False) -> Val:
         if isinstance(value, Val):
+            if value.layout == TOKENS and not tokens:
+                raise self.fail(f"its {what} is the integer token ids, which only nn.Embedding reads")
             return value
         if isinstance(value, Param):
             raise self.fail(f"its {what} is the parameter '{value.name}' used as a tensor, which has no graph op")
+        if isinstance(value, Unconverted):
+            raise self.fail(f"its {what} is {value.what}, which the graph does not hold")
         raise self.fail(f"its {what} is {type(value).__name__} {value!r}, not a tensor computed from the input")
 
     def cf(self, value, rank: Optional[int] = None, what: str = "input") -> Val:
@@ -328,11 +413,24 @@ class _Converter:
     def channel_axis(self, val: Val) -> tuple[int, ...]:
         """Axis indices (positive and negative) of the channel axis of ``val`` in the traced tensor."""
         rank = len(self.expected(val)) + 1
-        if val.layout == CL:
+        if val.layout == CL or (val.layout in (CF, TND) and rank == 3):
             return (rank - 1, -1)
         if val.layout == CF:
             return (1, 1 - rank)
         return ()
+
+    def seq(self, value, batch_first: bool = True, what: str = "it") -> Val:
+        """``value`` as a sequence ``[T, D]`` in the layout a module with ``batch_first`` reads."""
+        val = self.tensor(value)
+        if val.layout not in (CF, TND) or len(self.shape(val)) != 2:
+            raise self.fail(f"{what} needs a sequence [N, T, D] (or [T, N, D]), got a {_layout_words(val)} tensor of "
+                            f"per-sample shape {list(self.expected(val))}")
+        if (val.layout == CF) != batch_first:
+            raise self.fail(f"{what} has batch_first={batch_first} and reads "
+                            f"{'[N, T, D]' if batch_first else '[T, N, D]'}, but its input is the "
+                            f"{'time-first [T, N, D]' if batch_first else 'batch-first [N, T, D]'} sequence"
+                            + ("" if batch_first else "; transpose(0, 1) it first, as the module expects"))
+        return val
 
     # -- main loop --
     def run(self) -> None:
@@ -340,6 +438,11 @@ class _Converter:
             self.fx_node = n
             if n.op == "placeholder" and n.args:   # an optional argument bound to its default
                 self.env[n.name] = n.args[0]
+            elif n.op == "placeholder" and self.vocab is not None:
+                nid = self.new_id(n.name)
+                self.inputs[nid] = {"shape": list(self.input_shape), "vocab": int(self.vocab)}
+                self.shapes[nid] = TokenShape(self.input_shape, int(self.vocab))
+                self.env[n.name] = Val(nid, TOKENS)
             elif n.op == "placeholder":
                 nid = self.new_id(n.name)
                 self.inputs[nid] = list(self.input_shape)
@@ -358,10 +461,13 @@ class _Converter:
         kwargs = fx.node.map_arg(n.kwargs, lambda a: self.env[a.name])
         value = self.values[n.name]
         if isinstance(value, _Constant):  # computed from parameters only: folded
-            source = next((a.name for a in _flat(args) + _flat(kwargs) if isinstance(a, Param)), n.name)
+            if n.op == "call_module":   # a module of constants (nn.Embedding of arange(T)): no node of its own,
+                self.reserved.discard(n.name)   # so the node its value ends up in may take its name
+            source = n.target if n.op == "call_module" else \
+                next((a.name for a in _flat(args) + _flat(kwargs) if isinstance(a, Param)), n.name)
             return Param(source, value.tensor)
         if not _has_tensor(value):
-            if any(isinstance(a, Param) for a in _flat(args) + _flat(kwargs)):
+            if not _shape_query(n) and any(isinstance(a, Param) for a in _flat(args) + _flat(kwargs)):
                 raise self.fail("it computes from a parameter outside of a layer, which has no graph op")
             return value  # a Python value computed from shapes: a constant of the graph
         if n.op == "call_module":
@@ -392,11 +498,22 @@ class _Converter:
             raise self.fail(f"module '{n.target}' is called twice (also by fx node '{self.module_calls[n.target]}');"
                             f" shared weights cannot be expressed in the graph format")
         self.module_calls[n.target] = n.name
+        for p in module.parameters():   # tied weights (a language model's head reading its embedding table)
+            owner = self.param_owners.setdefault(id(p), n.target)
+            if owner != n.target:
+                raise self.fail(f"module '{n.target}' shares a parameter with module '{owner}'; shared weights "
+                                f"cannot be expressed in the graph format")
 
     def check_shape(self, result, value) -> None:
         """The converted value must have the traced tensor's shape (a guard against wrong conversions)."""
+        if isinstance(result, (tuple, list)) and isinstance(value, (tuple, list)):
+            for r, v in zip(result, value):
+                if isinstance(r, Val) and isinstance(v, _Tensor):
+                    self.check_shape(r, v)
         if isinstance(result, Val):
             got, want = self.expected(result), tuple(value.shape[1:])
+            if result.layout == TND:   # [T, N, D]
+                want = (value.shape[0], *value.shape[2:]) if len(value.shape) == 3 else tuple(value.shape)
             if got != want:
                 raise self.fail(f"converted to a tensor of per-sample shape {list(got)}, but the module computes "
                                 f"{list(want)}")
@@ -482,7 +599,8 @@ def _target_name(n: fx.Node) -> str:
 
 def _layout_words(val: Val) -> str:
     return {CL: "channels-last", GROUPED: "grouped [N, g, C/g, H, W]",
-            GROUPED_T: "transposed grouped [N, C/g, g, H, W]"}.get(val.layout, "channels-first")
+            GROUPED_T: "transposed grouped [N, C/g, g, H, W]", TND: "time-first [T, N, D]",
+            TOKENS: "token id"}.get(val.layout, "channels-first")
 
 
 def _ints(value) -> tuple[int, ...]:
@@ -557,8 +675,16 @@ def linear(c: _Converter, n, m: nn.Linear, x):
         state["weight"] = state["weight"].reshape(m.out_features, m.in_features, 1, 1)
         return Val(c.emit(None, "conv2d", [x.node], state, out_channels=m.out_features, kernel_size=1,
                           bias=m.bias is not None), CL)
-    x = c.cf(x, 1)
-    return Val(c.emit(None, "linear", [x.node], _state(m), out_features=m.out_features, bias=m.bias is not None))
+    return _linear(c, None, m, x)
+
+
+def _linear(c: _Converter, hint: Optional[str], m: nn.Linear, x: Val) -> Val:
+    """A ``linear`` node: on ``[N, F]``, or on the last axis of a sequence (either layout, which it keeps)."""
+    x = x if x.layout == TND else c.cf(x)
+    if len(c.shape(x)) not in (1, 2):
+        x = c.cf(x, 1)
+    return Val(c.emit(hint, "linear", [x.node], _state(m), out_features=m.out_features, bias=m.bias is not None),
+               x.layout)
 
 
 def batchnorm(op: str):
@@ -571,10 +697,10 @@ def batchnorm(op: str):
 
 def _layernorm(c: _Converter, hint: str, x, normalized_shape, eps: float, weight, bias) -> Val:
     x = c.tensor(x)
-    if x.layout not in (CF, CL) or (x.layout == CF and len(c.shape(x)) != 1):
+    if not (x.layout == CL or (x.layout in (CF, TND) and len(c.shape(x)) in (1, 2))):
         raise c.fail(f"layer norm over the last axis of a {_layout_words(x)} tensor of per-sample shape "
-                     f"{list(c.expected(x))} is not supported: only over features [N, F] or over the channels of a "
-                     f"channels-last [N, H, W, C] tensor")
+                     f"{list(c.expected(x))} is not supported: only over features [N, F], the last axis of a "
+                     f"sequence [N, T, D] or over the channels of a channels-last [N, H, W, C] tensor")
     if tuple(_ints(normalized_shape)) != (c.channels(x),):
         raise c.fail(f"normalized_shape {list(_ints(normalized_shape))} must be the {c.channels(x)} channels")
     state = {}
@@ -590,6 +716,189 @@ def _layernorm(c: _Converter, hint: str, x, normalized_shape, eps: float, weight
 
 def layernorm(c: _Converter, n, m: nn.LayerNorm, x):
     return _layernorm(c, None, x, m.normalized_shape, m.eps, m.weight, m.bias)
+
+
+def rmsnorm(c: _Converter, n, m, x):
+    """``nn.RMSNorm`` (and archgraph's own) over the last axis of ``[N, F]`` or a sequence."""
+    x = c.tensor(x)
+    if x.layout not in (CF, TND) or len(c.shape(x)) not in (1, 2):
+        raise c.fail(f"RMS norm of a {_layout_words(x)} tensor of per-sample shape {list(c.expected(x))} is not "
+                     f"supported (only [N, F] and sequences)")
+    if tuple(m.normalized_shape) != (c.channels(x),):
+        raise c.fail(f"normalized_shape {list(m.normalized_shape)} must be the last axis's {c.channels(x)}")
+    return Val(c.emit(None, "rmsnorm", [x.node], _state(m), eps=None if m.eps is None else float(m.eps),
+                      elementwise_affine=m.weight is not None), x.layout)
+
+
+def embedding(c: _Converter, n, m: nn.Embedding, x):
+    x = c.tensor(x, tokens=True)
+    if x.layout != TOKENS:
+        raise c.fail("nn.Embedding must read the token input (from_module(..., input_shape=(T,), vocab=V))")
+    for attr in ("padding_idx", "max_norm"):
+        if getattr(m, attr) is not None:
+            raise c.fail(f"{attr}={getattr(m, attr)} is not supported (the embedding op is a plain table)")
+    vocab = c.shape(x).vocab
+    if m.num_embeddings != vocab:
+        raise c.fail(f"the table has {m.num_embeddings} rows but the input's vocab is {vocab}; import with "
+                     f"vocab={m.num_embeddings}")
+    return Val(c.emit(None, "embedding", [x.node], _state(m), embedding_dim=m.embedding_dim))
+
+
+def rnn(op: str):
+    """``nn.LSTM`` / ``nn.GRU`` from a zero state: the output is ``(sequence, Unconverted final state)``."""
+    def handler(c: _Converter, n, m, x, hx=None):
+        if hx is not None:
+            raise c.fail("an initial state is not supported (the op starts from zeros)")
+        if m.bidirectional:
+            raise c.fail(f"bidirectional=True is not supported: the {op} op runs forward in time only")
+        if getattr(m, "proj_size", 0):
+            raise c.fail(f"proj_size={m.proj_size} is not supported")
+        x = c.seq(x, m.batch_first, type(m).__name__)
+        out = c.emit(None, op, [x.node], _state(m), hidden_size=m.hidden_size, num_layers=m.num_layers,
+                     bias=bool(m.bias), dropout=float(m.dropout))
+        return Val(out, x.layout), Unconverted(f"the final state of '{n.target}'")
+    return handler
+
+
+def _causal(c: _Converter, mask, is_causal, t: int) -> bool:
+    """Whether an attention mask is exactly the causal one (``True`` above the diagonal, or ``-inf`` there and 0
+    elsewhere, as ``nn.Transformer.generate_square_subsequent_mask``); any other mask is refused."""
+    if mask is None:
+        if is_causal:
+            raise c.fail("is_causal=True without its causal attn_mask is not supported")
+        return False
+    if not isinstance(mask, Param):
+        raise c.fail("an attention mask computed from the input is not supported (only a constant causal mask)")
+    m = mask.tensor
+    upper = torch.ones(t, t, dtype=torch.bool, device=m.device).triu(1)
+    if tuple(m.shape) != (t, t):
+        raise c.fail(f"an attention mask of shape {list(m.shape)} is not supported (only the causal [T, T] mask, "
+                     f"T = {t})")
+    if m.dtype == torch.bool:
+        ok = torch.equal(m, upper)
+    else:
+        ok = bool((m[upper] == float("-inf")).all() and (m[~upper] == 0).all())
+    if not ok:
+        raise c.fail(f"the attention mask '{mask.name}' is not the causal mask (True or -inf above the diagonal, "
+                     f"False or 0 elsewhere); other masks are not supported")
+    return True
+
+
+def _mha(c: _Converter, hint: Optional[str], m: nn.MultiheadAttention, x: Val, causal: bool) -> Val:
+    """One ``attention`` node from a self-attention ``nn.MultiheadAttention``: ``in_proj_weight`` split into the
+    q/k/v projections, ``out_proj`` the o projection."""
+    if not m._qkv_same_embed_dim:
+        raise c.fail("kdim/vdim different from embed_dim are not supported (self-attention only)")
+    if m.bias_k is not None or m.add_zero_attn:
+        raise c.fail("add_bias_kv and add_zero_attn are not supported")
+    q, k, v = m.in_proj_weight.chunk(3)
+    state = {"q_proj.weight": q, "k_proj.weight": k, "v_proj.weight": v, "o_proj.weight": m.out_proj.weight}
+    bias = m.in_proj_bias is not None
+    if bias != (m.out_proj.bias is not None):
+        raise c.fail("in_proj and out_proj must both have a bias or both have none")
+    if bias:
+        qb, kb, vb = m.in_proj_bias.chunk(3)
+        state.update({"q_proj.bias": qb, "k_proj.bias": kb, "v_proj.bias": vb, "o_proj.bias": m.out_proj.bias})
+    return Val(c.emit(hint, "attention", [x.node], state, num_heads=m.num_heads, causal=causal, bias=bias,
+                      dropout=float(m.dropout)), x.layout)
+
+
+def multihead_attention(c: _Converter, n, m: nn.MultiheadAttention, query, key, value, key_padding_mask=None,
+                        need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False):
+    if not (isinstance(query, Val) and query == key == value):
+        raise c.fail("only self-attention is supported (query, key and value the same tensor)")
+    if key_padding_mask is not None:
+        raise c.fail("key_padding_mask is not supported")
+    x = c.seq(query, m.batch_first, "nn.MultiheadAttention")
+    out = _mha(c, None, m, x, _causal(c, attn_mask, is_causal, c.shape(x)[0]))
+    weights = c.values[n.name][1]
+    return out, (None if weights is None else Unconverted(f"the attention weights of '{n.target}'"))
+
+
+def _activation_node(c: _Converter, hint: str, act, x: Val) -> Val:
+    """The activation node of ``act``, a module or function the registry imports as an activation."""
+    for op, d in OPS.items():
+        if not d.is_activation:
+            continue
+        if isinstance(act, nn.Module) and any(resolve(cls) is type(act) for cls in d.imports.modules):
+            names = [k for k in KIND_BY_OP[op].model_fields if k not in ("op", "inputs")]
+            return Val(c.emit(hint, op, [x.node], **{k: getattr(act, k) for k in names}), x.layout)
+        if not isinstance(act, nn.Module) and any(try_resolve(f) is act for f in d.imports.functions):
+            return Val(c.emit(hint, op, [x.node]), x.layout)
+    raise c.fail(f"the activation {act!r} is not supported")
+
+
+def _encoder_layer(c: _Converter, path: str, m: nn.TransformerEncoderLayer, x, mask, padding_mask,
+                   is_causal) -> Val:
+    """``nn.TransformerEncoderLayer`` node by node: attention and feed-forward blocks with residual adds, the
+    norms before them (``norm_first``) or after each add."""
+    if padding_mask is not None:
+        raise c.fail("src_key_padding_mask is not supported")
+    x = c.seq(x, m.self_attn.batch_first, "nn.TransformerEncoderLayer")
+    causal = _causal(c, mask, is_causal, c.shape(x)[0])
+    if getattr(m, "activation_relu_or_gelu", 0) == 2 and getattr(m.activation, "approximate", "none") != "none":
+        raise c.fail(f"activation {m.activation!r} is not supported: torch's eval fast path computes the exact GELU "
+                     f"here and the other path the approximate one, so the layer has no one function to import")
+
+    def norm(name, v):
+        ln = getattr(m, name)
+        return _layernorm(c, f"{path}.{name}", v, ln.normalized_shape, ln.eps, ln.weight, ln.bias)
+
+    def drop(name, v):
+        p = float(getattr(m, name).p)
+        return v if p == 0 else Val(c.emit(f"{path}.{name}", "dropout", [v.node], p=p), v.layout)
+
+    def attention(v):
+        return drop("dropout1", _mha(c, f"{path}.self_attn", m.self_attn, v, causal))
+
+    def feed_forward(v):
+        h = _activation_node(c, f"{path}.activation", m.activation, _linear(c, f"{path}.linear1", m.linear1, v))
+        return drop("dropout2", _linear(c, f"{path}.linear2", m.linear2, drop("dropout", h)))
+
+    def add(name, a, b):
+        return Val(c.emit(f"{path}.{name}", "add", [a.node, b.node]), a.layout)
+
+    if m.norm_first:
+        x = add("add1", x, attention(norm("norm1", x)))
+        return add("add2", x, feed_forward(norm("norm2", x)))
+    x = norm("norm1", add("add1", x, attention(x)))
+    return norm("norm2", add("add2", x, feed_forward(x)))
+
+
+def encoder_layer(c: _Converter, n, m: nn.TransformerEncoderLayer, src, src_mask=None, src_key_padding_mask=None,
+                  is_causal=False):
+    return _encoder_layer(c, n.target, m, src, src_mask, src_key_padding_mask, is_causal)
+
+
+def encoder(c: _Converter, n, m: nn.TransformerEncoder, src, mask=None, src_key_padding_mask=None, is_causal=None):
+    """``nn.TransformerEncoder``: its layers one after another, then its final norm (when it has one)."""
+    x = src
+    for i, layer in enumerate(m.layers):
+        if type(layer) is not nn.TransformerEncoderLayer:
+            raise c.fail(f"layer {i} is a {type(layer).__name__}, not an nn.TransformerEncoderLayer")
+        x = _encoder_layer(c, f"{n.target}.layers.{i}", layer, x, mask, src_key_padding_mask, bool(is_causal))
+    if m.norm is not None:
+        if type(m.norm) is not nn.LayerNorm:
+            raise c.fail(f"the final norm {type(m.norm).__name__} is not supported (only nn.LayerNorm)")
+        x = _layernorm(c, f"{n.target}.norm", x, m.norm.normalized_shape, m.norm.eps, m.norm.weight, m.norm.bias)
+    return x
+
+
+def attention_module(c: _Converter, n, m, x):
+    """archgraph's own ``Attention`` (a built graph imported back)."""
+    x = c.seq(x, True, "Attention")
+    return Val(c.emit(None, "attention", [x.node], _state(m), num_heads=m.num_heads,
+                      head_dim=None if m.head_dim * m.num_heads == m.dim else m.head_dim,
+                      kv_heads=None if m.kv_heads == m.num_heads else m.kv_heads, causal=bool(m.causal),
+                      bias=m.o_proj.bias is not None, dropout=float(m.dropout)))
+
+
+def table_module(op: str):
+    """archgraph's own ``PositionEmbedding`` and ``ClassToken``: a ``weight`` table next to a sequence."""
+    def handler(c: _Converter, n, m, x):
+        x = c.seq(x, True, type(m).__name__)
+        return Val(c.emit(None, op, [x.node], _state(m)))
+    return handler
 
 
 def unary(op: str):
@@ -695,8 +1004,15 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "batchnorm1d": batchnorm("batchnorm1d"), "layernorm": layernorm, "maxpool2d": maxpool, "avgpool2d": avgpool,
     "adaptive_avgpool2d": adaptive_avgpool, "dropout": dropout, "identity": identity, "flatten": flatten_module,
     "conv_transpose2d": conv_transpose2d, "upsample": upsample,
-    "pad": pad_module,
+    "pad": pad_module, "rmsnorm": rmsnorm, "embedding": embedding, "lstm": rnn("lstm"), "gru": rnn("gru"),
+    "attention": lambda c, n, m, *a, **k: _ATTENTION_MODULES.get(type(m), attention_module)(c, n, m, *a, **k),
+    "position_embedding": table_module("position_embedding"),
+    "class_token": table_module("class_token"),
 }
+
+#: the torch modules the attention op's import names, by class (an encoder layer is several nodes around one)
+_ATTENTION_MODULES: dict[type, Callable] = {nn.MultiheadAttention: multihead_attention,
+                                            nn.TransformerEncoderLayer: encoder_layer, nn.TransformerEncoder: encoder}
 
 MODULES: dict[type, Callable] = {resolve(cls): MODULE_HANDLERS.get(op) or unary(op)
                                  for op, d in OPS.items() for cls in d.imports.modules}
@@ -772,9 +1088,11 @@ def f_linear(c: _Converter, n, x, weight, bias=None):
         state = {"weight": w.reshape(out, -1, 1, 1)} if b is None else {"weight": w.reshape(out, -1, 1, 1), "bias": b}
         return Val(c.emit(_owner(weight), "conv2d", [x.node], state, out_channels=out, kernel_size=1,
                           bias=b is not None), CL)
-    x = c.cf(x, 1)
+    x = x if x.layout == TND else c.cf(x)
+    if len(c.shape(x)) not in (1, 2):
+        x = c.cf(x, 1)
     state = {"weight": w} if b is None else {"weight": w, "bias": b}
-    return Val(c.emit(_owner(weight), "linear", [x.node], state, out_features=out, bias=b is not None))
+    return Val(c.emit(_owner(weight), "linear", [x.node], state, out_features=out, bias=b is not None), x.layout)
 
 
 def f_batch_norm(c: _Converter, n, x, *args, **kwargs):
@@ -814,7 +1132,7 @@ def _batch_norm(c: _Converter, n, x, running_mean, running_var, weight=None, bia
 
 def f_cast(c: _Converter, n, x, *args, **kwargs):
     """``x.float()``, ``x.to(dtype)``, ``x.type_as(y)``, ... that leave the traced tensor's dtype as it was."""
-    x = c.tensor(x)
+    x = c.tensor(x, tokens=True)
     before = c.values[n.args[0].name].dtype
     after = c.values[n.name].dtype
     if before != after:
@@ -841,7 +1159,24 @@ def f_add(c, n, a, b, *rest, alpha=1, out=None):
     for x, other in ((a, b), (b, a)):
         if isinstance(x, Val) and _number(other) and other == 0:
             return x   # x + 0
+        if isinstance(x, Val) and isinstance(other, Param) and x.layout in (CF, TND) and len(c.shape(x)) == 2 \
+                and alpha == 1:
+            return _position(c, x, other)
     return _binary(c, n, "add", a, b, alpha)
+
+
+def _position(c: _Converter, x: Val, table: Param) -> Val:
+    """A sequence plus a learned ``[T, D]`` table (``[1, T, D]``; ``[T, 1, D]`` time-first; a slice of a longer
+    one, or an ``nn.Embedding`` of ``arange(T)``, is a constant of that shape): a ``position_embedding``."""
+    t, d = c.shape(x)
+    want = (t, d) if x.layout == CF else (t, 1, d)
+    shape = tuple(table.tensor.shape)
+    lead = shape[:len(shape) - len(want)]
+    if shape[len(lead):] != want or any(s != 1 for s in lead) or (x.layout == TND and len(shape) < 3):
+        words = "[T, D] or [1, T, D]" if x.layout == CF else "[T, 1, D]"
+        raise c.fail(f"adding the parameter '{table.name}' of shape {list(shape)} to a {_layout_words(x)} "
+                     f"sequence of {t} tokens of {d} features is not a position table ({words})")
+    return Val(c.emit(table.name, "position_embedding", [x.node], {"weight": table.tensor.reshape(t, d)}), x.layout)
 
 
 def f_mul(c, n, a, b, *rest, out=None):
@@ -919,6 +1254,13 @@ def f_avgpool(c, n, x, kernel_size, stride=None, padding=0, ceil_mode=False, cou
 
 
 def f_mean(c: _Converter, n, x, dim=None, keepdim=False, *, dtype=None, out=None):
+    x = c.tensor(x)
+    if x.layout in (CF, TND) and len(c.shape(x)) == 2:
+        dims = {d % 3 for d in _ints(dim)} if dim is not None else set()
+        if dims != ({1} if x.layout == CF else {0}) or keepdim or dtype is not None:
+            raise c.fail(f"a mean over axes {dim} of a {_layout_words(x)} sequence is not supported (only over "
+                         f"the tokens, without keepdim)")
+        return Val(c.emit(None, "token_pool", [x.node], mode="mean"))
     x = c.cf(x, 3)
     dims = {d % 4 for d in _ints(dim)} if dim is not None else set()
     if dims != {2, 3} or dtype is not None:
@@ -942,9 +1284,19 @@ def f_stochastic_depth(c: _Converter, n, x, p, mode, training=True):
     return Val(c.emit(None, "stochastic_depth", [x.node], p=float(p), mode=mode), x.layout)
 
 
+def f_token_pool(c: _Converter, n, x, mode="mean"):
+    return Val(c.emit(None, "token_pool", [c.seq(x, True, "token_pool").node], mode=mode))
+
+
+def f_to_tokens(c: _Converter, n, x):
+    return Val(c.emit(None, "to_tokens", [c.cf(x, 3).node]))
+
+
 def f_permute(c: _Converter, n, x, *dims):
     x = c.tensor(x)
     dims = _ints(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else _ints(dims)
+    if x.layout in (CF, TND) and len(c.shape(x)) == 2 and tuple(d % 3 for d in dims) == (1, 0, 2):
+        return Val(x.node, TND if x.layout == CF else CF)
     dims = tuple(d % 4 for d in dims) if len(dims) == 4 else dims
     if x.layout == CF and len(c.shape(x)) == 3 and dims == (0, 2, 3, 1):
         return Val(x.node, CL)
@@ -956,11 +1308,13 @@ def f_permute(c: _Converter, n, x, *dims):
 
 def f_transpose(c: _Converter, n, x, dim0, dim1):
     x = c.tensor(x)
+    if x.layout in (CF, TND) and len(c.shape(x)) == 2 and {dim0 % 3, dim1 % 3} == {0, 1}:
+        return Val(x.node, TND if x.layout == CF else CF)   # [N, T, D] <-> [T, N, D]
     pair = {dim0 % 5, dim1 % 5} if x.layout in (GROUPED, GROUPED_T) else None
     if pair == {1, 2}:
         return Val(x.node, GROUPED_T if x.layout == GROUPED else GROUPED, x.groups)
     raise c.fail(f"transpose({dim0}, {dim1}) of a {_layout_words(x)} tensor is not supported (only the group "
-                 f"transpose of a channel shuffle)")
+                 f"transpose of a channel shuffle, and a sequence's batch and time axes)")
 
 
 def f_contiguous(c: _Converter, n, x, *args, **kwargs):
@@ -972,6 +1326,10 @@ def f_reshape(c: _Converter, n, x, *shape):
 
 
 def _reshape(c: _Converter, n, x: Val, out: tuple[int, ...]) -> Val:
+    if x.layout in (TND, TOKENS):
+        if tuple(out) == tuple(c.values[n.args[0].name].shape):
+            return x
+        raise c.fail(f"a reshape of a {_layout_words(x)} tensor to {list(out)} has no graph op")
     batch = c.values[_first_placeholder(c)].shape[0]
     if out[0] != batch:
         raise c.fail(f"a reshape to {list(out)} mixes the batch axis into the others")
@@ -1024,6 +1382,16 @@ def f_getitem(c: _Converter, n, obj, index):
         while len(trimmed) > 2 and trimmed[-1] in (slice(None), Ellipsis):
             trimmed.pop()
         index = tuple(trimmed)
+    if isinstance(obj, (tuple, list)):   # a module's tuple output (nn.LSTM's (out, state), attention's)
+        return obj[index]
+    if isinstance(obj, Unconverted):
+        return Unconverted(f"a part of {obj.what}")
+    if isinstance(obj, Val) and obj.layout in (CF, TND) and len(c.shape(obj)) == 2:
+        first = (slice(None), 0) if obj.layout == CF else 0
+        if index == first:
+            return Val(c.emit(None, "token_pool", [obj.node], mode="first"))
+        raise c.fail(f"indexing a {_layout_words(obj)} sequence with {index!r} is not supported (only its first "
+                     f"token, {'x[:, 0]' if obj.layout == CF else 'x[0]'})")
     if isinstance(obj, Pieces):
         start, stop = obj.bounds[index]
         src = obj.source
@@ -1061,7 +1429,8 @@ FUNCTION_HANDLERS: dict[str, Callable] = {
     "adaptive_avgpool2d": f_adaptive, "maxpool2d": f_maxpool, "avgpool2d": f_avgpool, "global_avg_pool": f_mean,
     "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth, "upsample": f_interpolate,
     "conv2d": f_conv2d, "linear": f_linear,
-    "batchnorm2d": f_batch_norm, "scale": f_div, "pad": f_pad,
+    "batchnorm2d": f_batch_norm, "scale": f_div, "pad": f_pad, "token_pool": f_token_pool,
+    "to_tokens": f_to_tokens,
 }
 
 #: functions that change how a value is viewed (layout, pieces) and make no node of their own; the ATen ones come
@@ -1107,7 +1476,7 @@ def _function_handler(target) -> Optional[Callable]:
 VIEW_METHODS: dict[str, Callable] = {
     "permute": f_permute, "transpose": f_transpose, "contiguous": f_contiguous, "view": f_reshape,
     "reshape": f_reshape, "chunk": f_chunk, "split": f_split, "squeeze": f_reshape, "float": f_cast,
-    "double": f_cast, "half": f_cast, "to": f_cast, "type": f_cast, "type_as": f_cast,
+    "double": f_cast, "half": f_cast, "long": f_cast, "to": f_cast, "type": f_cast, "type_as": f_cast,
 }
 
 METHODS: dict[str, Callable] = {
