@@ -124,3 +124,47 @@ def test_tensor_sgd_steps_and_follows_rewrites():
     plan = archgraph.apply(load("digits_cnn"), rules.PruneChannels(node="c2", indices=(0,))).plan
     opt.follow(plan, {"c2": 7})
     assert opt.buf["c2"].tolist() == [1.5 * i for i in range(1, 8)]
+
+
+@pytest.mark.parametrize("seed,node,off", [("lstm_text", "lstm", [0, 5, 9]), ("lstm_lm", "lstm", [1, 2]),
+                                           ("lstm_text", "embed", [3]), ("gpt_tiny", "b0_attn", [1]),
+                                           ("gpt_tiny", "b1_fc", [0, 7]), ("unet_scenes", "e1_conv", [0, 3]),
+                                           ("unet_scenes", "up2", [2]), ("unet_scenes", "e2_conv", [1, 4]),
+                                           ("unet_scenes", "mid_conv", [5])])
+def test_units_heads_and_skip_channels_close_exactly(seed, node, off):
+    """An LSTM's units (gated where h_t is read), an attention's heads (o_proj columns) and a U-Net's channels
+    feeding skip concats or a transposed conv: a closed gate makes the removal rule exact, the hard weights count
+    the removed graph's parameters and the MACs under the gates are the removed graph's."""
+    g = load(seed)
+    m = randomised(g)
+    lay = gate_layout(g)
+    gate = torch.ones(lay.channel[node].width)
+    gate[off] = 0
+    gen = torch.Generator().manual_seed(1)
+    shape = next(iter(g.inputs.values()))
+    x = torch.randn(2, *shape, generator=gen) if len(shape) == 3 else torch.randint(0, 60, (3, *shape), generator=gen)
+    gated = functional_call(m, gate_overrides(dict(m.named_parameters()), lay, {node: gate}), (x,))
+    rule = (rules.PruneHeads if lay.channel[node].unit == "head" else rules.PruneChannels)(node=node, indices=off)
+    g2, m2 = archgraph.rewrite(g, m, rule)
+    assert torch.allclose(m2.eval()(x), gated, atol=1e-5)
+    hard = hard_weights(dict(m.named_parameters()), lay, {node: gate.bool()})
+    assert count_nonzero_params(g, hard) == g2.params
+    assert torch.allclose(functional_call(m, hard, (x,)), gated, atol=1e-5)
+    assert lay.active_macs({node: 1 - len(off) / len(gate)}) == pytest.approx(g2.macs)
+
+
+def test_an_lstm_is_gated_where_its_units_are_read_and_attention_by_heads():
+    lay = gate_layout(load("lstm_lm"))
+    lstm = lay.channel["lstm"]
+    assert lstm.params == ["head.weight", "lstm.weight_hh_l0", "lstm.weight_hh_l1", "lstm.weight_ih_l1"]
+    assert all(p.axis == 1 for p in lstm.scale) and {p.blocks for p in lstm.rows} == {4}
+    gpt = gate_layout(load("gpt_tiny"))
+    heads = gpt.channel["b0_attn"]
+    assert heads.unit == "head" and heads.width == 2 and heads.params == ["b0_attn.o_proj.weight"]
+    assert heads.scale[0].axis == 1 and heads.scale[0].repeat == 16
+    assert "b0_attn" in gpt.branch                                   # the attention branch is gated too
+    unet = gate_layout(load("unet_scenes"))
+    assert set(unet.channel) == {"e1_conv", "e2_conv", "mid_conv", "up2", "d2_conv", "up1_conv", "d1_conv"}
+    reads = sorted((p.key, p.offset) for p in unet.channel["e2_conv"].reads)
+    assert reads == [("d2_conv.weight", 32), ("mid_conv.weight", 0)]   # the skip: after up2's 32 channels
+    assert unet.channel["mid_conv"].reads[0].axis == 0              # a transposed conv reads on weight axis 0

@@ -159,3 +159,41 @@ def test_layers_whose_gates_are_all_open_grow_and_a_residual_block_is_inserted()
     new_branch = [k for k in st.sb if k not in ("b1_bn2", "b2_bn2")]
     assert len(new_branch) == 1 and st.sb[new_branch[0]].item() == 0.5
     assert any(k.startswith("b1_out") for k in st.s)                   # the new block's first layer is gated too
+
+
+@pytest.mark.parametrize("seed,closed", [("lstm_lm", {"lstm": [0, 3, 7], "embed": [2]}),
+                                         ("gpt_tiny", {"b0_attn": [1], "b1_fc": [4, 5]})])
+def test_closed_units_and_heads_are_folded_and_removed_exactly(seed, closed):
+    st, tr = setup(seed, s_init=0.8)
+    tr.module.eval()
+    with torch.no_grad():
+        for node, idx in closed.items():
+            st.s[node][idx] = -1.0
+        for p in tr.module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    st.beta = 1e4
+    x = torch.randint(0, 65, (2, 32), generator=torch.Generator().manual_seed(0))
+    gated = functional_call(tr.module, st.parametrize(tr, training=False)[0], (x,))
+    rules = st._harden(tr)
+    assert sorted((r.name, r.node, list(r.indices)) for r in rules) == sorted(
+        ("prune_heads" if st.layout.channel[n].unit == "head" else "prune_channels", n, i) for n, i in closed.items())
+    graph, module = tr.graph, tr.module
+    for r in rules:
+        graph, module = archgraph.rewrite(graph, module, r)
+    assert torch.allclose(module.eval()(x), gated, atol=1e-5)
+    assert graph.params < tr.graph.params
+
+
+@pytest.mark.parametrize("seed,method,rule", [("lstm_text", {"penalty": 20.0}, "prune_channels"),
+                                              ("gpt_text", {"penalty": 5.0, "branch_gates": False}, "prune_heads")])
+def test_a_tiny_scs_run_removes_lstm_units_and_attention_heads(tmp_path, seed, method, rule):
+    import yaml
+    run = yaml.safe_load((ROOT / "examples" / "text_lstm_scs.yaml").read_text())
+    run["seed"] = str(SEEDS / f"{seed}.yaml")
+    run["data"].update(limit=128, test_limit=32, eval_batch_size=64)
+    run["schedule"].update(epochs=4, device="cpu", format="eager")
+    run["method"].update(max_growths=0, budget=None, gate_lr=0.5, **method)
+    summary = archgraph.grow(run, tmp_path / "run", quiet=True)
+    log = check_run(tmp_path / "run", summary)
+    assert summary["prune_events"] >= 1 and summary["params"] < archgraph.load(run["seed"]).params
+    assert rule in [e["rule"] for e in log if e["event"] == "rewrite"]

@@ -600,6 +600,21 @@ def no_pin(node, ins) -> dict:
     return {}
 
 
+def attention_heads(node: S.Attention, ins):
+    """``(num_heads, head_dim, {tensor: axis})``: the tensors holding one block of ``head_dim`` entries per query
+    head on ``axis``, ``o_proj.weight`` (which reads the heads' outputs) first; ``k_proj``/``v_proj`` only when
+    every query head has its own kv head."""
+    _, h, hd, kv = attention_dims(node, ins)
+    names = ["o_proj.weight", "q_proj.weight"] + (["k_proj.weight", "v_proj.weight"] if kv == h else [])
+    if node.bias:
+        names += ["q_proj.bias"] + (["k_proj.bias", "v_proj.bias"] if kv == h else [])
+    return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
+
+
+def no_heads(node, ins):
+    return None
+
+
 def attention_pin(node: S.Attention, ins) -> dict:
     return {} if node.head_dim is not None else {"head_dim": attention_dims(node, ins)[2]}
 
@@ -865,6 +880,10 @@ class OpDef:
     #: ``recurrent(node)``: the tensors whose in axis reads the op's own output channels, not its input's
     #: (``weight_hh_l0``, the upper layers' ``weight_ih``)
     recurrent: Callable[[Any], frozenset] = no_recurrent
+    #: ``heads(node, ins)`` -> ``(num_heads, head_dim, {tensor: axis})``, the tensors whose ``axis`` holds one block
+    #: of ``head_dim`` entries per head, the first being the one that reads the heads' outputs (attention's
+    #: ``o_proj.weight`` columns: a head gate scales it, ``prune_heads`` removes a head); ``None`` without heads
+    heads: Callable[[Any, list[Shape]], Optional[tuple[int, int, dict[str, int]]]] = no_heads
     #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
     tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
@@ -1075,6 +1094,7 @@ DEFS: tuple[OpDef, ...] = (
                           via="a [T, D] or [1, T, D] parameter added to a sequence")),
     OpDef(kind=S.Attention, shape=attention_shape, channels=fixed(MIXER), layout=attention_layout,
           params=attention_params, macs=attention_macs, in_rank=2, module=attention_module, pin=attention_pin,
+          heads=attention_heads,
           colour=ATTENTION_COLOUR, python={EXTRA + ".Attention": attention_source},
           # an encoder layer is imported as its norms, attention, linears and residual adds around this op
           imports=Imports(modules=("torch.nn.MultiheadAttention", "torch.nn.TransformerEncoderLayer",

@@ -1,12 +1,20 @@
 """Gates: multipliers on the parameters that make a channel's (or a residual branch's) output, applied as parameter
 overrides for ``torch.func.functional_call``, so the module and its ``state_dict`` keys stay untouched.
 
-A *channel gate* belongs to a conv or linear layer whose channels can be removed on their own (the groups of
-:func:`archgraph.train.masks.mask_layout`: read by other layers only through per-channel ops). Its value for channel
-``c`` multiplies what makes channel ``c`` *after the last normalisation*: the last batchnorm's weight and bias (a
-gate before a batchnorm would be normalised away in training mode) and every per-channel parameter after it, or,
-with no norm, the layer's own weight rows and bias. A gate of 0 makes the channel's output exactly 0 (after a ReLU
-or a pool), so removing the channel with ``prune_channels`` leaves the function unchanged.
+A *channel gate* belongs to a layer whose channels can be removed on their own: they reach other layers only
+through per-channel ops (norms, activations, pools, dropout, depthwise convs, upsampling), flattens and concats (a
+U-Net's skip connections: the readers' columns at the concat's offset), not through an add, a mixing norm or a
+graph output. Its value for channel ``c`` multiplies what makes channel ``c`` *after the last normalisation*: the
+last batchnorm's weight and bias (a gate before a batchnorm would be normalised away in training mode) and every
+per-channel parameter after it, or, with no norm, the layer's own weight rows and bias. A layer whose output is not
+linear in its rows (an LSTM or GRU: its gate blocks, :attr:`~archgraph.ops.registry.OpDef.gates`) has its unit's
+output ``h_t`` gated where it is read instead: the columns of the next layers' weights and of its own recurrent
+ones (:attr:`~archgraph.ops.registry.OpDef.recurrent`). A gate of 0 makes the channel's output exactly 0 (after a
+ReLU or a pool) or read as 0, so removing the channel with ``prune_channels`` leaves the function unchanged.
+
+A *head gate* (``unit == HEAD``) belongs to a node with heads (:attr:`~archgraph.ops.registry.OpDef.heads`: an
+attention's): its value for head ``h`` multiplies the ``head_dim`` columns of ``o_proj`` that read the head, so a
+closed head adds nothing and ``prune_heads`` removes it exactly.
 
 A *branch gate* belongs to a residual branch: an input of an ``add`` that ``collapse_layer`` can remove. Its one
 value multiplies the branch's last parameters (the closing batchnorm's weight and bias, or the last layer's weight
@@ -35,19 +43,70 @@ from ..rules import CollapseLayer
 from ..rules.base import apply as apply_rule
 from ..errors import RuleError
 from ..topology import topological_order
-from ..ops.registry import OPS, channel_width, is_norm, is_weighted
+from ..ops.registry import BUFFERS, CONCAT, FLATTEN, OPS, SOURCE, THROUGH, channel_width, is_norm, is_weighted
 from ..shapes import node_macs
-from .masks import mask_layout
+
+
+CHANNEL, HEAD = "channel", "head"   # what a channel gate's entries are: a layer's channels or an attention's heads
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where a gate's channels sit in one tensor ``key``: ``repeat`` entries per channel on ``axis`` from
+    ``offset`` (a reader of a concat, a flatten's features, a head's ``head_dim`` columns), in ``blocks`` copies one
+    after another (an LSTM's gate blocks)."""
+    key: str
+    axis: int = 0
+    offset: int = 0
+    repeat: int = 1
+    blocks: int = 1
+
+    def positions(self, channels: torch.Tensor, size: int) -> torch.Tensor:
+        """Indices along ``axis`` (of length ``size``) of the entries of ``channels``."""
+        r = torch.arange(self.repeat, device=channels.device)
+        idx = (channels.view(-1, 1) * self.repeat + r).flatten() + self.offset
+        if self.blocks > 1:
+            step = torch.arange(self.blocks, device=channels.device).view(-1, 1) * (size // self.blocks)
+            idx = (step + idx).flatten()
+        return idx
+
+    def factor(self, value: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+        """``value`` (one per channel) spread over ``tensor``'s axis (1 elsewhere), shaped to broadcast."""
+        size = tensor.shape[self.axis]
+        f = value.repeat_interleave(self.repeat).repeat(self.blocks)
+        if f.numel() != size:
+            idx = self.positions(torch.arange(value.numel(), device=value.device), size)
+            f = torch.ones(size, dtype=value.dtype, device=value.device).index_put((idx,), f)
+        shape = [1] * tensor.dim()
+        shape[self.axis] = size
+        return f.view(shape)
 
 
 @dataclass
 class ChannelGate:
-    """The gate of one layer's output channels."""
-    node: str                      # the conv/linear layer making the channels
+    """The gate of one layer's output channels (or of an attention node's heads, ``unit == HEAD``)."""
+    node: str                      # the layer making the channels (or holding the heads)
     width: int
-    params: list[str]              # "<node>.<param>" multiplied on axis 0
-    consumers: list[tuple[str, int]] = field(default_factory=list)  # (layer reading them, inputs per channel)
-    members: list[str] = field(default_factory=list)   # every "<node>.<param>" indexed by the channels on axis 0
+    scale: list[Part]              # what the gate multiplies
+    rows: list[Part]               # the channels' own entries (the layer's and per-channel ops' after it)
+    reads: list[Part] = field(default_factory=list)   # the entries of the layers reading them
+    anchor: Optional[Part] = None  # the tensor axis whose transfer plan says where each channel went
+    unit: str = CHANNEL
+
+    @property
+    def params(self) -> list[str]:
+        """``"<node>.<param>"`` multiplied by the gate."""
+        return [p.key for p in self.scale]
+
+    @property
+    def members(self) -> list[str]:
+        """Every ``"<node>.<param>"`` indexed by the channels themselves."""
+        return [p.key for p in self.rows]
+
+    @property
+    def consumers(self) -> list[tuple[str, int]]:
+        """(tensor of a layer reading the channels, inputs per channel)."""
+        return [(p.key, p.repeat) for p in self.reads]
 
 
 @dataclass
@@ -66,17 +125,17 @@ class GateLayout:
     graph: object
     channel: dict[str, ChannelGate]
     branch: dict[str, BranchGate]
-    layer_macs: dict[str, int]     # conv/linear node -> dense MACs
-    layer_in: dict[str, list[tuple[str, int, int]]]   # layer -> [(gated producer, inputs per channel, in width)]
+    layer_macs: dict[str, int]     # node with MACs -> dense MACs
+    layer_in: dict[str, list[tuple[str, float]]]   # layer -> [(gated producer, share of its MACs reading it)]
 
     def active_macs(self, fractions: Optional[dict[str, object]] = None,
                     branch_on: Optional[dict[str, object]] = None):
-        """MACs of the conv/linear layers when a fraction of each gated layer's channels is active
+        """MACs of the graph when a fraction of each gated layer's channels (or heads) is active
         (``fractions[node]``, default 1) and each branch is on with weight ``branch_on[node]`` (default 1).
 
         Works on floats and on tensors (then differentiable: the expected MACs under independent gates). A layer
-        costs ``macs * f_out * f_in``, its input fraction being the width-weighted mean over the gated producers
-        it reads (ungated inputs count as active).
+        costs ``macs * f_out * f_in``, its input fraction discounting the share of its MACs that reads each gated
+        producer (an LSTM's recurrent weights read its own units: its cost is quadratic in them).
         """
         fractions = fractions or {}
         branch_on = branch_on or {}
@@ -88,8 +147,7 @@ class GateLayout:
                 off[n] = on
         for nid, macs in self.layer_macs.items():
             f = fractions.get(nid, 1.0)
-            for gid, repeat, in_width in self.layer_in.get(nid, []):
-                share = self.channel[gid].width * repeat / in_width
+            for gid, share in self.layer_in.get(nid, []):
                 f = f * (1.0 - share * (1.0 - fractions.get(gid, 1.0)))
             if nid in off:
                 f = f * off[nid]
@@ -97,39 +155,151 @@ class GateLayout:
         return total
 
 
-def gate_layout(graph, *, channels: bool = True, branches: bool = True) -> GateLayout:
-    """The channel gates and residual-branch gates of ``graph`` (see the module docstring)."""
+def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: bool = True) -> GateLayout:
+    """The channel gates (with ``heads``, the head gates too) and residual-branch gates of ``graph`` (see the
+    module docstring)."""
     order = {nid: i for i, nid in enumerate(topological_order(graph))}
-    masks = mask_layout(graph, channel_masks=channels)
-    channel: dict[str, ChannelGate] = {}
     shapes = graph.shapes()
-    for gid, group in masks.groups.items():
-        params = _gated_params(graph, gid, group.members, order)
-        if params:
-            channel[gid] = ChannelGate(gid, channel_width(shapes[gid]), params, list(group.consumers),
-                                       [f"{gid}.weight", *group.members])
-    branch = _branch_gates(graph, set().union(*[set(g.params) for g in channel.values()])) if branches else {}
-    layer_macs = {nid: node_macs(graph, nid) for nid, n in graph.nodes.items() if is_weighted(n)}
-    layer_in: dict[str, list[tuple[str, int, int]]] = {}
+    channel: dict[str, ChannelGate] = {}
+    for nid, node in graph.nodes.items():
+        gate = None
+        if channels:
+            gate = _channel_gate(graph, nid, shapes, order)
+        if gate is None and heads:
+            gate = _head_gate(graph, nid, shapes)
+        if gate is not None:
+            channel[nid] = gate
+    taken = {p for g in channel.values() if g.unit == CHANNEL for p in g.params}
+    branch = _branch_gates(graph, taken) if branches else {}
+    layer_macs = {nid: m for nid in graph.nodes if (m := node_macs(graph, nid)) > 0}
+    layer_in: dict[str, list[tuple[str, float]]] = {}
     for gid, gate in channel.items():
-        for key, repeat in gate.consumers:
-            reader = key.rsplit(".", 1)[0]
-            in_width = channel_width(shapes[graph.nodes[reader].inputs[0]])
-            layer_in.setdefault(reader, []).append((gid, repeat, in_width))
+        by_reader: dict[str, int] = {}
+        for part in gate.reads:
+            reader = part.key.rsplit(".", 1)[0]
+            by_reader[reader] = by_reader.get(reader, 0) + gate.width * part.repeat
+        for reader, entries in by_reader.items():
+            if reader in layer_macs:
+                layer_in.setdefault(reader, []).append((gid, entries / _in_entries(graph, reader, shapes)))
     return GateLayout(graph, channel, branch, layer_macs, layer_in)
 
 
-def _gated_params(graph, gid: str, members: list[str], order: dict[str, int]) -> list[str]:
-    """Parameters a channel gate multiplies: the last norm's and everything per-channel after it, or, without a
-    norm, the layer's own and everything per-channel after it."""
-    nodes = sorted({k.rsplit(".", 1)[0] for k in members}, key=order.__getitem__)
+def _in_entries(graph, nid: str, shapes) -> int:
+    """Input entries of a layer summed over its weight tensors (an LSTM's ``weight_hh`` reads its own units): the
+    share of its MACs an input entry takes, its weights' rows being alike."""
+    node = graph.nodes[nid]
+    opdef = OPS[node.op]
+    ins = [shapes[i] for i in node.inputs]
+    own = opdef.recurrent(node)
+    width = channel_width(ins[0])
+    total = 0
+    for param, (_, b) in opdef.layout(node, ins).items():
+        if b is not None and param.rsplit(".", 1)[-1].startswith("weight"):
+            total += channel_width(shapes[nid]) if param in own else width
+    return max(total, 1)
+
+
+def _channel_gate(graph, nid: str, shapes, order) -> Optional[ChannelGate]:
+    """The gate of ``nid``'s output channels, when they can be removed on their own: they reach other layers only
+    through per-channel ops, flattens and concats, not through an add, a mixing norm or a graph output.
+
+    It multiplies what makes a channel after its last normalisation (the norm's weight and bias and what is
+    per-channel after it); without a norm, the layer's own rows, or, for a layer whose output is not linear in its
+    rows (an LSTM's gate blocks), the columns of every tensor reading its output (the next layers' and its own
+    recurrent ones): so a closed gate makes the channel's output (``h_t``) read as exact zeros everywhere."""
+    node = graph.nodes[nid]
+    opdef = OPS[node.op]
+    ins = [shapes[i] for i in node.inputs]
+    if nid in graph.outputs or opdef.channels(node, ins) != SOURCE or opdef.width_field is None:
+        return None
+    layout = opdef.layout(node, ins)
+    blocks = opdef.gates(node)
+    own = [Part(f"{nid}.{p}", a, blocks=blocks) for p, (a, _) in layout.items()
+           if a is not None and p not in BUFFERS]
+    anchors = [p for p in own if p.key.rsplit(".", 1)[-1].startswith("weight")]
+    if not anchors:
+        return None
+    recurrent = opdef.recurrent(node)
+    self_reads = [Part(f"{nid}.{p}", layout[p][1]) for p in sorted(recurrent)]
+    walk = _walk(graph, nid, shapes)
+    if walk is None:
+        return None
+    rows, reads = walk
+    rows = own + rows
+    reads = reads + self_reads
+    nodes = sorted({p.key.rsplit(".", 1)[0] for p in rows}, key=order.__getitem__)
     norms = [n for n in nodes if is_norm(graph.nodes[n])]
     if norms:
         last = norms[-1]
-        if f"{last}.weight" not in members:   # a norm without an affine part cannot carry the gate
-            return []
-        return [k for k in members if order[k.rsplit(".", 1)[0]] >= order[last]]
-    return [f"{gid}.weight"] + list(members)      # the members hold the layer's bias
+        if f"{last}.weight" not in {p.key for p in rows}:   # a norm without an affine part cannot carry the gate
+            return None
+        scale = [p for p in rows if order[p.key.rsplit(".", 1)[0]] >= order[last]]
+    elif blocks == 1 and not recurrent:
+        scale = list(rows)
+    else:
+        scale = list(reads)
+    return ChannelGate(nid, channel_width(shapes[nid]), scale, rows, reads, anchors[0])
+
+
+def _walk(graph, producer: str, shapes) -> Optional[tuple[list[Part], list[Part]]]:
+    """(per-channel entries of the ops between ``producer`` and its readers, the readers' entries), or None when
+    its channels reach something that is not per-channel (see :func:`_channel_gate`)."""
+    rows: list[Part] = []
+    reads: list[Part] = []
+    stack = [(producer, 1, 0)]   # (node whose users to visit, entries per channel, offset of the channels)
+    seen = set()
+    while stack:
+        nid, repeat, offset = stack.pop()
+        for user in graph.users(nid):
+            if (user, nid) in seen:
+                continue
+            seen.add((user, nid))
+            unode = graph.nodes[user]
+            opdef = OPS[unode.op]
+            uins = [shapes[i] for i in unode.inputs]
+            if unode.inputs.count(nid) != 1:
+                return None
+            role = opdef.channels(unode, uins)
+            layout = opdef.layout(unode, uins)
+            if role == SOURCE:
+                own = opdef.recurrent(unode)
+                parts = [Part(f"{user}.{p}", b, offset, repeat) for p, (_, b) in layout.items()
+                         if b is not None and p not in own]
+                if not parts:
+                    return None
+                reads.extend(parts)
+                continue
+            if user in graph.outputs or opdef.offset or opdef.mixes(unode, uins):
+                return None
+            if role == THROUGH:
+                per = [p for p, (a, _) in layout.items() if a == 0 and p not in BUFFERS]
+                if repeat != 1 and per:
+                    return None   # per-feature parameters after a flatten: not one channel any more
+                rows.extend(Part(f"{user}.{p}", 0, offset) for p in per)
+                stack.append((user, repeat, offset))
+            elif role == FLATTEN:
+                _, h, w = shapes[nid]
+                stack.append((user, repeat * h * w, offset * h * w))
+            elif role == CONCAT:
+                before = unode.inputs[:unode.inputs.index(nid)]
+                stack.append((user, repeat, offset + sum(channel_width(shapes[i]) for i in before)))
+            else:
+                return None
+    if not reads:
+        return None
+    return rows, reads
+
+
+def _head_gate(graph, nid: str, shapes) -> Optional[ChannelGate]:
+    """The gate of an attention node's heads: it scales the columns of the tensor reading the heads' outputs
+    (``o_proj.weight``), so a closed head outputs exact zeros and ``prune_heads`` removing it is exact."""
+    node = graph.nodes[nid]
+    found = OPS[node.op].heads(node, [shapes[i] for i in node.inputs])
+    if found is None or found[0] < 2:
+        return None
+    h, hd, tensors = found
+    parts = [Part(f"{nid}.{p}", axis, repeat=hd) for p, axis in tensors.items()]
+    return ChannelGate(nid, h, parts[:1], parts, [], parts[0], HEAD)
 
 
 def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
@@ -144,11 +314,12 @@ def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
             if src not in graph.nodes or len(graph.users(src)) != 1:
                 continue
             n = graph.nodes[src]
-            if is_norm(n) or is_weighted(n):
-                layout = OPS[n.op].layout(n, graph.input_shapes(src))
-                params = [f"{src}.{p}" for p in ("weight", "bias") if p in layout]
-            else:
+            opdef = OPS[n.op]
+            if not (is_norm(n) or is_weighted(n) or opdef.heads(n, graph.input_shapes(src)) is not None):
                 continue
+            layout = opdef.layout(n, graph.input_shapes(src))
+            # the tensors making its output channels (an attention's o_proj), scaled whole
+            params = [f"{src}.{p}" for p, (a, _) in layout.items() if a is not None and p not in BUFFERS]
             if not params or any(p in taken for p in params):
                 continue
             try:
@@ -166,14 +337,13 @@ def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
 
 def gate_overrides(params: dict[str, torch.Tensor], layout: GateLayout, channel: dict[str, torch.Tensor],
                    branch: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
-    """Parameter overrides: each gated parameter times its gate (``channel[node]`` of shape ``[width]`` on axis 0,
-    ``branch[node]`` a scalar). Gates missing from the dicts are left out (value 1)."""
+    """Parameter overrides: each gated parameter times its gate (``channel[node]`` of shape ``[width]`` spread over
+    the parameter's channel axis, ``branch[node]`` a scalar). Gates missing from the dicts are left out (value 1)."""
     factors: dict[str, torch.Tensor] = {}
     for gid, value in channel.items():
-        for key in layout.channel[gid].params:
-            p = params[key]
-            f = value.view(-1, *([1] * (p.dim() - 1)))
-            factors[key] = f if key not in factors else factors[key] * f
+        for part in layout.channel[gid].scale:
+            f = part.factor(value, params[part.key])
+            factors[part.key] = f if part.key not in factors else factors[part.key] * f
     for gid, value in (branch or {}).items():
         for key in layout.branch[gid].params:
             factors[key] = value if key not in factors else factors[key] * value
@@ -184,22 +354,20 @@ def gate_overrides(params: dict[str, torch.Tensor], layout: GateLayout, channel:
 def hard_weights(params: dict[str, torch.Tensor], layout: GateLayout, channel_on: dict[str, torch.Tensor],
                  branch_on: Optional[dict[str, bool]] = None, scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Parameters as the network with hard gates computes with them: open channels' and branches' gated
-    parameters times ``scale``, and *every* parameter of a closed channel (its row, per-channel entries and the
+    parameters times ``scale``, and *every* parameter of a closed channel (its rows, per-channel entries and the
     columns reading it) or of a closed branch's nodes set to exact zeros, as removing them would. ``channel_on[node]``
     is a boolean ``[width]`` tensor; gates left out count as open (scale 1)."""
     out = {k: v.detach().clone() for k, v in params.items()}
     for gid, on in channel_on.items():
         gate = layout.channel[gid]
-        for key in gate.params:
+        for key in dict.fromkeys(gate.params):
             out[key] *= scale
         off = torch.nonzero(~on.bool()).flatten()
         if not off.numel():
             continue
-        for key in gate.members:
-            out[key][off] = 0
-        for key, repeat in gate.consumers:
-            cols = (off.view(-1, 1) * repeat + torch.arange(repeat, device=off.device)).flatten()
-            out[key][:, cols] = 0
+        for part in gate.rows + gate.reads:
+            t = out[part.key]
+            t.index_fill_(part.axis, part.positions(off.to(t.device), t.shape[part.axis]), 0)
     for gid, on in (branch_on or {}).items():
         gate = layout.branch[gid]
         if on:
@@ -212,13 +380,20 @@ def hard_weights(params: dict[str, torch.Tensor], layout: GateLayout, channel_on
     return out
 
 
+def closed_entries(tensor: torch.Tensor, part: Part, closed: torch.Tensor) -> None:
+    """Zero, in place, the entries of ``tensor`` (``part``'s) that belong to the channels ``closed`` (bool)."""
+    off = torch.nonzero(closed.bool()).flatten()
+    if off.numel():
+        tensor.index_fill_(part.axis, part.positions(off.to(tensor.device), tensor.shape[part.axis]), 0)
+
+
 def channel_costs(layout: GateLayout) -> dict[str, torch.Tensor]:
-    """MACs one channel of each gated layer costs (its own share plus its readers'), all others active."""
+    """MACs one channel (or head) of each gated layer costs (its own share plus its readers'), all others active."""
     out = {}
     for gid, gate in layout.channel.items():
         own = layout.layer_macs.get(gid, 0) / gate.width
-        readers = sum(layout.layer_macs[key.rsplit(".", 1)[0]] * repeat / in_w
-                      for key, repeat in gate.consumers
-                      for (g, _, in_w) in layout.layer_in[key.rsplit(".", 1)[0]] if g == gid)
+        readers = sum(layout.layer_macs[reader] * share / gate.width
+                      for reader, links in layout.layer_in.items()
+                      for g, share in links if g == gid)
         out[gid] = own + readers
     return out

@@ -33,27 +33,36 @@ from .state import Stateful
 
 # ---- following a rewrite ------------------------------------------------------------------------------------------
 
-def channel_map(plan, node: str) -> Optional[tuple[int, ...]]:
+def channel_map(plan, node: str, anchor=None) -> Optional[tuple[int, ...]]:
     """Old channel index of each new output channel of ``node`` (-1 for a new channel) under ``plan``, or None if
-    ``node`` is gone. Split and Net2Net copies name the channel they copy."""
-    tp = plan.tensors.get(f"{node}.weight")
-    if tp is None or tp.source != f"{node}.weight":
+    ``node`` is gone. Split and Net2Net copies name the channel they copy. ``anchor`` (a
+    :class:`~archgraph.train.gates.Part`: tensor, axis, entries per channel, blocks) says where the channels are;
+    by default axis 0 of ``<node>.weight``."""
+    key, axis, repeat, blocks = ((f"{node}.weight", 0, 1, 1) if anchor is None
+                                 else (anchor.key, anchor.axis, anchor.repeat, anchor.blocks))
+    tp = plan.tensors.get(key)
+    if tp is None or tp.source != key:
         return None
-    for axis, amap in tp.axes:
-        if axis == 0:
-            return amap.index
+    for ax, amap in tp.axes:
+        if ax == axis:
+            index = amap.index[:len(amap.index) // blocks]   # the gate blocks are tiled alike: read the first
+            if repeat > 1:   # a head's head_dim entries: the head of its first entry
+                index = tuple(i // repeat if i >= 0 else -1 for i in index[::repeat])
+            return tuple(index)
     return ()   # unchanged
 
 
 def follow_channels(plan, state: dict[str, torch.Tensor], fill: Callable[[str, int], torch.Tensor],
-                    sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+                    sizes: dict[str, int], anchors: Optional[dict] = None) -> dict[str, torch.Tensor]:
     """Carry per-channel tensors (keyed by layer, channels on axis 0) through a rewrite: kept and copied channels
     keep their values, new ones take ``fill(node, count)``; layers that are gone are dropped and new layers in
-    ``sizes`` (node -> width) start from ``fill`` too."""
+    ``sizes`` (node -> width) start from ``fill`` too. ``anchors[node]`` says where a layer's channels are in its
+    tensors (see :func:`channel_map`)."""
     out: dict[str, torch.Tensor] = {}
+    anchors = anchors or {}
     for node, width in sizes.items():
         old = state.get(node)
-        index = channel_map(plan, node) if old is not None else None
+        index = channel_map(plan, node, anchors.get(node)) if old is not None else None
         if old is None or index is None:
             out[node] = fill(node, width)
             continue
@@ -116,11 +125,12 @@ class TensorSGD(Stateful):
             self.buf[key] = buf
             t.grad = None
 
-    def follow(self, plan, sizes: dict[str, int]) -> None:
+    def follow(self, plan, sizes: dict[str, int], anchors: Optional[dict] = None) -> None:
         """Remap the momentum of channel tensors through a rewrite (new channels start at zero)."""
         def zeros(node, n):
             return torch.zeros(n, device=self.buf[node].device)
-        self.buf = follow_channels(plan, self.buf, zeros, {k: v for k, v in sizes.items() if k in self.buf})
+        self.buf = follow_channels(plan, self.buf, zeros, {k: v for k, v in sizes.items() if k in self.buf},
+                                   anchors)
 
     def keep(self, keys: Iterable[str]) -> None:
         keys = set(keys)

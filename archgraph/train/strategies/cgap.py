@@ -64,7 +64,7 @@ class CgapStrategy(Strategy):
         self.sizes.start(trainer.graph)
 
     def attach(self, trainer) -> None:
-        self.layout = gate_layout(trainer.graph, branches=False)
+        self.layout = gate_layout(trainer.graph, branches=False, heads=False)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
         self.saliency = {k: v.to(trainer.device) for k, v in self.saliency.items()}
         for node, width in sizes.items():
@@ -171,7 +171,7 @@ class CgapStrategy(Strategy):
 
     def on_rewrite(self, trainer, rewrite) -> None:
         plan, new_graph = rewrite.plan, rewrite.graph
-        self.layout = gate_layout(new_graph, branches=False)
+        self.layout = gate_layout(new_graph, branches=False, heads=False)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
 
         def fill(node, n):
@@ -179,7 +179,8 @@ class CgapStrategy(Strategy):
             value = float(known.mean()) if known is not None and known.numel() else 0.0
             return torch.full((n,), value, device=trainer.device)
 
-        self.saliency = follow_channels(plan, self.saliency, fill, sizes)
+        self.saliency = follow_channels(plan, self.saliency, fill, sizes,
+                                        {k: v.anchor for k, v in self.layout.channel.items()})
         self.sizes.update(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ import torch
 
 from ... import rules as R
 from ...ops.registry import OPS
-from ..gates import gate_layout, gate_overrides, hard_weights
+from ..gates import HEAD, closed_entries, gate_layout, gate_overrides, hard_weights
 from ..tensors import TensorSGD, follow_channels
 from .base import Strategy, applicable
 from .costs import SizeLedger, TrainCost
@@ -163,11 +163,21 @@ class ScsStrategy(Strategy):
         normalisation downstream makes interchangeable, can close together)."""
         out = {}
         for node, p in soft.items():
-            k = min(self.settings.min_width, p.numel())
+            k = min(self._min_width(node), p.numel())
             keep = torch.zeros_like(p)
             keep[torch.argsort(self.s[node].detach(), descending=True, stable=True)[:k]] = 1.0
             out[node] = p * (1 - keep) + p.detach() * keep
         return out
+
+    def _min_width(self, node: str) -> int:
+        """How many channels a gated layer keeps: ``min_width``, or one head of an attention node."""
+        return 1 if self.layout.channel[node].unit == HEAD else self.settings.min_width
+
+    def _prune(self, node: str, indices: list[int]):
+        """The rule removing channels (or heads) ``indices`` of a gated node."""
+        if self.layout.channel[node].unit == HEAD:
+            return R.PruneHeads(node=node, indices=indices)
+        return R.PruneChannels(node=node, indices=indices)
 
     def expected_macs(self, soft=None, soft_b=None):
         """Expected MACs of the network under the soft gates (a tensor, differentiable in the logits)."""
@@ -226,9 +236,9 @@ class ScsStrategy(Strategy):
         for node, p in sorted(soft.items()):
             if node in gone:
                 continue
-            closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, s.min_width)
+            closed = closed_channels(p.detach(), self.s[node].detach(), s.close_below, self._min_width(node))
             if closed:
-                out.append(R.PruneChannels(node=node, indices=closed))
+                out.append(self._prune(node, closed))
         return applicable(trainer.graph, out, trainer.apply)
 
     def _growth_rules(self, trainer, graph) -> list:
@@ -236,16 +246,21 @@ class ScsStrategy(Strategy):
         with torch.no_grad():
             soft, soft_b = self.soft()
         out = []
-        shapes = graph.shapes()
+        now = gate_layout(graph, branches=False)
         for node in sorted(self.layout.channel):
-            if node not in graph.nodes:
+            if node not in now.channel:
                 continue
-            width = shapes[node][0]
+            gate = now.channel[node]
+            width = gate.width
             p = soft[node].detach()
             if p.numel() != width or float((p > 0.5).float().mean()) < s.grow_threshold:
                 continue
             count = min(int(math.ceil(width * (s.growth_factor - 1))), s.max_width - width)
-            if count > 0:
+            if count <= 0:
+                continue
+            if gate.unit == HEAD:
+                out.append(R.AddHeads(node=node, count=count))
+            else:
                 out.append(R.AddFilters(node=node, count=count, init=s.grow_init, seed=self.growths))
         if s.grow_blocks and soft_b and all(float(p) > 0.5 for p in soft_b.values()):
             best = max(sorted(soft_b), key=lambda k: float(soft_b[k]))
@@ -260,16 +275,16 @@ class ScsStrategy(Strategy):
         s = self.settings
         channel_on = {k: v.detach() > 0 for k, v in self.s.items()}
         for node, on in channel_on.items():     # a layer keeps min_width channels (as exact zeros if closed)
-            if int(on.sum()) < s.min_width:
-                keep = torch.argsort(self.s[node].detach(), descending=True, stable=True)[:s.min_width]
+            if int(on.sum()) < self._min_width(node):
+                keep = torch.argsort(self.s[node].detach(), descending=True, stable=True)[:self._min_width(node)]
                 on[keep] = True
         branch_on = {k: bool(v.detach() > 0) for k, v in self.sb.items()}
         params = dict(trainer.module.named_parameters())
         hard = hard_weights(params, self.layout, channel_on, branch_on, scale=self.scale)
         for node, on in channel_on.items():    # kept despite a closed gate: its gated params are zero
             closed = ~(self.s[node].detach() > 0) & on
-            for key in self.layout.channel[node].params:
-                hard[key][closed] = 0
+            for part in self.layout.channel[node].scale:
+                closed_entries(hard[part.key], part, closed)
         with torch.no_grad():
             for key, value in hard.items():
                 params[key].copy_(value)
@@ -278,7 +293,7 @@ class ScsStrategy(Strategy):
         for node, on in sorted(channel_on.items()):
             off = torch.nonzero(~on).flatten().tolist()
             if off and node not in gone:
-                rules.append(R.PruneChannels(node=node, indices=off))
+                rules.append(self._prune(node, off))
         self.phase = FINETUNE if s.finetune_epochs > 0 else DONE
         return applicable(trainer.graph, rules, trainer.apply)
 
@@ -295,14 +310,16 @@ class ScsStrategy(Strategy):
         plan, new_graph = rewrite.plan, rewrite.graph
         self.layout = gate_layout(new_graph, branches=self.settings.branch_gates)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
+        anchors = {k: v.anchor for k, v in self.layout.channel.items()}
         s_new = self.settings.s_new
 
         def fill(node, n):
             return torch.full((n,), s_new, device=trainer.device)
 
         detached = {k: v.detach() for k, v in self.s.items()}
-        self.s = {k: _leaf(v, trainer.device) for k, v in follow_channels(plan, detached, fill, sizes).items()}
-        self.opt.follow(plan, sizes)
+        self.s = {k: _leaf(v, trainer.device)
+                  for k, v in follow_channels(plan, detached, fill, sizes, anchors).items()}
+        self.opt.follow(plan, sizes, anchors)
         self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
                    for k in self.layout.branch}
         self.opt_b.keep(self.sb)

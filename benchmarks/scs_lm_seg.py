@@ -1,0 +1,192 @@
+"""SCS on the LSTM language model and on segmentation with a U-Net, each against dense training of the same steps.
+
+(a) **LM**: examples/text_lstm_scs.yaml (the bundled text, the 1-layer LSTM seed lstm_text.yaml: embedding 32,
+    LSTM 64), shortened or lengthened by ``--lm-limit`` / ``--lm-epochs``, with SCS variants that differ only in the
+    MAC ``budget`` (growth as in the example file). Baselines, trained dense for the same epochs on the same windows:
+    the seed LSTM, and an LSTM of SCS's final shape (embedding and hidden size) from scratch. The goal's ratio is
+    SCS's final parameters over the dense seed's, and its test bpc over the dense seed's.
+(b) **Segmentation**: examples/digits_scenes_scs.yaml (the bundled digits' 32x32 scenes, 11 classes, the U-Net seed
+    unet_scenes.yaml) with SCS variants differing in ``budget``, against the dense U-Net trained for the same epochs.
+    The goal's ratio is SCS's final MACs over the dense U-Net's, and the mIoU difference in points.
+
+Among the SCS variants the reported one is chosen on the validation split (LM: lowest val bpc among those with at
+most half the dense seed's parameters, else lowest val bpc; segmentation: highest val mIoU among those with at most
+half the dense MACs, else the fewest MACs); every variant is listed. One seed (CPU only, one thread).
+
+    python benchmarks/scs_lm_seg.py      # writes benchmarks/results/scs_lm_seg.md and .json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+import yaml  # noqa: E402
+
+import archgraph  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results"
+EXAMPLES = ROOT / "examples"
+
+
+def run_config(example: str, *, epochs: int, limit: int, method: dict) -> dict:
+    run = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
+    run["seed"] = str((EXAMPLES / run["seed"]).resolve())
+    run["data"]["limit"] = limit
+    run["schedule"].update(epochs=epochs, device="cpu", threads=1)
+    run["method"] = method
+    return run
+
+
+def train(run: dict, work: Path, name: str) -> dict:
+    t = time.perf_counter()
+    summary = archgraph.grow(run, work / name, quiet=True)
+    summary["bench_wall_s"] = round(time.perf_counter() - t, 1)
+    versions = sorted((work / name / "versions").glob("*.yaml"))
+    summary["final_yaml"] = versions[-1].read_text()
+    return summary
+
+
+def lm_part(args, work: Path) -> dict:
+    base = yaml.safe_load((EXAMPLES / "text_lstm_scs.yaml").read_text())["method"]
+    rows = []
+    for budget in args.lm_budgets:
+        run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit,
+                            method={**base, "budget": budget, **args.overrides})
+        s = train(run, work, f"lm_scs_{budget}")
+        rows.append({"variant": f"scs budget={budget}", "budget": budget, **_pick(s, "bpc")})
+    run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method={"name": "dense"})
+    dense = {"variant": "dense seed (embedding 32, LSTM 64)", **_pick(train(run, work, "lm_dense_seed"), "bpc")}
+    chosen = _choose(rows, lambda r: r["params"] <= 0.5 * dense["params"], key=lambda r: r["val_bpc"])
+    # the dense LSTM of SCS's final shape, from scratch
+    text = chosen.pop("final_yaml_text")
+    for r in rows:
+        r.pop("final_yaml_text", None)
+    path = work / "lm_final_shape.yaml"
+    path.write_text(text)
+    run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method={"name": "dense"})
+    run["seed"] = str(path)
+    g = archgraph.load(path)
+    shape = {n: {k: v for k, v in node.model_dump().items() if k in ("embedding_dim", "hidden_size")}
+             for n, node in g.nodes.items() if n in ("embed", "lstm")}
+    small = {"variant": f"dense, SCS's final shape {shape}", **_pick(train(run, work, "lm_dense_final"), "bpc")}
+    small.pop("final_yaml_text")
+    dense.pop("final_yaml_text")
+    return {"settings": {"example": "examples/text_lstm_scs.yaml", "data.limit": args.lm_limit,
+                         "epochs": args.lm_epochs, "budgets": args.lm_budgets, "overrides": args.overrides},
+            "scs_variants": rows, "chosen": chosen, "dense_seed": dense, "dense_final_shape": small,
+            "params_ratio": round(chosen["params"] / dense["params"], 4),
+            "test_bpc_ratio": round(chosen["test_bpc"] / dense["test_bpc"], 4),
+            "goal_met": chosen["params"] <= 0.5 * dense["params"] and chosen["test_bpc"] <= 1.02 * dense["test_bpc"]}
+
+
+def seg_part(args, work: Path) -> dict:
+    base = yaml.safe_load((EXAMPLES / "digits_scenes_scs.yaml").read_text())["method"]
+    rows = []
+    for budget in args.seg_budgets:
+        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit,
+                            method={**base, "budget": budget, **args.overrides})
+        s = train(run, work, f"seg_scs_{budget}")
+        rows.append({"variant": f"scs budget={budget}", "budget": budget, **_pick(s, "miou")})
+    run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method={"name": "dense"})
+    dense = {"variant": "dense U-Net (unet_scenes.yaml)", **_pick(train(run, work, "seg_dense"), "miou")}
+    dense.pop("final_yaml_text")
+    chosen = _choose(rows, lambda r: r["macs"] <= 0.5 * dense["macs"], key=lambda r: -r["val_miou"],
+                     fallback=lambda r: r["macs"])
+    for r in rows:
+        r.pop("final_yaml_text", None)
+    chosen.pop("final_yaml_text", None)
+    drop = round(100 * (dense["test_miou"] - chosen["test_miou"]), 2)
+    return {"settings": {"example": "examples/digits_scenes_scs.yaml", "data.limit": args.seg_limit,
+                         "epochs": args.seg_epochs, "budgets": args.seg_budgets, "overrides": args.overrides},
+            "scs_variants": rows, "chosen": chosen, "dense": dense,
+            "macs_ratio": round(chosen["macs"] / dense["macs"], 4), "test_miou_drop_points": drop,
+            "goal_met": chosen["macs"] <= 0.5 * dense["macs"] and drop <= 1.0}
+
+
+def _pick(s: dict, metric: str) -> dict:
+    keys = ["params", "macs", "epochs", "steps", "growth_events", "prune_events", "bench_wall_s",
+            f"val_{metric}", f"test_{metric}"]
+    out = {k: s.get(k) for k in keys}
+    out["final_yaml_text"] = s["final_yaml"]
+    return out
+
+
+def _choose(rows, ok, key, fallback=None):
+    fine = [r for r in rows if ok(r)]
+    pool = fine or rows
+    best = min(pool, key=key if fine or fallback is None else fallback)
+    return dict(best)
+
+
+def markdown(res: dict) -> str:
+    lm, seg = res.get("lm"), res.get("seg")
+    lines = ["# SCS on the LSTM language model and on segmentation (U-Net)", "",
+             f"Command: `{res['command']}` (CPU, one thread, one seed; {res['torch']}).", ""]
+    if lm:
+        st = lm["settings"]
+        lines += [f"## LSTM LM (bundled text, {st['example']}, data.limit={st['data.limit']}, "
+                  f"{st['epochs']} epochs, SCS overrides {st['overrides'] or 'none'})", "",
+                  "| run | params | MACs | val bpc | test bpc | growths | prunes | wall s |", "|---|---|---|---|---|---|---|---|"]
+        for r in lm["scs_variants"] + [lm["dense_seed"], lm["dense_final_shape"]]:
+            lines.append(f"| {r['variant']} | {r['params']} | {r['macs']} | {r['val_bpc']:.4f} | {r['test_bpc']:.4f} | "
+                         f"{r['growth_events']} | {r['prune_events']} | {r['bench_wall_s']} |")
+        lines += ["", f"Chosen on val: **{lm['chosen']['variant']}**: parameters {lm['params_ratio']:.1%} of the dense "
+                      f"seed's, test bpc x{lm['test_bpc_ratio']:.4f} (goal <= 50% within 2%: "
+                      f"{'met' if lm['goal_met'] else 'missed'}).", ""]
+    if seg:
+        st = seg["settings"]
+        lines += [f"## Segmentation (digits_scenes 32x32, {st['example']}, data.limit={st['data.limit']}, "
+                  f"{st['epochs']} epochs, SCS overrides {st['overrides'] or 'none'})", "",
+                  "| run | params | MACs | val mIoU | test mIoU | growths | prunes | wall s |", "|---|---|---|---|---|---|---|---|"]
+        for r in seg["scs_variants"] + [seg["dense"]]:
+            lines.append(f"| {r['variant']} | {r['params']} | {r['macs']} | {r['val_miou']:.4f} | "
+                         f"{r['test_miou']:.4f} | {r['growth_events']} | {r['prune_events']} | {r['bench_wall_s']} |")
+        lines += ["", f"Chosen on val: **{seg['chosen']['variant']}**: MACs {seg['macs_ratio']:.1%} of the dense "
+                      f"U-Net's, test mIoU {seg['test_miou_drop_points']:+.2f} points below it (goal >= 50% fewer "
+                      f"MACs within one point: {'met' if seg['goal_met'] else 'missed'}).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lm-epochs", type=int, default=16)
+    p.add_argument("--lm-limit", type=int, default=3000)
+    p.add_argument("--lm-budgets", type=float, nargs="+", default=[0.4, 0.3])
+    p.add_argument("--seg-epochs", type=int, default=16)
+    p.add_argument("--seg-limit", type=int, default=1000)
+    p.add_argument("--seg-budgets", type=float, nargs="+", default=[0.4, 0.3])
+    p.add_argument("--penalty", type=float, help="SCS penalty for every variant (default: the example file's)")
+    p.add_argument("--max-growths", type=int, help="SCS max_growths for every variant (default: the example's)")
+    p.add_argument("--tag", default="", help="suffix of the result files")
+    p.add_argument("--only", choices=["lm", "seg"])
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args(argv)
+    args.overrides = {k: v for k, v in (("penalty", args.penalty), ("max_growths", args.max_growths))
+                      if v is not None}
+    import torch
+    torch.set_num_threads(1)
+    res = {"command": "python benchmarks/scs_lm_seg.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "torch": f"torch {torch.__version__}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.only in (None, "lm"):
+            res["lm"] = lm_part(args, work)
+        if args.only in (None, "seg"):
+            res["seg"] = seg_part(args, work)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "_".join(["scs_lm_seg", *([args.only] if args.only else []), *([args.tag] if args.tag else [])])
+    (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    (args.out / f"{name}.md").write_text(markdown(res))
+    print(markdown(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
