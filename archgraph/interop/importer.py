@@ -896,7 +896,8 @@ def attention_module(c: _Converter, n, m, x):
     return Val(c.emit(None, "attention", [x.node], _state(m), num_heads=m.num_heads,
                       head_dim=None if m.head_dim * m.num_heads == m.dim else m.head_dim,
                       kv_heads=None if m.kv_heads == m.num_heads else m.kv_heads, causal=bool(m.causal),
-                      bias=m.o_proj.bias is not None, dropout=float(m.dropout)))
+                      bias=m.o_proj.bias is not None, dropout=float(m.dropout), rotary=bool(m.rotary),
+                      rope_theta=float(m.rope_theta)))
 
 
 def table_module(op: str):
