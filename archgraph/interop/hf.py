@@ -26,6 +26,8 @@ from torch import nn
 
 from ..compat import import_transformers
 from ..errors import ArchgraphError, ConversionError
+from ..fx.builder import build
+from ..fx.weights import load_into
 from ..graph import Graph, TokenShape
 from ..ops.registry import OPS
 from ..ops.spec import KIND_BY_OP
@@ -121,8 +123,6 @@ def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float
     Hugging Face computes two things in float32 whatever the model's dtype: Llama's RMSNorm (it casts to float32 and
     back) and the rotary angles. The rotary op computes its angles the same way; the norm is run in the input's
     dtype here (in float32 the two are the same function)."""
-    from ..fx.builder import build
-    from ..fx.weights import load_into
     ref = copy.deepcopy(model).double().eval()
     graph, weights = _convert(ref, int(seq_len))
     built = build(graph, dtype=torch.float64)

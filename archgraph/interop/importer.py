@@ -605,7 +605,7 @@ def _target_name(n: fx.Node) -> str:
 def _layout_words(val: Val) -> str:
     return {CL: "channels-last", GROUPED: "grouped [N, g, C/g, H, W]",
             GROUPED_T: "transposed grouped [N, C/g, g, H, W]", TND: "time-first [T, N, D]",
-            FLAT: "flattened-positions [N, C, H*W]",
+            FLAT: "flattened [N, C, H*W] (a reshape or flatten(2) of an image, which a transpose makes tokens)",
             TOKENS: "token id"}.get(val.layout, "channels-first")
 
 
