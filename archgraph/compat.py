@@ -47,3 +47,13 @@ def import_timm():
     :func:`import_torchvision` first."""
     import_torchvision()
     return importlib.import_module("timm")
+
+
+def import_transformers():
+    """``import transformers`` (an optional dependency); its image utilities import torchvision, so that goes
+    through :func:`import_torchvision` first (where torchvision is installed)."""
+    try:
+        import_torchvision()
+    except ImportError:
+        pass
+    return importlib.import_module("transformers")

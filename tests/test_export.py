@@ -77,7 +77,7 @@ nodes:
   cls:  {op: class_token, in: tok}
   mix:  {op: add, in: [pos, cls]}
   n1:   {op: rmsnorm, in: mix, eps: 1.0e-6}
-  attn: {op: attention, in: n1, num_heads: 4, kv_heads: 2, causal: true}
+  attn: {op: attention, in: n1, num_heads: 2, kv_heads: 1, causal: true, rotary: true}
   res:  {op: add, in: [mix, attn]}
   up:   {op: linear, in: res, out_features: 12}
   gate: {op: linear, in: res, out_features: 12}

@@ -1,4 +1,5 @@
-"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N] -o DIR"""
+"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N] -o DIR
+archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head] -o DIR"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from archgraph.errors import ConfigError
 from .args import command, folder_output_argument, force_argument, seed_argument
 from .outputs import output_folder
 
-SOURCES = ("torchvision", "timm")
+SOURCES = ("torchvision", "timm", "hf")
 
 
 def register(sub) -> None:
@@ -17,14 +18,23 @@ def register(sub) -> None:
                             "<node_id>.<param>). Models come randomly initialised (no pretrained weights are "
                             "downloaded). An op the graph format cannot express is an error naming the op and the fx "
                             "node.")
-    p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18) or timm:NAME "
-                                                         "(e.g. timm:efficientnet_b0; built with pretrained=False)")
+    p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
+                                                         "(e.g. timm:efficientnet_b0; built with pretrained=False) "
+                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, vit: a Hugging Face "
+                                                         "model built from a small config, checked in float64)")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
                    help="per-sample input shape: C,H,W, T,D (a sequence) or F (default 3,224,224); with --vocab "
                         "the number of tokens T")
     p.add_argument("--vocab", type=int, default=None, metavar="V",
                    help="the input is T integer token ids in [0, V) (the graph input {shape: [T], vocab: V})")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
+    p.add_argument("--seq-len", type=int, default=16, metavar="T", help="hf: the number of tokens (default 16)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="hf: a config field over archgraph's small defaults (e.g. --config num_hidden_layers=4); "
+                        "repeatable")
+    p.add_argument("--lm-head", action="store_true",
+                   help="hf: a causal language model's logits (its head untied from the embedding) instead of the "
+                        "last hidden state")
     seed_argument(p, "seed of the random initialisation (default 0)")
     folder_output_argument(p, "DIR")
     force_argument(p)
@@ -75,15 +85,47 @@ def load_model(spec: str, num_classes, seed: int):
     return torchvision_model(name, seed=seed, **kwargs), name
 
 
+def parse_config(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs; a value is JSON where it parses (``4``, ``1e-5``, ``true``), else a string."""
+    import json
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise ConfigError(f"--config must be KEY=VALUE, got {item!r}", field="config")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def import_hf(args):
+    from archgraph.interop import hf
+    try:
+        hf.import_transformers()
+    except ImportError:
+        raise ConfigError("transformers is not installed (pip install transformers)", field="model") from None
+    model_type = args.model.partition(":")[2]
+    if model_type not in hf.WALKERS:
+        raise ConfigError(f"hf:{model_type} is not supported (supported: {', '.join(hf.WALKERS)})", field="model")
+    model = hf.build_model(model_type, lm_head=args.lm_head, seed=args.seed, **parse_config(args.config))
+    return hf.from_model(model, args.seq_len)
+
+
 def run(args) -> int:
-    shape = parse_shape(args.input_shape, args.vocab)
-    output_folder(args.output, args.force)
-    module, name = load_model(args.model, args.num_classes, args.seed)
-    from archgraph.interop.importer import from_module
     from archgraph.format.yaml_io import save
     from archgraph.graph import content_hash
     from archgraph.fx.weights import save_weights
-    graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
+    if args.model.startswith("hf:"):
+        graph, weights = import_hf(args)
+        output_folder(args.output, args.force)
+    else:
+        shape = parse_shape(args.input_shape, args.vocab)
+        output_folder(args.output, args.force)
+        module, name = load_model(args.model, args.num_classes, args.seed)
+        from archgraph.interop.importer import from_module
+        graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
     out = Path(args.output)
     save(graph, out / "graph.yaml")
     save_weights(weights, out / "weights.safetensors",

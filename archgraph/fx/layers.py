@@ -74,13 +74,14 @@ class RMSNorm(nn.RMSNorm):
 class Attention(nn.Module):
     """Multi-head self-attention as in nanoGPT and Hugging Face's Llama: ``q_proj``, ``k_proj``, ``v_proj`` and
     ``o_proj`` linears, heads a view ``[B, H, T, head_dim]`` of one projection, kv heads repeated in ``repeat_kv``
-    order (query head ``h`` reads kv head ``h // (num_heads // kv_heads)``), ``F.scaled_dot_product_attention``."""
+    order (query head ``h`` reads kv head ``h // (num_heads // kv_heads)``), ``F.scaled_dot_product_attention``.
+    ``rotary``: Llama's rotary position embeddings on q and k (``rotate_half``; angles in float32, as Llama's)."""
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
-                 bias: bool = True, dropout: float = 0.0):
+                 bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0):
         super().__init__()
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
-        self.causal, self.dropout = causal, dropout
+        self.causal, self.dropout, self.rotary, self.rope_theta = causal, dropout, rotary, rope_theta
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
@@ -91,12 +92,26 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.rotary:
+            q, k = self.rotate(q, t), self.rotate(k, t)
         if self.kv_heads != self.num_heads:
             k = k.repeat_interleave(self.num_heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.num_heads // self.kv_heads, dim=1)
         y = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                                        is_causal=self.causal)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+    def rotate(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """``x * cos + rotate_half(x) * sin`` on ``[B, H, T, head_dim]``: the pair ``(i, i + head_dim/2)`` turns by
+        ``t * rope_theta**(-2i/head_dim)`` at position ``t``."""
+        half = self.head_dim // 2
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=x.device).float() / self.head_dim
+        inv_freq = 1.0 / (self.rope_theta ** exponents)
+        angles = torch.arange(t, device=x.device).float()[:, None] * inv_freq[None, :]
+        angles = torch.cat((angles, angles), dim=-1)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
 
 
 class PositionEmbedding(nn.Module):

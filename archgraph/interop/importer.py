@@ -46,6 +46,8 @@ from ..ops.spec import KIND_BY_OP, Pad
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
 #: a sequence ``[T, D]`` seen time-first, ``[T, N, D]`` (what ``batch_first=False`` modules read); the token ids
 TND, TOKENS = "tnd", "tokens"
+#: an image's positions flattened, ``[N, C, H*W]`` (before the transpose that makes them tokens)
+FLAT = "flat"
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class Val:
 
     ``cf``: ``[N, *shape]`` as the graph holds it; ``cl``: ``[N, H, W, C]`` (channels-last view of ``[C, H, W]``);
     ``grouped``: ``[N, g, C/g, H, W]``; ``grouped_t``: ``[N, C/g, g, H, W]`` (``g`` = ``groups``); ``tnd``:
-    ``[T, N, D]`` (time-first view of a sequence ``[T, D]``); ``tokens``: the integer token ids ``[N, T]``.
+    ``[T, N, D]`` (time-first view of a sequence ``[T, D]``); ``tokens``: the integer token ids ``[N, T]``;
+    ``flat``: ``[N, C, H*W]`` (an image's positions flattened, which a transpose makes tokens).
     """
     node: str
     layout: str = CF
@@ -386,6 +389,8 @@ class _Converter:
         c, h, w = shape
         if val.layout == CL:
             return (h, w, c)
+        if val.layout == FLAT:
+            return (c, h * w)
         g = val.groups
         return (g, c // g, h, w) if val.layout == GROUPED else (c // g, g, h, w)
 
@@ -600,6 +605,7 @@ def _target_name(n: fx.Node) -> str:
 def _layout_words(val: Val) -> str:
     return {CL: "channels-last", GROUPED: "grouped [N, g, C/g, H, W]",
             GROUPED_T: "transposed grouped [N, C/g, g, H, W]", TND: "time-first [T, N, D]",
+            FLAT: "flattened [N, C, H*W] (a reshape or flatten(2) of an image, which a transpose makes tokens)",
             TOKENS: "token id"}.get(val.layout, "channels-first")
 
 
@@ -890,7 +896,8 @@ def attention_module(c: _Converter, n, m, x):
     return Val(c.emit(None, "attention", [x.node], _state(m), num_heads=m.num_heads,
                       head_dim=None if m.head_dim * m.num_heads == m.dim else m.head_dim,
                       kv_heads=None if m.kv_heads == m.num_heads else m.kv_heads, causal=bool(m.causal),
-                      bias=m.o_proj.bias is not None, dropout=float(m.dropout)))
+                      bias=m.o_proj.bias is not None, dropout=float(m.dropout), rotary=bool(m.rotary),
+                      rope_theta=float(m.rope_theta)))
 
 
 def table_module(op: str):
@@ -977,6 +984,8 @@ def _flatten(c: _Converter, n, x, start_dim=0, end_dim=-1):
         if len(c.shape(x)) == 1:
             return x
         return Val(c.emit(None, "flatten", [x.node]))
+    if x.layout == CF and len(c.shape(x)) == 3 and start_dim == 2 and end_dim in (-1, 3):
+        return Val(x.node, FLAT)
     return _reshape(c, n, x, out)
 
 
@@ -1198,6 +1207,8 @@ def f_div(c, n, a, b, *rest, rounding_mode=None, out=None):
 
 
 def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
+    if len(tensors) == 2 and isinstance(tensors[0], Param) and isinstance(tensors[1], Val):
+        return _class_token(c, tensors[1], tensors[0], dim)
     vals = [c.tensor(t) for t in tensors]
     layouts = {(v.layout, v.groups) for v in vals}
     if len(layouts) != 1 or vals[0].layout not in (CF, CL):
@@ -1205,6 +1216,19 @@ def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
     if dim not in c.channel_axis(vals[0]):
         raise c.fail(f"concatenation along axis {dim} is not supported (only along the channels)")
     return Val(c.emit(None, "concat", [v.node for v in vals]), vals[0].layout)
+
+
+def _class_token(c: _Converter, x: Val, token: Param, dim) -> Val:
+    """``torch.cat([token.expand(n, -1, -1), x], dim=1)``: a learned ``[1, 1, D]`` token (expanded over the
+    batch, a constant of shape ``[N, 1, D]``) put before the tokens of a sequence: a ``class_token``."""
+    x = c.seq(x, True, "the class token's concatenation")
+    d = c.shape(x)[1]
+    t = token.tensor
+    if dim % 3 != 1 or t.dim() != 3 or tuple(t.shape[1:]) != (1, d) or not bool((t == t[:1]).all()):
+        raise c.fail(f"concatenating the parameter '{token.name}' of shape {list(t.shape)} before a sequence of "
+                     f"{d} features along axis {dim} is not a class token (a [1, 1, {d}] parameter expanded over "
+                     f"the batch, along axis 1)")
+    return Val(c.emit(token.name, "class_token", [x.node], {"weight": t[0].reshape(1, d)}))
 
 
 def f_flatten(c, n, x, start_dim=0, end_dim=-1):
@@ -1295,6 +1319,8 @@ def f_to_tokens(c: _Converter, n, x):
 def f_permute(c: _Converter, n, x, *dims):
     x = c.tensor(x)
     dims = _ints(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else _ints(dims)
+    if x.layout == FLAT and tuple(d % 3 for d in dims) == (0, 2, 1):
+        return _tokens(c, x)
     if x.layout in (CF, TND) and len(c.shape(x)) == 2 and tuple(d % 3 for d in dims) == (1, 0, 2):
         return Val(x.node, TND if x.layout == CF else CF)
     dims = tuple(d % 4 for d in dims) if len(dims) == 4 else dims
@@ -1306,8 +1332,15 @@ def f_permute(c: _Converter, n, x, *dims):
                  f"not supported (only NCHW <-> NHWC, as around ConvNeXt's channels-last layers)")
 
 
+def _tokens(c: _Converter, x: Val) -> Val:
+    """``[N, C, H*W]`` transposed to ``[N, H*W, C]``: the image's positions as tokens."""
+    return Val(c.emit(None, "to_tokens", [x.node]))
+
+
 def f_transpose(c: _Converter, n, x, dim0, dim1):
     x = c.tensor(x)
+    if x.layout == FLAT and {dim0 % 3, dim1 % 3} == {1, 2}:
+        return _tokens(c, x)
     if x.layout in (CF, TND) and len(c.shape(x)) == 2 and {dim0 % 3, dim1 % 3} == {0, 1}:
         return Val(x.node, TND if x.layout == CF else CF)   # [N, T, D] <-> [T, N, D]
     pair = {dim0 % 5, dim1 % 5} if x.layout in (GROUPED, GROUPED_T) else None
@@ -1346,6 +1379,8 @@ def _reshape(c: _Converter, n, x: Val, out: tuple[int, ...]) -> Val:
         return Val(c.emit(None, "channel_shuffle", [x.node], groups=x.groups))
     if x.layout == CF and len(shape) == 3 and out == (math.prod(shape),):
         return Val(c.emit(None, "flatten", [x.node]))
+    if x.layout == CF and len(shape) == 3 and out == (shape[0], shape[1] * shape[2]):
+        return Val(x.node, FLAT)   # a ViT's patches, [N, C, H*W], before they are made tokens
     raise c.fail(f"a reshape of a {_layout_words(x)} tensor of per-sample shape {list(c.expected(x))} to "
                  f"{list(out)} has no graph op (supported: flatten to [F], and the grouped views of a channel "
                  f"shuffle)")

@@ -232,6 +232,9 @@ def attention_shape(node: S.Attention, ins):
     shape = need_rank(ins, 2, node.op)
     if node.head_dim is None and shape[1] % node.num_heads:
         bad("num_heads", f"num_heads={node.num_heads} does not divide the {shape[1]} features; set head_dim")
+    if node.rotary and attention_dims(node, ins)[2] % 2:
+        bad("rotary", f"rotary position embeddings rotate pairs of features: head_dim "
+                      f"{attention_dims(node, ins)[2]} must be even")
     return tuple(shape)
 
 
@@ -688,7 +691,8 @@ def embedding_module(T, node: S.Embedding, ins):
 
 def attention_module(T, node: S.Attention, ins):
     d, h, hd, kv = attention_dims(node, ins)
-    return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout)
+    return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
+                             rotary=node.rotary, rope_theta=node.rope_theta)
 
 
 def rms_module(T, node: S.RMSNorm, ins):
@@ -797,7 +801,8 @@ def embedding_source(m) -> str:
 
 def attention_source(m) -> str:
     return (f"Attention({m.dim}, {m.num_heads}, {m.head_dim}, {m.kv_heads}, causal={m.causal}, "
-            f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r})")
+            f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r}"
+            + (f", rotary=True, rope_theta={m.rope_theta!r})" if m.rotary else ")"))
 
 
 def rms_source(m) -> str:

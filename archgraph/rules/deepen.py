@@ -225,6 +225,8 @@ class InsertBlock(_Insert):
         if head_dim is not None:
             attn["head_dim"] = head_dim
         causal = self.causal if self.causal is not None else bool(like is not None and like.causal)
+        if like is not None and like.rotary and (head_dim or d // attn["num_heads"]) % 2 == 0:
+            attn.update(rotary=True, rope_theta=like.rope_theta)   # the graph's positions are rotary
         ids = set(graph.nodes) | set(graph.inputs)
         base = self.prefix or self.after
 

@@ -1,0 +1,400 @@
+"""Hugging Face ``transformers`` models -> (Graph, weights), built from a config with random weights (nothing is
+downloaded).
+
+Hugging Face's models do not trace with torch.fx (transformers 5 has no fx tracer of its own any more, and their
+mask, cache and rotary code is Python on optional arguments), so each supported family is read module by module,
+from the structure its modeling file defines: GPT-2 (``Conv1D`` weights ``[in, out]``, transposed to linears),
+BERT (post-norm; zero token-type ids are a constant row added to the position table), Llama (RMSNorm, SwiGLU as
+``mul``, grouped-query attention, rotary positions) and ViT. An import is exact or it fails: :func:`from_model`
+runs the model and the graph on the same input in float64 and raises
+:class:`~archgraph.errors.ConversionError` when they differ (:func:`max_error` measures it).
+
+>>> from archgraph.interop import hf                                  # doctest: +SKIP
+>>> graph, weights = hf.from_config("llama", seq_len=8)              # doctest: +SKIP
+>>> [n.op for n in graph.nodes.values()][:4]                          # doctest: +SKIP
+['embedding', 'rmsnorm', 'attention', 'add']
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Callable, Optional
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from ..compat import import_transformers
+from ..errors import ArchgraphError, ConversionError
+from ..fx.builder import build
+from ..fx.weights import load_into
+from ..graph import Graph, TokenShape
+from ..ops.registry import OPS
+from ..ops.spec import KIND_BY_OP
+
+#: small sizes per model type for :func:`from_config` (overridden by its keyword arguments)
+SMALL: dict[str, dict[str, Any]] = {
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=100, bos_token_id=0, eos_token_id=0),
+    "bert": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100,
+                 max_position_embeddings=64),
+    "llama": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
+                patch_size=8),
+}
+
+#: Hugging Face activation names -> (op, fields)
+ACTIVATIONS: dict[str, tuple[str, dict]] = {
+    "gelu": ("gelu", {}), "gelu_new": ("gelu", {"approximate": "tanh"}),
+    "gelu_pytorch_tanh": ("gelu", {"approximate": "tanh"}), "relu": ("relu", {}), "silu": ("silu", {}),
+    "swish": ("silu", {}),
+}
+
+
+def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = False, seed: int = 0,
+                check: bool = True, **sizes) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
+
+    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"vit"``: built with the
+    :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
+    logits (its head untied from the embedding: the graph format has no shared weights) instead of the last hidden
+    state."""
+    return from_model(build_model(model_type_or_config, lm_head=lm_head, seed=seed, **sizes), seq_len, check=check)
+
+
+def build_model(model_type_or_config, *, lm_head: bool = False, seed: int = 0, **sizes) -> nn.Module:
+    """A randomly initialised Hugging Face model in eval mode (``AutoModel``, or ``AutoModelForCausalLM`` with
+    ``lm_head``), SDPA attention."""
+    tr = import_transformers()
+    if isinstance(model_type_or_config, str):
+        if model_type_or_config not in WALKERS:
+            raise ConversionError(f"Hugging Face model type {model_type_or_config!r} is not supported (supported: "
+                                  f"{', '.join(WALKERS)})", field="model")
+        untied = {"tie_word_embeddings": False} if lm_head else {}
+        overrides = {**untied, **SMALL[model_type_or_config], **sizes}
+        config = tr.AutoConfig.for_model(model_type_or_config, **overrides)
+    else:
+        config = model_type_or_config
+    auto = tr.AutoModelForCausalLM if lm_head else tr.AutoModel
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return auto.from_config(config, attn_implementation="sdpa").eval()
+
+
+def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Convert a Hugging Face model of a supported type to a graph and weights ``{"<node_id>.<param>": tensor}``.
+
+    Text models read ``seq_len`` token ids (the graph input ``input_ids: {shape: [seq_len], vocab: V}``) and output
+    the last hidden state ``[seq_len, D]`` (a causal LM: its logits); ViT reads ``pixel_values`` ``[3, H, W]`` at
+    the config's image size and outputs the last hidden state (the pooler is left out). Optional forward arguments
+    (attention masks, token types, caches) are the defaults: no padding, token type 0. ``check``: compare with the
+    model in float64 (see :func:`max_error`) and raise when they differ by more than ``1e-9 x max(1, max |y|)``."""
+    graph, weights = _convert(model, int(seq_len))
+    if check:
+        err, scale = max_error(model, seq_len)
+        if not err <= 1e-9 * max(1.0, scale):
+            raise ConversionError(f"the converted {type(model).__name__} differs from the model by {err:.3g} in "
+                                  f"float64 (max |y| {scale:.3g}): its structure is not the one archgraph reads")
+    return graph, weights
+
+
+def _convert(model: nn.Module, seq_len: int) -> tuple[Graph, dict[str, torch.Tensor]]:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    walker = WALKERS.get(model_type)
+    if walker is None:
+        raise ConversionError(f"Hugging Face model type {model_type!r} is not supported (supported: "
+                              f"{', '.join(WALKERS)})", field="model")
+    base = model.base_model
+    b = _Nodes()
+    try:
+        out = walker(b, base, seq_len)
+        if base is not model:
+            out = _head(b, model, base, out)
+    except AttributeError as err:   # another transformers version names its modules otherwise
+        raise ConversionError(f"{type(model).__name__} is not laid out as archgraph reads {model_type} models "
+                              f"(transformers 5's modeling file): {err}") from None
+    return b.finish(type(model).__name__.lower(), out)
+
+
+def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float, float]:
+    """``(max |model - graph|, max |model|)``: a float64 copy of ``model`` and the graph converted from it, on a
+    seeded input of 2 samples.
+
+    Hugging Face computes two things in float32 whatever the model's dtype: Llama's RMSNorm (it casts to float32 and
+    back) and the rotary angles. The rotary op computes its angles the same way; the norm is run in the input's
+    dtype here (in float32 the two are the same function)."""
+    ref = copy.deepcopy(model).double().eval()
+    graph, weights = _convert(ref, int(seq_len))
+    built = build(graph, dtype=torch.float64)
+    load_into(built, weights)
+    built.eval()
+    name, shape = next(iter(graph.inputs.items()))
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(shape, TokenShape):
+        x = torch.randint(0, shape.vocab, (2, *shape), generator=gen)
+    else:
+        x = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
+    with torch.no_grad(), _native_rms_norms(ref):
+        out = ref(**{name: x})
+        y = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+        got = built(x)
+    return float((y - got).abs().max()), float(y.abs().max())
+
+
+@contextlib.contextmanager
+def _native_rms_norms(model: nn.Module):
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")]
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+    for m in norms:
+        m.forward = forward.__get__(m)
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.forward
+
+
+# ---- building nodes ------------------------------------------------------------------------------------------------
+
+class _Nodes:
+    """Graph nodes in the making: each is validated and its shape inferred when it is added."""
+
+    def __init__(self):
+        self.inputs: dict[str, Any] = {}
+        self.nodes: dict[str, dict] = {}
+        self.shapes: dict[str, Any] = {}
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def input(self, name: str, spec, shape) -> str:
+        self.inputs[name] = spec
+        self.shapes[name] = shape
+        return name
+
+    def emit(self, nid: str, op: str, inputs: list[str], weights: Optional[dict] = None, **fields) -> str:
+        nid = nid.replace(".", "_")
+        data = {"op": op, "in": list(inputs), **fields}
+        try:
+            spec = KIND_BY_OP[op].model_validate(data)
+            self.shapes[nid] = tuple(OPS[op].shape(spec, [self.shapes[i] for i in spec.inputs]))
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ConversionError(f"node '{nid}' ({op}) field {'.'.join(map(str, first['loc']))}: "
+                                  f"{first['msg']}", node=nid) from None
+        except ArchgraphError as err:
+            raise ConversionError(f"node '{nid}' ({op}): {err.message}", node=nid) from None
+        self.nodes[nid] = data
+        for key, tensor in (weights or {}).items():
+            self.weights[f"{nid}.{key}"] = tensor.detach().clone().contiguous()
+        return nid
+
+    def linear(self, nid: str, x: str, m: nn.Module) -> str:
+        """``nn.Linear``, or GPT-2's ``Conv1D`` (``y = x @ W + b``, ``W`` ``[in, out]``: a linear of ``W.T``)."""
+        w, bias = _linear_weight(m), getattr(m, "bias", None)
+        state = {"weight": w} if bias is None else {"weight": w, "bias": bias}
+        return self.emit(nid, "linear", [x], state, out_features=int(w.shape[0]), bias=bias is not None)
+
+    def layernorm(self, nid: str, x: str, m: nn.LayerNorm) -> str:
+        if not isinstance(m, nn.LayerNorm):
+            raise ConversionError(f"'{nid}' is a {type(m).__name__}, not an nn.LayerNorm", node=nid)
+        state = {} if m.weight is None else {"weight": m.weight}
+        if m.bias is not None:
+            state["bias"] = m.bias
+        return self.emit(nid, "layernorm", [x], state, eps=float(m.eps), elementwise_affine=m.weight is not None,
+                         bias=m.bias is not None)
+
+    def rmsnorm(self, nid: str, x: str, m: nn.Module) -> str:
+        eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+        return self.emit(nid, "rmsnorm", [x], {"weight": m.weight}, eps=float(eps))
+
+    def dropout(self, nid: str, x: str, p: float) -> str:
+        return x if not p else self.emit(nid, "dropout", [x], p=float(p))
+
+    def activation(self, nid: str, x: str, name) -> str:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise ConversionError(f"activation {name!r} is not supported (supported: {', '.join(ACTIVATIONS)})",
+                                  node=nid)
+        op, fields = ACTIVATIONS[name]
+        return self.emit(nid, op, [x], **fields)
+
+    def attention(self, nid: str, x: str, q, k, v, o, num_heads: int, kv_heads: Optional[int] = None,
+                  head_dim: Optional[int] = None, **fields) -> str:
+        """One ``attention`` node from four projections (linears or ``Conv1D``s, or ``(weight, bias)`` pairs)."""
+        parts = dict(zip(("q_proj", "k_proj", "v_proj", "o_proj"), (q, k, v, o)))
+        pairs = {name: p if isinstance(p, tuple) else (_linear_weight(p), getattr(p, "bias", None))
+                 for name, p in parts.items()}
+        biased = {name for name, (_, bias) in pairs.items() if bias is not None}
+        if biased not in (set(), set(pairs)):
+            raise ConversionError(f"'{nid}': the attention op has biases on all four projections or on none; "
+                                  f"these have them on {sorted(biased)} only", node=nid)
+        state = {f"{name}.{key}": t for name, (w, bias) in pairs.items()
+                 for key, t in (("weight", w), ("bias", bias)) if t is not None}
+        d = self.shapes[x][-1]
+        if head_dim is not None and head_dim * num_heads == d:
+            head_dim = None
+        if kv_heads == num_heads:
+            kv_heads = None
+        return self.emit(nid, "attention", [x], state, num_heads=num_heads, head_dim=head_dim, kv_heads=kv_heads,
+                         bias=bool(biased), **fields)
+
+    def finish(self, name: str, output: str) -> tuple[Graph, dict[str, torch.Tensor]]:
+        nodes = {k: {f: v for f, v in d.items() if v is not None} for k, d in self.nodes.items()}
+        data = {"archgraph": 1, "name": name, "inputs": self.inputs, "nodes": nodes, "outputs": [output]}
+        try:
+            return Graph.model_validate(data), dict(self.weights)
+        except ValidationError as err:
+            raise ConversionError(f"the converted graph is not valid: {err.errors()[0]['msg']}") from None
+
+
+def _linear_weight(m: nn.Module) -> torch.Tensor:
+    if isinstance(m, nn.Linear):
+        return m.weight
+    if type(m).__name__ == "Conv1D" and hasattr(m, "nf"):    # GPT-2's: weight [in, out]
+        return m.weight.t()
+    raise ConversionError(f"a projection of type {type(m).__name__} is not supported (nn.Linear or Conv1D)")
+
+
+def _tokens(b: _Nodes, t: int, vocab: int, limit: Optional[int] = None) -> str:
+    if t <= 0 or (limit is not None and t > limit):
+        raise ConversionError(f"seq_len {t} must be between 1 and the model's {limit} positions", field="seq_len")
+    return b.input("input_ids", {"shape": [t], "vocab": int(vocab)}, TokenShape((t,), int(vocab)))
+
+
+def _refuse(condition: bool, message: str) -> None:
+    if condition:
+        raise ConversionError(message)
+
+
+# ---- the families ------------------------------------------------------------------------------------------------
+
+def _gpt2(b: _Nodes, base, t: int) -> str:
+    cfg = base.config
+    _refuse(not cfg.scale_attn_weights or cfg.scale_attn_by_inverse_layer_idx,
+            "GPT-2 attention must scale by 1/sqrt(head_dim) (scale_attn_weights=True, "
+            "scale_attn_by_inverse_layer_idx=False): the attention op scales so")
+    x = _tokens(b, t, cfg.vocab_size, cfg.n_positions)
+    x = b.emit("wte", "embedding", [x], {"weight": base.wte.weight}, embedding_dim=cfg.n_embd)
+    x = b.emit("wpe", "position_embedding", [x], {"weight": base.wpe.weight[:t]})
+    x = b.dropout("drop", x, cfg.embd_pdrop)
+    for i, block in enumerate(base.h):
+        p, attn = f"h_{i}", block.attn
+        _refuse(getattr(attn, "is_cross_attention", False), f"h.{i}: cross-attention is not supported")
+        w, bias = _linear_weight(attn.c_attn), attn.c_attn.bias
+        q, k, v = ((wp, bp) for wp, bp in zip(w.chunk(3), bias.chunk(3)))
+        h = b.layernorm(f"{p}_ln_1", x, block.ln_1)
+        h = b.attention(f"{p}_attn", h, q, k, v, attn.c_proj, num_heads=cfg.n_head, causal=True,
+                        dropout=float(cfg.attn_pdrop))
+        x = b.emit(f"{p}_add_1", "add", [b.dropout(f"{p}_attn_resid_dropout", h, cfg.resid_pdrop), x])
+        h = b.layernorm(f"{p}_ln_2", x, block.ln_2)
+        h = b.activation(f"{p}_mlp_act", b.linear(f"{p}_mlp_c_fc", h, block.mlp.c_fc), cfg.activation_function)
+        h = b.dropout(f"{p}_mlp_dropout", b.linear(f"{p}_mlp_c_proj", h, block.mlp.c_proj), cfg.resid_pdrop)
+        x = b.emit(f"{p}_add_2", "add", [h, x])
+    return b.layernorm("ln_f", x, base.ln_f)
+
+
+def _bert(b: _Nodes, base, t: int) -> str:
+    cfg = base.config
+    _refuse(cfg.is_decoder, "a BERT decoder (is_decoder=True) is not supported")
+    kind = getattr(cfg, "position_embedding_type", "absolute")
+    _refuse(kind != "absolute", f"position_embedding_type={kind!r} is not supported (only absolute)")
+    emb = base.embeddings
+    x = _tokens(b, t, cfg.vocab_size, cfg.max_position_embeddings)
+    x = b.emit("embeddings_word_embeddings", "embedding", [x], {"weight": emb.word_embeddings.weight},
+               embedding_dim=cfg.hidden_size)
+    # token type 0 everywhere: its row is a constant added at every position
+    table = emb.position_embeddings.weight[:t] + emb.token_type_embeddings.weight[0]
+    x = b.emit("embeddings_position_embeddings", "position_embedding", [x], {"weight": table})
+    x = b.dropout("embeddings_dropout", b.layernorm("embeddings_LayerNorm", x, emb.LayerNorm), cfg.hidden_dropout_prob)
+    for i, layer in enumerate(base.encoder.layer):
+        p, att = f"encoder_layer_{i}", layer.attention
+        _refuse(getattr(layer, "add_cross_attention", False), f"encoder.layer.{i}: cross-attention is not supported")
+        h = b.attention(f"{p}_attention", x, att.self.query, att.self.key, att.self.value, att.output.dense,
+                        num_heads=cfg.num_attention_heads, dropout=float(cfg.attention_probs_dropout_prob))
+        h = b.dropout(f"{p}_attention_output_dropout", h, cfg.hidden_dropout_prob)
+        x = b.layernorm(f"{p}_attention_output_LayerNorm", b.emit(f"{p}_attention_add", "add", [h, x]),
+                        att.output.LayerNorm)
+        h = b.activation(f"{p}_intermediate_act", b.linear(f"{p}_intermediate_dense", x, layer.intermediate.dense),
+                         cfg.hidden_act)
+        h = b.dropout(f"{p}_output_dropout", b.linear(f"{p}_output_dense", h, layer.output.dense),
+                      cfg.hidden_dropout_prob)
+        x = b.layernorm(f"{p}_output_LayerNorm", b.emit(f"{p}_output_add", "add", [h, x]), layer.output.LayerNorm)
+    return x
+
+
+def _rope_theta(cfg) -> float:
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    kind = rope.get("rope_type", "default")
+    _refuse(kind != "default", f"rope_type {kind!r} is not supported (only the default rotary embedding)")
+    _refuse(rope.get("partial_rotary_factor", 1.0) != 1.0, "a partial rotary embedding is not supported")
+    return float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+
+
+def _llama(b: _Nodes, base, t: int) -> str:
+    cfg = base.config
+    theta = _rope_theta(cfg)
+    x = _tokens(b, t, cfg.vocab_size)
+    x = b.emit("embed_tokens", "embedding", [x], {"weight": base.embed_tokens.weight},
+               embedding_dim=cfg.hidden_size)
+    for i, layer in enumerate(base.layers):
+        p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
+        _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
+                f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
+        h = b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
+        h = b.attention(f"{p}_self_attn", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+                        num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
+                        head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, rope_theta=theta,
+                        dropout=float(cfg.attention_dropout))
+        x = b.emit(f"{p}_add_1", "add", [x, h])
+        h = b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
+        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, mlp.gate_proj), cfg.hidden_act)
+        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, mlp.up_proj)])
+        x = b.emit(f"{p}_add_2", "add", [x, b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj)])
+    return b.rmsnorm("norm", x, base.norm)
+
+
+def _vit(b: _Nodes, base, t: int) -> str:
+    cfg = base.config
+    _refuse(not cfg.qkv_bias, "qkv_bias=False is not supported: the attention op has biases on all four "
+                              "projections or on none, and ViT's output projection has one")
+    emb = base.embeddings
+    _refuse(getattr(emb, "mask_token", None) is not None, "a ViT with a mask token is not supported")
+    size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
+    x = b.input("pixel_values", [cfg.num_channels, size, size], (cfg.num_channels, size, size))
+    proj = emb.patch_embeddings.projection
+    x = b.emit("embeddings_patch_embeddings_projection", "conv2d", [x], dict(proj.state_dict()),
+               out_channels=proj.out_channels, kernel_size=list(proj.kernel_size), stride=list(proj.stride),
+               bias=proj.bias is not None)
+    x = b.emit("embeddings_patch_embeddings", "to_tokens", [x])
+    x = b.emit("embeddings_cls_token", "class_token", [x], {"weight": emb.cls_token.reshape(1, -1)})
+    x = b.emit("embeddings_position_embeddings", "position_embedding", [x],
+               {"weight": emb.position_embeddings.reshape(b.shapes[x])})
+    x = b.dropout("embeddings_dropout", x, cfg.hidden_dropout_prob)
+    for i, layer in enumerate(base.layers):
+        p, att, mlp = f"layers_{i}", layer.attention, layer.mlp
+        h = b.layernorm(f"{p}_layernorm_before", x, layer.layernorm_before)
+        h = b.attention(f"{p}_attention", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+                        num_heads=cfg.num_attention_heads, dropout=float(cfg.attention_probs_dropout_prob))
+        x = b.emit(f"{p}_add_1", "add", [b.dropout(f"{p}_dropout", h, layer.dropout.p), x])
+        h = b.layernorm(f"{p}_layernorm_after", x, layer.layernorm_after)
+        h = b.activation(f"{p}_mlp_activation_fn", b.linear(f"{p}_mlp_fc1", h, mlp.fc1), cfg.hidden_act)
+        h = b.dropout(f"{p}_dropout_1", b.linear(f"{p}_mlp_fc2", h, mlp.fc2), layer.dropout.p)
+        x = b.emit(f"{p}_add_2", "add", [h, x])
+    return b.layernorm("layernorm", x, base.layernorm)
+
+
+def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
+    """A causal LM's ``lm_head`` (untied: the graph format has no shared weights)."""
+    head = getattr(model, "lm_head", None)
+    _refuse(not isinstance(head, nn.Linear), f"{type(model).__name__}: only a base model or a causal LM with an "
+                                             f"lm_head is supported")
+    embed = base.get_input_embeddings()
+    _refuse(head.weight is getattr(embed, "weight", None), f"{type(model).__name__}'s lm_head is tied to its "
+            f"embedding; shared weights cannot be expressed in the graph format (build it with "
+            f"tie_word_embeddings=False, or import the base model)")
+    return b.linear("lm_head", x, head)
+
+
+#: model type -> the function that reads its base model
+WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "vit": _vit}
+
