@@ -19,8 +19,10 @@ Conventions, stated once:
   that version's per-sample cost times the samples it trained on.
 - **Wall time** is the time inside training steps plus the time of each rewrite (rule, build, weight and optimizer
   transfer); evaluation is left out of both runs (each pays the same per evaluation).
-- **The threshold** is the scratch run's validation bpc at its last evaluation (the end of its budget); each run's
-  cost is that at its *first* evaluation at or below it (the grown run trains longer so it can get there).
+- **The threshold** is the scratch run's validation bpc at the end of its budget, averaged over its last
+  ``--window`` evaluations (at a constant learning rate one evaluation is noisy); each run's cost is that at its
+  *first* evaluation whose average with the ``window - 1`` before it is at or below the threshold (the grown run
+  trains longer so it can get there).
 """
 from __future__ import annotations
 
@@ -122,23 +124,36 @@ def train(run_file: Path, out_dir: Path, *, seed: int, epochs: int, every: int,
             "test_bpc": summary["test_bpc"], "versions": summary["versions"], "hash": summary["hash"]}
 
 
-def crossing(curve: list[dict], threshold: float) -> Optional[dict]:
-    """The first point of ``curve`` at or below ``threshold`` (None when the run never gets there).
+def smoothed(curve: list[dict], window: int) -> list[dict]:
+    """``curve`` with ``bpc``: the mean val bpc of each point and the ``window - 1`` before it (fewer at the start),
+    so that one lucky evaluation of a noisy constant-learning-rate run neither sets nor meets the threshold.
 
-    >>> crossing([{"val_bpc": 3.0}, {"val_bpc": 2.0}, {"val_bpc": 1.9}], 2.0)
-    {'val_bpc': 2.0}
+    >>> [p["bpc"] for p in smoothed([{"val_bpc": 3.0}, {"val_bpc": 2.0}, {"val_bpc": 1.0}], 2)]
+    [3.0, 2.5, 1.5]
     """
-    return next((p for p in curve if p["val_bpc"] <= threshold), None)
+    return [dict(p, bpc=statistics.fmean(q["val_bpc"] for q in curve[max(0, i - window + 1):i + 1]))
+            for i, p in enumerate(curve)]
 
 
-def compare(scratch: dict, grown: dict) -> dict:
-    """One seed's row: the threshold (scratch's last val bpc), each run's cost at its first crossing, the ratios."""
-    threshold = scratch["curve"][-1]["val_bpc"]
-    a, b = crossing(scratch["curve"], threshold), crossing(grown["curve"], threshold)
+def crossing(curve: list[dict], threshold: float) -> Optional[dict]:
+    """The first point of ``curve`` whose ``bpc`` is at or below ``threshold`` (None when the run never gets there).
+
+    >>> crossing([{"bpc": 3.0}, {"bpc": 2.0}, {"bpc": 1.9}], 2.0)
+    {'bpc': 2.0}
+    """
+    return next((p for p in curve if p["bpc"] <= threshold), None)
+
+
+def compare(scratch: dict, grown: dict, window: int = 1) -> dict:
+    """One seed's row: the threshold (scratch's last smoothed val bpc), each run's cost at its first smoothed point
+    at or below it, and the ratios grown / scratch."""
+    sc, gr = smoothed(scratch["curve"], window), smoothed(grown["curve"], window)
+    threshold = sc[-1]["bpc"]
+    a, b = crossing(sc, threshold), crossing(gr, threshold)
     row = {"seed": scratch["seed"], "threshold_bpc": threshold,
            "scratch_step": a["step"], "scratch_flops": a["flops"], "scratch_wall_s": a["wall_s"],
            "grown_step": None, "grown_flops": None, "grown_wall_s": None, "flops_ratio": None, "wall_ratio": None,
-           "grown_best_bpc": min(p["val_bpc"] for p in grown["curve"]),
+           "grown_best_bpc": min(p["bpc"] for p in gr),
            "scratch_test_bpc": scratch["test_bpc"], "grown_test_bpc": grown["test_bpc"]}
     if b is not None:
         row.update(grown_step=b["step"], grown_flops=b["flops"], grown_wall_s=b["wall_s"],
@@ -156,8 +171,9 @@ def write(rows: list[dict], runs: list[dict], args, out: Path) -> None:
     data = {"command": " ".join(["python", "benchmarks/growth_compute.py", *sys.argv[1:]]),
             "conventions": {"flops": "6 x forward MACs (graph.macs) x samples per training step",
                             "wall_s": "time in training steps and rewrites, evaluation excluded",
-                            "threshold": "the scratch run's last validation bpc"},
-            "torch_threads": torch.get_num_threads(), "every": args.every,
+                            "threshold": "the scratch run's last validation bpc, averaged over the last "
+                                         f"{args.window} evaluations; crossings on the same average"},
+            "torch_threads": torch.get_num_threads(), "every": args.every, "window": args.window,
             "median_flops_ratio": flops_med, "median_wall_ratio": wall_med, "rows": rows, "runs": runs}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = ["# Growth saves compute? (benchmarks/growth_compute.py)", "",
@@ -165,7 +181,8 @@ def write(rows: list[dict], runs: list[dict], args, out: Path) -> None:
              f"{runs[0]['params']:,} parameters) trained from scratch against the same architecture grown from "
              "`gpt_grow_seed.yaml` by the staged, function-preserving rules of "
              "`benchmarks/configs/growth_compute_grown.yaml`. Cost until the first evaluation (every "
-             f"{args.every} steps) at or below the scratch run's final validation bpc; FLOPs = 6 x forward MACs x "
+             f"{args.every} steps) whose validation bpc, averaged with the {args.window - 1} before it, is at or "
+             "below the scratch run's final one (averaged the same way); FLOPs = 6 x forward MACs x "
              "samples; wall time = training steps and rewrites, evaluation excluded.", "",
              "| seed | threshold val bpc | scratch step | scratch GFLOPs | scratch wall s | grown step | grown GFLOPs "
              "| grown wall s | FLOPs grown/scratch | wall grown/scratch | test bpc scratch / grown |",
@@ -187,9 +204,10 @@ def write(rows: list[dict], runs: list[dict], args, out: Path) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--scratch-epochs", type=int, default=3)
-    ap.add_argument("--grown-epochs", type=int, default=4)
-    ap.add_argument("--every", type=int, default=50, help="steps between evaluations of the validation bpc")
+    ap.add_argument("--scratch-epochs", type=int, default=6)
+    ap.add_argument("--grown-epochs", type=int, default=7)
+    ap.add_argument("--every", type=int, default=100, help="steps between evaluations of the validation bpc")
+    ap.add_argument("--window", type=int, default=3, help="evaluations averaged before the threshold is applied")
     ap.add_argument("--scratch", type=Path, default=SCRATCH)
     ap.add_argument("--grown", type=Path, default=GROWN)
     ap.add_argument("--stage-steps", type=int, nargs="+", help="move the grown run's stages to these steps")
@@ -209,7 +227,7 @@ def main(argv=None) -> None:
             if grown["final_macs"] != scratch["final_macs"] or grown["params"] != scratch["params"]:
                 raise SystemExit(f"the grown run ends in {grown['params']:,} parameters and {grown['final_macs']:,} "
                                  f"MACs, the target has {scratch['params']:,} and {scratch['final_macs']:,}")
-            rows.append(compare(scratch, grown))
+            rows.append(compare(scratch, grown, args.window))
             runs += [scratch, grown]
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,11 +69,15 @@ def test_watching_does_not_change_the_run(runs):
 def test_crossing_is_the_first_point_at_or_below():
     curve = [{"step": s, "val_bpc": b, "flops": 10 * s, "wall_s": s / 10} for s, b in
              [(0, 5.0), (1, 3.0), (2, 2.5), (3, 2.6), (4, 2.4)]]
-    assert gc.crossing(curve, 2.5)["step"] == 2
-    assert gc.crossing(curve, 2.45)["step"] == 4
-    assert gc.crossing(curve, 2.0) is None
+    raw = gc.smoothed(curve, 1)
+    assert gc.crossing(raw, 2.5)["step"] == 2
+    assert gc.crossing(raw, 2.45)["step"] == 4
+    assert gc.crossing(raw, 2.0) is None
+    assert [p["bpc"] for p in gc.smoothed(curve, 2)] == pytest.approx([5.0, 4.0, 2.75, 2.55, 2.5])
     scratch = {"seed": 0, "curve": curve, "test_bpc": 2.4}
     grown = {"curve": [dict(p, flops=p["flops"] // 2) for p in curve], "test_bpc": 2.4}
     row = gc.compare(scratch, grown)
     assert row["threshold_bpc"] == 2.4 and row["scratch_step"] == row["grown_step"] == 4
     assert row["flops_ratio"] == 0.5 and row["wall_ratio"] == 1.0
+    row = gc.compare(scratch, grown, window=2)   # the threshold and the crossings on the mean of two evaluations
+    assert row["threshold_bpc"] == 2.5 and row["scratch_step"] == 4
