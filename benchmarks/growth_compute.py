@@ -20,7 +20,7 @@ Conventions, stated once:
 - **Wall time** is the time inside training steps plus the time of each rewrite (rule, build, weight and optimizer
   transfer); evaluation is left out of both runs (each pays the same per evaluation).
 - **The threshold** is the scratch run's validation bpc at the end of its budget, averaged over its last
-  ``--window`` evaluations (at a constant learning rate one evaluation is noisy); each run's cost is that at its
+  ``--window`` evaluations at multiples of ``--every`` steps (the end of the last epoch is not one) (at a constant learning rate one evaluation is noisy); each run's cost is that at its
   *first* evaluation whose average with the ``window - 1`` before it is at or below the threshold (the grown run
   trains longer so it can get there).
 """
@@ -144,10 +144,13 @@ def crossing(curve: list[dict], threshold: float) -> Optional[dict]:
     return next((p for p in curve if p["bpc"] <= threshold), None)
 
 
-def compare(scratch: dict, grown: dict, window: int = 1) -> dict:
+def compare(scratch: dict, grown: dict, window: int = 1, every: Optional[int] = None) -> dict:
     """One seed's row: the threshold (scratch's last smoothed val bpc), each run's cost at its first smoothed point
-    at or below it, and the ratios grown / scratch."""
-    sc, gr = smoothed(scratch["curve"], window), smoothed(grown["curve"], window)
+    at or below it, and the ratios grown / scratch. With ``every`` only the points at multiples of ``every`` steps
+    count: a run's last point, at the end of its last epoch, is not one of the other run's points."""
+    def grid(curve):
+        return [p for p in curve if every is None or p["step"] % every == 0]
+    sc, gr = smoothed(grid(scratch["curve"]), window), smoothed(grid(grown["curve"]), window)
     threshold = sc[-1]["bpc"]
     a, b = crossing(sc, threshold), crossing(gr, threshold)
     row = {"seed": scratch["seed"], "threshold_bpc": threshold,
@@ -214,7 +217,13 @@ def main(argv=None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override of the grown run file (a YAML value), e.g. schedule.lr=0.003")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "growth_compute")
+    ap.add_argument("--rescore", type=Path, help="recompute the rows from the runs of a results JSON, no training")
     args = ap.parse_args(argv)
+    if args.rescore:
+        runs = json.loads(args.rescore.read_text())["runs"]
+        rows = [compare(a, b, args.window, args.every) for a, b in zip(runs[::2], runs[1::2])]
+        write(rows, runs, args, args.out)
+        return
     import yaml
     grown_settings = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     rows, runs = [], []
@@ -227,7 +236,7 @@ def main(argv=None) -> None:
             if grown["final_macs"] != scratch["final_macs"] or grown["params"] != scratch["params"]:
                 raise SystemExit(f"the grown run ends in {grown['params']:,} parameters and {grown['final_macs']:,} "
                                  f"MACs, the target has {scratch['params']:,} and {scratch['final_macs']:,}")
-            rows.append(compare(scratch, grown, args.window))
+            rows.append(compare(scratch, grown, args.window, args.every))
             runs += [scratch, grown]
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

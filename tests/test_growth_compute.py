@@ -81,3 +81,7 @@ def test_crossing_is_the_first_point_at_or_below():
     assert row["flops_ratio"] == 0.5 and row["wall_ratio"] == 1.0
     row = gc.compare(scratch, grown, window=2)   # the threshold and the crossings on the mean of two evaluations
     assert row["threshold_bpc"] == 2.5 and row["scratch_step"] == 4
+    row = gc.compare(scratch, grown, every=2)   # only the points at steps 0, 2, 4
+    assert row["threshold_bpc"] == 2.4
+    grown["curve"][3]["val_bpc"] = 2.0   # step 3 is off the grid: it does not cross
+    assert gc.compare(scratch, grown, every=2)["grown_step"] == 4
