@@ -2,7 +2,7 @@
 from a small seed into a target by function-preserving rules, against the target trained from scratch: training
 FLOPs and wall time until each first reaches the same validation bpc, per seed and as ratios grown / scratch.
 
-    python benchmarks/growth_compute.py                 # 3 seeds, about 40 minutes on one CPU thread
+    python benchmarks/growth_compute.py                 # 3 seeds, about 25 minutes on one shared CPU thread
     python benchmarks/growth_compute.py --seeds 0 --scratch-epochs 1 --grown-epochs 1 --every 100   # a smoke run
 
 The two runs are the run files ``benchmarks/configs/growth_compute_scratch.yaml`` (the target, ``dense``) and
@@ -169,9 +169,10 @@ def _median(values: list) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
-def write(rows: list[dict], runs: list[dict], args, out: Path) -> None:
+def write(rows: list[dict], runs: list[dict], args, out: Path, command: Optional[str] = None) -> None:
     flops_med, wall_med = _median([r["flops_ratio"] for r in rows]), _median([r["wall_ratio"] for r in rows])
-    data = {"command": " ".join(["python", "benchmarks/growth_compute.py", *sys.argv[1:]]),
+    here = " ".join(["python", "benchmarks/growth_compute.py", *sys.argv[1:]])
+    data = {"command": command or here, **({"rows_from": here} if command else {}),
             "conventions": {"flops": "6 x forward MACs (graph.macs) x samples per training step",
                             "wall_s": "time in training steps and rewrites, evaluation excluded",
                             "threshold": "the scratch run's last validation bpc, averaged over the last "
@@ -180,7 +181,7 @@ def write(rows: list[dict], runs: list[dict], args, out: Path) -> None:
             "median_flops_ratio": flops_med, "median_wall_ratio": wall_med, "rows": rows, "runs": runs}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = ["# Growth saves compute? (benchmarks/growth_compute.py)", "",
-             f"`{data['command']}`, one CPU thread. The target (`benchmarks/configs/gpt_grow_target.yaml`, "
+             f"`{data['command']}`" + (f" (rows from `{here}`)" if command else "") + ", one CPU thread. The target (`benchmarks/configs/gpt_grow_target.yaml`, "
              f"{runs[0]['params']:,} parameters) trained from scratch against the same architecture grown from "
              "`gpt_grow_seed.yaml` by the staged, function-preserving rules of "
              "`benchmarks/configs/growth_compute_grown.yaml`. Cost until the first evaluation (every "
@@ -220,9 +221,10 @@ def main(argv=None) -> None:
     ap.add_argument("--rescore", type=Path, help="recompute the rows from the runs of a results JSON, no training")
     args = ap.parse_args(argv)
     if args.rescore:
-        runs = json.loads(args.rescore.read_text())["runs"]
+        old = json.loads(args.rescore.read_text())
+        runs = old["runs"]
         rows = [compare(a, b, args.window, args.every) for a, b in zip(runs[::2], runs[1::2])]
-        write(rows, runs, args, args.out)
+        write(rows, runs, args, args.out, command=old.get("command"))
         return
     import yaml
     grown_settings = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
