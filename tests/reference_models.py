@@ -339,18 +339,20 @@ HAND_WRITTEN.update({"gpt_tiny": (GPTTiny, {"shape": (32,), "vocab": 65}), "vit_
 # ---- dense prediction (issue 14) --------------------------------------------------------------------------------
 
 class UNetTiny(nn.Module):
-    """The hand-written twin of ``examples/seeds/unet_tiny.yaml`` (attribute names are the node ids)."""
+    """The hand-written twin of ``examples/seeds/unet_tiny.yaml`` and, 1 input channel, width 16 and 11 classes,
+    of ``unet_scenes.yaml`` / ``unet_scenes64.yaml`` (attribute names are the node ids)."""
 
-    def __init__(self, classes: int = 4):
+    def __init__(self, classes: int = 4, in_channels: int = 3, width: int = 8):
         super().__init__()
-        self.e1_conv, self.e1_bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-        self.e2_conv, self.e2_bn = nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
-        self.mid_conv, self.mid_bn = nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32)
-        self.up2 = nn.ConvTranspose2d(32, 16, 2, stride=2)
-        self.d2_conv, self.d2_bn = nn.Conv2d(32, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)
-        self.up1_conv = nn.Conv2d(16, 8, 1)
-        self.d1_conv, self.d1_bn = nn.Conv2d(16, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-        self.head = nn.Conv2d(8, classes, 1)
+        w = width
+        self.e1_conv, self.e1_bn = nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)
+        self.e2_conv, self.e2_bn = nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w)
+        self.mid_conv, self.mid_bn = nn.Conv2d(2 * w, 4 * w, 3, padding=1, bias=False), nn.BatchNorm2d(4 * w)
+        self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
+        self.d2_conv, self.d2_bn = nn.Conv2d(4 * w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w)
+        self.up1_conv = nn.Conv2d(2 * w, w, 1)
+        self.d1_conv, self.d1_bn = nn.Conv2d(2 * w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)
+        self.head = nn.Conv2d(w, classes, 1)
 
     def forward(self, x):
         e1 = torch.relu(self.e1_bn(self.e1_conv(x)))
@@ -362,7 +364,9 @@ class UNetTiny(nn.Module):
         return self.head(d1)
 
 
-HAND_WRITTEN.update({"unet_tiny": (UNetTiny, (3, 32, 32))})
+HAND_WRITTEN.update({"unet_tiny": (UNetTiny, (3, 32, 32)),
+                     "unet_scenes": (lambda: UNetTiny(11, 1, 16), (1, 32, 32)),
+                     "unet_scenes64": (lambda: UNetTiny(11, 1, 16), (1, 64, 64))})
 
 
 # ---- recurrent language models (issue 14) ------------------------------------------------------------------------
