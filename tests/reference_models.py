@@ -441,3 +441,30 @@ HAND_WRITTEN.update({"gpt_text": (GPTText, {"shape": (32,), "vocab": 128}),
                      "lstm_text": (LSTMText, {"shape": (32,), "vocab": 128}),
                      "fcn_scenes": (FCNScenes, (1, 32, 32)),
                      "fcn_scenes64": (lambda: FCNScenes(8), (1, 64, 64))})
+
+
+# ---- the MNIST GNAP seeds (issue 16) -----------------------------------------------------------------------------
+
+class MnistDeep(nn.Module):
+    """``examples/seeds/mnist_deep*.yaml``: conv-conv-pool, conv-conv-pool, conv (3x3, batchnorm, ReLU), global
+    average pooling, a linear classifier."""
+
+    def __init__(self, *widths: int):
+        super().__init__()
+        chans = (1, *widths)
+        for i in range(5):
+            setattr(self, f"c{i + 1}", nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False))
+            setattr(self, f"bn{i + 1}", nn.BatchNorm2d(chans[i + 1]))
+        self.fc = nn.Linear(widths[-1], 10)
+
+    def forward(self, x):
+        for i in range(5):
+            x = torch.relu(getattr(self, f"bn{i + 1}")(getattr(self, f"c{i + 1}")(x)))
+            if i in (1, 3):
+                x = nn.functional.max_pool2d(x, 2)
+        return self.fc(x.mean((2, 3)))
+
+
+HAND_WRITTEN.update({"mnist_deep": (lambda: MnistDeep(8, 8, 12, 12, 16), (1, 28, 28)),
+                     "mnist_deep_1k5": (lambda: MnistDeep(4, 6, 8, 8, 12), (1, 28, 28)),
+                     "mnist_deep_575": (lambda: MnistDeep(4, 4, 6, 6, 8), (1, 28, 28))})
