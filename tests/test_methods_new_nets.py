@@ -1,9 +1,10 @@
 """The method matrix on the sequence and segmentation seeds (issue 15): GNAP, SCS and CGaP on the tiny GPT, the LSTM
-language model and the small U-Net; GbP, Gumbel and Budget on the GPT and the U-Net. Each runs a few epochs on tiny
-data with settings that make it rewrite, and must: finish with the task's metrics (bits per character, mean IoU and
-pixel accuracy), record the rules the method is meant to use there (heads, stream and MLP width, transformer
-blocks, LSTM units, U-Net channels; pruned heads, neurons, units, channels), and leave a consistent run directory
-(every version is its parent with the logged rule applied, the final weights match the reported counts).
+language model and the small U-Net; GbP, Gumbel and Budget on the GPT and the U-Net (GbP on the LSTM too). Each
+runs a few epochs on tiny data with settings that make it rewrite, and must: finish with the task's metrics (bits
+per character, mean IoU and pixel accuracy), record the rules the method is meant to use there (heads, stream and
+MLP width, transformer blocks, LSTM units, U-Net channels; pruned heads, neurons, units, channels), and leave a
+consistent run directory (every version is its parent with the logged rule applied, the final weights match the
+reported counts).
 
 One LM run and one segmentation run are also killed at a write and resumed (the same final summary as an
 uninterrupted run), and their run directories go through ``archgraph report`` and ``archgraph render``."""
@@ -62,6 +63,7 @@ CASES = {
     ("scs", "unet"): (SCS, 3, {("add_filters", "e1_conv"), ("add_filters", "up2"), ("prune_channels", None)}),
     # GbP expands the stream (the attention's output space) and the MLP, then prunes stream channels and neurons
     ("gbp", "gpt"): (GBP, 3, {("add_filters", "b0_fc"), ("add_filters", None), ("prune_channels", "b0_fc")}),
+    ("gbp", "lstm"): (GBP, 3, {("add_filters", "lstm"), ("prune_channels", "lstm")}),
     ("gbp", "unet"): (GBP, 3, {("add_filters", "e1_conv"), ("add_filters", "up2"), ("prune_channels", None)}),
     # the per-weight mask methods rewrite only to remove the channels their masks emptied
     ("gumbel", "gpt"): (GUMBEL, 3, {("prune_channels", "b0_fc")}),

@@ -9,13 +9,16 @@ gradient descent and no hand-set sparsity target.* What we do, and with which se
 1. **Saturation.** A :class:`~archgraph.train.plateau.PlateauDetector` watches ``monitor`` (default the held-out
    validation loss) and calls a plateau after ``patience`` epochs without an improvement larger than ``min_delta``
    (and at least ``min_phase_epochs`` epochs into the phase).
-2. **Growth.** At the first plateau every growable layer (conv with ``groups=1`` or linear, not the classifier) is
-   widened by ``growth_factor`` with ``add_filters(init=grow_init)`` (``preserve`` keeps the network's function),
-   capped at ``max_width``. After each later plateau the best monitored value of the phase is compared with the
-   best before the last growth: a growth *pays off* when it improved by more than ``min_gain``. Widening continues
-   while it pays off; when it stops paying off the network is deepened once with ``insert_layer`` (a 3x3 conv with
-   batchnorm and ReLU, identity-initialised, after the last conv block; a linear+ReLU for MLPs); a deepening that
-   pays off is followed by widening again, one that does not ends growth. At most ``max_growths`` growth steps.
+2. **Growth.** At the first plateau every growable layer (one with a width field making a new channel space: conv
+   with ``groups=1``, linear, embedding, lstm/gru; not the classifier) is widened by ``growth_factor`` with
+   ``add_filters(init=grow_init)`` (``preserve`` keeps the network's function), capped at ``max_width``, a coupled
+   space (a residual stream) once; every attention gets ``growth_factor`` times its heads (``add_heads``). After
+   each later plateau the best monitored value of the phase is compared with the best before the last growth: a
+   growth *pays off* when it improved by more than ``min_gain``. Widening continues while it pays off; when it stops
+   paying off the network is deepened once with ``insert_layer`` (a 3x3 conv with batchnorm and ReLU,
+   identity-initialised, after the last conv block; a linear+ReLU for MLPs; a transformer block, ``insert_block``,
+   after a transformer's last residual add); a deepening that pays off is followed by widening again, one that does
+   not ends growth. At most ``max_growths`` growth steps.
 3. **Autonomous pruning, all along.** Every conv/linear weight has a learned per-weight mask and every layer whose
    channels can be removed a per-channel mask (:mod:`archgraph.train.masks`), hard 0/1 in the forward pass: a
    weight is kept while ``|w| / RMS(row) > tau`` with one learnable soft threshold ``tau`` per layer (trained
