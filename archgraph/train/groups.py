@@ -51,13 +51,18 @@ class GroupIndex:
         shapes = graph.shapes()
         for nid, node in graph.nodes.items():
             in_shapes = [shapes[i] for i in node.inputs]
-            for pname, (out_axis, in_axis) in OPS[node.op].layout(node, in_shapes).items():
+            opdef = OPS[node.op]
+            blocks, own = opdef.gates(node), opdef.recurrent(node)
+            for pname, (out_axis, in_axis) in opdef.layout(node, in_shapes).items():
                 if pname in BUFFERS:
                     continue
-                for axis, value in ((out_axis, nid), (in_axis, node.inputs[0] if node.inputs else None)):
+                # an lstm/gru's out axis holds one block of its units per gate, and its recurrent tensors read
+                # its own units on the in axis (OpDef.gates, OpDef.recurrent)
+                reads = nid if pname in own else (node.inputs[0] if node.inputs else None)
+                for axis, value, repeat in ((out_axis, nid, blocks), (in_axis, reads, 1)):
                     if axis is None or value is None:
                         continue
-                    ids = self._ids(value)
+                    ids = self._ids(value).repeat(repeat)
                     if bool((ids >= 0).any()):
                         self.entries.append((f"{nid}.{pname}", axis, ids.to(device)))
         self.root_of = {gid: root for root, gid in roots.items()}

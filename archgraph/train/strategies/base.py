@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ...errors import RuleError
+from ...ops.registry import OPS
 from ...rules.base import apply as rules_apply
 from ..state import Stateful
 
@@ -132,3 +133,10 @@ def applicable(graph, rules: list, apply=rules_apply) -> list:
             continue
         out.append(rule)
     return out
+
+
+def sequence_norm(graph) -> Optional[str]:
+    """The op of the graph's first norm on a sequence ``[T, D]`` (layernorm, rmsnorm), or ``None``."""
+    shapes = graph.shapes()
+    return next((node.op for nid, node in graph.nodes.items()
+                 if OPS[node.op].is_norm and not OPS[node.op].running_stats and len(shapes[nid]) == 2), None)

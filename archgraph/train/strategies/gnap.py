@@ -9,13 +9,16 @@ gradient descent and no hand-set sparsity target.* What we do, and with which se
 1. **Saturation.** A :class:`~archgraph.train.plateau.PlateauDetector` watches ``monitor`` (default the held-out
    validation loss) and calls a plateau after ``patience`` epochs without an improvement larger than ``min_delta``
    (and at least ``min_phase_epochs`` epochs into the phase).
-2. **Growth.** At the first plateau every growable layer (conv with ``groups=1`` or linear, not the classifier) is
-   widened by ``growth_factor`` with ``add_filters(init=grow_init)`` (``preserve`` keeps the network's function),
-   capped at ``max_width``. After each later plateau the best monitored value of the phase is compared with the
-   best before the last growth: a growth *pays off* when it improved by more than ``min_gain``. Widening continues
-   while it pays off; when it stops paying off the network is deepened once with ``insert_layer`` (a 3x3 conv with
-   batchnorm and ReLU, identity-initialised, after the last conv block; a linear+ReLU for MLPs); a deepening that
-   pays off is followed by widening again, one that does not ends growth. At most ``max_growths`` growth steps.
+2. **Growth.** At the first plateau every growable layer (one with a width field making a new channel space: conv
+   with ``groups=1``, linear, embedding, lstm/gru; not the classifier) is widened by ``growth_factor`` with
+   ``add_filters(init=grow_init)`` (``preserve`` keeps the network's function), capped at ``max_width``, a coupled
+   space (a residual stream) once; every attention gets ``growth_factor`` times its heads (``add_heads``). After
+   each later plateau the best monitored value of the phase is compared with the best before the last growth: a
+   growth *pays off* when it improved by more than ``min_gain``. Widening continues while it pays off; when it stops
+   paying off the network is deepened once with ``insert_layer`` (a 3x3 conv with batchnorm and ReLU,
+   identity-initialised, after the last conv block; a linear+ReLU for MLPs; a transformer block, ``insert_block``,
+   after a transformer's last residual add); a deepening that pays off is followed by widening again, one that does
+   not ends growth. At most ``max_growths`` growth steps.
 3. **Autonomous pruning, all along.** Every conv/linear weight has a learned per-weight mask and every layer whose
    channels can be removed a per-channel mask (:mod:`archgraph.train.masks`), hard 0/1 in the forward pass: a
    weight is kept while ``|w| / RMS(row) > tau`` with one learnable soft threshold ``tau`` per layer (trained
@@ -44,10 +47,10 @@ import torch
 
 from ... import rules as R
 from ...errors import RuleError
-from ...ops.registry import OPS, SOURCE, THROUGH
+from ...ops.registry import MERGE, OPS, SOURCE, THROUGH, channel_width
 from ..masks import LearnedMasks
 from ..plateau import PlateauDetector
-from .base import Strategy, applicable
+from .base import Strategy, applicable, sequence_norm
 
 GROW, FINETUNE, DONE = "grow", "finetune", "done"
 
@@ -189,7 +192,7 @@ class GnapStrategy(Strategy):
         out = []
         shapes = trainer.graph.shapes()
         for node, idx in sorted(dead.items()):
-            width = shapes[node][0]
+            width = channel_width(shapes[node])
             if len(idx) >= width:
                 idx = idx[1:]   # keep one channel: a layer cannot have none
             if idx:
@@ -200,8 +203,11 @@ class GnapStrategy(Strategy):
         s = self.settings
         out = []
         current = graph
+        start = graph.shapes()
         for nid in growable_layers(graph):
-            width = current.shapes()[nid][0]
+            width = channel_width(current.shapes()[nid])
+            if width != channel_width(start[nid]):
+                continue   # widened already this growth, through a layer it is coupled to (a residual stream)
             target = min(s.max_width, int(math.ceil(width * s.growth_factor)))
             if target <= width:
                 continue
@@ -211,6 +217,15 @@ class GnapStrategy(Strategy):
             except RuleError:
                 continue   # e.g. a layer coupled to others through a residual add
             out.append(rule)
+        for nid in attention_layers(current):     # attention: more heads of the same size
+            heads = OPS[current.nodes[nid].op].heads(current.nodes[nid], current.input_shapes(nid))[0]
+            rule = R.AddHeads(node=nid, count=max(1, int(math.ceil(heads * (s.growth_factor - 1)))),
+                              init="random" if s.grow_init == "random" else "preserve")
+            try:
+                current = apply(current, rule).graph
+            except RuleError:
+                continue   # e.g. a count that does not spread over the kv groups
+            out.append(rule)
         return out
 
     def _deepen_rules(self, graph, apply) -> list:
@@ -218,7 +233,11 @@ class GnapStrategy(Strategy):
         if where is None or where not in graph.nodes:
             return []
         shape = graph.shapes()[where]
-        if len(shape) == 3:
+        if len(shape) == 2:   # a sequence: a pre-norm transformer block, its norm that of the graph's blocks
+            # norm and activation given explicitly: the rule's defaults differ for a sequence, and the logged
+            # rule (every field) must replay to the same block
+            rule = R.InsertBlock(after=where, norm=sequence_norm(graph) or "layernorm", activation="gelu")
+        elif len(shape) == 3:
             rule = R.InsertLayer(after=where, op="conv2d", kernel_size=3, norm="batchnorm", activation="relu",
                                  init="identity")
         else:
@@ -233,10 +252,10 @@ class GnapStrategy(Strategy):
             # phase settles: their outgoing weights start at zero and need time to become useful
             old, new = old_graph.shapes(), new_graph.shapes()
             for gid in self.masks.layout.groups:
-                before = old[gid][0] if gid in old_graph.nodes else 0
-                if new[gid][0] > before:
-                    self.masks.young[gid] = sorted(set(self.masks.young.get(gid, [])) |
-                                                   set(range(before, new[gid][0])))
+                before = channel_width(old[gid]) if gid in old_graph.nodes else 0
+                after = channel_width(new[gid])
+                if after > before:
+                    self.masks.young[gid] = sorted(set(self.masks.young.get(gid, [])) | set(range(before, after)))
 
     def learned_parameters(self, trainer) -> dict:
         return self.masks.parameters()
@@ -254,26 +273,37 @@ class GnapStrategy(Strategy):
         return m
 
 def growable_layers(graph) -> list[str]:
-    """Conv (``groups=1``) and linear layers whose output is not a graph output, in graph order."""
+    """Layers that make a new channel space of a width field - conv (``groups=1``), linear, embedding, lstm, gru -
+    whose output is not a graph output, in graph order."""
     shapes = graph.shapes()
     out = []
     for nid, node in graph.nodes.items():
-        if not OPS[node.op].weighted or nid in graph.outputs:
+        if OPS[node.op].width_field is None or nid in graph.outputs:
             continue
         if OPS[node.op].channels(node, [shapes[i] for i in node.inputs]) == SOURCE:
             out.append(nid)
     return out
 
 
+def attention_layers(graph) -> list[str]:
+    """The nodes with heads (attention), in graph order."""
+    return [nid for nid, node in graph.nodes.items() if OPS[node.op].heads(node, graph.input_shapes(nid))]
+
+
 def deepen_point(graph) -> Optional[str]:
     """Where to insert a layer: after the per-channel ops (norm, activation) that follow the last growable conv
-    (or linear, for an MLP), before any pooling."""
-    layers = growable_layers(graph)
+    (or linear, for an MLP), before any pooling; in a transformer (a sequence ``[T, D]`` through residual adds),
+    after the last residual add, where a new block goes."""
+    shapes = graph.shapes()
+    adds = [nid for nid, node in graph.nodes.items() if len(shapes[nid]) == 2
+            and OPS[node.op].channels(node, [shapes[i] for i in node.inputs]) == MERGE]
+    if adds and attention_layers(graph):
+        return adds[-1]
+    layers = [n for n in growable_layers(graph) if OPS[graph.nodes[n].op].weighted]
     convs = [n for n in layers if OPS[graph.nodes[n].op].conv]
     candidates = convs or layers
     if not candidates:
         return None
-    shapes = graph.shapes()
     at = candidates[-1]
     while True:
         users = graph.users(at)

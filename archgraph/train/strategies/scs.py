@@ -66,7 +66,7 @@ from ... import rules as R
 from ...ops.registry import OPS
 from ..gates import HEAD, closed_entries, gate_layout, gate_overrides, hard_weights
 from ..tensors import TensorSGD, follow_channels
-from .base import Strategy, applicable
+from .base import Strategy, applicable, sequence_norm
 from .costs import SizeLedger, TrainCost
 
 SEARCH, FINETUNE, DONE = "search", "finetune", "done"
@@ -265,7 +265,9 @@ class ScsStrategy(Strategy):
         if s.grow_blocks and soft_b and all(float(p) > 0.5 for p in soft_b.values()):
             best = max(sorted(soft_b), key=lambda k: float(soft_b[k]))
             after = block_output(graph, best)
-            if after is not None:
+            if after is not None and len(graph.shapes()[after]) == 2:   # a sequence: a transformer block
+                out.append(R.InsertBlock(after=after, norm=sequence_norm(graph) or "layernorm", activation="gelu"))
+            elif after is not None:
                 out.append(R.InsertBlock(after=after, norm="batchnorm", activation="relu"))
         return applicable(graph, out, trainer.apply)
 
