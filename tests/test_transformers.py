@@ -435,3 +435,14 @@ def test_a_block_whose_writes_are_zero_is_removed_exactly(block):
     assert g3.params == sum(p.numel() for p in m3.parameters()) == g.params - sum(
         p.numel() for n, p in m.named_parameters() if n.startswith(block + "_"))
     assert {id(p) for group in opt.param_groups for p in group["params"]} == {id(p) for p in m3.parameters()}
+
+
+def test_insert_block_with_defaults_replays_from_its_logged_arguments():
+    """The history logs every argument; after a sequence the defaults are layernorm and gelu, not the image block's
+    batchnorm and relu, so the logged rule must say which were used."""
+    from archgraph.rules.base import decode, encode
+    g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    rw = rules.InsertBlock(after="b0_res2").apply(g)
+    logged = encode(rw.rule)
+    assert (logged["args"]["norm"], logged["args"]["activation"]) == ("layernorm", "gelu")
+    assert decode(logged).apply(g).graph == rw.graph

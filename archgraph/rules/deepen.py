@@ -259,5 +259,8 @@ class InsertBlock(_Insert):
             raise self.error(f"the block would not be valid: {err}", node=self.after) from None
         draft = Draft(graph, analyse(graph), nodes, outputs, fills=fills)
         draft.exact = True
-        graph2, plan = realise(draft, self)
-        return Rewrite(graph2, graph, self, plan)
+        # the rule as applied: norm and activation resolved, so the history replays the same block whatever
+        # the defaults of a later version are (a logged default 'relu' must not read as a choice)
+        applied = self.model_copy(update={"norm": norm, "activation": activation})
+        graph2, plan = realise(draft, applied)
+        return Rewrite(graph2, graph, applied, plan)
