@@ -18,7 +18,8 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Scale(nn.Module):
-    """A learnable per-channel multiplier (ConvNeXt's layer scale); ``weight`` has one entry per channel."""
+    """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale`` on tokens); ``weight`` has
+    one entry per channel: the first axis of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``."""
 
     def __init__(self, num_channels: int, init: float = 1.0):
         super().__init__()
@@ -27,6 +28,8 @@ class Scale(nn.Module):
         self.weight = nn.Parameter(torch.full((num_channels,), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:   # a sequence [B, T, D]: its channels are last
+            return x * self.weight
         return x * self.weight.view(-1, *([1] * (x.dim() - 2)))
 
 

@@ -206,12 +206,6 @@ def rank_shape(rank):
     return shape
 
 
-def norm_any_shape(node, ins):
-    if len(ins[0]) not in (1, 3):
-        bad("in", f"needs a [F] or [C, H, W] input, got {list(ins[0])}")
-    return tuple(ins[0])
-
-
 def ln_shape(node, ins):
     if len(ins[0]) not in (1, 2, 3):
         bad("in", f"needs a [F], [T, D] or [C, H, W] input, got {list(ins[0])}")
@@ -443,7 +437,7 @@ def token_params(node, ins, out):
 
 
 def scale_params(node, ins, out):
-    return ins[0][0]
+    return channel_width(ins[0])
 
 
 # ---- channel roles and tensor layouts -------------------------------------------------------------------------
@@ -719,7 +713,7 @@ def dropout_module(T, node: S.Dropout, ins):
 
 
 def scale_module(T, node: S.Scale, ins):
-    return T.extra.Scale(ins[0][0], init=node.init)
+    return T.extra.Scale(channel_width(ins[0]), init=node.init)
 
 
 def stochastic_depth_module(T, node: S.StochasticDepth, ins):
@@ -1056,7 +1050,7 @@ DEFS: tuple[OpDef, ...] = (
           imports=Imports(modules=("torch.nn.Identity",))),
     _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Hardsigmoid",),
                 functions=(F_ + "hardsigmoid", A_ + "hardsigmoid.default")),
-    OpDef(kind=S.Scale, shape=norm_any_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
+    OpDef(kind=S.Scale, shape=ln_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
           module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
           # a mul by a per-channel parameter or by a number; a division by a number
           imports=Imports(functions=("operator.truediv", "operator.itruediv", "torch.div", A_ + "div.Tensor"),

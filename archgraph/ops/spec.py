@@ -337,8 +337,9 @@ class Concat(NodeSpec):
 
 
 class Scale(NodeSpec):
-    """A learnable per-channel multiplier (ConvNeXt's layer scale): ``x * weight`` with one weight per channel of a
-    ``[C, H, W]`` input (or per feature of ``[F]``); the weights start at ``init``."""
+    """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale``): ``x * weight`` with one
+    weight per channel of a ``[C, H, W]`` input (per feature of ``[F]``, per feature of each token of a sequence
+    ``[T, D]``); the weights start at ``init``."""
     op: Literal["scale"] = "scale"
     init: Float = 1.0
 
