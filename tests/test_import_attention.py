@@ -2,10 +2,16 @@
 ``F.scaled_dot_product_attention`` or softmax(q @ k^T * scale) @ v, heads merged back, an output projection: one
 ``attention`` node), timm's ViT and layer scales on tokens, checked against the originals in float64."""
 
+import math
+
+import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import archgraph
+from archgraph.compat import import_timm
+from archgraph.errors import ConversionError
 from archgraph.fx.builder import build
 from archgraph.fx.weights import load_into
 from archgraph.interop.equivalence import max_error
@@ -37,3 +43,93 @@ def test_layer_scale_on_tokens_is_a_scale():
     graph, weights = archgraph.from_module(m, input_shape=(5, 8))
     assert [n.op for n in graph.nodes.values()] == ["linear", "scale", "scale"]
     assert max_error(m, built(graph, weights), torch.randn(2, 5, 8, dtype=torch.float64)) <= TOL
+
+
+class CausalSelfAttention(nn.Module):
+    """nanoGPT's attention: one ``c_attn`` projection split into q, k, v, heads as views, SDPA (``flash``) or the
+    explicit softmax(q @ k^T / sqrt(hd)) with a causal buffer, the heads merged, ``c_proj``."""
+
+    def __init__(self, n_embd=16, n_head=4, block_size=8, flash=True, bias=True):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.attn_dropout, self.resid_dropout = nn.Dropout(0.1), nn.Dropout(0.1)
+        self.n_head, self.n_embd, self.head_dim, self.flash = n_head, n_embd, n_embd // n_head, flash
+        self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size,
+                                                                                            block_size))
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if self.flash:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+            att = self.attn_dropout(F.softmax(att, dim=-1))
+            y = att @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, flash=True, bias=True):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(16), nn.LayerNorm(16)
+        self.attn = CausalSelfAttention(flash=flash, bias=bias)
+        self.mlp = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 16))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+@pytest.mark.parametrize("flash", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_nanogpt_block_imports_exactly(flash, bias):
+    torch.manual_seed(0)
+    m = Block(flash, bias).double().eval()
+    graph, weights = archgraph.from_module(m, input_shape=(8, 16))
+    attn = graph.nodes["attn"]
+    assert attn.op == "attention" and attn.causal and attn.num_heads == 4 and attn.bias == bias
+    assert attn.dropout == (0.0 if flash else 0.1)
+    assert [n.op for n in graph.nodes.values()].count("linear") == 2   # c_attn went into the attention node
+    assert max_error(m, built(graph, weights), torch.randn(2, 8, 16, dtype=torch.float64)) <= TOL
+
+
+def test_vit_tiny_from_timm_imports_exactly():
+    timm = import_timm()
+    torch.manual_seed(0)
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=2, num_classes=10,
+                          init_values=0.5).double().eval()
+    with torch.no_grad():
+        m.cls_token.normal_()
+        m.head.weight.normal_()
+        for name, p in m.named_parameters():
+            if name.endswith(("bias", "gamma")) or "norm" in name:
+                p.add_(torch.rand_like(p))
+    graph, weights = archgraph.from_module(m, input_shape=(3, 32, 32))
+    ops = [n.op for n in graph.nodes.values()]
+    assert ops.count("attention") == 2 and ops.count("scale") == 4 and graph.nodes["blocks_0_attn"].num_heads == 3
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert max_error(m, built(graph, weights), x) <= TOL
+
+
+class QKNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.proj, self.q_norm = nn.Linear(8, 24), nn.Linear(8, 8), nn.LayerNorm(4)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(self.q_norm(q), k, v)
+        return self.proj(y.transpose(1, 2).reshape(B, N, C))
+
+
+def test_qk_norms_are_refused_naming_the_heads():
+    with pytest.raises(ConversionError, match="q_norm.*heads .* of the projection 'qkv'.*q/k norms"):
+        archgraph.from_module(QKNorm().eval(), input_shape=(5, 8))

@@ -1096,8 +1096,13 @@ DEFS: tuple[OpDef, ...] = (
           heads=attention_heads,
           colour=ATTENTION_COLOUR, python={EXTRA + ".Attention": attention_source},
           # an encoder layer is imported as its norms, attention, linears and residual adds around this op
+          # and hand-written attention (timm's, nanoGPT's): heads of linear projections, these functions, the
+          # heads merged back and an output projection
           imports=Imports(modules=("torch.nn.MultiheadAttention", "torch.nn.TransformerEncoderLayer",
-                                   "torch.nn.TransformerEncoder", EXTRA + ".Attention"))),
+                                   "torch.nn.TransformerEncoder", EXTRA + ".Attention"),
+                          functions=(F_ + "scaled_dot_product_attention", "torch.matmul", "operator.matmul",
+                                     "torch.softmax", F_ + "softmax", "torch.unbind"),
+                          methods=("softmax", "masked_fill", "unbind", "matmul", "__matmul__"))),
     OpDef(kind=S.ToTokens, shape=to_tokens_shape, channels=ACT, in_rank=3, nonneg=every, colour=TOKEN_COLOUR,
           function=call(lambda T: T.extra.to_tokens), imports=Imports(functions=(EXTRA + ".to_tokens",))),
     OpDef(kind=S.ClassToken, shape=class_token_shape, channels=ACT, layout=column_layout, params=token_params,
