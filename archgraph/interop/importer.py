@@ -583,6 +583,8 @@ class _Converter:
 
     def output(self, n: fx.Node) -> None:
         result = fx.node.map_arg(n.args[0], lambda a: self.env[a.name])
+        if isinstance(result, dict):   # torchvision's segmentation models return {"out": ..., "aux": ...}
+            result = list(result.values())
         items = list(result) if isinstance(result, (tuple, list)) else [result]
         for item in items:
             val = self.cf(item, what="output")
