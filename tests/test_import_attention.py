@@ -133,3 +133,20 @@ class QKNorm(nn.Module):
 def test_qk_norms_are_refused_naming_the_heads():
     with pytest.raises(ConversionError, match="q_norm.*heads .* of the projection 'qkv'.*q/k norms"):
         archgraph.from_module(QKNorm().eval(), input_shape=(5, 8))
+
+
+def test_unbiased_qkv_with_a_biased_projection_is_qkv_bias_false(tmp_path):
+    """timm's ``qkv_bias=False`` (vit_medium_patch16_gap_256 and others): ``bias`` is the output projection's,
+    ``qkv_bias: false`` the q/k/v projections'; the built module and its standalone export compute the same."""
+    Attention = import_timm().layers.Attention
+    torch.manual_seed(0)
+    m = nn.Sequential(Attention(16, num_heads=4, qkv_bias=False, proj_bias=True)).double().eval()
+    graph, weights = archgraph.from_module(m, input_shape=(6, 16))
+    (node,) = [n for n in graph.nodes.values() if n.op == "attention"]
+    assert (node.bias, node.qkv_bias) == (True, False) and not any(k.endswith("q_proj.bias") for k in weights)
+    assert graph.params == sum(p.numel() for p in m.parameters())
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    assert max_error(m, built(graph, weights), x) <= TOL
+    back, _ = archgraph.from_module(built(graph, weights), input_shape=(6, 16))
+    assert [n for n in back.nodes.values() if n.op == "attention"] == [node]
+    assert "qkv_bias=False" in archgraph.export_python(graph, tmp_path / "a.py")

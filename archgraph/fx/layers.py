@@ -1,6 +1,8 @@
 """The few torch modules the graph format needs that PyTorch does not ship."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -81,13 +83,15 @@ class Attention(nn.Module):
     ``rotary``: Llama's rotary position embeddings on q and k (``rotate_half``; angles in float32, as Llama's)."""
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
-                 bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0):
+                 bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0,
+                 qkv_bias: Optional[bool] = None):
         super().__init__()
+        qkv_bias = bias if qkv_bias is None else qkv_bias
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
         self.causal, self.dropout, self.rotary, self.rope_theta = causal, dropout, rotary, rope_theta
-        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -965,7 +965,9 @@ def attention_module(c: _Converter, n, m, x):
     return Val(c.emit(None, "attention", [x.node], _state(m), num_heads=m.num_heads,
                       head_dim=None if m.head_dim * m.num_heads == m.dim else m.head_dim,
                       kv_heads=None if m.kv_heads == m.num_heads else m.kv_heads, causal=bool(m.causal),
-                      bias=m.o_proj.bias is not None, dropout=float(m.dropout), rotary=bool(m.rotary),
+                      bias=m.o_proj.bias is not None,
+                      qkv_bias=None if (m.q_proj.bias is None) == (m.o_proj.bias is None) else m.q_proj.bias is not None,
+                      dropout=float(m.dropout), rotary=bool(m.rotary),
                       rope_theta=float(m.rope_theta)))
 
 
@@ -1725,15 +1727,16 @@ def _hand_attention(c: _Converter, hint: str, att: Attended, weight: torch.Tenso
         b = c.weights.get(f"{p.proj}.bias")
         biases[name] = None if b is None else b[p.rows[0]:p.rows[1]]
     state["o_proj.weight"] = weight
-    biases["o"] = bias
     if len({b is None for b in biases.values()}) != 1:
-        raise c.fail(f"the attention op has one bias flag for its four projections, but only "
-                     f"{', '.join(k for k, b in biases.items() if b is not None)} have biases")
+        raise c.fail(f"only {', '.join(k for k, b in biases.items() if b is not None)} of the q/k/v projections "
+                     f"have biases; the attention op gives all three or none")
+    with_bias = {f"{k}_proj.bias": b for k, b in biases.items() if b is not None}
     if bias is not None:
-        state.update({f"{k}_proj.bias": b for k, b in biases.items()})
-    return Val(c.emit(hint, "attention", [x], state, num_heads=heads,
+        with_bias["o_proj.bias"] = bias
+    qkv = biases["q"] is not None
+    return Val(c.emit(hint, "attention", [x], {**state, **with_bias}, num_heads=heads,
                       head_dim=None if heads * head_dim == d else head_dim, causal=att.causal, bias=bias is not None,
-                      dropout=att.dropout))
+                      qkv_bias=None if qkv == (bias is not None) else qkv, dropout=att.dropout))
 
 
 #: function (and method) handlers of the ops whose import is not :func:`f_unary`'s (keyed by op; the functions

@@ -414,10 +414,15 @@ def embedding_params(node: S.Embedding, ins, out):
     return ins[0].vocab * node.embedding_dim
 
 
+def qkv_bias(node: S.Attention) -> bool:
+    """Whether an attention's q/k/v projections have biases (``qkv_bias``, by default ``bias``)."""
+    return node.bias if node.qkv_bias is None else node.qkv_bias
+
+
 def attention_params(node: S.Attention, ins, out):
     d, h, hd, kv = attention_dims(node, ins)
     weights = d * h * hd * 2 + d * kv * hd * 2
-    return weights + ((h + 2 * kv) * hd + d if node.bias else 0)
+    return weights + ((h + 2 * kv) * hd if qkv_bias(node) else 0) + (d if node.bias else 0)
 
 
 def attention_macs(node: S.Attention, ins, out):
@@ -554,9 +559,10 @@ def attention_layout(node: S.Attention, ins):
     are no channel axis: the head rules map them."""
     layout = {"q_proj.weight": (None, 1), "k_proj.weight": (None, 1), "v_proj.weight": (None, 1),
               "o_proj.weight": (0, None)}
+    if qkv_bias(node):
+        layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None)})
     if node.bias:
-        layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None),
-                       "o_proj.bias": (0, None)})
+        layout["o_proj.bias"] = (0, None)
     return layout
 
 
@@ -603,7 +609,7 @@ def attention_heads(node: S.Attention, ins):
     every query head has its own kv head."""
     _, h, hd, kv = attention_dims(node, ins)
     names = ["o_proj.weight", "q_proj.weight"] + (["k_proj.weight", "v_proj.weight"] if kv == h else [])
-    if node.bias:
+    if qkv_bias(node):
         names += ["q_proj.bias"] + (["k_proj.bias", "v_proj.bias"] if kv == h else [])
     return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
 
@@ -686,7 +692,7 @@ def embedding_module(T, node: S.Embedding, ins):
 def attention_module(T, node: S.Attention, ins):
     d, h, hd, kv = attention_dims(node, ins)
     return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
-                             rotary=node.rotary, rope_theta=node.rope_theta)
+                             rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias)
 
 
 def rms_module(T, node: S.RMSNorm, ins):
@@ -796,7 +802,9 @@ def embedding_source(m) -> str:
 def attention_source(m) -> str:
     return (f"Attention({m.dim}, {m.num_heads}, {m.head_dim}, {m.kv_heads}, causal={m.causal}, "
             f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r}"
-            + (f", rotary=True, rope_theta={m.rope_theta!r})" if m.rotary else ")"))
+            + (f", rotary=True, rope_theta={m.rope_theta!r}" if m.rotary else "")
+            + (f", qkv_bias={m.q_proj.bias is not None})" if (m.q_proj.bias is None) != (m.o_proj.bias is None)
+               else ")"))
 
 
 def rms_source(m) -> str:

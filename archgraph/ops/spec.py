@@ -201,7 +201,9 @@ class Attention(NodeSpec):
     ``o_proj`` ``[D, num_heads*head_dim]`` (with biases when ``bias``). Query head ``h`` owns rows
     ``h*head_dim:(h+1)*head_dim`` of ``q_proj`` and the same columns of ``o_proj`` and reads kv head
     ``h // (num_heads // kv_heads)`` (Hugging Face's ``repeat_kv``): ``kv_heads`` below ``num_heads`` is grouped-query
-    attention. ``head_dim`` defaults to ``D // num_heads``, ``kv_heads`` to ``num_heads``.
+    attention. ``head_dim`` defaults to ``D // num_heads``, ``kv_heads`` to ``num_heads``. ``qkv_bias``: whether the
+    q/k/v projections have biases, when that differs from ``bias`` (timm's ``qkv_bias=False`` with a biased output
+    projection); by default they follow ``bias``.
 
     ``rotary``: rotary position embeddings on the queries and keys (Hugging Face Llama's ``rotate_half`` form: the
     feature pairs ``(i, i + head_dim/2)`` of every head rotate by ``t * rope_theta**(-2i/head_dim)`` at token ``t``;
@@ -212,6 +214,7 @@ class Attention(NodeSpec):
     kv_heads: Optional[PositiveInt] = None
     causal: bool = False
     bias: bool = True
+    qkv_bias: Optional[bool] = None
     dropout: Probability = 0.0
     rotary: bool = False
     rope_theta: PositiveFloat = 10000.0
