@@ -150,3 +150,15 @@ def test_unbiased_qkv_with_a_biased_projection_is_qkv_bias_false(tmp_path):
     back, _ = archgraph.from_module(built(graph, weights), input_shape=(6, 16))
     assert [n for n in back.nodes.values() if n.op == "attention"] == [node]
     assert "qkv_bias=False" in archgraph.export_python(graph, tmp_path / "a.py")
+
+
+class AllTokens(nn.Module):
+    """timm's average pool after no prefix tokens: ``x[:, num_prefix_tokens:].mean(dim=1)`` with 0 of them."""
+
+    def forward(self, x):
+        return x[:, 0:].mean(dim=1)
+
+
+def test_slicing_every_token_is_the_sequence():
+    graph, _ = archgraph.from_module(AllTokens(), input_shape=(5, 8))
+    assert [n.op for n in graph.nodes.values()] == ["token_pool"]

@@ -1518,6 +1518,10 @@ def f_getitem(c: _Converter, n, obj, index):
         return Unconverted(f"a part of {obj.what}")
     if isinstance(obj, Val) and obj.layout in (CF, TND) and len(c.shape(obj)) == 2:
         first = (slice(None), 0) if obj.layout == CF else 0
+        tokens = index[1] if obj.layout == CF and isinstance(index, tuple) and len(index) == 2 and \
+            index[0] == slice(None) else index
+        if isinstance(tokens, slice) and tokens.indices(c.shape(obj)[0]) == (0, c.shape(obj)[0], 1):
+            return obj   # x[:, 0:]: every token (timm's x[:, num_prefix_tokens:] without prefix tokens)
         if index == first:
             return Val(c.emit(None, "token_pool", [obj.node], mode="first"))
         raise c.fail(f"indexing a {_layout_words(obj)} sequence with {index!r} is not supported (only its first "
@@ -1636,7 +1640,7 @@ def _attention_mask(c: _Converter, mask, t: int, true_attends: bool) -> bool:
 
 def _heads_of(c: _Converter, p, what: str, axes=("N", "H", "T", "E")) -> Projected:
     if not isinstance(p, Projected) or p.axes != axes:
-        words = _hand_words(p) if isinstance(p, HAND) else "not a projection split into heads"
+        words = _hand_words(p) if isinstance(p, HAND) else "a tensor that is not a projection split into heads"
         raise c.fail(f"hand-written attention: the {what} must be heads [{', '.join(axes)}] of a linear "
                      f"projection; got {words}")
     return p
