@@ -1,8 +1,6 @@
 """The few torch modules the graph format needs that PyTorch does not ship."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -84,7 +82,7 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
                  bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0,
-                 qkv_bias: Optional[bool] = None):
+                 qkv_bias: bool | None = None):
         super().__init__()
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
