@@ -116,6 +116,8 @@ def test_vit_tiny_from_timm_imports_exactly():
     assert ops.count("attention") == 2 and ops.count("scale") == 4 and graph.nodes["blocks_0_attn"].num_heads == 3
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     assert max_error(m, built(graph, weights), x) <= TOL
+    pruned, _ = archgraph.prune(graph, weights, ratio=0.5)
+    assert pruned.params < graph.params / 2
 
 
 class QKNorm(nn.Module):
@@ -162,3 +164,18 @@ class AllTokens(nn.Module):
 def test_slicing_every_token_is_the_sequence():
     graph, _ = archgraph.from_module(AllTokens(), input_shape=(5, 8))
     assert [n.op for n in graph.nodes.values()] == ["token_pool"]
+
+
+class GLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 16)
+
+    def forward(self, x):
+        a, b = self.lin(x).chunk(2, dim=-1)
+        return a * b
+
+
+def test_a_split_of_features_not_into_heads_is_refused():
+    with pytest.raises(ConversionError, match="rows 0:8 of the linear 'lin'.*no graph op"):
+        archgraph.from_module(GLU().eval(), input_shape=(5, 8))

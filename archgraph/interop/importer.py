@@ -453,6 +453,10 @@ class _Converter:
             raise self.fail(f"its {what} is the parameter '{value.name}' used as a tensor, which has no graph op")
         if isinstance(value, Unconverted):
             raise self.fail(f"its {what} is {value.what}, which the graph does not hold")
+        if isinstance(value, Projected) and not value.heads:
+            raise self.fail(f"its {what} is rows {value.rows[0]}:{value.rows[1]} of the linear '{value.proj}' (a "
+                            f"split of a sequence's features), which only attention heads read: a slice of a "
+                            f"sequence's features has no graph op")
         if isinstance(value, HAND):
             raise self.fail(f"its {what} is {_hand_words(value)}, a step of hand-written attention, which only the "
                             f"next steps read (heads of q/k/v projections, scaled_dot_product_attention or softmax(q "
@@ -1108,6 +1112,8 @@ def _binary(c: _Converter, n, op: str, a, b, alpha=1):
     vals = [v for v in (a, b) if isinstance(v, Val)]
     if len(vals) != 2:
         other = next(v for v in (a, b) if not isinstance(v, Val))
+        if isinstance(other, (*HAND, Unconverted)):
+            c.tensor(other)   # raises, saying what the value is
         what = f"the parameter '{other.name}'" if isinstance(other, Param) else f"the constant {other!r}"
         raise c.fail(f"{op} of a tensor and {what} has no graph op")
     a, b = vals
