@@ -179,3 +179,42 @@ class GLU(nn.Module):
 def test_a_split_of_features_not_into_heads_is_refused():
     with pytest.raises(ConversionError, match="rows 0:8 of the linear 'lin'.*no graph op"):
         archgraph.from_module(GLU().eval(), input_shape=(5, 8))
+
+
+class PrefixTokens(nn.Module):
+    """A class token and two register tokens before the patches; the head reads the class token and the mean of the
+    patches after them (timm's ``x[:, num_prefix_tokens:].mean(1)``), and the first register token (``x[:, 1]``)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Conv2d(3, 8, 4, stride=4)
+        self.cls, self.reg = nn.Parameter(torch.randn(1, 1, 8)), nn.Parameter(torch.randn(1, 2, 8))
+
+    def forward(self, x):
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        n = x.shape[0]
+        x = torch.cat([self.cls.expand(n, -1, -1), self.reg.expand(n, -1, -1), x], dim=1)
+        return x[:, 0] + x[:, 3:].mean(dim=1) + x[:, 1]
+
+
+def test_several_prefix_tokens_are_one_class_token_and_pools_skip_them():
+    m = PrefixTokens().double().eval()
+    graph, weights = archgraph.from_module(m, input_shape=(3, 8, 8))
+    tokens = next(n for n in graph.nodes.values() if n.op == "class_token")
+    assert tokens.tokens == 3
+    assert sorted((n.mode, n.skip) for n in graph.nodes.values() if n.op == "token_pool") == \
+        [("first", 0), ("first", 1), ("mean", 3)]
+    assert max_error(m, built(graph, weights), torch.randn(2, 3, 8, 8, dtype=torch.float64)) <= TOL
+
+
+def test_deit_distilled_from_timm_imports_exactly():
+    torch.manual_seed(0)
+    m = import_timm().create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, depth=1,
+                                   num_classes=10).double().eval()
+    with torch.no_grad():
+        for p in (m.cls_token, m.dist_token, m.head.weight, m.head_dist.weight):
+            p.normal_()
+    graph, weights = archgraph.from_module(m, input_shape=(3, 32, 32))
+    assert next(n for n in graph.nodes.values() if n.op == "class_token").tokens == 2
+    assert max_error(m, built(graph, weights), torch.randn(2, 3, 32, 32, dtype=torch.float64)) <= TOL

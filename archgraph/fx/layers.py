@@ -131,11 +131,11 @@ class PositionEmbedding(nn.Module):
 
 
 class ClassToken(nn.Module):
-    """Prepends a learned token (``weight``, ``[1, D]``) to a ``[B, T, D]`` input."""
+    """Prepends ``tokens`` learned tokens (``weight``, ``[tokens, D]``) to a ``[B, T, D]`` input."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, tokens: int = 1):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.weight = nn.Parameter(torch.randn(tokens, dim) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.weight.expand(x.shape[0], -1, -1), x], dim=1)
@@ -146,9 +146,9 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def token_pool(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    """``[B, T, D] -> [B, D]``: the mean over the tokens, or the first token."""
-    return x.mean(dim=1) if mode == "mean" else x[:, 0]
+def token_pool(x: torch.Tensor, mode: str = "mean", skip: int = 0) -> torch.Tensor:
+    """``[B, T, D] -> [B, D]``: the mean over the tokens, or the first token, after the first ``skip``."""
+    return x[:, skip:].mean(dim=1) if mode == "mean" else x[:, skip]
 def _averaging_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
     """``[out, size]``: row ``i`` averages the window adaptive pooling uses for output ``i``
     (``floor(i * size / out) .. ceil((i + 1) * size / out) - 1``)."""

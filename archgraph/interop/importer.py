@@ -116,6 +116,14 @@ HAND = (Projected, Attended)
 
 
 @dataclass(frozen=True)
+class Tail:
+    """``x[:, skip:]`` of a batch-first sequence (the tokens after its prefix tokens), which a mean over the tokens
+    reads (a ``token_pool`` with ``skip``)."""
+    source: Val
+    skip: int
+
+
+@dataclass(frozen=True)
 class Param:
     """A parameter or buffer of the module read by a ``get_attr`` node."""
     name: str
@@ -453,6 +461,10 @@ class _Converter:
             raise self.fail(f"its {what} is the parameter '{value.name}' used as a tensor, which has no graph op")
         if isinstance(value, Unconverted):
             raise self.fail(f"its {what} is {value.what}, which the graph does not hold")
+        if isinstance(value, Tail):
+            raise self.fail(f"its {what} is the tokens after the first {value.skip} of '{value.source.node}' (x[:, "
+                            f"{value.skip}:]), which only a mean over the tokens reads (a token slice has no graph "
+                            f"op)")
         if isinstance(value, Projected) and not value.heads:
             raise self.fail(f"its {what} is rows {value.rows[0]}:{value.rows[1]} of the linear '{value.proj}' (a "
                             f"split of a sequence's features), which only attention heads read: a slice of a "
@@ -976,7 +988,7 @@ def attention_module(c: _Converter, n, m, x):
 
 
 def table_module(op: str):
-    """archgraph's own ``PositionEmbedding`` and ``ClassToken``: a ``weight`` table next to a sequence."""
+    """archgraph's own ``PositionEmbedding``: a ``weight`` table next to a sequence."""
     def handler(c: _Converter, n, m, x):
         x = c.seq(x, True, type(m).__name__)
         return Val(c.emit(None, op, [x.node], _state(m)))
@@ -1093,7 +1105,8 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "pad": pad_module, "rmsnorm": rmsnorm, "embedding": embedding, "lstm": rnn("lstm"), "gru": rnn("gru"),
     "attention": lambda c, n, m, *a, **k: _ATTENTION_MODULES.get(type(m), attention_module)(c, n, m, *a, **k),
     "position_embedding": table_module("position_embedding"),
-    "class_token": table_module("class_token"),
+    "class_token": lambda c, n, m, x: Val(c.emit(None, "class_token", [c.seq(x, True, "ClassToken").node], _state(m),
+                                                  tokens=int(m.weight.shape[0]))),
 }
 
 #: the torch modules the attention op's import names, by class (an encoder layer is several nodes around one)
@@ -1293,8 +1306,8 @@ def f_div(c, n, a, b, *rest, rounding_mode=None, out=None):
 
 
 def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
-    if len(tensors) == 2 and isinstance(tensors[0], Param) and isinstance(tensors[1], Val):
-        return _class_token(c, tensors[1], tensors[0], dim)
+    if len(tensors) >= 2 and all(isinstance(t, Param) for t in tensors[:-1]) and isinstance(tensors[-1], Val):
+        return _class_token(c, tensors[-1], tensors[:-1], dim)
     vals = [c.tensor(t) for t in tensors]
     layouts = {(v.layout, v.groups) for v in vals}
     if len(layouts) != 1 or vals[0].layout not in (CF, CL):
@@ -1304,17 +1317,20 @@ def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
     return Val(c.emit(None, "concat", [v.node for v in vals]), vals[0].layout)
 
 
-def _class_token(c: _Converter, x: Val, token: Param, dim) -> Val:
-    """``torch.cat([token.expand(n, -1, -1), x], dim=1)``: a learned ``[1, 1, D]`` token (expanded over the
-    batch, a constant of shape ``[N, 1, D]``) put before the tokens of a sequence: a ``class_token``."""
+def _class_token(c: _Converter, x: Val, tokens: Sequence[Param], dim) -> Val:
+    """``torch.cat([token.expand(n, -1, -1), ..., x], dim=1)``: learned ``[1, k, D]`` tokens (expanded over the
+    batch, constants of shape ``[N, k, D]``: a class token, DeiT's distillation token, register tokens) put before
+    the tokens of a sequence: one ``class_token`` holding them all, in order."""
     x = c.seq(x, True, "the class token's concatenation")
     d = c.shape(x)[1]
-    t = token.tensor
-    if dim % 3 != 1 or t.dim() != 3 or tuple(t.shape[1:]) != (1, d) or not bool((t == t[:1]).all()):
-        raise c.fail(f"concatenating the parameter '{token.name}' of shape {list(t.shape)} before a sequence of "
-                     f"{d} features along axis {dim} is not a class token (a [1, 1, {d}] parameter expanded over "
-                     f"the batch, along axis 1)")
-    return Val(c.emit(token.name, "class_token", [x.node], {"weight": t[0].reshape(1, d)}))
+    for token in tokens:
+        t = token.tensor
+        if dim % 3 != 1 or t.dim() != 3 or t.shape[2] != d or not bool((t == t[:1]).all()):
+            raise c.fail(f"concatenating the parameter '{token.name}' of shape {list(t.shape)} before a sequence "
+                         f"of {d} features along axis {dim} is not a class token (a [1, k, {d}] parameter expanded "
+                         f"over the batch, along axis 1)")
+    table = torch.cat([t.tensor[0] for t in tokens])
+    return Val(c.emit(tokens[0].name, "class_token", [x.node], {"weight": table}, tokens=int(table.shape[0])))
 
 
 def f_flatten(c, n, x, start_dim=0, end_dim=-1):
@@ -1366,6 +1382,9 @@ def f_avgpool(c, n, x, kernel_size, stride=None, padding=0, ceil_mode=False, cou
 
 
 def f_mean(c: _Converter, n, x, dim=None, keepdim=False, *, dtype=None, out=None):
+    if isinstance(x, Tail) and {d % 3 for d in _ints(dim if dim is not None else ())} == {1} and not keepdim \
+            and dtype is None:
+        return Val(c.emit(None, "token_pool", [x.source.node], mode="mean", skip=x.skip))
     x = c.tensor(x)
     if x.layout in (CF, TND) and len(c.shape(x)) == 2:
         dims = {d % 3 for d in _ints(dim)} if dim is not None else set()
@@ -1396,8 +1415,8 @@ def f_stochastic_depth(c: _Converter, n, x, p, mode, training=True):
     return Val(c.emit(None, "stochastic_depth", [x.node], p=float(p), mode=mode), x.layout)
 
 
-def f_token_pool(c: _Converter, n, x, mode="mean"):
-    return Val(c.emit(None, "token_pool", [c.seq(x, True, "token_pool").node], mode=mode))
+def f_token_pool(c: _Converter, n, x, mode="mean", skip=0):
+    return Val(c.emit(None, "token_pool", [c.seq(x, True, "token_pool").node], mode=mode, skip=int(skip)))
 
 
 def f_to_tokens(c: _Converter, n, x):
@@ -1526,8 +1545,14 @@ def f_getitem(c: _Converter, n, obj, index):
         first = (slice(None), 0) if obj.layout == CF else 0
         tokens = index[1] if obj.layout == CF and isinstance(index, tuple) and len(index) == 2 and \
             index[0] == slice(None) else index
-        if isinstance(tokens, slice) and tokens.indices(c.shape(obj)[0]) == (0, c.shape(obj)[0], 1):
+        t = c.shape(obj)[0]
+        if isinstance(tokens, slice) and tokens.indices(t) == (0, t, 1):
             return obj   # x[:, 0:]: every token (timm's x[:, num_prefix_tokens:] without prefix tokens)
+        if obj.layout == CF and isinstance(tokens, slice) and tokens.indices(t)[1:] == (t, 1) and \
+                tokens.indices(t)[0] < t:
+            return Tail(obj, tokens.indices(t)[0])   # x[:, k:]: the tokens after k prefix tokens
+        if obj.layout == CF and isinstance(tokens, int) and 0 < tokens < t:   # x[:, 1]: DeiT's distillation token
+            return Val(c.emit(None, "token_pool", [obj.node], mode="first", skip=tokens))
         if index == first:
             return Val(c.emit(None, "token_pool", [obj.node], mode="first"))
         raise c.fail(f"indexing a {_layout_words(obj)} sequence with {index!r} is not supported (only its first "

@@ -241,13 +241,15 @@ def to_tokens_shape(node, ins):
     return (h * w, c)
 
 
-def class_token_shape(node, ins):
+def class_token_shape(node: S.ClassToken, ins):
     t, d = need_rank(ins, 2, node.op)
-    return (t + 1, d)
+    return (t + node.tokens, d)
 
 
-def token_pool_shape(node, ins):
-    _, d = need_rank(ins, 2, node.op)
+def token_pool_shape(node: S.TokenPool, ins):
+    t, d = need_rank(ins, 2, node.op)
+    if node.skip >= t:
+        bad("skip", f"skip={node.skip} leaves none of the {t} tokens")
     return (d,)
 
 
@@ -437,8 +439,8 @@ def table_params(node, ins, out):
     return math.prod(ins[0])
 
 
-def token_params(node, ins, out):
-    return channel_width(ins[0])
+def token_params(node: S.ClassToken, ins, out):
+    return channel_width(ins[0]) * node.tokens
 
 
 def scale_params(node, ins, out):
@@ -1114,11 +1116,11 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(kind=S.ToTokens, shape=to_tokens_shape, channels=ACT, in_rank=3, nonneg=every, colour=TOKEN_COLOUR,
           function=call(lambda T: T.extra.to_tokens), imports=Imports(functions=(EXTRA + ".to_tokens",))),
     OpDef(kind=S.ClassToken, shape=class_token_shape, channels=ACT, layout=column_layout, params=token_params,
-          in_rank=2, module=lambda T, n, ins: T.extra.ClassToken(ins[0][1]), offset=True, colour=TOKEN_COLOUR,
-          python={EXTRA + ".ClassToken": lambda m: f"ClassToken({m.weight.shape[1]})"},
+          in_rank=2, module=lambda T, n, ins: T.extra.ClassToken(ins[0][1], n.tokens), offset=True, colour=TOKEN_COLOUR,
+          python={EXTRA + ".ClassToken": lambda m: f"ClassToken({m.weight.shape[1]}, {m.weight.shape[0]})"},
           imports=Imports(modules=(EXTRA + ".ClassToken",))),
     OpDef(kind=S.TokenPool, shape=token_pool_shape, channels=ACT, in_rank=2, nonneg=every, colour=TOKEN_COLOUR,
-          function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode),
+          function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode, skip=lambda n: n.skip),
           imports=Imports(functions=(EXTRA + ".token_pool",), via="x.mean(dim=1) and x[:, 0] of a sequence")),
     OpDef(kind=S.LSTM, shape=rnn_shape, channels=fixed(SOURCE), layout=rnn_layout, params=rnn_params,
           macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,

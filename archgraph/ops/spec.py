@@ -233,14 +233,18 @@ class ToTokens(NodeSpec):
 
 
 class ClassToken(NodeSpec):
-    """Prepends a learned token (``<id>.weight``, ``[1, D]``): ``[T, D] -> [T+1, D]``."""
+    """Prepends ``tokens`` learned tokens (``<id>.weight``, ``[tokens, D]``: a class token, and DeiT's distillation
+    token or register tokens after it): ``[T, D] -> [T+tokens, D]``."""
     op: Literal["class_token"] = "class_token"
+    tokens: PositiveInt = 1
 
 
 class TokenPool(NodeSpec):
-    """A sequence to one vector: ``[T, D] -> [D]``, the mean over the tokens or the first token (a class token)."""
+    """A sequence to one vector: ``[T, D] -> [D]``, the mean over the tokens or the first token (a class token);
+    the first ``skip`` tokens left out (prefix tokens: ``x[:, skip:].mean(1)``, or ``x[:, skip]``)."""
     op: Literal["token_pool"] = "token_pool"
     mode: Literal["mean", "first"] = "mean"
+    skip: NonNegativeInt = 0
 
 
 class ReLU(NodeSpec):
