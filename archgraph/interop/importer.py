@@ -1721,8 +1721,9 @@ def _unbind(c: _Converter, n, x, dim=0):
     if not isinstance(x, Projected):
         raise c.fail("unbind is only supported on the q/k/v axis of a fused attention projection")
     dim = dim % len(x.axes)
-    return tuple(_hand_part(c, x, i, dim) for i in range(c.hand_shape(x)[dim] if x.axes[dim] == "P" else 0)) or \
-        _hand_part(c, x, 0, dim)
+    if x.axes[dim] != "P":
+        raise c.fail(f"unbind({dim}) of {_hand_words(x)} is not supported (only along its q/k/v axis P)")
+    return tuple(_hand_part(c, x, i, dim) for i in range(c.hand_shape(x)[dim]))
 
 
 _ATTENTION_STEPS: dict[str, Callable] = {"scaled_dot_product_attention": _sdpa, "matmul": _matmul,
