@@ -14,6 +14,7 @@ For each model (random init; norms and scales randomised so every layer shows in
 
     python benchmarks/import_zoo.py                       # all 16 models at 3x224x224, single thread
     python benchmarks/import_zoo.py --models resnet18 --size 64 --no-prune
+    python benchmarks/import_zoo.py --models fcn_resnet50,lraspp_mobilenet_v3_large --size 96   # segmentation
 """
 from __future__ import annotations
 
@@ -36,12 +37,15 @@ from run_rows import write_tables  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.interop.export import export_onnx  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
-from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model  # noqa: E402
+from archgraph.interop.equivalence import main_output, max_error, randomize_normalization, torchvision_model  # noqa: E402,E501
 from archgraph.fx.weights import load_into  # noqa: E402
 
 ZOO = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
        "efficientnet_b0", "regnet_x_400mf", "shufflenet_v2_x1_0", "squeezenet1_0", "googlenet", "convnext_tiny",
        "resnext50_32x4d", "mnasnet0_5", "wide_resnet50_2"]
+#: segmentation models (random backbone, no auxiliary head; the output compared is {"out": ...}'s [K, H, W]);
+#: run them with --models
+SEGMENTATION = ["fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
 
 
 def latencies_ms(modules: dict, x, reps: int) -> dict[str, float]:
@@ -84,8 +88,8 @@ def prune_tp(model, x, ratio: float, calls: int = 3) -> dict:
             pruner.step()
             times.append(time.perf_counter() - t)
             with torch.no_grad():
-                y = pruned(x)
-            if tuple(y.shape) != (x.shape[0], 1000):
+                y = main_output(pruned(x))
+            if tuple(y.shape[:2]) != (x.shape[0], 1000):
                 raise RuntimeError(f"output shape {list(y.shape)}")
         except Exception as err:
             return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:160]}"}
@@ -105,7 +109,7 @@ def prune_archgraph(graph, weights, x, ratio: float, calls: int = 3) -> dict:
         module.eval()
         with torch.no_grad():
             y = module(x)
-        if tuple(y.shape) != (x.shape[0], 1000):
+        if tuple(y.shape[:2]) != (x.shape[0], 1000):
             raise RuntimeError(f"output shape {list(y.shape)}")
     except Exception as err:
         return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:160]}"}
@@ -128,7 +132,7 @@ def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: 
     load_into(built, weights)
     built.eval()
     with torch.no_grad():
-        scale = float(model(x2).abs().max())
+        scale = float(main_output(model(x2)).abs().max())
     row.update(convert_ok=True, max_error=max_error(model, built, x2), params=graph.params, macs=graph.macs,
                nodes=len(graph.nodes), output_scale=scale)
     try:

@@ -27,7 +27,7 @@ def register(sub) -> None:
                         "the number of tokens T")
     p.add_argument("--vocab", type=int, default=None, metavar="V",
                    help="the input is T integer token ids in [0, V) (the graph input {shape: [T], vocab: V})")
-    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs (model default)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier (or segmentation) outputs (model default)")
     p.add_argument("--seq-len", type=int, default=16, metavar="T", help="hf: the number of tokens (default 16)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                    help="hf: a config field over archgraph's small defaults (e.g. --config num_hidden_layers=4); "
@@ -69,12 +69,12 @@ def load_model(spec: str, num_classes, seed: int):
     else:
         from archgraph.compat import import_torchvision
         tv = import_torchvision()
-        known = tv.models.list_models(module=tv.models)
+        known = tv.models.list_models(module=tv.models) + tv.models.list_models(module=tv.models.segmentation)
     if name not in known:
         import difflib
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        what = "model" if source == "timm" else "classification model"
+        what = "model" if source == "timm" else "classification or segmentation model"
         raise ConfigError(f"{source} has no {what} {name!r}{hint}", field="model")
     if num_classes is not None and num_classes <= 0:
         raise ConfigError("--num-classes must be positive", field="num-classes")

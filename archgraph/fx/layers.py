@@ -18,7 +18,8 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class Scale(nn.Module):
-    """A learnable per-channel multiplier (ConvNeXt's layer scale); ``weight`` has one entry per channel."""
+    """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale`` on tokens); ``weight`` has
+    one entry per channel: the first axis of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``."""
 
     def __init__(self, num_channels: int, init: float = 1.0):
         super().__init__()
@@ -27,6 +28,8 @@ class Scale(nn.Module):
         self.weight = nn.Parameter(torch.full((num_channels,), float(init)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:   # a sequence [B, T, D]: its channels are last
+            return x * self.weight
         return x * self.weight.view(-1, *([1] * (x.dim() - 2)))
 
 
@@ -78,13 +81,15 @@ class Attention(nn.Module):
     ``rotary``: Llama's rotary position embeddings on q and k (``rotate_half``; angles in float32, as Llama's)."""
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
-                 bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0):
+                 bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0,
+                 qkv_bias: bool | None = None):
         super().__init__()
+        qkv_bias = bias if qkv_bias is None else qkv_bias
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
         self.causal, self.dropout, self.rotary, self.rope_theta = causal, dropout, rotary, rope_theta
-        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
+        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,11 +131,11 @@ class PositionEmbedding(nn.Module):
 
 
 class ClassToken(nn.Module):
-    """Prepends a learned token (``weight``, ``[1, D]``) to a ``[B, T, D]`` input."""
+    """Prepends ``tokens`` learned tokens (``weight``, ``[tokens, D]``) to a ``[B, T, D]`` input."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, tokens: int = 1):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.weight = nn.Parameter(torch.randn(tokens, dim) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.weight.expand(x.shape[0], -1, -1), x], dim=1)
@@ -141,9 +146,9 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def token_pool(x: torch.Tensor, mode: str = "mean") -> torch.Tensor:
-    """``[B, T, D] -> [B, D]``: the mean over the tokens, or the first token."""
-    return x.mean(dim=1) if mode == "mean" else x[:, 0]
+def token_pool(x: torch.Tensor, mode: str = "mean", skip: int = 0) -> torch.Tensor:
+    """``[B, T, D] -> [B, D]``: the mean over the tokens, or the first token, after the first ``skip``."""
+    return x[:, skip:].mean(dim=1) if mode == "mean" else x[:, skip]
 def _averaging_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
     """``[out, size]``: row ``i`` averages the window adaptive pooling uses for output ``i``
     (``floor(i * size / out) .. ceil((i + 1) * size / out) - 1``)."""

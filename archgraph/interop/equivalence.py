@@ -39,12 +39,16 @@ def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def torchvision_model(name: str, num_classes: int = 1000, seed: int = 0) -> nn.Module:
-    """A randomly initialised torchvision classification model in eval mode (no download)."""
+    """A randomly initialised torchvision classification or segmentation model in eval mode (no download: a
+    segmentation model's backbone is random too, and it has no auxiliary head)."""
     tv = import_torchvision()
+    kwargs = {}
+    if name in tv.models.list_models(module=tv.models.segmentation):
+        kwargs = {"weights_backbone": None, "aux_loss": False}
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # googlenet's note about its init
         torch.manual_seed(seed)
-        return tv.models.get_model(name, weights=None, num_classes=num_classes).eval()
+        return tv.models.get_model(name, weights=None, num_classes=num_classes, **kwargs).eval()
 
 
 def timm_model(name: str, num_classes: Optional[int] = None, seed: int = 0) -> nn.Module:
@@ -58,7 +62,13 @@ def timm_model(name: str, num_classes: Optional[int] = None, seed: int = 0) -> n
         return timm.create_model(name, pretrained=False, **kwargs).eval()
 
 
+def main_output(y):
+    """A model's output tensor: a segmentation model's ``{"out": ...}`` gives its ``out``."""
+    return y["out"] if isinstance(y, dict) else y
+
+
 def max_error(a: nn.Module, b: nn.Module, *inputs: torch.Tensor) -> float:
-    """Largest absolute difference between the outputs of ``a`` and ``b`` on ``inputs``."""
+    """Largest absolute difference between the outputs of ``a`` and ``b`` on ``inputs`` (a dict output: its
+    ``out``)."""
     with torch.no_grad():
-        return float((a(*inputs) - b(*inputs)).abs().max())
+        return float((main_output(a(*inputs)) - main_output(b(*inputs))).abs().max())

@@ -28,7 +28,7 @@ import math
 import operator
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -41,7 +41,7 @@ from ..graph import RESERVED_IDS, Graph, TokenShape
 from ..fx.torchnames import resolve, try_resolve
 from ..topology import reachable
 from ..ops.registry import OPS, channel_width
-from ..ops.spec import KIND_BY_OP, Pad
+from ..ops.spec import KIND_BY_OP, Linear, Pad
 
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
 #: a sequence ``[T, D]`` seen time-first, ``[T, N, D]`` (what ``batch_first=False`` modules read); the token ids
@@ -75,6 +75,52 @@ class Pieces:
 class Unconverted:
     """A traced value the graph does not hold (an LSTM's final state, attention weights): an error if it is used."""
     what: str
+
+
+#: axis labels of hand-written attention's tensors (batch included): ``N`` batch, ``T`` tokens (the queries), ``S``
+#: tokens (the keys), ``P`` the q/k/v parts of a fused projection, ``H`` heads, ``E`` head_dim, ``F`` features
+SEQ_AXES = ("N", "T", "F")
+
+
+@dataclass(frozen=True)
+class Projected:
+    """Rows ``rows`` of the linear node ``proj`` (a projection of a sequence) on their way into hand-written
+    attention (timm's ``Attention``, nanoGPT's ``CausalSelfAttention``): the traced tensor's axes are ``axes``
+    (:data:`SEQ_AXES`' labels); ``heads`` and ``head_dim`` once it is reshaped into heads; ``scale`` a number it
+    was multiplied by (timm's ``q * self.scale``)."""
+    proj: str
+    rows: tuple[int, int]
+    axes: tuple[str, ...] = SEQ_AXES
+    heads: int = 0
+    head_dim: int = 0
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Attended:
+    """Hand-written attention of the projections ``q``, ``k`` (and ``v``), by ``stage``: ``scores`` (``q @ k^T``),
+    ``probs`` (their softmax over the keys), ``out`` (``probs @ v``, or ``scaled_dot_product_attention``'s result),
+    ``merged`` (its heads reshaped back to features, which the output projection reads), seen through ``axes``."""
+    stage: str
+    q: Projected
+    k: Projected
+    v: Optional[Projected] = None
+    axes: tuple[str, ...] = ("N", "H", "T", "S")
+    scale: float = 1.0
+    causal: bool = False
+    dropout: float = 0.0
+
+
+#: the values of hand-written attention before its output projection
+HAND = (Projected, Attended)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """``x[:, skip:]`` of a batch-first sequence (the tokens after its prefix tokens), which a mean over the tokens
+    reads (a ``token_pool`` with ``skip``)."""
+    source: Val
+    skip: int
 
 
 @dataclass(frozen=True)
@@ -394,6 +440,18 @@ class _Converter:
         g = val.groups
         return (g, c // g, h, w) if val.layout == GROUPED else (c // g, g, h, w)
 
+    def hand_shape(self, value) -> tuple[int, ...]:
+        """The traced shape (batch included) of a step of hand-written attention."""
+        p = value if isinstance(value, Projected) else value.q
+        t = self.shapes[self.nodes[p.proj]["in"][0]][0]
+        width = p.rows[1] - p.rows[0] if isinstance(value, Projected) else p.heads * p.head_dim
+        sizes = {"N": self.batch(), "T": t, "S": t, "H": p.heads, "E": p.head_dim, "F": width,
+                 "P": width // max(1, p.heads * p.head_dim)}
+        return tuple(sizes[a] for a in value.axes)
+
+    def batch(self) -> int:
+        return self.values[_first_placeholder(self)].shape[0]
+
     def tensor(self, value, what: str = "input", tokens: bool = False) -> Val:
         if isinstance(value, Val):
             if value.layout == TOKENS and not tokens:
@@ -403,6 +461,19 @@ class _Converter:
             raise self.fail(f"its {what} is the parameter '{value.name}' used as a tensor, which has no graph op")
         if isinstance(value, Unconverted):
             raise self.fail(f"its {what} is {value.what}, which the graph does not hold")
+        if isinstance(value, Tail):
+            raise self.fail(f"its {what} is the tokens after the first {value.skip} of '{value.source.node}' (x[:, "
+                            f"{value.skip}:]), which only a mean over the tokens reads (a token slice has no graph "
+                            f"op)")
+        if isinstance(value, Projected) and not value.heads:
+            raise self.fail(f"its {what} is rows {value.rows[0]}:{value.rows[1]} of the linear '{value.proj}' (a "
+                            f"split of a sequence's features), which only attention heads read: a slice of a "
+                            f"sequence's features has no graph op")
+        if isinstance(value, HAND):
+            raise self.fail(f"its {what} is {_hand_words(value)}, a step of hand-written attention, which only the "
+                            f"next steps read (heads of q/k/v projections, scaled_dot_product_attention or softmax(q "
+                            f"@ k.transpose(-2, -1) * scale) @ v, the heads merged, an output projection); other ops "
+                            f"on it (per-head q/k norms, a norm or gate before the projection) have no graph op")
         raise self.fail(f"its {what} is {type(value).__name__} {value!r}, not a tensor computed from the input")
 
     def cf(self, value, rank: Optional[int] = None, what: str = "input") -> Val:
@@ -513,8 +584,11 @@ class _Converter:
         """The converted value must have the traced tensor's shape (a guard against wrong conversions)."""
         if isinstance(result, (tuple, list)) and isinstance(value, (tuple, list)):
             for r, v in zip(result, value):
-                if isinstance(r, Val) and isinstance(v, _Tensor):
+                if isinstance(r, (Val, *HAND)) and isinstance(v, _Tensor):
                     self.check_shape(r, v)
+        if isinstance(result, HAND) and self.hand_shape(result) != tuple(value.shape):
+            raise self.fail(f"hand-written attention: {_hand_words(result)} has shape {list(self.hand_shape(result))}"
+                            f", but the module computes {list(value.shape)}")
         if isinstance(result, Val):
             got, want = self.expected(result), tuple(value.shape[1:])
             if result.layout == TND:   # [T, N, D]
@@ -525,6 +599,8 @@ class _Converter:
 
     def output(self, n: fx.Node) -> None:
         result = fx.node.map_arg(n.args[0], lambda a: self.env[a.name])
+        if isinstance(result, dict):   # torchvision's segmentation models return {"out": ..., "aux": ...}
+            result = list(result.values())
         items = list(result) if isinstance(result, (tuple, list)) else [result]
         for item in items:
             val = self.cf(item, what="output")
@@ -609,6 +685,13 @@ def _layout_words(val: Val) -> str:
             TOKENS: "token id"}.get(val.layout, "channels-first")
 
 
+def _hand_words(value) -> str:
+    if isinstance(value, Projected):
+        what = "heads" if value.heads else "rows"
+        return f"the {what} [{', '.join(value.axes)}] of the projection '{value.proj}'"
+    return f"the attention {value.stage} [{', '.join(value.axes)}] of '{value.q.proj}'"
+
+
 def _ints(value) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,)
@@ -675,6 +758,8 @@ def upsample(c: _Converter, n, m: nn.Upsample, x):
 
 
 def linear(c: _Converter, n, m: nn.Linear, x):
+    if isinstance(x, Attended):
+        return _hand_attention(c, n.target.rpartition(".")[0] or "attention", x, m.weight, m.bias)
     x = c.tensor(x)
     if x.layout == CL:  # a Linear over channels-last positions is a 1x1 convolution
         state = _state(m)
@@ -896,12 +981,14 @@ def attention_module(c: _Converter, n, m, x):
     return Val(c.emit(None, "attention", [x.node], _state(m), num_heads=m.num_heads,
                       head_dim=None if m.head_dim * m.num_heads == m.dim else m.head_dim,
                       kv_heads=None if m.kv_heads == m.num_heads else m.kv_heads, causal=bool(m.causal),
-                      bias=m.o_proj.bias is not None, dropout=float(m.dropout), rotary=bool(m.rotary),
+                      bias=m.o_proj.bias is not None,
+                      qkv_bias=None if (m.q_proj.bias is None) == (m.o_proj.bias is None) else m.q_proj.bias is not None,
+                      dropout=float(m.dropout), rotary=bool(m.rotary),
                       rope_theta=float(m.rope_theta)))
 
 
 def table_module(op: str):
-    """archgraph's own ``PositionEmbedding`` and ``ClassToken``: a ``weight`` table next to a sequence."""
+    """archgraph's own ``PositionEmbedding``: a ``weight`` table next to a sequence."""
     def handler(c: _Converter, n, m, x):
         x = c.seq(x, True, type(m).__name__)
         return Val(c.emit(None, op, [x.node], _state(m)))
@@ -965,12 +1052,14 @@ def _adaptive(c, n, x, output_size):
 
 
 def dropout(c: _Converter, n, m: nn.Dropout, x):
+    if isinstance(x, Attended) and x.stage == "probs":   # attention dropout, on the probabilities
+        return replace(x, dropout=float(m.p))
     x = c.tensor(x)
     return Val(c.emit(None, "dropout", [x.node], p=float(m.p)), x.layout, x.groups)
 
 
 def identity(c: _Converter, n, m, x, *rest, **kw):
-    return c.tensor(x)
+    return x if isinstance(x, HAND) else c.tensor(x)
 
 
 def flatten_module(c: _Converter, n, m: nn.Flatten, x):
@@ -1016,7 +1105,8 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "pad": pad_module, "rmsnorm": rmsnorm, "embedding": embedding, "lstm": rnn("lstm"), "gru": rnn("gru"),
     "attention": lambda c, n, m, *a, **k: _ATTENTION_MODULES.get(type(m), attention_module)(c, n, m, *a, **k),
     "position_embedding": table_module("position_embedding"),
-    "class_token": table_module("class_token"),
+    "class_token": lambda c, n, m, x: Val(c.emit(None, "class_token", [c.seq(x, True, "ClassToken").node], _state(m),
+                                                  tokens=int(m.weight.shape[0]))),
 }
 
 #: the torch modules the attention op's import names, by class (an encoder layer is several nodes around one)
@@ -1035,6 +1125,8 @@ def _binary(c: _Converter, n, op: str, a, b, alpha=1):
     vals = [v for v in (a, b) if isinstance(v, Val)]
     if len(vals) != 2:
         other = next(v for v in (a, b) if not isinstance(v, Val))
+        if isinstance(other, (*HAND, Unconverted)):
+            c.tensor(other)   # raises, saying what the value is
         what = f"the parameter '{other.name}'" if isinstance(other, Param) else f"the constant {other!r}"
         raise c.fail(f"{op} of a tensor and {what} has no graph op")
     a, b = vals
@@ -1088,8 +1180,10 @@ def f_conv2d(c: _Converter, n, x, weight, bias=None, stride=1, padding=0, dilati
 
 
 def f_linear(c: _Converter, n, x, weight, bias=None):
-    x = c.tensor(x)
     w, b = _param(c, weight, "weight"), _param(c, bias, "bias")
+    if isinstance(x, Attended) and w is not None:
+        return _hand_attention(c, (_owner(weight) or "").rpartition(".")[0] or "attention", x, w, b)
+    x = c.tensor(x)
     if w is None or w.dim() != 2:
         raise c.fail("F.linear needs a 2-D weight parameter")
     out = int(w.shape[0])
@@ -1189,6 +1283,9 @@ def _position(c: _Converter, x: Val, table: Param) -> Val:
 
 
 def f_mul(c, n, a, b, *rest, out=None):
+    for x, other in ((a, b), (b, a)):
+        if isinstance(x, HAND) and _number(other):
+            return _hand_scale(c, x, float(other))
     vals = [v for v in (a, b) if isinstance(v, Val)]
     params = [v for v in (a, b) if isinstance(v, Param)]
     if len(vals) == 1 and len(params) == 1:
@@ -1201,14 +1298,16 @@ def f_mul(c, n, a, b, *rest, out=None):
 
 def f_div(c, n, a, b, *rest, rounding_mode=None, out=None):
     """``x / number`` (a constant scale); ``x / tensor`` has no graph op."""
+    if isinstance(a, HAND) and _number(b) and b != 0:
+        return _hand_scale(c, a, 1.0 / b)
     if isinstance(a, Val) and _number(b) and b != 0 and rounding_mode is None:
         return _constant_scale(c, n, a, 1.0 / b)
     raise c.fail("only a division by a non-zero number is supported")
 
 
 def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
-    if len(tensors) == 2 and isinstance(tensors[0], Param) and isinstance(tensors[1], Val):
-        return _class_token(c, tensors[1], tensors[0], dim)
+    if len(tensors) >= 2 and all(isinstance(t, Param) for t in tensors[:-1]) and isinstance(tensors[-1], Val):
+        return _class_token(c, tensors[-1], tensors[:-1], dim)
     vals = [c.tensor(t) for t in tensors]
     layouts = {(v.layout, v.groups) for v in vals}
     if len(layouts) != 1 or vals[0].layout not in (CF, CL):
@@ -1218,17 +1317,20 @@ def f_cat(c: _Converter, n, tensors, dim=0, *, out=None):
     return Val(c.emit(None, "concat", [v.node for v in vals]), vals[0].layout)
 
 
-def _class_token(c: _Converter, x: Val, token: Param, dim) -> Val:
-    """``torch.cat([token.expand(n, -1, -1), x], dim=1)``: a learned ``[1, 1, D]`` token (expanded over the
-    batch, a constant of shape ``[N, 1, D]``) put before the tokens of a sequence: a ``class_token``."""
+def _class_token(c: _Converter, x: Val, tokens: Sequence[Param], dim) -> Val:
+    """``torch.cat([token.expand(n, -1, -1), ..., x], dim=1)``: learned ``[1, k, D]`` tokens (expanded over the
+    batch, constants of shape ``[N, k, D]``: a class token, DeiT's distillation token, register tokens) put before
+    the tokens of a sequence: one ``class_token`` holding them all, in order."""
     x = c.seq(x, True, "the class token's concatenation")
     d = c.shape(x)[1]
-    t = token.tensor
-    if dim % 3 != 1 or t.dim() != 3 or tuple(t.shape[1:]) != (1, d) or not bool((t == t[:1]).all()):
-        raise c.fail(f"concatenating the parameter '{token.name}' of shape {list(t.shape)} before a sequence of "
-                     f"{d} features along axis {dim} is not a class token (a [1, 1, {d}] parameter expanded over "
-                     f"the batch, along axis 1)")
-    return Val(c.emit(token.name, "class_token", [x.node], {"weight": t[0].reshape(1, d)}))
+    for token in tokens:
+        t = token.tensor
+        if dim % 3 != 1 or t.dim() != 3 or t.shape[2] != d or not bool((t == t[:1]).all()):
+            raise c.fail(f"concatenating the parameter '{token.name}' of shape {list(t.shape)} before a sequence "
+                         f"of {d} features along axis {dim} is not a class token (a [1, k, {d}] parameter expanded "
+                         f"over the batch, along axis 1)")
+    table = torch.cat([t.tensor[0] for t in tokens])
+    return Val(c.emit(tokens[0].name, "class_token", [x.node], {"weight": table}, tokens=int(table.shape[0])))
 
 
 def f_flatten(c, n, x, start_dim=0, end_dim=-1):
@@ -1258,6 +1360,8 @@ def f_gelu(c, n, x, approximate="none"):
 def f_dropout(c: _Converter, n, x, p=0.5, training=False, inplace=False):
     if training:
         raise c.fail("F.dropout with training=True is not a layer (use nn.Dropout)")
+    if isinstance(x, Attended) and x.stage == "probs":
+        return replace(x, dropout=float(p))
     x = c.tensor(x)
     return Val(c.emit(None, "dropout", [x.node], p=float(p)), x.layout)
 
@@ -1278,6 +1382,9 @@ def f_avgpool(c, n, x, kernel_size, stride=None, padding=0, ceil_mode=False, cou
 
 
 def f_mean(c: _Converter, n, x, dim=None, keepdim=False, *, dtype=None, out=None):
+    if isinstance(x, Tail) and {d % 3 for d in _ints(dim if dim is not None else ())} == {1} and not keepdim \
+            and dtype is None:
+        return Val(c.emit(None, "token_pool", [x.source.node], mode="mean", skip=x.skip))
     x = c.tensor(x)
     if x.layout in (CF, TND) and len(c.shape(x)) == 2:
         dims = {d % 3 for d in _ints(dim)} if dim is not None else set()
@@ -1308,8 +1415,8 @@ def f_stochastic_depth(c: _Converter, n, x, p, mode, training=True):
     return Val(c.emit(None, "stochastic_depth", [x.node], p=float(p), mode=mode), x.layout)
 
 
-def f_token_pool(c: _Converter, n, x, mode="mean"):
-    return Val(c.emit(None, "token_pool", [c.seq(x, True, "token_pool").node], mode=mode))
+def f_token_pool(c: _Converter, n, x, mode="mean", skip=0):
+    return Val(c.emit(None, "token_pool", [c.seq(x, True, "token_pool").node], mode=mode, skip=int(skip)))
 
 
 def f_to_tokens(c: _Converter, n, x):
@@ -1317,8 +1424,10 @@ def f_to_tokens(c: _Converter, n, x):
 
 
 def f_permute(c: _Converter, n, x, *dims):
-    x = c.tensor(x)
     dims = _ints(dims[0]) if len(dims) == 1 and not isinstance(dims[0], int) else _ints(dims)
+    if isinstance(x, HAND):
+        return _relabel(c, x, [d % len(x.axes) for d in dims])
+    x = c.tensor(x)
     if x.layout == FLAT and tuple(d % 3 for d in dims) == (0, 2, 1):
         return _tokens(c, x)
     if x.layout in (CF, TND) and len(c.shape(x)) == 2 and tuple(d % 3 for d in dims) == (1, 0, 2):
@@ -1338,6 +1447,11 @@ def _tokens(c: _Converter, x: Val) -> Val:
 
 
 def f_transpose(c: _Converter, n, x, dim0, dim1):
+    if isinstance(x, HAND):
+        order = list(range(len(x.axes)))
+        a, b = dim0 % len(order), dim1 % len(order)
+        order[a], order[b] = b, a
+        return _relabel(c, x, order)
     x = c.tensor(x)
     if x.layout == FLAT and {dim0 % 3, dim1 % 3} == {1, 2}:
         return _tokens(c, x)
@@ -1351,11 +1465,17 @@ def f_transpose(c: _Converter, n, x, dim0, dim1):
 
 
 def f_contiguous(c: _Converter, n, x, *args, **kwargs):
-    return c.tensor(x)
+    return x if isinstance(x, HAND) else c.tensor(x)
 
 
 def f_reshape(c: _Converter, n, x, *shape):
-    return _reshape(c, n, c.tensor(x), c.values[n.name].shape)
+    out = tuple(c.values[n.name].shape)
+    if isinstance(x, HAND):
+        return _hand_reshape(c, x, out)
+    x = c.tensor(x)
+    if x.layout == CF and len(c.shape(x)) == 2 and len(out) in (4, 5):   # a projection split into heads
+        return _hand_reshape(c, _projection(c, x, (0, c.channels(x))), out)
+    return _reshape(c, n, x, out)
 
 
 def _reshape(c: _Converter, n, x: Val, out: tuple[int, ...]) -> Val:
@@ -1423,15 +1543,29 @@ def f_getitem(c: _Converter, n, obj, index):
         return Unconverted(f"a part of {obj.what}")
     if isinstance(obj, Val) and obj.layout in (CF, TND) and len(c.shape(obj)) == 2:
         first = (slice(None), 0) if obj.layout == CF else 0
+        tokens = index[1] if obj.layout == CF and isinstance(index, tuple) and len(index) == 2 and \
+            index[0] == slice(None) else index
+        t = c.shape(obj)[0]
+        if isinstance(tokens, slice) and tokens.indices(t) == (0, t, 1):
+            return obj   # x[:, 0:]: every token (timm's x[:, num_prefix_tokens:] without prefix tokens)
+        if obj.layout == CF and isinstance(tokens, slice) and tokens.indices(t)[1:] == (t, 1) and \
+                tokens.indices(t)[0] < t:
+            return Tail(obj, tokens.indices(t)[0])   # x[:, k:]: the tokens after k prefix tokens
+        if obj.layout == CF and isinstance(tokens, int) and 0 < tokens < t:   # x[:, 1]: DeiT's distillation token
+            return Val(c.emit(None, "token_pool", [obj.node], mode="first", skip=tokens))
         if index == first:
             return Val(c.emit(None, "token_pool", [obj.node], mode="first"))
         raise c.fail(f"indexing a {_layout_words(obj)} sequence with {index!r} is not supported (only its first "
                      f"token, {'x[:, 0]' if obj.layout == CF else 'x[0]'})")
+    if isinstance(obj, Projected) and isinstance(index, int):   # qkv[0]: the queries of a fused projection
+        return _hand_part(c, obj, index, 0)
     if isinstance(obj, Pieces):
         start, stop = obj.bounds[index]
         src = obj.source
         if (start, stop) == (0, c.channels(src)):
             return src
+        if src.layout == CF and len(c.shape(src)) == 2:   # nanoGPT's c_attn(x).split(n_embd, dim=2)
+            return _projection(c, src, (start, stop))
         return Val(c.emit(None, "slice", [src.node], start=start, stop=stop), src.layout)
     if isinstance(obj, Val) and obj.layout == CF and isinstance(index, tuple) and len(index) == 2 and \
             index[0] == slice(None) and isinstance(index[1], slice) and index[1].step in (None, 1):
@@ -1457,6 +1591,190 @@ def f_pad(c: _Converter, n, x, pad, *args, **kwargs):
     return _pad(c, n, x, pad, *args, **kwargs)
 
 
+# ---- hand-written attention ---------------------------------------------------------------------------------------
+# timm's Attention and nanoGPT's CausalSelfAttention: a linear projection of a sequence (fused qkv, or split into
+# q, k, v) reshaped into heads, scaled_dot_product_attention (or softmax(q @ k^T * scale) @ v), the heads merged
+# back, an output projection. Each step's value is a Projected or an Attended; the output projection makes them one
+# attention node, and the q/k/v linears, no longer read, are dropped with the graph's dead nodes.
+
+def _projection(c: _Converter, x: Val, rows: tuple[int, int]) -> Projected:
+    """Rows of the linear node ``x.node`` (the projection of a batch-first sequence) as attention's input."""
+    data = c.nodes.get(x.node)
+    if data is None or KIND_BY_OP[data["op"]] is not Linear:
+        raise c.fail(f"splitting the features of '{x.node}' into heads (or pieces) is only supported for a linear "
+                     f"projection of a sequence on its way into attention")
+    return Projected(x.node, rows)
+
+
+def _hand_reshape(c: _Converter, v, out: tuple[int, ...]):
+    """``[N, T, F] -> [N, T, H, E]`` or ``[N, T, P, H, E]`` (F = P*H*E: the parts, then the heads, of a fused
+    projection), and merging the heads back, ``[N, T, H, E] -> [N, T, H*E]``."""
+    shape = c.hand_shape(v)
+    if isinstance(v, Projected) and v.axes == SEQ_AXES and out[:2] == shape[:2] and len(out) in (4, 5) and \
+            math.prod(out[2:]) == shape[2]:
+        heads, head_dim = out[-2:]
+        return replace(v, axes=("N", "T", "H", "E") if len(out) == 4 else ("N", "T", "P", "H", "E"), heads=heads,
+                       head_dim=head_dim)
+    if isinstance(v, Attended) and v.stage == "out" and v.axes == ("N", "T", "H", "E") and \
+            out == (*shape[:2], shape[2] * shape[3]):
+        return replace(v, stage="merged", axes=SEQ_AXES)
+    raise c.fail(f"hand-written attention: a reshape of {_hand_words(v)} (shape {list(shape)}) to {list(out)} is "
+                 f"not supported (only a projection into heads [N, T, H, E] or [N, T, 3, H, E], and the heads "
+                 f"[N, T, H, E] merged back)")
+
+
+def _relabel(c: _Converter, v, order) -> Any:
+    if sorted(order) != list(range(len(v.axes))):
+        raise c.fail(f"permute{list(order)} of {_hand_words(v)} is not a permutation of its axes")
+    return replace(v, axes=tuple(v.axes[i] for i in order))
+
+
+def _hand_part(c: _Converter, p: Projected, index: int, axis: int) -> Projected:
+    """Part ``index`` (q, k or v) of a fused projection along ``axis`` (its ``P`` axis)."""
+    if axis >= len(p.axes) or p.axes[axis] != "P" or not 0 <= index < c.hand_shape(p)[axis]:
+        raise c.fail(f"taking part {index} along axis {axis} of {_hand_words(p)} is not supported (only along its "
+                     f"q/k/v axis P)")
+    width = p.heads * p.head_dim
+    start = p.rows[0] + index * width
+    return replace(p, rows=(start, start + width), axes=p.axes[:axis] + p.axes[axis + 1:])
+
+
+def _hand_scale(c: _Converter, v, factor: float):
+    if isinstance(v, Projected) and v.heads:
+        return replace(v, scale=v.scale * factor)
+    if isinstance(v, Attended) and v.stage == "scores":
+        return replace(v, scale=v.scale * factor)
+    raise c.fail(f"scaling {_hand_words(v)} by {factor!r} is not supported (only the heads or the scores)")
+
+
+def _attention_mask(c: _Converter, mask, t: int, true_attends: bool) -> bool:
+    """Whether a constant mask is the causal one: ``True`` where a query may attend (on and below the diagonal)
+    for ``scaled_dot_product_attention``, ``True`` where it is masked for ``masked_fill``; a float mask has
+    ``-inf`` above the diagonal and 0 elsewhere. Leading axes of size 1 are broadcast."""
+    if not isinstance(mask, Param):
+        raise c.fail("an attention mask computed from the input is not supported (only a constant causal mask)")
+    m = mask.tensor
+    while m.dim() > 2 and m.shape[0] == 1:
+        m = m[0]
+    if tuple(m.shape) != (t, t):
+        raise c.fail(f"an attention mask of shape {list(mask.tensor.shape)} is not supported (only the causal "
+                     f"[T, T] one, T = {t})")
+    upper = torch.ones(t, t, dtype=torch.bool, device=m.device).triu(1)
+    if m.dtype == torch.bool:
+        ok = torch.equal(m, ~upper if true_attends else upper)
+    else:
+        ok = bool((m[upper] == float("-inf")).all() and (m[~upper] == 0).all())
+    if not ok:
+        raise c.fail(f"the attention mask '{mask.name}' is not the causal mask; other masks are not supported")
+    return True
+
+
+def _heads_of(c: _Converter, p, what: str, axes=("N", "H", "T", "E")) -> Projected:
+    if not isinstance(p, Projected) or p.axes != axes:
+        words = _hand_words(p) if isinstance(p, HAND) else "a tensor that is not a projection split into heads"
+        raise c.fail(f"hand-written attention: the {what} must be heads [{', '.join(axes)}] of a linear "
+                     f"projection; got {words}")
+    return p
+
+
+def _sdpa(c: _Converter, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
+    q, k, v = (_heads_of(c, p, what) for p, what in ((q, "queries"), (k, "keys"), (v, "values")))
+    if v.scale != 1:
+        raise c.fail("scaling the values is not supported")
+    if attn_mask is not None and is_causal:
+        raise c.fail("attn_mask together with is_causal=True is not supported")
+    causal = bool(is_causal) or (attn_mask is not None and _attention_mask(c, attn_mask, c.hand_shape(q)[2], True))
+    factor = (1.0 / math.sqrt(q.head_dim) if scale is None else float(scale)) * q.scale * k.scale
+    return Attended("out", q, k, v, ("N", "H", "T", "E"), factor, causal, float(dropout_p))
+
+
+def _matmul(c: _Converter, n, a, b, *rest, out=None):
+    """``q @ k.transpose(-2, -1)`` (the scores) and ``probs @ v``."""
+    if isinstance(a, Projected):
+        q = _heads_of(c, a, "left side of q @ k^T")
+        k = _heads_of(c, b, "right side of q @ k^T", ("N", "H", "E", "T"))
+        return Attended("scores", q, replace(k, axes=("N", "H", "T", "E")), scale=q.scale * k.scale)
+    if isinstance(a, Attended) and a.stage == "probs" and a.axes == ("N", "H", "T", "S"):
+        return replace(a, stage="out", v=_heads_of(c, b, "values"), axes=("N", "H", "T", "E"))
+    words = _hand_words(a) if isinstance(a, HAND) else "a tensor"
+    raise c.fail(f"a matrix product of {words} is not supported (only q @ k.transpose(-2, -1) and softmax @ v of "
+                 f"hand-written attention)")
+
+
+def _softmax(c: _Converter, n, x, dim=None, *rest, dtype=None, _stacklevel=3):
+    if not (isinstance(x, Attended) and x.stage == "scores" and dim is not None and
+            dim % len(x.axes) == x.axes.index("S")) or dtype is not None or any(r is not None for r in rest[1:]):
+        raise c.fail("only a softmax over the keys of hand-written attention's scores is supported")
+    return replace(x, stage="probs")
+
+
+def _masked_fill(c: _Converter, n, x, mask, value):
+    if not (isinstance(x, Attended) and x.stage == "scores" and value == float("-inf")):
+        raise c.fail("only masked_fill(mask, -inf) of hand-written attention's scores is supported (a causal mask)")
+    if x.causal:
+        raise c.fail("the scores are masked twice")
+    return replace(x, causal=_attention_mask(c, mask, c.hand_shape(x)[2], False))
+
+
+def _unbind(c: _Converter, n, x, dim=0):
+    if not isinstance(x, Projected):
+        raise c.fail("unbind is only supported on the q/k/v axis of a fused attention projection")
+    dim = dim % len(x.axes)
+    if x.axes[dim] != "P":
+        raise c.fail(f"unbind({dim}) of {_hand_words(x)} is not supported (only along its q/k/v axis P)")
+    return tuple(_hand_part(c, x, i, dim) for i in range(c.hand_shape(x)[dim]))
+
+
+_ATTENTION_STEPS: dict[str, Callable] = {"scaled_dot_product_attention": _sdpa, "matmul": _matmul,
+                                         "__matmul__": _matmul, "softmax": _softmax, "masked_fill": _masked_fill,
+                                         "unbind": _unbind}
+
+
+def f_attention(c: _Converter, n, *args, **kwargs):
+    """The functions and methods of hand-written attention (the attention op's ``imports``), by name."""
+    name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+    return _ATTENTION_STEPS[name](c, n, *args, **kwargs)
+
+
+def _hand_attention(c: _Converter, hint: str, att: Attended, weight: torch.Tensor, bias) -> Val:
+    """The output projection of merged heads: one ``attention`` node (its q/k/v rows cut from their linears)."""
+    if att.stage != "merged":
+        raise c.fail(f"the output projection reads {_hand_words(att)}; it must read the heads merged back "
+                     f"(out.transpose(1, 2).reshape(B, T, C))")
+    projs = {"q": att.q, "k": att.k, "v": att.v}
+    sources = {c.nodes[p.proj]["in"][0] for p in projs.values()}
+    if len(sources) != 1:
+        raise c.fail("the queries, keys and values project different sequences: only self-attention is supported")
+    x = sources.pop()
+    t, d = c.shapes[x]
+    heads, head_dim = att.q.heads, att.q.head_dim
+    if any((p.heads, p.head_dim) != (heads, head_dim) for p in projs.values()):
+        raise c.fail("queries, keys and values with different numbers of heads or head sizes are not supported")
+    if abs(att.scale * math.sqrt(head_dim) - 1) > 1e-9:
+        raise c.fail(f"the scores are scaled by {att.scale!r}, not 1/sqrt(head_dim) = {head_dim ** -0.5!r}; the "
+                     f"attention op has no other scale")
+    if tuple(weight.shape) != (d, heads * head_dim):
+        raise c.fail(f"the output projection's weight is {list(weight.shape)}; the attention op maps back to the "
+                     f"{d} input features ([{d}, {heads * head_dim}])")
+    state, biases = {}, {}
+    for name, p in projs.items():
+        state[f"{name}_proj.weight"] = c.weights[f"{p.proj}.weight"][p.rows[0]:p.rows[1]]
+        b = c.weights.get(f"{p.proj}.bias")
+        biases[name] = None if b is None else b[p.rows[0]:p.rows[1]]
+    state["o_proj.weight"] = weight
+    if len({b is None for b in biases.values()}) != 1:
+        raise c.fail(f"only {', '.join(k for k, b in biases.items() if b is not None)} of the q/k/v projections "
+                     f"have biases; the attention op gives all three or none")
+    with_bias = {f"{k}_proj.bias": b for k, b in biases.items() if b is not None}
+    if bias is not None:
+        with_bias["o_proj.bias"] = bias
+    qkv = biases["q"] is not None
+    return Val(c.emit(hint, "attention", [x], {**state, **with_bias}, num_heads=heads,
+                      head_dim=None if heads * head_dim == d else head_dim, causal=att.causal, bias=bias is not None,
+                      qkv_bias=None if qkv == (bias is not None) else qkv, dropout=att.dropout))
+
+
 #: function (and method) handlers of the ops whose import is not :func:`f_unary`'s (keyed by op; the functions
 #: and methods that map to each op are the registry's ``imports.functions`` and ``imports.methods``)
 FUNCTION_HANDLERS: dict[str, Callable] = {
@@ -1465,7 +1783,7 @@ FUNCTION_HANDLERS: dict[str, Callable] = {
     "layernorm": f_layer_norm, "stochastic_depth": f_stochastic_depth, "upsample": f_interpolate,
     "conv2d": f_conv2d, "linear": f_linear,
     "batchnorm2d": f_batch_norm, "scale": f_div, "pad": f_pad, "token_pool": f_token_pool,
-    "to_tokens": f_to_tokens,
+    "to_tokens": f_to_tokens, "attention": f_attention,
 }
 
 #: functions that change how a value is viewed (layout, pieces) and make no node of their own; the ATen ones come

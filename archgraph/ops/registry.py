@@ -206,12 +206,6 @@ def rank_shape(rank):
     return shape
 
 
-def norm_any_shape(node, ins):
-    if len(ins[0]) not in (1, 3):
-        bad("in", f"needs a [F] or [C, H, W] input, got {list(ins[0])}")
-    return tuple(ins[0])
-
-
 def ln_shape(node, ins):
     if len(ins[0]) not in (1, 2, 3):
         bad("in", f"needs a [F], [T, D] or [C, H, W] input, got {list(ins[0])}")
@@ -247,13 +241,15 @@ def to_tokens_shape(node, ins):
     return (h * w, c)
 
 
-def class_token_shape(node, ins):
+def class_token_shape(node: S.ClassToken, ins):
     t, d = need_rank(ins, 2, node.op)
-    return (t + 1, d)
+    return (t + node.tokens, d)
 
 
-def token_pool_shape(node, ins):
-    _, d = need_rank(ins, 2, node.op)
+def token_pool_shape(node: S.TokenPool, ins):
+    t, d = need_rank(ins, 2, node.op)
+    if node.skip >= t:
+        bad("skip", f"skip={node.skip} leaves none of the {t} tokens")
     return (d,)
 
 
@@ -420,10 +416,15 @@ def embedding_params(node: S.Embedding, ins, out):
     return ins[0].vocab * node.embedding_dim
 
 
+def qkv_bias(node: S.Attention) -> bool:
+    """Whether an attention's q/k/v projections have biases (``qkv_bias``, by default ``bias``)."""
+    return node.bias if node.qkv_bias is None else node.qkv_bias
+
+
 def attention_params(node: S.Attention, ins, out):
     d, h, hd, kv = attention_dims(node, ins)
     weights = d * h * hd * 2 + d * kv * hd * 2
-    return weights + ((h + 2 * kv) * hd + d if node.bias else 0)
+    return weights + ((h + 2 * kv) * hd if qkv_bias(node) else 0) + (d if node.bias else 0)
 
 
 def attention_macs(node: S.Attention, ins, out):
@@ -438,12 +439,12 @@ def table_params(node, ins, out):
     return math.prod(ins[0])
 
 
-def token_params(node, ins, out):
-    return channel_width(ins[0])
+def token_params(node: S.ClassToken, ins, out):
+    return channel_width(ins[0]) * node.tokens
 
 
 def scale_params(node, ins, out):
-    return ins[0][0]
+    return channel_width(ins[0])
 
 
 # ---- channel roles and tensor layouts -------------------------------------------------------------------------
@@ -560,9 +561,10 @@ def attention_layout(node: S.Attention, ins):
     are no channel axis: the head rules map them."""
     layout = {"q_proj.weight": (None, 1), "k_proj.weight": (None, 1), "v_proj.weight": (None, 1),
               "o_proj.weight": (0, None)}
+    if qkv_bias(node):
+        layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None)})
     if node.bias:
-        layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None),
-                       "o_proj.bias": (0, None)})
+        layout["o_proj.bias"] = (0, None)
     return layout
 
 
@@ -609,7 +611,7 @@ def attention_heads(node: S.Attention, ins):
     every query head has its own kv head."""
     _, h, hd, kv = attention_dims(node, ins)
     names = ["o_proj.weight", "q_proj.weight"] + (["k_proj.weight", "v_proj.weight"] if kv == h else [])
-    if node.bias:
+    if qkv_bias(node):
         names += ["q_proj.bias"] + (["k_proj.bias", "v_proj.bias"] if kv == h else [])
     return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
 
@@ -692,7 +694,7 @@ def embedding_module(T, node: S.Embedding, ins):
 def attention_module(T, node: S.Attention, ins):
     d, h, hd, kv = attention_dims(node, ins)
     return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
-                             rotary=node.rotary, rope_theta=node.rope_theta)
+                             rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias)
 
 
 def rms_module(T, node: S.RMSNorm, ins):
@@ -719,7 +721,7 @@ def dropout_module(T, node: S.Dropout, ins):
 
 
 def scale_module(T, node: S.Scale, ins):
-    return T.extra.Scale(ins[0][0], init=node.init)
+    return T.extra.Scale(channel_width(ins[0]), init=node.init)
 
 
 def stochastic_depth_module(T, node: S.StochasticDepth, ins):
@@ -802,7 +804,9 @@ def embedding_source(m) -> str:
 def attention_source(m) -> str:
     return (f"Attention({m.dim}, {m.num_heads}, {m.head_dim}, {m.kv_heads}, causal={m.causal}, "
             f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r}"
-            + (f", rotary=True, rope_theta={m.rope_theta!r})" if m.rotary else ")"))
+            + (f", rotary=True, rope_theta={m.rope_theta!r}" if m.rotary else "")
+            + (f", qkv_bias={m.q_proj.bias is not None})" if (m.q_proj.bias is None) != (m.o_proj.bias is None)
+               else ")"))
 
 
 def rms_source(m) -> str:
@@ -1056,7 +1060,7 @@ DEFS: tuple[OpDef, ...] = (
           imports=Imports(modules=("torch.nn.Identity",))),
     _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Hardsigmoid",),
                 functions=(F_ + "hardsigmoid", A_ + "hardsigmoid.default")),
-    OpDef(kind=S.Scale, shape=norm_any_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
+    OpDef(kind=S.Scale, shape=ln_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
           module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
           # a mul by a per-channel parameter or by a number; a division by a number
           imports=Imports(functions=("operator.truediv", "operator.itruediv", "torch.div", A_ + "div.Tensor"),
@@ -1102,16 +1106,21 @@ DEFS: tuple[OpDef, ...] = (
           heads=attention_heads,
           colour=ATTENTION_COLOUR, python={EXTRA + ".Attention": attention_source},
           # an encoder layer is imported as its norms, attention, linears and residual adds around this op
+          # and hand-written attention (timm's, nanoGPT's): heads of linear projections, these functions, the
+          # heads merged back and an output projection
           imports=Imports(modules=("torch.nn.MultiheadAttention", "torch.nn.TransformerEncoderLayer",
-                                   "torch.nn.TransformerEncoder", EXTRA + ".Attention"))),
+                                   "torch.nn.TransformerEncoder", EXTRA + ".Attention"),
+                          functions=(F_ + "scaled_dot_product_attention", "torch.matmul", "operator.matmul",
+                                     "torch.softmax", F_ + "softmax", "torch.unbind"),
+                          methods=("softmax", "masked_fill", "unbind", "matmul", "__matmul__"))),
     OpDef(kind=S.ToTokens, shape=to_tokens_shape, channels=ACT, in_rank=3, nonneg=every, colour=TOKEN_COLOUR,
           function=call(lambda T: T.extra.to_tokens), imports=Imports(functions=(EXTRA + ".to_tokens",))),
     OpDef(kind=S.ClassToken, shape=class_token_shape, channels=ACT, layout=column_layout, params=token_params,
-          in_rank=2, module=lambda T, n, ins: T.extra.ClassToken(ins[0][1]), offset=True, colour=TOKEN_COLOUR,
-          python={EXTRA + ".ClassToken": lambda m: f"ClassToken({m.weight.shape[1]})"},
+          in_rank=2, module=lambda T, n, ins: T.extra.ClassToken(ins[0][1], n.tokens), offset=True, colour=TOKEN_COLOUR,
+          python={EXTRA + ".ClassToken": lambda m: f"ClassToken({m.weight.shape[1]}, {m.weight.shape[0]})"},
           imports=Imports(modules=(EXTRA + ".ClassToken",))),
     OpDef(kind=S.TokenPool, shape=token_pool_shape, channels=ACT, in_rank=2, nonneg=every, colour=TOKEN_COLOUR,
-          function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode),
+          function=call(lambda T: T.extra.token_pool, mode=lambda n: n.mode, skip=lambda n: n.skip),
           imports=Imports(functions=(EXTRA + ".token_pool",), via="x.mean(dim=1) and x[:, 0] of a sequence")),
     OpDef(kind=S.LSTM, shape=rnn_shape, channels=fixed(SOURCE), layout=rnn_layout, params=rnn_params,
           macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,

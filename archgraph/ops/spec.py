@@ -201,7 +201,9 @@ class Attention(NodeSpec):
     ``o_proj`` ``[D, num_heads*head_dim]`` (with biases when ``bias``). Query head ``h`` owns rows
     ``h*head_dim:(h+1)*head_dim`` of ``q_proj`` and the same columns of ``o_proj`` and reads kv head
     ``h // (num_heads // kv_heads)`` (Hugging Face's ``repeat_kv``): ``kv_heads`` below ``num_heads`` is grouped-query
-    attention. ``head_dim`` defaults to ``D // num_heads``, ``kv_heads`` to ``num_heads``.
+    attention. ``head_dim`` defaults to ``D // num_heads``, ``kv_heads`` to ``num_heads``. ``qkv_bias``: whether the
+    q/k/v projections have biases, when that differs from ``bias`` (timm's ``qkv_bias=False`` with a biased output
+    projection); by default they follow ``bias``.
 
     ``rotary``: rotary position embeddings on the queries and keys (Hugging Face Llama's ``rotate_half`` form: the
     feature pairs ``(i, i + head_dim/2)`` of every head rotate by ``t * rope_theta**(-2i/head_dim)`` at token ``t``;
@@ -212,6 +214,7 @@ class Attention(NodeSpec):
     kv_heads: Optional[PositiveInt] = None
     causal: bool = False
     bias: bool = True
+    qkv_bias: Optional[bool] = None
     dropout: Probability = 0.0
     rotary: bool = False
     rope_theta: PositiveFloat = 10000.0
@@ -230,14 +233,18 @@ class ToTokens(NodeSpec):
 
 
 class ClassToken(NodeSpec):
-    """Prepends a learned token (``<id>.weight``, ``[1, D]``): ``[T, D] -> [T+1, D]``."""
+    """Prepends ``tokens`` learned tokens (``<id>.weight``, ``[tokens, D]``: a class token, and DeiT's distillation
+    token or register tokens after it): ``[T, D] -> [T+tokens, D]``."""
     op: Literal["class_token"] = "class_token"
+    tokens: PositiveInt = 1
 
 
 class TokenPool(NodeSpec):
-    """A sequence to one vector: ``[T, D] -> [D]``, the mean over the tokens or the first token (a class token)."""
+    """A sequence to one vector: ``[T, D] -> [D]``, the mean over the tokens or the first token (a class token);
+    the first ``skip`` tokens left out (prefix tokens: ``x[:, skip:].mean(1)``, or ``x[:, skip]``)."""
     op: Literal["token_pool"] = "token_pool"
     mode: Literal["mean", "first"] = "mean"
+    skip: NonNegativeInt = 0
 
 
 class ReLU(NodeSpec):
@@ -337,8 +344,9 @@ class Concat(NodeSpec):
 
 
 class Scale(NodeSpec):
-    """A learnable per-channel multiplier (ConvNeXt's layer scale): ``x * weight`` with one weight per channel of a
-    ``[C, H, W]`` input (or per feature of ``[F]``); the weights start at ``init``."""
+    """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale``): ``x * weight`` with one
+    weight per channel of a ``[C, H, W]`` input (per feature of ``[F]``, per feature of each token of a sequence
+    ``[T, D]``); the weights start at ``init``."""
     op: Literal["scale"] = "scale"
     init: Float = 1.0
 
