@@ -9,6 +9,7 @@ Gumbel's noise draw from the global RNG, which dropout advances by the share's s
 """
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -40,6 +41,18 @@ def seed_with_dropout() -> dict:
     return seed
 
 
+def traced_ranks(cfg: dict, tmp_path) -> tuple[list[list[dict]], Path]:
+    """Run ``cfg`` under ``torchrun`` (two ranks, tests/ddp_worker.py tracing each rank's state); the two traces
+    and the run directory."""
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(cfg))
+    trace, out = tmp_path / "trace", tmp_path / "run"
+    trace.mkdir()
+    torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(run_file), "--out", str(out), "--quiet"], tmp_path,
+             DDP_TRACE_DIR=str(trace))
+    return [[json.loads(line) for line in (trace / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)], out
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     # 194 examples: 39 validation, 155 training = 4 batches of 32 and one of 27 (14 + 13 on the two ranks)
@@ -53,14 +66,7 @@ def test_method_keeps_ranks_identical(method, data, tmp_path):
     cfg = tiny_config(data, method="dense", epochs=3)
     cfg["seed"] = seed_with_dropout()
     cfg["method"] = dict(settings)
-    run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump(cfg))
-    trace, out = tmp_path / "trace", tmp_path / "run"
-    trace.mkdir()
-    torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(run_file), "--out", str(out), "--quiet"], tmp_path,
-             DDP_TRACE_DIR=str(trace))
-
-    ranks = [[json.loads(line) for line in (trace / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    ranks, out = traced_ranks(cfg, tmp_path)
     whats = [e["what"] for e in ranks[0]]
     assert whats[0] == "start" and whats[-1] == "end" and whats.count("epoch") == 3
     for a, b in zip(ranks[0], ranks[1], strict=True):

@@ -14,7 +14,6 @@ import json
 import shutil
 
 import pytest
-import yaml
 
 import archgraph
 from archgraph.cli import main
@@ -150,18 +149,13 @@ def test_scs_on_the_lstm_lm_keeps_ddp_ranks_identical(tmp_path):
     """SCS on the LSTM LM under ``torchrun`` (two gloo processes, tests/ddp_worker.py traces each rank's state
     after every epoch and rewrite): the ranks stay one run, and it rewrites. 69 training windows make a last batch
     of 5 (3 and 2 on the ranks); the Bernoulli gate samples draw from the global RNG."""
-    from test_ddp import pytestmark as ddp_skip, torchrun
+    from test_ddp import pytestmark as ddp_skip
+    from test_ddp_methods import traced_ranks
     if ddp_skip.args[0]:
         pytest.skip(ddp_skip.kwargs["reason"])
     cfg = config("scs", "lstm")
     cfg["data"]["limit"] = 69
-    run_file = tmp_path / "run.yaml"
-    run_file.write_text(yaml.safe_dump(cfg))
-    trace, out = tmp_path / "trace", tmp_path / "run"
-    trace.mkdir()
-    torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(run_file), "--out", str(out), "--quiet"], tmp_path,
-             DDP_TRACE_DIR=str(trace))
-    ranks = [[json.loads(line) for line in (trace / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    ranks, out = traced_ranks(cfg, tmp_path)
     for a, b in zip(ranks[0], ranks[1], strict=True):
         assert a == b, f"the ranks differ after {a['what']} (version {a['version']}, step {a['step']})"
     assert len({e["hash"] for e in ranks[0]}) > 3
