@@ -446,3 +446,52 @@ def test_insert_block_with_defaults_replays_from_its_logged_arguments():
     logged = encode(rw.rule)
     assert (logged["args"]["norm"], logged["args"]["activation"]) == ("layernorm", "gelu")
     assert decode(logged).apply(g).graph == rw.graph
+
+
+@pytest.mark.parametrize("kv_heads", [None, 2, 1])
+def test_prune_removes_the_weakest_heads_and_is_exact_when_they_are_silent(kv_heads):
+    """``archgraph.prune(..., heads=True)`` / ``head_rules``: the lowest-scoring heads go (the same number from every
+    kv group, or whole groups), and removing heads whose o_proj columns are zero leaves the function unchanged."""
+    from archgraph.fx.builder import build
+    from archgraph.fx.magnitude import head_rules
+    from archgraph.fx.apply_plan import transfer_state
+    data = archgraph.load("examples/seeds/gpt_tiny.yaml").to_dict()
+    for blk in ("b0_attn", "b1_attn"):
+        data["nodes"][blk].update(num_heads=4, head_dim=8, **({"kv_heads": kv_heads} if kv_heads else {}))
+    g = archgraph.Graph.model_validate(data)
+    torch.manual_seed(0)
+    m = build(g).double()
+    silent = {None: [1, 2], 2: [1, 2], 1: [0, 3]}[kv_heads]   # per group (kv 2: heads 0-1 and 2-3), or any 2
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+        for blk in ("b0_attn", "b1_attn"):
+            o = getattr(m, blk).o_proj.weight
+            for h in silent:
+                o[:, h * 8:(h + 1) * 8] = 0
+    state = m.state_dict()
+    rules = head_rules(g, state, 0.5)
+    expected = tuple(silent)   # MHA: the 2 weakest of 4; kv 2: the weakest of each group; kv 1: 2 of its 4
+    assert {r.node: r.indices for r in rules} == {"b0_attn": expected, "b1_attn": expected}
+    x = torch.randint(0, 65, (3, 32))
+    ref = m(x)
+    for rule in rules:
+        rw = rule.apply(g)
+        g, state = rw.graph, transfer_state(rw.plan, state, strict=False)
+    m2 = build(g).double()
+    m2.load_state_dict(state)
+    assert g.nodes["b0_attn"].num_heads == 2
+    assert float((m2(x) - ref).abs().max()) <= 1e-9
+    g3, _ = archgraph.prune(archgraph.load("examples/seeds/gpt_tiny.yaml"), build(archgraph.load(
+        "examples/seeds/gpt_tiny.yaml")), 0.5, heads=True)
+    assert g3.nodes["b0_attn"].num_heads == 1 and g3.nodes["b0_fc"].out_features == 64
+
+
+def test_cli_prune_heads(tmp_path):
+    from archgraph.cli import main
+    w = tmp_path / "w.safetensors"
+    assert main(["init", "examples/seeds/gpt_tiny.yaml", "-o", str(w)]) == 0
+    assert main(["prune", "examples/seeds/gpt_tiny.yaml", "--weights", str(w), "--ratio", "0.5", "--heads",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    g = archgraph.load(tmp_path / "out" / "graph.yaml")
+    assert g.nodes["b0_attn"].num_heads == g.nodes["b1_attn"].num_heads == 1

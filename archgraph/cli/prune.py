@@ -21,6 +21,8 @@ def register(sub) -> None:
     weights_argument(p, "weights of GRAPH", required=True)
     p.add_argument("--ratio", type=float, required=True, help="fraction of each group's channels to remove, [0, 1)")
     p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="importance (default l2)")
+    p.add_argument("--heads", action="store_true", help="also remove RATIO of every attention's heads (the same "
+                                                         "number from each kv group, or whole groups)")
     seed_argument(p, "seed of the random criterion (default 0)")
     folder_output_argument(p, "OUT")
     quiet_argument(p, "do not list the pruned channels")
@@ -29,7 +31,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from archgraph.fx.builder import build
-    from archgraph.fx.magnitude import prune_rewrite, prune_rules
+    from archgraph.fx.magnitude import head_rules, prune_rewrite, prune_rules
     from archgraph.fx.weights import check_weights, load_into, load_weights
     from archgraph.fx.apply_plan import transfer_state
     from archgraph.rules import encode
@@ -44,6 +46,12 @@ def run(args) -> int:
         new_graph, new_state = rw.graph, transfer_state(rw.plan, state)
     else:
         new_graph, new_state = graph, state
+    if args.heads:
+        heads = head_rules(new_graph, new_state, args.ratio, args.criterion, args.seed)
+        for rule in heads:
+            rw = rule.apply(new_graph)
+            new_graph, new_state = rw.graph, transfer_state(rw.plan, new_state, strict=False)
+        rules = [*rules, *heads]
     module = build(new_graph)
     load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
     log = [encode(r) for r in rules]
@@ -52,8 +60,9 @@ def run(args) -> int:
     if rules and not args.quiet:
         print("the pruned channels, as rules for 'archgraph apply':")
         for r in rules:
-            print(f"  prune_channels node={r.node} indices={','.join(map(str, r.indices))}")
-    print(f"pruned {len(rules)} channel group(s) by {args.criterion}: {graph.params:,} -> {new_graph.params:,} "
+            print(f"  {r.name} node={r.node} indices={','.join(map(str, r.indices))}")
+    what = "channel group(s) and attention node(s)" if args.heads else "channel group(s)"
+    print(f"pruned {len(rules)} {what} by {args.criterion}: {graph.params:,} -> {new_graph.params:,} "
           f"params, {graph.macs:,} -> {new_graph.macs:,} MACs")
     print(f"wrote {gpath} and {wpath}")
     return 0

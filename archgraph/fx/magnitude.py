@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..graph import Graph
 from ..ops.registry import OPS
 from ..rules.base import Rewrite
+from ..rules.heads import PruneHeads
 from ..rules.prune import PruneChannels, prune_draft
 from .apply_plan import transfer_state
 
@@ -150,18 +151,66 @@ def prune_rewrite(graph: Graph, rules: list[PruneChannels], ch: Optional[Channel
     return prune_draft(rules[0], graph, selections, ch)
 
 
+def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
+               seed: int = 0) -> list[PruneHeads]:
+    """The ``prune_heads`` rules that remove ``ratio`` of the query heads of every node with heads (attention), the
+    least important by ``criterion`` over the tensors the op's registry entry says hold one block per head (``o_proj``
+    columns, q rows, and k/v rows when each head has its own). With grouped-query attention the same number of heads
+    goes from every kv group (Torch-Pruning's choice); where that rounds to none, whole kv groups go, scored by their
+    heads' sum. At least one head (one group) stays."""
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
+    state = _state(weights)
+    gen = random.Random(seed)
+    rules = []
+    for nid, node in graph.nodes.items():
+        ins = graph.input_shapes(nid)
+        found = OPS[node.op].heads(node, ins)
+        if found is None:
+            continue
+        h, hd, tensors = found
+        kv = getattr(node, "kv_heads", None) or h
+        per = h // kv
+        score = [0.0] * h
+        for name, axis in tensors.items():
+            t = state[f"{nid}.{name}"].detach().double()
+            blocks = t.movedim(axis, 0).reshape(h, hd, -1)
+            for i in range(h):
+                score[i] += (gen.random() if criterion == "random" else
+                             float(blocks[i].abs().pow(2 if criterion == "l2" else 1).sum()))
+        within = int(per * ratio)
+        if within >= 1:
+            gone = [g * per + j for g in range(kv)
+                    for j in sorted(range(per), key=lambda j: (score[g * per + j], j))[:within]]
+        else:
+            groups = min(int(kv * ratio), kv - 1)
+            group_score = [sum(score[g * per:(g + 1) * per]) for g in range(kv)]
+            gone = [g * per + j for g in sorted(range(kv), key=lambda g: (group_score[g], g))[:groups]
+                    for j in range(per)]
+        if gone:
+            rules.append(PruneHeads(node=nid, indices=tuple(sorted(gone))))
+    return rules
+
+
 def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-          seed: int = 0) -> tuple[Graph, dict[str, torch.Tensor]]:
+          seed: int = 0, heads: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1`` or ``random``);
     returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
     ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
-    keeps its groups and loses the same positions in every group.
+    keeps its groups and loses the same positions in every group. With ``heads``, ``ratio`` of every attention's
+    heads go too (:func:`head_rules`, after the channels; Torch-Pruning's ``prune_num_heads``).
     """
     state = _state(weights)
     ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
     rules = prune_rules(graph, state, ratio, criterion, seed, ch)
-    if not rules:
-        return graph, {k: v.clone() for k, v in state.items()}
-    rw = prune_rewrite(graph, rules, ch)
-    return rw.graph, transfer_state(rw.plan, state, strict=False)
+    if rules:
+        rw = prune_rewrite(graph, rules, ch)
+        graph, state = rw.graph, transfer_state(rw.plan, state, strict=False)
+    else:
+        state = {k: v.clone() for k, v in state.items()}
+    if heads:
+        for rule in head_rules(graph, state, ratio, criterion, seed):
+            rw = rule.apply(graph)
+            graph, state = rw.graph, transfer_state(rw.plan, state, strict=False)
+    return graph, state
