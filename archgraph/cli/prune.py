@@ -31,27 +31,16 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from archgraph.fx.builder import build
-    from archgraph.fx.magnitude import head_rules, prune_rewrite, prune_rules
+    from archgraph.fx.magnitude import prune_with_rules
     from archgraph.fx.weights import check_weights, load_into, load_weights
-    from archgraph.fx.apply_plan import transfer_state
     from archgraph.rules import encode
     from .apply import write
     output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
     check_weights(build(graph), state, args.weights)
-    rules = prune_rules(graph, state, args.ratio, args.criterion, args.seed)
-    if rules:
-        rw = prune_rewrite(graph, rules)
-        new_graph, new_state = rw.graph, transfer_state(rw.plan, state)
-    else:
-        new_graph, new_state = graph, state
-    if args.heads:
-        heads = head_rules(new_graph, new_state, args.ratio, args.criterion, args.seed)
-        for rule in heads:
-            rw = rule.apply(new_graph)
-            new_graph, new_state = rw.graph, transfer_state(rw.plan, new_state, strict=False)
-        rules = [*rules, *heads]
+    new_graph, new_state, rules = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
+                                                   strict=True)
     module = build(new_graph)
     load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
     log = [encode(r) for r in rules]

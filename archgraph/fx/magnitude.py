@@ -201,16 +201,25 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     keeps its groups and loses the same positions in every group. With ``heads``, ``ratio`` of every attention's
     heads go too (:func:`head_rules`, after the channels; Torch-Pruning's ``prune_num_heads``).
     """
-    state = _state(weights)
+    graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads)
+    return graph, state
+
+
+def prune_with_rules(graph: Graph, state: Mapping[str, torch.Tensor], ratio: float = 0.5, criterion: str = "l2",
+                     seed: int = 0, heads: bool = False, strict: bool = False
+                     ) -> tuple[Graph, dict[str, torch.Tensor], list]:
+    """:func:`prune` on a state dict, also returning the rules it applied (the ``prune_channels`` ones, then the
+    ``prune_heads`` ones), for a log; ``strict`` makes the transfer refuse a state with missing or extra tensors."""
     ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
-    rules = prune_rules(graph, state, ratio, criterion, seed, ch)
+    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch)
     if rules:
         rw = prune_rewrite(graph, rules, ch)
-        graph, state = rw.graph, transfer_state(rw.plan, state, strict=False)
+        graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict)
     else:
         state = {k: v.clone() for k, v in state.items()}
     if heads:
         for rule in head_rules(graph, state, ratio, criterion, seed):
             rw = rule.apply(graph)
             graph, state = rw.graph, transfer_state(rw.plan, state, strict=False)
-    return graph, state
+            rules.append(rule)
+    return graph, state, rules
