@@ -19,7 +19,7 @@ import archgraph
 from archgraph.cli import main
 from conftest import ROOT
 from method_helpers import check_run
-from test_resume import Crash, assert_nothing_corrupt, assert_same_run, count_writes, crash_before_write
+from test_resume import count_writes, crash_then_resume
 
 SEEDS = {"gpt": "gpt_text.yaml", "lstm": "lstm_text.yaml", "unet": "unet_scenes.yaml"}
 TEXT = {"name": "text", "limit": 64, "test_limit": 16, "batch_size": 16, "eval_batch_size": 64}
@@ -117,14 +117,7 @@ def test_crash_then_resume_then_report_and_render(method, net, tmp_path, monkeyp
     archgraph.grow(cfg, reference, quiet=True)
     total = count_writes(reference)
     for k in (total // 2, total - 3):
-        out = tmp_path / f"crash{k}"
-        with monkeypatch.context() as patch:
-            crash_before_write(patch, k)
-            with pytest.raises(Crash):
-                archgraph.grow(cfg, out, quiet=True)
-        assert_nothing_corrupt(out)
-        archgraph.grow(cfg, out, quiet=True, resume=True)
-        assert_same_run(out, reference)
+        crash_then_resume(cfg, tmp_path / f"crash{k}", k, monkeypatch, reference)
 
     assert main(["report", str(reference)]) == 0
     page = (reference / "report.html").read_text()

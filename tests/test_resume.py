@@ -105,6 +105,21 @@ def count_writes(reference) -> int:
     return 3 + 2 * epochs + 3 * rewrites + 4
 
 
+def crash_then_resume(cfg, out, k, monkeypatch, reference) -> dict:
+    """Run ``cfg`` into ``out`` until its k-th write kills it, check nothing on disk is corrupt, resume it, and
+    check the resumed run is the uninterrupted ``reference`` run: the same summary, versions and history."""
+    with monkeypatch.context() as patch:
+        count = crash_before_write(patch, k)
+        with pytest.raises(Crash):
+            archgraph.grow(cfg, out, quiet=True)
+        assert count[0] == k
+    assert_nothing_corrupt(out)
+    summary = archgraph.grow(cfg, out, quiet=True, resume=True)
+    assert strip(summary) == strip(json.loads((reference / "summary.json").read_text())), f"crash at write {k}"
+    assert_same_run(out, reference)
+    return summary
+
+
 def test_crash_at_any_write_then_resume(data_root, reference, tmp_path, monkeypatch):
     total = count_writes(reference)
     rng = random.Random(0)
@@ -112,15 +127,7 @@ def test_crash_at_any_write_then_resume(data_root, reference, tmp_path, monkeypa
     cfg = tiny_config(data_root, epochs=EPOCHS)
     for k in points:
         out = tmp_path / f"crash{k}"
-        with monkeypatch.context() as patch:
-            count = crash_before_write(patch, k)
-            with pytest.raises(Crash):
-                archgraph.grow(cfg, out, quiet=True)
-            assert count[0] == k
-        assert_nothing_corrupt(out)
-        summary = archgraph.grow(cfg, out, quiet=True, resume=True)
-        assert strip(summary) == strip(json.loads((reference / "summary.json").read_text())), f"crash at write {k}"
-        assert_same_run(out, reference)
+        crash_then_resume(cfg, out, k, monkeypatch, reference)
         assert not list(out.rglob(".*.tmp"))
 
 
