@@ -281,3 +281,53 @@ def test_alexnet_at_96_exports_to_onnx(tmp_path):
     model = randomize_normalization(torchvision_model("alexnet", num_classes=10))
     graph, weights = from_module(model, input_shape=(3, 96, 96))
     export_onnx(graph, weights, tmp_path / "alexnet.onnx")   # raises past 1e-4 x max(1, max |y|)
+
+
+@pytest.mark.parametrize("seed, sizes", [("tiny_cnn", [(20, 20), (36, 44)]), ("unet_tiny", [(16, 16), (48, 64)])])
+def test_onnx_with_a_dynamic_height_and_width_runs_at_other_sizes(seed, sizes, tmp_path):
+    """``dynamic_hw=True``: the file runs at sizes other than the graph's (a classifier with global pooling, and a
+    U-Net whose per-pixel output follows the input), equal to the graph built at that size."""
+    import onnxruntime as ort
+    graph = archgraph.load(f"examples/seeds/{seed}.yaml")
+    weights = build(graph).state_dict()
+    assert export_onnx(graph, weights, tmp_path / "d.onnx", dynamic_hw=True) <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    (name, (c, _, _)), = graph.inputs.items()
+    for h, w in sizes:
+        other = graph.replace(inputs={name: [c, h, w]})
+        model = build(other)
+        model.load_state_dict(weights)
+        x = torch.randn(3, c, h, w)
+        (got,) = session.run(None, {name: x.numpy()})
+        with torch.no_grad():
+            want = model.eval()(x)
+        assert got.shape == tuple(want.shape) and tuple(want.shape[1:]) == other.shape(other.outputs[0])
+        assert float((torch.from_numpy(got) - want).abs().max()) <= 1e-4
+
+
+@pytest.mark.parametrize("graph_text, words", [
+    ("archgraph: 1\ninputs: {x: [2, 6, 6]}\nnodes:\n  p: {op: adaptive_avgpool2d, in: x, output_size: [3, 3]}\n"
+     "outputs: [p]\n", "with a dynamic height and width (export without them): SymbolicValueError: Unsupported"),
+    ("archgraph: 1\ninputs: {x: [2, 4, 4]}\nnodes:\n  f: {op: flatten, in: x}\n  fc: {op: linear, in: f, "
+     "out_features: 3}\noutputs: [fc]\n", "does not allow a dynamic height and width: at twice its size (4x4 -> 8x8)"),
+    ("archgraph: 1\ninputs: {x: [16]}\nnodes:\n  fc: {op: linear, in: x, out_features: 3}\noutputs: [fc]\n",
+     "need an image input"),
+])
+def test_onnx_refuses_a_dynamic_height_and_width_the_graph_does_not_allow(graph_text, words, tmp_path, capfd):
+    """One clear sentence, no TorchScript graph printed, and no file written."""
+    graph = archgraph.loads(graph_text)
+    with pytest.raises(ConversionError) as info:
+        export_onnx(graph, build(graph).state_dict(), tmp_path / "d.onnx", dynamic_hw=True)
+    assert words in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert "Torch IR graph" not in capfd.readouterr().out
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_cli_export_with_a_dynamic_height_and_width(tmp_path, capsys):
+    graph = archgraph.load("examples/seeds/tiny_cnn.yaml")
+    save_weights(build(graph).state_dict(), tmp_path / "w.safetensors")
+    assert main(["export", "examples/seeds/tiny_cnn.yaml", "--weights", str(tmp_path / "w.safetensors"),
+                 "--onnx", str(tmp_path / "d.onnx"), "--dynamic-hw"]) == 0
+    assert "at twice its height and width" in capsys.readouterr().out
+    assert main(["export", "examples/seeds/vit_tiny.yaml", "--weights", str(tmp_path / "w.safetensors"),
+                 "--onnx", str(tmp_path / "v.onnx"), "--dynamic-hw"]) == 2

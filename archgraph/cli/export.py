@@ -1,4 +1,4 @@
-"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx] [--python OUT.py]"""
+"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py]"""
 from __future__ import annotations
 
 import archgraph
@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--dynamic-hw", action="store_true",
+                   help="leave the height and width of image inputs dynamic in the ONNX file (checked at the "
+                        "graph's size and at twice it; refused where the graph fixes its input size)")
 
 
 def run(args) -> int:
@@ -38,8 +41,9 @@ def run(args) -> int:
             check_weights(build(graph), weights, args.weights)
     if args.onnx:
         from archgraph.interop.export import export_onnx
-        error = export_onnx(graph, weights, args.onnx, opset=args.opset)
-        print(f"wrote {args.onnx} (onnxruntime matches PyTorch: max abs difference {error:.2e})")
+        error = export_onnx(graph, weights, args.onnx, opset=args.opset, dynamic_hw=args.dynamic_hw)
+        sizes = " at its size and at twice its height and width" if args.dynamic_hw else ""
+        print(f"wrote {args.onnx} (onnxruntime matches PyTorch{sizes}: max abs difference {error:.2e})")
     if args.python:
         from archgraph.interop.export import export_python
         export_python(graph, args.python)

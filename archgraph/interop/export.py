@@ -8,11 +8,13 @@ only torch: one attribute per node that holds weights, named by node id, so its 
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import math
 import operator
 import os
+import sys
 import warnings
 from typing import Mapping, Optional, Union
 
@@ -23,7 +25,7 @@ from torch import nn
 from ..fx import layers as extra
 from ..fx.builder import _class_name, build
 from ..errors import ConversionError
-from ..graph import Graph, is_tokens
+from ..graph import Graph, input_data, is_tokens
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text
 from ..graph import content_hash
 from ..fx.torchnames import resolve
@@ -34,12 +36,18 @@ PathLike = Union[str, os.PathLike]
 
 
 def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLike, *, opset: int = 17,
-                check: bool = True, atol: float = 1e-4, seed: int = 0) -> Optional[float]:
+                check: bool = True, atol: float = 1e-4, seed: int = 0, dynamic_hw: bool = False) -> Optional[float]:
     """Write ``graph`` with ``weights`` as an ONNX file (batch axis dynamic) and return the largest absolute
     difference between onnxruntime's and PyTorch's outputs on a random batch of 2 (``None`` with ``check=False``).
     Raises :class:`~archgraph.errors.ConversionError` when the difference exceeds ``atol`` times the largest
     output magnitude (at least 1): float32 rounding grows with the outputs, and a ResNet-50 with random weights
     outputs values in the hundreds.
+
+    ``dynamic_hw=True`` also leaves the height and width of every image input (and the output axes that follow
+    them) dynamic, where the graph allows it: the graph at twice the declared height and width must be valid with
+    the same weights (no position table, flatten into a linear layer or fixed reshape ties it to one size), and
+    onnxruntime must match PyTorch at both sizes (an op the exporter writes with the size as a constant fails that
+    check). Otherwise it raises :class:`~archgraph.errors.ConversionError` saying why, and writes nothing.
 
     >>> import archgraph
     >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")                         # doctest: +SKIP
@@ -55,31 +63,99 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     _exportable_pooling(module)
     example = _example_inputs(graph, seed)
     names_in, names_out = list(graph.inputs), list(graph.outputs)
+    axes = {n: {0: "batch"} for n in names_in + names_out}
+    probe = _twice_the_size(graph, weights, axes) if dynamic_hw else None
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_stdout():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy" TorchScript exporter: needs no onnxscript
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: the batch is dynamic
             torch.onnx.export(module, example, buffer, dynamo=False, opset_version=opset, input_names=names_in,
-                              output_names=names_out, dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
+                              output_names=names_out, dynamic_axes=axes)
     except Exception as err:  # the exporter raises many kinds of errors for an op it cannot express
         # its messages can end with hundreds of lines of TorchScript graph: the first line says what failed
         lines = str(err).strip().splitlines()
-        raise ConversionError(f"torch.onnx.export failed: {type(err).__name__}: {lines[0] if lines else ''}") \
-            from None
+        first = lines[0].split(" [Caused by ")[0] if lines else ""
+        dynamic = " with a dynamic height and width (export without them)" if dynamic_hw else ""
+        raise ConversionError(f"torch.onnx.export failed{dynamic}: {type(err).__name__}: {first}") from None
     data = buffer.getvalue()
     try:
         onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     except Exception as err:
         raise ConversionError(f"the exported ONNX model does not pass onnx.checker: {err}") from None
-    atomic_write_bytes(path, data)
     if not check:
+        atomic_write_bytes(path, data)
         return None
     error, scale = onnx_compare(data, module, example)
     if error > atol * max(1.0, scale):
         raise ConversionError(f"onnxruntime's output differs from PyTorch's by {error:.3g} (outputs up to "
                               f"{scale:.3g}; allowed {atol:g} x max(1, that))", file=str(path))
+    if probe is not None:
+        big, big_module = probe
+        big_error, big_scale = onnx_compare(data, big_module, _example_inputs(big, seed))
+        if big_error > atol * max(1.0, big_scale):
+            raise ConversionError(
+                f"the graph does not allow a dynamic height and width: exported with them dynamic, onnxruntime "
+                f"differs from PyTorch by {big_error:.3g} at {_sizes(big)} (outputs up to {big_scale:.3g}), so "
+                f"an op was written with the size of {_sizes(graph)} as a constant (adaptive pooling to a size "
+                f"above 1 is one); export without dynamic height and width", file=str(path))
+        error = max(error, big_error)
+    atomic_write_bytes(path, data)
     return error
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send what the exporter prints to file descriptor 1 (on a failure, the whole TorchScript graph, from C++)
+    nowhere; the error raised says what failed."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _sizes(graph: Graph) -> str:
+    return ", ".join(f"{'x'.join(map(str, s[1:]))}" for s in graph.inputs.values() if _is_image(s))
+
+
+def _is_image(shape) -> bool:
+    return not is_tokens(shape) and len(shape) == 3
+
+
+def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor], axes: dict) -> tuple[Graph, nn.Module]:
+    """For ``dynamic_hw``: the graph with every image input at twice its height and width, built with the same
+    weights (a ConversionError saying why where the graph does not allow that), and ``axes`` extended with the
+    dynamic input and output axes."""
+    from ..errors import ArchgraphError
+    images = [n for n, s in graph.inputs.items() if _is_image(s)]
+    if not images:
+        raise ConversionError("dynamic height and width need an image input [C, H, W]; the inputs are "
+                              + ", ".join(f"{n} {list(s)}" for n, s in graph.inputs.items()))
+    try:
+        big = graph.replace(inputs={n: ([s[0], 2 * s[1], 2 * s[2]] if n in images else input_data(s))
+                                    for n, s in graph.inputs.items()})
+        big_module = build(big)
+        load_into(big_module, weights)
+    except (ArchgraphError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        twice = ", ".join(f"{2 * s[1]}x{2 * s[2]}" for s in graph.inputs.values() if _is_image(s))
+        raise ConversionError(f"the graph does not allow a dynamic height and width: at twice its size "
+                              f"({_sizes(graph)} -> {twice}) {first}") from None
+    big_module.eval()
+    for n in images:
+        axes[n].update({2: "height", 3: "width"})
+    for n in graph.outputs:
+        small, large = graph.shape(n), big.shape(n)
+        for i, (a, b) in enumerate(zip(small, large), start=1):
+            if a != b:
+                axes[n][i] = f"{n}_{i}"
+    return big, big_module
 
 
 def _exportable_pooling(module: fx.GraphModule) -> None:
