@@ -1,5 +1,5 @@
-"""Hugging Face transformers (tiny configs, random weights, nothing downloaded): GPT-2, BERT, Llama and ViT import
-exactly in float64, their heads and MLP neurons prune, and they export back to working modules; the attention op's
+"""Hugging Face transformers (tiny configs, random weights, nothing downloaded): GPT-2, BERT, Llama, Qwen2, Mistral
+and ViT import exactly in float64, their heads and MLP neurons prune, and they export back to working modules; the attention op's
 rotary embedding equals Llama's attention."""
 import importlib.util
 
@@ -20,7 +20,8 @@ from archgraph.interop.equivalence import randomize_normalization  # noqa: E402
 
 TOL = 1e-9
 T = 6
-CASES = [("gpt2", False), ("bert", False), ("llama", False), ("vit", False), ("gpt2", True), ("llama", True)]
+CASES = [("gpt2", False), ("bert", False), ("llama", False), ("vit", False), ("gpt2", True), ("llama", True),
+         ("qwen2", False), ("mistral", True)]
 
 
 def model(model_type, lm_head=False):
@@ -52,13 +53,15 @@ def test_imports_exactly(model_type, lm_head):
     ops = [n.op for n in graph.nodes.values()]
     assert ops.count("attention") == 1 and ops[-1] == ("linear" if lm_head else ops[-1])
     attn = next(n for n in graph.nodes.values() if n.op == "attention")
-    assert attn.causal == (model_type in ("gpt2", "llama")) and attn.rotary == (model_type == "llama")
-    if model_type == "llama":
+    llama_like = model_type in ("llama", "qwen2", "mistral")
+    assert attn.causal == (model_type == "gpt2" or llama_like) and attn.rotary == llama_like
+    if llama_like:
         assert attn.kv_heads == 2 and "mul" in ops and not attn.bias
+        assert attn.qkv_bias == (True if model_type == "qwen2" else None)   # Qwen2: q/k/v biased, o_proj not
     assert archgraph.loads(archgraph.dumps(graph)) == graph
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "bert", "llama", "vit"])
+@pytest.mark.parametrize("model_type", ["gpt2", "bert", "llama", "qwen2", "vit"])
 def test_prunes_heads_and_neurons_and_exports(model_type, tmp_path):
     graph, weights = hf.from_model(model(model_type), T, check=False)
     graph = archgraph.loads(archgraph.dumps(graph))

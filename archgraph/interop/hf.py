@@ -39,6 +39,10 @@ SMALL: dict[str, dict[str, Any]] = {
                  max_position_embeddings=64),
     "llama": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "qwen2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
                 patch_size=8),
 }
@@ -55,7 +59,8 @@ def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = Fals
                 check: bool = True, **sizes) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
 
-    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"vit"``: built with the
+    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"mistral"``,
+    ``"vit"``: built with the
     :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
     logits (its head untied from the embedding: the graph format has no shared weights) instead of the last hidden
     state."""
@@ -225,9 +230,12 @@ class _Nodes:
         pairs = {name: p if isinstance(p, tuple) else (_linear_weight(p), getattr(p, "bias", None))
                  for name, p in parts.items()}
         biased = {name for name, (_, bias) in pairs.items() if bias is not None}
-        if biased not in (set(), set(pairs)):
-            raise ConversionError(f"'{nid}': the attention op has biases on all four projections or on none; "
-                                  f"these have them on {sorted(biased)} only", node=nid)
+        qkv = {"q_proj", "k_proj", "v_proj"}
+        if not (biased & qkv) in (set(), qkv):
+            raise ConversionError(f"'{nid}': the attention op has biases on all of q/k/v or on none of them; "
+                                  f"these have them on {sorted(biased & qkv)} only", node=nid)
+        if (biased & qkv) != (qkv if "o_proj" in biased else set()):    # Qwen2: q/k/v biased, o_proj not
+            fields["qkv_bias"] = bool(biased & qkv)
         state = {f"{name}.{key}": t for name, (w, bias) in pairs.items()
                  for key, t in (("weight", w), ("bias", bias)) if t is not None}
         d = self.shapes[x][-1]
@@ -236,7 +244,7 @@ class _Nodes:
         if kv_heads == num_heads:
             kv_heads = None
         return self.emit(nid, "attention", [x], state, num_heads=num_heads, head_dim=head_dim, kv_heads=kv_heads,
-                         bias=bool(biased), **fields)
+                         bias="o_proj" in biased, **fields)
 
     def finish(self, name: str, output: str) -> tuple[Graph, dict[str, torch.Tensor]]:
         nodes = {k: {f: v for f, v in d.items() if v is not None} for k, d in self.nodes.items()}
@@ -396,5 +404,8 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 
 
 #: model type -> the function that reads its base model
-WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "vit": _vit}
+#: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
+#: laid out as Llama is
+WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
+                                "vit": _vit}
 
