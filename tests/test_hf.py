@@ -1,6 +1,6 @@
 """Hugging Face transformers (tiny configs, random weights, nothing downloaded): GPT-2, BERT, Llama, Qwen2, Mistral
-and ViT import exactly in float64, their heads and MLP neurons prune, and they export back to working modules; the attention op's
-rotary embedding equals Llama's attention."""
+and ViT import exactly in float64, their heads and MLP neurons prune, and they export back to working modules;
+the attention op's rotary embedding equals Llama's attention."""
 import importlib.util
 
 import pytest
