@@ -214,7 +214,7 @@ class InsertBlock(_Insert):
                              f"sequence {[t, d]}", node=self.after, field="norm")
         activation = self.activation if "activation" in set_ else "gelu"
         like = next((n for nid, n in graph.nodes.items() if OPS[n.op].channels(n, graph.input_shapes(nid)) == MIXER
-                     and "q_proj.weight" in OPS[n.op].layout(n, graph.input_shapes(nid))
+                     and OPS[n.op].heads(n, graph.input_shapes(nid)) is not None
                      and graph.input_shapes(nid)[0][-1] == d), None)
         attn: dict = {"num_heads": self.num_heads or (like.num_heads if like else 1)}
         kv = self.kv_heads or (like.kv_heads if like is not None and self.num_heads is None else None)

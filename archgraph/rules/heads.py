@@ -34,6 +34,9 @@ def _attention(rule: Rule, graph, node: str):
             OPS[n.op].layout(n, graph.input_shapes(node)):
         raise rule.error(f"'{node}' is a {n.op}; {rule.name} changes the heads of an attention node", node=node,
                          field="node")
+    if OPS[n.op].heads(n, graph.input_shapes(node)) is None:
+        raise rule.error(f"'{node}' is a {n.op}, whose heads {rule.name} cannot change yet (its position tables "
+                         f"hold a column per head that the head rules do not map)", node=node, field="node")
     return n, attention_dims(n, graph.input_shapes(node))
 
 
