@@ -1,6 +1,7 @@
 """Window attention: torchvision's Swin (v1, v2) and MaxViT import exactly in float64 as ``window_attention`` nodes
-(small configurations built from torchvision's classes), the graphs round-trip through YAML, prune (channels, not
-heads), and export to standalone Python and ONNX; bad fields are clear pydantic errors."""
+(small configurations built from torchvision's classes), the graphs round-trip through YAML, prune (channels through
+patch merging; heads with their position tables), and export to standalone Python and ONNX; bad fields are clear
+pydantic errors."""
 import importlib.util
 
 import pytest
@@ -9,7 +10,6 @@ from pydantic import ValidationError
 
 import archgraph
 from archgraph import rules
-from archgraph.errors import RuleError
 from archgraph.fx.builder import _class_name, build
 from archgraph.fx.weights import load_into
 from archgraph.interop.equivalence import max_error, randomize_normalization
@@ -124,23 +124,44 @@ def test_window_attention_shapes_are_checked():
         archgraph.loads(text.replace("num_heads: 2", "num_heads: 3").replace(", grid: true", ""))
 
 
-def test_swin_prunes_channels_through_patch_merging_but_not_heads():
+def test_swin_prunes_channels_through_patch_merging():
     m = swin()
     graph, weights = archgraph.from_module(m, input_shape=SWIN_SHAPE)
-    rw = archgraph.apply(graph, rules.PruneChannels(node="features_0_0", indices=(0, 3)))
-    pruned = rw.graph
+    rule = rules.PruneChannels(node="features_0_0", indices=(0, 3))
+    pruned = archgraph.apply(graph, rule).graph
     assert pruned.shape("features_2_concat")[0] == 4 * 14
     att = pruned.nodes["features_1_0_attn"]
     assert att.head_dim == 8 and pruned.shape("features_1_0_attn")[0] == 14   # the heads keep their size
-    _, new = archgraph.rewrite(graph, built(graph, weights), rules.PruneChannels(node="features_0_0", indices=(0, 3)))
+    _, new = archgraph.rewrite(graph, built(graph, weights), rule)
     keep = [c for c in range(16) if c not in (0, 3)]
     columns = [k * 16 + c for k in range(4) for c in keep]   # every phase of the merge loses the same channels
     assert torch.equal(new.state_dict()["features_2_reduction.weight"][:, :, 0, 0],
                        weights["features_2_reduction.weight"][:, columns, 0, 0])
-    small, small_w = archgraph.prune(graph, weights, ratio=0.5)
+    small, small_w = archgraph.prune(graph, weights, ratio=0.5, heads=True)
+    assert [n.num_heads for n in windows(small)] == [1, 1, 2, 2]
     assert built(small, small_w)(torch.randn(1, *SWIN_SHAPE, dtype=torch.float64)).shape == (1, 10)
-    with pytest.raises(RuleError, match="whose heads prune_heads cannot change yet"):
-        archgraph.apply(graph, rules.PruneHeads(node="features_1_0_attn", indices=(0,)))
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["table", "mlp"])
+def test_window_attention_heads_prune_and_grow_exactly(v2):
+    """A head whose o_proj columns are zero goes with its q/k/v rows and its position tables' entry (the table's
+    column, the MLP's output row, the logit scale); new heads start with zero o_proj columns."""
+    m = swin(v2=v2, window=(4, 4))
+    graph, weights = archgraph.from_module(m, input_shape=(3, 32, 32))
+    nid = "features_3_1_attn"
+    weights = dict(weights)
+    weights[f"{nid}.o_proj.weight"] = weights[f"{nid}.o_proj.weight"].clone()
+    weights[f"{nid}.o_proj.weight"][:, 8:16] = 0   # head 1 of 4
+    before = built(graph, weights)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    g2, after = archgraph.rewrite(graph, before, rules.PruneHeads(node=nid, indices=(1,)))
+    per_head = {"cpb_mlp.2.weight": 0, "logit_scale": 0} if v2 else {"relative_position_bias_table": 1}
+    for name, axis in per_head.items():
+        key = f"{nid}.{name}"
+        assert torch.equal(after.state_dict()[key], weights[key].index_select(axis, torch.tensor([0, 2, 3])))
+    assert g2.nodes[nid].num_heads == 3 and max_error(before.eval(), after.eval(), x) <= TOL
+    g3, grown = archgraph.rewrite(graph, before, rules.AddHeads(node=nid, count=2))
+    assert g3.nodes[nid].num_heads == 6 and max_error(before, grown.eval(), x) <= TOL
 
 
 def _exported(graph, path):

@@ -698,6 +698,26 @@ def window_pin(node: S.WindowAttention, ins) -> dict:
     return {} if node.head_dim is not None else {"head_dim": window_dims(node, ins)[2]}
 
 
+def window_heads(node: S.WindowAttention, ins):
+    """As :func:`attention_heads` (every query head has its own k and v); the position tables' one entry per head
+    is :func:`window_head_tables`."""
+    _, h, hd = window_dims(node, ins)
+    names = ["o_proj.weight", "q_proj.weight", "k_proj.weight", "v_proj.weight"]
+    names += [f"{p}.bias" for p in window_biases(node) if p != "o_proj"]
+    return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
+
+
+def window_head_tables(node: S.WindowAttention, ins) -> dict[str, int]:
+    """``{tensor: axis}``: the tensors holding one entry per head on ``axis`` (the position bias table's columns,
+    the position MLP's output rows, the logit scales)."""
+    axes = {"relative_position_bias_table": 1, "cpb_mlp.2.weight": 0, "logit_scale": 0}
+    return {name: axes[name] for name in window_tables(node, ins) if name in axes}
+
+
+def no_head_tables(node, ins) -> dict[str, int]:
+    return {}
+
+
 def no_heads(node, ins):
     return None
 
@@ -988,6 +1008,9 @@ class OpDef:
     #: of ``head_dim`` entries per head, the first being the one that reads the heads' outputs (attention's
     #: ``o_proj.weight`` columns: a head gate scales it, ``prune_heads`` removes a head); ``None`` without heads
     heads: Callable[[Any, list[Shape]], Optional[tuple[int, int, dict[str, int]]]] = no_heads
+    #: ``head_tables(node, ins)`` -> ``{tensor: axis}``: the tensors holding one entry (not ``head_dim``) per head on
+    #: ``axis``, which the head rules slice with the heads (window attention's position bias table)
+    head_tables: Callable[[Any, list[Shape]], dict[str, int]] = no_head_tables
     #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
     tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
@@ -1227,8 +1250,8 @@ DEFS: tuple[OpDef, ...] = (
           python={"torch.nn.GRU": rnn_source("GRU")}, imports=Imports(modules=("torch.nn.GRU",))),
     OpDef(kind=S.WindowAttention, shape=window_shape, channels=fixed(MIXER), layout=window_layout,
           params=window_params, macs=window_macs, in_rank=3, module=window_module, pin=window_pin,
-          colour=ATTENTION_COLOUR, python={EXTRA + ".WindowAttention": window_source},
-          # no head facts: its position tables hold one column per head, which the head rules do not map yet
+          heads=window_heads, head_tables=window_head_tables, colour=ATTENTION_COLOUR,
+          python={EXTRA + ".WindowAttention": window_source},
           imports=Imports(via="torchvision's Swin (ShiftedWindowAttention, ShiftedWindowAttentionV2) and MaxViT "
                               "(PartitionAttentionLayer) attention modules, and archgraph's own WindowAttention: "
                               "archgraph.interop.windows")),
