@@ -195,9 +195,10 @@ def test_window_attention_exports_to_onnx(tmp_path):
     assert archgraph.export_onnx(g, weights, tmp_path / "net.onnx") <= 1e-4
 
 
-def test_a_built_window_attention_imports_back():
+def test_built_window_attention_and_subsample_import_back():
     g = archgraph.loads("archgraph: 1\ninputs: {x: [8, 6, 7]}\nnodes:\n"
                         "  a: {op: window_attention, in: x, num_heads: 2, window_size: [3, 4], shift_size: [1, 2], "
-                        "position_bias: mlp, cpb_hidden: 16, cosine: true}\noutputs: [a]\n")
+                        "position_bias: mlp, cpb_hidden: 16, cosine: true}\n"
+                        "  s: {op: subsample, in: a, stride: [2, 3], offset: [1, 2]}\noutputs: [s]\n")
     back, _ = archgraph.from_module(build(g), input_shape=(8, 6, 7))
-    assert list(back.nodes.values()) == [g.nodes["a"]]
+    assert list(back.nodes.values()) == [g.nodes["a"], g.nodes["s"].replace(inputs=list(back.nodes)[:1])]
