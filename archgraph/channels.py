@@ -37,7 +37,7 @@ from typing import Iterable, Optional
 
 from .topology import topological_order
 from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH,
-                           attention_dims, channel_width, shuffle_permutation)
+                           channel_width, shuffle_permutation)
 
 
 @dataclass(frozen=True)
@@ -381,7 +381,8 @@ def heads(graph, node: str) -> list[Head]:
     [(0, 0, range(0, 16)), (1, 1, range(16, 32))]
     """
     n = graph.nodes[node]
-    _, h, hd, kv = attention_dims(n, graph.input_shapes(node))
+    h, hd, _ = OPS[n.op].heads(n, graph.input_shapes(node))
+    kv = getattr(n, "kv_heads", None) or h   # window attention: every head its own k and v
     per = h // kv
     return [Head(node, i, i // per, range(i * hd, (i + 1) * hd), range((i // per) * hd, (i // per + 1) * hd))
             for i in range(h)]

@@ -15,6 +15,8 @@ For each model (random init; norms and scales randomised so every layer shows in
     python benchmarks/import_zoo.py                       # all 16 models at 3x224x224, single thread
     python benchmarks/import_zoo.py --models resnet18 --size 64 --no-prune
     python benchmarks/import_zoo.py --models fcn_resnet50,lraspp_mobilenet_v3_large --size 96   # segmentation
+    python benchmarks/import_zoo.py --models swin_t,swin_v2_t,maxvit_t --float64 --no-prune \
+        --out benchmarks/results/import_zoo_windows      # window attention, conversion error in float64
 """
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ ZOO = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet
 #: segmentation models (random backbone, no auxiliary head; the output compared is {"out": ...}'s [K, H, W]);
 #: run them with --models
 SEGMENTATION = ["fcn_resnet50", "deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"]
+#: window attention models (Swin v1 and v2, MaxViT); run them with --models and --float64, which measures the
+#: conversion error in float64 (ONNX stays float32)
+WINDOWS = ["swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b", "maxvit_t"]
 
 
 def latencies_ms(modules: dict, x, reps: int) -> dict[str, float]:
@@ -116,11 +121,11 @@ def prune_archgraph(graph, weights, x, ratio: float, calls: int = 3) -> dict:
     return {"ok": True, "seconds": statistics.median(times), "model": module, "params": g2.params, "macs": g2.macs}
 
 
-def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: Path) -> dict:
+def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: Path, dtype=torch.float32) -> dict:
     row: dict = {"model": name}
-    model = randomize_normalization(torchvision_model(name))
-    x1 = torch.randn(1, 3, size, size)
-    x2 = torch.randn(2, 3, size, size)
+    model = randomize_normalization(torchvision_model(name)).to(dtype)
+    x1 = torch.randn(1, 3, size, size, dtype=dtype)
+    x2 = torch.randn(2, 3, size, size, dtype=dtype)
     t = time.perf_counter()
     try:
         graph, weights = from_module(model, input_shape=(3, size, size))
@@ -128,15 +133,16 @@ def bench(name: str, size: int, reps: int, prune: bool, ratio: float, onnx_dir: 
         row.update(convert_ok=False, convert_error=str(err))
         return row
     row["convert_s"] = time.perf_counter() - t
-    built = build(graph)
+    built = build(graph, dtype=dtype)
     load_into(built, weights)
     built.eval()
     with torch.no_grad():
         scale = float(main_output(model(x2)).abs().max())
+    weights32 = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
     row.update(convert_ok=True, max_error=max_error(model, built, x2), params=graph.params, macs=graph.macs,
                nodes=len(graph.nodes), output_scale=scale)
     try:
-        row["onnx_error"] = export_onnx(graph, weights, onnx_dir / f"{name}.onnx", atol=float("inf"))
+        row["onnx_error"] = export_onnx(graph, weights32, onnx_dir / f"{name}.onnx", atol=float("inf"))
         row["onnx_ok"] = row["onnx_error"] <= 1e-4 * max(1.0, scale)
     except archgraph.ArchgraphError as err:
         row.update(onnx_ok=False, onnx_fail=str(err)[:200])
@@ -170,9 +176,11 @@ def fmt_g(n) -> str:
     return "-" if n is None else f"{n / 1e9:.2f}G"
 
 
-def tables(rows: list[dict], size: int, ratio: float) -> str:
+def tables(rows: list[dict], size: int, ratio: float, dtype=torch.float32) -> str:
+    precision = " in float64" if dtype == torch.float64 else ""
     out = [f"Conversion and ONNX export at 3x{size}x{size} (batch 2, random weights with randomised norms): max "
-           f"absolute error of the converted model against the torchvision model, and of onnxruntime against "
+           f"absolute error{precision} of the converted model against the torchvision model, and of onnxruntime "
+           f"(float32) against "
            f"PyTorch; max |y| is the largest output magnitude (ONNX ok: error <= 1e-4 x max(1, max |y|)).", "",
            "| model | nodes | params | MACs | converted | max error | max abs y | ONNX max error | ONNX ok |",
            "|---|---:|---:|---:|:---:|---:|---:|---:|:---:|"]
@@ -220,26 +228,28 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=10, help="latency runs per model (median)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-prune", action="store_true", help="conversion and ONNX only")
+    p.add_argument("--float64", action="store_true", help="measure the conversion error in float64")
     p.add_argument("--out", help="writes OUT.md and OUT.json (default: benchmarks/results/import_zoo for the full "
                                  "benchmark; a partial run writes nothing unless --out is given)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     prune = not args.no_prune
+    dtype = torch.float64 if args.float64 else torch.float32
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             t = time.perf_counter()
             try:
-                row = bench(name, args.size, args.reps, prune, args.ratio, Path(tmp))
+                row = bench(name, args.size, args.reps, prune, args.ratio, Path(tmp), dtype)
             except Exception:
                 traceback.print_exc()
                 row = {"model": name, "convert_ok": False, "convert_error": "benchmark crashed (see log)"}
             rows.append(row)
             print(f"{name}: {time.perf_counter() - t:.1f}s {json.dumps(row, default=str)}", file=sys.stderr,
                   flush=True)
-    text = tables(rows, args.size, args.ratio)
-    full = args.models == ",".join(ZOO) and args.size == 224 and not args.no_prune
+    text = tables(rows, args.size, args.ratio, dtype)
+    full = args.models == ",".join(ZOO) and args.size == 224 and not args.no_prune and not args.float64
     out = Path(args.out) if args.out else (Path("benchmarks/results/import_zoo") if full else None)
     write_tables(out, text, rows)
     return 0

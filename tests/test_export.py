@@ -44,7 +44,10 @@ nodes:
   t:    {op: tanh, in: g2}
   hs:   {op: hardswish, in: t}
   res:  {op: add, in: [hs, r]}
-  mp:   {op: maxpool2d, in: res, kernel_size: 3, stride: 2, ceil_mode: true}
+  win:  {op: window_attention, in: res, num_heads: 2, window_size: 3, shift_size: 1}
+  ss:   {op: subsample, in: win, offset: [1, 0]}
+  gap3: {op: global_avg_pool, in: ss}
+  mp:   {op: maxpool2d, in: win, kernel_size: 3, stride: 2, ceil_mode: true}
   pd:   {op: pad, in: mp, padding: [0, 1, 0, 1], value: -1.5}
   ap:   {op: avgpool2d, in: pd, kernel_size: 2}
   same: {op: identity, in: ap}
@@ -54,7 +57,7 @@ nodes:
   up:   {op: upsample, in: ct, scale_factor: 0.5, mode: bilinear, align_corners: false}
   upn:  {op: upsample, in: up, size: 1}
   gap2: {op: global_avg_pool, in: upn}
-  cat2: {op: concat, in: [fl, gap, gap2]}
+  cat2: {op: concat, in: [fl, gap, gap2, gap3]}
   fc:   {op: linear, in: cat2, out_features: 6}
   bn1:  {op: batchnorm1d, in: fc}
   ln1:  {op: layernorm, in: bn1}

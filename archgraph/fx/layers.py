@@ -167,3 +167,140 @@ def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size) -> torch.Tensor
     if h % oh == 0 and w % ow == 0:
         return torch.nn.functional.adaptive_avg_pool2d(x, (oh, ow))
     return _averaging_matrix(h, oh, x) @ x @ _averaging_matrix(w, ow, x).t()
+
+
+def subsample(x: torch.Tensor, stride=(2, 2), offset=(0, 0)) -> torch.Tensor:
+    """``x[:, :, a::s, b::s]`` of an ``N, C, H, W`` tensor: every ``stride``-th position from ``offset`` on."""
+    return x[:, :, offset[0]::stride[0], offset[1]::stride[1]]
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside the windows of an ``N, C, H, W`` image (the ``window_attention`` op): Swin's
+    shifted windows (``shift``, zero padding to whole windows), MaxViT's grid (``grid``), a relative position bias
+    (``position_bias`` ``table`` or Swin v2's ``mlp``), Swin v2's cosine attention (``cosine``). The computation
+    follows torchvision's ``shifted_window_attention`` step by step, on ``q_proj``/``k_proj``/``v_proj``/``o_proj``
+    linears (the logit scale is clamped at ``math.log(100.0)``, written out so the class needs only torch)."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, window_size=(7, 7), shift_size=(0, 0),
+                 grid: bool = False, position_bias: str = "table", cpb_hidden: int = 512, cosine: bool = False,
+                 scale: float | None = None, bias: bool = True, qkv_bias: bool | None = None, dropout: float = 0.0):
+        super().__init__()
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
+        self.window_size, self.shift_size = tuple(window_size), tuple(shift_size)
+        self.grid, self.position_bias, self.cpb_hidden, self.cosine = grid, position_bias, cpb_hidden, cosine
+        self.scale = head_dim ** -0.5 if scale is None else scale
+        self.dropout = dropout
+        inner = num_heads * head_dim
+        self.q_proj = nn.Linear(dim, inner, bias=qkv_bias)
+        self.k_proj = nn.Linear(dim, inner, bias=qkv_bias and not cosine)   # Swin v2 has no key bias
+        self.v_proj = nn.Linear(dim, inner, bias=qkv_bias)
+        self.o_proj = nn.Linear(inner, dim, bias=bias)
+        wh, ww = self.window_size
+        if position_bias != "none":
+            self.register_buffer("relative_position_index", self.position_index(wh, ww), persistent=False)
+        if position_bias == "table":
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        elif position_bias == "mlp":
+            self.cpb_mlp = nn.Sequential(nn.Linear(2, cpb_hidden), nn.ReLU(), nn.Linear(cpb_hidden, num_heads,
+                                                                                          bias=False))
+            self.register_buffer("relative_coords_table", self.coords_table(wh, ww), persistent=False)
+        if cosine:
+            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
+
+    @staticmethod
+    def position_index(wh: int, ww: int) -> torch.Tensor:
+        """``[wh*ww * wh*ww]``: for tokens ``i, j`` of a window (row-major), the row of the relative position bias table
+        of their offset (Swin's and MaxViT's ``relative_position_index``)."""
+        coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
+        rel[:, :, 0] += wh - 1
+        rel[:, :, 1] += ww - 1
+        rel[:, :, 0] *= 2 * ww - 1
+        return rel.sum(-1).flatten()
+
+
+    @staticmethod
+    def coords_table(wh: int, ww: int) -> torch.Tensor:
+        """``[1, 2*wh-1, 2*ww-1, 2]``: Swin v2's log-spaced window offsets, the input of its position bias MLP, in
+        float32 as torchvision computes them."""
+        dh = torch.arange(-(wh - 1), wh, dtype=torch.float32)
+        dw = torch.arange(-(ww - 1), ww, dtype=torch.float32)
+        table = torch.stack(torch.meshgrid([dh, dw], indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+        table[:, :, :, 0] /= wh - 1
+        table[:, :, :, 1] /= ww - 1
+        table *= 8
+        return torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0
+
+
+    @staticmethod
+    def window_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int],
+                            like: torch.Tensor) -> torch.Tensor:
+        """``[windows, N, N]``: 0 where two tokens of a shifted window were neighbours before the roll, -100 where not
+        (torchvision's ``shifted_window_attention`` mask of a ``h x w`` padded image)."""
+        mask = like.new_zeros((h, w))
+        rows = ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None))
+        cols = ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None))
+        count = 0
+        for r in rows:
+            for c in cols:
+                mask[r[0]:r[1], c[0]:c[1]] = count
+                count += 1
+        mask = mask.view(h // window[0], window[0], w // window[1], window[1]).permute(0, 2, 1, 3)
+        mask = mask.reshape(-1, window[0] * window[1])
+        mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+        return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+    def bias(self) -> torch.Tensor | None:
+        """``[1, heads, N, N]``: the position bias added to every window's scores."""
+        if self.position_bias == "none":
+            return None
+        n = self.window_size[0] * self.window_size[1]
+        table = self.relative_position_bias_table if self.position_bias == "table" else \
+            self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        return 16 * torch.sigmoid(bias) if self.position_bias == "mlp" else bias
+
+    def attend(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention within each window of ``x`` ``[B * windows, N, C]``; ``mask`` ``[windows, N, N]``."""
+        bw, n, _ = x.shape
+        q, k, v = (p(x).view(bw, n, self.num_heads, self.head_dim).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        if self.cosine:
+            attn = nn.functional.normalize(q, dim=-1) @ nn.functional.normalize(k, dim=-1).transpose(-2, -1)
+            attn = attn * torch.clamp(self.logit_scale, max=4.605170185988092).exp()
+        else:
+            attn = (q * self.scale).matmul(k.transpose(-2, -1))
+        bias = self.bias()
+        if bias is not None:
+            attn = attn + bias
+        if mask is not None:
+            windows = mask.shape[0]
+            attn = attn.view(bw // windows, windows, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, n, n)
+        attn = nn.functional.softmax(attn, dim=-1)
+        attn = nn.functional.dropout(attn, p=self.dropout, training=self.training)
+        return self.o_proj(attn.matmul(v).transpose(1, 2).reshape(bw, n, self.num_heads * self.head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)   # B, H, W, C
+        b, h, w, c = x.shape
+        wh, ww = self.window_size
+        if self.grid:
+            gh, gw = h // wh, w // ww
+            windows = x.reshape(b, wh, gh, ww, gw, c).permute(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, wh * ww, c)
+            y = self.attend(windows, None).view(b, gh, gw, wh, ww, c).permute(0, 3, 1, 4, 2, 5)
+            return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        x = nn.functional.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))
+        ph, pw = x.shape[1], x.shape[2]
+        shift = (0 if wh >= ph else self.shift_size[0], 0 if ww >= pw else self.shift_size[1])
+        if sum(shift) > 0:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = x.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+        mask = self.window_mask(ph, pw, self.window_size, shift, x) if sum(shift) > 0 else None
+        y = self.attend(windows, mask).view(b, ph // wh, pw // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+        y = y.reshape(b, ph, pw, c)
+        if sum(shift) > 0:
+            y = torch.roll(y, shifts=shift, dims=(1, 2))
+        return y[:, :h, :w, :].permute(0, 3, 1, 2)

@@ -17,8 +17,9 @@ from ..compat import import_timm, import_torchvision
 
 
 def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give the 1-D weights (norm and scale weights, running variances) values in [0.5, 1.5) and the biases and
-    running means N(0, 0.1) values, in place; returns ``module``.
+    """Give the 1-D weights (norm and scale weights, running variances) values in [0.5, 1.5), the biases and
+    running means N(0, 0.1) values and relative position bias tables (Swin, MaxViT) N(0, 1) values, in place;
+    returns ``module``.
 
     >>> import torch
     >>> bn = randomize_normalization(torch.nn.BatchNorm2d(4))
@@ -35,6 +36,8 @@ def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
                 t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
             elif leaf in ("bias", "running_mean"):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+            elif leaf == "relative_position_bias_table":   # Swin's and MaxViT's, near zero when fresh
+                t.copy_(torch.randn(t.shape, generator=gen))
     return module
 
 

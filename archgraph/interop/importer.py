@@ -240,7 +240,8 @@ class _Tracer(fx.Tracer):
     proxy_buffer_attributes = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m) in MODULES or super().is_leaf_module(m, qualname)
+        from . import windows   # Swin's and MaxViT's window attention (it reads this module's types)
+        return type(m) in MODULES or windows.keeps_whole(m) or super().is_leaf_module(m, qualname)
 
 
 def _wrapped_functions() -> tuple[Callable, ...]:
@@ -548,7 +549,8 @@ class _Converter:
             return value  # a Python value computed from shapes: a constant of the graph
         if n.op == "call_module":
             module = self.modules[n.target]
-            handler = MODULES.get(type(module))
+            from . import windows
+            handler = MODULES.get(type(module)) or windows.module_handler(module)
             if handler is None:
                 raise self.fail(f"module type {type(module).__module__}.{type(module).__name__} is not supported")
             self.check_single_use(n, module)
@@ -1802,12 +1804,14 @@ VIEW_FUNCTIONS: dict[Any, Callable] = {
 
 
 def _functions() -> dict[Any, Callable]:
+    from . import windows
+    handlers = {**FUNCTION_HANDLERS, **windows.FUNCTION_HANDLERS}
     table: dict[Any, Callable] = {}
     for op, d in OPS.items():
         for name in d.imports.functions:
             target = try_resolve(name)   # None: an optional package (torchvision) is missing or broken
             if target is not None:
-                table[target] = FUNCTION_HANDLERS.get(op) or f_unary(op)
+                table[target] = handlers.get(op) or f_unary(op)
     table.update(VIEW_FUNCTIONS)
     return table
 

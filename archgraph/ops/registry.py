@@ -232,6 +232,33 @@ def attention_shape(node: S.Attention, ins):
     return tuple(shape)
 
 
+def window_dims(node: S.WindowAttention, ins) -> tuple[int, int, int]:
+    """``(C, num_heads, head_dim)`` of a window attention node reading ``ins``."""
+    d = channel_width(ins[0])
+    return d, node.num_heads, node.head_dim or d // node.num_heads
+
+
+def window_shape(node: S.WindowAttention, ins):
+    c, h, w = need_rank(ins, 3, node.op)
+    if node.head_dim is None and c % node.num_heads:
+        bad("num_heads", f"num_heads={node.num_heads} does not divide the {c} channels; set head_dim")
+    wh, ww = pair(node.window_size)
+    if node.grid and (h % wh or w % ww):
+        bad("window_size", f"grid attention needs window_size {[wh, ww]} to divide the {h}x{w} positions")
+    if node.position_bias == "mlp" and min(wh, ww) < 2:
+        bad("window_size", f"the continuous position bias (position_bias 'mlp') needs windows of at least 2x2, "
+                           f"got {[wh, ww]}")
+    return (c, h, w)
+
+
+def subsample_shape(node: S.Subsample, ins):
+    c, h, w = need_rank(ins, 3, node.op)
+    (sh, sw), (oh, ow) = pair(node.stride), pair(node.offset)
+    if oh >= h or ow >= w:
+        bad("offset", f"offset {[oh, ow]} is past the {h}x{w} positions")
+    return (c, -(-(h - oh) // sh), -(-(w - ow) // sw))
+
+
 def position_shape(node, ins):
     return tuple(need_rank(ins, 2, node.op))
 
@@ -435,6 +462,47 @@ def attention_macs(node: S.Attention, ins, out):
     return t * (2 * d * h * hd + 2 * d * kv * hd) + 2 * t * t * h * hd
 
 
+def window_tables(node: S.WindowAttention, ins) -> dict[str, tuple[int, ...]]:
+    """The shapes of a window attention's position tensors (``relative_position_bias_table``, ``cpb_mlp``,
+    ``logit_scale``), by name."""
+    _, h, _ = window_dims(node, ins)
+    wh, ww = pair(node.window_size)
+    shapes: dict[str, tuple[int, ...]] = {}
+    if node.position_bias == "table":
+        shapes["relative_position_bias_table"] = ((2 * wh - 1) * (2 * ww - 1), h)
+    elif node.position_bias == "mlp":
+        shapes.update({"cpb_mlp.0.weight": (node.cpb_hidden, 2), "cpb_mlp.0.bias": (node.cpb_hidden,),
+                       "cpb_mlp.2.weight": (h, node.cpb_hidden)})
+    if node.cosine:
+        shapes["logit_scale"] = (h, 1, 1)
+    return shapes
+
+
+def window_biases(node: S.WindowAttention) -> tuple[str, ...]:
+    """The projections with a bias: q, k, v (``qkv_bias``, by default ``bias``; no key bias with ``cosine``, as in
+    Swin v2) and o (``bias``)."""
+    qkv = node.bias if node.qkv_bias is None else node.qkv_bias
+    return tuple(p for p, has in (("q_proj", qkv), ("k_proj", qkv and not node.cosine), ("v_proj", qkv),
+                                  ("o_proj", node.bias)) if has)
+
+
+def window_params(node: S.WindowAttention, ins, out):
+    d, h, hd = window_dims(node, ins)
+    biases = sum(d if p == "o_proj" else h * hd for p in window_biases(node))
+    return 4 * d * h * hd + biases + sum(math.prod(s) for s in window_tables(node, ins).values())
+
+
+def window_macs(node: S.WindowAttention, ins, out):
+    """The four projections at every position of the image padded to whole windows, plus the ``N^2`` scores and
+    the ``N^2`` weighted sum of values of every window of ``N`` tokens, per head (the position bias MLP is not
+    counted)."""
+    d, h, hd = window_dims(node, ins)
+    wh, ww = pair(node.window_size)
+    _, rows, cols = ins[0]
+    t = (-(-rows // wh) * wh) * (-(-cols // ww) * ww)
+    return t * 4 * d * h * hd + 2 * t * wh * ww * h * hd
+
+
 def table_params(node, ins, out):
     return math.prod(ins[0])
 
@@ -568,6 +636,16 @@ def attention_layout(node: S.Attention, ins):
     return layout
 
 
+def window_layout(node: S.WindowAttention, ins):
+    """As the attention op's: input channels are the columns of q/k/v, output channels the rows of o; the head axes
+    and the position tensors hold no channel axis."""
+    layout = {"q_proj.weight": (None, 1), "k_proj.weight": (None, 1), "v_proj.weight": (None, 1),
+              "o_proj.weight": (0, None)}
+    layout.update({f"{p}.bias": (0 if p == "o_proj" else None, None) for p in window_biases(node)})
+    layout.update({name: (None, None) for name in window_tables(node, ins)})
+    return layout
+
+
 def column_layout(node, ins):
     return {"weight": (1, None)}
 
@@ -614,6 +692,30 @@ def attention_heads(node: S.Attention, ins):
     if qkv_bias(node):
         names += ["q_proj.bias"] + (["k_proj.bias", "v_proj.bias"] if kv == h else [])
     return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
+
+
+def window_pin(node: S.WindowAttention, ins) -> dict:
+    return {} if node.head_dim is not None else {"head_dim": window_dims(node, ins)[2]}
+
+
+def window_heads(node: S.WindowAttention, ins):
+    """As :func:`attention_heads` (every query head has its own k and v); the position tables' one entry per head
+    is :func:`window_head_tables`."""
+    _, h, hd = window_dims(node, ins)
+    names = ["o_proj.weight", "q_proj.weight", "k_proj.weight", "v_proj.weight"]
+    names += [f"{p}.bias" for p in window_biases(node) if p != "o_proj"]
+    return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
+
+
+def window_head_tables(node: S.WindowAttention, ins) -> dict[str, int]:
+    """``{tensor: axis}``: the tensors holding one entry per head on ``axis`` (the position bias table's columns,
+    the position MLP's output rows, the logit scales)."""
+    axes = {"relative_position_bias_table": 1, "cpb_mlp.2.weight": 0, "logit_scale": 0}
+    return {name: axes[name] for name in window_tables(node, ins) if name in axes}
+
+
+def no_head_tables(node, ins) -> dict[str, int]:
+    return {}
 
 
 def no_heads(node, ins):
@@ -695,6 +797,13 @@ def attention_module(T, node: S.Attention, ins):
     d, h, hd, kv = attention_dims(node, ins)
     return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
                              rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias)
+
+
+def window_module(T, node: S.WindowAttention, ins):
+    d, h, hd = window_dims(node, ins)
+    return T.extra.WindowAttention(d, h, hd, pair(node.window_size), pair(node.shift_size), grid=node.grid,
+                                   position_bias=node.position_bias, cpb_hidden=node.cpb_hidden, cosine=node.cosine,
+                                   scale=node.scale, bias=node.bias, qkv_bias=node.qkv_bias, dropout=node.dropout)
 
 
 def rms_module(T, node: S.RMSNorm, ins):
@@ -809,6 +918,12 @@ def attention_source(m) -> str:
                else ")"))
 
 
+def window_source(m) -> str:
+    return (f"WindowAttention({m.dim}, {m.num_heads}, {m.head_dim}, {m.window_size}, {m.shift_size}, grid={m.grid}, "
+            f"position_bias={m.position_bias!r}, cpb_hidden={m.cpb_hidden}, cosine={m.cosine}, scale={m.scale!r}, "
+            f"bias={m.o_proj.bias is not None}, qkv_bias={m.q_proj.bias is not None}, dropout={m.dropout!r})")
+
+
 def rms_source(m) -> str:
     return f"RMSNorm({tuple(m.normalized_shape)}, eps={m.eps!r}, elementwise_affine={m.elementwise_affine})"
 
@@ -893,6 +1008,9 @@ class OpDef:
     #: of ``head_dim`` entries per head, the first being the one that reads the heads' outputs (attention's
     #: ``o_proj.weight`` columns: a head gate scales it, ``prune_heads`` removes a head); ``None`` without heads
     heads: Callable[[Any, list[Shape]], Optional[tuple[int, int, dict[str, int]]]] = no_heads
+    #: ``head_tables(node, ins)`` -> ``{tensor: axis}``: the tensors holding one entry (not ``head_dim``) per head on
+    #: ``axis``, which the head rules slice with the heads (window attention's position bias table)
+    head_tables: Callable[[Any, list[Shape]], dict[str, int]] = no_head_tables
     #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
     tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
@@ -1130,6 +1248,18 @@ DEFS: tuple[OpDef, ...] = (
           macs=rnn_macs, in_rank=2, width_field="hidden_size", gates=rnn_gates, quiet_gate=2,
           recurrent=rnn_recurrent, tuple_output=True, module=rnn_module, resize=rnn_resize, colour=RNN_COLOUR,
           python={"torch.nn.GRU": rnn_source("GRU")}, imports=Imports(modules=("torch.nn.GRU",))),
+    OpDef(kind=S.WindowAttention, shape=window_shape, channels=fixed(MIXER), layout=window_layout,
+          params=window_params, macs=window_macs, in_rank=3, module=window_module, pin=window_pin,
+          heads=window_heads, head_tables=window_head_tables, colour=ATTENTION_COLOUR,
+          python={EXTRA + ".WindowAttention": window_source},
+          imports=Imports(via="torchvision's Swin (ShiftedWindowAttention, ShiftedWindowAttentionV2) and MaxViT "
+                              "(PartitionAttentionLayer) attention modules, and archgraph's own WindowAttention: "
+                              "archgraph.interop.windows")),
+    OpDef(kind=S.Subsample, shape=subsample_shape, channels=ACT, in_rank=3, nonneg=every,
+          identity=lambda n, flags: pair(n.stride) == (1, 1) and pair(n.offset) == (0, 0),
+          function=call(lambda T: T.extra.subsample, stride=lambda n: pair(n.stride), offset=lambda n: pair(n.offset)),
+          imports=Imports(functions=(EXTRA + ".subsample", "torchvision.models.swin_transformer._patch_merging_pad"),
+                          via="torchvision Swin's patch merging: a pad to even sizes, four subsamples and a concat")),
     # a zero padding read only by a convolution is folded into the convolution's padding when it is symmetric
     OpDef(kind=S.Pad, shape=pad_shape, channels=ACT, in_rank=3,
           function=call(lambda T: T.F.pad, pad=lambda n: list(n.padding), value=lambda n: n.value),

@@ -388,11 +388,70 @@ class Pad(NodeSpec):
     value: float = 0.0
 
 
+class WindowAttention(NodeSpec):
+    """Multi-head self-attention inside windows of an image: ``[C, H, W] -> [C, H, W]`` (Swin's ``W-MSA`` /
+    ``SW-MSA``, MaxViT's block and grid attention). The positions are cut into windows of ``window_size`` tokens;
+    each window is one sequence for attention with the parameters of the ``attention`` op (``q_proj``, ``k_proj``,
+    ``v_proj`` ``[num_heads*head_dim, C]``, ``o_proj`` ``[C, num_heads*head_dim]``; ``head_dim`` defaults to
+    ``C // num_heads``; ``qkv_bias`` as the attention op's), and the windows are put back in place.
+
+    * ``shift_size``: Swin's shifted windows: the image is rolled by ``-shift_size`` first (and back afterwards)
+      and tokens that were not neighbours before the roll do not attend to each other (``-100`` added to their
+      scores, as torchvision does). An image that is not a multiple of the window is padded with zeros at the
+      bottom and right first (and cropped back); along an axis whose padded size is at most the window there is no
+      shift (torchvision's rule).
+    * ``grid``: MaxViT's grid attention: a window's tokens are spread over the image, ``H / window_size[0]`` rows
+      and ``W / window_size[1]`` columns apart (both must divide); no padding, no shift.
+    * ``position_bias``: what is added to the scores of tokens ``i, j`` of a window, per head: ``table`` a learned
+      ``relative_position_bias_table`` ``[(2*wh-1)*(2*ww-1), num_heads]`` indexed by their offset (Swin v1, MaxViT);
+      ``mlp`` Swin v2's continuous position bias ``16 * sigmoid(cpb_mlp(log-spaced offsets))`` (``cpb_mlp.0``
+      ``Linear(2, cpb_hidden)``, ReLU, ``cpb_mlp.2`` ``Linear(cpb_hidden, num_heads, bias=False)``; the offsets are
+      computed in float32, as torchvision computes them); ``none``.
+    * ``cosine``: Swin v2's scaled cosine attention: ``cos(q, k) * exp(min(logit_scale, log 100))`` with a learned
+      ``logit_scale`` ``[num_heads, 1, 1]``; the keys then have no bias (as in Swin v2). Otherwise the scores are
+      ``q . k * scale``, ``scale`` by default ``head_dim ** -0.5`` (MaxViT's is ``C ** -0.5``)."""
+    op: Literal["window_attention"] = "window_attention"
+    num_heads: PositiveInt
+    window_size: Pair
+    head_dim: Optional[PositiveInt] = None
+    shift_size: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+    grid: Bool = False
+    position_bias: Literal["table", "mlp", "none"] = "table"
+    cpb_hidden: PositiveInt = 512
+    cosine: Bool = False
+    scale: Optional[PositiveFloat] = None
+    bias: Bool = True
+    qkv_bias: Optional[Bool] = None
+    dropout: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "WindowAttention":
+        window = (self.window_size,) * 2 if isinstance(self.window_size, int) else tuple(self.window_size)
+        shift = (self.shift_size,) * 2 if isinstance(self.shift_size, int) else tuple(self.shift_size)
+        if any(s >= w for s, w in zip(shift, window)):
+            raise ValueError(f"shift_size {list(shift)} must be smaller than window_size {list(window)}")
+        if self.grid and any(shift):
+            raise ValueError("grid attention has no shift (shift_size must be 0)")
+        if self.cosine and self.scale is not None:
+            raise ValueError("cosine attention has a learned logit_scale, not a fixed scale")
+        return self
+
+
+class Subsample(NodeSpec):
+    """Every ``stride``-th position of ``[C, H, W]`` from ``offset`` on (``x[:, :, a::s, b::s]``): ``[C,
+    ceil((H - a) / s), ceil((W - b) / s)]``. Swin's patch merging is a ``pad`` to even sizes, the four subsamples
+    at offsets ``(0, 0), (1, 0), (0, 1), (1, 1)`` and a ``concat``."""
+    op: Literal["subsample"] = "subsample"
+    stride: Pair = 2
+    offset: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
+
+
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, Pad, RMSNorm, Embedding,
     PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
+    WindowAttention, Subsample,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

@@ -215,7 +215,8 @@ class InsertBlock(_Insert):
         activation = self.activation if "activation" in set_ else "gelu"
         like = next((n for nid, n in graph.nodes.items() if OPS[n.op].channels(n, graph.input_shapes(nid)) == MIXER
                      and "q_proj.weight" in OPS[n.op].layout(n, graph.input_shapes(nid))
-                     and graph.input_shapes(nid)[0][-1] == d), None)
+                     and len(graph.input_shapes(nid)[0]) == 2 and graph.input_shapes(nid)[0][-1] == d),
+                    None)   # attention on a sequence [T, D] (window attention reads an image)
         attn: dict = {"num_heads": self.num_heads or (like.num_heads if like else 1)}
         kv = self.kv_heads or (like.kv_heads if like is not None and self.num_heads is None else None)
         head_dim = self.head_dim or (attention_dims(like, [(t, d)])[2] if like is not None and self.num_heads is None

@@ -1,6 +1,7 @@
 """Head rules: ``add_heads`` (new attention heads whose output-projection columns start at zero: same function) and
 ``prune_heads`` (remove heads). A head is a group of ``head_dim`` rows of ``q_proj`` and the same columns of
-``o_proj``, reading one kv head (rows of ``k_proj`` and ``v_proj``), as :func:`archgraph.channels.heads` lists.
+``o_proj``, reading one kv head (rows of ``k_proj`` and ``v_proj``), as :func:`archgraph.channels.heads` lists; a
+``window_attention``'s head also owns one entry of each position table (the op's ``head_tables``), sliced with it.
 
 With grouped-query attention (``kv_heads < num_heads``, ``per = num_heads // kv_heads`` query heads per kv head)
 heads come and go so that every group keeps the same size and every old query head keeps its kv head: whole kv
@@ -22,7 +23,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt
 
-from ..ops.registry import MIXER, OPS, attention_dims
+from ..ops.registry import MIXER, OPS, attention_dims, channel_width
 from ..plan import AxisMap, TensorPlan, TransferPlan
 from .base import Rewrite, Rule
 
@@ -34,7 +35,22 @@ def _attention(rule: Rule, graph, node: str):
             OPS[n.op].layout(n, graph.input_shapes(node)):
         raise rule.error(f"'{node}' is a {n.op}; {rule.name} changes the heads of an attention node", node=node,
                          field="node")
-    return n, attention_dims(n, graph.input_shapes(node))
+    return n, _dims(n, graph.input_shapes(node))
+
+
+def _dims(n, ins) -> tuple[int, int, int, int]:
+    """``(D, num_heads, head_dim, kv_heads)``: window attention has no kv groups (every head its own k and v)."""
+    if "kv_heads" in type(n).model_fields:
+        return attention_dims(n, ins)
+    h, hd, _ = OPS[n.op].heads(n, ins)
+    return channel_width(ins[0]), h, hd, h
+
+
+def _kv_field(n, kv: int, h: int) -> dict:
+    """``kv_heads`` when the node has it written or it differs from the heads (window attention has none)."""
+    if "kv_heads" not in type(n).model_fields or (n.kv_heads is None and kv == h):
+        return {}
+    return {"kv_heads": kv}
 
 
 def _rows(heads: list[int], hd: int) -> list[int]:
@@ -46,7 +62,7 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
                fill_in: str, fill_out: str, exact: bool, note: str) -> Rewrite:
     """The rewrite giving ``node`` the query heads ``q_heads`` and kv heads ``kv_heads`` (old index or -1 each)."""
     n = graph.nodes[node]
-    _, h, _, kv = attention_dims(n, graph.input_shapes(node))
+    _, h, _, kv = _dims(n, graph.input_shapes(node))
     nodes = dict(graph.nodes)
     nodes[node] = new_node
     try:
@@ -59,6 +75,9 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
     changed = {"q_proj.weight": ((0, q),), "q_proj.bias": ((0, q),), "k_proj.weight": ((0, k),),
                "k_proj.bias": ((0, k),), "v_proj.weight": ((0, k),), "v_proj.bias": ((0, k),),
                "o_proj.weight": ((1, o),)}
+    per_head = AxisMap(tuple(q_heads), h, fill_in)   # one entry per head (window attention's position tables)
+    changed.update({name: ((axis, per_head),) for name, axis in
+                    OPS[n.op].head_tables(n, graph.input_shapes(node)).items()})
     shapes = graph2.shapes()
     tensors: dict[str, TensorPlan] = {}
     for nid, other in graph2.nodes.items():
@@ -105,9 +124,7 @@ class AddHeads(Rule):
             kv_heads = list(range(kv))
             new_kv = kv
         new_h = h + self.count
-        fields = {"num_heads": new_h, "head_dim": hd}
-        if n.kv_heads is not None or new_kv != new_h:
-            fields["kv_heads"] = new_kv
+        fields = {"num_heads": new_h, "head_dim": hd, **_kv_field(n, new_kv, new_h)}
         exact = self.init == "preserve"
         return _head_plan(self, graph, self.node, n.replace(**fields), q_heads, kv_heads, hd, "init",
                           "zero" if exact else "init", exact,
@@ -147,9 +164,7 @@ class PruneHeads(Rule):
                              field="indices")
         q_heads = [i for i in range(h) if i not in gone]
         new_h = len(q_heads)
-        fields = {"num_heads": new_h, "head_dim": hd}
-        if n.kv_heads is not None or new_kv != new_h:
-            fields["kv_heads"] = new_kv
+        fields = {"num_heads": new_h, "head_dim": hd, **_kv_field(n, new_kv, new_h)}
         assert new_h == new_kv * new_per
         return _head_plan(self, graph, self.node, n.replace(**fields), q_heads, kv_heads, hd, "init", "init",
                           False, "exact only when the removed heads' o_proj columns are zero")
