@@ -3,7 +3,8 @@
 Removing channel ``i`` of a node removes its whole coupling class (see :mod:`archgraph.channels`): the matching
 output channels of every producer (both sides of a residual add), the batchnorm entries, the depthwise filters (their
 groups shrink), the concat positions (offsets move) and the input columns of every reader, a block of ``H*W``
-columns for a linear reading a flatten.
+columns for a linear reading a flatten. Around a grouped conv the same number of channels must go from every group
+(each group's own choice: its weight's in-group axis is sliced per group); anything else is refused.
 
 >>> import archgraph
 >>> from archgraph import rules
@@ -84,6 +85,10 @@ def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]],
     for node, indices in selections.items():
         rule.need_node(graph, node, inputs_ok=True)
         roots |= classes_at(rule, ch, node, list(indices))
+    why = ch.unbalanced(roots)
+    if why:
+        node = next(iter(selections))
+        raise rule.error(f"these channels cannot go together: {why}", node=node, field="indices")
     draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs))
     remove_classes(draft, roots)
     draft.exact = False
