@@ -223,7 +223,7 @@ class Channels:
         out: dict[int, frozenset] = {}
         for gr in self.groupings:
             if gr.groups > 1:
-                for block in grouping_blocks(self.uf, gr)[1]:
+                for block in grouping_blocks(self.uf, gr, self.cls)[1]:
                     for c in block:
                         out[c] = block
         return out
@@ -274,11 +274,11 @@ class Channels:
             elif set(by_class) == wanted:
                 tokens[p] = tuple(by_class[c] for c in classes)
         if irregular is None and classes:
-            placed = self.placement(node, classes[-1])
+            placed = self.placement(node, classes[-1], producers)
             irregular = placed if isinstance(placed, str) else None
         return Space(node, classes, tuple(sorted(producers)), tokens, frozen, irregular)
 
-    def placement(self, node: str, anchor: int):
+    def placement(self, node: str, anchor: int, producers: Optional[Iterable[str]] = None):
         """Where a new channel next to class ``anchor`` (one of ``node``'s) goes: ``(receivers, block)``, the
         producers that get it and the classes after whose last one it goes in each (a concat's part: the new
         channel is appended to the producers of that part and inserted at the matching place in the producers of
@@ -314,9 +314,11 @@ class Channels:
 
         holders = sorted(self.producers(anchor))
         block = frozenset.intersection(*(made(p) for p in holders))
-        receivers: set[str] = set()
-        for c in block:
-            receivers |= self.producers(c)
+        if producers is None:   # of every class of node (the block is part of them: node makes the anchor)
+            producers = set()
+            for c in set(self.classes(node)):
+                producers |= self.producers(c)
+        receivers = {q for q in producers if made(q) & block}
         for q in sorted(receivers):
             if not block <= made(q):
                 return (f"'{q}' makes only part of the channels of a concat tied to '{node}', and the parts "
@@ -476,13 +478,14 @@ def settle_groupings(uf: UnionFind, groupings: list[Grouping], ties: Optional[di
                 break
 
 
-def grouping_blocks(uf: UnionFind, gr: Grouping) -> tuple[bool, list[frozenset]]:
+def grouping_blocks(uf: UnionFind, gr: Grouping, find=None) -> tuple[bool, list[frozenset]]:
     """Whether each group of ``gr`` can choose its channels (see :func:`settle_groupings`), and the local classes
     of every group (one block per group)."""
     counts: dict[int, list[int]] = {}
+    find = find or uf.find
     for k in range(gr.groups):
         for t in gr.group(k):
-            counts.setdefault(uf.find(t), [0] * gr.groups)[k] += 1
+            counts.setdefault(find(t), [0] * gr.groups)[k] += 1
     blocks: list[set[int]] = [set() for _ in range(gr.groups)]
     for c, per in counts.items():
         if len(set(per)) == 1:

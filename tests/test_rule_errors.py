@@ -95,6 +95,12 @@ def test_layernorm_makes_widening_inexact():
     assert not rw.exact and "'ln' normalises" in rw.plan.note
 
 
+def test_pruning_under_a_layernorm_says_why_it_is_not_exact():
+    rw = archgraph.apply(GROUPED, rules.PruneChannels(node="s", indices=(0,)))
+    assert not rw.exact and "not exact: 'ln' (layernorm) normalises over these channels" in rw.plan.note
+    assert "mean and variance" in rw.plan.note
+
+
 def test_rules_are_data():
     assert list(rules.RULES) == ["add_filters", "split_filters", "prune_channels", "insert_layer", "insert_block",
                                  "delete_node", "collapse_layer", "add_heads", "prune_heads"]

@@ -56,6 +56,13 @@ def classes_at(rule: Rule, ch: Channels, node: str, indices: Sequence[int]) -> s
 def exactness_note(graph, ch: Channels, roots: set[int], what: str = "the removed channels") -> str:
     """When removing channels of these classes keeps the function: the precise condition, naming any node after
     them that maps a zero channel to a constant."""
+    mixer = ch.mixes(roots)
+    if mixer is not None:
+        op = graph.nodes[mixer].op
+        stats = "mean square" if op == "rmsnorm" else "mean and variance"
+        return (f"not exact: '{mixer}' ({op}) normalises over these channels, so removing them changes the "
+                f"{stats} it normalises the kept channels with (taken over fewer channels), even when {what} are "
+                "zero (see 'Pruning under a layernorm' in docs/import_export.md)")
     shifts = [nid for nid in ch.readers(roots) if OPS[graph.nodes[nid].op].shifts_zero]
     if not shifts:
         return f"exact only when {what} carry zeros or are read with zero weights"
