@@ -254,6 +254,30 @@ def test_every_rule_on_imported_ops_applies_cleanly(g, data):
         assert max_error(outputs(module, xs), out) <= 1e-8, rule
 
 
+@PROPERTY
+@given(imported_graphs(), st.sampled_from([0.25, 0.5, 0.75]), st.integers(0, 9))
+def test_magnitude_pruning_of_random_graphs_matches_readers_ignoring_the_channels(g, ratio, seed):
+    """prune_rules (random scores: a different choice in every group of a grouped conv) always gives a selection
+    the rewrite takes, and the result equals the original with the removed channels' readers zeroed (float64)."""
+    from archgraph.fx.magnitude import prune_rewrite, prune_rules
+    ch = analyse(g)
+    module = build64(g)
+    rules = prune_rules(g, module.state_dict(), ratio=ratio, criterion="random", seed=seed, ch=ch)
+    assume(rules)
+    removed = set()
+    for rule in rules:
+        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    assume(ch.mixes(removed) is None)
+    assert ch.unbalanced(removed) is None
+    groups = [gr for gr in ch.groupings if {ch.cls(t) for t in gr.tokens} & removed]
+    event("through a grouped conv" if groups else "no grouped conv")
+    rw = prune_rewrite(g, rules, ch)
+    ignoring = build(g, dtype=torch.float64)
+    ignoring.load_state_dict(readers_ignore(g, module.state_dict(), removed))
+    xs = inputs_for(g)
+    assert max_error(outputs(ignoring.eval(), xs), outputs(materialise(rw, module), xs)) <= 1e-8
+
+
 # ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
 
 from archgraph.interop.importer import from_module  # noqa: E402

@@ -127,16 +127,19 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     ch = ch or analyse(graph)
     scores = importance(graph, weights, criterion, seed, ch)
     blocks = ch.local_blocks()
+    # the classes a grouped conv splits into groups: as many from each group, each group its least important (a
+    # group may hold channels of several spaces: it is chosen once)
+    grouped_gone: set[int] = set()
+    for block in dict.fromkeys(blocks.values()):
+        free = sorted((c for c in block if ch.frozen(c) is None), key=lambda c: (scores.get(c, 0.0), c))
+        grouped_gone |= set(free[:int(ratio * len(block))])
     removed: set[int] = set()
     spaces = []
     for space in ch.spaces():
         classes = list(dict.fromkeys(space.classes))
         order = {c: i for i, c in enumerate(classes)}
         rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
-        gone: set[int] = set()
-        # the classes a grouped conv splits into groups: as many from each group, each group its least important
-        for block in dict.fromkeys(blocks[c] for c in classes if c in blocks):
-            gone |= set(sorted((c for c in block if ch.frozen(c) is None), key=rank)[:int(ratio * len(block))])
+        gone = grouped_gone & set(classes)
         classes = [c for c in classes if c not in blocks]
         free = [c for c in classes if ch.frozen(c) is None]
         count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) or gone else 1))
