@@ -14,8 +14,12 @@ node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the l
 - SHUFFLE (channel_shuffle) permutes its input's tokens and ties the input channels ``k * C/g + i`` of every group
   ``k`` (one column of the ``[g, C/g]`` grid), so channels go a column at a time and the shuffle stays a shuffle;
 - SLICE passes the tokens of its range on (a slice of a flattened value makes frozen fresh tokens);
-- GROUPED convs make fresh tokens and tie the channels at the same position of every group, on the input and on
-  the output side, so every group keeps the same width;
+- GROUPED convs make fresh tokens and tie nothing: each group keeps its own channels. Their input and output are
+  split into ``groups`` equal groups (a :class:`Grouping`); pruning must take the same *number* of channels from
+  every group (which ones, each group chooses), so that the groups stay equal. Where the classes of a grouping do
+  not allow that choice per group (a class spread unevenly over the groups, or split into groups differently by
+  another grouped conv), the channels at the same position of every group are tied instead, as a channel shuffle
+  ties its columns;
 - MIXER (attention) makes fresh tokens tied to its input's, position by position: its output has as many channels
   as its input, so a residual stream ``x + attention(norm(x))`` is one space. Its heads are groups of ``head_dim``
   rows of one projection, inside the node: :func:`heads` lists them.
@@ -119,6 +123,25 @@ class UnionFind:
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """The channels of the input (``side="in"``) or output (``"out"``) of grouped conv ``node``, split into
+    ``groups`` equal groups: ``tokens[k * len(tokens) // groups:][:len(tokens) // groups]`` is group ``k``."""
+
+    node: str
+    side: str
+    groups: int
+    tokens: tuple[int, ...]
+
+    def group(self, k: int) -> tuple[int, ...]:
+        per = len(self.tokens) // self.groups
+        return self.tokens[k * per:(k + 1) * per]
+
+    def why(self) -> str:
+        return (f"{'read' if self.side == 'in' else 'made'} by grouped conv '{self.node}' (groups={self.groups}): "
+                "the same number of channels must go from every group")
+
+
+@dataclass(frozen=True)
 class Space:
     """The channels of one producer and everything tied to them (see :meth:`Channels.space`)."""
 
@@ -143,9 +166,11 @@ class Channels:
     next_token: int
     mixing: list[str] = field(default_factory=list)   # nodes whose channels depend on each other (layernorm)
     ties: dict[int, str] = field(default_factory=dict)  # token -> why it is tied to others of its own value
+    groupings: list[Grouping] = field(default_factory=list)  # the groups of every grouped conv's input and output
     _frozen: Optional[dict[int, str]] = None
     _members: Optional[dict[int, list[int]]] = None
     _roots: Optional[dict[int, int]] = None
+    _grouped: Optional[dict[int, Grouping]] = None
 
     # ---- classes --------------------------------------------------------------------------------------------
     def roots(self) -> dict[int, int]:
@@ -182,6 +207,40 @@ class Channels:
             self._frozen = frozen
         return self._frozen.get(root)
 
+    def grouped_by(self) -> dict[int, Grouping]:
+        """Class -> the first grouped conv side that splits it into groups (computed once)."""
+        if self._grouped is None:
+            self._grouped = {}
+            for gr in self.groupings:
+                if gr.groups > 1:
+                    for t in gr.tokens:
+                        self._grouped.setdefault(self.cls(t), gr)
+        return self._grouped
+
+    def local_blocks(self) -> dict[int, frozenset]:
+        """Class -> the classes of its group of a grouped conv's input or output, for the classes each group chooses
+        alone (see :func:`settle_groupings`): the same number must go from every such block of a grouping."""
+        out: dict[int, frozenset] = {}
+        for gr in self.groupings:
+            if gr.groups > 1:
+                for block in grouping_blocks(self.uf, gr, self.cls)[1]:
+                    for c in block:
+                        out[c] = block
+        return out
+
+    def unbalanced(self, removed: set[int]) -> Optional[str]:
+        """Why removing these classes would leave the groups of a grouped conv unequal (None when it would not)."""
+        find = self.uf.find
+        for gr in self.groupings:
+            gone = [sum(1 for t in gr.group(k) if find(t) in removed) for k in range(gr.groups)]
+            if len(set(gone)) > 1:
+                side = "input" if gr.side == "in" else "output"
+                listed = ", ".join(f"{n} from group {k}" for k, n in enumerate(gone[:4])) + \
+                    (", ..." if gr.groups > 4 else "")
+                return (f"grouped conv '{gr.node}' (groups={gr.groups}) would lose {listed} of its {side} channels; "
+                        "the same number must go from every group (each group chooses which)")
+        return None
+
     def producers(self, root: int) -> set[str]:
         return {self.producer[t] for t in self.members(root)}
 
@@ -189,9 +248,10 @@ class Channels:
     def space(self, node: str) -> Space:
         """The channel space of ``node``'s output: its classes and every producer tied to them.
 
-        ``frozen`` says why it cannot change width; ``irregular`` says why a uniform widening (one new channel in
-        every producer, appended) is impossible: producers that make only part of the space, or a producer whose
-        own channels are tied to each other.
+        ``frozen`` says why it cannot change width; ``irregular`` says why adding a channel after its last one is
+        impossible (see :meth:`placement`): a producer whose own channels are tied to each other, the groups of a
+        grouped conv, or producers that make overlapping parts of it. ``tokens`` holds the producers that make all
+        of its channels.
         """
         classes = tuple(self.classes(node))
         producers: set[str] = set()
@@ -203,17 +263,71 @@ class Channels:
         tokens: dict[str, tuple[int, ...]] = {}
         if len(wanted) != len(classes):
             irregular = f"the channels of '{node}' are tied to each other{self._tie_reason(node)}"
+        grouped = next((self.grouped_by()[c] for c in classes if c in self.grouped_by()), None)
+        if grouped is not None and irregular is None:
+            irregular = f"{grouped.why()}, so a new channel would have to go into every group"
         for p in sorted(producers):
             own = self.slots[p].tokens
             by_class = {self.cls(t): t for t in own}
             if len(by_class) != len(own):
                 irregular = irregular or f"the channels of '{p}' are tied to each other{self._tie_reason(p)}"
-            elif set(by_class) != wanted:
-                irregular = irregular or (f"'{p}' makes only part of the channels tied to '{node}' "
-                                          "(a concat is added to something laid out differently)")
-            else:
+            elif set(by_class) == wanted:
                 tokens[p] = tuple(by_class[c] for c in classes)
+        if irregular is None and classes:
+            placed = self.placement(node, classes[-1], producers)
+            irregular = placed if isinstance(placed, str) else None
         return Space(node, classes, tuple(sorted(producers)), tokens, frozen, irregular)
+
+    def placement(self, node: str, anchor: int, producers: Optional[Iterable[str]] = None):
+        """Where a new channel next to class ``anchor`` (one of ``node``'s) goes: ``(receivers, block)``, the
+        producers that get it and the classes after whose last one it goes in each (a concat's part: the new
+        channel is appended to the producers of that part and inserted at the matching place in the producers of
+        the whole); or why it cannot (a string).
+
+        The block is every class that the producers of ``anchor`` all make; every producer of a class of the block
+        must make the whole block, else the parts overlap and no place fits them all.
+
+        >>> import archgraph
+        >>> g = archgraph.loads('''
+        ... archgraph: 1
+        ... inputs: {x: [2, 4, 4]}
+        ... nodes:
+        ...   a:   {op: conv2d, in: x, out_channels: 2, kernel_size: 1}
+        ...   b:   {op: conv2d, in: x, out_channels: 3, kernel_size: 1}
+        ...   cat: {op: concat, in: [a, b]}
+        ...   c:   {op: conv2d, in: x, out_channels: 5, kernel_size: 1}
+        ...   sum: {op: add, in: [cat, c]}
+        ...   out: {op: conv2d, in: sum, out_channels: 1, kernel_size: 1}
+        ... outputs: [out]
+        ... ''')
+        >>> ch = analyse(g)
+        >>> receivers, block = ch.placement("c", ch.classes("c")[-1])
+        >>> receivers, sorted(block) == sorted(ch.classes("b"))
+        (('b', 'c'), True)
+        """
+        makes = {}
+
+        def made(p: str) -> frozenset:
+            if p not in makes:
+                makes[p] = frozenset(self.cls(t) for t in self.slots[p].tokens)
+            return makes[p]
+
+        holders = sorted(self.producers(anchor))
+        block = frozenset.intersection(*(made(p) for p in holders))
+        if producers is None:   # of every class of node (the block is part of them: node makes the anchor)
+            producers = set()
+            for c in set(self.classes(node)):
+                producers |= self.producers(c)
+        receivers = {q for q in producers if made(q) & block}
+        for q in sorted(receivers):
+            if not block <= made(q):
+                return (f"'{q}' makes only part of the channels of a concat tied to '{node}', and the parts "
+                        "overlap: a new channel has no place that fits them all")
+            if len(made(q)) != len(self.slots[q].tokens):
+                return f"the channels of '{q}' are tied to each other{self._tie_reason(q)}"
+            if q not in self.roles:
+                return f"it would widen graph input '{q}'"
+        return tuple(sorted(receivers)), block
 
     def _tie_reason(self, value: str) -> str:
         why = next((self.ties[t] for t in self.slots[value].tokens if t in self.ties), None)
@@ -262,6 +376,7 @@ def analyse(graph) -> Channels:
     roles: dict[str, str] = {}
     mixing: list[str] = []
     ties: dict[int, str] = {}
+    groupings: list[Grouping] = []
 
     def fresh(nid: str, width: int) -> Slots:
         tokens = tuple(itertools.islice(counter, width))
@@ -289,10 +404,8 @@ def analyse(graph) -> Channels:
             slots[nid] = fresh(nid, channel_width(shapes[nid]))
         elif role == GROUPED:
             slots[nid] = fresh(nid, channel_width(shapes[nid]))
-            tie_groups(uf, first, node.groups, ties, f"read by grouped conv '{nid}': channels go at the same "
-                                                     "position of every group")
-            tie_groups(uf, slots[nid], node.groups, ties, f"made by grouped conv '{nid}': channels go at the same "
-                                                          "position of every group")
+            groupings += [Grouping(nid, "in", node.groups, first.tokens),
+                          Grouping(nid, "out", node.groups, slots[nid].tokens)]
         elif role == SHUFFLE:
             tie_groups(uf, first, node.groups, ties, f"shuffled by '{nid}': channels go a column of the shuffle "
                                                      "at a time")
@@ -334,7 +447,53 @@ def analyse(graph) -> Channels:
             raise AssertionError(f"unknown channel role {role!r} of {node.op}")
     for out in graph.outputs:
         freeze(slots[out], f"it reaches graph output '{out}'")
-    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing, ties)
+    settle_groupings(uf, groupings, ties)
+    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing, ties, groupings)
+
+
+def settle_groupings(uf: UnionFind, groupings: list[Grouping], ties: Optional[dict[int, str]] = None) -> None:
+    """Tie the same position of every group of each grouping whose groups cannot choose their channels alone.
+
+    A grouping lets each group choose when every class in it is *local* (one channel, in one group) or *even* (as
+    many channels in every group), and every local class lies in the same group of classes in every grouping that
+    has it. Otherwise its positions are tied (then every class in it is even), and the others are checked again."""
+    changed = True
+    while changed:
+        changed = False
+        block_of: dict[int, frozenset] = {}
+        for gr in groupings:
+            if gr.groups < 2:
+                continue
+            ok, blocks = grouping_blocks(uf, gr)
+            if ok:
+                for block in blocks:
+                    for c in block:
+                        if block_of.setdefault(c, block) != block:
+                            ok = False
+            if not ok:
+                tie_groups(uf, Slots(gr.tokens), gr.groups, ties, f"{gr.why()}; its classes do not let each group "
+                                                                  "choose, so channels go at the same position of "
+                                                                  "every group")
+                changed = True
+                break
+
+
+def grouping_blocks(uf: UnionFind, gr: Grouping, find=None) -> tuple[bool, list[frozenset]]:
+    """Whether each group of ``gr`` can choose its channels (see :func:`settle_groupings`), and the local classes
+    of every group (one block per group)."""
+    counts: dict[int, list[int]] = {}
+    find = find or uf.find
+    for k in range(gr.groups):
+        for t in gr.group(k):
+            counts.setdefault(find(t), [0] * gr.groups)[k] += 1
+    blocks: list[set[int]] = [set() for _ in range(gr.groups)]
+    for c, per in counts.items():
+        if len(set(per)) == 1:
+            continue   # even: as many in every group
+        if sum(per) != 1:
+            return False, []   # uneven: some groups hold more of it than others
+        blocks[per.index(1)].add(c)
+    return True, [frozenset(b) for b in blocks]
 
 
 def tie_groups(uf: UnionFind, slots: Slots, groups: int, ties: Optional[dict[int, str]] = None,

@@ -35,6 +35,10 @@ class AxisMap:
     copied: frozenset = frozenset()
     #: new positions that start at zero whatever ``fill`` says (a new recurrent unit's cell-candidate rows)
     zero: frozenset = frozenset()
+    #: a grouped conv's in-group axis (axis 1 of its weight) when its groups keep different channels: ``groups[k]``
+    #: is the index for the entries of group ``k`` along axis 0 (``index`` is ``groups[0]``; new entries, ``-1``,
+    #: are at the same positions in every group); None when every group keeps the same positions
+    groups: Optional[tuple[tuple[int, ...], ...]] = None
 
     @property
     def size(self) -> int:

@@ -232,6 +232,9 @@ def rule_for(draw, graph, kinds: tuple[str, ...] | None = None):
         for b in ch.slots[node].block_sizes():
             starts.append(starts[-1] + b)
         idx = draw(st.lists(st.sampled_from(free), min_size=1, max_size=max(1, len(free) - 1), unique=True))
+        classes = ch.classes(node)
+        if ch.unbalanced({classes[i] for i in idx}) and draw(st.booleans()):
+            idx = balanced(ch, classes, free, draw) or idx   # as many from every group of a grouped conv
         return rules.PruneChannels(node=node, indices=tuple(starts[i] for i in idx))
     if name in ("insert_layer", "insert_block"):
         rank = len(shapes[node])
@@ -246,3 +249,15 @@ def rule_for(draw, graph, kinds: tuple[str, ...] | None = None):
     if name == "delete_node":
         return rules.DeleteNode(node=node)
     return rules.CollapseLayer(node=node)
+
+
+def balanced(ch, classes, free, draw):
+    """Positions of ``classes`` (a node's) taking one channel from every group of the first grouped conv whose
+    every group has some of them, each group its own (drawn); None when there is none."""
+    from archgraph.channels import grouping_blocks
+    where = {c: i for i, c in enumerate(classes) if i in set(free)}
+    for gr in ch.groupings:
+        ok, blocks = grouping_blocks(ch.uf, gr)
+        if ok and gr.groups > 1 and all(b & where.keys() for b in blocks):
+            return sorted({where[draw(st.sampled_from(sorted(b & where.keys())))] for b in blocks})
+    return None

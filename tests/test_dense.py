@@ -150,7 +150,7 @@ outputs: [o]
 """
 
 
-@pytest.mark.parametrize("node, indices", [("a", (1,)), ("t", (0,)), ("t", (2, 4))])
+@pytest.mark.parametrize("node, indices", [("a", (1, 2)), ("t", (0, 4)), ("t", (2, 4))])  # one per group
 def test_grouped_and_depthwise_transposed_convs_prune_exactly(node, indices):
     g = archgraph.loads(GROUPED)
     assert analyse(g).roles["t"] == "grouped" and analyse(g).roles["dw"] == "through"

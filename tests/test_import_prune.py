@@ -46,7 +46,7 @@ def readers_ignore(graph, weights, removed: set[int]) -> dict:
 
 
 def run(graph, weights, x):
-    m = build(graph)
+    m = build(graph, dtype=next(iter(weights.values())).dtype)
     m.load_state_dict(weights)
     with torch.no_grad():
         return m.eval()(x)
@@ -132,23 +132,65 @@ outputs: [c]
 """
 
 
-def test_grouped_conv_ties_the_same_position_of_every_group():
+def test_grouped_conv_lets_every_group_choose_its_channels():
     g = archgraph.loads(GROUPED_NET)
     ch = analyse(g)
-    a = ch.classes("a")
-    assert a[0] == a[3] == a[6] == a[9] and a[1] == a[4] == a[7] == a[10] and len(set(a)) == 3
-    out = ch.classes("g")
-    assert out[0] == out[3] == out[6] == out[9] and len(set(out)) == 3
+    assert len(set(ch.classes("a"))) == 12 and len(set(ch.classes("g"))) == 12   # nothing tied
+    blocks = ch.local_blocks()
+    a, out = ch.classes("a"), ch.classes("g")
+    assert blocks[a[4]] == frozenset(a[3:6]) and blocks[out[11]] == frozenset(out[9:12])
+    assert ch.unbalanced({a[1], a[5], a[6], a[9]}) is None
+    assert "would lose 1 from group 0, 0 from group 1" in ch.unbalanced({a[1]})
 
 
 def test_pruning_around_a_grouped_conv_is_exact():
     g = archgraph.loads(GROUPED_NET)
     w = randomize_normalization(build(g)).state_dict()
     x = torch.randn(2, 3, 5, 5)
-    g2, w2 = check_exact(g, {"a": [1], "g": [2]}, w, x)
+    # one channel from each group of 3, a different position in every group, on the input and on the output
+    g2, w2 = check_exact(g, {"a": [1, 5, 6, 9], "g": [2, 3, 7, 11]}, w, x)
     assert g2.nodes["a"].out_channels == 8 and g2.nodes["g"].out_channels == 8 and g2.nodes["g"].groups == 4
-    assert tuple(w2["g.weight"].shape) == (8, 2, 3, 3)  # in-group positions 0 and 2 stay
-    assert torch.equal(w2["g.weight"], w["g.weight"][[0, 1, 3, 4, 6, 7, 9, 10]][:, [0, 2]])
+    assert tuple(w2["g.weight"].shape) == (8, 2, 3, 3)
+    old = w["g.weight"]
+    expected = torch.cat([old[[0, 1]][:, [0, 2]], old[[4, 5]][:, [0, 1]], old[[6, 8]][:, [1, 2]],
+                          old[[9, 10]][:, [1, 2]]])
+    assert torch.equal(w2["g.weight"], expected)
+
+
+def test_pruning_a_grouped_conv_unevenly_is_refused():
+    g = archgraph.loads(GROUPED_NET)
+    with pytest.raises(archgraph.RuleError, match=r"grouped conv 'g' \(groups=4\) would lose 1 from group 0"):
+        archgraph.apply(g, PruneChannels(node="a", indices=(1,)))
+    with pytest.raises(archgraph.RuleError, match="output channels"):
+        archgraph.apply(g, PruneChannels(node="g", indices=(0, 1, 2, 3)))
+
+
+def test_magnitude_pruning_picks_each_groups_own_channels_exactly_in_float64():
+    """archgraph.prune: each group of the grouped conv drops its own least important channel (not the same
+    position everywhere); the result equals the original with those channels' readers zeroed, in float64."""
+    g = archgraph.loads(GROUPED_NET.replace("out_channels: 5", "out_channels: 5, bias: false"))
+    m = build(g, dtype=torch.float64, seed=1)
+    randomize_normalization(m)
+    with torch.no_grad():   # make a different in-group position the weakest in every group, on both sides
+        for k, pos in enumerate([0, 2, 1, 0]):
+            for t in (m.a.weight, m.bn.weight):
+                t[3 * k + pos] *= 1e-3
+            m.g.weight[3 * k:3 * k + 3, pos] *= 1e-3
+            for t in (m.g.weight, m.gbn.weight):
+                t[3 * k + 2 - pos] *= 1e-3
+            m.c.weight[:, 3 * k + 2 - pos] *= 1e-3
+    w = m.state_dict()
+    rules = prune_rules(g, w, ratio=0.4)
+    assert {r.node: r.indices for r in rules} == {"a": (0, 5, 7, 9), "g": (2, 3, 7, 11)}
+    ch = analyse(g)
+    removed = set()
+    for rule in rules:
+        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    pruned, pw = archgraph.prune(g, w, ratio=0.4)
+    assert pruned.nodes["g"].groups == 4 and tuple(pw["g.weight"].shape) == (8, 2, 3, 3)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    err = (run(pruned, pw, x) - run(g, readers_ignore(g, w, removed), x)).abs().max().item()
+    assert err <= 1e-12
 
 
 # ---- properties on random graphs with the imported ops ---------------------------------------------------------
@@ -212,6 +254,30 @@ def test_every_rule_on_imported_ops_applies_cleanly(g, data):
         assert max_error(outputs(module, xs), out) <= 1e-8, rule
 
 
+@PROPERTY
+@given(imported_graphs(), st.sampled_from([0.25, 0.5, 0.75]), st.integers(0, 9))
+def test_magnitude_pruning_of_random_graphs_matches_readers_ignoring_the_channels(g, ratio, seed):
+    """prune_rules (random scores: a different choice in every group of a grouped conv) always gives a selection
+    the rewrite takes, and the result equals the original with the removed channels' readers zeroed (float64)."""
+    from archgraph.fx.magnitude import prune_rewrite, prune_rules
+    ch = analyse(g)
+    module = build64(g)
+    rules = prune_rules(g, module.state_dict(), ratio=ratio, criterion="random", seed=seed, ch=ch)
+    assume(rules)
+    removed = set()
+    for rule in rules:
+        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    assume(ch.mixes(removed) is None)
+    assert ch.unbalanced(removed) is None
+    groups = [gr for gr in ch.groupings if {ch.cls(t) for t in gr.tokens} & removed]
+    event("through a grouped conv" if groups else "no grouped conv")
+    rw = prune_rewrite(g, rules, ch)
+    ignoring = build(g, dtype=torch.float64)
+    ignoring.load_state_dict(readers_ignore(g, module.state_dict(), removed))
+    xs = inputs_for(g)
+    assert max_error(outputs(ignoring.eval(), xs), outputs(materialise(rw, module), xs)) <= 1e-8
+
+
 # ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
 
 from archgraph.interop.importer import from_module  # noqa: E402
@@ -220,7 +286,7 @@ from archgraph.interop.equivalence import torchvision_model  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "mobilenet_v3_small", "regnet_x_400mf", "googlenet",
-                                  "densenet121", "efficientnet_b0"])
+                                  "densenet121", "efficientnet_b0", "resnext50_32x4d"])
 def test_pruning_an_imported_model_is_exact_on_what_it_keeps(name):
     """Half the channels of every coupled group go; the pruned network computes what the original computes when its
     readers ignore the removed channels (channel shuffles, slices, grouped convs, concats, squeeze-excitation)."""

@@ -44,7 +44,9 @@ CASES = [
     ("tiny_cnn", rules.PruneChannels(node="fc", indices=(0,)), "fc", "indices", "graph output 'fc'"),
     ("tiny_cnn", rules.PruneChannels(node="image", indices=(0,)), "image", "indices", "comes from graph input 'image'"),
     ("tiny_cnn", rules.PruneChannels(node="c1", indices=(9,)), "c1", "indices", "channel 9 does not exist"),
-    (GROUPED, rules.PruneChannels(node="r", indices=(0, 1, 2)), "g", None, "every one of its channels"),
+    (GROUPED, rules.PruneChannels(node="r", indices=(0, 1, 2, 3, 4, 5)), "g", None, "every one of its channels"),
+    (GROUPED, rules.PruneChannels(node="r", indices=(0, 1, 2)), "r", "indices",
+     "grouped conv 'g' (groups=2) would lose 3 from group 0, 0 from group 1 of its output channels"),
     ("tiny_cnn", rules.InsertLayer(after="c1", kernel_size=2), "c1", "kernel_size", "odd kernel"),
     ("tiny_cnn", rules.InsertLayer(after="c1", activation="relu"), "c1", "activation", "'c1' can be negative"),
     ("tiny_cnn", rules.InsertLayer(after="r1", activation="gelu"), "r1", "activation", "gelu is not the identity"),
@@ -91,6 +93,12 @@ def test_bad_arguments_are_rule_errors():
 def test_layernorm_makes_widening_inexact():
     rw = archgraph.apply(GROUPED, rules.AddFilters(node="s", count=1))
     assert not rw.exact and "'ln' normalises" in rw.plan.note
+
+
+def test_pruning_under_a_layernorm_says_why_it_is_not_exact():
+    rw = archgraph.apply(GROUPED, rules.PruneChannels(node="s", indices=(0,)))
+    assert not rw.exact and "not exact: 'ln' (layernorm) normalises over these channels" in rw.plan.note
+    assert "mean and variance" in rw.plan.note
 
 
 def test_rules_are_data():

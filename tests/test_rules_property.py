@@ -141,9 +141,12 @@ def test_pruning_channels_read_with_zero_weights_keeps_outputs(g, data):
                 in_axis = 1  # a grouped conv's weight: axis 1 is the position within a group
             for axis, m in tp.axes:
                 if axis == in_axis:
-                    gone = sorted(set(range(m.old_size)) - set(m.index))
-                    tensors[key].index_fill_(axis, torch.tensor(gone, dtype=torch.long), 0.0)
-                    zeroed += len(gone)
+                    rows = tensors[key].shape[0] // len(m.groups or [m.index])
+                    for k, index in enumerate(m.groups or [m.index]):   # a grouped conv: each group its own
+                        part = tensors[key] if m.groups is None else tensors[key][k * rows:(k + 1) * rows]
+                        gone = sorted(set(range(m.old_size)) - set(index))
+                        part.index_fill_(axis, torch.tensor(gone, dtype=torch.long), 0.0)
+                        zeroed += len(gone)
     assert zeroed > 0 or not any(ch.readers(roots)), "some reader must lose input columns"
     xs = inputs_for(g)
     new = materialise(rw, module, dtype=torch.float64)

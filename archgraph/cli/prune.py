@@ -15,7 +15,8 @@ def register(sub) -> None:
                 description="Remove RATIO of the channels of every coupled channel group of GRAPH, the least "
                             "important by CRITERION (the summed |w|^2 or |w| of every weight holding the channel, or "
                             "random), and write OUT/graph.yaml and OUT/weights.safetensors. The graph's outputs are "
-                            "never pruned; grouped convs lose the same positions in every group. Prints the "
+                            "never pruned; grouped convs lose the same number of channels from every group, "
+                            "each group its least important. Prints the "
                             "equivalent prune_channels rules (for 'archgraph apply').")
     graph_argument(p, "the graph file to prune")
     weights_argument(p, "weights of GRAPH", required=True)

@@ -60,7 +60,13 @@ def carry(tp: TensorPlan, old: Optional[torch.Tensor], new: Optional[torch.Tenso
             raise ArchgraphError(f"tensor '{tp.source}' has {out.shape[axis]} entries on axis {axis}, the plan "
                                  f"expects {m.old_size}", node=key.partition(".")[0], field=key.partition(".")[2])
         src, missing = _index(m, out.device)
-        out = out.index_select(axis, src)
+        if m.groups is None:
+            out = out.index_select(axis, src)
+        else:   # each group of rows (axis 0) keeps its own entries
+            rows = out.shape[0] // len(m.groups)
+            out = torch.cat([out.narrow(0, k * rows, rows).index_select(axis, _index(AxisMap(idx, m.old_size),
+                                                                                     out.device)[0])
+                             for k, idx in enumerate(m.groups)])
         if state:
             if m.copied:
                 missing = missing.clone()

@@ -8,8 +8,9 @@ slices (biases and running statistics do not count), as Torch-Pruning's ``GroupM
 (:attr:`~archgraph.ops.registry.OpDef.gates`) of every layer's ``weight_ih``/``weight_hh`` and the columns of the
 tensors that read its own output (:attr:`~archgraph.ops.registry.OpDef.recurrent`); attention's q/k/v columns
 read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded
-down, at least one stays); channels tied to each other form one class and go together (the same position of every
-group of a grouped conv, a column of a channel shuffle). Classes that cannot change stay: the graph's outputs (the
+down, at least one stays); channels tied to each other form one class and go together (a column of a channel
+shuffle). Around a grouped conv each group loses the same number of channels, its least important ones (its own
+choice: in-group positions differ from group to group), scored with the weight's in-group columns too. Classes that cannot change stay: the graph's outputs (the
 classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
 gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
 (:func:`prune_rules` returns them, for a history).
@@ -91,6 +92,18 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
                 for token, score in zip(slots.tokens, per_entry.tolist()):
                     root = ch.cls(token)
                     scores[root] = scores.get(root, 0.0) + score
+            if param == "weight" and ch.roles[nid] == "grouped":
+                # axis 1 is a position within a group: the entries of one channel are that column of its group's
+                # rows (the input's channel, or the transposed conv's output's)
+                value = node.inputs[0] if opdef.group_side == "in" else nid
+                tokens = ch.slots[value].tokens
+                rows = mag.shape[0] // node.groups
+                per = mag.sum(dim=[d for d in range(mag.dim()) if d not in (0, 1)], dtype=torch.float64) \
+                    if mag.dim() > 2 else mag.double()
+                per = per.view(node.groups, rows, -1).sum(1).reshape(-1)   # [groups * in-group] = channel order
+                for token, score in zip(tokens, per.tolist()):
+                    root = ch.cls(token)
+                    scores[root] = scores.get(root, 0.0) + score
     return scores
 
 
@@ -105,25 +118,38 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
     its first producer whose coupling classes have the lowest summed criterion.
 
-    A space counts its distinct classes: channels tied to each other (the groups of a grouped conv, the columns of a
-    channel shuffle) go together and count once. Classes that cannot change (frozen) stay; at least one class of
+    A space counts its distinct classes: channels tied to each other (the columns of a channel shuffle) go together
+    and count once; the channels a grouped conv splits into groups go ``ratio`` of each group, each group its
+    least important. Classes that cannot change (frozen) stay; at least one class of
     every space, and of every value (a slice must keep a channel), stays."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
     ch = ch or analyse(graph)
     scores = importance(graph, weights, criterion, seed, ch)
+    blocks = ch.local_blocks()
+    # the classes a grouped conv splits into groups: as many from each group, each group its least important (a
+    # group may hold channels of several spaces: it is chosen once)
+    grouped_gone: set[int] = set()
+    for block in dict.fromkeys(blocks.values()):
+        free = sorted((c for c in block if ch.frozen(c) is None), key=lambda c: (scores.get(c, 0.0), c))
+        grouped_gone |= set(free[:int(ratio * len(block))])
     removed: set[int] = set()
     spaces = []
     for space in ch.spaces():
         classes = list(dict.fromkeys(space.classes))
+        order = {c: i for i, c in enumerate(classes)}
+        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
+        gone = grouped_gone & set(classes)
+        classes = [c for c in classes if c not in blocks]
         free = [c for c in classes if ch.frozen(c) is None]
-        count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) else 1))
-        if count <= 0:
-            continue
-        order = {c: i for i, c in enumerate(free)}
-        removed |= set(sorted(free, key=lambda c: (scores.get(c, 0.0), order[c]))[:count])
-        spaces.append(space)
+        count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) or gone else 1))
+        if count > 0:
+            gone |= set(sorted(free, key=rank)[:count])
+        if gone:
+            removed |= gone
+            spaces.append(space)
     _keep_one_per_value(ch, removed, scores)
+    _balance_groups(ch, removed, scores)
     out = []
     for space in spaces:
         indices = tuple(i for i, c in enumerate(space.classes) if c in removed)
@@ -138,6 +164,24 @@ def _keep_one_per_value(ch, removed: set[int], scores: dict[int, float]) -> None
         classes = set(ch.classes(value))
         if classes and classes <= removed:
             removed.discard(max(sorted(classes), key=lambda c: scores.get(c, 0.0)))
+
+
+def _balance_groups(ch, removed: set[int], scores: dict[int, float]) -> None:
+    """Give back the best removed classes of the groups of a grouped conv that would lose more than the others
+    (groups whose frozen channels cannot go, a class given back to keep a value alive), until every grouping loses
+    the same number from each group."""
+    find = ch.uf.find
+    changed = True
+    while changed:
+        changed = False
+        for gr in ch.groupings:
+            gone = [[c for c in map(find, gr.group(k)) if c in removed] for k in range(gr.groups)]
+            least = min(map(len, gone))
+            for classes in gone:
+                extra = len(classes) - least
+                for c in sorted(set(classes), key=lambda c: -scores.get(c, 0.0))[:extra]:
+                    removed.discard(c)
+                    changed = True
 
 
 def prune_rewrite(graph: Graph, rules: list[PruneChannels], ch: Optional[Channels] = None) -> Rewrite:
@@ -198,7 +242,7 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
     ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
-    keeps its groups and loses the same positions in every group. With ``heads``, ``ratio`` of every attention's
+    keeps its groups and loses the same number of channels from every group (each group its least important). With ``heads``, ``ratio`` of every attention's
     heads go too (:func:`head_rules`, after the channels; Torch-Pruning's ``prune_num_heads``).
     """
     graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads)

@@ -47,6 +47,8 @@ class Draft:
     quiet: bool = True
     exact: bool = False
     note: str = ""
+    #: every merge must meet channels already tied (a widening: new channels land at matching places)
+    aligned: bool = False
 
     def __post_init__(self):
         self.uf = self.ch.uf.copy()
@@ -110,6 +112,10 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
                         raise fail(f"its inputs would no longer match: '{src}' has {other.width} channels, "
                                    f"'{node.inputs[tied.index(True)]}' {lead.width}", nid)
                     for a, b in zip(other.tokens, lead.tokens):
+                        if draft.aligned and uf.find(a) != uf.find(b):
+                            raise fail(f"the new channels would not line up at this {node.op}: '{src}' and "
+                                       f"'{node.inputs[tied.index(True)]}' would hold different channels at one "
+                                       "position", nid)
                         uf.union(a, b)
             s = lead
         elif role == CONCAT:
@@ -139,7 +145,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         if shape is None:
             shape = _shape(node, ins, nid, fail)
         if was is not None and role == GROUPED:
-            _check_groups(node, was, draft, slots, nid, fail)
+            _check_groups(node, was, draft, slots, s, nid, fail)
         if channel_width(shape) != s.width:  # pragma: no cover - an internal inconsistency, never a user error
             raise fail(f"internal error: {s.width} channel tokens for an output of {channel_width(shape)} channels",
                        nid)
@@ -196,56 +202,74 @@ def _old_positions(old: Slots, new: Slots) -> list[int]:
     return out
 
 
-def _check_groups(node, was, draft: Draft, slots: dict[str, Slots], nid: str, fail) -> None:
-    """A grouped conv's input can lose or gain channels only at the same positions of every group (the ties of
-    ``analyse`` make pruning do that; a uniform widening of a tied space does too), and new channels copy the same
-    old position in every group; anything else would move channels between groups."""
+def _check_groups(node, was, draft: Draft, slots: dict[str, Slots], out: Slots, nid: str, fail) -> None:
+    """A grouped conv's groups must stay equal: on each side (input, output) every group keeps the same number of
+    its own channels (which ones, each group chooses: ``analyse`` records the groups, the rules take as many from
+    each), new channels come at the same in-group positions of every group, and no channel moves to another group."""
     ch = draft.ch
-    ok = group_positions(node, was, ch, slots)
-    if ok is not None and ok is not False:
-        full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, None,
-                         draft.uf)
-        ok = _same_in_every_group(list(full.index), full.old_size, full.size, node.groups)
-    if ok is False:
-        raise fail(f"it is a grouped conv (groups={node.groups}) whose groups would change unevenly; channels can "
-                   "only come and go at the same positions of every group", nid)
+    sides = [(ch.slots[nid], out, draft.fan_in, "output")]
+    if group_positions(node, was, ch, slots) is not None:
+        sides.append((ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, "input"))
+    for old, new, fill, side in sides:
+        full = _axis_map(old, new, fill, draft.copy_of, None, draft.uf)
+        if full is None or per_group(full.index, full.old_size, full.size, node.groups) is not False:
+            continue
+        kept = _kept_per_group(full.index, full.old_size, node.groups)
+        raise fail(f"it is a grouped conv (groups={node.groups}) whose groups would change unevenly: its {side} "
+                   f"groups would keep {kept} channels; the same number must go from (or come to) every group, "
+                   "and no channel can move to another group", nid)
+
+
+def _kept_per_group(index, old_width: int, groups: int) -> str:
+    per = max(old_width // groups, 1)
+    kept = [0] * groups
+    for p in index:
+        if p >= 0:
+            kept[min(p // per, groups - 1)] += 1
+    return ", ".join(map(str, kept[:4])) + (", ..." if groups > 4 else "")
 
 
 def group_positions(node, was, ch: Channels, slots: dict[str, Slots]):
-    """For a grouped conv: ``None`` when its input is unchanged, else the old in-group position of each new in-group
-    position (``-1`` for a new channel), the same in every group; ``False`` when the groups would change unevenly
-    (channels would move between groups)."""
+    """For a grouped conv: ``None`` when its input is unchanged (or rewired to a value of the same width), else
+    the old positions of its new input channels."""
     new, old = slots[node.inputs[0]], ch.slots[was.inputs[0]]
     if was.inputs[0] != node.inputs[0] and new.width == old.width:
         return None  # rewired to a value of the same width: read position by position, as other readers
     positions = _old_positions(old, new)
     if positions == list(range(old.width)):
         return None
-    return _same_in_every_group(positions, old.width, new.width, node.groups)
+    return positions
 
 
-def _same_in_every_group(positions: list[int], old_width: int, new_width: int, groups: int):
+def per_group(positions, old_width: int, new_width: int, groups: int):
+    """The in-group old position of every in-group new position, for each group (``-1`` for a new channel, at the
+    same positions in every group); ``False`` when the groups would not stay equal or a channel would move to
+    another group."""
     if new_width % groups or old_width % groups:
         return False
     per_old, per_new = old_width // groups, new_width // groups
-    first = positions[:per_new]
-    if any(p >= per_old for p in first):
-        return False
-    for k in range(1, groups):
-        shifted = [p - k * per_old if p >= 0 else -1 for p in positions[k * per_new:(k + 1) * per_new]]
-        if shifted != first or any(p >= 0 and not k * per_old <= p < (k + 1) * per_old
-                                   for p in positions[k * per_new:(k + 1) * per_new]):
+    out = []
+    for k in range(groups):
+        part = positions[k * per_new:(k + 1) * per_new]
+        if any(p >= 0 and not k * per_old <= p < (k + 1) * per_old for p in part):
             return False
-    return tuple(first)
+        local = tuple(p - k * per_old if p >= 0 else -1 for p in part)
+        if out and [p < 0 for p in local] != [p < 0 for p in out[0]]:
+            return False
+        out.append(local)
+    return tuple(out)
 
 
 def _grouped_in_map(full: AxisMap, groups: int) -> AxisMap:
-    """The in-group axis of a grouped conv's weight from the map of its whole input (group 0's part, in-group)."""
+    """The in-group axis of a grouped conv's weight from the map of its whole input (or output, transposed): one
+    index per group when the groups keep different channels."""
     per_new, per_old = full.size // groups, full.old_size // groups
-    index = full.index[:per_new]
+    maps = per_group(full.index, full.old_size, full.size, groups)
+    index = maps[0]
     scale = full.scale[:per_new] if full.scale is not None else None
     copied = frozenset(i for i in full.copied if i < per_new)
-    return AxisMap(tuple(index), per_old, full.fill, scale, copied)
+    return AxisMap(tuple(index), per_old, full.fill, scale, copied,
+                   groups=None if all(m == index for m in maps) else maps)
 
 
 def _role(node, ins) -> str:

@@ -3,7 +3,8 @@
 Removing channel ``i`` of a node removes its whole coupling class (see :mod:`archgraph.channels`): the matching
 output channels of every producer (both sides of a residual add), the batchnorm entries, the depthwise filters (their
 groups shrink), the concat positions (offsets move) and the input columns of every reader, a block of ``H*W``
-columns for a linear reading a flatten.
+columns for a linear reading a flatten. Around a grouped conv the same number of channels must go from every group
+(each group's own choice: its weight's in-group axis is sliced per group); anything else is refused.
 
 >>> import archgraph
 >>> from archgraph import rules
@@ -55,6 +56,13 @@ def classes_at(rule: Rule, ch: Channels, node: str, indices: Sequence[int]) -> s
 def exactness_note(graph, ch: Channels, roots: set[int], what: str = "the removed channels") -> str:
     """When removing channels of these classes keeps the function: the precise condition, naming any node after
     them that maps a zero channel to a constant."""
+    mixer = ch.mixes(roots)
+    if mixer is not None:
+        op = graph.nodes[mixer].op
+        stats = "mean square" if op == "rmsnorm" else "mean and variance"
+        return (f"not exact: '{mixer}' ({op}) normalises over these channels, so removing them changes the "
+                f"{stats} it normalises the kept channels with (taken over fewer channels), even when {what} are "
+                "zero (see 'Pruning under a layernorm' in docs/import_export.md)")
     shifts = [nid for nid in ch.readers(roots) if OPS[graph.nodes[nid].op].shifts_zero]
     if not shifts:
         return f"exact only when {what} carry zeros or are read with zero weights"
@@ -84,6 +92,10 @@ def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]],
     for node, indices in selections.items():
         rule.need_node(graph, node, inputs_ok=True)
         roots |= classes_at(rule, ch, node, list(indices))
+    why = ch.unbalanced(roots)
+    if why:
+        node = next(iter(selections))
+        raise rule.error(f"these channels cannot go together: {why}", node=node, field="indices")
     draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs))
     remove_classes(draft, roots)
     draft.exact = False

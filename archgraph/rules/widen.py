@@ -3,7 +3,10 @@
 Both widen a conv2d or linear together with everything tied to its output channels (see
 :mod:`archgraph.channels`): batchnorms, activations and pools after it, depthwise convs (their groups follow), the
 other producers of a residual add, concat offsets and the linear layers reading a flatten of it. New channels are
-appended to every producer of the space; readers get new input positions at the matching places.
+appended to every producer of the space; readers get new input positions at the matching places. Where a concat is
+added to a value laid out as a whole (a DenseNet-style concat meeting a residual), a new channel goes into the
+concat's part that holds its neighbour (appended to that part's producers) and at the matching place in the
+producers of the whole (:meth:`~archgraph.channels.Channels.placement`).
 
 >>> import archgraph
 >>> from archgraph import rules
@@ -19,7 +22,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
-from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Space, analyse
+from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, Space, analyse
 from ..limits import env_name, limit
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
@@ -49,19 +52,46 @@ def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
     return ch, space
 
 
-def add_channels(draft: Draft, space: Space, count: int) -> list[dict[str, int]]:
-    """Append ``count`` channels to every producer of ``space``; returns, per new channel, each producer's token."""
-    new: list[dict[str, int]] = [{} for _ in range(count)]
-    for p in space.producers:
-        tokens = draft.fresh(count)
-        draft.given[p] = draft.ch.slots[p].appended(tokens)
-        for j, t in enumerate(tokens):
-            new[j][p] = t
-    for per_producer in new:
+def add_channels(draft: Draft, space: Space, count: int, anchors=None, rule=None) -> list[dict[str, int]]:
+    """Add ``count`` channels to the producers of ``space``; returns, per new channel, each receiver's token.
+
+    New channel ``j`` goes next to class ``anchors[j]`` (default: ``space``'s last class), as
+    :meth:`~archgraph.channels.Channels.placement` says: appended where every producer makes the whole space; with
+    a concat tied to something laid out differently, appended to the producers of the anchor's part and inserted
+    at the matching place in the producers of the whole (merges check that the places agree)."""
+    ch = draft.ch
+    anchors = list(anchors) if anchors is not None else [space.classes[-1]] * count
+    lists = {p: list(ch.slots[p].tokens) for p in space.producers}
+    block_of: dict[int, frozenset] = {}   # new token -> the block it goes after
+    new: list[dict[str, int]] = []
+    for k in anchors:
+        placed = ch.placement(space.node, k)
+        if isinstance(placed, str):
+            raise rule.error(f"its channels cannot be widened here: {placed}", node=space.node, field="node")
+        receivers, block = placed
+        per_producer = {}
+        for p in receivers:
+            tokens = lists.setdefault(p, list(ch.slots[p].tokens))
+            last = max(i for i, t in enumerate(tokens) if block_of.get(t) == block or
+                       (t not in block_of and ch.cls(t) in block))
+            (t,) = draft.fresh(1)
+            tokens.insert(last + 1, t)
+            block_of[t] = block
+            per_producer[p] = t
         first, *rest = per_producer.values()
         for t in rest:
             draft.uf.union(first, t)
+        new.append(per_producer)
+    for p, tokens in lists.items():
+        if len(tokens) != len(ch.slots[p].tokens):
+            draft.given[p] = Slots(tuple(tokens))
+    draft.aligned = True
     return new
+
+
+def token_of(ch: Channels, producer: str, cls: int) -> int:
+    """``producer``'s token of class ``cls`` (each producer of a widenable space makes a class once)."""
+    return next(t for t in ch.slots[producer].tokens if ch.cls(t) == cls)
 
 
 def mixers(ch: Channels, space: Space) -> list[str]:
@@ -143,7 +173,6 @@ class AddFilters(Rule):
                              f"{limit('width'):,} (a typo? to allow it, set {env_name('width')})",
                              node=self.node, field="count")
         draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
-        new = add_channels(draft, space, self.count)
         draft.fan_in, draft.fan_out = {"preserve": ("init", "zero"), "random": ("init", "init"),
                                        "net2net": ("init", "init"), "zero": ("zero", "zero"),
                                        "gradmax": ("zero", "zero")}[self.init]
@@ -152,13 +181,14 @@ class AddFilters(Rule):
             rng = random.Random(self.seed)
             picks = [rng.randrange(width) for _ in range(self.count)]
             replicas = {i: 1 + picks.count(i) for i in set(picks)}
+            new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
             for j, i in enumerate(picks):
                 for p, t in new[j].items():
-                    draft.copy_of[t] = space.tokens[p][i]
+                    draft.copy_of[t] = token_of(ch, p, space.classes[i])
                     draft.scale[t] = 1.0 / replicas[i]
-            for i, r in replicas.items():
-                for p in space.producers:
-                    draft.scale[space.tokens[p][i]] = 1.0 / r
+                    draft.scale[draft.copy_of[t]] = 1.0 / replicas[i]
+        else:
+            add_channels(draft, space, self.count)
         draft.quiet = self.init != "random"   # new LSTM/GRU units: state and output stay zero
         norms = []
         if self.init in ("preserve", "zero") and rescalable(ch, space):
@@ -204,10 +234,10 @@ class SplitFilters(Rule):
         if len(set(self.indices)) != len(self.indices):
             raise self.error("an index is listed twice", node=self.node, field="indices")
         draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), eps=self.eps, seed=self.seed)
-        new = add_channels(draft, space, len(self.indices))
+        new = add_channels(draft, space, len(self.indices), [space.classes[i] for i in self.indices], self)
         for j, i in enumerate(self.indices):
             for p, t in new[j].items():
-                kept = space.tokens[p][i]
+                kept = token_of(ch, p, space.classes[i])
                 draft.copy_of[t] = kept
                 draft.scale[t] = draft.scale[kept] = 0.5
                 draft.noise.append((kept, t))
