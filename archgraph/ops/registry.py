@@ -45,7 +45,8 @@ THROUGH = "through"      # output channel c depends on input channel c only (nor
 MERGE = "merge"          # all inputs and the output share one channel space (add, mul)
 CONCAT = "concat"        # output channels are the inputs' channels one after another
 FLATTEN = "flatten"      # channel c of [C, H, W] becomes features c*H*W .. (c+1)*H*W - 1
-GROUPED = "grouped"      # grouped conv, not depthwise: the channels at one position of every group are tied
+GROUPED = "grouped"      # grouped conv, not depthwise: channel c reads only its own group; each group is pruned by
+                         # its own choice, the same number from every group (channels.Grouping)
 SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c) (channel_shuffle)
 SLICE = "slice"          # output channel c is input channel start + c; the other input channels are dropped
 MIXER = "mixer"          # makes new channels from all of its input's, as many as it reads (attention): a producer
