@@ -6,7 +6,9 @@
     the seed LSTM, and an LSTM of SCS's final shape (embedding and hidden size) from scratch. The goal's ratio is
     SCS's final parameters over the dense seed's, and its test bpc over the dense seed's.
 (b) **Segmentation**: examples/digits_scenes_scs.yaml (the bundled digits' 32x32 scenes, 11 classes, the U-Net seed
-    unet_scenes.yaml) with SCS variants differing in ``budget``, against the dense U-Net trained for the same epochs.
+    unet_scenes.yaml) with SCS variants differing in ``budget`` (or named sets of settings, ``--seg-variants``),
+    against the dense U-Net trained for the same epochs, and a dense U-Net with every hidden width times
+    ``--seg-narrow`` (0.7: 48% of the MACs), which says what a network of the goal's size reaches in these epochs.
     The goal's ratio is SCS's final MACs over the dense U-Net's, and the mIoU difference in points.
 
 Among the SCS variants the reported one is chosen on the validation split (LM: lowest val bpc among those with at
@@ -88,15 +90,26 @@ def lm_part(args, work: Path) -> dict:
 
 def seg_part(args, work: Path) -> dict:
     base = yaml.safe_load((EXAMPLES / "digits_scenes_scs.yaml").read_text())["method"]
+    if args.seg_variants:
+        variants = [(name, {**base, **args.overrides, **over}) for name, over in json.loads(args.seg_variants).items()]
+    else:
+        variants = [(f"scs budget={b}", {**base, "budget": b, **args.overrides}) for b in args.seg_budgets]
     rows = []
-    for budget in args.seg_budgets:
-        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit,
-                            method={**base, "budget": budget, **args.overrides})
-        s = train(run, work, f"seg_scs_{budget}")
-        rows.append({"variant": f"scs budget={budget}", "budget": budget, **_pick(s, "miou")})
+    for i, (name, method) in enumerate(variants):
+        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method=method)
+        s = train(run, work, f"seg_scs_{i}")
+        rows.append({"variant": name, "budget": method.get("budget"), **_pick(s, "miou")})
     run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method={"name": "dense"})
     dense = {"variant": "dense U-Net (unet_scenes.yaml)", **_pick(train(run, work, "seg_dense"), "miou")}
     dense.pop("final_yaml_text")
+    baselines = [dense]
+    if args.seg_narrow:
+        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method={"name": "dense"})
+        run["seed"] = str(narrow_seed(Path(run["seed"]), args.seg_narrow, work / "unet_narrow.yaml"))
+        narrow = {"variant": f"dense U-Net, hidden widths x{args.seg_narrow}",
+                  **_pick(train(run, work, "seg_dense_narrow"), "miou")}
+        narrow.pop("final_yaml_text")
+        baselines.append(narrow)
     chosen = _choose(rows, lambda r: r["macs"] <= 0.5 * dense["macs"], key=lambda r: -r["val_miou"],
                      fallback=lambda r: r["macs"])
     for r in rows:
@@ -105,9 +118,19 @@ def seg_part(args, work: Path) -> dict:
     drop = round(100 * (dense["test_miou"] - chosen["test_miou"]), 2)
     return {"settings": {"example": "examples/digits_scenes_scs.yaml", "data.limit": args.seg_limit,
                          "epochs": args.seg_epochs, "budgets": args.seg_budgets, "overrides": args.overrides},
-            "scs_variants": rows, "chosen": chosen, "dense": dense,
+            "scs_variants": rows, "chosen": chosen, "dense": dense, "baselines": baselines,
             "macs_ratio": round(chosen["macs"] / dense["macs"], 4), "test_miou_drop_points": drop,
             "goal_met": chosen["macs"] <= 0.5 * dense["macs"] and drop <= 1.0}
+
+
+def narrow_seed(seed: Path, factor: float, out: Path) -> Path:
+    """``seed`` with the out_channels of every layer but the output layer times ``factor`` (rounded)."""
+    spec = yaml.safe_load(seed.read_text())
+    for nid, node in spec["nodes"].items():
+        if "out_channels" in node and nid not in spec["outputs"]:
+            node["out_channels"] = max(1, round(node["out_channels"] * factor))
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
 
 
 def _pick(s: dict, metric: str) -> dict:
@@ -145,7 +168,7 @@ def markdown(res: dict) -> str:
         lines += [f"## Segmentation (digits_scenes 32x32, {st['example']}, data.limit={st['data.limit']}, "
                   f"{st['epochs']} epochs, SCS overrides {st['overrides'] or 'none'})", "",
                   "| run | params | MACs | val mIoU | test mIoU | growths | prunes | wall s |", "|---|---|---|---|---|---|---|---|"]
-        for r in seg["scs_variants"] + [seg["dense"]]:
+        for r in seg["scs_variants"] + seg.get("baselines", [seg["dense"]]):
             lines.append(f"| {r['variant']} | {r['params']} | {r['macs']} | {r['val_miou']:.4f} | "
                          f"{r['test_miou']:.4f} | {r['growth_events']} | {r['prune_events']} | {r['bench_wall_s']} |")
         lines += ["", f"Chosen on val: **{seg['chosen']['variant']}**: MACs {seg['macs_ratio']:.1%} of the dense "
@@ -162,6 +185,10 @@ def main(argv=None) -> dict:
     p.add_argument("--seg-epochs", type=int, default=16)
     p.add_argument("--seg-limit", type=int, default=1000)
     p.add_argument("--seg-budgets", type=float, nargs="+", default=[0.4, 0.3])
+    p.add_argument("--seg-variants", help='SCS variants as JSON {"name": {setting: value}} over the example\'s '
+                                          'method (instead of --seg-budgets)')
+    p.add_argument("--seg-narrow", type=float, default=0.7,
+                   help="width factor of the narrow dense U-Net baseline (0: none)")
     p.add_argument("--penalty", type=float, help="SCS penalty for every variant (default: the example file's)")
     p.add_argument("--max-growths", type=int, help="SCS max_growths for every variant (default: the example's)")
     p.add_argument("--tag", default="", help="suffix of the result files")
@@ -172,7 +199,8 @@ def main(argv=None) -> dict:
                       if v is not None}
     import torch
     torch.set_num_threads(1)
-    res = {"command": "python benchmarks/scs_lm_seg.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    import shlex
+    res = {"command": "python benchmarks/scs_lm_seg.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
            "torch": f"torch {torch.__version__}"}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
