@@ -385,7 +385,24 @@ OP_CASES = {
     "class_token": ([SEQ], {}, lambda xs, w: torch.cat([w["weight"].expand(3, 1, 5), xs[0]], 1)),
     "token_pool": ([SEQ], {"mode": "mean"}, lambda xs, w: xs[0].mean(1)),
     "pad": ([IMG], {"padding": [1, 0, 2, 3], "value": -0.5}, lambda xs, w: F_.pad(xs[0], (1, 0, 2, 3), value=-0.5)),
+    "subsample": ([IMG], {"stride": [2, 3], "offset": [1, 0]}, lambda xs, w: xs[0][:, :, 1::2, 0::3]),
+    "window_attention": ([IMG], {"num_heads": 2, "window_size": [3, 3], "shift_size": 1},
+                         lambda xs, w: reference_swin(xs[0], w, (3, 3), 2, [1, 1])),
 }
+
+
+def reference_swin(x, w, window, heads, shift):
+    """torchvision's shifted-window attention (Swin v1) on channels-first ``x``, its bias from the node's table."""
+    from archgraph.compat import import_torchvision
+    swin = import_torchvision().models.swin_transformer
+    coords = torch.stack(torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + torch.tensor([window[0] - 1, window[1] - 1])
+    index = rel[..., 0] * (2 * window[1] - 1) + rel[..., 1]
+    bias = swin._get_relative_position_bias(w["relative_position_bias_table"], index.flatten(), list(window))
+    qkv = torch.cat([w[f"{p}_proj.weight"] for p in "qkv"]), torch.cat([w[f"{p}_proj.bias"] for p in "qkv"])
+    out = swin.shifted_window_attention(x.permute(0, 2, 3, 1), qkv[0], w["o_proj.weight"], bias, list(window), heads,
+                                        shift, qkv_bias=qkv[1], proj_bias=w["o_proj.bias"], training=False)
+    return out.permute(0, 3, 1, 2)
 
 
 def test_every_op_has_a_reference_case():
