@@ -467,4 +467,5 @@ class MnistDeep(nn.Module):
 
 HAND_WRITTEN.update({"mnist_deep": (lambda: MnistDeep(8, 8, 12, 12, 16), (1, 28, 28)),
                      "mnist_deep_1k5": (lambda: MnistDeep(4, 6, 8, 8, 12), (1, 28, 28)),
-                     "mnist_deep_575": (lambda: MnistDeep(4, 4, 6, 6, 8), (1, 28, 28))})
+                     "mnist_deep_575": (lambda: MnistDeep(4, 4, 6, 6, 8), (1, 28, 28)),
+                     "fashion_deep": (lambda: MnistDeep(16, 16, 24, 24, 32), (1, 28, 28))})

@@ -14,7 +14,7 @@ EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_
 TINY = {"text": ["data.limit=64", "data.test_limit=16", "data.eval_batch_size=64"],
         "digits_scenes": ["data.limit=48", "data.test_limit=8"],
         "mnist_scenes": ["data.limit=24", "data.test_limit=8"],
-        "mnist": ["data.limit=64", "data.test_limit=16"]}
+        "mnist": ["data.limit=64", "data.test_limit=16"], "fashion_mnist": ["data.limit=64", "data.test_limit=16"]}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -60,6 +60,13 @@ def test_mnist_examples_run_on_generated_files(tmp_path, data_root, name):
     s = _grow(tmp_path, name, "schedule.epochs=1", *(["method.finetune_epochs=0"] if "gnap" in name else []),
               data_root=data_root)
     assert s["epochs"] >= 1
+
+
+def test_fashion_mnist_example_runs_on_generated_files(tmp_path):
+    from train_helpers import write_mnist
+    root = write_mnist(tmp_path / "data", name="FashionMNIST")
+    s = _grow(tmp_path, "fashion_mnist_gnap_deep", "schedule.epochs=1", "method.finetune_epochs=0", data_root=root)
+    assert s["epochs"] >= 1 and s["dataset"] == "fashion_mnist" and s["nonzero_params"] <= s["params"] == 18554
 
 
 @pytest.mark.parametrize("method", ["cgap", "scs", "gnap"])
