@@ -24,7 +24,7 @@ from torch import nn
 
 from ..fx import layers as extra
 from ..fx.builder import _class_name, build
-from ..errors import ConversionError
+from ..errors import ArchgraphError, ConversionError
 from ..graph import Graph, input_data, is_tokens
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text
 from ..graph import content_hash
@@ -132,7 +132,6 @@ def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor], axes: dic
     """For ``dynamic_hw``: the graph with every image input at twice its height and width, built with the same
     weights (a ConversionError saying why where the graph does not allow that), and ``axes`` extended with the
     dynamic input and output axes."""
-    from ..errors import ArchgraphError
     images = [n for n, s in graph.inputs.items() if _is_image(s)]
     if not images:
         raise ConversionError("dynamic height and width need an image input [C, H, W]; the inputs are "

@@ -549,7 +549,7 @@ class _Converter:
             return value  # a Python value computed from shapes: a constant of the graph
         if n.op == "call_module":
             module = self.modules[n.target]
-            from . import windows
+            from . import windows   # windows imports this module
             handler = MODULES.get(type(module)) or windows.module_handler(module)
             if handler is None:
                 raise self.fail(f"module type {type(module).__module__}.{type(module).__name__} is not supported")
@@ -1804,7 +1804,7 @@ VIEW_FUNCTIONS: dict[Any, Callable] = {
 
 
 def _functions() -> dict[Any, Callable]:
-    from . import windows
+    from . import windows   # windows imports this module
     handlers = {**FUNCTION_HANDLERS, **windows.FUNCTION_HANDLERS}
     table: dict[Any, Callable] = {}
     for op, d in OPS.items():

@@ -1067,6 +1067,8 @@ class OpDef:
     #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
     #: the others, so widening through it is not function-preserving
     mixes: Callable[[Any, list[Shape]], bool] = no_mixing
+    #: for an op that mixes: the statistics it takes over the channels (named when pruning under it is not exact)
+    mix_stats: str = "mean and variance"
     # -- outside the graph: pictures, export, import --
     #: fill colour of its box in graph pictures
     colour: str = "#ffffff"
@@ -1207,7 +1209,7 @@ DEFS: tuple[OpDef, ...] = (
                                    "torch.nn.UpsamplingBilinear2d"),
                           functions=(F_ + "interpolate", F_ + "upsample"))),
     OpDef(kind=S.RMSNorm, shape=last_axis_shape, channels=ACT, layout=rms_layout, params=rms_params, is_norm=True,
-          module=rms_module, mixes=ln_mixing, rescalable=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
+          module=rms_module, mixes=ln_mixing, mix_stats="mean square", rescalable=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
           imports=Imports(modules=("torch.nn.RMSNorm", EXTRA + ".RMSNorm"))),
     OpDef(kind=S.Embedding, shape=embedding_shape, channels=fixed(SOURCE), layout=embedding_layout,
           params=embedding_params, width_field="embedding_dim", module=embedding_module, resize=embedding_resize,

@@ -59,7 +59,7 @@ def exactness_note(graph, ch: Channels, roots: set[int], what: str = "the remove
     mixer = ch.mixes(roots)
     if mixer is not None:
         op = graph.nodes[mixer].op
-        stats = "mean square" if op == "rmsnorm" else "mean and variance"
+        stats = OPS[op].mix_stats
         return (f"not exact: '{mixer}' ({op}) normalises over these channels, so removing them changes the "
                 f"{stats} it normalises the kept channels with (taken over fewer channels), even when {what} are "
                 "zero (see 'Pruning under a layernorm' in docs/import_export.md)")
