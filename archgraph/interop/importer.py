@@ -1401,7 +1401,8 @@ def f_mean(c: _Converter, n, x, dim=None, keepdim=False, *, dtype=None, out=None
     return Val(c.emit(None, "global_avg_pool", [x.node]))
 
 
-def f_layer_norm(c: _Converter, n, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def f_layer_norm(c: _Converter, n, x, normalized_shape, weight=None, bias=None, eps=1e-5, *rest):
+    """``F.layer_norm``; ATen's ``layer_norm`` has a trailing ``cudnn_enable``."""
     for p in (weight, bias):
         if p is not None and not isinstance(p, Param):
             raise c.fail("a layer norm whose weight or bias is computed is not supported")
@@ -1836,3 +1837,6 @@ METHODS: dict[str, Callable] = {
     **{name: FUNCTION_HANDLERS.get(op) or f_unary(op) for op, d in OPS.items() for name in d.imports.methods},
     **VIEW_METHODS,
 }
+
+
+from . import functional  # noqa: E402,F401  (registers its handlers in the tables above)
