@@ -1839,4 +1839,5 @@ METHODS: dict[str, Callable] = {
 }
 
 
-from . import functional  # noqa: E402,F401  (registers its handlers in the tables above)
+from . import functional as _functional  # noqa: E402  (registers its handlers in the tables above)
+REGISTERED = (_functional,)
