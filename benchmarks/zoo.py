@@ -114,11 +114,19 @@ def _tp_prune_image(model: nn.Module, x) -> dict:
                                   ignored_layers=_classifier(pruned, CLASSES), channel_groups=heads)
     pruner.step()
     seconds = time.perf_counter() - t
+    _vit_width(pruned)
     with torch.no_grad():
         y = pruned.eval()(x)
     if tuple(y.shape) != (1, CLASSES):
         raise RuntimeError(f"pruned output shape {list(y.shape)}")
     return {"ok": True, "params": sum(p.numel() for p in pruned.parameters()), "seconds": seconds}
+
+
+def _vit_width(model: nn.Module) -> None:
+    """torchvision's ViT reshapes its patches with ``self.hidden_dim``: set it after pruning, as Torch-Pruning's
+    torchvision example does."""
+    if hasattr(model, "hidden_dim") and hasattr(model, "conv_proj"):
+        model.hidden_dim = model.conv_proj.out_channels
 
 
 def torchvision_row(name: str, sizes, limit: int, max_params: float) -> dict:
@@ -369,6 +377,7 @@ def _tp_vit(model: nn.Module, x) -> dict:
                                   ignored_layers=[model.heads], channel_groups=groups)
     pruner.step()
     seconds = time.perf_counter() - t
+    _vit_width(model)
     for m in groups:   # the heads stay; their width shrinks
         m.head_dim = m.embed_dim // m.num_heads
     return {"seconds": seconds, "heads": [m.num_heads for m in groups][:1],
@@ -377,14 +386,20 @@ def _tp_vit(model: nn.Module, x) -> dict:
 
 # ---- tables -------------------------------------------------------------------------------------------------------
 
+def _pruned(row: dict, key: str) -> bool:
+    """The tool's pruning returned, its model runs with the right output shape, and it has fewer parameters."""
+    q = row.get(key, {})
+    before = row.get("params", row.get("graph_params"))
+    return bool(q.get("ok")) and (before is None or q.get("params", 0) < before)
+
+
 def _counts(rows: list[dict]) -> dict:
     tried = [r for r in rows if r.get("status") == "tried"]
     return {"tried": len(tried), "listed": len(rows),
             "skipped": sum(r.get("status") == "skipped" for r in rows),
             "not_run": sum(r.get("status") == "not run" for r in rows),
             "ag_import": sum(bool(r.get("import_ok")) for r in tried),
-            "ag_prune": sum(r.get("ag", {}).get("ok", False) for r in tried),
-            "tp_prune": sum(r.get("tp", {}).get("ok", False) for r in tried)}
+            "ag_prune": sum(_pruned(r, "ag") for r in tried), "tp_prune": sum(_pruned(r, "tp") for r in tried)}
 
 
 def _timm_rows() -> list[dict]:
@@ -399,8 +414,8 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
     families = [("torchvision classification", tv), ("timm (benchmarks/timm_zoo.py sample)", _timm_rows()),
                 ("Hugging Face (GPT-2, BERT, Llama, ViT)", hf_rows)]
     if any(rows for _, rows in families):
-        out += ["Coverage (pruned at ratio 0.5, the pruned model runs with the right output shape; archgraph also "
-                "imports exactly in float64 first):", "",
+        out += ["Coverage: pruned at ratio 0.5 = the pruning call returns, the pruned model runs with the right output "
+                "shape and has fewer parameters; archgraph imports (exactly in float64) first.", "",
                 "| family | tried | archgraph import | archgraph pruned | Torch-Pruning pruned | skipped (too large) "
                 "| not runnable |", "|---|---:|---:|---:|---:|---:|---:|"]
         for title, rows in families:
@@ -448,7 +463,7 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
             cells = [r["model"], p, str(r.get("size", "-")), "yes" if r.get("import_ok") else "no"]
             for key in ("ag", "tp"):
                 q = r.get(key, {})
-                cells += ["yes" if q.get("ok") else ("no" if q else "-"),
+                cells += ["yes" if _pruned(r, key) else ("nothing pruned" if q.get("ok") else "no" if q else "-"),
                           f"{q['params'] / 1e6:.2f}M" if q.get("ok") else "-",
                           f"{q['seconds']:.2f}s" if q.get("ok") else "-"]
             errs = [r.get("error", "")] + [f"{k.upper()}: {r[k]['error']}" for k in ("ag", "tp")
@@ -476,8 +491,10 @@ def main(argv=None) -> int:
     parts = set(args.parts.split(","))
     data: dict = {"tv": [], "hf": [], "heads": []}
     if args.from_json:
-        for path in args.from_json:
-            data.update({k: v for k, v in json.loads(Path(path).read_text()).items() if v})
+        for path in args.from_json:   # rows of a later file replace those of the same model
+            for key, rows in json.loads(Path(path).read_text()).items():
+                later = {r["model"] for r in rows}
+                data[key] = [r for r in data.get(key, []) if r["model"] not in later] + rows
         parts = set()
     if "tv" in parts:
         tv = import_torchvision()
