@@ -404,8 +404,6 @@ def _counts(rows: list[dict]) -> dict:
 
 def _timm_rows() -> list[dict]:
     path = RESULTS / "timm_zoo.json"
-    if not path.exists():
-        path = RESULTS / "timm_zoo_partial.json"
     return json.loads(path.read_text()) if path.exists() else []
 
 
