@@ -423,6 +423,9 @@ def analyse(graph) -> Channels:
                 uf.union(a, b)
         elif role == THROUGH:
             slots[nid] = first
+            if opdef.norm_groups(node) > 1:
+                tie_groups(uf, first, opdef.norm_groups(node), ties, f"normalised in groups by '{nid}': channels go "
+                                                                      "at the same position of every group")
         elif role == FLATTEN:
             slots[nid] = flatten_slots(first, ins[0])
         elif role == CONCAT:

@@ -153,6 +153,8 @@ EXAMPLE_NODES = {
     "concat": ({"x": [3, 4, 4], "y": [2, 4, 4]}, {"in": ["x", "y"]}),
     "identity": ({"x": [5]}, {"in": "x"}),
     "hardsigmoid": ({"x": [5]}, {"in": "x"}),
+    "leaky_relu": ({"x": [5]}, {"in": "x", "negative_slope": 0.2}),
+    "group_norm": ({"x": [4, 3, 3]}, {"in": "x", "num_groups": 2}),
     "scale": ({"x": [3, 4, 4]}, {"in": "x", "init": 0.5}),
     "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
     "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),

@@ -361,6 +361,9 @@ OP_CASES = {
     "concat": ([IMG, [2, 7, 6]], {}, lambda xs, w: torch.cat(xs, dim=1)),
     "identity": ([FLAT], {}, lambda xs, w: xs[0]),
     "hardsigmoid": ([IMG], {}, lambda xs, w: F_.hardsigmoid(xs[0])),
+    "leaky_relu": ([IMG], {"negative_slope": 0.2}, lambda xs, w: F_.leaky_relu(xs[0], 0.2)),
+    "group_norm": ([IMG], {"num_groups": 2, "eps": 1e-4}, lambda xs, w: F_.group_norm(xs[0], 2, w["weight"], w["bias"],
+                                                                                     1e-4)),
     "scale": ([IMG], {"init": 0.5}, lambda xs, w: xs[0] * w["weight"].reshape(1, -1, 1, 1)),
     "stochastic_depth": ([IMG], {"p": 0.2}, lambda xs, w: xs[0]),  # eval mode
     "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)

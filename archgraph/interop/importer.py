@@ -1403,7 +1403,8 @@ def f_mean(c: _Converter, n, x, dim=None, keepdim=False, *, dtype=None, out=None
     return Val(c.emit(None, "global_avg_pool", [x.node]))
 
 
-def f_layer_norm(c: _Converter, n, x, normalized_shape, weight=None, bias=None, eps=1e-5):
+def f_layer_norm(c: _Converter, n, x, normalized_shape, weight=None, bias=None, eps=1e-5, *rest):
+    """``F.layer_norm``; ATen's ``layer_norm`` has a trailing ``cudnn_enable``."""
     for p in (weight, bias):
         if p is not None and not isinstance(p, Param):
             raise c.fail("a layer norm whose weight or bias is computed is not supported")
@@ -1840,3 +1841,7 @@ METHODS: dict[str, Callable] = {
     **{name: FUNCTION_HANDLERS.get(op) or f_unary(op) for op, d in OPS.items() for name in d.imports.methods},
     **VIEW_METHODS,
 }
+
+
+from . import functional as _functional  # noqa: E402  (registers its handlers in the tables above)
+REGISTERED = (_functional,)

@@ -213,6 +213,13 @@ def ln_shape(node, ins):
     return tuple(ins[0])
 
 
+def group_norm_shape(node: S.GroupNorm, ins):
+    c = need_rank(ins, 3, "group_norm")[0]
+    if c % node.num_groups:
+        bad("num_groups", f"num_groups={node.num_groups} does not divide the {c} input channels")
+    return tuple(ins[0])
+
+
 def last_axis_shape(node, ins):
     return tuple(need_ranks(ins, (1, 2), node.op))
 
@@ -436,6 +443,10 @@ def ln_params(node: S.LayerNorm, ins, out):
     return channel_width(ins[0]) * (2 if node.bias else 1)
 
 
+def gn_params(node: S.GroupNorm, ins, out):
+    return 2 * ins[0][0] if node.affine else 0
+
+
 def rms_params(node: S.RMSNorm, ins, out):
     return channel_width(ins[0]) if node.elementwise_affine else 0
 
@@ -568,6 +579,10 @@ def one_gate(node) -> int:
     return 1
 
 
+def no_norm_groups(node) -> int:
+    return 1
+
+
 def no_recurrent(node) -> frozenset:
     return frozenset()
 
@@ -615,6 +630,10 @@ def ln_layout(node: S.LayerNorm, ins):
 
 def channel_vector_layout(node, ins):
     return {"weight": (0, None)}
+
+
+def gn_layout(node: S.GroupNorm, ins):
+    return {"weight": (0, None), "bias": (0, None)} if node.affine else {}
 
 
 def rms_layout(node: S.RMSNorm, ins):
@@ -826,6 +845,10 @@ def ln_module(T, node: S.LayerNorm, ins):
     return cls(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
 
 
+def gn_module(T, node: S.GroupNorm, ins):
+    return T.nn.GroupNorm(node.num_groups, ins[0][0], eps=node.eps, affine=node.affine)
+
+
 def dropout_module(T, node: S.Dropout, ins):
     return T.nn.Dropout(node.p)
 
@@ -1012,6 +1035,9 @@ class OpDef:
     #: ``head_tables(node, ins)`` -> ``{tensor: axis}``: the tensors holding one entry (not ``head_dim``) per head on
     #: ``axis``, which the head rules slice with the heads (window attention's position bias table)
     head_tables: Callable[[Any, list[Shape]], dict[str, int]] = no_head_tables
+    #: ``norm_groups(node)``: a THROUGH op that normalises its channels in this many equal groups (group_norm): the
+    #: channels at one position of every group are tied, so every group keeps the same size when channels go
+    norm_groups: Callable[[Any], int] = no_norm_groups
     #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
     tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
@@ -1153,6 +1179,14 @@ DEFS: tuple[OpDef, ...] = (
                 methods=("tanh",)),
     _activation(S.Hardswish, lambda T: T.F.hardswish, modules=("torch.nn.Hardswish",),
                 functions=(F_ + "hardswish", A_ + "hardswish.default", A_ + "hardswish_.default")),
+    _activation(S.LeakyReLU, lambda T: T.F.leaky_relu, block=True, modules=("torch.nn.LeakyReLU",),
+                functions=(F_ + "leaky_relu", A_ + "leaky_relu.default", A_ + "leaky_relu_.default"),
+                negative_slope=lambda n: n.negative_slope),
+    OpDef(kind=S.GroupNorm, shape=group_norm_shape, channels=ACT, layout=gn_layout, params=gn_params, in_rank=3,
+          is_norm=True, module=gn_module, mixes=ln_mixing, shifts_zero=True, norm_groups=lambda n: n.num_groups,
+          colour=NORM_COLOUR, python={"torch.nn.GroupNorm": lambda m: f"nn.GroupNorm({m.num_groups}, {m.num_channels}, "
+                                                                      f"eps={m.eps!r}, affine={m.affine})"},
+          imports=Imports(modules=("torch.nn.GroupNorm",), functions=(F_ + "group_norm", A_ + "group_norm.default"))),
     _pool(S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), pool_call("max_pool2d")),
     _pool(S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), pool_call("avg_pool2d")),
     _pool(S.AdaptiveAvgPool2d, adaptive_shape,

@@ -281,6 +281,21 @@ class Hardsigmoid(NodeSpec):
     op: Literal["hardsigmoid"] = "hardsigmoid"
 
 
+class LeakyReLU(NodeSpec):
+    """``x`` where ``x >= 0``, else ``negative_slope * x`` (CSPDarknet's activation)."""
+    op: Literal["leaky_relu"] = "leaky_relu"
+    negative_slope: float = 0.01
+
+
+class GroupNorm(NodeSpec):
+    """``nn.GroupNorm`` over ``[C, H, W]``: the channels split into ``num_groups`` groups of ``C / num_groups``, each
+    normalised over its channels and positions, then a per-channel affine (``weight``, ``bias`` ``[C]``)."""
+    op: Literal["group_norm"] = "group_norm"
+    num_groups: PositiveInt
+    eps: float = 1e-5
+    affine: bool = True
+
+
 class MaxPool2d(NodeSpec):
     """Max pooling; ``stride`` defaults to ``kernel_size`` as in PyTorch."""
     op: Literal["maxpool2d"] = "maxpool2d"
@@ -451,7 +466,7 @@ NODE_KINDS: tuple[type[NodeSpec], ...] = (
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, Pad, RMSNorm, Embedding,
     PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
-    WindowAttention, Subsample,
+    WindowAttention, Subsample, LeakyReLU, GroupNorm,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]
