@@ -10,7 +10,7 @@
 * a channels-last image reshaped to ``[N, H*W, C]`` (PVT-v2) -> ``to_tokens``.
 
 Each handler falls back to :mod:`archgraph.interop.importer`'s own where the pattern does not match. Importing this
-module registers them in the importer's tables (the importer imports it last, so either import order works).
+module registers them in the importer's tables; the importer imports it before its first trace (``_functions``).
 
 >>> import torch, archgraph
 >>> g, _ = archgraph.from_module(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.GroupNorm(2, 8),
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import importer as I
+from ..fx.torchnames import resolve
 from ..ops.registry import OPS
 
 
@@ -111,7 +112,6 @@ METHODS = {"sub": f_sub, "__sub__": f_sub, "sub_": f_sub, "view": f_reshape, "re
 
 def register() -> None:
     """Put these handlers in the importer's tables (idempotent)."""
-    from ..fx.torchnames import resolve
     I.FUNCTION_HANDLERS.update(FUNCTION_HANDLERS)
     I.MODULE_HANDLERS.update(MODULE_HANDLERS)
     for op, handler in MODULE_HANDLERS.items():

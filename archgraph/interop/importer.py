@@ -1805,7 +1805,8 @@ VIEW_FUNCTIONS: dict[Any, Callable] = {
 
 
 def _functions() -> dict[Any, Callable]:
-    from . import windows   # windows imports this module
+    from . import functional, windows   # both import this module
+    functional.register()   # its handlers, in FUNCTION_HANDLERS, MODULES, METHODS and the view tables (idempotent)
     handlers = {**FUNCTION_HANDLERS, **windows.FUNCTION_HANDLERS}
     table: dict[Any, Callable] = {}
     for op, d in OPS.items():
@@ -1842,6 +1843,3 @@ METHODS: dict[str, Callable] = {
     **VIEW_METHODS,
 }
 
-
-from . import functional as _functional  # noqa: E402  (registers its handlers in the tables above)
-REGISTERED = (_functional,)
