@@ -43,7 +43,9 @@ nodes:
   g2:   {op: sigmoid, in: se}
   t:    {op: tanh, in: g2}
   hs:   {op: hardswish, in: t}
-  res:  {op: add, in: [hs, r]}
+  gn:   {op: group_norm, in: hs, num_groups: 2}
+  lr:   {op: leaky_relu, in: gn, negative_slope: 0.2}
+  res:  {op: add, in: [lr, r]}
   win:  {op: window_attention, in: res, num_heads: 2, window_size: 3, shift_size: 1}
   ss:   {op: subsample, in: win, offset: [1, 0]}
   gap3: {op: global_avg_pool, in: ss}
