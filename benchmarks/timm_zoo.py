@@ -267,11 +267,16 @@ def tables(rows: list[dict], args, large: list[str]) -> str:
             q = r.get(key, {})
             cells += ["yes" if q.get("ok") else ("no" if q else "-"),
                       f"{q['params'] / 1e6:.2f}M" if q.get("ok") else "-"]
-        errs = [r.get("error", "")] + [f"{k.upper()}: {r[k]['error']}" for k in ("ag", "tp")
-                                       if r.get(k, {}).get("error")]
-        cells.append("; ".join(e for e in errs if e)[:160].replace("|", "/"))
+        cells.append(error_cell(r))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def error_cell(row: dict) -> str:
+    """A table cell with a row's import error and each tool's pruning error (shortened, no '|')."""
+    errs = [row.get("error", "")] + [f"{k.upper()}: {row[k]['error']}" for k in ("ag", "tp")
+                                     if row.get(k, {}).get("error")]
+    return "; ".join(e for e in errs if e)[:160].replace("|", "/")
 
 
 def main(argv=None) -> int:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archgraph  # noqa: E402
 from run_rows import write_tables  # noqa: E402
-from timm_zoo import short, time_limit  # noqa: E402
+from timm_zoo import error_cell, short, time_limit  # noqa: E402
 from archgraph.compat import import_torchvision, import_transformers  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
@@ -464,9 +464,7 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
                 cells += ["yes" if _pruned(r, key) else ("nothing pruned" if q.get("ok") else "no" if q else "-"),
                           f"{q['params'] / 1e6:.2f}M" if q.get("ok") else "-",
                           f"{q['seconds']:.2f}s" if q.get("ok") else "-"]
-            errs = [r.get("error", "")] + [f"{k.upper()}: {r[k]['error']}" for k in ("ag", "tp")
-                                           if r.get(k, {}).get("error")]
-            cells.append("; ".join(e for e in errs if e)[:160].replace("|", "/"))
+            cells.append(error_cell(r))
             out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
