@@ -144,27 +144,42 @@ def torchvision_row(name: str, sizes, limit: int, max_params: float) -> dict:
         return row
     row["status"] = "tried"
     x = torch.randn(1, 3, s, s)
-    try:
-        with time_limit(limit):
-            graph, weights = from_module(model, input_shape=(3, s, s), name=name)
-            _check(model, graph, weights, torch.randn(2, 3, s, s))
-        row["import_ok"] = True
-        try:
-            with time_limit(limit):
-                ag = _ag_prune(graph, weights, x)
-            if tuple(ag["shape"]) != (1, CLASSES):
-                raise RuntimeError(f"pruned output shape {ag['shape']}")
-            row["ag"] = {k: v for k, v in ag.items() if k != "module"}
-        except Exception as err:
-            row["ag"] = {"ok": False, "error": short(err, 160)}
-    except Exception as err:
-        row.update(import_ok=False, error=short(err))
+
+    def convert():
+        graph, weights = from_module(model, input_shape=(3, s, s), name=name)
+        _check(model, graph, weights, torch.randn(2, 3, s, s))
+        return graph, weights
+
+    def prune(graph, weights):
+        ag = _ag_prune(graph, weights, x)
+        if tuple(ag["shape"]) != (1, CLASSES):
+            raise RuntimeError(f"pruned output shape {ag['shape']}")
+        return ag
+
+    _archgraph_steps(row, limit, convert, prune)
     try:
         with time_limit(limit):
             row["tp"] = _tp_prune_image(model, x)
     except Exception as err:
         row["tp"] = {"ok": False, "error": short(err, 160)}
     return row
+
+
+def _archgraph_steps(row: dict, limit: int, convert, prune) -> None:
+    """archgraph's side of a coverage row, each step within ``limit`` seconds: ``convert()`` -> (graph, weights)
+    sets ``import_ok`` (or ``error``), then ``prune(graph, weights)`` -> the pruning result sets ``ag``."""
+    try:
+        with time_limit(limit):
+            graph, weights = convert()
+        row["import_ok"] = True
+        try:
+            with time_limit(limit):
+                ag = prune(graph, weights)
+            row["ag"] = {k: v for k, v in ag.items() if k != "module"}
+        except Exception as err:
+            row["ag"] = {"ok": False, "error": short(err, 160)}
+    except Exception as err:
+        row.update(import_ok=False, error=short(err))
 
 
 # ---- (a) HF and (b) head pruning: Torch-Pruning on Hugging Face modules ----------------------------------------
@@ -273,18 +288,8 @@ def hf_row(kind: str, limit: int, seq_len: int = 16) -> dict:
     model, ignored, output = hf_model(kind)
     inputs = _hf_inputs(model, seq_len)
     row["params"] = sum(p.numel() for p in model.parameters())
-    try:
-        with time_limit(limit):
-            graph, weights = hf.from_model(model, seq_len)
-        row["import_ok"] = True
-        try:
-            with time_limit(limit):
-                ag = _ag_prune(graph, weights, _ag_input(model, inputs), heads=True)
-            row["ag"] = {k: v for k, v in ag.items() if k != "module"}
-        except Exception as err:
-            row["ag"] = {"ok": False, "error": short(err, 160)}
-    except Exception as err:
-        row.update(import_ok=False, error=short(err))
+    _archgraph_steps(row, limit, lambda: hf.from_model(model, seq_len),
+                     lambda graph, weights: _ag_prune(graph, weights, _ag_input(model, inputs), heads=True))
     try:
         with time_limit(limit):
             pruned = copy.deepcopy(model)
