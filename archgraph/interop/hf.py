@@ -231,7 +231,7 @@ class _Nodes:
                  for name, p in parts.items()}
         biased = {name for name, (_, bias) in pairs.items() if bias is not None}
         qkv = {"q_proj", "k_proj", "v_proj"}
-        if not (biased & qkv) in (set(), qkv):
+        if (biased & qkv) not in (set(), qkv):
             raise ConversionError(f"'{nid}': the attention op has biases on all of q/k/v or on none of them; "
                                   f"these have them on {sorted(biased & qkv)} only", node=nid)
         if (biased & qkv) != (qkv if "o_proj" in biased else set()):    # Qwen2: q/k/v biased, o_proj not
