@@ -121,7 +121,7 @@ def _quiet_stdout():
 
 
 def _sizes(graph: Graph) -> str:
-    return ", ".join(f"{'x'.join(map(str, s[1:]))}" for s in graph.inputs.values() if _is_image(s))
+    return ", ".join("x".join(map(str, s[1:])) for s in graph.inputs.values() if _is_image(s))
 
 
 def _is_image(shape) -> bool:
