@@ -24,7 +24,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from ..fx import layers
-from .importer import CF, CL, TND, Val, _Converter
+from .importer import CF, CL, TND, Val, _Converter, _layout_words
 
 GRN_CLASS = "timm.layers.grn.GlobalResponseNorm"
 AFFINE_CLASS = "timm.models.hgnet.LearnableAffineBlock"
@@ -47,16 +47,16 @@ def global_response_norm(c: _Converter, n, m, x):
     """timm's ``GlobalResponseNorm``: its norm over ``spatial_dim`` and mean over ``channel_dim`` must be those of
     the image ``x`` is (channels-first ``(2, 3)`` and 1, or channels-last ``(1, 2)`` and -1)."""
     x = c.tensor(x)
+    words = _layout_words(x)
     if x.layout not in (CF, CL) or len(c.shape(x)) != 3:
-        raise c.fail(f"GlobalResponseNorm of a {'channels-first' if x.layout == CF else x.layout} tensor of "
-                     f"per-sample shape {list(c.expected(x))} is not supported (only an image [N, C, H, W] or its "
-                     f"channels-last view [N, H, W, C])")
+        raise c.fail(f"GlobalResponseNorm of a {words} tensor of per-sample shape {list(c.expected(x))} is not "
+                     f"supported (only an image [N, C, H, W] or its channels-last view [N, H, W, C])")
     spatial, channel = tuple(int(d) % 4 for d in m.spatial_dim), int(m.channel_dim) % 4
     want = ((2, 3), 1) if x.layout == CF else ((1, 2), 3)
     if (tuple(sorted(spatial)), channel) != want:
         raise c.fail(f"GlobalResponseNorm with spatial_dim {list(m.spatial_dim)} and channel_dim {m.channel_dim} "
-                     f"does not normalise the positions and channels of its {'channels-first' if x.layout == CF else 'channels-last'} "
-                     f"input (channels_last={x.layout == CL} would)")
+                     f"does not normalise the positions and channels of its {words} input "
+                     f"(channels_last={x.layout == CL} would)")
     if tuple(m.weight.shape) != (c.channels(x),) or tuple(m.bias.shape) != (c.channels(x),):
         raise c.fail(f"its weight {list(m.weight.shape)} and bias {list(m.bias.shape)} must have one entry per "
                      f"channel ({c.channels(x)})")
@@ -79,7 +79,7 @@ def own_scale(c: _Converter, n, m: layers.Scale, x):
     x = c.tensor(x)
     if not m.shared and x.layout not in (CF, TND):
         raise c.fail(f"archgraph's Scale multiplies axis 1 of an image (the last axis of a sequence); its input "
-                     f"is a {x.layout} view")
+                     f"is a {_layout_words(x)} view")
     state = {"weight": m.weight} if m.bias is None else {"weight": m.weight, "bias": m.bias}
     return Val(c.emit(None, "scale", [x.node], state, init=float(m.init), bias=m.bias is not None,
                       shared=bool(m.shared)), x.layout, x.groups)
