@@ -30,10 +30,13 @@ from run_rows import write_tables  # noqa: E402
 from timm_zoo import create, short, time_limit  # noqa: E402
 from zoo import CLASSES, hf_model  # noqa: E402
 from archgraph.interop.equivalence import randomize_normalization, torchvision_model  # noqa: E402
-from archgraph.interop.export import export_onnx  # noqa: E402
+from archgraph.fx.builder import build  # noqa: E402
+from archgraph.fx.weights import load_into  # noqa: E402
+from archgraph.interop.export import _example_inputs, export_onnx  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ATOL = 1e-4   # export_onnx's default: the difference allowed, times max(1, max |y|)
 
 
 def imported(limit_to: set[str] | None) -> list[tuple[str, str, int]]:
@@ -75,37 +78,68 @@ def bench(zoo: str, name: str, size: int, limit: int, folder: Path) -> dict:
     path = folder / f"{name}.onnx"
     try:
         with time_limit(limit):
-            row.update(ok=True, onnx_error=export_onnx(graph, weights, path))
+            row["onnx_error"] = export_onnx(graph, weights, path, atol=float("inf"))
+        row["seconds"] = time.perf_counter() - t
+        with time_limit(limit):
+            row.update(float32_noise(graph, weights))
     except Exception as err:
         row.update(ok=False, error=short(err, 200))
-    row["seconds"] = time.perf_counter() - t
-    path.unlink(missing_ok=True)
+        return row
+    finally:
+        path.unlink(missing_ok=True)
+    allowed = ATOL * max(1.0, row["scale"])
+    row["ok"] = row["onnx_error"] <= allowed or row["onnx_error"] <= 2 * row["torch32_error"]
+    row["within"] = "1e-4" if row["onnx_error"] <= allowed else ("float32 noise" if row["ok"] else "")
+    if not row["ok"]:
+        row["error"] = (f"onnxruntime differs from PyTorch by {row['onnx_error']:.3g} (outputs up to "
+                        f"{row['scale']:.3g}; PyTorch's own float32 error {row['torch32_error']:.3g})")
     return row
+
+
+def float32_noise(graph, weights) -> dict:
+    """The largest output (``scale``) and PyTorch's own float32 error against float64 (``torch32_error``) of the
+    built graph on export_onnx's example batch: onnxruntime cannot be expected to be closer to PyTorch in float32
+    than twice that (both round), which matters where random weights make a deep model ill-conditioned."""
+    module = build(graph)
+    load_into(module, weights)
+    module.eval()
+    x = _example_inputs(graph, 0)
+    with torch.no_grad():
+        y32 = module(*x)
+        y64 = module.double()(*[t.double() if t.is_floating_point() else t for t in x])
+    return {"scale": float(y64.abs().max()), "torch32_error": float((y32.double() - y64).abs().max())}
 
 
 def tables(rows: list[dict], limit: int) -> str:
     out = ["ONNX export of every model the coverage runs imported (`python benchmarks/onnx_zoo.py`): "
            "`archgraph.export_onnx`, opset 17, onnxruntime against PyTorch in float32 on a random batch of 2, ok at "
            f"<= 1e-4 x max(1, max |y|); time limit {limit}s per model.", "",
-           "| zoo | imported | exported and matched | failed |", "|---|---:|---:|---:|"]
+           "| zoo | imported | exported and matched | of them only within float32 noise | failed |",
+           "|---|---:|---:|---:|---:|"]
     for zoo in ("torchvision", "hf", "timm"):
         mine = [r for r in rows if r["zoo"] == zoo]
         if mine:
             ok = sum(r["ok"] for r in mine)
-            out.append(f"| {zoo} | {len(mine)} | {ok} | {len(mine) - ok} |")
+            noisy = sum(r.get("within") == "float32 noise" for r in mine)
+            out.append(f"| {zoo} | {len(mine)} | {ok} | {noisy} | {len(mine) - ok} |")
+    out += ["", "Within float32 noise: onnxruntime's difference is over 1e-4 x max(1, max |y|) but at most twice "
+                "PyTorch's own float32 error against float64 on the same batch (random weights and randomised norms "
+                "make some deep models ill-conditioned: their outputs reach 1e5-1e6)."]
     failed = [r for r in rows if not r["ok"]]
     if failed:
         out += ["", "Failures:", "", "| zoo | model | error |", "|---|---|---|"]
         out += [f"| {r['zoo']} | {r['model']} | {r['error'][:200].replace('|', '/')} |" for r in failed]
-    errors = [r["onnx_error"] for r in rows if r["ok"]]
+    errors = [r["onnx_error"] / max(1.0, r["scale"]) for r in rows if r.get("within") == "1e-4"]
     if errors:
-        out += ["", f"Largest onnxruntime difference among those that matched: {max(errors):.1e} (median "
+        out += ["", f"Within 1e-4: the largest difference relative to max(1, max |y|) is {max(errors):.1e} (median "
                     f"{sorted(errors)[len(errors) // 2]:.1e})."]
-    out += ["", "| zoo | model | size (px; HF: tokens) | ok | max abs difference | export s |", "|---|---|---:|:---:|---:|---:|"]
+    out += ["", "| zoo | model | size (px; HF: tokens) | ok | max abs difference | max \\|y\\| | PyTorch float32 "
+                "error | export s |", "|---|---|---:|:---:|---:|---:|---:|---:|"]
     for r in rows:
-        diff = f"{r['onnx_error']:.1e}" if "onnx_error" in r else "-"
+        cells = [f"{r[k]:.1e}" if k in r else "-" for k in ("onnx_error", "scale", "torch32_error")]
         secs = f"{r['seconds']:.1f}" if "seconds" in r else "-"
-        out.append(f"| {r['zoo']} | {r['model']} | {r['size']} | {'yes' if r['ok'] else 'no'} | {diff} | {secs} |")
+        ok = ("yes" if r.get("within") != "float32 noise" else "noise") if r["ok"] else "no"
+        out.append(f"| {r['zoo']} | {r['model']} | {r['size']} | {ok} | {' | '.join(cells)} | {secs} |")
     return "\n".join(out) + "\n"
 
 
