@@ -277,7 +277,8 @@ def _plain_attribute(name: str) -> bool:
 
 
 def _local_names(gm: fx.GraphModule, graph: Graph) -> dict[str, str]:
-    taken = set(_RESERVED) | {"LayerNorm2d", "Scale", "StochasticDepth", "channel_shuffle", "channel_slice", "RMSNorm"}
+    taken = set(_RESERVED) | {"LayerNorm2d", "Scale", "StochasticDepth", "channel_shuffle", "channel_slice", "RMSNorm",
+                              "radix_softmax"}
     names: dict[str, str] = {}
     for n in gm.graph.nodes:
         name = n.name
