@@ -16,17 +16,20 @@ Importing this module registers the handlers in the importer's tables (after :mo
 its reshape falls back to theirs); the importer does so before its first trace.
 
 >>> import torch, archgraph
->>> class Stack(torch.nn.Module):
+>>> class Selective(torch.nn.Module):   # SelectiveKernel, in short
 ...     def __init__(self):
 ...         super().__init__()
 ...         self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 3, padding=1)
+...         self.fc = torch.nn.Conv2d(4, 8, 1)
 ...     def forward(self, x):
-...         s = torch.stack([self.a(x), self.b(x)], dim=1)
-...         w = torch.softmax(s.mean((3, 4), keepdim=True), dim=1)
+...         s = torch.stack([self.a(x), self.b(x)], dim=1)          # [N, 2, 4, H, W]
+...         w = self.fc(s.sum(1).mean((2, 3), keepdim=True))        # [N, 8, 1, 1]
+...         w = torch.softmax(w.view(x.shape[0], 2, 4, 1, 1), dim=1)
 ...         return (s * w).sum(1)
->>> g, _ = archgraph.from_module(Stack(), input_shape=(3, 6, 6))
->>> [n.op for n in g.nodes.values()]
-['conv2d', 'conv2d', 'concat', 'adaptive_avgpool2d', 'radix_softmax', 'mul', 'slice', 'slice', 'add']
+>>> g, _ = archgraph.from_module(Selective(), input_shape=(3, 6, 6))
+>>> [n.op for n in g.nodes.values()]   # doctest: +NORMALIZE_WHITESPACE
+['conv2d', 'conv2d', 'concat', 'add', 'adaptive_avgpool2d', 'conv2d', 'radix_softmax', 'mul', 'slice', 'slice',
+ 'add']
 """
 from __future__ import annotations
 
