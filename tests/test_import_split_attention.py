@@ -214,28 +214,51 @@ def test_pruning_ties_the_radix_groups():
     assert [ch.classes(fc2)[p] for p in perm] == ch.classes(soft) == classes
 
 
-def test_pruned_split_attention_is_exact_where_the_removed_channels_are_read_with_zero_weights():
-    """Removing channels whose every reader's weights are zero keeps the function, through the radix softmax."""
-    g, w, x = _imported(_block("sk_2_split"))
+@pytest.mark.parametrize("name", ["splitattn_r2", "splitattn_r2_c2", "splitattn_r3_c2", "sk_2_split", "sk_3"])
+def test_pruning_a_zero_channel_through_the_attention_is_exact(name):
+    """A channel that is zero in every radix group (path), removed with its attention rows, keeps the function:
+    the softmax of the other channels does not read it, and the cardinality groups keep their layout."""
+    g, w, x = _imported(_block(name))
     ch = analyse(g)
-    path = next(iter(g.nodes[next(n for n, node in g.nodes.items() if node.op == "concat")].inputs))
+    soft = next(n for n, node in g.nodes.items() if node.op == "radix_softmax")
+    gone = ch.classes(soft)[-1]
     w = {k: v.clone() for k, v in w.items()}
-    gone = [0, 3]
-    # the convs that read the paths' channels (fc_reduce and the head's conv): their columns of them zeroed
-    readers = [n for n, node in g.nodes.items() if node.op == "conv2d" and node.groups == 1 and
-               ch.classes(node.inputs[0]) and set(ch.classes(node.inputs[0])) == set(ch.classes(path))]
-    assert readers
-    for nid in readers:
-        w[f"{nid}.weight"][:, gone] = 0
-    rw = archgraph.apply(g, archgraph.rules.PruneChannels(node=path, indices=tuple(gone)))
-    pw = transfer_state(rw.plan, w)
+    norms = [n for n, node in g.nodes.items() if node.op == "batchnorm2d" and gone in ch.classes(n)]
+    assert norms
+    for nid in norms:   # the stack's batchnorms give zeros there (then the relus do)
+        at = [i for i, c in enumerate(ch.classes(nid)) if c == gone]
+        for key in ("weight", "bias", "running_mean"):
+            w[f"{nid}.{key}"][at] = 0
+    fc = g.nodes[soft].inputs[0]
+    rule = archgraph.rules.PruneChannels(node=fc, indices=(ch.classes(fc).index(gone),))
+    rw = archgraph.apply(g, rule)
+    radix, cardinality = g.nodes[soft].radix, g.nodes[soft].cardinality
+    assert rw.graph.shapes()[soft][0] == g.shapes()[soft][0] - radix * cardinality
     before, after = build(g, dtype=torch.float64), build(rw.graph, dtype=torch.float64)
     load_into(before, w)
-    load_into(after, pw)
+    load_into(after, transfer_state(rw.plan, w))
     with torch.no_grad():
         want, got = before.eval()(x), after.eval()(x)
-    assert rw.graph.shapes()[path][0] == g.shapes()[path][0] - 2
     assert (got - want).abs().max().item() <= 1e-12 * want.abs().max().item()
+
+
+def test_radix_softmax_ties_each_place_across_radix_and_cardinality():
+    g = archgraph.loads("""
+archgraph: 1
+inputs: {x: [3, 4, 4]}
+nodes:
+  c: {op: conv2d, in: x, out_channels: 8, kernel_size: 1}
+  s: {op: radix_softmax, in: c, radix: 2, cardinality: 2}
+  o: {op: conv2d, in: s, out_channels: 2, kernel_size: 1}
+outputs: [o]
+""")
+    ch = analyse(g)
+    classes = ch.classes("c")   # [cardinality, radix, i]: place i of every block goes together
+    assert classes[0::2] == [classes[0]] * 4 and classes[1::2] == [classes[1]] * 4 and classes[0] != classes[1]
+    perm = radix_permutation(8, 2, 2)
+    assert ch.slots["s"].tokens == tuple(ch.slots["c"].tokens[p] for p in perm)
+    rw = archgraph.apply(g, archgraph.rules.PruneChannels(node="c", indices=(1,)))
+    assert rw.graph.shapes()["s"] == (4, 4, 4) and rw.graph.nodes["s"] == g.nodes["s"]
 
 
 def test_radix_softmax_matches_timm_order():
