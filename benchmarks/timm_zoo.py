@@ -250,6 +250,8 @@ def tables(rows: list[dict], args, large: list[str]) -> str:
                 f"- both: {sum(1 for r in tried if r.get('ag', {}).get('ok') and r.get('tp', {}).get('ok'))}; "
                 f"archgraph only: {sum(1 for r in ag if not r.get('tp', {}).get('ok'))}; Torch-Pruning only: "
                 f"{sum(1 for r in tp if not r.get('ag', {}).get('ok'))}"]
+    if not args.no_prune:
+        out += ["", *family_table(tried)]
     tally = collections.Counter(error_kind(r.get("error", "")) for r in tried if not r.get("import_ok"))
     out += ["", "Import failures by first error:", "", "| count | error |", "|---:|---|"]
     out += [f"| {n} | {k.replace('|', '/')} |" for k, n in tally.most_common()]
@@ -272,6 +274,41 @@ def tables(rows: list[dict], args, large: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def family_table(tried: list[dict]) -> list[str]:
+    """Per family: the models tried and how many each tool pruned, the families where Torch-Pruning prunes more
+    first (then by name)."""
+    counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for r in tried:
+        c = counts[r["family"]]
+        c[0] += 1
+        c[1] += bool(r.get("ag", {}).get("ok"))
+        c[2] += bool(r.get("tp", {}).get("ok"))
+    behind = sorted(f for f, (_, ag, tp) in counts.items() if tp > ag)
+    lines = [f"Families where Torch-Pruning prunes more models than archgraph: {', '.join(behind) or 'none'} "
+             f"(of {len(counts)}).", "", "| family | tried | archgraph pruned | Torch-Pruning pruned |",
+             "|---|---:|---:|---:|"]
+    for f in behind + sorted(set(counts) - set(behind)):
+        n, ag, tp = counts[f]
+        lines.append(f"| {f} | {n} | {ag} | {tp} |")
+    return lines
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with each row of ``new`` in the place of the row of the same model (appended when it is new)."""
+    fresh = {r["model"]: r for r in new}
+    merged = [fresh.pop(r["model"], r) for r in old]
+    return merged + [r for r in new if r["model"] in fresh]
+
+
+def passed_over(md: Path) -> int:
+    """The count of models passed over while sampling, as an earlier run's tables state it (0 if they do not)."""
+    if md.exists():
+        for line in md.read_text().splitlines():
+            if line.startswith("- passed over while sampling"):
+                return int(line.rsplit(" ", 1)[1])
+    return 0
+
+
 def error_cell(row: dict) -> str:
     """A table cell with a row's import error and each tool's pruning error (shortened, no '|')."""
     errs = [row.get("error", "")] + [f"{k.upper()}: {row[k]['error']}" for k in ("ag", "tp")
@@ -291,8 +328,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-prune", action="store_true")
     p.add_argument("--from-log", metavar="LOG", help="write the tables from the rows of an earlier run's stderr log "
                                                    "(a partial run included) instead of running")
+    p.add_argument("--update", metavar="JSON", help="run --models and put their rows in place of the same models' "
+                                                    "rows of an earlier run's JSON, then rewrite it and its .md")
     p.add_argument("--out", help="OUT.md and OUT.json (default benchmarks/results/timm_zoo for the full sample)")
     args = p.parse_args(argv)
+    if args.update and not args.models:
+        p.error("--update needs --models (the models to run again)")
     torch.set_num_threads(args.threads)
     if args.from_log:
         rows = [json.loads(line.split(" ", 2)[2]) for line in Path(args.from_log).read_text().splitlines()
@@ -324,7 +365,14 @@ def main(argv=None) -> int:
             row = {"model": name, "family": "?", "status": "not run", "error": f"benchmark crashed: {short(err)}"}
         rows.append(row)
         print(f"{name}: {time.perf_counter() - t:.1f}s {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
+    if args.update:
+        rows = merge_rows(json.loads(Path(args.update).read_text()), rows)
+        args.out = args.out or str(Path(args.update).with_suffix(""))
+        large = ["?"] * passed_over(Path(args.update).with_suffix(".md"))
     text = tables(rows, args, large)
+    if args.update:
+        text = (f"Rows of an earlier run, with those of {', '.join(names)} replaced by a rerun (`--update`).\n\n"
+                + text)
     out = Path(args.out) if args.out else (Path("benchmarks/results/timm_zoo") if not args.models else None)
     write_tables(out, text, rows)
     return 0

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archgraph  # noqa: E402
 from run_rows import write_tables  # noqa: E402
-from timm_zoo import error_cell, short, time_limit  # noqa: E402
+from timm_zoo import error_cell, family_table, short, time_limit  # noqa: E402
 from archgraph.compat import import_torchvision, import_transformers  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
@@ -427,6 +427,9 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
             c = _counts(rows)
             out.append(f"| {title} | {c['tried']} | {c['ag_import']}/{c['tried']} | {c['ag_prune']}/{c['tried']} | "
                        f"{c['tp_prune']}/{c['tried']} | {c['skipped']} | {c['not_run']} |")
+        timm_tried = [r for r in families[1][1] if r.get("status") == "tried"]
+        if timm_tried:
+            out += ["", "timm: " + family_table(timm_tried)[0] + " Per family: benchmarks/results/timm_zoo.md."]
     if heads:
         out += ["", "Head pruning at 50% (archgraph: archgraph.prune(..., ratio=0.5, heads=True); Torch-Pruning: its "
                     "examples' settings, see the script's docstring). Params: sum(p.numel()); MACs: Torch-Pruning's "

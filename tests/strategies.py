@@ -156,6 +156,7 @@ EXAMPLE_NODES = {
     "leaky_relu": ({"x": [5]}, {"in": "x", "negative_slope": 0.2}),
     "group_norm": ({"x": [4, 3, 3]}, {"in": "x", "num_groups": 2}),
     "scale": ({"x": [3, 4, 4]}, {"in": "x", "init": 0.5}),
+    "grn": ({"x": [3, 4, 4]}, {"in": "x", "eps": 1e-5}),
     "stochastic_depth": ({"x": [3, 4, 4]}, {"in": "x", "p": 0.2}),
     "channel_shuffle": ({"x": [6, 4, 4]}, {"in": "x", "groups": 2}),
     "slice": ({"x": [6, 4, 4]}, {"in": "x", "start": 1, "stop": 4}),

@@ -365,6 +365,7 @@ OP_CASES = {
     "group_norm": ([IMG], {"num_groups": 2, "eps": 1e-4}, lambda xs, w: F_.group_norm(xs[0], 2, w["weight"], w["bias"],
                                                                                      1e-4)),
     "scale": ([IMG], {"init": 0.5}, lambda xs, w: xs[0] * w["weight"].reshape(1, -1, 1, 1)),
+    "grn": ([IMG], {"eps": 1e-3}, lambda xs, w: reference_grn(xs[0], w, 1e-3)),
     "stochastic_depth": ([IMG], {"p": 0.2}, lambda xs, w: xs[0]),  # eval mode
     "channel_shuffle": ([[6, 3, 2]], {"groups": 2}, lambda xs, w: xs[0].reshape(3, 2, 3, 3, 2).transpose(1, 2)
                         .reshape(3, 6, 3, 2)),
@@ -395,6 +396,14 @@ OP_CASES = {
     "radix_softmax": ([[8, 3, 2]], {"radix": 2, "cardinality": 2}, lambda xs, w: torch.softmax(
         xs[0].reshape(3, 2, 2, 2, 3, 2), dim=2).transpose(1, 2).reshape(3, 8, 3, 2)),
 }
+
+
+def reference_grn(x, w, eps):
+    """ConvNeXt-V2's GRN written from its paper's formula, channels-last (as timm's ``channels_last=True``)."""
+    x = x.permute(0, 2, 3, 1)
+    g = torch.sqrt((x * x).sum(dim=(1, 2), keepdim=True))
+    n = g / (g.mean(dim=-1, keepdim=True) + eps)
+    return (w["weight"] * (x * n) + w["bias"] + x).permute(0, 3, 1, 2)
 
 
 def reference_swin(x, w, window, heads, shift):

@@ -32,7 +32,9 @@ nodes:
   b2:   {op: relu6, in: b1}
   b3:   {op: gelu, in: b2}
   b4:   {op: scale, in: b3, init: 0.5}
-  b5:   {op: stochastic_depth, in: b4, p: 0.1}
+  b4a:  {op: scale, in: b4, bias: true, shared: true}
+  b4g:  {op: grn, in: b4a}
+  b5:   {op: stochastic_depth, in: b4g, p: 0.1}
   cat:  {op: concat, in: [a, b5]}
   se_p: {op: adaptive_avgpool2d, in: cat, output_size: 1}
   se_1: {op: conv2d, in: se_p, out_channels: 2, kernel_size: 1}

@@ -19,18 +19,45 @@ class LayerNorm2d(nn.LayerNorm):
 
 class Scale(nn.Module):
     """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale`` on tokens); ``weight`` has
-    one entry per channel: the first axis of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``."""
+    one entry per channel: the first axis of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``. With
+    ``bias`` a learnable ``bias`` (starting at zero) is added; with ``shared`` both hold one number for every
+    channel (timm's ``LearnableAffineBlock``)."""
 
-    def __init__(self, num_channels: int, init: float = 1.0):
+    def __init__(self, num_channels: int, init: float = 1.0, bias: bool = False, shared: bool = False):
         super().__init__()
         self.num_channels = num_channels
         self.init = init
-        self.weight = nn.Parameter(torch.full((num_channels,), float(init)))
+        self.shared = shared
+        size = 1 if shared else num_channels
+        self.weight = nn.Parameter(torch.full((size,), float(init)))
+        self.bias = nn.Parameter(torch.zeros(size)) if bias else None
+
+    def per_channel(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:   # a sequence [B, T, D]: its channels are last
+            return t
+        return t.view(-1, *([1] * (x.dim() - 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:   # a sequence [B, T, D]: its channels are last
-            return x * self.weight
-        return x * self.weight.view(-1, *([1] * (x.dim() - 2)))
+        y = x * self.per_channel(self.weight, x)
+        return y if self.bias is None else y + self.per_channel(self.bias, x)
+
+
+class GRN(nn.Module):
+    """Global response normalisation of an ``N, C, H, W`` tensor (ConvNeXt-V2; computed as timm's
+    ``GlobalResponseNorm`` computes it): ``x + bias + weight * x * g / (mean_c(g) + eps)``, ``g`` the channels' L2
+    norms over the positions; ``weight`` and ``bias`` have one entry per channel and start at zero."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.norm(p=2, dim=(2, 3), keepdim=True)
+        n = g / (g.mean(dim=1, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(1, -1, 1, 1), self.weight.view(1, -1, 1, 1), x * n)
 
 
 class StochasticDepth(nn.Module):

@@ -63,8 +63,8 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     _exportable_pooling(module)
     example = _example_inputs(graph, seed)
     names_in, names_out = list(graph.inputs), list(graph.outputs)
-    axes = {n: {0: "batch"} for n in names_in + names_out}
-    probe = _twice_the_size(graph, weights, axes) if dynamic_hw else None
+    probe = _twice_the_size(graph, weights) if dynamic_hw else None
+    axes = _dynamic_axes(graph, probe[0] if probe else None)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), _quiet_stdout():
@@ -128,10 +128,24 @@ def _is_image(shape) -> bool:
     return not is_tokens(shape) and len(shape) == 3
 
 
-def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor], axes: dict) -> tuple[Graph, nn.Module]:
-    """For ``dynamic_hw``: the graph with every image input at twice its height and width, built with the same
-    weights (a ConversionError saying why where the graph does not allow that), and ``axes`` extended with the
-    dynamic input and output axes."""
+def _dynamic_axes(graph: Graph, big: Optional[Graph]) -> dict[str, dict[int, str]]:
+    """The exporter's dynamic axes: the batch of every input and output, and with ``big`` (the graph at twice the
+    size) the height and width of each image input and every output axis whose size differs between the two."""
+    axes = {n: {0: "batch"} for n in [*graph.inputs, *graph.outputs]}
+    if big is not None:
+        for n, s in graph.inputs.items():
+            if _is_image(s):
+                axes[n].update({2: "height", 3: "width"})
+        for n in graph.outputs:
+            for i, (a, b) in enumerate(zip(graph.shape(n), big.shape(n)), start=1):
+                if a != b:
+                    axes[n][i] = f"{n}_{i}"
+    return axes
+
+
+def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor]) -> tuple[Graph, nn.Module]:
+    """For ``dynamic_hw``: the graph with every image input at twice its height and width, and its module built
+    with the same weights (a ConversionError saying why where the graph does not allow that)."""
     images = [n for n, s in graph.inputs.items() if _is_image(s)]
     if not images:
         raise ConversionError("dynamic height and width need an image input [C, H, W]; the inputs are "
@@ -147,13 +161,6 @@ def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor], axes: dic
         raise ConversionError(f"the graph does not allow a dynamic height and width: at twice its size "
                               f"({_sizes(graph)} -> {twice}) {first}") from None
     big_module.eval()
-    for n in images:
-        axes[n].update({2: "height", 3: "width"})
-    for n in graph.outputs:
-        small, large = graph.shape(n), big.shape(n)
-        for i, (a, b) in enumerate(zip(small, large), start=1):
-            if a != b:
-                axes[n][i] = f"{n}_{i}"
     return big, big_module
 
 
@@ -277,8 +284,8 @@ def _plain_attribute(name: str) -> bool:
 
 
 def _local_names(gm: fx.GraphModule, graph: Graph) -> dict[str, str]:
-    taken = set(_RESERVED) | {"LayerNorm2d", "Scale", "StochasticDepth", "channel_shuffle", "channel_slice", "RMSNorm",
-                              "radix_softmax"}
+    taken = set(_RESERVED) | {"LayerNorm2d", "Scale", "GRN", "StochasticDepth", "channel_shuffle", "channel_slice",
+                              "RMSNorm", "radix_softmax"}
     names: dict[str, str] = {}
     for n in gm.graph.nodes:
         name = n.name

@@ -240,8 +240,9 @@ class _Tracer(fx.Tracer):
     proxy_buffer_attributes = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from . import windows   # Swin's and MaxViT's window attention (it reads this module's types)
-        return type(m) in MODULES or windows.keeps_whole(m) or super().is_leaf_module(m, qualname)
+        from . import timm_layers, windows   # window attention, timm's GRN and affine block (they read this module)
+        return type(m) in MODULES or windows.keeps_whole(m) or timm_layers.keeps_whole(m) or \
+            super().is_leaf_module(m, qualname)
 
 
 def _wrapped_functions() -> tuple[Callable, ...]:
@@ -550,8 +551,9 @@ class _Converter:
             return value  # a Python value computed from shapes: a constant of the graph
         if n.op == "call_module":
             module = self.modules[n.target]
-            from . import windows   # windows imports this module
-            handler = MODULES.get(type(module)) or windows.module_handler(module)
+            from . import timm_layers, windows   # both import this module
+            handler = MODULES.get(type(module)) or windows.module_handler(module) or \
+                timm_layers.module_handler(module)
             if handler is None:
                 raise self.fail(f"module type {type(module).__module__}.{type(module).__name__} is not supported")
             self.check_single_use(n, module)
@@ -822,6 +824,12 @@ def rmsnorm(c: _Converter, n, m, x):
         raise c.fail(f"normalized_shape {list(m.normalized_shape)} must be the last axis's {c.channels(x)}")
     return Val(c.emit(None, "rmsnorm", [x.node], _state(m), eps=None if m.eps is None else float(m.eps),
                       elementwise_affine=m.weight is not None), x.layout)
+
+
+def grn(c: _Converter, n, m, x):
+    """archgraph's own ``GRN`` (channels-first; timm's ``GlobalResponseNorm`` is :mod:`.timm_layers`')."""
+    x = c.cf(x, 3)
+    return Val(c.emit(None, "grn", [x.node], _state(m), eps=float(m.eps)))
 
 
 def embedding(c: _Converter, n, m: nn.Embedding, x):
@@ -1105,7 +1113,7 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "batchnorm1d": batchnorm("batchnorm1d"), "layernorm": layernorm, "maxpool2d": maxpool, "avgpool2d": avgpool,
     "adaptive_avgpool2d": adaptive_avgpool, "dropout": dropout, "identity": identity, "flatten": flatten_module,
     "conv_transpose2d": conv_transpose2d, "upsample": upsample,
-    "pad": pad_module, "rmsnorm": rmsnorm, "embedding": embedding, "lstm": rnn("lstm"), "gru": rnn("gru"),
+    "pad": pad_module, "rmsnorm": rmsnorm, "grn": grn, "embedding": embedding, "lstm": rnn("lstm"), "gru": rnn("gru"),
     "attention": lambda c, n, m, *a, **k: _ATTENTION_MODULES.get(type(m), attention_module)(c, n, m, *a, **k),
     "position_embedding": table_module("position_embedding"),
     "class_token": lambda c, n, m, x: Val(c.emit(None, "class_token", [c.seq(x, True, "ClassToken").node], _state(m),

@@ -564,8 +564,12 @@ def token_params(node: S.ClassToken, ins, out):
     return channel_width(ins[0]) * node.tokens
 
 
-def scale_params(node, ins, out):
-    return channel_width(ins[0])
+def scale_params(node: S.Scale, ins, out):
+    return (1 if node.shared else channel_width(ins[0])) * (2 if node.bias else 1)
+
+
+def grn_params(node: S.GRN, ins, out):
+    return 2 * ins[0][0]
 
 
 # ---- channel roles and tensor layouts -------------------------------------------------------------------------
@@ -671,6 +675,17 @@ def ln_layout(node: S.LayerNorm, ins):
 
 def channel_vector_layout(node, ins):
     return {"weight": (0, None)}
+
+
+def scale_layout(node: S.Scale, ins):
+    """One entry per channel on axis 0, or (``shared``) one number for all: no channel axis, so the channels prune
+    and grow through it untouched."""
+    axis = None if node.shared else 0
+    return {"weight": (axis, None), **({"bias": (axis, None)} if node.bias else {})}
+
+
+def affine_layout(node, ins):
+    return {"weight": (0, None), "bias": (0, None)}
 
 
 def gn_layout(node: S.GroupNorm, ins):
@@ -895,7 +910,16 @@ def dropout_module(T, node: S.Dropout, ins):
 
 
 def scale_module(T, node: S.Scale, ins):
-    return T.extra.Scale(channel_width(ins[0]), init=node.init)
+    return T.extra.Scale(channel_width(ins[0]), init=node.init, bias=node.bias, shared=node.shared)
+
+
+def grn_module(T, node: S.GRN, ins):
+    return T.extra.GRN(ins[0][0], eps=node.eps)
+
+
+def scale_source(m) -> str:
+    extra = (", bias=True" if m.bias is not None else "") + (", shared=True" if m.shared else "")
+    return f"Scale({m.num_channels}, init={m.init!r}{extra})"
 
 
 def stochastic_depth_module(T, node: S.StochasticDepth, ins):
@@ -1232,6 +1256,13 @@ DEFS: tuple[OpDef, ...] = (
           colour=NORM_COLOUR, python={"torch.nn.GroupNorm": lambda m: f"nn.GroupNorm({m.num_groups}, {m.num_channels}, "
                                                                       f"eps={m.eps!r}, affine={m.affine})"},
           imports=Imports(modules=("torch.nn.GroupNorm",), functions=(F_ + "group_norm", A_ + "group_norm.default"))),
+    # GRN's statistic is taken over the channels (it mixes them), and a zero channel comes out as its bias; it is no
+    # is_norm op: its weight scales only the normalised term, not the channel's output (which keeps x itself)
+    OpDef(kind=S.GRN, shape=rank_shape(3), channels=ACT, layout=affine_layout, params=grn_params, in_rank=3,
+          module=grn_module, mixes=ln_mixing, mix_stats="mean of the channels' L2 norms", shifts_zero=True,
+          colour=NORM_COLOUR, python={EXTRA + ".GRN": lambda m: f"GRN({m.num_channels}, eps={m.eps!r})"},
+          # timm's GlobalResponseNorm (channels-first or channels-last) is kept whole: archgraph.interop.timm_layers
+          imports=Imports(modules=(EXTRA + ".GRN",))),
     _pool(S.MaxPool2d, lambda n, i: spatial(n, i, pool=True), pool_call("max_pool2d")),
     _pool(S.AvgPool2d, lambda n, i: spatial(n, i, dilation=False, pool=True), pool_call("avg_pool2d")),
     _pool(S.AdaptiveAvgPool2d, adaptive_shape,
@@ -1260,12 +1291,16 @@ DEFS: tuple[OpDef, ...] = (
           imports=Imports(modules=("torch.nn.Identity",))),
     _activation(S.Hardsigmoid, lambda T: T.F.hardsigmoid, nonneg=always, shifts_zero=True, modules=("torch.nn.Hardsigmoid",),
                 functions=(F_ + "hardsigmoid", A_ + "hardsigmoid.default")),
-    OpDef(kind=S.Scale, shape=ln_shape, channels=ACT, layout=channel_vector_layout, params=scale_params,
-          module=scale_module, python={EXTRA + ".Scale": lambda m: f"Scale({m.num_channels}, init={m.init!r})"},
-          # a mul by a per-channel parameter or by a number; a division by a number
+    OpDef(kind=S.Scale, shape=ln_shape, channels=ACT, layout=scale_layout, params=scale_params,
+          # shifts_zero is one flag per op: a scale with a bias does map a zero channel to its bias, but the
+          # ones imported (LearnableAffineBlock) follow a batchnorm, which the pruning note names already
+          module=scale_module, python={EXTRA + ".Scale": scale_source},
+          # a mul by a per-channel parameter or by a number; a division by a number; timm's LearnableAffineBlock
+          # and archgraph's own Scale as modules (archgraph.interop.timm_layers)
           imports=Imports(functions=("operator.truediv", "operator.itruediv", "torch.div", A_ + "div.Tensor"),
                           methods=("div", "__truediv__", "div_"),
-                          via="a mul by a per-channel parameter or a number")),
+                          via="a mul by a per-channel parameter or a number; timm's LearnableAffineBlock "
+                              "(archgraph.interop.timm_layers)")),
     OpDef(kind=S.StochasticDepth, shape=same_shape, channels=ACT, module=stochastic_depth_module, nonneg=every,
           identity=always,   # eval mode
           python={EXTRA + ".StochasticDepth": lambda m: f"StochasticDepth({m.p!r}, {m.mode!r})"},

@@ -361,9 +361,22 @@ class Concat(NodeSpec):
 class Scale(NodeSpec):
     """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale``): ``x * weight`` with one
     weight per channel of a ``[C, H, W]`` input (per feature of ``[F]``, per feature of each token of a sequence
-    ``[T, D]``); the weights start at ``init``."""
+    ``[T, D]``); the weights start at ``init``. ``bias``: plus a learnable ``bias`` of the same shape, starting at
+    zero (``x * weight + bias``). ``shared``: one weight (and bias) ``[1]`` for every channel instead of one per
+    channel (timm's ``LearnableAffineBlock`` in HGNet-V2: ``scale * x + bias`` with two learnable numbers)."""
     op: Literal["scale"] = "scale"
     init: Float = 1.0
+    bias: Bool = False
+    shared: Bool = False
+
+
+class GRN(NodeSpec):
+    """Global response normalisation of ``[C, H, W]`` (ConvNeXt-V2's GRN, timm's ``GlobalResponseNorm``): each
+    channel's L2 norm over the positions ``g[c]``, divided by the mean of the ``g`` over the channels plus ``eps``,
+    is ``n[c]``; the output is ``x + bias + weight * x * n`` with ``weight`` and ``bias`` ``[C]`` (both starting at
+    zero, so a new GRN is the identity)."""
+    op: Literal["grn"] = "grn"
+    eps: PositiveFloat = 1e-6
 
 
 class StochasticDepth(NodeSpec):
@@ -481,7 +494,7 @@ NODE_KINDS: tuple[type[NodeSpec], ...] = (
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, Pad, RMSNorm, Embedding,
     PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
-    WindowAttention, Subsample, LeakyReLU, GroupNorm,
+    WindowAttention, Subsample, LeakyReLU, GroupNorm, GRN,
     RadixSoftmax,
 )
 
