@@ -11,8 +11,10 @@ node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the l
 - MERGE (add, mul) passes its first tied input's tokens on and ties the other inputs' tokens to them, position by
   position (a mul factor that broadcasts, like squeeze-excitation's ``[C, 1, 1]``, is tied as well; one of size 1
   on a wider axis is not);
-- SHUFFLE (channel_shuffle) permutes its input's tokens and ties the input channels ``k * C/g + i`` of every group
-  ``k`` (one column of the ``[g, C/g]`` grid), so channels go a column at a time and the shuffle stays a shuffle;
+- SHUFFLE (channel_shuffle, radix_softmax) permutes its input's tokens and ties the input channels ``k * C/b + i``
+  of every block ``k`` (the op's ``shuffle`` fact gives ``b`` and the permutation): a channel shuffle's blocks are
+  its groups (one column of the ``[g, C/g]`` grid goes at a time and the shuffle stays a shuffle), a radix softmax's
+  the ``[cardinality, radix]`` blocks it normalises across;
 - SLICE passes the tokens of its range on (a slice of a flattened value makes frozen fresh tokens);
 - GROUPED convs make fresh tokens and tie nothing: each group keeps its own channels. Their input and output are
   split into ``groups`` equal groups (a :class:`Grouping`); pruning must take the same *number* of channels from
@@ -41,7 +43,7 @@ from typing import Iterable, Optional
 
 from .topology import topological_order
 from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH,
-                           channel_width, shuffle_permutation)
+                           channel_width)
 
 
 @dataclass(frozen=True)
@@ -407,9 +409,10 @@ def analyse(graph) -> Channels:
             groupings += [Grouping(nid, "in", node.groups, first.tokens),
                           Grouping(nid, "out", node.groups, slots[nid].tokens)]
         elif role == SHUFFLE:
-            tie_groups(uf, first, node.groups, ties, f"shuffled by '{nid}': channels go a column of the shuffle "
-                                                     "at a time")
-            slots[nid] = shuffled(first, node.groups)
+            blocks, perm = opdef.shuffle(node, len(first.tokens))
+            tie_groups(uf, first, blocks, ties, f"permuted by {node.op} '{nid}': channels go at the same place of "
+                                                f"every one of its {blocks} blocks")
+            slots[nid] = permuted(first, perm)
         elif role == SLICE:
             if first.blocks is None:
                 slots[nid] = Slots(first.tokens[node.start:node.stop])
@@ -511,9 +514,9 @@ def tie_groups(uf: UnionFind, slots: Slots, groups: int, ties: Optional[dict[int
             ties.setdefault(t, why)
 
 
-def shuffled(slots: Slots, groups: int) -> Slots:
-    """The tokens after a channel shuffle with ``groups`` groups."""
-    return Slots(tuple(slots.tokens[p] for p in shuffle_permutation(len(slots.tokens), groups)))
+def permuted(slots: Slots, perm: list[int]) -> Slots:
+    """The tokens after a fixed permutation (a SHUFFLE op's): output ``c`` is input ``perm[c]``."""
+    return Slots(tuple(slots.tokens[p] for p in perm))
 
 
 def producing_role(role: str) -> bool:

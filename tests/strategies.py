@@ -175,6 +175,8 @@ EXAMPLE_NODES = {
     "pad": ({"x": [3, 4, 4]}, {"in": "x", "padding": [0, 1, 2, 1]}),
     "window_attention": ({"x": [4, 5, 6]}, {"in": "x", "num_heads": 2, "window_size": 3, "shift_size": 1}),
     "subsample": ({"x": [3, 5, 4]}, {"in": "x", "offset": [1, 0]}),
+    # split attention
+    "radix_softmax": ({"x": [8, 1, 1]}, {"in": "x", "radix": 2, "cardinality": 2}),
 }
 
 

@@ -392,6 +392,9 @@ OP_CASES = {
     "subsample": ([IMG], {"stride": [2, 3], "offset": [1, 0]}, lambda xs, w: xs[0][:, :, 1::2, 0::3]),
     "window_attention": ([IMG], {"num_heads": 2, "window_size": [3, 3], "shift_size": 1},
                          lambda xs, w: reference_swin(xs[0], w, (3, 3), 2, [1, 1])),
+    # split attention: timm's RadixSoftmax on [cardinality=2, radix=2, 2 channels] at every position
+    "radix_softmax": ([[8, 3, 2]], {"radix": 2, "cardinality": 2}, lambda xs, w: torch.softmax(
+        xs[0].reshape(3, 2, 2, 2, 3, 2), dim=2).transpose(1, 2).reshape(3, 8, 3, 2)),
 }
 
 

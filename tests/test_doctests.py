@@ -11,6 +11,7 @@ MODULES = [
     "archgraph.fx.apply_plan", "archgraph.fx.magnitude",
     # import
     "archgraph.interop.importer", "archgraph.interop.functional", "archgraph.interop.timm_layers",
+    "archgraph.interop.split_attention",
     # training
     "archgraph.train.config", "archgraph.train.augment", "archgraph.train.plateau", "archgraph.train.masks",
     "archgraph.train.optim", "archgraph.train.strategies.base",

@@ -47,7 +47,9 @@ nodes:
   hs:   {op: hardswish, in: t}
   gn:   {op: group_norm, in: hs, num_groups: 2}
   lr:   {op: leaky_relu, in: gn, negative_slope: 0.2}
-  res:  {op: add, in: [lr, r]}
+  rs:   {op: radix_softmax, in: lr, radix: 2, cardinality: 2}
+  rsg:  {op: mul, in: [rs, lr]}
+  res:  {op: add, in: [rsg, r]}
   win:  {op: window_attention, in: res, num_heads: 2, window_size: 3, shift_size: 1}
   ss:   {op: subsample, in: win, offset: [1, 0]}
   gap3: {op: global_avg_pool, in: ss}

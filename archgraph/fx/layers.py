@@ -331,3 +331,14 @@ class WindowAttention(nn.Module):
         if sum(shift) > 0:
             y = torch.roll(y, shifts=shift, dims=(1, 2))
         return y[:, :h, :w, :].permute(0, 3, 1, 2)
+
+
+# ---- split attention ----------------------------------------------------------------------------------------------
+
+def radix_softmax(x: torch.Tensor, radix: int, cardinality: int = 1) -> torch.Tensor:
+    """timm's ``RadixSoftmax`` on ``N, C, ...``: the channels ``[cardinality, radix, i]`` softmaxed over the radix
+    and laid out ``[radix, cardinality, i]``; a sigmoid when ``radix`` is 1."""
+    if radix == 1:
+        return torch.sigmoid(x)
+    y = x.reshape(x.shape[0], cardinality, radix, -1).transpose(1, 2)
+    return torch.softmax(y, dim=1).reshape(x.shape)

@@ -512,6 +512,7 @@ class _Converter:
 
     # -- main loop --
     def run(self) -> None:
+        _function_table()   # registers the method handlers of functional and split_attention before any method call
         for n in self.gm.graph.nodes:
             self.fx_node = n
             if n.op == "placeholder" and n.args:   # an optional argument bound to its default
@@ -1142,9 +1143,12 @@ def _binary(c: _Converter, n, op: str, a, b, alpha=1):
     a, b = vals
     if (a.layout, a.groups) != (b.layout, b.groups):
         raise c.fail(f"its inputs have different layouts ({_layout_words(a)} and {_layout_words(b)})")
-    if a.layout in (GROUPED, GROUPED_T):
-        raise c.fail(f"{op} of {_layout_words(a)} views is not supported")
-    return Val(c.emit(None, op, [a.node, b.node]), a.layout)
+    if a.layout in (GROUPED, GROUPED_T) and c.channels(a) != c.channels(b):
+        # grouped views of as many channels are laid out alike (split attention's stack times its attention), so
+        # the op on the values they view is the op on the views; others would broadcast across the groups
+        raise c.fail(f"{op} of {_layout_words(a)} views of {c.channels(a)} and {c.channels(b)} channels is not "
+                     f"supported (only of views of as many channels)")
+    return Val(c.emit(None, op, [a.node, b.node]), a.layout, a.groups)
 
 
 def _scale(c: _Converter, n, x: Val, param: Param) -> Val:
@@ -1813,8 +1817,9 @@ VIEW_FUNCTIONS: dict[Any, Callable] = {
 
 
 def _functions() -> dict[Any, Callable]:
-    from . import functional, windows   # both import this module
+    from . import functional, split_attention, windows   # all three import this module
     functional.register()   # its handlers, in FUNCTION_HANDLERS, MODULES, METHODS and the view tables (idempotent)
+    split_attention.register()   # after functional's: its reshape falls back to functional's
     handlers = {**FUNCTION_HANDLERS, **windows.FUNCTION_HANDLERS}
     table: dict[Any, Callable] = {}
     for op, d in OPS.items():
@@ -1829,12 +1834,17 @@ def _functions() -> dict[Any, Callable]:
 _FUNCTIONS: Optional[dict[Any, Callable]] = None
 
 
-def _function_handler(target) -> Optional[Callable]:
+def _function_table() -> dict[Any, Callable]:
+    """The function handlers, built on first use (which also registers the lazily imported modules' methods)."""
     global _FUNCTIONS
     if _FUNCTIONS is None:
         _FUNCTIONS = _functions()
+    return _FUNCTIONS
+
+
+def _function_handler(target) -> Optional[Callable]:
     try:
-        return _FUNCTIONS.get(target)
+        return _function_table().get(target)
     except TypeError:  # unhashable target
         return None
 

@@ -47,7 +47,8 @@ CONCAT = "concat"        # output channels are the inputs' channels one after an
 FLATTEN = "flatten"      # channel c of [C, H, W] becomes features c*H*W .. (c+1)*H*W - 1
 GROUPED = "grouped"      # grouped conv, not depthwise: channel c reads only its own group; each group is pruned by
                          # its own choice, the same number from every group (channels.Grouping)
-SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c) (channel_shuffle)
+SHUFFLE = "shuffle"      # a fixed permutation of the channels: output c is input perm(c), the input's channels at
+                         # one place of every block tied (channel_shuffle, radix_softmax; OpDef.shuffle)
 SLICE = "slice"          # output channel c is input channel start + c; the other input channels are dropped
 MIXER = "mixer"          # makes new channels from all of its input's, as many as it reads (attention): a producer
                          # whose output channels are tied to its input's, position by position
@@ -377,6 +378,46 @@ def shuffle_permutation(channels: int, groups: int) -> list[int]:
     """``perm`` with output channel ``c`` of a ``channel_shuffle`` equal to input channel ``perm[c]``."""
     per = channels // groups
     return [g * per + i for i in range(per) for g in range(groups)]
+
+
+def shuffle_blocks(node: S.ChannelShuffle, width: int) -> tuple[int, list[int]]:
+    """A channel shuffle's tied blocks (its groups: a column of the ``[g, C/g]`` grid goes as a whole) and its
+    permutation."""
+    return node.groups, shuffle_permutation(width, node.groups)
+
+
+def no_shuffle(node, width: int) -> tuple[int, list[int]]:
+    return 1, list(range(width))
+
+
+# ---- split attention (radix_softmax) ---------------------------------------------------------------------------
+
+def radix_shape(node: S.RadixSoftmax, ins):
+    shape = need_ranks(ins, (1, 3), node.op)
+    blocks = node.radix * node.cardinality
+    if shape[0] % blocks:
+        bad("radix", f"radix={node.radix} times cardinality={node.cardinality} does not divide the {shape[0]} "
+                     f"channels")
+    return tuple(shape)
+
+
+def radix_permutation(channels: int, radix: int, cardinality: int) -> list[int]:
+    """``perm`` with output channel ``c`` of a ``radix_softmax`` equal to (the softmax at) input channel
+    ``perm[c]``: ``[cardinality, radix, i]`` in, ``[radix, cardinality, i]`` out.
+
+    >>> radix_permutation(8, 2, 2)
+    [0, 1, 4, 5, 2, 3, 6, 7]
+    """
+    per = channels // (radix * cardinality)
+    return [g * radix * per + r * per + i for r in range(radix) for g in range(cardinality) for i in range(per)]
+
+
+def radix_blocks(node: S.RadixSoftmax, width: int) -> tuple[int, list[int]]:
+    """The channels at one place of every ``[g, r]`` block are tied: a softmax over the radix reads them together,
+    and removing them from every cardinality group alike keeps the ``[cardinality, radix, i]`` layout. A sigmoid
+    (radix 1) ties nothing."""
+    blocks = node.radix * node.cardinality if node.radix > 1 else 1
+    return blocks, radix_permutation(width, node.radix, node.cardinality)
 
 
 # ---- sizes ----------------------------------------------------------------------------------------------------
@@ -1062,6 +1103,10 @@ class OpDef:
     #: ``norm_groups(node)``: a THROUGH op that normalises its channels in this many equal groups (group_norm): the
     #: channels at one position of every group are tied, so every group keeps the same size when channels go
     norm_groups: Callable[[Any], int] = no_norm_groups
+    #: ``shuffle(node, width)`` -> ``(blocks, perm)`` of a SHUFFLE op: its input's ``width`` channels split into
+    #: ``blocks`` equal blocks whose channels at one place are tied (they go together), and output channel ``c`` is
+    #: input channel ``perm[c]``
+    shuffle: Callable[[Any, int], tuple[int, list[int]]] = no_shuffle
     #: the built module returns a tuple whose first element is the output (``nn.LSTM``, ``nn.GRU``)
     tuple_output: bool = False
     #: the rank of input it needs (``None``: any)
@@ -1260,7 +1305,7 @@ DEFS: tuple[OpDef, ...] = (
           identity=always,   # eval mode
           python={EXTRA + ".StochasticDepth": lambda m: f"StochasticDepth({m.p!r}, {m.mode!r})"},
           imports=Imports(functions=("torchvision.ops.stochastic_depth",))),
-    OpDef(kind=S.ChannelShuffle, shape=shuffle_shape, channels=fixed(SHUFFLE), in_rank=3,
+    OpDef(kind=S.ChannelShuffle, shape=shuffle_shape, channels=fixed(SHUFFLE), in_rank=3, shuffle=shuffle_blocks,
           function=call(lambda T: T.extra.channel_shuffle, groups=lambda n: n.groups), nonneg=every,
           identity=shuffle_identity, imports=Imports(via="reshape to groups, transpose(1, 2), reshape back")),
     OpDef(kind=S.Slice, shape=slice_shape, channels=fixed(SLICE), nonneg=every,   # start/stop: see rules/draft.py
@@ -1337,6 +1382,14 @@ DEFS: tuple[OpDef, ...] = (
           function=call(lambda T: T.F.pad, pad=lambda n: list(n.padding), value=lambda n: n.value),
           nonneg=lambda n, flags: all(flags) and n.value >= 0, identity=lambda n, flags: not any(n.padding),
           imports=Imports(modules=("torch.nn.ConstantPad2d", "torch.nn.ZeroPad2d"), functions=(F_ + "pad", A_ + "pad.default", A_ + "constant_pad_nd.default"))),
+    # ---- split attention --------------------------------------------------------------------------------------
+    OpDef(kind=S.RadixSoftmax, shape=radix_shape, channels=fixed(SHUFFLE), shuffle=radix_blocks, nonneg=always,
+          shifts_zero=True,   # softmax(0) = 1/radix, sigmoid(0) = 0.5
+          function=call(lambda T: T.extra.radix_softmax, radix=lambda n: n.radix,
+                        cardinality=lambda n: n.cardinality), colour=ATTENTION_COLOUR,
+          imports=Imports(via="timm's RadixSoftmax (a view to [N, cardinality, radix, -1], transpose(1, 2), a "
+                              "softmax over dim 1, a reshape back) and a softmax over the radix axis of a [N, radix, "
+                              "C, H, W] view (SelectiveKernelAttn): archgraph.interop.split_attention")),
 )
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}

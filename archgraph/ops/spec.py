@@ -474,12 +474,28 @@ class Subsample(NodeSpec):
     offset: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
 
 
+# ---- split attention (ResNeSt's SplitAttn, SKNet's SelectiveKernel) -------------------------------------------
+
+class RadixSoftmax(NodeSpec):
+    """Split attention's softmax across the radix groups (timm's ``RadixSoftmax`` of ResNeSt; the softmax over the
+    paths of SKNet's ``SelectiveKernelAttn`` is ``cardinality`` 1). The ``C`` channels of a ``[C, H, W]`` or ``[F]``
+    input are read as ``[cardinality, radix, C / (cardinality * radix)]``; every channel is normalised by a softmax
+    over the ``radix`` channels at its place, and the output is laid out ``[radix, cardinality, C / (cardinality *
+    radix)]`` (the radix groups outermost, as the split convolution's output): output channel ``r * C/radix + g *
+    C/(radix * cardinality) + i`` is the softmax over ``r`` of input channels ``g * C/cardinality + r * C/(radix *
+    cardinality) + i``. With ``radix`` 1 it is a sigmoid (as timm's)."""
+    op: Literal["radix_softmax"] = "radix_softmax"
+    radix: PositiveInt
+    cardinality: PositiveInt = 1
+
+
 NODE_KINDS: tuple[type[NodeSpec], ...] = (
     Conv2d, Linear, BatchNorm2d, BatchNorm1d, LayerNorm, ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, Hardswish,
     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool, Flatten, Dropout, Add, Mul, Concat, Identity,
     Hardsigmoid, Scale, StochasticDepth, ChannelShuffle, Slice, Pad, RMSNorm, Embedding,
     PositionEmbedding, Attention, ToTokens, ClassToken, TokenPool, ConvTranspose2d, Upsample, LSTM, GRU,
     WindowAttention, Subsample, LeakyReLU, GroupNorm, GRN,
+    RadixSoftmax,
 )
 
 Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]

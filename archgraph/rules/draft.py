@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, SHUFFLE, SLICE, Channels, Slots, concat_slots,
-                        flatten_slots, producing_role, shuffled, tie_groups, tied_inputs)
+                        flatten_slots, permuted, producing_role, tie_groups, tied_inputs)
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS, channel_width
@@ -124,11 +124,12 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             s = flatten_slots(slots[node.inputs[0]], ins[0])
         elif role == SHUFFLE:
             first = slots[node.inputs[0]]
-            if first.width % node.groups:
-                raise fail(f"its {first.width} input channels would not split into groups={node.groups}; channels "
-                           "go a whole column of the shuffle at a time", nid)
-            tie_groups(uf, first, node.groups)
-            s = shuffled(first, node.groups)
+            blocks, perm = OPS[node.op].shuffle(node, first.width)
+            if first.width % blocks:
+                raise fail(f"its {first.width} input channels would not split into its {blocks} blocks; channels "
+                           "go at the same place of every block", nid)
+            tie_groups(uf, first, blocks)
+            s = permuted(first, perm)
         elif role == SLICE:
             node, s = _slice(node, was, ch, slots, nid, fail)
         else:
