@@ -5,8 +5,10 @@ sample) imported (``import_ok`` in ``benchmarks/results/zoo.json`` and ``timm_zo
 again the same way (random weights, norms randomised, torchvision and timm with 10 classes at the input size the
 coverage run used), imported with ``archgraph.from_module`` (``hf.from_model`` for Hugging Face), and written with
 ``archgraph.export_onnx`` (opset 17, batch axis dynamic), whose own check compares onnxruntime with PyTorch on a
-random batch of 2 in float32: ok when the largest difference is at most 1e-4 x max(1, max |y|) (the function raises
-otherwise). The ONNX files go to a temporary folder and are removed.
+random batch of 2 in float32: ok when the largest difference is at most 1e-4 x max(1, max |y|). Where the model with
+randomised norms is ill-conditioned in float32 (PyTorch's own float32 output already differs from float64 by more
+than that), the model with the weights its library initialises is exported and checked instead, and the row says
+so. The ONNX files go to a temporary folder and are removed.
 
     python benchmarks/onnx_zoo.py                           # -> benchmarks/results/onnx_zoo.md/.json
     python benchmarks/onnx_zoo.py --models resnet18,timm:resnet26 --out /tmp/onnx_check
@@ -51,8 +53,9 @@ def imported(limit_to: set[str] | None) -> list[tuple[str, str, int]]:
     return found
 
 
-def convert(zoo: str, name: str, size: int):
-    """(graph, weights) of the model, built as its coverage run built it."""
+def convert(zoo: str, name: str, size: int, randomise: bool = True):
+    """(graph, weights) of the model, built as its coverage run built it (``randomise=False``: with the weights
+    its library initialises, norms left as they are)."""
     if zoo == "hf":
         from archgraph.interop import hf
         model, _, _ = hf_model(name)
@@ -61,7 +64,8 @@ def convert(zoo: str, name: str, size: int):
         model = torchvision_model(name, num_classes=CLASSES)
     else:
         model, size = create(name, size)
-    randomize_normalization(model)
+    if randomise:
+        randomize_normalization(model)
     return from_module(model.eval(), input_shape=(3, size, size), name=name)
 
 
@@ -87,12 +91,22 @@ def bench(zoo: str, name: str, size: int, limit: int, folder: Path) -> dict:
         return row
     finally:
         path.unlink(missing_ok=True)
-    allowed = ATOL * max(1.0, row["scale"])
-    row["ok"] = row["onnx_error"] <= allowed or row["onnx_error"] <= 2 * row["torch32_error"]
-    row["within"] = "1e-4" if row["onnx_error"] <= allowed else ("float32 noise" if row["ok"] else "")
+    row["ok"] = row["onnx_error"] <= ATOL * max(1.0, row["scale"])
+    row["within"] = "1e-4" if row["ok"] else ""
     if not row["ok"]:
         row["error"] = (f"onnxruntime differs from PyTorch by {row['onnx_error']:.3g} (outputs up to "
                         f"{row['scale']:.3g}; PyTorch's own float32 error {row['torch32_error']:.3g})")
+        if row["torch32_error"] > ATOL * max(1.0, row["scale"]):   # ill-conditioned: try the library's weights
+            try:
+                with time_limit(limit):
+                    torch.manual_seed(0)
+                    graph, weights = convert(zoo, name, size, randomise=False)
+                    row["default_init_error"] = export_onnx(graph, weights, path)  # raises over 1e-4
+                row.update(ok=True, within="default init")
+            except Exception as err:
+                row["error"] += f"; with the library's own initialisation: {short(err, 160)}"
+            finally:
+                path.unlink(missing_ok=True)
     return row
 
 
@@ -114,17 +128,18 @@ def tables(rows: list[dict], limit: int) -> str:
     out = ["ONNX export of every model the coverage runs imported (`python benchmarks/onnx_zoo.py`): "
            "`archgraph.export_onnx`, opset 17, onnxruntime against PyTorch in float32 on a random batch of 2, ok at "
            f"<= 1e-4 x max(1, max |y|); time limit {limit}s per model.", "",
-           "| zoo | imported | exported and matched | of them only within float32 noise | failed |",
+           "| zoo | imported | exported and matched | of them at the library's initialisation | failed |",
            "|---|---:|---:|---:|---:|"]
     for zoo in ("torchvision", "hf", "timm"):
         mine = [r for r in rows if r["zoo"] == zoo]
         if mine:
             ok = sum(r["ok"] for r in mine)
-            noisy = sum(r.get("within") == "float32 noise" for r in mine)
+            noisy = sum(r.get("within") == "default init" for r in mine)
             out.append(f"| {zoo} | {len(mine)} | {ok} | {noisy} | {len(mine) - ok} |")
-    out += ["", "Within float32 noise: onnxruntime's difference is over 1e-4 x max(1, max |y|) but at most twice "
-                "PyTorch's own float32 error against float64 on the same batch (random weights and randomised norms "
-                "make some deep models ill-conditioned: their outputs reach 1e5-1e6)."]
+    out += ["", "At the library's initialisation: with randomised norms the model is ill-conditioned in float32 "
+                "(PyTorch's own float32 output differs from its float64 one by more than 1e-4 x max(1, max |y|), "
+                "outputs reaching 1e3-1e6), so onnxruntime cannot match it to 1e-4 either; the same model with the "
+                "weights timm or torchvision initialises is exported again and matches within 1e-4."]
     failed = [r for r in rows if not r["ok"]]
     if failed:
         out += ["", "Failures:", "", "| zoo | model | error |", "|---|---|---|"]
@@ -138,7 +153,7 @@ def tables(rows: list[dict], limit: int) -> str:
     for r in rows:
         cells = [f"{r[k]:.1e}" if k in r else "-" for k in ("onnx_error", "scale", "torch32_error")]
         secs = f"{r['seconds']:.1f}" if "seconds" in r else "-"
-        ok = ("yes" if r.get("within") != "float32 noise" else "noise") if r["ok"] else "no"
+        ok = ("yes" if r.get("within") != "default init" else "at init") if r["ok"] else "no"
         out.append(f"| {r['zoo']} | {r['model']} | {r['size']} | {ok} | {' | '.join(cells)} | {secs} |")
     return "\n".join(out) + "\n"
 
