@@ -28,6 +28,7 @@ import contextlib
 import copy
 import json
 import random
+import re
 import signal
 import sys
 import time
@@ -309,6 +310,12 @@ def passed_over(md: Path) -> int:
     return 0
 
 
+def earlier_limit(md: Path, default: int) -> int:
+    """The time limit an earlier run's tables state (``default`` if they do not)."""
+    found = re.search(r"time limit (\d+)s per step", md.read_text()) if md.exists() else None
+    return int(found.group(1)) if found else default
+
+
 def error_cell(row: dict) -> str:
     """A table cell with a row's import error and each tool's pruning error (shortened, no '|')."""
     errs = [row.get("error", "")] + [f"{k.upper()}: {row[k]['error']}" for k in ("ag", "tp")
@@ -369,10 +376,11 @@ def main(argv=None) -> int:
         rows = merge_rows(json.loads(Path(args.update).read_text()), rows)
         args.out = args.out or str(Path(args.update).with_suffix(""))
         large = ["?"] * passed_over(Path(args.update).with_suffix(".md"))
+        rerun_limit, args.limit = args.limit, earlier_limit(Path(args.update).with_suffix(".md"), args.limit)
     text = tables(rows, args, large)
     if args.update:
-        text = (f"Rows of an earlier run, with those of {', '.join(names)} replaced by a rerun (`--update`).\n\n"
-                + text)
+        text = (f"Rows of an earlier run, with those of {', '.join(names)} replaced by a rerun (`--update`, time "
+                f"limit {rerun_limit}s per step).\n\n" + text)
     out = Path(args.out) if args.out else (Path("benchmarks/results/timm_zoo") if not args.models else None)
     write_tables(out, text, rows)
     return 0

@@ -429,7 +429,8 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
                        f"{c['tp_prune']}/{c['tried']} | {c['skipped']} | {c['not_run']} |")
         timm_tried = [r for r in families[1][1] if r.get("status") == "tried"]
         if timm_tried:
-            out += ["", "timm: " + family_table(timm_tried)[0] + " Per family: benchmarks/results/timm_zoo.md."]
+            line = family_table(timm_tried)[0]
+            out += ["", f"timm: {line[0].lower()}{line[1:]} Per family: benchmarks/results/timm_zoo.md."]
     if heads:
         out += ["", "Head pruning at 50% (archgraph: archgraph.prune(..., ratio=0.5, heads=True); Torch-Pruning: its "
                     "examples' settings, see the script's docstring). Params: sum(p.numel()); MACs: Torch-Pruning's "
