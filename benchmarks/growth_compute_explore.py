@@ -39,26 +39,17 @@ WIDEN4 = [WIDEN[0], *({"rule": "add_heads", "args": {"node": f"b{i}_attn", "coun
             for n in ("b0_fc", "b1_fc1", "b2_fc1", "b3_fc1"))]   # the stream, heads and MLPs of all four blocks
 
 
-VARIANTS = {
-    # depth first: three narrow blocks, then every block widened
-    "d200_w500": [{"step": 200, "rules": [block(1), block(2), block(3)]}, {"step": 500, "rules": WIDEN4}],
+VARIANTS = {   # the seven tried, in this order (growth_compute_variants.json, "explored"); w200_d300 is shipped
     "w200_d700": [{"step": 200, "rules": WIDEN}, {"step": 700, "rules": [block(1), block(2), block(3)]}],
-    "w200_d500x1_d1000x2": [{"step": 200, "rules": WIDEN}, {"step": 500, "rules": [block(1)]},
-                            {"step": 1000, "rules": [block(2), block(3)]}],
     "w200_d400x1_d800x2": [{"step": 200, "rules": WIDEN}, {"step": 400, "rules": [block(1)]},
-                           {"step": 800, "rules": [block(2), block(3)]}],
-    "w200_d400x1_d700x1_d1000x1": [{"step": 200, "rules": WIDEN}, {"step": 400, "rules": [block(1)]},
-                                   {"step": 700, "rules": [block(2)]}, {"step": 1000, "rules": [block(3)]}],
-    "w200_d300": [{"step": 200, "rules": WIDEN}, {"step": 300, "rules": [block(1), block(2), block(3)]}],
-    "w100_d300": [{"step": 100, "rules": WIDEN}, {"step": 300, "rules": [block(1), block(2), block(3)]}],
-    "w200_d400": [{"step": 200, "rules": WIDEN}, {"step": 400, "rules": [block(1), block(2), block(3)]}],
-    "w200_d600": [{"step": 200, "rules": WIDEN}, {"step": 600, "rules": [block(1), block(2), block(3)]}],
-    "w200_d500x1_d800x2": [{"step": 200, "rules": WIDEN}, {"step": 500, "rules": [block(1)]},
                            {"step": 800, "rules": [block(2), block(3)]}],
     "w200_d300x1_d600x2": [{"step": 200, "rules": WIDEN}, {"step": 300, "rules": [block(1)]},
                            {"step": 600, "rules": [block(2), block(3)]}],
-    "w100_d500x1_d800x2": [{"step": 100, "rules": WIDEN}, {"step": 500, "rules": [block(1)]},
-                           {"step": 800, "rules": [block(2), block(3)]}],
+    "w200_d400": [{"step": 200, "rules": WIDEN}, {"step": 400, "rules": [block(1), block(2), block(3)]}],
+    # depth first: three narrow blocks, then every block widened
+    "d200_w500": [{"step": 200, "rules": [block(1), block(2), block(3)]}, {"step": 500, "rules": WIDEN4}],
+    "w200_d300": [{"step": 200, "rules": WIDEN}, {"step": 300, "rules": [block(1), block(2), block(3)]}],
+    "w100_d300": [{"step": 100, "rules": WIDEN}, {"step": 300, "rules": [block(1), block(2), block(3)]}],
 }
 
 
