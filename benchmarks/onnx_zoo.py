@@ -65,7 +65,7 @@ def convert(zoo: str, name: str, size: int, randomise: bool = True):
     else:
         model, size = create(name, size)
     if randomise:
-        randomize_normalization(model)
+        randomize_normalization(model, zeros=zoo == "torchvision")   # torchvision's ViTs start with zero heads
     return from_module(model.eval(), input_shape=(3, size, size), name=name)
 
 

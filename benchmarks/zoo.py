@@ -3,7 +3,8 @@
 (a) Coverage, per family, for both tools (random weights; nothing is downloaded):
 
   torchvision: every classification model of ``torchvision.models.list_models(module=torchvision.models)``, built
-               with ``num_classes=10`` and run at the first of --sizes (64, 96, 128, 224 px) it runs at; models over
+               with ``num_classes=10`` (norms randomised, and parameters left at zero, a fresh ViT's class token,
+               attention biases and head, given small random values) and run at the first of --sizes (64, 96, 128, 224 px) it runs at; models over
                --max-params are skipped and listed. archgraph: ``from_module`` (exact in float64 against the model),
                then ``archgraph.prune(ratio=0.5, criterion="l2")``; Torch-Pruning: ``MetaPruner(MagnitudeImportance(
                p=2), pruning_ratio=0.5, ignored_layers=[classifier])`` (and ``num_heads`` of every
@@ -133,7 +134,7 @@ def torchvision_row(name: str, sizes, limit: int, max_params: float) -> dict:
     row: dict = {"model": name}
     try:
         with time_limit(limit):
-            model = randomize_normalization(torchvision_model(name, num_classes=CLASSES))
+            model = randomize_normalization(torchvision_model(name, num_classes=CLASSES), zeros=True)
             row["params"] = sum(p.numel() for p in model.parameters())
             if row["params"] > max_params:
                 row.update(status="skipped", error=f"{row['params'] / 1e6:.0f}M params > {max_params / 1e6:.0f}M")

@@ -340,3 +340,44 @@ def test_cli_export_with_a_dynamic_height_and_width(tmp_path, capsys):
     assert "at twice its height and width" in capsys.readouterr().out
     assert main(["export", "examples/seeds/vit_tiny.yaml", "--weights", str(tmp_path / "w.safetensors"),
                  "--onnx", str(tmp_path / "v.onnx"), "--dynamic-hw"]) == 2
+
+
+def test_onnx_with_external_data_writes_the_weights_beside_the_model_and_runs(tmp_path, monkeypatch):
+    """A model over ONNX's 2 GiB needs its weights in a side file; forced here on a small graph (and by lowering the
+    automatic threshold), the two files appear only after the checks, and onnxruntime runs the pair."""
+    import onnx
+    import onnxruntime as ort
+    from archgraph.interop import export as export_module
+
+    graph = archgraph.load("examples/seeds/tiny_cnn.yaml")
+    weights = randomize_normalization(build(graph)).state_dict()
+    error = export_onnx(graph, weights, tmp_path / "out" / "tiny.onnx", external_data=True)
+    assert error < 1e-4
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tiny.onnx", "tiny.onnx.data"]
+    model = onnx.load(str(tmp_path / "out" / "tiny.onnx"), load_external_data=False)
+    assert model.graph.initializer and all(t.data_location == onnx.TensorProto.EXTERNAL
+                                           for t in model.graph.initializer)
+    (name, shape), = graph.inputs.items()
+    x = torch.randn(3, *shape)
+    session = ort.InferenceSession(str(tmp_path / "out" / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    module = build(graph)
+    archgraph.fx.weights.load_into(module, weights)
+    with torch.no_grad():
+        want = module.eval()(x)
+    got = torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    assert (got - want).abs().max() < 1e-4 * max(1.0, want.abs().max().item())
+
+    monkeypatch.setattr(export_module, "EXTERNAL_DATA_BYTES", 16)   # automatic: weights over the limit
+    export_onnx(graph, weights, tmp_path / "auto.onnx")
+    assert (tmp_path / "auto.onnx.data").is_file()
+    monkeypatch.setattr(export_module, "EXTERNAL_DATA_BYTES", 10 ** 12)
+    export_onnx(graph, weights, tmp_path / "inline.onnx")
+    assert not (tmp_path / "inline.onnx.data").exists()
+
+
+def test_onnx_with_external_data_writes_nothing_when_the_check_fails(tmp_path):
+    graph = archgraph.load("examples/seeds/tiny_cnn.yaml")
+    weights = randomize_normalization(build(graph)).state_dict()
+    with pytest.raises(ConversionError, match="differs"):
+        export_onnx(graph, weights, tmp_path / "tiny.onnx", external_data=True, atol=-1.0)
+    assert list(tmp_path.iterdir()) == []

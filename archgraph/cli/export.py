@@ -1,6 +1,9 @@
 """archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py]"""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import archgraph
 from archgraph.errors import ConfigError
 
@@ -15,7 +18,8 @@ def register(sub) -> None:
                             "nn.Module that needs only torch and whose state_dict keys are <node_id>.<param>.")
     graph_argument(p, "the graph file to export")
     weights_argument(p, "weights (needed for --onnx; checked for --python)")
-    p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file (weights over 1.75 GiB go to OUT.onnx.data "
+                                                      "beside it: ONNX's external data)")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--dynamic-hw", action="store_true",
@@ -41,9 +45,12 @@ def run(args) -> int:
             check_weights(build(graph), weights, args.weights)
     if args.onnx:
         from archgraph.interop.export import export_onnx
+        started = time.time() - 1
         error = export_onnx(graph, weights, args.onnx, opset=args.opset, dynamic_hw=args.dynamic_hw)
         sizes = " at its size and at twice its height and width" if args.dynamic_hw else ""
-        print(f"wrote {args.onnx} (onnxruntime matches PyTorch{sizes}: max abs difference {error:.2e})")
+        side = Path(f"{args.onnx}.data")
+        also = f" and its weights {side}" if side.is_file() and side.stat().st_mtime >= started else ""
+        print(f"wrote {args.onnx}{also} (onnxruntime matches PyTorch{sizes}: max abs difference {error:.2e})")
     if args.python:
         from archgraph.interop.export import export_python
         export_python(graph, args.python)

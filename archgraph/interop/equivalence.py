@@ -16,10 +16,12 @@ from torch import nn
 from ..compat import import_timm, import_torchvision
 
 
-def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
+def randomize_normalization(module: nn.Module, seed: int = 0, zeros: bool = False) -> nn.Module:
     """Give the 1-D weights (norm and scale weights, running variances) values in [0.5, 1.5), the biases and
     running means N(0, 0.1) values and relative position bias tables (Swin, MaxViT) N(0, 1) values, in place;
-    returns ``module``.
+    returns ``module``. ``zeros``: also give every parameter that is still all zero N(0, 0.02) values (a fresh
+    torchvision ViT's class token, attention input biases and head are zeros, which makes its output a constant
+    and any comparison of outputs vacuous).
 
     >>> import torch
     >>> bn = randomize_normalization(torch.nn.BatchNorm2d(4))
@@ -38,6 +40,10 @@ def randomize_normalization(module: nn.Module, seed: int = 0) -> nn.Module:
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
             elif leaf == "relative_position_bias_table":   # Swin's and MaxViT's, near zero when fresh
                 t.copy_(torch.randn(t.shape, generator=gen))
+        if zeros:
+            for t in module.parameters():
+                if t.is_floating_point() and t.numel() and not t.any():
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.02)
     return module
 
 

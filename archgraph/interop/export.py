@@ -9,13 +9,16 @@ only torch: one attribute per node that holds weights, named by node id, so its 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import io
 import math
 import operator
 import os
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
@@ -35,8 +38,13 @@ from ..ops.registry import OPS
 PathLike = Union[str, os.PathLike]
 
 
+#: Weights above this many bytes go to a side file (``<name>.data``): one ONNX protobuf holds at most 2 GiB.
+EXTERNAL_DATA_BYTES = int(1.75 * 2 ** 30)
+
+
 def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLike, *, opset: int = 17,
-                check: bool = True, atol: float = 1e-4, seed: int = 0, dynamic_hw: bool = False) -> Optional[float]:
+                check: bool = True, atol: float = 1e-4, seed: int = 0, dynamic_hw: bool = False,
+                external_data: Optional[bool] = None) -> Optional[float]:
     """Write ``graph`` with ``weights`` as an ONNX file (batch axis dynamic) and return the largest absolute
     difference between onnxruntime's and PyTorch's outputs on a random batch of 2 (``None`` with ``check=False``).
     Raises :class:`~archgraph.errors.ConversionError` when the difference exceeds ``atol`` times the largest
@@ -49,50 +57,88 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     onnxruntime must match PyTorch at both sizes (an op the exporter writes with the size as a constant fails that
     check). Otherwise it raises :class:`~archgraph.errors.ConversionError` saying why, and writes nothing.
 
+    ``external_data``: write the weights to ``<path>.data`` beside the model (ONNX's external data, one file), as
+    a model over 2 GiB needs; ``None`` (default) does so when the weights exceed :data:`EXTERNAL_DATA_BYTES`.
+    Either way the files appear only once the checks pass.
+
     >>> import archgraph
     >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")                         # doctest: +SKIP
     >>> w = archgraph.build(g).state_dict()                                        # doctest: +SKIP
     >>> archgraph.export_onnx(g, w, "/tmp/tiny.onnx") < 1e-4                       # doctest: +SKIP
     True
     """
-    import onnx
-
     module = build(graph)
     load_into(module, weights)
     module.eval()
     _exportable_pooling(module)
     example = _example_inputs(graph, seed)
-    names_in, names_out = list(graph.inputs), list(graph.outputs)
     probe = _twice_the_size(graph, weights) if dynamic_hw else None
     axes = _dynamic_axes(graph, probe[0] if probe else None)
-    buffer = io.BytesIO()
+    if external_data is None:
+        external_data = sum(t.numel() * t.element_size() for t in module.state_dict().values()) > EXTERNAL_DATA_BYTES
+    export = functools.partial(_torch_export, module, example, graph, axes, opset, dynamic_hw)
+    if not external_data:
+        buffer = io.BytesIO()
+        export(buffer)
+        data = buffer.getvalue()
+        _onnx_check(data)
+        error = _compare(data, module, example, probe, graph, atol, seed, path) if check else None
+        atomic_write_bytes(path, data)
+        return error
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        raw, staged = Path(tmp) / "raw" / "model.onnx", Path(tmp) / path.name
+        raw.parent.mkdir()
+        export(str(raw))                        # the exporter writes one side file per tensor beside raw
+        _onnx_check(str(raw))
+        import onnx
+        onnx.save_model(onnx.load(str(raw)), str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data", size_threshold=0)
+        error = _compare(staged, module, example, probe, graph, atol, seed, path) if check else None
+        os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
+        os.replace(staged, path)
+    return error
+
+
+def _torch_export(module: nn.Module, example: tuple, graph: Graph, axes: dict, opset: int, dynamic_hw: bool,
+                  target) -> None:
+    """``torch.onnx.export`` of ``module`` into ``target`` (a buffer or a file path), its failure as one line."""
     try:
         with warnings.catch_warnings(), _quiet_stdout():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy" TorchScript exporter: needs no onnxscript
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as constants: the batch is dynamic
-            torch.onnx.export(module, example, buffer, dynamo=False, opset_version=opset, input_names=names_in,
-                              output_names=names_out, dynamic_axes=axes)
+            torch.onnx.export(module, example, target, dynamo=False, opset_version=opset,
+                              input_names=list(graph.inputs), output_names=list(graph.outputs), dynamic_axes=axes)
     except Exception as err:  # the exporter raises many kinds of errors for an op it cannot express
         # its messages can end with hundreds of lines of TorchScript graph: the first line says what failed
         lines = str(err).strip().splitlines()
         first = lines[0].split(" [Caused by ")[0] if lines else ""
         dynamic = " with a dynamic height and width (export without them)" if dynamic_hw else ""
         raise ConversionError(f"torch.onnx.export failed{dynamic}: {type(err).__name__}: {first}") from None
-    data = buffer.getvalue()
+
+
+def _onnx_check(model: Union[bytes, str]) -> None:
+    """``onnx.checker`` on the exported bytes (or, with external data, the model file's path)."""
+    import onnx
     try:
-        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+        onnx.checker.check_model(onnx.load_from_string(model) if isinstance(model, bytes) else model,
+                                 full_check=True)
     except Exception as err:
         raise ConversionError(f"the exported ONNX model does not pass onnx.checker: {err}") from None
-    if not check:
-        atomic_write_bytes(path, data)
-        return None
-    error, scale = onnx_compare(data, module, example)
+
+
+def _compare(model: Union[bytes, Path], module: nn.Module, example: tuple, probe, graph: Graph, atol: float,
+             seed: int, path: PathLike) -> float:
+    """onnxruntime against PyTorch at the graph's size (and with ``probe``, the graph at twice it): the largest
+    difference, or a ConversionError over ``atol`` x max(1, max |y|)."""
+    error, scale = onnx_compare(model, module, example)
     if error > atol * max(1.0, scale):
         raise ConversionError(f"onnxruntime's output differs from PyTorch's by {error:.3g} (outputs up to "
                               f"{scale:.3g}; allowed {atol:g} x max(1, that))", file=str(path))
     if probe is not None:
         big, big_module = probe
-        big_error, big_scale = onnx_compare(data, big_module, _example_inputs(big, seed))
+        big_error, big_scale = onnx_compare(model, big_module, _example_inputs(big, seed))
         if big_error > atol * max(1.0, big_scale):
             raise ConversionError(
                 f"the graph does not allow a dynamic height and width: exported with them dynamic, onnxruntime "
@@ -100,7 +146,6 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
                 f"an op was written with the size of {_sizes(graph)} as a constant (adaptive pooling to a size "
                 f"above 1 is one); export without dynamic height and width", file=str(path))
         error = max(error, big_error)
-    atomic_write_bytes(path, data)
     return error
 
 
