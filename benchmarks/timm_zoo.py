@@ -275,30 +275,39 @@ def tables(rows: list[dict], args, large: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def family_table(tried: list[dict]) -> list[str]:
-    """Per family: the models tried and how many each tool pruned, the families where Torch-Pruning prunes more
-    first (then by name)."""
+def family_counts(tried: list[dict]) -> dict[str, tuple[int, int, int]]:
+    """Per family: (models tried, pruned by archgraph, pruned by Torch-Pruning)."""
     counts: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
     for r in tried:
         c = counts[r["family"]]
         c[0] += 1
         c[1] += bool(r.get("ag", {}).get("ok"))
         c[2] += bool(r.get("tp", {}).get("ok"))
-    behind = sorted(f for f, (_, ag, tp) in counts.items() if tp > ag)
-    lines = [f"Families where Torch-Pruning prunes more models than archgraph: {', '.join(behind) or 'none'} "
-             f"(of {len(counts)}).", "", "| family | tried | archgraph pruned | Torch-Pruning pruned |",
-             "|---|---:|---:|---:|"]
-    for f in behind + sorted(set(counts) - set(behind)):
-        n, ag, tp = counts[f]
-        lines.append(f"| {f} | {n} | {ag} | {tp} |")
-    return lines
+    return {f: tuple(c) for f, c in counts.items()}
 
 
-def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
-    """``old`` with each row of ``new`` in the place of the row of the same model (appended when it is new)."""
-    fresh = {r["model"]: r for r in new}
-    merged = [fresh.pop(r["model"], r) for r in old]
-    return merged + [r for r in new if r["model"] in fresh]
+def behind(counts: dict[str, tuple[int, int, int]]) -> str:
+    """The sentence naming the families where Torch-Pruning prunes more models than archgraph."""
+    names = sorted(f for f, (_, ag, tp) in counts.items() if tp > ag)
+    return f"families where Torch-Pruning prunes more models than archgraph: {', '.join(names) or 'none'} " \
+           f"(of {len(counts)})."
+
+
+def family_table(tried: list[dict]) -> list[str]:
+    """Per family: the models tried and how many each tool pruned, the families where Torch-Pruning prunes more
+    first (then by name)."""
+    counts = family_counts(tried)
+    sentence = behind(counts)
+    order = sorted(counts, key=lambda f: (counts[f][2] <= counts[f][1], f))
+    return [sentence[0].upper() + sentence[1:], "", "| family | tried | archgraph pruned | Torch-Pruning pruned |",
+            "|---|---:|---:|---:|", *(f"| {f} | {' | '.join(map(str, counts[f]))} |" for f in order)]
+
+
+def merge_rows(old: list[dict], new: list[dict], key=lambda r: r["model"]) -> list[dict]:
+    """``old`` with each row of ``new`` in the place of the row of the same ``key`` (appended when it is new)."""
+    fresh = {key(r): r for r in new}
+    merged = [fresh.pop(key(r), r) for r in old]
+    return merged + [r for r in new if key(r) in fresh]
 
 
 def passed_over(md: Path) -> int:

@@ -4,8 +4,8 @@
 
   torchvision: every classification model of ``torchvision.models.list_models(module=torchvision.models)``, built
                with ``num_classes=10`` (norms randomised, and parameters left at zero, a fresh ViT's class token,
-               attention biases and head, given small random values) and run at the first of --sizes (64, 96, 128, 224 px) it runs at; models over
-               --max-params are skipped and listed. archgraph: ``from_module`` (exact in float64 against the model),
+               attention biases and head, given small random values) and run at the first of --sizes (64, 96,
+               128, 224 px) it runs at; models over --max-params are skipped and listed. archgraph: ``from_module`` (exact in float64 against the model),
                then ``archgraph.prune(ratio=0.5, criterion="l2")``; Torch-Pruning: ``MetaPruner(MagnitudeImportance(
                p=2), pruning_ratio=0.5, ignored_layers=[classifier])`` (and ``num_heads`` of every
                ``nn.MultiheadAttention``, as its torchvision example rounds ViT channels to heads); each is ok when
@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import archgraph  # noqa: E402
 from run_rows import write_tables  # noqa: E402
-from timm_zoo import error_cell, family_table, short, time_limit  # noqa: E402
+from timm_zoo import behind, error_cell, family_counts, short, time_limit  # noqa: E402
 from archgraph.compat import import_torchvision, import_transformers  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
@@ -430,8 +430,7 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
                        f"{c['tp_prune']}/{c['tried']} | {c['skipped']} | {c['not_run']} |")
         timm_tried = [r for r in families[1][1] if r.get("status") == "tried"]
         if timm_tried:
-            line = family_table(timm_tried)[0]
-            out += ["", f"timm: {line[0].lower()}{line[1:]} Per family: benchmarks/results/timm_zoo.md."]
+            out += ["", f"timm: {behind(family_counts(timm_tried))} Per family: benchmarks/results/timm_zoo.md."]
     if heads:
         out += ["", "Head pruning at 50% (archgraph: archgraph.prune(..., ratio=0.5, heads=True); Torch-Pruning: its "
                     "examples' settings, see the script's docstring). Params: sum(p.numel()); MACs: Torch-Pruning's "

@@ -1,9 +1,6 @@
 """archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py]"""
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import archgraph
 from archgraph.errors import ConfigError
 
@@ -44,12 +41,10 @@ def run(args) -> int:
         with torch.device("meta"):
             check_weights(build(graph), weights, args.weights)
     if args.onnx:
-        from archgraph.interop.export import export_onnx
-        started = time.time() - 1
+        from archgraph.interop.export import export_onnx, needs_external_data
         error = export_onnx(graph, weights, args.onnx, opset=args.opset, dynamic_hw=args.dynamic_hw)
         sizes = " at its size and at twice its height and width" if args.dynamic_hw else ""
-        side = Path(f"{args.onnx}.data")
-        also = f" and its weights {side}" if side.is_file() and side.stat().st_mtime >= started else ""
+        also = f" and its weights {args.onnx}.data" if needs_external_data(weights) else ""
         print(f"wrote {args.onnx}{also} (onnxruntime matches PyTorch{sizes}: max abs difference {error:.2e})")
     if args.python:
         from archgraph.interop.export import export_python

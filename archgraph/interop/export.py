@@ -75,7 +75,7 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     probe = _twice_the_size(graph, weights) if dynamic_hw else None
     axes = _dynamic_axes(graph, probe[0] if probe else None)
     if external_data is None:
-        external_data = sum(t.numel() * t.element_size() for t in module.state_dict().values()) > EXTERNAL_DATA_BYTES
+        external_data = needs_external_data(weights)
     export = functools.partial(_torch_export, module, example, graph, axes, opset, dynamic_hw)
     if not external_data:
         buffer = io.BytesIO()
@@ -99,6 +99,12 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
         os.replace(Path(tmp) / f"{path.name}.data", path.parent / f"{path.name}.data")
         os.replace(staged, path)
     return error
+
+
+def needs_external_data(weights: Mapping[str, torch.Tensor]) -> bool:
+    """Whether :func:`export_onnx` (``external_data=None``) writes ``weights`` to a side file: over
+    :data:`EXTERNAL_DATA_BYTES`."""
+    return sum(t.numel() * t.element_size() for t in weights.values()) > EXTERNAL_DATA_BYTES
 
 
 def _torch_export(module: nn.Module, example: tuple, graph: Graph, axes: dict, opset: int, dynamic_hw: bool,
