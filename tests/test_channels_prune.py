@@ -159,6 +159,42 @@ outputs: [fc]
     assert tuple(w2["g.weight"].shape) == (2, 1, 1, 1)
 
 
+def test_spaces_sharing_a_grouped_convs_groups_prune_in_one_rule_that_replays():
+    """concat(a, b) -> grouped conv (groups=2): group 0 is a's channels, group 1 b's, so neither space can lose a
+    channel alone; prune_rules joins them in one prune_channels (``also``), which applies, encodes and parses back."""
+    g = archgraph.loads("""
+archgraph: 1
+inputs: {x: [3, 6, 6]}
+nodes:
+  a: {op: conv2d, in: x, out_channels: 4, kernel_size: 1}
+  b: {op: conv2d, in: x, out_channels: 4, kernel_size: 1}
+  cat: {op: concat, in: [a, b]}
+  g: {op: conv2d, in: cat, out_channels: 4, kernel_size: 1, groups: 2}
+  p: {op: global_avg_pool, in: g}
+  fc: {op: linear, in: p, out_features: 2}
+outputs: [fc]
+""")
+    state = archgraph.build(g).state_dict()
+    found = prune_rules(g, state, ratio=0.5)
+    joint = [r for r in found if r.also]
+    assert len(joint) == 1 and {joint[0].node, *dict(joint[0].also)} == {"a", "b"}
+    alone = rules.PruneChannels(node=joint[0].node, indices=joint[0].indices)
+    with pytest.raises(archgraph.RuleError, match="grouped conv 'g'"):
+        archgraph.apply(g, alone)
+    step = g
+    for r in found:
+        step = archgraph.apply(step, r).graph
+    g2, _ = archgraph.prune(g, state, ratio=0.5)
+    assert step == g2 and [g2.nodes[n].out_channels for n in "abg"] == [2, 2, 2] and g2.nodes["g"].groups == 2
+    assert rules.decode(rules.encode(joint[0])) == joint[0]
+    text = ";".join(f"{n}:{','.join(map(str, i))}" for n, i in joint[0].also)
+    typed = rules.parse("prune_channels", {"node": joint[0].node, "indices": ",".join(map(str, joint[0].indices)),
+                                           "also": text})
+    assert typed == joint[0]
+    with pytest.raises(archgraph.RuleError, match="also"):
+        rules.parse("prune_channels", {"node": "a", "indices": "0", "also": "b"})
+
+
 def test_prune_refuses_bad_ratio_and_criterion():
     g = seed("mlp")
     w = archgraph.build(g).state_dict()

@@ -50,7 +50,8 @@ def run(args) -> int:
     if rules and not args.quiet:
         print("the pruned channels, as rules for 'archgraph apply':")
         for r in rules:
-            print(f"  {r.name} node={r.node} indices={','.join(map(str, r.indices))}")
+            also = ";".join(f"{n}:{','.join(map(str, i))}" for n, i in getattr(r, "also", ()))
+            print(f"  {r.name} node={r.node} indices={','.join(map(str, r.indices))}" + (f" also={also}" if also else ""))
     what = "channel group(s) and attention node(s)" if args.heads else "channel group(s)"
     print(f"pruned {len(rules)} {what} by {args.criterion}: {graph.params:,} -> {new_graph.params:,} "
           f"params, {graph.macs:,} -> {new_graph.macs:,} MACs")

@@ -29,7 +29,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from ..channels import Channels, analyse
+from ..channels import Channels, Space, analyse
 from ..errors import ConfigError
 from ..graph import Graph
 from ..ops.registry import OPS
@@ -150,12 +150,37 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
             spaces.append(space)
     _keep_one_per_value(ch, removed, scores)
     _balance_groups(ch, removed, scores)
-    out = []
+    chosen = {}
     for space in spaces:
         indices = tuple(i for i, c in enumerate(space.classes) if c in removed)
         if indices:
-            out.append(PruneChannels(node=space.node, indices=indices))
-    return out
+            chosen[space.node] = (space, indices)
+    return [PruneChannels(node=nodes[0], indices=chosen[nodes[0]][1],
+                          also=tuple((n, chosen[n][1]) for n in nodes[1:]))
+            for nodes in _apart(ch, {n: space for n, (space, _) in chosen.items()})]
+
+
+def _apart(ch: Channels, spaces: dict[str, Space]) -> list[list[str]]:
+    """The spaces' nodes in the groups that must be pruned in one rule: spaces whose channels share the groups of a
+    grouped conv go together (removing one space's share alone would leave the groups unequal), the rest alone."""
+    find = ch.uf.find
+    parent = {n: n for n in spaces}
+
+    def root(n):
+        while parent[n] != n:
+            n = parent[n]
+        return n
+    owner = {c: n for n, space in spaces.items() for c in space.classes}
+    for gr in ch.groupings:
+        if gr.groups < 2:
+            continue
+        touched = list(dict.fromkeys(owner[c] for c in map(find, gr.tokens) if c in owner))
+        for n in touched[1:]:
+            parent[root(n)] = root(touched[0])
+    together: dict[str, list[str]] = {}
+    for n in spaces:
+        together.setdefault(root(n), []).append(n)
+    return list(together.values())
 
 
 def _keep_one_per_value(ch, removed: set[int], scores: dict[int, float]) -> None:
@@ -191,7 +216,8 @@ def prune_rewrite(graph: Graph, rules: list[PruneChannels], ch: Optional[Channel
         raise ValueError("no prune_channels rules to apply")
     selections: dict[str, tuple[int, ...]] = {}
     for r in rules:
-        selections[r.node] = tuple(sorted(set(selections.get(r.node, ())) | set(r.indices)))
+        for node, indices in r.selections().items():
+            selections[node] = tuple(sorted(set(selections.get(node, ())) | set(indices)))
     return prune_draft(rules[0], graph, selections, ch)
 
 

@@ -19,7 +19,7 @@ import bisect
 import itertools
 from typing import ClassVar, Mapping, Optional, Sequence
 
-from pydantic import Field, NonNegativeInt
+from pydantic import Field, NonNegativeInt, field_validator
 
 from ..channels import Channels, analyse
 from ..ops.registry import OPS
@@ -112,7 +112,43 @@ class PruneChannels(Rule):
     kind: ClassVar[str] = "prune"
     node: str
     indices: tuple[NonNegativeInt, ...] = Field(min_length=1)
+    #: other nodes' output channels removed in the same rewrite, ``{node: indices}`` (CLI: ``also=c2:0,1;c3:2``):
+    #: for channel spaces that cannot lose channels apart, as when a grouped conv's groups hold channels of several
+    #: spaces and each must lose its share at once
+    also: tuple[tuple[str, tuple[NonNegativeInt, ...]], ...] = ()
+
+    @field_validator("also", mode="before")
+    @classmethod
+    def _read_also(cls, value):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            value = ",".join(value)   # the CLI splits a list field at its commas
+        if isinstance(value, str):   # the CLI's node:i,j;node:k
+            pairs = []
+            for part in filter(None, (p.strip() for p in value.split(";"))):
+                node, sep, indices = part.partition(":")
+                if not sep or not node.strip():
+                    raise ValueError(f"'{part}' is not node:i,j")
+                pairs.append((node.strip(), [i.strip() for i in indices.split(",") if i.strip()]))
+            return tuple(pairs)
+        if isinstance(value, Mapping):
+            return tuple(value.items())
+        return value
+
+    def args(self) -> dict:
+        out = super().args()
+        if self.also:
+            out["also"] = {node: list(indices) for node, indices in self.also}
+        else:
+            del out["also"]   # the plain one-node rule encodes as it always has
+        return out
+
+    def selections(self) -> dict[str, tuple[int, ...]]:
+        """Node -> the output positions this rule removes (``node`` and ``also`` merged)."""
+        out: dict[str, set[int]] = {}
+        for node, indices in ((self.node, self.indices), *self.also):
+            out.setdefault(node, set()).update(indices)
+        return {node: tuple(sorted(indices)) for node, indices in out.items()}
 
     def apply(self, graph) -> Rewrite:
-        return prune_draft(self, graph, {self.node: self.indices})
+        return prune_draft(self, graph, self.selections())
 
