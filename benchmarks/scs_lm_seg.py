@@ -58,11 +58,10 @@ def train(run: dict, work: Path, name: str) -> dict:
 def lm_part(args, work: Path) -> dict:
     base = yaml.safe_load((EXAMPLES / "text_lstm_scs.yaml").read_text())["method"]
     rows = []
-    for budget in args.lm_budgets:
-        run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit,
-                            method={**base, "budget": budget, **args.overrides})
-        s = train(run, work, f"lm_scs_{budget}")
-        rows.append({"variant": f"scs budget={budget}", "budget": budget, **_pick(s, "bpc")})
+    for i, (name, method) in enumerate(_variants(base, args.lm_variants, args.lm_budgets, args.overrides)):
+        run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method=method)
+        s = train(run, work, f"lm_scs_{i}")
+        rows.append({"variant": name, "budget": method.get("budget"), **_pick(s, "bpc")})
     run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method={"name": "dense"})
     dense = {"variant": "dense seed (embedding 32, LSTM 64)", **_pick(train(run, work, "lm_dense_seed"), "bpc")}
     chosen = _choose(rows, lambda r: r["params"] <= 0.5 * dense["params"], key=lambda r: r["val_bpc"])
@@ -90,12 +89,8 @@ def lm_part(args, work: Path) -> dict:
 
 def seg_part(args, work: Path) -> dict:
     base = yaml.safe_load((EXAMPLES / "digits_scenes_scs.yaml").read_text())["method"]
-    if args.seg_variants:
-        variants = [(name, {**base, **args.overrides, **over}) for name, over in json.loads(args.seg_variants).items()]
-    else:
-        variants = [(f"scs budget={b}", {**base, "budget": b, **args.overrides}) for b in args.seg_budgets]
     rows = []
-    for i, (name, method) in enumerate(variants):
+    for i, (name, method) in enumerate(_variants(base, args.seg_variants, args.seg_budgets, args.overrides)):
         run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method=method)
         s = train(run, work, f"seg_scs_{i}")
         rows.append({"variant": name, "budget": method.get("budget"), **_pick(s, "miou")})
@@ -121,6 +116,13 @@ def seg_part(args, work: Path) -> dict:
             "scs_variants": rows, "chosen": chosen, "dense": dense, "baselines": baselines,
             "macs_ratio": round(chosen["macs"] / dense["macs"], 4), "test_miou_drop_points": drop,
             "goal_met": chosen["macs"] <= 0.5 * dense["macs"] and drop <= 1.0}
+
+
+def _variants(base: dict, named: str, budgets: list, overrides: dict) -> list[tuple[str, dict]]:
+    """The SCS settings to run: JSON ``{"name": {setting: value}}`` over the example's method, else one per budget."""
+    if named:
+        return [(name, {**base, **overrides, **over}) for name, over in json.loads(named).items()]
+    return [(f"scs budget={b}", {**base, "budget": b, **overrides}) for b in budgets]
 
 
 def narrow_seed(seed: Path, factor: float, out: Path) -> Path:
@@ -182,6 +184,8 @@ def main(argv=None) -> dict:
     p.add_argument("--lm-epochs", type=int, default=16)
     p.add_argument("--lm-limit", type=int, default=3000)
     p.add_argument("--lm-budgets", type=float, nargs="+", default=[0.4, 0.3])
+    p.add_argument("--lm-variants", help='SCS variants as JSON {"name": {setting: value}} over the example\'s '
+                                         'method (instead of --lm-budgets)')
     p.add_argument("--seg-epochs", type=int, default=16)
     p.add_argument("--seg-limit", type=int, default=1000)
     p.add_argument("--seg-budgets", type=float, nargs="+", default=[0.4, 0.3])

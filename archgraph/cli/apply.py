@@ -29,6 +29,8 @@ def rule_help() -> str:
     lines.append("after AFTER; width=none keeps AFTER's width;")
     lines.append("norm=none and activation=none add no norm or activation (insert_block's defaults are "
                  "batchnorm and relu).")
+    lines.append("prune_channels also=b:0,1;c:2 removes those channels of other nodes in the same rewrite (quote it "
+                 "in a shell).")
     lines.append("")
     lines.append("example: archgraph apply examples/seeds/tiny_cnn.yaml add_filters node=c1 count=4 -o runs/wide")
     return "\n".join(lines)
@@ -39,6 +41,8 @@ def _show(value) -> str:
         return "none"
     if isinstance(value, bool):
         return str(value).lower()
+    if value == ():
+        return "none"
     return str(value)
 
 

@@ -122,6 +122,8 @@ class PruneChannels(Rule):
     def _read_also(cls, value):
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
             value = ",".join(value)   # the CLI splits a list field at its commas
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return ()
         if isinstance(value, str):   # the CLI's node:i,j;node:k
             pairs = []
             for part in filter(None, (p.strip() for p in value.split(";"))):
