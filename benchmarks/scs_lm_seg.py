@@ -37,11 +37,11 @@ OUT = ROOT / "benchmarks" / "results"
 EXAMPLES = ROOT / "examples"
 
 
-def run_config(example: str, *, epochs: int, limit: int, method: dict) -> dict:
+def run_config(example: str, *, epochs: int, limit: int, method: dict, seed: int = 0) -> dict:
     run = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
     run["seed"] = str((EXAMPLES / run["seed"]).resolve())
     run["data"]["limit"] = limit
-    run["schedule"].update(epochs=epochs, device="cpu", threads=1)
+    run["schedule"].update(epochs=epochs, device="cpu", threads=1, seed=seed)
     run["method"] = method
     return run
 
@@ -56,14 +56,9 @@ def train(run: dict, work: Path, name: str) -> dict:
 
 
 def lm_part(args, work: Path) -> dict:
-    base = yaml.safe_load((EXAMPLES / "text_lstm_scs.yaml").read_text())["method"]
-    rows = []
-    for i, (name, method) in enumerate(_variants(base, args.lm_variants, args.lm_budgets, args.overrides)):
-        run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method=method)
-        s = train(run, work, f"lm_scs_{i}")
-        rows.append({"variant": name, "budget": method.get("budget"), **_pick(s, "bpc")})
-    run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method={"name": "dense"})
-    dense = {"variant": "dense seed (embedding 32, LSTM 64)", **_pick(train(run, work, "lm_dense_seed"), "bpc")}
+    rows, dense = scs_and_dense(args, work, "text_lstm_scs", "lm", args.lm_variants, args.lm_budgets,
+                                epochs=args.lm_epochs, limit=args.lm_limit)
+    dense = {"variant": "dense seed (embedding 32, LSTM 64)", **dense}
     chosen = _choose(rows, lambda r: r["params"] <= 0.5 * dense["params"], key=lambda r: r["val_bpc"])
     # the dense LSTM of SCS's final shape, from scratch
     text = chosen.pop("final_yaml_text")
@@ -71,7 +66,8 @@ def lm_part(args, work: Path) -> dict:
         r.pop("final_yaml_text", None)
     path = work / "lm_final_shape.yaml"
     path.write_text(text)
-    run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit, method={"name": "dense"})
+    run = run_config("text_lstm_scs", epochs=args.lm_epochs, limit=args.lm_limit,
+                     method={"name": "dense"}, seed=args.seed)
     run["seed"] = str(path)
     g = archgraph.load(path)
     shape = {n: {k: v for k, v in node.model_dump().items() if k in ("embedding_dim", "hidden_size")}
@@ -80,7 +76,8 @@ def lm_part(args, work: Path) -> dict:
     small.pop("final_yaml_text")
     dense.pop("final_yaml_text")
     return {"settings": {"example": "examples/text_lstm_scs.yaml", "data.limit": args.lm_limit,
-                         "epochs": args.lm_epochs, "budgets": args.lm_budgets, "overrides": args.overrides},
+                         "epochs": args.lm_epochs, "budgets": args.lm_budgets, "overrides": args.overrides,
+                         "seed": args.seed},
             "scs_variants": rows, "chosen": chosen, "dense_seed": dense, "dense_final_shape": small,
             "params_ratio": round(chosen["params"] / dense["params"], 4),
             "test_bpc_ratio": round(chosen["test_bpc"] / dense["test_bpc"], 4),
@@ -88,18 +85,14 @@ def lm_part(args, work: Path) -> dict:
 
 
 def seg_part(args, work: Path) -> dict:
-    base = yaml.safe_load((EXAMPLES / "digits_scenes_scs.yaml").read_text())["method"]
-    rows = []
-    for i, (name, method) in enumerate(_variants(base, args.seg_variants, args.seg_budgets, args.overrides)):
-        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method=method)
-        s = train(run, work, f"seg_scs_{i}")
-        rows.append({"variant": name, "budget": method.get("budget"), **_pick(s, "miou")})
-    run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method={"name": "dense"})
-    dense = {"variant": "dense U-Net (unet_scenes.yaml)", **_pick(train(run, work, "seg_dense"), "miou")}
+    rows, dense = scs_and_dense(args, work, "digits_scenes_scs", "seg", args.seg_variants, args.seg_budgets,
+                                epochs=args.seg_epochs, limit=args.seg_limit)
+    dense = {"variant": "dense U-Net (unet_scenes.yaml)", **dense}
     dense.pop("final_yaml_text")
     baselines = [dense]
     if args.seg_narrow:
-        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit, method={"name": "dense"})
+        run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit,
+                     method={"name": "dense"}, seed=args.seed)
         run["seed"] = str(narrow_seed(Path(run["seed"]), args.seg_narrow, work / "unet_narrow.yaml"))
         narrow = {"variant": f"dense U-Net, hidden widths x{args.seg_narrow}",
                   **_pick(train(run, work, "seg_dense_narrow"), "miou")}
@@ -112,10 +105,26 @@ def seg_part(args, work: Path) -> dict:
     chosen.pop("final_yaml_text", None)
     drop = round(100 * (dense["test_miou"] - chosen["test_miou"]), 2)
     return {"settings": {"example": "examples/digits_scenes_scs.yaml", "data.limit": args.seg_limit,
-                         "epochs": args.seg_epochs, "budgets": args.seg_budgets, "overrides": args.overrides},
+                         "epochs": args.seg_epochs, "budgets": args.seg_budgets, "overrides": args.overrides,
+                         "seed": args.seed},
             "scs_variants": rows, "chosen": chosen, "dense": dense, "baselines": baselines,
             "macs_ratio": round(chosen["macs"] / dense["macs"], 4), "test_miou_drop_points": drop,
             "goal_met": chosen["macs"] <= 0.5 * dense["macs"] and drop <= 1.0}
+
+
+def scs_and_dense(args, work: Path, example: str, part: str, named: str, budgets: list, *, epochs: int,
+                  limit: int) -> tuple[list[dict], dict]:
+    """Every SCS variant of ``example`` and the example's seed trained dense, for the same epochs on the same data."""
+    base = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())["method"]
+    metric = "bpc" if part == "lm" else "miou"
+    rows = []
+    for i, (name, method) in enumerate(_variants(base, named, budgets, args.overrides)):
+        run = run_config(example, epochs=epochs, limit=limit, method=method, seed=args.seed)
+        rows.append({"variant": name, "budget": method.get("budget"),
+                     **_pick(train(run, work, f"{part}_scs_{i}"), metric)})
+    run = run_config(example, epochs=epochs, limit=limit, method={"name": "dense"}, seed=args.seed)
+    dense_name = "lm_dense_seed" if part == "lm" else "seg_dense"
+    return rows, _pick(train(run, work, dense_name), metric)
 
 
 def _variants(base: dict, named: str, budgets: list, overrides: dict) -> list[tuple[str, dict]]:
@@ -195,6 +204,8 @@ def main(argv=None) -> dict:
                    help="width factor of the narrow dense U-Net baseline (0: none)")
     p.add_argument("--penalty", type=float, help="SCS penalty for every variant (default: the example file's)")
     p.add_argument("--max-growths", type=int, help="SCS max_growths for every variant (default: the example's)")
+    p.add_argument("--seed", type=int, default=0, help="schedule.seed of every run (initialisation, batches, val "
+                                                        "split; default 0, the example's)")
     p.add_argument("--tag", default="", help="suffix of the result files")
     p.add_argument("--only", choices=["lm", "seg"])
     p.add_argument("--out", type=Path, default=OUT)
