@@ -17,6 +17,15 @@ from archgraph.fx.apply_plan import transfer_state
 from archgraph.interop.equivalence import randomize_normalization
 
 
+def removed_by(rules, ch) -> set:
+    """The coupling classes these prune_channels rules remove (each rule's node and its ``also`` nodes)."""
+    removed = set()
+    for rule in rules:
+        for node, indices in rule.selections().items():
+            removed |= classes_at(rule, ch, node, list(indices))
+    return removed
+
+
 def readers_ignore(graph, weights, removed: set[int]) -> dict:
     """``weights`` with every input weight on a channel of the ``removed`` classes zeroed."""
     ch = analyse(graph)
@@ -183,9 +192,7 @@ def test_magnitude_pruning_picks_each_groups_own_channels_exactly_in_float64():
     rules = prune_rules(g, w, ratio=0.4)
     assert {r.node: r.indices for r in rules} == {"a": (0, 5, 7, 9), "g": (2, 3, 7, 11)}
     ch = analyse(g)
-    removed = set()
-    for rule in rules:
-        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    removed = removed_by(rules, ch)
     pruned, pw = archgraph.prune(g, w, ratio=0.4)
     assert pruned.nodes["g"].groups == 4 and tuple(pw["g.weight"].shape) == (8, 2, 3, 3)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
@@ -264,9 +271,7 @@ def test_magnitude_pruning_of_random_graphs_matches_readers_ignoring_the_channel
     module = build64(g)
     rules = prune_rules(g, module.state_dict(), ratio=ratio, criterion="random", seed=seed, ch=ch)
     assume(rules)
-    removed = set()
-    for rule in rules:
-        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    removed = removed_by(rules, ch)
     assume(ch.mixes(removed) is None)
     assert ch.unbalanced(removed) is None
     groups = [gr for gr in ch.groupings if {ch.cls(t) for t in gr.tokens} & removed]
@@ -294,9 +299,7 @@ def test_pruning_an_imported_model_is_exact_on_what_it_keeps(name):
     graph, weights = from_module(model, input_shape=(3, 64, 64))
     rules = prune_rules(graph, weights, ratio=0.5)
     ch = analyse(graph)
-    removed = set()
-    for rule in rules:
-        removed |= classes_at(rule, ch, rule.node, list(rule.indices))
+    removed = removed_by(rules, ch)
     pruned, pruned_weights = archgraph.prune(graph, weights, ratio=0.5)
     assert pruned.params < 0.6 * graph.params and pruned.macs < 0.6 * graph.macs
     x = torch.randn(2, 3, 64, 64)
