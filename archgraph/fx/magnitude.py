@@ -13,7 +13,8 @@ shuffle). Around a grouped conv each group loses the same number of channels, it
 choice: in-group positions differ from group to group), scored with the weight's in-group columns too. Classes that cannot change stay: the graph's outputs (the
 classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
 gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
-(:func:`prune_rules` returns them, for a history).
+(:func:`prune_rules` returns them, for a history; spaces that share a grouped conv's groups go in one rule, its
+``also``, since neither can lose its share alone).
 
 >>> import archgraph
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
@@ -116,7 +117,8 @@ def _is_weight(param: str) -> bool:
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
                 seed: int = 0, ch: Optional[Channels] = None) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
-    its first producer whose coupling classes have the lowest summed criterion.
+    its first producer whose coupling classes have the lowest summed criterion (spaces whose channels share the
+    groups of a grouped conv are joined in one rule through its ``also``, so the rules apply in turn).
 
     A space counts its distinct classes: channels tied to each other (the columns of a channel shuffle) go together
     and count once; the channels a grouped conv splits into groups go ``ratio`` of each group, each group its
