@@ -92,7 +92,7 @@ def seg_part(args, work: Path) -> dict:
     baselines = [dense]
     if args.seg_narrow:
         run = run_config("digits_scenes_scs", epochs=args.seg_epochs, limit=args.seg_limit,
-                     method={"name": "dense"}, seed=args.seed)
+                         method={"name": "dense"}, seed=args.seed)
         run["seed"] = str(narrow_seed(Path(run["seed"]), args.seg_narrow, work / "unet_narrow.yaml"))
         narrow = {"variant": f"dense U-Net, hidden widths x{args.seg_narrow}",
                   **_pick(train(run, work, "seg_dense_narrow"), "miou")}

@@ -187,9 +187,8 @@ outputs: [fc]
     g2, _ = archgraph.prune(g, state, ratio=0.5)
     assert step == g2 and [g2.nodes[n].out_channels for n in "abg"] == [2, 2, 2] and g2.nodes["g"].groups == 2
     assert rules.decode(rules.encode(joint[0])) == joint[0]
-    text = ";".join(f"{n}:{','.join(map(str, i))}" for n, i in joint[0].also)
     typed = rules.parse("prune_channels", {"node": joint[0].node, "indices": ",".join(map(str, joint[0].indices)),
-                                           "also": text})
+                                           "also": joint[0].also_text()})
     assert typed == joint[0]
     with pytest.raises(archgraph.RuleError, match="also"):
         rules.parse("prune_channels", {"node": "a", "indices": "0", "also": "b"})

@@ -34,7 +34,7 @@ def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import prune_with_rules
     from archgraph.fx.weights import check_weights, load_into, load_weights
-    from archgraph.rules import encode
+    from archgraph.rules import PruneChannels, encode
     from .apply import write
     output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
@@ -50,8 +50,9 @@ def run(args) -> int:
     if rules and not args.quiet:
         print("the pruned channels, as rules for 'archgraph apply':")
         for r in rules:
-            also = ";".join(f"{n}:{','.join(map(str, i))}" for n, i in getattr(r, "also", ()))
-            print(f"  {r.name} node={r.node} indices={','.join(map(str, r.indices))}" + (f" also={also}" if also else ""))
+            also = r.also_text() if isinstance(r, PruneChannels) else ""
+            print(f"  {r.name} node={r.node} indices={','.join(map(str, r.indices))}"
+                  + (f" also={also}" if also else ""))
     what = "channel group(s) and attention node(s)" if args.heads else "channel group(s)"
     print(f"pruned {len(rules)} {what} by {args.criterion}: {graph.params:,} -> {new_graph.params:,} "
           f"params, {graph.macs:,} -> {new_graph.macs:,} MACs")

@@ -30,7 +30,7 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from ..channels import Channels, Space, analyse
+from ..channels import Channels, Space, UnionFind, analyse
 from ..errors import ConfigError
 from ..graph import Graph
 from ..ops.registry import OPS
@@ -165,23 +165,17 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
 def _apart(ch: Channels, spaces: dict[str, Space]) -> list[list[str]]:
     """The spaces' nodes in the groups that must be pruned in one rule: spaces whose channels share the groups of a
     grouped conv go together (removing one space's share alone would leave the groups unequal), the rest alone."""
-    find = ch.uf.find
-    parent = {n: n for n in spaces}
-
-    def root(n):
-        while parent[n] != n:
-            n = parent[n]
-        return n
-    owner = {c: n for n, space in spaces.items() for c in space.classes}
+    nodes = list(spaces)
+    owner = {c: i for i, n in enumerate(nodes) for c in spaces[n].classes}
+    joined = UnionFind()
     for gr in ch.groupings:
-        if gr.groups < 2:
-            continue
-        touched = list(dict.fromkeys(owner[c] for c in map(find, gr.tokens) if c in owner))
-        for n in touched[1:]:
-            parent[root(n)] = root(touched[0])
-    together: dict[str, list[str]] = {}
-    for n in spaces:
-        together.setdefault(root(n), []).append(n)
+        if gr.groups > 1:
+            touched = [owner[c] for c in map(ch.uf.find, gr.tokens) if c in owner]
+            for i in touched[1:]:
+                joined.union(touched[0], i)
+    together: dict[int, list[str]] = {}
+    for i, n in enumerate(nodes):
+        together.setdefault(joined.find(i), []).append(n)
     return list(together.values())
 
 

@@ -136,6 +136,10 @@ class PruneChannels(Rule):
             return tuple(value.items())
         return value
 
+    def also_text(self) -> str:
+        """``also`` as the CLI writes it, ``node:i,j;node:k`` (what ``_read_also`` reads back; '' when empty)."""
+        return ";".join(f"{node}:{','.join(map(str, indices))}" for node, indices in self.also)
+
     def args(self) -> dict:
         out = super().args()
         if self.also:
