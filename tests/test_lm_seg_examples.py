@@ -54,8 +54,8 @@ def test_digits_scenes_scs_runs(tmp_path):
     assert 0 <= s["test_miou"] <= 1 and 0 <= s["test_pixel_acc"] <= 1
 
 
-@pytest.mark.parametrize("name", ["mnist_scenes_scs", "mnist_vit_gnap", "mnist_gnap_deep", "mnist_gnap_1k5",
-                                  "mnist_gnap_575"])
+@pytest.mark.parametrize("name", ["mnist_scenes_scs", "mnist_vit_gnap", "mnist_gnap", "mnist_gnap_tiny",
+                                  "mnist_gnap_1k5", "mnist_gnap_575"])
 def test_mnist_examples_run_on_generated_files(tmp_path, data_root, name):
     s = _grow(tmp_path, name, "schedule.epochs=1", *(["method.finetune_epochs=0"] if "gnap" in name else []),
               data_root=data_root)
