@@ -43,12 +43,24 @@ def predicted_delta(graph, rule) -> int | None:
     if isinstance(rule, (rules.AddFilters, rules.SplitFilters)):
         # k new channels add a*k + b*k*k parameters (b > 0 when a layer reads and makes the same channels,
         # as in a residual block): fit a and b on one and two channels
+        copies = isinstance(rule, rules.SplitFilters) or rule.init == "net2net"
+        if copies and len(set(copy_costs(graph, rule.node))) > 1:
+            # a copy costs what its original's maker costs, and makers differ (a concat of a 1x1 and a 3x3
+            # conv): the fit below, on channels appended to the last part, does not hold for them
+            return None
         count = rule.count if isinstance(rule, rules.AddFilters) else len(rule.indices)
         one, two = (archgraph.apply(graph, rules.AddFilters(node=rule.node, count=k)).graph.params - graph.params
                     for k in (1, 2))
         b = (two - 2 * one) // 2
         return (one - b) * count + b * count * count
     return None
+
+
+def copy_costs(graph, node) -> list[int]:
+    """What copying each channel of ``node``'s space alone adds to the parameters."""
+    width = len(analyse(graph).space(node).classes)
+    return [archgraph.apply(graph, rules.SplitFilters(node=node, indices=(i,), eps=0)).graph.params - graph.params
+            for i in range(width)]
 
 
 def planned_params(plan, old_module, new_module) -> int:
