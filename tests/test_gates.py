@@ -151,6 +151,10 @@ def test_units_heads_and_skip_channels_close_exactly(seed, node, off):
     assert count_nonzero_params(g, hard) == g2.params
     assert torch.allclose(functional_call(m, hard, (x,)), gated, atol=1e-5)
     assert lay.active_macs({node: 1 - len(off) / len(gate)}) == pytest.approx(g2.macs)
+    # parameters: exact but for the readers' biases, which the estimate scales with their inputs
+    assert lay.active_params() == g.params
+    saved = g.params - lay.active_params({node: 1 - len(off) / len(gate)})
+    assert saved == pytest.approx(g.params - g2.params, rel=0.02)
 
 
 def test_an_lstm_is_gated_where_its_units_are_read_and_attention_by_heads():

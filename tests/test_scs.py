@@ -108,6 +108,33 @@ def test_the_penalty_prices_macs_spares_min_width_and_stops_under_the_budget():
     assert st2.parametrize(tr2, training=True)[1] is None
 
 
+def test_with_cost_params_the_penalty_prices_parameters_and_the_budget_is_a_share_of_the_seeds():
+    """On the LSTM LM the embedding has parameters and no MACs: priced by MACs an embedding gate costs only the
+    LSTM columns reading it, priced by parameters its own row of the table too; the budget is then a share of the
+    seed's parameters."""
+    ratio = {}
+    for cost in ("macs", "params"):
+        st, tr = setup("lstm_text", s_init=1.0, min_width=2, penalty=1.0, cost=cost)
+        _, extra = st.parametrize(tr, training=True)
+        extra.backward()
+        ratio[cost] = st.s["embed"].grad.abs().max().item() / st.s["lstm"].grad.abs().max().item()
+    # per channel, MACs: 4H (LSTM columns) against the LSTM unit's ~4(E+H)+4H+V; parameters: V+4H against about
+    # the same (V=130 characters, E=32, H=64): 0.33 and 0.50
+    assert ratio["params"] > 1.5 * ratio["macs"]
+    on = {}
+    for cost in ("macs", "params"):
+        st, tr = setup("lstm_text", s_init=4.0, cost=cost, budget=0.4)
+        assert st.parametrize(tr, training=True)[1] is not None
+        with torch.no_grad():
+            st.s["lstm"][: st.s["lstm"].numel() // 2] = -5.0    # half the units closed
+        expected, seed = st.expected_cost(*st.soft())
+        assert seed == (tr.graph.params if cost == "params" else tr.graph.macs)
+        on[cost] = (round(float(expected.detach()) / seed, 2), st.parametrize(tr, training=True)[1] is not None)
+    # the LSTM's MACs are quadratic in its units and the embedding has none; its parameters are not all in them
+    # (the graph with those units pruned has 44.7% of the parameters: the estimate scales the biases as weights)
+    assert on == {"macs": (0.37, False), "params": (0.43, True)}
+
+
 @pytest.mark.parametrize("sample", [True, False])
 def test_the_hard_mask_is_folded_into_the_weights_and_closed_structures_removed_exactly(sample):
     st, tr = setup("resnet_cifar", s_init=0.8, sample=sample)

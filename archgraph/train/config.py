@@ -227,11 +227,15 @@ class ScsSettings(_Model):
     gate_lr: PositiveFloat = Field(0.1, description="learning rate of the gate logits (SGD, momentum 0.9)")
     sample: bool = Field(True, description="Bernoulli-sample the active channels and branches at each step")
     branch_gates: bool = Field(True, description="gate residual branches too (removed by collapse_layer)")
+    cost: Literal["macs", "params"] = Field(
+        "macs", description="what the penalty and the budget price: inference MACs (the paper's FLOPs) or "
+                            "parameters (an embedding has parameters and no MACs)")
     penalty: NonNegativeFloat = Field(
-        1.0, description="loss units per seed-MACs of expected MACs (a cost-weighted L1 on the soft gates)")
+        1.0, description="loss units per seed cost of expected cost (MACs or parameters, see cost): a "
+                         "cost-weighted L1 on the soft gates")
     budget: Optional[PositiveFloat] = Field(
-        None, description="target MACs as a share of the seed's; the penalty is off while the expected MACs "
-                          "are under it (None: always on)")
+        None, description="target cost (MACs or parameters) as a share of the seed's; the penalty is off while "
+                          "the expected cost is under it (None: always on)")
     close_below: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
         0.01, description="a channel or branch whose gate sigmoid(beta*s) falls under this is removed")
     min_width: PositiveInt = Field(2, description="a layer keeps at least this many channels (the penalty does "

@@ -44,7 +44,7 @@ from ..rules.base import apply as apply_rule
 from ..errors import RuleError
 from ..topology import topological_order
 from ..ops.registry import BUFFERS, CONCAT, FLATTEN, OPS, SOURCE, THROUGH, channel_width, is_norm, is_weighted
-from ..shapes import node_macs
+from ..shapes import node_macs, node_params
 
 
 CHANNEL, HEAD = "channel", "head"   # what a channel gate's entries are: a layer's channels or an attention's heads
@@ -127,6 +127,8 @@ class GateLayout:
     branch: dict[str, BranchGate]
     layer_macs: dict[str, int]     # node with MACs -> dense MACs
     layer_in: dict[str, list[tuple[str, float]]]   # layer -> [(gated producer, share of its MACs reading it)]
+    layer_params: dict[str, int] = field(default_factory=dict)   # node with parameters -> its parameters
+    follows: dict[str, str] = field(default_factory=dict)   # per-channel node after a gated layer -> its gate
 
     def active_macs(self, fractions: Optional[dict[str, object]] = None,
                     branch_on: Optional[dict[str, object]] = None):
@@ -137,6 +139,18 @@ class GateLayout:
         costs ``macs * f_out * f_in``, its input fraction discounting the share of its MACs that reads each gated
         producer (an LSTM's recurrent weights read its own units: its cost is quadratic in them).
         """
+        return self.active_cost(self.layer_macs, fractions, branch_on)
+
+    def active_params(self, fractions: Optional[dict[str, object]] = None,
+                      branch_on: Optional[dict[str, object]] = None):
+        """Parameters of the graph under the same fractions, costed as :meth:`active_macs` costs MACs (a layer's
+        parameters scale with its active output and input channels as its MACs do; an embedding has parameters
+        and no MACs)."""
+        return self.active_cost(self.layer_params, fractions, branch_on)
+
+    def active_cost(self, per_layer: dict[str, int], fractions: Optional[dict[str, object]] = None,
+                    branch_on: Optional[dict[str, object]] = None):
+        """``per_layer``'s total (each node's dense cost) under the active fractions (see :meth:`active_macs`)."""
         fractions = fractions or {}
         branch_on = branch_on or {}
         total = 0.0
@@ -145,8 +159,8 @@ class GateLayout:
             on = branch_on.get(gid, 1.0)
             for n in gate.removed:
                 off[n] = on
-        for nid, macs in self.layer_macs.items():
-            f = fractions.get(nid, 1.0)
+        for nid, macs in per_layer.items():
+            f = fractions.get(nid, fractions.get(self.follows.get(nid), 1.0))
             for gid, share in self.layer_in.get(nid, []):
                 f = f * (1.0 - share * (1.0 - fractions.get(gid, 1.0)))
             if nid in off:
@@ -172,6 +186,7 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: b
     taken = {p for g in channel.values() if g.unit == CHANNEL for p in g.params}
     branch = _branch_gates(graph, taken) if branches else {}
     layer_macs = {nid: m for nid in graph.nodes if (m := node_macs(graph, nid)) > 0}
+    layer_params = {nid: n for nid in graph.nodes if (n := node_params(graph, nid)) > 0}
     layer_in: dict[str, list[tuple[str, float]]] = {}
     for gid, gate in channel.items():
         by_reader: dict[str, int] = {}
@@ -179,9 +194,12 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: b
             reader = part.key.rsplit(".", 1)[0]
             by_reader[reader] = by_reader.get(reader, 0) + gate.width * part.repeat
         for reader, entries in by_reader.items():
-            if reader in layer_macs:
+            if reader in layer_macs or reader in layer_params:
                 layer_in.setdefault(reader, []).append((gid, entries / _in_entries(graph, reader, shapes)))
-    return GateLayout(graph, channel, branch, layer_macs, layer_in)
+    follows = {p.key.rsplit(".", 1)[0]: gid for gid, gate in channel.items() if gate.unit == CHANNEL
+               for p in gate.rows}
+    follows = {nid: gid for nid, gid in follows.items() if nid not in channel}
+    return GateLayout(graph, channel, branch, layer_macs, layer_in, layer_params, follows)
 
 
 def _in_entries(graph, nid: str, shapes) -> int:

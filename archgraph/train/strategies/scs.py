@@ -34,7 +34,9 @@ ones cost no compute, makes the penalty budget-aware, and grows the network from
    family and prices structures by what they cost. The ``min_width`` most open gates of each layer get no
    penalty gradient (a layer keeps them anyway). With ``budget`` (a share of the seed's MACs) the penalty is off
    while the expected MACs are under the budget, so the network settles at the budget instead of shrinking on
-   (our choice: the paper's budget-aware form was not available to us).
+   (our choice: the paper's budget-aware form was not available to us). With ``cost: params`` the penalty and
+   the budget price parameters instead (:meth:`~archgraph.train.gates.GateLayout.active_params`), for a goal
+   set in parameters, or a network whose parameters sit where its MACs do not (an embedding).
 4. **Annealing.** ``beta`` is multiplied every epoch by ``beta_final ** (1 / L)``, ``L`` the round length
    (``(epochs - finetune_epochs) // rounds``), so it reaches ``beta_final`` at the end of a round; between rounds
    ``s <- min(s, s0)`` and ``beta <- 1``.
@@ -151,10 +153,10 @@ class ScsStrategy(Strategy):
         overrides = gate_overrides(params, self.layout, gates, gates_b)
         extra = None
         if training and self.settings.penalty > 0 and (soft or soft_b):
-            expected = self.expected_macs(self._unprotected(soft), soft_b)
+            expected, seed = self.expected_cost(self._unprotected(soft), soft_b)
             budget = self.settings.budget
-            if budget is None or float(expected.detach()) > budget * self.sizes.seed_macs:
-                extra = self.settings.penalty * expected / self.sizes.seed_macs
+            if budget is None or float(expected.detach()) > budget * seed:
+                extra = self.settings.penalty * expected / seed
         return overrides, extra
 
     def _unprotected(self, soft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -184,6 +186,14 @@ class ScsStrategy(Strategy):
         if soft is None:
             soft, soft_b = self.soft()
         return self.layout.active_macs({k: v.mean() for k, v in soft.items()}, dict(soft_b))
+
+    def expected_cost(self, soft, soft_b):
+        """(expected cost under the soft gates, the seed's cost) in the unit ``cost`` names: MACs or
+        parameters."""
+        if self.settings.cost == "params":
+            return (self.layout.active_params({k: v.mean() for k, v in soft.items()}, dict(soft_b)),
+                    self.sizes.seed_params)
+        return self.expected_macs(soft, soft_b), self.sizes.seed_macs
 
     def on_step_end(self, trainer) -> list:
         self.cost.add_step(trainer, self._step_macs)
@@ -342,6 +352,9 @@ class ScsStrategy(Strategy):
             soft, soft_b = self.soft()
             with torch.no_grad():
                 m["expected_macs"] = float(self.expected_macs(soft, soft_b))
+                if self.settings.cost == "params":
+                    m["expected_params"] = float(self.layout.active_params({k: v.mean() for k, v in soft.items()},
+                                                                           dict(soft_b)))
                 probs = torch.cat([v.flatten() for v in list(soft.values()) + list(soft_b.values())])
                 m["gates_open"] = float((probs > 0.5).float().mean())
         return m
