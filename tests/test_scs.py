@@ -119,7 +119,7 @@ def test_with_cost_params_the_penalty_prices_parameters_and_the_budget_is_a_shar
         extra.backward()
         ratio[cost] = st.s["embed"].grad.abs().max().item() / st.s["lstm"].grad.abs().max().item()
     # per channel, MACs: 4H (LSTM columns) against the LSTM unit's ~4(E+H)+4H+V; parameters: V+4H against about
-    # the same (V=130 characters, E=32, H=64): 0.33 and 0.50
+    # the same (V=128 characters, E=32, H=64): 0.33 and 0.50
     assert ratio["params"] > 1.5 * ratio["macs"]
     on = {}
     for cost in ("macs", "params"):

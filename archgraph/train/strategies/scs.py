@@ -187,12 +187,15 @@ class ScsStrategy(Strategy):
             soft, soft_b = self.soft()
         return self.layout.active_macs({k: v.mean() for k, v in soft.items()}, dict(soft_b))
 
+    def expected_params(self, soft, soft_b):
+        """Expected parameters of the network under the soft gates (as :meth:`expected_macs`)."""
+        return self.layout.active_params({k: v.mean() for k, v in soft.items()}, dict(soft_b))
+
     def expected_cost(self, soft, soft_b):
         """(expected cost under the soft gates, the seed's cost) in the unit ``cost`` names: MACs or
         parameters."""
         if self.settings.cost == "params":
-            return (self.layout.active_params({k: v.mean() for k, v in soft.items()}, dict(soft_b)),
-                    self.sizes.seed_params)
+            return self.expected_params(soft, soft_b), self.sizes.seed_params
         return self.expected_macs(soft, soft_b), self.sizes.seed_macs
 
     def on_step_end(self, trainer) -> list:
@@ -353,8 +356,7 @@ class ScsStrategy(Strategy):
             with torch.no_grad():
                 m["expected_macs"] = float(self.expected_macs(soft, soft_b))
                 if self.settings.cost == "params":
-                    m["expected_params"] = float(self.layout.active_params({k: v.mean() for k, v in soft.items()},
-                                                                           dict(soft_b)))
+                    m["expected_params"] = float(self.expected_params(soft, soft_b))
                 probs = torch.cat([v.flatten() for v in list(soft.values()) + list(soft_b.values())])
                 m["gates_open"] = float((probs > 0.5).float().mean())
         return m
