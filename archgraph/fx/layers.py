@@ -17,6 +17,40 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class MaskedLayerNorm(nn.Module):
+    """A layer norm over the last axis whose channels enter through a mask (MSG's masked growth): ``mask`` (a
+    buffer, one entry per channel) weights the mean and variance and multiplies the output. A channel whose mask is
+    0 changes nothing, so channels added at 0 keep the function exactly; each training forward pass moves every
+    entry ``1 / ramp`` closer to 1, where the norm is ``nn.LayerNorm``'s (same ``weight``, ``bias``, ``eps``).
+    """
+
+    def __init__(self, num_channels: int, ramp: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True):
+        super().__init__()
+        self.num_channels = num_channels
+        self.ramp = int(ramp)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if elementwise_affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if elementwise_affine and bias else None
+        self.register_buffer("mask", torch.ones(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mask.to(x.dtype)
+        total = m.sum()
+        mean = (x * m).sum(-1, keepdim=True) / total
+        centred = x - mean
+        var = (centred * centred * m).sum(-1, keepdim=True) / total
+        y = centred * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        if self.training:
+            with torch.no_grad():
+                self.mask.add_(1.0 / self.ramp).clamp_(max=1.0)
+        return y * m
+
+
 class Scale(nn.Module):
     """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale`` on tokens); ``weight`` has
     one entry per channel: the first axis of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``. With

@@ -211,6 +211,8 @@ def rank_shape(rank):
 def ln_shape(node, ins):
     if len(ins[0]) not in (1, 2, 3):
         bad("in", f"needs a [F], [T, D] or [C, H, W] input, got {list(ins[0])}")
+    if getattr(node, "mask_ramp", None) is not None and len(ins[0]) == 3:
+        bad("mask_ramp", f"a masked layer norm normalises [F] or [T, D], not the channels of {list(ins[0])}")
     return tuple(ins[0])
 
 
@@ -670,6 +672,8 @@ def ln_layout(node: S.LayerNorm, ins):
         layout["weight"] = (0, None)
         if node.bias:
             layout["bias"] = (0, None)
+    if node.mask_ramp is not None:
+        layout["mask"] = (0, None)   # a buffer: the entering channels' mask (add_filters init=masked)
     return layout
 
 
@@ -897,6 +901,9 @@ def bn1d_module(T, node, ins):
 
 
 def ln_module(T, node: S.LayerNorm, ins):
+    if node.mask_ramp is not None:
+        return T.extra.MaskedLayerNorm(channel_width(ins[0]), node.mask_ramp, eps=node.eps,
+                                       elementwise_affine=node.elementwise_affine, bias=node.bias)
     cls = T.nn.LayerNorm if len(ins[0]) in (1, 2) else T.extra.LayerNorm2d
     return cls(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
 
@@ -1022,6 +1029,11 @@ def bn_source(cls: str):
         return (f"nn.{cls}({m.num_features}, eps={m.eps!r}, momentum={m.momentum!r}, affine={m.affine}, "
                 f"track_running_stats={m.track_running_stats})")
     return source
+
+
+def masked_ln_source(m) -> str:
+    return (f"MaskedLayerNorm({m.num_channels}, {m.ramp}, eps={m.eps!r}, elementwise_affine={m.weight is not None}, "
+            f"bias={m.bias is not None})")
 
 
 def ln_source(cls: str):
@@ -1232,8 +1244,9 @@ DEFS: tuple[OpDef, ...] = (
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
           imports=Imports(modules=("torch.nn.BatchNorm1d",))),
     OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
-          module=ln_module, mixes=ln_mixing, shifts_zero=True, colour=NORM_COLOUR,
-          python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")},
+          buffers=("mask",), module=ln_module, mixes=ln_mixing, shifts_zero=True, colour=NORM_COLOUR,
+          python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d"),
+                  EXTRA + ".MaskedLayerNorm": masked_ln_source},
           imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm", A_ + "layer_norm.default"))),
     _activation(S.ReLU, lambda T: T.torch.relu, block=True, nonneg=always, identity=every,  # relu(x) = x, x >= 0
                 modules=("torch.nn.ReLU",), functions=("torch.relu", F_ + "relu", A_ + "relu.default", A_ + "relu_.default"), methods=("relu", "relu_")),

@@ -167,11 +167,18 @@ class BatchNorm1d(NodeSpec):
 
 class LayerNorm(NodeSpec):
     """Layer normalisation over the features of ``[F]``, over the last axis of a sequence ``[T, D]``, or over the
-    channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt)."""
+    channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt).
+
+    ``mask_ramp`` (set by ``add_filters(init=masked)``, MSG's masked growth): the norm holds a per-channel ``mask``
+    buffer (0 for channels that are entering, 1 for the others), takes its mean and variance over the channels
+    weighted by it and multiplies its output by it; each training forward pass moves every entry ``1/mask_ramp``
+    closer to 1. With every entry 1 it is a plain layer norm; at 0 a channel changes nothing."""
     op: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-5
     elementwise_affine: Bool = True
     bias: Bool = True
+    mask_ramp: Optional[PositiveInt] = Field(None, description="with a per-channel mask buffer that ramps to 1 "
+                                                               "over this many training forward passes")
 
 
 class RMSNorm(NodeSpec):

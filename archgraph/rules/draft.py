@@ -49,6 +49,10 @@ class Draft:
     note: str = ""
     #: every merge must meet channels already tied (a widening: new channels land at matching places)
     aligned: bool = False
+    #: reader node -> how its weights on new channels start, where it differs from ``fan_out``
+    reader_fill: dict[str, str] = field(default_factory=dict)
+    #: every value's channel tokens in the new graph (set by :func:`realise`)
+    new_slots: dict[str, Slots] = field(default_factory=dict)
 
     def __post_init__(self):
         self.uf = self.ch.uf.copy()
@@ -164,6 +168,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         raise fail(f"the result would not be a valid graph: {err.message}", err.node) from None
     except ValueError as err:  # pydantic: a bad id or an empty graph
         raise fail(f"the result would not be a valid graph: {err}") from None
+    draft.new_slots = slots
     plan = _plan(draft, graph, roles, slots)
     return graph, plan
 
@@ -318,7 +323,8 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             # a reader rewired to a value of the same width reads it position by position (identity layers,
             # deleted nodes); otherwise channels are matched by token
             if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
-                in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
+                in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.reader_fill.get(nid, draft.fan_out),
+                                   draft.copy_of, scale, uf)
         group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
         if roles[nid] == GROUPED and OPS[node.op].group_side == "out":   # transposed: [in, out / groups, ...]
             full = _axis_map(ch.slots[nid], slots[nid], draft.fan_in, draft.copy_of, None, uf)

@@ -26,7 +26,8 @@ from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, 
 from ..limits import env_name, limit
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
-from .draft import Draft, realise
+from ..plan import AxisMap
+from .draft import Draft, _old_positions, realise
 
 
 def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
@@ -137,6 +138,21 @@ def scale_norm_weights(plan, norms: list[str], width: int, count: int):
     return dataclasses.replace(plan, tensors=tensors)
 
 
+def mask_entering(plan, draft: Draft, norms: list[str]):
+    """The plan with each masked norm's ``mask`` at 0 for its new channels (old entries kept, or 1 where the norm
+    had no mask)."""
+    import dataclasses
+    tensors = dict(plan.tensors)
+    for nid in norms:
+        key = f"{nid}.mask"
+        src = draft.old.nodes[nid].inputs[0]
+        index = tuple(_old_positions(draft.ch.slots[src], draft.new_slots[nid]))
+        entering = AxisMap(index, draft.ch.slots[src].width, fill="zero")
+        tp = tensors[key]
+        tensors[key] = dataclasses.replace(tp, axes=((0, entering),))
+    return dataclasses.replace(plan, tensors=tensors)
+
+
 def mixing_note(ch: Channels, space: Space) -> str:
     mixer = ch.mixes(set(space.classes))
     return f"'{mixer}' normalises over these channels, so new channels change the others" if mixer else ""
@@ -151,20 +167,41 @@ def copies_note(ch: Channels, space: Space) -> str:
             f"outgoing weight with it") if cut else ""
 
 
+#: the norms whose statistics a uniform copy of every channel keeps (mean and variance, mean square)
+CLONE_EXACT_NORMS = ("layernorm", "rmsnorm")
+
+
 class AddFilters(Rule):
     """Add ``count`` output channels to a conv2d or linear and to everything tied to them.
 
     ``init``: ``preserve`` (new incoming weights random, outgoing zero: same function), ``random`` (both random),
     ``net2net`` (Net2WiderNet: copies of randomly chosen channels, outgoing weights divided among the copies:
     same function), ``zero`` (both zero: same function), ``gradmax`` (incoming zero; outgoing zero in the plan, set
-    from the gradient by ``archgraph.rewrite(..., batch=...)``).
+    from the gradient by ``archgraph.rewrite(..., batch=...)``), ``clone`` (HyperCloning: every channel copied
+    ``count / width`` times, so ``count`` is a multiple of the width and the layer grows by an integer factor;
+    the outgoing weights are divided among the copies: same function, layer and RMS norms included, as their
+    statistics over ``[x, x, ...]`` are those over ``x``) and ``masked`` (MSG: for a stream normalised by layer
+    norms, new incoming and outgoing weights random and the new channels entering every layer norm through a mask
+    that ramps from 0 to 1 over ``ramp`` training forward passes; the norms' statistics are weighted by the mask,
+    so at 0 the function is exactly the old one).
+
+    >>> import archgraph
+    >>> g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    >>> rw = archgraph.apply(g, AddFilters(node="wte", count=32, init="clone"))
+    >>> rw.graph.nodes["wte"].embedding_dim, rw.exact
+    (64, True)
+    >>> rw = archgraph.apply(g, AddFilters(node="wte", count=8, init="masked", ramp=200))
+    >>> rw.graph.nodes["b0_ln1"].mask_ramp, rw.exact
+    (200, True)
     """
 
     name: ClassVar[str] = "add_filters"
     node: str
     count: PositiveInt = 1
-    init: Literal["preserve", "random", "net2net", "zero", "gradmax"] = "preserve"
+    init: Literal["preserve", "random", "net2net", "zero", "gradmax", "clone", "masked"] = "preserve"
     seed: int = 0
+    #: init=masked: training forward passes over which the new channels' mask goes from 0 to 1
+    ramp: PositiveInt = 100
 
     def apply(self, graph) -> Rewrite:
         ch, space = widenable(self, graph, self.node)
@@ -172,6 +209,10 @@ class AddFilters(Rule):
             raise self.error(f"{len(space.classes):,} + {self.count:,} channels is over the width limit of "
                              f"{limit('width'):,} (a typo? to allow it, set {env_name('width')})",
                              node=self.node, field="count")
+        if self.init == "clone":
+            return self.cloned(graph, ch, space)
+        if self.init == "masked":
+            return self.masked(graph, ch, space)
         draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
         draft.fan_in, draft.fan_out = {"preserve": ("init", "zero"), "random": ("init", "init"),
                                        "net2net": ("init", "init"), "zero": ("zero", "zero"),
@@ -211,6 +252,57 @@ class AddFilters(Rule):
         if norms:
             plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
         return Rewrite(graph2, graph, self, plan)
+
+    def cloned(self, graph, ch: Channels, space: Space) -> Rewrite:
+        """HyperCloning: every channel gets ``count / width`` copies, appended in order (``[x, x, ...]``)."""
+        width = len(space.classes)
+        if self.count % width:
+            raise self.error(f"init=clone copies every channel: count must be a multiple of the {width} channels "
+                             f"(count={width} doubles them), not {self.count}", node=self.node, field="count")
+        factor = self.count // width + 1
+        draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
+        draft.fan_in, draft.fan_out = "init", "init"   # every new entry is a copy: nothing starts as built
+        picks = list(range(width)) * (factor - 1)
+        new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
+        for j, i in enumerate(picks):
+            for p, t in new[j].items():
+                draft.copy_of[t] = token_of(ch, p, space.classes[i])
+                draft.scale[t] = draft.scale[draft.copy_of[t]] = 1.0 / factor
+        other = [n for n in mixers(ch, space) if graph.nodes[n].op not in CLONE_EXACT_NORMS]
+        note = (f"'{other[0]}' ({graph.nodes[other[0]].op}) normalises over these channels and its statistics "
+                "change with copies" if other else copies_note(ch, space))
+        draft.exact, draft.note = not note, note
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, plan)
+
+    def masked(self, graph, ch: Channels, space: Space) -> Rewrite:
+        """MSG's masked growth: the stream's layer norms get a mask with the new channels at 0."""
+        norms = mixers(ch, space)
+        if not norms:
+            raise self.error("init=masked masks the new channels in the layer norms over them, and no layer norm "
+                             "normalises these channels (init=preserve keeps the function here)", node=self.node,
+                             field="init")
+        for nid in norms:
+            n, shape = graph.nodes[nid], graph.shape(nid)
+            if n.op != "layernorm" or len(shape) == 3:
+                what = "rmsnorm (init=preserve widens it exactly)" if n.op == "rmsnorm" else \
+                    f"{n.op} over {list(shape)}"
+                raise self.error(f"init=masked masks layer norms over [F] or [T, D]; '{nid}' normalising these "
+                                 f"channels is a {what}", node=nid, field="init")
+        draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
+        # new channels are made with random weights; the norms' readers read them (masked) with random weights;
+        # any other reader of them starts at zero, so the function is kept whatever reads the stream
+        draft.fan_in, draft.fan_out = "init", "zero"
+        add_channels(draft, space, self.count)
+        for nid in norms:
+            draft.nodes[nid] = draft.nodes[nid].replace(mask_ramp=self.ramp)
+        for nid, node in draft.nodes.items():
+            if node.inputs and node.inputs[0] in norms:
+                draft.reader_fill[nid] = "init"
+        draft.exact = True
+        draft.note = f"exact while the new channels' mask is 0 (it ramps to 1 over {self.ramp} training steps)"
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, mask_entering(plan, draft, norms))
 
 
 class SplitFilters(Rule):

@@ -1,0 +1,182 @@
+"""Exact growth of layer-norm transformers: MSG's masked widening (``add_filters init=masked``), HyperCloning's
+duplication (``init=clone``), deeper by copying blocks (``stack_block``), each checked in float64 on random
+weights, and the mask's ramp."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import archgraph
+from archgraph import rules
+from archgraph.errors import RuleError
+from archgraph.fx.apply_plan import transfer
+from transformer_helpers import example, gpt_graph
+
+TOL = 1e-9
+
+
+def random_module(graph, seed: int = 0) -> torch.nn.Module:
+    """``graph`` built in float64, eval mode, every parameter random and every norm's mask random in [0.1, 1]."""
+    m = archgraph.build(graph, dtype=torch.float64, seed=seed).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in m.state_dict().items():
+            if name.endswith(".mask"):
+                t.copy_(0.1 + 0.9 * torch.rand(t.shape, generator=gen, dtype=t.dtype))
+            elif t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.5)
+    return m
+
+
+def grown(graph, rule, old: torch.nn.Module, seed: int = 1):
+    """(rewrite, the new graph's module with the old module's weights carried)."""
+    rw = archgraph.apply(graph, rule)
+    new = archgraph.build(rw.graph, dtype=torch.float64, seed=seed).eval()
+    transfer(rw.plan, old, new)
+    return rw, new
+
+
+def error(graph, old, new) -> float:
+    x = example(graph)
+    with torch.no_grad():
+        return float((old(*x) - new(*x)).abs().max())
+
+
+# ---- masked widening (MSG) ---------------------------------------------------------------------------------------
+
+def test_masked_widening_of_a_layernorm_stream_is_exact_and_ramps():
+    g = gpt_graph(depth=2, d=8, norm="layernorm")
+    old = random_module(g)
+    rw, new = grown(g, rules.AddFilters(node="wte", count=4, init="masked", ramp=4), old)
+    assert rw.exact and "mask" in rw.plan.note
+    assert all(rw.graph.nodes[n].mask_ramp == 4 for n in ("b0_ln1", "b0_ln2", "b1_ln1", "b1_ln2", "ln_f"))
+    assert error(g, old, new) <= TOL
+    mask = new.b0_ln1.mask
+    assert mask.shape == (12,) and bool((mask[8:] == 0).all())
+    # the new channels' weights are not zero: the mask alone keeps the function
+    assert float(new.b0_attn.q_proj.weight.detach()[:, 8:].abs().sum()) > 0 and float(new.wte.weight.detach()[:, 8:].abs().sum()) > 0
+    new.train()
+    x = example(g)
+    for step in range(1, 5):
+        new(*x)
+        assert torch.allclose(new.b0_ln1.mask[8:], torch.full((4,), min(1.0, step / 4), dtype=torch.float64))
+    assert bool((new.b0_ln1.mask == 1).all())
+
+
+def test_a_fully_ramped_masked_norm_is_a_layer_norm():
+    g = gpt_graph(depth=1, d=8, norm="layernorm")
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="masked"))
+    m = archgraph.build(rw.graph, dtype=torch.float64).eval()
+    x = torch.randn(2, 3, 12, dtype=torch.float64)
+    ref = torch.nn.functional.layer_norm(x, (12,), m.b0_ln1.weight, m.b0_ln1.bias, 1e-5)
+    assert torch.allclose(m.b0_ln1(x), ref, atol=1e-12)
+
+
+def test_masked_widening_twice_and_other_readers_start_at_zero():
+    g = gpt_graph(depth=1, d=8, norm="layernorm")
+    old = random_module(g)
+    rw, mid = grown(g, rules.AddFilters(node="wte", count=2, init="masked", ramp=3), old)
+    mid.train()
+    mid(*example(g))          # the first new channels part-way in
+    mid.eval()
+    rw2, new = grown(rw.graph, rules.AddFilters(node="b0_proj", count=3, init="masked", ramp=5), mid, seed=2)
+    assert rw2.exact and rw2.graph.nodes["ln_f"].mask_ramp == 5
+    assert error(g, mid, new) <= TOL
+    assert torch.allclose(new.b0_ln1.mask[8:10], torch.full((2,), 1 / 3, dtype=torch.float64))
+    assert bool((new.b0_ln1.mask[10:] == 0).all())
+
+
+def test_masked_needs_layer_norms():
+    with pytest.raises(RuleError, match="rmsnorm"):
+        archgraph.apply(gpt_graph(norm="rmsnorm"), rules.AddFilters(node="wte", count=2, init="masked"))
+    with pytest.raises(RuleError, match="no layer norm"):
+        archgraph.apply(gpt_graph(), rules.AddFilters(node="b0_fc", count=2, init="masked"))
+
+
+def test_masked_norm_exports_and_replays(tmp_path):
+    from archgraph.interop.export import python_source
+    g = gpt_graph(depth=1, d=8)
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="masked", ramp=7))
+    assert "MaskedLayerNorm(12, 7" in python_source(rw.graph)
+    again = archgraph.apply(g, rules.decode(rules.encode(rw.rule)))
+    assert archgraph.graph.content_hash(again.graph) == archgraph.graph.content_hash(rw.graph)
+    text = archgraph.dumps(rw.graph)
+    assert "mask_ramp: 7" in text and archgraph.loads(text) == rw.graph
+
+
+# ---- HyperCloning --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("factor", [2, 3])
+def test_cloning_the_stream_is_exact(norm, factor):
+    g = gpt_graph(depth=2, d=8, norm=norm)
+    old = random_module(g)
+    rw, new = grown(g, rules.AddFilters(node="wte", count=8 * (factor - 1), init="clone"), old)
+    assert rw.exact and rw.graph.nodes["wte"].embedding_dim == 8 * factor
+    assert error(g, old, new) <= TOL
+    assert torch.equal(new.wte.weight[:, 8:16], new.wte.weight[:, :8])
+
+
+def test_cloning_needs_a_multiple_of_the_width():
+    with pytest.raises(RuleError, match="multiple"):
+        archgraph.apply(gpt_graph(d=8), rules.AddFilters(node="wte", count=3, init="clone"))
+
+
+def test_cloning_an_mlp_is_exact():
+    g = gpt_graph(depth=1, d=8, mlp=6)
+    old = random_module(g)
+    rw, new = grown(g, rules.AddFilters(node="b0_fc", count=6, init="clone"), old)
+    assert rw.exact and rw.graph.nodes["b0_fc"].out_features == 12 and error(g, old, new) <= TOL
+
+
+# ---- property: random layer-norm transformers x random exact growth ------------------------------------------------
+
+@st.composite
+def ln_transformer(draw):
+    kv = draw(st.sampled_from([1, 2]))
+    per = draw(st.sampled_from([1, 2]))
+    return gpt_graph(depth=draw(st.integers(1, 2)), d=draw(st.sampled_from([4, 8])), heads=kv * per, kv_heads=kv, head_dim=draw(st.sampled_from([2, 4])), causal=draw(st.booleans()),
+                     norm="layernorm", mlp=draw(st.sampled_from([4, 6])), t=draw(st.integers(2, 4)), vocab=7)
+
+
+@st.composite
+def exact_growth(draw, graph):
+    d = graph.shapes()["wte"][-1]
+    kind = draw(st.sampled_from(["masked", "clone", "mlp", "heads", "block"]))
+    stream = draw(st.sampled_from([n for n in graph.nodes if n == "wte" or n.endswith("_proj")]))
+    if kind == "masked":
+        return rules.AddFilters(node=stream, count=draw(st.integers(1, 4)), init="masked",
+                                ramp=draw(st.integers(1, 50)))
+    if kind == "clone":
+        return rules.AddFilters(node=stream, count=d * draw(st.integers(1, 2)), init="clone")
+    if kind == "mlp":
+        fc = draw(st.sampled_from([n for n in graph.nodes if n.endswith("_fc")]))
+        return rules.AddFilters(node=fc, count=draw(st.integers(1, 3)))
+    if kind == "heads":
+        node = draw(st.sampled_from([n for n, x in graph.nodes.items() if x.op == "attention"]))
+        n = graph.nodes[node]
+        return rules.AddHeads(node=node, count=n.num_heads // (n.kv_heads or n.num_heads))
+    after = draw(st.sampled_from([n for n in graph.nodes if n.endswith("res2")]))
+    return rules.InsertBlock(after=after, num_heads=1, head_dim=2, mlp_ratio=1.0)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_random_exact_growth_of_layernorm_transformers(data):
+    g = data.draw(ln_transformer())
+    old = random_module(g)
+    x = example(g)
+    with torch.no_grad():
+        want = old(*x)
+    m = old
+    for _ in range(data.draw(st.integers(1, 3))):
+        rule = data.draw(exact_growth(g))
+        rw = archgraph.apply(g, rule)
+        assert rw.exact, (rule, rw.plan.note)
+        new = archgraph.build(rw.graph, dtype=torch.float64, seed=3).eval()
+        transfer(rw.plan, m, new)
+        g, m = rw.graph, new
+    with torch.no_grad():
+        assert float((m(*x) - want).abs().max()) <= TOL
