@@ -1170,6 +1170,11 @@ class OpDef:
     #: a mixing norm whose statistic is the mean of squares over the channels (rmsnorm): zero channels added to its
     #: input are compensated exactly by scaling its weight by ``sqrt(old / new)`` and its ``eps`` by ``old / new``
     rescalable: bool = False
+    #: a mixing norm that takes new channels through a mask ramping from 0 (its ``mask_ramp`` field): layernorm
+    maskable: bool = False
+    #: a mixing norm whose statistics are the same over ``[x, x, ...]`` as over ``x`` (mean and variance, mean
+    #: square), so copying every channel alike keeps its output (add_filters init=clone)
+    keeps_stats_of_copies: bool = False
     #: ``mixes(node, ins)`` -> whether an output channel depends on the *other* channels of its input beyond what
     #: the channel role says (layernorm's statistics over the channels): adding or removing a channel then changes
     #: the others, so widening through it is not function-preserving
@@ -1244,7 +1249,8 @@ DEFS: tuple[OpDef, ...] = (
           python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")},
           imports=Imports(modules=("torch.nn.BatchNorm1d",))),
     OpDef(kind=S.LayerNorm, shape=ln_shape, channels=ACT, layout=ln_layout, params=ln_params, is_norm=True,
-          buffers=("mask",), module=ln_module, mixes=ln_mixing, shifts_zero=True, colour=NORM_COLOUR,
+          buffers=("mask",), module=ln_module, mixes=ln_mixing, maskable=True, keeps_stats_of_copies=True,
+          shifts_zero=True, colour=NORM_COLOUR,
           python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"), EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d"),
                   EXTRA + ".MaskedLayerNorm": masked_ln_source},
           imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm", A_ + "layer_norm.default"))),
@@ -1336,7 +1342,8 @@ DEFS: tuple[OpDef, ...] = (
                                    "torch.nn.UpsamplingBilinear2d"),
                           functions=(F_ + "interpolate", F_ + "upsample"))),
     OpDef(kind=S.RMSNorm, shape=last_axis_shape, channels=ACT, layout=rms_layout, params=rms_params, is_norm=True,
-          module=rms_module, mixes=ln_mixing, mix_stats="mean square", rescalable=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
+          module=rms_module, mixes=ln_mixing, mix_stats="mean square", rescalable=True,
+          keeps_stats_of_copies=True, colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source},
           imports=Imports(modules=("torch.nn.RMSNorm", EXTRA + ".RMSNorm"))),
     OpDef(kind=S.Embedding, shape=embedding_shape, channels=fixed(SOURCE), layout=embedding_layout,
           params=embedding_params, width_field="embedding_dim", module=embedding_module, resize=embedding_resize,

@@ -167,10 +167,6 @@ def copies_note(ch: Channels, space: Space) -> str:
             f"outgoing weight with it") if cut else ""
 
 
-#: the norms whose statistics a uniform copy of every channel keeps (mean and variance, mean square)
-CLONE_EXACT_NORMS = ("layernorm", "rmsnorm")
-
-
 class AddFilters(Rule):
     """Add ``count`` output channels to a conv2d or linear and to everything tied to them.
 
@@ -268,7 +264,7 @@ class AddFilters(Rule):
             for p, t in new[j].items():
                 draft.copy_of[t] = token_of(ch, p, space.classes[i])
                 draft.scale[t] = draft.scale[draft.copy_of[t]] = 1.0 / factor
-        other = [n for n in mixers(ch, space) if graph.nodes[n].op not in CLONE_EXACT_NORMS]
+        other = [n for n in mixers(ch, space) if not OPS[graph.nodes[n].op].keeps_stats_of_copies]
         note = (f"'{other[0]}' ({graph.nodes[other[0]].op}) normalises over these channels and its statistics "
                 "change with copies" if other else copies_note(ch, space))
         draft.exact, draft.note = not note, note
@@ -284,8 +280,8 @@ class AddFilters(Rule):
                              field="init")
         for nid in norms:
             n, shape = graph.nodes[nid], graph.shape(nid)
-            if n.op != "layernorm" or len(shape) == 3:
-                what = "rmsnorm (init=preserve widens it exactly)" if n.op == "rmsnorm" else \
+            if not OPS[n.op].maskable or len(shape) == 3:
+                what = f"{n.op} (init=preserve widens it exactly)" if OPS[n.op].rescalable else \
                     f"{n.op} over {list(shape)}"
                 raise self.error(f"init=masked masks layer norms over [F] or [T, D]; '{nid}' normalising these "
                                  f"channels is a {what}", node=nid, field="init")
