@@ -180,3 +180,39 @@ def test_random_exact_growth_of_layernorm_transformers(data):
         g, m = rw.graph, new
     with torch.no_grad():
         assert float((m(*x) - want).abs().max()) <= TOL
+
+
+# ---- methods choose the exact form; what is not exact is marked ----------------------------------------------------
+
+def test_exact_form_picks_masked_for_layernorm_streams_only():
+    ln, rms = gpt_graph(norm="layernorm"), gpt_graph(norm="rmsnorm")
+    assert rules.exact_form(ln, rules.AddFilters(node="wte", count=2)).init == "masked"
+    assert rules.exact_form(rms, rules.AddFilters(node="wte", count=2)).init == "preserve"
+    assert rules.exact_form(ln, rules.AddFilters(node="wte", count=2, init="random")).init == "random"
+
+
+def test_staged_run_logs_exactness_and_chooses_masked(tmp_path, capsys):
+    import json
+    seed = gpt_graph(depth=1, d=8, vocab=128, t=8, norm="layernorm")
+    archgraph.save(seed, tmp_path / "seed.yaml")
+    stages = [{"step": 1, "rules": [{"rule": "add_filters", "args": {"node": "wte", "count": 4}}]},
+              {"step": 2, "rules": [{"rule": "add_filters", "args": {"node": "b0_fc", "count": 2,
+                                                                      "init": "random"}}]}]
+    cfg = {"seed": str(tmp_path / "seed.yaml"),
+           "data": {"name": "text", "limit": 64, "test_limit": 16, "batch_size": 16, "eval_batch_size": 64},
+           "method": {"name": "staged", "stages": stages, "require_exact": False},
+           "schedule": {"epochs": 1, "lr": 0.01, "device": "cpu", "threads": 1, "format": "eager"}}
+    archgraph.grow(cfg, tmp_path / "run", quiet=False)
+    err = capsys.readouterr().err
+    events = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    rewrites = [e for e in events if e["event"] == "rewrite"]
+    assert rewrites[0]["args"]["init"] == "masked" and rewrites[0]["exact"] is True and "reason" not in rewrites[0]
+    assert rewrites[1]["exact"] is False and "random" in rewrites[1]["reason"]
+    assert "not exact: new channels start random" in err
+    from archgraph.history.report import report_data
+    from archgraph.history.run import Run
+    versions = Run(tmp_path / "run").versions
+    assert [v.exact for v in versions] == [None, True, False] and "random" in versions[2].reason
+    data = report_data(tmp_path / "run")
+    assert [v["exact"] for v in data["versions"]] == [None, True, False]
+    assert archgraph.replay(tmp_path / "run") is not None

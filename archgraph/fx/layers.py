@@ -35,7 +35,7 @@ class MaskedLayerNorm(nn.Module):
         self.register_buffer("mask", torch.ones(num_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.mask.to(x.dtype)
+        m = self.mask.to(x.dtype, copy=True)   # the mask is stepped in place below; autograd keeps this copy
         total = m.sum()
         mean = (x * m).sum(-1, keepdim=True) / total
         centred = x - mean

@@ -14,6 +14,7 @@ from .prune import PruneChannels
 from .deepen import InsertBlock, InsertLayer
 from .collapse import CollapseLayer, DeleteNode
 from .heads import AddHeads, PruneHeads
+from .widen import exact_form
 
 __all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels",
-           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]
+           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads", "exact_form"]

@@ -334,3 +334,29 @@ class SplitFilters(Rule):
         draft.note = note or ("" if self.eps == 0 else f"the halves differ by +-eps={self.eps} noise")
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
+
+
+def exact_form(graph, rule: Rule, apply=None) -> Rule:
+    """``rule``, or its exact form where ``rule`` does not keep the function and one that does exists: the choice
+    every method makes (GNAP's and SCS's growth, staged stages). Today: ``add_filters`` with ``init=preserve`` or
+    ``zero`` on channels a layer norm normalises becomes ``init=masked`` (MSG), the same channels entering through
+    the norms' masks. ``apply(graph, rule)`` defaults to ``rule.apply(graph)`` (a method passes its cache).
+
+    >>> import archgraph
+    >>> g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    >>> exact_form(g, AddFilters(node="wte", count=8)).init
+    'masked'
+    >>> exact_form(g, AddFilters(node="b0_fc", count=8)).init      # exact already
+    'preserve'
+    """
+    from ..errors import RuleError
+    apply = apply or (lambda g, r: r.apply(g))
+    if not isinstance(rule, AddFilters) or rule.init not in ("preserve", "zero"):
+        return rule
+    try:
+        if apply(graph, rule).exact:
+            return rule
+        masked = rule.model_copy(update={"init": "masked"})
+        return masked if apply(graph, masked).exact else rule
+    except RuleError:
+        return rule

@@ -455,11 +455,14 @@ class Trainer:
             self.prune_events += 1
         metrics = self.size_metrics()
         self.pending = self.pending[1:]
+        # whether the rewrite keeps the network's function, and why not when it does not
+        exactness = {"exact": rw.exact, **({} if rw.exact else {"reason": rw.plan.note or "not function-preserving"})}
         self.log({"event": "rewrite", **encode(rule), "version": self.version,
                   "parent": self.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
-                  "epoch": self.epoch, "step": self.step, "kind": kind, "metrics": metrics})
+                  "epoch": self.epoch, "step": self.step, "kind": kind, "metrics": metrics, **exactness})
         self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.version}: "
-                  f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params")
+                  f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params"
+                  f"{'' if rw.exact else ' (not exact: ' + exactness['reason'] + ')'}")
         self.checkpoint()
 
     # ---- the end ----------------------------------------------------------------------------------------------
