@@ -131,6 +131,43 @@ def test_cloning_an_mlp_is_exact():
     assert rw.exact and rw.graph.nodes["b0_fc"].out_features == 12 and error(g, old, new) <= TOL
 
 
+# ---- deeper: stacking copies of blocks (G_stack) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_stacking_a_block_with_zeroed_residual_writers_is_exact(norm):
+    g = gpt_graph(depth=2, d=8, norm=norm)
+    old = random_module(g)
+    rw, new = grown(g, rules.StackBlock(start="b0_res2", end="b1_res2", init="zero", prefix="b2_"), old)
+    assert rw.exact and error(g, old, new) <= TOL
+    assert rw.graph.nodes["ln_f"].inputs == ("b2_res2",) and rw.graph.nodes["b2_ln1"].inputs == ("b1_res2",)
+    assert torch.equal(new.b2_fc.weight, old.b1_fc.weight) and torch.equal(new.b2_attn.q_proj.weight,
+                                                                            old.b1_attn.q_proj.weight)
+    assert float(new.b2_proj.weight.detach().abs().sum()) == 0 and float(new.b2_attn.o_proj.weight.detach().abs().sum()) == 0
+
+
+def test_stacking_copies_g_stack_style_is_not_exact_and_says_why():
+    g = gpt_graph(depth=1, d=8)
+    old = random_module(g)
+    rw, new = grown(g, rules.StackBlock(start="wpe", end="b0_res2"), old)
+    assert not rw.exact and "second time" in rw.plan.note
+    assert [n for n in rw.graph.nodes if n.endswith("_copy")][:2] == ["b0_ln1_copy", "b0_attn_copy"]
+    assert torch.equal(new.b0_proj_copy.weight, old.b0_proj.weight)
+    # a copy after the whole stack (the network twice over its blocks), zeroed: exact
+    g2 = gpt_graph(depth=2, d=8)
+    rw2, new2 = grown(g2, rules.StackBlock(start="wpe", end="b1_res2", init="zero", prefix="s_"), random_module(g2))
+    assert rw2.exact and "s_b0_fc" in rw2.graph.nodes
+
+
+def test_stacking_errors_name_the_problem():
+    g = gpt_graph(depth=2, d=8)
+    with pytest.raises(RuleError, match="does not depend"):
+        archgraph.apply(g, rules.StackBlock(start="b1_res2", end="b0_res2"))
+    with pytest.raises(RuleError, match="from outside"):
+        archgraph.apply(g, rules.StackBlock(start="b0_ln2", end="b0_res2"))
+    with pytest.raises(RuleError, match="alike"):
+        archgraph.apply(g, rules.StackBlock(start="b0_ln2", end="b0_fc"))
+
+
 # ---- property: random layer-norm transformers x random exact growth ------------------------------------------------
 
 @st.composite
@@ -144,7 +181,7 @@ def ln_transformer(draw):
 @st.composite
 def exact_growth(draw, graph):
     d = graph.shapes()["wte"][-1]
-    kind = draw(st.sampled_from(["masked", "clone", "mlp", "heads", "block"]))
+    kind = draw(st.sampled_from(["masked", "clone", "mlp", "heads", "block", "stack"]))
     stream = draw(st.sampled_from([n for n in graph.nodes if n == "wte" or n.endswith("_proj")]))
     if kind == "masked":
         return rules.AddFilters(node=stream, count=draw(st.integers(1, 4)), init="masked",
@@ -158,7 +195,13 @@ def exact_growth(draw, graph):
         node = draw(st.sampled_from([n for n, x in graph.nodes.items() if x.op == "attention"]))
         n = graph.nodes[node]
         return rules.AddHeads(node=node, count=n.num_heads // (n.kv_heads or n.num_heads))
-    after = draw(st.sampled_from([n for n in graph.nodes if n.endswith("res2")]))
+    ends = [n for n in graph.nodes if n.endswith("res2")]
+    if kind == "stack":
+        end = draw(st.sampled_from(ends))
+        starts = ["wpe"] + [n for n in ends if list(graph.nodes).index(n) < list(graph.nodes).index(end)]
+        return rules.StackBlock(start=draw(st.sampled_from(starts)), end=end, init="zero",
+                                after=draw(st.sampled_from([None, *ends])))
+    after = draw(st.sampled_from(ends))
     return rules.InsertBlock(after=after, num_heads=1, head_dim=2, mlp_ratio=1.0)
 
 

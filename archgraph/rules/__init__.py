@@ -15,6 +15,7 @@ from .deepen import InsertBlock, InsertLayer
 from .collapse import CollapseLayer, DeleteNode
 from .heads import AddHeads, PruneHeads
 from .widen import exact_form
+from .stack import StackBlock
 
 __all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels",
-           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads", "exact_form"]
+           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads", "StackBlock", "exact_form"]
