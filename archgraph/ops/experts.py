@@ -63,6 +63,13 @@ def moe_layout(node: MoE, ins):
     return layout
 
 
+def moe_experts(node: MoE) -> tuple[int, dict[str, int]]:
+    tensors = {"router.weight": 0, "gate_proj": 0, "up_proj": 0, "down_proj": 0}
+    if node.expert_ramp is not None:
+        tensors["expert_mask"] = 0
+    return node.num_experts, tensors
+
+
 def moe_module(T, node: MoE, ins):
     return T.extra.MoE(channel_width(ins[0]), node.num_experts, node.hidden, node.top_k, normalize=node.normalize,
                        activation=node.activation, ramp=node.expert_ramp)
@@ -77,7 +84,7 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(
         kind=MoE,
         sizes=Sizes(shape=moe_shape, params=moe_params, macs=moe_macs, in_rank=2),
-        coupling=Coupling(role=fixed(MIXER), layout=moe_layout, buffers=("expert_mask",)),
+        coupling=Coupling(role=fixed(MIXER), layout=moe_layout, buffers=("expert_mask",), experts=moe_experts),
         build=Build(module=moe_module),
         export=Export(colour=ATTENTION_COLOUR, python={EXTRA + ".MoE": moe_source}),
         imports=Imports(modules=(EXTRA + ".MoE",)),

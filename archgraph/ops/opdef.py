@@ -146,6 +146,10 @@ class Coupling:
     #: ``head_tables(node, ins)`` -> ``{tensor: axis}``: the tensors holding one entry (not ``head_dim``) per head on
     #: ``axis``, which the head rules slice with the heads (window attention's position bias table)
     head_tables: Callable[[Any, list[Shape]], dict[str, int]] = no_head_tables
+    #: ``experts(node)`` -> ``(num_experts, {tensor: axis})``: the tensors holding one entry per expert on ``axis``
+    #: (a mixture of experts' router rows and expert weights), which ``add_experts``/``prune_experts`` map; ``None``
+    #: for an op without experts
+    experts: Callable[[Any], Optional[tuple[int, dict[str, int]]]] = lambda node: None
     #: ``norm_groups(node)``: a THROUGH op that normalises its channels in this many equal groups (group_norm): the
     #: channels at one position of every group are tied, so every group keeps the same size when channels go
     norm_groups: Callable[[Any], int] = no_norm_groups

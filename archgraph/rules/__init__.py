@@ -16,6 +16,8 @@ from .collapse import CollapseLayer, DeleteNode
 from .heads import AddHeads, PruneHeads
 from .widen import exact_form
 from .stack import StackBlock
+from .experts import AddExperts, PruneExperts
 
 __all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels",
-           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads", "StackBlock", "exact_form"]
+           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads", "StackBlock", "AddExperts", "PruneExperts",
+           "exact_form"]
