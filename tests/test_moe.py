@@ -173,3 +173,24 @@ def test_moe_graph_exports_and_replays():
     assert "MoE(8, 5, 6, 2, normalize=True, activation='silu', ramp=3)" in python_source(rw.graph)
     assert archgraph.loads(archgraph.dumps(rw.graph)) == rw.graph
     assert archgraph.apply(g, rules.decode(rules.encode(rw.rule))).graph == rw.graph
+
+
+def test_add_filters_and_prune_channels_inside_the_experts():
+    g = moe_graph()
+    old = random_module(g)
+    rw, new = grown(g, rules.AddFilters(node="b0_moe.experts", count=3), old)
+    assert rw.exact and rw.graph.nodes["b0_moe"].hidden == 9 and error(g, old, new) <= TOL
+    assert new.b0_moe.gate_proj.shape == (4, 9, 8) and float(new.b0_moe.down_proj.detach()[:, :, 6:].abs().sum()) == 0
+    assert float(new.b0_moe.up_proj.detach()[:, 6:].abs().sum()) > 0
+    assert not archgraph.apply(g, rules.AddFilters(node="b0_moe.experts", count=1, init="random")).exact
+    with torch.no_grad():    # units whose down_proj columns are zero in every expert go exactly
+        old.b0_moe.down_proj[:, :, [1, 4]] = 0
+    rw, pruned = grown(g, rules.PruneChannels(node="b0_moe.experts", indices=[1, 4]), old)
+    assert rw.graph.nodes["b0_moe"].hidden == 4 and "down_proj" in rw.plan.note and error(g, old, pruned) <= TOL
+    assert torch.equal(pruned.b0_moe.gate_proj, old.b0_moe.gate_proj[:, [0, 2, 3, 5]])
+    with pytest.raises(RuleError, match="mixture of experts"):
+        archgraph.apply(g, rules.AddFilters(node="head.experts"))
+    with pytest.raises(RuleError, match="every one"):
+        archgraph.apply(g, rules.PruneChannels(node="b0_moe.experts", indices=list(range(6))))
+    with pytest.raises(RuleError, match="preserve, zero or random"):
+        archgraph.apply(g, rules.AddFilters(node="b0_moe.experts", init="clone"))

@@ -70,6 +70,10 @@ def moe_experts(node: MoE) -> tuple[int, dict[str, int]]:
     return node.num_experts, tensors
 
 
+def moe_units(node: MoE) -> tuple[int, dict[str, int], dict[str, int], str]:
+    return node.hidden, {"gate_proj": 1, "up_proj": 1}, {"down_proj": 2}, "hidden"
+
+
 def moe_module(T, node: MoE, ins):
     return T.extra.MoE(channel_width(ins[0]), node.num_experts, node.hidden, node.top_k, normalize=node.normalize,
                        activation=node.activation, ramp=node.expert_ramp)
@@ -84,7 +88,8 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(
         kind=MoE,
         sizes=Sizes(shape=moe_shape, params=moe_params, macs=moe_macs, in_rank=2),
-        coupling=Coupling(role=fixed(MIXER), layout=moe_layout, buffers=("expert_mask",), experts=moe_experts),
+        coupling=Coupling(role=fixed(MIXER), layout=moe_layout, buffers=("expert_mask",), experts=moe_experts,
+                          expert_units=moe_units),
         build=Build(module=moe_module),
         export=Export(colour=ATTENTION_COLOUR, python={EXTRA + ".MoE": moe_source}),
         imports=Imports(modules=(EXTRA + ".MoE",)),

@@ -150,6 +150,10 @@ class Coupling:
     #: (a mixture of experts' router rows and expert weights), which ``add_experts``/``prune_experts`` map; ``None``
     #: for an op without experts
     experts: Callable[[Any], Optional[tuple[int, dict[str, int]]]] = lambda node: None
+    #: ``expert_units(node)`` -> ``(units, {tensor: axis} making them, {tensor: axis} reading them, field)``: the
+    #: hidden units every expert has (its SwiGLU width ``field``), which ``add_filters``/``prune_channels`` on
+    #: ``ID.experts`` change in every expert alike; ``None`` for an op without experts
+    expert_units: Callable[[Any], Optional[tuple[int, dict[str, int], dict[str, int], str]]] = lambda node: None
     #: ``norm_groups(node)``: a THROUGH op that normalises its channels in this many equal groups (group_norm): the
     #: channels at one position of every group are tied, so every group keeps the same size when channels go
     norm_groups: Callable[[Any], int] = no_norm_groups

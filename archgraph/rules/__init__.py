@@ -4,7 +4,7 @@
 
 >>> from archgraph import rules
 >>> sorted(rules.RULES)[:3]
-['add_filters', 'add_heads', 'collapse_layer']
+['add_experts', 'add_filters', 'add_heads']
 """
 from __future__ import annotations
 

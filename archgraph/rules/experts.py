@@ -1,5 +1,7 @@
 """Mixture-of-experts rules: ``add_experts`` (new experts that enter through a mask the router reads, so they are
 never picked at first: exact) and ``prune_experts`` (remove experts: exact only for experts the router never picks).
+``add_filters`` and ``prune_channels`` on ``ID.experts`` change the hidden units of every expert of moe node ``ID``
+(the stream around it widens and narrows through its other producers, as for attention).
 
 >>> import archgraph
 >>> g = archgraph.loads('''
@@ -14,6 +16,10 @@ never picked at first: exact) and ``prune_experts`` (remove experts: exact only 
 >>> rw = archgraph.apply(g, PruneExperts(node="moe", indices=[1]))
 >>> rw.graph.nodes["moe"].num_experts, rw.exact
 (3, False)
+>>> from archgraph.rules import AddFilters
+>>> rw = archgraph.apply(g, AddFilters(node="moe.experts", count=4))
+>>> rw.graph.nodes["moe"].hidden, rw.exact
+(10, True)
 """
 from __future__ import annotations
 
@@ -51,6 +57,67 @@ def _expert_plan(plan, graph, node: str, index: tuple[int, ...], old: int, new_f
         tp = tensors[key]
         tensors[key] = dataclasses.replace(tp, axes=((axis, AxisMap(index, old, fill=fill)),))
     return dataclasses.replace(plan, tensors=tensors)
+
+
+#: ``add_filters``/``prune_channels`` on ``ID.experts`` change the hidden units of every expert of moe node ``ID``
+EXPERTS = ".experts"
+
+
+def experts_target(rule: Rule, graph, node: str):
+    """The moe node whose experts ``node`` names (``"ID.experts"``), or None for any other node id."""
+    if not node.endswith(EXPERTS):
+        return None
+    nid = node[:-len(EXPERTS)]
+    _experts_of(rule, graph, nid)
+    return nid
+
+
+def _unit_plan(rule: Rule, graph, nid: str, width: int, fills: tuple[str, str], kept=None, count: int = 0) -> Rewrite:
+    """A rewrite giving every expert of ``nid`` the units ``kept`` (old positions; default all) plus ``count`` new
+    ones whose making rows start as ``fills[0]`` and reading columns as ``fills[1]``."""
+    n = graph.nodes[nid]
+    units, makers, readers, field = OPS[n.op].expert_units(n)
+    kept = tuple(range(units)) if kept is None else tuple(kept)
+    index = kept + (-1,) * count
+    nodes = dict(graph.nodes)
+    nodes[nid] = n.replace(**{field: len(index)})
+    draft = Draft(graph, analyse(graph), nodes, list(graph.outputs))
+    graph2, plan = realise(draft, rule)
+    tensors = dict(plan.tensors)
+    for axes, fill in ((makers, fills[0]), (readers, fills[1])):
+        for param, axis in axes.items():
+            key = f"{nid}.{param}"
+            tensors[key] = TensorPlan(key, ((axis, AxisMap(index, units, fill=fill)),))
+    return Rewrite(graph2, graph, rule, dataclasses.replace(plan, tensors=tensors))
+
+
+def widen_experts(rule: Rule, graph, nid: str, count: int, init: str) -> Rewrite:
+    """``add_filters node=ID.experts``: ``count`` new hidden units in every expert (``preserve``: new gate/up rows
+    random, down columns zero; ``zero``: both zero; ``random``: both random)."""
+    fills = {"preserve": ("init", "zero"), "zero": ("zero", "zero"), "random": ("init", "init")}.get(init)
+    if fills is None:
+        raise rule.error(f"init={init} is not for experts' units: preserve, zero or random", node=nid, field="init")
+    n = graph.nodes[nid]
+    rw = _unit_plan(rule, graph, nid, OPS[n.op].expert_units(n)[0], fills, count=count)
+    exact = init != "random"
+    note = "" if exact else "new units start random and are read with random weights"
+    return dataclasses.replace(rw, plan=dataclasses.replace(rw.plan, exact=exact, note=note))
+
+
+def prune_expert_units(rule: Rule, graph, nid: str, indices) -> Rewrite:
+    """``prune_channels node=ID.experts indices=...``: remove those hidden units from every expert."""
+    n = graph.nodes[nid]
+    units = OPS[n.op].expert_units(n)[0]
+    bad = [i for i in indices if i >= units]
+    if bad:
+        raise rule.error(f"unit {bad[0]} does not exist: the experts of '{nid}' have {units}", node=nid,
+                         field="indices")
+    kept = [i for i in range(units) if i not in set(indices)]
+    if not kept:
+        raise rule.error("this would remove every one of the experts' units", node=nid, field="indices")
+    rw = _unit_plan(rule, graph, nid, units, ("init", "init"), kept=kept)
+    note = "exact only when the removed units' down_proj columns are zero in every expert"
+    return dataclasses.replace(rw, plan=dataclasses.replace(rw.plan, exact=False, note=note))
 
 
 class AddExperts(Rule):

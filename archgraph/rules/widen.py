@@ -200,6 +200,10 @@ class AddFilters(Rule):
     ramp: PositiveInt = 100
 
     def apply(self, graph) -> Rewrite:
+        from .experts import experts_target, widen_experts
+        moe = experts_target(self, graph, self.node)
+        if moe is not None:   # ID.experts: the hidden units of every expert
+            return widen_experts(self, graph, moe, self.count, self.init)
         ch, space = widenable(self, graph, self.node)
         if len(space.classes) + self.count > limit("width"):  # before the channel tables are allocated
             raise self.error(f"{len(space.classes):,} + {self.count:,} channels is over the width limit of "
