@@ -50,3 +50,81 @@ def test_exported_python_with_a_hostile_graph_name_imports_without_running_it(tm
               and v.__module__ == mod.__name__]
     assert cls.__name__.isidentifier() and cls.__name__.isascii()
     assert cls()(torch.zeros(1, 4)).shape == (1, 2)
+
+
+# ---- run folders: resume only a run, no links, one writer ---------------------------------------------------------
+from archgraph.cli import main as cli  # noqa: E402
+from archgraph.errors import ArchgraphError, ConfigError  # noqa: E402
+from archgraph.history.rundir import RunDir  # noqa: E402
+from train_helpers import tiny_config  # noqa: E402
+
+
+def user_folder(root):
+    """A folder that looks like a run's output but was never one (the user's own files)."""
+    (root / "versions").mkdir(parents=True)
+    (root / "weights").mkdir()
+    (root / "versions" / "0001.yaml").write_text("mine\n")
+    (root / "summary.json").write_text('{"mine": 1}\n')
+    (root / "weights" / "final.safetensors").write_bytes(b"mine")
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_resume_on_a_folder_that_is_not_a_run_is_refused_and_deletes_nothing(data_root, tmp_path):
+    folder = tmp_path / "mine"
+    before = user_folder(folder)
+    with pytest.raises(ConfigError, match="not a run folder"):
+        archgraph.grow(tiny_config(data_root, epochs=1), folder, quiet=True, resume=True)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    with pytest.raises(ConfigError, match="does not exist"):          # a typo in --out
+        archgraph.grow(tiny_config(data_root, epochs=1), tmp_path / "typo", quiet=True, resume=True)
+    assert not (tmp_path / "typo").exists()
+    assert not (folder / ".lock").exists()
+
+
+def test_resume_cli_on_a_non_run_exits_2(data_root, tmp_path, capsys):
+    import yaml
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(tiny_config(data_root, epochs=1)))
+    folder = tmp_path / "mine"
+    user_folder(folder)
+    assert cli(["grow", str(run_file), "--out", str(folder), "--resume", "--quiet"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_links_inside_a_run_folder_are_refused(data_root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "0007.yaml").write_text("victim\n")
+    for planted in ("history.jsonl", "versions"):
+        out = tmp_path / f"run_{planted}"
+        out.mkdir()
+        target = outside / "dangling" if planted == "history.jsonl" else outside
+        os.symlink(target, out / planted)
+        for resume in (False, True):
+            with pytest.raises(ConfigError, match="symbolic link"):
+                archgraph.grow(tiny_config(data_root, epochs=1), out, quiet=True, resume=resume)
+    assert sorted(p.name for p in outside.iterdir()) == ["0007.yaml"]
+    run = RunDir(tmp_path / "run_versions")       # and each write checks again (a link planted during a run)
+    with pytest.raises(ArchgraphError, match="symbolic link"):
+        run.write_version(0, archgraph.loads(MLP))
+    with pytest.raises(ArchgraphError, match="symbolic link"):
+        run.rewind(0, -1)
+    assert sorted(p.name for p in outside.iterdir()) == ["0007.yaml"]
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data_root, tmp_path):
+    import socket
+    import subprocess
+    out = tmp_path / "run"
+    with RunDir(out).locked():
+        assert (out / ".lock").read_text().split()[0] == str(os.getpid())
+        with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
+            archgraph.grow(tiny_config(data_root, epochs=1), out, quiet=True)
+        with pytest.raises(ConfigError, match="another archgraph process"):
+            with RunDir(out).locked():
+                pass
+    assert not (out / ".lock").exists()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()}\n")   # its process has ended
+    summary = archgraph.grow(tiny_config(data_root, "dense", epochs=1), out, quiet=True)
+    assert summary["versions"] >= 1 and not (out / ".lock").exists()
