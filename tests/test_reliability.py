@@ -128,3 +128,26 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data_root, tmp_p
     (out / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()}\n")   # its process has ended
     summary = archgraph.grow(tiny_config(data_root, "dense", epochs=1), out, quiet=True)
     assert summary["versions"] >= 1 and not (out / ".lock").exists()
+
+
+# ---- output folders: one unit, a full disk named ------------------------------------------------------------------
+def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP)
+    out = tmp_path / "out"
+    assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=2", "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(*args, **kwargs):   # what safetensors raises on a full disk
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                          'message: "No space left on device" })')
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    for argv in (["apply", str(graph), "add_filters", "node=fc1", "count=5", "-o", str(out), "--force"],
+                 ["prune", str(out / "graph.yaml"), "--weights", str(out / "weights.safetensors"), "--ratio", "0.5",
+                  "-o", str(out), "--force"]):
+        capsys.readouterr()
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert "weights.safetensors" in err and "no space left" in err and "Traceback" not in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no new graph, no temporary left
