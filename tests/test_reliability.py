@@ -151,3 +151,45 @@ def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypat
         err = capsys.readouterr().err
         assert "weights.safetensors" in err and "no space left" in err and "Traceback" not in err
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no new graph, no temporary left
+
+
+# ---- pictures: every text a plain label ---------------------------------------------------------------------------
+PICTURE_NAMES = [
+    '<<TABLE><TR><TD HREF="javascript:alert(1)">click</TD></TR></TABLE>>',
+    '<x>]; injected [label="click" URL="javascript:alert(1)" href="javascript:alert(1)"]; y [label=<y>',
+    "<net>", 'x" URL="javascript:alert(1)', 'a"]; evil [URL="javascript:alert(1)" label="', "back\\", "\\N\\G\\L",
+    "tab\there\x1b[31m",
+]
+
+
+def no_link(svg: str) -> None:
+    """No link element or attribute in the picture (the hostile text shows, escaped, as text)."""
+    import xml.etree.ElementTree as ET
+    for element in ET.fromstring(svg[svg.index("<svg"):]).iter():
+        assert not element.tag.endswith("}a") and element.tag != "a"
+        assert not any("href" in key.lower() for key in element.attrib)
+
+
+@pytest.mark.parametrize("name", PICTURE_NAMES)
+def test_hostile_names_in_every_picture_are_plain_text(tmp_path, name, capsys):
+    from rundir_fixture import steps_from_rules, write_run
+    from archgraph.history.report import report_data
+    from archgraph.rules import AddFilters
+    from archgraph.format.yaml_io import dumps
+    seed = archgraph.loads(MLP).model_copy(update={"name": name})
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(dumps(seed))
+    b.write_text(dumps(archgraph.apply(seed, AddFilters(node="fc1", count=2)).graph))
+    assert cli(["render", str(a), "-o", str(tmp_path / "g.svg")]) == 0, capsys.readouterr().err
+    assert cli(["diff", str(a), str(b), "-o", str(tmp_path / "d.svg")]) == 0, capsys.readouterr().err
+    run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
+                    config={"name": name, "seed": 0})
+    assert cli(["render", str(run), "-o", str(tmp_path / "h.svg")]) == 0, capsys.readouterr().err
+    assert cli(["report", str(run), "-o", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+    for svg in ("g.svg", "d.svg", "h.svg"):
+        no_link((tmp_path / svg).read_text())
+    data = report_data(run)
+    pictures = [p for v in data["versions"] for k, p in v.items() if isinstance(p, str) and "<svg" in p]
+    assert pictures
+    for svg in pictures:
+        no_link(svg)
