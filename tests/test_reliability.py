@@ -193,3 +193,50 @@ def test_hostile_names_in_every_picture_are_plain_text(tmp_path, name, capsys):
     assert pictures
     for svg in pictures:
         no_link(svg)
+
+
+# ---- sweeps: paths and values read from a study are checked -------------------------------------------------------
+def tampered_study(tmp_path, record=None, values=(0.9, 100.0), attr=None):
+    import optuna
+    from archgraph.sweep import plan
+    from archgraph.sweep.front import front_data
+    root = os.path.join(os.path.dirname(__file__), "..", "examples", "digits_gnap.yaml")
+    out = tmp_path / "sweep"
+    (out / "trials" / "0000" / "seed-0").mkdir(parents=True)
+    spec = plan(root, out, ["method.param_cost=loguniform:0.0005:0.5"], trials=1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=spec.study_name,
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("archgraph_sweep", attr if attr is not None else spec.identity)
+    record = record if record is not None else {"seed": 0, "run": "trials/0000/seed-0", "params": 10}
+    study.add_trial(optuna.trial.create_trial(values=list(values), user_attrs={"seed-0": record}))
+    return lambda: front_data(study, spec), spec
+
+
+@pytest.mark.parametrize("run", ["../../victim", "/etc", "trials/../../victim", 5, None])
+def test_a_study_run_path_out_of_the_sweep_folder_is_refused(tmp_path, run):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "summary.json").write_text('{"test_acc": 0.123}')
+    front, _ = tampered_study(tmp_path, {"seed": 0, "run": run, "params": 10})
+    with pytest.raises(ConfigError, match="run path"):
+        front()
+
+
+@pytest.mark.parametrize("record,values", [("not a dict", (0.9, 100.0)), ({"run": "trials/0000/seed-0",
+                                           "params": "many"}, (0.9, 100.0)), (None, (0.9, float("inf")))])
+def test_tampered_study_records_are_one_line_errors(tmp_path, record, values):
+    front, _ = tampered_study(tmp_path, record, values)
+    with pytest.raises(ConfigError, match="study"):
+        front()
+
+
+def test_a_study_attribute_that_is_not_a_sweeps_is_refused(tmp_path):
+    from archgraph.sweep.runner import prepare
+    _, spec = tampered_study(tmp_path, attr=5)
+    with pytest.raises(ConfigError, match="archgraph_sweep attribute"):
+        prepare(spec)
+    from archgraph.sweep import plan
+    with pytest.raises(ConfigError, match="in-memory"):
+        plan(spec.run_file, tmp_path / "s2", ["method.param_cost=loguniform:0.0005:0.5"], trials=1,
+             storage="sqlite:///:memory:")
