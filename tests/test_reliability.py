@@ -4,6 +4,7 @@
 * run folders: resume only a run, never delete what a run did not write, never write through a link, one writer;
 * output folders: written as one unit, a full disk named as such.
 """
+import contextlib
 import importlib.util
 import os
 import sys
@@ -240,3 +241,29 @@ def test_a_study_attribute_that_is_not_a_sweeps_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="in-memory"):
         plan(spec.run_file, tmp_path / "s2", ["method.param_cost=loguniform:0.0005:0.5"], trials=1,
              storage="sqlite:///:memory:")
+
+
+# ---- terminal escapes and usage errors ----------------------------------------------------------------------------
+def test_terminal_escape_bytes_in_user_text_are_escaped_in_every_message(tmp_path, capsys):
+    evil = "\x1b]0;pwned\x07\x1b[2J\u202e"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP.replace("in: act", f"in: 'act{evil}'"))
+    runs = [["validate", str(graph)], ["validate", str(tmp_path / f"missing{evil}.yaml")],
+            ["render", str(tmp_path / f"x{evil}.yaml"), "-o", str(tmp_path / "x.svg")],
+            ["apply", str(graph), "add_filters", f"node=fc{evil}", "count=1", "-o", str(tmp_path / "o")],
+            ["summary", str(graph)], ["prune", str(graph), "-o", str(tmp_path / f"p{evil}")]]
+    for argv in runs:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) if argv[0] == "prune" else contextlib.nullcontext():
+            assert cli(argv) == 2
+        out = capsys.readouterr()
+        text = out.err + out.out
+        assert "archgraph: error:" in text and not any(ch in text for ch in "\x1b\x07\u202e"), (argv, text)
+        assert text.count("\n") == 1, text   # one line
+
+
+def test_a_missing_required_option_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(["prune", "g.yaml", "-o", "out"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "--weights" in err and "usage" not in err

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..errors import shown
 from ..history.rundir import RunDir
 from .config import RunConfig, check_budget, config_from_data, load_config, load_seed, with_overrides
 
@@ -45,7 +46,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     seed = load_seed(cfg, base, source)
     if os.environ.get("RANK", "0") == "0":
         for warning in check_budget(cfg):
-            print(f"archgraph: warning: {source}: {warning}", file=sys.stderr)
+            print(shown(f"archgraph: warning: {source}: {warning}"), file=sys.stderr)
     run_dir = RunDir(out_dir)
     main = os.environ.get("RANK", "0") == "0"
     if main:   # before the lock creates the folder: a mistyped --out stays absent
