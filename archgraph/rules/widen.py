@@ -25,9 +25,10 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, Space, analyse
 from ..limits import env_name, limit
 from ..ops.registry import OPS
-from .base import Rewrite, Rule
 from ..plan import AxisMap
-from .draft import Draft, _old_positions, realise
+from ..roles import old_positions
+from .base import Rewrite, Rule
+from .draft import Draft, realise
 
 
 def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
@@ -146,7 +147,7 @@ def mask_entering(plan, draft: Draft, norms: list[str]):
     for nid in norms:
         key = f"{nid}.mask"
         src = draft.old.nodes[nid].inputs[0]
-        index = tuple(_old_positions(draft.ch.slots[src], draft.new_slots[nid]))
+        index = tuple(old_positions(draft.ch.slots[src], draft.new_slots[nid]))
         entering = AxisMap(index, draft.ch.slots[src].width, fill="zero")
         tp = tensors[key]
         tensors[key] = dataclasses.replace(tp, axes=((0, entering),))
