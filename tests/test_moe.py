@@ -194,3 +194,33 @@ def test_add_filters_and_prune_channels_inside_the_experts():
         archgraph.apply(g, rules.PruneChannels(node="b0_moe.experts", indices=list(range(6))))
     with pytest.raises(RuleError, match="preserve, zero or random"):
         archgraph.apply(g, rules.AddFilters(node="b0_moe.experts", init="clone"))
+
+
+def test_mixtral_imports_exactly_and_grows_exactly():
+    pytest.importorskip("transformers")
+    import copy
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import load_into
+    from archgraph.interop import hf
+    from archgraph.interop.equivalence import randomize_normalization
+    m = randomize_normalization(hf.build_model("mixtral", lm_head=True))
+    graph, weights = hf.from_model(m, 6)     # checks the logits in float64 (raises above 1e-9)
+    moe = graph.nodes["layers_0_mlp"]
+    assert (moe.op, moe.num_experts, moe.top_k, moe.hidden, moe.normalize) == ("moe", 4, 2, 48, True)
+    ref = copy.deepcopy(m).double().eval()
+    x = torch.randint(0, 100, (2, 6), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), hf._native_rms_norms(ref), hf._native_routers(ref):
+        logits = ref(input_ids=x).logits
+    built = build(graph, dtype=torch.float64)
+    load_into(built, {k: v.double() for k, v in weights.items()})
+    built.eval()
+    for rule in (rules.AddExperts(node="layers_0_mlp", count=2), rules.AddFilters(node="layers_1_mlp.experts", count=8),
+                 rules.AddFilters(node="embed_tokens", count=32, init="clone"),
+                 rules.StackBlock(start="layers_0_add_2", end="layers_1_add_2", init="zero", prefix="layers_2_")):
+        rw = archgraph.apply(graph, rule)
+        new = build(rw.graph, dtype=torch.float64, seed=1).eval()
+        transfer(rw.plan, built, new)
+        assert rw.exact, rule
+        graph, built = rw.graph, new
+        with torch.no_grad():
+            assert float((built(x) - logits).abs().max()) <= TOL, rule
