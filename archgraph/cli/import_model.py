@@ -20,8 +20,9 @@ def register(sub) -> None:
                             "node.")
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False) "
-                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, mistral, vit: a Hugging Face "
-                                                         "model built from a small config, checked in float64)")
+                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, mistral, mixtral, "
+                                                         "vit: a Hugging Face model built from a small config, checked "
+                                                         "in float64)")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
                    help="per-sample input shape: C,H,W, T,D (a sequence) or F (default 3,224,224); with --vocab "
                         "the number of tokens T")

@@ -63,7 +63,7 @@ def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = Fals
     """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
 
     ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"mistral"``,
-    ``"vit"``: built with the
+    ``"mixtral"``, ``"vit"``: built with the
     :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
     logits (its head untied from the embedding: the graph format has no shared weights) instead of the last hidden
     state."""
