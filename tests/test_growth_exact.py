@@ -259,3 +259,22 @@ def test_staged_run_logs_exactness_and_chooses_masked(tmp_path, capsys):
     data = report_data(tmp_path / "run")
     assert [v["exact"] for v in data["versions"]] == [None, True, False]
     assert archgraph.replay(tmp_path / "run") is not None
+
+
+def test_a_masked_stream_exports_to_onnx_and_python(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from archgraph.interop.export import export_onnx, python_source
+    g = gpt_graph(depth=1, d=8)
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="masked"))
+    m = archgraph.build(rw.graph)
+    with torch.no_grad():
+        m.b0_ln1.mask[8:] = 0.5    # part-way in: the mask's values are exported with the weights
+    assert export_onnx(rw.graph, m.state_dict(), tmp_path / "m.onnx") is not None
+    namespace: dict = {}
+    exec(compile(python_source(rw.graph), "m.py", "exec"), namespace)
+    from archgraph.fx.builder import _class_name
+    standalone = namespace[_class_name(rw.graph.name)]()
+    standalone.load_state_dict(m.state_dict())
+    x = example(g)
+    with torch.no_grad():
+        assert torch.allclose(standalone.eval()(*x), m.eval()(*x), atol=1e-6)
