@@ -76,7 +76,7 @@ class FolderImages:
             else:
                 img = _shorter_side(img, self.image_size)
                 img = _crop(img, self.height, self.width, draw)
-            x = np.asarray(img, dtype=np.uint8)
+            x = np.array(img, dtype=np.uint8)   # a copy: PIL's buffer is read-only
         x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
         return np.ascontiguousarray(x), np.int64(self.labels[i])
 
