@@ -3,7 +3,8 @@ dataset; and what the DataLoader path costs against the in-memory path on MNIST.
 
 1. **Peak RSS of a folder run on 1x, 10x and 100x images.** ``--base`` PNGs per class (3 classes, ``--size`` pixels
    square, RGB) are generated under a temporary folder, then each size is trained for ``--epochs`` epoch(s) with the
-   tiny RGB CNN seed in a fresh child process (``archgraph grow``, dense, CPU, ``data.workers`` = ``--workers``). The
+   tiny RGB CNN seed in a fresh child process (``archgraph grow``, dense, CPU, ``data.workers`` = ``--workers``,
+   training and evaluation batches of ``--batch``: memory follows the batch, so the batch stays the same). The
    child reports its own peak RSS (``ru_maxrss``) and that of its DataLoader workers (the largest child); the growth
    against 1x is the figure (goal: under 20%).
 2. **images/s, DataLoader path vs in-memory path on MNIST** (``--data-root``, default ../shared/data): the same MNIST
@@ -80,6 +81,7 @@ def folder_rss(args) -> list[dict]:
             seed = {**SEED, "inputs": {"image": [3, args.size, args.size]}}
             cfg = {"seed": seed, "method": {"name": "dense"},
                    "data": {"name": "folder", "path": str(root), "batch_size": args.batch, "workers": args.workers,
+                            "eval_batch_size": args.batch,
                             "augment": {"flip": True, "translate": 2}},
                    "schedule": {"epochs": args.epochs, "device": "cpu", "threads": 1, "seed": 0}}
             out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg), str(Path(tmp) / f"run{factor}")],

@@ -4,6 +4,7 @@ registry and the run-file errors; and the streamed path's draws (the same whatev
 processes)."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_folder_reads_any_size_and_mode_with_sorted_classes_and_a_carved_val(tmp
     assert isinstance(ds, Streamed) and ds.num_classes == 3 and ds.task == "classification"
     assert len(ds.train) == 24 and len(ds.val) == 6 and len(ds.test) == 9
     assert sorted(np.bincount(ds.val.labels).tolist()) == [2, 2, 2]                      # stratified
-    assert [p.parent.name for p in ds.test.files][::3] == list(CLASSES)                   # sorted classes
+    assert [Path(p).parent.name for p in ds.test.files][::3] == list(CLASSES)                   # sorted classes
     x, y = next(ds.batches(ds.train, [torch.arange(24)]))
     assert x.shape == (24, 3, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert abs(float(x.mean())) < 0.3                                                     # normalised

@@ -107,7 +107,7 @@ def list_images(split_dir: Path, classes: list, req: Request) -> tuple[list, np.
         if sub.name not in classes:
             raise req.error(f"'{sub}' is a class that train/ does not have (classes: {', '.join(classes)})")
         found = sorted(p for p in sub.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
-        files += found
+        files += [str(f) for f in found]   # strings: a million paths stay small
         labels += [classes.index(sub.name)] * len(found)
     if not files:
         raise req.error(f"'{split_dir}' holds no images ({', '.join(EXTENSIONS)}) in class folders")
