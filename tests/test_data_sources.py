@@ -280,3 +280,23 @@ def test_python_factory_runs_and_validate_never_imports_it(tmp_path, monkeypatch
     bad = run_config(IMAGE_SEED, {"name": "python", "factory": "my_data:nothing"})
     with pytest.raises(ConfigError, match="has no function 'nothing'"):
         archgraph.grow(bad, tmp_path / "run2", quiet=True)
+
+
+def test_a_data_path_may_be_relative_to_the_run_file(tmp_path, monkeypatch):
+    write_folder(tmp_path / "project" / "pets", per_class=(6, 0, 2))
+    run = tmp_path / "project" / "run.yaml"
+    run.write_text(yaml.safe_dump(run_config(IMAGE_SEED, {"name": "folder", "path": "pets", "workers": 0,
+                                                          "batch_size": 8}, epochs=1)))
+    monkeypatch.chdir(tmp_path)   # "pets" is not in the working directory, but beside the run file
+    assert archgraph.grow(run, tmp_path / "run", quiet=True)["dataset"] == "folder"
+
+
+def test_a_factory_may_return_a_tuple_and_augment_switches_take_true(tmp_path, monkeypatch):
+    (tmp_path / "tuple_data.py").write_text(FACTORY + "\n\ndef as_tuple():\n    d = make()\n"
+                                            "    return d['train'], d['test'], d['task']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = run_config(IMAGE_SEED, {"name": "python", "factory": "tuple_data:as_tuple", "batch_size": 16,
+                                  "workers": 0, "val_fraction": 0.0}, epochs=1)
+    assert archgraph.grow(cfg, tmp_path / "run", quiet=True)["steps"] == 3
+    aug = data_config(name="folder", path="x", augment={"random_resized_crop": True, "color_jitter": True}).augment
+    assert (aug.random_resized_crop, aug.color_jitter) == (0.08, 0.4)

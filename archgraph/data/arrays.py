@@ -18,7 +18,6 @@ path serves them (shuffled indices on the device, no worker processes).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -39,7 +38,7 @@ class ArraySettings(DataBase):
 
 def read_arrays(path: str, req: Request) -> dict:
     """The arrays of an ``.npz`` (no pickles) or ``.safetensors`` file."""
-    p = Path(path)
+    p = req.path(path)
     if not p.is_file():
         raise req.error(f"arrays file '{path}' does not exist")
     try:

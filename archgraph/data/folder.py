@@ -43,7 +43,7 @@ class FolderSettings(DataBase):
     """An ImageFolder tree of images, streamed through a DataLoader (archgraph/data/folder.py)."""
     name: Literal["folder"] = "folder"
     path: str = Field(description="the folder holding train/<class>/*, and optionally val/<class>/* and "
-                                  "test/<class>/*")
+                                  "test/<class>/* (relative to the working directory, else to the run file)")
     image_size: Optional[PositiveInt] = Field(
         None, description="resize the shorter side to this first, then crop to the seed's input (random position "
                           "when training, centre when evaluating); default: resize straight to the seed's input")
@@ -115,7 +115,7 @@ def list_images(split_dir: Path, classes: list, req: Request) -> tuple[list, np.
 
 
 def load_folder(cfg: FolderSettings, req: Request) -> Loaded:
-    root = Path(cfg.path)
+    root = req.path(cfg.path)
     shape = tuple(req.input_shape) if req.input_shape is not None else None
     if shape is None or len(shape) != 3 or shape[0] not in (1, 3):
         raise req.error(f"data 'folder' needs a seed whose input is an image [C, H, W] with 1 or 3 channels, not "

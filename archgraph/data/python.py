@@ -1,6 +1,6 @@
 """The user's own datasets (``data: {name: python, factory: "package.module:function"}``): the function is called
-with no arguments and returns a mapping (or an object with these attributes): ``train``, ``test`` and optionally
-``val``, each a map-style torch ``Dataset`` whose items are ``(input, target)``, and ``task``: ``classification``
+with no arguments and returns a mapping (or an object with these attributes, or a tuple ``(train, test, task)`` or
+``(train, test, val, task)``): ``train``, ``test`` and optionally ``val``, each a map-style torch ``Dataset`` whose items are ``(input, target)``, and ``task``: ``classification``
 (targets are class ids), ``segmentation`` (per-pixel class ids ``[H, W]``) or ``lm`` (next-token targets ``[T]`` for
 token inputs ``[T]``; metric perplexity). Optionally ``num_classes`` (default: the seed's output size).
 
@@ -23,7 +23,8 @@ from pydantic import Field
 from .registry import Loaded, Request, register
 from .settings import DataBase
 
-TASKS = {"classification": "classification", "segmentation": "segmentation", "lm": "token_model"}
+TASKS = {"classification": "classification", "segmentation": "segmentation", "lm": "token_model",
+         "language_model": "token_model"}
 
 
 class PythonSettings(DataBase):
@@ -64,6 +65,9 @@ def call_factory(spec: str, req: Request):
 
 
 def _part(made, key: str):
+    if isinstance(made, (tuple, list)):   # (train, test, task) or (train, test, val, task)
+        parts = dict(zip(("train", "test", "val") if len(made) > 3 else ("train", "test"), made[:-1]))
+        return made[-1] if key == "task" else parts.get(key)
     return made.get(key) if isinstance(made, dict) else getattr(made, key, None)
 
 

@@ -17,6 +17,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -64,6 +65,19 @@ class Request:
 
     def error(self, message: str, field_name: str = "data.path") -> ConfigError:
         return ConfigError(message, file=self.source, field=field_name)
+
+    def path(self, name: str) -> Path:
+        """A ``data:`` path: as written when it exists from the working directory (or is absolute), else relative
+        to the run file's folder when it exists there.
+
+        >>> str(Request(source="runs/x/run.yaml").path("/abs/pets"))
+        '/abs/pets'
+        """
+        p = Path(name).expanduser()
+        if p.is_absolute() or p.exists() or self.source.startswith("<"):
+            return p
+        beside = Path(self.source).parent / p
+        return beside if beside.exists() else p
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator
 
 
 class Settings(BaseModel):
@@ -32,10 +32,18 @@ class Augment(Settings):
     random_resized_crop: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.0, description="like RandomResizedCrop(size, scale=(random_resized_crop, 1), ratio=(3/4, 4/3)): a random "
                          "crop of at least this share of the image's area, stretched back to the image's size "
-                         "(0: off; 0.08 is torchvision's default)")
+                         "(0: off; true: 0.08, torchvision's default)")
     color_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.0, description="random brightness, contrast and saturation factors in [1 - color_jitter, 1 + "
-                         "color_jitter], like ColorJitter(b, c, s) (0: off)")
+                         "color_jitter], like ColorJitter(b, c, s) (0: off; true: 0.4)")
+
+    @field_validator("random_resized_crop", "color_jitter", mode="before")
+    @classmethod
+    def _on_off(cls, value, info):
+        """``true`` turns one on with the usual setting (torchvision's 0.08 crop area, a 0.4 jitter)."""
+        if isinstance(value, bool):
+            return ({"random_resized_crop": 0.08, "color_jitter": 0.4}[info.field_name]) if value else 0.0
+        return value
 
 
 class DataBase(Settings):

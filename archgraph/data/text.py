@@ -18,7 +18,6 @@ with the run); ``test_limit`` keeps the first windows of the test split.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import numpy as np
@@ -33,8 +32,9 @@ UNKNOWN = 0   # the id of every symbol the training split does not hold
 class TextSettings(DataBase):
     """Character-, byte- or tokenizer-level language modelling on one text (archgraph/data/text.py)."""
     name: Literal["text"] = "text"
-    path: Optional[str] = Field(None, description="a UTF-8 file to train on (relative to the working directory; "
-                                                  "default: the prose of CPython's pydoc_data.topics)")
+    path: Optional[str] = Field(None, description="a UTF-8 file to train on (relative to the working directory, "
+                                                  "else to the run file; default: the prose of CPython's "
+                                                  "pydoc_data.topics)")
     tokens: Literal["chars", "bytes"] = Field("chars", description="characters or the UTF-8 bytes as tokens")
     tokenizer: Optional[str] = Field(None, description="a Hugging Face tokenizers tokenizer.json (or a folder "
                                                        "holding one), read locally; its ids replace characters or "
@@ -64,7 +64,7 @@ def default_corpus() -> str:
 def read_corpus(path: str, max_bytes: int, source: str = "<config>") -> str:
     """The UTF-8 text of ``path``, read only when it is at most ``max_bytes`` long."""
     req = Request(source=source)
-    p = Path(path)
+    p = req.path(path)
     if not p.is_file():
         raise req.error(f"text file '{path}' does not exist")
     size = p.stat().st_size
@@ -81,7 +81,7 @@ def read_corpus(path: str, max_bytes: int, source: str = "<config>") -> str:
 
 def read_tokenizer(path: str, req: Request):
     """The ``tokenizers.Tokenizer`` of ``path`` (a tokenizer.json, or a folder holding one); never downloads."""
-    p = Path(path)
+    p = req.path(path)
     if p.is_dir():
         p = p / "tokenizer.json"
     if not p.is_file():

@@ -77,7 +77,7 @@ def largest_id(tokens: np.ndarray, chunk: int = 1 << 24) -> int:
 
 
 def load_tokens(cfg: TokenSettings, req: Request) -> Loaded:
-    root = Path(cfg.path)
+    root = req.path(cfg.path)
     shape = req.input_shape
     if shape is None or len(shape) != 1:
         raise req.error(f"data 'tokens' needs a seed whose input is token ids {{shape: [T], vocab: V}}, not "

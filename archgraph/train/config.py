@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
-from ..data import SOURCES, Augment, DataSettings, data_config
+from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (Augment: a run-file model)
 from ..errors import ArchgraphError, ConfigError
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
