@@ -3,6 +3,7 @@ downloaded) every exact way, checked in float64 against the original transformer
 (GPT-2's layer norms: ``masked`` and ``clone``; Llama's RMS norms: ``preserve`` and ``clone``), more heads / kv
 groups, a wider MLP, a new block after a block, and a copied block with zeroed residual writers."""
 import copy
+import functools
 
 import pytest
 import torch
@@ -37,10 +38,9 @@ GROWTHS = {
 }
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
-def imported(request):
-    """(model type, the transformers model in float64, its logits on a fixed input, graph, built graph, input)."""
-    model_type = request.param
+@functools.lru_cache(maxsize=None)
+def imported(model_type: str):
+    """(the transformers model's logits in float64 on a fixed input, graph, built graph, input)."""
     m = randomize_normalization(hf.build_model(model_type, lm_head=True))
     ref = copy.deepcopy(m).double().eval()
     graph, weights = hf.from_model(m, T)
@@ -49,14 +49,12 @@ def imported(request):
         logits = ref(input_ids=x).logits
     built = build(graph, dtype=torch.float64)
     load_into(built, {k: v.double() for k, v in weights.items()})
-    return model_type, logits, graph, built.eval(), x
+    return logits, graph, built.eval(), x
 
 
-@pytest.mark.parametrize("k", range(7))
-def test_each_growth_keeps_the_transformers_logits(imported, k):
-    model_type, logits, graph, built, x = imported
-    if k >= len(GROWTHS[model_type]):
-        pytest.skip("fewer growths for this family")
+@pytest.mark.parametrize("model_type,k", [(t, k) for t, growths in GROWTHS.items() for k in range(len(growths))])
+def test_each_growth_keeps_the_transformers_logits(model_type, k):
+    logits, graph, built, x = imported(model_type)
     rule = GROWTHS[model_type][k]
     rw = archgraph.apply(graph, rule)
     assert rw.exact, (rule, rw.plan.note)
@@ -66,8 +64,9 @@ def test_each_growth_keeps_the_transformers_logits(imported, k):
         assert float((new(x) - logits).abs().max()) <= TOL * max(1.0, float(logits.abs().max()))
 
 
-def test_growths_compose(imported):
-    model_type, logits, graph, built, x = imported
+@pytest.mark.parametrize("model_type", list(GROWTHS))
+def test_growths_compose(model_type):
+    logits, graph, built, x = imported(model_type)
     m = built
     for rule in GROWTHS[model_type]:
         rw = archgraph.apply(graph, rule)
