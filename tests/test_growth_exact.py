@@ -119,6 +119,17 @@ def test_cloning_the_stream_is_exact(norm, factor):
     assert torch.equal(new.wte.weight[:, 8:16], new.wte.weight[:, :8])
 
 
+def test_cloning_with_noise_on_the_readers_stays_exact_and_breaks_symmetry():
+    g = gpt_graph(depth=2, d=8)
+    old = random_module(g)
+    rw, new = grown(g, rules.AddFilters(node="wte", count=16, init="clone", eps=0.1, seed=3), old)
+    assert rw.exact and error(g, old, new) <= TOL
+    q = new.b0_attn.q_proj.weight.detach()
+    assert not torch.allclose(q[:, :8], q[:, 8:16]) and torch.allclose(q[:, :8] + q[:, 8:16] + q[:, 16:],
+                                                                       old.b0_attn.q_proj.weight, atol=1e-12)
+    assert torch.equal(new.wte.weight[:, 8:16], new.wte.weight[:, :8])   # the copies' values stay equal
+
+
 def test_cloning_needs_a_multiple_of_the_width():
     with pytest.raises(RuleError, match="multiple"):
         archgraph.apply(gpt_graph(d=8), rules.AddFilters(node="wte", count=3, init="clone"))

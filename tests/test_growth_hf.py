@@ -22,7 +22,7 @@ TOL = 1e-9
 T = 6
 
 GROWTHS = {
-    "gpt2": [rules.AddFilters(node="wte", count=32, init="clone"),      # 2x, first: later widths are not 32
+    "gpt2": [rules.AddFilters(node="wte", count=32, init="clone", eps=0.05),   # 2x (first: later widths differ)
              rules.AddFilters(node="wte", count=8, init="masked", ramp=10),
              rules.AddHeads(node="h_0_attn", count=2),
              rules.AddFilters(node="h_1_mlp_c_fc", count=16),

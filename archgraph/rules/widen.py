@@ -25,7 +25,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, Space, analyse
 from ..limits import env_name, limit
 from ..ops.registry import OPS
-from ..plan import AxisMap
+from ..plan import AxisMap, Noise
 from ..roles import old_positions
 from .base import Rewrite, Rule
 from .draft import Draft, realise
@@ -154,6 +154,30 @@ def mask_entering(plan, draft: Draft, norms: list[str]):
     return dataclasses.replace(plan, tensors=tensors)
 
 
+def spread_copies(plan, graph, eps: float, seed: int):
+    """The plan with antisymmetric noise on the readers' weights of every (channel, copy) pair: the reader's in
+    axis gets ``+eps*z`` at the channel and ``-eps*z`` at the copy, which read equal values, so each reader's output
+    is unchanged while the copies' gradients differ (HyperCloning's symmetry breaking)."""
+    import dataclasses
+    tensors = dict(plan.tensors)
+    for key, tp in plan.tensors.items():
+        nid, _, param = key.partition(".")
+        if tp.source is None or tp.noise is not None or nid not in graph.nodes:
+            continue
+        node = graph.nodes[nid]
+        in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid)).get(param, (None, None))[1]
+        m = next((m for a, m in tp.axes if a == in_axis and m.copied), None)
+        if m is None:
+            continue
+        first = {}
+        for i, old in enumerate(m.index):
+            if old >= 0 and i not in m.copied:
+                first.setdefault(old, i)
+        pairs = tuple((first[m.index[c]], c) for c in sorted(m.copied))
+        tensors[key] = dataclasses.replace(tp, noise=Noise(in_axis, pairs, eps, seed))
+    return dataclasses.replace(plan, tensors=tensors)
+
+
 def mixing_note(ch: Channels, space: Space) -> str:
     mixer = ch.mixes(set(space.classes))
     return f"'{mixer}' normalises over these channels, so new channels change the others" if mixer else ""
@@ -199,6 +223,9 @@ class AddFilters(Rule):
     seed: int = 0
     #: init=masked: training forward passes over which the new channels' mask goes from 0 to 1
     ramp: PositiveInt = 100
+    #: init=clone: ``+eps*z`` on the readers' weights of each channel and ``-eps*z`` on its copy's (``z`` standard
+    #: normal): the copies' sum, so the function, is kept, and the copies learn apart
+    eps: NonNegativeFloat = 0.0
 
     def apply(self, graph) -> Rewrite:
         from .experts import experts_target, widen_experts
@@ -274,6 +301,8 @@ class AddFilters(Rule):
                 "change with copies" if other else copies_note(ch, space))
         draft.exact, draft.note = not note, note
         graph2, plan = realise(draft, self)
+        if self.eps > 0:
+            plan = spread_copies(plan, graph2, self.eps, self.seed)
         return Rewrite(graph2, graph, self, plan)
 
     def masked(self, graph, ch: Channels, space: Space) -> Rewrite:
