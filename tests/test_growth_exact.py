@@ -104,6 +104,10 @@ def test_masked_norm_exports_and_replays(tmp_path):
     assert archgraph.graph.content_hash(again.graph) == archgraph.graph.content_hash(rw.graph)
     text = archgraph.dumps(rw.graph)
     assert "mask_ramp: 7" in text and archgraph.loads(text) == rw.graph
+    from archgraph.interop.importer import from_module   # the built module imports back with its masks
+    back, weights = from_module(archgraph.build(rw.graph), input_shape=[6], vocab=13)
+    assert [n.mask_ramp for n in back.nodes.values() if n.op == "layernorm"] == [7, 7, 7]
+    assert any(k.endswith(".mask") for k in weights)
 
 
 # ---- HyperCloning --------------------------------------------------------------------------------------------------

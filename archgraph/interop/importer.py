@@ -811,7 +811,19 @@ def _layernorm(c: _Converter, hint: str, x, normalized_shape, eps: float, weight
 
 
 def layernorm(c: _Converter, n, m: nn.LayerNorm, x):
+    if hasattr(m, "ramp") and hasattr(m, "mask"):   # archgraph's MaskedLayerNorm (add_filters init=masked)
+        return masked_layernorm(c, n, m, x)
     return _layernorm(c, None, x, m.normalized_shape, m.eps, m.weight, m.bias)
+
+
+def masked_layernorm(c: _Converter, n, m, x):
+    """archgraph's own ``MaskedLayerNorm``: a layernorm with ``mask_ramp`` and its ``mask`` buffer."""
+    x = c.tensor(x)
+    if x.layout not in (CF, TND) or len(c.shape(x)) not in (1, 2):
+        raise c.fail("a masked layer norm normalises the last axis of [N, F] or a sequence [N, T, D]")
+    return Val(c.emit(None, "layernorm", [x.node], _state(m), eps=float(m.eps),
+                      elementwise_affine=m.weight is not None, bias=m.bias is not None, mask_ramp=int(m.ramp)),
+               x.layout)
 
 
 def rmsnorm(c: _Converter, n, m, x):

@@ -273,7 +273,8 @@ DEFS: tuple[OpDef, ...] = (
                       python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"),
                               EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d"),
                               EXTRA + ".MaskedLayerNorm": masked_ln_source}),
-        imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm", A_ + "layer_norm.default")),
+        imports=Imports(modules=("torch.nn.LayerNorm", EXTRA + ".MaskedLayerNorm"),
+                        functions=(F_ + "layer_norm", A_ + "layer_norm.default")),
     ),
     OpDef(
         kind=RMSNorm,
