@@ -147,14 +147,19 @@ class Attention(nn.Module):
 
 
 class PositionEmbedding(nn.Module):
-    """A learned ``[T, D]`` table added to a ``[B, T, D]`` input."""
+    """A learned ``[T, D]`` table added to a ``[B, t, D]`` input of any length ``t`` up to ``T`` (its first ``t``
+    rows: a model built for ``T`` tokens also reads shorter sequences)."""
 
     def __init__(self, num_positions: int, dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_positions, dim) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight
+        t = x.shape[1]
+        if not torch.jit.is_tracing() and t > self.weight.shape[0]:
+            raise ValueError(f"a sequence of {t} positions is longer than the position table's "
+                             f"{self.weight.shape[0]} rows (the graph's declared length)")
+        return x + self.weight[:t]
 
 
 class ClassToken(nn.Module):
