@@ -106,7 +106,9 @@ def run(args) -> int:
     rw = apply(graph, rule)
     module = load_module(graph, args.weights, args.seed)
     new = materialise(rw, module, seed=args.seed)
-    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed})
+    from archgraph.fx.weights import carried_metadata
+    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed,
+                                                      **carried_metadata(args.weights)})
     exact = "function unchanged" if rw.exact else f"function changes{': ' + rw.plan.note if rw.plan.note else ''}"
     print(f"{rule}: {graph.params:,} -> {rw.graph.params:,} params, {graph.macs:,} -> {rw.graph.macs:,} MACs "
           f"({exact})")

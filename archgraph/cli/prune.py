@@ -33,7 +33,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import prune_with_rules
-    from archgraph.fx.weights import check_weights, load_into, load_weights
+    from archgraph.fx.weights import carried_metadata, check_weights, load_into, load_weights
     from archgraph.rules import PruneChannels, encode
     from .apply import write
     output_folder(args.output, args.force)
@@ -46,7 +46,8 @@ def run(args) -> int:
     load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
     log = [encode(r) for r in rules]
     gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
-                                                          "criterion": args.criterion})
+                                                          "criterion": args.criterion,
+                                                          **carried_metadata(args.weights)})
     if rules and not args.quiet:
         print("the pruned channels, as rules for 'archgraph apply':")
         for r in rules:

@@ -50,6 +50,32 @@ def _canonical(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
+def carried_metadata(path: Union[str, os.PathLike, None]) -> dict[str, str]:
+    """The metadata of a weights file that every edit carries to the weights it writes: the ``hf_*`` entries an
+    import from Hugging Face records (the model's config and source folder, for ``archgraph export --hf``)."""
+    if not path:
+        return {}
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:   # an unreadable file is reported by the loader itself
+        return {}
+    return {k: v for k, v in meta.items() if k.startswith("hf_")}
+
+
+def read_metadata(path: Union[str, os.PathLike]) -> dict[str, str]:
+    """A safetensors file's metadata (its header's ``__metadata__``), read without loading a tensor."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return dict(fh.metadata() or {})
+    except FileNotFoundError:
+        raise ArchgraphError("no such weights file", file=str(path)) from None
+    except Exception as err:
+        raise ArchgraphError(f"not a valid safetensors file ({err})", file=str(path)) from None
+
+
 NON_REGULAR_LIMIT = 1 << 30
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -96,21 +98,115 @@ def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tu
     model in float64 (see :func:`max_error`) and raise when they differ by more than ``1e-9 x max(1, max |y|)``."""
     graph, weights = _convert(model, int(seq_len))
     if check:
-        err, scale = max_error(model, seq_len)
-        if not err <= 1e-9 * max(1.0, scale):
-            raise ConversionError(f"the converted {type(model).__name__} differs from the model by {err:.3g} in "
-                                  f"float64 (max |y| {scale:.3g}): its structure is not the one archgraph reads")
+        _check(model, seq_len)
     return graph, weights
 
 
-def _convert(model: nn.Module, seq_len: int) -> tuple[Graph, dict[str, torch.Tensor]]:
+def from_pretrained(path, seq_len: Optional[int] = None, dtype=None, *,
+                    check: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Read a local folder as ``save_pretrained`` writes it (``config.json`` and ``*.safetensors``, sharded or
+    not) into a graph and weights. A checkpoint saved from a ``...ForCausalLM`` (``...LMHeadModel``) is read with
+    its LM head (the graph outputs the logits); any other with ``AutoModel`` (the last hidden state).
+
+    ``seq_len``: the graph's declared number of tokens (summary and MACs use it; the built graph runs on any
+    length up to a position table's rows, or on any length with rotary positions); by default the model's
+    position table (GPT-2's ``n_positions``, BERT's ``max_position_embeddings``), for rotary families its
+    ``max_position_embeddings`` up to :data:`DEFAULT_ROTARY_LEN`. ``dtype``: the weights' dtype (a ``torch.dtype``
+    or its name; by default the checkpoint's own, so bfloat16 stays bfloat16). The weights share the model's
+    tensors: nothing is held twice. ``check``: the float64 comparison of :func:`from_model`, run on an affordable
+    copy (see :func:`check_copy`).
+
+    >>> graph, weights = from_pretrained("path/to/Qwen2.5-0.5B")         # doctest: +SKIP
+    """
+    tr = import_transformers()
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ConversionError("not a Hugging Face model folder: it has no config.json", file=str(folder))
+    if not any(folder.glob("*.safetensors")):
+        raise ConversionError("the folder has no *.safetensors weights (save_pretrained writes them)",
+                              file=str(folder))
+    config = tr.AutoConfig.from_pretrained(str(folder))
+    if config.model_type not in WALKERS:
+        raise ConversionError(f"Hugging Face model type {config.model_type!r} is not supported (supported: "
+                              f"{', '.join(WALKERS)})", file=str(folder / "config.json"))
+    auto = tr.AutoModelForCausalLM if is_causal_lm(config) else tr.AutoModel
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = auto.from_pretrained(str(folder), dtype=dtype or "auto", attn_implementation="sdpa").eval()
+    t = int(seq_len) if seq_len is not None else default_seq_len(config)
+    graph, weights = _convert(model, t, copy=False)
+    if check:
+        _check(check_copy(model), min(t, CHECK_LEN))
+    return graph, weights
+
+
+#: the declared length of a rotary model read without ``seq_len`` at most (it runs on any length)
+DEFAULT_ROTARY_LEN = 4096
+#: the number of tokens the float64 check of an import runs on at most
+CHECK_LEN = 16
+#: models with more parameters are checked on a copy of their first :data:`CHECK_LAYERS` layers
+CHECK_PARAMS = 50_000_000
+CHECK_LAYERS = 2
+
+
+def is_causal_lm(config) -> bool:
+    """Whether a config was saved from a causal language model (its ``architectures``)."""
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or []))
+
+
+def default_seq_len(config) -> int:
+    """A model's declared length when none is given: its position table's rows, or for rotary families its
+    ``max_position_embeddings`` up to :data:`DEFAULT_ROTARY_LEN` (16 where the config has none)."""
+    if config.model_type == "gpt2":
+        return int(config.n_positions)
+    if config.model_type == "vit":
+        return 16   # unused: ViT reads images
+    n = int(getattr(config, "max_position_embeddings", 16) or 16)
+    return n if config.model_type == "bert" else min(n, DEFAULT_ROTARY_LEN)
+
+
+def check_copy(model: nn.Module) -> nn.Module:
+    """The model the float64 check runs on: ``model`` itself up to :data:`CHECK_PARAMS` parameters; above, a copy
+    of its first :data:`CHECK_LAYERS` layers (the embedding, those layers, the final norm and the head, sharing
+    ``model``'s tensors), so the check of a billion-parameter model costs a few hundred MB in float64 instead of
+    eight bytes per parameter. Every layer of a family is read by the same code, so the copy checks the structure;
+    the weights of the other layers are the checkpoint's tensors themselves."""
+    if sum(p.numel() for p in model.parameters()) <= CHECK_PARAMS:
+        return model
+    config = copy.deepcopy(model.config)
+    layers = min(CHECK_LAYERS, config.num_hidden_layers)
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:layers]
+    with torch.device("meta"):
+        small = type(model)(config)
+    own = small.state_dict()
+    state = model.state_dict()
+    small.load_state_dict({k: state[k] for k in own}, strict=False, assign=True)
+    for name, buf in list(small.named_buffers()):     # non-persistent buffers (rotary frequencies): the model's
+        if buf.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            small.get_submodule(owner).register_buffer(leaf, model.get_buffer(name), persistent=False)
+    return small.eval()
+
+
+def _check(model: nn.Module, seq_len: int) -> None:
+    err, scale = max_error(model, seq_len)
+    if not err <= 1e-9 * max(1.0, scale):
+        raise ConversionError(f"the converted {type(model).__name__} differs from the model by {err:.3g} in "
+                              f"float64 (max |y| {scale:.3g}): its structure is not the one archgraph reads")
+
+
+def _convert(model: nn.Module, seq_len: int, copy: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     walker = WALKERS.get(model_type)
     if walker is None:
         raise ConversionError(f"Hugging Face model type {model_type!r} is not supported (supported: "
                               f"{', '.join(WALKERS)})", field="model")
     base = model.base_model
-    b = _Nodes()
+    b = _Nodes(copy)
     try:
         out = walker(b, base, seq_len)
         if base is not model:
@@ -166,7 +262,8 @@ def _native_rms_norms(model: nn.Module):
 class _Nodes:
     """Graph nodes in the making: each is validated and its shape inferred when it is added."""
 
-    def __init__(self):
+    def __init__(self, copy: bool = True):
+        self.copy = copy      # False: the weights share the model's tensors (a model read from disk and dropped)
         self.inputs: dict[str, Any] = {}
         self.nodes: dict[str, dict] = {}
         self.shapes: dict[str, Any] = {}
@@ -191,7 +288,8 @@ class _Nodes:
             raise ConversionError(f"node '{nid}' ({op}): {err.message}", node=nid) from None
         self.nodes[nid] = data
         for key, tensor in (weights or {}).items():
-            self.weights[f"{nid}.{key}"] = tensor.detach().clone().contiguous()
+            tensor = tensor.detach()
+            self.weights[f"{nid}.{key}"] = tensor.clone().contiguous() if self.copy else tensor.contiguous()
         return nid
 
     def linear(self, nid: str, x: str, m: nn.Module) -> str:
@@ -392,14 +490,19 @@ def _vit(b: _Nodes, base, t: int) -> str:
 
 
 def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
-    """A causal LM's ``lm_head`` (untied: the graph format has no shared weights)."""
+    """A causal LM's ``lm_head``; one tied to the embedding is read as a copy of its table (the graph format has
+    no shared weights yet; :func:`archgraph.interop.hf_export.to_pretrained` ties them again where the two tables
+    are still equal)."""
     head = getattr(model, "lm_head", None)
     _refuse(not isinstance(head, nn.Linear), f"{type(model).__name__}: only a base model or a causal LM with an "
                                              f"lm_head is supported")
     embed = base.get_input_embeddings()
-    _refuse(head.weight is getattr(embed, "weight", None), f"{type(model).__name__}'s lm_head is tied to its "
-            f"embedding; shared weights cannot be expressed in the graph format (build it with "
-            f"tie_word_embeddings=False, or import the base model)")
+    if head.weight is getattr(embed, "weight", None):   # tied: the head gets its own copy of the table
+        state = {"weight": head.weight.detach().clone()}
+        if head.bias is not None:
+            state["bias"] = head.bias
+        return b.emit("lm_head", "linear", [x], state, out_features=int(head.weight.shape[0]),
+                      bias=head.bias is not None)
     return b.linear("lm_head", x, head)
 
 
