@@ -1,0 +1,290 @@
+"""(Graph, weights) -> a Hugging Face model folder that ``transformers``' ``from_pretrained`` loads.
+
+A graph imported from Hugging Face (:mod:`archgraph.interop.hf`) keeps its node ids: the module paths of the
+family's modeling file with ``.`` written ``_`` (``layers_0_self_attn``, ``h_3_mlp_c_fc``). :func:`to_pretrained`
+reads the new sizes off the graph (hidden size, layers, heads, kv heads, head size, MLP width, vocabulary, position
+table), writes the family's ``config.json`` with them over the source's config, and fills every tensor of the
+family's own class (built on the ``meta`` device: no memory) from the graph's weights: the generic way is the
+longest prefix of its module path that is a node id; GPT-2's fused ``c_attn`` and ``Conv1D`` layout, BERT's folded
+token-type row and ViT's class token and position table are written back by hand. A causal LM whose head still
+equals its embedding is written tied (``tie_word_embeddings``), as it came.
+
+Only sizes the family's class can express load natively: every layer the same head count, kv heads, head size and
+MLP width (``archgraph prune --uniform`` keeps them so); GPT-2, BERT and ViT also need ``head_dim * heads`` equal to
+the hidden size. Other graphs are refused with the reason (a per-layer modeling file is not written yet).
+
+>>> to_pretrained(graph, weights, "out/", config)          # doctest: +SKIP
+>>> AutoModelForCausalLM.from_pretrained("out/")             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import torch
+
+from ..compat import import_transformers
+from ..errors import ConversionError
+from ..graph import Graph
+from ..ops.registry import attention_dims
+
+PathLike = Union[str, os.PathLike]
+
+#: a shard of ``model.safetensors`` holds at most this many bytes (``save_pretrained``'s default, 5 GB)
+MAX_SHARD_BYTES = 5 * 10 ** 9
+
+#: files of a tokenizer (and chat template) copied from the import's source folder when it has them
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
+                   "chat_template.json", "preprocessor_config.json")
+
+#: families whose heads have their own size (``head_dim`` in the config): any head count loads
+FREE_HEAD_DIM = ("llama", "qwen2", "mistral")
+
+
+def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLike, config: Mapping[str, Any],
+                  source: Optional[PathLike] = None, *, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
+    """Write ``graph`` with ``weights`` as a Hugging Face model folder ``out`` (``config.json``,
+    ``model.safetensors`` or shards with ``model.safetensors.index.json``, ``generation_config.json`` for a causal
+    LM, and the tokenizer files of ``source`` when it has them). ``config``: the source model's config as
+    ``config.json`` holds it (the import records it in the weights' metadata, ``hf_config``). Returns ``out``."""
+    tr = import_transformers()
+    model_type = config.get("model_type")
+    if model_type not in SIZES:
+        raise ConversionError(f"Hugging Face model type {model_type!r} cannot be exported (supported: "
+                              f"{', '.join(SIZES)})")
+    causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.get("architectures") or [])
+    if causal != ("lm_head" in graph.nodes):
+        raise ConversionError("the graph " + ("has no" if causal else "has an") + " lm_head node but its source "
+                              "config says " + ("a causal LM" if causal else "a base model"))
+    sizes = SIZES[model_type](graph)
+    data = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path")}
+    data.update(sizes)
+    if getattr(data.get("layer_types"), "__len__", None) and len(data["layer_types"]) != sizes["num_hidden_layers"]:
+        data["layer_types"] = list(data["layer_types"])[:sizes["num_hidden_layers"]]
+    floating = {t.dtype for t in weights.values() if t.is_floating_point()}
+    dtype = next(iter(floating)) if len(floating) == 1 else torch.float32
+    data["dtype"] = str(dtype).removeprefix("torch.")
+    tied = causal and _tied(graph, weights, model_type)
+    data["tie_word_embeddings"] = tied
+    cfg = tr.AutoConfig.for_model(**data)
+    auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
+    with torch.device("meta"):
+        skeleton = auto.from_config(cfg)
+    cfg.architectures = [type(skeleton).__name__]
+    state = _state(graph, weights, skeleton, model_type, tied)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save_pretrained(str(out))
+    _save_shards(state, out, max_shard_bytes)
+    if causal:
+        _generation_config(tr, cfg, source, out)
+    if source is not None:
+        for name in TOKENIZER_FILES:
+            if (Path(source) / name).is_file():
+                shutil.copyfile(Path(source) / name, out / name)
+    return out
+
+
+# ---- sizes -------------------------------------------------------------------------------------------------------
+
+def _attentions(graph: Graph) -> list[str]:
+    return [nid for nid, n in graph.nodes.items() if n.op == "attention"]
+
+
+def _uniform(name: str, values: list, hint: str = "") -> Any:
+    if len(set(values)) != 1:
+        raise ConversionError(f"the layers' {name} differ ({values}): the family's own class needs one value for "
+                              f"every layer (archgraph prune --uniform keeps them equal; a per-layer modeling file "
+                              f"is not written yet){hint}")
+    return values[0]
+
+
+def _heads(graph: Graph) -> tuple[int, int, int, int]:
+    """``(hidden, heads, kv_heads, head_dim)``, the same in every attention node."""
+    dims = [attention_dims(graph.nodes[a], graph.input_shapes(a)) for a in _attentions(graph)]
+    d, h, hd, kv = (_uniform(n, [x[i] for x in dims]) for i, n in
+                    enumerate(("hidden sizes", "head counts", "head sizes", "kv head counts")))
+    return d, h, kv, hd
+
+
+def _width(graph: Graph, pattern: str, layers: int) -> int:
+    return _uniform("MLP widths", [graph.nodes[pattern.format(i)].out_features for i in range(layers)])
+
+
+def _vocab(graph: Graph, embedding: str) -> int:
+    return graph.input_shapes(embedding)[0].vocab
+
+
+def _llama_sizes(graph: Graph) -> dict:
+    d, h, kv, hd = _heads(graph)
+    n = len(_attentions(graph))
+    return {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h, "num_key_value_heads": kv,
+            "head_dim": hd, "intermediate_size": _width(graph, "layers_{}_mlp_gate_proj", n),
+            "vocab_size": _vocab(graph, "embed_tokens")}
+
+
+def _fixed_head_dim(family: str, d: int, h: int, hd: int) -> None:
+    if h * hd != d:
+        raise ConversionError(f"{family} needs head_dim x heads = hidden size; here {hd} x {h} != {d} (heads "
+                              f"pruned or the stream widened apart from them): its class cannot express it")
+
+
+def _gpt2_sizes(graph: Graph) -> dict:
+    d, h, _, hd = _heads(graph)
+    _fixed_head_dim("GPT-2", d, h, hd)
+    n = len(_attentions(graph))
+    width = _width(graph, "h_{}_mlp_c_fc", n)
+    return {"n_embd": d, "n_layer": n, "n_head": h, "n_inner": None if width == 4 * d else width,
+            "vocab_size": _vocab(graph, "wte"), "n_positions": graph.shape("wpe")[0]}
+
+
+def _bert_sizes(graph: Graph) -> dict:
+    d, h, _, hd = _heads(graph)
+    _fixed_head_dim("BERT", d, h, hd)
+    n = len(_attentions(graph))
+    return {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
+            "intermediate_size": _width(graph, "encoder_layer_{}_intermediate_dense", n),
+            "vocab_size": _vocab(graph, "embeddings_word_embeddings"),
+            "max_position_embeddings": graph.shape("embeddings_position_embeddings")[0]}
+
+
+def _vit_sizes(graph: Graph) -> dict:
+    d, h, _, hd = _heads(graph)
+    _fixed_head_dim("ViT", d, h, hd)
+    n = len(_attentions(graph))
+    return {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
+            "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
+
+
+#: model type -> the config fields read off the graph
+SIZES: dict[str, Callable[[Graph], dict]] = {"llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes,
+                                             "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes}
+
+#: model type -> the graph's embedding node (its table is the tied head's)
+EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "gpt2": "wte"}
+
+
+def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
+    head, table = weights.get("lm_head.weight"), weights.get(f"{EMBEDDING.get(model_type)}.weight")
+    return (head is not None and table is not None and "lm_head.bias" not in weights
+            and head.shape == table.shape and bool(torch.equal(head, table)))
+
+
+# ---- tensors -----------------------------------------------------------------------------------------------------
+
+def _state(graph: Graph, weights: Mapping[str, torch.Tensor], skeleton, model_type: str,
+           tied: bool) -> dict[str, torch.Tensor]:
+    """Every tensor of ``skeleton``'s state dict (a model on ``meta``), from the graph's weights."""
+    prefix = skeleton.base_model_prefix + "."
+    has_base = any(k.startswith(prefix) for k in skeleton.state_dict())
+    special = SPECIAL.get(model_type, {})
+    out: dict[str, torch.Tensor] = {}
+    for key, want in skeleton.state_dict().items():
+        if tied and key == "lm_head.weight":
+            continue
+        inner = key[len(prefix):] if has_base and key.startswith(prefix) else key
+        if inner.startswith("pooler."):   # the import leaves the pooler out: not part of the graph
+            continue
+        if inner == "embeddings.token_type_embeddings.weight":
+            # BERT: the import folds token type 0's row into the position table; rows of zeros keep the function
+            out[key] = torch.zeros(want.shape, dtype=weights["embeddings_position_embeddings.weight"].dtype)
+            continue
+        try:
+            tensor = _special(special, inner, graph, weights)
+        except KeyError:
+            tensor = None
+        if tensor is None:
+            tensor = _generic(inner, graph, weights)
+        if tensor is None:
+            raise ConversionError(f"no weight of the graph for the {model_type} tensor {key!r}: the graph is not "
+                                  f"laid out as its import wrote it (node ids are the module paths)")
+        if tuple(tensor.shape) != tuple(want.shape):
+            raise ConversionError(f"the {model_type} tensor {key!r} is {list(want.shape)} with the graph's sizes, "
+                                  f"but the graph's weight is {list(tensor.shape)}")
+        out[key] = tensor.contiguous()
+    return out
+
+
+def _generic(inner: str, graph: Graph, weights: Mapping[str, torch.Tensor]) -> Optional[torch.Tensor]:
+    parts = inner.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        nid, rest = "_".join(parts[:cut]), ".".join(parts[cut:])
+        if nid in graph.nodes and f"{nid}.{rest}" in weights:
+            return weights[f"{nid}.{rest}"]
+    return None
+
+
+def _special(table, inner: str, graph: Graph, weights) -> Optional[torch.Tensor]:
+    for suffix, make in table.items():
+        if inner.endswith(suffix):
+            return make(inner[:-len(suffix)].rstrip(".").replace(".", "_"), weights)
+    return None
+
+
+def _gpt2_qkv(kind: str):
+    def make(layer: str, w):
+        parts = [w[f"{layer}_attn.{p}_proj.{kind}"] for p in "qkv"]
+        return torch.cat(parts, 0).t() if kind == "weight" else torch.cat(parts, 0)
+    return make
+
+
+SPECIAL: dict[str, dict[str, Callable]] = {
+    "gpt2": {
+        "attn.c_attn.weight": _gpt2_qkv("weight"), "attn.c_attn.bias": _gpt2_qkv("bias"),
+        "attn.c_proj.weight": lambda p, w: w[f"{p}_attn.o_proj.weight"].t(),
+        "attn.c_proj.bias": lambda p, w: w[f"{p}_attn.o_proj.bias"],
+        "mlp.c_fc.weight": lambda p, w: w[f"{p}_mlp_c_fc.weight"].t(),
+        "mlp.c_proj.weight": lambda p, w: w[f"{p}_mlp_c_proj.weight"].t(),
+    },
+    "bert": {
+        **{f"attention.self.{hf}.{k}": (lambda ours, k: lambda p, w: w[f"{p}_attention.{ours}_proj.{k}"])(ours, k)
+           for hf, ours in (("query", "q"), ("key", "k"), ("value", "v")) for k in ("weight", "bias")},
+        "attention.output.dense.weight": lambda p, w: w[f"{p}_attention.o_proj.weight"],
+        "attention.output.dense.bias": lambda p, w: w[f"{p}_attention.o_proj.bias"],
+    },
+    "vit": {
+        "embeddings.cls_token": lambda p, w: w["embeddings_cls_token.weight"].reshape(1, 1, -1),
+        "embeddings.position_embeddings": lambda p, w: w["embeddings_position_embeddings.weight"].unsqueeze(0),
+    },
+}
+
+
+# ---- files -------------------------------------------------------------------------------------------------------
+
+def _save_shards(state: dict[str, torch.Tensor], out: Path, max_shard_bytes: int) -> None:
+    """``model.safetensors``, or past ``max_shard_bytes`` shards ``model-0000i-of-0000n.safetensors`` with
+    ``model.safetensors.index.json`` (``save_pretrained``'s layout)."""
+    from safetensors.torch import save_file
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    meta = {"format": "pt"}
+    for old in out.glob("model*.safetensors*"):
+        old.unlink()
+    if len(shards) == 1:
+        save_file(shards[0], str(out / "model.safetensors"), metadata=meta)
+        return
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+             "weight_map": {}}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out / name), metadata=meta)
+        index["weight_map"].update({k: name for k in shard})
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _generation_config(tr, cfg, source: Optional[PathLike], out: Path) -> None:
+    if source is not None and (Path(source) / "generation_config.json").is_file():
+        shutil.copyfile(Path(source) / "generation_config.json", out / "generation_config.json")
+        return
+    tr.GenerationConfig.from_model_config(cfg).save_pretrained(str(out))
