@@ -13,7 +13,9 @@ pytest.importorskip("transformers")
 import archgraph  # noqa: E402
 from archgraph.errors import ConversionError  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
-from archgraph.fx.weights import load_into  # noqa: E402
+from archgraph.fx.apply_plan import transfer_state  # noqa: E402
+from archgraph.fx.weights import load_into, load_weights  # noqa: E402
+from archgraph.rules import PruneChannels, PruneHeads  # noqa: E402
 from archgraph.interop import hf  # noqa: E402
 from archgraph.interop.equivalence import randomize_normalization  # noqa: E402
 from archgraph.interop.hf_export import to_pretrained  # noqa: E402
@@ -129,13 +131,38 @@ def test_gpt2_with_a_narrower_stream_is_refused(tmp_path):
         to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()))
 
 
-def test_per_layer_sizes_are_refused_with_the_reason(tmp_path):
-    model, folder = saved(tmp_path, "llama", True)
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
+    model, folder = saved(tmp_path, model_type, True, num_hidden_layers=3)
     graph, weights = hf.from_pretrained(folder)
-    rw = archgraph.apply(graph, archgraph.rules.PruneHeads(node="layers_0_self_attn", indices=(0, 1)))
-    w = archgraph.fx.apply_plan.transfer_state(rw.plan, weights)
-    with pytest.raises(ConversionError, match="head counts differ.*--uniform"):
-        to_pretrained(rw.graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()))
+    # layer 0 loses a kv group (2 of 4 heads), layer 2 half its MLP: sizes differ from layer to layer
+    rules = [PruneHeads(node="layers_0_self_attn", indices=(2, 3)),
+             PruneChannels(node="layers_2_mlp_gate_proj", indices=tuple(range(0, 64, 2)))]
+    w = weights
+    for rule in rules:
+        rw = archgraph.apply(graph, rule)
+        graph, w = rw.graph, transfer_state(rw.plan, w)
+    out = to_pretrained(graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_archgraph.Archgraph" + {
+        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]
+    assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
+    assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
+                                                       trust_remote_code=True).eval()
+    built = build(graph, dtype=torch.float64)
+    load_into(built, w)
+    built.eval()
+    for t in (1, 6, 13):
+        x = inputs(model_type, t)
+        with torch.no_grad():
+            want = built(x)
+            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    with torch.no_grad():
+        gen = back.generate(inputs(model_type, 4), max_new_tokens=4, do_sample=False, use_cache=True)
+    assert gen.shape == (2, 8)
 
 
 def test_not_a_model_folder(tmp_path):
@@ -159,7 +186,7 @@ def test_cli_import_prune_export(tmp_path, capsys):
     back = load(out, True, dtype=torch.float32)
     graph = archgraph.load(pruned / "graph.yaml")
     built = build(graph)
-    load_into(built, archgraph.fx.weights.load_weights(pruned / "weights.safetensors"))
+    load_into(built, load_weights(pruned / "weights.safetensors"))
     built.eval()
     x = inputs("llama", 9)
     with torch.no_grad():

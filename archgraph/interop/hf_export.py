@@ -9,9 +9,12 @@ longest prefix of its module path that is a node id; GPT-2's fused ``c_attn`` an
 token-type row and ViT's class token and position table are written back by hand. A causal LM whose head still
 equals its embedding is written tied (``tie_word_embeddings``), as it came.
 
-Only sizes the family's class can express load natively: every layer the same head count, kv heads, head size and
-MLP width (``archgraph prune --uniform`` keeps them so); GPT-2, BERT and ViT also need ``head_dim * heads`` equal to
-the hidden size. Other graphs are refused with the reason (a per-layer modeling file is not written yet).
+Sizes the family's class expresses load natively: every layer the same head count, kv heads, head size and MLP
+width (``archgraph prune --uniform`` keeps them so); GPT-2, BERT and ViT also need ``head_dim * heads`` equal to the
+hidden size. Where the layers' sizes differ, Llama, Qwen2 and Mistral get a small modeling file beside the weights
+(``modeling_archgraph.py``: the family's classes with each decoder layer built at its own sizes, named in the
+config's ``auto_map``; ``from_pretrained(out, trust_remote_code=True)``); other families are refused with the
+reason.
 
 >>> to_pretrained(graph, weights, "out/", config)          # doctest: +SKIP
 >>> AutoModelForCausalLM.from_pretrained("out/")             # doctest: +SKIP
@@ -61,7 +64,9 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
         raise ConversionError("the graph " + ("has no" if causal else "has an") + " lm_head node but its source "
                               "config says " + ("a causal LM" if causal else "a base model"))
     sizes = SIZES[model_type](graph)
-    data = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path")}
+    per_layer = sizes.pop("layer_sizes", None)
+    data = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path", "auto_map",
+                                                         "layer_sizes")}
     data.update(sizes)
     if getattr(data.get("layer_types"), "__len__", None) and len(data["layer_types"]) != sizes["num_hidden_layers"]:
         data["layer_types"] = list(data["layer_types"])[:sizes["num_hidden_layers"]]
@@ -70,13 +75,17 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     data["dtype"] = str(dtype).removeprefix("torch.")
     tied = causal and _tied(graph, weights, model_type)
     data["tie_word_embeddings"] = tied
-    cfg = tr.AutoConfig.for_model(**data)
-    auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
-    with torch.device("meta"):
-        skeleton = auto.from_config(cfg)
-    cfg.architectures = [type(skeleton).__name__]
-    state = _state(graph, weights, skeleton, model_type, tied)
     out = Path(out)
+    if per_layer is None:
+        cfg = tr.AutoConfig.for_model(**data)
+        auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
+        with torch.device("meta"):
+            skeleton = auto.from_config(cfg)
+    else:
+        cfg, skeleton = _per_layer_model(model_type, data, per_layer, causal, out)
+    if per_layer is None:
+        cfg.architectures = [type(skeleton).__name__]
+    state = _state(graph, weights, skeleton, model_type, tied)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(str(out))
     _save_shards(state, out, max_shard_bytes)
@@ -96,16 +105,20 @@ def _attentions(graph: Graph) -> list[str]:
 
 
 def _uniform(name: str, values: list, hint: str = "") -> Any:
-    if len(set(values)) != 1:
+    if len(set(values)) > 1:
         raise ConversionError(f"the layers' {name} differ ({values}): the family's own class needs one value for "
-                              f"every layer (archgraph prune --uniform keeps them equal; a per-layer modeling file "
-                              f"is not written yet){hint}")
+                              f"every layer (archgraph prune --uniform keeps them equal){hint}")
     return values[0]
+
+
+def _dims(graph: Graph) -> list[tuple[int, int, int, int]]:
+    """``(hidden, heads, head_dim, kv_heads)`` of every attention node, in order."""
+    return [attention_dims(graph.nodes[a], graph.input_shapes(a)) for a in _attentions(graph)]
 
 
 def _heads(graph: Graph) -> tuple[int, int, int, int]:
     """``(hidden, heads, kv_heads, head_dim)``, the same in every attention node."""
-    dims = [attention_dims(graph.nodes[a], graph.input_shapes(a)) for a in _attentions(graph)]
+    dims = _dims(graph)
     d, h, hd, kv = (_uniform(n, [x[i] for x in dims]) for i, n in
                     enumerate(("hidden sizes", "head counts", "head sizes", "kv head counts")))
     return d, h, kv, hd
@@ -120,11 +133,21 @@ def _vocab(graph: Graph, embedding: str) -> int:
 
 
 def _llama_sizes(graph: Graph) -> dict:
-    d, h, kv, hd = _heads(graph)
-    n = len(_attentions(graph))
-    return {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h, "num_key_value_heads": kv,
-            "head_dim": hd, "intermediate_size": _width(graph, "layers_{}_mlp_gate_proj", n),
-            "vocab_size": _vocab(graph, "embed_tokens")}
+    """The config's sizes; where the layers' head counts, kv heads or MLP widths differ, also ``layer_sizes``
+    (one dict of the three per layer, for the modeling file)."""
+    dims = _dims(graph)
+    d = _uniform("hidden sizes", [x[0] for x in dims])
+    hd = _uniform("head sizes", [x[2] for x in dims])
+    n = len(dims)
+    layers = [{"num_attention_heads": h, "num_key_value_heads": kv,
+               "intermediate_size": graph.nodes[f"layers_{i}_mlp_gate_proj"].out_features}
+              for i, (_, h, _, kv) in enumerate(dims)]
+    sizes = {"hidden_size": d, "num_hidden_layers": n, **layers[0], "head_dim": hd,
+             "vocab_size": _vocab(graph, "embed_tokens")}
+    if any(layer != layers[0] for layer in layers):
+        sizes["layer_sizes"] = layers
+        sizes.update({k: max(layer[k] for layer in layers) for k in layers[0]})
+    return sizes
 
 
 def _fixed_head_dim(family: str, d: int, h: int, hd: int) -> None:
@@ -172,6 +195,97 @@ def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) ->
     head, table = weights.get("lm_head.weight"), weights.get(f"{EMBEDDING.get(model_type)}.weight")
     return (head is not None and table is not None and "lm_head.bias" not in weights
             and head.shape == table.shape and bool(torch.equal(head, table)))
+
+
+# ---- per-layer sizes: a modeling file beside the weights ------------------------------------------------------
+
+#: model type -> (transformers module, config class, base model class, causal LM class, decoder layer class)
+FAMILY_CLASSES = {
+    "llama": ("llama", "LlamaConfig", "LlamaModel", "LlamaForCausalLM", "LlamaDecoderLayer"),
+    "qwen2": ("qwen2", "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2DecoderLayer"),
+    "mistral": ("mistral", "MistralConfig", "MistralModel", "MistralForCausalLM", "MistralDecoderLayer"),
+}
+
+MODELING_FILE = "modeling_archgraph.py"
+
+MODELING_SOURCE = '''"""{family} with per-layer sizes, written by archgraph's export (`archgraph export --hf`).
+
+The family's own classes, except that each decoder layer is built from the config with its own entry of
+`layer_sizes` (num_attention_heads, num_key_value_heads, intermediate_size) written over it: a model pruned or grown
+layer by layer. Load it with `AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`.
+"""
+import copy
+
+from torch import nn
+from transformers.models.{module}.configuration_{module} import {config}
+from transformers.models.{module}.modeling_{module} import {base}, {causal}, {layer}
+
+
+class Archgraph{config}({config}):
+    model_type = "archgraph_{model_type}"
+
+    def __init__(self, layer_sizes=None, **kwargs):
+        self.layer_sizes = list(layer_sizes or [])
+        super().__init__(**kwargs)
+
+    def for_layer(self, index):
+        """This config with layer `index`'s sizes."""
+        config = copy.deepcopy(self)
+        for key, value in self.layer_sizes[index].items():
+            setattr(config, key, value)
+        return config
+
+
+class Archgraph{base}({base}):
+    config_class = Archgraph{config}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.layers = nn.ModuleList([{layer}(config.for_layer(i), i) for i in range(config.num_hidden_layers)])
+        self.post_init()
+
+
+class Archgraph{causal}({causal}):
+    config_class = Archgraph{config}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = Archgraph{base}(config)
+        self.post_init()
+'''
+
+
+def _per_layer_model(model_type: str, data: dict, per_layer: list[dict], causal: bool, out: Path):
+    """``(config, skeleton)`` of a model whose layers' sizes differ: the family's classes with each decoder layer
+    built at its own sizes, in a modeling file written to ``out`` (``auto_map`` in the config names it, as
+    heterogeneous models on the hub do)."""
+    if model_type not in FAMILY_CLASSES:
+        raise ConversionError(f"the layers' sizes differ and the {model_type} family has no per-layer modeling file "
+                              f"(families with one: {', '.join(FAMILY_CLASSES)}); archgraph prune --uniform keeps "
+                              f"them equal")
+    import importlib.util
+    import sys
+    module, config_cls, base, causal_cls, layer = FAMILY_CLASSES[model_type]
+    source = MODELING_SOURCE.format(family=config_cls.removesuffix("Config"), module=module, config=config_cls,
+                                    base=base, causal=causal_cls, layer=layer, model_type=model_type)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODELING_FILE).write_text(source)
+    name = f"archgraph_modeling_{model_type}_{abs(hash(str(out)))}"
+    spec = importlib.util.spec_from_file_location(name, out / MODELING_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    config_class = getattr(mod, f"Archgraph{config_cls}")
+    model_class = getattr(mod, f"Archgraph{causal_cls if causal else base}")
+    data = {k: v for k, v in data.items() if k != "model_type"}
+    cfg = config_class(layer_sizes=per_layer, **data)
+    stem = MODELING_FILE.removesuffix(".py")
+    cfg.auto_map = {"AutoConfig": f"{stem}.Archgraph{config_cls}", "AutoModel": f"{stem}.Archgraph{base}",
+                    "AutoModelForCausalLM": f"{stem}.Archgraph{causal_cls}"}
+    cfg.architectures = [model_class.__name__]
+    with torch.device("meta"):
+        skeleton = model_class(cfg)
+    return cfg, skeleton
 
 
 # ---- tensors -----------------------------------------------------------------------------------------------------
