@@ -177,10 +177,10 @@ def test_cli_import_prune_export(tmp_path, capsys):
     imported, pruned, out = tmp_path / "imported", tmp_path / "pruned", tmp_path / "hf_out"
     assert main(["import", f"hf:{folder}", "-o", str(imported)]) == 0
     assert main(["prune", str(imported / "graph.yaml"), "--weights", str(imported / "weights.safetensors"),
-                 "--ratio", "0.5", "--heads", "-q", "-o", str(pruned)]) == 0
+                 "--ratio", "0.5", "--heads", "--uniform", "-q", "-o", str(pruned)]) == 0
     assert main(["export", str(pruned / "graph.yaml"), "--weights", str(pruned / "weights.safetensors"),
                  "--hf", str(out)]) == 0
-    assert (out / "tokenizer_config.json").is_file()
+    assert (out / "tokenizer_config.json").is_file() and not (out / "modeling_archgraph.py").exists()
     config = json.loads((out / "config.json").read_text())
     assert config["num_attention_heads"] == 2 and config["intermediate_size"] == 32
     back = load(out, True, dtype=torch.float32)
@@ -195,3 +195,23 @@ def test_cli_import_prune_export(tmp_path, capsys):
     # a graph not imported from Hugging Face has no config to write back
     assert main(["export", "examples/seeds/gpt_tiny.yaml", "--weights", str(imported / "weights.safetensors"),
                  "--hf", str(tmp_path / "x")]) == 2
+
+
+def test_uniform_prune_keeps_alike_layers_alike():
+    from archgraph.fx.magnitude import prune_rules
+    g = archgraph.loads("""
+archgraph: 1
+inputs: {x: [8]}
+nodes:
+  a: {op: linear, in: x, out_features: 8}
+  a_act: {op: relu, in: a}
+  b: {op: linear, in: a_act, out_features: 8}
+  c: {op: linear, in: b, out_features: 4}
+  c_act: {op: relu, in: c}
+  d: {op: linear, in: c_act, out_features: 3}
+outputs: [d]
+""")
+    built_ = build(g)
+    # 'a' and 'b' are alike (linear, 8 channels): the default prunes 0.6 x 8 = 4 of each; 'c' (4) loses 2 either way
+    counts = {r.node: len(r.indices) for r in prune_rules(g, built_.state_dict(), 0.6, uniform=True)}
+    assert counts["a"] == counts["b"] == 4 and counts["c"] == 2

@@ -115,7 +115,7 @@ def _is_weight(param: str) -> bool:
 
 
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-                seed: int = 0, ch: Optional[Channels] = None) -> list[PruneChannels]:
+                seed: int = 0, ch: Optional[Channels] = None, uniform: bool = False) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
     its first producer whose coupling classes have the lowest summed criterion (spaces whose channels share the
     groups of a grouped conv are joined in one rule through its ``also``, so the rules apply in turn).
@@ -123,7 +123,10 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     A space counts its distinct classes: channels tied to each other (the columns of a channel shuffle) go together
     and count once; the channels a grouped conv splits into groups go ``ratio`` of each group, each group its
     least important. Classes that cannot change (frozen) stay; at least one class of
-    every space, and of every value (a slice must keep a channel), stays."""
+    every space, and of every value (a slice must keep a channel), stays. ``uniform``: spaces alike (made by the
+    same op, of the same size: every layer's MLP) lose the same number of channels, the least
+    any of them would (a frozen channel in one layer holds the others back), so layers that start equal stay equal
+    (what a Hugging Face model's own class needs to load them)."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
     ch = ch or analyse(graph)
@@ -137,14 +140,23 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
         grouped_gone |= set(free[:int(ratio * len(block))])
     removed: set[int] = set()
     spaces = []
+    plans = []
     for space in ch.spaces():
         classes = list(dict.fromkeys(space.classes))
         order = {c: i for i, c in enumerate(classes)}
-        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
         gone = grouped_gone & set(classes)
         classes = [c for c in classes if c not in blocks]
         free = [c for c in classes if ch.frozen(c) is None]
         count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) or gone else 1))
+        maker = graph.nodes[space.node].op if space.node in graph.nodes else "input"
+        plans.append((space, order, gone, free, count, (maker, len(classes))))
+    if uniform:   # spaces alike (the same producer op and size: every layer's MLP) lose as many channels
+        least: dict = {}
+        for *_, count, key in plans:
+            least[key] = min(least.get(key, count), count)
+        plans = [(space, order, gone, free, least[key], key) for space, order, gone, free, _, key in plans]
+    for space, order, gone, free, count, _ in plans:
+        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
         if count > 0:
             gone |= set(sorted(free, key=rank)[:count])
         if gone:
@@ -259,25 +271,26 @@ def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: st
 
 
 def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-          seed: int = 0, heads: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
+          seed: int = 0, heads: bool = False, uniform: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1`` or ``random``);
     returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
     ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
     keeps its groups and loses the same number of channels from every group (each group its least important). With ``heads``, ``ratio`` of every attention's
-    heads go too (:func:`head_rules`, after the channels; Torch-Pruning's ``prune_num_heads``).
+    heads go too (:func:`head_rules`, after the channels; Torch-Pruning's ``prune_num_heads``). ``uniform``: alike
+    spaces lose as many channels (see :func:`prune_rules`; heads always go in equal numbers from alike attentions).
     """
-    graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads)
+    graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads, uniform=uniform)
     return graph, state
 
 
 def prune_with_rules(graph: Graph, state: Mapping[str, torch.Tensor], ratio: float = 0.5, criterion: str = "l2",
-                     seed: int = 0, heads: bool = False, strict: bool = False
+                     seed: int = 0, heads: bool = False, strict: bool = False, uniform: bool = False
                      ) -> tuple[Graph, dict[str, torch.Tensor], list]:
     """:func:`prune` on a state dict, also returning the rules it applied (the ``prune_channels`` ones, then the
     ``prune_heads`` ones), for a log; ``strict`` makes the transfer refuse a state with missing or extra tensors."""
     ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
-    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch)
+    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch, uniform=uniform)
     if rules:
         rw = prune_rewrite(graph, rules, ch)
         graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict)
