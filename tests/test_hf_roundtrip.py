@@ -22,9 +22,13 @@ from archgraph.interop.hf_export import to_pretrained  # noqa: E402
 
 tr = hf.import_transformers()
 
+#: Llama 3.2's rotary scaling (its three frequency bands all occur at head_dim 8 with rope_theta 500000)
+LLAMA3 = {"tie_word_embeddings": True, "rope_parameters": {
+    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192}}
 FAMILIES = [("llama", True, {}), ("qwen2", True, {"tie_word_embeddings": True}), ("mistral", True, {}),
             ("gpt2", True, {}), ("bert", False, {}), ("vit", False, {}),
-            ("llama", False, {}), ("llama", True, {"tie_word_embeddings": True})]
+            ("llama", False, {}), ("llama", True, LLAMA3), ("qwen3", True, {})]
 
 
 def saved(tmp_path, model_type, causal, dtype=torch.float64, **overrides):

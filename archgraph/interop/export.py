@@ -328,6 +328,8 @@ def python_source(graph: Graph) -> str:
             if make is None:
                 raise ConversionError(f"cannot write module type {type(module).__name__} as Python", node=n.target)
             if type(module).__module__ == extra.__name__:
+                if isinstance(module, extra.Attention):   # its q/k norms are the helper RMSNorm
+                    helpers.setdefault("RMSNorm", inspect.getsource(extra.RMSNorm))
                 helpers[type(module).__name__] = inspect.getsource(type(module))
             if not _plain_attribute(n.target):
                 raise ConversionError(f"the node id is an attribute of every nn.Module ({n.target!r}), so it cannot "
@@ -353,6 +355,8 @@ def python_source(graph: Graph) -> str:
         f"    model = {cls}()",
         "    model.load_state_dict(safetensors.torch.load_file('weights.safetensors'))",
         '"""',
+        "import math",
+        "",
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",

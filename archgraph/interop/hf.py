@@ -45,6 +45,8 @@ SMALL: dict[str, dict[str, Any]] = {
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "qwen3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
                 patch_size=8),
 }
@@ -322,8 +324,9 @@ class _Nodes:
         return self.emit(nid, op, [x], **fields)
 
     def attention(self, nid: str, x: str, q, k, v, o, num_heads: int, kv_heads: Optional[int] = None,
-                  head_dim: Optional[int] = None, **fields) -> str:
-        """One ``attention`` node from four projections (linears or ``Conv1D``s, or ``(weight, bias)`` pairs)."""
+                  head_dim: Optional[int] = None, extra_state: Optional[dict] = None, **fields) -> str:
+        """One ``attention`` node from four projections (linears or ``Conv1D``s, or ``(weight, bias)`` pairs);
+        ``extra_state``: its other tensors (Qwen3's ``q_norm.weight``, ``k_norm.weight``)."""
         parts = dict(zip(("q_proj", "k_proj", "v_proj", "o_proj"), (q, k, v, o)))
         pairs = {name: p if isinstance(p, tuple) else (_linear_weight(p), getattr(p, "bias", None))
                  for name, p in parts.items()}
@@ -336,6 +339,7 @@ class _Nodes:
             fields["qkv_bias"] = bool(biased & qkv)
         state = {f"{name}.{key}": t for name, (w, bias) in pairs.items()
                  for key, t in (("weight", w), ("bias", bias)) if t is not None}
+        state.update(extra_state or {})
         d = self.shapes[x][-1]
         if head_dim is not None and head_dim * num_heads == d:
             head_dim = None
@@ -428,17 +432,28 @@ def _bert(b: _Nodes, base, t: int) -> str:
     return x
 
 
-def _rope_theta(cfg) -> float:
+def _rope(cfg) -> dict:
+    """The attention op's rotary fields from a config's ``rope_parameters``: ``rope_theta``, and ``rope_scaling``
+    for Llama 3.x's ``llama3`` and ``linear`` scaling."""
     rope = getattr(cfg, "rope_parameters", None) or {}
     kind = rope.get("rope_type", "default")
-    _refuse(kind != "default", f"rope_type {kind!r} is not supported (only the default rotary embedding)")
+    _refuse(kind not in ("default", "llama3", "linear"),
+            f"rope_type {kind!r} is not supported (default, llama3 and linear are)")
     _refuse(rope.get("partial_rotary_factor", 1.0) != 1.0, "a partial rotary embedding is not supported")
-    return float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+    fields = {"rope_theta": float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))}
+    if kind == "linear":
+        fields["rope_scaling"] = {"rope_type": "linear", "factor": float(rope["factor"])}
+    elif kind == "llama3":
+        fields["rope_scaling"] = {"rope_type": "llama3", "factor": float(rope["factor"]),
+                                  "low_freq_factor": float(rope["low_freq_factor"]),
+                                  "high_freq_factor": float(rope["high_freq_factor"]),
+                                  "original_max_position_embeddings": int(rope["original_max_position_embeddings"])}
+    return fields
 
 
 def _llama(b: _Nodes, base, t: int) -> str:
     cfg = base.config
-    theta = _rope_theta(cfg)
+    rope = _rope(cfg)
     x = _tokens(b, t, cfg.vocab_size)
     x = b.emit("embed_tokens", "embedding", [x], {"weight": base.embed_tokens.weight},
                embedding_dim=cfg.hidden_size)
@@ -447,9 +462,13 @@ def _llama(b: _Nodes, base, t: int) -> str:
         _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
                 f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
         h = b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
+        qk = {}
+        if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head
+            qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
+                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
         h = b.attention(f"{p}_self_attn", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
-                        head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, rope_theta=theta,
+                        head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
                         dropout=float(cfg.attention_dropout))
         x = b.emit(f"{p}_add_1", "add", [x, h])
         h = b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
@@ -510,5 +529,5 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
 #: laid out as Llama is
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
-                                "vit": _vit}
+                                "qwen3": _llama, "vit": _vit}
 

@@ -33,6 +33,7 @@ from ..compat import import_transformers
 from ..errors import ConversionError
 from ..graph import Graph
 from ..ops.registry import attention_dims
+from ..ops.spec import Attention
 
 PathLike = Union[str, os.PathLike]
 
@@ -44,8 +45,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja",
                    "chat_template.json", "preprocessor_config.json")
 
-#: families whose heads have their own size (``head_dim`` in the config): any head count loads
-FREE_HEAD_DIM = ("llama", "qwen2", "mistral")
 
 
 def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLike, config: Mapping[str, Any],
@@ -101,7 +100,7 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
 # ---- sizes -------------------------------------------------------------------------------------------------------
 
 def _attentions(graph: Graph) -> list[str]:
-    return [nid for nid, n in graph.nodes.items() if n.op == "attention"]
+    return [nid for nid, n in graph.nodes.items() if isinstance(n, Attention)]
 
 
 def _uniform(name: str, values: list, hint: str = "") -> Any:
@@ -185,10 +184,12 @@ def _vit_sizes(graph: Graph) -> dict:
 
 #: model type -> the config fields read off the graph
 SIZES: dict[str, Callable[[Graph], dict]] = {"llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes,
-                                             "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes}
+                                             "qwen3": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes,
+                                             "vit": _vit_sizes}
 
 #: model type -> the graph's embedding node (its table is the tied head's)
-EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "gpt2": "wte"}
+EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
+             "gpt2": "wte"}
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
@@ -204,6 +205,7 @@ FAMILY_CLASSES = {
     "llama": ("llama", "LlamaConfig", "LlamaModel", "LlamaForCausalLM", "LlamaDecoderLayer"),
     "qwen2": ("qwen2", "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2DecoderLayer"),
     "mistral": ("mistral", "MistralConfig", "MistralModel", "MistralForCausalLM", "MistralDecoderLayer"),
+    "qwen3": ("qwen3", "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3DecoderLayer"),
 }
 
 MODELING_FILE = "modeling_archgraph.py"
