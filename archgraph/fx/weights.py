@@ -17,7 +17,10 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     temporary file (no copy of the whole file in memory, so a network that fits in memory can be saved), whose
     header is then made canonical in place and which is renamed over ``path``."""
     from safetensors.torch import save_file
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    tensors, aliases = _stored_once(state)
+    if aliases:
+        import json
+        metadata = {**(metadata or {}), TIED_KEY: json.dumps(aliases, sort_keys=True)}
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +40,29 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
             os.fsync(fh.fileno())
 
     atomic_replace(path, fill)
+
+
+#: the metadata entry listing the keys a weights file stores once (``{key: the key it is}``: tied weights)
+TIED_KEY = "tied_tensors"
+
+
+def _stored_once(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors to write, each tensor once (a tied weight's keys name one tensor: safetensors refuses to write
+    shared memory twice), and ``{left-out key: the key written}``."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for key, value in state.items():
+        value = value.detach()
+        ident = (value.device, value.data_ptr(), value.dtype, tuple(value.shape), value.stride()) \
+            if value.numel() else None
+        if ident is not None and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        if ident is not None:
+            seen[ident] = key
+        tensors[key] = value.to("cpu").contiguous()
+    return tensors, aliases
 
 
 def _canonical(data: bytes) -> bytes:
@@ -94,16 +120,47 @@ def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     # a regular file is read whole; a pipe or device at most NON_REGULAR_LIMIT bytes (/dev/urandom never ends)
     data = read_limited(path, info.st_size if stat.S_ISREG(info.st_mode) else NON_REGULAR_LIMIT)
     try:
-        return load(data)
+        state = load(data)
     except Exception as err:  # safetensors raises its own error types for bad headers
         raise ArchgraphError(f"not a valid safetensors file ({err})", file=str(path)) from None
+    return _with_aliases(state, data)
+
+
+def _with_aliases(state: dict[str, torch.Tensor], data: bytes) -> dict[str, torch.Tensor]:
+    """``state`` with the keys the file stored once (its ``tied_tensors`` metadata) naming their tensor again."""
+    import json
+    size = int.from_bytes(data[:8], "little")
+    try:
+        meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+        aliases = json.loads(meta.get(TIED_KEY, "{}"))
+    except ValueError:
+        return state
+    for key, source in aliases.items():
+        if source in state and key not in state:
+            state[key] = state[source]
+    return state
+
+
+def parameter_aliases(module: torch.nn.Module) -> dict[str, str]:
+    """``{key: the key of the same parameter}`` for a module whose parameters are shared (tied weights)."""
+    seen: dict[int, str] = {}
+    aliases = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            aliases[name] = seen[id(p)]
+        else:
+            seen[id(p)] = name
+    return aliases
 
 
 def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "<weights>") -> None:
     """Raise an error naming the node and tensor when ``state`` does not fit ``module`` exactly."""
     own = module.state_dict()
+    aliases = parameter_aliases(module)
     for key, tensor in own.items():
         node, _, field = key.partition(".")
+        if key not in state and aliases.get(key) in state:   # a tied weight, stored once
+            continue
         if key not in state:
             raise ArchgraphError(f"missing tensor '{key}'", file=source, node=node, field=field)
         if tuple(state[key].shape) != tuple(tensor.shape):
@@ -120,7 +177,14 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
     """Load ``state`` into ``module`` after checking it fits. Weights stored in one floating dtype (float16,
     bfloat16, float64) keep it: the module is converted to that dtype first, instead of the weights being silently
     converted to float32."""
+    aliases = parameter_aliases(module)
+    state = {**state, **{k: state[s] for k, s in aliases.items() if k not in state and s in state}}
     check_weights(module, state, source)
+    for key, other in aliases.items():
+        if state[key] is not state[other] and not torch.equal(state[key], state[other]):
+            node, _, field = key.partition(".")
+            raise ArchgraphError(f"tensor '{key}' is tied to '{other}' (one tensor in the module) but the weights "
+                                 f"give them different values", file=source, node=node, field=field)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         module.to(next(iter(dtypes)))

@@ -28,7 +28,7 @@ from torch import nn
 from ..fx import layers as extra
 from ..fx.builder import _class_name, build
 from ..errors import ArchgraphError, ConversionError
-from ..graph import Graph, input_data, is_tokens
+from ..graph import Graph, input_data, is_tokens, tied_parameters
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text
 from ..graph import content_hash
 from ..fx.torchnames import resolve
@@ -342,6 +342,8 @@ def python_source(graph: Graph) -> str:
             body.append(f"        {names[n.name]} = {_call(n, names, helpers)}")
         elif n.op == "output":
             body.append(f"        return {_render(n.args[0], names)}")
+    for key, source in tied_parameters(graph).items():   # a tied LM head: one tensor
+        init.append(f"        self.{key} = self.{source}")
     params = ", ".join(names[n.name] for n in gm.graph.nodes if n.op == "placeholder")
     cls = _class_name(graph.name)
     inputs = ", ".join(f"{k} {list(v)}" + (f" (token ids < {v.vocab})" if is_tokens(v) else "")
@@ -366,6 +368,14 @@ def python_source(graph: Graph) -> str:
         lines += ["", src.rstrip(), ""]
     lines += ["", f"class {cls}(nn.Module):", "    def __init__(self):", "        super().__init__()"]
     lines += init or ["        pass"]
+    ties = tied_parameters(graph)
+    if ties:   # a weights file stores a tied tensor once: the module fills the other key from it
+        lines += ["", "    def load_state_dict(self, state_dict, strict=True, assign=False):",
+                  f"        \"\"\"Tied weights (stored once in a weights file): {ties!r}.\"\"\"",
+                  "        state_dict = dict(state_dict)",
+                  f"        for key, source in {ties!r}.items():",
+                  "            state_dict.setdefault(key, state_dict[source])",
+                  "        return super().load_state_dict(state_dict, strict, assign)"]
     lines += ["", f"    def forward(self, {params}):"] + body
     source = "\n".join(lines) + "\n"
     compile(source, f"<{cls}>", "exec")

@@ -509,19 +509,22 @@ def _vit(b: _Nodes, base, t: int) -> str:
 
 
 def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
-    """A causal LM's ``lm_head``; one tied to the embedding is read as a copy of its table (the graph format has
-    no shared weights yet; :func:`archgraph.interop.hf_export.to_pretrained` ties them again where the two tables
-    are still equal)."""
+    """A causal LM's ``lm_head``; one tied to the embedding (``tie_word_embeddings``) is a linear with
+    ``tied_to`` the embedding node, its weight the embedding's tensor itself."""
     head = getattr(model, "lm_head", None)
     _refuse(not isinstance(head, nn.Linear), f"{type(model).__name__}: only a base model or a causal LM with an "
                                              f"lm_head is supported")
     embed = base.get_input_embeddings()
-    if head.weight is getattr(embed, "weight", None):   # tied: the head gets its own copy of the table
-        state = {"weight": head.weight.detach().clone()}
+    if head.weight is getattr(embed, "weight", None):   # tied: the head reads the embedding's table
+        table = "wte" if model.config.model_type == "gpt2" else "embed_tokens"
+        state = {"weight": b.weights[f"{table}.weight"]}
         if head.bias is not None:
             state["bias"] = head.bias
-        return b.emit("lm_head", "linear", [x], state, out_features=int(head.weight.shape[0]),
-                      bias=head.bias is not None)
+        node = b.emit("lm_head", "linear", [x], {}, out_features=int(head.weight.shape[0]),
+                      bias=head.bias is not None, tied_to=table)
+        for key, tensor in state.items():   # the very tensor of the table: one tensor, as in the model
+            b.weights[f"{node}.{key}"] = tensor if key == "weight" else tensor.detach().clone()
+        return node
     return b.linear("lm_head", x, head)
 
 

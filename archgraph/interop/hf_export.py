@@ -193,6 +193,10 @@ EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
+    """Whether the head is tied to the embedding: ``tied_to`` in the graph, or (a graph whose head was untied)
+    the two tables still equal."""
+    if getattr(graph.nodes.get("lm_head"), "tied_to", None) == EMBEDDING.get(model_type):
+        return True
     head, table = weights.get("lm_head.weight"), weights.get(f"{EMBEDDING.get(model_type)}.weight")
     return (head is not None and table is not None and "lm_head.bias" not in weights
             and head.shape == table.shape and bool(torch.equal(head, table)))
