@@ -28,7 +28,7 @@ LLAMA3 = {"tie_word_embeddings": True, "rope_parameters": {
     "original_max_position_embeddings": 8192}}
 FAMILIES = [("llama", True, {}), ("qwen2", True, {"tie_word_embeddings": True}), ("mistral", True, {}),
             ("gpt2", True, {}), ("bert", False, {}), ("vit", False, {}),
-            ("llama", False, {}), ("llama", True, LLAMA3), ("qwen3", True, {})]
+            ("llama", False, {}), ("llama", True, LLAMA3), ("qwen3", True, {}), ("phi3", True, {})]
 
 
 def saved(tmp_path, model_type, causal, dtype=torch.float64, **overrides):
@@ -135,7 +135,7 @@ def test_gpt2_with_a_narrower_stream_is_refused(tmp_path):
         to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()))
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "phi3"])
 def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
     model, folder = saved(tmp_path, model_type, True, num_hidden_layers=3)
     graph, weights = hf.from_pretrained(folder)
@@ -149,7 +149,7 @@ def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
     out = to_pretrained(graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_archgraph.Archgraph" + {
-        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]
+        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "phi3": "Phi3ForCausalLM"}[model_type]
     assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
     assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
     with warnings.catch_warnings():

@@ -45,6 +45,9 @@ SMALL: dict[str, dict[str, Any]] = {
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                 eos_token_id=2),
     "qwen3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
@@ -295,8 +298,9 @@ class _Nodes:
         return nid
 
     def linear(self, nid: str, x: str, m: nn.Module) -> str:
-        """``nn.Linear``, or GPT-2's ``Conv1D`` (``y = x @ W + b``, ``W`` ``[in, out]``: a linear of ``W.T``)."""
-        w, bias = _linear_weight(m), getattr(m, "bias", None)
+        """``nn.Linear``, or GPT-2's ``Conv1D`` (``y = x @ W + b``, ``W`` ``[in, out]``: a linear of ``W.T``), or a
+        ``(weight, bias)`` pair."""
+        w, bias = m if isinstance(m, tuple) else (_linear_weight(m), getattr(m, "bias", None))
         state = {"weight": w} if bias is None else {"weight": w, "bias": bias}
         return self.emit(nid, "linear", [x], state, out_features=int(w.shape[0]), bias=bias is not None)
 
@@ -466,16 +470,43 @@ def _llama(b: _Nodes, base, t: int) -> str:
         if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head
             qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
                   "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
-        h = b.attention(f"{p}_self_attn", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+        q, k, v = _qkv(att, cfg)
+        h = b.attention(f"{p}_self_attn", h, q, k, v, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
                         head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
                         dropout=float(cfg.attention_dropout))
-        x = b.emit(f"{p}_add_1", "add", [x, h])
+        x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
         h = b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
-        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, mlp.gate_proj), cfg.hidden_act)
-        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, mlp.up_proj)])
-        x = b.emit(f"{p}_add_2", "add", [x, b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj)])
+        gate_proj, up_proj = _gate_up(mlp)
+        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, gate_proj), cfg.hidden_act)
+        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, up_proj)])
+        h = b.dropout(f"{p}_resid_mlp_dropout", b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj), _resid_dropout(cfg))
+        x = b.emit(f"{p}_add_2", "add", [x, h])
     return b.rmsnorm("norm", x, base.norm)
+
+
+def _resid_dropout(cfg) -> float:
+    return float(getattr(cfg, "resid_pdrop", 0.0) or 0.0)    # Phi-3's dropouts on the residual branches
+
+
+def _qkv(att, cfg):
+    """q, k and v projections: Llama's three linears, or Phi-3's fused ``qkv_proj`` cut into three (copies: one
+    storage may not hold several weights of a safetensors file)."""
+    if not hasattr(att, "qkv_proj"):
+        return att.q_proj, att.k_proj, att.v_proj
+    w = att.qkv_proj.weight
+    nq, nk = cfg.num_attention_heads * att.head_dim, cfg.num_key_value_heads * att.head_dim
+    bias = att.qkv_proj.bias
+    cuts = ((0, nq), (nq, nq + nk), (nq + nk, nq + 2 * nk))
+    return tuple((w[a:z].clone(), None if bias is None else bias[a:z].clone()) for a, z in cuts)
+
+
+def _gate_up(mlp):
+    """The MLP's gate and up projections: Llama's two linears, or Phi-3's fused ``gate_up_proj`` (gate first)."""
+    if not hasattr(mlp, "gate_up_proj"):
+        return mlp.gate_proj, mlp.up_proj
+    w, half = mlp.gate_up_proj.weight, mlp.gate_up_proj.weight.shape[0] // 2
+    return (w[:half].clone(), None), (w[half:].clone(), None)
 
 
 def _vit(b: _Nodes, base, t: int) -> str:
@@ -532,5 +563,5 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
 #: laid out as Llama is
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
-                                "qwen3": _llama, "vit": _vit}
+                                "qwen3": _llama, "phi3": _llama, "vit": _vit}
 

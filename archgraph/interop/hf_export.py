@@ -184,12 +184,12 @@ def _vit_sizes(graph: Graph) -> dict:
 
 #: model type -> the config fields read off the graph
 SIZES: dict[str, Callable[[Graph], dict]] = {"llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes,
-                                             "qwen3": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes,
+                                             "qwen3": _llama_sizes, "phi3": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes,
                                              "vit": _vit_sizes}
 
 #: model type -> the graph's embedding node (its table is the tied head's)
 EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
-             "gpt2": "wte"}
+             "phi3": "embed_tokens", "gpt2": "wte"}
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
@@ -210,6 +210,7 @@ FAMILY_CLASSES = {
     "qwen2": ("qwen2", "Qwen2Config", "Qwen2Model", "Qwen2ForCausalLM", "Qwen2DecoderLayer"),
     "mistral": ("mistral", "MistralConfig", "MistralModel", "MistralForCausalLM", "MistralDecoderLayer"),
     "qwen3": ("qwen3", "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3DecoderLayer"),
+    "phi3": ("phi3", "Phi3Config", "Phi3Model", "Phi3ForCausalLM", "Phi3DecoderLayer"),
 }
 
 MODELING_FILE = "modeling_archgraph.py"
@@ -352,7 +353,17 @@ def _gpt2_qkv(kind: str):
     return make
 
 
+def _fused(node: str, parts: tuple[str, ...]):
+    def make(layer: str, w):
+        return torch.cat([w[f"{layer}_{node}{part}.weight"] for part in parts], 0)
+    return make
+
+
 SPECIAL: dict[str, dict[str, Callable]] = {
+    "phi3": {   # fused projections, cut in three and two by the import
+        "self_attn.qkv_proj.weight": _fused("self_attn", (".q_proj", ".k_proj", ".v_proj")),
+        "mlp.gate_up_proj.weight": _fused("mlp", ("_gate_proj", "_up_proj")),
+    },
     "gpt2": {
         "attn.c_attn.weight": _gpt2_qkv("weight"), "attn.c_attn.bias": _gpt2_qkv("bias"),
         "attn.c_proj.weight": lambda p, w: w[f"{p}_attn.o_proj.weight"].t(),
