@@ -219,3 +219,17 @@ outputs: [d]
     # 'a' and 'b' are alike (linear, 8 channels): the default prunes 0.6 x 8 = 4 of each; 'c' (4) loses 2 either way
     counts = {r.node: len(r.indices) for r in prune_rules(g, built_.state_dict(), 0.6, uniform=True)}
     assert counts["a"] == counts["b"] == 4 and counts["c"] == 2
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_big_models_are_checked_on_a_small_copy(tmp_path, monkeypatch, tie):
+    model, folder = saved(tmp_path, "qwen2", True, num_hidden_layers=3, vocab_size=1500, tie_word_embeddings=tie)
+    monkeypatch.setattr(hf, "CHECK_PARAMS", 0)       # as for a model above 50M parameters
+    small = hf.check_copy(model)
+    assert len(small.model.layers) == 2 and small.config.vocab_size == hf.CHECK_VOCAB
+    assert small.model.layers[1].mlp.up_proj.weight.data_ptr() == \
+        model.model.layers[1].mlp.up_proj.weight.data_ptr()                                      # no copy
+    err, scale = hf.max_error(small, 6)
+    assert err <= 1e-9 * max(1.0, scale) and scale > 0.1
+    graph, _ = hf.from_pretrained(folder, seq_len=8)   # checks on the copy
+    assert graph.nodes["lm_head"].out_features == 1500

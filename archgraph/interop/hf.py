@@ -154,6 +154,7 @@ CHECK_LEN = 16
 #: models with more parameters are checked on a copy of their first :data:`CHECK_LAYERS` layers
 CHECK_PARAMS = 50_000_000
 CHECK_LAYERS = 2
+CHECK_VOCAB = 1024
 
 
 def is_causal_lm(config) -> bool:
@@ -174,10 +175,11 @@ def default_seq_len(config) -> int:
 
 def check_copy(model: nn.Module) -> nn.Module:
     """The model the float64 check runs on: ``model`` itself up to :data:`CHECK_PARAMS` parameters; above, a copy
-    of its first :data:`CHECK_LAYERS` layers (the embedding, those layers, the final norm and the head, sharing
-    ``model``'s tensors), so the check of a billion-parameter model costs a few hundred MB in float64 instead of
-    eight bytes per parameter. Every layer of a family is read by the same code, so the copy checks the structure;
-    the weights of the other layers are the checkpoint's tensors themselves."""
+    of its first :data:`CHECK_LAYERS` layers with the embedding, the final norm and the head cut to their first
+    :data:`CHECK_VOCAB` tokens (the check draws token ids below that), sharing ``model``'s tensors, so the check of
+    a billion-parameter model costs tens of MB in float64 instead of eight bytes per parameter. Every layer of a
+    family is read by the same code, and a token's row of the table is read alike for every token, so the copy
+    checks the structure; the other layers' and tokens' weights are the checkpoint's tensors themselves."""
     if sum(p.numel() for p in model.parameters()) <= CHECK_PARAMS:
         return model
     config = copy.deepcopy(model.config)
@@ -185,11 +187,19 @@ def check_copy(model: nn.Module) -> nn.Module:
     config.num_hidden_layers = layers
     if getattr(config, "layer_types", None):
         config.layer_types = list(config.layer_types)[:layers]
+    vocab = min(CHECK_VOCAB, config.vocab_size)
+    config.vocab_size = vocab
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if isinstance(getattr(config, key, None), int) and getattr(config, key) >= vocab:
+            setattr(config, key, None)
     with torch.device("meta"):
         small = type(model)(config)
     own = small.state_dict()
     state = model.state_dict()
-    small.load_state_dict({k: state[k] for k in own}, strict=False, assign=True)
+    tables = {k for k, t in state.items() if t.dim() >= 1 and t.shape[0] == model.config.vocab_size}
+    small.load_state_dict({k: state[k][:vocab] if k in tables else state[k] for k in own}, strict=False, assign=True)
+    if getattr(model.config, "tie_word_embeddings", False) and hasattr(small, "tie_weights"):
+        small.tie_weights()
     for name, buf in list(small.named_buffers()):     # non-persistent buffers (rotary frequencies): the model's
         if buf.is_meta:
             owner, _, leaf = name.rpartition(".")
