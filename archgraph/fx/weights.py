@@ -14,9 +14,9 @@ from ..errors import ArchgraphError
 def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
                  metadata: Optional[dict[str, str]] = None) -> None:
     """Write a state dict as safetensors, atomically. The tensors are written straight from their memory to a
-    temporary file (no copy of the whole file in memory, so a network that fits in memory can be saved), whose
-    header is then made canonical in place and which is renamed over ``path``."""
-    from safetensors.torch import save_file
+    temporary file (:func:`write_safetensors`: no copy of the whole file in memory, so a network that fits in
+    memory can be saved), which is renamed over ``path``. Keys naming one tensor (tied weights) store it once; the
+    metadata's ``tied_tensors`` lists the others, which :func:`load_weights` names again."""
     tensors, aliases = _stored_once(state)
     if aliases:
         import json
@@ -28,18 +28,44 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
         raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
 
     def fill(tmp: str) -> None:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "r+b") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            head = fh.read(size)
-            canonical = _canonical(size.to_bytes(8, "little") + head)
-            if len(canonical) == 8 + size:  # always, as sorting keys keeps the length; else keep safetensors' own
-                fh.seek(0)
-                fh.write(canonical)
+        with open(tmp, "wb") as fh:
+            write_safetensors(tensors, fh, metadata)
             fh.flush()
             os.fsync(fh.fileno())
 
     atomic_replace(path, fill)
+
+
+#: torch dtype -> safetensors' name
+DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+          torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+          torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+
+
+def write_safetensors(tensors: Mapping[str, torch.Tensor], fh, metadata: Optional[dict[str, str]] = None) -> None:
+    """Write ``tensors`` to the open binary file ``fh`` in the safetensors format, one tensor at a time straight
+    from its memory (``safetensors.torch.save_file`` first turns every tensor into bytes: a second copy of the
+    whole model). The header is canonical: keys sorted, no spaces, padded to 8 bytes, so equal tensors and
+    metadata give equal bytes; the data follow in key order."""
+    import json
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    order = sorted(tensors)
+    for key in order:
+        t = tensors[key]
+        if t.dtype not in DTYPES:
+            raise ArchgraphError(f"tensor '{key}' has dtype {t.dtype}, which safetensors cannot store")
+        size = t.numel() * t.element_size()
+        header[key] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    fh.write(len(text).to_bytes(8, "little"))
+    fh.write(text)
+    for key in order:
+        t = tensors[key].detach().to("cpu").contiguous()
+        if t.numel():
+            fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
 
 
 #: the metadata entry listing the keys a weights file stores once (``{key: the key it is}``: tied weights)
@@ -63,17 +89,6 @@ def _stored_once(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
             seen[ident] = key
         tensors[key] = value.to("cpu").contiguous()
     return tensors, aliases
-
-
-def _canonical(data: bytes) -> bytes:
-    """The same safetensors file with its JSON header's keys sorted, so equal tensors and metadata give equal bytes
-    (safetensors writes the metadata from a hash map, in an order that changes from one process to the next)."""
-    import json
-    size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as safetensors does
-    return len(text).to_bytes(8, "little") + text + data[8 + size:]
 
 
 def carried_metadata(path: Union[str, os.PathLike, None]) -> dict[str, str]:
@@ -106,7 +121,8 @@ NON_REGULAR_LIMIT = 1 << 30
 
 
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
-    """Read a safetensors file into a dict of CPU tensors."""
+    """Read a safetensors file into a dict of CPU tensors (a regular file memory-mapped, tensor by tensor: no copy
+    of the whole file in memory besides the tensors themselves)."""
     from safetensors.torch import load
     import stat
 
@@ -117,13 +133,55 @@ def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
         raise ArchgraphError("no such weights file", file=str(path)) from None
     except OSError as err:
         raise ArchgraphError(f"cannot read: {err.strerror}", file=str(path)) from None
-    # a regular file is read whole; a pipe or device at most NON_REGULAR_LIMIT bytes (/dev/urandom never ends)
+    if stat.S_ISREG(info.st_mode) and info.st_size >= 8:
+        return _load_mapped(path)
+    # a pipe or device is read whole, at most NON_REGULAR_LIMIT bytes (/dev/urandom never ends)
     data = read_limited(path, info.st_size if stat.S_ISREG(info.st_mode) else NON_REGULAR_LIMIT)
     try:
         state = load(data)
     except Exception as err:  # safetensors raises its own error types for bad headers
         raise ArchgraphError(f"not a valid safetensors file ({err})", file=str(path)) from None
     return _with_aliases(state, data)
+
+
+def _load_mapped(path: Path) -> dict[str, torch.Tensor]:
+    """A regular safetensors file read tensor by tensor straight into each tensor's memory (``readinto``): the
+    tensors are the only copy (a memory map would add the file's pages to the process's resident memory)."""
+    import json
+    names = {v: k for k, v in DTYPES.items()}
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size > MAX_HEADER_BYTES:
+                raise ValueError(f"header of {size} bytes")
+            header = json.loads(fh.read(size))
+            meta = header.pop("__metadata__", None) or {}
+            start = 8 + size
+            state: dict[str, torch.Tensor] = {}
+            for key, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+                begin, end = info["data_offsets"]
+                t = torch.empty(info["shape"], dtype=names[info["dtype"]])
+                if t.numel() * t.element_size() != end - begin:
+                    raise ValueError(f"tensor '{key}' has {end - begin} bytes for shape {info['shape']}")
+                if t.numel():
+                    fh.seek(start + begin)
+                    if fh.readinto(memoryview(t.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                        raise ValueError(f"the file ends inside tensor '{key}'")
+                state[key] = t
+    except (ValueError, KeyError, TypeError) as err:
+        raise ArchgraphError(f"not a valid safetensors file ({err})", file=str(path)) from None
+    try:
+        aliases = json.loads(meta.get(TIED_KEY, "{}"))
+    except ValueError:
+        aliases = {}
+    for key, source in aliases.items():
+        if source in state and key not in state:
+            state[key] = state[source]
+    return state
+
+
+#: the most bytes a safetensors header may take (safetensors' own limit is 100 MB)
+MAX_HEADER_BYTES = 100_000_000
 
 
 def _with_aliases(state: dict[str, torch.Tensor], data: bytes) -> dict[str, torch.Tensor]:

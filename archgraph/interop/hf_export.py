@@ -31,6 +31,7 @@ import torch
 
 from ..compat import import_transformers
 from ..errors import ConversionError
+from ..fx.weights import write_safetensors
 from ..graph import Graph
 from ..ops.registry import attention_dims
 from ..ops.spec import Attention
@@ -389,7 +390,6 @@ SPECIAL: dict[str, dict[str, Callable]] = {
 def _save_shards(state: dict[str, torch.Tensor], out: Path, max_shard_bytes: int) -> None:
     """``model.safetensors``, or past ``max_shard_bytes`` shards ``model-0000i-of-0000n.safetensors`` with
     ``model.safetensors.index.json`` (``save_pretrained``'s layout)."""
-    from safetensors.torch import save_file
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in state.items():
@@ -403,15 +403,20 @@ def _save_shards(state: dict[str, torch.Tensor], out: Path, max_shard_bytes: int
     for old in out.glob("model*.safetensors*"):
         old.unlink()
     if len(shards) == 1:
-        save_file(shards[0], str(out / "model.safetensors"), metadata=meta)
+        _write(shards[0], out / "model.safetensors", meta)
         return
     index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
              "weight_map": {}}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out / name), metadata=meta)
+        _write(shard, out / name, meta)
         index["weight_map"].update({k: name for k in shard})
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def _write(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
+    with open(path, "wb") as fh:     # tensor by tensor: no second copy of the model in memory
+        write_safetensors(tensors, fh, meta)
 
 
 def _generation_config(tr, cfg, source: Optional[PathLike], out: Path) -> None:
