@@ -85,6 +85,8 @@ def load_module(graph, weights: str | None, seed: int):
 
 
 def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
+    """Write OUT/graph.yaml and OUT/weights.safetensors: ``module``'s state dict, or ``module`` itself when it is
+    a state dict already (a tied weight's keys are one tensor, stored once)."""
     from archgraph.format.yaml_io import save
     from archgraph.graph import content_hash
     from archgraph.fx.weights import save_weights
@@ -92,7 +94,7 @@ def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
     gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
     save(graph, gpath)
     metadata = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in meta.items()}}
-    save_weights(module.state_dict(), wpath, metadata)
+    save_weights(module.state_dict() if hasattr(module, "state_dict") else module, wpath, metadata)
     return gpath, wpath
 
 

@@ -37,19 +37,23 @@ def register(sub) -> None:
 def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import prune_with_rules
-    from archgraph.fx.weights import carried_metadata, check_weights, load_into, load_weights
+    from archgraph.fx.weights import carried_metadata, check_weights, load_weights, tie_state
     from archgraph.rules import PruneChannels, encode
     from .apply import write
+    import torch
     output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
-    check_weights(build(graph), state, args.weights)
+    with torch.device("meta"):     # only shapes are checked: no memory, no initialisation
+        check_weights(build(graph), state, args.weights)
     new_graph, new_state, rules = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
                                                    strict=True, uniform=args.uniform)
-    module = build(new_graph)
-    load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
+    del state
+    with torch.device("meta"):
+        check_weights(build(new_graph), new_state, args.weights)
+    new_state = tie_state(new_graph, new_state)   # the weights keep their dtype (float16 stays float16)
     log = [encode(r) for r in rules]
-    gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
+    gpath, wpath = write(args.output, new_graph, new_state, {"prune": json.dumps(log), "ratio": args.ratio,
                                                           "criterion": args.criterion,
                                                           **carried_metadata(args.weights)})
     if rules and not args.quiet:

@@ -211,6 +211,22 @@ def parameter_aliases(module: torch.nn.Module) -> dict[str, str]:
     return aliases
 
 
+def tie_state(graph, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each tied key of ``graph`` naming its source's tensor (so a weights file stores it once);
+    an error where the two hold different values."""
+    from ..graph import tied_parameters
+    state = dict(state)
+    for key, source in tied_parameters(graph).items():
+        if key in state and source in state and state[key] is not state[source] \
+                and not torch.equal(state[key], state[source]):
+            node, _, field = key.partition(".")
+            raise ArchgraphError(f"tensor '{key}' is tied to '{source}' but holds different values", node=node,
+                                 field=field)
+        if source in state:
+            state[key] = state[source]
+    return state
+
+
 def check_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "<weights>") -> None:
     """Raise an error naming the node and tensor when ``state`` does not fit ``module`` exactly."""
     own = module.state_dict()
