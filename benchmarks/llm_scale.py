@@ -3,6 +3,7 @@
 Each row runs in its own process (its peak resident memory, ``ru_maxrss``, is that step's alone) on a model built
 from a real config with random bfloat16 weights and saved locally first (nothing is downloaded):
 
+    baseline       torch, transformers and archgraph imported, no model: the memory every row starts from
     setup          the Hugging Face model saved with save_pretrained (not timed against anything)
     import         archgraph import hf:DIR
     prune_heads    archgraph prune --ratio 0.5 --heads        (half the heads, MLP and stream channels)
@@ -11,7 +12,8 @@ from a real config with random bfloat16 weights and saved locally first (nothing
     torch_pruning  Torch-Pruning's MetaPruner on the Hugging Face model, the same ratio with its heads
                    (run with a time limit: it may not finish)
 
-Peak RSS is reported as a ratio to the weights' bytes (the checkpoint's safetensors size).
+Peak RSS is reported as a ratio to the weights' bytes (the checkpoint's safetensors size), whole and above the
+baseline row's (the libraries' own memory, which a small model's ratio would otherwise mostly measure).
 
     python benchmarks/llm_scale.py --model qwen2.5-0.5b --work /tmp/llm_scale [--rows import,prune_heads]
     python benchmarks/llm_scale.py --model llama-3.2-1b --work /tmp/llm_scale --tp-limit 1500
@@ -45,7 +47,7 @@ CONFIGS = {
                          bos_token_id=151643, eos_token_id=151643, hidden_act="silu",
                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
 }
-ROWS = ("setup", "import", "prune_heads", "prune_uniform", "export_hf", "torch_pruning")
+ROWS = ("baseline", "setup", "import", "prune_heads", "prune_uniform", "export_hf", "torch_pruning")
 SEQ_LEN = 256
 
 
@@ -64,6 +66,11 @@ def run_row(row: str, model: str, work: Path, ratio: float) -> dict:
     hf_dir, imported, pruned, uniform, exported = (work / model / n for n in
                                                   ("hf", "imported", "pruned", "uniform", "exported"))
     start = time.perf_counter()
+    if row == "baseline":   # the libraries alone: what every row's peak includes before any weight
+        from archgraph.compat import import_transformers
+        import_transformers().AutoConfig
+        import archgraph.interop.hf  # noqa: F401
+        return {"seconds": time.perf_counter() - start}
     if row == "setup":
         from archgraph.compat import import_transformers
         tr = import_transformers()
@@ -135,6 +142,9 @@ def drive(args) -> None:
         wb = weights_bytes(work / args.model / "hf")
         if "peak_rss" in result and wb:
             result["rss_over_weights"] = round(result["peak_rss"] / wb, 2)
+            base = next((r["peak_rss"] for r in results if r.get("row") == "baseline" and "peak_rss" in r), None)
+            if base is not None:
+                result["above_baseline_over_weights"] = round((result["peak_rss"] - base) / wb, 2)
         result.update(row=row, model=args.model, weights_bytes=wb)
         results.append(result)
         print(json.dumps(result), flush=True)

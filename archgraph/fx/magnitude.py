@@ -74,16 +74,14 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
             tensor = state.get(f"{nid}.{param}")
             if not _is_weight(param) or tensor is None:
                 continue
-            mag = tensor.detach().cpu()
-            mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
-            mag = mag.square() if p == 2 else mag.abs()  # once per tensor: the big linears dominate the time
+            grouped = param == "weight" and ch.roles[nid] == "grouped"
+            sums = _axis_sums(tensor, p, [a for a in (out_axis, in_axis) if a is not None])
             reads = nid if param in own else node.inputs[0]   # weight_hh reads the op's own units
             for axis, value, blocks in ((out_axis, nid, gates), (in_axis, reads, 1)):
                 if axis is None:
                     continue
                 slots = ch.slots[value]
-                dims = [d for d in range(mag.dim()) if d != axis]
-                per_entry = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+                per_entry = sums[axis]
                 if blocks > 1:   # the gate blocks of the units, one after another: a unit owns a row of each
                     per_entry = per_entry.view(blocks, -1).sum(0)
                 if slots.blocks is not None:  # a flatten: one block of features per channel
@@ -93,7 +91,10 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
                 for token, score in zip(slots.tokens, per_entry.tolist()):
                     root = ch.cls(token)
                     scores[root] = scores.get(root, 0.0) + score
-            if param == "weight" and ch.roles[nid] == "grouped":
+            if grouped:
+                mag = tensor.detach().cpu()
+                mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
+                mag = mag.square() if p == 2 else mag.abs()
                 # axis 1 is a position within a group: the entries of one channel are that column of its group's
                 # rows (the input's channel, or the transposed conv's output's)
                 value = node.inputs[0] if opdef.coupling.group_side == "in" else nid
@@ -106,6 +107,33 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
                     root = ch.cls(token)
                     scores[root] = scores.get(root, 0.0) + score
     return scores
+
+
+#: tensors are scored in row chunks of about this many entries (a bfloat16 embedding of 150k tokens would
+#: otherwise be copied whole in float32)
+CHUNK_ENTRIES = 1 << 24
+
+
+def _axis_sums(tensor: torch.Tensor, p: int, axes: list[int]) -> dict[int, torch.Tensor]:
+    """``{axis: per-entry sum of |w|^p over the other axes}`` (float64), computed over chunks of rows so that no
+    float copy of a whole big tensor is made."""
+    t = tensor.detach().cpu()
+    if t.dim() == 0:
+        t = t.reshape(1)
+    rows = max(1, CHUNK_ENTRIES // max(1, t[0].numel()))
+    firsts: list[torch.Tensor] = []
+    rest: dict[int, torch.Tensor] = {}
+    for chunk in t.split(rows, dim=0):
+        mag = chunk if chunk.dtype in (torch.float32, torch.float64) else chunk.float()
+        mag = mag.square() if p == 2 else mag.abs()
+        for axis in axes:
+            dims = [d for d in range(mag.dim()) if d != axis]
+            part = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+            if axis == 0:
+                firsts.append(part)
+            else:
+                rest[axis] = rest[axis] + part if axis in rest else part
+    return {**({0: torch.cat(firsts)} if 0 in axes else {}), **rest}
 
 
 def _is_weight(param: str) -> bool:
