@@ -124,6 +124,10 @@ def test_float32_and_bfloat16_keep_their_dtype(tmp_path):
     x = inputs("qwen2", 6)
     original = load(folder, True, dtype=None)   # (model.to(bfloat16) also rounded its rotary frequencies)
     assert torch.equal(run(back, x, True), run(original, x, True))
+    pruned, pw = archgraph.prune(graph, weights, ratio=0.5, heads=True)    # bfloat16 through pruning and out
+    assert {t.dtype for t in pw.values()} == {torch.bfloat16}
+    out = to_pretrained(pruned, pw, tmp_path / "pruned", json.loads((folder / "config.json").read_text()))
+    assert load(out, True, dtype=None).dtype == torch.bfloat16
 
 
 def test_gpt2_with_a_narrower_stream_is_refused(tmp_path):

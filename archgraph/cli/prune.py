@@ -47,7 +47,7 @@ def run(args) -> int:
     with torch.device("meta"):     # only shapes are checked: no memory, no initialisation
         check_weights(build(graph), state, args.weights)
     new_graph, new_state, rules = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
-                                                   strict=True, uniform=args.uniform)
+                                                   strict=True, uniform=args.uniform, consume=True)
     del state
     with torch.device("meta"):
         check_weights(build(new_graph), new_state, args.weights)

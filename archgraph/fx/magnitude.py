@@ -313,20 +313,22 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
 
 
 def prune_with_rules(graph: Graph, state: Mapping[str, torch.Tensor], ratio: float = 0.5, criterion: str = "l2",
-                     seed: int = 0, heads: bool = False, strict: bool = False, uniform: bool = False
-                     ) -> tuple[Graph, dict[str, torch.Tensor], list]:
+                     seed: int = 0, heads: bool = False, strict: bool = False, uniform: bool = False,
+                     consume: bool = False) -> tuple[Graph, dict[str, torch.Tensor], list]:
     """:func:`prune` on a state dict, also returning the rules it applied (the ``prune_channels`` ones, then the
-    ``prune_heads`` ones), for a log; ``strict`` makes the transfer refuse a state with missing or extra tensors."""
+    ``prune_heads`` ones), for a log; ``strict`` makes the transfer refuse a state with missing or extra tensors.
+    ``consume``: ``state`` is a dict the caller gives up: its tensors are dropped as their pruned versions are
+    made and unchanged ones are carried as they are (the CLI's way to prune a model it could not hold twice)."""
     ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
     rules: list = prune_rules(graph, state, ratio, criterion, seed, ch, uniform=uniform)
     if rules:
         rw = prune_rewrite(graph, rules, ch)
-        graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict)
-    else:
+        graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict, share=consume, consume=consume)
+    elif not consume:
         state = {k: v.clone() for k, v in state.items()}
     if heads:
         for rule in head_rules(graph, state, ratio, criterion, seed):
-            rw = rule.apply(graph)
-            graph, state = rw.graph, transfer_state(rw.plan, state, strict=False)
+            rw = rule.apply(graph)   # the state is this function's own from here: nothing is copied twice
+            graph, state = rw.graph, transfer_state(rw.plan, dict(state), strict=False, share=True, consume=True)
             rules.append(rule)
     return graph, state, rules
