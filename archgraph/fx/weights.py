@@ -17,23 +17,28 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     temporary file (:func:`write_safetensors`: no copy of the whole file in memory, so a network that fits in
     memory can be saved), which is renamed over ``path``. Keys naming one tensor (tied weights) store it once; the
     metadata's ``tied_tensors`` lists the others, which :func:`load_weights` names again."""
-    tensors, aliases = _stored_once(state)
-    if aliases:
-        import json
-        metadata = {**(metadata or {}), TIED_KEY: json.dumps(aliases, sort_keys=True)}
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # name the file the caller asked for
         raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
+    atomic_replace(path, weights_writer(state, metadata))
+
+
+def weights_writer(state: Mapping[str, torch.Tensor], metadata: Optional[dict[str, str]] = None):
+    """``fill(tmp)`` writing ``state`` as canonical safetensors to ``tmp`` (for :func:`atomic_replace_all`, which
+    writes a graph and its weights as one unit)."""
+    tensors, aliases = _stored_once(state)
+    if aliases:
+        import json
+        metadata = {**(metadata or {}), TIED_KEY: json.dumps(aliases, sort_keys=True)}
 
     def fill(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             write_safetensors(tensors, fh, metadata)
             fh.flush()
             os.fsync(fh.fileno())
-
-    atomic_replace(path, fill)
+    return fill
 
 
 #: torch dtype -> safetensors' name
