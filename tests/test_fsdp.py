@@ -71,6 +71,25 @@ def max_diff(a_dir, b_dir) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it, children first looked up, then all killed at once."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def decisions(run) -> list:
     return [(e["rule"], e["version"], e["epoch"], e["step"]) for e in
             map(json.loads, (run / "history.jsonl").read_text().splitlines()) if e["event"] == "rewrite"]
@@ -152,7 +171,7 @@ def test_sharded_checkpoint_resumes_after_sigkill_on_fewer_and_more_processes(ru
             break
         time.sleep(0.05)
     assert job.poll() is None, "the job ended before it could be killed"
-    os.killpg(job.pid, signal.SIGKILL)   # torchrun and both ranks
+    kill_tree(job.pid)   # torchrun and both ranks (torchrun starts each rank in a session of its own)
     job.wait(timeout=60)
     # the layout: rank 0's checkpoint names the shard folder, which holds each rank's file and the metadata
     first = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
