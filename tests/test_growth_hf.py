@@ -75,3 +75,44 @@ def test_growths_compose(model_type):
         graph, m = rw.graph, new
     with torch.no_grad():
         assert float((m(x) - logits).abs().max()) <= TOL * max(1.0, float(logits.abs().max()))
+
+
+# ---- grown, exported back with export --hf, loaded with from_pretrained ------------------------------------------
+
+EXPORTED = {
+    "gpt2": [rules.AddFilters(node="wte", count=32, init="clone", eps=0.05),
+             rules.AddHeads(node="h_0_attn", count=4), rules.AddHeads(node="h_1_attn", count=4),   # heads x 8 = 64
+             rules.AddFilters(node="h_0_mlp_c_fc", count=16), rules.AddFilters(node="h_1_mlp_c_fc", count=16),
+             rules.StackBlock(start="h_0_add_2", end="h_1_add_2", init="zero", prefix="h_2_")],
+    "llama": [rules.AddFilters(node="embed_tokens", count=32, init="clone"),
+              rules.AddFilters(node="layers_0_mlp_gate_proj", count=16),
+              rules.AddFilters(node="layers_1_mlp_gate_proj", count=16),
+              rules.StackBlock(start="layers_0_add_2", end="layers_1_add_2", init="zero", prefix="layers_2_")],
+}
+
+
+@pytest.mark.parametrize("model_type", list(EXPORTED))
+def test_grown_model_exports_and_loads_with_the_original_logits(tmp_path, model_type):
+    import json
+    from test_hf_roundtrip import inputs, load, run, saved
+    from archgraph.interop.hf_export import to_pretrained
+    model, folder = saved(tmp_path, model_type, True, tie_word_embeddings=False)
+    graph, weights = hf.from_pretrained(folder)
+    m = build(graph, dtype=torch.float64)
+    load_into(m, weights)
+    m.eval()
+    for rule in EXPORTED[model_type]:
+        rw = archgraph.apply(graph, rule)
+        assert rw.exact, (rule, rw.plan.note)
+        new = build(rw.graph, dtype=torch.float64, seed=1).eval()
+        transfer(rw.plan, m, new)
+        graph, m = rw.graph, new
+    out = to_pretrained(graph, m.state_dict(), tmp_path / "out", json.loads((folder / "config.json").read_text()),
+                        folder)
+    back = load(out, True)
+    assert back.config.num_hidden_layers == 3
+    for t in (1, 6):
+        x = inputs(model_type, t)
+        want = run(model, x, True)
+        with torch.no_grad():
+            assert float((run(back, x, True) - want).abs().max()) <= TOL * max(1.0, float(want.abs().max()))
