@@ -267,3 +267,112 @@ def test_a_missing_required_option_is_one_line_exit_2(capsys):
         cli(["prune", "g.yaml", "-o", "out"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and "--weights" in err and "usage" not in err
+
+
+# ---- unbounded input ----------------------------------------------------------------------------------------------
+def test_a_rule_over_the_width_limit_is_refused_before_it_allocates():
+    import tracemalloc
+    from archgraph.errors import RuleError
+    from archgraph.rules import InsertBlock
+    graph = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "tiny_cnn.yaml"))
+    after = next(n for n, node in graph.nodes.items() if node.op == "relu")
+    tracemalloc.start()
+    try:
+        with pytest.raises(RuleError, match="over the limit"):
+            archgraph.apply(graph, InsertBlock(after=after, width=10 ** 9))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2 ** 20
+
+
+def test_yaml_alias_expansion_is_counted_apart_from_plain_size():
+    from archgraph.errors import YamlError
+    from archgraph.format.yaml_io import MAX_EXPANDED_NODES, parse_yaml
+    plain = "{" + ", ".join(f"k{i}: {i}" for i in range(MAX_EXPANDED_NODES)) + "}"   # 400,001 values, no alias
+    assert len(parse_yaml(plain)) == MAX_EXPANDED_NODES
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdef", "bcdefg"))
+    with pytest.raises(YamlError, match="alias"):
+        parse_yaml(bomb)
+
+
+@pytest.mark.parametrize("command", ["validate", "apply"])
+def test_a_fifo_without_a_writer_times_out(tmp_path, monkeypatch, capsys, command):
+    import time
+    from archgraph.format import yaml_io
+    monkeypatch.setattr(yaml_io, "PIPE_TIMEOUT_S", 0.5)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP)
+    argv = {"validate": ["validate", str(fifo)],
+            "apply": ["apply", str(graph), "add_filters", "node=fc1", "count=1", "--weights", str(fifo), "-o",
+                      str(tmp_path / "o")]}[command]
+    t0 = time.monotonic()
+    assert cli(argv) == 2
+    assert time.monotonic() - t0 < 30 and "sent nothing" in capsys.readouterr().err
+
+
+# ---- numbers: finite unless said otherwise, ranges, checked before anything is written ---------------------------
+@pytest.mark.parametrize("node", [
+    "{op: group_norm, in: c, num_groups: 2, eps: .nan}", "{op: group_norm, in: c, num_groups: 2, eps: -1.0}",
+    "{op: leaky_relu, in: c, negative_slope: .inf}", "{op: scale, in: c, init: .nan}",
+    "{op: pad, in: c, padding: [1, 1, 1, 1], value: .nan}", "{op: upsample, in: c, scale_factor: .inf}"])
+def test_non_finite_node_fields_are_refused(node):
+    from archgraph.errors import GraphError
+    text = f"archgraph: 1\ninputs: {{x: [2, 4, 4]}}\nnodes:\n  c: {{op: conv2d, in: x, out_channels: 4, " \
+           f"kernel_size: 1}}\n  n: {node}\noutputs: [n]\n"
+    with pytest.raises(GraphError, match="finite|greater than|NaN"):
+        archgraph.loads(text)
+
+
+def test_pad_may_be_minus_infinity():
+    text = "archgraph: 1\ninputs: {x: [2, 4, 4]}\nnodes:\n  p: {op: pad, in: x, padding: [1, 1, 1, 1], value: -.inf}" \
+           "\noutputs: [p]\n"
+    assert archgraph.loads(text).nodes["p"].value == float("-inf")
+
+
+@pytest.mark.parametrize("setting", ["schedule.lr=.nan", "schedule.weight_decay=.inf", "method.min_gain=.inf",
+                                     "method.threshold_init=.nan", "schedule.seed=100000000000000000000000000",
+                                     "schedule.threads=100000"])
+def test_bad_numbers_in_a_run_file_fail_validate_and_grow_before_writing(data_root, tmp_path, capsys, setting):
+    import yaml
+    from archgraph.cli.grow import parse_settings
+    from archgraph.train.config import config_from_data, with_overrides
+    cfg = tiny_config(data_root, epochs=1)
+    key, value = setting.split("=")
+    section, field = key.split(".")
+    cfg[section][field] = parse_settings([setting])[key]
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(cfg))
+    assert cli(["validate", str(run_file)]) == 2
+    assert key in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert cli(["grow", str(run_file), "--out", str(out), "--quiet"]) == 2
+    assert key in capsys.readouterr().err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_sweep_seeds_and_hf_sizes_are_clear_errors(tmp_path, capsys):
+    assert cli(["sweep", os.path.join(os.path.dirname(__file__), "..", "examples", "digits_gnap.yaml"), "--param",
+                "method.param_cost=loguniform:0.0005:0.5", "--trials", "1", "--seeds", "100000000000000000000000000",
+                "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    from archgraph.cli.import_model import parse_config
+    for bad in ("n_embd=-4", "n_head=NaN", "n_embd=100000000000000"):
+        with pytest.raises(ConfigError):
+            parse_config([bad])
+
+
+def test_float8_weights_are_a_clear_error(tmp_path, capsys):
+    import torch
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import save_weights
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP)
+    state = {k: v.to(torch.float8_e4m3fn) for k, v in build(archgraph.loads(MLP)).state_dict().items()}
+    save_weights(state, tmp_path / "w.safetensors")
+    assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=1", "--weights", str(tmp_path / "w.safetensors"),
+                "-o", str(tmp_path / "o")]) == 2
+    assert "float8_e4m3fn" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archgraph.errors import ConfigError
+from archgraph.errors import ArchgraphError, ConfigError
 
 from .args import command, folder_output_argument, force_argument, seed_argument
 from .outputs import output_folder, write_graph_folder
@@ -97,7 +97,25 @@ def parse_config(items: list[str]) -> dict:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
+        check_config_value(key, out[key])
     return out
+
+
+def check_config_value(key: str, value) -> None:
+    """A ``--config`` number: finite, not negative, and (an integer) within the width limit: sizes such as
+    ``n_embd=-4`` or ``n_head=10**12`` are refused before the model is built."""
+    import math
+
+    from archgraph.limits import limit
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--config {key}={value} is not a finite number", field="config")
+    if value < 0:
+        raise ConfigError(f"--config {key}={value} is negative; sizes and rates are at least 0", field="config")
+    if isinstance(value, int) and value > limit("width"):
+        raise ConfigError(f"--config {key}={value:,} is over the width limit of {limit('width'):,} (set "
+                          "ARCHGRAPH_MAX_WIDTH to allow it)", field="config")
 
 
 def import_hf(args):
@@ -109,7 +127,16 @@ def import_hf(args):
     model_type = args.model.partition(":")[2]
     if model_type not in hf.WALKERS:
         raise ConfigError(f"hf:{model_type} is not supported (supported: {', '.join(hf.WALKERS)})", field="model")
-    model = hf.build_model(model_type, lm_head=args.lm_head, seed=args.seed, **parse_config(args.config))
+    config = parse_config(args.config)
+    try:
+        model = hf.build_model(model_type, lm_head=args.lm_head, seed=args.seed, **config)
+    except ArchgraphError:
+        raise
+    except Exception as err:  # transformers' own checks (n_embd not a multiple of n_head, n_head=0, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        settings = " ".join(f"{k}={v}" for k, v in config.items()) or "its default config"
+        raise ConfigError(f"hf:{model_type} cannot be built with {settings}: {type(err).__name__}: {first}",
+                          field="config") from None
     return hf.from_model(model, args.seq_len)
 
 

@@ -56,6 +56,8 @@ def _canonical(data: bytes) -> bytes:
 
 
 NON_REGULAR_LIMIT = 1 << 30
+#: the floating dtypes a module can be converted to and run in (float8 kinds are storage formats only)
+LOADABLE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
@@ -100,6 +102,12 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
     bfloat16, float64) keep it: the module is converted to that dtype first, instead of the weights being silently
     converted to float32."""
     check_weights(module, state, source)
+    for key, t in state.items():
+        if t.is_floating_point() and t.dtype not in LOADABLE_FLOATS:
+            node, _, field = key.partition(".")
+            raise ArchgraphError(f"tensor '{key}' is {str(t.dtype).replace('torch.', '')}; weights are read in "
+                                 "float16, bfloat16, float32 or float64 (convert them first)", file=source,
+                                 node=node, field=field)
     dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(dtypes) == 1:
         module.to(next(iter(dtypes)))

@@ -36,7 +36,9 @@ def _op_required(schema: dict) -> None:
 class NodeSpec(BaseModel):
     """Fields every node has: ``op`` (the kind) and ``in`` (one input id or a list of them)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required)
+    # every float field is finite unless it says otherwise (pad's ``value``)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required,
+                              allow_inf_nan=False)
 
     op: str
     inputs: Union[Str, tuple[Str, ...]] = Field(alias="in", description="input node id, or a list of ids")
@@ -292,7 +294,7 @@ class GroupNorm(NodeSpec):
     normalised over its channels and positions, then a per-channel affine (``weight``, ``bias`` ``[C]``)."""
     op: Literal["group_norm"] = "group_norm"
     num_groups: PositiveInt
-    eps: float = 1e-5
+    eps: PositiveFloat = 1e-5
     affine: bool = True
 
 
@@ -413,7 +415,15 @@ class Pad(NodeSpec):
     a max pool, as TensorFlow's 'same' pooling in timm's ``tf_`` models)."""
     op: Literal["pad"] = "pad"
     padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt, NonNegativeInt]
-    value: float = 0.0
+    value: Annotated[float, Field(allow_inf_nan=True, description="may be infinite (-.inf before a max pool); "
+                                                                  "never NaN")] = 0.0
+
+    @field_validator("value")
+    @classmethod
+    def _not_nan(cls, value: float) -> float:
+        if value != value:
+            raise ValueError("value is NaN; give a number (infinite is allowed)")
+        return value
 
 
 class WindowAttention(NodeSpec):
