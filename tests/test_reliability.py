@@ -376,3 +376,38 @@ def test_float8_weights_are_a_clear_error(tmp_path, capsys):
     assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=1", "--weights", str(tmp_path / "w.safetensors"),
                 "-o", str(tmp_path / "o")]) == 2
     assert "float8_e4m3fn" in capsys.readouterr().err
+
+
+# ---- a new user's findings ----------------------------------------------------------------------------------------
+def test_no_progress_bar_when_stderr_is_not_a_terminal(data_root, tmp_path, capfd):
+    archgraph.grow(tiny_config(data_root, "dense", epochs=2), tmp_path / "run")
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    assert [line for line in err.splitlines() if line.startswith("epoch ")] == \
+        [line for line in err.splitlines() if "epoch " in line and "/2" in line]
+    assert sum(line.startswith("epoch ") for line in err.splitlines()) == 2
+
+
+def test_a_text_run_shows_bits_per_character_in_its_pictures(tmp_path, capsys):
+    import json as _json
+    from rundir_fixture import steps_from_rules, write_run
+    from archgraph.history.report import report_data
+    from archgraph.history.timeline import history_dot, main_metric
+    from archgraph.history.run import Run
+    from archgraph.rules import AddFilters
+    seed = archgraph.loads(MLP)
+    run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
+                    extra_metrics={"val_bpc": 2.5, "train_bpc": 2.4})
+    summary = _json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(_json.dumps({**summary, "test_acc": 0.4, "test_bpc": 2.25}))
+    assert main_metric(Run(run)) == "val_bpc"
+    dot = history_dot(run)
+    assert "test_bpc 2.250" in dot and "test_acc" not in dot
+    assert report_data(run)["series"]["val_bpc"]
+
+
+def test_summary_prints_token_inputs_in_words(tmp_path, capsys):
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml")
+    assert cli(["summary", path]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "token ids <" in first and "{" not in first
