@@ -411,3 +411,17 @@ def test_summary_prints_token_inputs_in_words(tmp_path, capsys):
     assert cli(["summary", path]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "token ids <" in first and "{" not in first
+
+
+def test_insert_block_names_no_default_that_depends_on_the_graph(capsys):
+    from archgraph.rules import InsertBlock, parse
+    rule = InsertBlock(after="x")
+    assert "norm=batchnorm" not in str(rule) and "norm='auto'" in repr(rule)
+    assert parse("insert_block", {"after": "x", "norm": "auto"}) == rule
+    with pytest.raises(SystemExit):
+        cli(["apply", "--help"])
+    out = capsys.readouterr().out
+    assert "norm=auto" in out and "layernorm and gelu" in out
+    gpt = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml"))
+    after = next(n for n in gpt.nodes if len(gpt.shape(n)) == 2)
+    assert archgraph.apply(gpt, InsertBlock(after=after)).rule.norm == "layernorm"

@@ -110,6 +110,8 @@ def parse(name: str, values: Mapping[str, Any]) -> Rule:
             hint = f" (did you mean '{match[0]}'?)" if match else ""
             raise RuleError(f"unknown argument '{key}'{hint}; {name} takes: {', '.join(cls.model_fields)}",
                             rule=name, field=key)
+        if value == "auto" and key in getattr(cls, "CONTEXT_DEFAULTS", {}):
+            continue   # the default chosen from where the rule applies (insert_block's norm, activation)
         data[key] = _from_text(value, field.annotation) if isinstance(value, str) else value
     return validate(cls, data)
 

@@ -145,6 +145,10 @@ class InsertBlock(_Insert):
     ``activation`` gelu by default. Its ``o_proj`` and ``fc2`` start at zero: the function is unchanged."""
 
     name: ClassVar[str] = "insert_block"
+    #: defaults that depend on where the block goes, shown as ``auto`` until the rule is applied (the applied
+    #: rule, which the history logs, has them resolved)
+    CONTEXT_DEFAULTS: ClassVar[dict[str, str]] = {"norm": "batchnorm on an image, layernorm after a sequence",
+                                                  "activation": "relu on an image, gelu after a sequence"}
     width: Optional[PositiveInt] = None  # channels inside the block (default: as many as ``after`` has)
     norm: Optional[Union[Norm, SeqNorm]] = "batchnorm"
     activation: Optional[Activation] = "relu"
@@ -153,6 +157,18 @@ class InsertBlock(_Insert):
     head_dim: Optional[PositiveInt] = None
     causal: Optional[bool] = None
     mlp_ratio: PositiveFloat = 4.0
+
+    def _shown(self) -> dict:
+        return {k: ("auto" if k in self.CONTEXT_DEFAULTS and k not in self.model_fields_set else v)
+                for k, v in self.args().items()}
+
+    def __str__(self) -> str:
+        """``insert_block(after=r1, ..., norm=auto, ...)``: a default that depends on the graph is not named
+        before the rule is applied."""
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self._shown().items())})"
+
+    def __repr__(self) -> str:
+        return f"InsertBlock({', '.join(f'{k}={v!r}' for k, v in self._shown().items())})"
 
     def apply(self, graph) -> Rewrite:
         self.need_node(graph, self.after, field="after", inputs_ok=True)
