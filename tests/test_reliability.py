@@ -425,3 +425,18 @@ def test_insert_block_names_no_default_that_depends_on_the_graph(capsys):
     gpt = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml"))
     after = next(n for n in gpt.nodes if len(gpt.shape(n)) == 2)
     assert archgraph.apply(gpt, InsertBlock(after=after)).rule.norm == "layernorm"
+
+
+def test_dynamic_hw_refusal_is_one_sentence_without_internal_text(tmp_path, capsys):
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import save_weights
+    text = ("archgraph: 1\ninputs: {x: [2, 4, 4]}\nnodes:\n  f: {op: flatten, in: x}\n  fc1: {op: linear, in: f, "
+            "out_features: 3}\noutputs: [fc1]\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text(text)
+    save_weights(build(archgraph.loads(text)).state_dict(), tmp_path / "w.safetensors")
+    assert cli(["export", str(graph), "--weights", str(tmp_path / "w.safetensors"), "--onnx", str(tmp_path / "d.onnx"),
+                "--dynamic-hw"]) == 2
+    err = capsys.readouterr().err
+    assert "node 'fc1' would need weights of another shape" in err and "export without --dynamic-hw" in err
+    assert "<weights>" not in err and "field 'weight'" not in err and "tensor" not in err
