@@ -440,3 +440,18 @@ def test_dynamic_hw_refusal_is_one_sentence_without_internal_text(tmp_path, caps
     err = capsys.readouterr().err
     assert "node 'fc1' would need weights of another shape" in err and "export without --dynamic-hw" in err
     assert "<weights>" not in err and "field 'weight'" not in err and "tensor" not in err
+
+
+def test_insert_layer_after_a_sequence_keeps_the_function():
+    import torch
+    from archgraph.fx.builder import build
+    from archgraph.fx.materialise import materialise
+    from archgraph.rules import InsertLayer
+    gpt = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml"))
+    rw = archgraph.apply(gpt, InsertLayer(after="wpe"))
+    assert rw.exact and rw.graph.nodes["wpe_fc"].out_features == gpt.shape("wpe")[-1]
+    old = build(gpt, seed=0).eval()
+    new = materialise(rw, old, seed=1).eval()
+    x = torch.randint(0, 65, (3, 32))
+    with torch.no_grad():
+        assert torch.allclose(old(x), new(x), atol=1e-5)
