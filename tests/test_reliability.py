@@ -157,17 +157,18 @@ def test_a_lock_held_by_a_killed_but_unreaped_process_is_stale(tmp_path):
 
 # ---- output folders: one unit, a full disk named ------------------------------------------------------------------
 def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypatch, capsys):
-    import safetensors.torch
+    import errno
+    from archgraph.fx import weights
     graph = tmp_path / "g.yaml"
     graph.write_text(MLP)
     out = tmp_path / "out"
     assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=2", "-o", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def full_disk(*args, **kwargs):   # what safetensors raises on a full disk
-        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                                          'message: "No space left on device" })')
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    def full_disk(tensors, fh, *args, **kwargs):   # the weights are the second file written: the graph is staged
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(weights, "write_safetensors", full_disk)
     for argv in (["apply", str(graph), "add_filters", "node=fc1", "count=5", "-o", str(out), "--force"],
                  ["prune", str(out / "graph.yaml"), "--weights", str(out / "weights.safetensors"), "--ratio", "0.5",
                   "-o", str(out), "--force"]):
