@@ -40,6 +40,14 @@ def _finite(value: float) -> float:
     return value
 
 
+def _inside(value: str) -> str:
+    from pathlib import PurePosixPath
+    parts = PurePosixPath(value).parts
+    if not value or PurePosixPath(value).is_absolute() or ".." in parts or "\\" in value:
+        raise ValueError("expected a folder inside the run folder")
+    return value
+
+
 Tensor = Annotated[Any, AfterValidator(_tensor)]
 RngBytes = Annotated[Any, AfterValidator(_rng_bytes)]
 
@@ -89,6 +97,7 @@ class Checkpoint(_Strict):
     rng: Rng
     loop: Loop
     amp: dict[str, Any]
+    shards: Optional[Annotated[str, AfterValidator(_inside)]] = None   # parallel: fsdp, a folder in the run folder
 
 
 def check_checkpoint(ckpt: Any, file: str) -> dict:
