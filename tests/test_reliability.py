@@ -446,7 +446,7 @@ def test_insert_block_names_no_default_that_depends_on_the_graph(capsys):
     with pytest.raises(SystemExit):
         cli(["apply", "--help"])
     out = capsys.readouterr().out
-    assert "norm=auto" in out and "layernorm and gelu" in out
+    assert "norm=auto" in out and "layernorm and gelu" in out and max(map(len, out.splitlines())) <= 120
     gpt = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml"))
     after = next(n for n in gpt.nodes if len(gpt.shape(n)) == 2)
     assert archgraph.apply(gpt, InsertBlock(after=after)).rule.norm == "layernorm"

@@ -29,9 +29,9 @@ def rule_help() -> str:
                  "after [F];")
     lines.append("bias=none gives the new layer a bias unless a norm follows; prefix=none names the new nodes")
     lines.append("after AFTER; width=none keeps AFTER's width;")
-    lines.append("norm=none and activation=none add no norm or activation; insert_block's norm=auto and "
-                 "activation=auto are batchnorm and relu")
-    lines.append("on an image, and layernorm and gelu (a pre-norm transformer block) after a sequence [T, D].")
+    lines.append("norm=none and activation=none add no norm or activation; insert_block's norm=auto and")
+    lines.append("activation=auto are batchnorm and relu on an image, and layernorm and gelu (a pre-norm transformer")
+    lines.append("block) after a sequence [T, D].")
     lines.append("prune_channels also=b:0,1;c:2 removes those channels of other nodes in the same rewrite (quote it "
                  "in a shell).")
     lines.append("")
