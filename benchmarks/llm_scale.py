@@ -149,6 +149,9 @@ def drive(args) -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     out = ROOT / "benchmarks" / "results" / f"llm_scale_{args.model}.json"
+    kept = json.loads(out.read_text()) if out.exists() else []       # rows run earlier stay unless run again
+    ran = {r["row"] for r in results}
+    results = [r for r in kept if r.get("row") not in ran] + results
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}")
 
