@@ -4,6 +4,7 @@
 * run folders: resume only a run, never delete what a run did not write, never write through a link, one writer;
 * output folders: written as one unit, a full disk named as such.
 """
+import errno
 import contextlib
 import importlib.util
 import os
@@ -140,10 +141,9 @@ def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypat
     assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=2", "-o", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def full_disk(*args, **kwargs):   # what safetensors raises on a full disk
-        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                                          'message: "No space left on device" })')
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    def full_disk(*args, **kwargs):   # what writing the tensors raises on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(archgraph.fx.weights, "write_safetensors", full_disk)
     for argv in (["apply", str(graph), "add_filters", "node=fc1", "count=5", "-o", str(out), "--force"],
                  ["prune", str(out / "graph.yaml"), "--weights", str(out / "weights.safetensors"), "--ratio", "0.5",
                   "-o", str(out), "--force"]):
