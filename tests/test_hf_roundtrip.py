@@ -237,3 +237,18 @@ def test_big_models_are_checked_on_a_small_copy(tmp_path, monkeypatch, tie):
     assert err <= 1e-9 * max(1.0, scale) and scale > 0.1
     graph, _ = hf.from_pretrained(folder, seq_len=8)   # checks on the copy
     assert graph.nodes["lm_head"].out_features == 1500
+
+
+def test_shards_with_an_index_load(tmp_path):
+    model, folder = saved(tmp_path, "llama", True)
+    graph, weights = hf.from_pretrained(folder)
+    out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()),
+                        max_shard_bytes=40_000)      # as a model past 5 GB is written
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (out / "model.safetensors").exists()
+    back = load(out, True)
+    graph2, _ = hf.from_pretrained(out)              # and archgraph reads the shards back
+    assert graph2.params == graph.params
+    x = inputs("llama", 7)
+    assert float((run(back, x, True) - run(model, x, True)).abs().max()) <= 1e-12
