@@ -1,11 +1,14 @@
-"""Hugging Face ``transformers`` models -> (Graph, weights), built from a config with random weights (nothing is
-downloaded).
+"""Hugging Face ``transformers`` models -> (Graph, weights): a local checkpoint folder (:func:`from_pretrained`),
+a model in memory (:func:`from_model`) or a small config with random weights (:func:`from_config`; nothing is
+downloaded). :mod:`archgraph.interop.hf_export` writes a graph back as a checkpoint folder.
 
 Hugging Face's models do not trace with torch.fx (transformers 5 has no fx tracer of its own any more, and their
 mask, cache and rotary code is Python on optional arguments), so each supported family is read module by module,
 from the structure its modeling file defines: GPT-2 (``Conv1D`` weights ``[in, out]``, transposed to linears),
 BERT (post-norm; zero token-type ids are a constant row added to the position table), Llama (RMSNorm, SwiGLU as
-``mul``, grouped-query attention, rotary positions) and ViT. An import is exact or it fails: :func:`from_model`
+``mul``, grouped-query attention, rotary positions, Llama 3.x rope scaling; Qwen2, Qwen3 with its q/k norms,
+Mistral and Phi-3 with its fused projections laid out alike) and ViT. A tied LM head is a linear ``tied_to`` the
+embedding. An import is exact or it fails: :func:`from_model`
 runs the model and the graph on the same input in float64 and raises
 :class:`~archgraph.errors.ConversionError` when they differ (:func:`max_error` measures it).
 
@@ -66,10 +69,11 @@ def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = Fals
                 check: bool = True, **sizes) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
 
-    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"mistral"``,
-    ``"vit"``: built with the
+    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"qwen3"``,
+    ``"mistral"``, ``"phi3"``, ``"vit"``: built with the
     :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
-    logits (its head untied from the embedding: the graph format has no shared weights) instead of the last hidden
+    logits (built with ``tie_word_embeddings=False`` unless ``sizes`` say otherwise; a tied head imports tied) instead
+    of the last hidden
     state."""
     return from_model(build_model(model_type_or_config, lm_head=lm_head, seed=seed, **sizes), seq_len, check=check)
 

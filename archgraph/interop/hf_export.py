@@ -184,9 +184,9 @@ def _vit_sizes(graph: Graph) -> dict:
 
 
 #: model type -> the config fields read off the graph
-SIZES: dict[str, Callable[[Graph], dict]] = {"llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes,
-                                             "qwen3": _llama_sizes, "phi3": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes,
-                                             "vit": _vit_sizes}
+SIZES: dict[str, Callable[[Graph], dict]] = {
+    "llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes, "qwen3": _llama_sizes,
+    "phi3": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes}
 
 #: model type -> the graph's embedding node (its table is the tied head's)
 EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
