@@ -51,6 +51,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
                  eos_token_id=2),
+    "olmo2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2),
     "qwen3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
@@ -479,22 +482,29 @@ def _llama(b: _Nodes, base, t: int) -> str:
         p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
         _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
                 f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
-        h = b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
+        post_norm = hasattr(layer, "post_feedforward_layernorm")   # OLMo 2: norms after the branches, none before
+        h = x if post_norm else b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
         qk = {}
-        if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head
+        if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head; OLMo 2: over all
+            whole = att.q_norm.weight.shape[0] != getattr(att, "head_dim", -1)
             qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
-                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
+                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight},
+                  **({"qk_norm_span": "all"} if whole else {})}
         q, k, v = _qkv(att, cfg)
         h = b.attention(f"{p}_self_attn", h, q, k, v, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
                         head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
                         dropout=float(cfg.attention_dropout))
+        if post_norm:
+            h = b.rmsnorm(f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
         x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
-        h = b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
+        h = x if post_norm else b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
         gate_proj, up_proj = _gate_up(mlp)
         gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, gate_proj), cfg.hidden_act)
         h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, up_proj)])
         h = b.dropout(f"{p}_resid_mlp_dropout", b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj), _resid_dropout(cfg))
+        if post_norm:
+            h = b.rmsnorm(f"{p}_post_feedforward_layernorm", h, layer.post_feedforward_layernorm)
         x = b.emit(f"{p}_add_2", "add", [x, h])
     return b.rmsnorm("norm", x, base.norm)
 
@@ -577,5 +587,5 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
 #: laid out as Llama is
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
-                                "qwen3": _llama, "phi3": _llama, "vit": _vit}
+                                "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "vit": _vit}
 
