@@ -4,6 +4,7 @@
 * run folders: resume only a run, never delete what a run did not write, never write through a link, one writer;
 * output folders: written as one unit, a full disk named as such.
 """
+import errno
 import contextlib
 import importlib.util
 import os

@@ -21,8 +21,9 @@ def register(sub) -> None:
                             "node.")
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False) "
-                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, mistral, vit: a Hugging Face "
-                                                         "model built from a small config, checked in float64) or "
+                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, qwen3, "
+                                                         "mistral, phi3, vit: a Hugging Face model built from a "
+                                                         "small config, checked in float64) or "
                                                          "hf:PATH (a local folder as save_pretrained writes it: "
                                                          "config.json and *.safetensors; a causal LM keeps its LM "
                                                          "head)")
@@ -42,7 +43,8 @@ def register(sub) -> None:
                    help="hf: a config field over archgraph's small defaults (e.g. --config num_hidden_layers=4); "
                         "repeatable")
     p.add_argument("--lm-head", action="store_true",
-                   help="hf: a causal language model's logits (its head untied from the embedding) instead of the "
+                   help="hf: a causal language model's logits (its head untied from the embedding unless --config "
+                        "tie_word_embeddings=true) instead of the "
                         "last hidden state")
     seed_argument(p, "seed of the random initialisation (default 0)")
     folder_output_argument(p, "DIR")
