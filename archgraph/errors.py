@@ -68,3 +68,8 @@ class ConversionError(ArchgraphError):
 
 class ConfigError(ArchgraphError):
     """A run configuration or command-line value is wrong."""
+
+
+class PluginError(ArchgraphError):
+    """An installed plugin (a Python entry point of the ``archgraph.rules`` or ``archgraph.methods`` group) cannot
+    be loaded, or registers a name another rule or method already has."""
