@@ -1,4 +1,4 @@
-"""The GPU check (issue 18): everything that needs a CUDA device in one run, with its results written as
+"""The GPU check: everything that needs a CUDA device in one run, with its results written as
 ``results.json`` and ``results.md`` under one folder. It is sized to finish within 8 minutes on one GPU
 (``--budget-s 480`` stops starting parts after that); it has not been timed on a GPU yet.
 

@@ -181,7 +181,7 @@ class GnapSettings(_Model):
         10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
 
 
-# ---- CGaP, SCS, GbP (issue 5; strategies/cgap.py, scs.py, gbp.py) -------------------------------------------
+# ---- CGaP, SCS, GbP (strategies/cgap.py, scs.py, gbp.py) ----------------------------------------------------
 
 class CgapSettings(_Model):
     """CGaP: continuous growth next to the most salient units, then pruning of the least salient
@@ -283,7 +283,7 @@ class GbpSettings(_Model):
     min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
 
 
-# ---- staged growth (issue 15; strategies/staged.py) ---------------------------------------------------------
+# ---- staged growth (strategies/staged.py) -------------------------------------------------------------------
 
 class Stage(_Model):
     """One growth event of a fixed schedule: the rules applied, in order, after a given step or epoch."""
