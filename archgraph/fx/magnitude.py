@@ -65,47 +65,56 @@ def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int 
         return scores
     state = _state(weights)
     shapes = graph.shapes()
-    p = 2 if criterion == "l2" else 1
     for nid, node in graph.nodes.items():
-        opdef = OPS[node.op]
-        layout = opdef.coupling.layout(node, [shapes[i] for i in node.inputs])
-        gates, own = opdef.coupling.gates(node), opdef.coupling.recurrent(node)
-        for param, (out_axis, in_axis) in layout.items():
+        layout = OPS[node.op].coupling.layout(node, [shapes[i] for i in node.inputs])
+        for param, axes in layout.items():
             tensor = state.get(f"{nid}.{param}")
-            if not _is_weight(param) or tensor is None:
-                continue
-            mag = tensor.detach().cpu()
-            mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
-            mag = mag.square() if p == 2 else mag.abs()  # once per tensor: the big linears dominate the time
-            reads = nid if param in own else node.inputs[0]   # weight_hh reads the op's own units
-            for axis, value, blocks in ((out_axis, nid, gates), (in_axis, reads, 1)):
-                if axis is None:
-                    continue
-                slots = ch.slots[value]
-                dims = [d for d in range(mag.dim()) if d != axis]
-                per_entry = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
-                if blocks > 1:   # the gate blocks of the units, one after another: a unit owns a row of each
-                    per_entry = per_entry.view(blocks, -1).sum(0)
-                if slots.blocks is not None:  # a flatten: one block of features per channel
-                    ends = torch.tensor(slots.block_sizes()).cumsum(0)
-                    sums = per_entry.cumsum(0)[ends - 1]
-                    per_entry = torch.cat([sums[:1], sums[1:] - sums[:-1]])
-                for token, score in zip(slots.tokens, per_entry.tolist()):
-                    root = ch.cls(token)
-                    scores[root] = scores.get(root, 0.0) + score
-            if param == "weight" and ch.roles[nid] == "grouped":
-                # axis 1 is a position within a group: the entries of one channel are that column of its group's
-                # rows (the input's channel, or the transposed conv's output's)
-                value = node.inputs[0] if opdef.coupling.group_side == "in" else nid
-                tokens = ch.slots[value].tokens
-                rows = mag.shape[0] // node.groups
-                per = mag.sum(dim=[d for d in range(mag.dim()) if d not in (0, 1)], dtype=torch.float64) \
-                    if mag.dim() > 2 else mag.double()
-                per = per.view(node.groups, rows, -1).sum(1).reshape(-1)   # [groups * in-group] = channel order
-                for token, score in zip(tokens, per.tolist()):
-                    root = ch.cls(token)
-                    scores[root] = scores.get(root, 0.0) + score
+            if _is_weight(param) and tensor is not None:
+                _score_tensor(ch, scores, nid, node, param, axes, _magnitude(tensor, criterion))
     return scores
+
+
+def _magnitude(tensor: torch.Tensor, criterion: str) -> torch.Tensor:
+    """Each entry's square (``l2``) or absolute value (``l1``), once per tensor: the big linears dominate the
+    time."""
+    mag = tensor.detach().cpu()
+    mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
+    return mag.square() if criterion == "l2" else mag.abs()
+
+
+def _add(ch: Channels, scores: dict[int, float], tokens, values) -> None:
+    for token, score in zip(tokens, values):
+        root = ch.cls(token)
+        scores[root] = scores.get(root, 0.0) + score
+
+
+def _score_tensor(ch: Channels, scores: dict[int, float], nid: str, node, param: str, axes, mag) -> None:
+    """Add one weight tensor's entries to the classes of the channels its out and in axes hold."""
+    coupling = OPS[node.op].coupling
+    out_axis, in_axis = axes
+    reads = nid if param in coupling.recurrent(node) else node.inputs[0]   # weight_hh reads the op's own units
+    for axis, value, blocks in ((out_axis, nid, coupling.gates(node)), (in_axis, reads, 1)):
+        if axis is None:
+            continue
+        slots = ch.slots[value]
+        dims = [d for d in range(mag.dim()) if d != axis]
+        per_entry = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+        if blocks > 1:   # the gate blocks of the units, one after another: a unit owns a row of each
+            per_entry = per_entry.view(blocks, -1).sum(0)
+        if slots.blocks is not None:  # a flatten: one block of features per channel
+            ends = torch.tensor(slots.block_sizes()).cumsum(0)
+            sums = per_entry.cumsum(0)[ends - 1]
+            per_entry = torch.cat([sums[:1], sums[1:] - sums[:-1]])
+        _add(ch, scores, slots.tokens, per_entry.tolist())
+    if param == "weight" and ch.roles[nid] == "grouped":
+        # axis 1 is a position within a group: the entries of one channel are that column of its group's rows
+        # (the input's channel, or the transposed conv's output's)
+        value = node.inputs[0] if coupling.group_side == "in" else nid
+        rows = mag.shape[0] // node.groups
+        per = mag.sum(dim=[d for d in range(mag.dim()) if d not in (0, 1)], dtype=torch.float64) \
+            if mag.dim() > 2 else mag.double()
+        per = per.view(node.groups, rows, -1).sum(1).reshape(-1)   # [groups * in-group] = channel order
+        _add(ch, scores, ch.slots[value].tokens, per.tolist())
 
 
 def _is_weight(param: str) -> bool:
@@ -138,15 +147,7 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     removed: set[int] = set()
     spaces = []
     for space in ch.spaces():
-        classes = list(dict.fromkeys(space.classes))
-        order = {c: i for i, c in enumerate(classes)}
-        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
-        gone = grouped_gone & set(classes)
-        classes = [c for c in classes if c not in blocks]
-        free = [c for c in classes if ch.frozen(c) is None]
-        count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) or gone else 1))
-        if count > 0:
-            gone |= set(sorted(free, key=rank)[:count])
+        gone = _space_choice(ch, space, scores, blocks, grouped_gone, ratio)
         if gone:
             removed |= gone
             spaces.append(space)
@@ -160,6 +161,21 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     return [PruneChannels(node=nodes[0], indices=chosen[nodes[0]][1],
                           also=tuple((n, chosen[n][1]) for n in nodes[1:]))
             for nodes in _apart(ch, {n: space for n, (space, _) in chosen.items()})]
+
+
+def _space_choice(ch: Channels, space: Space, scores: dict[int, float], blocks: dict, grouped_gone: set[int],
+                  ratio: float) -> set[int]:
+    """The classes of one space to remove: ``ratio`` of its classes outside grouped convs' groups, the least
+    important free ones (one stays when all would go), plus its share of the grouped classes chosen already."""
+    classes = list(dict.fromkeys(space.classes))
+    order = {c: i for i, c in enumerate(classes)}
+    gone = grouped_gone & set(classes)
+    classes = [c for c in classes if c not in blocks]
+    free = [c for c in classes if ch.frozen(c) is None]
+    count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) or gone else 1))
+    if count > 0:
+        gone |= set(sorted(free, key=lambda c: (scores.get(c, 0.0), order[c]))[:count])
+    return gone
 
 
 def _apart(ch: Channels, spaces: dict[str, Space]) -> list[list[str]]:
