@@ -6,7 +6,13 @@ A package contributes by declaring entry points in its ``pyproject.toml``::
     double_width = "my_rules"                  # a module whose Rule subclasses register themselves on import
 
     [project.entry-points."archgraph.methods"]
-    my_method = "my_methods:MyStrategy"        # a Strategy subclass with a ``Settings`` model (name literal)
+    my_method = "my_methods:MySettings"        # the method's settings model (see :func:`methods`)
+
+A method's settings model is a pydantic model with ``name: Literal["my_method"] = "my_method"`` and a class
+attribute ``strategy: ClassVar[str] = "my_methods_impl:MyStrategy"`` naming its
+:class:`~archgraph.train.strategies.base.Strategy` subclass, which is imported only when a run uses the method (the
+settings join the run file's union when :mod:`archgraph.train.config` is imported, so their module must not import
+``archgraph.train``).
 
 :func:`load` imports a group's entry points once per process. A rule registers under its ``name`` when its class is
 defined (:class:`archgraph.rules.Rule`); a name already taken is refused (:class:`~archgraph.errors.PluginError`).
@@ -62,6 +68,44 @@ def load(group: str) -> list[Plugin]:
                           f"loaded: {message}", stacklevel=2)
             plugins.append(Plugin(group, ep.name, ep.value, dist, error=message))
     return plugins
+
+
+#: method name -> "module:Class" of its strategy, for the methods plugins brought
+_METHODS: dict[str, str] = {}
+
+
+def methods(taken: set[str]) -> list[Any]:
+    """The settings models of the ``archgraph.methods`` plugins: pydantic models with a ``name`` literal not in
+    ``taken`` and a ``strategy`` class attribute naming their Strategy subclass (``"module:Class"``, imported
+    when a run uses it). Any other is left out with a warning and recorded as not loaded."""
+    out = []
+    plugins = load("archgraph.methods")
+    for i, plugin in enumerate(plugins):
+        if plugin.error:
+            continue
+        fields = getattr(plugin.loaded, "model_fields", {})
+        name = fields["name"].default if "name" in fields else None
+        target = getattr(plugin.loaded, "strategy", None)
+        problem = None
+        if not isinstance(name, str) or not isinstance(target, str) or ":" not in target:
+            problem = ("it is no settings model with a 'name' literal and a 'strategy' = 'module:Class' class "
+                       "attribute (see archgraph.plugins)")
+        elif name in taken and _METHODS.get(name) != target:
+            problem = f"the method name {name!r} is taken"
+        if problem:
+            warnings.warn(f"archgraph: plugin {plugin.name!r} ({plugin.value!r} of {plugin.dist}) was not loaded: "
+                          f"{problem}", stacklevel=2)
+            plugins[i] = Plugin(plugin.group, plugin.name, plugin.value, plugin.dist, error=problem)
+            continue
+        taken.add(name)
+        _METHODS[name] = target
+        out.append(plugin.loaded)
+    return out
+
+
+def method_target(name: str) -> Optional[str]:
+    """``"module:Class"`` of the strategy of a method a plugin brought, or ``None``."""
+    return _METHODS.get(name)
 
 
 def source_of(obj: Any, group: str) -> str:

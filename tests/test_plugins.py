@@ -73,6 +73,30 @@ class DoubleWidth(Rule):
         return Rewrite(done.graph, graph, self, done.plan)
 '''
 
+METHOD_SETTINGS = '''
+"""A tiny method's settings: plain data, nothing of archgraph.train imported."""
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TinySettings(BaseModel):
+    """Plain training, the learning rate scaled (a method from a plugin)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    strategy: ClassVar[str] = "tiny_strategy:TinyStrategy"
+    name: Literal["tiny"] = "tiny"
+    note: str = "hello"
+'''
+
+METHOD_STRATEGY = '''
+from archgraph.train.strategies.base import Strategy
+
+
+class TinyStrategy(Strategy):
+    name = "tiny"
+'''
+
 PYPROJECT = '''
 [build-system]
 requires = ["setuptools>=68"]
@@ -85,16 +109,21 @@ version = "0.1"
 [project.entry-points."archgraph.rules"]
 double_width = "tiny_rules"
 
+[project.entry-points."archgraph.methods"]
+tiny = "tiny_method:TinySettings"
+
 [tool.setuptools]
-py-modules = ["tiny_rules"]
+py-modules = ["tiny_rules", "tiny_method", "tiny_strategy"]
 '''
 
 
 @pytest.mark.slow
-def test_a_plugin_package_adds_a_rule_that_apply_uses(tmp_path):
+def test_a_plugin_package_adds_a_rule_that_apply_uses_and_a_method_that_grow_runs(tmp_path):
     src = tmp_path / "plugin"
     src.mkdir()
     (src / "tiny_rules.py").write_text(textwrap.dedent(PLUGIN))
+    (src / "tiny_method.py").write_text(textwrap.dedent(METHOD_SETTINGS))
+    (src / "tiny_strategy.py").write_text(textwrap.dedent(METHOD_STRATEGY))
     (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     # a throwaway venv that sees this checkout and this venv's packages as plain paths (not its editable install)
     venv = tmp_path / "venv"
@@ -126,3 +155,14 @@ def test_a_plugin_package_adds_a_rule_that_apply_uses(tmp_path):
     typo = cli("apply", str(ROOT / "examples/seeds/tiny_cnn.yaml"), "double_widht", "node=c2", "-o",
                str(tmp_path / "typo"))
     assert typo.returncode == 2 and "did you mean 'double_width'" in typo.stderr
+    # its method: listed with its settings, accepted by run files, run by grow
+    methods = {e["name"]: e for e in json.loads(cli("methods", "--json").stdout)}
+    assert methods["tiny"]["source"] == "archgraph-tiny-plugin"
+    assert [f["name"] for f in methods["tiny"]["fields"]] == ["note"]
+    run = tmp_path / "run.yaml"
+    run.write_text(f"seed: {ROOT / 'examples/seeds/digits_cnn.yaml'}\ndata: {{name: digits, limit: 128, test_limit: 64}}\n"
+                   "method: {name: tiny, note: hi}\nschedule: {epochs: 1, threads: 1}\n")
+    assert cli("validate", str(run)).returncode == 0
+    grown = cli("grow", str(run), "--out", str(tmp_path / "grown"), "--quiet")
+    assert grown.returncode == 0, grown.stderr
+    assert json.loads(grown.stdout.strip().splitlines()[-1])["versions"] == 1

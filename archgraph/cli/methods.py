@@ -13,14 +13,13 @@ def register(sub) -> None:
 
 
 def entries() -> list[dict]:
+    from archgraph.plugins import load, source_of
     from archgraph.train.config import METHOD_SETTINGS
-    from archgraph.train.strategies import STRATEGIES
-    out = []
-    for settings in METHOD_SETTINGS:
-        name = settings.model_fields["name"].default
-        source = STRATEGIES.get(name, "")
-        out.append({"name": name, "source": source.partition(".")[0] if source else "", "summary": summary(settings),
-                    "fields": fields_of(settings, skip=("name",))})
+    out = [{"name": settings.model_fields["name"].default, "source": source_of(settings, "archgraph.methods"),
+            "summary": summary(settings), "fields": fields_of(settings, skip=("name",))}
+           for settings in METHOD_SETTINGS]
+    out += [{"name": p.name, "source": p.dist, "error": p.error, "fields": []}
+            for p in load("archgraph.methods") if p.error]
     return sorted(out, key=lambda e: e["name"])
 
 

@@ -26,6 +26,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       ValidationError, field_validator, model_validator)
 
 from ..errors import ArchgraphError, ConfigError
+from .. import plugins as _plugins
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
 
@@ -324,6 +325,7 @@ METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
 METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
 METHOD_SETTINGS += (CgapSettings, ScsSettings, GbpSettings)   # growth and structured pruning methods
 METHOD_SETTINGS += (StagedSettings,)   # growth on a fixed schedule
+METHOD_SETTINGS += tuple(_plugins.methods({m.model_fields["name"].default for m in METHOD_SETTINGS}))  # plugins
 MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
 
 
