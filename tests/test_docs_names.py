@@ -49,14 +49,17 @@ def run_sections() -> dict[str, dict[str, object]]:
     from archgraph.train.config import RunConfig
     out: dict[str, dict[str, object]] = {"": dict(RunConfig.model_fields)}
     for name, info in RunConfig.model_fields.items():
-        models = [a for a in typing.get_args(info.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            models = [info.annotation]
-        if name == "method":
-            models = list(method_settings().values())
+        models = _models(info.annotation)
         if models:
             out[name] = {f: i for m in models for f, i in m.model_fields.items()}
     return out
+
+
+def _models(annotation) -> list[type[BaseModel]]:
+    """The pydantic models a field's type holds (the members of a union, through Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
 
 
 # ---- what the docs name exists ----------------------------------------------------------------------------------
