@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import (ArchgraphError, ConfigError, ConversionError, DistributedError, GraphError, HistoryError,
-                     PluginError, RuleError, TrialFailed, YamlError)
-from .graph import Graph
+from .errors import (
+    ArchgraphError,
+    ConfigError,
+    ConversionError,
+    DistributedError,
+    GraphError,
+    HistoryError,
+    PluginError,
+    RuleError,
+    TrialFailed,
+    YamlError,
+)
 from .format.yaml_io import dumps, load, loads, save
+from .graph import Graph
 
 __version__ = "0.1.0"
 

@@ -14,10 +14,9 @@ import difflib
 import hashlib
 import json
 import keyword
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union, cast
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict, model_validator
 
 from .errors import GraphError
 from .limits import check_graph
@@ -25,7 +24,7 @@ from .ops.spec import Node, NodeSpec, PositiveInt
 from .shapes import count_macs, count_params, infer_shapes, node_macs, node_params
 from .topology import to_networkx, topological_order
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 NodeId = Annotated[str, Strict(), Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
@@ -253,7 +252,7 @@ def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
     for nid, shape in graph.inputs.items():
         check_id(nid, is_input=True)
-        if len(shape) not in (1, 2, 3):
+        if len(cast(Shape, shape)) not in (1, 2, 3):   # validated: a shape list or a TokenShape
             raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W], [T, D] or [F] (per "
                              "sample, no batch dimension)", field="inputs")
     for nid, node in graph.nodes.items():

@@ -97,6 +97,7 @@ def methods(taken: set[str]) -> list[Any]:
                           f"{problem}", stacklevel=2)
             plugins[i] = Plugin(plugin.group, plugin.name, plugin.value, plugin.dist, error=problem)
             continue
+        assert isinstance(name, str) and isinstance(target, str)
         taken.add(name)
         _METHODS[name] = target
         out.append(plugin.loaded)

@@ -114,7 +114,6 @@ def _now() -> float:
 
 def _rel(a, b) -> float:
     """Largest |a - b| relative to the largest |b| (both tensors; ``b`` is the CPU reference)."""
-    import torch
     a, b = a.detach().cpu().double(), b.detach().cpu().double()
     if a.shape != b.shape:
         return math.inf

@@ -160,7 +160,8 @@ def test_a_plugin_package_adds_a_rule_that_apply_uses_and_a_method_that_grow_run
     assert methods["tiny"]["source"] == "archgraph-tiny-plugin"
     assert [f["name"] for f in methods["tiny"]["fields"]] == ["note"]
     run = tmp_path / "run.yaml"
-    run.write_text(f"seed: {ROOT / 'examples/seeds/digits_cnn.yaml'}\ndata: {{name: digits, limit: 128, test_limit: 64}}\n"
+    run.write_text(f"seed: {ROOT / 'examples/seeds/digits_cnn.yaml'}\n"
+                   "data: {name: digits, limit: 128, test_limit: 64}\n"
                    "method: {name: tiny, note: hi}\nschedule: {epochs: 1, threads: 1}\n")
     assert cli("validate", str(run)).returncode == 0
     grown = cli("grow", str(run), "--out", str(tmp_path / "grown"), "--quiet")

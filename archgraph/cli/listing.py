@@ -8,7 +8,6 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 
 def type_name(annotation: Any) -> str:
@@ -34,9 +33,7 @@ def fields_of(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[dict]:
     for name, info in model.model_fields.items():
         if name in skip:
             continue
-        default = None if info.default is PydanticUndefined else info.default
-        if info.default_factory is not None:
-            default = info.default_factory()
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
         out.append({"name": info.alias or name, "type": type_name(info.annotation), "required": info.is_required(),
                     "default": _jsonable(default), "description": info.description or ""})
     return out

@@ -151,7 +151,7 @@ def _fill(tp: TensorPlan, new: Optional[torch.Tensor], key: str) -> torch.Tensor
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out = dict(module.named_parameters())
+    out: dict[str, torch.Tensor] = dict(module.named_parameters())
     out.update(module.named_buffers())
     return out
 

@@ -67,7 +67,8 @@ def _slices(rw, count: int) -> tuple[list[_Slice], list[_Slice]]:
     """The new units' incoming weights (rows of the widened weighted layers) and outgoing weights (columns of the
     weighted layers that read them)."""
     graph = rw.graph
-    fan_in, fan_out = [], []
+    fan_in: list[_Slice] = []
+    fan_out: list[_Slice] = []
     for key, tensor in rw.plan.tensors.items():
         nid, _, param = key.partition(".")
         node = graph.nodes.get(nid)
@@ -75,9 +76,9 @@ def _slices(rw, count: int) -> tuple[list[_Slice], list[_Slice]]:
             continue
         out_axis, in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid))[param]
         for axis, side in ((out_axis, fan_in), (in_axis, fan_out)):
-            new = tensor.fresh(axis) if axis is not None else ()
-            if not new:
+            if axis is None or not tensor.fresh(axis):
                 continue
+            new = tensor.fresh(axis)
             if len(new) % count:
                 raise RuleError(f"GradMax cannot tell the {count} new units apart in '{key}' ({len(new)} new "
                                 "entries)", rule="add_filters", node=nid)

@@ -7,14 +7,14 @@ slices (biases and running statistics do not count), as Torch-Pruning's ``GroupM
 (which leaves depthwise filters out). A recurrent unit (lstm, gru) owns one row of every gate block
 (:attr:`~archgraph.ops.opdef.Coupling.gates`) of every layer's ``weight_ih``/``weight_hh`` and the columns of the
 tensors that read its own output (:attr:`~archgraph.ops.opdef.Coupling.recurrent`); attention's q/k/v columns
-read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded
-down, at least one stays); channels tied to each other form one class and go together (a column of a channel
-shuffle). Around a grouped conv each group loses the same number of channels, its least important ones (its own
-choice: in-group positions differ from group to group), scored with the weight's in-group columns too. Classes that cannot change stay: the graph's outputs (the
-classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
-gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
-(:func:`prune_rules` returns them, for a history; spaces that share a grouped conv's groups go in one rule, its
-``also``, since neither can lose its share alone).
+read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded down, at least
+one stays); channels tied to each other form one class and go together (a column of a channel shuffle). Around a
+grouped conv each group loses the same number of channels, its least important ones (its own choice: in-group
+positions differ from group to group), scored with the weight's in-group columns too. Classes that cannot change
+stay: the graph's outputs (the classes), graph inputs, broadcast mul factors. Every value keeps at least one channel
+(a slice of pruned channels gets its best one back). The result is the same as one ``prune_channels`` rule per space
+applied in turn (:func:`prune_rules` returns them, for a history; spaces that share a grouped conv's groups go in
+one rule, its ``also``, since neither can lose its share alone).
 
 >>> import archgraph
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
@@ -280,8 +280,9 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
     ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
-    keeps its groups and loses the same number of channels from every group (each group its least important). With ``heads``, ``ratio`` of every attention's
-    heads go too (:func:`head_rules`, after the channels; Torch-Pruning's ``prune_num_heads``).
+    keeps its groups and loses the same number of channels from every group (each group its least important).
+    With ``heads``, ``ratio`` of every attention's heads go too (:func:`head_rules`, after the channels;
+    Torch-Pruning's ``prune_num_heads``).
     """
     graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads)
     return graph, state

@@ -69,7 +69,8 @@ def _svgs(sources: list[str]) -> list[str]:
 def report_data(run: Union[Run, str, os.PathLike]) -> dict:
     """Everything the page shows, as JSON-able data (pictures as SVG text)."""
     run = run if isinstance(run, Run) else Run(run)
-    versions, sources = [], []
+    versions: list[dict] = []
+    sources: list[str] = []
     previous = None
     for v in run.versions:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 from .common import (
     A_,
@@ -87,7 +87,7 @@ def linear_macs(node: Linear, ins, out):
 
 
 def linear_layout(node: Linear, ins):
-    layout = {"weight": (0, 1)}
+    layout: dict[str, tuple[Optional[int], Optional[int]]] = {"weight": (0, 1)}
     if node.bias:
         layout["bias"] = (0, None)
     return layout

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
+from .node import NodeSpec
+
 Shape = tuple[int, ...]
 
 #: channel roles
@@ -278,7 +280,7 @@ class OpDef:
     """
 
     #: the spec model (``op: Literal["name"]``), defined beside this entry in its family module
-    kind: type
+    kind: type[NodeSpec]
     op: str = field(init=False)
     sizes: Sizes
     coupling: Coupling

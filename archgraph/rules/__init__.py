@@ -9,16 +9,16 @@
 """
 from __future__ import annotations
 
-from .base import RULES, Rewrite, Rule, decode, encode, parse, register
-from .widen import AddFilters, SplitFilters
-from .prune import PruneChannels
-from .deepen import InsertBlock, InsertLayer
-from .collapse import CollapseLayer, DeleteNode
-from .heads import AddHeads, PruneHeads
 from .. import plugins as _plugins
+from .base import RULES, Rewrite, Rule, decode, encode, parse, register
+from .collapse import CollapseLayer, DeleteNode
+from .deepen import InsertBlock, InsertLayer
+from .heads import AddHeads, PruneHeads
+from .prune import PruneChannels
+from .widen import AddFilters, SplitFilters
 
 # rules of other packages (entry point group ``archgraph.rules``), so apply, run files and replay all know them
 _plugins.load("archgraph.rules")
 
-__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "register", "AddFilters", "SplitFilters", "PruneChannels",
-           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]
+__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "register", "AddFilters", "SplitFilters",
+           "PruneChannels", "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import PluginError, RuleError
 from ..graph import Graph
-from ..topology import topological_order
 from ..ops.registry import OPS
 from ..plan import TransferPlan
+from ..topology import topological_order
 
 #: rule name -> rule class, filled as the rule modules (and the ``archgraph.rules`` plugins) are imported
 RULES: dict[str, type["Rule"]] = {}

@@ -11,7 +11,7 @@ whose last layer starts at zero). Both keep the network's function (in eval mode
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union, cast
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -109,7 +109,7 @@ class InsertLayer(_Insert):
         new[layer_id] = self.layer(op, self.after, shape[0], bias)
         last = layer_id
         if self.init == "identity":
-            fills[f"{layer_id}.weight"] = (OPS[op].rewrite.identity_fill, 0.0)
+            fills[f"{layer_id}.weight"] = (cast(str, OPS[op].rewrite.identity_fill), 0.0)
             fills[f"{layer_id}.bias"] = ("zero", 0.0)
         if self.norm:
             bn_id = fresh_id(ids, f"{base}_bn")
