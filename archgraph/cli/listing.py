@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import textwrap
 import typing
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
+
+from .args import command, json_argument
 
 
 def type_name(annotation: Any) -> str:
@@ -69,3 +71,15 @@ def summary(obj: Any) -> str:
     """The first paragraph of a docstring, on one line."""
     doc = (obj.__doc__ or "").strip().split("\n\n")[0]
     return " ".join(doc.split())
+
+
+def register_listing(sub, name: str, entries: Callable[[], list[dict]], help: str, description: str) -> None:
+    """A listing command: ``archgraph NAME [--json]`` printing ``entries()``."""
+    p = command(sub, name, lambda args: show(entries(), args.json), help=help, description=description)
+    json_argument(p, "print the list as JSON")
+
+
+def not_loaded(group: str) -> list[dict]:
+    """The entries of the plugins of ``group`` that failed to load, with their errors."""
+    from archgraph.plugins import load
+    return [{"name": p.name, "source": p.dist, "error": p.error, "fields": []} for p in load(group) if p.error]

@@ -1,27 +1,20 @@
 """archgraph methods [--json]"""
 from __future__ import annotations
 
-from .args import command, json_argument
-from .listing import fields_of, show, summary
+from .listing import fields_of, not_loaded, register_listing, summary
 
 
 def register(sub) -> None:
-    p = command(sub, "methods", run, help="list the training methods and their settings",
-                description="List every method a run file's 'method.name' may name, with its settings (the "
-                            "fields of 'method:') and their types and defaults.")
-    json_argument(p, "print the list as JSON")
+    register_listing(sub, "methods", entries, help="list the training methods and their settings (plugins' included)",
+                     description="List every method a run file's 'method.name' may name: where it comes from "
+                                 "(archgraph or the package of an 'archgraph.methods' entry point) and its settings "
+                                 "(the fields of 'method:') with their types and defaults.")
 
 
 def entries() -> list[dict]:
-    from archgraph.plugins import load, source_of
+    from archgraph.plugins import source_of
     from archgraph.train.config import METHOD_SETTINGS
     out = [{"name": settings.model_fields["name"].default, "source": source_of(settings, "archgraph.methods"),
             "summary": summary(settings), "fields": fields_of(settings, skip=("name",))}
            for settings in METHOD_SETTINGS]
-    out += [{"name": p.name, "source": p.dist, "error": p.error, "fields": []}
-            for p in load("archgraph.methods") if p.error]
-    return sorted(out, key=lambda e: e["name"])
-
-
-def run(args) -> int:
-    return show(entries(), args.json)
+    return sorted(out + not_loaded("archgraph.methods"), key=lambda e: e["name"])
