@@ -11,6 +11,7 @@ lists them all. The public API and its stability are in the README's "Python" ta
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from .errors import (
     ArchgraphError,
@@ -47,7 +48,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'archgraph' has no attribute {name!r}")

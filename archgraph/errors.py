@@ -87,7 +87,7 @@ class ConversionError(ArchgraphError):
     """A model cannot be imported into the graph format (or a graph cannot be exported): the error names the op and
     the torch.fx node (``fx_node``) or graph node it cannot express."""
 
-    def __init__(self, message: str, *, fx_node: str | None = None, **where):
+    def __init__(self, message: str, *, fx_node: str | None = None, **where: str | None) -> None:
         self.fx_node = fx_node
         super().__init__(message, **where)
 

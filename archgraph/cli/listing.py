@@ -73,7 +73,7 @@ def summary(obj: Any) -> str:
     return " ".join(doc.split())
 
 
-def register_listing(sub, name: str, entries: Callable[[], list[dict]], help: str, description: str) -> None:
+def register_listing(sub: Any, name: str, entries: Callable[[], list[dict]], help: str, description: str) -> None:
     """A listing command: ``archgraph NAME [--json]`` printing ``entries()``."""
     p = command(sub, name, lambda args: show(entries(), args.json), help=help, description=description)
     json_argument(p, "print the list as JSON")
