@@ -167,3 +167,17 @@ def test_a_plugin_package_adds_a_rule_that_apply_uses_and_a_method_that_grow_run
     grown = cli("grow", str(run), "--out", str(tmp_path / "grown"), "--quiet")
     assert grown.returncode == 0, grown.stderr
     assert json.loads(grown.stdout.strip().splitlines()[-1])["versions"] == 1
+
+
+def test_a_plugin_that_fails_to_load_is_warned_about_and_listed(monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    from archgraph import plugins
+    broken = EntryPoint(name="broken", value="no_such_module_here:Rule", group="archgraph.rules")
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [broken] if group == "archgraph.rules" else [])
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    with pytest.warns(UserWarning, match="plugin 'broken'.*was not loaded: ModuleNotFoundError"):
+        loaded = plugins.load("archgraph.rules")
+    assert [(p.name, p.loaded) for p in loaded] == [("broken", None)] and "no_such_module_here" in loaded[0].error
+    rules = _listed(capsys, "rules")
+    assert "no_such_module_here" in rules["broken"]["error"] and set(rules) == set(RULES) | {"broken"}
