@@ -134,12 +134,6 @@ def test_schema_accepts_the_examples():
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_grow_on_cuda(tmp_path, data_root):
-    summary = archgraph.grow(tiny_config(data_root), tmp_path / "run", device="cuda", quiet=True)
-    assert summary["device"] == "cuda" and summary["growth_events"] >= 1
-
-
 def test_cuda_asked_for_without_cuda(tmp_path, data_root, capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

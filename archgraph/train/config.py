@@ -311,6 +311,11 @@ class Schedule(_Model):
         "float16", description="mixed precision on CUDA (autocast; float16 with a gradient scaler); ignored on "
                                "the CPU")
     threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="under torchrun: ddp (every process holds the whole model and optimizer state) or fsdp "
+                           "(FSDP2 fully_shard over all processes: parameters, gradients and optimizer state "
+                           "sharded, one unit per block; rewrites gather, apply the plan and shard again; "
+                           "checkpoints written shard by shard); see docs/scale.md")
 
 
 class RunConfig(_Model):

@@ -38,7 +38,7 @@ from ..fx.speed import Format, choose_format
 from ..fx.materialise import materialise
 from ..fx.weights import load_into, load_weights
 from ..rules.base import decode, encode
-from . import distributed
+from . import distributed, fsdp
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
 from .config import RunConfig
 from .console import Console, args_text, epoch_line
@@ -109,6 +109,7 @@ class Trainer:
         self.runner: Optional[torch.nn.Module] = None   # the forward pass (compiled or not), for evaluation
         self.net: Optional[torch.nn.Module] = None      # the same in a DDP wrapper when distributed, for training
         self.strategy = make_strategy(config.method, config)
+        self.sharding = fsdp.Sharding.for_run(self.dist, self.schedule, self.strategy, self.amp, self.amp_dtype)
         self.phase = "train"
         self.epoch = 0
         self.step = 0
@@ -239,13 +240,16 @@ class Trainer:
         measurement, is logged as ``rewrite_s``)."""
         if self.dist.enabled:
             self.dist.check_same(self.state_digest(), what)
+        if self.sharding is not None:   # the whole, checked state is sharded again (parallel: fsdp)
+            self.module, self.optimizer = self.sharding.shard(self.graph, self.module, self.optimizer, self.schedule)
         self.format = Format.from_name(self.speed.formats[content_hash(self.graph)], amp=self.amp)
         fn = _functional_forward
         if self.format.compile:
             torch.compiler.reset()
             fn = torch.compile(_functional_forward)
         self.runner = _Forward(self.module, fn)
-        self.net = self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
+        self.net = self.runner if self.sharding is not None else \
+            self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
         self.speed.installed(self.version, kind, self.format.name, t0)
 
     def state_digest(self) -> str:
@@ -392,6 +396,8 @@ class Trainer:
             if net is None or net.net is not self.module:   # a hook evaluating before the version is installed
                 net = _Forward(self.module, _functional_forward)
         call = net.fn if isinstance(net, _Forward) else None   # no DDP wrapper: skip the module call machinery
+        if overrides and self.sharding is not None:   # gathered first, so FSDP does not replace the overrides
+            self.sharding.full(self.module)
         if not self.amp:
             return call(net.net, overrides, x) if call else net(x, overrides)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
@@ -405,6 +411,8 @@ class Trainer:
         per epoch does not repay a second compilation per version). A collective call when distributed: every rank
         evaluates its share."""
         net = module if module is not None else self.module
+        if module is None and self.sharding is not None:   # gathered once, not per batch (shares may differ)
+            self.sharding.full(net)
         was_training = net.training
         net.eval()
         overrides = {} if module is not None else self.strategy.parametrize(self.view, training=False)[0]
@@ -439,6 +447,9 @@ class Trainer:
         old = self.graph
         self.dist.sync_buffers(self.module)
         rw = self.view.apply(old, rule)   # applied once: the strategy may have tried it already
+        if self.sharding is not None:     # parallel: fsdp: the plan is applied to the whole, gathered state
+            self.module, self.optimizer = self.sharding.gather(old, self.module, self.optimizer, self.schedule,
+                                                               self._fresh_module)
         graph = rw.graph
         module = materialise(rw, self.module, self.optimizer, self.schedule.seed)
         opt_state = optimizer_state(self.optimizer, module, copy=False)
@@ -475,8 +486,10 @@ class Trainer:
             self.checkpoint()
         self.apply_pending()
         self.dist.sync_buffers(self.module)
-        final = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self.view).items()})
+        final = {k: v.detach().cpu() for k, v in (self.sharding.full_state(self.module) if self.sharding is not None
+                                                  else self.module.state_dict()).items()}
+        # copies: under parallel: fsdp these may be FSDP's gathered buffers, which must stay resizable
+        final.update({k: v.detach().to("cpu", copy=True) for k, v in self.strategy.effective_weights(self.view).items()})
         if self.dist.enabled:
             self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
@@ -504,7 +517,7 @@ class Trainer:
             "growth_events": self.growth_events, "prune_events": self.prune_events,
             "epochs": self.epoch, "steps": self.step,
             "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
-            "device": self.device.type, "world_size": self.dist.world_size,
+            "device": self.device.type, "world_size": self.dist.world_size, "parallel": self.schedule.parallel,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
             "speed": self.speed.summary(),
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
@@ -524,6 +537,9 @@ class Trainer:
         self.history_lines += 1
 
     def checkpoint(self) -> None:
+        # parallel: fsdp: every rank writes its shards first; checkpoint.pt then names them (see train/fsdp.py)
+        shards = None if self.sharding is None else \
+            self.sharding.save(self.run_dir.path, self.module, self.optimizer)
         if not self.dist.is_main:
             return
         state = {
@@ -531,8 +547,9 @@ class Trainer:
             "config": comparable_config(self.config),
             "graph": dumps(self.graph),
             "version": self.version,
-            "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
-            "optimizer": optimizer_state(self.optimizer, self.module),
+            "model": {} if shards else {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "optimizer": {} if shards else optimizer_state(self.optimizer, self.module),
+            "shards": shards,
             "strategy": self.strategy.state_dict(),
             "rng": rng_state(self.data_gen),
             "loop": {
@@ -548,9 +565,12 @@ class Trainer:
             "amp": self.scaler.state_dict(),
         }
         self.run_dir.save_checkpoint(state)
+        fsdp.drop_old_shards(self.run_dir.path, shards)   # the shards no checkpoint names any more
 
     def restore(self, ckpt: dict) -> None:
         check_resumable(ckpt, self.config, path=str(self.run_dir.checkpoint_path), source=self.source)
+        if ckpt.get("shards"):   # written shard by shard (parallel: fsdp), by any number of processes
+            ckpt = {**ckpt, **dict(zip(("model", "optimizer"), fsdp.read_sharded(self.run_dir.path / ckpt["shards"])))}
         loop = ckpt["loop"]
         self.run_dir.rewind(int(loop["history_lines"]), int(ckpt["version"]))
         self.graph = loads(ckpt["graph"], "checkpoint")

@@ -49,7 +49,9 @@ class RunView:
 
     @property
     def module(self) -> torch.nn.Module:
-        return self._trainer.module
+        """The current module; under ``parallel: fsdp`` with its parameters gathered whole (a collective call)."""
+        sharding = getattr(self._trainer, "sharding", None)
+        return self._trainer.module if sharding is None else sharding.full(self._trainer.module)
 
     @property
     def device(self) -> torch.device:
