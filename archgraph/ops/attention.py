@@ -59,7 +59,7 @@ class Attention(NodeSpec):
     rotary: Bool = False
     rope_theta: PositiveFloat = 10000.0
     rope_scaling: Optional[RopeScaling] = None
-    qk_norm: bool = False
+    qk_norm: Bool = False
     qk_norm_eps: PositiveFloat = 1e-6
 
     @model_validator(mode="after")
