@@ -32,8 +32,8 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     rows = [("node", "op", "output", "params", "MACs")]
-    rows += [(l["id"], l["op"], "x".join(map(str, l["shape"])), f"{l['params']:,}", f"{l['macs']:,}")
-             for l in info["layers"]]
+    rows += [(layer["id"], layer["op"], "x".join(map(str, layer["shape"])), f"{layer['params']:,}",
+              f"{layer['macs']:,}") for layer in info["layers"]]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     print(shown(f"{info['name']}: inputs " + ", ".join(f"{k} {input_text(v)}" for k, v in info["inputs"].items())))
     for i, row in enumerate(rows):

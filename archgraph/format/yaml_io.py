@@ -14,7 +14,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import yaml
 from pydantic import ValidationError
@@ -349,6 +349,23 @@ def _problem(error: dict, root: str) -> dict:
 
 
 def _message(p: dict) -> str:
+    """The message of one pydantic error ``p`` (see :func:`_place`): the checks that come before the error's type
+    (a bad id, an empty value, a pair field), then the handler of its type, else pydantic's own message."""
+    for special in (_id_message, _empty_message, _pair_message):
+        text = special(p)
+        if text:
+            return text
+    handler = _BY_TYPE.get(p["type"])
+    text = handler(p) if handler is not None else None
+    if text:
+        return text
+    message = p["msg"].replace(" after validation", "")
+    if p["input"] is not None and not isinstance(p["input"], (dict, list)):
+        message += f" (got {p['input']!r})"
+    return message
+
+
+def _id_message(p: dict) -> Optional[str]:
     kind, value = p["type"], p["input"]
     if p["key"]:
         what = "node id" if p["section"] == "nodes" else "id"
@@ -359,40 +376,70 @@ def _message(p: dict) -> str:
                 "(no dots, dashes, spaces or accents), so they can name torch submodules")
     if kind == "string_pattern_mismatch":
         return f"{value!r} is not a valid id: ids are ASCII letters, digits and '_', starting with a letter"
-    if value is None and kind != "missing" and "input" in p["raw"]:
+    return None
+
+
+def _empty_message(p: dict) -> Optional[str]:
+    if p["input"] is None and p["type"] != "missing" and "input" in p["raw"]:
         return "got nothing (an empty value); write a value or leave the field out for its default"
+    return None
+
+
+def _pair_message(p: dict) -> Optional[str]:
     name = (p["field"] or "").split(".")[-1]
-    if p["node"] is not None and name in PAIR_FIELDS and kind not in ("missing", "extra_forbidden"):
-        also = " or 'same' / 'valid'" if name == "padding" else ""
-        low = 0 if name == "padding" else 1
-        return f"must be an int >= {low} or a pair [h, w]{also} (got {_short(value)})"
-    if kind == "union_tag_invalid":
-        op = value.get("op") if isinstance(value, dict) else value
-        known = sorted(_op_names())
-        match = difflib.get_close_matches(str(op), known, n=1)
-        hint = f" (did you mean '{match[0]}'?)" if match else ""
-        return f"unknown op {op!r}{hint}; known ops: {', '.join(known)}"
-    if kind == "union_tag_not_found":
-        return "missing 'op' (the kind of layer, e.g. op: conv2d)"
-    if kind == "extra_forbidden":
-        name = p["loc"][-1]
-        if p["node"] is None and len(p["loc"]) == 1 and isinstance(value, dict) and "op" in value:
-            return (f"unknown field '{name}': it looks like a node; nodes must be indented under 'nodes:' "
-                    "(e.g. two spaces before the id)")
-        return f"unknown field '{name}'" + _field_hint(p)
-    if kind == "missing":
-        return "required field is missing"
-    if kind in ("model_attributes_type", "model_type") and p["node"] is not None:
-        return f"a node must be a mapping such as {{op: relu, in: x}} (got {_short(value)})"
-    if kind == "dict_type":
-        what = {"nodes": "node id -> node", "inputs": "input id -> shape"}.get(p["field"] or "", "names to values")
-        return f"must be a mapping of {what} (got {_short(value)})"
-    if p["field"] == "in" and kind in ("string_type", "tuple_type"):
-        return f"must be a node id or a list of node ids (got {_short(value)})"
-    message = p["msg"].replace(" after validation", "")
-    if value is not None and not isinstance(value, (dict, list)):
-        message += f" (got {value!r})"
-    return message
+    if p["node"] is None or name not in PAIR_FIELDS or p["type"] in ("missing", "extra_forbidden"):
+        return None
+    also = " or 'same' / 'valid'" if name == "padding" else ""
+    low = 0 if name == "padding" else 1
+    return f"must be an int >= {low} or a pair [h, w]{also} (got {_short(p['input'])})"
+
+
+def _unknown_op(p: dict) -> str:
+    value = p["input"]
+    op = value.get("op") if isinstance(value, dict) else value
+    known = sorted(_op_names())
+    match = difflib.get_close_matches(str(op), known, n=1)
+    hint = f" (did you mean '{match[0]}'?)" if match else ""
+    return f"unknown op {op!r}{hint}; known ops: {', '.join(known)}"
+
+
+def _unknown_field(p: dict) -> str:
+    name, value = p["loc"][-1], p["input"]
+    if p["node"] is None and len(p["loc"]) == 1 and isinstance(value, dict) and "op" in value:
+        return (f"unknown field '{name}': it looks like a node; nodes must be indented under 'nodes:' "
+                "(e.g. two spaces before the id)")
+    return f"unknown field '{name}'" + _field_hint(p)
+
+
+def _not_a_node(p: dict) -> Optional[str]:
+    if p["node"] is None:
+        return None
+    return f"a node must be a mapping such as {{op: relu, in: x}} (got {_short(p['input'])})"
+
+
+def _not_a_mapping(p: dict) -> str:
+    what = {"nodes": "node id -> node", "inputs": "input id -> shape"}.get(p["field"] or "", "names to values")
+    return f"must be a mapping of {what} (got {_short(p['input'])})"
+
+
+def _bad_inputs(p: dict) -> Optional[str]:
+    if p["field"] != "in":
+        return None
+    return f"must be a node id or a list of node ids (got {_short(p['input'])})"
+
+
+#: pydantic error type -> the message of that error (None: the next rule, else pydantic's own message)
+_BY_TYPE: dict[str, Callable[[dict], Optional[str]]] = {
+    "union_tag_invalid": _unknown_op,
+    "union_tag_not_found": lambda p: "missing 'op' (the kind of layer, e.g. op: conv2d)",
+    "extra_forbidden": _unknown_field,
+    "missing": lambda p: "required field is missing",
+    "model_attributes_type": _not_a_node,
+    "model_type": _not_a_node,
+    "dict_type": _not_a_mapping,
+    "string_type": _bad_inputs,
+    "tuple_type": _bad_inputs,
+}
 
 
 #: fields that take an int or a pair [h, w] (Pair in ops/spec.py)

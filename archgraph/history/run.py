@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from ..errors import ArchgraphError
+from ..errors import ArchgraphError, HistoryError
 from ..format.yaml_io import MAX_FILE_BYTES, load, read_limited
 from ..graph import content_hash
 from ..rules.base import apply, decode
@@ -32,10 +32,6 @@ from .rundir import MAX_LOG_BYTES
 
 PathLike = Union[str, os.PathLike]
 EVENT_KINDS = ("start", "epoch", "rewrite", "end")
-
-
-class HistoryError(ArchgraphError):
-    """A run directory is missing a file, its log is malformed, or a version does not replay to its stored hash."""
 
 
 def version_file(run_dir: PathLike, version: int) -> Path:

@@ -129,8 +129,8 @@ class RunDir:
             for name in dirs + files:
                 p = Path(root) / name
                 if p.is_symlink():
-                    raise ConfigError(f"is a symbolic link inside the run folder; a run never writes or deletes "
-                                      f"through links (it could reach outside the folder): remove it",
+                    raise ConfigError("is a symbolic link inside the run folder; a run never writes or deletes "
+                                      "through links (it could reach outside the folder): remove it",
                                       file=str(p))
 
     def _own(self, path: Path) -> Path:

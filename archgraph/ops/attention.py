@@ -61,7 +61,7 @@ class Attention(NodeSpec):
     rotary: Bool = False
     rope_theta: PositiveFloat = 10000.0
     rope_scaling: Optional[RopeScaling] = None
-    qk_norm: bool = False
+    qk_norm: Bool = False
     qk_norm_eps: PositiveFloat = 1e-6
     qk_norm_span: Literal["head", "all"] = "head"
 

@@ -16,13 +16,13 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import RuleError
+from ..errors import PluginError, RuleError
 from ..graph import Graph
-from ..topology import topological_order
 from ..ops.registry import OPS
 from ..plan import TransferPlan
+from ..topology import topological_order
 
-#: rule name -> rule class, filled as the rule modules are imported
+#: rule name -> rule class, filled as the rule modules (and the ``archgraph.rules`` plugins) are imported
 RULES: dict[str, type["Rule"]] = {}
 
 
@@ -64,7 +64,7 @@ class Rule(BaseModel):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            RULES[cls.name] = cls
+            register(cls)
 
     def args(self) -> dict[str, Any]:
         """Every argument, defaults included, as JSON-able data."""
@@ -90,6 +90,25 @@ class Rule(BaseModel):
         match = difflib.get_close_matches(node, known, n=1)
         hint = f" (did you mean '{match[0]}'?)" if match else ""
         raise self.error(f"no node '{node}' in graph '{graph.name}'{hint}", node=node, field=field)
+
+
+def register(cls: type["Rule"]) -> type["Rule"]:
+    """Add a rule class to :data:`RULES` under its ``name`` (done when a :class:`Rule` subclass with a name is
+    defined). A name another class already holds is refused; the same class defined again (a module reloaded)
+    replaces itself.
+
+    >>> class Widen(Rule):  # doctest: +ELLIPSIS
+    ...     name = "add_filters"
+    Traceback (most recent call last):
+    ...
+    archgraph.errors.PluginError: rule add_filters: the name is taken by archgraph.rules.widen.AddFilters; ...
+    """
+    held = RULES.get(cls.name)
+    if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise PluginError(f"the name is taken by {held.__module__}.{held.__qualname__}; "
+                          f"{cls.__module__}.{cls.__qualname__} must choose another", rule=cls.name)
+    RULES[cls.name] = cls
+    return cls
 
 
 def parse(name: str, values: Mapping[str, Any]) -> Rule:

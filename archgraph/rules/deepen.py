@@ -11,7 +11,7 @@ whose last layer starts at zero). Both keep the network's function (in eval mode
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union, cast
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -116,7 +116,7 @@ class InsertLayer(_Insert):
         new[layer_id] = self.layer(op, self.after, shape[-1] if len(shape) == 2 else shape[0], bias)
         last = layer_id
         if self.init == "identity":
-            fills[f"{layer_id}.weight"] = (OPS[op].rewrite.identity_fill, 0.0)
+            fills[f"{layer_id}.weight"] = (cast(str, OPS[op].rewrite.identity_fill), 0.0)
             fills[f"{layer_id}.bias"] = ("zero", 0.0)
         if self.norm:
             bn_id = fresh_id(ids, f"{base}_bn")
@@ -228,6 +228,23 @@ class InsertBlock(_Insert):
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
 
+    def attention_fields(self, graph, t: int, d: int) -> dict:
+        """The new attention's fields: those given, else those of the graph's first attention on ``D`` channels
+        (heads, kv heads, head size, causal, rotary positions), else one head, not causal."""
+        like = _sequence_attention(graph, d)
+        inherit = like is not None and self.num_heads is None
+        attn: dict = {"num_heads": self.num_heads or (like.num_heads if like is not None else 1)}
+        kv = self.kv_heads or (like.kv_heads if inherit else None)
+        head_dim = self.head_dim or (attention_dims(like, [(t, d)])[2] if inherit else None)
+        if kv is not None:
+            attn["kv_heads"] = kv
+        if head_dim is not None:
+            attn["head_dim"] = head_dim
+        attn["causal"] = self.causal if self.causal is not None else bool(like is not None and like.causal)
+        if like is not None and like.rotary and (head_dim or d // attn["num_heads"]) % 2 == 0:
+            attn.update(rotary=True, rope_theta=like.rope_theta)   # the graph's positions are rotary
+        return attn
+
     def transformer_block(self, graph) -> Rewrite:
         t, d = graph.shape(self.after)
         set_ = self.model_fields_set
@@ -236,21 +253,7 @@ class InsertBlock(_Insert):
             raise self.error(f"a transformer block's norm is layernorm or rmsnorm (got {norm}); '{self.after}' is a "
                              f"sequence {[t, d]}", node=self.after, field="norm")
         activation = self.activation if "activation" in set_ else "gelu"
-        like = next((n for nid, n in graph.nodes.items() if OPS[n.op].coupling.role(n, graph.input_shapes(nid)) == MIXER
-                     and "q_proj.weight" in OPS[n.op].coupling.layout(n, graph.input_shapes(nid))
-                     and len(graph.input_shapes(nid)[0]) == 2 and graph.input_shapes(nid)[0][-1] == d),
-                    None)   # attention on a sequence [T, D] (window attention reads an image)
-        attn: dict = {"num_heads": self.num_heads or (like.num_heads if like else 1)}
-        kv = self.kv_heads or (like.kv_heads if like is not None and self.num_heads is None else None)
-        head_dim = self.head_dim or (attention_dims(like, [(t, d)])[2] if like is not None and self.num_heads is None
-                                     else None)
-        if kv is not None:
-            attn["kv_heads"] = kv
-        if head_dim is not None:
-            attn["head_dim"] = head_dim
-        causal = self.causal if self.causal is not None else bool(like is not None and like.causal)
-        if like is not None and like.rotary and (head_dim or d // attn["num_heads"]) % 2 == 0:
-            attn.update(rotary=True, rope_theta=like.rope_theta)   # the graph's positions are rotary
+        attn = self.attention_fields(graph, t, d)
         ids = set(graph.nodes) | set(graph.inputs)
         base = self.prefix or self.after
 
@@ -264,7 +267,7 @@ class InsertBlock(_Insert):
         hidden = self.width or max(1, round(self.mlp_ratio * d))
         new: dict[str, dict] = {
             ln1: {"op": norm, "in": self.after},
-            att: {"op": "attention", "in": ln1, **attn, "causal": causal},
+            att: {"op": "attention", "in": ln1, **attn},
             res1: {"op": "add", "in": [self.after, att]},
             ln2: {"op": norm, "in": res1},
             fc1: {"op": "linear", "in": ln2, "out_features": hidden},
@@ -288,3 +291,14 @@ class InsertBlock(_Insert):
         applied = self.model_copy(update={"norm": norm, "activation": activation})
         graph2, plan = realise(draft, applied)
         return Rewrite(graph2, graph, applied, plan)
+
+
+def _sequence_attention(graph, d: int):
+    """The graph's first attention on a sequence ``[T, D]`` of ``d`` channels (window attention reads an image), or
+    ``None``."""
+    for nid, n in graph.nodes.items():
+        ins = graph.input_shapes(nid)
+        if OPS[n.op].coupling.role(n, ins) == MIXER and "q_proj.weight" in OPS[n.op].coupling.layout(n, ins) \
+                and len(ins[0]) == 2 and ins[0][-1] == d:
+            return n
+    return None

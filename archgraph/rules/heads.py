@@ -42,7 +42,9 @@ def _dims(n, ins) -> tuple[int, int, int, int]:
     """``(D, num_heads, head_dim, kv_heads)``: window attention has no kv groups (every head its own k and v)."""
     if "kv_heads" in type(n).model_fields:
         return attention_dims(n, ins)
-    h, hd, _ = OPS[n.op].coupling.heads(n, ins)
+    found = OPS[n.op].coupling.heads(n, ins)
+    assert found is not None, f"{n.op} has no heads"
+    h, hd, _ = found
     return channel_width(ins[0]), h, hd, h
 
 
@@ -86,7 +88,7 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
     for nid, other in graph2.nodes.items():
         for param in OPS[other.op].coupling.layout(other, [shapes[i] for i in other.inputs]):
             key = f"{nid}.{param}"
-            axes = changed.get(param, ()) if nid == node else ()
+            axes: tuple[tuple[int, AxisMap], ...] = changed.get(param, ()) if nid == node else ()
             axes = tuple((a, m) for a, m in axes if m.index != tuple(range(m.old_size)))
             tensors[key] = TensorPlan(key, axes)
     return Rewrite(graph2, graph, rule, TransferPlan(tensors, (), exact, note, {k: k for k in graph2.nodes}))

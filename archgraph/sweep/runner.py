@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import ArchgraphError, ConfigError
+from ..errors import ArchgraphError, ConfigError, TrialFailed
 from ..train import grow
 from .front import _shown_url, write_front
 from .space import Param
@@ -55,14 +55,6 @@ class SweepSpec:
         """What a resumed sweep must share with the one that made the study."""
         return {"run_file": Path(self.run_file).name, "params": {p.key: p.spec for p in self.params},
                 "seeds": list(self.seeds), "settings": {k: self.settings[k] for k in sorted(self.settings)}}
-
-
-class TrialFailed(Exception):
-    """A trial raised: the sweep stops (rerunning the command continues it). ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 # ---- the study --------------------------------------------------------------------------------------------------

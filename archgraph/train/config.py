@@ -27,6 +27,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
 
 from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (Augment: a run-file model)
 from ..errors import ArchgraphError, ConfigError
+from .. import plugins as _plugins
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
 
@@ -144,7 +145,7 @@ class GnapSettings(_Model):
         10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
 
 
-# ---- CGaP, SCS, GbP (issue 5; strategies/cgap.py, scs.py, gbp.py) -------------------------------------------
+# ---- CGaP, SCS, GbP (strategies/cgap.py, scs.py, gbp.py) ----------------------------------------------------
 
 class CgapSettings(_Model):
     """CGaP: continuous growth next to the most salient units, then pruning of the least salient
@@ -246,7 +247,7 @@ class GbpSettings(_Model):
     min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
 
 
-# ---- staged growth (issue 15; strategies/staged.py) ---------------------------------------------------------
+# ---- staged growth (strategies/staged.py) -------------------------------------------------------------------
 
 class Stage(_Model):
     """One growth event of a fixed schedule: the rules applied, in order, after a given step or epoch."""
@@ -287,6 +288,7 @@ METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
 METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
 METHOD_SETTINGS += (CgapSettings, ScsSettings, GbpSettings)   # growth and structured pruning methods
 METHOD_SETTINGS += (StagedSettings,)   # growth on a fixed schedule
+METHOD_SETTINGS += tuple(_plugins.methods({m.model_fields["name"].default for m in METHOD_SETTINGS}))  # plugins
 MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
 
 
