@@ -26,7 +26,8 @@ import archgraph
 from archgraph.fx.weights import load_weights
 from archgraph.train import fsdp
 from conftest import ROOT
-from test_ddp import free_port, pytestmark, torchrun  # noqa: F401  (pytestmark: the same skip)
+from test_ddp import free_port, pytestmark, torchrun, weights_hash  # noqa: F401  (pytestmark: the same skip)
+from test_ddp_methods import METHODS as DDP_METHODS, seed_with_dropout, traced_ranks
 from test_resume import Crash
 from train_helpers import tiny_config, write_mnist
 
@@ -203,3 +204,30 @@ def test_sharded_checkpoint_resumes_after_sigkill_on_fewer_and_more_processes(ru
     assert summary["world_size"] == 2 and summary["parallel"] == "fsdp"
     assert decisions(out) == decisions(tmp / "one")
     max_diff(out, tmp / "one")
+
+
+#: every method, with settings that make it rewrite within three epochs (tests/test_ddp_methods.py's), and GNAP's
+FSDP_METHODS = {**{m: s for m, (s, _) in DDP_METHODS.items()},
+                "gnap": tiny_config(".")["method"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(FSDP_METHODS))
+def test_every_method_keeps_fsdp_ranks_identical(method, tmp_path):
+    """Each method on two FSDP processes (its reparametrised network one unit; staged's blocks are units in the
+    agreement test above) through its growth and prune events: the ranks' whole state is the same at every point."""
+    data = write_mnist(tmp_path / "data", n_train=194, n_test=40)
+    cfg = tiny_config(data, method="dense", epochs=4 if method == "gnap" else 3)   # GNAP grows in its 4th
+    cfg["seed"] = seed_with_dropout()
+    cfg["method"] = dict(FSDP_METHODS[method])
+    cfg["schedule"]["parallel"] = "fsdp"
+    ranks, out = traced_ranks(cfg, tmp_path)
+    for a, b in zip(ranks[0], ranks[1], strict=True):
+        assert a == b, f"{method}: the ranks differ after {a['what']} (version {a['version']}, step {a['step']})"
+    whats = [e["what"] for e in ranks[0]]
+    assert whats[0] == "start" and whats[-1] == "end" and any(w.startswith("rewrite") for w in whats)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"], summary["method"]) == (2, "fsdp", method)
+    assert summary["growth_events"] + summary["prune_events"] >= 1
+    saved = load_weights(out / "weights" / "final.safetensors")
+    assert [e for e in ranks[1] if e["what"] == "end"][0]["weights"] == weights_hash(saved)
