@@ -231,3 +231,25 @@ def test_every_method_keeps_fsdp_ranks_identical(method, tmp_path):
     assert summary["growth_events"] + summary["prune_events"] >= 1
     saved = load_weights(out / "weights" / "final.safetensors")
     assert [e for e in ranks[1] if e["what"] == "end"][0]["weights"] == weights_hash(saved)
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_grow_one_run(tmp_path):
+    """Two "machines" of one process each (``torchrun --nnodes=2``, c10d rendezvous on 127.0.0.1), sharded,
+    through a growth event: one run directory, written once, saying world size 2."""
+    data = write_mnist(tmp_path / "data", n_train=100, n_test=20)
+    run_file = write(staged_config(data, epochs=1), tmp_path / "run.yaml")
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={r}",
+                               "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                               "--rdzv_id=archgraph-test", "-m", "archgraph", "grow", run_file,
+                               "--out", str(tmp_path / "run"), "--quiet"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"], summary["growth_events"]) == (2, "fsdp", 1)
+    events = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "end"
