@@ -253,3 +253,26 @@ def test_two_nodes_on_localhost_grow_one_run(tmp_path):
     assert (summary["world_size"], summary["parallel"], summary["growth_events"]) == (2, "fsdp", 1)
     events = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "end"
+
+
+@pytest.mark.slow
+def test_sweep_trials_as_torchrun_jobs(tmp_path, capsys):
+    """``archgraph sweep --launcher "torchrun --nproc_per_node=2"``: the trial's run is a two-process (FSDP) job."""
+    pytest.importorskip("optuna")
+    from archgraph.cli import main
+    from test_sweep import sweep_args
+    out = tmp_path / "sweep"
+    assert main(sweep_args(out, 1, "--set", "schedule.parallel=fsdp", "--set", "data.limit=200",
+                           "--launcher", "torchrun --nproc_per_node=2")) == 0
+    assert "on the Pareto front" in capsys.readouterr().out
+    summary = json.loads((out / "trials" / "0000" / "seed-0" / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"]) == (2, "fsdp")
+    assert json.loads((out / "pareto.json").read_text())["front"][0]["val_acc"] == summary["val_acc"]
+
+
+def test_launcher_words():
+    from archgraph.sweep.runner import launcher_command
+    assert launcher_command("torchrun --nproc_per_node=2") == [sys.executable, "-m", "torch.distributed.run",
+                                                              "--standalone", "--nproc_per_node=2"]
+    assert "--standalone" not in launcher_command("torchrun --rdzv_endpoint=h:1 --nnodes=2")
+    assert launcher_command("srun -n 2") == ["srun", "-n", "2"]
