@@ -83,11 +83,19 @@ def open_study(spec: SweepSpec, create: bool = False):
     _quiet_optuna()
     url = spec.storage_url
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S)
-    except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
-        raise ConfigError(f"cannot open the study storage {_shown_url(url)}: {type(err).__name__}: {err}") from None
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                 grace_period=GRACE_S)
+            break
+        except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
+            # two machines creating the tables of a fresh database at once: one loses the race (IntegrityError,
+            # e.g. PostgreSQL's CREATE TYPE) and finds the tables made when it tries again
+            if type(err).__name__ == "IntegrityError" and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(f"cannot open the study storage {_shown_url(url)}: {type(err).__name__}: "
+                              f"{err}") from None
     sampler = optuna.samplers.TPESampler(multivariate=True, constant_liar=True)
     if create:
         study = optuna.create_study(storage=storage, study_name=spec.study_name, directions=list(DIRECTIONS),
