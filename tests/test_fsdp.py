@@ -89,6 +89,16 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + 60        # SIGKILL is not instant: wait until each is gone (or a zombie)
+    for p in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    if f.read().rpartition(")")[2].split()[:1] == ["Z"]:
+                        break
+            except OSError:
+                break
+            time.sleep(0.05)
 
 
 def decisions(run) -> list:

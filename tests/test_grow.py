@@ -64,7 +64,7 @@ def test_final_weights_hold_exact_zeros_counted_honestly(gnap_run, data_root):
     assert summary["macs"] == graph.macs
     # the reported accuracy is the saved network's
     from archgraph.train.config import DataConfig
-    from archgraph.train.data import load_dataset
+    from archgraph.data.feed import load_data as load_dataset
     ds = load_dataset(DataConfig(name="mnist", root=str(data_root), val_fraction=0.2))
     module = archgraph.build(graph)
     module.load_state_dict(weights)

@@ -20,7 +20,6 @@ are kept by :mod:`archgraph.train.formats` and reported in the summary's ``speed
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, r
 from .config import RunConfig
 from .console import Console, args_text, epoch_line
 from .formats import VersionSpeed
-from .data import Dataset, load_dataset
+from ..data.feed import load_data
 from .tasks import Task, check_seed, task_of
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from ..history.rundir import ReadOnlyRunDir, RunDir
@@ -191,13 +190,15 @@ class Trainer:
         self._install("seed", "the seed's weights", t0)
         self.checkpoint()
 
-    def _load_data(self, graph) -> Dataset:
+    def _load_data(self, graph):
+        """The run's data (archgraph/data/feed.py): in memory or streamed, the loop asks both for an epoch's order
+        and for batches of index lists."""
         if len(graph.inputs) != 1:
             raise ConfigError(f"the seed has {len(graph.inputs)} inputs; training needs exactly one",
                               file=self.source, field="seed")
         shape = next(iter(graph.inputs.values()))
-        ds = load_dataset(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=tuple(shape),
-                          source=self.source)
+        ds = load_data(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=shape,
+                       source=self.source)
         self.task: Task = task_of(ds)
         check_seed(self.task, ds, shape, graph, self.source)
         return ds.to(self.device)
@@ -223,7 +224,8 @@ class Trainer:
             name = self.schedule.format
             if self.dist.is_main:
                 n = max(2, self.config.data.batch_size // self.dist.world_size)
-                x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
+                x, y = next(self.dataset.batches(self.dataset.train,
+                                                 [torch.arange(min(n, len(self.dataset.train)))]))
                 steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
                 name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
                                      steps_until_rewrite=steps, amp=self.amp, loss_fn=self.task.loss).name
@@ -264,21 +266,24 @@ class Trainer:
         return full + (1 if rest >= 2 * self.dist.world_size or full == 0 else 0)
 
     def train_epoch(self) -> None:
-        train = self.dataset.train
+        world = self.dist.world_size
         bs = self.config.data.batch_size
         if self.epoch_state is None:
-            self.epoch_state = EpochState(torch.randperm(len(train), generator=self.data_gen))
+            self.epoch_state = EpochState(self.dataset.epoch_order(self.data_gen))
         es = self.epoch_state
-        n_batches = self._batches(len(train))
+        n_batches = self._batches(len(es.perm))
+        batches = self.dataset.batches(self.dataset.train, [es.perm[b * bs:(b + 1) * bs]
+                                                            for b in range(es.batch, n_batches)],
+                                       self.config.data.augment, self.data_gen,
+                                       part=self.dist.part(bs) if world > 1 else None, epoch=self.epoch)
         bar = self.console.bar(n_batches, es.batch, f"epoch {self.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
         correct_acc = torch.zeros((), device=self.device)
-        world = self.dist.world_size
-        for b in range(es.batch, n_batches):
+        for b, batch in zip(range(es.batch, n_batches), batches):   # batches are made as they are taken
             idx = es.perm[b * bs:(b + 1) * bs]
             self.lr = self.current_lr(b / n_batches)
             set_lr(self.optimizer, self.lr)
-            loss, correct = self.speed.timed(lambda: self.train_step(idx), self.device)
+            loss, correct = self.speed.timed(lambda: self.train_step(batch, len(idx)), self.device)
             loss_acc += loss
             correct_acc += correct
             self.batch_samples = len(idx)
@@ -304,8 +309,7 @@ class Trainer:
         self.dist.sync_buffers(self.module)   # rank 0's running statistics, for evaluation and the checkpoint
         train_loss, train_acc = es.loss_sum / max(1, es.seen), es.correct / max(1, es.seen)
         metrics = {"train_loss": train_loss, "train_acc": train_acc}
-        if self.task.name == "language_model":
-            metrics["train_bpc"] = train_loss / math.log(2)
+        metrics.update(self.task.train_metrics(train_loss))
         if self.dataset.val is not None:
             metrics.update({f"val_{k}": v for k, v in self.evaluate(self.dataset.val).items()})
         else:
@@ -342,12 +346,12 @@ class Trainer:
         self.progress = (self.epoch if epoch is None else epoch) + fraction
         return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self.view)
 
-    def train_step(self, idx: torch.Tensor):
-        """One optimizer step on the global batch ``idx`` (this rank's share when distributed); returns the share's
-        summed cross-entropy and correct predictions (both in examples: see :mod:`archgraph.train.tasks`)."""
+    def train_step(self, batch: tuple, n: int):
+        """One optimizer step on ``batch`` (inputs and targets: this rank's share of a global batch of ``n``
+        examples when distributed); returns the share's summed cross-entropy and correct predictions (both in
+        examples: see :mod:`archgraph.train.tasks`)."""
         world = self.dist.world_size
-        x, y = self.dataset.batch(self.dataset.train, idx, self.config.data.augment, self.data_gen,
-                                  part=self.dist.part(len(idx)) if world > 1 else None)
+        x, y = batch
         if world > 1 and self.strategy.uses_global_rng:
             self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
         overrides, extra = self.strategy.parametrize(self.view, training=True)
@@ -355,10 +359,10 @@ class Trainer:
         smoothing = self.schedule.label_smoothing
         if world == 1:
             ce = self.task.loss(out, y, smoothing)
-            term, ce_sum = ce, ce.detach() * len(idx)
+            term, ce_sum = ce, ce.detach() * n
         else:   # DDP averages over ranks: scale so the gradient is the global batch's mean loss
             ce_sum = self.task.loss(out, y, smoothing, reduction="sum")
-            term, ce_sum = ce_sum * (world / len(idx)), ce_sum.detach()
+            term, ce_sum = ce_sum * (world / n), ce_sum.detach()
         loss = term if extra is None else term + extra
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -416,9 +420,9 @@ class Trainer:
         stats = None
         bs = self.config.data.eval_batch_size
         first, stop = self.dist.span(len(split))   # every rank evaluates its share; the sums are all-reduced
-        for start in range(first, max(stop, first + 1), bs):   # an empty share still gives (zero) sums
-            idx = torch.arange(start, min(start + bs, stop))
-            x, y = self.dataset.batch(split, idx)
+        index = [torch.arange(start, min(start + bs, stop))   # an empty share still gives (zero) sums
+                 for start in range(first, max(stop, first + 1), bs)]
+        for x, y in self.dataset.batches(split, index):
             s = self.task.stats(self.forward(x, overrides, runner), y)
             stats = s if stats is None else stats + s
         net.train(was_training)
@@ -498,6 +502,7 @@ class Trainer:
         else:
             saved = self._fresh_module(self.graph, final)
         test = self.evaluate(self.dataset.test, module=saved)
+        self.dataset.close()   # the DataLoaders' worker processes
         test_loss, test_acc = test["loss"], test["acc"]
         sizes = {"params": self.graph.params,
                  "nonzero_params": count_nonzero_params(self.graph, final),

@@ -110,6 +110,6 @@ class RunView:
         t = self._trainer
         split = t.dataset.train
         bs = t.config.data.eval_batch_size
-        for start in range(0, len(split), bs):
-            x, _ = t.dataset.batch(split, torch.arange(start, min(start + bs, len(split))))
+        index = [torch.arange(start, min(start + bs, len(split))) for start in range(0, len(split), bs)]
+        for x, _ in t.dataset.batches(split, index):
             yield x
