@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from ..errors import ConfigError
-from ..train.config import load_config, with_overrides
+from ..train.config import MAX_SEED, load_config, with_overrides
 from .runner import SweepSpec, run_sweep
 from .space import KINDS, Param, check_space, parse_param, parse_params, parse_seeds
 
@@ -38,6 +38,8 @@ def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], pa
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise ConfigError("--seeds must be distinct non-negative integers")
+    if max(seeds) > MAX_SEED:
+        raise ConfigError(f"--seeds must be below 2**32 ({MAX_SEED + 1:,}), got {max(seeds)}", field="--seeds")
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     if jobs < 1:
