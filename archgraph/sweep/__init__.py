@@ -26,7 +26,7 @@ from .space import KINDS, Param, check_space, parse_param, parse_params, parse_s
 def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], params: Iterable[Union[str, Param]],
          *, trials: int, seeds: Iterable[int] = (0,), jobs: int = 1, storage: Optional[str] = None,
          study_name: Optional[str] = None, settings: Optional[dict[str, Any]] = None,
-         data_root: Optional[str] = None, device: Optional[str] = None):
+         data_root: Optional[str] = None, device: Optional[str] = None, launcher: Optional[str] = None):
     """Check everything that can be checked before a trial runs and return the :class:`~.runner.SweepSpec`
     (raises :class:`~archgraph.errors.ConfigError`)."""
     params = [p if isinstance(p, Param) else parse_param(p) for p in params]
@@ -48,7 +48,7 @@ def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], pa
     return SweepSpec(run_file=str(Path(run_file).resolve()), out_dir=str(Path(out_dir).resolve()),
                      params=tuple(params), trials=int(trials), seeds=tuple(seeds), jobs=int(jobs), storage=storage,
                      study_name=study_name or Path(run_file).stem, settings=settings, data_root=data_root,
-                     device=device)
+                     device=device, launcher=launcher or None)
 
 
 def _check_counts(params: list[Param], seeds: list[int], trials: int, jobs: int) -> None:
