@@ -225,8 +225,8 @@ RESERVED_IDS = CODE_NAMES | frozenset("""
     register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
     register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
     set_extra_state set_submodule shape_env share_memory state_dict to to_empty to_folder train training type xpu
-    zero_grad
-""".split())
+    zero_grad smart_apply
+""".split())   # smart_apply: transformers adds it to nn.Module once it has initialised a model
 
 
 def check_id(nid: str, *, is_input: bool = False) -> None:

@@ -11,6 +11,7 @@ import difflib
 import errno
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -23,6 +24,8 @@ from ..graph import FORMAT_VERSION, Graph
 from ..ops.spec import KIND_BY_OP
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
+#: values that aliases may add beyond the document's own (an alias bomb adds billions); the document's own size is
+#: bounded by :data:`MAX_FILE_BYTES` alone, so a 50,000-node chain is fine however many values it holds
 MAX_EXPANDED_NODES = 200_000
 
 
@@ -114,8 +117,10 @@ def _check_depth(text: str) -> None:
 
 
 def _inspect(root: yaml.Node, limit: int) -> None:
-    """Check the composed (not yet constructed) document: aliases must not expand past ``limit`` values (alias
-    bombs) nor refer to themselves, and no mapping may repeat a key. Errors name the node id or field by path."""
+    """Check the composed (not yet constructed) document: aliases must not add more than ``limit`` values to it
+    (alias bombs; the document's own values are not counted, the file size bounds them) nor refer to themselves,
+    and no mapping may repeat a key. Errors name the node id or field by path. Each composed value is visited
+    once (sizes are memoised), so the check takes time in the document's own size, never its expanded size."""
     memo: dict[int, int] = {}
     active: set[int] = set()
 
@@ -137,8 +142,6 @@ def _inspect(root: yaml.Node, limit: int) -> None:
         if isinstance(node, yaml.SequenceNode):
             for child in node.value:
                 total += size(child, path)
-                if total > limit:
-                    break
         elif isinstance(node, yaml.MappingNode):
             seen: dict[tuple, yaml.Node] = {}
             for k, v in node.value:
@@ -151,12 +154,10 @@ def _inspect(root: yaml.Node, limit: int) -> None:
                                         f"on line {first}); each key may appear once", **where(path, str(name)))
                     seen[(k.tag, name)] = k
                 total += size(k, path) + size(v, (*path, str(name)) if len(path) < 2 else path)
-                if total > limit:
-                    break
         active.discard(key)
         memo[key] = total
-        if total > limit:
-            raise YamlError(f"YAML aliases expand to more than {limit} values (alias bomb?); refused")
+        if total - len(memo) > limit:   # what aliases added so far (every composed value is in memo once)
+            raise YamlError(f"YAML aliases add more than {limit:,} values to the document (alias bomb?); refused")
         return total
 
     size(root, ())
@@ -230,8 +231,11 @@ def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, err
     try:
         if path.is_dir():
             raise error("is a directory, not a file", file=str(path))
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        if stat.S_ISFIFO(path.stat().st_mode):
+            data = _read_pipe(path, limit, error)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
     except FileNotFoundError:
         raise error("no such file", file=str(path)) from None
     except IsADirectoryError:
@@ -242,6 +246,35 @@ def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, err
         raise error(f"is larger than the limit of {limit:,} bytes (an endless device or stream, or a file far bigger "
                     "than any graph); refused", file=str(path))
     return data
+
+
+#: seconds a named pipe (FIFO) may stay silent (no writer, or a writer that sends nothing) before it is refused
+PIPE_TIMEOUT_S = 30.0
+
+
+def _read_pipe(path: Path, limit: int, error) -> bytes:
+    """Read a named pipe without ever blocking for good: opened non-blocking (an open with no writer would wait
+    forever), then read while data comes, refused after :data:`PIPE_TIMEOUT_S` seconds of silence."""
+    import select
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks, size = [], 0
+        while size <= limit:
+            ready, _, _ = select.select([fd], [], [], PIPE_TIMEOUT_S)
+            if not ready:
+                raise error(f"is a pipe that sent nothing for {PIPE_TIMEOUT_S:g} s (no writer?); refused",
+                            file=str(path))
+            try:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_text(path: Union[str, os.PathLike]) -> str:

@@ -84,7 +84,7 @@ def report_data(run: Union[Run, str, os.PathLike]) -> dict:
         for key in ("graph_svg", "diff_svg"):
             if entry[key] is not None:
                 entry[key] = pictures[entry[key]]
-    names = ("train_acc", "val_acc", "train_loss", "val_loss", "params", "nonzero_params")
+    names = ("train_acc", "val_acc", "train_loss", "val_loss", "params", "nonzero_params", "train_bpc", "val_bpc")
     series = {}
     for name in names:
         xs, ys = run.series(name, with_rewrites=name in ("params", "nonzero_params"))

@@ -129,6 +129,8 @@ def parse(name: str, values: Mapping[str, Any]) -> Rule:
             hint = f" (did you mean '{match[0]}'?)" if match else ""
             raise RuleError(f"unknown argument '{key}'{hint}; {name} takes: {', '.join(cls.model_fields)}",
                             rule=name, field=key)
+        if value == "auto" and key in getattr(cls, "CONTEXT_DEFAULTS", {}):
+            continue   # the default chosen from where the rule applies (insert_block's norm, activation)
         data[key] = _from_text(value, field.annotation) if isinstance(value, str) else value
     return validate(cls, data)
 
@@ -281,4 +283,21 @@ def apply(graph: Graph, rule: RuleLike) -> Rewrite:
     >>> rw.graph.nodes["fc1"].out_features, rw.old.nodes["fc1"].out_features, rw.exact
     (40, 32, True)
     """
-    return as_rule(rule).apply(graph)
+    rule = as_rule(rule)
+    check_rule_sizes(rule)
+    return rule.apply(graph)
+
+
+def check_rule_sizes(rule: Rule) -> None:
+    """Refuse a rule whose sizes (a width, a count of new channels, an index) are over the width limit before it
+    builds anything (``insert_block width=1000000000`` would otherwise allocate its plan first); the new graph is
+    then checked against every limit as a whole."""
+    from ..errors import GraphError
+    from ..limits import check_width
+    for key, value in rule.args().items():
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, int) and not isinstance(v, bool):
+                try:
+                    check_width(abs(v))
+                except GraphError as err:
+                    raise RuleError(err.message, rule=rule.name, field=key) from None

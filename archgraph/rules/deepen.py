@@ -38,6 +38,8 @@ class _Insert(Rule):
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         shape = graph.shapes()[self.after]
         op = self.op or ("conv2d" if len(shape) == 3 else "linear")
+        if op == "linear" and len(shape) == 2:   # a sequence [T, D]: the linear acts on D at every position
+            return op, shape
         if OPS[op].sizes.in_rank != len(shape):
             need = "[C, H, W]" if OPS[op].sizes.in_rank == 3 else "[F]"
             raise self.error(f"a {op} needs a {need} input but '{self.after}' is {list(shape)}",
@@ -74,8 +76,9 @@ def norm_op(shape) -> str:
 
 
 class InsertLayer(_Insert):
-    """Insert a conv2d (``[C, H, W]``) or linear (``[F]``) layer after ``after``, optionally followed by a batchnorm
-    and an activation; every reader of ``after`` reads the new last node.
+    """Insert a conv2d (``[C, H, W]``) or linear (``[F]``, or a sequence ``[T, D]``: the linear acts on ``D`` at every
+    position) layer after ``after``, optionally followed by a batchnorm (not after a sequence) and an activation;
+    every reader of ``after`` reads the new last node.
 
     ``init=identity`` makes the layer the identity (Dirac kernel or identity matrix, zero bias) and the batchnorm
     the identity in eval mode (weight ``sqrt(1 + eps)`` against running variance 1); an activation is only allowed
@@ -91,6 +94,10 @@ class InsertLayer(_Insert):
 
     def apply(self, graph) -> Rewrite:
         op, shape = self.layer_op(graph)
+        if self.norm and len(shape) == 2:
+            raise self.error(f"'{self.after}' is a sequence {list(shape)}: a {self.norm} there would normalise "
+                             "over the positions, not the features; leave norm out (insert_block puts a layernorm "
+                             "block after a sequence)", node=self.after, field="norm")
         if self.activation and self.init == "identity":
             nonneg = nonnegative(graph)[self.after]
             if not OPS[self.activation].rewrite.identity(None, [nonneg]):
@@ -106,7 +113,7 @@ class InsertLayer(_Insert):
         fills: dict[str, tuple[str, float]] = {}
         layer_id = fresh_id(ids, f"{base}_{'conv' if OPS[op].traits.conv else 'fc'}")
         ids.add(layer_id)
-        new[layer_id] = self.layer(op, self.after, shape[0], bias)
+        new[layer_id] = self.layer(op, self.after, shape[-1] if len(shape) == 2 else shape[0], bias)
         last = layer_id
         if self.init == "identity":
             fills[f"{layer_id}.weight"] = (cast(str, OPS[op].rewrite.identity_fill), 0.0)
@@ -145,6 +152,10 @@ class InsertBlock(_Insert):
     ``activation`` gelu by default. Its ``o_proj`` and ``fc2`` start at zero: the function is unchanged."""
 
     name: ClassVar[str] = "insert_block"
+    #: defaults that depend on where the block goes, shown as ``auto`` until the rule is applied (the applied
+    #: rule, which the history logs, has them resolved)
+    CONTEXT_DEFAULTS: ClassVar[dict[str, str]] = {"norm": "batchnorm on an image, layernorm after a sequence",
+                                                  "activation": "relu on an image, gelu after a sequence"}
     width: Optional[PositiveInt] = None  # channels inside the block (default: as many as ``after`` has)
     norm: Optional[Union[Norm, SeqNorm]] = "batchnorm"
     activation: Optional[Activation] = "relu"
@@ -153,6 +164,18 @@ class InsertBlock(_Insert):
     head_dim: Optional[PositiveInt] = None
     causal: Optional[bool] = None
     mlp_ratio: PositiveFloat = 4.0
+
+    def _shown(self) -> dict:
+        return {k: ("auto" if k in self.CONTEXT_DEFAULTS and k not in self.model_fields_set else v)
+                for k, v in self.args().items()}
+
+    def __str__(self) -> str:
+        """``insert_block(after=r1, ..., norm=auto, ...)``: a default that depends on the graph is not named
+        before the rule is applied."""
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self._shown().items())})"
+
+    def __repr__(self) -> str:
+        return f"InsertBlock({', '.join(f'{k}={v!r}' for k, v in self._shown().items())})"
 
     def apply(self, graph) -> Rewrite:
         self.need_node(graph, self.after, field="after", inputs_ok=True)

@@ -77,6 +77,9 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
     changed = {"q_proj.weight": ((0, q),), "q_proj.bias": ((0, q),), "k_proj.weight": ((0, k),),
                "k_proj.bias": ((0, k),), "v_proj.weight": ((0, k),), "v_proj.bias": ((0, k),),
                "o_proj.weight": ((1, o),)}
+    if getattr(n, "qk_norm", False) and getattr(n, "qk_norm_span", "head") == "all":   # OLMo 2: a block per head
+        changed.update({"q_norm.weight": ((0, AxisMap(q.index, q.old_size, "init")),),
+                        "k_norm.weight": ((0, AxisMap(k.index, k.old_size, "init")),)})
     per_head = AxisMap(tuple(q_heads), h, fill_in)   # one entry per head (window attention's position tables)
     changed.update({name: ((axis, per_head),) for name, axis in
                     OPS[n.op].coupling.head_tables(n, graph.input_shapes(node)).items()})
@@ -127,10 +130,12 @@ class AddHeads(Rule):
             new_kv = kv
         new_h = h + self.count
         fields = {"num_heads": new_h, "head_dim": hd, **_kv_field(n, new_kv, new_h)}
-        exact = self.init == "preserve"
+        whole_norm = getattr(n, "qk_norm", False) and getattr(n, "qk_norm_span", "head") == "all"
+        exact = self.init == "preserve" and not whole_norm
+        note = "" if exact else "q and k are normalised over all heads: new heads change the others' scale" \
+            if whole_norm else "new heads start random and are read with random weights"
         return _head_plan(self, graph, self.node, n.replace(**fields), q_heads, kv_heads, hd, "init",
-                          "zero" if exact else "init", exact,
-                          "" if exact else "new heads start random and are read with random weights")
+                          "zero" if self.init == "preserve" else "init", exact, note)
 
 
 class PruneHeads(Rule):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from ..errors import ConfigError
-from ..train.config import load_config, with_overrides
+from ..train.config import MAX_SEED, load_config, with_overrides
 from .runner import SweepSpec, run_sweep
 from .space import KINDS, Param, check_space, parse_param, parse_params, parse_seeds
 
@@ -59,6 +59,8 @@ def _check_counts(params: list[Param], seeds: list[int], trials: int, jobs: int)
         raise ConfigError("a --param key is given twice")
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
         raise ConfigError("--seeds must be distinct non-negative integers")
+    if max(seeds) > MAX_SEED:
+        raise ConfigError(f"--seeds must be below 2**32 ({MAX_SEED + 1:,}), got {max(seeds)}", field="--seeds")
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     if jobs < 1:

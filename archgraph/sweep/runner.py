@@ -297,7 +297,7 @@ def run_sweep(spec: SweepSpec, *, progress: bool = True) -> dict:
         say(f"resuming study '{spec.study_name}': {done} of {spec.trials} trials complete")
     if done < spec.trials:
         bar = tqdm(total=spec.trials, initial=done, desc="sweep", unit="trial", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True, leave=False)
+                   disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
         count = [done]
 
         def on_trial(info: dict) -> None:
