@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from .. import plugins as _plugins
 from .base import RULES, Rewrite, Rule, decode, encode, parse, register
-from .collapse import CollapseLayer, DeleteNode
-from .deepen import InsertBlock, InsertLayer
-from .heads import AddHeads, PruneHeads
-from .prune import PruneChannels
+
+# the import order is the order RULES (and `apply --help`) list the rules in
+# isort: off
 from .widen import AddFilters, SplitFilters
+from .prune import PruneChannels
+from .deepen import InsertBlock, InsertLayer
+from .collapse import CollapseLayer, DeleteNode
+from .heads import AddHeads, PruneHeads
+# isort: on
 
 # rules of other packages (entry point group ``archgraph.rules``), so apply, run files and replay all know them
 _plugins.load("archgraph.rules")
