@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it (some modules arrive with later features)
 _LAZY = {
     "build": "archgraph.fx.builder",
+    "Network": "archgraph.fx.network",
     "apply": "archgraph.rules.base",
     "rewrite": "archgraph.fx.materialise",
     "transfer": "archgraph.fx.apply_plan",
