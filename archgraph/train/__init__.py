@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .config import RunConfig, check_budget, config_from_data, load_config, load_seed, with_overrides
+from .config import (RunConfig, check_budget, config_from_data, load_config, load_seed, seed_weights_path,
+                     with_overrides)
 
 
 def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Union[str, os.PathLike], *,
@@ -41,10 +42,11 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     if extra:
         cfg = with_overrides(cfg, extra, source)
     seed = load_seed(cfg, base, source)
+    weights = seed_weights_path(cfg, base, source)
     if os.environ.get("RANK", "0") == "0":
         for warning in check_budget(cfg):
             print(f"archgraph: warning: {source}: {warning}", file=sys.stderr)
-    trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
+    trainer = Trainer(cfg, out_dir, seed_graph=seed, seed_weights=weights, source=source, data_root=data_root,
                       quiet=quiet, resume=resume)
     try:
         summary = trainer.run()

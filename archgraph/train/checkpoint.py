@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .config import RunConfig
 
 #: the layout of ``checkpoint.pt``; a checkpoint of another format is refused on resume
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2   # 2: the loop's state as one record (LoopState), the version in it
 
 
 def comparable_config(config: RunConfig) -> str:

@@ -364,6 +364,11 @@ class RunConfig(_Model):
     name: Optional[str] = Field(None, description="a name for people")
     seed: Union[str, dict[str, Any]] = Field(
         description="the seed graph: a path (relative to the run file) or an inline graph mapping")
+    weights: Optional[str] = Field(
+        None, description="a safetensors file of the seed's weights (keys <node_id>.<param>, as archgraph import "
+                          "and init write; relative to the run file): the run starts from them instead of the "
+                          "seed's random initialisation, and its first evaluation (initial_* in the summary) is "
+                          "theirs")
     data: DataConfig = Field(default_factory=DataConfig)
     method: MethodSettings = Field(default_factory=GnapSettings)
     schedule: Schedule = Field(default_factory=Schedule)
@@ -461,6 +466,20 @@ def load_seed(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str =
     if not path.exists():
         raise ConfigError(f"seed file '{path}' does not exist", file=source, field="seed")
     return load(path)
+
+
+def seed_weights_path(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>"
+                      ) -> Optional[Path]:
+    """The file ``cfg.weights`` names (relative to ``base``, the run file's folder), checked to exist; ``None``
+    when the run starts from the seed's initialisation."""
+    if cfg.weights is None:
+        return None
+    path = Path(cfg.weights)
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.is_file():
+        raise ConfigError(f"weights file '{path}' does not exist", file=source, field="weights")
+    return path
 
 
 def with_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "<config>") -> RunConfig:

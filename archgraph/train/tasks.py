@@ -59,6 +59,25 @@ class Task:
         loss, right, n = (float(v) for v in stats[:3])
         return {"loss": loss / max(1.0, n), "acc": right / max(1.0, n)}
 
+    def train_metrics(self, loss: float, acc: float) -> dict:
+        """The epoch's training metrics from its mean loss and accuracy (``train_loss``, ``train_acc``, and the
+        task's own)."""
+        return {"train_loss": loss, "train_acc": acc}
+
+    #: what the seed's output holds, for the error when it does not fit
+    output_what = "the classes of"
+
+    def output_shape(self, ds) -> tuple:
+        """The output shape the data needs."""
+        return (ds.num_classes,)
+
+    def check_output(self, ds, input_shape, outs: tuple, source: str) -> None:
+        """Raise a :class:`ConfigError` (field ``seed``) when the seed's output ``outs`` does not fit ``ds``."""
+        want = self.output_shape(ds)
+        if outs != want:
+            raise ConfigError(f"the seed's output must have shape {list(want)} ({self.output_what} {ds.name}), "
+                              f"not {list(outs)}", file=source, field="seed")
+
 
 class LanguageModel(Task):
     """Next-token prediction at every position of a causal model: ``bpc`` is the loss in bits."""
@@ -72,10 +91,31 @@ class LanguageModel(Task):
         m["bpc"] = m["loss"] / math.log(2)
         return m
 
+    def train_metrics(self, loss: float, acc: float) -> dict:
+        return {**super().train_metrics(loss, acc), "train_bpc": loss / math.log(2)}
+
+    def check_output(self, ds, input_shape, outs: tuple, source: str) -> None:
+        vocab = getattr(input_shape, "vocab", None)   # a token input's shape carries its vocabulary
+        if vocab is None:
+            raise ConfigError(f"data 'text' needs a token input {{shape: [T], vocab: V}}; the seed's input is a "
+                              f"float input of shape {list(input_shape)}", file=source, field="seed")
+        if vocab < ds.vocab_size:
+            raise ConfigError(f"the seed's token input declares vocab {vocab}, but the training text has "
+                              f"{ds.vocab_size} symbols (with the unknown one): declare vocab >= {ds.vocab_size}",
+                              file=source, field="seed")
+        if len(outs) != 2 or outs[0] != ds.window or outs[1] < ds.vocab_size:
+            raise ConfigError(f"the seed's output must be next-token scores [{ds.window}, V] with V >= "
+                              f"{ds.vocab_size} (the training text's symbols), not {list(outs)}", file=source,
+                              field="seed")
+
 
 class Segmentation(Task):
     """Per-pixel classes: the stats add the confusion matrix, for the mean IoU."""
     name = "segmentation"
+    output_what = "per-pixel classes of"
+
+    def output_shape(self, ds) -> tuple:
+        return (ds.num_classes, *ds.input_shape[1:])
 
     def flat(self, out, y):
         return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1]), y.reshape(-1)
@@ -122,22 +162,4 @@ the seed's input is a float input of shape [1, 8, 8]
         raise ConfigError(f"the seed has {len(graph.outputs)} outputs; training needs exactly one", file=source,
                           field="seed")
     outs = tuple(graph.shapes()[graph.outputs[0]])
-    if task.name == "language_model":
-        vocab = getattr(input_shape, "vocab", None)   # a token input's shape carries its vocabulary
-        if vocab is None:
-            raise ConfigError(f"data 'text' needs a token input {{shape: [T], vocab: V}}; the seed's input is a "
-                              f"float input of shape {list(input_shape)}", file=source, field="seed")
-        if vocab < ds.vocab_size:
-            raise ConfigError(f"the seed's token input declares vocab {vocab}, but the training text has "
-                              f"{ds.vocab_size} symbols (with the unknown one): declare vocab >= {ds.vocab_size}",
-                              file=source, field="seed")
-        if len(outs) != 2 or outs[0] != ds.window or outs[1] < ds.vocab_size:
-            raise ConfigError(f"the seed's output must be next-token scores [{ds.window}, V] with V >= "
-                              f"{ds.vocab_size} (the training text's symbols), not {list(outs)}", file=source,
-                              field="seed")
-        return
-    want = (ds.num_classes,) if task.name == "classification" else (ds.num_classes, *ds.input_shape[1:])
-    if outs != want:
-        what = "the classes of" if task.name == "classification" else "per-pixel classes of"
-        raise ConfigError(f"the seed's output must have shape {list(want)} ({what} {ds.name}), not {list(outs)}",
-                          file=source, field="seed")
+    task.check_output(ds, input_shape, outs, source)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import RULE_KIND, Strategy
+from .base import Strategy
 
 STRATEGIES = {
     "dense": "archgraph.train.strategies.dense:DenseStrategy",
@@ -27,4 +27,4 @@ def make_strategy(settings, config=None) -> Strategy:
     return getattr(importlib.import_module(module), cls)(settings, config)
 
 
-__all__ = ["RULE_KIND", "STRATEGIES", "Strategy", "make_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "make_strategy"]
