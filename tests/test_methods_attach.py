@@ -1,6 +1,5 @@
 """archgraph.methods.attach: the methods in a plain PyTorch loop. The SCS example of docs/methods.md runs as it is
 written, and its run directory replays."""
-import os
 import re
 import shutil
 
