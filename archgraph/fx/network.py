@@ -34,7 +34,9 @@ from ..format.yaml_io import load
 from ..graph import Graph, content_hash
 from ..rules.base import Rewrite, RuleLike, apply, decode, encode
 from ..shapes import count_nonzero_macs, count_nonzero_params
+from ..history.rundir import RunDir
 from .builder import build
+from .magnitude import head_rules, prune_rules
 from .materialise import materialise
 from .weights import load_into, load_weights
 
@@ -105,7 +107,6 @@ class Network:
         (``l2``, ``l1``, ``random``), as :func:`archgraph.prune` does, and with ``heads`` that share of every
         attention's heads; one version per ``prune_channels``/``prune_heads`` rule (they apply in turn). The
         optimizer keeps the surviving channels' state. Returns the rules applied."""
-        from .magnitude import head_rules, prune_rules
         applied = []
         for rule in prune_rules(self.graph, self.module, ratio, criterion, seed):
             self.rewrite(rule, optimizer)
@@ -151,7 +152,6 @@ class Network:
         ``weights/final.safetensors`` and ``summary.json`` (sizes, versions and ``summary``'s entries). A folder
         holding files of another run is refused. ``archgraph replay DIR`` rebuilds the last version from the seed
         and the rule log."""
-        from ..history.rundir import RunDir
         run = RunDir(path)
         if not run.is_empty() and not (run.has_run() and _same_start(run, self.history[0])):
             raise ConfigError(f"'{run.path}' already holds another run's files; choose an empty folder")

@@ -22,6 +22,8 @@ import torch
 
 from ..errors import ConfigError
 from ..graph import Graph
+from .equivalence import timm_model, torchvision_model
+from .importer import from_module
 
 
 def like_model(spec: str, graph: Graph, seed: int = 0) -> torch.nn.Module:
@@ -32,7 +34,6 @@ def like_model(spec: str, graph: Graph, seed: int = 0) -> torch.nn.Module:
         raise ConfigError(f"--like {spec!r} must be torchvision:NAME or timm:NAME", field="like")
     outs = graph.shapes()[graph.outputs[0]] if len(graph.outputs) == 1 else None
     classes = int(outs[0]) if outs else None
-    from .equivalence import timm_model, torchvision_model
     try:
         if source == "timm":
             return timm_model(name, num_classes=classes, seed=seed)
@@ -46,7 +47,6 @@ def like_model(spec: str, graph: Graph, seed: int = 0) -> torch.nn.Module:
 def original_names(graph: Graph, like: str) -> dict[str, str]:
     """``{"<node_id>.<param>": original name}`` for every tensor of ``graph``, or a :class:`ConfigError` naming the
     node that breaks the correspondence with the original model ``like``."""
-    from .importer import from_module
     model = like_model(like, graph)
     gen = torch.Generator().manual_seed(12345)
     with torch.no_grad():

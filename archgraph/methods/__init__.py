@@ -19,20 +19,21 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
+from pydantic import TypeAdapter, ValidationError
+
 from ..errors import ConfigError
+from ..train.config import MethodSettings, config_error
+from ..train.strategies import STRATEGIES, make_strategy
 from .driver import Driver, Method, NetworkView
 
 
 def method_names() -> list[str]:
     """The names :func:`attach` takes (those of run files' ``method.name``)."""
-    from ..train.strategies import STRATEGIES
     return sorted(STRATEGIES)
 
 
 def settings_of(name: str, settings: dict):
     """The validated settings model of method ``name`` (errors name the field, as for a run file)."""
-    from pydantic import TypeAdapter, ValidationError
-    from ..train.config import MethodSettings, config_error
     if name not in method_names():
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(method_names())}", field="name")
     try:
@@ -55,7 +56,6 @@ def attach(name: str, net, optimizer, *, epochs: int, steps_per_epoch: Optional[
 
     Returns a :class:`~archgraph.methods.driver.Method`: ``loss()``, ``step()`` (after ``optimizer.step()``),
     ``epoch_end(val_metrics)``, ``finish()``; its masks and gates act through ``net.module``."""
-    from ..train.strategies import make_strategy
     cfg = settings_of(name, settings)
     return Method(make_strategy(cfg), net, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                   train_inputs=train_inputs)

@@ -353,6 +353,10 @@ class Schedule(_Model):
         "float16", description="mixed precision on CUDA (autocast; float16 with a gradient scaler); ignored on "
                                "the CPU")
     threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
+    log: list[Literal["tensorboard"]] = Field(
+        default_factory=list, description="extra logs beside the history: tensorboard writes event files to "
+                                          "DIR/tensorboard (step loss and lr, epoch metrics, params and MACs per "
+                                          "version, each rewrite as text); needs the tensorboard extra")
 
 
 class RunConfig(_Model):

@@ -50,6 +50,7 @@ from ..history.rundir import ReadOnlyRunDir, RunDir
 from .strategies import make_strategy
 from ..methods.driver import Driver
 from .state import Stateful
+from .tensorboard import TensorBoardLog
 from .view import RunView
 
 
@@ -144,6 +145,7 @@ class Trainer:
         self.lr = self.schedule.lr                          # the learning rate of the current step
         self.batch_samples = config.data.batch_size         # examples in the last step's global batch
         self.view = RunView(self)                           # all the strategy sees of the run
+        self.tensorboard = None                             # schedule.log: [tensorboard], on rank 0
         # the method's hooks, driven as in a user's loop (archgraph.methods); its rules queue as pending
         self.method = Driver(make_strategy(config.method, config), self.view, self._take)
 
@@ -220,6 +222,7 @@ class Trainer:
         if self.seed_weights is not None:   # the first evaluation: the weights as they came, before any training
             self.loop.initial_metrics = self._evaluate_all(self.module)
         self.run_dir.create()
+        self._open_logs()
         self.run_dir.write_version(0, graph)
         self.log({"event": "start", "version": 0, "hash": content_hash(graph),
                   "config": self.config.model_dump(mode="json"), "time": time.time(),
@@ -227,7 +230,14 @@ class Trainer:
         self.strategy.setup(self.view)
         self.strategy.attach(self.view)
         self._install("seed", "the seed's weights", t0)
+        if self.tensorboard is not None:
+            self.tensorboard.version(0, self.size_metrics())
         self.checkpoint()
+
+    def _open_logs(self) -> None:
+        """The extra logs of ``schedule.log`` (rank 0 writes them), from the loop's step on."""
+        if "tensorboard" in self.schedule.log and self.dist.is_main:
+            self.tensorboard = TensorBoardLog(self.run_dir.path, start_step=self.loop.step)
 
     def _load_data(self, graph) -> Dataset:
         if len(graph.inputs) != 1:
@@ -334,6 +344,8 @@ class Trainer:
             loss_acc += loss
             correct_acc += correct
             self.batch_samples = len(idx)
+            if self.tensorboard is not None:   # this rank's share: the whole batch on one process
+                self.tensorboard.step(self.loop.step + 1, float(loss) / max(1, len(idx) // world), self.lr)
             es.seen += len(idx)
             es.batch = b + 1
             self.loop.step += 1
@@ -365,6 +377,8 @@ class Trainer:
         self.loop.last_metrics = metrics
         self.log({"event": "epoch", "epoch": self.loop.epoch, "step": self.loop.step, "version": self.loop.version,
                   "metrics": metrics})
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(self.loop.step, metrics)
         self.console.say(epoch_line(self.loop.epoch, self.epochs, self.loop.version, metrics))
         self.method.after_epoch(metrics)
         self.checkpoint()
@@ -512,9 +526,14 @@ class Trainer:
             self.loop.prune_events += 1
         metrics = self.size_metrics()
         self.loop.pending = self.loop.pending[1:]
-        self.log({"event": "rewrite", **encode(rule), "version": self.loop.version,
-                  "parent": self.loop.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
-                  "epoch": self.loop.epoch, "step": self.loop.step, "kind": kind, "metrics": metrics})
+        event = {"event": "rewrite", **encode(rule), "version": self.loop.version,
+                 "parent": self.loop.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
+                 "epoch": self.loop.epoch, "step": self.loop.step, "kind": kind, "exact": rw.exact,
+                 "metrics": metrics}
+        self.log(event)
+        if self.tensorboard is not None:
+            self.tensorboard.rewrite(self.loop.step, event)
+            self.tensorboard.version(self.loop.step, metrics)
         self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.loop.version}: "
                   f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params")
         self.checkpoint()
@@ -565,6 +584,9 @@ class Trainer:
         summary.update(self.strategy.summary(self.view))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(self.loop.step, {k: v for k, v in summary.items() if k.startswith("test_")})
+            self.tensorboard.close()
         scores = "".join(f", test {k} {v:.4f}" for k, v in test.items() if k not in ("loss", "acc", "pixel_acc"))
         self.console.say(f"done: test accuracy {test_acc:.4f}{scores}, {sizes['nonzero_params']:,} non-zero of "
                   f"{sizes['params']:,} params, {sizes['macs']:,} MACs, {self.loop.growth_events} growth and "
@@ -607,6 +629,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.module, self.schedule)
         load_optimizer_state(self.optimizer, self.module, ckpt["optimizer"])
         self.loop.load_state_dict(loop)
+        self._open_logs()
         self.data_gen = torch.Generator()
         set_rng_state(ckpt["rng"], self.data_gen)
         self.strategy.load_state_dict(ckpt["strategy"])
