@@ -37,6 +37,10 @@ _LAZY = {
 
 
 def __getattr__(name: str):
+    if name == "methods":   # the subpackage (archgraph.methods.attach), imported on first use
+        value = importlib.import_module("archgraph.methods")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'archgraph' has no attribute {name!r}")
