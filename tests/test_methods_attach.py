@@ -66,3 +66,41 @@ def test_unknown_method_and_bad_setting_are_named():
         methods.attach("nope", net, None, epochs=1)
     with pytest.raises(ConfigError, match="penalty"):
         methods.attach("scs", net, None, epochs=1, penalty=-1.0)
+
+
+@pytest.fixture
+def step_prune(tmp_path, monkeypatch):
+    """The complete method of docs/methods.md "Writing a method", written to step_prune.py and imported; the
+    registry is put back afterwards."""
+    import importlib
+    import sys
+    from archgraph.train import config
+    section = DOC.split("## Writing a method", 1)[1]
+    (tmp_path / "step_prune.py").write_text(re.search(r"```python\n(.*?)```", section, re.S).group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("step_prune")
+    yield module
+    sys.modules.pop("step_prune", None)
+    config.METHODS.pop("step_prune", None)
+    config._rebuild_method_union()
+
+
+def test_the_documented_method_registers_and_runs_in_grow_and_in_a_loop(step_prune, tmp_path):
+    from archgraph.train.config import METHODS, run_schema
+    assert METHODS["step_prune"] is step_prune.StepPruneSettings
+    assert "StepPruneSettings" in run_schema()["$defs"]
+    run = {"seed": str(ROOT / "examples" / "seeds" / "digits_cnn.yaml"),
+           "data": {"name": "digits", "limit": 96, "batch_size": 32},
+           "method": {"name": "step_prune", "every": 1, "ratio": 0.25},
+           "schedule": {"epochs": 2, "device": "cpu", "threads": 1}}
+    summary = archgraph.grow(run, tmp_path / "run", quiet=True)
+    assert summary["pruning_steps"] == 2 and summary["prune_events"] >= 2
+    assert archgraph.replay(tmp_path / "run") == archgraph.load(
+        tmp_path / "run" / "versions" / f"{summary['final_version']:04d}.yaml")
+    net = archgraph.Network(ROOT / "examples" / "seeds" / "digits_cnn.yaml")
+    opt = torch.optim.SGD(net.module.parameters(), lr=0.1)
+    method = methods.attach("step_prune", net, opt, epochs=2, every=1)
+    assert method.epoch_end({"val_loss": 1.0}) and net.version > 0
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in net.module.parameters()}
+    with pytest.raises(ConfigError, match="every"):
+        methods.attach("step_prune", net, opt, epochs=2, every=0)

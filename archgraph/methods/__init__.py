@@ -22,14 +22,14 @@ from typing import Callable, Iterable, Optional
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import ConfigError
-from ..train.config import MethodSettings, config_error
-from ..train.strategies import STRATEGIES, make_strategy
+from ..train.config import METHODS, config_error, method_union
+from ..train.strategies import make_strategy
 from .driver import Driver, Method, NetworkView
 
 
 def method_names() -> list[str]:
     """The names :func:`attach` takes (those of run files' ``method.name``)."""
-    return sorted(STRATEGIES)
+    return sorted(METHODS)
 
 
 def settings_of(name: str, settings: dict):
@@ -37,7 +37,7 @@ def settings_of(name: str, settings: dict):
     if name not in method_names():
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(method_names())}", field="name")
     try:
-        return TypeAdapter(MethodSettings).validate_python({"name": name, **settings})
+        return TypeAdapter(method_union()).validate_python({"name": name, **settings})
     except ValidationError as err:
         err = config_error(err, f"methods.attach({name!r})")
         if err.field and err.field.startswith(f"{name}."):   # the union's tag: not a field of the settings
