@@ -14,10 +14,9 @@ import difflib
 import hashlib
 import json
 import keyword
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, cast
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict, model_validator
 
 from .errors import GraphError
 from .limits import check_graph
@@ -25,7 +24,7 @@ from .ops.spec import Node, NodeSpec, PositiveInt
 from .shapes import count_macs, count_params, infer_shapes, node_macs, node_params
 from .topology import to_networkx, topological_order
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 NodeId = Annotated[str, Strict(), Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
@@ -90,6 +89,40 @@ def input_data(value):
     return _input_in(value) if isinstance(value, TokenShape) else list(value)
 
 
+class FrozenDict(dict):
+    """A dict that refuses every change: a graph's ``inputs`` and ``nodes`` once it is validated, so nothing can
+    edit a graph behind its cached shapes (rules return new graphs). It reads, compares, copies and pickles as a
+    dict; ``dict(d)`` gives a mutable copy.
+
+    >>> d = FrozenDict(a=1)
+    >>> d["a"], d == {"a": 1}, dict(d) | {"b": 2}
+    (1, True, {'a': 1, 'b': 2})
+    >>> d["b"] = 2
+    Traceback (most recent call last):
+    ...
+    TypeError: a validated graph is read-only: build a new one (graph.replace(...) or a rule), or edit dict(...)
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a validated graph is read-only: build a new one (graph.replace(...) or a rule), or edit "
+                        "dict(...)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    pop = popitem = clear = update = setdefault = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return FrozenDict, (dict(self),)
+
+    def __copy__(self) -> "FrozenDict":
+        return self
+
+    def __deepcopy__(self, memo) -> "FrozenDict":
+        import copy
+        return FrozenDict(copy.deepcopy(dict(self), memo))
+
+
 class Graph(BaseModel):
     """An architecture: ``inputs`` (per-sample shapes), ``nodes`` (id -> node, in order) and ``outputs``."""
 
@@ -102,12 +135,15 @@ class Graph(BaseModel):
         description="input id -> per-sample shape without the batch dimension: [C, H, W], [T, D] (a sequence) or "
                     "[F]; or {shape: [T], vocab: V} for integer token ids", min_length=1)
     nodes: dict[NodeId, Node] = Field(description="node id -> node, in order", min_length=1)
-    outputs: list[NodeId] = Field(description="ids of the nodes (or inputs) the network returns", min_length=1)
+    outputs: tuple[NodeId, ...] = Field(description="ids of the nodes (or inputs) the network returns", min_length=1)
 
     _shapes: Optional[dict[str, Shape]] = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _check(self) -> "Graph":
+        # read-only from here on: inputs and nodes refuse changes, outputs is a tuple (the shapes are cached)
+        self.__dict__["inputs"] = FrozenDict(self.inputs)
+        self.__dict__["nodes"] = FrozenDict(self.nodes)
         check(self)
         return self
 
@@ -189,8 +225,8 @@ RESERVED_IDS = CODE_NAMES | frozenset("""
     register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
     register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
     set_extra_state set_submodule shape_env share_memory state_dict to to_empty to_folder train training type xpu
-    zero_grad
-""".split())
+    zero_grad smart_apply
+""".split())   # smart_apply: transformers adds it to nn.Module once it has initialised a model
 
 
 def check_id(nid: str, *, is_input: bool = False) -> None:
@@ -216,7 +252,7 @@ def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
     for nid, shape in graph.inputs.items():
         check_id(nid, is_input=True)
-        if len(shape) not in (1, 2, 3):
+        if len(cast(Shape, shape)) not in (1, 2, 3):   # validated: a shape list or a TokenShape
             raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W], [T, D] or [F] (per "
                              "sample, no batch dimension)", field="inputs")
     for nid, node in graph.nodes.items():
@@ -243,6 +279,34 @@ def check(graph: Graph) -> None:
         if out in graph.outputs[:i]:
             raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
     check_graph(graph)  # sizes, then shapes (their errors name the node), then totals: before anything is allocated
+    _check_ties(graph)
+
+
+def tied_parameters(graph: "Graph") -> dict[str, str]:
+    """``{parameter: the parameter it is}`` of the graph's tied weights (``{"lm_head.weight": "wte.weight"}`` for
+    a linear with ``tied_to: wte``): keys of the state dict that name one tensor."""
+    return {f"{nid}.weight": f"{getattr(node, 'tied_to')}.weight" for nid, node in graph.nodes.items()
+            if getattr(node, "tied_to", None) is not None}
+
+
+def _check_ties(graph: "Graph") -> None:
+    from .ops.spec import Embedding
+    for nid, spec in graph.nodes.items():
+        node: Any = spec   # a linear (the only kind with tied_to)
+        target = getattr(node, "tied_to", None)
+        if target is None:
+            continue
+        other: Any = graph.nodes.get(target)
+        if not isinstance(other, Embedding):
+            what = "does not exist" if other is None else f"is a {other.op}"
+            raise GraphError(f"tied_to '{target}' {what}; a linear ties its weight to an embedding node's table",
+                             node=nid, field="tied_to")
+        vocab, dim = getattr(graph.input_shapes(target)[0], "vocab"), getattr(other, "embedding_dim")
+        width = graph.input_shapes(nid)[0][-1]
+        if (node.out_features, width) != (vocab, dim):
+            raise GraphError(f"tied to '{target}' ([{vocab}, {dim}]), the weight must be [out_features, input "
+                             f"width] = [{vocab}, {dim}]; it is [{node.out_features}, {width}]", node=nid,
+                             field="tied_to")
 
 
 def _close_match(name: str, candidates: list[str]) -> str:

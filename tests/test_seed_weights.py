@@ -30,7 +30,7 @@ def _run(tmp_path, **extra):
 
 
 def test_first_evaluation_is_the_imported_models_own_accuracy(tmp_path):
-    from archgraph.train.data import digits_arrays
+    from archgraph.data.builtin import digits_arrays
     model = _imported_resnet(tmp_path)
     _, (x_test, y_test) = digits_arrays()
     with torch.no_grad():

@@ -10,7 +10,7 @@ import archgraph
 from archgraph.errors import ConfigError
 
 from .args import command, folder_output_argument, force_argument, graph_argument, seed_argument, weights_argument
-from .outputs import output_folder
+from .outputs import output_folder, write_graph_folder
 
 
 def rule_help() -> str:
@@ -18,8 +18,10 @@ def rule_help() -> str:
     lines = ["rules and their arguments (KEY=VALUE; lists as 1,2,3; 'none' for None):"]
     for name, cls in RULES.items():
         args = []
+        auto = getattr(cls, "CONTEXT_DEFAULTS", {})
         for field, info in cls.model_fields.items():
-            args.append(field if info.is_required() else f"{field}={_show(info.default)}")
+            default = "auto" if field in auto else _show(info.default)
+            args.append(field if info.is_required() else f"{field}={default}")
         lines.extend(textwrap.wrap(" ".join(args), width=110, initial_indent=f"  {name} ",
                                    subsequent_indent=" " * (len(name) + 5), break_on_hyphens=False))
     lines.append("")
@@ -27,8 +29,9 @@ def rule_help() -> str:
                  "after [F];")
     lines.append("bias=none gives the new layer a bias unless a norm follows; prefix=none names the new nodes")
     lines.append("after AFTER; width=none keeps AFTER's width;")
-    lines.append("norm=none and activation=none add no norm or activation (insert_block's defaults are "
-                 "batchnorm and relu).")
+    lines.append("norm=none and activation=none add no norm or activation; insert_block's norm=auto and")
+    lines.append("activation=auto are batchnorm and relu on an image, and layernorm and gelu (a pre-norm transformer")
+    lines.append("block) after a sequence [T, D].")
     lines.append("prune_channels also=b:0,1;c:2 removes those channels of other nodes in the same rewrite (quote it "
                  "in a shell).")
     lines.append("")
@@ -85,15 +88,9 @@ def load_module(graph, weights: str | None, seed: int):
 
 
 def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
-    from archgraph.format.yaml_io import save
-    from archgraph.graph import content_hash
-    from archgraph.fx.weights import save_weights
-    folder = Path(out)
-    gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
-    save(graph, gpath)
-    metadata = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in meta.items()}}
-    save_weights(module.state_dict(), wpath, metadata)
-    return gpath, wpath
+    """``OUT/graph.yaml`` and ``OUT/weights.safetensors``, written as one unit: ``module``'s state dict, or
+    ``module`` itself when it is a state dict already (a tied weight's keys are one tensor, stored once)."""
+    return write_graph_folder(out, graph, module.state_dict() if hasattr(module, "state_dict") else module, meta)
 
 
 def run(args) -> int:
@@ -106,7 +103,9 @@ def run(args) -> int:
     rw = apply(graph, rule)
     module = load_module(graph, args.weights, args.seed)
     new = materialise(rw, module, seed=args.seed)
-    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed})
+    from archgraph.fx.weights import carried_metadata
+    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed,
+                                                      **carried_metadata(args.weights)})
     exact = "function unchanged" if rw.exact else f"function changes{': ' + rw.plan.note if rw.plan.note else ''}"
     print(f"{rule}: {graph.params:,} -> {rw.graph.params:,} params, {graph.macs:,} -> {rw.graph.macs:,} MACs "
           f"({exact})")

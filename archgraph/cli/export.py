@@ -1,4 +1,4 @@
-"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py]
+"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py] [--hf OUT_DIR]
                  [--state-dict OUT.safetensors --like torchvision:NAME|timm:NAME]"""
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def register(sub) -> None:
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file (weights over 1.75 GiB go to OUT.onnx.data "
                                                       "beside it: ONNX's external data)")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
+    p.add_argument("--hf", metavar="OUT_DIR",
+                   help="write a Hugging Face model folder (config.json of the source family with the graph's sizes, "
+                        "model.safetensors, generation_config.json, the source's tokenizer files) that "
+                        "transformers' AutoModelForCausalLM (AutoModel for encoders) .from_pretrained loads; for "
+                        "a graph imported with 'archgraph import hf:...' (its weights record the source config)")
     p.add_argument("--state-dict", metavar="OUT.safetensors",
                    help="write the weights under the original module's parameter names (with --like), so they load "
                         "into the torchvision/timm model built with the graph's widths")
@@ -31,15 +36,17 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if not args.onnx and not args.python and not args.state_dict:
-        raise ConfigError("nothing to do: give --onnx OUT.onnx, --python OUT.py and/or --state-dict OUT.safetensors")
+    if not args.onnx and not args.python and not args.hf and not args.state_dict:
+        raise ConfigError("nothing to do: give --onnx OUT.onnx, --python OUT.py, --hf OUT_DIR and/or --state-dict "
+                          "OUT.safetensors")
     if args.state_dict and (not args.like or not args.weights):
         raise ConfigError("--state-dict needs --like torchvision:NAME|timm:NAME and --weights W.safetensors",
                           field="like" if not args.like else "weights")
     if args.like and not args.state_dict:
         raise ConfigError("--like goes with --state-dict OUT.safetensors", field="state-dict")
-    if args.onnx and not args.weights:
-        raise ConfigError("--onnx needs --weights W.safetensors", field="weights")
+    for option in ("onnx", "hf"):
+        if getattr(args, option) and not args.weights:
+            raise ConfigError(f"--{option} needs --weights W.safetensors", field="weights")
     for option, path in (("--onnx", args.onnx), ("--python", args.python), ("--state-dict", args.state_dict)):
         if path:
             output_file(path, option)
@@ -63,8 +70,28 @@ def run(args) -> int:
         state = to_original(graph, weights, args.like)
         save_weights(state, args.state_dict, {"like": args.like})
         print(f"wrote {args.state_dict} ({len(state)} tensors under {args.like}'s names)")
+    if args.hf:
+        export_hf(graph, weights, args)
     if args.python:
         from archgraph.interop.export import export_python
         export_python(graph, args.python)
         print(f"wrote {args.python}")
     return 0
+
+
+def export_hf(graph, weights, args) -> None:
+    import json
+    from pathlib import Path
+    from archgraph.fx.weights import read_metadata
+    from archgraph.interop.hf_export import to_pretrained
+    meta = read_metadata(args.weights)
+    if "hf_config" not in meta:
+        raise ConfigError("--hf needs weights whose graph was imported from Hugging Face ('archgraph import "
+                          "hf:PATH' records the model's config in them; prune and apply carry it)",
+                          field="weights")
+    from .outputs import output_folder
+    out = output_folder(args.hf, False, "--hf")
+    source = meta.get("hf_source")
+    to_pretrained(graph, weights, out, json.loads(meta["hf_config"]),
+                  source if source and Path(source).is_dir() else None)
+    print(f"wrote {out} (a Hugging Face model folder for from_pretrained)")

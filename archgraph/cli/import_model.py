@@ -1,14 +1,15 @@
 """archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N]
                  [--weights FILE.pth|FILE.safetensors] -o DIR
-archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head] -o DIR"""
+archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head] -o DIR
+archgraph import hf:PATH [--seq-len T] [--dtype bfloat16] -o DIR   (a folder save_pretrained wrote)"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from archgraph.errors import ConfigError
+from archgraph.errors import ArchgraphError, ConfigError
 
 from .args import command, folder_output_argument, force_argument, seed_argument
-from .outputs import output_folder
+from .outputs import output_folder, write_graph_folder
 
 SOURCES = ("torchvision", "timm", "hf")
 
@@ -21,8 +22,12 @@ def register(sub) -> None:
                             "node.")
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False) "
-                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, mistral, vit: a Hugging Face "
-                                                         "model built from a small config, checked in float64)")
+                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, qwen3, "
+                                                         "mistral, phi3, vit: a Hugging Face model built from a "
+                                                         "small config, checked in float64) or "
+                                                         "hf:PATH (a local folder as save_pretrained writes it: "
+                                                         "config.json and *.safetensors; a causal LM keeps its LM "
+                                                         "head)")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
                    help="per-sample input shape: C,H,W, T,D (a sequence) or F (default 3,224,224); with --vocab "
                         "the number of tokens T")
@@ -33,12 +38,18 @@ def register(sub) -> None:
                    help="torchvision/timm: a local checkpoint of the original module (a .pth state dict, read with "
                         "torch.load(weights_only=True), or .safetensors) loaded into it before converting; nothing "
                         "is downloaded")
-    p.add_argument("--seq-len", type=int, default=16, metavar="T", help="hf: the number of tokens (default 16)")
+    p.add_argument("--seq-len", type=int, default=None, metavar="T",
+                   help="hf: the declared number of tokens (the graph runs on any length up to it, or any length "
+                        "with rotary positions; default 16 for hf:MODEL_TYPE, the model's position table for "
+                        "hf:PATH)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "float64"],
+                   help="hf:PATH: the weights' dtype (default: the checkpoint's own)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                    help="hf: a config field over archgraph's small defaults (e.g. --config num_hidden_layers=4); "
                         "repeatable")
     p.add_argument("--lm-head", action="store_true",
-                   help="hf: a causal language model's logits (its head untied from the embedding) instead of the "
+                   help="hf: a causal language model's logits (its head untied from the embedding unless --config "
+                        "tie_word_embeddings=true) instead of the "
                         "last hidden state")
     seed_argument(p, "seed of the random initialisation (default 0)")
     folder_output_argument(p, "DIR")
@@ -146,30 +157,70 @@ def parse_config(items: list[str]) -> dict:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
+        check_config_value(key, out[key])
     return out
 
 
-def import_hf(args):
+def check_config_value(key: str, value) -> None:
+    """A ``--config`` number: finite, not negative, and (an integer) within the width limit: sizes such as
+    ``n_embd=-4`` or ``n_head=10**12`` are refused before the model is built."""
+    import math
+
+    from archgraph.limits import limit
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--config {key}={value} is not a finite number", field="config")
+    if value < 0:
+        raise ConfigError(f"--config {key}={value} is negative; sizes and rates are at least 0", field="config")
+    if isinstance(value, int) and value > limit("width"):
+        raise ConfigError(f"--config {key}={value:,} is over the width limit of {limit('width'):,} (set "
+                          "ARCHGRAPH_MAX_WIDTH to allow it)", field="config")
+
+
+def import_hf(args) -> tuple:
+    """``(graph, weights, metadata)``: the metadata records the model's Hugging Face config (and the folder it came
+    from) in the weights file, so ``archgraph export --hf`` can write the family's config back after any edit."""
+    import json
     from archgraph.interop import hf
     try:
         hf.import_transformers()
     except ImportError:
         raise ConfigError("transformers is not installed (pip install transformers)", field="model") from None
-    model_type = args.model.partition(":")[2]
-    if model_type not in hf.WALKERS:
-        raise ConfigError(f"hf:{model_type} is not supported (supported: {', '.join(hf.WALKERS)})", field="model")
-    model = hf.build_model(model_type, lm_head=args.lm_head, seed=args.seed, **parse_config(args.config))
-    return hf.from_model(model, args.seq_len)
+    name = args.model.partition(":")[2]
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if args.config or args.lm_head:
+            raise ConfigError("--config and --lm-head go with hf:MODEL_TYPE; a folder keeps its own config (a causal "
+                              "LM is read with its head)", field="config")
+        graph, weights = hf.from_pretrained(folder, args.seq_len, args.dtype)
+        config = json.loads((folder / "config.json").read_text())
+        return graph, weights, {"hf_config": json.dumps(config), "hf_source": str(folder.resolve())}
+    if name not in hf.WALKERS:
+        raise ConfigError(f"hf:{name} is not supported (supported: {', '.join(hf.WALKERS)}) and is no folder",
+                          field="model")
+    sizes = parse_config(args.config)
+    try:
+        model = hf.build_model(name, lm_head=args.lm_head, seed=args.seed, **sizes)
+    except ArchgraphError:
+        raise
+    except Exception as err:  # transformers' own checks (n_embd not a multiple of n_head, n_head=0, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        settings = " ".join(f"{k}={v}" for k, v in sizes.items()) or "its default config"
+        raise ConfigError(f"hf:{name} cannot be built with {settings}: {type(err).__name__}: {first}",
+                          field="config") from None
+    graph, weights = hf.from_model(model, 16 if args.seq_len is None else args.seq_len)
+    config = model.config.to_dict()
+    config["architectures"] = [type(model).__name__]
+    return graph, weights, {"hf_config": json.dumps(config)}
 
 
 def run(args) -> int:
-    from archgraph.format.yaml_io import save
-    from archgraph.graph import content_hash
-    from archgraph.fx.weights import save_weights
+    meta = {}
     if args.model.startswith("hf:"):
         if args.weights is not None:
             raise ConfigError("--weights is for torchvision:NAME and timm:NAME models", field="weights")
-        graph, weights = import_hf(args)
+        graph, weights, meta = import_hf(args)
         output_folder(args.output, args.force)
     else:
         shape = parse_shape(args.input_shape, args.vocab)
@@ -180,9 +231,7 @@ def run(args) -> int:
         from archgraph.interop.importer import from_module
         graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
     out = Path(args.output)
-    save(graph, out / "graph.yaml")
-    save_weights(weights, out / "weights.safetensors",
-                 {"graph_sha256": content_hash(graph), "source": args.model, "seed": str(args.seed)})
+    write_graph_folder(out, graph, weights, {"source": args.model, "seed": args.seed, **meta})
     print(f"wrote {out / 'graph.yaml'} ({len(graph.nodes)} nodes, {graph.params:,} params, {graph.macs:,} MACs) "
           f"and {out / 'weights.safetensors'}")
     return 0

@@ -1,4 +1,4 @@
-"""archgraph prune GRAPH --weights W.safetensors --ratio R [--criterion l2] -o OUT"""
+"""archgraph prune GRAPH --weights W.safetensors --ratio R [--criterion l2] [--heads] [--uniform] -o OUT"""
 from __future__ import annotations
 
 import json
@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="importance (default l2)")
     p.add_argument("--heads", action="store_true", help="also remove RATIO of every attention's heads (the same "
                                                          "number from each kv group, or whole groups)")
+    p.add_argument("--uniform", action="store_true",
+                   help="alike channel groups (the same op, the same size: every layer's MLP) lose the same number "
+                        "of channels, so layers that start equal stay equal (a Hugging Face export then loads in "
+                        "the family's own class)")
     seed_argument(p, "seed of the random criterion (default 0)")
     folder_output_argument(p, "OUT")
     quiet_argument(p, "do not list the pruned channels")
@@ -33,20 +37,25 @@ def register(sub) -> None:
 def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import prune_with_rules
-    from archgraph.fx.weights import check_weights, load_into, load_weights
+    from archgraph.fx.weights import carried_metadata, check_weights, load_weights, tie_state
     from archgraph.rules import PruneChannels, encode
     from .apply import write
+    import torch
     output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
-    check_weights(build(graph), state, args.weights)
+    with torch.device("meta"):     # only shapes are checked: no memory, no initialisation
+        check_weights(build(graph), state, args.weights)
     new_graph, new_state, rules = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
-                                                   strict=True)
-    module = build(new_graph)
-    load_into(module, new_state, args.weights)  # keeps the weights' dtype (float16 stays float16)
+                                                   strict=True, uniform=args.uniform, consume=True)
+    del state
+    with torch.device("meta"):
+        check_weights(build(new_graph), new_state, args.weights)
+    new_state = tie_state(new_graph, new_state)   # the weights keep their dtype (float16 stays float16)
     log = [encode(r) for r in rules]
-    gpath, wpath = write(args.output, new_graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
-                                                          "criterion": args.criterion})
+    gpath, wpath = write(args.output, new_graph, new_state, {"prune": json.dumps(log), "ratio": args.ratio,
+                                                          "criterion": args.criterion,
+                                                          **carried_metadata(args.weights)})
     if rules and not args.quiet:
         print("the pruned channels, as rules for 'archgraph apply':")
         for r in rules:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from archgraph.errors import ArchgraphError
+from archgraph.errors import ArchgraphError, shown
 
 from .args import command
 
@@ -24,10 +24,12 @@ def check_file(path: str) -> str:
     if is_run_data(data):
         from pathlib import Path
 
-        from archgraph.train.config import check_budget, config_from_data, load_seed, seed_weights_path
+        from archgraph.train.config import (check_budget, check_machine, config_from_data, load_seed,
+                                            seed_weights_path)
         cfg = config_from_data(data, path)
         g = load_seed(cfg, Path(path).parent, path)
         seed_weights_path(cfg, Path(path).parent, path)   # the file exists (its tensors are checked by grow)
+        check_machine(cfg, path)
         notes = "".join(f"; warning: {w}" for w in check_budget(cfg))
         return (f"{path}: ok (run file: method {cfg.method.name}, seed {len(g.nodes)} nodes, {g.params:,} params"
                 f"{notes})")
@@ -39,7 +41,7 @@ def run(args) -> int:
     status = 0
     for path in args.files:
         try:
-            print(check_file(path))
+            print(shown(check_file(path)))
         except ArchgraphError as err:
             sys.stdout.flush()
             print(f"archgraph: error: {' '.join(str(err).split())}", file=sys.stderr)

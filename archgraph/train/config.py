@@ -26,66 +26,30 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
+from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (Augment: a run-file model)
 from ..errors import ArchgraphError, ConfigError
+from .. import plugins as _plugins
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
 
 
+#: the largest ``schedule.seed`` (numpy's generators take seeds below 2**32)
+MAX_SEED = 2 ** 32 - 1
+#: the most ``schedule.threads`` a run file may ask for (grow also refuses more than 4 per CPU of the machine)
+MAX_THREADS = 1024
+
+
 class _Model(BaseModel):
-    # strict: YAML gives real ints, floats and booleans, so `epochs: "3"` or `flip: 1` is an error, as in the schema
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # strict: YAML gives real ints, floats and booleans, so `epochs: "3"` or `flip: 1` is an error, as in the schema;
+    # every float field is finite (NaN or inf would pass validate and crash grow later)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
+# each data source defines its settings beside its loader (archgraph/data/); ``data:`` is their union on ``name``
 
-class Augment(_Model):
-    """Augmentation of training batches, done on whole tensors (no worker processes)."""
-    translate: NonNegativeInt = Field(0, description="random shift by up to this many pixels (zero padding), "
-                                                     "like RandomCrop(size, padding=translate)")
-    flip: bool = Field(False, description="random horizontal flip (for natural images, not digits)")
-    rotate: Annotated[float, Field(ge=0.0, le=180.0)] = Field(
-        0.0, description="random rotation by up to this many degrees (bilinear; labels of scenes: nearest)")
-    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
-        0.0, description="random zoom by a factor in [1 - scale, 1 + scale], like RandomAffine(scale=...)")
-
-
-class DataConfig(_Model):
-    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "text", "digits_scenes",
-                  "mnist_scenes"] = Field(
-        "digits", description="digits is scikit-learn's bundled 8x8 handwritten digits (no download); text is "
-                              "character- or byte-level language modelling (archgraph/train/text.py); "
-                              "digits_scenes / mnist_scenes are segmentation scenes of 1-3 digits "
-                              "(archgraph/train/scenes.py)")
-    root: Optional[str] = Field(None, description="dataset root for torchvision datasets (default: ./data; "
-                                                  "--data-root overrides it)")
-    download: bool = Field(False, description="let torchvision download a missing dataset")
-    val_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
-        0.1, description="held-out share of the training set, for the plateau detector (0: use the training loss)")
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt = 1000
-    augment: Augment = Field(default_factory=Augment)
-    normalize: bool = Field(True, description="standardise each channel with the training split's mean and std")
-    limit: Optional[PositiveInt] = Field(None, description="use at most this many training examples (quick runs; "
-                                                           "text: windows, scenes: scenes)")
-    test_limit: Optional[PositiveInt] = Field(None, description="use at most this many test examples")
-    # text (name: text)
-    path: Optional[str] = Field(None, description="text: a UTF-8 file to train on (relative to the working "
-                                                  "directory; default: the prose of CPython's pydoc_data.topics)")
-    tokens: Literal["chars", "bytes"] = Field("chars", description="text: characters or the UTF-8 bytes as tokens")
-    split: Annotated[list[NonNegativeFloat], Field(min_length=3, max_length=3)] = Field(
-        [0.9, 0.05, 0.05], description="text: contiguous train/val/test fractions of the corpus (they sum to 1; "
-                                       "val_fraction is not used)")
-    stride: Optional[PositiveInt] = Field(None, description="text: tokens between the starts of training windows "
-                                                            "(default: the window length T, no overlap)")
-    max_bytes: PositiveInt = Field(64 * 2**20, description="text: a larger file is refused, not read")
-
-    @model_validator(mode="after")
-    def _split_sums_to_one(self):
-        if self.split[0] <= 0 or self.split[2] <= 0:
-            raise ValueError(f"data.split needs a training and a test share, not {self.split}")
-        if abs(sum(self.split) - 1.0) > 1e-6:
-            raise ValueError(f"data.split fractions must sum to 1, not {sum(self.split):g}")
-        return self
+#: ``DataConfig(name=..., **fields)``: the validated settings of the source ``name`` names (``digits`` without one)
+DataConfig = data_config
 
 
 # ---- methods ----------------------------------------------------------------------------------------------------
@@ -210,7 +174,7 @@ class GnapSettings(MethodConfig):
         10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
 
 
-# ---- CGaP, SCS, GbP (issue 5; strategies/cgap.py, scs.py, gbp.py) -------------------------------------------
+# ---- CGaP, SCS, GbP (strategies/cgap.py, scs.py, gbp.py) ----------------------------------------------------
 
 class CgapSettings(MethodConfig):
     """CGaP: continuous growth next to the most salient units, then pruning of the least salient
@@ -315,7 +279,7 @@ class GbpSettings(MethodConfig):
     min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
 
 
-# ---- staged growth (issue 15; strategies/staged.py) ---------------------------------------------------------
+# ---- staged growth (strategies/staged.py) -------------------------------------------------------------------
 
 class Stage(_Model):
     """One growth event of a fixed schedule: the rules applied, in order, after a given step or epoch."""
@@ -352,6 +316,10 @@ class StagedSettings(MethodConfig):
                                                   "function exactly (its transfer plan is not exact)")
 
 
+for _settings in _plugins.methods(set(METHODS)):   # plugins' methods (entry points) join the registry
+    METHODS[_settings.model_fields["name"].default] = _settings
+
+
 def method_union():
     """The registered methods' settings models as one union discriminated on ``name``."""
     return Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]  # type: ignore[valid-type]
@@ -377,7 +345,8 @@ class Schedule(_Model):
     warmup_epochs: NonNegativeInt = Field(0, description="linear learning-rate warm-up")
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     epochs: PositiveInt = Field(30, description="epoch budget of the whole run")
-    seed: NonNegativeInt = Field(0, description="seeds initialisation, shuffling, augmentation and the val split")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
+        0, description="seeds initialisation, shuffling, augmentation and the val split (below 2**32, as numpy's)")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     format: Literal["eager", "channels_last", "compile", "channels_last+compile", "auto", "auto+compile"] = Field(
         "eager", description="how the module runs: channels-last memory format and/or torch.compile (recompiled "
@@ -387,7 +356,13 @@ class Schedule(_Model):
     amp: Literal["off", "float16", "bfloat16"] = Field(
         "float16", description="mixed precision on CUDA (autocast; float16 with a gradient scaler); ignored on "
                                "the CPU")
-    threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
+    threads: Optional[Annotated[int, Field(ge=1, le=MAX_THREADS)]] = Field(
+        None, description="torch CPU threads (default: torch's choice); at most 4 per CPU of the machine")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="under torchrun: ddp (every process holds the whole model and optimizer state) or fsdp "
+                           "(FSDP2 fully_shard over all processes: parameters, gradients and optimizer state "
+                           "sharded, one unit per block; rewrites gather, apply the plan and shard again; "
+                           "checkpoints written shard by shard); see docs/scale.md")
     log: list[Literal["tensorboard"]] = Field(
         default_factory=list, description="extra logs beside the history: tensorboard writes event files to "
                                           "DIR/tensorboard (step loss and lr, epoch metrics, params and MACs per "
@@ -396,7 +371,7 @@ class Schedule(_Model):
 
 class RunConfig(_Model):
     """A whole run: what to grow, on what, how, for how long."""
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False,
                               json_schema_extra={"title": "archgraph run", "$id": "archgraph.run.schema.json"})
 
     archgraph_run: Literal[1] = Field(1, description="format version of the run file")
@@ -408,7 +383,7 @@ class RunConfig(_Model):
                           "and init write; relative to the run file): the run starts from them instead of the "
                           "seed's random initialisation, and its first evaluation (initial_* in the summary) is "
                           "theirs")
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataSettings = Field(default_factory=data_config)
     method: MethodSettings = Field(default_factory=GnapSettings)
     schedule: Schedule = Field(default_factory=Schedule)
 
@@ -451,12 +426,18 @@ def config_error(err: ValidationError, source: str) -> ConfigError:
     loc = [str(x) for x in first["loc"]]
     if len(loc) >= 2 and loc[0] == "method" and loc[1] in _method_names():
         loc = [loc[0], *loc[2:]]  # drop the union tag
+    if len(loc) >= 2 and loc[0] == "data" and loc[1] in _data_tags():
+        loc = [loc[0], *loc[2:]]
     field = ".".join(loc) or None
     kind = first["type"]
     if kind == "union_tag_invalid":
         msg = f"unknown method {first['input'].get('name')!r}; known methods: {', '.join(sorted(_method_names()))}" \
             if isinstance(first.get("input"), dict) else first["msg"]
         field = "method.name"
+    elif kind == "unknown_data_source":
+        name = first["input"].get("name") if isinstance(first.get("input"), dict) else None
+        msg = f"unknown data source {name!r}; known sources: {', '.join(sorted(SOURCES))}"
+        field = "data.name"
     elif kind == "union_tag_not_found":
         msg, field = "the method needs a 'name'", "method.name"
     elif kind == "extra_forbidden":
@@ -473,8 +454,21 @@ def config_error(err: ValidationError, source: str) -> ConfigError:
     return ConfigError(msg, file=source, field=field)
 
 
+def _data_tags() -> set[str]:
+    return {src.settings.__name__ for src in SOURCES.values()}
+
+
 def _method_names() -> set[str]:
     return set(METHODS)
+
+
+def check_machine(cfg: RunConfig, source: str = "<config>") -> None:
+    """Refuse settings this machine cannot honour (checked by ``validate`` and before ``grow`` writes anything):
+    ``schedule.threads`` over 4 per CPU, where the OpenMP runtime fails to create them."""
+    threads, cpus = cfg.schedule.threads, os.cpu_count() or 1
+    if threads is not None and threads > 4 * cpus:
+        raise ConfigError(f"{threads} threads on a machine with {cpus} CPUs; give at most {4 * cpus} (or leave it "
+                          "out for torch's choice)", file=source, field="schedule.threads")
 
 
 def check_budget(cfg: RunConfig) -> list[str]:

@@ -59,24 +59,9 @@ class Task:
         loss, right, n = (float(v) for v in stats[:3])
         return {"loss": loss / max(1.0, n), "acc": right / max(1.0, n)}
 
-    def train_metrics(self, loss: float, acc: float) -> dict:
-        """The epoch's training metrics from its mean loss and accuracy (``train_loss``, ``train_acc``, and the
-        task's own)."""
-        return {"train_loss": loss, "train_acc": acc}
-
-    #: what the seed's output holds, for the error when it does not fit
-    output_what = "the classes of"
-
-    def output_shape(self, ds) -> tuple:
-        """The output shape the data needs."""
-        return (ds.num_classes,)
-
-    def check_output(self, ds, input_shape, outs: tuple, source: str) -> None:
-        """Raise a :class:`ConfigError` (field ``seed``) when the seed's output ``outs`` does not fit ``ds``."""
-        want = self.output_shape(ds)
-        if outs != want:
-            raise ConfigError(f"the seed's output must have shape {list(want)} ({self.output_what} {ds.name}), "
-                              f"not {list(outs)}", file=source, field="seed")
+    def train_metrics(self, loss: float) -> dict:
+        """What an epoch's mean training loss adds to its metrics besides ``train_loss``."""
+        return {}
 
 
 class LanguageModel(Task):
@@ -91,22 +76,22 @@ class LanguageModel(Task):
         m["bpc"] = m["loss"] / math.log(2)
         return m
 
-    def train_metrics(self, loss: float, acc: float) -> dict:
-        return {**super().train_metrics(loss, acc), "train_bpc": loss / math.log(2)}
+    def train_metrics(self, loss: float) -> dict:
+        return {"train_bpc": loss / math.log(2)}
 
-    def check_output(self, ds, input_shape, outs: tuple, source: str) -> None:
-        vocab = getattr(input_shape, "vocab", None)   # a token input's shape carries its vocabulary
-        if vocab is None:
-            raise ConfigError(f"data 'text' needs a token input {{shape: [T], vocab: V}}; the seed's input is a "
-                              f"float input of shape {list(input_shape)}", file=source, field="seed")
-        if vocab < ds.vocab_size:
-            raise ConfigError(f"the seed's token input declares vocab {vocab}, but the training text has "
-                              f"{ds.vocab_size} symbols (with the unknown one): declare vocab >= {ds.vocab_size}",
-                              file=source, field="seed")
-        if len(outs) != 2 or outs[0] != ds.window or outs[1] < ds.vocab_size:
-            raise ConfigError(f"the seed's output must be next-token scores [{ds.window}, V] with V >= "
-                              f"{ds.vocab_size} (the training text's symbols), not {list(outs)}", file=source,
-                              field="seed")
+
+class TokenModel(LanguageModel):
+    """Next-token prediction over a tokeniser's ids: ``ppl`` (perplexity, ``exp`` of the loss in nats per token)
+    instead of bits per character."""
+    name = "token_model"
+
+    def metrics(self, stats) -> dict:
+        m = Task.metrics(self, stats)
+        m["ppl"] = math.exp(min(m["loss"], 700.0))
+        return m
+
+    def train_metrics(self, loss: float) -> dict:
+        return {"train_ppl": math.exp(min(loss, 700.0))}
 
 
 class Segmentation(Task):
@@ -138,7 +123,7 @@ class Segmentation(Task):
         return m
 
 
-TASKS = {t.name: t for t in (Task(), LanguageModel(), Segmentation())}
+TASKS = {t.name: t for t in (Task(), LanguageModel(), TokenModel(), Segmentation())}
 
 
 def task_of(dataset) -> Task:
@@ -162,4 +147,26 @@ the seed's input is a float input of shape [1, 8, 8]
         raise ConfigError(f"the seed has {len(graph.outputs)} outputs; training needs exactly one", file=source,
                           field="seed")
     outs = tuple(graph.shapes()[graph.outputs[0]])
-    task.check_output(ds, input_shape, outs, source)
+    if isinstance(task, LanguageModel):
+        vocab = getattr(input_shape, "vocab", None)   # a token input's shape carries its vocabulary
+        if vocab is None:
+            raise ConfigError(f"data '{ds.name}' needs a token input {{shape: [T], vocab: V}}; the seed's input is "
+                              f"a float input of shape {list(input_shape)}", file=source, field="seed")
+        if ds.vocab_size is None:   # the user's Datasets: the seed's vocabulary is the vocabulary
+            return
+        if vocab < ds.vocab_size:
+            what = ("the training text has {n} symbols (with the unknown one)" if task.name == "language_model"
+                    else "the data's vocabulary has {n} tokens").format(n=ds.vocab_size)
+            raise ConfigError(f"the seed's token input declares vocab {vocab}, but {what}: declare vocab >= "
+                              f"{ds.vocab_size}", file=source, field="seed")
+        if len(outs) != 2 or outs[0] != ds.window or outs[1] < ds.vocab_size:
+            raise ConfigError(f"the seed's output must be next-token scores [{ds.window}, V] with V >= "
+                              f"{ds.vocab_size} (the training text's symbols), not {list(outs)}", file=source,
+                              field="seed")
+        return
+    classes = ds.num_classes or outs[0]   # the user's Datasets without num_classes: the seed's output says
+    want = (classes,) if task.name == "classification" else (classes, *ds.input_shape[1:])
+    if outs != want:
+        what = "the classes of" if task.name == "classification" else "per-pixel classes of"
+        raise ConfigError(f"the seed's output must have shape {list(want)} ({what} {ds.name}), not {list(outs)}",
+                          file=source, field="seed")
