@@ -397,10 +397,10 @@ def analyse(graph) -> Channels:
         node = graph.nodes[nid]
         opdef = OPS[node.op]
         ins = [shapes[i] for i in node.inputs]
-        role = opdef.channels(node, ins)
+        role = opdef.coupling.role(node, ins)
         roles[nid] = role
         first = slots[node.inputs[0]]
-        if opdef.mixes(node, ins):
+        if opdef.coupling.mixes(node, ins):
             mixing.append(nid)
         if role == SOURCE:
             slots[nid] = fresh(nid, channel_width(shapes[nid]))
@@ -409,7 +409,7 @@ def analyse(graph) -> Channels:
             groupings += [Grouping(nid, "in", node.groups, first.tokens),
                           Grouping(nid, "out", node.groups, slots[nid].tokens)]
         elif role == SHUFFLE:
-            blocks, perm = opdef.shuffle(node, len(first.tokens))
+            blocks, perm = opdef.coupling.shuffle(node, len(first.tokens))
             tie_groups(uf, first, blocks, ties, f"permuted by {node.op} '{nid}': channels go at the same place of "
                                                 f"every one of its {blocks} blocks")
             slots[nid] = permuted(first, perm)
@@ -426,8 +426,8 @@ def analyse(graph) -> Channels:
                 uf.union(a, b)
         elif role == THROUGH:
             slots[nid] = first
-            if opdef.norm_groups(node) > 1:
-                tie_groups(uf, first, opdef.norm_groups(node), ties, f"normalised in groups by '{nid}': channels go "
+            if opdef.coupling.norm_groups(node) > 1:
+                tie_groups(uf, first, opdef.coupling.norm_groups(node), ties, f"normalised in groups by '{nid}': channels go "
                                                                       "at the same position of every group")
         elif role == FLATTEN:
             slots[nid] = flatten_slots(first, ins[0])
@@ -546,7 +546,7 @@ def heads(graph, node: str) -> list[Head]:
     [(0, 0, range(0, 16)), (1, 1, range(16, 32))]
     """
     n = graph.nodes[node]
-    h, hd, _ = OPS[n.op].heads(n, graph.input_shapes(node))
+    h, hd, _ = OPS[n.op].coupling.heads(n, graph.input_shapes(node))
     kv = getattr(n, "kv_heads", None) or h   # window attention: every head its own k and v
     per = h // kv
     return [Head(node, i, i // per, range(i * hd, (i + 1) * hd), range((i // per) * hd, (i // per + 1) * hd))

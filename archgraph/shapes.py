@@ -19,7 +19,7 @@ def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
         node = graph.nodes[nid]
         ins = [shapes[i] for i in node.inputs]
         try:
-            out = OPS[node.op].shape(node, ins)
+            out = OPS[node.op].sizes.shape(node, ins)
         except GraphError as err:
             err.node = err.node or nid
             err.args = (err.render(),)
@@ -32,12 +32,12 @@ def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
 
 def node_params(graph, nid: str) -> int:
     node = graph.nodes[nid]
-    return OPS[node.op].params(node, graph.input_shapes(nid), graph.shape(nid))
+    return OPS[node.op].sizes.params(node, graph.input_shapes(nid), graph.shape(nid))
 
 
 def node_macs(graph, nid: str) -> int:
     node = graph.nodes[nid]
-    return OPS[node.op].macs(node, graph.input_shapes(nid), graph.shape(nid))
+    return OPS[node.op].sizes.macs(node, graph.input_shapes(nid), graph.shape(nid))
 
 
 def count_params(graph) -> int:
@@ -54,9 +54,9 @@ def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
     """Parameters that are not exactly zero. ``weights`` maps ``<node_id>.<param>`` to tensors; buffers are skipped."""
     total = 0
     for nid, node in graph.nodes.items():
-        layout = OPS[node.op].layout(node, graph.input_shapes(nid))
+        layout = OPS[node.op].coupling.layout(node, graph.input_shapes(nid))
         for name in layout:
-            if name in OPS[node.op].buffers:
+            if name in OPS[node.op].coupling.buffers:
                 continue
             tensor = weights.get(f"{nid}.{name}")
             if tensor is not None:
@@ -72,5 +72,5 @@ def count_nonzero_macs(graph, weights: Mapping[str, object]) -> int:
         w = weights.get(f"{nid}.weight")
         if w is None:
             continue
-        total += OPS[node.op].nonzero_macs(node, shapes[nid], int((w != 0).sum()))
+        total += OPS[node.op].sizes.nonzero_macs(node, shapes[nid], int((w != 0).sum()))
     return total

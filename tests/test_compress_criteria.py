@@ -132,6 +132,6 @@ def test_round_to_keeps_every_pruned_width_a_multiple(name, ratio):
             assert channel_width(shapes[nid]) % 8 == 0, (nid, shapes[nid])
     for nid, node in g2.nodes.items():
         if node.op == "attention":
-            h, hd, _ = archgraph.ops.registry.OPS[node.op].heads(node, g2.input_shapes(nid))
+            h, hd, _ = archgraph.ops.registry.OPS[node.op].coupling.heads(node, g2.input_shapes(nid))
             assert (h * hd) % 8 == 0
     archgraph.build(g2).load_state_dict(w2)

@@ -17,34 +17,64 @@ def test_registry_covers_exactly_the_spec_ops():
 
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_every_op_has_every_entry(op):
+    from dataclasses import fields
+    from typing import Callable, get_type_hints
+    from archgraph.ops.opdef import RECORDS
     d = OPS[op]
     assert d.op == op and d.kind is KIND_BY_OP[op]
-    for name in ("shape", "channels", "layout", "params", "macs", "nonzero_macs", "resize", "nonneg", "identity",
-                 "mixes"):
-        assert callable(getattr(d, name)), name
+    # every record of every op is there and typed: its callables callable, its flags plain booleans
+    for attr, record in RECORDS.items():
+        facts = getattr(d, attr)
+        assert type(facts) is record, attr
+        hints = get_type_hints(record, globalns=vars(__import__("archgraph.ops.opdef", fromlist=["x"])))
+        for f in fields(record):
+            value = getattr(facts, f.name)
+            if hints[f.name] is bool:
+                assert isinstance(value, bool), f"{attr}.{f.name}"
+            elif getattr(hints[f.name], "__origin__", None) is getattr(Callable, "__origin__", object()):
+                assert callable(value), f"{attr}.{f.name}"
+    s, c, t, b, r, e = d.sizes, d.coupling, d.traits, d.build, d.rewrite, d.export
     # exactly one way to build it
-    assert [d.module is not None, d.function is not None, d.passthrough].count(True) == 1, op
-    assert d.packing in PACKINGS
-    assert re.fullmatch(r"#[0-9a-f]{6}", d.colour), "render: a fill colour"
-    for flag in ("weighted", "conv", "shifts_zero", "is_norm", "running_stats", "is_activation", "block_activation", "is_pool",
-                 "is_dropout", "residual", "branch_end", "passthrough"):
-        assert isinstance(getattr(d, flag), bool), flag
-    if d.weighted:
+    assert [b.module is not None, b.function is not None, b.passthrough].count(True) == 1, op
+    assert b.packing in PACKINGS
+    assert re.fullmatch(r"#[0-9a-f]{6}", e.colour), "render: a fill colour"
+    if t.weighted:
         # identity_fill: how an inserted layer of this op starts as the identity (None: it cannot be inserted)
-        assert d.width_field in d.kind.model_fields and d.identity_fill in (None, "dirac", "eye") and d.in_rank
-        assert d.nonzero_macs is not OPS["relu"].nonzero_macs
+        assert c.width_field in d.kind.model_fields and r.identity_fill in (None, "dirac", "eye") and s.in_rank
+        assert s.nonzero_macs is not OPS["relu"].sizes.nonzero_macs
     else:
-        assert not d.conv
+        assert not t.conv
     # a source that is not weighted (an embedding) may still set its width
-    assert d.width_field is None or d.width_field in d.kind.model_fields
-    assert not d.block_activation or d.is_activation
-    assert not d.running_stats or (d.is_norm and d.buffers)
-    assert not d.residual or d.branch_end
-    assert set(d.buffers) <= BUFFERS
-    if d.module is None:
-        assert not d.python and not d.buffers, "only modules have export constructors and buffers"
+    assert c.width_field is None or c.width_field in d.kind.model_fields
+    assert not t.block_activation or t.is_activation
+    assert not t.running_stats or (t.is_norm and c.buffers)
+    assert not r.residual or r.branch_end
+    assert set(c.buffers) <= BUFFERS
+    if b.module is None:
+        assert not e.python and not c.buffers, "only modules have export constructors and buffers"
     else:
-        assert d.python, "export: the constructor of every module class it builds"
+        assert e.python, "export: the constructor of every module class it builds"
+
+
+def test_flat_fact_names_read_the_records():
+    """``OPS[op].weighted`` is ``OPS[op].traits.weighted``; ``.channels`` is the channel role; a typo raises."""
+    from archgraph.ops.opdef import FLAT
+    d = OPS["conv2d"]
+    for name, (attr, field) in FLAT.items():
+        assert getattr(d, name) is getattr(getattr(d, attr), field), name
+    assert d.channels is d.coupling.role
+    with pytest.raises(AttributeError, match="weigthed"):
+        d.weigthed
+
+
+def test_every_family_module_holds_its_kinds_beside_their_entries():
+    from archgraph.ops.families import FAMILIES
+    seen = []
+    for family in FAMILIES:
+        for d in family.DEFS:
+            assert d.kind.__module__ == family.__name__, f"{d.op}: its spec model lives in {d.kind.__module__}"
+            seen.append(d.op)
+    assert sorted(seen) == sorted(OPS)
 
 
 def test_one_entry_per_op_written_once():
@@ -84,7 +114,7 @@ def test_layernorm_builds_both_of_its_export_classes():
     from archgraph.fx.builder import build
     from archgraph.fx.torchnames import resolve
     g = loads("archgraph: 1\ninputs: {x: [3, 4, 4]}\nnodes: {n: {op: layernorm, in: x}}\noutputs: [n]\n")
-    assert {type(build(g).n)} < {resolve(c) for c in OPS["layernorm"].python}
+    assert {type(build(g).n)} < {resolve(c) for c in OPS["layernorm"].export.python}
 
 
 # ---- importer coverage ----------------------------------------------------------------------------------------
@@ -182,7 +212,7 @@ def op_name_comparisons(root: Path = PACKAGE) -> list[str]:
 
 
 def test_no_op_name_comparisons_outside_ops():
-    assert op_name_comparisons() == [], "ask the registry (OPS[node.op].weighted, ...) instead"
+    assert op_name_comparisons() == [], "ask the registry (OPS[node.op].traits.weighted, ...) instead"
 
 
 def test_the_scan_finds_op_name_comparisons(tmp_path):
@@ -220,13 +250,13 @@ def test_resize_sets_widths():
     conv = S.Conv2d.model_validate({"in": "x", "out_channels": 4, "kernel_size": 3})
     dw = S.Conv2d.model_validate({"in": "x", "out_channels": 4, "kernel_size": 3, "groups": 4})
     fc = S.Linear.model_validate({"in": "x", "out_features": 4})
-    assert OPS["conv2d"].resize(conv, 6) == {"out_channels": 6}
-    assert OPS["conv2d"].resize(dw, 6) == {"out_channels": 6, "groups": 6}
-    assert OPS["linear"].resize(fc, 2) == {"out_features": 2}
-    assert OPS["relu"].nonneg(None, [False]) and not OPS["gelu"].nonneg(None, [True])
-    assert OPS["relu"].identity(None, [True]) and not OPS["relu"].identity(None, [False])
-    assert OPS["add"].nonneg(None, [True, True]) and not OPS["add"].nonneg(None, [True, False])
-    assert OPS["layernorm"].mixes(None, [(4,)]) and not OPS["batchnorm1d"].mixes(None, [(4,)])
+    assert OPS["conv2d"].rewrite.resize(conv, 6) == {"out_channels": 6}
+    assert OPS["conv2d"].rewrite.resize(dw, 6) == {"out_channels": 6, "groups": 6}
+    assert OPS["linear"].rewrite.resize(fc, 2) == {"out_features": 2}
+    assert OPS["relu"].rewrite.nonneg(None, [False]) and not OPS["gelu"].rewrite.nonneg(None, [True])
+    assert OPS["relu"].rewrite.identity(None, [True]) and not OPS["relu"].rewrite.identity(None, [False])
+    assert OPS["add"].rewrite.nonneg(None, [True, True]) and not OPS["add"].rewrite.nonneg(None, [True, False])
+    assert OPS["layernorm"].coupling.mixes(None, [(4,)]) and not OPS["batchnorm1d"].coupling.mixes(None, [(4,)])
 
 
 def test_roles_are_known():
@@ -241,6 +271,6 @@ nodes:
   f: {op: flatten, in: c}
 outputs: [f]
 """)
-    roles = {nid: OPS[n.op].channels(n, g.input_shapes(nid)) for nid, n in g.nodes.items()}
+    roles = {nid: OPS[n.op].coupling.role(n, g.input_shapes(nid)) for nid, n in g.nodes.items()}
     assert roles == {"a": "source", "b": "through", "c": "grouped", "f": "flatten"}
     assert set(roles.values()) <= set(ROLES)

@@ -36,12 +36,12 @@ def node_seed(seed: int, node_id: str) -> int:
 def _make_module(graph: Graph, node_id: str, seed: int) -> Optional[nn.Module]:
     node = graph.nodes[node_id]
     opdef = OPS[node.op]
-    if opdef.module is None:
+    if opdef.build.module is None:
         return None
     # seed only the CPU generator modules initialise from: torch.manual_seed would also queue a seed for every
     # accelerator backend (and format a stack trace for each), which made building a graph several times slower
     torch.default_generator.manual_seed(node_seed(seed, node_id))
-    return opdef.module(TORCH, node, graph.input_shapes(node_id))
+    return opdef.build.module(TORCH, node, graph.input_shapes(node_id))
 
 
 def build(graph: Graph, device=None, dtype=None, seed: int = 0) -> fx.GraphModule:
@@ -65,22 +65,22 @@ def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
         node = graph.nodes[nid]
         opdef = OPS[node.op]
         args = [env[i] for i in node.inputs]
-        if opdef.passthrough:
+        if opdef.build.passthrough:
             env[nid] = args[0]
             continue
         module = _make_module(graph, nid, seed)
         if module is not None:
             modules[nid] = module
-            if opdef.tuple_output:   # nn.LSTM / nn.GRU return (output, state)
+            if opdef.build.tuple_output:   # nn.LSTM / nn.GRU return (output, state)
                 call = g.create_node("call_module", nid, tuple(args), {}, name=f"{nid}_all")
                 env[nid] = g.create_node("call_function", operator.getitem, (call, 0), {}, name=nid)
                 continue
             env[nid] = g.create_node("call_module", nid, tuple(args), {}, name=nid)
             continue
-        target, kwargs = opdef.function(TORCH, node)
-        if opdef.packing == LIST:
+        target, kwargs = opdef.build.function(TORCH, node)
+        if opdef.build.packing == LIST:
             env[nid] = g.create_node("call_function", target, (args,), kwargs, name=nid)
-        elif opdef.packing == CHAIN:
+        elif opdef.build.packing == CHAIN:
             env[nid] = _chain(g, target, args, nid)
         else:
             env[nid] = g.create_node("call_function", target, tuple(args), kwargs, name=nid)

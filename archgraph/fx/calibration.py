@@ -59,7 +59,7 @@ def batches_list(calib: Optional[Iterable[Batch]], what: str) -> list[Batch]:
 
 def fx_name(graph: Graph, value: str) -> str:
     """The fx node computing ``value``: an op built as a pass-through (identity) is its input's node."""
-    while value in graph.nodes and OPS[graph.nodes[value].op].passthrough:
+    while value in graph.nodes and OPS[graph.nodes[value].op].build.passthrough:
         value = graph.nodes[value].inputs[0]
     return value
 
@@ -128,7 +128,7 @@ def channel_means(graph: Graph, module: fx.GraphModule, batches: Iterable[Batch]
         o_proj = getattr(module.get_submodule(nid), "o_proj", None)
         if o_proj is None:
             continue
-        h, hd, _ = OPS[graph.nodes[nid].op].heads(graph.nodes[nid], graph.input_shapes(nid))
+        h, hd, _ = OPS[graph.nodes[nid].op].coupling.heads(graph.nodes[nid], graph.input_shapes(nid))
 
         def pre(_mod, args, nid=nid, h=h, hd=hd):
             y = args[0].detach().abs().double()

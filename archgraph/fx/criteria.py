@@ -71,8 +71,8 @@ def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
     shapes = graph.shapes()
     for nid, node in graph.nodes.items():
         opdef = OPS[node.op]
-        layout = opdef.layout(node, [shapes[i] for i in node.inputs])
-        gates, own = opdef.gates(node), opdef.recurrent(node)
+        layout = opdef.coupling.layout(node, [shapes[i] for i in node.inputs])
+        gates, own = opdef.coupling.gates(node), opdef.coupling.recurrent(node)
         for param, (out_axis, in_axis) in layout.items():
             key = f"{nid}.{param}"
             tensor = state.get(key)
@@ -91,7 +91,7 @@ def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
             if param == "weight" and ch.roles[nid] == GROUPED:
                 # axis 1 is a position within a group: the entries of one channel are that column of its group's
                 # rows (the input's channel, or the transposed conv's output's)
-                value = node.inputs[0] if opdef.group_side == "in" else nid
+                value = node.inputs[0] if opdef.coupling.group_side == "in" else nid
                 tokens = ch.slots[value].tokens
                 rows = mag.shape[0] // node.groups
                 per = mag.sum(dim=[d for d in range(mag.dim()) if d not in (0, 1)], dtype=torch.float64) \
@@ -208,7 +208,7 @@ class Activation(Criterion):
         if key not in ctx._cache:
             values = read_values(graph, ch) if ch is not None else []
             heads = [nid for nid, n in graph.nodes.items()
-                     if OPS[n.op].heads(n, graph.input_shapes(nid)) is not None]
+                     if OPS[n.op].coupling.heads(n, graph.input_shapes(nid)) is not None]
             ctx._cache[key] = (graph, calibration.channel_means(graph, ctx.module(graph), ctx.calib, values, heads))
         return ctx._cache[key][1]
 

@@ -43,7 +43,7 @@ def residual_blocks(graph: Graph) -> list[Block]:
     shapes = graph.shapes()
     out = []
     for nid, node in graph.nodes.items():
-        if not OPS[node.op].residual or len(node.inputs) != 2 or nid in graph.outputs:
+        if not OPS[node.op].rewrite.residual or len(node.inputs) != 2 or nid in graph.outputs:
             continue
         a, b = node.inputs
         if a == b:
@@ -67,7 +67,7 @@ def residual_blocks(graph: Graph) -> list[Block]:
 def block_influence(graph: Graph, module: torch.nn.Module, calib: Iterable,
                     blocks: Optional[list[Block]] = None) -> dict[str, float]:
     """``branch end -> 1 - cos(skip, add)`` of every residual block (averaged over the calibration batches and
-    positions; the cosine over the channel axis)."""
+    positions; the cosine over the channel axis, 1 where the block leaves a position unchanged)."""
     blocks = residual_blocks(graph) if blocks is None else blocks
     sums = [0.0] * len(blocks)
     counts = [0] * len(blocks)
@@ -76,6 +76,8 @@ def block_influence(graph: Graph, module: torch.nn.Module, calib: Iterable,
     def each(i: int, skip: torch.Tensor, out: torch.Tensor) -> None:
         axis = channel_axis(shapes[blocks[i].add]) + 1
         cos = F.cosine_similarity(skip.double(), out.double(), dim=axis, eps=1e-12)
+        # a position the block leaves as it was counts as unchanged, zero vectors included (cos would say 0)
+        cos = torch.where((skip == out).all(dim=axis), torch.ones_like(cos), cos)
         sums[i] += float(cos.sum())
         counts[i] += cos.numel()
 

@@ -5,8 +5,8 @@ each channel's importance is the sum of ``|w|**p`` (``p`` = 2 for ``l2``, 1 for 
 that belongs to it: the producers' output slices, batchnorm, layernorm and depthwise entries, the readers' input
 slices (biases and running statistics do not count), as Torch-Pruning's ``GroupMagnitudeImportance`` sums them
 (which leaves depthwise filters out). A recurrent unit (lstm, gru) owns one row of every gate block
-(:attr:`~archgraph.ops.registry.OpDef.gates`) of every layer's ``weight_ih``/``weight_hh`` and the columns of the
-tensors that read its own output (:attr:`~archgraph.ops.registry.OpDef.recurrent`); attention's q/k/v columns
+(:attr:`~archgraph.ops.opdef.Coupling.gates`) of every layer's ``weight_ih``/``weight_hh`` and the columns of the
+tensors that read its own output (:attr:`~archgraph.ops.opdef.Coupling.recurrent`); attention's q/k/v columns
 read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded
 down, at least one stays); channels tied to each other form one class and go together (a column of a channel
 shuffle). Around a grouped conv each group loses the same number of channels, its least important ones (its own
@@ -224,7 +224,7 @@ def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: st
     rules = []
     for nid, node in graph.nodes.items():
         ins = graph.input_shapes(nid)
-        found = OPS[node.op].heads(node, ins)
+        found = OPS[node.op].coupling.heads(node, ins)
         if found is None:
             continue
         h, hd, tensors = found

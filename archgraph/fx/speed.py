@@ -146,7 +146,7 @@ def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile, amp)
     if key in _CACHE:
         return _CACHE[key][0]
-    has_conv = any(OPS[n.op].conv for n in graph.nodes.values())
+    has_conv = any(OPS[n.op].traits.conv for n in graph.nodes.values())
     results = []
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

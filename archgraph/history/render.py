@@ -52,7 +52,7 @@ def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, 
     for name, shape in graph.inputs.items():
         dot.node(name, f"{name}\ninput\n[{'x'.join(map(str, shape))}]", shape="ellipse", fillcolor="#e9ecef")
     for nid, node in graph.nodes.items():
-        colour, extra = highlight.get(nid, (OPS[node.op].colour, ""))
+        colour, extra = highlight.get(nid, (OPS[node.op].export.colour, ""))
         dot.node(nid, node_label(graph, nid, extra), fillcolor=colour)
         for src in node.inputs:
             dot.edge(src, nid)

@@ -211,7 +211,7 @@ def nonnegative(graph: Graph) -> dict[str, bool]:
     flags = {name: False for name in graph.inputs}
     for nid in topological_order(graph):
         node = graph.nodes[nid]
-        flags[nid] = bool(OPS[node.op].nonneg(node, [flags[i] for i in node.inputs]))
+        flags[nid] = bool(OPS[node.op].rewrite.nonneg(node, [flags[i] for i in node.inputs]))
     return flags
 
 

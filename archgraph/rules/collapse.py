@@ -31,7 +31,7 @@ def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
     outputs = [src if o == node else o for o in graph.outputs]
     if len(set(outputs)) != len(outputs):
         raise rule.error(f"'{node}' is a graph output and so is its input '{src}'", node=node, field="node")
-    exact = bool(OPS[n.op].identity(n, [nonnegative(graph)[src]]))
+    exact = bool(OPS[n.op].rewrite.identity(n, [nonnegative(graph)[src]]))
     return nodes, outputs, exact
 
 

@@ -38,19 +38,19 @@ class _Insert(Rule):
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         shape = graph.shapes()[self.after]
         op = self.op or ("conv2d" if len(shape) == 3 else "linear")
-        if OPS[op].in_rank != len(shape):
-            need = "[C, H, W]" if OPS[op].in_rank == 3 else "[F]"
+        if OPS[op].sizes.in_rank != len(shape):
+            need = "[C, H, W]" if OPS[op].sizes.in_rank == 3 else "[F]"
             raise self.error(f"a {op} needs a {need} input but '{self.after}' is {list(shape)}",
                              node=self.after, field="op")
-        if OPS[op].conv and self.kernel_size % 2 == 0:
+        if OPS[op].traits.conv and self.kernel_size % 2 == 0:
             raise self.error(f"kernel_size {self.kernel_size} is even: the layer must keep the "
                              f"{shape[1]}x{shape[2]} positions (padding k//2), so it needs an odd kernel",
                              node=self.after, field="kernel_size")
         return op, shape
 
     def layer(self, op: str, src: str, width: int, bias: bool) -> dict:
-        layer = {"op": op, "in": src, OPS[op].width_field: width}
-        if OPS[op].conv:
+        layer = {"op": op, "in": src, OPS[op].coupling.width_field: width}
+        if OPS[op].traits.conv:
             layer.update(kernel_size=self.kernel_size, padding=self.kernel_size // 2)
         return {**layer, "bias": bias}
 
@@ -93,8 +93,8 @@ class InsertLayer(_Insert):
         op, shape = self.layer_op(graph)
         if self.activation and self.init == "identity":
             nonneg = nonnegative(graph)[self.after]
-            if not OPS[self.activation].identity(None, [nonneg]):
-                why = (f"'{self.after}' can be negative" if OPS[self.activation].identity(None, [True])
+            if not OPS[self.activation].rewrite.identity(None, [nonneg]):
+                why = (f"'{self.after}' can be negative" if OPS[self.activation].rewrite.identity(None, [True])
                        else f"{self.activation} is not the identity")
                 raise self.error(f"{self.activation} after '{self.after}' would change the function ({why}); "
                                  "insert it after a ReLU, leave the activation out or use init=random",
@@ -104,12 +104,12 @@ class InsertLayer(_Insert):
         bias = self.bias if self.bias is not None else self.norm is None
         new: dict[str, dict] = {}
         fills: dict[str, tuple[str, float]] = {}
-        layer_id = fresh_id(ids, f"{base}_{'conv' if OPS[op].conv else 'fc'}")
+        layer_id = fresh_id(ids, f"{base}_{'conv' if OPS[op].traits.conv else 'fc'}")
         ids.add(layer_id)
         new[layer_id] = self.layer(op, self.after, shape[0], bias)
         last = layer_id
         if self.init == "identity":
-            fills[f"{layer_id}.weight"] = (OPS[op].identity_fill, 0.0)
+            fills[f"{layer_id}.weight"] = (OPS[op].rewrite.identity_fill, 0.0)
             fills[f"{layer_id}.bias"] = ("zero", 0.0)
         if self.norm:
             bn_id = fresh_id(ids, f"{base}_bn")
@@ -158,13 +158,13 @@ class InsertBlock(_Insert):
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         if len(graph.shape(self.after)) == 2:
             return self.transformer_block(graph)
-        if self.norm in OPS and not OPS[self.norm].running_stats:   # layernorm, rmsnorm: a transformer block's
+        if self.norm in OPS and not OPS[self.norm].traits.running_stats:   # layernorm, rmsnorm: a transformer block's
             raise self.error(f"norm={self.norm} is for a transformer block after a sequence [T, D]; "
                              f"'{self.after}' is {list(graph.shape(self.after))}", node=self.after, field="norm")
         op, shape = self.layer_op(graph)
         ids = set(graph.nodes) | set(graph.inputs)
         base = self.prefix or self.after
-        tag = "conv" if OPS[op].conv else "fc"
+        tag = "conv" if OPS[op].traits.conv else "fc"
         bias = self.norm is None
         new: dict[str, dict] = {}
         fills: dict[str, tuple[str, float]] = {}
@@ -209,12 +209,12 @@ class InsertBlock(_Insert):
         t, d = graph.shape(self.after)
         set_ = self.model_fields_set
         norm = self.norm if "norm" in set_ else "layernorm"
-        if norm not in OPS or OPS[norm].running_stats:
+        if norm not in OPS or OPS[norm].traits.running_stats:
             raise self.error(f"a transformer block's norm is layernorm or rmsnorm (got {norm}); '{self.after}' is a "
                              f"sequence {[t, d]}", node=self.after, field="norm")
         activation = self.activation if "activation" in set_ else "gelu"
-        like = next((n for nid, n in graph.nodes.items() if OPS[n.op].channels(n, graph.input_shapes(nid)) == MIXER
-                     and "q_proj.weight" in OPS[n.op].layout(n, graph.input_shapes(nid))
+        like = next((n for nid, n in graph.nodes.items() if OPS[n.op].coupling.role(n, graph.input_shapes(nid)) == MIXER
+                     and "q_proj.weight" in OPS[n.op].coupling.layout(n, graph.input_shapes(nid))
                      and len(graph.input_shapes(nid)[0]) == 2 and graph.input_shapes(nid)[0][-1] == d),
                     None)   # attention on a sequence [T, D] (window attention reads an image)
         attn: dict = {"num_heads": self.num_heads or (like.num_heads if like else 1)}

@@ -83,7 +83,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             was = None
         if was is not None and [channel_width(x) for x in ins] != \
                 [channel_width(old_shapes[i]) for i in was.inputs]:
-            pinned = OPS[node.op].pin(was, [old_shapes[i] for i in was.inputs])
+            pinned = OPS[node.op].rewrite.pin(was, [old_shapes[i] for i in was.inputs])
             if pinned:
                 node = node.replace(**pinned)
         role = ch.roles[nid] if was is not None else _role(node, ins)
@@ -124,7 +124,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
             s = flatten_slots(slots[node.inputs[0]], ins[0])
         elif role == SHUFFLE:
             first = slots[node.inputs[0]]
-            blocks, perm = OPS[node.op].shuffle(node, first.width)
+            blocks, perm = OPS[node.op].coupling.shuffle(node, first.width)
             if first.width % blocks:
                 raise fail(f"its {first.width} input channels would not split into its {blocks} blocks; channels "
                            "go at the same place of every block", nid)
@@ -139,7 +139,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         if s.width == 0:
             raise fail("this would remove every one of its channels", nid)
         if was is not None and s.width != channel_width(old_shapes[nid]) and role != MERGE:
-            changes = OPS[node.op].resize(node, s.width)
+            changes = OPS[node.op].rewrite.resize(node, s.width)
             if changes:
                 node = node.replace(**changes)
                 shape = None
@@ -274,12 +274,12 @@ def _grouped_in_map(full: AxisMap, groups: int) -> AxisMap:
 
 
 def _role(node, ins) -> str:
-    return OPS[node.op].channels(node, ins)
+    return OPS[node.op].coupling.role(node, ins)
 
 
 def _shape(node, ins, nid, fail):
     try:
-        return tuple(OPS[node.op].shape(node, ins))
+        return tuple(OPS[node.op].sizes.shape(node, ins))
     except ArchgraphError as err:
         raise fail(f"the result would not be a valid graph: {err.message}", nid) from None
 
@@ -294,24 +294,24 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
     tensors: dict[str, TensorPlan] = {}
     sources: set[str] = set()
     node_map: dict[str, Optional[str]] = {}
-    old_layouts = {nid: OPS[n.op].layout(n, [old_shapes[i] for i in n.inputs]) for nid, n in old.nodes.items()}
+    old_layouts = {nid: OPS[n.op].coupling.layout(n, [old_shapes[i] for i in n.inputs]) for nid, n in old.nodes.items()}
     for nid, node in graph.nodes.items():
         was = old.nodes.get(nid)
         if was is not None and was.op != node.op:
             was = None
         node_map[nid] = nid if was is not None else None
         if was is None:
-            for param in OPS[node.op].layout(node, [new_shapes[i] for i in node.inputs]):
+            for param in OPS[node.op].coupling.layout(node, [new_shapes[i] for i in node.inputs]):
                 key = f"{nid}.{param}"
                 fill, value = draft.fills.get(key, ("init", 0.0))
                 tensors[key] = TensorPlan(None, fill=fill, value=value)
             continue
         old_layout = old_layouts[nid]
         # a node the rule did not touch keeps its layout (it depends on the node's fields only)
-        layout = old_layout if node is was else OPS[node.op].layout(node, [new_shapes[i] for i in node.inputs])
+        layout = old_layout if node is was else OPS[node.op].coupling.layout(node, [new_shapes[i] for i in node.inputs])
         out_map = in_map = None
         if any(a is not None for a, _ in layout.values()):
-            fill = draft.fan_in if producing_role(roles[nid]) or OPS[node.op].offset else "init"
+            fill = draft.fan_in if producing_role(roles[nid]) or OPS[node.op].rewrite.offset else "init"
             out_map = _axis_map(ch.slots[nid], slots[nid], fill, draft.copy_of, None, uf)
         if any(b is not None for _, b in layout.values()):
             src_old, src_new = was.inputs[0], node.inputs[0]
@@ -320,7 +320,7 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
             if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
                 in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
         group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
-        if roles[nid] == GROUPED and OPS[node.op].group_side == "out":   # transposed: [in, out / groups, ...]
+        if roles[nid] == GROUPED and OPS[node.op].coupling.group_side == "out":   # transposed: [in, out / groups, ...]
             full = _axis_map(ch.slots[nid], slots[nid], draft.fan_in, draft.copy_of, None, uf)
             if full is not None:
                 group_map = _grouped_in_map(full, node.groups)
@@ -335,9 +335,9 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
                 sources.add(key)
             continue
         opdef = OPS[node.op]
-        gates, own = opdef.gates(node), opdef.recurrent(node)
+        gates, own = opdef.coupling.gates(node), opdef.coupling.recurrent(node)
         if out_map is not None and gates > 1:   # every gate block of the units changes alike
-            out_map = out_map.tiled(gates, opdef.quiet_gate if draft.quiet else None)
+            out_map = out_map.tiled(gates, opdef.coupling.quiet_gate if draft.quiet else None)
         own_map = None   # the in axis of the tensors that read the node's own units (an LSTM's weight_hh)
         if own:
             own_map = _axis_map(ch.slots[nid], slots[nid], draft.fan_out, draft.copy_of, scale, uf)

@@ -31,8 +31,8 @@ from .base import Rewrite, Rule
 def _attention(rule: Rule, graph, node: str):
     rule.need_node(graph, node)
     n = graph.nodes[node]
-    if OPS[n.op].channels(n, graph.input_shapes(node)) != MIXER or "q_proj.weight" not in \
-            OPS[n.op].layout(n, graph.input_shapes(node)):
+    if OPS[n.op].coupling.role(n, graph.input_shapes(node)) != MIXER or "q_proj.weight" not in \
+            OPS[n.op].coupling.layout(n, graph.input_shapes(node)):
         raise rule.error(f"'{node}' is a {n.op}; {rule.name} changes the heads of an attention node", node=node,
                          field="node")
     return n, _dims(n, graph.input_shapes(node))
@@ -42,7 +42,7 @@ def _dims(n, ins) -> tuple[int, int, int, int]:
     """``(D, num_heads, head_dim, kv_heads)``: window attention has no kv groups (every head its own k and v)."""
     if "kv_heads" in type(n).model_fields:
         return attention_dims(n, ins)
-    h, hd, _ = OPS[n.op].heads(n, ins)
+    h, hd, _ = OPS[n.op].coupling.heads(n, ins)
     return channel_width(ins[0]), h, hd, h
 
 
@@ -77,11 +77,11 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
                "o_proj.weight": ((1, o),)}
     per_head = AxisMap(tuple(q_heads), h, fill_in)   # one entry per head (window attention's position tables)
     changed.update({name: ((axis, per_head),) for name, axis in
-                    OPS[n.op].head_tables(n, graph.input_shapes(node)).items()})
+                    OPS[n.op].coupling.head_tables(n, graph.input_shapes(node)).items()})
     shapes = graph2.shapes()
     tensors: dict[str, TensorPlan] = {}
     for nid, other in graph2.nodes.items():
-        for param in OPS[other.op].layout(other, [shapes[i] for i in other.inputs]):
+        for param in OPS[other.op].coupling.layout(other, [shapes[i] for i in other.inputs]):
             key = f"{nid}.{param}"
             axes = changed.get(param, ()) if nid == node else ()
             axes = tuple((a, m) for a, m in axes if m.index != tuple(range(m.old_size)))

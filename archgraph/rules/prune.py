@@ -59,7 +59,7 @@ def exactness_note(graph, ch: Channels, roots: set[int], what: str = "the remove
     mixer = ch.mixes(roots)
     if mixer is not None:
         op = graph.nodes[mixer].op
-        stats = OPS[op].mix_stats
+        stats = OPS[op].coupling.mix_stats
         return (f"not exact: '{mixer}' ({op}) normalises over these channels, so removing them changes the "
                 f"{stats} it normalises the kept channels with (taken over fewer channels), even when {what} are "
                 "zero (see 'Pruning under a layernorm' in docs/import_export.md)")

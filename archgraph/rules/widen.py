@@ -36,7 +36,7 @@ def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
     n = graph.nodes[node]
     role = ch.roles[node]
     if role not in (SOURCE, MIXER):
-        if OPS[n.op].weighted and role == THROUGH:
+        if OPS[n.op].traits.weighted and role == THROUGH:
             makers = ", ".join(f"'{p}'" for p in ch.space(node).producers)
             raise rule.error(f"'{node}' is a depthwise conv: its channels follow its input's; widen the layer that "
                              f"makes them ({makers})", node=node, field="node")
