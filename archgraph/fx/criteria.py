@@ -44,13 +44,16 @@ class Context:
     _cache: dict = field(default_factory=dict)
 
     def module(self, graph: Graph) -> torch.nn.Module:
-        """The graph built with these weights, in float32 (built once per graph)."""
+        """The graph built with these weights, in float32, on the calibration batches' device (built once per
+        graph)."""
         from .builder import build
         key = ("module", id(graph))
         if key not in self._cache:
             m = build(graph)
             m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in self.state.items()},
                               strict=False)
+            if self.calib:   # where the calibration batches are
+                m = m.to(calibration.split_batch(self.calib[0])[0][0].device)
             self._cache[key] = (graph, m)
         return self._cache[key][1]
 
