@@ -28,7 +28,8 @@ node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the l
 
 Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
 something whose width cannot change: a graph input or output, a broadcast mul
-factor, a merge of values laid out differently. Nothing here imports torch.
+factor, a merge of values laid out differently. Each role's step is one handler in :mod:`archgraph.roles`, beside
+the same role's step in a rule's result. Nothing here imports torch.
 
 >>> import archgraph
 >>> ch = analyse(archgraph.load("examples/seeds/resnet_cifar.yaml"))
@@ -39,11 +40,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from .topology import topological_order
-from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH,
-                           channel_width)
+from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE,  # noqa: F401 (the roles, re-exported)
+                           SLICE, SOURCE, THROUGH, channel_width)
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ class Channels:
         seen: set[str] = set()
         out = []
         for nid, role in self.roles.items():
-            if role not in (SOURCE, GROUPED, MIXER) or nid in seen:
+            if not producing_role(role) or nid in seen:
                 continue
             space = self.space(nid)
             seen.update(space.producers)
@@ -367,94 +368,55 @@ class Channels:
         return None
 
 
-def analyse(graph) -> Channels:
-    """Tokens, classes and frozen reasons of every channel of ``graph`` (one pass in topological order)."""
-    shapes = graph.shapes()
-    counter = itertools.count()
-    uf = UnionFind()
-    slots: dict[str, Slots] = {}
-    producer: dict[int, str] = {}
-    frozen: dict[int, str] = {}
-    roles: dict[str, str] = {}
-    mixing: list[str] = []
-    ties: dict[int, str] = {}
-    groupings: list[Grouping] = []
+@dataclass
+class Analysis:
+    """The state of :func:`analyse`'s pass, handed to each role's :meth:`~archgraph.roles.Role.analyse`."""
 
-    def fresh(nid: str, width: int) -> Slots:
-        tokens = tuple(itertools.islice(counter, width))
+    graph: object
+    shapes: dict
+    uf: UnionFind = field(default_factory=UnionFind)
+    slots: dict[str, Slots] = field(default_factory=dict)
+    producer: dict[int, str] = field(default_factory=dict)   # token -> the input or node that makes it
+    frozen: dict[int, str] = field(default_factory=dict)     # token -> why it cannot change
+    ties: dict[int, str] = field(default_factory=dict)
+    groupings: list[Grouping] = field(default_factory=list)
+    counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def fresh(self, nid: str, width: int) -> Slots:
+        """``width`` new tokens made by ``nid``."""
+        tokens = tuple(itertools.islice(self.counter, width))
         for t in tokens:
-            producer[t] = nid
+            self.producer[t] = nid
         return Slots(tokens)
 
-    def freeze(s: Slots, why: str) -> None:
+    def freeze(self, s: Slots, why: str) -> None:
         for t in s.tokens:
-            frozen.setdefault(t, why)
+            self.frozen.setdefault(t, why)
 
+
+def analyse(graph) -> Channels:
+    """Tokens, classes and frozen reasons of every channel of ``graph`` (one pass in topological order; each op's
+    channel role says what its output's tokens are, through the role's handler in :mod:`archgraph.roles`)."""
+    from .roles import HANDLERS   # roles builds on this module's data structures
+
+    a = Analysis(graph, graph.shapes())
+    roles: dict[str, str] = {}
+    mixing: list[str] = []
     for name, shape in graph.inputs.items():
-        slots[name] = fresh(name, channel_width(shape))
-        freeze(slots[name], f"it comes from graph input '{name}'")
+        a.slots[name] = a.fresh(name, channel_width(shape))
+        a.freeze(a.slots[name], f"it comes from graph input '{name}'")
     for nid in topological_order(graph):
         node = graph.nodes[nid]
-        opdef = OPS[node.op]
-        ins = [shapes[i] for i in node.inputs]
-        role = opdef.coupling.role(node, ins)
-        roles[nid] = role
-        first = slots[node.inputs[0]]
-        if opdef.coupling.mixes(node, ins):
+        coupling = OPS[node.op].coupling
+        ins = [a.shapes[i] for i in node.inputs]
+        roles[nid] = role = coupling.role(node, ins)
+        if coupling.mixes(node, ins):
             mixing.append(nid)
-        if role == SOURCE:
-            slots[nid] = fresh(nid, channel_width(shapes[nid]))
-        elif role == GROUPED:
-            slots[nid] = fresh(nid, channel_width(shapes[nid]))
-            groupings += [Grouping(nid, "in", node.groups, first.tokens),
-                          Grouping(nid, "out", node.groups, slots[nid].tokens)]
-        elif role == SHUFFLE:
-            blocks, perm = opdef.coupling.shuffle(node, len(first.tokens))
-            tie_groups(uf, first, blocks, ties, f"permuted by {node.op} '{nid}': channels go at the same place of "
-                                                f"every one of its {blocks} blocks")
-            slots[nid] = permuted(first, perm)
-        elif role == SLICE:
-            if first.blocks is None:
-                slots[nid] = Slots(first.tokens[node.start:node.stop])
-            else:
-                slots[nid] = fresh(nid, channel_width(shapes[nid]))
-                freeze(first, f"it is sliced by '{nid}' after a flatten")
-                freeze(slots[nid], f"it is a slice of flattened features ('{nid}')")
-        elif role == MIXER:
-            slots[nid] = fresh(nid, channel_width(shapes[nid]))
-            for a, b in zip(slots[nid].tokens, first.tokens):
-                uf.union(a, b)
-        elif role == THROUGH:
-            slots[nid] = first
-            if opdef.coupling.norm_groups(node) > 1:
-                tie_groups(uf, first, opdef.coupling.norm_groups(node), ties, f"normalised in groups by '{nid}': channels go "
-                                                                      "at the same position of every group")
-        elif role == FLATTEN:
-            slots[nid] = flatten_slots(first, ins[0])
-        elif role == CONCAT:
-            slots[nid] = concat_slots([slots[i] for i in node.inputs])
-        elif role == MERGE:
-            tied = tied_inputs(ins, shapes[nid])
-            lead = slots[node.inputs[tied.index(True)]]
-            slots[nid] = lead
-            for i, src in enumerate(node.inputs):
-                other = slots[src]
-                if not tied[i]:
-                    freeze(other, f"it is broadcast by {node.op} '{nid}'")
-                elif other.block_sizes() != lead.block_sizes():
-                    freeze(other, f"{node.op} '{nid}' adds values whose channels are laid out differently")
-                    freeze(lead, f"{node.op} '{nid}' adds values whose channels are laid out differently")
-                    for a, b in zip(other.tokens, lead.tokens):
-                        uf.union(a, b)
-                else:
-                    for a, b in zip(other.tokens, lead.tokens):
-                        uf.union(a, b)
-        else:  # pragma: no cover - the registry test pins the roles
-            raise AssertionError(f"unknown channel role {role!r} of {node.op}")
+        a.slots[nid] = HANDLERS[role].analyse(a, nid, node, ins)
     for out in graph.outputs:
-        freeze(slots[out], f"it reaches graph output '{out}'")
-    settle_groupings(uf, groupings, ties)
-    return Channels(graph, roles, slots, uf, producer, frozen, next(counter), mixing, ties, groupings)
+        a.freeze(a.slots[out], f"it reaches graph output '{out}'")
+    settle_groupings(a.uf, a.groupings, a.ties)
+    return Channels(graph, roles, a.slots, a.uf, a.producer, a.frozen, next(a.counter), mixing, a.ties, a.groupings)
 
 
 def settle_groupings(uf: UnionFind, groupings: list[Grouping], ties: Optional[dict[int, str]] = None) -> None:
@@ -520,8 +482,10 @@ def permuted(slots: Slots, perm: list[int]) -> Slots:
 
 
 def producing_role(role: str) -> bool:
-    """Roles whose output tokens are made by the node itself."""
-    return role in (SOURCE, GROUPED, MIXER)
+    """Roles whose output tokens are made by the node itself (SOURCE, GROUPED, MIXER: see
+    :attr:`archgraph.roles.Role.producing`)."""
+    from .roles import HANDLERS
+    return HANDLERS[role].producing
 
 
 @dataclass(frozen=True)

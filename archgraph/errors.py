@@ -4,6 +4,22 @@ The CLI turns any :class:`ArchgraphError` into a one-paragraph message and exit 
 """
 from __future__ import annotations
 
+import re
+
+#: characters a terminal acts on instead of showing: C0/C1 controls (escape sequences), DEL, and the Unicode
+#: direction overrides; shown escaped wherever a message repeats user text
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print to a terminal: every control character (an escape sequence's ``\\x1b``, a carriage
+    return, a bidi override) written as a Python escape; newlines and tabs are kept.
+
+    >>> shown("node '\\x1b[31mred'")
+    "node '\\\\x1b[31mred'"
+    """
+    return _UNSHOWN.sub(lambda m: ascii(m.group())[1:-1], str(text))
+
 
 class ArchgraphError(Exception):
     """Base class of every error archgraph raises on bad input."""
@@ -28,7 +44,7 @@ class ArchgraphError(Exception):
         if self.field:
             where.append(f"field '{self.field}'")
         prefix = ": ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        return shown(f"{prefix}: {self.message}" if prefix else self.message)
 
     def with_file(self, file: str) -> "ArchgraphError":
         """Return the same error with the file name filled in (used by loaders)."""

@@ -90,6 +90,40 @@ def input_data(value):
     return _input_in(value) if isinstance(value, TokenShape) else list(value)
 
 
+class FrozenDict(dict):
+    """A dict that refuses every change: a graph's ``inputs`` and ``nodes`` once it is validated, so nothing can
+    edit a graph behind its cached shapes (rules return new graphs). It reads, compares, copies and pickles as a
+    dict; ``dict(d)`` gives a mutable copy.
+
+    >>> d = FrozenDict(a=1)
+    >>> d["a"], d == {"a": 1}, dict(d) | {"b": 2}
+    (1, True, {'a': 1, 'b': 2})
+    >>> d["b"] = 2
+    Traceback (most recent call last):
+    ...
+    TypeError: a validated graph is read-only: build a new one (graph.replace(...) or a rule), or edit dict(...)
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a validated graph is read-only: build a new one (graph.replace(...) or a rule), or edit "
+                        "dict(...)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    pop = popitem = clear = update = setdefault = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return FrozenDict, (dict(self),)
+
+    def __copy__(self) -> "FrozenDict":
+        return self
+
+    def __deepcopy__(self, memo) -> "FrozenDict":
+        import copy
+        return FrozenDict(copy.deepcopy(dict(self), memo))
+
+
 class Graph(BaseModel):
     """An architecture: ``inputs`` (per-sample shapes), ``nodes`` (id -> node, in order) and ``outputs``."""
 
@@ -102,12 +136,15 @@ class Graph(BaseModel):
         description="input id -> per-sample shape without the batch dimension: [C, H, W], [T, D] (a sequence) or "
                     "[F]; or {shape: [T], vocab: V} for integer token ids", min_length=1)
     nodes: dict[NodeId, Node] = Field(description="node id -> node, in order", min_length=1)
-    outputs: list[NodeId] = Field(description="ids of the nodes (or inputs) the network returns", min_length=1)
+    outputs: tuple[NodeId, ...] = Field(description="ids of the nodes (or inputs) the network returns", min_length=1)
 
     _shapes: Optional[dict[str, Shape]] = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _check(self) -> "Graph":
+        # read-only from here on: inputs and nodes refuse changes, outputs is a tuple (the shapes are cached)
+        self.__dict__["inputs"] = FrozenDict(self.inputs)
+        self.__dict__["nodes"] = FrozenDict(self.nodes)
         check(self)
         return self
 

@@ -274,3 +274,11 @@ outputs: [f]
     roles = {nid: OPS[n.op].coupling.role(n, g.input_shapes(nid)) for nid, n in g.nodes.items()}
     assert roles == {"a": "source", "b": "through", "c": "grouped", "f": "flatten"}
     assert set(roles.values()) <= set(ROLES)
+
+
+def test_every_channel_role_has_one_handler():
+    """Each role's analysis and realisation live in one handler (archgraph.roles), keyed by role as OPS by op."""
+    from archgraph.roles import HANDLERS, Role
+    assert set(HANDLERS) == set(ROLES)
+    for role, handler in HANDLERS.items():
+        assert isinstance(handler, Role) and handler.name == role

@@ -9,7 +9,7 @@ import importlib
 import importlib.util
 import sys
 
-from ..errors import ArchgraphError
+from ..errors import ArchgraphError, shown
 
 #: command modules (archgraph/cli/<module>.py), in the order ``--help`` lists them; a module not written yet is
 #: skipped, so each command lands as one new file.
@@ -21,6 +21,16 @@ OUT_OF_MEMORY = ("out of memory: the graph, rule or data is too large for this m
                  "docs/format.md are far higher; lower them with ARCHGRAPH_MAX_PARAMS to be refused earlier)")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser: a usage error is one line (``archgraph: error: prune: ...``) and exit status 2, like every
+    other error, pointing at ``--help`` instead of printing the whole usage."""
+
+    def error(self, message: str):
+        command = self.prog.split()[-1]
+        fail(f"{command}: {message} (see 'archgraph {command} --help')")
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
     from .. import __version__
     p = argparse.ArgumentParser(
@@ -28,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         description="Declarative neural-network graphs that grow and shrink while they learn.",
         epilog="Run 'archgraph COMMAND --help' for the options of one command.")
     p.add_argument("--version", action="version", version=f"archgraph {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
         if importlib.util.find_spec(f"archgraph.cli.{name}") is not None:
             importlib.import_module(f"archgraph.cli.{name}").register(sub)
@@ -37,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 
 def fail(message: str) -> int:
     # one line, never wrapped: a wrapped message could split a node id or a path that a script greps for
-    text = " ".join(message.split())
+    text = shown(" ".join(message.split()))
     print(f"archgraph: error: {text}", file=sys.stderr)
     return 2
 

@@ -10,7 +10,7 @@ import archgraph
 from archgraph.errors import ConfigError
 
 from .args import command, folder_output_argument, force_argument, graph_argument, seed_argument, weights_argument
-from .outputs import output_folder
+from .outputs import output_folder, write_graph_folder
 
 
 def rule_help() -> str:
@@ -85,15 +85,8 @@ def load_module(graph, weights: str | None, seed: int):
 
 
 def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
-    from archgraph.format.yaml_io import save
-    from archgraph.graph import content_hash
-    from archgraph.fx.weights import save_weights
-    folder = Path(out)
-    gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
-    save(graph, gpath)
-    metadata = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in meta.items()}}
-    save_weights(module.state_dict(), wpath, metadata)
-    return gpath, wpath
+    """``OUT/graph.yaml`` and ``OUT/weights.safetensors``, written as one unit."""
+    return write_graph_folder(out, graph, module.state_dict(), meta)
 
 
 def run(args) -> int:

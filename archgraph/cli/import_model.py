@@ -7,7 +7,7 @@ from pathlib import Path
 from archgraph.errors import ConfigError
 
 from .args import command, folder_output_argument, force_argument, seed_argument
-from .outputs import output_folder
+from .outputs import output_folder, write_graph_folder
 
 SOURCES = ("torchvision", "timm", "hf")
 
@@ -114,9 +114,6 @@ def import_hf(args):
 
 
 def run(args) -> int:
-    from archgraph.format.yaml_io import save
-    from archgraph.graph import content_hash
-    from archgraph.fx.weights import save_weights
     if args.model.startswith("hf:"):
         graph, weights = import_hf(args)
         output_folder(args.output, args.force)
@@ -127,9 +124,7 @@ def run(args) -> int:
         from archgraph.interop.importer import from_module
         graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
     out = Path(args.output)
-    save(graph, out / "graph.yaml")
-    save_weights(weights, out / "weights.safetensors",
-                 {"graph_sha256": content_hash(graph), "source": args.model, "seed": str(args.seed)})
+    write_graph_folder(out, graph, weights, {"source": args.model, "seed": args.seed})
     print(f"wrote {out / 'graph.yaml'} ({len(graph.nodes)} nodes, {graph.params:,} params, {graph.macs:,} MACs) "
           f"and {out / 'weights.safetensors'}")
     return 0

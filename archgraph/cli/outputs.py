@@ -4,9 +4,13 @@
   the folder name is an error, not a new folder somewhere. An existing file is replaced (atomically).
 * An output **folder** (``apply``, ``prune``, ``import``, ``grow``) is created when missing; one that already holds
   files is refused unless ``--force`` is given (``grow`` continues a run there with ``--resume`` instead).
+* ``graph.yaml`` and ``weights.safetensors`` of an output folder are written as one unit
+  (:func:`write_graph_folder`): both are complete before either replaces an old one, so a full disk leaves the old
+  pair, never a graph beside weights that do not fit it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -38,3 +42,24 @@ def output_folder(path: str, force: bool = False, option: str = "-o") -> Path:
         raise ConfigError("the output folder is not empty; pass --force to write into it anyway (files of the "
                           "same name are replaced)", file=str(out), field=option)
     return out
+
+
+def write_graph_folder(out, graph, state, metadata: dict) -> tuple[Path, Path]:
+    """Write ``OUT/graph.yaml`` and ``OUT/weights.safetensors`` (``state``, a state dict, with ``metadata`` and the
+    graph's hash) as one unit; returns both paths."""
+    from ..format.yaml_io import atomic_replace_all, dumps
+    from ..fx.weights import weights_writer
+    from ..graph import content_hash
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    gpath, wpath = folder / "graph.yaml", folder / "weights.safetensors"
+    text = dumps(graph).encode("utf-8")
+
+    def write_graph(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    meta = {"graph_sha256": content_hash(graph), **{k: str(v) for k, v in metadata.items()}}
+    atomic_replace_all([(gpath, write_graph), (wpath, weights_writer(state, meta))])
+    return gpath, wpath

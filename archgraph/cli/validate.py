@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from archgraph.errors import ArchgraphError
+from archgraph.errors import ArchgraphError, shown
 
 from .args import command
 
@@ -38,7 +38,7 @@ def run(args) -> int:
     status = 0
     for path in args.files:
         try:
-            print(check_file(path))
+            print(shown(check_file(path)))
         except ArchgraphError as err:
             sys.stdout.flush()
             print(f"archgraph: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -8,6 +8,7 @@ the node and the field.
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
 import tempfile
@@ -506,21 +507,48 @@ def atomic_replace(path: Path, fill: Callable[[str], None]) -> None:
     """Write ``path`` through a temporary file beside it: ``fill(tmp)`` writes (and syncs) the content, which is then
     renamed over ``path``; on any failure the temporary file is removed and ``path`` is left as it was. The folder
     must exist."""
+    atomic_replace_all([(Path(path), fill)])
+
+
+def atomic_replace_all(items: list[tuple[Path, Callable[[str], None]]]) -> None:
+    """Write several files as one unit: every file is written to a temporary file beside it first, and only when
+    all are complete are they renamed into place, so a failure (a full disk) leaves every old file as it was,
+    never a new graph beside old weights. A full disk is an error naming the file and saying "no space left"."""
+    staged: list[tuple[str, Path]] = []
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:  # name the file the caller asked for, not the temporary one
-        raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
-    os.close(fd)
-    try:
-        fill(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        for path, fill in items:
+            path = Path(path)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            except OSError as err:  # name the file the caller asked for, not the temporary one
+                raise OSError(err.errno, f"cannot write it ({_why(err)})", str(path)) from None
+            os.close(fd)
+            staged.append((tmp, path))
+            try:
+                fill(tmp)
+            except OSError as err:
+                raise OSError(err.errno, f"cannot write it ({_why(err)})", str(path)) from None
+            except Exception as err:  # a writer library's own error (safetensors'): a full disk said plainly
+                if "No space left" in str(err) or "StorageFull" in str(err):
+                    raise OSError(errno.ENOSPC, f"cannot write it ({_why(OSError(errno.ENOSPC, ''))})",
+                                  str(path)) from None
+                raise
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise
+
+
+def _why(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return err.strerror or str(err)
 
 
 def save(graph, path: Union[str, os.PathLike]) -> None:

@@ -16,13 +16,19 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     """Write a state dict as safetensors, atomically. The tensors are written straight from their memory to a
     temporary file (no copy of the whole file in memory, so a network that fits in memory can be saved), whose
     header is then made canonical in place and which is renamed over ``path``."""
-    from safetensors.torch import save_file
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # name the file the caller asked for
         raise OSError(err.errno, f"cannot write it ({err.strerror})", str(path)) from None
+    atomic_replace(path, weights_writer(state, metadata))
+
+
+def weights_writer(state: Mapping[str, torch.Tensor], metadata: Optional[dict[str, str]] = None):
+    """``fill(tmp)`` writing ``state`` as canonical safetensors to ``tmp`` (for :func:`atomic_replace_all`, which
+    writes a graph and its weights as one unit)."""
+    from safetensors.torch import save_file
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
     def fill(tmp: str) -> None:
         save_file(tensors, tmp, metadata=metadata)
@@ -35,8 +41,7 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
                 fh.write(canonical)
             fh.flush()
             os.fsync(fh.fileno())
-
-    atomic_replace(path, fill)
+    return fill
 
 
 def _canonical(data: bytes) -> bytes:

@@ -15,6 +15,21 @@ from ..ops.registry import OPS
 KEY_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "groups", "p", "output_size")
 
 
+def plain(text) -> str:
+    """``text`` as a plain-string graphviz label that nothing in it can change: never taken for an HTML-like label
+    (``<...>``), backslashes doubled (so ``\\N``, ``\\G`` or a final backslash mean nothing), control characters
+    other than the newline shown as ``?``; the quotes are escaped by graphviz's own quoting.
+
+    >>> plain("<net>")
+    '<net>'
+    >>> type(plain("<net>")).__name__
+    'NoHtml'
+    """
+    import graphviz
+    shown = "".join(ch if ch == "\n" or ch.isprintable() else "?" for ch in str(text))
+    return graphviz.nohtml(shown.replace("\\", "\\\\"))
+
+
 def node_label(graph, nid: str, extra: str = "") -> str:
     node = graph.nodes[nid]
     fields = node.fields()
@@ -45,19 +60,19 @@ def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, 
     output); ``legend`` is a list of (colour, text) shown in a small key; ``rankdir`` is graphviz's layout
     direction (``TB`` top to bottom, ``LR`` left to right)."""
     import graphviz
-    dot = graphviz.Digraph(graph.name or "graph")
-    dot.attr(rankdir=rankdir, fontname="Helvetica", label=title or graph.name, labelloc="t")
+    dot = graphviz.Digraph("graph")  # a fixed name: every text from the graph goes through plain() as a label
+    dot.attr(rankdir=rankdir, fontname="Helvetica", label=plain(title or graph.name), labelloc="t")
     dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10")
     highlight = highlight or {}
     for name, shape in graph.inputs.items():
-        dot.node(name, f"{name}\ninput\n[{'x'.join(map(str, shape))}]", shape="ellipse", fillcolor="#e9ecef")
+        dot.node(name, plain(f"{name}\ninput\n[{'x'.join(map(str, shape))}]"), shape="ellipse", fillcolor="#e9ecef")
     for nid, node in graph.nodes.items():
         colour, extra = highlight.get(nid, (OPS[node.op].export.colour, ""))
-        dot.node(nid, node_label(graph, nid, extra), fillcolor=colour)
+        dot.node(nid, plain(node_label(graph, nid, extra)), fillcolor=colour)
         for src in node.inputs:
             dot.edge(src, nid)
     for nid, label in (removed or {}).items():
-        dot.node(nid, label, style="dashed", fillcolor="#ffffff", color="#dc3545", fontcolor="#dc3545")
+        dot.node(nid, plain(label), style="dashed", fillcolor="#ffffff", color="#dc3545", fontcolor="#dc3545")
     for out in graph.outputs:
         dot.node(f"__out_{out}", "output", shape="ellipse", fillcolor="#e9ecef")
         dot.edge(out, f"__out_{out}")

@@ -27,10 +27,10 @@ from ..errors import ArchgraphError
 from ..format.yaml_io import MAX_FILE_BYTES, load, read_limited
 from ..graph import content_hash
 from ..rules.base import apply, decode
+from .rundir import MAX_LOG_BYTES
 
 PathLike = Union[str, os.PathLike]
 EVENT_KINDS = ("start", "epoch", "rewrite", "end")
-MAX_LOG_BYTES = 256 * 1024 * 1024
 
 
 class HistoryError(ArchgraphError):

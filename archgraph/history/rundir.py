@@ -13,21 +13,38 @@ with one ``write`` and an ``fsync``, so a process killed at any moment leaves ea
 On resume, the history is cut back to the lines the last checkpoint knew about and versions written after it are
 removed; the run then redoes the same work deterministically.
 
+Safety: ``--resume`` continues only a folder that is a run (its history starts with a start event, or it holds no
+more than what a run writes before that event), so a mistyped ``--out`` is an error and nothing a run did not
+write is deleted. No file is written or deleted through a symbolic link inside the folder (links there are
+refused), and one process at a time writes a run folder: :meth:`RunDir.locked` holds ``DIR/.lock`` (the holder's
+pid and host; a lock whose process is gone is stale and taken over).
+
 >>> run = RunDir("runs/example")                    # doctest: +SKIP
 >>> run.append({"event": "epoch", "epoch": 1})      # doctest: +SKIP
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import socket
+import stat
+import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..errors import ArchgraphError
-from ..format.yaml_io import atomic_write_bytes, atomic_write_text, save
+from ..errors import ArchgraphError, ConfigError
+from ..format.yaml_io import atomic_write_bytes, atomic_write_text, read_limited, save
 
 CHECKPOINT = "checkpoints/last.pt"
+LOCK = ".lock"
+#: the largest history a run folder may hold (every reader of ``history.jsonl`` reads through this bound)
+MAX_LOG_BYTES = 256 * 1024 * 1024
+#: the sub-folders a run creates before its start event
+SKELETON = ("versions", "weights", "checkpoints")
+#: a lock file that cannot be parsed is taken for one being written until it is this old (seconds)
+UNREADABLE_LOCK_S = 10.0
 
 
 class RunDir:
@@ -62,22 +79,123 @@ class RunDir:
 
     def is_empty(self) -> bool:
         """Whether the directory holds no file (empty folders do not count)."""
-        return not self.path.exists() or not any(p.is_file() for p in self.path.rglob("*"))
+        return not self.path.exists() or not any(p.is_file() and p != self.path / LOCK for p in self.path.rglob("*"))
+
+    # ---- safety: what may be resumed, links, one writer ----------------------------------------------------------
+    def started(self) -> bool:
+        """Whether the history's first line is a run's start event (only that line is read)."""
+        try:
+            with open(self.history_path, "rb") as fh:
+                first = fh.readline(1 << 20)
+        except OSError:
+            return False
+        try:
+            event = json.loads(first)
+        except ValueError:
+            return False
+        return isinstance(event, dict) and event.get("event") == "start"
+
+    def check_resumable(self) -> None:
+        """Refuse ``--resume`` on a folder that is not a run: one that does not exist, or holds anything but a run
+        (a start event in ``history.jsonl``) or what a run writes before its start event (its empty sub-folders,
+        ``versions/0000.yaml``, an empty history)."""
+        def refuse(why: str):
+            raise ConfigError(f"is not a run folder ({why}); --resume continues a run that grow started there: "
+                              "check --out, or leave out --resume to start a new run in a new or empty folder",
+                              file=str(self.path))
+        if not self.path.is_dir():
+            refuse("it does not exist" if not self.path.exists() else "it is not a folder")
+        if self.started():
+            return
+        before_start = {self.path / LOCK, self.version_path(0), self.history_path}
+        for p in self.path.rglob("*"):
+            if p.is_dir() and not p.is_symlink() and p.relative_to(self.path).parts[0] in SKELETON \
+                    and len(p.relative_to(self.path).parts) == 1:
+                continue
+            if p.name.startswith(".") and p.name.endswith(".tmp"):
+                continue
+            if p in before_start and not p.is_symlink() and (p != self.history_path or p.stat().st_size == 0):
+                continue
+            refuse(f"no start event in {self.history_path.name}, and it holds {p.relative_to(self.path)}")
+        if not (self.path / "versions").is_dir():
+            refuse(f"no start event in {self.history_path.name}")
+
+    def check_no_links(self) -> None:
+        """Refuse a run folder with a symbolic link anywhere inside it: the run would write or delete through it,
+        outside the folder. (The folder itself may be a link.)"""
+        if not self.path.exists():
+            return
+        for root, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                p = Path(root) / name
+                if p.is_symlink():
+                    raise ConfigError(f"is a symbolic link inside the run folder; a run never writes or deletes "
+                                      f"through links (it could reach outside the folder): remove it",
+                                      file=str(p))
+
+    def _own(self, path: Path) -> Path:
+        """``path`` (inside the run folder) checked to be reached through no symbolic link below the folder."""
+        part = self.path
+        for name in path.relative_to(self.path).parts:
+            part = part / name
+            if part.is_symlink():
+                raise ArchgraphError("is a symbolic link inside the run folder; a run never writes or deletes "
+                                     "through links: remove it", file=str(part))
+        return path
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold ``DIR/.lock`` while the block runs: a second process that asks for it is refused with the holder's
+        pid; a lock left by a process that is gone (same host, pid not running) is taken over.
+
+        >>> with RunDir(tmp).locked():      # doctest: +SKIP
+        ...     pass
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK
+        me = f"{os.getpid()} {socket.gethostname()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is None:        # stale: take it over (O_EXCL again, so one taker wins)
+                    with contextlib.suppress(FileNotFoundError):
+                        lock.unlink()
+                    continue
+                raise ConfigError(f"another archgraph process ({holder}) is writing this run folder; wait for it to "
+                                  f"finish, or, if no such process runs, delete {lock}", file=str(self.path)) \
+                    from None
+            try:
+                os.write(fd, me.encode())
+            finally:
+                os.close(fd)
+            break
+        else:
+            raise ConfigError(f"cannot take the lock {lock}", file=str(self.path))
+        try:
+            yield self
+        finally:
+            try:
+                if lock.read_text() == me:
+                    lock.unlink()
+            except OSError:
+                pass
 
     # ---- writing ----------------------------------------------------------------------------------------------
     def create(self) -> None:
-        for sub in ("versions", "weights", "checkpoints"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        for sub in SKELETON:
+            self._own(self.path / sub).mkdir(parents=True, exist_ok=True)
 
     def write_version(self, version: int, graph) -> Path:
-        path = self.version_path(version)
+        path = self._own(self.version_path(version))
         save(graph, path)
         return path
 
     def append(self, event: dict) -> None:
         """Append one event as a whole line (one write, then fsync)."""
         line = (json.dumps(event, separators=(",", ":"), allow_nan=False, default=_plain) + "\n").encode()
-        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self._own(self.history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
         try:
             os.write(fd, line)
             os.fsync(fd)
@@ -85,17 +203,18 @@ class RunDir:
             os.close(fd)
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_text(self.summary_path, json.dumps(summary, indent=2, allow_nan=False, default=_plain) + "\n")
+        text = json.dumps(summary, indent=2, allow_nan=False, default=_plain) + "\n"
+        atomic_write_text(self._own(self.summary_path), text)
 
     def write_final_weights(self, state: dict, metadata: Optional[dict[str, str]] = None) -> None:
         from ..fx.weights import save_weights  # torch: only a finished training run writes weights
-        save_weights(state, self.final_weights_path, metadata)
+        save_weights(state, self._own(self.final_weights_path), metadata)
 
     def save_checkpoint(self, state: dict) -> None:
         import torch
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(self.checkpoint_path, buffer.getvalue())
+        atomic_write_bytes(self._own(self.checkpoint_path), buffer.getvalue())
 
     # ---- reading ----------------------------------------------------------------------------------------------
     def load_checkpoint(self) -> Optional[dict]:
@@ -113,12 +232,12 @@ class RunDir:
         if not self.history_path.exists():
             return []
         events = []
-        for n, line in enumerate(self.history_path.read_text().splitlines(), 1):
+        for n, line in enumerate(read_limited(self.history_path, MAX_LOG_BYTES).split(b"\n"), 1):
             if line.strip():
                 try:
-                    events.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ArchgraphError(f"line {n} is not JSON ({err.msg})", file=str(self.history_path)) from None
+                    events.append(json.loads(line.decode("utf-8")))
+                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    raise ArchgraphError(f"line {n} is not JSON ({err})", file=str(self.history_path)) from None
         return events
 
     # ---- resuming ---------------------------------------------------------------------------------------------
@@ -127,23 +246,25 @@ class RunDir:
         leftovers of interrupted atomic writes."""
         if self.path.is_file():
             raise ArchgraphError("is a file, not a run directory", file=str(self.path))
-        lines = self.history_path.read_bytes().split(b"\n") if self.history_path.exists() else []
+        self.check_no_links()
+        data = read_limited(self.history_path, MAX_LOG_BYTES) if self.history_path.exists() else b""
+        lines = data.split(b"\n")
         lines = [line for line in lines if line.strip()]
         if len(lines) < history_lines:
             raise ArchgraphError(f"the history has {len(lines)} events but the checkpoint expects at least "
                                  f"{history_lines}", file=str(self.history_path))
         if len(lines) != history_lines:
-            atomic_write_bytes(self.history_path, b"".join(line + b"\n" for line in lines[:history_lines]))
+            atomic_write_bytes(self._own(self.history_path), b"".join(line + b"\n" for line in lines[:history_lines]))
         self.create()
         for path in sorted((self.path / "versions").glob("*.yaml")):
             if path.stem.isdigit() and int(path.stem) > version:
-                path.unlink()
-        for sub in ("", "versions", "weights", "checkpoints"):
+                self._own(path).unlink()
+        for sub in ("", *SKELETON):
             for tmp in (self.path / sub).glob(".*.tmp"):
-                tmp.unlink()
+                self._own(tmp).unlink()
         for done in (self.summary_path, self.final_weights_path):
             if done.exists():
-                done.unlink()
+                self._own(done).unlink()
 
 
 class ReadOnlyRunDir(RunDir):
@@ -170,6 +291,33 @@ class ReadOnlyRunDir(RunDir):
 
     def rewind(self, history_lines: int, version: int) -> None:
         pass
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _lock_holder(lock: Path) -> Optional[str]:
+    """Who holds ``lock`` ("pid N on HOST"), or ``None`` when the lock is stale: its process is gone (same host),
+    or it cannot be read and is older than :data:`UNREADABLE_LOCK_S`."""
+    try:
+        st = os.lstat(lock)
+        if stat.S_ISLNK(st.st_mode):
+            raise ConfigError("the lock is a symbolic link; remove it", file=str(lock))
+        text = lock.read_text(errors="replace")[:200]
+    except FileNotFoundError:
+        return None
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        return None if time.time() - st.st_mtime > UNREADABLE_LOCK_S else "a process starting now"
+    pid, host = int(parts[0]), parts[1]
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except (PermissionError, OverflowError):
+            pass
+    return f"pid {pid} on {host}"
 
 
 def _plain(value: Any):

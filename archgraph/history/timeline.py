@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..rules import RULES
-from .render import write_dot
+from .render import plain, write_dot
 from .run import Run, Version
 
 GROWTH = "#198754"
@@ -70,7 +70,7 @@ def _fmt(value) -> str:
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    return html.escape(str(value))   # text from the history goes into an HTML-like label
 
 
 def version_label(run: Run, v: Version, metric: Optional[str]) -> str:
@@ -90,12 +90,12 @@ def version_label(run: Run, v: Version, metric: Optional[str]) -> str:
     if metric:
         before, after = made.get(metric), end.get(metric)
         if before is not None and after is not None:
-            rows.append(f"{metric} {_fmt(before)} &#8594; {_fmt(after)}")
+            rows.append(f"{html.escape(metric)} {_fmt(before)} &#8594; {_fmt(after)}")
         elif after is not None or before is not None:
-            rows.append(f"{metric} {_fmt(after if after is not None else before)}")
+            rows.append(f"{html.escape(metric)} {_fmt(after if after is not None else before)}")
     if v.epoch is not None:
-        rows.append(f'<FONT POINT-SIZE="8" COLOR="#6c757d">epoch {v.epoch}'
-                    + (f", step {v.step}" if v.step is not None else "") + "</FONT>")
+        rows.append(f'<FONT POINT-SIZE="8" COLOR="#6c757d">epoch {html.escape(str(v.epoch))}'
+                    + (f", step {html.escape(str(v.step))}" if v.step is not None else "") + "</FONT>")
     return "<" + "<BR/>".join(rows) + ">"
 
 
@@ -112,7 +112,7 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
         title += f", test_acc {summary['test_acc']:.3f}"
     # left to right; every ``row`` versions a new row starts (its first edge does not constrain the layout, so
     # the row begins at the left again), keeping long runs readable
-    dot.attr(rankdir="LR", fontname="Helvetica", label=title, labelloc="t", nodesep="0.5", ranksep="0.6")
+    dot.attr(rankdir="LR", fontname="Helvetica", label=plain(title), labelloc="t", nodesep="0.5", ranksep="0.6")
     dot.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="10", fillcolor="#f8f9fa")
     dot.attr("edge", fontname="Helvetica", fontsize="9")
     for v in versions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Literal
 
 from .common import A_, ACT, F_, always, call, every, same_shape
-from .node import NodeSpec
+from .node import Float, NodeSpec
 from .opdef import Build, Coupling, Imports, OpDef, RewriteFacts, Sizes, Traits, never
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ class Hardsigmoid(NodeSpec):
 class LeakyReLU(NodeSpec):
     """``x`` where ``x >= 0``, else ``negative_slope * x`` (CSPDarknet's activation)."""
     op: Literal["leaky_relu"] = "leaky_relu"
-    negative_slope: float = 0.01
+    negative_slope: Float = 0.01
 
 
 # ---- facts ----------------------------------------------------------------------------------------------------

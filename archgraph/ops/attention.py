@@ -32,11 +32,11 @@ class Attention(NodeSpec):
     num_heads: PositiveInt
     head_dim: Optional[PositiveInt] = None
     kv_heads: Optional[PositiveInt] = None
-    causal: bool = False
-    bias: bool = True
-    qkv_bias: Optional[bool] = None
+    causal: Bool = False
+    bias: Bool = True
+    qkv_bias: Optional[Bool] = None
     dropout: Probability = 0.0
-    rotary: bool = False
+    rotary: Bool = False
     rope_theta: PositiveFloat = 10000.0
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ class ConvTranspose2d(NodeSpec):
     output_padding: Union[NonNegativeInt, tuple[NonNegativeInt, NonNegativeInt]] = 0
     groups: PositiveInt = 1
     dilation: Pair = 1
-    bias: bool = True
+    bias: Bool = True
 
 
 # ---- facts ----------------------------------------------------------------------------------------------------

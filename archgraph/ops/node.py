@@ -10,8 +10,11 @@ from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_serializer
 
-# Strict scalars: YAML gives real ints, floats and booleans, so `out_channels: true` or `kernel_size: "3"` is an error
-# (as the JSON Schema says), not 1 or 3. Lists still read as tuples (strict mode as a whole would refuse them).
+# The one vocabulary every field of every op is written in: strict scalars. YAML gives real ints, floats and
+# booleans, so `out_channels: true`, `kernel_size: "3"` or `bias: "yes"` is an error (as the JSON Schema says), not
+# 1, 3 or True. Lists still read as tuples (strict mode as a whole would refuse them). A plain `bool`, `float` or
+# `int` in a node kind would validate laxly; tests/test_vocabulary.py feeds every field of every kind a string, a
+# bool and a float and checks each is refused where the schema does not allow it.
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]

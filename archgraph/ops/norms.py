@@ -42,7 +42,7 @@ class RMSNorm(NodeSpec):
     sequence ``[T, D]``: ``x / sqrt(mean(x**2) + eps) * weight``; ``eps`` None is the dtype's machine epsilon."""
     op: Literal["rmsnorm"] = "rmsnorm"
     eps: Optional[PositiveFloat] = None
-    elementwise_affine: bool = True
+    elementwise_affine: Bool = True
 
 
 class GroupNorm(NodeSpec):
@@ -50,8 +50,8 @@ class GroupNorm(NodeSpec):
     normalised over its channels and positions, then a per-channel affine (``weight``, ``bias`` ``[C]``)."""
     op: Literal["group_norm"] = "group_norm"
     num_groups: PositiveInt
-    eps: float = 1e-5
-    affine: bool = True
+    eps: PositiveFloat = 1e-5
+    affine: Bool = True
 
 
 class GRN(NodeSpec):

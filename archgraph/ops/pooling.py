@@ -50,7 +50,7 @@ class Upsample(NodeSpec):
     scale_factor: Optional[Union[PositiveFloat, tuple[PositiveFloat, PositiveFloat]]] = None
     size: Optional[Pair] = None
     mode: Literal["nearest", "bilinear"] = "nearest"
-    align_corners: Optional[bool] = None
+    align_corners: Optional[Bool] = None
 
     @model_validator(mode="after")
     def _one_size(self) -> "Upsample":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .common import RNN_COLOUR, channel_width, fixed, need_rank
-from .node import NodeSpec, PositiveInt, Probability
+from .node import Bool, NodeSpec, PositiveInt, Probability
 from .opdef import SOURCE, Build, Coupling, Export, Imports, OpDef, RewriteFacts, Sizes
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
@@ -18,7 +18,7 @@ class LSTM(NodeSpec):
     op: Literal["lstm"] = "lstm"
     hidden_size: PositiveInt
     num_layers: PositiveInt = 1
-    bias: bool = True
+    bias: Bool = True
     dropout: Probability = 0.0
 
 
@@ -28,7 +28,7 @@ class GRU(NodeSpec):
     op: Literal["gru"] = "gru"
     hidden_size: PositiveInt
     num_layers: PositiveInt = 1
-    bias: bool = True
+    bias: Bool = True
     dropout: Probability = 0.0
 
 

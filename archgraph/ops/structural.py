@@ -24,7 +24,7 @@ from .common import (
     same_shape,
     single,
 )
-from .node import NodeSpec, NonNegativeInt, PositiveInt, Probability
+from .node import Float, NodeSpec, NonNegativeInt, PositiveInt, Probability
 from .opdef import (
     CHAIN,
     CONCAT,
@@ -113,7 +113,7 @@ class Pad(NodeSpec):
     a max pool, as TensorFlow's 'same' pooling in timm's ``tf_`` models)."""
     op: Literal["pad"] = "pad"
     padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt, NonNegativeInt]
-    value: float = 0.0
+    value: Float = 0.0
 
 
 # ---- facts ----------------------------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..channels import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, SHUFFLE, SLICE, Channels, Slots, concat_slots,
-                        flatten_slots, permuted, producing_role, tie_groups, tied_inputs)
+from ..channels import Channels, Slots
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS, channel_width
 from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
+from ..roles import HANDLERS
 from .. import topology
 
 
@@ -58,319 +58,249 @@ class Draft:
         return tuple(itertools.islice(self._tokens, n))
 
 
+@dataclass
+class Realisation:
+    """The state of :func:`realise`'s pass, handed to each role's :meth:`~archgraph.roles.Role.realise`: the
+    draft, the old analysis, and the new values' shapes and channel tokens so far."""
+
+    draft: Draft
+    rule: str
+    shapes: dict[str, tuple[int, ...]]
+    slots: dict[str, Slots]
+
+    @property
+    def ch(self) -> Channels:
+        return self.draft.ch
+
+    @property
+    def uf(self):
+        return self.draft.uf
+
+    def fail(self, message: str, node: Optional[str] = None) -> RuleError:
+        return RuleError(message, rule=self.rule, node=node)
+
+    def shape(self, node, ins, nid: str) -> tuple[int, ...]:
+        """The output shape of ``node``, or a :class:`RuleError` naming it."""
+        try:
+            return tuple(OPS[node.op].sizes.shape(node, ins))
+        except ArchgraphError as err:
+            raise self.fail(f"the result would not be a valid graph: {err.message}", nid) from None
+
+    def axis_map(self, old: Slots, new: Slots, fill: str) -> Optional[AxisMap]:
+        return _axis_map(old, new, fill, self.draft.copy_of, None, self.draft.uf)
+
+
 def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
     """The new graph and the plan of a draft (see the module docstring)."""
-    old, ch = draft.old, draft.ch
-    old_shapes = old.shapes()
-    uf = draft.uf
-    shapes: dict[str, tuple[int, ...]] = {k: v if isinstance(v, tuple) else tuple(v) for k, v in old.inputs.items()}
-    slots: dict[str, Slots] = {k: ch.slots[k] for k in old.inputs}
-    nodes: dict = {}
-    roles: dict[str, str] = {}
-
-    def fail(message: str, node: Optional[str] = None) -> RuleError:
-        return RuleError(message, rule=rule.name, node=node)
-
+    old = draft.old
+    r = Realisation(draft, rule.name, {k: v if isinstance(v, tuple) else tuple(v) for k, v in old.inputs.items()},
+                    {k: draft.ch.slots[k] for k in old.inputs})
     try:
         order = topology.order(draft.nodes, old.inputs)
     except GraphError as err:
-        raise fail(err.message, err.node) from None
+        raise r.fail(err.message, err.node) from None
+    nodes: dict = {}
+    roles: dict[str, str] = {}
     for nid in order:
-        node = draft.nodes[nid]
-        ins = [shapes[i] for i in node.inputs]
-        was = old.nodes.get(nid)
-        if was is not None and was.op != node.op:
-            was = None
-        if was is not None and [channel_width(x) for x in ins] != \
-                [channel_width(old_shapes[i]) for i in was.inputs]:
-            pinned = OPS[node.op].rewrite.pin(was, [old_shapes[i] for i in was.inputs])
-            if pinned:
-                node = node.replace(**pinned)
-        role = ch.roles[nid] if was is not None else _role(node, ins)
-        roles[nid] = role
-        rewired = was is not None and tuple(was.inputs) != tuple(node.inputs)
-        shape = None
-        if nid in draft.given:
-            s = draft.given[nid]
-        elif producing_role(role):
-            if was is not None:
-                s = ch.slots[nid]
-            else:
-                shape = _shape(node, ins, nid, fail)
-                s = Slots(draft.fresh(channel_width(shape)))
-                if role == MIXER:
-                    for a, b in zip(s.tokens, slots[node.inputs[0]].tokens):
-                        uf.union(a, b)
-        elif role == MERGE:
-            shape = _shape(node, ins, nid, fail)
-            tied = tied_inputs(ins, shape)
-            lead = slots[node.inputs[tied.index(True)]]
-            for i, src in enumerate(node.inputs):
-                if tied[i] and src != node.inputs[tied.index(True)]:
-                    other = slots[src]
-                    if other.width != lead.width:
-                        raise fail(f"its inputs would no longer match: '{src}' has {other.width} channels, "
-                                   f"'{node.inputs[tied.index(True)]}' {lead.width}", nid)
-                    for a, b in zip(other.tokens, lead.tokens):
-                        if draft.aligned and uf.find(a) != uf.find(b):
-                            raise fail(f"the new channels would not line up at this {node.op}: '{src}' and "
-                                       f"'{node.inputs[tied.index(True)]}' would hold different channels at one "
-                                       "position", nid)
-                        uf.union(a, b)
-            s = lead
-        elif role == CONCAT:
-            s = concat_slots([slots[i] for i in node.inputs])
-        elif role == FLATTEN:
-            s = flatten_slots(slots[node.inputs[0]], ins[0])
-        elif role == SHUFFLE:
-            first = slots[node.inputs[0]]
-            blocks, perm = OPS[node.op].coupling.shuffle(node, first.width)
-            if first.width % blocks:
-                raise fail(f"its {first.width} input channels would not split into its {blocks} blocks; channels "
-                           "go at the same place of every block", nid)
-            tie_groups(uf, first, blocks)
-            s = permuted(first, perm)
-        elif role == SLICE:
-            node, s = _slice(node, was, ch, slots, nid, fail)
-        else:
-            s = slots[node.inputs[0]]
-        if rewired and not producing_role(role) and s.width == channel_width(old_shapes[nid]):
-            s = ch.slots[nid]  # rewired to a value of the same width: position i stays position i
-        if s.width == 0:
-            raise fail("this would remove every one of its channels", nid)
-        if was is not None and s.width != channel_width(old_shapes[nid]) and role != MERGE:
-            changes = OPS[node.op].rewrite.resize(node, s.width)
-            if changes:
-                node = node.replace(**changes)
-                shape = None
-        if shape is None:
-            shape = _shape(node, ins, nid, fail)
-        if was is not None and role == GROUPED:
-            _check_groups(node, was, draft, slots, s, nid, fail)
-        if channel_width(shape) != s.width:  # pragma: no cover - an internal inconsistency, never a user error
-            raise fail(f"internal error: {s.width} channel tokens for an output of {channel_width(shape)} channels",
-                       nid)
-        shapes[nid] = shape
-        slots[nid] = s
-        nodes[nid] = node
+        nodes[nid], roles[nid] = _realise_node(r, nid)
+    old_shapes = old.shapes()
     for out in draft.outputs:
-        if out in old_shapes and shapes.get(out) != old_shapes[out]:
-            raise fail(f"graph output '{out}' would change shape from {list(old_shapes[out])} to "
-                       f"{list(shapes[out])}", out)
+        if out in old_shapes and r.shapes.get(out) != old_shapes[out]:
+            raise r.fail(f"graph output '{out}' would change shape from {list(old_shapes[out])} to "
+                         f"{list(r.shapes[out])}", out)
     try:
         graph = Graph(archgraph=old.archgraph, name=old.name, inputs=old.inputs, nodes=nodes,
                       outputs=list(draft.outputs))
     except ArchgraphError as err:
-        raise fail(f"the result would not be a valid graph: {err.message}", err.node) from None
+        raise r.fail(f"the result would not be a valid graph: {err.message}", err.node) from None
     except ValueError as err:  # pydantic: a bad id or an empty graph
-        raise fail(f"the result would not be a valid graph: {err}") from None
-    plan = _plan(draft, graph, roles, slots)
-    return graph, plan
+        raise r.fail(f"the result would not be a valid graph: {err}") from None
+    return graph, _plan(draft, graph, roles, r.slots)
 
 
-def _slice(node, was, ch: Channels, slots: dict[str, Slots], nid: str, fail):
-    """A slice keeps the channels of its old range that are still there: ``start``/``stop`` move to them."""
-    first = slots[node.inputs[0]]
-    if was is None:
-        return node, Slots(first.tokens[node.start:node.stop])
-    old_first = ch.slots[was.inputs[0]]
-    if first == old_first:
-        return node, ch.slots[nid]
-    if first.blocks is not None or old_first.blocks is not None:
-        raise fail("it slices flattened features whose channels would change", nid)
-    inside = _old_positions(old_first, first)
-    kept = [i for i, old in enumerate(inside) if was.start <= old < was.stop]
-    if not kept:
-        raise fail("this would remove every one of its channels", nid)
-    start, stop = kept[0], kept[-1] + 1
-    if len(kept) != stop - start:
-        raise fail("channels would be added inside its range, which a slice cannot take", nid)
-    return node.replace(start=start, stop=stop), Slots(first.tokens[start:stop])
+def _realise_node(r: Realisation, nid: str):
+    """One node of the result: its role's tokens, then the resizing and checks every role shares. Records its
+    shape and tokens in ``r``; returns ``(node, role)``."""
+    draft, ch = r.draft, r.draft.ch
+    old_shapes = draft.old.shapes()
+    node = draft.nodes[nid]
+    ins = [r.shapes[i] for i in node.inputs]
+    was = _same_node(draft.old, nid, node)
+    node = _pinned(node, was, ins, old_shapes)
+    role = ch.roles[nid] if was is not None else OPS[node.op].coupling.role(node, ins)
+    step = HANDLERS[role]
+    if nid in draft.given:
+        s, shape = draft.given[nid], None
+    else:
+        node, s, shape = step.realise(r, nid, node, was, ins)
+    if was is not None and tuple(was.inputs) != tuple(node.inputs) and not step.producing \
+            and s.width == channel_width(old_shapes[nid]):
+        s = ch.slots[nid]  # rewired to a value of the same width: position i stays position i
+    if s.width == 0:
+        raise r.fail("this would remove every one of its channels", nid)
+    if was is not None and s.width != channel_width(old_shapes[nid]) and step.resizes:
+        changes = OPS[node.op].rewrite.resize(node, s.width)
+        if changes:
+            node, shape = node.replace(**changes), None
+    if shape is None:
+        shape = r.shape(node, ins, nid)
+    step.check(r, nid, node, was, s)
+    if channel_width(shape) != s.width:  # pragma: no cover - an internal inconsistency, never a user error
+        raise r.fail(f"internal error: {s.width} channel tokens for an output of {channel_width(shape)} channels",
+                     nid)
+    r.shapes[nid] = shape
+    r.slots[nid] = s
+    return node, role
 
 
-def _old_positions(old: Slots, new: Slots) -> list[int]:
-    """The old position of every new position, matching tokens (k-th occurrence with k-th); -1 for a new token."""
-    where: dict[int, list[int]] = {}
-    for i, t in enumerate(old.tokens):
-        where.setdefault(t, []).append(i)
-    seen: dict[int, int] = {}
-    out = []
-    for t in new.tokens:
-        k = seen.get(t, 0)
-        seen[t] = k + 1
-        hits = where.get(t, [])
-        out.append(hits[k] if k < len(hits) else -1)
-    return out
+def _pinned(node, was, ins, old_shapes):
+    """The node with the fields it must write out before its input's width changes (``RewriteFacts.pin``)."""
+    if was is None or [channel_width(x) for x in ins] == [channel_width(old_shapes[i]) for i in was.inputs]:
+        return node
+    pinned = OPS[node.op].rewrite.pin(was, [old_shapes[i] for i in was.inputs])
+    return node.replace(**pinned) if pinned else node
 
 
-def _check_groups(node, was, draft: Draft, slots: dict[str, Slots], out: Slots, nid: str, fail) -> None:
-    """A grouped conv's groups must stay equal: on each side (input, output) every group keeps the same number of
-    its own channels (which ones, each group chooses: ``analyse`` records the groups, the rules take as many from
-    each), new channels come at the same in-group positions of every group, and no channel moves to another group."""
-    ch = draft.ch
-    sides = [(ch.slots[nid], out, draft.fan_in, "output")]
-    if group_positions(node, was, ch, slots) is not None:
-        sides.append((ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, "input"))
-    for old, new, fill, side in sides:
-        full = _axis_map(old, new, fill, draft.copy_of, None, draft.uf)
-        if full is None or per_group(full.index, full.old_size, full.size, node.groups) is not False:
-            continue
-        kept = _kept_per_group(full.index, full.old_size, node.groups)
-        raise fail(f"it is a grouped conv (groups={node.groups}) whose groups would change unevenly: its {side} "
-                   f"groups would keep {kept} channels; the same number must go from (or come to) every group, "
-                   "and no channel can move to another group", nid)
-
-
-def _kept_per_group(index, old_width: int, groups: int) -> str:
-    per = max(old_width // groups, 1)
-    kept = [0] * groups
-    for p in index:
-        if p >= 0:
-            kept[min(p // per, groups - 1)] += 1
-    return ", ".join(map(str, kept[:4])) + (", ..." if groups > 4 else "")
-
-
-def group_positions(node, was, ch: Channels, slots: dict[str, Slots]):
-    """For a grouped conv: ``None`` when its input is unchanged (or rewired to a value of the same width), else
-    the old positions of its new input channels."""
-    new, old = slots[node.inputs[0]], ch.slots[was.inputs[0]]
-    if was.inputs[0] != node.inputs[0] and new.width == old.width:
-        return None  # rewired to a value of the same width: read position by position, as other readers
-    positions = _old_positions(old, new)
-    if positions == list(range(old.width)):
-        return None
-    return positions
-
-
-def per_group(positions, old_width: int, new_width: int, groups: int):
-    """The in-group old position of every in-group new position, for each group (``-1`` for a new channel, at the
-    same positions in every group); ``False`` when the groups would not stay equal or a channel would move to
-    another group."""
-    if new_width % groups or old_width % groups:
-        return False
-    per_old, per_new = old_width // groups, new_width // groups
-    out = []
-    for k in range(groups):
-        part = positions[k * per_new:(k + 1) * per_new]
-        if any(p >= 0 and not k * per_old <= p < (k + 1) * per_old for p in part):
-            return False
-        local = tuple(p - k * per_old if p >= 0 else -1 for p in part)
-        if out and [p < 0 for p in local] != [p < 0 for p in out[0]]:
-            return False
-        out.append(local)
-    return tuple(out)
-
-
-def _grouped_in_map(full: AxisMap, groups: int) -> AxisMap:
-    """The in-group axis of a grouped conv's weight from the map of its whole input (or output, transposed): one
-    index per group when the groups keep different channels."""
-    per_new, per_old = full.size // groups, full.old_size // groups
-    maps = per_group(full.index, full.old_size, full.size, groups)
-    index = maps[0]
-    scale = full.scale[:per_new] if full.scale is not None else None
-    copied = frozenset(i for i in full.copied if i < per_new)
-    return AxisMap(tuple(index), per_old, full.fill, scale, copied,
-                   groups=None if all(m == index for m in maps) else maps)
-
-
-def _role(node, ins) -> str:
-    return OPS[node.op].coupling.role(node, ins)
-
-
-def _shape(node, ins, nid, fail):
-    try:
-        return tuple(OPS[node.op].sizes.shape(node, ins))
-    except ArchgraphError as err:
-        raise fail(f"the result would not be a valid graph: {err.message}", nid) from None
+def _same_node(old: Graph, nid: str, node):
+    """The old node of id ``nid`` when it is still the same op (else the node is new)."""
+    was = old.nodes.get(nid)
+    return was if was is not None and was.op == node.op else None
 
 
 # ---- the plan -------------------------------------------------------------------------------------------------
 
+@dataclass
+class Planner:
+    """What :func:`_plan` shares with each role's :meth:`~archgraph.roles.Role.group_map`."""
+
+    draft: Draft
+    graph: Graph
+    roles: dict[str, str]
+    slots: dict[str, Slots]
+    scale: dict[int, float]
+
+    @property
+    def ch(self) -> Channels:
+        return self.draft.ch
+
+    def axis_map(self, old: Slots, new: Slots, fill: str, scaled: bool) -> Optional[AxisMap]:
+        """The map of a channel axis from ``old`` to ``new`` tokens (``scaled``: with the draft's factors on the
+        outgoing weights, for an axis that reads channels)."""
+        return _axis_map(old, new, fill, self.draft.copy_of, self.scale if scaled else None, self.draft.uf)
+
+
 def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Slots]) -> TransferPlan:
-    old, ch, uf = draft.old, draft.ch, draft.uf
-    scale = {uf.find(t): f for t, f in draft.scale.items()}
-    new_shapes = graph.shapes()
+    old = draft.old
+    p = Planner(draft, graph, roles, slots, {draft.uf.find(t): f for t, f in draft.scale.items()})
     old_shapes = old.shapes()
+    old_layouts = {nid: OPS[n.op].coupling.layout(n, [old_shapes[i] for i in n.inputs])
+                   for nid, n in old.nodes.items()}
     tensors: dict[str, TensorPlan] = {}
-    sources: set[str] = set()
     node_map: dict[str, Optional[str]] = {}
-    old_layouts = {nid: OPS[n.op].coupling.layout(n, [old_shapes[i] for i in n.inputs]) for nid, n in old.nodes.items()}
     for nid, node in graph.nodes.items():
-        was = old.nodes.get(nid)
-        if was is not None and was.op != node.op:
-            was = None
+        was = _same_node(old, nid, node)
         node_map[nid] = nid if was is not None else None
         if was is None:
-            for param in OPS[node.op].coupling.layout(node, [new_shapes[i] for i in node.inputs]):
-                key = f"{nid}.{param}"
-                fill, value = draft.fills.get(key, ("init", 0.0))
-                tensors[key] = TensorPlan(None, fill=fill, value=value)
-            continue
-        old_layout = old_layouts[nid]
-        # a node the rule did not touch keeps its layout (it depends on the node's fields only)
-        layout = old_layout if node is was else OPS[node.op].coupling.layout(node, [new_shapes[i] for i in node.inputs])
-        out_map = in_map = None
-        if any(a is not None for a, _ in layout.values()):
-            fill = draft.fan_in if producing_role(roles[nid]) or OPS[node.op].rewrite.offset else "init"
-            out_map = _axis_map(ch.slots[nid], slots[nid], fill, draft.copy_of, None, uf)
-        if any(b is not None for _, b in layout.values()):
-            src_old, src_new = was.inputs[0], node.inputs[0]
-            # a reader rewired to a value of the same width reads it position by position (identity layers,
-            # deleted nodes); otherwise channels are matched by token
-            if src_old == src_new or slots[src_new].width != ch.slots[src_old].width:
-                in_map = _axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, draft.copy_of, scale, uf)
-        group_map = None  # the in-group axis of a grouped conv's weight (not in the layout: it is not a channel axis)
-        if roles[nid] == GROUPED and OPS[node.op].coupling.group_side == "out":   # transposed: [in, out / groups, ...]
-            full = _axis_map(ch.slots[nid], slots[nid], draft.fan_in, draft.copy_of, None, uf)
-            if full is not None:
-                group_map = _grouped_in_map(full, node.groups)
-        elif roles[nid] == GROUPED and group_positions(node, was, ch, slots) is not None:
-            full = _axis_map(ch.slots[was.inputs[0]], slots[node.inputs[0]], draft.fan_out, draft.copy_of, scale, uf)
-            group_map = _grouped_in_map(full, node.groups)
-        if out_map is None and in_map is None and group_map is None and nid not in draft.given \
-                and layout.keys() == old_layout.keys():
-            for param in layout:
-                key = f"{nid}.{param}"
-                tensors[key] = TensorPlan(key)
-                sources.add(key)
-            continue
-        opdef = OPS[node.op]
-        gates, own = opdef.coupling.gates(node), opdef.coupling.recurrent(node)
-        if out_map is not None and gates > 1:   # every gate block of the units changes alike
-            out_map = out_map.tiled(gates, opdef.coupling.quiet_gate if draft.quiet else None)
-        own_map = None   # the in axis of the tensors that read the node's own units (an LSTM's weight_hh)
-        if own:
-            own_map = _axis_map(ch.slots[nid], slots[nid], draft.fan_out, draft.copy_of, scale, uf)
-        noise = None
-        if draft.noise and producing_role(roles[nid]) and nid in draft.given:
-            pos = {t: i for i, t in enumerate(slots[nid].tokens)}
-            pairs = tuple((pos[a], pos[b]) for a, b in draft.noise if a in pos and b in pos)
-            if pairs and draft.eps > 0:
-                noise = (pairs, draft.eps, draft.seed)
-        for param, (out_axis, in_axis) in layout.items():
-            key = f"{nid}.{param}"
-            if param not in old_layout:
-                fill, value = draft.fills.get(key, ("init", 0.0))
-                tensors[key] = TensorPlan(None, fill=fill, value=value)
-                continue
-            old_out, old_in = old_layout[param]
-            axes = []
-            if out_axis is not None and out_map is not None:
-                axes.append((out_axis, out_map))
-            if in_axis is not None and old_in is not None and param in own:
-                if own_map is not None:
-                    axes.append((in_axis, own_map))
-            elif in_axis is not None and old_in is not None and in_map is not None:
-                axes.append((in_axis, in_map))
-            if group_map is not None and param == "weight":
-                axes.append((1, group_map))
-            tensor_noise = None
-            if noise is not None and param == "weight" and out_axis is not None:
-                tensor_noise = Noise(out_axis, *noise)
-            tensors[key] = TensorPlan(key, tuple(axes), noise=tensor_noise)
-            sources.add(key)
+            tensors.update(_new_tensors(p, nid, node))
+        else:
+            tensors.update(_kept_tensors(p, nid, node, was, old_layouts[nid]))
+    sources = {t.source for t in tensors.values() if t.source is not None}
     dropped = [f"{nid}.{p}" for nid, layout in old_layouts.items() for p in layout if f"{nid}.{p}" not in sources]
     return TransferPlan(tensors, tuple(dropped), draft.exact, draft.note, node_map)
+
+
+def _new_tensors(p: Planner, nid: str, node) -> dict[str, TensorPlan]:
+    """A new node's tensors start as the draft's fills say (``init`` by default)."""
+    shapes = p.graph.shapes()
+    out = {}
+    for param in OPS[node.op].coupling.layout(node, [shapes[i] for i in node.inputs]):
+        key = f"{nid}.{param}"
+        fill, value = p.draft.fills.get(key, ("init", 0.0))
+        out[key] = TensorPlan(None, fill=fill, value=value)
+    return out
+
+
+@dataclass(frozen=True)
+class _Maps:
+    """The channel axis maps of one kept node: its output channels, the input channels it reads, its own units it
+    reads back (an LSTM's ``weight_hh``) and the in-group axis of a grouped conv's weight."""
+
+    out: Optional[AxisMap] = None
+    reads: Optional[AxisMap] = None
+    own: Optional[AxisMap] = None
+    group: Optional[AxisMap] = None
+
+    @property
+    def none(self) -> bool:
+        return self.out is None and self.reads is None and self.group is None
+
+
+def _maps(p: Planner, nid: str, node, was, layout: dict) -> _Maps:
+    draft, ch, slots = p.draft, p.ch, p.slots
+    coupling, producing = OPS[node.op].coupling, HANDLERS[p.roles[nid]].producing
+    out_map = reads = None
+    if any(a is not None for a, _ in layout.values()):
+        fill = draft.fan_in if producing or OPS[node.op].rewrite.offset else "init"
+        out_map = p.axis_map(ch.slots[nid], slots[nid], fill, scaled=False)
+    src_old, src_new = was.inputs[0], node.inputs[0]
+    # a reader rewired to a value of the same width reads it position by position (identity layers, deleted
+    # nodes); otherwise channels are matched by token
+    if any(b is not None for _, b in layout.values()) and \
+            (src_old == src_new or slots[src_new].width != ch.slots[src_old].width):
+        reads = p.axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, scaled=True)
+    gates = coupling.gates(node)
+    if out_map is not None and gates > 1:   # every gate block of the units changes alike
+        out_map = out_map.tiled(gates, coupling.quiet_gate if draft.quiet else None)
+    own = p.axis_map(ch.slots[nid], slots[nid], draft.fan_out, scaled=True) if coupling.recurrent(node) else None
+    return _Maps(out_map, reads, own, HANDLERS[p.roles[nid]].group_map(p, nid, node, was))
+
+
+def _kept_tensors(p: Planner, nid: str, node, was, old_layout: dict) -> dict[str, TensorPlan]:
+    """An old node's tensors: copied, or mapped along the channel axes whose tokens changed."""
+    draft = p.draft
+    shapes = p.graph.shapes()
+    # a node the rule did not touch keeps its layout (it depends on the node's fields only)
+    layout = old_layout if node is was else OPS[node.op].coupling.layout(node, [shapes[i] for i in node.inputs])
+    maps = _maps(p, nid, node, was, layout)
+    if maps.none and nid not in draft.given and layout.keys() == old_layout.keys():
+        return {f"{nid}.{param}": TensorPlan(f"{nid}.{param}") for param in layout}
+    own = OPS[node.op].coupling.recurrent(node)
+    noise = _noise(draft, nid, p.slots[nid]) if HANDLERS[p.roles[nid]].producing else None
+    tensors = {}
+    for param, axes in layout.items():
+        key = f"{nid}.{param}"
+        if param in old_layout:
+            tensors[key] = _mapped(key, param, axes, old_layout[param][1] is not None, maps, param in own, noise)
+        else:
+            fill, value = draft.fills.get(key, ("init", 0.0))
+            tensors[key] = TensorPlan(None, fill=fill, value=value)
+    return tensors
+
+
+def _mapped(key: str, param: str, axes: tuple, had_in: bool, maps: _Maps, own: bool, noise) -> TensorPlan:
+    """One kept tensor mapped along its channel axes ``axes`` (``(out_axis, in_axis)``); ``had_in``: its old layout
+    had an in axis too; ``own``: its in axis reads the node's own units."""
+    out_axis, in_axis = axes
+    mapped = []
+    if out_axis is not None and maps.out is not None:
+        mapped.append((out_axis, maps.out))
+    reads = maps.own if own else maps.reads
+    if in_axis is not None and had_in and reads is not None:
+        mapped.append((in_axis, reads))
+    weight = param == "weight"
+    if maps.group is not None and weight:
+        mapped.append((1, maps.group))
+    tensor_noise = Noise(out_axis, *noise) if noise and weight and out_axis is not None else None
+    return TensorPlan(key, tuple(mapped), noise=tensor_noise)
+
+
+def _noise(draft: Draft, nid: str, s: Slots):
+    """``(pairs, eps, seed)`` of the (kept, copy) channel pairs of a producer the draft perturbs, or ``None``."""
+    if not draft.noise or nid not in draft.given or draft.eps <= 0:
+        return None
+    pos = {t: i for i, t in enumerate(s.tokens)}
+    pairs = tuple((pos[a], pos[b]) for a, b in draft.noise if a in pos and b in pos)
+    return (pairs, draft.eps, draft.seed) if pairs else None
 
 
 def _axis_map(old: Slots, new: Slots, fill: str, copy_of: dict[int, int], scale: Optional[dict[int, float]],

@@ -56,6 +56,9 @@ def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], pa
                           file=source, field="data.val_fraction")
     if storage is not None and not storage.strip():
         raise ConfigError("--storage wants an Optuna RDB URL, e.g. sqlite:///sweep.db")
+    if storage is not None and (":memory:" in storage or storage.strip() in ("sqlite://", "sqlite:///")):
+        raise ConfigError("--storage names an in-memory database, which each worker (and the front) would see "
+                          "empty; give a file, e.g. sqlite:///sweep.db", field="--storage")
     return SweepSpec(run_file=str(Path(run_file).resolve()), out_dir=str(Path(out_dir).resolve()),
                      params=tuple(params), trials=int(trials), seeds=tuple(seeds), jobs=int(jobs), storage=storage,
                      study_name=study_name or Path(run_file).stem, settings=settings, data_root=data_root,

@@ -7,11 +7,13 @@ their runs' ``summary.json`` (median over seeds); the search never sees it, and 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-from ..format.yaml_io import atomic_write_bytes
+from ..errors import ArchgraphError, ConfigError
+from ..format.yaml_io import MAX_FILE_BYTES, atomic_write_bytes, read_limited
 
 OBJECTIVES = [{"name": "val_acc", "direction": "maximize"}, {"name": "nonzero_params", "direction": "minimize"}]
 
@@ -25,11 +27,43 @@ def _shown_url(url: str) -> str:
 
 
 def _read_summary(out_dir: Path, run: str) -> Optional[dict]:
-    path = out_dir / run / "summary.json"
+    path = run_path(out_dir, run) / "summary.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        summary = json.loads(read_limited(path, MAX_FILE_BYTES))
+    except (ArchgraphError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None
+
+
+def run_path(out_dir: Path, run: Any) -> Path:
+    """A trial's run folder as the study records it (relative to the sweep folder), resolved inside the sweep
+    folder; a path that leads out of it (``../../victim``, an absolute path, a link) is refused: the study may have
+    been edited."""
+    base = Path(out_dir).resolve()
+    if not isinstance(run, str) or not run or "\x00" in run:
+        raise ConfigError(f"the study records a run path {run!r} that is not a relative path", file=str(out_dir))
+    path = (base / run).resolve()
+    if Path(run).is_absolute() or not path.is_relative_to(base):
+        raise ConfigError(f"the study records a run path {run!r} that leads out of the sweep folder; refused (was "
+                          "the study edited?)", file=str(out_dir))
+    return path
+
+
+def _seed_records(trial, seeds: list[int], out_dir: Path) -> list[dict]:
+    """The trial's per-seed records (user attributes written by the runner), each checked: a dict with a run path
+    inside the sweep folder and a finite parameter count."""
+    out = []
+    for s in seeds:
+        record = trial.user_attrs.get(f"seed-{s}")
+        if record is None:
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("params"), (int, float)) \
+                or isinstance(record.get("params"), bool) or not math.isfinite(record["params"]):
+            raise ConfigError(f"trial {trial.number}: its record of seed {s} in the study is not what the sweep "
+                              f"writes ({str(record)[:80]!r}); was the study edited?", file=str(out_dir))
+        run_path(out_dir, record.get("run"))
+        out.append(record)
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -44,7 +78,7 @@ def dominates(a: dict, b: dict) -> bool:
 
 
 def _entry(trial, out_dir: Path, seeds: list[int], with_test: bool) -> dict:
-    runs = [trial.user_attrs[f"seed-{s}"] for s in seeds if f"seed-{s}" in trial.user_attrs]
+    runs = _seed_records(trial, seeds, out_dir)
     entry: dict[str, Any] = {"trial": trial.number, "params": dict(trial.params),
                              "val_acc": trial.values[0], "nonzero_params": _plain(trial.values[1]),
                              "params_total": _plain(statistics.median(r["params"] for r in runs)) if runs else None,
@@ -67,6 +101,10 @@ def front_data(study, spec) -> dict:
     out_dir = Path(spec.out_dir)
     seeds = list(spec.seeds)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in complete:
+        if len(t.values or ()) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.values):
+            raise ConfigError(f"trial {t.number} in the study has objective values {t.values!r}, not two finite "
+                              "numbers; was the study edited?", file=str(out_dir))
     best = {t.number for t in study.best_trials} if complete else set()
     front = [_entry(t, out_dir, seeds, True) for t in complete if t.number in best]
     front.sort(key=lambda e: (e["nonzero_params"], -e["val_acc"], e["trial"]))

@@ -110,7 +110,14 @@ def prepare(spec: SweepSpec) -> tuple[Any, int, int]:
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
     study = open_study(spec, create=True)
     mine = spec.identity
-    theirs = study.user_attrs.get("archgraph_sweep")
+    try:
+        theirs = study.user_attrs.get("archgraph_sweep")
+    except ValueError as err:   # a user attribute that is not JSON: the study was edited
+        raise ConfigError(f"study '{spec.study_name}' in {_shown_url(spec.storage_url)} holds an attribute that "
+                          f"is not JSON ({err}); was it edited?") from None
+    if theirs is not None and not isinstance(theirs, dict):
+        raise ConfigError(f"study '{spec.study_name}' in {_shown_url(spec.storage_url)} has an archgraph_sweep "
+                          f"attribute that is not what archgraph sweep writes ({str(theirs)[:60]!r})")
     if theirs is None:
         if study.get_trials(deepcopy=False):
             raise ConfigError(f"study '{spec.study_name}' in {_shown_url(spec.storage_url)} was not made by "

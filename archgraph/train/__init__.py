@@ -6,11 +6,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..errors import shown
+from ..history.rundir import RunDir
 from .config import RunConfig, check_budget, config_from_data, load_config, load_seed, with_overrides
 
 
@@ -43,15 +46,26 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     seed = load_seed(cfg, base, source)
     if os.environ.get("RANK", "0") == "0":
         for warning in check_budget(cfg):
-            print(f"archgraph: warning: {source}: {warning}", file=sys.stderr)
-    trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
-                      quiet=quiet, resume=resume)
-    try:
-        summary = trainer.run()
-    except BaseException:
-        trainer.dist.close()
-        raise
-    trainer.dist.close(finished=True)
+            print(shown(f"archgraph: warning: {source}: {warning}"), file=sys.stderr)
+    run_dir = RunDir(out_dir)
+    main = os.environ.get("RANK", "0") == "0"
+    if main:   # before the lock creates the folder: a mistyped --out stays absent
+        run_dir.check_no_links()
+        if resume:
+            run_dir.check_resumable()
+    with run_dir.locked() if main else contextlib.nullcontext():   # one writer per run folder
+        if main:
+            run_dir.check_no_links()
+            if resume:
+                run_dir.check_resumable()
+        trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
+                          quiet=quiet, resume=resume)
+        try:
+            summary = trainer.run()
+        except BaseException:
+            trainer.dist.close()
+            raise
+        trainer.dist.close(finished=True)
     return summary
 
 

@@ -1,0 +1,269 @@
+"""Reliability and security (issue 26): each test closes a class of fault, not one case.
+
+* generated code: nothing from a graph file reaches exported Python except as an escaped literal;
+* run folders: resume only a run, never delete what a run did not write, never write through a link, one writer;
+* output folders: written as one unit, a full disk named as such.
+"""
+import contextlib
+import importlib.util
+import os
+import sys
+
+import pytest
+
+import archgraph
+from archgraph.interop.export import export_python
+
+HOSTILE_NAMES = [
+    'x"""+str(__import__("os").system("touch PWNED"))+"""',
+    "x'''+str(__import__('os').system('touch PWNED'))+'''",
+    'a\\"""\nimport os; os.system("touch PWNED")\n"""',
+    "<net> javascript:alert(1) \x1b[31mred\x1b[0m \u202e\u00e9\u4e2d",
+    "None", "class", "self", "\\", "\r\n\"\"\"\\N{", "",
+]
+
+MLP = """
+archgraph: 1
+name: mlp
+inputs: {x: [4]}
+nodes:
+  fc1: {op: linear, in: x, out_features: 3}
+  act: {op: relu, in: fc1}
+  fc2: {op: linear, in: act, out_features: 2}
+outputs: [fc2]
+"""
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_exported_python_with_a_hostile_graph_name_imports_without_running_it(tmp_path, monkeypatch, name):
+    graph = archgraph.loads(MLP).model_copy(update={"name": name})
+    path = tmp_path / "m.py"
+    export_python(graph, path)
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location(f"hostile_{abs(hash(name))}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not (tmp_path / "PWNED").exists()
+    assert mod.GRAPH_NAME == name                       # the name survives, as data
+    assert mod.__doc__.count('"') == 0 and "\\" not in mod.__doc__
+    import torch
+    (cls,) = [v for v in vars(mod).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+              and v.__module__ == mod.__name__]
+    assert cls.__name__.isidentifier() and cls.__name__.isascii()
+    assert cls()(torch.zeros(1, 4)).shape == (1, 2)
+
+
+# ---- run folders: resume only a run, no links, one writer ---------------------------------------------------------
+from archgraph.cli import main as cli  # noqa: E402
+from archgraph.errors import ArchgraphError, ConfigError  # noqa: E402
+from archgraph.history.rundir import RunDir  # noqa: E402
+from train_helpers import tiny_config  # noqa: E402
+
+
+def user_folder(root):
+    """A folder that looks like a run's output but was never one (the user's own files)."""
+    (root / "versions").mkdir(parents=True)
+    (root / "weights").mkdir()
+    (root / "versions" / "0001.yaml").write_text("mine\n")
+    (root / "summary.json").write_text('{"mine": 1}\n')
+    (root / "weights" / "final.safetensors").write_bytes(b"mine")
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_resume_on_a_folder_that_is_not_a_run_is_refused_and_deletes_nothing(data_root, tmp_path):
+    folder = tmp_path / "mine"
+    before = user_folder(folder)
+    with pytest.raises(ConfigError, match="not a run folder"):
+        archgraph.grow(tiny_config(data_root, epochs=1), folder, quiet=True, resume=True)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    with pytest.raises(ConfigError, match="does not exist"):          # a typo in --out
+        archgraph.grow(tiny_config(data_root, epochs=1), tmp_path / "typo", quiet=True, resume=True)
+    assert not (tmp_path / "typo").exists()
+    assert not (folder / ".lock").exists()
+
+
+def test_resume_cli_on_a_non_run_exits_2(data_root, tmp_path, capsys):
+    import yaml
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(tiny_config(data_root, epochs=1)))
+    folder = tmp_path / "mine"
+    user_folder(folder)
+    assert cli(["grow", str(run_file), "--out", str(folder), "--resume", "--quiet"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_links_inside_a_run_folder_are_refused(data_root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "0007.yaml").write_text("victim\n")
+    for planted in ("history.jsonl", "versions"):
+        out = tmp_path / f"run_{planted}"
+        out.mkdir()
+        target = outside / "dangling" if planted == "history.jsonl" else outside
+        os.symlink(target, out / planted)
+        for resume in (False, True):
+            with pytest.raises(ConfigError, match="symbolic link"):
+                archgraph.grow(tiny_config(data_root, epochs=1), out, quiet=True, resume=resume)
+    assert sorted(p.name for p in outside.iterdir()) == ["0007.yaml"]
+    run = RunDir(tmp_path / "run_versions")       # and each write checks again (a link planted during a run)
+    with pytest.raises(ArchgraphError, match="symbolic link"):
+        run.write_version(0, archgraph.loads(MLP))
+    with pytest.raises(ArchgraphError, match="symbolic link"):
+        run.rewind(0, -1)
+    assert sorted(p.name for p in outside.iterdir()) == ["0007.yaml"]
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data_root, tmp_path):
+    import socket
+    import subprocess
+    out = tmp_path / "run"
+    with RunDir(out).locked():
+        assert (out / ".lock").read_text().split()[0] == str(os.getpid())
+        with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
+            archgraph.grow(tiny_config(data_root, epochs=1), out, quiet=True)
+        with pytest.raises(ConfigError, match="another archgraph process"):
+            with RunDir(out).locked():
+                pass
+    assert not (out / ".lock").exists()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()}\n")   # its process has ended
+    summary = archgraph.grow(tiny_config(data_root, "dense", epochs=1), out, quiet=True)
+    assert summary["versions"] >= 1 and not (out / ".lock").exists()
+
+
+# ---- output folders: one unit, a full disk named ------------------------------------------------------------------
+def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP)
+    out = tmp_path / "out"
+    assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=2", "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(*args, **kwargs):   # what safetensors raises on a full disk
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                          'message: "No space left on device" })')
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    for argv in (["apply", str(graph), "add_filters", "node=fc1", "count=5", "-o", str(out), "--force"],
+                 ["prune", str(out / "graph.yaml"), "--weights", str(out / "weights.safetensors"), "--ratio", "0.5",
+                  "-o", str(out), "--force"]):
+        capsys.readouterr()
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert "weights.safetensors" in err and "no space left" in err and "Traceback" not in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no new graph, no temporary left
+
+
+# ---- pictures: every text a plain label ---------------------------------------------------------------------------
+PICTURE_NAMES = [
+    '<<TABLE><TR><TD HREF="javascript:alert(1)">click</TD></TR></TABLE>>',
+    '<x>]; injected [label="click" URL="javascript:alert(1)" href="javascript:alert(1)"]; y [label=<y>',
+    "<net>", 'x" URL="javascript:alert(1)', 'a"]; evil [URL="javascript:alert(1)" label="', "back\\", "\\N\\G\\L",
+    "tab\there\x1b[31m",
+]
+
+
+def no_link(svg: str) -> None:
+    """No link element or attribute in the picture (the hostile text shows, escaped, as text)."""
+    import xml.etree.ElementTree as ET
+    for element in ET.fromstring(svg[svg.index("<svg"):]).iter():
+        assert not element.tag.endswith("}a") and element.tag != "a"
+        assert not any("href" in key.lower() for key in element.attrib)
+
+
+@pytest.mark.parametrize("name", PICTURE_NAMES)
+def test_hostile_names_in_every_picture_are_plain_text(tmp_path, name, capsys):
+    from rundir_fixture import steps_from_rules, write_run
+    from archgraph.history.report import report_data
+    from archgraph.rules import AddFilters
+    from archgraph.format.yaml_io import dumps
+    seed = archgraph.loads(MLP).model_copy(update={"name": name})
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(dumps(seed))
+    b.write_text(dumps(archgraph.apply(seed, AddFilters(node="fc1", count=2)).graph))
+    assert cli(["render", str(a), "-o", str(tmp_path / "g.svg")]) == 0, capsys.readouterr().err
+    assert cli(["diff", str(a), str(b), "-o", str(tmp_path / "d.svg")]) == 0, capsys.readouterr().err
+    run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
+                    config={"name": name, "seed": 0})
+    assert cli(["render", str(run), "-o", str(tmp_path / "h.svg")]) == 0, capsys.readouterr().err
+    assert cli(["report", str(run), "-o", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+    for svg in ("g.svg", "d.svg", "h.svg"):
+        no_link((tmp_path / svg).read_text())
+    data = report_data(run)
+    pictures = [p for v in data["versions"] for k, p in v.items() if isinstance(p, str) and "<svg" in p]
+    assert pictures
+    for svg in pictures:
+        no_link(svg)
+
+
+# ---- sweeps: paths and values read from a study are checked -------------------------------------------------------
+def tampered_study(tmp_path, record=None, values=(0.9, 100.0), attr=None):
+    import optuna
+    from archgraph.sweep import plan
+    from archgraph.sweep.front import front_data
+    root = os.path.join(os.path.dirname(__file__), "..", "examples", "digits_gnap.yaml")
+    out = tmp_path / "sweep"
+    (out / "trials" / "0000" / "seed-0").mkdir(parents=True)
+    spec = plan(root, out, ["method.param_cost=loguniform:0.0005:0.5"], trials=1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name=spec.study_name,
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("archgraph_sweep", attr if attr is not None else spec.identity)
+    record = record if record is not None else {"seed": 0, "run": "trials/0000/seed-0", "params": 10}
+    study.add_trial(optuna.trial.create_trial(values=list(values), user_attrs={"seed-0": record}))
+    return lambda: front_data(study, spec), spec
+
+
+@pytest.mark.parametrize("run", ["../../victim", "/etc", "trials/../../victim", 5, None])
+def test_a_study_run_path_out_of_the_sweep_folder_is_refused(tmp_path, run):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "summary.json").write_text('{"test_acc": 0.123}')
+    front, _ = tampered_study(tmp_path, {"seed": 0, "run": run, "params": 10})
+    with pytest.raises(ConfigError, match="run path"):
+        front()
+
+
+@pytest.mark.parametrize("record,values", [("not a dict", (0.9, 100.0)), ({"run": "trials/0000/seed-0",
+                                           "params": "many"}, (0.9, 100.0)), (None, (0.9, float("inf")))])
+def test_tampered_study_records_are_one_line_errors(tmp_path, record, values):
+    front, _ = tampered_study(tmp_path, record, values)
+    with pytest.raises(ConfigError, match="study"):
+        front()
+
+
+def test_a_study_attribute_that_is_not_a_sweeps_is_refused(tmp_path):
+    from archgraph.sweep.runner import prepare
+    _, spec = tampered_study(tmp_path, attr=5)
+    with pytest.raises(ConfigError, match="archgraph_sweep attribute"):
+        prepare(spec)
+    from archgraph.sweep import plan
+    with pytest.raises(ConfigError, match="in-memory"):
+        plan(spec.run_file, tmp_path / "s2", ["method.param_cost=loguniform:0.0005:0.5"], trials=1,
+             storage="sqlite:///:memory:")
+
+
+# ---- terminal escapes and usage errors ----------------------------------------------------------------------------
+def test_terminal_escape_bytes_in_user_text_are_escaped_in_every_message(tmp_path, capsys):
+    evil = "\x1b]0;pwned\x07\x1b[2J\u202e"
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP.replace("in: act", f"in: 'act{evil}'"))
+    runs = [["validate", str(graph)], ["validate", str(tmp_path / f"missing{evil}.yaml")],
+            ["render", str(tmp_path / f"x{evil}.yaml"), "-o", str(tmp_path / "x.svg")],
+            ["apply", str(graph), "add_filters", f"node=fc{evil}", "count=1", "-o", str(tmp_path / "o")],
+            ["summary", str(graph)], ["prune", str(graph), "-o", str(tmp_path / f"p{evil}")]]
+    for argv in runs:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) if argv[0] == "prune" else contextlib.nullcontext():
+            assert cli(argv) == 2
+        out = capsys.readouterr()
+        text = out.err + out.out
+        assert "archgraph: error:" in text and not any(ch in text for ch in "\x1b\x07\u202e"), (argv, text)
+        assert text.count("\n") == 1, text   # one line
+
+
+def test_a_missing_required_option_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli(["prune", "g.yaml", "-o", "out"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "--weights" in err and "usage" not in err
