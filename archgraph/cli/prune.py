@@ -75,8 +75,7 @@ def run(args) -> int:
     if args.calib:
         from archgraph.train.calibration import calibration_batches
         calib = calibration_batches(args.calib, graph, args.calib_batches, args.data_root, seed=None)
-    start = graph
-    before = _latency(graph, state) if args.report_latency else None
+    start, start_state = graph, state
     rules: list = []
     if args.depth > 0:
         graph, state, rules = prune_depth(graph, state, args.depth, calib)
@@ -99,11 +98,11 @@ def run(args) -> int:
     by = args.criterion if args.ratio > 0 else "block influence"
     print(f"pruned {len(rules)} {what} by {by}: {start.params:,} -> {graph.params:,} "
           f"params, {start.macs:,} -> {graph.macs:,} MACs")
-    if before is not None:
-        from archgraph.fx.latency import compare, describe
-        after = _latency(graph, state)
+    if args.report_latency:
+        from archgraph.fx.latency import compare, describe, measure_pair
+        before, after = measure_pair(_float_module(start, start_state), start, _float_module(graph, state), graph)
         print(f"latency {compare(before, after)}; MACs {start.macs / max(graph.macs, 1):.2f}x fewer "
-              f"({describe(after).split('(', 1)[1][:-1]})")
+              f"({describe(after).split('(', 1)[1][:-1]}, the two timed in alternation)")
     print(f"wrote {gpath} and {wpath}")
     return 0
 
@@ -117,9 +116,8 @@ def _rule_text(r, prune_channels) -> str:
     return " ".join([r.name, *parts])
 
 
-def _latency(graph, state) -> dict:
+def _float_module(graph, state):
     from archgraph.fx.builder import build
-    from archgraph.fx.latency import measure
     module = build(graph)
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return measure(module, graph)
+    return module

@@ -85,6 +85,32 @@ def measure(module: torch.nn.Module, graph: Graph, batch_sizes: Sequence[int] = 
         torch.set_num_threads(old)
 
 
+def measure_pair(before: torch.nn.Module, graph_before: Graph, after: torch.nn.Module, graph_after: Graph,
+                 batch_sizes: Sequence[int] = BATCH_SIZES, warmup: int = 3, rounds: int = 10,
+                 threads: Optional[int] = None) -> tuple[dict, dict]:
+    """:func:`measure` of two modules (a network before and after pruning) timed in alternation, one pass of each
+    per round, so that the load of a shared machine falls on both alike; on the CPU."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        out: tuple[dict, dict] = ({}, {})
+        for b in batch_sizes:
+            xs = (example_inputs(graph_before, b), example_inputs(graph_after, b))
+            for m, x in zip((before, after), xs):
+                time_forward(m, x, warmup, 0)
+            times: tuple[list, list] = ([], [])
+            for _ in range(rounds):
+                for i, (m, x) in enumerate(zip((before, after), xs)):
+                    times[i].extend(time_forward(m, x, 0, 1))
+            for i in range(2):
+                out[i][str(b)] = {"median_ms": 1000 * statistics.median(times[i]), "min_ms": 1000 * min(times[i])}
+        info = {"device": "cpu", "threads": torch.get_num_threads(), "warmup": warmup, "rounds": rounds}
+        return {**info, "batches": out[0]}, {**info, "batches": out[1]}
+    finally:
+        torch.set_num_threads(old)
+
+
 def describe(lat: dict) -> str:
     """One line: ``batch 1: 0.41 ms, batch 32: 3.2 ms (cpu, 2 threads, median of 10 after 3 warm-up)``."""
     parts = ", ".join(f"batch {b}: {_ms(v['median_ms'])}" for b, v in lat["batches"].items())
