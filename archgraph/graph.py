@@ -280,6 +280,33 @@ def check(graph: Graph) -> None:
         if out in graph.outputs[:i]:
             raise GraphError(f"output '{out}' is listed twice", node=out, field="outputs")
     check_graph(graph)  # sizes, then shapes (their errors name the node), then totals: before anything is allocated
+    _check_ties(graph)
+
+
+def tied_parameters(graph: "Graph") -> dict[str, str]:
+    """``{parameter: the parameter it is}`` of the graph's tied weights (``{"lm_head.weight": "wte.weight"}`` for
+    a linear with ``tied_to: wte``): keys of the state dict that name one tensor."""
+    return {f"{nid}.weight": f"{node.tied_to}.weight" for nid, node in graph.nodes.items()
+            if getattr(node, "tied_to", None) is not None}
+
+
+def _check_ties(graph: "Graph") -> None:
+    from .ops.spec import Embedding
+    for nid, node in graph.nodes.items():
+        target = getattr(node, "tied_to", None)
+        if target is None:
+            continue
+        other = graph.nodes.get(target)
+        if not isinstance(other, Embedding):
+            what = "does not exist" if other is None else f"is a {other.op}"
+            raise GraphError(f"tied_to '{target}' {what}; a linear ties its weight to an embedding node's table",
+                             node=nid, field="tied_to")
+        vocab, dim = graph.input_shapes(target)[0].vocab, other.embedding_dim
+        width = graph.input_shapes(nid)[0][-1]
+        if (node.out_features, width) != (vocab, dim):
+            raise GraphError(f"tied to '{target}' ([{vocab}, {dim}]), the weight must be [out_features, input "
+                             f"width] = [{vocab}, {dim}]; it is [{node.out_features}, {width}]", node=nid,
+                             field="tied_to")
 
 
 def _close_match(name: str, candidates: list[str]) -> str:

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import archgraph  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
-from archgraph.train.config import DataConfig  # noqa: E402
-from archgraph.train.data import load_dataset  # noqa: E402
+from archgraph.data import data_config  # noqa: E402
+from archgraph.data.feed import load_data  # noqa: E402
 from archgraph.train.teacher import Teacher, distill_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +78,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     graph = archgraph.load(args.seed_graph)
-    ds = load_dataset(DataConfig(name=args.data, val_fraction=0.0), seed=0, root=args.root,
-                      input_shape=tuple(graph.inputs["image"]))
+    ds = load_data(data_config(name=args.data, val_fraction=0.0), seed=0, root=args.root,
+                   input_shape=graph.inputs["image"])
     model = build(graph)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     steps = args.epochs * math.ceil(len(ds.train) / args.batch)

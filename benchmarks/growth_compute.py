@@ -68,18 +68,18 @@ class Probe(Trainer):
         self.curve.append({"step": self.step, "version": self.version, "flops": self.flops,
                            "wall_s": round(self.train_s, 4), "val_bpc": bpc})
 
-    def train_step(self, idx: torch.Tensor):
+    def train_step(self, batch, n: int):
         if self.step % self.every == 0:   # the state after self.step steps (and any rewrite after the last one)
             self._point()
         if not self.ledger or self.ledger[-1]["version"] != self.version:
             self.ledger.append({"version": self.version, "macs": self.graph.macs, "steps": 0, "samples": 0})
         t0 = time.perf_counter()
-        out = super().train_step(idx)
+        out = super().train_step(batch, n)
         float(out[0])   # wait for the step (a no-op on the CPU)
         self.train_s += time.perf_counter() - t0
-        self.flops += FLOPS_PER_MAC * self.graph.macs * len(idx)
+        self.flops += FLOPS_PER_MAC * self.graph.macs * n
         self.ledger[-1]["steps"] += 1
-        self.ledger[-1]["samples"] += len(idx)
+        self.ledger[-1]["samples"] += n
         return out
 
     def apply_rule(self, rule) -> None:

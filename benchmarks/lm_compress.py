@@ -42,9 +42,10 @@ from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.calibration import task_loss  # noqa: E402
 from archgraph.fx.depth import prune_depth, residual_blocks  # noqa: E402
 from archgraph.fx.latency import time_forward  # noqa: E402
-from archgraph.train.config import DataConfig  # noqa: E402
+from archgraph.data import data_config  # noqa: E402
+from archgraph.data.feed import load_data  # noqa: E402
+from archgraph.graph import TokenShape  # noqa: E402
 from archgraph.train.teacher import Teacher, distill_loss  # noqa: E402
-from archgraph.train.text import load_text  # noqa: E402
 from latency import gpt_graph  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ds = load_text(DataConfig(name="text"), args.seq)
+    ds = load_data(data_config(name="text"), input_shape=TokenShape((args.seq,), 256))
     graph = gpt_graph(args.layers, args.dim, args.heads, args.seq, ds.vocab_size, name="lm")
     model = build(graph)
     t = time.perf_counter()

@@ -16,6 +16,7 @@ the scheduler's time slices on a shared machine); each ratio is the median over 
 is parity). The load average is printed before and after.
 
     python benchmarks/step_speed.py [--batch 64] [--rounds 9] [--min-time 0.2] [--threads 1] [--compile] [--seeds ...]
+    python benchmarks/step_speed.py --device cuda --compile     # on a GPU (scripts/gpu_check.sh)
 """
 from __future__ import annotations
 
@@ -77,11 +78,12 @@ def chosen_step(model, fmt, x, y):
 def measure(name: str, args) -> dict:
     cls, shape = REFERENCES[name]
     g = archgraph.load(ROOT / f"examples/seeds/{name}.yaml")
-    built = archgraph.build(g)
-    ref = cls()
+    device = torch.device(args.device)
+    built = archgraph.build(g, device=device)
+    ref = cls().to(device)
     ref.load_state_dict(built.state_dict())
-    x = torch.randn(args.batch, *shape)
-    y = torch.randint(0, 10, (args.batch,))
+    x = torch.randn(args.batch, *shape).to(device)
+    y = torch.randint(0, 10, (args.batch,)).to(device)
     with torch.no_grad():   # the twin computes the same function
         assert torch.allclose(built.eval()(x), ref.eval()(x), atol=1e-5), f"{name}: hand-written twin differs"
     built.train()
@@ -91,10 +93,10 @@ def measure(name: str, args) -> dict:
              "loop": loop_step(copy.deepcopy(built), x, y),
              "chosen": chosen_step(copy.deepcopy(built), fmt, x, y)}
     for step in steps.values():
-        timed(step, 3)   # warm-up (and compilation)
+        timed(step, 3, device)   # warm-up (and compilation)
     # each timing lasts at least --min-time, well above the scheduler's time slice on a shared machine
-    n = max(args.steps, math.ceil(args.min_time / timed(steps["ref"], 3)))
-    times = interleaved(steps, args.rounds, n)
+    n = max(args.steps, math.ceil(args.min_time / timed(steps["ref"], 3, device)))
+    times = interleaved(steps, args.rounds, n, device)
 
     def ratio(a, b):
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
@@ -124,12 +126,14 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="let the chooser consider torch.compile")
     p.add_argument("--seeds", nargs="+", default=list(REFERENCES), choices=list(REFERENCES))
+    p.add_argument("--device", default="cpu", help="cpu or cuda (TF32 as torch's defaults leave it)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load = os.getloadavg()
     rows = [measure(name, args) for name in args.seeds]
-    print(f"torch {torch.__version__}, CPU, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} "
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, {where}, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} "
           f"interleaved rounds, each timing at least {args.steps} steps and {args.min_time} s; load average {load[0]:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores)\n")
     print(table(rows))

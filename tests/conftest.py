@@ -32,3 +32,21 @@ def data_root(tmp_path_factory):
     """A folder of generated MNIST files (train_helpers.write_mnist), one per test module."""
     from train_helpers import write_mnist
     return write_mnist(tmp_path_factory.mktemp("data"))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """The device a CUDA path is checked on: the CPU always, CUDA when this machine has it (the CUDA case skips
+    cleanly otherwise). Tests taking it are marked ``cuda``, so ``pytest -m cuda`` (scripts/gpu_check.sh) runs both:
+    the CPU case checks the test itself, the CUDA case the device."""
+    if request.param == "cuda" and not _cuda_available():
+        pytest.skip("CUDA is not available here")
+    return request.param

@@ -42,13 +42,26 @@ def flat_state(prefix: str, value, out: dict) -> None:
         out[prefix] = torch.frombuffer(bytearray(repr(value).encode() or b" "), dtype=torch.uint8)
 
 
+def whole(trainer) -> tuple[dict, dict]:
+    """The module's state dict and ``{id(param): name}`` of the optimizer's parameters; under ``parallel: fsdp``
+    with every shard all-gathered (torch's own ``DTensor.full_tensor``), so the ranks' hashes are comparable."""
+    sharding = getattr(trainer, "sharding", None)
+    if sharding is None:
+        return dict(trainer.module.state_dict()), {id(p): n for n, p in trainer.module.named_parameters()}
+    from torch.distributed.fsdp import FSDPModule
+    for m in trainer.module.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+    state = {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in trainer.module.state_dict().items()}
+    return state, {id(p): n for n, p in trainer.module.named_parameters()}
+
+
 def state_hash(trainer) -> str:
-    tensors = dict(trainer.module.state_dict())
-    names = {id(p): n for n, p in trainer.module.named_parameters()}
+    tensors, names = whole(trainer)
     for p, state in trainer.optimizer.state.items():
         for k, v in state.items():
             if torch.is_tensor(v):
-                tensors[f"opt.{names[id(p)]}.{k}"] = v
+                tensors[f"opt.{names[id(p)]}.{k}"] = v.full_tensor() if hasattr(v, "full_tensor") else v
     for k, v in trainer.strategy.learned_parameters(trainer).items():
         tensors[f"strategy.{k}"] = v
     flat_state("strategy_state", trainer.strategy.state_dict(), tensors)
@@ -59,7 +72,7 @@ def record(trainer, what: str) -> None:
     path = Path(os.environ["DDP_TRACE_DIR"]) / f"rank{trainer.dist.rank}.jsonl"
     line = {"what": what, "version": trainer.version, "epoch": trainer.epoch, "step": trainer.step,
             "world_size": trainer.dist.world_size, "hash": state_hash(trainer),
-            "weights": tensors_hash(trainer.module.state_dict())}
+            "weights": tensors_hash(whole(trainer)[0])}
     with open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
 

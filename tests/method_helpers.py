@@ -78,6 +78,6 @@ def check_run(run, summary: dict, test_x=None, test_y=None) -> list[dict]:
 def held_out(root):
     """The generated test images as the run sees them."""
     from archgraph.train.config import DataConfig
-    from archgraph.train.data import load_dataset
+    from archgraph.data.feed import load_data as load_dataset
     ds = load_dataset(DataConfig(name="mnist", root=str(root), val_fraction=0.2))
     return ds.batch(ds.test, torch.arange(len(ds.test)))

@@ -117,20 +117,7 @@ def test_device_argument():
     assert out.shape == (2, 10) and out.device.type == "meta"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_build_matches_cpu():
-    g = archgraph.load(RESNET)
-    cpu, gpu = build(g, seed=2).eval(), build(g, seed=2, device="cuda").eval()
-    assert all(p.is_cuda for p in gpu.parameters())
-    for key, tensor in cpu.state_dict().items():
-        assert torch.equal(tensor, gpu.state_dict()[key].cpu()), key  # same init on every device
-    x = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(cpu(x), gpu(x.cuda()).cpu(), atol=1e-4)
-    gpu.train()
-    loss = gpu(x.cuda()).square().mean()
-    loss.backward()
-    assert all(p.grad is not None and p.grad.is_cuda for p in gpu.parameters())
+# building on CUDA against the CPU, every seed: tests/test_cuda.py
 
 
 # ---- several inputs and outputs ----------------------------------------------------------------------------------

@@ -111,3 +111,30 @@ def test_torchrun_trains_like_one_process(tmp_path):
     for m1, m2 in zip(*epochs):
         assert m1["train_loss"] == pytest.approx(m2["train_loss"], rel=1e-5)
         assert m1["train_acc"] == m2["train_acc"] and m1["val_acc"] == m2["val_acc"]
+
+
+@pytest.mark.slow
+def test_torchrun_streams_a_folder_like_one_process(tmp_path):
+    """A streamed source (folder, DataLoader workers, per-example augmentation) under torchrun: each rank loads its
+    share of every global batch, and the run trains like one process."""
+    from data_helpers import run_config, write_folder
+    pets = write_folder(tmp_path / "pets", per_class=(11, 0, 3))   # 33 images: 30 training, 3 validation
+    seed = {"archgraph": 1, "name": "mlp-rgb", "inputs": {"image": [3, 8, 8]},
+            "nodes": {"flat": {"op": "flatten", "in": "image"},
+                      "h": {"op": "linear", "in": "flat", "out_features": 16},
+                      "act": {"op": "relu", "in": "h"},
+                      "fc": {"op": "linear", "in": "act", "out_features": 3}}, "outputs": ["fc"]}
+    cfg = run_config(seed, {"name": "folder", "path": str(pets), "batch_size": 8, "workers": 1,
+                            "augment": {"flip": True, "translate": 1}}, epochs=2)
+    cfg["schedule"].update(optimizer="sgd", lr=0.1)
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(cfg))
+    one = archgraph.grow(cfg, tmp_path / "one", quiet=True)
+    torchrun(["-m", "archgraph", "grow", str(run_file), "--out", str(tmp_path / "two"), "--quiet"], tmp_path)
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert (one["world_size"], two["world_size"]) == (1, 2) and one["steps"] == two["steps"] == 8
+    a = load_weights(tmp_path / "one" / "weights" / "final.safetensors")
+    b = load_weights(tmp_path / "two" / "weights" / "final.safetensors")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+    assert one["test_acc"] == two["test_acc"]

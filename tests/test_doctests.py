@@ -13,7 +13,7 @@ MODULES = [
     "archgraph.interop.importer", "archgraph.interop.functional", "archgraph.interop.timm_layers",
     "archgraph.interop.split_attention",
     # training
-    "archgraph.train.config", "archgraph.train.augment", "archgraph.train.plateau", "archgraph.train.masks",
+    "archgraph.train.config", "archgraph.data.augment", "archgraph.train.plateau", "archgraph.train.masks",
     "archgraph.train.optim", "archgraph.train.strategies.base",
     # CGaP, SCS, GbP and their helpers
     "archgraph.train.gates", "archgraph.train.groups", "archgraph.train.strategies.costs",
@@ -21,7 +21,10 @@ MODULES = [
     # per-weight masks (Gumbel, Budget)
     "archgraph.train.unstructured", "archgraph.train.strategies.gumbel", "archgraph.train.strategies.budget",
     # language modelling and segmentation
-    "archgraph.train.text", "archgraph.train.scenes", "archgraph.train.tasks", "archgraph.train.console",
+    "archgraph.data.text", "archgraph.data.scenes", "archgraph.train.tasks", "archgraph.train.console",
+    # data sources
+    "archgraph.data", "archgraph.data.registry", "archgraph.data.settings", "archgraph.data.builtin",
+    "archgraph.data.folder", "archgraph.data.arrays", "archgraph.data.tokens", "archgraph.data.feed",
     # history
     "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots", "archgraph.history.report",
 ]

@@ -64,7 +64,7 @@ def test_final_weights_hold_exact_zeros_counted_honestly(gnap_run, data_root):
     assert summary["macs"] == graph.macs
     # the reported accuracy is the saved network's
     from archgraph.train.config import DataConfig
-    from archgraph.train.data import load_dataset
+    from archgraph.data.feed import load_data as load_dataset
     ds = load_dataset(DataConfig(name="mnist", root=str(data_root), val_fraction=0.2))
     module = archgraph.build(graph)
     module.load_state_dict(weights)
@@ -132,12 +132,6 @@ def test_schema_accepts_the_examples():
     schema = json.loads((ROOT / "schemas" / "run.schema.json").read_text())
     for path in sorted((ROOT / "examples").glob("*_gnap.yaml")):
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_grow_on_cuda(tmp_path, data_root):
-    summary = archgraph.grow(tiny_config(data_root), tmp_path / "run", device="cuda", quiet=True)
-    assert summary["device"] == "cuda" and summary["growth_events"] >= 1
 
 
 def test_cuda_asked_for_without_cuda(tmp_path, data_root, capsys):

@@ -11,10 +11,14 @@ import torch.nn.functional as F
 import archgraph
 from archgraph.errors import ConfigError
 from archgraph.train.config import DataConfig, config_from_data
-from archgraph.train.data import load_dataset
-from archgraph.train.scenes import compose
+from archgraph.data.feed import load_data as load_dataset
+from archgraph.data.scenes import compose
 from archgraph.train.tasks import TASKS, check_seed
-from archgraph.train.text import UNKNOWN, default_corpus, load_text
+from archgraph.data.text import UNKNOWN, default_corpus
+
+
+def load_text(cfg, window):
+    return load_dataset(cfg, input_shape=(window,))
 
 FCN = {"archgraph": 1, "name": "fcn", "inputs": {"image": [1, 32, 32]}, "nodes": {
     "c1": {"op": "conv2d", "in": "image", "out_channels": 4, "kernel_size": 3, "padding": 1},

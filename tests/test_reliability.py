@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import archgraph
+from archgraph.history import rundir
 from archgraph.interop.export import export_python
 
 HOSTILE_NAMES = [
@@ -129,6 +130,29 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data_root, tmp_p
     (out / ".lock").write_text(f"{gone.stdout.strip()} {socket.gethostname()}\n")   # its process has ended
     summary = archgraph.grow(tiny_config(data_root, "dense", epochs=1), out, quiet=True)
     assert summary["versions"] >= 1 and not (out / ".lock").exists()
+
+
+def test_a_lock_held_by_a_killed_but_unreaped_process_is_stale(tmp_path):
+    """A SIGKILLed writer whose parent has not reaped it yet (a zombie: a killed torchrun job's ranks) holds no lock."""
+    import signal
+    import socket
+    import subprocess
+    import time
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = tmp_path / ".lock"
+        lock.write_text(f"{child.pid} {socket.gethostname()}\n")
+        assert rundir._lock_holder(lock) == f"pid {child.pid} on {socket.gethostname()}"   # alive: held
+        child.send_signal(signal.SIGKILL)
+        for _ in range(200):                          # not waited for: it stays a zombie of this process
+            if rundir._is_zombie(child.pid):
+                break
+            time.sleep(0.01)
+        assert rundir._is_zombie(child.pid)
+        assert rundir._lock_holder(lock) is None
+    finally:
+        child.kill()
+        child.wait()
 
 
 # ---- output folders: one unit, a full disk named ------------------------------------------------------------------

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from archgraph.errors import ConfigError
-from archgraph.train.augment import hflip, translate
+from archgraph.data.augment import hflip, translate
 from archgraph.train.config import Augment, DataConfig
-from archgraph.train.data import load_dataset
+from archgraph.data.feed import load_data as load_dataset
 from train_helpers import synthetic_digits, write_mnist
 
 
@@ -79,7 +79,7 @@ def test_flip_and_augment_settings():
 
 
 def test_rotate_scale_moves_ink_about_the_centre_and_keeps_labels():
-    from archgraph.train.augment import rotate_scale
+    from archgraph.data.augment import rotate_scale
     yy, xx = torch.meshgrid(torch.arange(15.0), torch.arange(15.0), indexing="ij")
     disc = ((yy - 7) ** 2 + (xx - 7) ** 2 <= 16).to(torch.uint8) * 200     # round, centred: rotation keeps it
     dot = torch.zeros(15, 15, dtype=torch.uint8)
@@ -109,7 +109,7 @@ def test_rotate_scale_moves_ink_about_the_centre_and_keeps_labels():
 
 def test_rotation_settings_are_validated_and_used():
     from archgraph.train.config import Augment
-    from archgraph.train.augment import augment
+    from archgraph.data.augment import augment
     with pytest.raises(Exception):
         Augment(rotate=-1)
     with pytest.raises(Exception):

@@ -85,8 +85,9 @@ def load_module(graph, weights: str | None, seed: int):
 
 
 def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
-    """``OUT/graph.yaml`` and ``OUT/weights.safetensors``, written as one unit."""
-    return write_graph_folder(out, graph, module.state_dict(), meta)
+    """``OUT/graph.yaml`` and ``OUT/weights.safetensors``, written as one unit: ``module``'s state dict, or
+    ``module`` itself when it is a state dict already (a tied weight's keys are one tensor, stored once)."""
+    return write_graph_folder(out, graph, module.state_dict() if hasattr(module, "state_dict") else module, meta)
 
 
 def run(args) -> int:
@@ -99,7 +100,9 @@ def run(args) -> int:
     rw = apply(graph, rule)
     module = load_module(graph, args.weights, args.seed)
     new = materialise(rw, module, seed=args.seed)
-    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed})
+    from archgraph.fx.weights import carried_metadata
+    gpath, wpath = write(args.output, rw.graph, new, {"rule": json.dumps(rw.log()), "seed": args.seed,
+                                                      **carried_metadata(args.weights)})
     exact = "function unchanged" if rw.exact else f"function changes{': ' + rw.plan.note if rw.plan.note else ''}"
     print(f"{rule}: {graph.params:,} -> {rw.graph.params:,} params, {graph.macs:,} -> {rw.graph.macs:,} MACs "
           f"({exact})")

@@ -1,4 +1,4 @@
-"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py]"""
+"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py] [--hf OUT_DIR]"""
 from __future__ import annotations
 
 import archgraph
@@ -18,6 +18,11 @@ def register(sub) -> None:
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX file (weights over 1.75 GiB go to OUT.onnx.data "
                                                       "beside it: ONNX's external data)")
     p.add_argument("--python", metavar="OUT.py", help="write a standalone Python module")
+    p.add_argument("--hf", metavar="OUT_DIR",
+                   help="write a Hugging Face model folder (config.json of the source family with the graph's sizes, "
+                        "model.safetensors, generation_config.json, the source's tokenizer files) that "
+                        "transformers' AutoModelForCausalLM (AutoModel for encoders) .from_pretrained loads; for "
+                        "a graph imported with 'archgraph import hf:...' (its weights record the source config)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--dynamic-hw", action="store_true",
                    help="leave the height and width of image inputs dynamic in the ONNX file (checked at the "
@@ -25,10 +30,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if not args.onnx and not args.python:
-        raise ConfigError("nothing to do: give --onnx OUT.onnx and/or --python OUT.py")
-    if args.onnx and not args.weights:
-        raise ConfigError("--onnx needs --weights W.safetensors", field="weights")
+    if not args.onnx and not args.python and not args.hf:
+        raise ConfigError("nothing to do: give --onnx OUT.onnx, --python OUT.py and/or --hf OUT_DIR")
+    for option in ("onnx", "hf"):
+        if getattr(args, option) and not args.weights:
+            raise ConfigError(f"--{option} needs --weights W.safetensors", field="weights")
     for option, path in (("--onnx", args.onnx), ("--python", args.python)):
         if path:
             output_file(path, option)
@@ -46,8 +52,28 @@ def run(args) -> int:
         sizes = " at its size and at twice its height and width" if args.dynamic_hw else ""
         also = f" and its weights {args.onnx}.data" if needs_external_data(weights) else ""
         print(f"wrote {args.onnx}{also} (onnxruntime matches PyTorch{sizes}: max abs difference {error:.2e})")
+    if args.hf:
+        export_hf(graph, weights, args)
     if args.python:
         from archgraph.interop.export import export_python
         export_python(graph, args.python)
         print(f"wrote {args.python}")
     return 0
+
+
+def export_hf(graph, weights, args) -> None:
+    import json
+    from pathlib import Path
+    from archgraph.fx.weights import read_metadata
+    from archgraph.interop.hf_export import to_pretrained
+    meta = read_metadata(args.weights)
+    if "hf_config" not in meta:
+        raise ConfigError("--hf needs weights whose graph was imported from Hugging Face ('archgraph import "
+                          "hf:PATH' records the model's config in them; prune and apply carry it)",
+                          field="weights")
+    from .outputs import output_folder
+    out = output_folder(args.hf, False, "--hf")
+    source = meta.get("hf_source")
+    to_pretrained(graph, weights, out, json.loads(meta["hf_config"]),
+                  source if source and Path(source).is_dir() else None)
+    print(f"wrote {out} (a Hugging Face model folder for from_pretrained)")

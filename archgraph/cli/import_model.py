@@ -1,5 +1,6 @@
 """archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N] -o DIR
-archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head] -o DIR"""
+archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head] -o DIR
+archgraph import hf:PATH [--seq-len T] [--dtype bfloat16] -o DIR   (a folder save_pretrained wrote)"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,14 +22,22 @@ def register(sub) -> None:
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False) "
                                                          "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, mistral, vit: a Hugging Face "
-                                                         "model built from a small config, checked in float64)")
+                                                         "model built from a small config, checked in float64) or "
+                                                         "hf:PATH (a local folder as save_pretrained writes it: "
+                                                         "config.json and *.safetensors; a causal LM keeps its LM "
+                                                         "head)")
     p.add_argument("--input-shape", default="3,224,224", metavar="C,H,W",
                    help="per-sample input shape: C,H,W, T,D (a sequence) or F (default 3,224,224); with --vocab "
                         "the number of tokens T")
     p.add_argument("--vocab", type=int, default=None, metavar="V",
                    help="the input is T integer token ids in [0, V) (the graph input {shape: [T], vocab: V})")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier (or segmentation) outputs (model default)")
-    p.add_argument("--seq-len", type=int, default=16, metavar="T", help="hf: the number of tokens (default 16)")
+    p.add_argument("--seq-len", type=int, default=None, metavar="T",
+                   help="hf: the declared number of tokens (the graph runs on any length up to it, or any length "
+                        "with rotary positions; default 16 for hf:MODEL_TYPE, the model's position table for "
+                        "hf:PATH)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "float64"],
+                   help="hf:PATH: the weights' dtype (default: the checkpoint's own)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                    help="hf: a config field over archgraph's small defaults (e.g. --config num_hidden_layers=4); "
                         "repeatable")
@@ -100,22 +109,38 @@ def parse_config(items: list[str]) -> dict:
     return out
 
 
-def import_hf(args):
+def import_hf(args) -> tuple:
+    """``(graph, weights, metadata)``: the metadata records the model's Hugging Face config (and the folder it came
+    from) in the weights file, so ``archgraph export --hf`` can write the family's config back after any edit."""
+    import json
     from archgraph.interop import hf
     try:
         hf.import_transformers()
     except ImportError:
         raise ConfigError("transformers is not installed (pip install transformers)", field="model") from None
-    model_type = args.model.partition(":")[2]
-    if model_type not in hf.WALKERS:
-        raise ConfigError(f"hf:{model_type} is not supported (supported: {', '.join(hf.WALKERS)})", field="model")
-    model = hf.build_model(model_type, lm_head=args.lm_head, seed=args.seed, **parse_config(args.config))
-    return hf.from_model(model, args.seq_len)
+    name = args.model.partition(":")[2]
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if args.config or args.lm_head:
+            raise ConfigError("--config and --lm-head go with hf:MODEL_TYPE; a folder keeps its own config (a causal "
+                              "LM is read with its head)", field="config")
+        graph, weights = hf.from_pretrained(folder, args.seq_len, args.dtype)
+        config = json.loads((folder / "config.json").read_text())
+        return graph, weights, {"hf_config": json.dumps(config), "hf_source": str(folder.resolve())}
+    if name not in hf.WALKERS:
+        raise ConfigError(f"hf:{name} is not supported (supported: {', '.join(hf.WALKERS)}) and is no folder",
+                          field="model")
+    model = hf.build_model(name, lm_head=args.lm_head, seed=args.seed, **parse_config(args.config))
+    graph, weights = hf.from_model(model, 16 if args.seq_len is None else args.seq_len)
+    config = model.config.to_dict()
+    config["architectures"] = [type(model).__name__]
+    return graph, weights, {"hf_config": json.dumps(config)}
 
 
 def run(args) -> int:
+    meta = {}
     if args.model.startswith("hf:"):
-        graph, weights = import_hf(args)
+        graph, weights, meta = import_hf(args)
         output_folder(args.output, args.force)
     else:
         shape = parse_shape(args.input_shape, args.vocab)
@@ -124,7 +149,7 @@ def run(args) -> int:
         from archgraph.interop.importer import from_module
         graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
     out = Path(args.output)
-    write_graph_folder(out, graph, weights, {"source": args.model, "seed": args.seed})
+    write_graph_folder(out, graph, weights, {"source": args.model, "seed": args.seed, **meta})
     print(f"wrote {out / 'graph.yaml'} ({len(graph.nodes)} nodes, {graph.params:,} params, {graph.macs:,} MACs) "
           f"and {out / 'weights.safetensors'}")
     return 0

@@ -1,5 +1,5 @@
-"""archgraph prune GRAPH --weights W.safetensors --ratio R [--criterion l2] [--calib RUN.yaml] [--round-to N]
-[--depth K] [--report-latency] -o OUT"""
+"""archgraph prune GRAPH --weights W.safetensors --ratio R [--criterion l2] [--heads] [--uniform] [--calib RUN.yaml]
+[--round-to N] [--depth K] [--report-latency] -o OUT"""
 from __future__ import annotations
 
 import json
@@ -45,6 +45,10 @@ def register(sub) -> None:
                    help="first remove the K residual blocks of least block influence (needs --calib)")
     p.add_argument("--report-latency", action="store_true",
                    help="time the network before and after on this machine (batch 1 and 32, median of rounds)")
+    p.add_argument("--uniform", action="store_true",
+                   help="alike channel groups (the same op, the same size: every layer's MLP) lose the same number "
+                        "of channels, so layers that start equal stay equal (a Hugging Face export then loads in "
+                        "the family's own class)")
     seed_argument(p, "seed of the random criterion (default 0)")
     folder_output_argument(p, "OUT")
     quiet_argument(p, "do not list the pruned channels")
@@ -56,9 +60,10 @@ def run(args) -> int:
     from archgraph.fx.builder import build
     from archgraph.fx.depth import prune_depth
     from archgraph.fx.magnitude import prune_with_rules
-    from archgraph.fx.weights import check_weights, load_into, load_weights
+    from archgraph.fx.weights import carried_metadata, check_weights, load_weights, tie_state
     from archgraph.rules import PruneChannels, encode
     from .apply import write
+    import torch
     output_folder(args.output, args.force)
     if not 0.0 <= args.ratio < 1.0:
         raise ConfigError(f"--ratio {args.ratio} must be at least 0 and below 1", field="--ratio")
@@ -70,25 +75,29 @@ def run(args) -> int:
         raise ConfigError(f"{what} needs calibration data: --calib RUN.yaml (its data: section)", field="--calib")
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
-    check_weights(build(graph), state, args.weights)
+    with torch.device("meta"):     # only shapes are checked: no memory, no initialisation
+        check_weights(build(graph), state, args.weights)
     calib = None
     if args.calib:
         from archgraph.train.calibration import calibration_batches
         calib = calibration_batches(args.calib, graph, args.calib_batches, args.data_root, seed=None)
-    start, start_state = graph, state
+    start = graph
+    start_state = state if args.report_latency else None
     rules: list = []
     if args.depth > 0:
         graph, state, rules = prune_depth(graph, state, args.depth, calib)
     if args.ratio > 0:
         graph, state, more = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
-                                              strict=True, calib=calib, round_to=args.round_to)
+                                              strict=True, calib=calib, round_to=args.round_to,
+                                              uniform=args.uniform, consume=start_state is None and not rules)
         rules += more
-    module = build(graph)
-    load_into(module, state, args.weights)  # keeps the weights' dtype (float16 stays float16)
+    with torch.device("meta"):
+        check_weights(build(graph), state, args.weights)
+    state = tie_state(graph, state)   # the weights keep their dtype (float16 stays float16)
     log = [encode(r) for r in rules]
-    gpath, wpath = write(args.output, graph, module, {"prune": json.dumps(log), "ratio": args.ratio,
-                                                      "criterion": args.criterion, "depth": args.depth,
-                                                      "round_to": args.round_to})
+    gpath, wpath = write(args.output, graph, state, {"prune": json.dumps(log), "ratio": args.ratio,
+                                                     "criterion": args.criterion, "depth": args.depth,
+                                                     "round_to": args.round_to, **carried_metadata(args.weights)})
     if rules and not args.quiet:
         print("the pruned channels and blocks, as rules for 'archgraph apply':")
         for r in rules:

@@ -161,11 +161,18 @@ def transfer(plan: TransferPlan, old_module: torch.nn.Module, new_module: torch.
 @torch.no_grad()
 def transfer_state(plan: TransferPlan, old_state: Mapping[str, torch.Tensor],
                    new_state: Optional[Mapping[str, torch.Tensor]] = None,
-                   strict: bool = True) -> dict[str, torch.Tensor]:
+                   strict: bool = True, share: bool = False, consume: bool = False) -> dict[str, torch.Tensor]:
     """A state dict for the new version from the old one. ``new_state`` (a freshly built module's state dict)
     supplies new entries that start as initialised; without it only plans with none (pruning) work. With
     ``strict=False`` tensors whose source ``old_state`` lacks (or new tensors, without ``new_state``) are left out.
-    """
+
+    Memory: ``share`` lets an unchanged tensor be the old one itself instead of a copy; ``consume`` (``old_state``
+    a dict the caller gives up) removes each old tensor from it once the last new tensor made from it is made, so
+    a model is never held twice (the old and the new version of one tensor at most)."""
+    uses: dict[str, int] = defaultdict(int)
+    for tp in plan.tensors.values():
+        if tp.source is not None:
+            uses[tp.source] += 1
     out = {}
     for key, tp in plan.tensors.items():
         if not strict and ((tp.source is not None and tp.source not in old_state)
@@ -174,7 +181,11 @@ def transfer_state(plan: TransferPlan, old_state: Mapping[str, torch.Tensor],
         new = new_state.get(key) if new_state is not None else None
         old = old_state.get(tp.source) if tp.source else None
         value = carry(tp, old, new, key)
-        out[key] = value.clone() if value is old else value
+        out[key] = value.clone() if value is old and not share else value
+        if consume and tp.source is not None:
+            uses[tp.source] -= 1
+            if not uses[tp.source]:
+                old_state.pop(tp.source, None)   # type: ignore[attr-defined]
     return out
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import layers as extra
-from ..graph import Graph
+from ..graph import Graph, tied_parameters
 from ..topology import topological_order
 from ..ops.registry import CHAIN, LIST, OPS
 
@@ -84,6 +84,9 @@ def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
             env[nid] = _chain(g, target, args, nid)
         else:
             env[nid] = g.create_node("call_function", target, tuple(args), kwargs, name=nid)
+    for key, source in tied_parameters(graph).items():   # one tensor for both (a tied LM head)
+        (nid, _, name), (src, _, src_name) = key.partition("."), source.partition(".")
+        setattr(modules[nid], name, getattr(modules[src], src_name))
     outs = [env[o] for o in graph.outputs]
     g.output(outs[0] if len(outs) == 1 else tuple(outs))
     gm = fx.GraphModule(modules, g, class_name=_class_name(graph.name))

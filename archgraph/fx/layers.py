@@ -1,6 +1,8 @@
 """The few torch modules the graph format needs that PyTorch does not ship."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -109,20 +111,27 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
                  bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0,
-                 qkv_bias: bool | None = None):
+                 qkv_bias: bool | None = None, rope_scaling: dict | None = None, qk_norm_eps: float | None = None):
         super().__init__()
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
         self.causal, self.dropout, self.rotary, self.rope_theta = causal, dropout, rotary, rope_theta
+        self.rope_scaling, self.qk_norm_eps = rope_scaling, qk_norm_eps
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
+        if qk_norm_eps is not None:   # Qwen3: an RMSNorm over each head's features of q and of k
+            self.q_norm = RMSNorm(head_dim, eps=qk_norm_eps)
+            self.k_norm = RMSNorm(head_dim, eps=qk_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        if self.qk_norm_eps is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.rotary:
             q, k = self.rotate(q, t), self.rotate(k, t)
@@ -133,13 +142,31 @@ class Attention(nn.Module):
                                                        is_causal=self.causal)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
+    def inv_freq(self, device) -> torch.Tensor:
+        """The rotation frequencies ``rope_theta**(-2i/head_dim)`` in float32, rescaled by ``rope_scaling`` as
+        Hugging Face's ``_compute_llama3_parameters`` (or ``linear``) does."""
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
+        inv_freq = 1.0 / (self.rope_theta ** exponents)
+        scaling = self.rope_scaling
+        if not scaling:
+            return inv_freq
+        factor = scaling["factor"]
+        if scaling["rope_type"] == "linear":
+            return inv_freq / factor
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        return torch.where(medium, smoothed, scaled)
+
     def rotate(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """``x * cos + rotate_half(x) * sin`` on ``[B, H, T, head_dim]``: the pair ``(i, i + head_dim/2)`` turns by
         ``t * rope_theta**(-2i/head_dim)`` at position ``t``."""
         half = self.head_dim // 2
-        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=x.device).float() / self.head_dim
-        inv_freq = 1.0 / (self.rope_theta ** exponents)
-        angles = torch.arange(t, device=x.device).float()[:, None] * inv_freq[None, :]
+        angles = torch.arange(t, device=x.device).float()[:, None] * self.inv_freq(x.device)[None, :]
         angles = torch.cat((angles, angles), dim=-1)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -147,14 +174,19 @@ class Attention(nn.Module):
 
 
 class PositionEmbedding(nn.Module):
-    """A learned ``[T, D]`` table added to a ``[B, T, D]`` input."""
+    """A learned ``[T, D]`` table added to a ``[B, t, D]`` input of any length ``t`` up to ``T`` (its first ``t``
+    rows: a model built for ``T`` tokens also reads shorter sequences)."""
 
     def __init__(self, num_positions: int, dim: int):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_positions, dim) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight
+        t = x.shape[1]
+        if not torch.jit.is_tracing() and t > self.weight.shape[0]:
+            raise ValueError(f"a sequence of {t} positions is longer than the position table's "
+                             f"{self.weight.shape[0]} rows (the graph's declared length)")
+        return x + self.weight[:t]
 
 
 class ClassToken(nn.Module):

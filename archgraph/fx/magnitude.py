@@ -94,7 +94,7 @@ def kept(n: int, ratio: float, round_to: int = 1, per: int = 1) -> int:
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
                 seed: int = 0, ch: Optional[Channels] = None, calib: Optional[Iterable] = None,
                 round_to: int = 1, loss: Optional[Callable] = None,
-                scores: Optional[dict[int, float]] = None) -> list[PruneChannels]:
+                scores: Optional[dict[int, float]] = None, uniform: bool = False) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
     its first producer whose coupling classes have the lowest summed criterion (spaces whose channels share the
     groups of a grouped conv are joined in one rule through its ``also``, so the rules apply in turn).
@@ -104,7 +104,10 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     least important. Classes that cannot change (frozen) stay; at least one class of
     every space, and of every value (a slice must keep a channel), stays. With ``round_to`` each space keeps a
     multiple of ``round_to`` channels (rounding the kept count up; see :func:`kept`), a grouped conv a multiple
-    over all its groups. ``calib`` and ``loss``: see :func:`importance`; ``scores`` replaces the criterion."""
+    over all its groups. ``calib`` and ``loss``: see :func:`importance`; ``scores`` replaces the criterion.
+    ``uniform``: spaces alike (made by the same op, of the same size: every layer's MLP) lose the same number of
+    channels, the least any of them would (a frozen channel in one layer holds the others back), so layers that
+    start equal stay equal (what a Hugging Face model's own class needs to load them)."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
     if round_to < 1:
@@ -124,10 +127,10 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
         grouped_gone |= set(free[:n - kept(n, ratio, round_to, groups_of.get(block, 1))])
     removed: set[int] = set()
     spaces = []
+    plans = []
     for space in ch.spaces():
         classes = list(dict.fromkeys(space.classes))
         order = {c: i for i, c in enumerate(classes)}
-        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
         gone = grouped_gone & set(classes)
         per = len(space.classes) // max(1, len(classes))   # channels per class (a shuffle's tied columns)
         classes = [c for c in classes if c not in blocks]
@@ -135,6 +138,15 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
         n = len(classes)
         count = min(n - kept(n, ratio, round_to, per) if n else 0,
                     len(free) - (0 if len(free) < len(classes) or gone else 1))
+        maker = graph.nodes[space.node].op if space.node in graph.nodes else "input"
+        plans.append((space, order, gone, free, count, (maker, n)))
+    if uniform:   # spaces alike (the same producer op and size: every layer's MLP) lose as many channels
+        least: dict = {}
+        for *_, count, key in plans:
+            least[key] = min(least.get(key, count), count)
+        plans = [(space, order, gone, free, least[key], key) for space, order, gone, free, _, key in plans]
+    for space, order, gone, free, count, _ in plans:
+        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
         if count > 0:
             gone |= set(sorted(free, key=rank)[:count])
         if gone:
@@ -247,7 +259,7 @@ def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: st
 
 def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
           seed: int = 0, heads: bool = False, calib: Optional[Iterable] = None, round_to: int = 1,
-          loss: Optional[Callable] = None) -> tuple[Graph, dict[str, torch.Tensor]]:
+          loss: Optional[Callable] = None, uniform: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1``, ``random``,
     ``taylor`` or ``activation``, see :mod:`archgraph.fx.criteria`); returns the new graph and its weights (keys
     ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
@@ -258,7 +270,8 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     ``prune_num_heads``). ``taylor`` and ``activation`` need ``calib``, an iterable of calibration batches (a tensor
     of inputs, or ``(inputs, targets)``; ``taylor`` needs the targets, and ``loss(out, targets)`` replaces its cross
     entropy). ``round_to`` keeps every pruned width (channels, neurons, heads x head_dim, the residual stream) a
-    multiple of it, as Torch-Pruning's ``round_to``.
+    multiple of it, as Torch-Pruning's ``round_to``. ``uniform``: alike spaces lose as many channels (see
+    :func:`prune_rules`; heads always go in equal numbers from alike attentions).
 
     >>> import archgraph, torch
     >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
@@ -268,31 +281,34 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     [2, 4, 4]
     """
     graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads, calib=calib,
-                                       round_to=round_to, loss=loss)
+                                       round_to=round_to, loss=loss, uniform=uniform)
     return graph, state
 
 
 def prune_with_rules(graph: Graph, state: Mapping[str, torch.Tensor], ratio: float = 0.5, criterion: str = "l2",
                      seed: int = 0, heads: bool = False, strict: bool = False, calib: Optional[Iterable] = None,
-                     round_to: int = 1, loss: Optional[Callable] = None
-                     ) -> tuple[Graph, dict[str, torch.Tensor], list]:
+                     round_to: int = 1, loss: Optional[Callable] = None, uniform: bool = False,
+                     consume: bool = False) -> tuple[Graph, dict[str, torch.Tensor], list]:
     """:func:`prune` on a state dict, also returning the rules it applied (the ``prune_channels`` ones, then the
     ``prune_heads`` ones), for a log; ``strict`` makes the transfer refuse a state with missing or extra tensors.
-    The heads are scored on the network with its channels already pruned (calibrated criteria run it again)."""
+    The heads are scored on the network with its channels already pruned (calibrated criteria run it again).
+    ``consume``: ``state`` is a dict the caller gives up: its tensors are dropped as their pruned versions are
+    made and unchanged ones are carried as they are (the CLI's way to prune a model it could not hold twice)."""
     ctx = _context(criterion, state, seed, calib, loss)
     batches = ctx.calib
     ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
     scores = importance(graph, state, criterion, seed, ch, ctx=ctx)
-    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch, round_to=round_to, scores=scores)
+    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch, round_to=round_to, scores=scores,
+                              uniform=uniform)
     if rules:
         rw = prune_rewrite(graph, rules, ch)
-        graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict)
-    else:
+        graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict, share=consume, consume=consume)
+    elif not consume:
         state = {k: v.clone() for k, v in state.items()}
     if heads:
         ctx = Context(state, seed, batches, loss)
         for rule in head_rules(graph, state, ratio, criterion, seed, round_to=round_to, ctx=ctx):
-            rw = rule.apply(graph)
-            graph, state = rw.graph, transfer_state(rw.plan, state, strict=False)
+            rw = rule.apply(graph)   # the state is this function's own from here: nothing is copied twice
+            graph, state = rw.graph, transfer_state(rw.plan, dict(state), strict=False, share=True, consume=True)
             rules.append(rule)
     return graph, state, rules

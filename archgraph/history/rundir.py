@@ -317,7 +317,18 @@ def _lock_holder(lock: Path) -> Optional[str]:
             return None
         except (PermissionError, OverflowError):
             pass
+        if _is_zombie(pid):       # killed, not yet reaped by its parent: it will never write again
+            return None
     return f"pid {pid} on {host}"
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits to be reaped (Linux's ``/proc``; elsewhere always False)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _plain(value: Any):

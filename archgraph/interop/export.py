@@ -30,7 +30,7 @@ from torch import nn
 from ..fx import layers as extra
 from ..fx.builder import _class_name, build
 from ..errors import ArchgraphError, ConversionError
-from ..graph import Graph, input_data, is_tokens
+from ..graph import Graph, input_data, is_tokens, tied_parameters
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text
 from ..graph import content_hash
 from ..fx.torchnames import resolve
@@ -59,6 +59,10 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     onnxruntime must match PyTorch at both sizes (an op the exporter writes with the size as a constant fails that
     check). Otherwise it raises :class:`~archgraph.errors.ConversionError` saying why, and writes nothing.
 
+    A graph with token inputs ``[T]`` is exported with a dynamic sequence axis (the inputs' axis 1 and every
+    output axis that follows the length), checked with onnxruntime at ``T`` and at ``T // 2`` tokens; a graph that
+    is not valid at the shorter length (one that flattens the sequence into a fixed size) keeps its length fixed.
+
     ``external_data``: write the weights to ``<path>.data`` beside the model (ONNX's external data, one file), as
     a model over 2 GiB needs; ``None`` (default) does so when the weights exceed :data:`EXTERNAL_DATA_BYTES`.
     Either way the files appear only once the checks pass.
@@ -76,6 +80,10 @@ def export_onnx(graph: Graph, weights: Mapping[str, torch.Tensor], path: PathLik
     example = _example_inputs(graph, seed)
     probe = _twice_the_size(graph, weights) if dynamic_hw else None
     axes = _dynamic_axes(graph, probe[0] if probe else None)
+    shorter = _shorter_sequence(graph)
+    if shorter is not None:
+        axes = _sequence_axes(graph, shorter, axes)
+        probe = (shorter, module) if probe is None else probe
     if external_data is None:
         external_data = needs_external_data(weights)
     export = functools.partial(_torch_export, module, example, graph, axes, opset, dynamic_hw)
@@ -147,6 +155,11 @@ def _compare(model: Union[bytes, Path], module: nn.Module, example: tuple, probe
     if probe is not None:
         big, big_module = probe
         big_error, big_scale = onnx_compare(model, big_module, _example_inputs(big, seed))
+        if big_error > atol * max(1.0, big_scale) and not any(_is_image(s) for s in big.inputs.values()):
+            raise ConversionError(
+                f"onnxruntime differs from PyTorch by {big_error:.3g} at a sequence of "
+                f"{', '.join(str(s[0]) for s in big.inputs.values() if is_tokens(s))} tokens (outputs up to "
+                f"{big_scale:.3g}): an op was written with the declared length as a constant", file=str(path))
         if big_error > atol * max(1.0, big_scale):
             raise ConversionError(
                 f"the graph does not allow a dynamic height and width: exported with them dynamic, onnxruntime "
@@ -193,6 +206,31 @@ def _dynamic_axes(graph: Graph, big: Optional[Graph]) -> dict[str, dict[int, str
             for i, (a, b) in enumerate(zip(graph.shape(n), big.shape(n)), start=1):
                 if a != b:
                     axes[n][i] = f"{n}_{i}"
+    return axes
+
+
+def _shorter_sequence(graph: Graph) -> Optional[Graph]:
+    """The graph with every token input at half its length (at least 1), or ``None`` where it has no token input
+    longer than 1 or is not valid at that length."""
+    if not any(is_tokens(s) and s[0] > 1 for s in graph.inputs.values()):
+        return None
+    try:
+        return graph.replace(inputs={n: ({"shape": [max(1, s[0] // 2)], "vocab": s.vocab} if is_tokens(s)
+                                          else input_data(s)) for n, s in graph.inputs.items()})
+    except (ArchgraphError, ValueError):
+        return None
+
+
+def _sequence_axes(graph: Graph, short: Graph, axes: dict) -> dict:
+    """``axes`` with the sequence axis of every token input and each output axis that changes with it."""
+    axes = {n: dict(a) for n, a in axes.items()}
+    for n, s in graph.inputs.items():
+        if is_tokens(s):
+            axes[n][1] = "sequence"
+    for n in graph.outputs:
+        for i, (a, b) in enumerate(zip(graph.shape(n), short.shape(n)), start=1):
+            if a != b:
+                axes[n][i] = "sequence" if i == 1 else f"{n}_{i}"
     return axes
 
 
@@ -292,6 +330,8 @@ def python_source(graph: Graph) -> str:
             if make is None:
                 raise ConversionError(f"cannot write module type {type(module).__name__} as Python", node=n.target)
             if type(module).__module__ == extra.__name__:
+                if isinstance(module, extra.Attention):   # its q/k norms are the helper RMSNorm
+                    helpers.setdefault("RMSNorm", inspect.getsource(extra.RMSNorm))
                 helpers[type(module).__name__] = inspect.getsource(type(module))
             if not _plain_attribute(n.target):
                 raise ConversionError(f"the node id is an attribute of every nn.Module ({n.target!r}), so it cannot "
@@ -304,6 +344,8 @@ def python_source(graph: Graph) -> str:
             body.append(f"        {names[n.name]} = {_call(n, names, helpers)}")
         elif n.op == "output":
             body.append(f"        return {_render(n.args[0], names)}")
+    for key, source in tied_parameters(graph).items():   # a tied LM head: one tensor
+        init.append(f"        self.{key} = self.{source}")
     params = ", ".join(names[n.name] for n in gm.graph.nodes if n.op == "placeholder")
     cls = _safe_class_name(graph.name)
     inputs = ", ".join(f"{_plain_text(k)} {list(v)}" + (f" (token ids < {v.vocab})" if is_tokens(v) else "")
@@ -317,6 +359,8 @@ def python_source(graph: Graph) -> str:
         f"    model = {cls}()",
         "    model.load_state_dict(safetensors.torch.load_file('weights.safetensors'))",
         '"""',
+        "import math",
+        "",
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",
@@ -328,6 +372,14 @@ def python_source(graph: Graph) -> str:
         lines += ["", src.rstrip(), ""]
     lines += ["", f"class {cls}(nn.Module):", "    def __init__(self):", "        super().__init__()"]
     lines += init or ["        pass"]
+    ties = tied_parameters(graph)
+    if ties:   # a weights file stores a tied tensor once: the module fills the other key from it
+        lines += ["", "    def load_state_dict(self, state_dict, strict=True, assign=False):",
+                  f"        \"\"\"Tied weights (stored once in a weights file): {ties!r}.\"\"\"",
+                  "        state_dict = dict(state_dict)",
+                  f"        for key, source in {ties!r}.items():",
+                  "            state_dict.setdefault(key, state_dict[source])",
+                  "        return super().load_state_dict(state_dict, strict, assign)"]
     lines += ["", f"    def forward(self, {params}):"] + body
     source = "\n".join(lines) + "\n"
     compile(source, f"<{cls}>", "exec")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -43,6 +45,11 @@ SMALL: dict[str, dict[str, Any]] = {
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                 eos_token_id=2),
+    "qwen3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                  intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
                 patch_size=8),
 }
@@ -96,21 +103,125 @@ def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tu
     model in float64 (see :func:`max_error`) and raise when they differ by more than ``1e-9 x max(1, max |y|)``."""
     graph, weights = _convert(model, int(seq_len))
     if check:
-        err, scale = max_error(model, seq_len)
-        if not err <= 1e-9 * max(1.0, scale):
-            raise ConversionError(f"the converted {type(model).__name__} differs from the model by {err:.3g} in "
-                                  f"float64 (max |y| {scale:.3g}): its structure is not the one archgraph reads")
+        _check(model, seq_len)
     return graph, weights
 
 
-def _convert(model: nn.Module, seq_len: int) -> tuple[Graph, dict[str, torch.Tensor]]:
+def from_pretrained(path, seq_len: Optional[int] = None, dtype=None, *,
+                    check: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Read a local folder as ``save_pretrained`` writes it (``config.json`` and ``*.safetensors``, sharded or
+    not) into a graph and weights. A checkpoint saved from a ``...ForCausalLM`` (``...LMHeadModel``) is read with
+    its LM head (the graph outputs the logits); any other with ``AutoModel`` (the last hidden state).
+
+    ``seq_len``: the graph's declared number of tokens (summary and MACs use it; the built graph runs on any
+    length up to a position table's rows, or on any length with rotary positions); by default the model's
+    position table (GPT-2's ``n_positions``, BERT's ``max_position_embeddings``), for rotary families its
+    ``max_position_embeddings`` up to :data:`DEFAULT_ROTARY_LEN`. ``dtype``: the weights' dtype (a ``torch.dtype``
+    or its name; by default the checkpoint's own, so bfloat16 stays bfloat16). The weights share the model's
+    tensors: nothing is held twice. ``check``: the float64 comparison of :func:`from_model`, run on an affordable
+    copy (see :func:`check_copy`).
+
+    >>> graph, weights = from_pretrained("path/to/Qwen2.5-0.5B")         # doctest: +SKIP
+    """
+    tr = import_transformers()
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise ConversionError("not a Hugging Face model folder: it has no config.json", file=str(folder))
+    if not any(folder.glob("*.safetensors")):
+        raise ConversionError("the folder has no *.safetensors weights (save_pretrained writes them)",
+                              file=str(folder))
+    config = tr.AutoConfig.from_pretrained(str(folder))
+    if config.model_type not in WALKERS:
+        raise ConversionError(f"Hugging Face model type {config.model_type!r} is not supported (supported: "
+                              f"{', '.join(WALKERS)})", file=str(folder / "config.json"))
+    auto = tr.AutoModelForCausalLM if is_causal_lm(config) else tr.AutoModel
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = auto.from_pretrained(str(folder), dtype=dtype or "auto", attn_implementation="sdpa").eval()
+    t = int(seq_len) if seq_len is not None else default_seq_len(config)
+    graph, weights = _convert(model, t, copy=False)
+    if check:
+        _check(check_copy(model), min(t, CHECK_LEN))
+    return graph, weights
+
+
+#: the declared length of a rotary model read without ``seq_len`` at most (it runs on any length)
+DEFAULT_ROTARY_LEN = 4096
+#: the number of tokens the float64 check of an import runs on at most
+CHECK_LEN = 16
+#: models with more parameters are checked on a copy of their first :data:`CHECK_LAYERS` layers
+CHECK_PARAMS = 50_000_000
+CHECK_LAYERS = 2
+CHECK_VOCAB = 1024
+
+
+def is_causal_lm(config) -> bool:
+    """Whether a config was saved from a causal language model (its ``architectures``)."""
+    return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (getattr(config, "architectures", None) or []))
+
+
+def default_seq_len(config) -> int:
+    """A model's declared length when none is given: its position table's rows, or for rotary families its
+    ``max_position_embeddings`` up to :data:`DEFAULT_ROTARY_LEN` (16 where the config has none)."""
+    if config.model_type == "gpt2":
+        return int(config.n_positions)
+    if config.model_type == "vit":
+        return 16   # unused: ViT reads images
+    n = int(getattr(config, "max_position_embeddings", 16) or 16)
+    return n if config.model_type == "bert" else min(n, DEFAULT_ROTARY_LEN)
+
+
+def check_copy(model: nn.Module) -> nn.Module:
+    """The model the float64 check runs on: ``model`` itself up to :data:`CHECK_PARAMS` parameters; above, a copy
+    of its first :data:`CHECK_LAYERS` layers with the embedding, the final norm and the head cut to their first
+    :data:`CHECK_VOCAB` tokens (the check draws token ids below that), sharing ``model``'s tensors, so the check of
+    a billion-parameter model costs tens of MB in float64 instead of eight bytes per parameter. Every layer of a
+    family is read by the same code, and a token's row of the table is read alike for every token, so the copy
+    checks the structure; the other layers' and tokens' weights are the checkpoint's tensors themselves."""
+    if sum(p.numel() for p in model.parameters()) <= CHECK_PARAMS:
+        return model
+    config = copy.deepcopy(model.config)
+    layers = min(CHECK_LAYERS, config.num_hidden_layers)
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:layers]
+    vocab = min(CHECK_VOCAB, config.vocab_size)
+    config.vocab_size = vocab
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if isinstance(getattr(config, key, None), int) and getattr(config, key) >= vocab:
+            setattr(config, key, None)
+    with torch.device("meta"):
+        small = type(model)(config)
+    own = small.state_dict()
+    state = model.state_dict()
+    tables = {k for k, t in state.items() if t.dim() >= 1 and t.shape[0] == model.config.vocab_size}
+    small.load_state_dict({k: state[k][:vocab] if k in tables else state[k] for k in own}, strict=False, assign=True)
+    if getattr(model.config, "tie_word_embeddings", False) and hasattr(small, "tie_weights"):
+        small.tie_weights()
+    for name, buf in list(small.named_buffers()):     # non-persistent buffers (rotary frequencies): the model's
+        if buf.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            small.get_submodule(owner).register_buffer(leaf, model.get_buffer(name), persistent=False)
+    return small.eval()
+
+
+def _check(model: nn.Module, seq_len: int) -> None:
+    err, scale = max_error(model, seq_len)
+    if not err <= 1e-9 * max(1.0, scale):
+        raise ConversionError(f"the converted {type(model).__name__} differs from the model by {err:.3g} in "
+                              f"float64 (max |y| {scale:.3g}): its structure is not the one archgraph reads")
+
+
+def _convert(model: nn.Module, seq_len: int, copy: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     walker = WALKERS.get(model_type)
     if walker is None:
         raise ConversionError(f"Hugging Face model type {model_type!r} is not supported (supported: "
                               f"{', '.join(WALKERS)})", field="model")
     base = model.base_model
-    b = _Nodes()
+    b = _Nodes(copy)
     try:
         out = walker(b, base, seq_len)
         if base is not model:
@@ -166,7 +277,8 @@ def _native_rms_norms(model: nn.Module):
 class _Nodes:
     """Graph nodes in the making: each is validated and its shape inferred when it is added."""
 
-    def __init__(self):
+    def __init__(self, copy: bool = True):
+        self.copy = copy      # False: the weights share the model's tensors (a model read from disk and dropped)
         self.inputs: dict[str, Any] = {}
         self.nodes: dict[str, dict] = {}
         self.shapes: dict[str, Any] = {}
@@ -191,12 +303,14 @@ class _Nodes:
             raise ConversionError(f"node '{nid}' ({op}): {err.message}", node=nid) from None
         self.nodes[nid] = data
         for key, tensor in (weights or {}).items():
-            self.weights[f"{nid}.{key}"] = tensor.detach().clone().contiguous()
+            tensor = tensor.detach()
+            self.weights[f"{nid}.{key}"] = tensor.clone().contiguous() if self.copy else tensor.contiguous()
         return nid
 
     def linear(self, nid: str, x: str, m: nn.Module) -> str:
-        """``nn.Linear``, or GPT-2's ``Conv1D`` (``y = x @ W + b``, ``W`` ``[in, out]``: a linear of ``W.T``)."""
-        w, bias = _linear_weight(m), getattr(m, "bias", None)
+        """``nn.Linear``, or GPT-2's ``Conv1D`` (``y = x @ W + b``, ``W`` ``[in, out]``: a linear of ``W.T``), or a
+        ``(weight, bias)`` pair."""
+        w, bias = m if isinstance(m, tuple) else (_linear_weight(m), getattr(m, "bias", None))
         state = {"weight": w} if bias is None else {"weight": w, "bias": bias}
         return self.emit(nid, "linear", [x], state, out_features=int(w.shape[0]), bias=bias is not None)
 
@@ -224,8 +338,9 @@ class _Nodes:
         return self.emit(nid, op, [x], **fields)
 
     def attention(self, nid: str, x: str, q, k, v, o, num_heads: int, kv_heads: Optional[int] = None,
-                  head_dim: Optional[int] = None, **fields) -> str:
-        """One ``attention`` node from four projections (linears or ``Conv1D``s, or ``(weight, bias)`` pairs)."""
+                  head_dim: Optional[int] = None, extra_state: Optional[dict] = None, **fields) -> str:
+        """One ``attention`` node from four projections (linears or ``Conv1D``s, or ``(weight, bias)`` pairs);
+        ``extra_state``: its other tensors (Qwen3's ``q_norm.weight``, ``k_norm.weight``)."""
         parts = dict(zip(("q_proj", "k_proj", "v_proj", "o_proj"), (q, k, v, o)))
         pairs = {name: p if isinstance(p, tuple) else (_linear_weight(p), getattr(p, "bias", None))
                  for name, p in parts.items()}
@@ -238,6 +353,7 @@ class _Nodes:
             fields["qkv_bias"] = bool(biased & qkv)
         state = {f"{name}.{key}": t for name, (w, bias) in pairs.items()
                  for key, t in (("weight", w), ("bias", bias)) if t is not None}
+        state.update(extra_state or {})
         d = self.shapes[x][-1]
         if head_dim is not None and head_dim * num_heads == d:
             head_dim = None
@@ -330,17 +446,28 @@ def _bert(b: _Nodes, base, t: int) -> str:
     return x
 
 
-def _rope_theta(cfg) -> float:
+def _rope(cfg) -> dict:
+    """The attention op's rotary fields from a config's ``rope_parameters``: ``rope_theta``, and ``rope_scaling``
+    for Llama 3.x's ``llama3`` and ``linear`` scaling."""
     rope = getattr(cfg, "rope_parameters", None) or {}
     kind = rope.get("rope_type", "default")
-    _refuse(kind != "default", f"rope_type {kind!r} is not supported (only the default rotary embedding)")
+    _refuse(kind not in ("default", "llama3", "linear"),
+            f"rope_type {kind!r} is not supported (default, llama3 and linear are)")
     _refuse(rope.get("partial_rotary_factor", 1.0) != 1.0, "a partial rotary embedding is not supported")
-    return float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))
+    fields = {"rope_theta": float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))}
+    if kind == "linear":
+        fields["rope_scaling"] = {"rope_type": "linear", "factor": float(rope["factor"])}
+    elif kind == "llama3":
+        fields["rope_scaling"] = {"rope_type": "llama3", "factor": float(rope["factor"]),
+                                  "low_freq_factor": float(rope["low_freq_factor"]),
+                                  "high_freq_factor": float(rope["high_freq_factor"]),
+                                  "original_max_position_embeddings": int(rope["original_max_position_embeddings"])}
+    return fields
 
 
 def _llama(b: _Nodes, base, t: int) -> str:
     cfg = base.config
-    theta = _rope_theta(cfg)
+    rope = _rope(cfg)
     x = _tokens(b, t, cfg.vocab_size)
     x = b.emit("embed_tokens", "embedding", [x], {"weight": base.embed_tokens.weight},
                embedding_dim=cfg.hidden_size)
@@ -349,16 +476,47 @@ def _llama(b: _Nodes, base, t: int) -> str:
         _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
                 f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
         h = b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
-        h = b.attention(f"{p}_self_attn", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+        qk = {}
+        if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head
+            qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
+                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
+        q, k, v = _qkv(att, cfg)
+        h = b.attention(f"{p}_self_attn", h, q, k, v, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
-                        head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, rope_theta=theta,
+                        head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
                         dropout=float(cfg.attention_dropout))
-        x = b.emit(f"{p}_add_1", "add", [x, h])
+        x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
         h = b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
-        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, mlp.gate_proj), cfg.hidden_act)
-        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, mlp.up_proj)])
-        x = b.emit(f"{p}_add_2", "add", [x, b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj)])
+        gate_proj, up_proj = _gate_up(mlp)
+        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, gate_proj), cfg.hidden_act)
+        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, up_proj)])
+        h = b.dropout(f"{p}_resid_mlp_dropout", b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj), _resid_dropout(cfg))
+        x = b.emit(f"{p}_add_2", "add", [x, h])
     return b.rmsnorm("norm", x, base.norm)
+
+
+def _resid_dropout(cfg) -> float:
+    return float(getattr(cfg, "resid_pdrop", 0.0) or 0.0)    # Phi-3's dropouts on the residual branches
+
+
+def _qkv(att, cfg):
+    """q, k and v projections: Llama's three linears, or Phi-3's fused ``qkv_proj`` cut into three (copies: one
+    storage may not hold several weights of a safetensors file)."""
+    if not hasattr(att, "qkv_proj"):
+        return att.q_proj, att.k_proj, att.v_proj
+    w = att.qkv_proj.weight
+    nq, nk = cfg.num_attention_heads * att.head_dim, cfg.num_key_value_heads * att.head_dim
+    bias = att.qkv_proj.bias
+    cuts = ((0, nq), (nq, nq + nk), (nq + nk, nq + 2 * nk))
+    return tuple((w[a:z].clone(), None if bias is None else bias[a:z].clone()) for a, z in cuts)
+
+
+def _gate_up(mlp):
+    """The MLP's gate and up projections: Llama's two linears, or Phi-3's fused ``gate_up_proj`` (gate first)."""
+    if not hasattr(mlp, "gate_up_proj"):
+        return mlp.gate_proj, mlp.up_proj
+    w, half = mlp.gate_up_proj.weight, mlp.gate_up_proj.weight.shape[0] // 2
+    return (w[:half].clone(), None), (w[half:].clone(), None)
 
 
 def _vit(b: _Nodes, base, t: int) -> str:
@@ -392,14 +550,22 @@ def _vit(b: _Nodes, base, t: int) -> str:
 
 
 def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
-    """A causal LM's ``lm_head`` (untied: the graph format has no shared weights)."""
+    """A causal LM's ``lm_head``; one tied to the embedding (``tie_word_embeddings``) is a linear with
+    ``tied_to`` the embedding node, its weight the embedding's tensor itself."""
     head = getattr(model, "lm_head", None)
     _refuse(not isinstance(head, nn.Linear), f"{type(model).__name__}: only a base model or a causal LM with an "
                                              f"lm_head is supported")
     embed = base.get_input_embeddings()
-    _refuse(head.weight is getattr(embed, "weight", None), f"{type(model).__name__}'s lm_head is tied to its "
-            f"embedding; shared weights cannot be expressed in the graph format (build it with "
-            f"tie_word_embeddings=False, or import the base model)")
+    if head.weight is getattr(embed, "weight", None):   # tied: the head reads the embedding's table
+        table = "wte" if model.config.model_type == "gpt2" else "embed_tokens"
+        state = {"weight": b.weights[f"{table}.weight"]}
+        if head.bias is not None:
+            state["bias"] = head.bias
+        node = b.emit("lm_head", "linear", [x], {}, out_features=int(head.weight.shape[0]),
+                      bias=head.bias is not None, tied_to=table)
+        for key, tensor in state.items():   # the very tensor of the table: one tensor, as in the model
+            b.weights[f"{node}.{key}"] = tensor if key == "weight" else tensor.detach().clone()
+        return node
     return b.linear("lm_head", x, head)
 
 
@@ -407,5 +573,5 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
 #: laid out as Llama is
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
-                                "vit": _vit}
+                                "qwen3": _llama, "phi3": _llama, "vit": _vit}
 

@@ -5,13 +5,28 @@ from __future__ import annotations
 import math
 from typing import Literal, Optional, Union
 
-from pydantic import model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .common import ATTENTION_COLOUR, EXTRA, F_, always, bad, call, channel_width, fixed, need_rank, need_ranks, pair
 from .node import Bool, NodeSpec, NonNegativeInt, Pair, PositiveFloat, PositiveInt, Probability
 from .opdef import MIXER, SHUFFLE, Build, Coupling, Export, Imports, OpDef, RewriteFacts, Sizes
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
+
+
+class RopeScaling(BaseModel):
+    """How a rotary embedding's frequencies are rescaled for long contexts (Hugging Face's ``rope_parameters``):
+    ``linear`` divides every frequency by ``factor``; ``llama3`` (Llama 3.1 to 3.3) divides the low frequencies
+    (wavelength above ``original_max_position_embeddings / low_freq_factor``) by ``factor``, keeps the high ones
+    (below ``... / high_freq_factor``) and blends the two between."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rope_type: Literal["llama3", "linear"] = "llama3"
+    factor: PositiveFloat
+    low_freq_factor: PositiveFloat = 1.0
+    high_freq_factor: PositiveFloat = 4.0
+    original_max_position_embeddings: PositiveInt = 8192
 
 
 class Attention(NodeSpec):
@@ -27,7 +42,12 @@ class Attention(NodeSpec):
 
     ``rotary``: rotary position embeddings on the queries and keys (Hugging Face Llama's ``rotate_half`` form: the
     feature pairs ``(i, i + head_dim/2)`` of every head rotate by ``t * rope_theta**(-2i/head_dim)`` at token ``t``;
-    the angles are computed in float32, as Llama computes them); ``head_dim`` must then be even."""
+    the angles are computed in float32, as Llama computes them); ``head_dim`` must then be even. ``rope_scaling``:
+    its frequencies rescaled for long contexts (Llama 3.x's ``llama3``, or ``linear``).
+
+    ``qk_norm``: an RMSNorm over each query and key head's ``head_dim`` features before the rotation (Qwen3's
+    ``q_norm`` / ``k_norm``: weights ``q_norm.weight``, ``k_norm.weight`` ``[head_dim]``, shared by the heads;
+    epsilon ``qk_norm_eps``)."""
     op: Literal["attention"] = "attention"
     num_heads: PositiveInt
     head_dim: Optional[PositiveInt] = None
@@ -38,9 +58,14 @@ class Attention(NodeSpec):
     dropout: Probability = 0.0
     rotary: Bool = False
     rope_theta: PositiveFloat = 10000.0
+    rope_scaling: Optional[RopeScaling] = None
+    qk_norm: bool = False
+    qk_norm_eps: PositiveFloat = 1e-6
 
     @model_validator(mode="after")
     def _groups(self) -> "Attention":
+        if self.rope_scaling is not None and not self.rotary:
+            raise ValueError("rope_scaling goes with rotary: true")
         if self.kv_heads is not None and self.num_heads % self.kv_heads:
             raise ValueError(f"kv_heads={self.kv_heads} must divide num_heads={self.num_heads}")
         return self
@@ -135,7 +160,8 @@ def qkv_bias(node: Attention) -> bool:
 def attention_params(node: Attention, ins, out):
     d, h, hd, kv = attention_dims(node, ins)
     weights = d * h * hd * 2 + d * kv * hd * 2
-    return weights + ((h + 2 * kv) * hd if qkv_bias(node) else 0) + (d if node.bias else 0)
+    return (weights + ((h + 2 * kv) * hd if qkv_bias(node) else 0) + (d if node.bias else 0)
+            + (2 * hd if node.qk_norm else 0))
 
 
 def attention_macs(node: Attention, ins, out):
@@ -155,6 +181,8 @@ def attention_layout(node: Attention, ins):
         layout.update({"q_proj.bias": (None, None), "k_proj.bias": (None, None), "v_proj.bias": (None, None)})
     if node.bias:
         layout["o_proj.bias"] = (0, None)
+    if node.qk_norm:
+        layout.update({"q_norm.weight": (None, None), "k_norm.weight": (None, None)})
     return layout
 
 
@@ -175,14 +203,18 @@ def attention_pin(node: Attention, ins) -> dict:
 
 def attention_module(T, node: Attention, ins):
     d, h, hd, kv = attention_dims(node, ins)
+    scaling = node.rope_scaling.model_dump() if node.rope_scaling is not None else None
     return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
-                             rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias)
+                             rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias,
+                             rope_scaling=scaling, qk_norm_eps=node.qk_norm_eps if node.qk_norm else None)
 
 
 def attention_source(m) -> str:
     return (f"Attention({m.dim}, {m.num_heads}, {m.head_dim}, {m.kv_heads}, causal={m.causal}, "
             f"bias={m.o_proj.bias is not None}, dropout={m.dropout!r}"
             + (f", rotary=True, rope_theta={m.rope_theta!r}" if m.rotary else "")
+            + (f", rope_scaling={m.rope_scaling!r}" if m.rope_scaling else "")
+            + (f", qk_norm_eps={m.qk_norm_eps!r}" if m.qk_norm_eps is not None else "")
             + (f", qkv_bias={m.q_proj.bias is not None})" if (m.q_proj.bias is None) != (m.o_proj.bias is None)
                else ")"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 from .common import (
     A_,
@@ -21,7 +21,7 @@ from .common import (
     need_rank,
     tokens_of,
 )
-from .node import Bool, NodeSpec, NonNegativeInt, PositiveInt
+from .node import Bool, NodeSpec, NonNegativeInt, PositiveInt, Str
 from .opdef import SOURCE, Build, Coupling, Export, Imports, OpDef, RewriteFacts, Shape, Sizes, Traits
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
@@ -29,10 +29,16 @@ from .opdef import SOURCE, Build, Coupling, Export, Imports, OpDef, RewriteFacts
 
 class Linear(NodeSpec):
     """Fully connected layer (``torch.nn.Linear``) on a flat ``[F]`` input, or on the last axis of a sequence
-    ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does)."""
+    ``[T, D]`` (``[T, D] -> [T, out_features]``, as ``nn.Linear`` does).
+
+    ``tied_to``: the id of an ``embedding`` node whose table is this layer's weight (a language model's LM head tied
+    to its input embedding, ``tie_word_embeddings``): ``out_features`` is the embedding's vocabulary and the input
+    width its ``embedding_dim``; the built module holds one tensor for both, the weights file stores it once, and
+    the parameter counts count it once."""
     op: Literal["linear"] = "linear"
     out_features: PositiveInt
     bias: Bool = True
+    tied_to: Optional[Str] = None
 
 
 class Embedding(NodeSpec):
@@ -79,7 +85,8 @@ def linear_shape(node: Linear, ins):
 
 
 def linear_params(node: Linear, ins, out):
-    return channel_width(ins[0]) * node.out_features + (node.out_features if node.bias else 0)
+    weight = 0 if node.tied_to is not None else channel_width(ins[0]) * node.out_features   # counted once
+    return weight + (node.out_features if node.bias else 0)
 
 
 def linear_macs(node: Linear, ins, out):

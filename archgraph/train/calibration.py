@@ -24,7 +24,7 @@ def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: i
     """``count`` batches ``(inputs, targets)`` of ``data.batch_size`` training examples of the run file's data,
     shaped for ``graph``'s one input (a random draw fixed by ``seed``, default the run's ``schedule.seed``; no
     augmentation)."""
-    from .data import load_dataset
+    from ..data.feed import load_data
     cfg = run if isinstance(run, RunConfig) else load_config(run)
     source = source or (str(run) if not isinstance(run, RunConfig) else "<config>")
     if count < 1:
@@ -34,8 +34,12 @@ def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: i
                           file=source, field="data")
     shape = next(iter(graph.inputs.values()))
     seed = cfg.schedule.seed if seed is None else seed
-    ds = load_dataset(cfg.data, seed=seed, root=data_root, input_shape=tuple(shape), source=source)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(ds.train), generator=gen)
-    size = cfg.data.batch_size
-    return [ds.batch(ds.train, order[i * size:(i + 1) * size]) for i in range(count) if i * size < len(order)]
+    ds = load_data(cfg.data, seed=seed, root=data_root or cfg.data.root, input_shape=shape, source=source)
+    try:
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(ds.train), generator=gen)
+        size = cfg.data.batch_size
+        index = [order[i * size:(i + 1) * size] for i in range(count) if i * size < len(order)]
+        return list(ds.batches(ds.train, index))
+    finally:
+        getattr(ds, "close", lambda: None)()

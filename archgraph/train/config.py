@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
 
+from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (Augment: a run-file model)
 from ..errors import ArchgraphError, ConfigError
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
@@ -36,55 +37,10 @@ class _Model(BaseModel):
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
+# each data source defines its settings beside its loader (archgraph/data/); ``data:`` is their union on ``name``
 
-class Augment(_Model):
-    """Augmentation of training batches, done on whole tensors (no worker processes)."""
-    translate: NonNegativeInt = Field(0, description="random shift by up to this many pixels (zero padding), "
-                                                     "like RandomCrop(size, padding=translate)")
-    flip: bool = Field(False, description="random horizontal flip (for natural images, not digits)")
-    rotate: Annotated[float, Field(ge=0.0, le=180.0)] = Field(
-        0.0, description="random rotation by up to this many degrees (bilinear; labels of scenes: nearest)")
-    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
-        0.0, description="random zoom by a factor in [1 - scale, 1 + scale], like RandomAffine(scale=...)")
-
-
-class DataConfig(_Model):
-    name: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "text", "digits_scenes",
-                  "mnist_scenes"] = Field(
-        "digits", description="digits is scikit-learn's bundled 8x8 handwritten digits (no download); text is "
-                              "character- or byte-level language modelling (archgraph/train/text.py); "
-                              "digits_scenes / mnist_scenes are segmentation scenes of 1-3 digits "
-                              "(archgraph/train/scenes.py)")
-    root: Optional[str] = Field(None, description="dataset root for torchvision datasets (default: ./data; "
-                                                  "--data-root overrides it)")
-    download: bool = Field(False, description="let torchvision download a missing dataset")
-    val_fraction: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
-        0.1, description="held-out share of the training set, for the plateau detector (0: use the training loss)")
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt = 1000
-    augment: Augment = Field(default_factory=Augment)
-    normalize: bool = Field(True, description="standardise each channel with the training split's mean and std")
-    limit: Optional[PositiveInt] = Field(None, description="use at most this many training examples (quick runs; "
-                                                           "text: windows, scenes: scenes)")
-    test_limit: Optional[PositiveInt] = Field(None, description="use at most this many test examples")
-    # text (name: text)
-    path: Optional[str] = Field(None, description="text: a UTF-8 file to train on (relative to the working "
-                                                  "directory; default: the prose of CPython's pydoc_data.topics)")
-    tokens: Literal["chars", "bytes"] = Field("chars", description="text: characters or the UTF-8 bytes as tokens")
-    split: Annotated[list[NonNegativeFloat], Field(min_length=3, max_length=3)] = Field(
-        [0.9, 0.05, 0.05], description="text: contiguous train/val/test fractions of the corpus (they sum to 1; "
-                                       "val_fraction is not used)")
-    stride: Optional[PositiveInt] = Field(None, description="text: tokens between the starts of training windows "
-                                                            "(default: the window length T, no overlap)")
-    max_bytes: PositiveInt = Field(64 * 2**20, description="text: a larger file is refused, not read")
-
-    @model_validator(mode="after")
-    def _split_sums_to_one(self):
-        if self.split[0] <= 0 or self.split[2] <= 0:
-            raise ValueError(f"data.split needs a training and a test share, not {self.split}")
-        if abs(sum(self.split) - 1.0) > 1e-6:
-            raise ValueError(f"data.split fractions must sum to 1, not {sum(self.split):g}")
-        return self
+#: ``DataConfig(name=..., **fields)``: the validated settings of the source ``name`` names (``digits`` without one)
+DataConfig = data_config
 
 
 # ---- methods ----------------------------------------------------------------------------------------------------
@@ -353,6 +309,11 @@ class Schedule(_Model):
         "float16", description="mixed precision on CUDA (autocast; float16 with a gradient scaler); ignored on "
                                "the CPU")
     threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="under torchrun: ddp (every process holds the whole model and optimizer state) or fsdp "
+                           "(FSDP2 fully_shard over all processes: parameters, gradients and optimizer state "
+                           "sharded, one unit per block; rewrites gather, apply the plan and shard again; "
+                           "checkpoints written shard by shard); see docs/scale.md")
 
 
 class RunConfig(_Model):
@@ -364,7 +325,7 @@ class RunConfig(_Model):
     name: Optional[str] = Field(None, description="a name for people")
     seed: Union[str, dict[str, Any]] = Field(
         description="the seed graph: a path (relative to the run file) or an inline graph mapping")
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataSettings = Field(default_factory=data_config)
     method: MethodSettings = Field(default_factory=GnapSettings)
     schedule: Schedule = Field(default_factory=Schedule)
 
@@ -397,12 +358,18 @@ def config_error(err: ValidationError, source: str) -> ConfigError:
     loc = [str(x) for x in first["loc"]]
     if len(loc) >= 2 and loc[0] == "method" and loc[1] in _method_names():
         loc = [loc[0], *loc[2:]]  # drop the union tag
+    if len(loc) >= 2 and loc[0] == "data" and loc[1] in _data_tags():
+        loc = [loc[0], *loc[2:]]
     field = ".".join(loc) or None
     kind = first["type"]
     if kind == "union_tag_invalid":
         msg = f"unknown method {first['input'].get('name')!r}; known methods: {', '.join(sorted(_method_names()))}" \
             if isinstance(first.get("input"), dict) else first["msg"]
         field = "method.name"
+    elif kind == "unknown_data_source":
+        name = first["input"].get("name") if isinstance(first.get("input"), dict) else None
+        msg = f"unknown data source {name!r}; known sources: {', '.join(sorted(SOURCES))}"
+        field = "data.name"
     elif kind == "union_tag_not_found":
         msg, field = "the method needs a 'name'", "method.name"
     elif kind == "extra_forbidden":
@@ -417,6 +384,10 @@ def config_error(err: ValidationError, source: str) -> ConfigError:
     if more:
         msg += f" ({more} more problem{'s' if more > 1 else ''} after this one)"
     return ConfigError(msg, file=source, field=field)
+
+
+def _data_tags() -> set[str]:
+    return {src.settings.__name__ for src in SOURCES.values()}
 
 
 def _method_names() -> set[str]:

@@ -20,7 +20,6 @@ are kept by :mod:`archgraph.train.formats` and reported in the summary's ``speed
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -39,12 +38,12 @@ from ..fx.speed import Format, choose_format
 from ..fx.materialise import materialise
 from ..fx.weights import load_into, load_weights
 from ..rules.base import decode, encode
-from . import distributed
+from . import distributed, fsdp
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
 from .config import RunConfig
 from .console import Console, args_text, epoch_line
 from .formats import VersionSpeed
-from .data import Dataset, load_dataset
+from ..data.feed import load_data
 from .tasks import Task, check_seed, task_of
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from ..history.rundir import ReadOnlyRunDir, RunDir
@@ -110,6 +109,7 @@ class Trainer:
         self.runner: Optional[torch.nn.Module] = None   # the forward pass (compiled or not), for evaluation
         self.net: Optional[torch.nn.Module] = None      # the same in a DDP wrapper when distributed, for training
         self.strategy = make_strategy(config.method, config)
+        self.sharding = fsdp.Sharding.for_run(self.dist, self.schedule, self.strategy, self.amp, self.amp_dtype)
         self.phase = "train"
         self.epoch = 0
         self.step = 0
@@ -190,13 +190,15 @@ class Trainer:
         self._install("seed", "the seed's weights", t0)
         self.checkpoint()
 
-    def _load_data(self, graph) -> Dataset:
+    def _load_data(self, graph):
+        """The run's data (archgraph/data/feed.py): in memory or streamed, the loop asks both for an epoch's order
+        and for batches of index lists."""
         if len(graph.inputs) != 1:
             raise ConfigError(f"the seed has {len(graph.inputs)} inputs; training needs exactly one",
                               file=self.source, field="seed")
         shape = next(iter(graph.inputs.values()))
-        ds = load_dataset(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=tuple(shape),
-                          source=self.source)
+        ds = load_data(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=shape,
+                       source=self.source)
         self.task: Task = task_of(ds)
         check_seed(self.task, ds, shape, graph, self.source)
         return ds.to(self.device)
@@ -222,7 +224,8 @@ class Trainer:
             name = self.schedule.format
             if self.dist.is_main:
                 n = max(2, self.config.data.batch_size // self.dist.world_size)
-                x, y = self.dataset.batch(self.dataset.train, torch.arange(min(n, len(self.dataset.train))))
+                x, y = next(self.dataset.batches(self.dataset.train,
+                                                 [torch.arange(min(n, len(self.dataset.train)))]))
                 steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
                 name = choose_format(graph, module, x, y, allow_compile=name == "auto+compile",
                                      steps_until_rewrite=steps, amp=self.amp, loss_fn=self.task.loss).name
@@ -237,13 +240,16 @@ class Trainer:
         measurement, is logged as ``rewrite_s``)."""
         if self.dist.enabled:
             self.dist.check_same(self.state_digest(), what)
+        if self.sharding is not None:   # the whole, checked state is sharded again (parallel: fsdp)
+            self.module, self.optimizer = self.sharding.shard(self.graph, self.module, self.optimizer, self.schedule)
         self.format = Format.from_name(self.speed.formats[content_hash(self.graph)], amp=self.amp)
         fn = _functional_forward
         if self.format.compile:
             torch.compiler.reset()
             fn = torch.compile(_functional_forward)
         self.runner = _Forward(self.module, fn)
-        self.net = self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
+        self.net = self.runner if self.sharding is not None else \
+            self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
         self.speed.installed(self.version, kind, self.format.name, t0)
 
     def state_digest(self) -> str:
@@ -260,21 +266,24 @@ class Trainer:
         return full + (1 if rest >= 2 * self.dist.world_size or full == 0 else 0)
 
     def train_epoch(self) -> None:
-        train = self.dataset.train
+        world = self.dist.world_size
         bs = self.config.data.batch_size
         if self.epoch_state is None:
-            self.epoch_state = EpochState(torch.randperm(len(train), generator=self.data_gen))
+            self.epoch_state = EpochState(self.dataset.epoch_order(self.data_gen))
         es = self.epoch_state
-        n_batches = self._batches(len(train))
+        n_batches = self._batches(len(es.perm))
+        batches = self.dataset.batches(self.dataset.train, [es.perm[b * bs:(b + 1) * bs]
+                                                            for b in range(es.batch, n_batches)],
+                                       self.config.data.augment, self.data_gen,
+                                       part=self.dist.part(bs) if world > 1 else None, epoch=self.epoch)
         bar = self.console.bar(n_batches, es.batch, f"epoch {self.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
         correct_acc = torch.zeros((), device=self.device)
-        world = self.dist.world_size
-        for b in range(es.batch, n_batches):
+        for b, batch in zip(range(es.batch, n_batches), batches):   # batches are made as they are taken
             idx = es.perm[b * bs:(b + 1) * bs]
             self.lr = self.current_lr(b / n_batches)
             set_lr(self.optimizer, self.lr)
-            loss, correct = self.speed.timed(lambda: self.train_step(idx), self.device)
+            loss, correct = self.speed.timed(lambda: self.train_step(batch, len(idx)), self.device)
             loss_acc += loss
             correct_acc += correct
             self.batch_samples = len(idx)
@@ -300,8 +309,7 @@ class Trainer:
         self.dist.sync_buffers(self.module)   # rank 0's running statistics, for evaluation and the checkpoint
         train_loss, train_acc = es.loss_sum / max(1, es.seen), es.correct / max(1, es.seen)
         metrics = {"train_loss": train_loss, "train_acc": train_acc}
-        if self.task.name == "language_model":
-            metrics["train_bpc"] = train_loss / math.log(2)
+        metrics.update(self.task.train_metrics(train_loss))
         if self.dataset.val is not None:
             metrics.update({f"val_{k}": v for k, v in self.evaluate(self.dataset.val).items()})
         else:
@@ -338,12 +346,12 @@ class Trainer:
         self.progress = (self.epoch if epoch is None else epoch) + fraction
         return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self.view)
 
-    def train_step(self, idx: torch.Tensor):
-        """One optimizer step on the global batch ``idx`` (this rank's share when distributed); returns the share's
-        summed cross-entropy and correct predictions (both in examples: see :mod:`archgraph.train.tasks`)."""
+    def train_step(self, batch: tuple, n: int):
+        """One optimizer step on ``batch`` (inputs and targets: this rank's share of a global batch of ``n``
+        examples when distributed); returns the share's summed cross-entropy and correct predictions (both in
+        examples: see :mod:`archgraph.train.tasks`)."""
         world = self.dist.world_size
-        x, y = self.dataset.batch(self.dataset.train, idx, self.config.data.augment, self.data_gen,
-                                  part=self.dist.part(len(idx)) if world > 1 else None)
+        x, y = batch
         if world > 1 and self.strategy.uses_global_rng:
             self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
         overrides, extra = self.strategy.parametrize(self.view, training=True)
@@ -351,10 +359,10 @@ class Trainer:
         smoothing = self.schedule.label_smoothing
         if world == 1:
             ce = self.task.loss(out, y, smoothing)
-            term, ce_sum = ce, ce.detach() * len(idx)
+            term, ce_sum = ce, ce.detach() * n
         else:   # DDP averages over ranks: scale so the gradient is the global batch's mean loss
             ce_sum = self.task.loss(out, y, smoothing, reduction="sum")
-            term, ce_sum = ce_sum * (world / len(idx)), ce_sum.detach()
+            term, ce_sum = ce_sum * (world / n), ce_sum.detach()
         loss = term if extra is None else term + extra
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -388,6 +396,8 @@ class Trainer:
             if net is None or net.net is not self.module:   # a hook evaluating before the version is installed
                 net = _Forward(self.module, _functional_forward)
         call = net.fn if isinstance(net, _Forward) else None   # no DDP wrapper: skip the module call machinery
+        if overrides and self.sharding is not None:   # gathered first, so FSDP does not replace the overrides
+            self.sharding.full(self.module)
         if not self.amp:
             return call(net.net, overrides, x) if call else net(x, overrides)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
@@ -401,6 +411,8 @@ class Trainer:
         per epoch does not repay a second compilation per version). A collective call when distributed: every rank
         evaluates its share."""
         net = module if module is not None else self.module
+        if module is None and self.sharding is not None:   # gathered once, not per batch (shares may differ)
+            self.sharding.full(net)
         was_training = net.training
         net.eval()
         overrides = {} if module is not None else self.strategy.parametrize(self.view, training=False)[0]
@@ -408,9 +420,9 @@ class Trainer:
         stats = None
         bs = self.config.data.eval_batch_size
         first, stop = self.dist.span(len(split))   # every rank evaluates its share; the sums are all-reduced
-        for start in range(first, max(stop, first + 1), bs):   # an empty share still gives (zero) sums
-            idx = torch.arange(start, min(start + bs, stop))
-            x, y = self.dataset.batch(split, idx)
+        index = [torch.arange(start, min(start + bs, stop))   # an empty share still gives (zero) sums
+                 for start in range(first, max(stop, first + 1), bs)]
+        for x, y in self.dataset.batches(split, index):
             s = self.task.stats(self.forward(x, overrides, runner), y)
             stats = s if stats is None else stats + s
         net.train(was_training)
@@ -435,6 +447,9 @@ class Trainer:
         old = self.graph
         self.dist.sync_buffers(self.module)
         rw = self.view.apply(old, rule)   # applied once: the strategy may have tried it already
+        if self.sharding is not None:     # parallel: fsdp: the plan is applied to the whole, gathered state
+            self.module, self.optimizer = self.sharding.gather(old, self.module, self.optimizer, self.schedule,
+                                                               self._fresh_module)
         graph = rw.graph
         module = materialise(rw, self.module, self.optimizer, self.schedule.seed)
         opt_state = optimizer_state(self.optimizer, module, copy=False)
@@ -471,8 +486,10 @@ class Trainer:
             self.checkpoint()
         self.apply_pending()
         self.dist.sync_buffers(self.module)
-        final = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        final.update({k: v.detach().cpu() for k, v in self.strategy.effective_weights(self.view).items()})
+        final = {k: v.detach().cpu() for k, v in (self.sharding.full_state(self.module) if self.sharding is not None
+                                                  else self.module.state_dict()).items()}
+        # copies: under parallel: fsdp these may be FSDP's gathered buffers, which must stay resizable
+        final.update({k: v.detach().to("cpu", copy=True) for k, v in self.strategy.effective_weights(self.view).items()})
         if self.dist.enabled:
             self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
@@ -485,6 +502,7 @@ class Trainer:
         else:
             saved = self._fresh_module(self.graph, final)
         test = self.evaluate(self.dataset.test, module=saved)
+        self.dataset.close()   # the DataLoaders' worker processes
         test_loss, test_acc = test["loss"], test["acc"]
         sizes = {"params": self.graph.params,
                  "nonzero_params": count_nonzero_params(self.graph, final),
@@ -499,7 +517,7 @@ class Trainer:
             "growth_events": self.growth_events, "prune_events": self.prune_events,
             "epochs": self.epoch, "steps": self.step,
             "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
-            "device": self.device.type, "world_size": self.dist.world_size,
+            "device": self.device.type, "world_size": self.dist.world_size, "parallel": self.schedule.parallel,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
             "speed": self.speed.summary(),
             "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
@@ -519,6 +537,9 @@ class Trainer:
         self.history_lines += 1
 
     def checkpoint(self) -> None:
+        # parallel: fsdp: every rank writes its shards first; checkpoint.pt then names them (see train/fsdp.py)
+        shards = None if self.sharding is None else \
+            self.sharding.save(self.run_dir.path, self.module, self.optimizer)
         if not self.dist.is_main:
             return
         state = {
@@ -526,8 +547,9 @@ class Trainer:
             "config": comparable_config(self.config),
             "graph": dumps(self.graph),
             "version": self.version,
-            "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
-            "optimizer": optimizer_state(self.optimizer, self.module),
+            "model": {} if shards else {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            "optimizer": {} if shards else optimizer_state(self.optimizer, self.module),
+            "shards": shards,
             "strategy": self.strategy.state_dict(),
             "rng": rng_state(self.data_gen),
             "loop": {
@@ -543,9 +565,12 @@ class Trainer:
             "amp": self.scaler.state_dict(),
         }
         self.run_dir.save_checkpoint(state)
+        fsdp.drop_old_shards(self.run_dir.path, shards)   # the shards no checkpoint names any more
 
     def restore(self, ckpt: dict) -> None:
         check_resumable(ckpt, self.config, path=str(self.run_dir.checkpoint_path), source=self.source)
+        if ckpt.get("shards"):   # written shard by shard (parallel: fsdp), by any number of processes
+            ckpt = {**ckpt, **dict(zip(("model", "optimizer"), fsdp.read_sharded(self.run_dir.path / ckpt["shards"])))}
         loop = ckpt["loop"]
         self.run_dir.rewind(int(loop["history_lines"]), int(ckpt["version"]))
         self.graph = loads(ckpt["graph"], "checkpoint")

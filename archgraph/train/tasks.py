@@ -59,6 +59,10 @@ class Task:
         loss, right, n = (float(v) for v in stats[:3])
         return {"loss": loss / max(1.0, n), "acc": right / max(1.0, n)}
 
+    def train_metrics(self, loss: float) -> dict:
+        """What an epoch's mean training loss adds to its metrics besides ``train_loss``."""
+        return {}
+
 
 class LanguageModel(Task):
     """Next-token prediction at every position of a causal model: ``bpc`` is the loss in bits."""
@@ -71,6 +75,23 @@ class LanguageModel(Task):
         m = super().metrics(stats)
         m["bpc"] = m["loss"] / math.log(2)
         return m
+
+    def train_metrics(self, loss: float) -> dict:
+        return {"train_bpc": loss / math.log(2)}
+
+
+class TokenModel(LanguageModel):
+    """Next-token prediction over a tokeniser's ids: ``ppl`` (perplexity, ``exp`` of the loss in nats per token)
+    instead of bits per character."""
+    name = "token_model"
+
+    def metrics(self, stats) -> dict:
+        m = Task.metrics(self, stats)
+        m["ppl"] = math.exp(min(m["loss"], 700.0))
+        return m
+
+    def train_metrics(self, loss: float) -> dict:
+        return {"train_ppl": math.exp(min(loss, 700.0))}
 
 
 class Segmentation(Task):
@@ -98,7 +119,7 @@ class Segmentation(Task):
         return m
 
 
-TASKS = {t.name: t for t in (Task(), LanguageModel(), Segmentation())}
+TASKS = {t.name: t for t in (Task(), LanguageModel(), TokenModel(), Segmentation())}
 
 
 def task_of(dataset) -> Task:
@@ -122,21 +143,25 @@ the seed's input is a float input of shape [1, 8, 8]
         raise ConfigError(f"the seed has {len(graph.outputs)} outputs; training needs exactly one", file=source,
                           field="seed")
     outs = tuple(graph.shapes()[graph.outputs[0]])
-    if task.name == "language_model":
+    if isinstance(task, LanguageModel):
         vocab = getattr(input_shape, "vocab", None)   # a token input's shape carries its vocabulary
         if vocab is None:
-            raise ConfigError(f"data 'text' needs a token input {{shape: [T], vocab: V}}; the seed's input is a "
-                              f"float input of shape {list(input_shape)}", file=source, field="seed")
+            raise ConfigError(f"data '{ds.name}' needs a token input {{shape: [T], vocab: V}}; the seed's input is "
+                              f"a float input of shape {list(input_shape)}", file=source, field="seed")
+        if ds.vocab_size is None:   # the user's Datasets: the seed's vocabulary is the vocabulary
+            return
         if vocab < ds.vocab_size:
-            raise ConfigError(f"the seed's token input declares vocab {vocab}, but the training text has "
-                              f"{ds.vocab_size} symbols (with the unknown one): declare vocab >= {ds.vocab_size}",
-                              file=source, field="seed")
+            what = ("the training text has {n} symbols (with the unknown one)" if task.name == "language_model"
+                    else "the data's vocabulary has {n} tokens").format(n=ds.vocab_size)
+            raise ConfigError(f"the seed's token input declares vocab {vocab}, but {what}: declare vocab >= "
+                              f"{ds.vocab_size}", file=source, field="seed")
         if len(outs) != 2 or outs[0] != ds.window or outs[1] < ds.vocab_size:
             raise ConfigError(f"the seed's output must be next-token scores [{ds.window}, V] with V >= "
                               f"{ds.vocab_size} (the training text's symbols), not {list(outs)}", file=source,
                               field="seed")
         return
-    want = (ds.num_classes,) if task.name == "classification" else (ds.num_classes, *ds.input_shape[1:])
+    classes = ds.num_classes or outs[0]   # the user's Datasets without num_classes: the seed's output says
+    want = (classes,) if task.name == "classification" else (classes, *ds.input_shape[1:])
     if outs != want:
         what = "the classes of" if task.name == "classification" else "per-pixel classes of"
         raise ConfigError(f"the seed's output must have shape {list(want)} ({what} {ds.name}), not {list(outs)}",

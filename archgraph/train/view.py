@@ -49,7 +49,9 @@ class RunView:
 
     @property
     def module(self) -> torch.nn.Module:
-        return self._trainer.module
+        """The current module; under ``parallel: fsdp`` with its parameters gathered whole (a collective call)."""
+        sharding = getattr(self._trainer, "sharding", None)
+        return self._trainer.module if sharding is None else sharding.full(self._trainer.module)
 
     @property
     def device(self) -> torch.device:
@@ -108,6 +110,6 @@ class RunView:
         t = self._trainer
         split = t.dataset.train
         bs = t.config.data.eval_batch_size
-        for start in range(0, len(split), bs):
-            x, _ = t.dataset.batch(split, torch.arange(start, min(start + bs, len(split))))
+        index = [torch.arange(start, min(start + bs, len(split))) for start in range(0, len(split), bs)]
+        for x, _ in t.dataset.batches(split, index):
             yield x

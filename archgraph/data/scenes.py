@@ -6,26 +6,33 @@ a pixel is 0 (background) or 1 + the class of the last digit whose stroke covers
 source's maximum intensity). Training scenes are made from the source's training images, test scenes from its
 test images, all from one generator seeded by ``seed``, so a seed always gives the same scenes.
 
->>> from archgraph.train.config import DataConfig
->>> ds = load_scenes(DataConfig(name="digits_scenes", limit=64, test_limit=16), seed=0)    # doctest: +SKIP
->>> ds.train.x.shape, ds.train.y.shape, ds.num_classes                                    # doctest: +SKIP
-(torch.Size([58, 1, 32, 32]), torch.Size([58, 32, 32]), 11)
+>>> loaded = load_scenes(SceneSettings(name="digits_scenes", limit=64, test_limit=16), Request(seed=0))
+>>> loaded.train.x.shape, loaded.train.y.shape, loaded.classes
+((58, 1, 32, 32), (58, 32, 32), 11)
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from ..errors import ConfigError
-from .augment import augment as augment_batch
-from .config import DataConfig
-from .data import Dataset, Split, digits_arrays, torchvision_arrays
+from .builtin import digits_arrays, torchvision_arrays
+from .registry import ArraySplit, Loaded, Request, register
+from .settings import DataBase
 
 NUM_CLASSES = 11                       # background and ten digits
 #: name -> (canvas side, digit scale-up, training scenes, test scenes) by default
 LAYOUT = {"digits_scenes": (32, 2, 2000, 500), "mnist_scenes": (64, 1, 20000, 2000)}
+
+
+class SceneSettings(DataBase):
+    """Segmentation scenes of 1-3 digits (archgraph/data/scenes.py)."""
+    name: Literal["digits_scenes", "mnist_scenes"] = Field(
+        description="digits_scenes / mnist_scenes are segmentation scenes of 1-3 digits on a 32x32 / 64x64 canvas")
+    root: Optional[str] = Field(None, description="mnist_scenes: the MNIST root (default: ./data; --data-root "
+                                                  "overrides it)")
+    download: bool = Field(False, description="let torchvision download a missing MNIST")
 
 
 def compose(images: np.ndarray, labels: np.ndarray, n: int, canvas: int, rng: np.random.RandomState,
@@ -53,44 +60,25 @@ def compose(images: np.ndarray, labels: np.ndarray, n: int, canvas: int, rng: np
     return x, y
 
 
-class SceneDataset(Dataset):
-    """Scenes with per-pixel labels: the images go through the usual normalisation, the labels stay class ids;
-    augmentation moves image and labels together."""
-    task = "segmentation"
-
-    def to(self, device) -> "SceneDataset":
-        return SceneDataset(self.name, self.train.to(device), self.val.to(device) if self.val is not None else None,
-                            self.test.to(device), self.num_classes, self.scale, self.mean.to(device),
-                            self.std.to(device), self.input_shape)
-
-    def batch(self, split: Split, index: torch.Tensor, augment=None, gen: Optional[torch.Generator] = None,
-              part: Optional[slice] = None):
-        index = index.to(split.x.device)
-        raw, y = split.x[index], split.y[index]
-        if augment is not None and gen is not None:
-            # shifted, rotated and flipped as one; the label channel resampled by its nearest pixel
-            both = augment_batch(torch.cat([raw, y[:, None]], 1), augment, gen, label_channels=1)
-            raw, y = both[:, :-1], both[:, -1]
-        if part is not None:
-            raw, y = raw[part], y[part]
-        return self.inputs(raw), y.long()
-
-
-def load_scenes(cfg: DataConfig, seed: int = 0, root: Optional[str] = None,
-                input_shape: Optional[tuple[int, ...]] = None, source: str = "<config>") -> SceneDataset:
+def load_scenes(cfg: SceneSettings, req: Request) -> Loaded:
     """The scenes ``cfg`` names (``limit``/``test_limit`` scenes, defaults in :data:`LAYOUT`), a random
-    ``val_fraction`` of the training scenes held out, normalised by the training images."""
+    ``val_fraction`` of the training scenes held out."""
     canvas, zoom, n_train, n_test = LAYOUT[cfg.name]
+    shape = (1, canvas, canvas)
+    if req.input_shape is not None and tuple(req.input_shape) != shape:
+        raise req.error(f"the seed's input shape {list(req.input_shape)} does not fit {cfg.name} images of shape "
+                        f"{list(shape)}", "seed")
     if cfg.name == "digits_scenes":
         (xtr, ytr), (xte, yte) = digits_arrays()
         scale = 1.0 / 16.0
     else:
-        (xtr, ytr), (xte, yte) = torchvision_arrays("mnist", root or cfg.root or "data", cfg.download, source)
+        (xtr, ytr), (xte, yte) = torchvision_arrays("mnist", req.root or cfg.root or "data", cfg.download,
+                                                    req.source)
         scale = 1.0 / 255.0
     xtr, xte = xtr[:, 0], xte[:, 0]
     if zoom > 1:
         xtr, xte = (a.repeat(zoom, 1).repeat(zoom, 2) for a in (xtr, xte))
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(req.seed)
     x, y = compose(xtr, ytr, cfg.limit or n_train, canvas, rng)
     tx, ty = compose(xte, yte, cfg.test_limit or n_test, canvas, rng)
     val = None
@@ -98,16 +86,10 @@ def load_scenes(cfg: DataConfig, seed: int = 0, root: Optional[str] = None,
     if n_val > 0:
         perm = rng.permutation(len(x))
         hold, keep = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        val = Split(torch.from_numpy(x[hold]), torch.from_numpy(y[hold]))
+        val = ArraySplit(x[hold], y[hold])
         x, y = x[keep], y[keep]
-    train, test = Split(torch.from_numpy(x), torch.from_numpy(y)), Split(torch.from_numpy(tx), torch.from_numpy(ty))
-    if cfg.normalize:
-        xs = train.x.float() * scale
-        mean, std = xs.mean(dim=(0, 2, 3)), xs.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    else:
-        mean, std = torch.zeros(1), torch.ones(1)
-    shape = (1, canvas, canvas)
-    if input_shape is not None and tuple(input_shape) != shape:
-        raise ConfigError(f"the seed's input shape {list(input_shape)} does not fit {cfg.name} images of shape "
-                          f"{list(shape)}", file=source, field="seed")
-    return SceneDataset(cfg.name, train, val, test, NUM_CLASSES, scale, mean, std, shape)
+    return Loaded(cfg.name, "segmentation", ArraySplit(x, y), val, ArraySplit(tx, ty), NUM_CLASSES, shape, scale,
+                  cfg.normalize)
+
+
+register(SceneSettings, load_scenes)

@@ -69,7 +69,7 @@ def rotate_scale(x: torch.Tensor, degrees: float, scale: float, gen: torch.Gener
 
 
 def augment(x: torch.Tensor, settings, gen: torch.Generator, label_channels: int = 0) -> torch.Tensor:
-    """Apply the run's :class:`~archgraph.train.config.Augment` settings to an image batch (the last
+    """Apply the run's :class:`~archgraph.data.settings.Augment` settings to an image batch (the last
     ``label_channels`` channels are per-pixel labels that move with the image)."""
     if x.dim() != 4:
         return x
@@ -77,4 +77,78 @@ def augment(x: torch.Tensor, settings, gen: torch.Generator, label_channels: int
     x = translate(x, settings.translate, gen)
     if settings.flip:
         x = hflip(x, gen)
-    return x
+    x = resized_crop(x, settings.random_resized_crop, gen, label_channels)
+    return color_jitter(x, settings.color_jitter, gen, label_channels)
+
+
+def resized_crop(x: torch.Tensor, min_area: float, gen: torch.Generator, label_channels: int = 0) -> torch.Tensor:
+    """A random crop of each image of ``x`` covering ``[min_area, 1]`` of its area with an aspect ratio in
+    ``[3/4, 4/3]``, stretched back to the image's size (torchvision's ``RandomResizedCrop(size, scale=(min_area,
+    1))``, done as one affine resampling: bilinear, labels nearest).
+
+    >>> x = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+    >>> resized_crop(x, 0.5, torch.Generator().manual_seed(0)).shape
+    torch.Size([1, 1, 4, 4])
+    """
+    if min_area <= 0:
+        return x
+    n = x.shape[0]
+    area = min_area + torch.rand(n, generator=gen, dtype=torch.float64) * (1 - min_area)
+    log_ratio = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * torch.log(torch.tensor(4 / 3))
+    ratio = torch.exp(log_ratio)
+    w = torch.sqrt(area * ratio).clamp(max=1.0)   # the crop's share of the width and height
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    tx = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * (1 - w)
+    ty = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * (1 - h)
+    zero = torch.zeros(n, dtype=torch.float64)
+    theta = torch.stack([torch.stack([w, zero, tx], 1), torch.stack([zero, h, ty], 1)], 1)
+    return _resample(x, theta, label_channels)
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor, label_channels: int) -> torch.Tensor:
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    grid = torch.nn.functional.affine_grid(theta.to(work).to(x.device), list(x.shape), align_corners=False)
+    xf = x.to(work)
+    split = x.shape[1] - label_channels
+    parts = [torch.nn.functional.grid_sample(xf[:, :split], grid, mode="bilinear", align_corners=False)]
+    if label_channels:
+        parts.append(torch.nn.functional.grid_sample(xf[:, split:], grid, mode="nearest", align_corners=False))
+    out = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+    return _back(out, x.dtype)
+
+
+def _back(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype.is_floating_point:
+        return out.to(dtype)
+    info = torch.iinfo(dtype)
+    return out.round().clamp(info.min, info.max).to(dtype)
+
+
+def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator, label_channels: int = 0) -> torch.Tensor:
+    """Random brightness, contrast and saturation of each image of ``x``, each factor drawn from
+    ``[1 - strength, 1 + strength]`` (torchvision's ``ColorJitter(strength, strength, strength)`` in a fixed order;
+    saturation only for three channels). Values are clipped to the dtype's range (integers) or to ``[0, max]``.
+
+    >>> x = torch.full((2, 3, 2, 2), 100, dtype=torch.uint8)
+    >>> color_jitter(x, 0.0, torch.Generator()).equal(x)
+    True
+    """
+    if strength <= 0:
+        return x
+    n = x.shape[0]
+    split = x.shape[1] - label_channels
+    img = x[:, :split].to(torch.float32)
+    top = float(torch.iinfo(x.dtype).max) if not x.dtype.is_floating_point else float(img.max().clamp_min(1.0))
+
+    def factor():
+        return (1 + (torch.rand(n, generator=gen) * 2 - 1) * strength).view(n, 1, 1, 1).to(x.device)
+
+    b, c, s = factor(), factor(), factor()
+    img = (img * b).clamp(0, top)
+    gray = img.mean(1, keepdim=True)
+    img = ((img - gray.mean((2, 3), keepdim=True)) * c + gray.mean((2, 3), keepdim=True)).clamp(0, top)
+    if split == 3:
+        gray = (0.299 * img[:, 0:1] + 0.587 * img[:, 1:2] + 0.114 * img[:, 2:3])
+        img = (gray + (img - gray) * s).clamp(0, top)
+    out = _back(img, x.dtype)
+    return torch.cat([out, x[:, split:]], 1) if label_channels else out

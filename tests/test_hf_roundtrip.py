@@ -1,0 +1,239 @@
+"""Hugging Face round trip: a small model of each family from its real config class (random weights), saved with
+``save_pretrained``, imported with ``from_pretrained`` (its head included), exported back with ``to_pretrained``
+and loaded by ``transformers``: the logits equal the original's and the graph's, at three lengths; pruned graphs
+load in the family's own class; ``archgraph import hf:DIR`` -> ``prune`` -> ``export --hf`` from the CLI."""
+import json
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+import archgraph  # noqa: E402
+from archgraph.errors import ConversionError  # noqa: E402
+from archgraph.fx.builder import build  # noqa: E402
+from archgraph.fx.apply_plan import transfer_state  # noqa: E402
+from archgraph.fx.weights import load_into, load_weights  # noqa: E402
+from archgraph.rules import PruneChannels, PruneHeads  # noqa: E402
+from archgraph.interop import hf  # noqa: E402
+from archgraph.interop.equivalence import randomize_normalization  # noqa: E402
+from archgraph.interop.hf_export import to_pretrained  # noqa: E402
+
+tr = hf.import_transformers()
+
+#: Llama 3.2's rotary scaling (its three frequency bands all occur at head_dim 8 with rope_theta 500000)
+LLAMA3 = {"tie_word_embeddings": True, "rope_parameters": {
+    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192}}
+FAMILIES = [("llama", True, {}), ("qwen2", True, {"tie_word_embeddings": True}), ("mistral", True, {}),
+            ("gpt2", True, {}), ("bert", False, {}), ("vit", False, {}),
+            ("llama", False, {}), ("llama", True, LLAMA3), ("qwen3", True, {}), ("phi3", True, {})]
+
+
+def saved(tmp_path, model_type, causal, dtype=torch.float64, **overrides):
+    sizes = {**hf.SMALL[model_type], **overrides}
+    if model_type == "gpt2":
+        sizes["n_layer"] = 2
+    config = tr.AutoConfig.for_model(model_type, **sizes)
+    auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
+    torch.manual_seed(0)
+    model = randomize_normalization(auto.from_config(config)).to(dtype).eval()
+    folder = tmp_path / model_type
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def run(model, x, causal):
+    """The model's output; its RMSNorms in the input's dtype (Hugging Face's cast to float32 would round float64)."""
+    name = "pixel_values" if model.config.model_type == "vit" else "input_ids"
+    with torch.no_grad(), hf._native_rms_norms(model):
+        out = model(**{name: x})
+    return out.logits if causal else out.last_hidden_state
+
+
+def inputs(model_type, t, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(t)
+    if model_type == "vit":
+        return torch.randn(2, 3, 32, 32, generator=gen, dtype=dtype)
+    return torch.randint(0, 100, (2, t), generator=gen)
+
+
+def load(folder, causal, dtype=torch.float64):
+    auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return auto.from_pretrained(str(folder), dtype=dtype).eval()
+
+
+@pytest.mark.parametrize("model_type,causal,overrides", FAMILIES)
+def test_round_trip_gives_the_original_logits(tmp_path, model_type, causal, overrides):
+    model, folder = saved(tmp_path, model_type, causal, **overrides)
+    graph, weights = hf.from_pretrained(folder)
+    assert (list(graph.outputs) == ["lm_head"]) == causal
+    assert {t.dtype for t in weights.values()} == {torch.float64}          # the checkpoint's dtype is kept
+    out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "generation_config.json").is_file() == causal
+    back = load(out, causal)
+    assert back.config.tie_word_embeddings == bool(overrides.get("tie_word_embeddings", model_type == "gpt2")
+                                                   and causal)
+    built = build(graph, dtype=torch.float64)
+    load_into(built, weights)
+    built.eval()
+    for t in (1, 5, 11):
+        x = inputs(model_type, t)
+        want = run(model, x, causal)
+        with torch.no_grad():
+            assert float((run(back, x, causal) - want).abs().max()) <= 1e-12 * max(1.0, float(want.abs().max()))
+            assert float((built(x) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+        if model_type == "vit":
+            break
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "bert"])
+def test_pruned_graph_loads_in_the_familys_class(tmp_path, model_type):
+    causal = model_type != "bert"
+    model, folder = saved(tmp_path, model_type, causal)
+    graph, weights = hf.from_pretrained(folder)
+    pruned, pw = archgraph.prune(graph, weights, ratio=0.5, heads=model_type in ("llama", "qwen2"))
+    assert pruned.params < graph.params
+    out = to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    back = load(out, causal)
+    built = build(pruned, dtype=torch.float64)
+    load_into(built, pw)
+    built.eval()
+    for t in (2, 7, 12):
+        x = inputs(model_type, t)
+        with torch.no_grad():
+            want = built(x)
+            assert float((run(back, x, causal) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    if causal:
+        with torch.no_grad():
+            gen = back.generate(inputs(model_type, 4), max_new_tokens=5, do_sample=False, use_cache=True)
+        assert gen.shape == (2, 9)
+
+
+def test_float32_and_bfloat16_keep_their_dtype(tmp_path):
+    model, folder = saved(tmp_path, "qwen2", True, dtype=torch.bfloat16)
+    graph, weights = hf.from_pretrained(folder, seq_len=8)
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16} and graph.inputs["input_ids"][0] == 8
+    out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()))
+    back = load(out, True, dtype=None)
+    assert back.dtype == torch.bfloat16
+    x = inputs("qwen2", 6)
+    original = load(folder, True, dtype=None)   # (model.to(bfloat16) also rounded its rotary frequencies)
+    assert torch.equal(run(back, x, True), run(original, x, True))
+    pruned, pw = archgraph.prune(graph, weights, ratio=0.5, heads=True)    # bfloat16 through pruning and out
+    assert {t.dtype for t in pw.values()} == {torch.bfloat16}
+    out = to_pretrained(pruned, pw, tmp_path / "pruned", json.loads((folder / "config.json").read_text()))
+    assert load(out, True, dtype=None).dtype == torch.bfloat16
+
+
+def test_gpt2_with_a_narrower_stream_is_refused(tmp_path):
+    # GPT-2's class ties the heads' width to the stream's: a pruned stream with whole heads cannot load natively
+    model, folder = saved(tmp_path, "gpt2", True)
+    graph, weights = hf.from_pretrained(folder)
+    pruned, pw = archgraph.prune(graph, weights, ratio=0.5)
+    with pytest.raises(ConversionError, match="GPT-2 needs head_dim x heads = hidden size"):
+        to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()))
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "phi3"])
+def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
+    model, folder = saved(tmp_path, model_type, True, num_hidden_layers=3)
+    graph, weights = hf.from_pretrained(folder)
+    # layer 0 loses a kv group (2 of 4 heads), layer 2 half its MLP: sizes differ from layer to layer
+    rules = [PruneHeads(node="layers_0_self_attn", indices=(2, 3)),
+             PruneChannels(node="layers_2_mlp_gate_proj", indices=tuple(range(0, 64, 2)))]
+    w = weights
+    for rule in rules:
+        rw = archgraph.apply(graph, rule)
+        graph, w = rw.graph, transfer_state(rw.plan, w)
+    out = to_pretrained(graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    config = json.loads((out / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_archgraph.Archgraph" + {
+        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "phi3": "Phi3ForCausalLM"}[model_type]
+    assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
+    assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
+                                                       trust_remote_code=True).eval()
+    built = build(graph, dtype=torch.float64)
+    load_into(built, w)
+    built.eval()
+    for t in (1, 6, 13):
+        x = inputs(model_type, t)
+        with torch.no_grad():
+            want = built(x)
+            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    with torch.no_grad():
+        gen = back.generate(inputs(model_type, 4), max_new_tokens=4, do_sample=False, use_cache=True)
+    assert gen.shape == (2, 8)
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(ConversionError, match="config.json"):
+        hf.from_pretrained(tmp_path)
+
+
+def test_cli_import_prune_export(tmp_path, capsys):
+    from archgraph.cli import main
+    model, folder = saved(tmp_path, "llama", True, dtype=torch.float32)
+    (folder / "tokenizer_config.json").write_text("{}")   # a tokenizer file travels to the export
+    imported, pruned, out = tmp_path / "imported", tmp_path / "pruned", tmp_path / "hf_out"
+    assert main(["import", f"hf:{folder}", "-o", str(imported)]) == 0
+    assert main(["prune", str(imported / "graph.yaml"), "--weights", str(imported / "weights.safetensors"),
+                 "--ratio", "0.5", "--heads", "--uniform", "-q", "-o", str(pruned)]) == 0
+    assert main(["export", str(pruned / "graph.yaml"), "--weights", str(pruned / "weights.safetensors"),
+                 "--hf", str(out)]) == 0
+    assert (out / "tokenizer_config.json").is_file() and not (out / "modeling_archgraph.py").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_attention_heads"] == 2 and config["intermediate_size"] == 32
+    back = load(out, True, dtype=torch.float32)
+    graph = archgraph.load(pruned / "graph.yaml")
+    built = build(graph)
+    load_into(built, load_weights(pruned / "weights.safetensors"))
+    built.eval()
+    x = inputs("llama", 9)
+    with torch.no_grad():
+        want = built(x)
+        assert float((run(back, x, True) - want).abs().max()) <= 1e-5 * float(want.abs().max())
+    # a graph not imported from Hugging Face has no config to write back
+    assert main(["export", "examples/seeds/gpt_tiny.yaml", "--weights", str(imported / "weights.safetensors"),
+                 "--hf", str(tmp_path / "x")]) == 2
+
+
+def test_uniform_prune_keeps_alike_layers_alike():
+    from archgraph.fx.magnitude import prune_rules
+    g = archgraph.loads("""
+archgraph: 1
+inputs: {x: [8]}
+nodes:
+  a: {op: linear, in: x, out_features: 8}
+  a_act: {op: relu, in: a}
+  b: {op: linear, in: a_act, out_features: 8}
+  c: {op: linear, in: b, out_features: 4}
+  c_act: {op: relu, in: c}
+  d: {op: linear, in: c_act, out_features: 3}
+outputs: [d]
+""")
+    built_ = build(g)
+    # 'a' and 'b' are alike (linear, 8 channels): the default prunes 0.6 x 8 = 4 of each; 'c' (4) loses 2 either way
+    counts = {r.node: len(r.indices) for r in prune_rules(g, built_.state_dict(), 0.6, uniform=True)}
+    assert counts["a"] == counts["b"] == 4 and counts["c"] == 2
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_big_models_are_checked_on_a_small_copy(tmp_path, monkeypatch, tie):
+    model, folder = saved(tmp_path, "qwen2", True, num_hidden_layers=3, vocab_size=1500, tie_word_embeddings=tie)
+    monkeypatch.setattr(hf, "CHECK_PARAMS", 0)       # as for a model above 50M parameters
+    small = hf.check_copy(model)
+    assert len(small.model.layers) == 2 and small.config.vocab_size == hf.CHECK_VOCAB
+    assert small.model.layers[1].mlp.up_proj.weight.data_ptr() == \
+        model.model.layers[1].mlp.up_proj.weight.data_ptr()                                      # no copy
+    err, scale = hf.max_error(small, 6)
+    assert err <= 1e-9 * max(1.0, scale) and scale > 0.1
+    graph, _ = hf.from_pretrained(folder, seq_len=8)   # checks on the copy
+    assert graph.nodes["lm_head"].out_features == 1500

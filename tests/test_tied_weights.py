@@ -1,0 +1,108 @@
+"""Tied weights in the format: a linear's ``tied_to`` names the embedding whose table is its weight (a tied LM
+head). The graph counts it once, the build shares one tensor, the weights file stores it once, pruning keeps the
+tie, the standalone Python export keeps it, and Hugging Face checkpoints with ``tie_word_embeddings`` import tied."""
+import importlib.util
+
+import pytest
+import torch
+
+import archgraph
+from archgraph.errors import ArchgraphError
+from archgraph.fx.builder import _class_name, build
+from archgraph.fx.weights import load_into, load_weights, save_weights
+
+GPT = """
+archgraph: 1
+name: tied_gpt
+inputs: {tokens: {shape: [8], vocab: 40}}
+nodes:
+  wte: {op: embedding, in: tokens, embedding_dim: 16}
+  wpe: {op: position_embedding, in: wte}
+  ln1: {op: layernorm, in: wpe}
+  attn: {op: attention, in: ln1, num_heads: 2, causal: true}
+  res: {op: add, in: [wpe, attn]}
+  fc: {op: linear, in: res, out_features: 32}
+  act: {op: gelu, in: fc}
+  proj: {op: linear, in: act, out_features: 16}
+  res2: {op: add, in: [res, proj]}
+  ln_f: {op: layernorm, in: res2}
+  lm_head: {op: linear, in: ln_f, out_features: 40, bias: false, tied_to: wte}
+outputs: [lm_head]
+"""
+
+
+def test_one_tensor_counted_once_stored_once(tmp_path):
+    g = archgraph.loads(GPT)
+    untied = archgraph.loads(GPT.replace(", tied_to: wte", ""))
+    assert g.params == untied.params - 40 * 16
+    m = build(g)
+    assert m.lm_head.weight is m.wte.weight
+    path = tmp_path / "w.safetensors"
+    save_weights(m.state_dict(), path)
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as fh:
+        assert "lm_head.weight" not in fh.keys() and "wte.weight" in fh.keys()
+    state = load_weights(path)
+    assert torch.equal(state["lm_head.weight"], state["wte.weight"])
+    fresh = build(g, seed=1)
+    load_into(fresh, {k: v for k, v in state.items() if k != "lm_head.weight"})   # the tied key may be left out
+    assert fresh.lm_head.weight is fresh.wte.weight and torch.equal(fresh.wte.weight, m.wte.weight)
+    bad = dict(state, **{"lm_head.weight": torch.zeros(40, 16)})
+    with pytest.raises(ArchgraphError, match="tied to 'wte.weight'"):
+        load_into(fresh, bad)
+
+
+def test_tie_must_fit():
+    with pytest.raises(Exception, match="tied_to 'ln_f' is a layernorm"):
+        archgraph.loads(GPT.replace("tied_to: wte", "tied_to: ln_f"))
+    with pytest.raises(Exception, match="must be \\[out_features, input width\\]"):
+        archgraph.loads(GPT.replace("out_features: 40, bias: false", "out_features: 39, bias: false"))
+
+
+def test_pruning_keeps_the_tie_and_python_export_loads(tmp_path):
+    g = archgraph.loads(GPT)
+    m = build(g, dtype=torch.float64).eval()
+    pruned, pw = archgraph.prune(g, m.state_dict(), ratio=0.5)
+    assert pruned.nodes["wte"].embedding_dim == 8 and pruned.nodes["lm_head"].tied_to == "wte"
+    assert torch.equal(pw["lm_head.weight"], pw["wte.weight"])
+    built = build(pruned, dtype=torch.float64).eval()
+    load_into(built, pw)
+    assert built.lm_head.weight is built.wte.weight
+    save_weights(built.state_dict(), tmp_path / "p.safetensors")
+    path = tmp_path / "m.py"
+    archgraph.export_python(pruned, path)
+    spec = importlib.util.spec_from_file_location("tied_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from safetensors.torch import load_file
+    standalone = getattr(mod, _class_name(pruned.name))().double().eval()
+    standalone.load_state_dict(load_file(str(tmp_path / "p.safetensors")))   # the file holds the table once
+    assert standalone.lm_head.weight is standalone.wte.weight
+    x = torch.randint(0, 40, (2, 8))
+    with torch.no_grad():
+        assert float((standalone(x) - built(x)).abs().max()) <= 1e-12
+
+
+def test_cli_prune_keeps_the_tie(tmp_path):
+    from archgraph.cli import main
+    (tmp_path / "g.yaml").write_text(GPT)
+    m = build(archgraph.loads(GPT))
+    save_weights(m.state_dict(), tmp_path / "w.safetensors")
+    assert main(["prune", str(tmp_path / "g.yaml"), "--weights", str(tmp_path / "w.safetensors"), "--ratio", "0.25",
+                 "-q", "-o", str(tmp_path / "p")]) == 0
+    g = archgraph.load(tmp_path / "p" / "graph.yaml")
+    state = load_weights(tmp_path / "p" / "weights.safetensors")
+    assert g.nodes["lm_head"].tied_to == "wte" and state["lm_head.weight"] is state["wte.weight"]
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_hugging_face_tied_heads_import_tied(model_type):
+    pytest.importorskip("transformers")
+    from archgraph.interop import hf
+    sizes = {"n_layer": 1} if model_type == "gpt2" else {"num_hidden_layers": 1}
+    model = hf.build_model(model_type, lm_head=True, tie_word_embeddings=True, **sizes)
+    graph, weights = hf.from_model(model, 64)       # GPT-2: its whole position table
+    table = "wte" if model_type == "gpt2" else "embed_tokens"
+    assert graph.nodes["lm_head"].tied_to == table
+    assert weights["lm_head.weight"] is weights[f"{table}.weight"]
+    assert graph.params == sum(p.numel() for p in model.parameters())     # HF counts the shared table once
