@@ -66,8 +66,8 @@ def is_weight(param: str) -> bool:
 
 def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
                  entry: Callable[[str, torch.Tensor], torch.Tensor]) -> dict[int, float]:
-    """Class -> the sum of ``entry(key, tensor)`` (a non-negative tensor of the weight's shape) over every weight
-    entry that belongs to the class: the producers' output slices, batchnorm, layernorm and depthwise entries, the
+    """Class -> the sum of ``entry(key, t, rows=slice)`` (a non-negative tensor of the shape of ``t``, the rows
+    ``rows`` of weight ``key``; big tensors go in chunks of rows) over every weight entry that belongs to the class: the producers' output slices, batchnorm, layernorm and depthwise entries, the
     readers' input slices (biases and running statistics do not count). A recurrent unit owns one row of every gate
     block and the columns of the tensors reading its own output; a grouped conv's in-group columns count too."""
     scores: dict[int, float] = {}
@@ -81,17 +81,18 @@ def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
             tensor = state.get(key)
             if not is_weight(param) or tensor is None:
                 continue
-            mag = entry(key, tensor.detach().cpu())
+            grouped = param == "weight" and ch.roles[nid] == GROUPED
+            sums = _axis_sums(key, tensor, entry, [a for a in (out_axis, in_axis) if a is not None])
             reads = nid if param in own else node.inputs[0]   # weight_hh reads the op's own units
             for axis, value, blocks in ((out_axis, nid, gates), (in_axis, reads, 1)):
                 if axis is None:
                     continue
-                dims = [d for d in range(mag.dim()) if d != axis]
-                per_entry = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+                per_entry = sums[axis]
                 if blocks > 1:   # the gate blocks of the units, one after another: a unit owns a row of each
                     per_entry = per_entry.view(blocks, -1).sum(0)
                 _add_per_slot(scores, ch, value, per_entry)
-            if param == "weight" and ch.roles[nid] == GROUPED:
+            if grouped:
+                mag = entry(key, tensor.detach().cpu())
                 # axis 1 is a position within a group: the entries of one channel are that column of its group's
                 # rows (the input's channel, or the transposed conv's output's)
                 value = node.inputs[0] if opdef.coupling.group_side == "in" else nid
@@ -104,6 +105,33 @@ def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
                     root = ch.cls(token)
                     scores[root] = scores.get(root, 0.0) + score
     return scores
+
+
+#: tensors are scored in row chunks of about this many entries (a bfloat16 embedding of 150k tokens would
+#: otherwise be copied whole in float32)
+CHUNK_ENTRIES = 1 << 24
+
+
+def _axis_sums(key: str, tensor: torch.Tensor, entry, axes: list[int]) -> dict[int, torch.Tensor]:
+    """``{axis: per-entry sum of entry(key, rows) over the other axes}`` (float64), computed over chunks of rows
+    (``entry`` gets ``rows=slice`` to find matching gradients) so that no float copy of a whole big tensor is
+    made."""
+    t = tensor.detach().cpu()
+    if t.dim() == 0:
+        t = t.reshape(1)
+    step = max(1, CHUNK_ENTRIES // max(1, t[0].numel()))
+    firsts: list[torch.Tensor] = []
+    rest: dict[int, torch.Tensor] = {}
+    for start in range(0, t.shape[0], step):
+        mag = entry(key, t[start:start + step], rows=slice(start, start + step))
+        for axis in axes:
+            dims = [d for d in range(mag.dim()) if d != axis]
+            part = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
+            if axis == 0:
+                firsts.append(part)
+            else:
+                rest[axis] = rest[axis] + part if axis in rest else part
+    return {**({0: torch.cat(firsts)} if 0 in axes else {}), **rest}
 
 
 def _add_per_slot(scores: dict[int, float], ch: Channels, value: str, per_feature: torch.Tensor) -> None:
@@ -142,8 +170,8 @@ class Criterion:
                 score[i] += float(blocks[i].sum())
         return score
 
-    def entry(self, key: str, t: torch.Tensor, ctx: Context) -> torch.Tensor:
-        """A non-negative score of every entry of weight ``key`` (its tensor ``t``)."""
+    def entry(self, key: str, t: torch.Tensor, ctx: Context, rows: slice = slice(None)) -> torch.Tensor:
+        """A non-negative score of every entry of weight ``key`` (its tensor ``t``, or its ``rows`` only)."""
         raise NotImplementedError
 
 
@@ -151,12 +179,12 @@ class Magnitude(Criterion):
     def __init__(self, name: str, power: int):
         self.name, self.power = name, power
 
-    def entry(self, key, t, ctx):
+    def entry(self, key, t, ctx, rows=slice(None)):
         t = _float(t)
         return t.square() if self.power == 2 else t.abs()   # once per tensor: the big linears dominate the time
 
     def channels(self, graph, ch, ctx):
-        return entry_scores(graph, ctx.state, ch, lambda key, t: self.entry(key, t, ctx))
+        return entry_scores(graph, ctx.state, ch, lambda key, t, rows=slice(None): self.entry(key, t, ctx, rows))
 
 
 class Random(Criterion):
@@ -188,14 +216,17 @@ class Taylor(Criterion):
             ctx._cache[key] = (graph, calibration.gradients(ctx.module(graph), ctx.calib, ctx.loss))
         return ctx._cache[key][1]
 
-    def entry(self, key, t, ctx):
+    def entry(self, key, t, ctx, rows=slice(None)):
         g = ctx._cache["current_grads"].get(key)
         t = _float(t)
-        return (t * g.cpu().to(t.dtype)).abs() if g is not None else torch.zeros_like(t)
+        if g is None:
+            return torch.zeros_like(t)
+        g = g.reshape(1) if g.dim() == 0 else g
+        return (t * g[rows].cpu().to(t.dtype)).abs()
 
     def channels(self, graph, ch, ctx):
         ctx._cache["current_grads"] = self.grads(graph, ctx)
-        return entry_scores(graph, ctx.state, ch, lambda key, t: self.entry(key, t, ctx))
+        return entry_scores(graph, ctx.state, ch, lambda key, t, rows=slice(None): self.entry(key, t, ctx, rows))
 
     def heads(self, graph, nid, h, hd, tensors, ctx):
         ctx._cache["current_grads"] = self.grads(graph, ctx)
