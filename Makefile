@@ -6,11 +6,12 @@ PIP := $(PY) -m pip
 PIP_FLAGS := --disable-pip-version-check -q -c constraints.txt
 JOBS ?= 2
 
-.PHONY: help install dev system demo test test-fast schemas bench clean
+.PHONY: help install dev system demo test test-fast lint schemas bench clean
 
 help:
 	@echo "make demo    - install and run the GNAP demo on the bundled digits data"
 	@echo "make test    - install with the dev extra and run the whole test suite"
+	@echo "make lint    - ruff and mypy (also part of make test)"
 	@echo "make schemas - regenerate the JSON Schemas in schemas/"
 	@echo "make bench   - run the benchmarks in benchmarks/"
 
@@ -46,6 +47,11 @@ test: dev system
 
 test-fast: dev
 	$(PY) -m pytest -n $(JOBS) -q -m "not slow"
+
+# ruff and mypy as configured in pyproject.toml (tests/test_lint.py runs both in the suite too)
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 schemas: install
 	$(PY) -m archgraph schema -o schemas

@@ -4,15 +4,29 @@
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")   # doctest: +SKIP
 >>> m = archgraph.build(g)                               # doctest: +SKIP
 
-Names that need torch are imported on first use, so reading and validating graphs stays fast.
+Names that need torch are imported on first use, so reading and validating graphs stays fast; ``dir(archgraph)``
+lists them all. The public API and its stability are in the README's "Python" table; every error class is in
+:mod:`archgraph.errors` and exported here.
 """
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from .errors import ArchgraphError, GraphError, RuleError, YamlError
-from .graph import Graph
+from .errors import (
+    ArchgraphError,
+    ConfigError,
+    ConversionError,
+    DistributedError,
+    GraphError,
+    HistoryError,
+    PluginError,
+    RuleError,
+    TrialFailed,
+    YamlError,
+)
 from .format.yaml_io import dumps, load, loads, save
+from .graph import Graph
 
 __version__ = "0.1.0"
 
@@ -31,11 +45,10 @@ _LAZY = {
     "save_weights": "archgraph.fx.weights",
     "load_weights": "archgraph.fx.weights",
     "render_graph": "archgraph.history.render",
-    "import_torchvision": "archgraph.compat",
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'archgraph' has no attribute {name!r}")
@@ -44,5 +57,9 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["ArchgraphError", "Graph", "GraphError", "RuleError", "YamlError", "dumps", "load", "loads", "save",
-           *_LAZY]
+__all__ = ["ArchgraphError", "ConfigError", "ConversionError", "DistributedError", "GraphError", "HistoryError",
+           "PluginError", "RuleError", "TrialFailed", "YamlError", "Graph", "dumps", "load", "loads", "save", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

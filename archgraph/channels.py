@@ -40,11 +40,20 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
+# the channel roles, re-exported: rules and tests name them from here
+from .ops.registry import CONCAT as CONCAT
+from .ops.registry import FLATTEN as FLATTEN
+from .ops.registry import GROUPED as GROUPED
+from .ops.registry import MERGE as MERGE
+from .ops.registry import MIXER as MIXER
+from .ops.registry import OPS, channel_width
+from .ops.registry import SHUFFLE as SHUFFLE
+from .ops.registry import SLICE as SLICE
+from .ops.registry import SOURCE as SOURCE
+from .ops.registry import THROUGH as THROUGH
 from .topology import topological_order
-from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE,  # noqa: F401 (the roles, re-exported)
-                           SLICE, SOURCE, THROUGH, channel_width)
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,7 @@ class Space:
 class Channels:
     """The token layout and coupling classes of one graph (see the module docstring)."""
 
-    graph: object
+    graph: Any
     roles: dict[str, str]
     slots: dict[str, Slots]
     uf: UnionFind
@@ -372,7 +381,7 @@ class Channels:
 class Analysis:
     """The state of :func:`analyse`'s pass, handed to each role's :meth:`~archgraph.roles.Role.analyse`."""
 
-    graph: object
+    graph: Any
     shapes: dict
     uf: UnionFind = field(default_factory=UnionFind)
     slots: dict[str, Slots] = field(default_factory=dict)
@@ -397,7 +406,7 @@ class Analysis:
 def analyse(graph) -> Channels:
     """Tokens, classes and frozen reasons of every channel of ``graph`` (one pass in topological order; each op's
     channel role says what its output's tokens are, through the role's handler in :mod:`archgraph.roles`)."""
-    from .roles import HANDLERS   # roles builds on this module's data structures
+    from .roles import HANDLERS  # roles builds on this module's data structures
 
     a = Analysis(graph, graph.shapes())
     roles: dict[str, str] = {}
@@ -510,7 +519,10 @@ def heads(graph, node: str) -> list[Head]:
     [(0, 0, range(0, 16)), (1, 1, range(16, 32))]
     """
     n = graph.nodes[node]
-    h, hd, _ = OPS[n.op].coupling.heads(n, graph.input_shapes(node))
+    found = OPS[n.op].coupling.heads(n, graph.input_shapes(node))
+    if found is None:
+        raise ValueError(f"'{node}' ({n.op}) has no heads")
+    h, hd, _ = found
     kv = getattr(n, "kv_heads", None) or h   # window attention: every head its own k and v
     per = h // kv
     return [Head(node, i, i // per, range(i * hd, (i + 1) * hd), range((i // per) * hd, (i // per + 1) * hd))

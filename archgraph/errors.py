@@ -1,6 +1,20 @@
-"""Domain errors. Every error names where it happened: the file, the node id, the field or the rule.
+"""Domain errors, every one of them in this module. Every error names where it happened: the file, the node id, the
+field or the rule.
 
 The CLI turns any :class:`ArchgraphError` into a one-paragraph message and exit status 2.
+
+==========================  =====================================================================================
+:class:`ArchgraphError`     the base of every error on bad input
+:class:`GraphError`         a graph is not valid (a reference, a shape, a size, the format)
+:class:`YamlError`          a file is not acceptable YAML
+:class:`RuleError`          a rewrite rule cannot apply (the graph is left untouched)
+:class:`ConversionError`    a model cannot be imported (or a graph exported)
+:class:`ConfigError`        a run file or a command-line value is wrong
+:class:`HistoryError`       a run directory is incomplete or does not replay
+:class:`DistributedError`   the processes of a distributed run disagree
+:class:`PluginError`        an installed plugin cannot be loaded or takes a name already used
+:class:`TrialFailed`        a sweep trial failed (not bad input: it carries the exit status)
+==========================  =====================================================================================
 """
 from __future__ import annotations
 
@@ -73,7 +87,7 @@ class ConversionError(ArchgraphError):
     """A model cannot be imported into the graph format (or a graph cannot be exported): the error names the op and
     the torch.fx node (``fx_node``) or graph node it cannot express."""
 
-    def __init__(self, message: str, *, fx_node: str | None = None, **where):
+    def __init__(self, message: str, *, fx_node: str | None = None, **where: str | None) -> None:
         self.fx_node = fx_node
         super().__init__(message, **where)
 
@@ -84,3 +98,28 @@ class ConversionError(ArchgraphError):
 
 class ConfigError(ArchgraphError):
     """A run configuration or command-line value is wrong."""
+
+
+class PluginError(ArchgraphError):
+    """An installed plugin (a Python entry point of the ``archgraph.rules`` or ``archgraph.methods`` group) cannot
+    be loaded, or registers a name another rule or method already has."""
+
+
+class HistoryError(ArchgraphError):
+    """A run directory is missing a file, its log is malformed, or a version does not replay to its stored hash."""
+
+
+class DistributedError(ArchgraphError):
+    """The processes of a distributed run disagree (a decision, a rewrite, the weights)."""
+
+
+class TrialFailed(Exception):
+    """A sweep trial raised: the sweep stops (rerunning the command continues it). ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+__all__ = ["ArchgraphError", "GraphError", "YamlError", "RuleError", "ConversionError", "ConfigError", "HistoryError",
+           "DistributedError", "PluginError", "TrialFailed"]

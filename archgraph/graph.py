@@ -14,10 +14,9 @@ import difflib
 import hashlib
 import json
 import keyword
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, cast
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict, model_validator
 
 from .errors import GraphError
 from .limits import check_graph
@@ -25,7 +24,7 @@ from .ops.spec import Node, NodeSpec, PositiveInt
 from .shapes import count_macs, count_params, infer_shapes, node_macs, node_params
 from .topology import to_networkx, topological_order
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
 NodeId = Annotated[str, Strict(), Field(pattern=ID_PATTERN)]
 Shape = tuple[int, ...]
@@ -226,8 +225,8 @@ RESERVED_IDS = CODE_NAMES | frozenset("""
     register_full_backward_pre_hook register_load_state_dict_post_hook register_load_state_dict_pre_hook
     register_module register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
     set_extra_state set_submodule shape_env share_memory state_dict to to_empty to_folder train training type xpu
-    zero_grad
-""".split())
+    zero_grad smart_apply
+""".split())   # smart_apply: transformers adds it to nn.Module once it has initialised a model
 
 
 def check_id(nid: str, *, is_input: bool = False) -> None:
@@ -253,7 +252,7 @@ def check(graph: Graph) -> None:
     """Check the invariants pydantic's field types cannot express. Raises :class:`GraphError` naming the node."""
     for nid, shape in graph.inputs.items():
         check_id(nid, is_input=True)
-        if len(shape) not in (1, 2, 3):
+        if len(cast(Shape, shape)) not in (1, 2, 3):   # validated: a shape list or a TokenShape
             raise GraphError(f"input '{nid}' has shape {list(shape)}; an input is [C, H, W], [T, D] or [F] (per "
                              "sample, no batch dimension)", field="inputs")
     for nid, node in graph.nodes.items():
@@ -286,22 +285,23 @@ def check(graph: Graph) -> None:
 def tied_parameters(graph: "Graph") -> dict[str, str]:
     """``{parameter: the parameter it is}`` of the graph's tied weights (``{"lm_head.weight": "wte.weight"}`` for
     a linear with ``tied_to: wte``): keys of the state dict that name one tensor."""
-    return {f"{nid}.weight": f"{node.tied_to}.weight" for nid, node in graph.nodes.items()
+    return {f"{nid}.weight": f"{getattr(node, 'tied_to')}.weight" for nid, node in graph.nodes.items()
             if getattr(node, "tied_to", None) is not None}
 
 
 def _check_ties(graph: "Graph") -> None:
     from .ops.spec import Embedding
-    for nid, node in graph.nodes.items():
+    for nid, spec in graph.nodes.items():
+        node: Any = spec   # a linear (the only kind with tied_to)
         target = getattr(node, "tied_to", None)
         if target is None:
             continue
-        other = graph.nodes.get(target)
+        other: Any = graph.nodes.get(target)
         if not isinstance(other, Embedding):
             what = "does not exist" if other is None else f"is a {other.op}"
             raise GraphError(f"tied_to '{target}' {what}; a linear ties its weight to an embedding node's table",
                              node=nid, field="tied_to")
-        vocab, dim = graph.input_shapes(target)[0].vocab, other.embedding_dim
+        vocab, dim = getattr(graph.input_shapes(target)[0], "vocab"), getattr(other, "embedding_dim")
         width = graph.input_shapes(nid)[0][-1]
         if (node.out_features, width) != (vocab, dim):
             raise GraphError(f"tied to '{target}' ([{vocab}, {dim}]), the weight must be [out_features, input "

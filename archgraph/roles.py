@@ -25,8 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 from .channels import Grouping, Slots, concat_slots, flatten_slots, permuted, tie_groups, tied_inputs
-from .ops.registry import (CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH,
-                           channel_width)
+from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, channel_width
 from .plan import AxisMap
 
 if TYPE_CHECKING:   # the contexts the passes hand to the handlers (no import cycle at run time)

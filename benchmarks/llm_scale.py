@@ -108,17 +108,28 @@ def torch_pruning_row(hf_dir: Path, ratio: float, start: float) -> dict:
     from archgraph.compat import import_transformers
     tr = import_transformers()
     model = tr.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16).eval()
+    model.config.use_cache = False
     cfg = model.config
     heads = {m.q_proj: cfg.num_attention_heads for m in model.modules() if hasattr(m, "q_proj")}
     heads.update({m.k_proj: cfg.num_key_value_heads for m in model.modules() if hasattr(m, "k_proj")})
     heads.update({m.v_proj: cfg.num_key_value_heads for m in model.modules() if hasattr(m, "v_proj")})
     example = torch.randint(0, cfg.vocab_size, (1, 16))
-    pruner = tp.pruner.MetaPruner(model, example_inputs=example, importance=tp.importance.MagnitudeImportance(p=2),
-                                  global_pruning=False, pruning_ratio=ratio, ignored_layers=[model.lm_head],
-                                  num_heads=heads, prune_num_heads=True, prune_head_dims=False,
-                                  head_pruning_ratio=ratio)
-    pruner.step()
-    return {"seconds": time.perf_counter() - start,
+    result = {}
+    for with_heads in (True, False):   # Torch-Pruning 1.6.0 fails on grouped-query heads: then channels only
+        try:
+            pruner = tp.pruner.MetaPruner(
+                model, example_inputs=example, importance=tp.importance.MagnitudeImportance(p=2),
+                global_pruning=False, pruning_ratio=ratio, ignored_layers=[model.lm_head],
+                num_heads=heads if with_heads else {}, prune_num_heads=with_heads, prune_head_dims=False,
+                head_pruning_ratio=ratio if with_heads else 0.0, output_transform=lambda out: out.logits)
+            pruner.step()
+            result["heads"] = with_heads
+            break
+        except Exception as err:   # noqa: BLE001 - reported in the row
+            result[f"error_{'heads' if with_heads else 'channels'}"] = f"{type(err).__name__}: {err}"[:200]
+            if not with_heads:
+                raise
+    return {**result, "seconds": time.perf_counter() - start,
             "params_after": sum(p.numel() for p in model.parameters())}
 
 
@@ -149,6 +160,9 @@ def drive(args) -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     out = ROOT / "benchmarks" / "results" / f"llm_scale_{args.model}.json"
+    kept = json.loads(out.read_text()) if out.exists() else []       # rows run earlier stay unless run again
+    ran = {r["row"] for r in results}
+    results = [r for r in kept if r.get("row") not in ran] + results
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}")
 

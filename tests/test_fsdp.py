@@ -26,7 +26,8 @@ import archgraph
 from archgraph.fx.weights import load_weights
 from archgraph.train import fsdp
 from conftest import ROOT
-from test_ddp import free_port, pytestmark, torchrun  # noqa: F401  (pytestmark: the same skip)
+from test_ddp import free_port, pytestmark, torchrun, weights_hash  # noqa: F401  (pytestmark: the same skip)
+from test_ddp_methods import METHODS as DDP_METHODS, seed_with_dropout, traced_ranks
 from test_resume import Crash
 from train_helpers import tiny_config, write_mnist
 
@@ -213,3 +214,75 @@ def test_sharded_checkpoint_resumes_after_sigkill_on_fewer_and_more_processes(ru
     assert summary["world_size"] == 2 and summary["parallel"] == "fsdp"
     assert decisions(out) == decisions(tmp / "one")
     max_diff(out, tmp / "one")
+
+
+#: every method, with settings that make it rewrite within three epochs (tests/test_ddp_methods.py's), and GNAP's
+FSDP_METHODS = {**{m: s for m, (s, _) in DDP_METHODS.items()},
+                "gnap": tiny_config(".")["method"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(FSDP_METHODS))
+def test_every_method_keeps_fsdp_ranks_identical(method, tmp_path):
+    """Each method on two FSDP processes (its reparametrised network one unit; staged's blocks are units in the
+    agreement test above) through its growth and prune events: the ranks' whole state is the same at every point."""
+    data = write_mnist(tmp_path / "data", n_train=194, n_test=40)
+    cfg = tiny_config(data, method="dense", epochs=4 if method == "gnap" else 3)   # GNAP grows in its 4th
+    cfg["seed"] = seed_with_dropout()
+    cfg["method"] = dict(FSDP_METHODS[method])
+    cfg["schedule"]["parallel"] = "fsdp"
+    ranks, out = traced_ranks(cfg, tmp_path)
+    for a, b in zip(ranks[0], ranks[1], strict=True):
+        assert a == b, f"{method}: the ranks differ after {a['what']} (version {a['version']}, step {a['step']})"
+    whats = [e["what"] for e in ranks[0]]
+    assert whats[0] == "start" and whats[-1] == "end" and any(w.startswith("rewrite") for w in whats)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"], summary["method"]) == (2, "fsdp", method)
+    assert summary["growth_events"] + summary["prune_events"] >= 1
+    saved = load_weights(out / "weights" / "final.safetensors")
+    assert [e for e in ranks[1] if e["what"] == "end"][0]["weights"] == weights_hash(saved)
+
+
+@pytest.mark.slow
+def test_two_nodes_on_localhost_grow_one_run(tmp_path):
+    """Two "machines" of one process each (``torchrun --nnodes=2``, c10d rendezvous on 127.0.0.1), sharded,
+    through a growth event: one run directory, written once, saying world size 2."""
+    data = write_mnist(tmp_path / "data", n_train=100, n_test=20)
+    run_file = write(staged_config(data, epochs=1), tmp_path / "run.yaml")
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={r}",
+                               "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
+                               "--rdzv_id=archgraph-test", "-m", "archgraph", "grow", run_file,
+                               "--out", str(tmp_path / "run"), "--quiet"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"], summary["growth_events"]) == (2, "fsdp", 1)
+    events = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "end"
+
+
+@pytest.mark.slow
+def test_sweep_trials_as_torchrun_jobs(tmp_path, capsys):
+    """``archgraph sweep --launcher "torchrun --nproc_per_node=2"``: the trial's run is a two-process (FSDP) job."""
+    pytest.importorskip("optuna")
+    from archgraph.cli import main
+    from test_sweep import sweep_args
+    out = tmp_path / "sweep"
+    assert main(sweep_args(out, 1, "--set", "schedule.parallel=fsdp", "--set", "data.limit=200",
+                           "--launcher", "torchrun --nproc_per_node=2")) == 0
+    assert "on the Pareto front" in capsys.readouterr().out
+    summary = json.loads((out / "trials" / "0000" / "seed-0" / "summary.json").read_text())
+    assert (summary["world_size"], summary["parallel"]) == (2, "fsdp")
+    assert json.loads((out / "pareto.json").read_text())["front"][0]["val_acc"] == summary["val_acc"]
+
+
+def test_launcher_words():
+    from archgraph.sweep.runner import launcher_command
+    assert launcher_command("torchrun --nproc_per_node=2") == [sys.executable, "-m", "torch.distributed.run",
+                                                              "--standalone", "--nproc_per_node=2"]
+    assert "--standalone" not in launcher_command("torchrun --rdzv_endpoint=h:1 --nnodes=2")
+    assert launcher_command("srun -n 2") == ["srun", "-n", "2"]

@@ -136,3 +136,93 @@ def test_mutated_seeds_and_the_schema_agree(data):
         SCHEMA.validate(plain)
     except jsonschema.ValidationError as err:
         assert not ok, f"the schema refuses this graph ({err.message}) but validate accepts it:\n{text}"
+
+
+# ---- run files, history lines and checkpoints (issue 26: what is read back from disk is checked as strictly) ------
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DATA = yaml.safe_load((ROOT / "examples" / "digits_gnap.yaml").read_text())
+RUN_DATA["seed"] = yaml.safe_load((ROOT / "examples" / "seeds" / "mlp.yaml").read_text())
+
+
+def mutate(draw, data):
+    """``data`` with 1 to 3 values replaced, deleted or renamed at random paths."""
+    data = copy.deepcopy(data)
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.sampled_from(list(paths(data))[1:]))
+        parent = data
+        for part in where[:-1]:
+            parent = parent[part]
+        action = draw(st.sampled_from(["replace", "delete", "rename"]))
+        if action == "replace":
+            parent[where[-1]] = draw(values)
+        elif action == "delete":
+            del parent[where[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(st.text(max_size=5))] = parent.pop(where[-1])
+    return data
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_run_files_validate_or_exit_2(tmp_path, capsys, data):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(mutate(data.draw, RUN_DATA), sort_keys=False))
+    code = main(["validate", str(path)])
+    out, err = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in out + err, (code, out, err)
+    if code == 2:
+        assert err.startswith("archgraph: error:") and err.count("\n") == 1
+
+
+def _fixture_run(root):
+    from rundir_fixture import steps_from_rules, write_run
+    from archgraph.format.yaml_io import load
+    from archgraph.rules import AddFilters
+    seed = load(ROOT / "examples" / "seeds" / "mlp.yaml")
+    return write_run(root / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]))
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_history_lines_are_read_or_refused(tmp_path_factory, data):
+    from archgraph.history.run import Run
+    from archgraph.history.timeline import history_dot
+    run = _fixture_run(tmp_path_factory.mktemp("fuzz_history"))
+    lines = (run / "history.jsonl").read_text().splitlines()
+    i = data.draw(st.integers(0, len(lines) - 1))
+    lines[i] = json.dumps(mutate(data.draw, json.loads(lines[i])), default=str)
+    (run / "history.jsonl").write_text("\n".join(lines) + "\n")
+    try:
+        r = Run(run)
+        for v in r.versions:
+            r.metrics_at(v.version), r.metrics_end(v.version), v.rule_label()
+        r.series("val_acc", with_rewrites=True), r.name, r.config
+        history_dot(r)
+    except ArchgraphError:
+        pass
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_checkpoints_are_accepted_or_refused(data):
+    import random
+
+    import numpy as np
+    import torch
+    from archgraph.history.checkpoints import check_checkpoint
+    from archgraph.train.checkpoint import rng_state
+    np.random.seed(0)
+    random.seed(0)
+    ckpt = {"format": 1, "config": "{}", "graph": "archgraph: 1", "version": 1,
+            "model": {"fc.weight": torch.zeros(2, 2)}, "optimizer": {}, "strategy": {},
+            "rng": rng_state(torch.Generator().manual_seed(0)),
+            "loop": {"phase": "train", "epoch": 2, "step": 20, "history_lines": 4, "growth_events": 1,
+                     "prune_events": 0, "finalized": False, "pending": [], "epoch_state": None,
+                     "last_metrics": "{}", "wall_s": 1.5}, "amp": {}}
+    check_checkpoint(ckpt, "last.pt")   # the unmutated one is what grow writes
+    try:
+        check_checkpoint(mutate(data.draw, ckpt), "last.pt")
+    except ArchgraphError as err:
+        assert str(err).startswith("last.pt")

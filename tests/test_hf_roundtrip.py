@@ -28,7 +28,8 @@ LLAMA3 = {"tie_word_embeddings": True, "rope_parameters": {
     "original_max_position_embeddings": 8192}}
 FAMILIES = [("llama", True, {}), ("qwen2", True, {"tie_word_embeddings": True}), ("mistral", True, {}),
             ("gpt2", True, {}), ("bert", False, {}), ("vit", False, {}),
-            ("llama", False, {}), ("llama", True, LLAMA3), ("qwen3", True, {}), ("phi3", True, {})]
+            ("llama", False, {}), ("llama", True, LLAMA3), ("qwen3", True, {}), ("phi3", True, {}),
+            ("olmo2", True, {})]
 
 
 def saved(tmp_path, model_type, causal, dtype=torch.float64, **overrides):
@@ -139,7 +140,7 @@ def test_gpt2_with_a_narrower_stream_is_refused(tmp_path):
         to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()))
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen2", "phi3"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "phi3", "olmo2"])
 def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
     model, folder = saved(tmp_path, model_type, True, num_hidden_layers=3)
     graph, weights = hf.from_pretrained(folder)
@@ -153,7 +154,8 @@ def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
     out = to_pretrained(graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_archgraph.Archgraph" + {
-        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "phi3": "Phi3ForCausalLM"}[model_type]
+        "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "phi3": "Phi3ForCausalLM",
+        "olmo2": "Olmo2ForCausalLM"}[model_type]
     assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
     assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
     with warnings.catch_warnings():
@@ -237,3 +239,31 @@ def test_big_models_are_checked_on_a_small_copy(tmp_path, monkeypatch, tie):
     assert err <= 1e-9 * max(1.0, scale) and scale > 0.1
     graph, _ = hf.from_pretrained(folder, seq_len=8)   # checks on the copy
     assert graph.nodes["lm_head"].out_features == 1500
+
+
+def test_shards_with_an_index_load(tmp_path):
+    model, folder = saved(tmp_path, "llama", True)
+    graph, weights = hf.from_pretrained(folder)
+    out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()),
+                        max_shard_bytes=40_000)      # as a model past 5 GB is written
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (out / "model.safetensors").exists()
+    back = load(out, True)
+    graph2, _ = hf.from_pretrained(out)              # and archgraph reads the shards back
+    assert graph2.params == graph.params
+    x = inputs("llama", 7)
+    assert float((run(back, x, True) - run(model, x, True)).abs().max()) <= 1e-12
+
+
+def test_olmo2_norms_over_all_heads_follow_the_head_rules():
+    from archgraph.rules import AddHeads
+    graph, weights = hf.from_config("olmo2", seq_len=6, lm_head=True)
+    attn = graph.nodes["layers_0_self_attn"]
+    assert attn.qk_norm and attn.qk_norm_span == "all" and "layers_0_input_layernorm" not in graph.nodes
+    rw = archgraph.apply(graph, PruneHeads(node="layers_0_self_attn", indices=(2, 3)))     # a whole kv group
+    w = transfer_state(rw.plan, weights)
+    assert w["layers_0_self_attn.q_norm.weight"].shape == (16,) and w["layers_0_self_attn.k_norm.weight"].shape == (8,)
+    assert torch.equal(w["layers_0_self_attn.q_norm.weight"], weights["layers_0_self_attn.q_norm.weight"][:16])
+    grown = archgraph.apply(graph, AddHeads(node="layers_0_self_attn", count=2))
+    assert not grown.exact and "normalised over all heads" in grown.plan.note

@@ -4,6 +4,7 @@ input size import exactly; the graph's output is the dense [K, H, W] map."""
 import torch
 
 import archgraph
+from archgraph.compat import import_torchvision
 from archgraph.fx.builder import build
 from archgraph.fx.weights import load_into
 from archgraph.interop.equivalence import max_error, randomize_normalization
@@ -21,7 +22,7 @@ class Out(torch.nn.Module):
 
 
 def test_lraspp_mobilenet_v3_imports_exactly():
-    tv = archgraph.import_torchvision()
+    tv = import_torchvision()
     torch.manual_seed(0)
     m = tv.models.get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=4,
                             aux_loss=False)

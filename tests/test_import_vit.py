@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import archgraph
+from archgraph.compat import import_torchvision
 from archgraph.errors import ConversionError
 from archgraph.fx.builder import _class_name, build
 from archgraph.fx.weights import load_into
@@ -17,7 +18,7 @@ TOL = 1e-9
 
 
 def small_vit():
-    tv = archgraph.import_torchvision()
+    tv = import_torchvision()
     torch.manual_seed(0)
     m = tv.models.vision_transformer.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                          hidden_dim=16, mlp_dim=32, num_classes=10)

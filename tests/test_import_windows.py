@@ -9,6 +9,7 @@ import torch
 from pydantic import ValidationError
 
 import archgraph
+from archgraph.compat import import_torchvision
 from archgraph import rules
 from archgraph.fx.builder import _class_name, build
 from archgraph.fx.weights import load_into
@@ -29,7 +30,7 @@ def _ready(m):
 
 
 def swin(v2: bool = False, window=(3, 3)):
-    S = archgraph.import_torchvision().models.swin_transformer
+    S = import_torchvision().models.swin_transformer
     torch.manual_seed(0)
     kw = {"block": S.SwinTransformerBlockV2, "downsample_layer": S.PatchMergingV2} if v2 else {}
     return _ready(S.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4],
@@ -37,7 +38,7 @@ def swin(v2: bool = False, window=(3, 3)):
 
 
 def maxvit():
-    M = archgraph.import_torchvision().models.maxvit
+    M = import_torchvision().models.maxvit
     torch.manual_seed(0)
     return _ready(M.MaxVit(input_size=(64, 64), stem_channels=8, partition_size=4, block_channels=[16, 32],
                            block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.1, num_classes=10))

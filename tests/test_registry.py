@@ -19,6 +19,7 @@ def test_registry_covers_exactly_the_spec_ops():
 def test_every_op_has_every_entry(op):
     from dataclasses import fields
     from typing import Callable, get_type_hints
+
     from archgraph.ops.opdef import RECORDS
     d = OPS[op]
     assert d.op == op and d.kind is KIND_BY_OP[op]
@@ -79,6 +80,7 @@ def test_every_family_module_holds_its_kinds_beside_their_entries():
 
 def test_one_entry_per_op_written_once():
     import inspect
+
     from archgraph.ops.registry import OpDef
     assert len(DEFS) == len(OPS)
     # the op name comes from the spec kind; every fact is given by keyword
@@ -91,6 +93,7 @@ def test_one_entry_per_op_written_once():
 def test_built_modules_and_functions_have_their_entries(op):
     """The build makes only module classes the export can write, and picture labels work."""
     from strategies import example_node
+
     from archgraph.fx.builder import build
     from archgraph.fx.torchnames import resolve
     from archgraph.history.render import node_label
@@ -155,6 +158,7 @@ ROUND_TRIP = sorted(op for op, d in OPS.items() if not d.imports.via and not d.i
 def test_build_imports_back_as_the_same_op(op):
     """Importing an op's own build gives the op back (every input of a multi-input op reads the one input)."""
     from strategies import EXAMPLE_NODES
+
     from archgraph.format.yaml_io import graph_from_data
     from archgraph.fx.builder import build
     from archgraph.interop.importer import from_module

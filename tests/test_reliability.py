@@ -4,6 +4,7 @@
 * run folders: resume only a run, never delete what a run did not write, never write through a link, one writer;
 * output folders: written as one unit, a full disk named as such.
 """
+import errno
 import contextlib
 import importlib.util
 import os
@@ -157,17 +158,18 @@ def test_a_lock_held_by_a_killed_but_unreaped_process_is_stale(tmp_path):
 
 # ---- output folders: one unit, a full disk named ------------------------------------------------------------------
 def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypatch, capsys):
-    import safetensors.torch
+    import errno
+    from archgraph.fx import weights
     graph = tmp_path / "g.yaml"
     graph.write_text(MLP)
     out = tmp_path / "out"
     assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=2", "-o", str(out)]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def full_disk(*args, **kwargs):   # what safetensors raises on a full disk
-        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                                          'message: "No space left on device" })')
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    def full_disk(tensors, fh, *args, **kwargs):   # the weights are the second file written: the graph is staged
+        fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(weights, "write_safetensors", full_disk)
     for argv in (["apply", str(graph), "add_filters", "node=fc1", "count=5", "-o", str(out), "--force"],
                  ["prune", str(out / "graph.yaml"), "--weights", str(out / "weights.safetensors"), "--ratio", "0.5",
                   "-o", str(out), "--force"]):
@@ -291,3 +293,191 @@ def test_a_missing_required_option_is_one_line_exit_2(capsys):
         cli(["prune", "g.yaml", "-o", "out"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and "--weights" in err and "usage" not in err
+
+
+# ---- unbounded input ----------------------------------------------------------------------------------------------
+def test_a_rule_over_the_width_limit_is_refused_before_it_allocates():
+    import tracemalloc
+    from archgraph.errors import RuleError
+    from archgraph.rules import InsertBlock
+    graph = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "tiny_cnn.yaml"))
+    after = next(n for n, node in graph.nodes.items() if node.op == "relu")
+    tracemalloc.start()
+    try:
+        with pytest.raises(RuleError, match="over the limit"):
+            archgraph.apply(graph, InsertBlock(after=after, width=10 ** 9))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2 ** 20
+
+
+def test_yaml_alias_expansion_is_counted_apart_from_plain_size():
+    from archgraph.errors import YamlError
+    from archgraph.format.yaml_io import MAX_EXPANDED_NODES, parse_yaml
+    plain = "{" + ", ".join(f"k{i}: {i}" for i in range(MAX_EXPANDED_NODES)) + "}"   # 400,001 values, no alias
+    assert len(parse_yaml(plain)) == MAX_EXPANDED_NODES
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdef", "bcdefg"))
+    with pytest.raises(YamlError, match="alias"):
+        parse_yaml(bomb)
+
+
+@pytest.mark.parametrize("command", ["validate", "apply"])
+def test_a_fifo_without_a_writer_times_out(tmp_path, monkeypatch, capsys, command):
+    import time
+    from archgraph.format import yaml_io
+    monkeypatch.setattr(yaml_io, "PIPE_TIMEOUT_S", 0.5)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP)
+    argv = {"validate": ["validate", str(fifo)],
+            "apply": ["apply", str(graph), "add_filters", "node=fc1", "count=1", "--weights", str(fifo), "-o",
+                      str(tmp_path / "o")]}[command]
+    t0 = time.monotonic()
+    assert cli(argv) == 2
+    assert time.monotonic() - t0 < 30 and "sent nothing" in capsys.readouterr().err
+
+
+# ---- numbers: finite unless said otherwise, ranges, checked before anything is written ---------------------------
+@pytest.mark.parametrize("node", [
+    "{op: group_norm, in: c, num_groups: 2, eps: .nan}", "{op: group_norm, in: c, num_groups: 2, eps: -1.0}",
+    "{op: leaky_relu, in: c, negative_slope: .inf}", "{op: scale, in: c, init: .nan}",
+    "{op: pad, in: c, padding: [1, 1, 1, 1], value: .nan}", "{op: upsample, in: c, scale_factor: .inf}"])
+def test_non_finite_node_fields_are_refused(node):
+    from archgraph.errors import GraphError
+    text = f"archgraph: 1\ninputs: {{x: [2, 4, 4]}}\nnodes:\n  c: {{op: conv2d, in: x, out_channels: 4, " \
+           f"kernel_size: 1}}\n  n: {node}\noutputs: [n]\n"
+    with pytest.raises(GraphError, match="finite|greater than|NaN"):
+        archgraph.loads(text)
+
+
+def test_pad_may_be_minus_infinity():
+    text = "archgraph: 1\ninputs: {x: [2, 4, 4]}\nnodes:\n  p: {op: pad, in: x, padding: [1, 1, 1, 1], value: -.inf}" \
+           "\noutputs: [p]\n"
+    assert archgraph.loads(text).nodes["p"].value == float("-inf")
+
+
+@pytest.mark.parametrize("setting", ["schedule.lr=.nan", "schedule.weight_decay=.inf", "method.min_gain=.inf",
+                                     "method.threshold_init=.nan", "schedule.seed=100000000000000000000000000",
+                                     "schedule.threads=100000"])
+def test_bad_numbers_in_a_run_file_fail_validate_and_grow_before_writing(data_root, tmp_path, capsys, setting):
+    import yaml
+    from archgraph.cli.grow import parse_settings
+    from archgraph.train.config import config_from_data, with_overrides
+    cfg = tiny_config(data_root, epochs=1)
+    key, value = setting.split("=")
+    section, field = key.split(".")
+    cfg[section][field] = parse_settings([setting])[key]
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(cfg))
+    assert cli(["validate", str(run_file)]) == 2
+    assert key in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert cli(["grow", str(run_file), "--out", str(out), "--quiet"]) == 2
+    assert key in capsys.readouterr().err
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_sweep_seeds_and_hf_sizes_are_clear_errors(tmp_path, capsys):
+    assert cli(["sweep", os.path.join(os.path.dirname(__file__), "..", "examples", "digits_gnap.yaml"), "--param",
+                "method.param_cost=loguniform:0.0005:0.5", "--trials", "1", "--seeds", "100000000000000000000000000",
+                "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    from archgraph.cli.import_model import parse_config
+    for bad in ("n_embd=-4", "n_head=NaN", "n_embd=100000000000000"):
+        with pytest.raises(ConfigError):
+            parse_config([bad])
+
+
+def test_float8_weights_are_a_clear_error(tmp_path, capsys):
+    import torch
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import save_weights
+    graph = tmp_path / "g.yaml"
+    graph.write_text(MLP)
+    state = {k: v.to(torch.float8_e4m3fn) for k, v in build(archgraph.loads(MLP)).state_dict().items()}
+    save_weights(state, tmp_path / "w.safetensors")
+    assert cli(["apply", str(graph), "add_filters", "node=fc1", "count=1", "--weights", str(tmp_path / "w.safetensors"),
+                "-o", str(tmp_path / "o")]) == 2
+    assert "float8_e4m3fn" in capsys.readouterr().err
+
+
+# ---- a new user's findings ----------------------------------------------------------------------------------------
+def test_no_progress_bar_when_stderr_is_not_a_terminal(data_root, tmp_path, capfd):
+    archgraph.grow(tiny_config(data_root, "dense", epochs=2), tmp_path / "run")
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    assert [line for line in err.splitlines() if line.startswith("epoch ")] == \
+        [line for line in err.splitlines() if "epoch " in line and "/2" in line]
+    assert sum(line.startswith("epoch ") for line in err.splitlines()) == 2
+
+
+def test_a_text_run_shows_bits_per_character_in_its_pictures(tmp_path, capsys):
+    import json as _json
+    from rundir_fixture import steps_from_rules, write_run
+    from archgraph.history.report import report_data
+    from archgraph.history.timeline import history_dot, main_metric
+    from archgraph.history.run import Run
+    from archgraph.rules import AddFilters
+    seed = archgraph.loads(MLP)
+    run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
+                    extra_metrics={"val_bpc": 2.5, "train_bpc": 2.4})
+    summary = _json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(_json.dumps({**summary, "test_acc": 0.4, "test_bpc": 2.25}))
+    assert main_metric(Run(run)) == "val_bpc"
+    dot = history_dot(run)
+    assert "test_bpc 2.250" in dot and "test_acc" not in dot
+    assert report_data(run)["series"]["val_bpc"]
+
+
+def test_summary_prints_token_inputs_in_words(tmp_path, capsys):
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml")
+    assert cli(["summary", path]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "token ids <" in first and "{" not in first
+
+
+def test_insert_block_names_no_default_that_depends_on_the_graph(capsys):
+    from archgraph.rules import InsertBlock, parse
+    rule = InsertBlock(after="x")
+    assert "norm=batchnorm" not in str(rule) and "norm='auto'" in repr(rule)
+    assert parse("insert_block", {"after": "x", "norm": "auto"}) == rule
+    with pytest.raises(SystemExit):
+        cli(["apply", "--help"])
+    out = capsys.readouterr().out
+    assert "norm=auto" in out and "layernorm and gelu" in out and max(map(len, out.splitlines())) <= 120
+    gpt = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml"))
+    after = next(n for n in gpt.nodes if len(gpt.shape(n)) == 2)
+    assert archgraph.apply(gpt, InsertBlock(after=after)).rule.norm == "layernorm"
+
+
+def test_dynamic_hw_refusal_is_one_sentence_without_internal_text(tmp_path, capsys):
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import save_weights
+    text = ("archgraph: 1\ninputs: {x: [2, 4, 4]}\nnodes:\n  f: {op: flatten, in: x}\n  fc1: {op: linear, in: f, "
+            "out_features: 3}\noutputs: [fc1]\n")
+    graph = tmp_path / "g.yaml"
+    graph.write_text(text)
+    save_weights(build(archgraph.loads(text)).state_dict(), tmp_path / "w.safetensors")
+    assert cli(["export", str(graph), "--weights", str(tmp_path / "w.safetensors"), "--onnx", str(tmp_path / "d.onnx"),
+                "--dynamic-hw"]) == 2
+    err = capsys.readouterr().err
+    assert "node 'fc1' would need weights of another shape" in err and "export without --dynamic-hw" in err
+    assert "<weights>" not in err and "field 'weight'" not in err and "tensor" not in err
+
+
+def test_insert_layer_after_a_sequence_keeps_the_function():
+    import torch
+    from archgraph.fx.builder import build
+    from archgraph.fx.materialise import materialise
+    from archgraph.rules import InsertLayer
+    gpt = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "gpt_tiny.yaml"))
+    rw = archgraph.apply(gpt, InsertLayer(after="wpe"))
+    assert rw.exact and rw.graph.nodes["wpe_fc"].out_features == gpt.shape("wpe")[-1]
+    old = build(gpt, seed=0).eval()
+    new = materialise(rw, old, seed=1).eval()
+    x = torch.randint(0, 65, (3, 32))
+    with torch.no_grad():
+        assert torch.allclose(old(x), new(x), atol=1e-5)

@@ -55,3 +55,24 @@ def test_onnx_has_a_dynamic_sequence_axis(tmp_path):
         y = session.run(None, {"tokens": x[:, :t].numpy()})[0]
         assert y.shape == (3, t, 65)
         assert float((torch.from_numpy(y) - full[:, :t]).abs().max()) <= 1e-4
+
+
+def test_onnx_of_an_imported_rotary_model_runs_at_any_length(tmp_path):
+    # Qwen3: rotary positions, q/k norms, grouped-query attention; no position table, so any length
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("transformers")
+    from archgraph.fx.weights import load_into
+    from archgraph.interop import hf
+    g, w = hf.from_config("qwen3", seq_len=8, lm_head=True)
+    path = tmp_path / "qwen3.onnx"
+    archgraph.export_onnx(g, w, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    m = build(g)
+    load_into(m, w)
+    m.eval()
+    x = torch.randint(0, 100, (2, 20))
+    with torch.no_grad():
+        full = m(x)
+    for t in (3, 20):    # shorter and longer than the declared 8 tokens
+        y = session.run(None, {"input_ids": x[:, :t].numpy()})[0]
+        assert float((torch.from_numpy(y) - full[:, :t]).abs().max()) <= 1e-4 * max(1.0, float(full.abs().max()))

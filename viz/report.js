@@ -8,6 +8,8 @@
   const CHARTS = [
     { title: "accuracy", series: [["train_acc", "train", "#0d6efd"], ["val_acc", "validation", "#fd7e14"]] },
     { title: "loss", series: [["train_loss", "train", "#0d6efd"], ["val_loss", "validation", "#fd7e14"]] },
+    { title: "bits per character", optional: true,   // a text run only
+      series: [["train_bpc", "train", "#0d6efd"], ["val_bpc", "validation", "#fd7e14"]] },
     { title: "parameters", steps: true,
       series: [["params", "params", "#6f42c1"], ["nonzero_params", "non-zero", "#20c997"]] },
   ];
@@ -273,7 +275,8 @@
     const bits = [plural(VERSIONS.length, "version"),
                   `${DATA.events.filter((e) => e.kind === "growth").length} growth`,
                   `${DATA.events.filter((e) => e.kind === "prune").length} prune`];
-    if (typeof s.test_acc === "number") bits.push(`test_acc ${fmt(s.test_acc)}`);
+    if (typeof s.test_bpc === "number") bits.push(`test_bpc ${fmt(s.test_bpc)}`);   // a text run
+    else if (typeof s.test_acc === "number") bits.push(`test_acc ${fmt(s.test_acc)}`);
     if (typeof s.params === "number") bits.push(`${fmt(s.params)} params`);
     if (DATA.config && DATA.config.strategy) bits.push(`strategy ${DATA.config.strategy}`);
     $("run-summary").textContent = bits.join(" · ");
@@ -297,7 +300,7 @@
       chip.addEventListener("click", () => show(v.version));
       $("chips").appendChild(chip);
     }
-    for (const spec of CHARTS) buildChart(spec);
+    for (const spec of CHARTS) if (!spec.optional || spec.series.some(([k]) => (DATA.series[k] || []).length)) buildChart(spec);
     const m = /^#v=(\d+)$/.exec(location.hash);
     show(m ? Number(m[1]) : VERSIONS.length - 1);
   }

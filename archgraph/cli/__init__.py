@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from ..errors import ArchgraphError, shown
 
-#: command modules (archgraph/cli/<module>.py), in the order ``--help`` lists them; a module not written yet is
-#: skipped, so each command lands as one new file.
+#: command modules (archgraph/cli/<module>.py), in the order ``--help`` lists them. Each one is imported when the
+#: parser is built: a command whose module fails to import fails the whole CLI loudly (and tests/test_public_api.py)
+#: rather than disappearing from ``--help``.
 COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "grow", "sweep", "replay",
-            "plot", "report", "import_model", "export"]
+            "plot", "report", "import_model", "export", "rules", "methods", "ops"]
 
 
 OUT_OF_MEMORY = ("out of memory: the graph, rule or data is too large for this machine (the size limits of "
@@ -40,8 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"archgraph {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name in COMMANDS:
-        if importlib.util.find_spec(f"archgraph.cli.{name}") is not None:
-            importlib.import_module(f"archgraph.cli.{name}").register(sub)
+        importlib.import_module(f"archgraph.cli.{name}").register(sub)
     return p
 
 

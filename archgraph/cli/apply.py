@@ -18,8 +18,10 @@ def rule_help() -> str:
     lines = ["rules and their arguments (KEY=VALUE; lists as 1,2,3; 'none' for None):"]
     for name, cls in RULES.items():
         args = []
+        auto = getattr(cls, "CONTEXT_DEFAULTS", {})
         for field, info in cls.model_fields.items():
-            args.append(field if info.is_required() else f"{field}={_show(info.default)}")
+            default = "auto" if field in auto else _show(info.default)
+            args.append(field if info.is_required() else f"{field}={default}")
         lines.extend(textwrap.wrap(" ".join(args), width=110, initial_indent=f"  {name} ",
                                    subsequent_indent=" " * (len(name) + 5), break_on_hyphens=False))
     lines.append("")
@@ -27,8 +29,9 @@ def rule_help() -> str:
                  "after [F];")
     lines.append("bias=none gives the new layer a bias unless a norm follows; prefix=none names the new nodes")
     lines.append("after AFTER; width=none keeps AFTER's width;")
-    lines.append("norm=none and activation=none add no norm or activation (insert_block's defaults are "
-                 "batchnorm and relu).")
+    lines.append("norm=none and activation=none add no norm or activation; insert_block's norm=auto and")
+    lines.append("activation=auto are batchnorm and relu on an image, and layernorm and gelu (a pre-norm transformer")
+    lines.append("block) after a sequence [T, D].")
     lines.append("prune_channels also=b:0,1;c:2 removes those channels of other nodes in the same rewrite (quote it "
                  "in a shell).")
     lines.append("")

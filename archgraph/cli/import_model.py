@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from archgraph.errors import ConfigError
+from archgraph.errors import ArchgraphError, ConfigError
 
 from .args import command, folder_output_argument, force_argument, seed_argument
 from .outputs import output_folder, write_graph_folder
@@ -21,8 +21,9 @@ def register(sub) -> None:
                             "node.")
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False) "
-                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, mistral, vit: a Hugging Face "
-                                                         "model built from a small config, checked in float64) or "
+                                                         "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, qwen3, "
+                                                         "mistral, phi3, vit: a Hugging Face model built from a "
+                                                         "small config, checked in float64) or "
                                                          "hf:PATH (a local folder as save_pretrained writes it: "
                                                          "config.json and *.safetensors; a causal LM keeps its LM "
                                                          "head)")
@@ -42,7 +43,8 @@ def register(sub) -> None:
                    help="hf: a config field over archgraph's small defaults (e.g. --config num_hidden_layers=4); "
                         "repeatable")
     p.add_argument("--lm-head", action="store_true",
-                   help="hf: a causal language model's logits (its head untied from the embedding) instead of the "
+                   help="hf: a causal language model's logits (its head untied from the embedding unless --config "
+                        "tie_word_embeddings=true) instead of the "
                         "last hidden state")
     seed_argument(p, "seed of the random initialisation (default 0)")
     folder_output_argument(p, "DIR")
@@ -106,7 +108,25 @@ def parse_config(items: list[str]) -> dict:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
+        check_config_value(key, out[key])
     return out
+
+
+def check_config_value(key: str, value) -> None:
+    """A ``--config`` number: finite, not negative, and (an integer) within the width limit: sizes such as
+    ``n_embd=-4`` or ``n_head=10**12`` are refused before the model is built."""
+    import math
+
+    from archgraph.limits import limit
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--config {key}={value} is not a finite number", field="config")
+    if value < 0:
+        raise ConfigError(f"--config {key}={value} is negative; sizes and rates are at least 0", field="config")
+    if isinstance(value, int) and value > limit("width"):
+        raise ConfigError(f"--config {key}={value:,} is over the width limit of {limit('width'):,} (set "
+                          "ARCHGRAPH_MAX_WIDTH to allow it)", field="config")
 
 
 def import_hf(args) -> tuple:
@@ -130,7 +150,16 @@ def import_hf(args) -> tuple:
     if name not in hf.WALKERS:
         raise ConfigError(f"hf:{name} is not supported (supported: {', '.join(hf.WALKERS)}) and is no folder",
                           field="model")
-    model = hf.build_model(name, lm_head=args.lm_head, seed=args.seed, **parse_config(args.config))
+    sizes = parse_config(args.config)
+    try:
+        model = hf.build_model(name, lm_head=args.lm_head, seed=args.seed, **sizes)
+    except ArchgraphError:
+        raise
+    except Exception as err:  # transformers' own checks (n_embd not a multiple of n_head, n_head=0, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        settings = " ".join(f"{k}={v}" for k, v in sizes.items()) or "its default config"
+        raise ConfigError(f"hf:{name} cannot be built with {settings}: {type(err).__name__}: {first}",
+                          field="config") from None
     graph, weights = hf.from_model(model, 16 if args.seq_len is None else args.seq_len)
     config = model.config.to_dict()
     config["architectures"] = [type(model).__name__]

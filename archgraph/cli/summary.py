@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import archgraph
+from archgraph.errors import shown
 from archgraph.graph import summary
 
 from .args import command, json_argument, weights_argument
@@ -26,6 +27,14 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to time it (default cpu)")
 
 
+def input_text(spec) -> str:
+    """An input as people read it: ``[1, 28, 28]``, or ``[32] token ids < 65`` for a token input."""
+    if isinstance(spec, dict):
+        shape = list(spec.get("shape", []))
+        return f"{shape} token ids < {spec['vocab']}" if spec.get("vocab") is not None else str(shape)
+    return str(list(spec))
+
+
 def run(args) -> int:
     from archgraph.errors import ConfigError
     graph = archgraph.load(args.file)
@@ -38,10 +47,10 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     rows = [("node", "op", "output", "params", "MACs")]
-    rows += [(l["id"], l["op"], "x".join(map(str, l["shape"])), f"{l['params']:,}", f"{l['macs']:,}")
-             for l in info["layers"]]
+    rows += [(layer["id"], layer["op"], "x".join(map(str, layer["shape"])), f"{layer['params']:,}",
+              f"{layer['macs']:,}") for layer in info["layers"]]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print(f"{info['name']}: inputs " + ", ".join(f"{k} {v}" for k, v in info["inputs"].items()))
+    print(shown(f"{info['name']}: inputs " + ", ".join(f"{k} {input_text(v)}" for k, v in info["inputs"].items())))
     for i, row in enumerate(rows):
         print("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
         if i == 0:

@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--storage", metavar="URL",
                    help="an Optuna RDB storage URL (e.g. postgresql://host/db) shared by several machines, "
                         "instead of DIR/study.db")
+    p.add_argument("--launcher", metavar="COMMAND",
+                   help="run each trial's grow runs as jobs of this launcher, e.g. \"torchrun --nproc_per_node=2\" "
+                        "(several processes per trial, DDP or FSDP as the run file says)")
     p.add_argument("--study", metavar="NAME", help="study name in the storage (default: the run file's stem)")
     settings_argument(p, "fix a run-file field for every trial, e.g. --set schedule.epochs=20 (repeatable)")
     training_arguments(p)
@@ -52,7 +55,8 @@ def run(args) -> int:
     from .grow import parse_settings
     spec = plan(args.run_file, args.out, parse_params(args.param), trials=args.trials,
                 seeds=parse_seeds(args.seeds), jobs=args.jobs, storage=args.storage, study_name=args.study,
-                settings=parse_settings(args.set), data_root=args.data_root, device=args.device)
+                settings=parse_settings(args.set), data_root=args.data_root, device=args.device,
+                launcher=args.launcher)
     if importlib.util.find_spec("optuna") is None:
         raise ConfigError("archgraph sweep needs optuna: pip install 'archgraph[sweep]' (or pip install optuna)")
     from ..sweep.runner import TrialFailed, run_sweep

@@ -11,9 +11,10 @@ import difflib
 import errno
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import yaml
 from pydantic import ValidationError
@@ -23,6 +24,8 @@ from ..graph import FORMAT_VERSION, Graph
 from ..ops.spec import KIND_BY_OP
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
+#: values that aliases may add beyond the document's own (an alias bomb adds billions); the document's own size is
+#: bounded by :data:`MAX_FILE_BYTES` alone, so a 50,000-node chain is fine however many values it holds
 MAX_EXPANDED_NODES = 200_000
 
 
@@ -114,8 +117,10 @@ def _check_depth(text: str) -> None:
 
 
 def _inspect(root: yaml.Node, limit: int) -> None:
-    """Check the composed (not yet constructed) document: aliases must not expand past ``limit`` values (alias
-    bombs) nor refer to themselves, and no mapping may repeat a key. Errors name the node id or field by path."""
+    """Check the composed (not yet constructed) document: aliases must not add more than ``limit`` values to it
+    (alias bombs; the document's own values are not counted, the file size bounds them) nor refer to themselves,
+    and no mapping may repeat a key. Errors name the node id or field by path. Each composed value is visited
+    once (sizes are memoised), so the check takes time in the document's own size, never its expanded size."""
     memo: dict[int, int] = {}
     active: set[int] = set()
 
@@ -137,8 +142,6 @@ def _inspect(root: yaml.Node, limit: int) -> None:
         if isinstance(node, yaml.SequenceNode):
             for child in node.value:
                 total += size(child, path)
-                if total > limit:
-                    break
         elif isinstance(node, yaml.MappingNode):
             seen: dict[tuple, yaml.Node] = {}
             for k, v in node.value:
@@ -151,12 +154,10 @@ def _inspect(root: yaml.Node, limit: int) -> None:
                                         f"on line {first}); each key may appear once", **where(path, str(name)))
                     seen[(k.tag, name)] = k
                 total += size(k, path) + size(v, (*path, str(name)) if len(path) < 2 else path)
-                if total > limit:
-                    break
         active.discard(key)
         memo[key] = total
-        if total > limit:
-            raise YamlError(f"YAML aliases expand to more than {limit} values (alias bomb?); refused")
+        if total - len(memo) > limit:   # what aliases added so far (every composed value is in memo once)
+            raise YamlError(f"YAML aliases add more than {limit:,} values to the document (alias bomb?); refused")
         return total
 
     size(root, ())
@@ -230,8 +231,11 @@ def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, err
     try:
         if path.is_dir():
             raise error("is a directory, not a file", file=str(path))
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        if stat.S_ISFIFO(path.stat().st_mode):
+            data = _read_pipe(path, limit, error)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
     except FileNotFoundError:
         raise error("no such file", file=str(path)) from None
     except IsADirectoryError:
@@ -242,6 +246,35 @@ def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, err
         raise error(f"is larger than the limit of {limit:,} bytes (an endless device or stream, or a file far bigger "
                     "than any graph); refused", file=str(path))
     return data
+
+
+#: seconds a named pipe (FIFO) may stay silent (no writer, or a writer that sends nothing) before it is refused
+PIPE_TIMEOUT_S = 30.0
+
+
+def _read_pipe(path: Path, limit: int, error) -> bytes:
+    """Read a named pipe without ever blocking for good: opened non-blocking (an open with no writer would wait
+    forever), then read while data comes, refused after :data:`PIPE_TIMEOUT_S` seconds of silence."""
+    import select
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks, size = [], 0
+        while size <= limit:
+            ready, _, _ = select.select([fd], [], [], PIPE_TIMEOUT_S)
+            if not ready:
+                raise error(f"is a pipe that sent nothing for {PIPE_TIMEOUT_S:g} s (no writer?); refused",
+                            file=str(path))
+            try:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_text(path: Union[str, os.PathLike]) -> str:
@@ -316,6 +349,23 @@ def _problem(error: dict, root: str) -> dict:
 
 
 def _message(p: dict) -> str:
+    """The message of one pydantic error ``p`` (see :func:`_place`): the checks that come before the error's type
+    (a bad id, an empty value, a pair field), then the handler of its type, else pydantic's own message."""
+    for special in (_id_message, _empty_message, _pair_message):
+        text = special(p)
+        if text:
+            return text
+    handler = _BY_TYPE.get(p["type"])
+    text = handler(p) if handler is not None else None
+    if text:
+        return text
+    message = p["msg"].replace(" after validation", "")
+    if p["input"] is not None and not isinstance(p["input"], (dict, list)):
+        message += f" (got {p['input']!r})"
+    return message
+
+
+def _id_message(p: dict) -> Optional[str]:
     kind, value = p["type"], p["input"]
     if p["key"]:
         what = "node id" if p["section"] == "nodes" else "id"
@@ -326,40 +376,70 @@ def _message(p: dict) -> str:
                 "(no dots, dashes, spaces or accents), so they can name torch submodules")
     if kind == "string_pattern_mismatch":
         return f"{value!r} is not a valid id: ids are ASCII letters, digits and '_', starting with a letter"
-    if value is None and kind != "missing" and "input" in p["raw"]:
+    return None
+
+
+def _empty_message(p: dict) -> Optional[str]:
+    if p["input"] is None and p["type"] != "missing" and "input" in p["raw"]:
         return "got nothing (an empty value); write a value or leave the field out for its default"
+    return None
+
+
+def _pair_message(p: dict) -> Optional[str]:
     name = (p["field"] or "").split(".")[-1]
-    if p["node"] is not None and name in PAIR_FIELDS and kind not in ("missing", "extra_forbidden"):
-        also = " or 'same' / 'valid'" if name == "padding" else ""
-        low = 0 if name == "padding" else 1
-        return f"must be an int >= {low} or a pair [h, w]{also} (got {_short(value)})"
-    if kind == "union_tag_invalid":
-        op = value.get("op") if isinstance(value, dict) else value
-        known = sorted(_op_names())
-        match = difflib.get_close_matches(str(op), known, n=1)
-        hint = f" (did you mean '{match[0]}'?)" if match else ""
-        return f"unknown op {op!r}{hint}; known ops: {', '.join(known)}"
-    if kind == "union_tag_not_found":
-        return "missing 'op' (the kind of layer, e.g. op: conv2d)"
-    if kind == "extra_forbidden":
-        name = p["loc"][-1]
-        if p["node"] is None and len(p["loc"]) == 1 and isinstance(value, dict) and "op" in value:
-            return (f"unknown field '{name}': it looks like a node; nodes must be indented under 'nodes:' "
-                    "(e.g. two spaces before the id)")
-        return f"unknown field '{name}'" + _field_hint(p)
-    if kind == "missing":
-        return "required field is missing"
-    if kind in ("model_attributes_type", "model_type") and p["node"] is not None:
-        return f"a node must be a mapping such as {{op: relu, in: x}} (got {_short(value)})"
-    if kind == "dict_type":
-        what = {"nodes": "node id -> node", "inputs": "input id -> shape"}.get(p["field"] or "", "names to values")
-        return f"must be a mapping of {what} (got {_short(value)})"
-    if p["field"] == "in" and kind in ("string_type", "tuple_type"):
-        return f"must be a node id or a list of node ids (got {_short(value)})"
-    message = p["msg"].replace(" after validation", "")
-    if value is not None and not isinstance(value, (dict, list)):
-        message += f" (got {value!r})"
-    return message
+    if p["node"] is None or name not in PAIR_FIELDS or p["type"] in ("missing", "extra_forbidden"):
+        return None
+    also = " or 'same' / 'valid'" if name == "padding" else ""
+    low = 0 if name == "padding" else 1
+    return f"must be an int >= {low} or a pair [h, w]{also} (got {_short(p['input'])})"
+
+
+def _unknown_op(p: dict) -> str:
+    value = p["input"]
+    op = value.get("op") if isinstance(value, dict) else value
+    known = sorted(_op_names())
+    match = difflib.get_close_matches(str(op), known, n=1)
+    hint = f" (did you mean '{match[0]}'?)" if match else ""
+    return f"unknown op {op!r}{hint}; known ops: {', '.join(known)}"
+
+
+def _unknown_field(p: dict) -> str:
+    name, value = p["loc"][-1], p["input"]
+    if p["node"] is None and len(p["loc"]) == 1 and isinstance(value, dict) and "op" in value:
+        return (f"unknown field '{name}': it looks like a node; nodes must be indented under 'nodes:' "
+                "(e.g. two spaces before the id)")
+    return f"unknown field '{name}'" + _field_hint(p)
+
+
+def _not_a_node(p: dict) -> Optional[str]:
+    if p["node"] is None:
+        return None
+    return f"a node must be a mapping such as {{op: relu, in: x}} (got {_short(p['input'])})"
+
+
+def _not_a_mapping(p: dict) -> str:
+    what = {"nodes": "node id -> node", "inputs": "input id -> shape"}.get(p["field"] or "", "names to values")
+    return f"must be a mapping of {what} (got {_short(p['input'])})"
+
+
+def _bad_inputs(p: dict) -> Optional[str]:
+    if p["field"] != "in":
+        return None
+    return f"must be a node id or a list of node ids (got {_short(p['input'])})"
+
+
+#: pydantic error type -> the message of that error (None: the next rule, else pydantic's own message)
+_BY_TYPE: dict[str, Callable[[dict], Optional[str]]] = {
+    "union_tag_invalid": _unknown_op,
+    "union_tag_not_found": lambda p: "missing 'op' (the kind of layer, e.g. op: conv2d)",
+    "extra_forbidden": _unknown_field,
+    "missing": lambda p: "required field is missing",
+    "model_attributes_type": _not_a_node,
+    "model_type": _not_a_node,
+    "dict_type": _not_a_mapping,
+    "string_type": _bad_inputs,
+    "tuple_type": _bad_inputs,
+}
 
 
 #: fields that take an int or a pair [h, w] (Pair in ops/spec.py)

@@ -56,37 +56,55 @@ def carry(tp: TensorPlan, old: Optional[torch.Tensor], new: Optional[torch.Tenso
     out = old
     fresh: list[tuple[int, torch.Tensor, str]] = []
     for axis, m in tp.axes:
-        if out.shape[axis] != m.old_size:
-            raise ArchgraphError(f"tensor '{tp.source}' has {out.shape[axis]} entries on axis {axis}, the plan "
-                                 f"expects {m.old_size}", node=key.partition(".")[0], field=key.partition(".")[2])
-        src, missing = _index(m, out.device)
-        if m.groups is None:
-            out = out.index_select(axis, src)
-        else:   # each group of rows (axis 0) keeps its own entries
-            rows = out.shape[0] // len(m.groups)
-            out = torch.cat([out.narrow(0, k * rows, rows).index_select(axis, _index(AxisMap(idx, m.old_size),
-                                                                                     out.device)[0])
-                             for k, idx in enumerate(m.groups)])
-        if state:
-            if m.copied:
-                missing = missing.clone()
-                missing[list(m.copied)] = True
-            fresh.append((axis, missing, "zero"))
-            continue
-        if m.scale is not None:
-            shape = [1] * out.dim()
-            shape[axis] = -1
-            out = out * torch.tensor(m.scale, dtype=out.dtype, device=out.device).view(shape)
-        fresh.append((axis, missing, m.fill))
-        if m.zero:
-            zero = torch.zeros_like(missing)
-            zero[list(m.zero)] = True
-            fresh.append((axis, zero, "zero"))
+        out = _select(out, axis, m, tp.source, key)
+        fresh += _new_entries(out, axis, m, state)
     if new is not None and out.shape != new.shape:
         raise ArchgraphError(f"the plan makes {list(out.shape)} but the new module holds {list(new.shape)}",
                              node=key.partition(".")[0], field=key.partition(".")[2])
     if out is old:
         out = out.clone()
+    _fill_entries(out, new, fresh, key)
+    if tp.noise is not None and not state:
+        _noise(out, tp.noise, key)
+    return out
+
+
+def _select(out: torch.Tensor, axis: int, m: AxisMap, source: str, key: str) -> torch.Tensor:
+    """The old entries along ``axis`` at their new positions (a new position takes entry 0 until it is filled)."""
+    if out.shape[axis] != m.old_size:
+        raise ArchgraphError(f"tensor '{source}' has {out.shape[axis]} entries on axis {axis}, the plan "
+                             f"expects {m.old_size}", node=key.partition(".")[0], field=key.partition(".")[2])
+    if m.groups is None:
+        return out.index_select(axis, _index(m, out.device)[0])
+    # each group of rows (axis 0) keeps its own entries
+    rows = out.shape[0] // len(m.groups)
+    return torch.cat([out.narrow(0, k * rows, rows).index_select(axis, _index(AxisMap(idx, m.old_size),
+                                                                             out.device)[0])
+                      for k, idx in enumerate(m.groups)])
+
+
+def _new_entries(out: torch.Tensor, axis: int, m: AxisMap, state: bool) -> list[tuple[int, torch.Tensor, str]]:
+    """``(axis, mask, fill)`` of the entries to fill along ``axis``; scales ``out`` in place by the map's factors
+    (weights only: optimizer state has new and copied entries zero, no factors)."""
+    missing = _index(m, out.device)[1]
+    if state:
+        if m.copied:
+            missing = missing.clone()
+            missing[list(m.copied)] = True
+        return [(axis, missing, "zero")]
+    if m.scale is not None:
+        shape = [1] * out.dim()
+        shape[axis] = -1
+        out.mul_(torch.tensor(m.scale, dtype=out.dtype, device=out.device).view(shape))
+    fresh = [(axis, missing, m.fill)]
+    if m.zero:
+        zero = torch.zeros_like(missing)
+        zero[list(m.zero)] = True
+        fresh.append((axis, zero, "zero"))
+    return fresh
+
+
+def _fill_entries(out: torch.Tensor, new: Optional[torch.Tensor], fresh, key: str) -> None:
     # "init" entries first, so that an entry new on an axis that zeroes it ends up zero
     for axis, missing, fill in sorted(fresh, key=lambda f: f[2] != "init"):
         if not bool(missing.any()):
@@ -94,14 +112,11 @@ def carry(tp: TensorPlan, old: Optional[torch.Tensor], new: Optional[torch.Tenso
         where = missing.nonzero().squeeze(1)
         if fill == "zero":
             out.index_fill_(axis, where, 0)
-        else:
-            if new is None:
-                raise ArchgraphError("new entries start as initialised, so a built module is needed",
-                                     node=key.partition(".")[0], field=key.partition(".")[2])
-            out.index_copy_(axis, where, new.index_select(axis, where).to(out.dtype))
-    if tp.noise is not None and not state:
-        _noise(out, tp.noise, key)
-    return out
+            continue
+        if new is None:
+            raise ArchgraphError("new entries start as initialised, so a built module is needed",
+                                 node=key.partition(".")[0], field=key.partition(".")[2])
+        out.index_copy_(axis, where, new.index_select(axis, where).to(out.dtype))
 
 
 def _noise(out: torch.Tensor, noise: Noise, key: str) -> None:
@@ -136,7 +151,7 @@ def _fill(tp: TensorPlan, new: Optional[torch.Tensor], key: str) -> torch.Tensor
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out = dict(module.named_parameters())
+    out: dict[str, torch.Tensor] = dict(module.named_parameters())
     out.update(module.named_buffers())
     return out
 

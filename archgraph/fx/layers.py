@@ -111,25 +111,30 @@ class Attention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
                  bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0,
-                 qkv_bias: bool | None = None, rope_scaling: dict | None = None, qk_norm_eps: float | None = None):
+                 qkv_bias: bool | None = None, rope_scaling: dict | None = None, qk_norm_eps: float | None = None,
+                 qk_norm_span: str = "head"):
         super().__init__()
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
         self.causal, self.dropout, self.rotary, self.rope_theta = causal, dropout, rotary, rope_theta
-        self.rope_scaling, self.qk_norm_eps = rope_scaling, qk_norm_eps
+        self.rope_scaling, self.qk_norm_eps, self.qk_norm_span = rope_scaling, qk_norm_eps, qk_norm_span
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
-        if qk_norm_eps is not None:   # Qwen3: an RMSNorm over each head's features of q and of k
-            self.q_norm = RMSNorm(head_dim, eps=qk_norm_eps)
-            self.k_norm = RMSNorm(head_dim, eps=qk_norm_eps)
+        if qk_norm_eps is not None:   # Qwen3: an RMSNorm over each head's features of q and of k; OLMo 2: over all
+            whole = qk_norm_span == "all"
+            self.q_norm = RMSNorm(num_heads * head_dim if whole else head_dim, eps=qk_norm_eps)
+            self.k_norm = RMSNorm(kv_heads * head_dim if whole else head_dim, eps=qk_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim)
-        if self.qk_norm_eps is not None:
+        q, k = self.q_proj(x), self.k_proj(x)
+        if self.qk_norm_eps is not None and self.qk_norm_span == "all":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(b, t, self.num_heads, self.head_dim)
+        k = k.view(b, t, self.kv_heads, self.head_dim)
+        if self.qk_norm_eps is not None and self.qk_norm_span != "all":
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)

@@ -12,14 +12,17 @@ over (the pure graph side is :func:`archgraph.rules.base.apply`).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from .builder import build
+from ..errors import RuleError
 from ..graph import Graph
 from ..rules.base import Rewrite, RuleLike, apply
 from .apply_plan import transfer, transfer_optimizer
+from .builder import build
+from .gradmax import gradmax, uses_gradmax
+
 
 def _device_dtype(module: torch.nn.Module):
     for t in (*module.parameters(), *module.buffers()):
@@ -29,10 +32,16 @@ def _device_dtype(module: torch.nn.Module):
 
 
 def materialise(rw: Rewrite, module: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                seed: int = 0, device=None, dtype=None) -> torch.fx.GraphModule:
+                seed: int = 0, device=None, dtype=None, batch=None,
+                loss: Optional[Callable] = None) -> torch.fx.GraphModule:
     """Build ``rw.graph`` on ``module``'s device and dtype (or those given; a module without floating tensors has
     neither), carry weights and buffers by ``rw.plan``, keep the train/eval mode and, with ``optimizer``, move its
-    parameters and state onto the new module."""
+    parameters and state onto the new module. A GradMax rewrite (``add_filters init=gradmax``) needs ``batch``:
+    its new units' outgoing weights are chosen from the gradient on it (:func:`archgraph.fx.gradmax.gradmax`)."""
+    if uses_gradmax(rw.rule) and batch is None:
+        raise RuleError("init=gradmax chooses the new units' outgoing weights from the gradient on a batch of data: "
+                        "pass it, archgraph.rewrite(graph, module, rule, batch=(inputs, targets)); without data "
+                        "use init=zero (the same start, outgoing weights zero)", rule=rw.rule.name, field="init")
     own_device, own_dtype = _device_dtype(module)
     device, dtype = device or own_device, dtype or own_dtype
     new = build(rw.graph, device=device, dtype=dtype, seed=seed)
@@ -40,15 +49,18 @@ def materialise(rw: Rewrite, module: torch.nn.Module, optimizer: Optional[torch.
     new.train(module.training)
     if optimizer is not None:
         transfer_optimizer(rw.plan, optimizer, module, new)
+    if uses_gradmax(rw.rule):
+        gradmax(rw, new, batch, loss, seed)
     return new
 
 
 def rewrite(graph: Graph, module: torch.nn.Module, rule: RuleLike,
             optimizer: Optional[torch.optim.Optimizer] = None, seed: int = 0, device=None,
-            dtype=None) -> tuple[Graph, torch.fx.GraphModule]:
+            dtype=None, batch=None, loss: Optional[Callable] = None) -> tuple[Graph, torch.fx.GraphModule]:
     """Apply ``rule`` and return ``(new_graph, new_module)``; the new module carries every weight and buffer and
     ``optimizer`` (if given) now holds its parameters with their state remapped. ``seed`` initialises the
-    entries that start random; ``device``/``dtype`` default to the module's. ``graph`` and ``module`` are left as
-    they were."""
+    entries that start random; ``device``/``dtype`` default to the module's. ``batch`` (``(inputs, targets)``)
+    and ``loss`` (default cross-entropy) are what ``add_filters init=gradmax`` chooses the new units' outgoing
+    weights from (:mod:`archgraph.fx.gradmax`). ``graph`` and ``module`` are left as they were."""
     rw = apply(graph, rule)
-    return rw.graph, materialise(rw, module, optimizer, seed, device, dtype)
+    return rw.graph, materialise(rw, module, optimizer, seed, device, dtype, batch=batch, loss=loss)

@@ -123,6 +123,8 @@ def read_metadata(path: Union[str, os.PathLike]) -> dict[str, str]:
 
 
 NON_REGULAR_LIMIT = 1 << 30
+#: the floating dtypes a module can be converted to and run in (float8 kinds are storage formats only)
+LOADABLE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
@@ -259,6 +261,12 @@ def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source
     aliases = parameter_aliases(module)
     state = {**state, **{k: state[s] for k, s in aliases.items() if k not in state and s in state}}
     check_weights(module, state, source)
+    for key, t in state.items():
+        if t.is_floating_point() and t.dtype not in LOADABLE_FLOATS:
+            node, _, field = key.partition(".")
+            raise ArchgraphError(f"tensor '{key}' is {str(t.dtype).replace('torch.', '')}; weights are read in "
+                                 "float16, bfloat16, float32 or float64 (convert them first)", file=source,
+                                 node=node, field=field)
     for key, other in aliases.items():
         if state[key] is not state[other] and not torch.equal(state[key], state[other]):
             node, _, field = key.partition(".")

@@ -110,6 +110,17 @@ def _short(value) -> str:
 def diff_dot(old, new, *, title: Optional[str] = None) -> str:
     """DOT source of ``new`` with the changes from ``old`` marked by colour and label."""
     d = graph_diff(old, new)
+    highlight = _highlights(d, new)
+    removed = {nid: node_label(old, nid, "removed") for nid in d.removed}
+    used = {colour for colour, _ in highlight.values()} | ({REMOVED} if removed else set())
+    used.discard(UNCHANGED)
+    legend = [(c, t) for c, t in LEGEND if c in used] or [("#ffffff", "no changes")]
+    return to_dot(new, highlight=highlight, removed=removed, ghost_edges=_ghost_edges(d, old, new, removed),
+                  legend=legend, title=title or f"{old.name} -> {new.name}")
+
+
+def _highlights(d: GraphDiff, new) -> dict[str, tuple[str, str]]:
+    """Node id -> (fill colour, label note) of every node of ``new``."""
     # unchanged nodes in plain white so that the colours of the changes stand out
     highlight = {nid: (UNCHANGED, "") for nid in new.nodes}
     for nid in d.added:
@@ -123,22 +134,19 @@ def diff_dot(old, new, *, title: Optional[str] = None) -> str:
     for nid, note in d.changed.items():
         colour, extra = highlight[nid] if nid in d.widened or nid in d.pruned else (CHANGED, "")
         highlight[nid] = (colour, "\n".join(x for x in (extra, "changed: " + _wrap(note)) if x))
-    removed = {nid: node_label(old, nid, "removed") for nid in d.removed}
-    ghost_edges = []
+    return highlight
+
+
+def _ghost_edges(d: GraphDiff, old, new, removed: dict) -> list[tuple[str, Optional[str]]]:
+    """The old edges of the removed nodes that still have an end to draw (``None``: a graph output)."""
+    edges: list[tuple[str, Optional[str]]] = []
     for nid in d.removed:
-        for src in old.nodes[nid].inputs:
-            if src in new.nodes or src in new.inputs or src in removed:
-                ghost_edges.append((src, nid))
-        for user in old.users(nid):
-            if user in new.nodes:
-                ghost_edges.append((nid, user))
+        edges += [(src, nid) for src in old.nodes[nid].inputs
+                  if src in new.nodes or src in new.inputs or src in removed]
+        edges += [(nid, user) for user in old.users(nid) if user in new.nodes]
         if nid in old.outputs:
-            ghost_edges.append((nid, None))
-    used = {colour for colour, _ in highlight.values()} | ({REMOVED} if removed else set())
-    used.discard(UNCHANGED)
-    legend = [(c, t) for c, t in LEGEND if c in used] or [("#ffffff", "no changes")]
-    return to_dot(new, highlight=highlight, removed=removed, ghost_edges=ghost_edges, legend=legend,
-                  title=title or f"{old.name} -> {new.name}")
+            edges.append((nid, None))
+    return edges
 
 
 def _wrap(text: str, width: int = 36) -> str:

@@ -69,53 +69,59 @@ def _svgs(sources: list[str]) -> list[str]:
 def report_data(run: Union[Run, str, os.PathLike]) -> dict:
     """Everything the page shows, as JSON-able data (pictures as SVG text)."""
     run = run if isinstance(run, Run) else Run(run)
-    metric = main_metric(run)
-    versions, sources = [], []
+    versions: list[dict] = []
+    sources: list[str] = []
     previous = None
     for v in run.versions:
         try:
             graph = run.graph(v.version)
         except ArchgraphError:
             graph = None
-        entry = {
-            "version": v.version, "hash": v.hash, "rule": v.rule or "seed", "label": v.rule_label(),
-            "args": dict(v.args), "kind": "seed" if v.version == 0 else (v.kind or "growth"),
-            "epoch": v.epoch, "step": v.step,
-            "x": None if v.version == 0 else run.x_of({"epoch": v.epoch, "step": v.step}),
-            "params": graph.params if graph is not None else v.metrics.get("params"),
-            "macs": graph.macs if graph is not None else v.metrics.get("macs"),
-            "at": run.metrics_at(v.version) if v.version else {}, "end": run.metrics_end(v.version),
-            "changes": [], "focus": None, "graph_svg": None, "diff_svg": None,
-        }
-        if graph is not None:
-            entry["graph_svg"] = len(sources)
-            sources.append(to_dot(graph, title=f"version {v.version}"))
-            if previous is not None:
-                d = graph_diff(previous, graph)
-                entry["changes"] = d.lines() or ["no node changed"]
-                # the node the rule was about; a reader that was merely rewired only when nothing else changed
-                order = [*dict.fromkeys([*graph.nodes, *previous.nodes])]
-                main = set(d.added) | set(d.widened) | set(d.pruned) | set(d.removed)
-                entry["focus"] = next((n for n in order if n in (main or set(d.changed))), None)
-                entry["diff_svg"] = len(sources)
-                sources.append(diff_dot(previous, graph, title=f"version {v.version - 1} -> {v.version}"))
+        versions.append(_version_entry(run, v, graph, previous, sources))
         previous = graph
-        versions.append(entry)
     pictures = _svgs(sources)
     for entry in versions:
         for key in ("graph_svg", "diff_svg"):
             if entry[key] is not None:
                 entry[key] = pictures[entry[key]]
-    names = ("train_acc", "val_acc", "train_loss", "val_loss", "params", "nonzero_params")
+    names = ("train_acc", "val_acc", "train_loss", "val_loss", "params", "nonzero_params", "train_bpc", "val_bpc")
     series = {}
     for name in names:
         xs, ys = run.series(name, with_rewrites=name in ("params", "nonzero_params"))
         series[name] = [[x, y] for x, y in zip(xs, ys)]
     events = [{"x": run.x_of(e), "kind": e.get("kind") or "growth", "version": e["version"], "rule": e["rule"]}
               for e in run.rewrites if run.x_of(e) is not None]
-    return {"run": run.name, "folder": run.path.name, "x_axis": run.x_axis, "metric": metric, "config": run.config,
-            "summary": run.summary or (run.end or {}).get("summary") or {}, "versions": versions,
-            "series": series, "events": events}
+    return {"run": run.name, "folder": run.path.name, "x_axis": run.x_axis, "metric": main_metric(run),
+            "config": run.config, "summary": run.summary or (run.end or {}).get("summary") or {},
+            "versions": versions, "series": series, "events": events}
+
+
+def _version_entry(run: Run, v, graph, previous, sources: list[str]) -> dict:
+    """One version's entry; its pictures are appended to ``sources`` (DOT) and named by their index there."""
+    entry = {
+        "version": v.version, "hash": v.hash, "rule": v.rule or "seed", "label": v.rule_label(),
+        "args": dict(v.args), "kind": "seed" if v.version == 0 else (v.kind or "growth"),
+        "epoch": v.epoch, "step": v.step,
+        "x": None if v.version == 0 else run.x_of({"epoch": v.epoch, "step": v.step}),
+        "params": graph.params if graph is not None else v.metrics.get("params"),
+        "macs": graph.macs if graph is not None else v.metrics.get("macs"),
+        "at": run.metrics_at(v.version) if v.version else {}, "end": run.metrics_end(v.version),
+        "changes": [], "focus": None, "graph_svg": None, "diff_svg": None,
+    }
+    if graph is None:
+        return entry
+    entry["graph_svg"] = len(sources)
+    sources.append(to_dot(graph, title=f"version {v.version}"))
+    if previous is not None:
+        d = graph_diff(previous, graph)
+        entry["changes"] = d.lines() or ["no node changed"]
+        # the node the rule was about; a reader that was merely rewired only when nothing else changed
+        order = [*dict.fromkeys([*graph.nodes, *previous.nodes])]
+        main = set(d.added) | set(d.widened) | set(d.pruned) | set(d.removed)
+        entry["focus"] = next((n for n in order if n in (main or set(d.changed))), None)
+        entry["diff_svg"] = len(sources)
+        sources.append(diff_dot(previous, graph, title=f"version {v.version - 1} -> {v.version}"))
+    return entry
 
 
 def render_report(data: dict, title: Optional[str] = None) -> str:

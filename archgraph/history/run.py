@@ -23,18 +23,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from ..errors import ArchgraphError
+from ..errors import ArchgraphError, HistoryError
 from ..format.yaml_io import MAX_FILE_BYTES, load, read_limited
 from ..graph import content_hash
 from ..rules.base import apply, decode
+from .events import check_event
 from .rundir import MAX_LOG_BYTES
 
 PathLike = Union[str, os.PathLike]
 EVENT_KINDS = ("start", "epoch", "rewrite", "end")
-
-
-class HistoryError(ArchgraphError):
-    """A run directory is missing a file, its log is malformed, or a version does not replay to its stored hash."""
 
 
 def version_file(run_dir: PathLike, version: int) -> Path:
@@ -267,6 +264,7 @@ def read_events(path: PathLike) -> list[dict]:
         if not isinstance(event, dict) or event.get("event") not in EVENT_KINDS:
             raise HistoryError(f"line {number} is not an event: expected an object with \"event\" one of "
                                f"{', '.join(EVENT_KINDS)}", file=str(path))
+        check_event(event, number, str(path))
         event["_line"] = number
         events.append(event)
     return events

@@ -129,8 +129,8 @@ class RunDir:
             for name in dirs + files:
                 p = Path(root) / name
                 if p.is_symlink():
-                    raise ConfigError(f"is a symbolic link inside the run folder; a run never writes or deletes "
-                                      f"through links (it could reach outside the folder): remove it",
+                    raise ConfigError("is a symbolic link inside the run folder; a run never writes or deletes "
+                                      "through links (it could reach outside the folder): remove it",
                                       file=str(p))
 
     def _own(self, path: Path) -> Path:
@@ -222,22 +222,32 @@ class RunDir:
         import torch
         if not self.checkpoint_path.exists():
             return None
+        from .checkpoints import check_checkpoint
+        self._own(self.checkpoint_path)
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as err:  # a checkpoint is replaced atomically, so this is a foreign or damaged file
-            raise ArchgraphError(f"cannot read the checkpoint ({err})", file=str(self.checkpoint_path)) from None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise ArchgraphError(f"cannot read the checkpoint ({first})", file=str(self.checkpoint_path)) from None
+        return check_checkpoint(ckpt, str(self.checkpoint_path))
 
     def events(self) -> list[dict]:
         """All history events, in order."""
         if not self.history_path.exists():
             return []
+        from .events import EVENT_MODELS, check_event
         events = []
         for n, line in enumerate(read_limited(self.history_path, MAX_LOG_BYTES).split(b"\n"), 1):
             if line.strip():
                 try:
-                    events.append(json.loads(line.decode("utf-8")))
+                    event = json.loads(line.decode("utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as err:
                     raise ArchgraphError(f"line {n} is not JSON ({err})", file=str(self.history_path)) from None
+                if not isinstance(event, dict) or event.get("event") not in EVENT_MODELS:
+                    raise ArchgraphError(f"line {n} is not an event (an object with \"event\" one of "
+                                         f"{', '.join(EVENT_MODELS)})", file=str(self.history_path))
+                check_event(event, n, str(self.history_path))
+                events.append(event)
         return events
 
     # ---- resuming ---------------------------------------------------------------------------------------------
@@ -253,6 +263,7 @@ class RunDir:
         if len(lines) < history_lines:
             raise ArchgraphError(f"the history has {len(lines)} events but the checkpoint expects at least "
                                  f"{history_lines}", file=str(self.history_path))
+        self._check_versions(lines[:history_lines], version)
         if len(lines) != history_lines:
             atomic_write_bytes(self._own(self.history_path), b"".join(line + b"\n" for line in lines[:history_lines]))
         self.create()
@@ -265,6 +276,36 @@ class RunDir:
         for done in (self.summary_path, self.final_weights_path):
             if done.exists():
                 self._own(done).unlink()
+
+
+    def _check_versions(self, lines: list[bytes], version: int) -> None:
+        """Before resuming at ``version``: every version file up to it is the graph the history recorded (its
+        content hash), so swapped or edited version files are refused now, not when a replay fails later."""
+        from ..format.yaml_io import load
+        from ..graph import content_hash
+        from .events import check_event
+        recorded: dict[int, str] = {}
+        for n, raw in enumerate(lines, 1):
+            try:
+                event = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as err:
+                raise ArchgraphError(f"line {n} is not JSON ({err})", file=str(self.history_path)) from None
+            if not isinstance(event, dict) or event.get("event") not in ("start", "epoch", "rewrite", "end"):
+                raise ArchgraphError(f"line {n} is not an event", file=str(self.history_path))
+            check_event(event, n, str(self.history_path))
+            if event["event"] in ("start", "rewrite") and isinstance(event.get("hash"), str):
+                recorded[int(event.get("version", 0))] = event["hash"]
+        for k in range(version + 1):
+            path = self._own(self.version_path(k))
+            if k not in recorded:
+                raise ArchgraphError(f"the checkpoint is at version {version} but the history records no version "
+                                     f"{k}", file=str(self.history_path))
+            if not path.is_file():
+                raise ArchgraphError(f"version {k} is missing; the run cannot resume", file=str(path))
+            if content_hash(load(path)) != recorded[k]:
+                raise ArchgraphError(f"version {k} is not the graph the history recorded (its content hash "
+                                     "differs: the file was edited or swapped); the run cannot resume",
+                                     file=str(path))
 
 
 class ReadOnlyRunDir(RunDir):

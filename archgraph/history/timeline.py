@@ -19,11 +19,16 @@ from .run import Run, Version
 GROWTH = "#198754"
 PRUNE = "#dc3545"
 ROW = 6  # versions per row of the timeline
-METRICS = ("val_acc", "train_acc", "test_acc", "val_loss", "train_loss")
+METRICS = ("val_bpc", "val_acc", "train_acc", "test_acc", "val_loss", "train_loss")   # a text run: bits per char
+
+
+#: the test score a picture's title shows: bits per character for a text run, else accuracy
+SCORES = ("test_bpc", "test_acc")
 
 
 def main_metric(run: Run) -> Optional[str]:
-    """The metric the pictures show: validation accuracy when the log has it, else the first one it has."""
+    """The metric the pictures show: a text run's validation bits per character, else validation accuracy when the
+    log has it, else the first one it has."""
     for name in METRICS:
         if any(name in (e.get("metrics") or {}) for e in run.epochs):
             return name
@@ -108,8 +113,9 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
     dot = graphviz.Digraph("history")
     title = f"{run.name}: {len(versions)} version{'s' if len(versions) != 1 else ''}"
     summary = run.summary or (run.end or {}).get("summary") or {}
-    if isinstance(summary.get("test_acc"), (int, float)):
-        title += f", test_acc {summary['test_acc']:.3f}"
+    score = next((k for k in SCORES if isinstance(summary.get(k), (int, float))), None)
+    if score:
+        title += f", {score} {summary[score]:.3f}"
     # left to right; every ``row`` versions a new row starts (its first edge does not constrain the layout, so
     # the row begins at the left again), keeping long runs readable
     dot.attr(rankdir="LR", fontname="Helvetica", label=plain(title), labelloc="t", nodesep="0.5", ranksep="0.6")

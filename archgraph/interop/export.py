@@ -241,18 +241,32 @@ def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor]) -> tuple[
     if not images:
         raise ConversionError("dynamic height and width need an image input [C, H, W]; the inputs are "
                               + ", ".join(f"{n} {list(s)}" for n, s in graph.inputs.items()))
+    twice = ", ".join(f"{2 * s[1]}x{2 * s[2]}" for s in graph.inputs.values() if _is_image(s))
+    refused = f"the graph does not allow a dynamic height and width: at twice its size ({_sizes(graph)} -> {twice})"
     try:
         big = graph.replace(inputs={n: ([s[0], 2 * s[1], 2 * s[2]] if n in images else input_data(s))
                                     for n, s in graph.inputs.items()})
         big_module = build(big)
-        load_into(big_module, weights)
     except (ArchgraphError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        twice = ", ".join(f"{2 * s[1]}x{2 * s[2]}" for s in graph.inputs.values() if _is_image(s))
-        raise ConversionError(f"the graph does not allow a dynamic height and width: at twice its size "
-                              f"({_sizes(graph)} -> {twice}) {first}") from None
+        first = (getattr(err, "message", None) or str(err)).strip().splitlines()
+        node = f" at node '{err.node}'" if getattr(err, "node", None) else ""
+        raise ConversionError(f"{refused} the graph is not valid{node}: {first[0] if first else ''}") from None
+    mismatch = _size_bound_weight(big_module, weights)
+    if mismatch:
+        raise ConversionError(f"{refused} node '{mismatch}' would need weights of another shape: its weights "
+                              "depend on the height and width, as after a flatten into a linear layer or in a "
+                              "position table; export without --dynamic-hw") from None
+    load_into(big_module, weights)
     big_module.eval()
     return big, big_module
+
+
+def _size_bound_weight(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """The first node whose tensor in ``weights`` does not have the shape ``module`` needs (``None``: all fit)."""
+    for key, tensor in module.state_dict().items():
+        if key in weights and tuple(weights[key].shape) != tuple(tensor.shape):
+            return key.partition(".")[0]
+    return None
 
 
 def _exportable_pooling(module: fx.GraphModule) -> None:

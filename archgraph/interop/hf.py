@@ -1,11 +1,14 @@
-"""Hugging Face ``transformers`` models -> (Graph, weights), built from a config with random weights (nothing is
-downloaded).
+"""Hugging Face ``transformers`` models -> (Graph, weights): a local checkpoint folder (:func:`from_pretrained`),
+a model in memory (:func:`from_model`) or a small config with random weights (:func:`from_config`; nothing is
+downloaded). :mod:`archgraph.interop.hf_export` writes a graph back as a checkpoint folder.
 
 Hugging Face's models do not trace with torch.fx (transformers 5 has no fx tracer of its own any more, and their
 mask, cache and rotary code is Python on optional arguments), so each supported family is read module by module,
 from the structure its modeling file defines: GPT-2 (``Conv1D`` weights ``[in, out]``, transposed to linears),
 BERT (post-norm; zero token-type ids are a constant row added to the position table), Llama (RMSNorm, SwiGLU as
-``mul``, grouped-query attention, rotary positions) and ViT. An import is exact or it fails: :func:`from_model`
+``mul``, grouped-query attention, rotary positions, Llama 3.x rope scaling; Qwen2, Qwen3 with its q/k norms,
+Mistral and Phi-3 with its fused projections laid out alike) and ViT. A tied LM head is a linear ``tied_to`` the
+embedding. An import is exact or it fails: :func:`from_model`
 runs the model and the graph on the same input in float64 and raises
 :class:`~archgraph.errors.ConversionError` when they differ (:func:`max_error` measures it).
 
@@ -48,6 +51,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
                  eos_token_id=2),
+    "olmo2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2),
     "qwen3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
@@ -66,10 +72,11 @@ def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = Fals
                 check: bool = True, **sizes) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
 
-    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"mistral"``,
-    ``"vit"``: built with the
+    ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"qwen3"``,
+    ``"mistral"``, ``"phi3"``, ``"vit"``: built with the
     :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
-    logits (its head untied from the embedding: the graph format has no shared weights) instead of the last hidden
+    logits (built with ``tie_word_embeddings=False`` unless ``sizes`` say otherwise; a tied head imports tied) instead
+    of the last hidden
     state."""
     return from_model(build_model(model_type_or_config, lm_head=lm_head, seed=seed, **sizes), seq_len, check=check)
 
@@ -475,22 +482,29 @@ def _llama(b: _Nodes, base, t: int) -> str:
         p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
         _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
                 f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
-        h = b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
+        post_norm = hasattr(layer, "post_feedforward_layernorm")   # OLMo 2: norms after the branches, none before
+        h = x if post_norm else b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
         qk = {}
-        if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head
+        if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head; OLMo 2: over all
+            whole = att.q_norm.weight.shape[0] != getattr(att, "head_dim", -1)
             qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
-                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
+                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight},
+                  **({"qk_norm_span": "all"} if whole else {})}
         q, k, v = _qkv(att, cfg)
         h = b.attention(f"{p}_self_attn", h, q, k, v, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
                         head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
                         dropout=float(cfg.attention_dropout))
+        if post_norm:
+            h = b.rmsnorm(f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
         x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
-        h = b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
+        h = x if post_norm else b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
         gate_proj, up_proj = _gate_up(mlp)
         gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, gate_proj), cfg.hidden_act)
         h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, up_proj)])
         h = b.dropout(f"{p}_resid_mlp_dropout", b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj), _resid_dropout(cfg))
+        if post_norm:
+            h = b.rmsnorm(f"{p}_post_feedforward_layernorm", h, layer.post_feedforward_layernorm)
         x = b.emit(f"{p}_add_2", "add", [x, h])
     return b.rmsnorm("norm", x, base.norm)
 
@@ -573,5 +587,5 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
 #: laid out as Llama is
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
-                                "qwen3": _llama, "phi3": _llama, "vit": _vit}
+                                "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "vit": _vit}
 

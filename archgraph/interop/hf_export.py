@@ -184,13 +184,13 @@ def _vit_sizes(graph: Graph) -> dict:
 
 
 #: model type -> the config fields read off the graph
-SIZES: dict[str, Callable[[Graph], dict]] = {"llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes,
-                                             "qwen3": _llama_sizes, "phi3": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes,
-                                             "vit": _vit_sizes}
+SIZES: dict[str, Callable[[Graph], dict]] = {
+    "llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes, "qwen3": _llama_sizes,
+    "phi3": _llama_sizes, "olmo2": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes}
 
 #: model type -> the graph's embedding node (its table is the tied head's)
 EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
-             "phi3": "embed_tokens", "gpt2": "wte"}
+             "phi3": "embed_tokens", "olmo2": "embed_tokens", "gpt2": "wte"}
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
@@ -212,6 +212,7 @@ FAMILY_CLASSES = {
     "mistral": ("mistral", "MistralConfig", "MistralModel", "MistralForCausalLM", "MistralDecoderLayer"),
     "qwen3": ("qwen3", "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3DecoderLayer"),
     "phi3": ("phi3", "Phi3Config", "Phi3Model", "Phi3ForCausalLM", "Phi3DecoderLayer"),
+    "olmo2": ("olmo2", "Olmo2Config", "Olmo2Model", "Olmo2ForCausalLM", "Olmo2DecoderLayer"),
 }
 
 MODELING_FILE = "modeling_archgraph.py"

@@ -241,8 +241,8 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from . import timm_layers, windows   # window attention, timm's GRN and affine block (they read this module)
-        return type(m) in MODULES or windows.keeps_whole(m) or timm_layers.keeps_whole(m) or \
-            super().is_leaf_module(m, qualname)
+        return type(m) in REGISTERED or type(m) in MODULES or windows.keeps_whole(m) or \
+            timm_layers.keeps_whole(m) or super().is_leaf_module(m, qualname)
 
 
 def _wrapped_functions() -> tuple[Callable, ...]:
@@ -552,8 +552,8 @@ class _Converter:
         if n.op == "call_module":
             module = self.modules[n.target]
             from . import timm_layers, windows   # both import this module
-            handler = MODULES.get(type(module)) or windows.module_handler(module) or \
-                timm_layers.module_handler(module)
+            handler = REGISTERED.get(type(module)) or MODULES.get(type(module)) or \
+                windows.module_handler(module) or timm_layers.module_handler(module)
             if handler is None:
                 raise self.fail(f"module type {type(module).__module__}.{type(module).__name__} is not supported")
             self.check_single_use(n, module)
@@ -1126,6 +1126,28 @@ _ATTENTION_MODULES: dict[type, Callable] = {nn.MultiheadAttention: multihead_att
 
 MODULES: dict[type, Callable] = {resolve(cls): MODULE_HANDLERS.get(op) or unary(op)
                                  for op, d in OPS.items() for cls in d.imports.modules}
+
+
+#: module classes taught by :func:`register_module` (looked up before the built-in tables)
+REGISTERED: dict[type, Callable] = {}
+
+
+def register_module(cls: type, handler: Callable) -> None:
+    """Teach the importer a custom layer (Torch-Pruning's ``register_customized_layer`` is the peer): torch.fx keeps
+    every ``cls`` module whole (one call, not traced into) and ``handler(converter, fx_node, module, x, ...)`` turns
+    the call into graph nodes. ``x`` is the input as the converter sees it (a :class:`Val`); ``converter.emit(hint,
+    op, [x.node], weights, **fields)`` adds a validated node of any graph op (``weights``: its tensors by the op's
+    parameter names) and returns its id; the handler returns ``Val(id)`` (a sequence's or image's layout follows
+    the op). A second registration of ``cls`` replaces the first; it applies to later imports.
+
+    >>> register_module(MyLinear, lambda c, n, m, x: Val(c.emit(None, "linear", [x.node],   # doctest: +SKIP
+    ...     {"weight": m.w}, out_features=m.w.shape[0], bias=False)))
+    """
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise TypeError(f"register_module needs an nn.Module subclass, got {cls!r}")
+    if not callable(handler):
+        raise TypeError(f"the handler of {cls.__name__} must be callable")
+    REGISTERED[cls] = handler
 
 
 # ---- function and method handlers -------------------------------------------------------------------------------

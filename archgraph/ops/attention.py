@@ -47,7 +47,9 @@ class Attention(NodeSpec):
 
     ``qk_norm``: an RMSNorm over each query and key head's ``head_dim`` features before the rotation (Qwen3's
     ``q_norm`` / ``k_norm``: weights ``q_norm.weight``, ``k_norm.weight`` ``[head_dim]``, shared by the heads;
-    epsilon ``qk_norm_eps``)."""
+    epsilon ``qk_norm_eps``); with ``qk_norm_span: all`` one RMSNorm over all the heads' features of q and one of k
+    (OLMo 2: ``q_norm.weight`` ``[num_heads*head_dim]``, ``k_norm.weight`` ``[kv_heads*head_dim]``, a block per
+    head, so removing or adding heads changes the others' normalisation: not exact)."""
     op: Literal["attention"] = "attention"
     num_heads: PositiveInt
     head_dim: Optional[PositiveInt] = None
@@ -59,8 +61,9 @@ class Attention(NodeSpec):
     rotary: Bool = False
     rope_theta: PositiveFloat = 10000.0
     rope_scaling: Optional[RopeScaling] = None
-    qk_norm: bool = False
+    qk_norm: Bool = False
     qk_norm_eps: PositiveFloat = 1e-6
+    qk_norm_span: Literal["head", "all"] = "head"
 
     @model_validator(mode="after")
     def _groups(self) -> "Attention":
@@ -161,7 +164,12 @@ def attention_params(node: Attention, ins, out):
     d, h, hd, kv = attention_dims(node, ins)
     weights = d * h * hd * 2 + d * kv * hd * 2
     return (weights + ((h + 2 * kv) * hd if qkv_bias(node) else 0) + (d if node.bias else 0)
-            + (2 * hd if node.qk_norm else 0))
+            + (qk_norm_size(node, h, hd, kv) if node.qk_norm else 0))
+
+
+def qk_norm_size(node: Attention, h: int, hd: int, kv: int) -> int:
+    """The entries of an attention's q and k norm weights."""
+    return (h + kv) * hd if node.qk_norm_span == "all" else 2 * hd
 
 
 def attention_macs(node: Attention, ins, out):
@@ -194,6 +202,8 @@ def attention_heads(node: Attention, ins):
     names = ["o_proj.weight", "q_proj.weight"] + (["k_proj.weight", "v_proj.weight"] if kv == h else [])
     if qkv_bias(node):
         names += ["q_proj.bias"] + (["k_proj.bias", "v_proj.bias"] if kv == h else [])
+    if node.qk_norm and node.qk_norm_span == "all":   # OLMo 2: a block of the norms' weights per head
+        names += ["q_norm.weight"] + (["k_norm.weight"] if kv == h else [])
     return h, hd, {n: (1 if n == "o_proj.weight" else 0) for n in names}
 
 
@@ -206,7 +216,8 @@ def attention_module(T, node: Attention, ins):
     scaling = node.rope_scaling.model_dump() if node.rope_scaling is not None else None
     return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
                              rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias,
-                             rope_scaling=scaling, qk_norm_eps=node.qk_norm_eps if node.qk_norm else None)
+                             rope_scaling=scaling, qk_norm_eps=node.qk_norm_eps if node.qk_norm else None,
+                             qk_norm_span=node.qk_norm_span)
 
 
 def attention_source(m) -> str:
@@ -215,6 +226,7 @@ def attention_source(m) -> str:
             + (f", rotary=True, rope_theta={m.rope_theta!r}" if m.rotary else "")
             + (f", rope_scaling={m.rope_scaling!r}" if m.rope_scaling else "")
             + (f", qk_norm_eps={m.qk_norm_eps!r}" if m.qk_norm_eps is not None else "")
+            + (f", qk_norm_span={m.qk_norm_span!r}" if m.qk_norm_span != "head" else "")
             + (f", qkv_bias={m.q_proj.bias is not None})" if (m.q_proj.bias is None) != (m.o_proj.bias is None)
                else ")"))
 

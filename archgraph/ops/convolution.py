@@ -1,7 +1,7 @@
 """Convolutions: ``conv2d`` (depthwise and grouped included) and ``conv_transpose2d``."""
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 from .common import A_, F_, WEIGHT_COLOUR, bad, need_rank, pair, spatial
 from .node import Bool, NodeSpec, NonNegativeInt, Padding, Pair, PositiveInt
@@ -110,12 +110,12 @@ def conv_role(node: Conv2d, ins):
 
 
 def conv_transpose_role(node: ConvTranspose2d, ins):
-    return conv_role(node, ins)
+    return conv_role(node, ins)  # type: ignore[arg-type]  # the same fields: groups, out_channels
 
 
 def conv_layout(node: Conv2d, ins):
     weight_in = 1 if node.groups == 1 else None
-    layout = {"weight": (0, weight_in)}
+    layout: dict[str, tuple[Optional[int], Optional[int]]] = {"weight": (0, weight_in)}
     if node.bias:
         layout["bias"] = (0, None)
     return layout
@@ -125,6 +125,7 @@ def conv_transpose_layout(node: ConvTranspose2d, ins):
     """The weight is ``[in, out / groups, kh, kw]``: output channels on axis 1, input channels on axis 0. A depthwise
     one (``[C, 1, kh, kw]``) follows its input's channels on axis 0; a grouped one holds its output channels within
     a group on axis 1 (see :attr:`Coupling.group_side`)."""
+    layout: dict[str, tuple[Optional[int], Optional[int]]]
     if node.groups == 1:
         layout = {"weight": (1, 0)}
     elif node.groups == ins[0][0] == node.out_channels:

@@ -94,7 +94,7 @@ def linear_macs(node: Linear, ins, out):
 
 
 def linear_layout(node: Linear, ins):
-    layout = {"weight": (0, 1)}
+    layout: dict[str, tuple[Optional[int], Optional[int]]] = {"weight": (0, 1)}
     if node.bias:
         layout["bias"] = (0, None)
     return layout

@@ -39,7 +39,9 @@ def _op_required(schema: dict) -> None:
 class NodeSpec(BaseModel):
     """Fields every node has: ``op`` (the kind) and ``in`` (one input id or a list of them)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required)
+    # every float field is finite unless it says otherwise (pad's ``value``)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, json_schema_extra=_op_required,
+                              allow_inf_nan=False)
 
     op: str
     inputs: Union[Str, tuple[Str, ...]] = Field(alias="in", description="input node id, or a list of ids")

@@ -10,22 +10,22 @@ from .opdef import Build, Coupling, Export, Imports, OpDef, RewriteFacts, Sizes,
 # ---- node kinds ------------------------------------------------------------------------------------------------
 
 
-class BatchNorm2d(NodeSpec):
+class _BatchNorm(NodeSpec):
+    """The fields of both batchnorms (``torch.nn.BatchNorm2d``/``1d``'s)."""
+    eps: PositiveFloat = 1e-5
+    momentum: Optional[Probability] = 0.1
+    affine: Bool = True
+    track_running_stats: Bool = True
+
+
+class BatchNorm2d(_BatchNorm):
     """Batch normalisation over the channels of a ``[C, H, W]`` input."""
     op: Literal["batchnorm2d"] = "batchnorm2d"
-    eps: PositiveFloat = 1e-5
-    momentum: Optional[Probability] = 0.1
-    affine: Bool = True
-    track_running_stats: Bool = True
 
 
-class BatchNorm1d(NodeSpec):
+class BatchNorm1d(_BatchNorm):
     """Batch normalisation over the features of a ``[F]`` input."""
     op: Literal["batchnorm1d"] = "batchnorm1d"
-    eps: PositiveFloat = 1e-5
-    momentum: Optional[Probability] = 0.1
-    affine: Bool = True
-    track_running_stats: Bool = True
 
 
 class LayerNorm(NodeSpec):
@@ -165,14 +165,11 @@ def ln_mixing(node, ins) -> bool:
     return True
 
 
-def bn2d_module(T, node, ins):
-    return T.nn.BatchNorm2d(ins[0][0], eps=node.eps, momentum=node.momentum, affine=node.affine,
-                            track_running_stats=node.track_running_stats)
-
-
-def bn1d_module(T, node, ins):
-    return T.nn.BatchNorm1d(ins[0][0], eps=node.eps, momentum=node.momentum, affine=node.affine,
-                            track_running_stats=node.track_running_stats)
+def bn_module(cls: str):
+    def module(T, node, ins):
+        return getattr(T.nn, cls)(ins[0][0], eps=node.eps, momentum=node.momentum, affine=node.affine,
+                                  track_running_stats=node.track_running_stats)
+    return module
 
 
 def ln_module(T, node: LayerNorm, ins):
@@ -219,28 +216,23 @@ def scale_source(m) -> str:
     return f"Scale({m.num_channels}, init={m.init!r}{extra})"
 
 
+def _batchnorm(kind, cls: str, rank: int, functions: tuple[str, ...] = ()) -> OpDef:
+    return OpDef(
+        kind=kind,
+        sizes=Sizes(shape=rank_shape(rank), params=bn_params, in_rank=rank),
+        coupling=Coupling(role=ACT, layout=bn_layout, buffers=BN_BUFFERS),
+        traits=Traits(is_norm=True, running_stats=True),
+        build=Build(module=bn_module(cls)),
+        rewrite=RewriteFacts(shifts_zero=True),
+        export=Export(colour=NORM_COLOUR, python={f"torch.nn.{cls}": bn_source(cls)}),
+        imports=Imports(modules=(f"torch.nn.{cls}",), functions=functions),
+    )
+
+
 DEFS: tuple[OpDef, ...] = (
     # F.batch_norm of a [N, F] input becomes a batchnorm1d
-    OpDef(
-        kind=BatchNorm2d,
-        sizes=Sizes(shape=rank_shape(3), params=bn_params, in_rank=3),
-        coupling=Coupling(role=ACT, layout=bn_layout, buffers=BN_BUFFERS),
-        traits=Traits(is_norm=True, running_stats=True),
-        build=Build(module=bn2d_module),
-        rewrite=RewriteFacts(shifts_zero=True),
-        export=Export(colour=NORM_COLOUR, python={"torch.nn.BatchNorm2d": bn_source("BatchNorm2d")}),
-        imports=Imports(modules=("torch.nn.BatchNorm2d",), functions=(F_ + "batch_norm", A_ + "batch_norm.default")),
-    ),
-    OpDef(
-        kind=BatchNorm1d,
-        sizes=Sizes(shape=rank_shape(1), params=bn_params, in_rank=1),
-        coupling=Coupling(role=ACT, layout=bn_layout, buffers=BN_BUFFERS),
-        traits=Traits(is_norm=True, running_stats=True),
-        build=Build(module=bn1d_module),
-        rewrite=RewriteFacts(shifts_zero=True),
-        export=Export(colour=NORM_COLOUR, python={"torch.nn.BatchNorm1d": bn_source("BatchNorm1d")}),
-        imports=Imports(modules=("torch.nn.BatchNorm1d",)),
-    ),
+    _batchnorm(BatchNorm2d, "BatchNorm2d", 3, functions=(F_ + "batch_norm", A_ + "batch_norm.default")),
+    _batchnorm(BatchNorm1d, "BatchNorm1d", 1),
     OpDef(
         kind=LayerNorm,
         sizes=Sizes(shape=ln_shape, params=ln_params),

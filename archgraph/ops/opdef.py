@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
+from .node import NodeSpec
+
 Shape = tuple[int, ...]
 
 #: channel roles
@@ -50,51 +52,55 @@ PACKINGS = (ARGS, LIST, CHAIN)
 
 # ---- the defaults: what an op without the fact has --------------------------------------------------------------
 
-def no_count(node, ins, out) -> int:
+def no_count(node: Any, ins: list[Shape], out: Shape) -> int:
     return 0
 
 
-def no_layout(node, ins) -> dict:
+def no_nonzero_macs(node: Any, out: Shape, nonzero: int) -> int:
+    return 0
+
+
+def no_layout(node: Any, ins: list[Shape]) -> dict:
     return {}
 
 
-def one_gate(node) -> int:
+def one_gate(node: Any) -> int:
     return 1
 
 
-def no_recurrent(node) -> frozenset:
+def no_recurrent(node: Any) -> frozenset:
     return frozenset()
 
 
-def no_heads(node, ins):
+def no_heads(node: Any, ins: list[Shape]) -> None:
     return None
 
 
-def no_head_tables(node, ins) -> dict[str, int]:
+def no_head_tables(node: Any, ins: list[Shape]) -> dict[str, int]:
     return {}
 
 
-def no_norm_groups(node) -> int:
+def no_norm_groups(node: Any) -> int:
     return 1
 
 
-def no_shuffle(node, width: int) -> tuple[int, list[int]]:
+def no_shuffle(node: Any, width: int) -> tuple[int, list[int]]:
     return 1, list(range(width))
 
 
-def no_mixing(node, ins) -> bool:
+def no_mixing(node: Any, ins: list[Shape]) -> bool:
     return False
 
 
-def no_resize(node, width: int) -> dict:
+def no_resize(node: Any, width: int) -> dict:
     return {}
 
 
-def no_pin(node, ins) -> dict:
+def no_pin(node: Any, ins: list[Shape]) -> dict:
     return {}
 
 
-def never(node, flags) -> bool:
+def never(node: Any, flags: list[bool]) -> bool:
     return False
 
 
@@ -111,7 +117,7 @@ class Sizes:
     params: Callable[[Any, list[Shape], Shape], int] = no_count
     macs: Callable[[Any, list[Shape], Shape], int] = no_count
     #: ``nonzero_macs(node, out_shape, nonzero_weights)``: the MACs that involve a non-zero weight, for weighted ops
-    nonzero_macs: Callable[[Any, Shape, int], int] = no_count
+    nonzero_macs: Callable[[Any, Shape, int], int] = no_nonzero_macs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,7 +284,7 @@ class OpDef:
     """
 
     #: the spec model (``op: Literal["name"]``), defined beside this entry in its family module
-    kind: type
+    kind: type[NodeSpec]
     op: str = field(init=False)
     sizes: Sizes
     coupling: Coupling
@@ -288,10 +294,10 @@ class OpDef:
     imports: Imports = Imports()
     export: Export = Export()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "op", self.kind.model_fields["op"].default)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         # only reached for names that are not attributes: the flat fact names
         where = FLAT.get(name)
         if where is None:

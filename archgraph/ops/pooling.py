@@ -110,6 +110,7 @@ def upsample_shape(node: Upsample, ins):
 
 def upsample_factors(node: Upsample) -> tuple[float, float]:
     f = node.scale_factor
+    assert f is not None, "upsample by size has no factors"
     return (float(f), float(f)) if isinstance(f, (int, float)) else (float(f[0]), float(f[1]))
 
 

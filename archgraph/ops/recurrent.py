@@ -10,26 +10,26 @@ from .opdef import SOURCE, Build, Coupling, Export, Imports, OpDef, RewriteFacts
 # ---- node kinds ------------------------------------------------------------------------------------------------
 
 
-class LSTM(NodeSpec):
+class _RNN(NodeSpec):
+    """The fields an LSTM and a GRU share (``torch.nn.LSTM``/``nn.GRU``'s, ``batch_first=True``)."""
+    hidden_size: PositiveInt
+    num_layers: PositiveInt = 1
+    bias: Bool = True
+    dropout: Probability = 0.0
+
+
+class LSTM(_RNN):
     """A multi-layer LSTM over a sequence ``[T, D]`` (``torch.nn.LSTM``, ``batch_first=True``), from a zero initial
     state; the output is the last layer's hidden state at every step, ``[T, hidden_size]``. Its parameters are
     ``nn.LSTM``'s: ``weight_ih_l{k}`` ``[4 * hidden_size, in]``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
     ``bias_hh_l{k}``, with the gate blocks in PyTorch's order (input, forget, cell, output)."""
     op: Literal["lstm"] = "lstm"
-    hidden_size: PositiveInt
-    num_layers: PositiveInt = 1
-    bias: Bool = True
-    dropout: Probability = 0.0
 
 
-class GRU(NodeSpec):
+class GRU(_RNN):
     """A multi-layer GRU over a sequence ``[T, D]`` (``torch.nn.GRU``, ``batch_first=True``), from a zero initial
     state; output ``[T, hidden_size]``. Parameters as ``nn.GRU``'s, gate blocks (reset, update, new)."""
     op: Literal["gru"] = "gru"
-    hidden_size: PositiveInt
-    num_layers: PositiveInt = 1
-    bias: Bool = True
-    dropout: Probability = 0.0
 
 
 #: gate blocks per hidden unit, in PyTorch's order: LSTM (input, forget, cell, output), GRU (reset, update, new)
@@ -99,25 +99,18 @@ def rnn_source(cls: str):
     return source
 
 
-DEFS: tuple[OpDef, ...] = (
-    OpDef(
-        kind=LSTM,
+def _rnn(kind, cls: str) -> OpDef:
+    """An LSTM or a GRU: the same facts, ``nn.LSTM`` or ``nn.GRU`` built (:data:`RNN_GATES` tells them apart)."""
+    return OpDef(
+        kind=kind,
         sizes=Sizes(shape=rnn_shape, params=rnn_params, macs=rnn_macs, in_rank=2),
         coupling=Coupling(role=fixed(SOURCE), layout=rnn_layout, width_field="hidden_size", gates=rnn_gates,
                           quiet_gate=2, recurrent=rnn_recurrent),
         build=Build(tuple_output=True, module=rnn_module),
         rewrite=RewriteFacts(resize=rnn_resize),
-        export=Export(colour=RNN_COLOUR, python={"torch.nn.LSTM": rnn_source("LSTM")}),
-        imports=Imports(modules=("torch.nn.LSTM",)),
-    ),
-    OpDef(
-        kind=GRU,
-        sizes=Sizes(shape=rnn_shape, params=rnn_params, macs=rnn_macs, in_rank=2),
-        coupling=Coupling(role=fixed(SOURCE), layout=rnn_layout, width_field="hidden_size", gates=rnn_gates,
-                          quiet_gate=2, recurrent=rnn_recurrent),
-        build=Build(tuple_output=True, module=rnn_module),
-        rewrite=RewriteFacts(resize=rnn_resize),
-        export=Export(colour=RNN_COLOUR, python={"torch.nn.GRU": rnn_source("GRU")}),
-        imports=Imports(modules=("torch.nn.GRU",)),
-    ),
-)
+        export=Export(colour=RNN_COLOUR, python={f"torch.nn.{cls}": rnn_source(cls)}),
+        imports=Imports(modules=(f"torch.nn.{cls}",)),
+    )
+
+
+DEFS: tuple[OpDef, ...] = (_rnn(LSTM, "LSTM"), _rnn(GRU, "GRU"))

@@ -50,7 +50,8 @@ from .pooling import *  # noqa: F403
 from .recurrent import *  # noqa: F403
 from .structural import *  # noqa: F403
 
-DEFS: tuple[OpDef, ...] = tuple(d for family in FAMILIES for d in family.DEFS)
+# (each family's star import brought its own DEFS; this one gathers them all)
+DEFS: tuple[OpDef, ...] = tuple(d for family in FAMILIES for d in family.DEFS)  # type: ignore[no-redef]
 
 OPS: dict[str, OpDef] = {d.op: d for d in DEFS}
 

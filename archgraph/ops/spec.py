@@ -10,7 +10,7 @@ this module gathers them, with the base :class:`~.node.NodeSpec` and the strict 
 """
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
@@ -33,7 +33,10 @@ from .node import (
 #: every node kind, family by family
 NODE_KINDS: tuple[type[NodeSpec], ...] = tuple(d.kind for family in FAMILIES for d in family.DEFS)
 
-Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]  # type: ignore[valid-type]
+if TYPE_CHECKING:   # to a type checker a node is a NodeSpec (every kind is one); the union is built at run time
+    Node = NodeSpec
+else:
+    Node = Annotated[Union[NODE_KINDS], Field(discriminator="op")]
 
 #: op name -> node model
 KIND_BY_OP: dict[str, type[NodeSpec]] = {k.model_fields["op"].default: k for k in NODE_KINDS}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .common import (
     A_,
@@ -113,7 +113,15 @@ class Pad(NodeSpec):
     a max pool, as TensorFlow's 'same' pooling in timm's ``tf_`` models)."""
     op: Literal["pad"] = "pad"
     padding: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt, NonNegativeInt]
-    value: Float = 0.0
+    value: Annotated[Float, Field(allow_inf_nan=True, description="may be infinite (-.inf before a max pool); "
+                                                                  "never NaN")] = 0.0
+
+    @field_validator("value")
+    @classmethod
+    def _not_nan(cls, value: float) -> float:
+        if value != value:
+            raise ValueError("value is NaN; give a number (infinite is allowed)")
+        return value
 
 
 # ---- facts ----------------------------------------------------------------------------------------------------

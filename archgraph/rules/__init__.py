@@ -1,6 +1,7 @@
 """Rewrite rules: each a frozen pydantic model whose fields are its arguments; ``rule.apply(graph)`` returns a
 :class:`Rewrite` (new graph + transfer plan) and never touches the old graph. A rule that cannot apply raises
-:class:`archgraph.errors.RuleError` naming the rule, the node and the reason.
+:class:`archgraph.errors.RuleError` naming the rule, the node and the reason. Other packages add rules through the
+``archgraph.rules`` entry point group (:mod:`archgraph.plugins`).
 
 >>> from archgraph import rules
 >>> sorted(rules.RULES)[:3]
@@ -8,12 +9,16 @@
 """
 from __future__ import annotations
 
-from .base import RULES, Rewrite, Rule, decode, encode, parse
-from .widen import AddFilters, SplitFilters
-from .prune import PruneChannels
-from .deepen import InsertBlock, InsertLayer
+from .. import plugins as _plugins
+from .base import RULES, Rewrite, Rule, decode, encode, parse, register
 from .collapse import CollapseLayer, DeleteNode
+from .deepen import InsertBlock, InsertLayer
 from .heads import AddHeads, PruneHeads
+from .prune import PruneChannels
+from .widen import AddFilters, SplitFilters
 
-__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "AddFilters", "SplitFilters", "PruneChannels",
-           "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]
+# rules of other packages (entry point group ``archgraph.rules``), so apply, run files and replay all know them
+_plugins.load("archgraph.rules")
+
+__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "register", "AddFilters", "SplitFilters",
+           "PruneChannels", "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]

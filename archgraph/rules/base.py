@@ -16,13 +16,13 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import RuleError
+from ..errors import PluginError, RuleError
 from ..graph import Graph
-from ..topology import topological_order
 from ..ops.registry import OPS
 from ..plan import TransferPlan
+from ..topology import topological_order
 
-#: rule name -> rule class, filled as the rule modules are imported
+#: rule name -> rule class, filled as the rule modules (and the ``archgraph.rules`` plugins) are imported
 RULES: dict[str, type["Rule"]] = {}
 
 
@@ -64,7 +64,7 @@ class Rule(BaseModel):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
-            RULES[cls.name] = cls
+            register(cls)
 
     def args(self) -> dict[str, Any]:
         """Every argument, defaults included, as JSON-able data."""
@@ -92,6 +92,25 @@ class Rule(BaseModel):
         raise self.error(f"no node '{node}' in graph '{graph.name}'{hint}", node=node, field=field)
 
 
+def register(cls: type["Rule"]) -> type["Rule"]:
+    """Add a rule class to :data:`RULES` under its ``name`` (done when a :class:`Rule` subclass with a name is
+    defined). A name another class already holds is refused; the same class defined again (a module reloaded)
+    replaces itself.
+
+    >>> class Widen(Rule):  # doctest: +ELLIPSIS
+    ...     name = "add_filters"
+    Traceback (most recent call last):
+    ...
+    archgraph.errors.PluginError: rule add_filters: the name is taken by archgraph.rules.widen.AddFilters; ...
+    """
+    held = RULES.get(cls.name)
+    if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise PluginError(f"the name is taken by {held.__module__}.{held.__qualname__}; "
+                          f"{cls.__module__}.{cls.__qualname__} must choose another", rule=cls.name)
+    RULES[cls.name] = cls
+    return cls
+
+
 def parse(name: str, values: Mapping[str, Any]) -> Rule:
     """Make a rule from its name and CLI-style ``KEY=VALUE`` strings (or already typed values).
 
@@ -110,6 +129,8 @@ def parse(name: str, values: Mapping[str, Any]) -> Rule:
             hint = f" (did you mean '{match[0]}'?)" if match else ""
             raise RuleError(f"unknown argument '{key}'{hint}; {name} takes: {', '.join(cls.model_fields)}",
                             rule=name, field=key)
+        if value == "auto" and key in getattr(cls, "CONTEXT_DEFAULTS", {}):
+            continue   # the default chosen from where the rule applies (insert_block's norm, activation)
         data[key] = _from_text(value, field.annotation) if isinstance(value, str) else value
     return validate(cls, data)
 
@@ -262,4 +283,21 @@ def apply(graph: Graph, rule: RuleLike) -> Rewrite:
     >>> rw.graph.nodes["fc1"].out_features, rw.old.nodes["fc1"].out_features, rw.exact
     (40, 32, True)
     """
-    return as_rule(rule).apply(graph)
+    rule = as_rule(rule)
+    check_rule_sizes(rule)
+    return rule.apply(graph)
+
+
+def check_rule_sizes(rule: Rule) -> None:
+    """Refuse a rule whose sizes (a width, a count of new channels, an index) are over the width limit before it
+    builds anything (``insert_block width=1000000000`` would otherwise allocate its plan first); the new graph is
+    then checked against every limit as a whole."""
+    from ..errors import GraphError
+    from ..limits import check_width
+    for key, value in rule.args().items():
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, int) and not isinstance(v, bool):
+                try:
+                    check_width(abs(v))
+                except GraphError as err:
+                    raise RuleError(err.message, rule=rule.name, field=key) from None

@@ -11,7 +11,7 @@ whose last layer starts at zero). Both keep the network's function (in eval mode
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union, cast
 
 from pydantic import PositiveFloat, PositiveInt
 
@@ -38,6 +38,8 @@ class _Insert(Rule):
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         shape = graph.shapes()[self.after]
         op = self.op or ("conv2d" if len(shape) == 3 else "linear")
+        if op == "linear" and len(shape) == 2:   # a sequence [T, D]: the linear acts on D at every position
+            return op, shape
         if OPS[op].sizes.in_rank != len(shape):
             need = "[C, H, W]" if OPS[op].sizes.in_rank == 3 else "[F]"
             raise self.error(f"a {op} needs a {need} input but '{self.after}' is {list(shape)}",
@@ -74,8 +76,9 @@ def norm_op(shape) -> str:
 
 
 class InsertLayer(_Insert):
-    """Insert a conv2d (``[C, H, W]``) or linear (``[F]``) layer after ``after``, optionally followed by a batchnorm
-    and an activation; every reader of ``after`` reads the new last node.
+    """Insert a conv2d (``[C, H, W]``) or linear (``[F]``, or a sequence ``[T, D]``: the linear acts on ``D`` at every
+    position) layer after ``after``, optionally followed by a batchnorm (not after a sequence) and an activation;
+    every reader of ``after`` reads the new last node.
 
     ``init=identity`` makes the layer the identity (Dirac kernel or identity matrix, zero bias) and the batchnorm
     the identity in eval mode (weight ``sqrt(1 + eps)`` against running variance 1); an activation is only allowed
@@ -91,6 +94,10 @@ class InsertLayer(_Insert):
 
     def apply(self, graph) -> Rewrite:
         op, shape = self.layer_op(graph)
+        if self.norm and len(shape) == 2:
+            raise self.error(f"'{self.after}' is a sequence {list(shape)}: a {self.norm} there would normalise "
+                             "over the positions, not the features; leave norm out (insert_block puts a layernorm "
+                             "block after a sequence)", node=self.after, field="norm")
         if self.activation and self.init == "identity":
             nonneg = nonnegative(graph)[self.after]
             if not OPS[self.activation].rewrite.identity(None, [nonneg]):
@@ -106,10 +113,10 @@ class InsertLayer(_Insert):
         fills: dict[str, tuple[str, float]] = {}
         layer_id = fresh_id(ids, f"{base}_{'conv' if OPS[op].traits.conv else 'fc'}")
         ids.add(layer_id)
-        new[layer_id] = self.layer(op, self.after, shape[0], bias)
+        new[layer_id] = self.layer(op, self.after, shape[-1] if len(shape) == 2 else shape[0], bias)
         last = layer_id
         if self.init == "identity":
-            fills[f"{layer_id}.weight"] = (OPS[op].rewrite.identity_fill, 0.0)
+            fills[f"{layer_id}.weight"] = (cast(str, OPS[op].rewrite.identity_fill), 0.0)
             fills[f"{layer_id}.bias"] = ("zero", 0.0)
         if self.norm:
             bn_id = fresh_id(ids, f"{base}_bn")
@@ -145,6 +152,10 @@ class InsertBlock(_Insert):
     ``activation`` gelu by default. Its ``o_proj`` and ``fc2`` start at zero: the function is unchanged."""
 
     name: ClassVar[str] = "insert_block"
+    #: defaults that depend on where the block goes, shown as ``auto`` until the rule is applied (the applied
+    #: rule, which the history logs, has them resolved)
+    CONTEXT_DEFAULTS: ClassVar[dict[str, str]] = {"norm": "batchnorm on an image, layernorm after a sequence",
+                                                  "activation": "relu on an image, gelu after a sequence"}
     width: Optional[PositiveInt] = None  # channels inside the block (default: as many as ``after`` has)
     norm: Optional[Union[Norm, SeqNorm]] = "batchnorm"
     activation: Optional[Activation] = "relu"
@@ -153,6 +164,18 @@ class InsertBlock(_Insert):
     head_dim: Optional[PositiveInt] = None
     causal: Optional[bool] = None
     mlp_ratio: PositiveFloat = 4.0
+
+    def _shown(self) -> dict:
+        return {k: ("auto" if k in self.CONTEXT_DEFAULTS and k not in self.model_fields_set else v)
+                for k, v in self.args().items()}
+
+    def __str__(self) -> str:
+        """``insert_block(after=r1, ..., norm=auto, ...)``: a default that depends on the graph is not named
+        before the rule is applied."""
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self._shown().items())})"
+
+    def __repr__(self) -> str:
+        return f"InsertBlock({', '.join(f'{k}={v!r}' for k, v in self._shown().items())})"
 
     def apply(self, graph) -> Rewrite:
         self.need_node(graph, self.after, field="after", inputs_ok=True)
@@ -205,6 +228,23 @@ class InsertBlock(_Insert):
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
 
+    def attention_fields(self, graph, t: int, d: int) -> dict:
+        """The new attention's fields: those given, else those of the graph's first attention on ``D`` channels
+        (heads, kv heads, head size, causal, rotary positions), else one head, not causal."""
+        like = _sequence_attention(graph, d)
+        inherit = like is not None and self.num_heads is None
+        attn: dict = {"num_heads": self.num_heads or (like.num_heads if like is not None else 1)}
+        kv = self.kv_heads or (like.kv_heads if inherit else None)
+        head_dim = self.head_dim or (attention_dims(like, [(t, d)])[2] if inherit else None)
+        if kv is not None:
+            attn["kv_heads"] = kv
+        if head_dim is not None:
+            attn["head_dim"] = head_dim
+        attn["causal"] = self.causal if self.causal is not None else bool(like is not None and like.causal)
+        if like is not None and like.rotary and (head_dim or d // attn["num_heads"]) % 2 == 0:
+            attn.update(rotary=True, rope_theta=like.rope_theta)   # the graph's positions are rotary
+        return attn
+
     def transformer_block(self, graph) -> Rewrite:
         t, d = graph.shape(self.after)
         set_ = self.model_fields_set
@@ -213,21 +253,7 @@ class InsertBlock(_Insert):
             raise self.error(f"a transformer block's norm is layernorm or rmsnorm (got {norm}); '{self.after}' is a "
                              f"sequence {[t, d]}", node=self.after, field="norm")
         activation = self.activation if "activation" in set_ else "gelu"
-        like = next((n for nid, n in graph.nodes.items() if OPS[n.op].coupling.role(n, graph.input_shapes(nid)) == MIXER
-                     and "q_proj.weight" in OPS[n.op].coupling.layout(n, graph.input_shapes(nid))
-                     and len(graph.input_shapes(nid)[0]) == 2 and graph.input_shapes(nid)[0][-1] == d),
-                    None)   # attention on a sequence [T, D] (window attention reads an image)
-        attn: dict = {"num_heads": self.num_heads or (like.num_heads if like else 1)}
-        kv = self.kv_heads or (like.kv_heads if like is not None and self.num_heads is None else None)
-        head_dim = self.head_dim or (attention_dims(like, [(t, d)])[2] if like is not None and self.num_heads is None
-                                     else None)
-        if kv is not None:
-            attn["kv_heads"] = kv
-        if head_dim is not None:
-            attn["head_dim"] = head_dim
-        causal = self.causal if self.causal is not None else bool(like is not None and like.causal)
-        if like is not None and like.rotary and (head_dim or d // attn["num_heads"]) % 2 == 0:
-            attn.update(rotary=True, rope_theta=like.rope_theta)   # the graph's positions are rotary
+        attn = self.attention_fields(graph, t, d)
         ids = set(graph.nodes) | set(graph.inputs)
         base = self.prefix or self.after
 
@@ -241,7 +267,7 @@ class InsertBlock(_Insert):
         hidden = self.width or max(1, round(self.mlp_ratio * d))
         new: dict[str, dict] = {
             ln1: {"op": norm, "in": self.after},
-            att: {"op": "attention", "in": ln1, **attn, "causal": causal},
+            att: {"op": "attention", "in": ln1, **attn},
             res1: {"op": "add", "in": [self.after, att]},
             ln2: {"op": norm, "in": res1},
             fc1: {"op": "linear", "in": ln2, "out_features": hidden},
@@ -265,3 +291,14 @@ class InsertBlock(_Insert):
         applied = self.model_copy(update={"norm": norm, "activation": activation})
         graph2, plan = realise(draft, applied)
         return Rewrite(graph2, graph, applied, plan)
+
+
+def _sequence_attention(graph, d: int):
+    """The graph's first attention on a sequence ``[T, D]`` of ``d`` channels (window attention reads an image), or
+    ``None``."""
+    for nid, n in graph.nodes.items():
+        ins = graph.input_shapes(nid)
+        if OPS[n.op].coupling.role(n, ins) == MIXER and "q_proj.weight" in OPS[n.op].coupling.layout(n, ins) \
+                and len(ins[0]) == 2 and ins[0][-1] == d:
+            return n
+    return None

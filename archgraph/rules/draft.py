@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
+from .. import topology
 from ..channels import Channels, Slots
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS, channel_width
 from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
 from ..roles import HANDLERS
-from .. import topology
 
 
 @dataclass
@@ -93,7 +93,8 @@ class Realisation:
 def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
     """The new graph and the plan of a draft (see the module docstring)."""
     old = draft.old
-    r = Realisation(draft, rule.name, {k: v if isinstance(v, tuple) else tuple(v) for k, v in old.inputs.items()},
+    r = Realisation(draft, rule.name, {k: v if isinstance(v, tuple) else tuple(cast(list, v))
+                                       for k, v in old.inputs.items()},
                     {k: draft.ch.slots[k] for k in old.inputs})
     try:
         order = topology.order(draft.nodes, old.inputs)

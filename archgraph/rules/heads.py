@@ -42,7 +42,9 @@ def _dims(n, ins) -> tuple[int, int, int, int]:
     """``(D, num_heads, head_dim, kv_heads)``: window attention has no kv groups (every head its own k and v)."""
     if "kv_heads" in type(n).model_fields:
         return attention_dims(n, ins)
-    h, hd, _ = OPS[n.op].coupling.heads(n, ins)
+    found = OPS[n.op].coupling.heads(n, ins)
+    assert found is not None, f"{n.op} has no heads"
+    h, hd, _ = found
     return channel_width(ins[0]), h, hd, h
 
 
@@ -75,6 +77,9 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
     changed = {"q_proj.weight": ((0, q),), "q_proj.bias": ((0, q),), "k_proj.weight": ((0, k),),
                "k_proj.bias": ((0, k),), "v_proj.weight": ((0, k),), "v_proj.bias": ((0, k),),
                "o_proj.weight": ((1, o),)}
+    if getattr(n, "qk_norm", False) and getattr(n, "qk_norm_span", "head") == "all":   # OLMo 2: a block per head
+        changed.update({"q_norm.weight": ((0, AxisMap(q.index, q.old_size, "init")),),
+                        "k_norm.weight": ((0, AxisMap(k.index, k.old_size, "init")),)})
     per_head = AxisMap(tuple(q_heads), h, fill_in)   # one entry per head (window attention's position tables)
     changed.update({name: ((axis, per_head),) for name, axis in
                     OPS[n.op].coupling.head_tables(n, graph.input_shapes(node)).items()})
@@ -83,7 +88,7 @@ def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_he
     for nid, other in graph2.nodes.items():
         for param in OPS[other.op].coupling.layout(other, [shapes[i] for i in other.inputs]):
             key = f"{nid}.{param}"
-            axes = changed.get(param, ()) if nid == node else ()
+            axes: tuple[tuple[int, AxisMap], ...] = changed.get(param, ()) if nid == node else ()
             axes = tuple((a, m) for a, m in axes if m.index != tuple(range(m.old_size)))
             tensors[key] = TensorPlan(key, axes)
     return Rewrite(graph2, graph, rule, TransferPlan(tensors, (), exact, note, {k: k for k in graph2.nodes}))
@@ -125,10 +130,12 @@ class AddHeads(Rule):
             new_kv = kv
         new_h = h + self.count
         fields = {"num_heads": new_h, "head_dim": hd, **_kv_field(n, new_kv, new_h)}
-        exact = self.init == "preserve"
+        whole_norm = getattr(n, "qk_norm", False) and getattr(n, "qk_norm_span", "head") == "all"
+        exact = self.init == "preserve" and not whole_norm
+        note = "" if exact else "q and k are normalised over all heads: new heads change the others' scale" \
+            if whole_norm else "new heads start random and are read with random weights"
         return _head_plan(self, graph, self.node, n.replace(**fields), q_heads, kv_heads, hd, "init",
-                          "zero" if exact else "init", exact,
-                          "" if exact else "new heads start random and are read with random weights")
+                          "zero" if self.init == "preserve" else "init", exact, note)
 
 
 class PruneHeads(Rule):

@@ -156,8 +156,9 @@ class AddFilters(Rule):
 
     ``init``: ``preserve`` (new incoming weights random, outgoing zero: same function), ``random`` (both random),
     ``net2net`` (Net2WiderNet: copies of randomly chosen channels, outgoing weights divided among the copies:
-    same function), ``zero`` (both zero: same function), ``gradmax`` (incoming zero; outgoing zero in the plan, set
-    from the gradient by ``archgraph.rewrite(..., batch=...)``).
+    same function), ``zero`` (both zero: same function), ``gradmax`` (GradMax: incoming zero; outgoing zero in the
+    plan, then chosen from the gradient on a batch by ``archgraph.rewrite(..., batch=(inputs, targets))``, see
+    :mod:`archgraph.fx.gradmax`: same function).
     """
 
     name: ClassVar[str] = "add_filters"
@@ -204,9 +205,9 @@ class AddFilters(Rule):
             note = mixing_note(ch, space) or (copies_note(ch, space) if self.init == "net2net" else "")
         draft.exact = self.init != "random" and (not note or note.startswith("exact up to rounding"))
         draft.note = note or {"random": "new channels start random and are read with random weights",
-                              "gradmax": "gradmax: incoming and outgoing weights start at zero; choosing the outgoing "
-                                         "ones from the gradient needs a batch (TensorPlan.fresh gives their "
-                                         "positions)"}.get(self.init, "")
+                              "gradmax": "gradmax: incoming weights start at zero, outgoing ones are chosen from the "
+                                         "gradient on a batch (archgraph.rewrite(..., batch=...))"}.get(self.init,
+                                                                                                        "")
         graph2, plan = realise(draft, self)
         if norms:
             plan = scale_norm_weights(plan, norms, len(space.classes), self.count)

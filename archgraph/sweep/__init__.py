@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 from ..errors import ConfigError
-from ..train.config import load_config, with_overrides
+from ..train.config import MAX_SEED, load_config, with_overrides
 from .runner import SweepSpec, run_sweep
 from .space import KINDS, Param, check_space, parse_param, parse_params, parse_seeds
 
@@ -26,22 +26,12 @@ from .space import KINDS, Param, check_space, parse_param, parse_params, parse_s
 def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], params: Iterable[Union[str, Param]],
          *, trials: int, seeds: Iterable[int] = (0,), jobs: int = 1, storage: Optional[str] = None,
          study_name: Optional[str] = None, settings: Optional[dict[str, Any]] = None,
-         data_root: Optional[str] = None, device: Optional[str] = None):
+         data_root: Optional[str] = None, device: Optional[str] = None, launcher: Optional[str] = None):
     """Check everything that can be checked before a trial runs and return the :class:`~.runner.SweepSpec`
     (raises :class:`~archgraph.errors.ConfigError`)."""
     params = [p if isinstance(p, Param) else parse_param(p) for p in params]
-    if not params:
-        raise ConfigError("a sweep needs at least one --param KEY=DIST:ARGS")
-    keys = [p.key for p in params]
-    if len(set(keys)) < len(keys):
-        raise ConfigError("a --param key is given twice")
     seeds = [int(s) for s in seeds]
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
-        raise ConfigError("--seeds must be distinct non-negative integers")
-    if trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {trials}")
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    _check_counts(params, seeds, trials, jobs)
     source = str(run_file)
     settings = dict(settings or {})
     cfg = load_config(run_file)
@@ -54,15 +44,35 @@ def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], pa
     if fixed.data.val_fraction == 0:
         raise ConfigError("the sweep maximises validation accuracy: data.val_fraction must be above 0",
                           file=source, field="data.val_fraction")
+    _check_storage(storage)
+    return SweepSpec(run_file=str(Path(run_file).resolve()), out_dir=str(Path(out_dir).resolve()),
+                     params=tuple(params), trials=int(trials), seeds=tuple(seeds), jobs=int(jobs), storage=storage,
+                     study_name=study_name or Path(run_file).stem, settings=settings, data_root=data_root,
+                     device=device, launcher=launcher or None)
+
+
+def _check_counts(params: list[Param], seeds: list[int], trials: int, jobs: int) -> None:
+    if not params:
+        raise ConfigError("a sweep needs at least one --param KEY=DIST:ARGS")
+    keys = [p.key for p in params]
+    if len(set(keys)) < len(keys):
+        raise ConfigError("a --param key is given twice")
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ConfigError("--seeds must be distinct non-negative integers")
+    if max(seeds) > MAX_SEED:
+        raise ConfigError(f"--seeds must be below 2**32 ({MAX_SEED + 1:,}), got {max(seeds)}", field="--seeds")
+    if trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+
+
+def _check_storage(storage: Optional[str]) -> None:
     if storage is not None and not storage.strip():
         raise ConfigError("--storage wants an Optuna RDB URL, e.g. sqlite:///sweep.db")
     if storage is not None and (":memory:" in storage or storage.strip() in ("sqlite://", "sqlite:///")):
         raise ConfigError("--storage names an in-memory database, which each worker (and the front) would see "
                           "empty; give a file, e.g. sqlite:///sweep.db", field="--storage")
-    return SweepSpec(run_file=str(Path(run_file).resolve()), out_dir=str(Path(out_dir).resolve()),
-                     params=tuple(params), trials=int(trials), seeds=tuple(seeds), jobs=int(jobs), storage=storage,
-                     study_name=study_name or Path(run_file).stem, settings=settings, data_root=data_root,
-                     device=device)
 
 
 def sweep(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], params: Iterable[Union[str, Param]],

@@ -9,9 +9,12 @@ running as failed before it starts; with a shared storage Optuna's heartbeat fai
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
+import shlex
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import ArchgraphError, ConfigError
+from ..errors import ArchgraphError, ConfigError, TrialFailed
 from ..train import grow
 from .front import _shown_url, write_front
 from .space import Param
@@ -45,6 +48,7 @@ class SweepSpec:
     settings: dict = field(default_factory=dict)
     data_root: Optional[str] = None
     device: Optional[str] = None
+    launcher: Optional[str] = None    # e.g. "torchrun --nproc_per_node=2": each seed's run is such a job
 
     @property
     def storage_url(self) -> str:
@@ -55,14 +59,6 @@ class SweepSpec:
         """What a resumed sweep must share with the one that made the study."""
         return {"run_file": Path(self.run_file).name, "params": {p.key: p.spec for p in self.params},
                 "seeds": list(self.seeds), "settings": {k: self.settings[k] for k in sorted(self.settings)}}
-
-
-class TrialFailed(Exception):
-    """A trial raised: the sweep stops (rerunning the command continues it). ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 # ---- the study --------------------------------------------------------------------------------------------------
@@ -79,11 +75,19 @@ def open_study(spec: SweepSpec, create: bool = False):
     _quiet_optuna()
     url = spec.storage_url
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S)
-    except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
-        raise ConfigError(f"cannot open the study storage {_shown_url(url)}: {type(err).__name__}: {err}") from None
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                 grace_period=GRACE_S)
+            break
+        except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
+            # two machines creating the tables of a fresh database at once: one loses the race (IntegrityError,
+            # e.g. PostgreSQL's CREATE TYPE) and finds the tables made when it tries again
+            if type(err).__name__ == "IntegrityError" and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(f"cannot open the study storage {_shown_url(url)}: {type(err).__name__}: "
+                              f"{err}") from None
     sampler = optuna.samplers.TPESampler(multivariate=True, constant_liar=True)
     if create:
         study = optuna.create_study(storage=storage, study_name=spec.study_name, directions=list(DIRECTIONS),
@@ -158,8 +162,12 @@ def _objective(spec: SweepSpec, study, trial, box: dict):
     results = []
     for seed in spec.seeds:
         run = folder / f"seed-{seed}"
-        summary = grow(spec.run_file, run, data_root=spec.data_root, device=spec.device, quiet=True,
-                       settings={**spec.settings, **values, "schedule.seed": seed})
+        settings = {**spec.settings, **values, "schedule.seed": seed}
+        if spec.launcher:
+            summary = launched_grow(spec, run, settings)
+        else:
+            summary = grow(spec.run_file, run, data_root=spec.data_root, device=spec.device, quiet=True,
+                           settings=settings)
         if summary.get("val_acc") is None:
             raise ConfigError("the run has no validation accuracy (data.val_fraction is 0), which the sweep "
                               "maximises", file=spec.run_file, field="data.val_fraction")
@@ -174,6 +182,38 @@ def _objective(spec: SweepSpec, study, trial, box: dict):
     box.update(results=results, wall_s=wall)
     return (statistics.median(r["val_acc"] for r in results),
             statistics.median(r["nonzero_params"] for r in results))
+
+
+def launcher_command(launcher: str) -> list[str]:
+    """The launcher's words; ``torchrun`` is this interpreter's (``python -m torch.distributed.run``), on a port of
+    its own (``--standalone``) unless the launcher names a rendezvous, so parallel trials do not collide.
+
+    >>> launcher_command("torchrun --nproc_per_node=2")[-2:]
+    ['--standalone', '--nproc_per_node=2']
+    """
+    words = shlex.split(launcher)
+    if words and words[0] == "torchrun":
+        words = [sys.executable, "-m", "torch.distributed.run"] + (
+            [] if any(w.startswith(("--standalone", "--master_port", "--rdzv_endpoint", "--rdzv-endpoint"))
+                      for w in words) else ["--standalone"]) + words[1:]
+    return words
+
+
+def launched_grow(spec: SweepSpec, run: Path, settings: dict) -> dict:
+    """One seed's run as a job of ``spec.launcher`` (``archgraph grow`` in every process it starts); its summary."""
+    cmd = launcher_command(spec.launcher) + ["-m", "archgraph", "grow", spec.run_file, "--out", str(run), "--quiet"]
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    if spec.data_root:
+        cmd += ["--data-root", spec.data_root]
+    if spec.device:
+        cmd += ["--device", spec.device]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    summary = Path(run, "summary.json")
+    if proc.returncode != 0 or not summary.exists():
+        raise ArchgraphError(f"the launched run {run} failed (exit {proc.returncode}): "
+                             f"{(proc.stderr or proc.stdout)[-1500:]}")
+    return json.loads(summary.read_text())
 
 
 def work(spec: SweepSpec, on_trial: Callable[[dict], None], should_stop: Callable[[], bool]) -> None:
@@ -305,7 +345,7 @@ def run_sweep(spec: SweepSpec, *, progress: bool = True) -> dict:
         say(f"resuming study '{spec.study_name}': {done} of {spec.trials} trials complete")
     if done < spec.trials:
         bar = tqdm(total=spec.trials, initial=done, desc="sweep", unit="trial", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True, leave=False)
+                   disable=not progress or not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
         count = [done]
 
         def on_trial(info: dict) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 
 from ..errors import shown
 from ..history.rundir import RunDir
-from .config import RunConfig, check_budget, config_from_data, load_config, load_seed, with_overrides
+from .config import RunConfig, check_budget, check_machine, config_from_data, load_config, load_seed, with_overrides
 
 
 def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Union[str, os.PathLike], *,
@@ -44,6 +44,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     if extra:
         cfg = with_overrides(cfg, extra, source)
     seed = load_seed(cfg, base, source)
+    check_machine(cfg, source)
     if os.environ.get("RANK", "0") == "0":
         for warning in check_budget(cfg):
             print(shown(f"archgraph: warning: {source}: {warning}"), file=sys.stderr)

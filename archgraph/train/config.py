@@ -27,13 +27,21 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
 
 from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (Augment: a run-file model)
 from ..errors import ArchgraphError, ConfigError
+from .. import plugins as _plugins
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 
 
 
+#: the largest ``schedule.seed`` (numpy's generators take seeds below 2**32)
+MAX_SEED = 2 ** 32 - 1
+#: the most ``schedule.threads`` a run file may ask for (grow also refuses more than 4 per CPU of the machine)
+MAX_THREADS = 1024
+
+
 class _Model(BaseModel):
-    # strict: YAML gives real ints, floats and booleans, so `epochs: "3"` or `flip: 1` is an error, as in the schema
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # strict: YAML gives real ints, floats and booleans, so `epochs: "3"` or `flip: 1` is an error, as in the schema;
+    # every float field is finite (NaN or inf would pass validate and crash grow later)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
@@ -137,7 +145,7 @@ class GnapSettings(_Model):
         10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
 
 
-# ---- CGaP, SCS, GbP (issue 5; strategies/cgap.py, scs.py, gbp.py) -------------------------------------------
+# ---- CGaP, SCS, GbP (strategies/cgap.py, scs.py, gbp.py) ----------------------------------------------------
 
 class CgapSettings(_Model):
     """CGaP: continuous growth next to the most salient units, then pruning of the least salient
@@ -239,7 +247,7 @@ class GbpSettings(_Model):
     min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
 
 
-# ---- staged growth (issue 15; strategies/staged.py) ---------------------------------------------------------
+# ---- staged growth (strategies/staged.py) -------------------------------------------------------------------
 
 class Stage(_Model):
     """One growth event of a fixed schedule: the rules applied, in order, after a given step or epoch."""
@@ -280,6 +288,7 @@ METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
 METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
 METHOD_SETTINGS += (CgapSettings, ScsSettings, GbpSettings)   # growth and structured pruning methods
 METHOD_SETTINGS += (StagedSettings,)   # growth on a fixed schedule
+METHOD_SETTINGS += tuple(_plugins.methods({m.model_fields["name"].default for m in METHOD_SETTINGS}))  # plugins
 MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
 
 
@@ -298,7 +307,8 @@ class Schedule(_Model):
     warmup_epochs: NonNegativeInt = Field(0, description="linear learning-rate warm-up")
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     epochs: PositiveInt = Field(30, description="epoch budget of the whole run")
-    seed: NonNegativeInt = Field(0, description="seeds initialisation, shuffling, augmentation and the val split")
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
+        0, description="seeds initialisation, shuffling, augmentation and the val split (below 2**32, as numpy's)")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     format: Literal["eager", "channels_last", "compile", "channels_last+compile", "auto", "auto+compile"] = Field(
         "eager", description="how the module runs: channels-last memory format and/or torch.compile (recompiled "
@@ -308,7 +318,8 @@ class Schedule(_Model):
     amp: Literal["off", "float16", "bfloat16"] = Field(
         "float16", description="mixed precision on CUDA (autocast; float16 with a gradient scaler); ignored on "
                                "the CPU")
-    threads: Optional[PositiveInt] = Field(None, description="torch CPU threads (default: torch's choice)")
+    threads: Optional[Annotated[int, Field(ge=1, le=MAX_THREADS)]] = Field(
+        None, description="torch CPU threads (default: torch's choice); at most 4 per CPU of the machine")
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp", description="under torchrun: ddp (every process holds the whole model and optimizer state) or fsdp "
                            "(FSDP2 fully_shard over all processes: parameters, gradients and optimizer state "
@@ -318,7 +329,7 @@ class Schedule(_Model):
 
 class RunConfig(_Model):
     """A whole run: what to grow, on what, how, for how long."""
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True,
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False,
                               json_schema_extra={"title": "archgraph run", "$id": "archgraph.run.schema.json"})
 
     archgraph_run: Literal[1] = Field(1, description="format version of the run file")
@@ -392,6 +403,15 @@ def _data_tags() -> set[str]:
 
 def _method_names() -> set[str]:
     return {m.model_fields["name"].default for m in METHOD_SETTINGS}
+
+
+def check_machine(cfg: RunConfig, source: str = "<config>") -> None:
+    """Refuse settings this machine cannot honour (checked by ``validate`` and before ``grow`` writes anything):
+    ``schedule.threads`` over 4 per CPU, where the OpenMP runtime fails to create them."""
+    threads, cpus = cfg.schedule.threads, os.cpu_count() or 1
+    if threads is not None and threads > 4 * cpus:
+        raise ConfigError(f"{threads} threads on a machine with {cpus} CPUs; give at most {4 * cpus} (or leave it "
+                          "out for torch's choice)", file=source, field="schedule.threads")
 
 
 def check_budget(cfg: RunConfig) -> list[str]:

@@ -1,5 +1,5 @@
-"""What a training run prints: a progress bar per epoch and one line per epoch, rewrite and the end (on stderr,
-through tqdm so the lines do not break the bar). A quiet console (``--quiet``, or a process other than rank 0)
+"""What a training run prints: a progress bar per epoch (only on a terminal) and one line per epoch, rewrite and the
+end (on stderr, through tqdm so the lines do not break the bar). A quiet console (``--quiet``, or a process other than rank 0)
 prints nothing.
 
 >>> epoch_line(3, 10, 2, {"train_loss": 0.5, "train_acc": 0.8, "val_loss": None, "nonzero_params": 90,
@@ -23,8 +23,9 @@ class Console:
         self.quiet = quiet
 
     def bar(self, total: int, initial: int, desc: str):
-        """A progress bar over ``total`` batches starting at ``initial`` (None when quiet)."""
-        if self.quiet:
+        """A progress bar over ``total`` batches starting at ``initial`` (None when quiet, or when stderr is not a
+        terminal: a log file then gets the one line per epoch, not carriage-return redraws)."""
+        if self.quiet or not _is_terminal(sys.stderr):
             return None
         from tqdm import tqdm
         return tqdm(total=total, initial=initial, desc=desc, leave=False, unit="batch", file=sys.stderr,
@@ -34,6 +35,13 @@ class Console:
         if not self.quiet:
             from tqdm import tqdm
             tqdm.write(text, file=sys.stderr)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def epoch_line(epoch: int, epochs: int, version: int, m: dict) -> str:

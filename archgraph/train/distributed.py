@@ -43,11 +43,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from ..errors import ArchgraphError
-
-
-class DistributedError(ArchgraphError):
-    """The processes of a distributed run disagree (a decision, a rewrite, the weights)."""
+from ..errors import DistributedError
 
 
 @dataclass

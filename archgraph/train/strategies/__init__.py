@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 
+from ... import plugins as _plugins
 from .base import RULE_KIND, Strategy
 
 STRATEGIES = {
@@ -23,7 +24,8 @@ STRATEGIES = {
 
 def make_strategy(settings, config=None) -> Strategy:
     """The strategy for ``settings.name``, constructed with its settings and the whole run config."""
-    module, _, cls = STRATEGIES[settings.name].partition(":")
+    # a method of another package (archgraph.methods) names its strategy in its settings (archgraph.plugins)
+    module, _, cls = (STRATEGIES.get(settings.name) or _plugins.method_target(settings.name) or "").partition(":")
     return getattr(importlib.import_module(module), cls)(settings, config)
 
 

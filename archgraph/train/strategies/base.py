@@ -21,8 +21,9 @@ change and *when*, through these hooks (all optional):
   that overflowed).
 
 Under ``torchrun`` every hook runs on every process with the same (all-reduced) metrics and the same weights; the
-rules they return must be the same on every process (rank 0's are applied; a difference stops the run), and
-``trainer.evaluate`` is a collective call (every process evaluates its share). A strategy that draws from torch's
+rules they return must be the same on every process (rank 0's are applied; a difference stops the run), and the
+loop's evaluation is a collective step (every process evaluates its share; a strategy sees its results in
+``trainer.metrics``). A strategy that draws from torch's
 global RNG in its hooks sets ``uses_global_rng`` (every process then starts each training step from rank 0's RNG
 state), one whose forward pass leaves some module parameters without a gradient sets ``find_unused_parameters``, and
 its ``state_dict`` must come out the same on every process (it is hashed and compared after every rewrite). See
