@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import archgraph  # noqa: E402
-from archgraph.fx.builder import build  # noqa: E402
 from archgraph.data import data_config  # noqa: E402
 from archgraph.data.feed import load_data  # noqa: E402
+from archgraph.fx.builder import build  # noqa: E402
 from archgraph.train.teacher import Teacher, distill_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     out = args.out or str(RESULTS / f"cnn_compress_{args.data}")
     Path(out + ".json").write_text(json.dumps({"config": config, "dense": dense, "rows": rows}, indent=1))
     lines = [f"Configuration: {json.dumps(config)}", "",
-             "| criterion | params | MACs | test acc pruned | test acc after distillation |", "|---|---:|---:|---:|---:|",
+             "| criterion | params | MACs | test acc pruned | test acc after distillation |",
+             "|---|---:|---:|---:|---:|",
              f"| dense | {dense['params']:,} | {dense['macs']:,} | {100 * dense['test_acc']:.2f}% | - |"]
     for c, r in rows.items():
         lines.append(f"| {c} | {r['params']:,} | {r['macs']:,} | {100 * r['test_acc_pruned']:.2f}% | "

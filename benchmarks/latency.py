@@ -5,7 +5,8 @@ from an archgraph graph), both tools prune 50% of every channel group by L2 magn
 too for the transformers: archgraph ``heads=True``, Torch-Pruning its ViT example's ``channel_groups`` / its LLM
 example's ``prune_num_heads``), once plain and once with ``round_to=8``. Each pruned model's forward pass is timed on
 this machine against its own original (eval mode, inference mode, warm-up passes, then the two timed in alternation,
-one pass each per round, the median of the rounds) at every batch size. Reported per row: the MAC ratio (original / pruned; archgraph's counter for archgraph, Torch-Pruning's
+one pass each per round, the median of the rounds) at every batch size. Reported per row: the MAC ratio
+(original / pruned; archgraph's counter for archgraph, Torch-Pruning's
 ``count_ops_and_params`` for Torch-Pruning) and the latency ratio (original / pruned: above 1 is faster).
 
     python benchmarks/latency.py                                    # the whole table (hours on 2 cores)

@@ -37,16 +37,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from latency import gpt_graph  # noqa: E402
+
 import archgraph  # noqa: E402
+from archgraph.data import data_config  # noqa: E402
+from archgraph.data.feed import load_data  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.calibration import task_loss  # noqa: E402
 from archgraph.fx.depth import prune_depth, residual_blocks  # noqa: E402
 from archgraph.fx.latency import time_forward  # noqa: E402
-from archgraph.data import data_config  # noqa: E402
-from archgraph.data.feed import load_data  # noqa: E402
 from archgraph.graph import TokenShape  # noqa: E402
 from archgraph.train.teacher import Teacher, distill_loss  # noqa: E402
-from latency import gpt_graph  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -64,6 +64,7 @@ def run(args) -> int:
 
 def _latency(graph, args) -> dict:
     import torch
+
     from archgraph.errors import ConfigError
     from archgraph.fx.builder import build
     from archgraph.fx.latency import measure

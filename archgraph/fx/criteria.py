@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 
@@ -67,7 +67,8 @@ def is_weight(param: str) -> bool:
 def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
                  entry: Callable[[str, torch.Tensor], torch.Tensor]) -> dict[int, float]:
     """Class -> the sum of ``entry(key, t, rows=slice)`` (a non-negative tensor of the shape of ``t``, the rows
-    ``rows`` of weight ``key``; big tensors go in chunks of rows) over every weight entry that belongs to the class: the producers' output slices, batchnorm, layernorm and depthwise entries, the
+    ``rows`` of weight ``key``; big tensors go in chunks of rows) over every weight entry that belongs to the
+    class: the producers' output slices, batchnorm, layernorm and depthwise entries, the
     readers' input slices (biases and running statistics do not count). A recurrent unit owns one row of every gate
     block and the columns of the tensors reading its own output; a grouped conv's in-group columns count too."""
     scores: dict[int, float] = {}

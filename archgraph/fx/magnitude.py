@@ -10,7 +10,8 @@ tensors that read its own output (:attr:`~archgraph.ops.opdef.Coupling.recurrent
 read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded
 down, at least one stays); channels tied to each other form one class and go together (a column of a channel
 shuffle). Around a grouped conv each group loses the same number of channels, its least important ones (its own
-choice: in-group positions differ from group to group), scored with the weight's in-group columns too. Classes that cannot change stay: the graph's outputs (the
+choice: in-group positions differ from group to group), scored with the weight's in-group columns too.
+Classes that cannot change stay: the graph's outputs (the
 classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
 gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
 (:func:`prune_rules` returns them, for a history; spaces that share a grouped conv's groups go in one rule, its
