@@ -1,4 +1,4 @@
-"""archgraph summary FILE [--json]"""
+"""archgraph summary FILE [--json] [--latency [--weights W.safetensors] [--rounds N] [--threads N]]"""
 from __future__ import annotations
 
 import json
@@ -7,15 +7,24 @@ import archgraph
 from archgraph.errors import shown
 from archgraph.graph import summary
 
-from .args import command, json_argument
+from .args import command, json_argument, weights_argument
 
 
 def register(sub) -> None:
-    p = command(sub, "summary", run, help="layers, output shapes, params and MACs of a graph",
+    p = command(sub, "summary", run, help="layers, output shapes, params and MACs of a graph (and its latency)",
                 description="Print a table of the graph's layers with output shapes, parameters and MACs "
-                            "(multiply-accumulates of conv and linear layers, per sample).")
+                            "(multiply-accumulates of conv and linear layers, per sample). With --latency, also time "
+                            "the built module's forward pass on this machine (eval mode, batch sizes 1 and 32, "
+                            "warm-up passes first, the median of timed rounds, the CPU threads stated).")
     p.add_argument("file", metavar="FILE", help="a graph file")
-    json_argument(p, "print JSON (params, macs, shapes, layers) instead")
+    json_argument(p, "print JSON (params, macs, shapes, layers; latency with --latency) instead")
+    p.add_argument("--latency", action="store_true", help="measure the forward latency at batch 1 and 32")
+    weights_argument(p, "weights to time with (default: the graph's initialisation; the time rarely depends on "
+                        "them)")
+    p.add_argument("--rounds", type=int, default=10, metavar="N", help="timed forward passes per batch size "
+                                                                       "(default 10; 3 warm-up passes first)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads while timing (default: torch's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to time it (default cpu)")
 
 
 def input_text(spec) -> str:
@@ -27,7 +36,13 @@ def input_text(spec) -> str:
 
 
 def run(args) -> int:
-    info = summary(archgraph.load(args.file))
+    from archgraph.errors import ConfigError
+    graph = archgraph.load(args.file)
+    info = summary(graph)
+    if args.latency:
+        if args.rounds < 1:
+            raise ConfigError(f"--rounds must be at least 1, not {args.rounds}", field="--rounds")
+        info["latency"] = _latency(graph, args)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -41,4 +56,22 @@ def run(args) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"total: {info['params']:,} params, {info['macs']:,} MACs per sample")
+    if args.latency:
+        from archgraph.fx.latency import describe
+        print(f"latency: {describe(info['latency'])}")
     return 0
+
+
+def _latency(graph, args) -> dict:
+    import torch
+
+    from archgraph.errors import ConfigError
+    from archgraph.fx.builder import build
+    from archgraph.fx.latency import measure
+    from archgraph.fx.weights import load_into, load_weights
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device here", field="--device")
+    module = build(graph)
+    if args.weights:
+        load_into(module, load_weights(args.weights), args.weights)
+    return measure(module, graph, rounds=args.rounds, device=args.device, threads=args.threads)

@@ -7,14 +7,15 @@ slices (biases and running statistics do not count), as Torch-Pruning's ``GroupM
 (which leaves depthwise filters out). A recurrent unit (lstm, gru) owns one row of every gate block
 (:attr:`~archgraph.ops.opdef.Coupling.gates`) of every layer's ``weight_ih``/``weight_hh`` and the columns of the
 tensors that read its own output (:attr:`~archgraph.ops.opdef.Coupling.recurrent`); attention's q/k/v columns
-read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded down, at least
-one stays); channels tied to each other form one class and go together (a column of a channel shuffle). Around a
-grouped conv each group loses the same number of channels, its least important ones (its own choice: in-group
-positions differ from group to group), scored with the weight's in-group columns too. Classes that cannot change
-stay: the graph's outputs (the classes), graph inputs, broadcast mul factors. Every value keeps at least one channel
-(a slice of pruned channels gets its best one back). The result is the same as one ``prune_channels`` rule per space
-applied in turn (:func:`prune_rules` returns them, for a history; spaces that share a grouped conv's groups go in
-one rule, its ``also``, since neither can lose its share alone).
+read its input's channels. The ``ratio`` least important coupling classes of each space go (rounded
+down, at least one stays); channels tied to each other form one class and go together (a column of a channel
+shuffle). Around a grouped conv each group loses the same number of channels, its least important ones (its own
+choice: in-group positions differ from group to group), scored with the weight's in-group columns too.
+Classes that cannot change stay: the graph's outputs (the
+classes), graph inputs, broadcast mul factors. Every value keeps at least one channel (a slice of pruned channels
+gets its best one back). The result is the same as one ``prune_channels`` rule per space applied in turn
+(:func:`prune_rules` returns them, for a history; spaces that share a grouped conv's groups go in one rule, its
+``also``, since neither can lose its share alone).
 
 >>> import archgraph
 >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
@@ -25,8 +26,8 @@ one rule, its ``also``, since neither can lose its share alone).
 """
 from __future__ import annotations
 
-import random
-from typing import Mapping, Optional, Union, cast
+import math
+from typing import Callable, Iterable, Mapping, Optional, Union
 
 import torch
 
@@ -38,8 +39,8 @@ from ..rules.base import Rewrite
 from ..rules.heads import PruneHeads
 from ..rules.prune import PruneChannels, prune_draft
 from .apply_plan import transfer_state
-
-CRITERIA = ("l2", "l1", "random")
+from .calibration import batches_list
+from .criteria import CRITERIA, Context, Criterion
 
 Weights = Union[Mapping[str, torch.Tensor], torch.nn.Module]
 
@@ -50,104 +51,51 @@ def _state(weights: Weights) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
+def _criterion(name: str) -> Criterion:
+    if name not in CRITERIA:
+        raise ConfigError(f"unknown criterion '{name}'; choose one of {', '.join(CRITERIA)}", field="criterion")
+    return CRITERIA[name]
+
+
+def _context(criterion: str, state, seed: int, calib, loss=None) -> Context:
+    crit = _criterion(criterion)
+    batches = batches_list(calib, f"criterion '{criterion}'") if crit.calibrated else None
+    return Context(state, seed, batches, loss)
+
+
 def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0,
-               ch: Optional[Channels] = None) -> dict[int, float]:
-    """Coupling class (see :class:`archgraph.channels.Channels`) -> summed importance of its channel."""
-    if criterion not in CRITERIA:
-        raise ConfigError(f"unknown criterion '{criterion}'; choose one of {', '.join(CRITERIA)}",
-                          field="criterion")
-    ch = ch or analyse(graph)
-    scores: dict[int, float] = {}
-    if criterion == "random":
-        rng = random.Random(seed)
-        for t in sorted(ch.producer):
-            scores.setdefault(ch.cls(t), rng.random())
-        return scores
-    state = _state(weights)
-    shapes = graph.shapes()
-    p = 2 if criterion == "l2" else 1
-    for nid, node in graph.nodes.items():
-        layout = OPS[node.op].coupling.layout(node, [shapes[i] for i in node.inputs])
-        for param, axes in layout.items():
-            tensor = state.get(f"{nid}.{param}")
-            if _is_weight(param) and tensor is not None:
-                _score_tensor(ch, scores, nid, node, param, axes, tensor, p)
-    return scores
+               ch: Optional[Channels] = None, calib: Optional[Iterable] = None,
+               loss: Optional[Callable] = None, ctx: Optional[Context] = None) -> dict[int, float]:
+    """Coupling class (see :class:`archgraph.channels.Channels`) -> summed importance of its channel, by
+    ``criterion`` (see :mod:`archgraph.fx.criteria`); ``calib`` holds the calibration batches of ``taylor`` and
+    ``activation`` (and ``loss(out, targets)`` replaces ``taylor``'s cross entropy)."""
+    ctx = ctx or _context(criterion, _state(weights), seed, calib, loss)
+    return _criterion(criterion).channels(graph, ch or analyse(graph), ctx)
 
 
-def _add(ch: Channels, scores: dict[int, float], tokens, values) -> None:
-    for token, score in zip(tokens, values):
-        root = ch.cls(token)
-        scores[root] = scores.get(root, 0.0) + score
+def kept(n: int, ratio: float, round_to: int = 1, per: int = 1) -> int:
+    """How many of ``n`` units stay when ``ratio`` of them go (rounded down, at least one stays), with
+    ``round_to``: the kept count times ``per`` (channels per unit) made a multiple of ``round_to``, rounding the kept
+    count up (down when up would exceed ``n``; all stay when no multiple fits).
 
-
-def _score_tensor(ch: Channels, scores: dict[int, float], nid: str, node, param: str, axes, tensor, p: int) -> None:
-    """Add one weight tensor's entries (``|w|^p``) to the classes of the channels its out and in axes hold."""
-    coupling = OPS[node.op].coupling
-    out_axis, in_axis = axes
-    sums = _axis_sums(tensor, p, [a for a in (out_axis, in_axis) if a is not None])
-    reads = nid if param in coupling.recurrent(node) else node.inputs[0]   # weight_hh reads the op's own units
-    for axis, value, blocks in ((out_axis, nid, coupling.gates(node)), (in_axis, reads, 1)):
-        if axis is None:
-            continue
-        slots = ch.slots[value]
-        per_entry = sums[axis]
-        if blocks > 1:   # the gate blocks of the units, one after another: a unit owns a row of each
-            per_entry = per_entry.view(blocks, -1).sum(0)
-        if slots.blocks is not None:  # a flatten: one block of features per channel
-            ends = torch.tensor(slots.block_sizes()).cumsum(0)
-            cumulative = per_entry.cumsum(0)[ends - 1]
-            per_entry = torch.cat([cumulative[:1], cumulative[1:] - cumulative[:-1]])
-        _add(ch, scores, slots.tokens, per_entry.tolist())
-    if param == "weight" and ch.roles[nid] == "grouped":
-        mag = tensor.detach().cpu()
-        mag = mag if mag.dtype in (torch.float32, torch.float64) else mag.float()
-        mag = mag.square() if p == 2 else mag.abs()
-        # axis 1 is a position within a group: the entries of one channel are that column of its group's rows
-        # (the input's channel, or the transposed conv's output's)
-        value = node.inputs[0] if coupling.group_side == "in" else nid
-        rows = mag.shape[0] // node.groups
-        per = mag.sum(dim=[d for d in range(mag.dim()) if d not in (0, 1)], dtype=torch.float64) \
-            if mag.dim() > 2 else mag.double()
-        per = per.view(node.groups, rows, -1).sum(1).reshape(-1)   # [groups * in-group] = channel order
-        _add(ch, scores, ch.slots[value].tokens, per.tolist())
-
-
-#: tensors are scored in row chunks of about this many entries (a bfloat16 embedding of 150k tokens would
-#: otherwise be copied whole in float32)
-CHUNK_ENTRIES = 1 << 24
-
-
-def _axis_sums(tensor: torch.Tensor, p: int, axes: list[int]) -> dict[int, torch.Tensor]:
-    """``{axis: per-entry sum of |w|^p over the other axes}`` (float64), computed over chunks of rows so that no
-    float copy of a whole big tensor is made."""
-    t = tensor.detach().cpu()
-    if t.dim() == 0:
-        t = t.reshape(1)
-    rows = max(1, CHUNK_ENTRIES // max(1, t[0].numel()))
-    firsts: list[torch.Tensor] = []
-    rest: dict[int, torch.Tensor] = {}
-    for chunk in t.split(rows, dim=0):
-        mag = chunk if chunk.dtype in (torch.float32, torch.float64) else chunk.float()
-        mag = mag.square() if p == 2 else mag.abs()
-        for axis in axes:
-            dims = [d for d in range(mag.dim()) if d != axis]
-            part = mag.sum(dim=dims, dtype=torch.float64) if dims else mag.double()
-            if axis == 0:
-                firsts.append(part)
-            else:
-                rest[axis] = rest[axis] + part if axis in rest else part
-    return {**({0: torch.cat(firsts)} if 0 in axes else {}), **rest}
-
-
-def _is_weight(param: str) -> bool:
-    """Whether a layout tensor counts: PyTorch's weights (``weight``, ``q_proj.weight``, ``weight_ih_l0``,
-    ``weight_hh_l0``), not its biases (``bias``, ``bias_ih_l0``) nor buffers (running statistics)."""
-    return param.rsplit(".", 1)[-1].startswith("weight")
+    >>> kept(10, 0.5), kept(10, 0.5, round_to=8), kept(6, 0.5, round_to=8), kept(4, 0.5, round_to=8, per=16)
+    (5, 8, 6, 2)
+    """
+    keep = max(1, n - int(ratio * n))
+    if round_to <= 1:
+        return keep
+    step = round_to // math.gcd(round_to, per)
+    up = -(-keep // step) * step
+    if up <= n:
+        return up
+    down = (keep // step) * step
+    return down if down >= step else n
 
 
 def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-                seed: int = 0, ch: Optional[Channels] = None, uniform: bool = False) -> list[PruneChannels]:
+                seed: int = 0, ch: Optional[Channels] = None, calib: Optional[Iterable] = None,
+                round_to: int = 1, loss: Optional[Callable] = None,
+                scores: Optional[dict[int, float]] = None, uniform: bool = False) -> list[PruneChannels]:
     """The ``prune_channels`` rules :func:`prune` applies: one per prunable channel space, naming the channels of
     its first producer whose coupling classes have the lowest summed criterion (spaces whose channels share the
     groups of a grouped conv are joined in one rule through its ``also``, so the rules apply in turn).
@@ -155,25 +103,53 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     A space counts its distinct classes: channels tied to each other (the columns of a channel shuffle) go together
     and count once; the channels a grouped conv splits into groups go ``ratio`` of each group, each group its
     least important. Classes that cannot change (frozen) stay; at least one class of
-    every space, and of every value (a slice must keep a channel), stays. ``uniform``: spaces alike (made by the
-    same op, of the same size: every layer's MLP) lose the same number of channels, the least
-    any of them would (a frozen channel in one layer holds the others back), so layers that start equal stay equal
-    (what a Hugging Face model's own class needs to load them)."""
+    every space, and of every value (a slice must keep a channel), stays. With ``round_to`` each space keeps a
+    multiple of ``round_to`` channels (rounding the kept count up; see :func:`kept`), a grouped conv a multiple
+    over all its groups. ``calib`` and ``loss``: see :func:`importance`; ``scores`` replaces the criterion.
+    ``uniform``: spaces alike (made by the same op, of the same size: every layer's MLP) lose the same number of
+    channels, the least any of them would (a frozen channel in one layer holds the others back), so layers that
+    start equal stay equal (what a Hugging Face model's own class needs to load them)."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
+    if round_to < 1:
+        raise ConfigError(f"round_to {round_to} must be at least 1", field="round_to")
     ch = ch or analyse(graph)
-    scores = importance(graph, weights, criterion, seed, ch)
-    plans = _space_plans(graph, ch, scores, ratio)
+    if scores is None:
+        scores = importance(graph, weights, criterion, seed, ch, calib, loss)
+    blocks = ch.local_blocks()
+    groups_of = {block: gr.groups for gr in ch.groupings if gr.groups > 1 for block in blocks.values()
+                 if next(iter(block), None) in {ch.cls(t) for t in gr.tokens}}
+    # the classes a grouped conv splits into groups: as many from each group, each group its least important (a
+    # group may hold channels of several spaces: it is chosen once)
+    grouped_gone: set[int] = set()
+    for block in dict.fromkeys(blocks.values()):
+        free = sorted((c for c in block if ch.frozen(c) is None), key=lambda c: (scores.get(c, 0.0), c))
+        n = len(block)
+        grouped_gone |= set(free[:n - kept(n, ratio, round_to, groups_of.get(block, 1))])
+    removed: set[int] = set()
+    spaces = []
+    plans = []
+    for space in ch.spaces():
+        classes = list(dict.fromkeys(space.classes))
+        order = {c: i for i, c in enumerate(classes)}
+        gone = grouped_gone & set(classes)
+        per = len(space.classes) // max(1, len(classes))   # channels per class (a shuffle's tied columns)
+        classes = [c for c in classes if c not in blocks]
+        free = [c for c in classes if ch.frozen(c) is None]
+        n = len(classes)
+        count = min(n - kept(n, ratio, round_to, per) if n else 0,
+                    len(free) - (0 if len(free) < len(classes) or gone else 1))
+        maker = graph.nodes[space.node].op if space.node in graph.nodes else "input"
+        plans.append((space, order, gone, free, count, (maker, n)))
     if uniform:   # spaces alike (the same producer op and size: every layer's MLP) lose as many channels
         least: dict = {}
         for *_, count, key in plans:
             least[key] = min(least.get(key, count), count)
         plans = [(space, order, gone, free, least[key], key) for space, order, gone, free, _, key in plans]
-    removed: set[int] = set()
-    spaces = []
     for space, order, gone, free, count, _ in plans:
+        rank = lambda c: (scores.get(c, 0.0), order[c])  # noqa: E731
         if count > 0:
-            gone |= set(sorted(free, key=lambda c: (scores.get(c, 0.0), order[c]))[:count])
+            gone |= set(sorted(free, key=rank)[:count])
         if gone:
             removed |= gone
             spaces.append(space)
@@ -187,28 +163,6 @@ def prune_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: s
     return [PruneChannels(node=nodes[0], indices=chosen[nodes[0]][1],
                           also=tuple((n, chosen[n][1]) for n in nodes[1:]))
             for nodes in _apart(ch, {n: space for n, (space, _) in chosen.items()})]
-
-
-def _space_plans(graph: Graph, ch: Channels, scores: dict[int, float], ratio: float) -> list[tuple]:
-    """``(space, order, gone, free, count, key)`` of every space: its classes' order, the grouped classes chosen
-    already (as many from each group of a grouped conv, each group its least important; a group may hold channels of
-    several spaces, so it is chosen once), its free classes, how many of them go, and what makes spaces alike."""
-    blocks = ch.local_blocks()
-    grouped_gone: set[int] = set()
-    for block in dict.fromkeys(blocks.values()):
-        free = sorted((c for c in block if ch.frozen(c) is None), key=lambda c: (scores.get(c, 0.0), c))
-        grouped_gone |= set(free[:int(ratio * len(block))])
-    plans = []
-    for space in ch.spaces():
-        classes = list(dict.fromkeys(space.classes))
-        order = {c: i for i, c in enumerate(classes)}
-        gone = grouped_gone & set(classes)
-        classes = [c for c in classes if c not in blocks]
-        free = [c for c in classes if ch.frozen(c) is None]
-        count = min(int(ratio * len(classes)), len(free) - (0 if len(free) < len(classes) or gone else 1))
-        maker = graph.nodes[space.node].op if space.node in graph.nodes else "input"
-        plans.append((space, order, gone, free, count, (maker, len(classes))))
-    return plans
 
 
 def _apart(ch: Channels, spaces: dict[str, Space]) -> list[list[str]]:
@@ -267,16 +221,19 @@ def prune_rewrite(graph: Graph, rules: list[PruneChannels], ch: Optional[Channel
 
 
 def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-               seed: int = 0) -> list[PruneHeads]:
+               seed: int = 0, calib: Optional[Iterable] = None, round_to: int = 1,
+               loss: Optional[Callable] = None, ctx: Optional[Context] = None) -> list[PruneHeads]:
     """The ``prune_heads`` rules that remove ``ratio`` of the query heads of every node with heads (attention), the
-    least important by ``criterion`` over the tensors the op's registry entry says hold one block per head (``o_proj``
-    columns, q rows, and k/v rows when each head has its own). With grouped-query attention the same number of heads
-    goes from every kv group (Torch-Pruning's choice); where that rounds to none, whole kv groups go, scored by their
-    heads' sum. At least one head (one group) stays."""
+    least important by ``criterion``: the magnitudes (or ``taylor``'s ``|w * dL/dw|``) of the tensors the op's
+    registry entry says hold one block per head (``o_proj`` columns, q rows, and k/v rows when each head has its
+    own), or ``activation``'s mean ``|output|`` of each head on the calibration batches. With grouped-query
+    attention the same number of heads goes from every kv group (Torch-Pruning's choice); where that rounds to none,
+    whole kv groups go, scored by their heads' sum. At least one head (one group) stays. With ``round_to`` the kept
+    heads times ``head_dim`` are a multiple of ``round_to`` (see :func:`kept`)."""
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio {ratio} must be at least 0 and below 1", field="ratio")
-    state = _state(weights)
-    gen = random.Random(seed)
+    ctx = ctx or _context(criterion, _state(weights), seed, calib, loss)
+    crit = _criterion(criterion)
     rules = []
     for nid, node in graph.nodes.items():
         ins = graph.input_shapes(nid)
@@ -286,19 +243,13 @@ def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: st
         h, hd, tensors = found
         kv = getattr(node, "kv_heads", None) or h
         per = h // kv
-        score = [0.0] * h
-        for name, axis in tensors.items():
-            t = state[f"{nid}.{name}"].detach().double()
-            blocks = t.movedim(axis, 0).reshape(h, hd, -1)
-            for i in range(h):
-                score[i] += (gen.random() if criterion == "random" else
-                             float(blocks[i].abs().pow(2 if criterion == "l2" else 1).sum()))
-        within = int(per * ratio)
-        if within >= 1:
+        score = crit.heads(graph, nid, h, hd, tensors, ctx)
+        within = per - kept(per, ratio, round_to, kv * hd)
+        if within >= 1 or (per > 1 and kept(per, ratio) < per):
             gone = [g * per + j for g in range(kv)
                     for j in sorted(range(per), key=lambda j: (score[g * per + j], j))[:within]]
         else:
-            groups = min(int(kv * ratio), kv - 1)
+            groups = kv - kept(kv, ratio, round_to, per * hd)
             group_score = [sum(score[g * per:(g + 1) * per]) for g in range(kv)]
             gone = [g * per + j for g in sorted(range(kv), key=lambda g: (group_score[g], g))[:groups]
                     for j in range(per)]
@@ -308,37 +259,57 @@ def head_rules(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: st
 
 
 def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "l2",
-          seed: int = 0, heads: bool = False, uniform: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1`` or ``random``);
-    returns the new graph and its weights (keys ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
+          seed: int = 0, heads: bool = False, calib: Optional[Iterable] = None, round_to: int = 1,
+          loss: Optional[Callable] = None, uniform: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Remove ``ratio`` of the channels of every coupled group by ``criterion`` (``l2``, ``l1``, ``random``,
+    ``taylor`` or ``activation``, see :mod:`archgraph.fx.criteria`); returns the new graph and its weights (keys
+    ``<node_id>.<param>``; the tensors ``weights`` holds, sliced).
 
     ``weights`` is a state dict or a module built from ``graph``. Graph outputs are never pruned; a grouped conv
-    keeps its groups and loses the same number of channels from every group (each group its least important).
-    With ``heads``, ``ratio`` of every attention's heads go too (:func:`head_rules`, after the channels;
-    Torch-Pruning's ``prune_num_heads``). ``uniform``: alike spaces lose as many channels (see
+    keeps its groups and loses the same number of channels from every group (each group its least important). With
+    ``heads``, ``ratio`` of every attention's heads go too (:func:`head_rules`, after the channels; Torch-Pruning's
+    ``prune_num_heads``). ``taylor`` and ``activation`` need ``calib``, an iterable of calibration batches (a tensor
+    of inputs, or ``(inputs, targets)``; ``taylor`` needs the targets, and ``loss(out, targets)`` replaces its cross
+    entropy). ``round_to`` keeps every pruned width (channels, neurons, heads x head_dim, the residual stream) a
+    multiple of it, as Torch-Pruning's ``round_to``. ``uniform``: alike spaces lose as many channels (see
     :func:`prune_rules`; heads always go in equal numbers from alike attentions).
+
+    >>> import archgraph, torch
+    >>> g = archgraph.load("examples/seeds/tiny_cnn.yaml")
+    >>> batches = [torch.randn(8, *g.inputs["image"]) for _ in range(2)]
+    >>> g2, _ = archgraph.prune(g, archgraph.build(g), 0.5, criterion="activation", calib=batches)
+    >>> [g2.nodes[n].out_channels for n in ("c1", "c2", "c3")]
+    [2, 4, 4]
     """
-    graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads, uniform=uniform)
+    graph, state, _ = prune_with_rules(graph, _state(weights), ratio, criterion, seed, heads, calib=calib,
+                                       round_to=round_to, loss=loss, uniform=uniform)
     return graph, state
 
 
 def prune_with_rules(graph: Graph, state: Mapping[str, torch.Tensor], ratio: float = 0.5, criterion: str = "l2",
-                     seed: int = 0, heads: bool = False, strict: bool = False, uniform: bool = False,
+                     seed: int = 0, heads: bool = False, strict: bool = False, calib: Optional[Iterable] = None,
+                     round_to: int = 1, loss: Optional[Callable] = None, uniform: bool = False,
                      consume: bool = False) -> tuple[Graph, dict[str, torch.Tensor], list]:
     """:func:`prune` on a state dict, also returning the rules it applied (the ``prune_channels`` ones, then the
     ``prune_heads`` ones), for a log; ``strict`` makes the transfer refuse a state with missing or extra tensors.
+    The heads are scored on the network with its channels already pruned (calibrated criteria run it again).
     ``consume``: ``state`` is a dict the caller gives up: its tensors are dropped as their pruned versions are
     made and unchanged ones are carried as they are (the CLI's way to prune a model it could not hold twice)."""
+    ctx = _context(criterion, state, seed, calib, loss)
+    batches = ctx.calib
     ch = analyse(graph)  # one analysis for the importance, the selection and the rewrite
-    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch, uniform=uniform)
+    scores = importance(graph, state, criterion, seed, ch, ctx=ctx)
+    rules: list = prune_rules(graph, state, ratio, criterion, seed, ch, round_to=round_to, scores=scores,
+                              uniform=uniform)
     if rules:
         rw = prune_rewrite(graph, rules, ch)
         graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict, share=consume, consume=consume)
     elif not consume:
         state = {k: v.clone() for k, v in state.items()}
     if heads:
-        for rule in head_rules(graph, state, ratio, criterion, seed):
+        ctx = Context(state, seed, batches, loss)
+        for rule in head_rules(graph, state, ratio, criterion, seed, round_to=round_to, ctx=ctx):
             rw = rule.apply(graph)   # the state is this function's own from here: nothing is copied twice
             graph, state = rw.graph, transfer_state(rw.plan, dict(state), strict=False, share=True, consume=True)
             rules.append(rule)
-    return graph, cast(dict, state), rules
+    return graph, state, rules
