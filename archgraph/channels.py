@@ -493,7 +493,7 @@ def permuted(slots: Slots, perm: list[int]) -> Slots:
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself (SOURCE, GROUPED, MIXER: see
     :attr:`archgraph.roles.Role.producing`)."""
-    from .roles import HANDLERS
+    from .roles import HANDLERS  # as above: roles builds on this module
     return HANDLERS[role].producing
 
 

@@ -32,6 +32,7 @@ from ..channels import GROUPED, MIXER, SOURCE, Channels
 from ..graph import Graph
 from ..ops.registry import OPS
 from . import calibration
+from .builder import build
 
 
 @dataclass
@@ -46,7 +47,6 @@ class Context:
     def module(self, graph: Graph) -> torch.nn.Module:
         """The graph built with these weights, in float32, on the calibration batches' device (built once per
         graph)."""
-        from .builder import build
         key = ("module", id(graph))
         if key not in self._cache:
             m = build(graph)

@@ -28,6 +28,7 @@ from ..rules.collapse import CollapseLayer
 from ..topology import reachable
 from .apply_plan import transfer_state
 from .calibration import batches_list, value_pairs
+from .builder import build
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,6 @@ def block_influence(graph: Graph, module: torch.nn.Module, calib: Iterable,
 def depth_rules(graph: Graph, weights, count: int, calib: Iterable) -> list[CollapseLayer]:
     """The ``collapse_layer`` rules removing the ``count`` residual blocks of least block influence (one shot, as
     ShortGPT), in graph order."""
-    from .builder import build
     blocks = residual_blocks(graph)
     if count < 0:
         raise ConfigError(f"depth {count} must be at least 0", field="depth")

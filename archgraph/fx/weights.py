@@ -9,6 +9,7 @@ import torch
 
 from ..format.yaml_io import atomic_replace, read_limited
 from ..errors import ArchgraphError
+from ..graph import tied_parameters
 
 
 def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
@@ -221,7 +222,6 @@ def parameter_aliases(module: torch.nn.Module) -> dict[str, str]:
 def tie_state(graph, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` with each tied key of ``graph`` naming its source's tensor (so a weights file stores it once);
     an error where the two hold different values."""
-    from ..graph import tied_parameters
     state = dict(state)
     for key, source in tied_parameters(graph).items():
         if key in state and source in state and state[key] is not state[source] \

@@ -36,6 +36,11 @@ from typing import Any, Optional, Union
 
 from ..errors import ArchgraphError, ConfigError
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text, read_limited, save
+from .checkpoints import check_checkpoint
+from .events import EVENT_MODELS, check_event
+from ..format.yaml_io import load
+from ..graph import content_hash
+from .events import check_event
 
 CHECKPOINT = "checkpoints/last.pt"
 LOCK = ".lock"
@@ -222,7 +227,6 @@ class RunDir:
         import torch
         if not self.checkpoint_path.exists():
             return None
-        from .checkpoints import check_checkpoint
         self._own(self.checkpoint_path)
         try:
             ckpt = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
@@ -235,7 +239,6 @@ class RunDir:
         """All history events, in order."""
         if not self.history_path.exists():
             return []
-        from .events import EVENT_MODELS, check_event
         events = []
         for n, line in enumerate(read_limited(self.history_path, MAX_LOG_BYTES).split(b"\n"), 1):
             if line.strip():
@@ -281,9 +284,6 @@ class RunDir:
     def _check_versions(self, lines: list[bytes], version: int) -> None:
         """Before resuming at ``version``: every version file up to it is the graph the history recorded (its
         content hash), so swapped or edited version files are refused now, not when a replay fails later."""
-        from ..format.yaml_io import load
-        from ..graph import content_hash
-        from .events import check_event
         recorded: dict[int, str] = {}
         for n, raw in enumerate(lines, 1):
             try:

@@ -21,6 +21,8 @@ from ..graph import Graph
 from ..ops.registry import OPS
 from ..plan import TransferPlan
 from ..topology import topological_order
+from ..errors import GraphError
+from ..limits import check_width
 
 #: rule name -> rule class, filled as the rule modules (and the ``archgraph.rules`` plugins) are imported
 RULES: dict[str, type["Rule"]] = {}
@@ -292,8 +294,6 @@ def check_rule_sizes(rule: Rule) -> None:
     """Refuse a rule whose sizes (a width, a count of new channels, an index) are over the width limit before it
     builds anything (``insert_block width=1000000000`` would otherwise allocate its plan first); the new graph is
     then checked against every limit as a whole."""
-    from ..errors import GraphError
-    from ..limits import check_width
     for key, value in rule.args().items():
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(v, int) and not isinstance(v, bool):

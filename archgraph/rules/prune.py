@@ -25,6 +25,7 @@ from ..channels import Channels, analyse
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
 from .draft import Draft, realise
+from .experts import experts_target, prune_expert_units
 
 
 def classes_at(rule: Rule, ch: Channels, node: str, indices: Sequence[int]) -> set[int]:
@@ -156,7 +157,6 @@ class PruneChannels(Rule):
         return {node: tuple(sorted(indices)) for node, indices in out.items()}
 
     def apply(self, graph) -> Rewrite:
-        from .experts import experts_target, prune_expert_units
         moe = experts_target(self, graph, self.node)
         if moe is not None and not self.also:   # ID.experts: the hidden units of every expert
             return prune_expert_units(self, graph, moe, self.indices)

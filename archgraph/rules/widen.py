@@ -29,6 +29,8 @@ from ..plan import AxisMap, Noise
 from ..roles import old_positions
 from .base import Rewrite, Rule
 from .draft import Draft, realise
+from ..errors import RuleError
+from .experts import experts_target, widen_experts
 
 
 def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
@@ -229,7 +231,6 @@ class AddFilters(Rule):
     eps: NonNegativeFloat = 0.0
 
     def apply(self, graph) -> Rewrite:
-        from .experts import experts_target, widen_experts
         moe = experts_target(self, graph, self.node)
         if moe is not None:   # ID.experts: the hidden units of every expert
             return widen_experts(self, graph, moe, self.count, self.init)
@@ -384,7 +385,6 @@ def exact_form(graph, rule: Rule, apply=None) -> Rule:
     >>> exact_form(g, AddFilters(node="b0_fc", count=8)).init      # exact already
     'preserve'
     """
-    from ..errors import RuleError
     apply = apply or (lambda g, r: r.apply(g))
     if not isinstance(rule, AddFilters) or rule.init not in ("preserve", "zero"):
         return rule

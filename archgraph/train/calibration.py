@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ConfigError
 from .config import RunConfig, load_config
+from ..data.feed import load_data
 
 
 def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: int = 8,
@@ -24,7 +25,6 @@ def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: i
     """``count`` batches ``(inputs, targets)`` of ``data.batch_size`` training examples of the run file's data,
     shaped for ``graph``'s one input (a random draw fixed by ``seed``, default the run's ``schedule.seed``; no
     augmentation)."""
-    from ..data.feed import load_data
     cfg = run if isinstance(run, RunConfig) else load_config(run)
     source = source or (str(run) if not isinstance(run, RunConfig) else "<config>")
     if count < 1:

@@ -30,6 +30,7 @@ from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (A
 from ..errors import ArchgraphError, ConfigError
 from .. import plugins as _plugins
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
+from ..rules.base import decode
 
 
 
@@ -297,7 +298,6 @@ class Stage(_Model):
     @field_validator("rules")
     @classmethod
     def _rules_decode(cls, rules):
-        from ..rules.base import decode   # the rule registry is torch-free
         for data in rules:
             try:
                 decode(data)

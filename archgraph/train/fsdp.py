@@ -49,6 +49,8 @@ from typing import Optional
 import torch
 
 from .optim import load_optimizer_state, make_optimizer
+from .strategies.base import Strategy
+from .optim import optimizer_state
 
 _BLOCK = re.compile(r"^([A-Za-z]+\d+)_")
 SHARDS = "shards"
@@ -102,7 +104,6 @@ class Sharding:
         """The run's sharding, or ``None`` unless ``schedule.parallel`` is ``fsdp`` with several processes."""
         if getattr(schedule, "parallel", "ddp") != "fsdp" or not dist.enabled:
             return None
-        from .strategies.base import Strategy
         whole = type(strategy).parametrize is not Strategy.parametrize
         return cls(dist, whole, amp_dtype if amp else None)
 
@@ -111,7 +112,6 @@ class Sharding:
         """Shard ``module`` (plain, full, the same on every rank) in place: one unit per block and the root. Returns
         ``(module, optimizer)``: a new optimizer over the shards holding this rank's shard of ``optimizer``'s state."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        from .optim import optimizer_state
         t0 = time.perf_counter()
         state = optimizer_state(optimizer, module, copy=False)
         kw = {"mesh": self.mesh, "reshard_after_forward": False}

@@ -26,6 +26,10 @@ import torch.nn.functional as F
 from ..graph import Graph
 from ..ops.registry import OPS
 from ..topology import users_of
+from ..fx.builder import build
+from ..fx.weights import check_weights
+from ..format.yaml_io import load
+from ..fx.weights import load_weights
 
 
 def class_axis(out: torch.Tensor) -> int:
@@ -45,8 +49,6 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
 
 
 def _frozen_module(graph: Graph, weights: Mapping[str, torch.Tensor], device=None) -> torch.nn.Module:
-    from ..fx.builder import build
-    from ..fx.weights import check_weights
     module = build(graph)
     state = dict(weights)
     check_weights(module, state, "teacher_weights")
@@ -63,8 +65,6 @@ class Teacher:
     the nodes it was asked to watch (:meth:`watch`) in its last call."""
 
     def __init__(self, graph: Union[Graph, str, os.PathLike], weights, device=None):
-        from ..format.yaml_io import load
-        from ..fx.weights import load_weights
         self.graph = graph if isinstance(graph, Graph) else load(graph)
         state = load_weights(weights) if isinstance(weights, (str, os.PathLike)) else dict(weights)
         self.module = _frozen_module(self.graph, state, device)
