@@ -72,7 +72,7 @@ class LoopState(Stateful):
     saves them (:meth:`state_dict`: the pending rules encoded, the epoch's position as its own record) and a resume
     puts them back."""
     STATE = ("phase", "epoch", "step", "version", "history_lines", "growth_events", "prune_events", "finalized",
-             "pending", "epoch_state", "last_metrics", "wall_before", "initial_metrics")
+             "pending", "epoch_state", "last_metrics", "wall_s", "initial_metrics")
     phase: str = "train"                    # train, then final (the strategy's finalize, the last rules)
     epoch: int = 0                          # epochs done
     step: int = 0                           # optimizer steps done
@@ -84,7 +84,7 @@ class LoopState(Stateful):
     pending: list = field(default_factory=list)      # rules still to apply in the current event
     epoch_state: Optional[EpochState] = None         # None between epochs
     last_metrics: dict = field(default_factory=dict)  # the last epoch event's metrics
-    wall_before: float = 0.0                # seconds of earlier processes of this run
+    wall_s: float = 0.0                     # seconds of earlier processes of this run
     initial_metrics: dict = field(default_factory=dict)   # the seed's own metrics, when it starts from weights
 
     def state_dict(self) -> dict:
@@ -602,7 +602,7 @@ class Trainer:
             "device": self.device.type, "world_size": self.dist.world_size, "parallel": self.schedule.parallel,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
             "speed": self.speed.summary(),
-            "wall_s": round(self.loop.wall_before + time.perf_counter() - self.t0, 3),
+            "wall_s": round(self.loop.wall_s + time.perf_counter() - self.t0, 3),
         }
         summary.update({f"initial_{k}": v for k, v in self.loop.initial_metrics.items()})
         summary.update(self.strategy.summary(self.view))
@@ -632,12 +632,13 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": comparable_config(self.config),
             "graph": dumps(self.graph),
+            "version": self.loop.version,
             "model": {} if shards else {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "optimizer": {} if shards else optimizer_state(self.optimizer, self.module),
             "shards": shards,
             "strategy": self.strategy.state_dict(),
             "rng": rng_state(self.data_gen),
-            "loop": {**self.loop.state_dict(), "wall_before": self.loop.wall_before + time.perf_counter() - self.t0,
+            "loop": {**self.loop.state_dict(), "wall_s": self.loop.wall_s + time.perf_counter() - self.t0,
                      **self.speed.state()},
             "amp": self.scaler.state_dict(),
         }
