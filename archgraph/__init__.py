@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it (some modules arrive with later features)
 _LAZY = {
     "build": "archgraph.fx.builder",
+    "Network": "archgraph.fx.network",
     "apply": "archgraph.rules.base",
     "rewrite": "archgraph.fx.materialise",
     "transfer": "archgraph.fx.apply_plan",
@@ -49,6 +50,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "methods":   # the subpackage (archgraph.methods.attach), imported on first use
+        value = importlib.import_module("archgraph.methods")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'archgraph' has no attribute {name!r}")

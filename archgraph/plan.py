@@ -92,7 +92,9 @@ class TensorPlan:
 
     #: the old tensor it comes from (``"<node_id>.<param>"``), or None for a new tensor
     source: Optional[str]
-    #: ``((axis, AxisMap), ...)`` for the axes that changed; empty means an unchanged copy
+    #: ``((axis, AxisMap), ...)`` for the axes that changed; empty means an unchanged copy. A new tensor (no
+    #: ``source``) may have them too: its entries start as ``fill`` says, except those at the map's new positions
+    #: (``-1``), which start as the map's fill (a norm's mask gaining channels that enter at 0)
     axes: tuple[tuple[int, AxisMap], ...] = ()
     #: how a new tensor starts: ``"init"`` (as built), ``"zero"``, ``"ones"``, ``"value"`` (``value`` everywhere),
     #: ``"dirac"`` (identity conv) or ``"eye"`` (identity matrix)

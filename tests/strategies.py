@@ -169,6 +169,7 @@ EXAMPLE_NODES = {
     "embedding": ({"x": {"shape": [3], "vocab": 7}}, {"in": "x", "embedding_dim": 4}),
     "position_embedding": ({"x": [3, 4]}, {"in": "x"}),
     "attention": ({"x": [3, 4]}, {"in": "x", "num_heads": 2}),
+    "moe": ({"x": [3, 4]}, {"in": "x", "num_experts": 3, "top_k": 2, "hidden": 5}),
     "to_tokens": ({"x": [3, 2, 2]}, {"in": "x"}),
     "class_token": ({"x": [3, 4]}, {"in": "x"}),
     "token_pool": ({"x": [3, 4]}, {"in": "x", "mode": "first"}),

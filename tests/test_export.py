@@ -95,7 +95,9 @@ nodes:
   down: {op: linear, in: glu, out_features: 8}
   drop: {op: dropout, in: down, p: 0.1}
   res2: {op: add, in: [res, drop]}
-  n2:   {op: layernorm, in: res2}
+  moe:  {op: moe, in: res2, num_experts: 3, top_k: 2, hidden: 6}
+  res3: {op: add, in: [res2, moe]}
+  n2:   {op: layernorm, in: res3}
   g:    {op: gelu, in: n2}
   rec:  {op: lstm, in: g, hidden_size: 5, num_layers: 2}
   gru:  {op: gru, in: rec, hidden_size: 4}

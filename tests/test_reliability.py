@@ -158,7 +158,6 @@ def test_a_lock_held_by_a_killed_but_unreaped_process_is_stale(tmp_path):
 
 # ---- output folders: one unit, a full disk named ------------------------------------------------------------------
 def test_a_full_disk_leaves_the_previous_output_folder_whole(tmp_path, monkeypatch, capsys):
-    import errno
     from archgraph.fx import weights
     graph = tmp_path / "g.yaml"
     graph.write_text(MLP)
@@ -365,7 +364,6 @@ def test_pad_may_be_minus_infinity():
 def test_bad_numbers_in_a_run_file_fail_validate_and_grow_before_writing(data_root, tmp_path, capsys, setting):
     import yaml
     from archgraph.cli.grow import parse_settings
-    from archgraph.train.config import config_from_data, with_overrides
     cfg = tiny_config(data_root, epochs=1)
     key, value = setting.split("=")
     section, field = key.split(".")

@@ -174,6 +174,11 @@ def rule_for(draw, graph):
         return cls(after=after)
     if name == "prune_heads":   # refused (and skipped) on a node that is not an attention
         return rules.PruneHeads(node=draw(st.sampled_from(ids)), indices=(0,))
+    if name == "prune_experts":   # refused (and skipped) on a node that is not a moe
+        return rules.PruneExperts(node=draw(st.sampled_from(ids)), indices=(0,))
+    if name == "stack_block":     # a copy of the nodes between two values (refused where they are no block)
+        return rules.StackBlock(start=draw(st.sampled_from([*graph.inputs, *ids])), end=draw(st.sampled_from(ids)),
+                                init=draw(st.sampled_from(["copy", "zero"])))
     return rules.RULES[name](node=draw(st.sampled_from(ids)))
 
 

@@ -103,7 +103,8 @@ def test_pruning_under_a_layernorm_says_why_it_is_not_exact():
 
 def test_rules_are_data():
     assert list(rules.RULES) == ["add_filters", "split_filters", "prune_channels", "insert_layer", "insert_block",
-                                 "delete_node", "collapse_layer", "add_heads", "prune_heads"]
+                                 "delete_node", "collapse_layer", "add_heads", "prune_heads", "stack_block",
+                                 "add_experts", "prune_experts"]
     r = rules.parse("split_filters", {"node": "c1", "indices": "0,2", "eps": "0"})
     assert r == rules.SplitFilters(node="c1", indices=(0, 2), eps=0.0)
     assert rules.parse("split_filters", {"node": "c1", "indices": "[0, 2]", "eps": "0"}) == r

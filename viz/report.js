@@ -244,6 +244,12 @@
     badge.textContent = v.kind;
     rule.appendChild(badge);
     rule.appendChild(document.createTextNode(v.label));
+    if (v.exact === false) {   // a rewrite that changed the network's function says so, and why
+      const inexact = document.createElement("span");
+      inexact.className = "inexact";
+      inexact.textContent = ` not exact: ${v.reason || "the function changed"}`;
+      rule.appendChild(inexact);
+    }
     const when = [];
     if (v.epoch !== null) when.push(`epoch ${v.epoch}`);
     if (v.step !== null) when.push(`step ${v.step}`);
@@ -296,7 +302,8 @@
       chip.className = `chip ${v.kind}`;
       chip.dataset.version = String(v.version);
       chip.textContent = v.version === 0 ? "v0 seed" : `v${v.version} ${v.rule}`;
-      chip.title = v.label;
+      chip.title = v.exact === false ? `${v.label} (not exact: ${v.reason || "the function changed"})` : v.label;
+      if (v.exact === false) chip.textContent += " ≠";
       chip.addEventListener("click", () => show(v.version));
       $("chips").appendChild(chip);
     }

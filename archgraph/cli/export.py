@@ -1,4 +1,5 @@
-"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py] [--hf OUT_DIR]"""
+"""archgraph export GRAPH [--weights W] [--onnx OUT.onnx [--dynamic-hw]] [--python OUT.py] [--hf OUT_DIR]
+                 [--state-dict OUT.safetensors --like torchvision:NAME|timm:NAME]"""
 from __future__ import annotations
 
 import archgraph
@@ -23,6 +24,11 @@ def register(sub) -> None:
                         "model.safetensors, generation_config.json, the source's tokenizer files) that "
                         "transformers' AutoModelForCausalLM (AutoModel for encoders) .from_pretrained loads; for "
                         "a graph imported with 'archgraph import hf:...' (its weights record the source config)")
+    p.add_argument("--state-dict", metavar="OUT.safetensors",
+                   help="write the weights under the original module's parameter names (with --like), so they load "
+                        "into the torchvision/timm model built with the graph's widths")
+    p.add_argument("--like", metavar="SOURCE:NAME", help="the model the graph was imported from: torchvision:NAME "
+                                                          "or timm:NAME (for --state-dict)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--dynamic-hw", action="store_true",
                    help="leave the height and width of image inputs dynamic in the ONNX file (checked at the "
@@ -30,12 +36,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if not args.onnx and not args.python and not args.hf:
-        raise ConfigError("nothing to do: give --onnx OUT.onnx, --python OUT.py and/or --hf OUT_DIR")
+    if not args.onnx and not args.python and not args.hf and not args.state_dict:
+        raise ConfigError("nothing to do: give --onnx OUT.onnx, --python OUT.py, --hf OUT_DIR and/or --state-dict "
+                          "OUT.safetensors")
+    if args.state_dict and (not args.like or not args.weights):
+        raise ConfigError("--state-dict needs --like torchvision:NAME|timm:NAME and --weights W.safetensors",
+                          field="like" if not args.like else "weights")
+    if args.like and not args.state_dict:
+        raise ConfigError("--like goes with --state-dict OUT.safetensors", field="state-dict")
     for option in ("onnx", "hf"):
         if getattr(args, option) and not args.weights:
             raise ConfigError(f"--{option} needs --weights W.safetensors", field="weights")
-    for option, path in (("--onnx", args.onnx), ("--python", args.python)):
+    for option, path in (("--onnx", args.onnx), ("--python", args.python), ("--state-dict", args.state_dict)):
         if path:
             output_file(path, option)
     graph = archgraph.load(args.graph)
@@ -52,6 +64,12 @@ def run(args) -> int:
         sizes = " at its size and at twice its height and width" if args.dynamic_hw else ""
         also = f" and its weights {args.onnx}.data" if needs_external_data(weights) else ""
         print(f"wrote {args.onnx}{also} (onnxruntime matches PyTorch{sizes}: max abs difference {error:.2e})")
+    if args.state_dict:
+        from archgraph.fx.weights import save_weights
+        from archgraph.interop.statedict import to_original
+        state = to_original(graph, weights, args.like)
+        save_weights(state, args.state_dict, {"like": args.like})
+        print(f"wrote {args.state_dict} ({len(state)} tensors under {args.like}'s names)")
     if args.hf:
         export_hf(graph, weights, args)
     if args.python:

@@ -1,4 +1,5 @@
-"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N] -o DIR
+"""archgraph import torchvision:NAME | timm:NAME [--input-shape 3,224,224] [--vocab V] [--num-classes N]
+                 [--weights FILE.pth|FILE.safetensors] -o DIR
 archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head] -o DIR
 archgraph import hf:PATH [--seq-len T] [--dtype bfloat16] -o DIR   (a folder save_pretrained wrote)"""
 from __future__ import annotations
@@ -22,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("model", metavar="SOURCE:NAME", help="torchvision:NAME (e.g. torchvision:resnet18), timm:NAME "
                                                          "(e.g. timm:efficientnet_b0; built with pretrained=False) "
                                                          "or hf:MODEL_TYPE (gpt2, bert, llama, qwen2, qwen3, "
-                                                         "mistral, phi3, vit: a Hugging Face model built from a "
+                                                         "mistral, mixtral, phi3, vit: a Hugging Face model built "
+                                                         "from a "
                                                          "small config, checked in float64) or "
                                                          "hf:PATH (a local folder as save_pretrained writes it: "
                                                          "config.json and *.safetensors; a causal LM keeps its LM "
@@ -33,6 +35,10 @@ def register(sub) -> None:
     p.add_argument("--vocab", type=int, default=None, metavar="V",
                    help="the input is T integer token ids in [0, V) (the graph input {shape: [T], vocab: V})")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier (or segmentation) outputs (model default)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="torchvision/timm: a local checkpoint of the original module (a .pth state dict, read with "
+                        "torch.load(weights_only=True), or .safetensors) loaded into it before converting; nothing "
+                        "is downloaded")
     p.add_argument("--seq-len", type=int, default=None, metavar="T",
                    help="hf: the declared number of tokens (the graph runs on any length up to it, or any length "
                         "with rotary positions; default 16 for hf:MODEL_TYPE, the model's position table for "
@@ -94,6 +100,50 @@ def load_model(spec: str, num_classes, seed: int):
         return timm_model(name, num_classes=num_classes, seed=seed), name
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     return torchvision_model(name, seed=seed, **kwargs), name
+
+
+def read_checkpoint(path: str) -> dict:
+    """The state dict in ``path``: a ``.safetensors`` file, or a ``.pth``/``.pt`` file read with
+    ``torch.load(weights_only=True)`` (a plain state dict, or one under ``state_dict``/``model``, as training scripts
+    save them; a ``module.`` prefix from DataParallel is dropped)."""
+    import torch
+    from archgraph.fx.weights import load_weights
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"no such weights file '{path}'", field="weights")
+    if p.suffix == ".safetensors":
+        return load_weights(p)
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:   # pickles beyond tensors and plain data are refused, as are damaged files
+        raise ConfigError(f"cannot read '{path}' as a state dict with torch.load(weights_only=True): {err}",
+                          field="weights") from None
+    for key in ("state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(torch.is_tensor(v) for v in data.values()):
+        raise ConfigError(f"'{path}' does not hold a state dict (names to tensors)", field="weights")
+    if data and all(k.startswith("module.") for k in data):
+        data = {k[len("module."):]: v for k, v in data.items()}
+    return data
+
+
+def load_checkpoint(module, path: str) -> None:
+    """Load the checkpoint at ``path`` into the original ``module``: every tensor must be there with its shape (an
+    error names the first missing, extra or misshapen one)."""
+    state = read_checkpoint(path)
+    own = module.state_dict()
+    for key, tensor in own.items():
+        if key not in state:
+            raise ConfigError(f"'{path}' has no tensor '{key}' of the model", field="weights")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ConfigError(f"tensor '{key}' in '{path}' has shape {list(state[key].shape)}, the model's "
+                              f"{list(tensor.shape)} (is --num-classes right?)", field="weights")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise ConfigError(f"tensor '{extra[0]}' in '{path}' is not one of the model's"
+                          + (f" ({len(extra) - 1} more)" if len(extra) > 1 else ""), field="weights")
+    module.load_state_dict(state, strict=True)
 
 
 def parse_config(items: list[str]) -> dict:
@@ -169,12 +219,16 @@ def import_hf(args) -> tuple:
 def run(args) -> int:
     meta = {}
     if args.model.startswith("hf:"):
+        if args.weights is not None:
+            raise ConfigError("--weights is for torchvision:NAME and timm:NAME models", field="weights")
         graph, weights, meta = import_hf(args)
         output_folder(args.output, args.force)
     else:
         shape = parse_shape(args.input_shape, args.vocab)
         output_folder(args.output, args.force)
         module, name = load_model(args.model, args.num_classes, args.seed)
+        if args.weights is not None:
+            load_checkpoint(module, args.weights)
         from archgraph.interop.importer import from_module
         graph, weights = from_module(module, input_shape=shape, name=name, vocab=args.vocab)
     out = Path(args.output)

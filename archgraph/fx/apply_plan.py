@@ -47,7 +47,13 @@ def carry(tp: TensorPlan, old: Optional[torch.Tensor], new: Optional[torch.Tenso
     if tp.source is None:
         if state:
             raise ValueError(f"{key}: a new tensor has no optimizer state to carry")
-        return _fill(tp, new, key)
+        out = _fill(tp, new, key)
+        for axis, m in tp.axes:   # a new buffer whose entries for new channels start otherwise (a norm's mask)
+            _, missing = _index(m, out.device)
+            if m.fill == "zero" and bool(missing.any()):
+                out = out.clone() if out is new else out
+                out.index_fill_(axis, missing.nonzero().squeeze(1), 0)
+        return out
     if old is None:
         raise ArchgraphError(f"missing tensor '{tp.source}' in the old weights", node=tp.source.partition(".")[0],
                              field=tp.source.partition(".")[2])

@@ -19,6 +19,81 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class MaskedLayerNorm(nn.Module):
+    """A layer norm over the last axis whose channels enter through a mask (MSG's masked growth): ``mask`` (a
+    buffer, one entry per channel) weights the mean and variance and multiplies the output. A channel whose mask is
+    0 changes nothing, so channels added at 0 keep the function exactly; each training forward pass moves every
+    entry ``1 / ramp`` closer to 1, where the norm is ``nn.LayerNorm``'s (same ``weight``, ``bias``, ``eps``).
+    """
+
+    def __init__(self, num_channels: int, ramp: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True):
+        super().__init__()
+        self.num_channels = num_channels
+        self.ramp = int(ramp)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels)) if elementwise_affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels)) if elementwise_affine and bias else None
+        self.register_buffer("mask", torch.ones(num_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mask.to(x.dtype, copy=True)   # the mask is stepped in place below; autograd keeps this copy
+        total = m.sum()
+        mean = (x * m).sum(-1, keepdim=True) / total
+        centred = x - mean
+        var = (centred * centred * m).sum(-1, keepdim=True) / total
+        y = centred * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        if self.training:
+            with torch.no_grad():
+                self.mask.add_(1.0 / self.ramp).clamp_(max=1.0)
+        return y * m
+
+
+class MoE(nn.Module):
+    """A routed mixture of SwiGLU experts (the ``moe`` op; Mixtral's, Qwen3-MoE's and OLMoE's block): router
+    ``[E, D]``, softmax over the experts, the ``top_k`` most probable picked (and renormalised with ``normalize``),
+    each picked expert's ``down @ (act(gate @ x) * (up @ x))`` weighted by its probability. Every expert is computed
+    for every token and the unpicked ones weighted by zero: the same function as a routed implementation, simple,
+    exportable to ONNX and deterministic, but ``num_experts / top_k`` times the expert MACs. With ``ramp`` the log of
+    the ``expert_mask`` buffer is added to the router's scores (an expert at 0 is never picked) and each training
+    forward pass moves every entry ``1 / ramp`` closer to 1."""
+
+    def __init__(self, dim: int, num_experts: int, hidden: int, top_k: int, normalize: bool = True,
+                 activation: str = "silu", ramp: int | None = None):
+        super().__init__()
+        self.dim, self.num_experts, self.hidden, self.top_k = dim, num_experts, hidden, top_k
+        self.normalize, self.activation, self.ramp = normalize, activation, ramp
+        self.router = nn.Linear(dim, num_experts, bias=False)
+        bound_in, bound_hidden = dim ** -0.5, hidden ** -0.5   # nn.Linear's default initialisation, per expert
+        self.gate_proj = nn.Parameter(torch.empty(num_experts, hidden, dim).uniform_(-bound_in, bound_in))
+        self.up_proj = nn.Parameter(torch.empty(num_experts, hidden, dim).uniform_(-bound_in, bound_in))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, dim, hidden).uniform_(-bound_hidden, bound_hidden))
+        if ramp is not None:
+            self.register_buffer("expert_mask", torch.ones(num_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.router(x)
+        if self.ramp is not None:
+            logits = logits + torch.log(self.expert_mask.to(logits.dtype, copy=True))
+            if self.training:
+                with torch.no_grad():
+                    self.expert_mask.add_(1.0 / self.ramp).clamp_(max=1.0)
+        # the probabilities in float32 at least, as the Hugging Face families compute them
+        probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+        top, idx = torch.topk(probs, self.top_k, dim=-1)
+        if self.normalize:
+            top = top / top.sum(dim=-1, keepdim=True)
+        weights = torch.zeros_like(probs).scatter(-1, idx, top).to(x.dtype)          # [B, T, E]
+        act = getattr(nn.functional, self.activation)   # silu or gelu
+        h = act(torch.einsum("btd,efd->btef", x, self.gate_proj)) * torch.einsum("btd,efd->btef", x, self.up_proj)
+        y = torch.einsum("btef,edf->bted", h, self.down_proj)
+        return torch.einsum("bte,bted->btd", weights, y)
+
+
 class Scale(nn.Module):
     """A learnable per-channel multiplier (ConvNeXt's layer scale, timm's ``LayerScale`` on tokens); ``weight`` has
     one entry per channel: the first axis of ``[C, H, W]`` and ``[F]``, the last of a sequence ``[T, D]``. With

@@ -89,8 +89,8 @@ def report_data(run: Union[Run, str, os.PathLike]) -> dict:
     for name in names:
         xs, ys = run.series(name, with_rewrites=name in ("params", "nonzero_params"))
         series[name] = [[x, y] for x, y in zip(xs, ys)]
-    events = [{"x": run.x_of(e), "kind": e.get("kind") or "growth", "version": e["version"], "rule": e["rule"]}
-              for e in run.rewrites if run.x_of(e) is not None]
+    events = [{"x": run.x_of(e), "kind": e.get("kind") or "growth", "version": e["version"], "rule": e["rule"],
+               "exact": e.get("exact")} for e in run.rewrites if run.x_of(e) is not None]
     return {"run": run.name, "folder": run.path.name, "x_axis": run.x_axis, "metric": main_metric(run),
             "config": run.config, "summary": run.summary or (run.end or {}).get("summary") or {},
             "versions": versions, "series": series, "events": events}
@@ -101,7 +101,7 @@ def _version_entry(run: Run, v, graph, previous, sources: list[str]) -> dict:
     entry = {
         "version": v.version, "hash": v.hash, "rule": v.rule or "seed", "label": v.rule_label(),
         "args": dict(v.args), "kind": "seed" if v.version == 0 else (v.kind or "growth"),
-        "epoch": v.epoch, "step": v.step,
+        "epoch": v.epoch, "step": v.step, "exact": v.exact, "reason": v.reason,
         "x": None if v.version == 0 else run.x_of({"epoch": v.epoch, "step": v.step}),
         "params": graph.params if graph is not None else v.metrics.get("params"),
         "macs": graph.macs if graph is not None else v.metrics.get("macs"),

@@ -57,6 +57,10 @@ class Version:
     step: Optional[int] = None
     metrics: Mapping[str, Any] = field(default_factory=dict)
     line: Optional[int] = None  # line of history.jsonl with its event
+    #: whether the rewrite kept the network's function (None: the seed, or a log from before it was recorded)
+    exact: Optional[bool] = None
+    #: why it did not (``reason`` of the event)
+    reason: Optional[str] = None
 
     def rule_label(self, width: int = 40) -> str:
         """``add_filters(node=c1, count=4)``: arguments that are ``None`` left out, long values shortened."""
@@ -154,7 +158,7 @@ class Run:
                 version=e["version"], hash=e.get("hash"), parent=e.get("parent", expected - 1),
                 parent_hash=e.get("parent_hash"), rule=str(e["rule"]), args=dict(e.get("args") or {}),
                 kind=e.get("kind"), epoch=e.get("epoch"), step=e.get("step"), metrics=dict(e.get("metrics") or {}),
-                line=e["_line"]))
+                line=e["_line"], exact=e.get("exact"), reason=e.get("reason")))
         return chain
 
     @property

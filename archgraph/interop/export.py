@@ -429,7 +429,7 @@ def _plain_attribute(name: str) -> bool:
 
 def _local_names(gm: fx.GraphModule, graph: Graph) -> dict[str, str]:
     taken = set(_RESERVED) | {"LayerNorm2d", "Scale", "GRN", "StochasticDepth", "channel_shuffle", "channel_slice",
-                              "RMSNorm", "radix_softmax"}
+                              "RMSNorm", "radix_softmax", "MaskedLayerNorm", "MoE"}
     names: dict[str, str] = {}
     for n in gm.graph.nodes:
         name = n.name

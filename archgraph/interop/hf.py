@@ -48,6 +48,9 @@ SMALL: dict[str, dict[str, Any]] = {
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=64, vocab_size=100, max_position_embeddings=64),
+    "mixtral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, vocab_size=100,
+                    max_position_embeddings=64),
     "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
                  eos_token_id=2),
@@ -73,7 +76,7 @@ def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = Fals
     """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
 
     ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"qwen3"``,
-    ``"mistral"``, ``"phi3"``, ``"vit"``: built with the
+    ``"mistral"``, ``"mixtral"``, ``"phi3"``, ``"vit"``: built with the
     :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
     logits (built with ``tie_word_embeddings=False`` unless ``sizes`` say otherwise; a tied head imports tied) instead
     of the last hidden
@@ -257,7 +260,7 @@ def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float
         x = torch.randint(0, shape.vocab, (2, *shape), generator=gen)
     else:
         x = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
-    with torch.no_grad(), _native_rms_norms(ref):
+    with torch.no_grad(), _native_rms_norms(ref), _native_routers(ref):
         out = ref(**{name: x})
         y = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
         got = built(x)
@@ -499,6 +502,10 @@ def _llama(b: _Nodes, base, t: int) -> str:
             h = b.rmsnorm(f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
         x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
         h = x if post_norm else b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
+        if hasattr(mlp, "experts"):   # Mixtral: a routed mixture of SwiGLU experts
+            h = b.dropout(f"{p}_resid_mlp_dropout", _experts(b, f"{p}_mlp", h, mlp, cfg), _resid_dropout(cfg))
+            x = b.emit(f"{p}_add_2", "add", [x, h])
+            continue
         gate_proj, up_proj = _gate_up(mlp)
         gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, gate_proj), cfg.hidden_act)
         h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, up_proj)])
@@ -531,6 +538,49 @@ def _gate_up(mlp):
         return mlp.gate_proj, mlp.up_proj
     w, half = mlp.gate_up_proj.weight, mlp.gate_up_proj.weight.shape[0] // 2
     return (w[:half].clone(), None), (w[half:].clone(), None)
+
+
+def _experts(b: _Nodes, nid: str, x: str, block, cfg) -> str:
+    """A sparse mixture-of-experts block (transformers 5's ``gate`` router ``[E, D]`` and ``experts`` holding
+    ``gate_up_proj`` ``[E, 2F, D]`` and ``down_proj`` ``[E, D, F]``) as one ``moe`` node."""
+    gate_up, down = block.experts.gate_up_proj, block.experts.down_proj
+    hidden = int(down.shape[-1])
+    _refuse(cfg.hidden_act not in ("silu", "gelu"), f"{nid}: expert activation {cfg.hidden_act!r} is not supported "
+                                                     "(silu or gelu)")
+    normalize = getattr(block.gate, "norm_topk_prob", True)   # Mixtral always renormalises the top k
+    state = {"router.weight": block.gate.weight, "gate_proj": gate_up[:, :hidden], "up_proj": gate_up[:, hidden:],
+             "down_proj": down}
+    return b.emit(nid, "moe", [x], state, num_experts=int(down.shape[0]), top_k=int(block.gate.top_k),
+                  hidden=hidden, normalize=bool(normalize), activation=cfg.hidden_act)
+
+
+@contextlib.contextmanager
+def _native_routers(model: nn.Module):
+    """transformers takes a router's softmax in float32 whatever the dtype; in the float64 check it is taken in the
+    input's dtype, as the ``moe`` op does (in float32 the two are the same function). The experts run in their
+    eager loop (the grouped matmul takes no float64)."""
+    routers = [m for m in model.modules() if type(m).__name__.endswith("TopKRouter")]
+    configs = {id(m.config): m.config for m in model.modules()
+               if hasattr(m, "_is_expert_parallel") and hasattr(getattr(m, "config", None), "_experts_implementation")}
+    saved = {k: c._experts_implementation for k, c in configs.items()}
+    for c in configs.values():
+        c._experts_implementation = "eager"
+
+    def forward(self, hidden_states):
+        logits = nn.functional.linear(hidden_states.reshape(-1, self.hidden_dim), self.weight)
+        top, index = torch.topk(torch.softmax(logits, dim=-1), self.top_k, dim=-1)
+        if getattr(self, "norm_topk_prob", True):
+            top = top / top.sum(dim=-1, keepdim=True)
+        return logits, top, index
+    for m in routers:
+        m.forward = forward.__get__(m)
+    try:
+        yield
+    finally:
+        for m in routers:
+            del m.forward
+        for k, c in configs.items():
+            c._experts_implementation = saved[k]
 
 
 def _vit(b: _Nodes, base, t: int) -> str:
@@ -587,5 +637,6 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
 #: laid out as Llama is
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
-                                "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "vit": _vit}
+                                "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "mixtral": _llama,
+                                "vit": _vit}
 

@@ -811,7 +811,19 @@ def _layernorm(c: _Converter, hint: str, x, normalized_shape, eps: float, weight
 
 
 def layernorm(c: _Converter, n, m: nn.LayerNorm, x):
+    if hasattr(m, "ramp") and hasattr(m, "mask"):   # archgraph's MaskedLayerNorm (add_filters init=masked)
+        return masked_layernorm(c, n, m, x)
     return _layernorm(c, None, x, m.normalized_shape, m.eps, m.weight, m.bias)
+
+
+def masked_layernorm(c: _Converter, n, m, x):
+    """archgraph's own ``MaskedLayerNorm``: a layernorm with ``mask_ramp`` and its ``mask`` buffer."""
+    x = c.tensor(x)
+    if x.layout not in (CF, TND) or len(c.shape(x)) not in (1, 2):
+        raise c.fail("a masked layer norm normalises the last axis of [N, F] or a sequence [N, T, D]")
+    return Val(c.emit(None, "layernorm", [x.node], _state(m), eps=float(m.eps),
+                      elementwise_affine=m.weight is not None, bias=m.bias is not None, mask_ramp=int(m.ramp)),
+               x.layout)
 
 
 def rmsnorm(c: _Converter, n, m, x):
@@ -1006,6 +1018,13 @@ def table_module(op: str):
     return handler
 
 
+def moe_module(c: _Converter, n, m, x):
+    """archgraph's own ``MoE`` (a routed mixture of SwiGLU experts): its sizes are the module's attributes."""
+    x = c.seq(x, True, type(m).__name__)
+    return Val(c.emit(None, "moe", [x.node], _state(m), num_experts=m.num_experts, top_k=m.top_k, hidden=m.hidden,
+                      normalize=bool(m.normalize), activation=m.activation, expert_ramp=m.ramp))
+
+
 def unary(op: str):
     """An elementwise op: any layout, the output keeps it; its fields are the module's attributes of the same name
     (``nn.GELU.approximate``)."""
@@ -1115,7 +1134,7 @@ MODULE_HANDLERS: dict[str, Callable] = {
     "conv_transpose2d": conv_transpose2d, "upsample": upsample,
     "pad": pad_module, "rmsnorm": rmsnorm, "grn": grn, "embedding": embedding, "lstm": rnn("lstm"), "gru": rnn("gru"),
     "attention": lambda c, n, m, *a, **k: _ATTENTION_MODULES.get(type(m), attention_module)(c, n, m, *a, **k),
-    "position_embedding": table_module("position_embedding"),
+    "position_embedding": table_module("position_embedding"), "moe": moe_module,
     "class_token": lambda c, n, m, x: Val(c.emit(None, "class_token", [c.seq(x, True, "ClassToken").node], _state(m),
                                                   tokens=int(m.weight.shape[0]))),
 }

@@ -2,6 +2,6 @@
 beside their :class:`~.opdef.OpDef` entries (a ``DEFS`` tuple), named here."""
 from __future__ import annotations
 
-from . import activations, attention, convolution, linear, norms, pooling, recurrent, structural
+from . import activations, attention, convolution, experts, linear, norms, pooling, recurrent, structural
 
-FAMILIES = (convolution, linear, norms, activations, pooling, attention, recurrent, structural)
+FAMILIES = (convolution, linear, norms, activations, pooling, attention, recurrent, structural, experts)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
+from pydantic import Field
+
 from .common import A_, ACT, EXTRA, F_, NORM_COLOUR, bad, channel_width, need_rank, need_ranks, rank_shape
 from .node import Bool, Float, NodeSpec, PositiveFloat, PositiveInt, Probability
 from .opdef import Build, Coupling, Export, Imports, OpDef, RewriteFacts, Sizes, Traits
@@ -30,11 +32,18 @@ class BatchNorm1d(_BatchNorm):
 
 class LayerNorm(NodeSpec):
     """Layer normalisation over the features of ``[F]``, over the last axis of a sequence ``[T, D]``, or over the
-    channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt)."""
+    channels of ``[C, H, W]`` at each position (the channels-first LayerNorm of ConvNeXt).
+
+    ``mask_ramp`` (set by ``add_filters(init=masked)``, MSG's masked growth): the norm holds a per-channel ``mask``
+    buffer (0 for channels that are entering, 1 for the others), takes its mean and variance over the channels
+    weighted by it and multiplies its output by it; each training forward pass moves every entry ``1/mask_ramp``
+    closer to 1. With every entry 1 it is a plain layer norm; at 0 a channel changes nothing."""
     op: Literal["layernorm"] = "layernorm"
     eps: PositiveFloat = 1e-5
     elementwise_affine: Bool = True
     bias: Bool = True
+    mask_ramp: Optional[PositiveInt] = Field(None, description="with a per-channel mask buffer that ramps to 1 "
+                                                               "over this many training forward passes")
 
 
 class RMSNorm(NodeSpec):
@@ -84,6 +93,8 @@ BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 def ln_shape(node, ins):
     if len(ins[0]) not in (1, 2, 3):
         bad("in", f"needs a [F], [T, D] or [C, H, W] input, got {list(ins[0])}")
+    if getattr(node, "mask_ramp", None) is not None and len(ins[0]) == 3:
+        bad("mask_ramp", f"a masked layer norm normalises [F] or [T, D], not the channels of {list(ins[0])}")
     return tuple(ins[0])
 
 
@@ -139,6 +150,8 @@ def ln_layout(node: LayerNorm, ins):
         layout["weight"] = (0, None)
         if node.bias:
             layout["bias"] = (0, None)
+    if node.mask_ramp is not None:
+        layout["mask"] = (0, None)   # a buffer: the entering channels' mask (add_filters init=masked)
     return layout
 
 
@@ -173,6 +186,9 @@ def bn_module(cls: str):
 
 
 def ln_module(T, node: LayerNorm, ins):
+    if node.mask_ramp is not None:
+        return T.extra.MaskedLayerNorm(channel_width(ins[0]), node.mask_ramp, eps=node.eps,
+                                       elementwise_affine=node.elementwise_affine, bias=node.bias)
     cls = T.nn.LayerNorm if len(ins[0]) in (1, 2) else T.extra.LayerNorm2d
     return cls(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine, bias=node.bias)
 
@@ -198,6 +214,11 @@ def bn_source(cls: str):
         return (f"nn.{cls}({m.num_features}, eps={m.eps!r}, momentum={m.momentum!r}, affine={m.affine}, "
                 f"track_running_stats={m.track_running_stats})")
     return source
+
+
+def masked_ln_source(m) -> str:
+    return (f"MaskedLayerNorm({m.num_channels}, {m.ramp}, eps={m.eps!r}, elementwise_affine={m.weight is not None}, "
+            f"bias={m.bias is not None})")
 
 
 def ln_source(cls: str):
@@ -236,14 +257,16 @@ DEFS: tuple[OpDef, ...] = (
     OpDef(
         kind=LayerNorm,
         sizes=Sizes(shape=ln_shape, params=ln_params),
-        coupling=Coupling(role=ACT, layout=ln_layout, mixes=ln_mixing),
+        coupling=Coupling(role=ACT, layout=ln_layout, mixes=ln_mixing, buffers=("mask",)),
         traits=Traits(is_norm=True),
         build=Build(module=ln_module),
-        rewrite=RewriteFacts(shifts_zero=True),
+        rewrite=RewriteFacts(shifts_zero=True, maskable=True, keeps_stats_of_copies=True),
         export=Export(colour=NORM_COLOUR,
                       python={"torch.nn.LayerNorm": ln_source("nn.LayerNorm"),
-                              EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d")}),
-        imports=Imports(modules=("torch.nn.LayerNorm",), functions=(F_ + "layer_norm", A_ + "layer_norm.default")),
+                              EXTRA + ".LayerNorm2d": ln_source("LayerNorm2d"),
+                              EXTRA + ".MaskedLayerNorm": masked_ln_source}),
+        imports=Imports(modules=("torch.nn.LayerNorm", EXTRA + ".MaskedLayerNorm"),
+                        functions=(F_ + "layer_norm", A_ + "layer_norm.default")),
     ),
     OpDef(
         kind=RMSNorm,
@@ -251,7 +274,7 @@ DEFS: tuple[OpDef, ...] = (
         coupling=Coupling(role=ACT, layout=rms_layout, mixes=ln_mixing, mix_stats="mean square"),
         traits=Traits(is_norm=True),
         build=Build(module=rms_module),
-        rewrite=RewriteFacts(rescalable=True),
+        rewrite=RewriteFacts(rescalable=True, keeps_stats_of_copies=True),
         export=Export(colour=NORM_COLOUR, python={EXTRA + ".RMSNorm": rms_source}),
         imports=Imports(modules=("torch.nn.RMSNorm", EXTRA + ".RMSNorm")),
     ),

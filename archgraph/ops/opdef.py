@@ -152,6 +152,14 @@ class Coupling:
     #: ``head_tables(node, ins)`` -> ``{tensor: axis}``: the tensors holding one entry (not ``head_dim``) per head on
     #: ``axis``, which the head rules slice with the heads (window attention's position bias table)
     head_tables: Callable[[Any, list[Shape]], dict[str, int]] = no_head_tables
+    #: ``experts(node)`` -> ``(num_experts, {tensor: axis})``: the tensors holding one entry per expert on ``axis``
+    #: (a mixture of experts' router rows and expert weights), which ``add_experts``/``prune_experts`` map; ``None``
+    #: for an op without experts
+    experts: Callable[[Any], Optional[tuple[int, dict[str, int]]]] = lambda node: None
+    #: ``expert_units(node)`` -> ``(units, {tensor: axis} making them, {tensor: axis} reading them, field)``: the
+    #: hidden units every expert has (its SwiGLU width ``field``), which ``add_filters``/``prune_channels`` on
+    #: ``ID.experts`` change in every expert alike; ``None`` for an op without experts
+    expert_units: Callable[[Any], Optional[tuple[int, dict[str, int], dict[str, int], str]]] = lambda node: None
     #: ``norm_groups(node)``: a THROUGH op that normalises its channels in this many equal groups (group_norm): the
     #: channels at one position of every group are tied, so every group keeps the same size when channels go
     norm_groups: Callable[[Any], int] = no_norm_groups
@@ -232,6 +240,11 @@ class RewriteFacts:
     #: a mixing norm whose statistic is the mean of squares over the channels (rmsnorm): zero channels added to its
     #: input are compensated exactly by scaling its weight by ``sqrt(old / new)`` and its ``eps`` by ``old / new``
     rescalable: bool = False
+    #: a mixing norm that takes new channels through a mask ramping from 0 (its ``mask_ramp`` field): layernorm
+    maskable: bool = False
+    #: a mixing norm whose statistics are the same over ``[x, x, ...]`` as over ``x`` (mean and variance, mean
+    #: square), so copying every channel alike keeps its output (add_filters init=clone)
+    keeps_stats_of_copies: bool = False
 
 
 @dataclass(frozen=True)

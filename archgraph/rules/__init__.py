@@ -5,20 +5,27 @@
 
 >>> from archgraph import rules
 >>> sorted(rules.RULES)[:3]
-['add_filters', 'add_heads', 'collapse_layer']
+['add_experts', 'add_filters', 'add_heads']
 """
 from __future__ import annotations
 
 from .. import plugins as _plugins
 from .base import RULES, Rewrite, Rule, decode, encode, parse, register
-from .collapse import CollapseLayer, DeleteNode
-from .deepen import InsertBlock, InsertLayer
-from .heads import AddHeads, PruneHeads
+
+# the import order is the order RULES (and `apply --help`) list the rules in
+# isort: off
+from .widen import AddFilters, SplitFilters, exact_form
 from .prune import PruneChannels
-from .widen import AddFilters, SplitFilters
+from .deepen import InsertBlock, InsertLayer
+from .collapse import CollapseLayer, DeleteNode
+from .heads import AddHeads, PruneHeads
+from .stack import StackBlock
+from .experts import AddExperts, PruneExperts
+# isort: on
 
 # rules of other packages (entry point group ``archgraph.rules``), so apply, run files and replay all know them
 _plugins.load("archgraph.rules")
 
 __all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "register", "AddFilters", "SplitFilters",
-           "PruneChannels", "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads"]
+           "PruneChannels", "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads",
+           "StackBlock", "AddExperts", "PruneExperts", "exact_form"]

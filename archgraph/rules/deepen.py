@@ -38,7 +38,7 @@ class _Insert(Rule):
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         shape = graph.shapes()[self.after]
         op = self.op or ("conv2d" if len(shape) == 3 else "linear")
-        if op == "linear" and len(shape) == 2:   # a sequence [T, D]: the linear acts on D at every position
+        if OPS[op].sizes.in_rank == 1 and len(shape) == 2:   # a sequence [T, D]: a linear acts on D at every position
             return op, shape
         if OPS[op].sizes.in_rank != len(shape):
             need = "[C, H, W]" if OPS[op].sizes.in_rank == 3 else "[F]"

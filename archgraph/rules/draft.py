@@ -49,6 +49,10 @@ class Draft:
     note: str = ""
     #: every merge must meet channels already tied (a widening: new channels land at matching places)
     aligned: bool = False
+    #: reader node -> how its weights on new channels start, where it differs from ``fan_out``
+    reader_fill: dict[str, str] = field(default_factory=dict)
+    #: every value's channel tokens in the new graph (set by :func:`realise`)
+    new_slots: dict[str, Slots] = field(default_factory=dict)
 
     def __post_init__(self):
         self.uf = self.ch.uf.copy()
@@ -116,6 +120,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
         raise r.fail(f"the result would not be a valid graph: {err.message}", err.node) from None
     except ValueError as err:  # pydantic: a bad id or an empty graph
         raise r.fail(f"the result would not be a valid graph: {err}") from None
+    draft.new_slots = r.slots
     return graph, _plan(draft, graph, roles, r.slots)
 
 
@@ -248,7 +253,7 @@ def _maps(p: Planner, nid: str, node, was, layout: dict) -> _Maps:
     # nodes); otherwise channels are matched by token
     if any(b is not None for _, b in layout.values()) and \
             (src_old == src_new or slots[src_new].width != ch.slots[src_old].width):
-        reads = p.axis_map(ch.slots[src_old], slots[src_new], draft.fan_out, scaled=True)
+        reads = p.axis_map(ch.slots[src_old], slots[src_new], draft.reader_fill.get(nid, draft.fan_out), scaled=True)
     gates = coupling.gates(node)
     if out_map is not None and gates > 1:   # every gate block of the units changes alike
         out_map = out_map.tiled(gates, coupling.quiet_gate if draft.quiet else None)

@@ -156,5 +156,9 @@ class PruneChannels(Rule):
         return {node: tuple(sorted(indices)) for node, indices in out.items()}
 
     def apply(self, graph) -> Rewrite:
+        from .experts import experts_target, prune_expert_units
+        moe = experts_target(self, graph, self.node)
+        if moe is not None and not self.also:   # ID.experts: the hidden units of every expert
+            return prune_expert_units(self, graph, moe, self.indices)
         return prune_draft(self, graph, self.selections())
 

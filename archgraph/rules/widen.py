@@ -25,6 +25,8 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, Space, analyse
 from ..limits import env_name, limit
 from ..ops.registry import OPS
+from ..plan import AxisMap, Noise
+from ..roles import old_positions
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 
@@ -137,6 +139,45 @@ def scale_norm_weights(plan, norms: list[str], width: int, count: int):
     return dataclasses.replace(plan, tensors=tensors)
 
 
+def mask_entering(plan, draft: Draft, norms: list[str]):
+    """The plan with each masked norm's ``mask`` at 0 for its new channels (old entries kept, or 1 where the norm
+    had no mask)."""
+    import dataclasses
+    tensors = dict(plan.tensors)
+    for nid in norms:
+        key = f"{nid}.mask"
+        src = draft.old.nodes[nid].inputs[0]
+        index = tuple(old_positions(draft.ch.slots[src], draft.new_slots[nid]))
+        entering = AxisMap(index, draft.ch.slots[src].width, fill="zero")
+        tp = tensors[key]
+        tensors[key] = dataclasses.replace(tp, axes=((0, entering),))
+    return dataclasses.replace(plan, tensors=tensors)
+
+
+def spread_copies(plan, graph, eps: float, seed: int):
+    """The plan with antisymmetric noise on the readers' weights of every (channel, copy) pair: the reader's in
+    axis gets ``+eps*z`` at the channel and ``-eps*z`` at the copy, which read equal values, so each reader's output
+    is unchanged while the copies' gradients differ (HyperCloning's symmetry breaking)."""
+    import dataclasses
+    tensors = dict(plan.tensors)
+    for key, tp in plan.tensors.items():
+        nid, _, param = key.partition(".")
+        if tp.source is None or tp.noise is not None or nid not in graph.nodes:
+            continue
+        node = graph.nodes[nid]
+        in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid)).get(param, (None, None))[1]
+        m = next((m for a, m in tp.axes if a == in_axis and m.copied), None)
+        if m is None:
+            continue
+        first = {}
+        for i, old in enumerate(m.index):
+            if old >= 0 and i not in m.copied:
+                first.setdefault(old, i)
+        pairs = tuple((first[m.index[c]], c) for c in sorted(m.copied))
+        tensors[key] = dataclasses.replace(tp, noise=Noise(in_axis, pairs, eps, seed))
+    return dataclasses.replace(plan, tensors=tensors)
+
+
 def mixing_note(ch: Channels, space: Space) -> str:
     mixer = ch.mixes(set(space.classes))
     return f"'{mixer}' normalises over these channels, so new channels change the others" if mixer else ""
@@ -158,21 +199,49 @@ class AddFilters(Rule):
     ``net2net`` (Net2WiderNet: copies of randomly chosen channels, outgoing weights divided among the copies:
     same function), ``zero`` (both zero: same function), ``gradmax`` (GradMax: incoming zero; outgoing zero in the
     plan, then chosen from the gradient on a batch by ``archgraph.rewrite(..., batch=(inputs, targets))``, see
-    :mod:`archgraph.fx.gradmax`: same function).
+    :mod:`archgraph.fx.gradmax`: same function), ``clone`` (HyperCloning: every channel copied ``count / width``
+    times, so ``count`` is a multiple of the width and the layer grows by an integer factor; the outgoing weights
+    are divided among the copies: same function, layer and RMS norms included, as their statistics over
+    ``[x, x, ...]`` are those over ``x``) and ``masked`` (MSG: for a stream normalised by layer norms, new incoming
+    and outgoing weights random and the new channels entering every layer norm through a mask that ramps from 0
+    to 1 over ``ramp`` training forward passes; the norms' statistics are weighted by the mask, so at 0 the
+    function is exactly the old one).
+
+    >>> import archgraph
+    >>> g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    >>> rw = archgraph.apply(g, AddFilters(node="wte", count=32, init="clone"))
+    >>> rw.graph.nodes["wte"].embedding_dim, rw.exact
+    (64, True)
+    >>> rw = archgraph.apply(g, AddFilters(node="wte", count=8, init="masked", ramp=200))
+    >>> rw.graph.nodes["b0_ln1"].mask_ramp, rw.exact
+    (200, True)
     """
 
     name: ClassVar[str] = "add_filters"
     node: str
     count: PositiveInt = 1
-    init: Literal["preserve", "random", "net2net", "zero", "gradmax"] = "preserve"
+    init: Literal["preserve", "random", "net2net", "zero", "gradmax", "clone", "masked"] = "preserve"
     seed: int = 0
+    #: init=masked: training forward passes over which the new channels' mask goes from 0 to 1
+    ramp: PositiveInt = 100
+    #: init=clone: ``+eps*z`` on the readers' weights of each channel and ``-eps*z`` on its copy's (``z`` standard
+    #: normal): the copies' sum, so the function, is kept, and the copies learn apart
+    eps: NonNegativeFloat = 0.0
 
     def apply(self, graph) -> Rewrite:
+        from .experts import experts_target, widen_experts
+        moe = experts_target(self, graph, self.node)
+        if moe is not None:   # ID.experts: the hidden units of every expert
+            return widen_experts(self, graph, moe, self.count, self.init)
         ch, space = widenable(self, graph, self.node)
         if len(space.classes) + self.count > limit("width"):  # before the channel tables are allocated
             raise self.error(f"{len(space.classes):,} + {self.count:,} channels is over the width limit of "
                              f"{limit('width'):,} (a typo? to allow it, set {env_name('width')})",
                              node=self.node, field="count")
+        if self.init == "clone":
+            return self.cloned(graph, ch, space)
+        if self.init == "masked":
+            return self.masked(graph, ch, space)
         draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
         draft.fan_in, draft.fan_out = {"preserve": ("init", "zero"), "random": ("init", "init"),
                                        "net2net": ("init", "init"), "zero": ("zero", "zero"),
@@ -213,6 +282,59 @@ class AddFilters(Rule):
             plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
         return Rewrite(graph2, graph, self, plan)
 
+    def cloned(self, graph, ch: Channels, space: Space) -> Rewrite:
+        """HyperCloning: every channel gets ``count / width`` copies, appended in order (``[x, x, ...]``)."""
+        width = len(space.classes)
+        if self.count % width:
+            raise self.error(f"init=clone copies every channel: count must be a multiple of the {width} channels "
+                             f"(count={width} doubles them), not {self.count}", node=self.node, field="count")
+        factor = self.count // width + 1
+        draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
+        draft.fan_in, draft.fan_out = "init", "init"   # every new entry is a copy: nothing starts as built
+        picks = list(range(width)) * (factor - 1)
+        new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
+        for j, i in enumerate(picks):
+            for p, t in new[j].items():
+                draft.copy_of[t] = token_of(ch, p, space.classes[i])
+                draft.scale[t] = draft.scale[draft.copy_of[t]] = 1.0 / factor
+        other = [n for n in mixers(ch, space) if not OPS[graph.nodes[n].op].keeps_stats_of_copies]
+        note = (f"'{other[0]}' ({graph.nodes[other[0]].op}) normalises over these channels and its statistics "
+                "change with copies" if other else copies_note(ch, space))
+        draft.exact, draft.note = not note, note
+        graph2, plan = realise(draft, self)
+        if self.eps > 0:
+            plan = spread_copies(plan, graph2, self.eps, self.seed)
+        return Rewrite(graph2, graph, self, plan)
+
+    def masked(self, graph, ch: Channels, space: Space) -> Rewrite:
+        """MSG's masked growth: the stream's layer norms get a mask with the new channels at 0."""
+        norms = mixers(ch, space)
+        if not norms:
+            raise self.error("init=masked masks the new channels in the layer norms over them, and no layer norm "
+                             "normalises these channels (init=preserve keeps the function here)", node=self.node,
+                             field="init")
+        for nid in norms:
+            n, shape = graph.nodes[nid], graph.shape(nid)
+            if not OPS[n.op].maskable or len(shape) == 3:
+                what = f"{n.op} (init=preserve widens it exactly)" if OPS[n.op].rescalable else \
+                    f"{n.op} over {list(shape)}"
+                raise self.error(f"init=masked masks layer norms over [F] or [T, D]; '{nid}' normalising these "
+                                 f"channels is a {what}", node=nid, field="init")
+        draft = Draft(graph, ch, dict(graph.nodes), list(graph.outputs), seed=self.seed)
+        # new channels are made with random weights; the norms' readers read them (masked) with random weights;
+        # any other reader of them starts at zero, so the function is kept whatever reads the stream
+        draft.fan_in, draft.fan_out = "init", "zero"
+        add_channels(draft, space, self.count)
+        for nid in norms:
+            draft.nodes[nid] = draft.nodes[nid].replace(mask_ramp=self.ramp)
+        for nid, node in draft.nodes.items():
+            if node.inputs and node.inputs[0] in norms:
+                draft.reader_fill[nid] = "init"
+        draft.exact = True
+        draft.note = f"exact while the new channels' mask is 0 (it ramps to 1 over {self.ramp} training steps)"
+        graph2, plan = realise(draft, self)
+        return Rewrite(graph2, graph, self, mask_entering(plan, draft, norms))
+
 
 class SplitFilters(Rule):
     """Split units in two (S2D / Firefly style): each listed output channel of a conv2d or linear gets a copy
@@ -247,3 +369,29 @@ class SplitFilters(Rule):
         draft.note = note or ("" if self.eps == 0 else f"the halves differ by +-eps={self.eps} noise")
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
+
+
+def exact_form(graph, rule: Rule, apply=None) -> Rule:
+    """``rule``, or its exact form where ``rule`` does not keep the function and one that does exists: the choice
+    every method makes (GNAP's and SCS's growth, staged stages). Today: ``add_filters`` with ``init=preserve`` or
+    ``zero`` on channels a layer norm normalises becomes ``init=masked`` (MSG), the same channels entering through
+    the norms' masks. ``apply(graph, rule)`` defaults to ``rule.apply(graph)`` (a method passes its cache).
+
+    >>> import archgraph
+    >>> g = archgraph.load("examples/seeds/gpt_tiny.yaml")
+    >>> exact_form(g, AddFilters(node="wte", count=8)).init
+    'masked'
+    >>> exact_form(g, AddFilters(node="b0_fc", count=8)).init      # exact already
+    'preserve'
+    """
+    from ..errors import RuleError
+    apply = apply or (lambda g, r: r.apply(g))
+    if not isinstance(rule, AddFilters) or rule.init not in ("preserve", "zero"):
+        return rule
+    try:
+        if apply(graph, rule).exact:
+            return rule
+        masked = rule.model_copy(update={"init": "masked"})
+        return masked if apply(graph, masked).exact else rule
+    except RuleError:
+        return rule

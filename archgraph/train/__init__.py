@@ -14,7 +14,8 @@ from typing import Any, Optional, Union
 
 from ..errors import shown
 from ..history.rundir import RunDir
-from .config import RunConfig, check_budget, check_machine, config_from_data, load_config, load_seed, with_overrides
+from .config import (RunConfig, check_budget, check_machine, config_from_data, load_config, load_seed,
+                     seed_weights_path, with_overrides)
 
 
 def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Union[str, os.PathLike], *,
@@ -44,6 +45,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
     if extra:
         cfg = with_overrides(cfg, extra, source)
     seed = load_seed(cfg, base, source)
+    weights = seed_weights_path(cfg, base, source)
     check_machine(cfg, source)
     if os.environ.get("RANK", "0") == "0":
         for warning in check_budget(cfg):
@@ -59,8 +61,8 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
             run_dir.check_no_links()
             if resume:
                 run_dir.check_resumable()
-        trainer = Trainer(cfg, out_dir, seed_graph=seed, source=source, data_root=data_root,
-                          quiet=quiet, resume=resume)
+        trainer = Trainer(cfg, out_dir, seed_graph=seed, seed_weights=weights, source=source,
+                          data_root=data_root, quiet=quiet, resume=resume)
         try:
             summary = trainer.run()
         except BaseException:

@@ -22,16 +22,17 @@ from ..errors import ConfigError
 from .config import RunConfig
 
 #: the layout of ``checkpoint.pt``; a checkpoint of another format is refused on resume
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2   # 2: the loop's state as one record (LoopState), the version in it
 
 
 def comparable_config(config: RunConfig) -> str:
     """The run settings as the checkpoint records them: JSON without the settings that may change between a run
-    and its resume (data root, device, threads)."""
+    and its resume (data root, device, threads, extra logs)."""
     data = config.model_dump(mode="json")
     data["data"].pop("root", None)
     data["schedule"].pop("device", None)
     data["schedule"].pop("threads", None)
+    data["schedule"].pop("log", None)
     return json.dumps(data, sort_keys=True)
 
 

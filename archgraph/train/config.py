@@ -7,8 +7,9 @@ A run file is YAML::
     method: {name: gnap, patience: 4}
     schedule: {optimizer: adamw, lr: 0.01, epochs: 80, seed: 0}
 
-Methods form a union discriminated on ``method.name``: each method adds its settings model to
-:data:`METHOD_SETTINGS` and its strategy to :mod:`archgraph.train.strategies`.
+Methods form a union discriminated on ``method.name``, built from :data:`METHODS`: a method's settings model
+subclasses :class:`MethodConfig`, names its strategy (``strategy = "module:Class"``, imported only when a run
+trains) and so registers itself; the union, the schema and ``archgraph.methods.attach`` read the registry.
 
 >>> cfg = RunConfig.model_validate({"seed": "seed.yaml", "data": {"name": "digits"}, "method": {"name": "dense"}})
 >>> cfg.schedule.optimizer
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                       ValidationError, field_validator, model_validator)
@@ -53,16 +54,42 @@ DataConfig = data_config
 
 # ---- methods ----------------------------------------------------------------------------------------------------
 
-class DenseSettings(_Model):
+#: method name -> its settings model (each registers itself by subclassing MethodConfig)
+METHODS: dict[str, type["MethodConfig"]] = {}
+
+
+class MethodConfig(_Model):
+    """Base of a method's settings: ``name: Literal["x"] = "x"`` (the run file's ``method.name``) and
+    ``strategy``, the ``"module:Class"`` of its :class:`~archgraph.train.strategies.base.Strategy` (imported when
+    a run trains, so reading and validating run files needs no torch). Subclassing registers the method."""
+    strategy: ClassVar[str] = ""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs):
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("name")
+        if field is None or not isinstance(field.default, str) or not cls.strategy:
+            raise TypeError(f"{cls.__name__}: a method's settings need name: Literal[...] = ... and strategy")
+        if field.default in METHODS and METHODS[field.default] is not cls:
+            raise TypeError(f"method {field.default!r} is registered twice ({METHODS[field.default].__name__}, "
+                            f"{cls.__name__})")
+        METHODS[field.default] = cls
+        if "RunConfig" in globals():   # a method registered after this module: the run file's union takes it in
+            _rebuild_method_union()
+
+
+class DenseSettings(MethodConfig):
     """Plain training of the seed: no rewrites, no masks (the baseline)."""
     name: Literal["dense"] = "dense"
+    strategy = "archgraph.train.strategies.dense:DenseStrategy"
 
 
 # -- per-weight mask methods (Gumbel, Budget): archgraph/train/strategies/gumbel.py and budget.py --
 
-class GumbelSettings(_Model):
+class GumbelSettings(MethodConfig):
     """Gumbel-softmax subnetwork extraction (see archgraph/train/strategies/gumbel.py)."""
     name: Literal["gumbel"] = "gumbel"
+    strategy = "archgraph.train.strategies.gumbel:GumbelStrategy"
     weights: Literal["fixed", "trained"] = Field(
         "fixed", description="fixed: conv/linear weights keep their (random) initial values and only the masks, "
                              "the rescaling and the norm/bias parameters learn (the paper's setting); trained: the "
@@ -88,9 +115,10 @@ class GumbelSettings(_Model):
                                                    "on the training set for the extracted network (no training)")
 
 
-class BudgetSettings(_Model):
+class BudgetSettings(MethodConfig):
     """Budget-aware weight reparametrisation (see archgraph/train/strategies/budget.py)."""
     name: Literal["budget"] = "budget"
+    strategy = "archgraph.train.strategies.budget:BudgetStrategy"
     target: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         0.1, description="kept fraction of the conv/linear weights the budget loss drives the network to")
     budget_weight: PositiveFloat = Field(50.0, description="loss weight of the budget term")
@@ -107,9 +135,10 @@ class BudgetSettings(_Model):
                                                          "and the budget loss start")
 
 
-class GnapSettings(_Model):
+class GnapSettings(MethodConfig):
     """GNAP: grow at saturation, prune with learned masks in between (see archgraph/train/strategies/gnap.py)."""
     name: Literal["gnap"] = "gnap"
+    strategy = "archgraph.train.strategies.gnap:GnapStrategy"
     # saturation
     monitor: Literal["val_loss", "val_acc"] = Field("val_loss", description="what the plateau detector watches")
     patience: PositiveInt = Field(5, description="epochs without improvement that make a plateau")
@@ -147,10 +176,11 @@ class GnapSettings(_Model):
 
 # ---- CGaP, SCS, GbP (strategies/cgap.py, scs.py, gbp.py) ----------------------------------------------------
 
-class CgapSettings(_Model):
+class CgapSettings(MethodConfig):
     """CGaP: continuous growth next to the most salient units, then pruning of the least salient
     (see archgraph/train/strategies/cgap.py)."""
     name: Literal["cgap"] = "cgap"
+    strategy = "archgraph.train.strategies.cgap:CgapStrategy"
     saliency_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.9, description="moving average of the per-channel saliency |sum(activation x gradient)| over steps")
     # growth
@@ -179,9 +209,10 @@ class CgapSettings(_Model):
     min_width: PositiveInt = Field(2, description="a layer keeps at least this many channels")
 
 
-class ScsSettings(_Model):
+class ScsSettings(MethodConfig):
     """SCS: structured continuous sparsification with growth (see archgraph/train/strategies/scs.py)."""
     name: Literal["scs"] = "scs"
+    strategy = "archgraph.train.strategies.scs:ScsStrategy"
     # gates (continuous sparsification)
     s_init: float = Field(2.0, description="initial gate logit s0; gates are sigmoid(beta*s)/sigmoid(s0)")
     beta_final: Annotated[float, Field(gt=1.0)] = Field(
@@ -223,10 +254,11 @@ class ScsSettings(_Model):
         0, description="epochs after the hard masks 1[s > 0] are folded into the weights")
 
 
-class GbpSettings(_Model):
+class GbpSettings(MethodConfig):
     """GbP: growing before pruning, with global group sparsity and an annealed threshold
     (see archgraph/train/strategies/gbp.py)."""
     name: Literal["gbp"] = "gbp"
+    strategy = "archgraph.train.strategies.gbp:GbpStrategy"
     expand_after: PositiveInt = Field(1, description="epochs the seed trains before its filter space is expanded")
     expand_factor: Annotated[float, Field(gt=1.0, le=8.0)] = Field(
         2.0, description="every channel space that can change is widened by this factor")
@@ -274,22 +306,28 @@ class Stage(_Model):
         return rules
 
 
-class StagedSettings(_Model):
+class StagedSettings(MethodConfig):
     """Staged growth: function-preserving rules on a fixed schedule (the Staged Training / MSG baseline;
     see archgraph/train/strategies/staged.py)."""
     name: Literal["staged"] = "staged"
+    strategy = "archgraph.train.strategies.staged:StagedStrategy"
     stages: list[Stage] = Field(default_factory=list, description="the growth events, each at a step or an epoch")
     require_exact: bool = Field(True, description="refuse a rule whose rewrite does not keep the network's "
                                                   "function exactly (its transfer plan is not exact)")
 
 
-#: every method's settings model, discriminated on ``name`` (other methods add theirs here)
-METHOD_SETTINGS: tuple[type[BaseModel], ...] = (GnapSettings, DenseSettings)
-METHOD_SETTINGS += (GumbelSettings, BudgetSettings)   # per-weight mask methods
-METHOD_SETTINGS += (CgapSettings, ScsSettings, GbpSettings)   # growth and structured pruning methods
-METHOD_SETTINGS += (StagedSettings,)   # growth on a fixed schedule
-METHOD_SETTINGS += tuple(_plugins.methods({m.model_fields["name"].default for m in METHOD_SETTINGS}))  # plugins
-MethodSettings = Annotated[Union[METHOD_SETTINGS], Field(discriminator="name")]  # type: ignore[valid-type]
+for _settings in _plugins.methods(set(METHODS)):   # plugins' methods (entry points) join the registry
+    METHODS[_settings.model_fields["name"].default] = _settings
+
+
+def method_union():
+    """The registered methods' settings models as one union discriminated on ``name``."""
+    return Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]  # type: ignore[valid-type]
+
+
+#: every registered method's settings model, discriminated on ``name``
+METHOD_SETTINGS: tuple[type[BaseModel], ...] = tuple(METHODS.values())
+MethodSettings = method_union()
 
 
 # ---- schedule ---------------------------------------------------------------------------------------------------
@@ -325,6 +363,10 @@ class Schedule(_Model):
                            "(FSDP2 fully_shard over all processes: parameters, gradients and optimizer state "
                            "sharded, one unit per block; rewrites gather, apply the plan and shard again; "
                            "checkpoints written shard by shard); see docs/scale.md")
+    log: list[Literal["tensorboard"]] = Field(
+        default_factory=list, description="extra logs beside the history: tensorboard writes event files to "
+                                          "DIR/tensorboard (step loss and lr, epoch metrics, params and MACs per "
+                                          "version, each rewrite as text); needs the tensorboard extra")
 
 
 class RunConfig(_Model):
@@ -336,9 +378,24 @@ class RunConfig(_Model):
     name: Optional[str] = Field(None, description="a name for people")
     seed: Union[str, dict[str, Any]] = Field(
         description="the seed graph: a path (relative to the run file) or an inline graph mapping")
+    weights: Optional[str] = Field(
+        None, description="a safetensors file of the seed's weights (keys <node_id>.<param>, as archgraph import "
+                          "and init write; relative to the run file): the run starts from them instead of the "
+                          "seed's random initialisation, and its first evaluation (initial_* in the summary) is "
+                          "theirs")
     data: DataSettings = Field(default_factory=data_config)
     method: MethodSettings = Field(default_factory=GnapSettings)
     schedule: Schedule = Field(default_factory=Schedule)
+
+
+def _rebuild_method_union() -> None:
+    global METHOD_SETTINGS, MethodSettings
+    from pydantic.fields import FieldInfo
+    METHOD_SETTINGS = tuple(METHODS.values())
+    MethodSettings = method_union()
+    RunConfig.model_fields["method"] = FieldInfo.from_annotated_attribute(
+        MethodSettings, Field(default_factory=GnapSettings))
+    RunConfig.model_rebuild(force=True)
 
 
 def run_schema() -> dict:
@@ -402,7 +459,7 @@ def _data_tags() -> set[str]:
 
 
 def _method_names() -> set[str]:
-    return {m.model_fields["name"].default for m in METHOD_SETTINGS}
+    return set(METHODS)
 
 
 def check_machine(cfg: RunConfig, source: str = "<config>") -> None:
@@ -452,6 +509,20 @@ def load_seed(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str =
     if not path.exists():
         raise ConfigError(f"seed file '{path}' does not exist", file=source, field="seed")
     return load(path)
+
+
+def seed_weights_path(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>"
+                      ) -> Optional[Path]:
+    """The file ``cfg.weights`` names (relative to ``base``, the run file's folder), checked to exist; ``None``
+    when the run starts from the seed's initialisation."""
+    if cfg.weights is None:
+        return None
+    path = Path(cfg.weights)
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    if not path.is_file():
+        raise ConfigError(f"weights file '{path}' does not exist", file=source, field="weights")
+    return path
 
 
 def with_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "<config>") -> RunConfig:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -47,28 +47,59 @@ from ..data.feed import load_data
 from .tasks import Task, check_seed, task_of
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from ..history.rundir import ReadOnlyRunDir, RunDir
-from .strategies import RULE_KIND, make_strategy
+from .strategies import make_strategy
+from ..methods.driver import Driver
+from .state import Stateful
+from .tensorboard import TensorBoardLog
 from .view import RunView
 
 
 
 @dataclass
-class EpochState:
+class EpochState(Stateful):
     """Where the current epoch is: its permutation, the next batch and running sums (checkpointed mid-epoch)."""
+    STATE = ("perm", "batch", "loss_sum", "correct", "seen")
     perm: torch.Tensor
     batch: int = 0
     loss_sum: float = 0.0
     correct: float = 0.0   # in examples: an example of n positions or pixels adds right / n
     seen: int = 0
 
-    def to_state(self) -> dict:
-        return {"perm": self.perm.cpu(), "batch": self.batch, "loss_sum": self.loss_sum, "correct": self.correct,
-                "seen": self.seen}
 
-    @classmethod
-    def from_state(cls, state: dict) -> "EpochState":
-        return cls(state["perm"], int(state["batch"]), float(state["loss_sum"]), float(state["correct"]),
-                   int(state["seen"]))
+@dataclass
+class LoopState(Stateful):
+    """The loop's own resumable state, declared once: a fresh run starts from these defaults, every checkpoint
+    saves them (:meth:`state_dict`: the pending rules encoded, the epoch's position as its own record) and a resume
+    puts them back."""
+    STATE = ("phase", "epoch", "step", "version", "history_lines", "growth_events", "prune_events", "finalized",
+             "pending", "epoch_state", "last_metrics", "wall_before", "initial_metrics")
+    phase: str = "train"                    # train, then final (the strategy's finalize, the last rules)
+    epoch: int = 0                          # epochs done
+    step: int = 0                           # optimizer steps done
+    version: int = 0                        # the current graph version
+    history_lines: int = 0                  # lines of history.jsonl this state knows about
+    growth_events: int = 0
+    prune_events: int = 0
+    finalized: bool = False                 # the strategy's finalize has run
+    pending: list = field(default_factory=list)      # rules still to apply in the current event
+    epoch_state: Optional[EpochState] = None         # None between epochs
+    last_metrics: dict = field(default_factory=dict)  # the last epoch event's metrics
+    wall_before: float = 0.0                # seconds of earlier processes of this run
+    initial_metrics: dict = field(default_factory=dict)   # the seed's own metrics, when it starts from weights
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["pending"] = [encode(r) for r in self.pending]
+        state["last_metrics"] = json.dumps(self.last_metrics)   # None values and key order kept as they are
+        return state
+
+    def after_load(self) -> None:
+        self.pending = [decode(d) for d in self.pending]
+        if isinstance(self.epoch_state, dict):
+            es = self.epoch_state
+            self.epoch_state = EpochState(es["perm"], int(es["batch"]), float(es["loss_sum"]), float(es["correct"]),
+                                          int(es["seen"]))
+        self.last_metrics = json.loads(self.last_metrics)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,12 +113,13 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Runs (or resumes) one training run into ``out_dir``. Call :meth:`run`; it returns the summary."""
 
-    def __init__(self, config: RunConfig, out_dir, *, seed_graph, source: str = "<config>",
+    def __init__(self, config: RunConfig, out_dir, *, seed_graph, seed_weights=None, source: str = "<config>",
                  data_root: Optional[str] = None, quiet: bool = False, resume: bool = False):
         self.config = config
         self.schedule = config.schedule
         self.source = source
         self.seed_graph = seed_graph
+        self.seed_weights = seed_weights       # a safetensors file the seed starts from (run file ``weights:``)
         self.data_root = data_root
         self.resume = resume
         self.dist = distributed.from_env(resolve_device(self.schedule.device))
@@ -108,24 +140,32 @@ class Trainer:
         self.format = Format()
         self.runner: Optional[torch.nn.Module] = None   # the forward pass (compiled or not), for evaluation
         self.net: Optional[torch.nn.Module] = None      # the same in a DDP wrapper when distributed, for training
-        self.strategy = make_strategy(config.method, config)
-        self.sharding = fsdp.Sharding.for_run(self.dist, self.schedule, self.strategy, self.amp, self.amp_dtype)
-        self.phase = "train"
-        self.epoch = 0
-        self.step = 0
-        self.version = 0
-        self.history_lines = 0
-        self.growth_events = 0
-        self.prune_events = 0
-        self.pending: list = []
-        self.finalized = False
-        self.epoch_state: Optional[EpochState] = None
-        self.last_metrics: dict = {}
-        self.wall_before = 0.0
+        strategy = make_strategy(config.method, config)
+        self.sharding = fsdp.Sharding.for_run(self.dist, self.schedule, strategy, self.amp, self.amp_dtype)
+        self.loop = LoopState()             # everything a checkpoint holds of the loop itself
         self.progress = 0.0   # epochs done, fractional
         self.lr = self.schedule.lr                          # the learning rate of the current step
         self.batch_samples = config.data.batch_size         # examples in the last step's global batch
         self.view = RunView(self)                           # all the strategy sees of the run
+        self.tensorboard = None                             # schedule.log: [tensorboard], on rank 0
+        # the method's hooks, driven as in a user's loop (archgraph.methods); its rules queue as pending
+        self.method = Driver(strategy, self.view, self._take)
+
+    @property
+    def strategy(self):
+        return self.method.strategy
+
+    @property
+    def epoch(self) -> int:
+        return self.loop.epoch
+
+    @property
+    def step(self) -> int:
+        return self.loop.step
+
+    @property
+    def version(self) -> int:
+        return self.loop.version
 
     @property
     def epochs(self) -> int:
@@ -155,12 +195,12 @@ class Trainer:
                                   "there or choose another --out", file=self.source)
             self.dist.barrier()   # every process has looked before rank 0 writes
             self.start()
-        while self.phase == "train":
-            if self.pending:
+        while self.loop.phase == "train":
+            if self.loop.pending:
                 self.apply_pending()
-            elif self.dist.agree(self.epoch >= self.epochs or bool(self.strategy.should_stop(self.view)),
+            elif self.dist.agree(self.loop.epoch >= self.epochs or self.method.should_stop(),
                                  "whether to stop"):
-                self.phase = "final"
+                self.loop.phase = "final"
             else:
                 self.train_epoch()
         return self.finish()
@@ -179,16 +219,27 @@ class Trainer:
                               f"{self.dist.world_size} processes two", file=self.source, field="data.limit")
         self.graph = graph
         t0 = time.perf_counter()
-        self.module = self._fresh_module(graph)
+        self.module = self._fresh_module(graph, *self._seed_state())
         self.optimizer = make_optimizer(self.module, self.schedule)
+        if self.seed_weights is not None:   # the first evaluation: the weights as they came, before any training
+            self.loop.initial_metrics = self._evaluate_all(self.module)
         self.run_dir.create()
+        self._open_logs()
         self.run_dir.write_version(0, graph)
         self.log({"event": "start", "version": 0, "hash": content_hash(graph),
-                  "config": self.config.model_dump(mode="json"), "time": time.time()})
+                  "config": self.config.model_dump(mode="json"), "time": time.time(),
+                  **({"metrics": self.loop.initial_metrics} if self.loop.initial_metrics else {})})
         self.strategy.setup(self.view)
         self.strategy.attach(self.view)
         self._install("seed", "the seed's weights", t0)
+        if self.tensorboard is not None:
+            self.tensorboard.version(0, self.size_metrics())
         self.checkpoint()
+
+    def _open_logs(self) -> None:
+        """The extra logs of ``schedule.log`` (rank 0 writes them), from the loop's step on."""
+        if "tensorboard" in self.schedule.log and self.dist.is_main:
+            self.tensorboard = TensorBoardLog(self.run_dir.path, start_step=self.loop.step)
 
     def _load_data(self, graph):
         """The run's data (archgraph/data/feed.py): in memory or streamed, the loop asks both for an epoch's order
@@ -203,12 +254,29 @@ class Trainer:
         check_seed(self.task, ds, shape, graph, self.source)
         return ds.to(self.device)
 
-    def _fresh_module(self, graph, state: Optional[dict] = None) -> torch.nn.Module:
+    def _fresh_module(self, graph, state: Optional[dict] = None, source: str = "checkpoint") -> torch.nn.Module:
         """Build ``graph`` (with ``state``) in the memory format chosen for it (measured first with ``auto``)."""
         module = build(graph, device=self.device, seed=self.schedule.seed)
         if state is not None:
-            load_into(module, {k: v.to(self.device) for k, v in state.items()}, source="checkpoint")
+            load_into(module, {k: v.to(self.device) for k, v in state.items()}, source=source)
         return self._prepare(graph, module)
+
+    def _seed_state(self) -> tuple[Optional[dict], str]:
+        """The weights the seed starts from (run file ``weights:``), floats as float32 (the module trains in
+        float32; AMP casts on its own), and their file's name for errors; ``(None, ...)`` without weights."""
+        if self.seed_weights is None:
+            return None, "checkpoint"
+        state = load_weights(self.seed_weights)
+        return ({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                f"{self.seed_weights} (run file field 'weights')")
+
+    def _evaluate_all(self, module) -> dict:
+        """``val_*`` (when there is a val split) and ``test_*`` metrics of ``module`` as it is."""
+        out = {}
+        for name, split in (("val", self.dataset.val), ("test", self.dataset.test)):
+            if split is not None:
+                out.update({f"{name}_{k}": v for k, v in self.evaluate(split, module=module).items()})
+        return out
 
     def _prepare(self, graph, module) -> torch.nn.Module:
         """``module`` (built from ``graph``) in the memory format chosen for ``graph``, in training mode."""
@@ -250,7 +318,7 @@ class Trainer:
         self.runner = _Forward(self.module, fn)
         self.net = self.runner if self.sharding is not None else \
             self.dist.wrap(self.runner, find_unused_parameters=self.strategy.find_unused_parameters)
-        self.speed.installed(self.version, kind, self.format.name, t0)
+        self.speed.installed(self.loop.version, kind, self.format.name, t0)
 
     def state_digest(self) -> str:
         """SHA-256 of the module's weights and buffers, the optimizer state, the strategy's learned tensors and its
@@ -268,15 +336,15 @@ class Trainer:
     def train_epoch(self) -> None:
         world = self.dist.world_size
         bs = self.config.data.batch_size
-        if self.epoch_state is None:
-            self.epoch_state = EpochState(self.dataset.epoch_order(self.data_gen))
-        es = self.epoch_state
+        if self.loop.epoch_state is None:
+            self.loop.epoch_state = EpochState(self.dataset.epoch_order(self.data_gen))
+        es = self.loop.epoch_state
         n_batches = self._batches(len(es.perm))
         batches = self.dataset.batches(self.dataset.train, [es.perm[b * bs:(b + 1) * bs]
                                                             for b in range(es.batch, n_batches)],
                                        self.config.data.augment, self.data_gen,
-                                       part=self.dist.part(bs) if world > 1 else None, epoch=self.epoch)
-        bar = self.console.bar(n_batches, es.batch, f"epoch {self.epoch + 1}/{self.epochs}")
+                                       part=self.dist.part(bs) if world > 1 else None, epoch=self.loop.epoch)
+        bar = self.console.bar(n_batches, es.batch, f"epoch {self.loop.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
         correct_acc = torch.zeros((), device=self.device)
         for b, batch in zip(range(es.batch, n_batches), batches):   # batches are made as they are taken
@@ -287,25 +355,26 @@ class Trainer:
             loss_acc += loss
             correct_acc += correct
             self.batch_samples = len(idx)
+            if self.tensorboard is not None:   # this rank's share: the whole batch on one process
+                self.tensorboard.step(self.loop.step + 1, float(loss) / max(1, len(idx) // world), self.lr)
             es.seen += len(idx)
             es.batch = b + 1
-            self.step += 1
+            self.loop.step += 1
             if bar is not None:
                 bar.update(1)
                 if es.batch % 10 == 0 or es.batch == n_batches:   # rank 0's share, scaled up, when distributed
                     bar.set_postfix(loss=f"{(es.loss_sum + float(loss_acc) * world) / es.seen:.4f}",
                                     acc=f"{(es.correct + int(correct_acc) * world) / es.seen:.4f}",
-                                    params=self.last_metrics.get("nonzero_params", self.graph.params))
-            rules = self._agree_rules(self.strategy.on_step_end(self.view), "on_step_end")
-            if rules:
+                                    params=self.loop.last_metrics.get("nonzero_params", self.graph.params))
+            self.method.after_step()
+            if self.loop.pending:
                 self._fold(es, loss_acc, correct_acc)
-                self.pending = list(rules)
                 self.apply_pending()
         self._fold(es, loss_acc, correct_acc)
         if bar is not None:
             bar.close()
-        self.epoch += 1
-        self.epoch_state = None
+        self.loop.epoch += 1
+        self.loop.epoch_state = None
         self.dist.sync_buffers(self.module)   # rank 0's running statistics, for evaluation and the checkpoint
         train_loss, train_acc = es.loss_sum / max(1, es.seen), es.correct / max(1, es.seen)
         metrics = {"train_loss": train_loss, "train_acc": train_acc}
@@ -315,13 +384,15 @@ class Trainer:
         else:
             metrics["val_loss"], metrics["val_acc"] = None, None
         metrics.update(self.size_metrics())
-        metrics["lr"] = self.current_lr(0.0, self.epoch - 1)
+        metrics["lr"] = self.current_lr(0.0, self.loop.epoch - 1)
         metrics.update(self.strategy.metrics(self.view))
-        self.last_metrics = metrics
-        self.log({"event": "epoch", "epoch": self.epoch, "step": self.step, "version": self.version,
+        self.loop.last_metrics = metrics
+        self.log({"event": "epoch", "epoch": self.loop.epoch, "step": self.loop.step, "version": self.loop.version,
                   "metrics": metrics})
-        self.console.say(epoch_line(self.epoch, self.epochs, self.version, metrics))
-        self.pending = self._agree_rules(self.strategy.on_epoch_end(self.view, metrics), "on_epoch_end")
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(self.loop.step, metrics)
+        self.console.say(epoch_line(self.loop.epoch, self.epochs, self.loop.version, metrics))
+        self.method.after_epoch(metrics)
         self.checkpoint()
         self.apply_pending()
 
@@ -333,18 +404,22 @@ class Trainer:
         loss_acc.zero_()
         correct_acc.zero_()
 
+    def _take(self, rules: list, hook: str) -> None:
+        """The method's rules of ``hook``: agreed across processes, queued to be applied (and checkpointed)."""
+        self.loop.pending = self._agree_rules(rules, hook)
+
     def _agree_rules(self, rules, hook: str) -> list:
         """The rules a hook returned; when distributed, rank 0's, checked to be every rank's (sent as JSON)."""
         if not self.dist.enabled:
             return list(rules)
         data = self.dist.agree([encode(r) for r in rules],
-                               f"the rules of {self.strategy.name}.{hook} at step {self.step}")
+                               f"the rules of {self.strategy.name}.{hook} at step {self.loop.step}")
         return [decode(d) for d in data]
 
     def current_lr(self, fraction: float, epoch: Optional[int] = None) -> float:
         """Learning rate at ``fraction`` of epoch ``epoch`` (default: the current one); also sets ``progress``."""
-        self.progress = (self.epoch if epoch is None else epoch) + fraction
-        return lr_at(self.schedule, self.progress) * self.strategy.lr_factor(self.view)
+        self.progress = (self.loop.epoch if epoch is None else epoch) + fraction
+        return lr_at(self.schedule, self.progress) * self.method.lr_factor()
 
     def train_step(self, batch: tuple, n: int):
         """One optimizer step on ``batch`` (inputs and targets: this rank's share of a global batch of ``n``
@@ -354,7 +429,7 @@ class Trainer:
         x, y = batch
         if world > 1 and self.strategy.uses_global_rng:
             self.dist.sync_rng()   # the strategy's draws are rank 0's (dropout advanced each rank's RNG its own way)
-        overrides, extra = self.strategy.parametrize(self.view, training=True)
+        overrides, extra = self.method.parametrize(training=True)
         out = self.forward(x, overrides, self.net)
         smoothing = self.schedule.label_smoothing
         if world == 1:
@@ -415,7 +490,7 @@ class Trainer:
             self.sharding.full(net)
         was_training = net.training
         net.eval()
-        overrides = {} if module is not None else self.strategy.parametrize(self.view, training=False)[0]
+        overrides = {} if module is not None else self.method.parametrize(training=False)[0]
         runner = _Forward(net, _functional_forward)
         stats = None
         bs = self.config.data.eval_batch_size
@@ -435,8 +510,8 @@ class Trainer:
 
     # ---- rewrites ---------------------------------------------------------------------------------------------
     def apply_pending(self) -> None:
-        while self.pending:
-            rule = self.pending[0]
+        while self.loop.pending:
+            rule = self.loop.pending[0]
             self.apply_rule(rule)
         self.view.forget()   # the event is over: the rewrites the strategy tried are of no more use
 
@@ -459,30 +534,37 @@ class Trainer:
         self.optimizer = make_optimizer(self.module, self.schedule)
         load_optimizer_state(self.optimizer, self.module, opt_state, copy=False)
         self.graph = graph
-        self.version += 1
+        self.loop.version += 1
         self.strategy.on_rewrite(self.view, rw)
-        self._install("rewrite", f"weights after the rewrite to version {self.version} ({rule.name})", t0)
-        self.run_dir.write_version(self.version, graph)
-        kind = getattr(rule, "kind", None) or RULE_KIND.get(rule.name, "growth")
+        self._install("rewrite", f"weights after the rewrite to version {self.loop.version} ({rule.name})", t0)
+        self.run_dir.write_version(self.loop.version, graph)
+        kind = rule.kind
         if kind == "growth":
-            self.growth_events += 1
+            self.loop.growth_events += 1
         else:
-            self.prune_events += 1
+            self.loop.prune_events += 1
         metrics = self.size_metrics()
-        self.pending = self.pending[1:]
-        self.log({"event": "rewrite", **encode(rule), "version": self.version,
-                  "parent": self.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
-                  "epoch": self.epoch, "step": self.step, "kind": kind, "metrics": metrics})
-        self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.version}: "
-                  f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params")
+        self.loop.pending = self.loop.pending[1:]
+        # whether the rewrite keeps the network's function, and why not when it does not
+        exactness = {"exact": rw.exact, **({} if rw.exact else {"reason": rw.plan.note or "not function-preserving"})}
+        event = {"event": "rewrite", **encode(rule), "version": self.loop.version,
+                 "parent": self.loop.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
+                 "epoch": self.loop.epoch, "step": self.loop.step, "kind": kind, "metrics": metrics, **exactness}
+        self.log(event)
+        if self.tensorboard is not None:
+            self.tensorboard.rewrite(self.loop.step, event)
+            self.tensorboard.version(self.loop.step, metrics)
+        self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.loop.version}: "
+                  f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params"
+                  f"{'' if rw.exact else ' (not exact: ' + exactness['reason'] + ')'}")
         self.checkpoint()
 
     # ---- the end ----------------------------------------------------------------------------------------------
     def finish(self) -> dict:
-        if not self.finalized:
-            self.phase = "final"
-            self.pending = self._agree_rules(self.strategy.finalize(self.view), "finalize")
-            self.finalized = True
+        if not self.loop.finalized:
+            self.loop.phase = "final"
+            self.method.finalize()
+            self.loop.finalized = True
             self.checkpoint()
         self.apply_pending()
         self.dist.sync_buffers(self.module)
@@ -493,11 +575,11 @@ class Trainer:
         if self.dist.enabled:
             self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
-                                                 "version": str(self.version)})
+                                                 "version": str(self.loop.version)})
         # the reported accuracy is that of the saved artefact: the last version rebuilt with the saved weights
         # (rank 0 reads the files it wrote; other ranks hold the same weights, checked above)
         if self.dist.is_main:
-            saved = self._fresh_module(load(self.run_dir.version_path(self.version)),
+            saved = self._fresh_module(load(self.run_dir.version_path(self.loop.version)),
                                        load_weights(self.run_dir.final_weights_path))
         else:
             saved = self._fresh_module(self.graph, final)
@@ -509,32 +591,36 @@ class Trainer:
                  "macs": self.graph.macs, "nonzero_macs": count_nonzero_macs(self.graph, final)}
         summary = {
             "test_acc": test_acc, "test_loss": test_loss,
-            "val_acc": self.last_metrics.get("val_acc"), "train_acc": self.last_metrics.get("train_acc"),
+            "val_acc": self.loop.last_metrics.get("val_acc"), "train_acc": self.loop.last_metrics.get("train_acc"),
             **{f"test_{k}": v for k, v in test.items() if k not in ("loss", "acc")},
-            **{f"val_{k}": self.last_metrics.get(f"val_{k}") for k in test if k not in ("loss", "acc")},
+            **{f"val_{k}": self.loop.last_metrics.get(f"val_{k}") for k in test if k not in ("loss", "acc")},
             **sizes,
-            "versions": self.version + 1, "final_version": self.version, "hash": content_hash(self.graph),
-            "growth_events": self.growth_events, "prune_events": self.prune_events,
-            "epochs": self.epoch, "steps": self.step,
+            "versions": self.loop.version + 1, "final_version": self.loop.version, "hash": content_hash(self.graph),
+            "growth_events": self.loop.growth_events, "prune_events": self.loop.prune_events,
+            "epochs": self.loop.epoch, "steps": self.loop.step,
             "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
             "device": self.device.type, "world_size": self.dist.world_size, "parallel": self.schedule.parallel,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
             "speed": self.speed.summary(),
-            "wall_s": round(self.wall_before + time.perf_counter() - self.t0, 3),
+            "wall_s": round(self.loop.wall_before + time.perf_counter() - self.t0, 3),
         }
+        summary.update({f"initial_{k}": v for k, v in self.loop.initial_metrics.items()})
         summary.update(self.strategy.summary(self.view))
         self.run_dir.write_summary(summary)
         self.log({"event": "end", "summary": summary})
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(self.loop.step, {k: v for k, v in summary.items() if k.startswith("test_")})
+            self.tensorboard.close()
         scores = "".join(f", test {k} {v:.4f}" for k, v in test.items() if k not in ("loss", "acc", "pixel_acc"))
         self.console.say(f"done: test accuracy {test_acc:.4f}{scores}, {sizes['nonzero_params']:,} non-zero of "
-                  f"{sizes['params']:,} params, {sizes['macs']:,} MACs, {self.growth_events} growth and "
-                  f"{self.prune_events} prune events, {summary['wall_s']:.1f} s -> {self.run_dir.path}")
+                  f"{sizes['params']:,} params, {sizes['macs']:,} MACs, {self.loop.growth_events} growth and "
+                  f"{self.loop.prune_events} prune events, {summary['wall_s']:.1f} s -> {self.run_dir.path}")
         return summary
 
     # ---- history and checkpoints ------------------------------------------------------------------------------
     def log(self, event: dict) -> None:
         self.run_dir.append(event)
-        self.history_lines += 1
+        self.loop.history_lines += 1
 
     def checkpoint(self) -> None:
         # parallel: fsdp: every rank writes its shards first; checkpoint.pt then names them (see train/fsdp.py)
@@ -546,22 +632,13 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": comparable_config(self.config),
             "graph": dumps(self.graph),
-            "version": self.version,
             "model": {} if shards else {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
             "optimizer": {} if shards else optimizer_state(self.optimizer, self.module),
             "shards": shards,
             "strategy": self.strategy.state_dict(),
             "rng": rng_state(self.data_gen),
-            "loop": {
-                "phase": self.phase, "epoch": self.epoch, "step": self.step,
-                "history_lines": self.history_lines, "growth_events": self.growth_events,
-                "prune_events": self.prune_events, "finalized": self.finalized,
-                "pending": [encode(r) for r in self.pending],
-                "epoch_state": self.epoch_state.to_state() if self.epoch_state is not None else None,
-                "last_metrics": json.dumps(self.last_metrics),
-                "wall_s": self.wall_before + time.perf_counter() - self.t0,
-                **self.speed.state(),
-            },
+            "loop": {**self.loop.state_dict(), "wall_before": self.loop.wall_before + time.perf_counter() - self.t0,
+                     **self.speed.state()},
             "amp": self.scaler.state_dict(),
         }
         self.run_dir.save_checkpoint(state)
@@ -572,10 +649,9 @@ class Trainer:
         if ckpt.get("shards"):   # written shard by shard (parallel: fsdp), by any number of processes
             ckpt = {**ckpt, **dict(zip(("model", "optimizer"), fsdp.read_sharded(self.run_dir.path / ckpt["shards"])))}
         loop = ckpt["loop"]
-        self.run_dir.rewind(int(loop["history_lines"]), int(ckpt["version"]))
+        self.run_dir.rewind(int(loop["history_lines"]), int(loop["version"]))
         self.graph = loads(ckpt["graph"], "checkpoint")
         self.dataset = self._load_data(self.seed_graph)
-        self.version = int(ckpt["version"])
         self.speed.load(loop)
         if ckpt.get("amp"):
             self.scaler.load_state_dict(ckpt["amp"])
@@ -583,23 +659,15 @@ class Trainer:
         self.module = self._fresh_module(self.graph, ckpt["model"])
         self.optimizer = make_optimizer(self.module, self.schedule)
         load_optimizer_state(self.optimizer, self.module, ckpt["optimizer"])
-        self.phase = loop["phase"]
-        self.epoch = int(loop["epoch"])
-        self.step = int(loop["step"])
-        self.history_lines = int(loop["history_lines"])
-        self.growth_events = int(loop["growth_events"])
-        self.prune_events = int(loop["prune_events"])
-        self.finalized = bool(loop["finalized"])
-        self.pending = [decode(d) for d in loop["pending"]]
-        self.epoch_state = EpochState.from_state(loop["epoch_state"]) if loop["epoch_state"] is not None else None
-        self.last_metrics = json.loads(loop["last_metrics"])
-        self.wall_before = float(loop["wall_s"])
+        self.loop.load_state_dict(loop)
+        self._open_logs()
         self.data_gen = torch.Generator()
         set_rng_state(ckpt["rng"], self.data_gen)
         self.strategy.load_state_dict(ckpt["strategy"])
         self.strategy.attach(self.view)
-        self._install("resume", f"weights after resuming at version {self.version}", t0)
-        self.console.say(f"resuming {self.run_dir.path} at epoch {self.epoch}, step {self.step}, version {self.version}")
+        self._install("resume", f"weights after resuming at version {self.loop.version}", t0)
+        self.console.say(f"resuming {self.run_dir.path} at epoch {self.loop.epoch}, step {self.loop.step}, "
+                         f"version {self.loop.version}")
 
 
 def _functional_forward(module, overrides, x):

@@ -97,6 +97,10 @@ class TokenModel(LanguageModel):
 class Segmentation(Task):
     """Per-pixel classes: the stats add the confusion matrix, for the mean IoU."""
     name = "segmentation"
+    output_what = "per-pixel classes of"
+
+    def output_shape(self, ds) -> tuple:
+        return (ds.num_classes, *ds.input_shape[1:])
 
     def flat(self, out, y):
         return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1]), y.reshape(-1)

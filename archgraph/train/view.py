@@ -87,7 +87,7 @@ class RunView:
 
     @property
     def metrics(self) -> dict:
-        return self._trainer.last_metrics
+        return self._trainer.loop.last_metrics
 
     def apply(self, graph, rule: Rule) -> Rewrite:
         """``archgraph.apply(graph, rule)``, remembered for this event (the graph is immutable, so the Rewrite of

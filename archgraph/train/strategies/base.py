@@ -47,11 +47,6 @@ from ...ops.registry import OPS
 from ...rules.base import apply as rules_apply
 from ..state import Stateful
 
-#: rule name -> event kind in the history
-RULE_KIND = {"add_filters": "growth", "insert_layer": "growth", "insert_block": "growth", "split_filters": "growth",
-             "delete_node": "prune", "prune_channels": "prune", "collapse_layer": "prune"}
-
-
 class Strategy(Stateful):
     """Base class: plain training, no rewrites. ``STATE`` names the attributes to checkpoint."""
 

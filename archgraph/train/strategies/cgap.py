@@ -127,7 +127,8 @@ class CgapStrategy(Strategy):
                 out.append(R.SplitFilters(node=node, indices=sorted(int(j) for j in top), eps=s.split_eps,
                                           seed=trainer.epoch * 1000 + i))
             else:
-                out.append(R.AddFilters(node=node, count=count, init=s.grow_init, seed=trainer.epoch * 1000 + i))
+                out.append(R.exact_form(trainer.graph, R.AddFilters(node=node, count=count, init=s.grow_init,
+                                                                    seed=trainer.epoch * 1000 + i), trainer.apply))
         return out
 
     def target(self) -> float:

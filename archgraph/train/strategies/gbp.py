@@ -148,7 +148,7 @@ class GbpStrategy(Strategy):
             count = min(s.max_width, int(math.ceil(width * s.expand_factor))) - width
             if count <= 0:
                 continue
-            out.append(R.AddFilters(node=node, count=count, init=s.expand_init))
+            out.append(R.exact_form(graph, R.AddFilters(node=node, count=count, init=s.expand_init), trainer.apply))
         # the seeds number the rules that apply (whether a rule applies does not depend on its seed)
         return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out, trainer.apply))]
 

@@ -211,7 +211,8 @@ class GnapStrategy(Strategy):
             target = min(s.max_width, int(math.ceil(width * s.growth_factor)))
             if target <= width:
                 continue
-            rule = R.AddFilters(node=nid, count=target - width, init=s.grow_init)
+            # the exact form where preserve is not (a layer-norm stream: masked)
+            rule = R.exact_form(current, R.AddFilters(node=nid, count=target - width, init=s.grow_init), apply)
             try:
                 current = apply(current, rule).graph
             except RuleError:

@@ -274,7 +274,8 @@ class ScsStrategy(Strategy):
             if gate.unit == HEAD:
                 out.append(R.AddHeads(node=node, count=count))
             else:
-                out.append(R.AddFilters(node=node, count=count, init=s.grow_init, seed=self.growths))
+                out.append(R.exact_form(graph, R.AddFilters(node=node, count=count, init=s.grow_init,
+                                                            seed=self.growths), trainer.apply))
         if s.grow_blocks and soft_b and all(float(p) > 0.5 for p in soft_b.values()):
             best = max(sorted(soft_b), key=lambda k: float(soft_b[k]))
             after = block_output(graph, best)

@@ -11,12 +11,16 @@ The schedule is data in the run file, rules in the codec of :func:`archgraph.rul
         - {step: 200, rules: [{rule: add_filters, args: {node: b0_fc, count: 64, init: preserve}}]}
         - {epoch: 3, rules: [{rule: insert_block, args: {after: b1_res2}}]}
 
-With ``require_exact`` (the default) a rule whose rewrite is not exact stops the run with an error that names it.
+A rule whose rewrite is not exact is replaced by its exact form where one exists (:func:`~archgraph.rules.widen.
+exact_form`: ``add_filters init=preserve`` on a layer-norm stream becomes ``init=masked``), and the history logs the
+rule applied. With ``require_exact`` (the default) a rule that still is not exact stops the run with an error that
+names it.
 """
 from __future__ import annotations
 
 from ...errors import ConfigError
 from ...rules.base import decode
+from ...rules.widen import exact_form
 from .base import Strategy
 
 
@@ -45,14 +49,17 @@ class StagedStrategy(Strategy):
     def _checked(self, trainer, i: int, rules: list) -> list:
         """The stage's rules, each tried on the graph the previous ones make (and refused when not exact)."""
         graph = trainer.graph
+        chosen = []
         for rule in rules:
+            rule = exact_form(graph, rule, trainer.apply)
+            chosen.append(rule)
             rw = trainer.apply(graph, rule)
             if self.settings.require_exact and not rw.exact:
                 raise ConfigError(f"stage {i}: rule {rule.name}({rule.args()}) does not keep the network's "
                                   "function exactly (set method.require_exact: false to allow it)",
                                   field=f"method.stages.{i}.rules")
             graph = rw.graph
-        return rules
+        return chosen
 
     def on_step_end(self, trainer) -> list:
         return self._due(trainer, epoch_end=False)
