@@ -135,3 +135,9 @@ def test_round_to_keeps_every_pruned_width_a_multiple(name, ratio):
             h, hd, _ = archgraph.ops.registry.OPS[node.op].coupling.heads(node, g2.input_shapes(nid))
             assert (h * hd) % 8 == 0
     archgraph.build(g2).load_state_dict(w2)
+
+
+def test_network_prune_takes_the_calibrated_criteria():
+    net = archgraph.Network(MLP, _mlp_weights())
+    rules = net.prune(0.5, criterion="taylor", calib=_batches())
+    assert [r.indices for r in rules] == [(0, 1)] and net.graph.nodes["fc1"].out_features == 2 and net.version == 1

@@ -85,7 +85,7 @@ def run(args) -> int:
     start_state = state if args.report_latency else None
     rules: list = []
     if args.depth > 0:
-        graph, state, rules = prune_depth(graph, state, args.depth, calib)
+        graph, state, rules = prune_depth(graph, state, args.depth, calib or [])
     if args.ratio > 0:
         graph, state, more = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
                                               strict=True, calib=calib, round_to=args.round_to,

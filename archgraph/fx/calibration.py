@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, cast
 
 import torch
 import torch.fx as fx
@@ -78,13 +78,13 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def run_watching(graph: Graph, module: fx.GraphModule, inputs: Sequence[torch.Tensor], values: Iterable[str],
+def run_watching(graph: Graph, module: torch.nn.Module, inputs: Sequence[torch.Tensor], values: Iterable[str],
                  seen: Callable[[str, torch.Tensor], None]) -> Any:
     """Run ``module`` on ``inputs``, calling ``seen(value, tensor)`` for each of ``values`` (graph values)."""
     watch: dict[str, list[str]] = {}
     for v in values:
         watch.setdefault(fx_name(graph, v), []).append(v)
-    return _Recorder(module, watch, seen).run(*inputs)
+    return _Recorder(cast(fx.GraphModule, module), watch, seen).run(*inputs)
 
 
 def per_channel_abs_mean(graph: Graph, value: str, t: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,7 @@ def _positions(graph: Graph, value: str, t: torch.Tensor) -> int:
     return t.numel() // max(1, t.shape[channel_axis(graph.shapes()[value]) + 1])
 
 
-def channel_means(graph: Graph, module: fx.GraphModule, batches: Iterable[Batch], values: Iterable[str],
+def channel_means(graph: Graph, module: torch.nn.Module, batches: Iterable[Batch], values: Iterable[str],
                   heads: Iterable[str] = ()) -> ChannelMeans:
     """Mean ``|x|`` of every channel of ``values`` (and of each head of the attention nodes ``heads``) over the
     calibration ``batches``, the module in eval mode without gradients."""
@@ -123,12 +123,16 @@ def channel_means(graph: Graph, module: fx.GraphModule, batches: Iterable[Batch]
         sums[value] = sums[value] + s if value in sums else s
         counts[value] = counts.get(value, 0) + _positions(graph, value, t)
 
-    hooks, head_sums = [], {}
+    hooks: list = []
+    head_sums: dict[str, Any] = {}
     for nid in heads:
         o_proj = getattr(module.get_submodule(nid), "o_proj", None)
         if o_proj is None:
             continue
-        h, hd, _ = OPS[graph.nodes[nid].op].coupling.heads(graph.nodes[nid], graph.input_shapes(nid))
+        found = OPS[graph.nodes[nid].op].coupling.heads(graph.nodes[nid], graph.input_shapes(nid))
+        if found is None:
+            continue
+        h, hd, _ = found
 
         def pre(_mod, args, nid=nid, h=h, hd=hd):
             y = args[0].detach().abs().double()
@@ -184,7 +188,7 @@ def gradients(module: torch.nn.Module, batches: Iterable[Batch],
             for name, p in model.named_parameters()}
 
 
-def value_pairs(graph: Graph, module: fx.GraphModule, batches: Iterable[Batch],
+def value_pairs(graph: Graph, module: torch.nn.Module, batches: Iterable[Batch],
                 pairs: Sequence[tuple[str, str]], each: Callable[[int, torch.Tensor, torch.Tensor], None]) -> None:
     """For every batch, call ``each(i, a, b)`` with the tensors of values ``pairs[i] = (a, b)`` (eval mode, no
     gradients)."""

@@ -98,10 +98,11 @@ def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
                 # rows (the input's channel, or the transposed conv's output's)
                 value = node.inputs[0] if opdef.coupling.group_side == "in" else nid
                 tokens = ch.slots[value].tokens
-                rows = mag.shape[0] // node.groups
+                groups = int(getattr(node, "groups"))
+                rows = mag.shape[0] // groups
                 per = mag.sum(dim=[d for d in range(mag.dim()) if d not in (0, 1)], dtype=torch.float64) \
                     if mag.dim() > 2 else mag.double()
-                per = per.view(node.groups, rows, -1).sum(1).reshape(-1)   # [groups * in-group] = channel order
+                per = per.view(groups, rows, -1).sum(1).reshape(-1)   # [groups * in-group] = channel order
                 for token, score in zip(tokens, per.tolist()):
                     root = ch.cls(token)
                     scores[root] = scores.get(root, 0.0) + score
@@ -214,7 +215,7 @@ class Taylor(Criterion):
     def grads(self, graph: Graph, ctx: Context) -> dict[str, torch.Tensor]:
         key = ("grads", id(graph))
         if key not in ctx._cache:
-            ctx._cache[key] = (graph, calibration.gradients(ctx.module(graph), ctx.calib, ctx.loss))
+            ctx._cache[key] = (graph, calibration.gradients(ctx.module(graph), ctx.calib or [], ctx.loss))
         return ctx._cache[key][1]
 
     def entry(self, key, t, ctx, rows=slice(None)):
@@ -244,7 +245,8 @@ class Activation(Criterion):
             values = read_values(graph, ch) if ch is not None else []
             heads = [nid for nid, n in graph.nodes.items()
                      if OPS[n.op].coupling.heads(n, graph.input_shapes(nid)) is not None]
-            ctx._cache[key] = (graph, calibration.channel_means(graph, ctx.module(graph), ctx.calib, values, heads))
+            means = calibration.channel_means(graph, ctx.module(graph), ctx.calib or [], values, heads)
+            ctx._cache[key] = (graph, means)
         return ctx._cache[key][1]
 
     def channels(self, graph, ch, ctx):

@@ -46,7 +46,7 @@ def residual_blocks(graph: Graph) -> list[Block]:
     for nid, node in graph.nodes.items():
         if not OPS[node.op].rewrite.residual or len(node.inputs) != 2 or nid in graph.outputs:
             continue
-        a, b = node.inputs
+        a, b = node.inputs[0], node.inputs[1]
         if a == b:
             continue
         if a in reachable(graph.nodes, [b]):

@@ -27,7 +27,7 @@ gets its best one back). The result is the same as one ``prune_channels`` rule p
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Mapping, Optional, Union
+from typing import Callable, Iterable, Mapping, Optional, Union, cast
 
 import torch
 
@@ -312,4 +312,4 @@ def prune_with_rules(graph: Graph, state: Mapping[str, torch.Tensor], ratio: flo
             rw = rule.apply(graph)   # the state is this function's own from here: nothing is copied twice
             graph, state = rw.graph, transfer_state(rw.plan, dict(state), strict=False, share=True, consume=True)
             rules.append(rule)
-    return graph, state, rules
+    return graph, cast(dict, state), rules

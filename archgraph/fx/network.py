@@ -25,16 +25,16 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import torch
 
 from ..errors import ConfigError
 from ..format.yaml_io import load
 from ..graph import Graph, content_hash
+from ..history.rundir import RunDir
 from ..rules.base import Rewrite, RuleLike, apply, decode, encode
 from ..shapes import count_nonzero_macs, count_nonzero_params
-from ..history.rundir import RunDir
 from .builder import build
 from .magnitude import head_rules, prune_rules
 from .materialise import materialise
@@ -102,19 +102,23 @@ class Network:
         return rw
 
     def prune(self, ratio: float, optimizer: Optional[torch.optim.Optimizer] = None, criterion: str = "l2",
-              heads: bool = False, seed: int = 0) -> list:
+              heads: bool = False, seed: int = 0, calib: Optional[Iterable] = None, round_to: int = 1) -> list:
         """Remove ``ratio`` of the channels of every coupled channel group, the least important by ``criterion``
-        (``l2``, ``l1``, ``random``), as :func:`archgraph.prune` does, and with ``heads`` that share of every
-        attention's heads; one version per ``prune_channels``/``prune_heads`` rule (they apply in turn). The
-        optimizer keeps the surviving channels' state. Returns the rules applied."""
-        applied = []
-        for rule in prune_rules(self.graph, self.module, ratio, criterion, seed):
+        (``l2``, ``l1``, ``random``, or the calibrated ``taylor`` and ``activation``, which need ``calib``, an
+        iterable of batches: see :mod:`archgraph.fx.criteria`), as :func:`archgraph.prune` does, and with ``heads``
+        that share of every attention's heads; one version per ``prune_channels``/``prune_heads`` rule (they apply
+        in turn). ``round_to`` keeps pruned widths multiples of it. The optimizer keeps the surviving channels'
+        state. Returns the rules applied."""
+        batches = list(calib) if calib is not None else None
+        applied: list = []
+        for rule in prune_rules(self.graph, self.module, ratio, criterion, seed, calib=batches, round_to=round_to):
             self.rewrite(rule, optimizer)
             applied.append(rule)
         if heads:
-            for rule in head_rules(self.graph, self.module, ratio, criterion, seed):
-                self.rewrite(rule, optimizer)
-                applied.append(rule)
+            for head_rule in head_rules(self.graph, self.module, ratio, criterion, seed, calib=batches,
+                                        round_to=round_to):
+                self.rewrite(head_rule, optimizer)
+                applied.append(head_rule)
         return applied
 
     def follow(self, callback: Callable[[Rewrite], None]) -> None:

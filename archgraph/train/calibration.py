@@ -34,11 +34,12 @@ def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: i
                           file=source, field="data")
     shape = next(iter(graph.inputs.values()))
     seed = cfg.schedule.seed if seed is None else seed
-    ds = load_data(cfg.data, seed=seed, root=data_root or cfg.data.root, input_shape=shape, source=source)
+    ds = load_data(cfg.data, seed=seed, root=data_root or getattr(cfg.data, "root", None), input_shape=shape,
+                   source=source)
     try:
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(ds.train), generator=gen)
-        size = cfg.data.batch_size
+        size = int(getattr(cfg.data, "batch_size"))
         index = [order[i * size:(i + 1) * size] for i in range(count) if i * size < len(order)]
         return list(ds.batches(ds.train, index))
     finally:
