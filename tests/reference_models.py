@@ -469,3 +469,43 @@ HAND_WRITTEN.update({"mnist_deep": (lambda: MnistDeep(8, 8, 12, 12, 16), (1, 28,
                      "mnist_deep_1k5": (lambda: MnistDeep(4, 6, 8, 8, 12), (1, 28, 28)),
                      "mnist_deep_575": (lambda: MnistDeep(4, 4, 6, 6, 8), (1, 28, 28)),
                      "fashion_deep": (lambda: MnistDeep(16, 16, 24, 24, 32), (1, 28, 28))})
+
+
+# ---- the seeds of the user-data examples (examples/data_*.yaml) ----------------------------------------------------
+
+class ShapesCNN(nn.Module):
+    """``examples/seeds/shapes_cnn.yaml``: three conv-bn-relu stages (pooling after the first two), global average
+    pooling, three classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = conv_bn(3, 8)
+        self.c2, self.bn2 = conv_bn(8, 16)
+        self.c3, self.bn3 = conv_bn(16, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.c2(x))), 2)
+        x = F.relu(self.bn3(self.c3(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class GPTBpe(nn.Module):
+    """``examples/seeds/gpt_bpe.yaml``: two pre-norm blocks (4 heads of 16, a 4x GELU MLP) over 512 BPE ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(512, 64)
+        self.wpe = Table(64, 64)
+        _blocks(self, 2, 64, 4, 256, True, 1e-5)
+        self.ln_f = nn.LayerNorm(64)
+        self.lm_head = nn.Linear(64, 512, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe.weight[: idx.shape[1]]
+        return self.lm_head(self.ln_f(_run_blocks(self, x, 2)))
+
+
+HAND_WRITTEN.update({"shapes_cnn": (ShapesCNN, (3, 32, 32)),
+                     "gpt_bpe": (GPTBpe, {"shape": (64,), "vocab": 512})})
