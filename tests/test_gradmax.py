@@ -113,3 +113,11 @@ def test_gradmax_behind_a_relu_warns_and_leaves_the_fan_out_zero():
     with pytest.warns(UserWarning, match="no gradient"):
         assert gradmax(rw, m2, _batch((8,))) == 0.0
     assert m2.fc2.weight[:, -1].abs().sum() == 0
+
+
+def test_network_rewrite_takes_the_batch_too():
+    net = archgraph.Network(archgraph.loads(MLP))
+    batch = _batch((8,))
+    net.module.double()
+    rw = net.rewrite(rules.AddFilters(node="fc1", count=2, init="gradmax"), batch=batch)
+    assert rw.exact and float(net.module.fc2.weight.detach()[:, -2:].abs().sum()) > 0

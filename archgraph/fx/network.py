@@ -78,10 +78,13 @@ class Network:
         return len(self.versions) - 1
 
     # ---- changes ------------------------------------------------------------------------------------------------
-    def rewrite(self, rule: Union[RuleLike, Rewrite], optimizer: Optional[torch.optim.Optimizer] = None) -> Rewrite:
+    def rewrite(self, rule: Union[RuleLike, Rewrite], optimizer: Optional[torch.optim.Optimizer] = None,
+                batch=None, loss: Optional[Callable] = None) -> Rewrite:
         """Apply ``rule`` (a rule, its ``{"rule": ..., "args": ...}`` data, or a :class:`Rewrite` of the current
         graph): ``.graph`` and ``.module`` become the new version, the optimizer (if given) holds the new parameters
-        with their state; returns the :class:`Rewrite` (``.exact`` says whether the function was kept)."""
+        with their state; returns the :class:`Rewrite` (``.exact`` says whether the function was kept). ``batch``
+        (``(inputs, targets)``) and ``loss``: what ``add_filters init=gradmax`` chooses the new units' outgoing
+        weights from (:mod:`archgraph.fx.gradmax`)."""
         if isinstance(rule, Rewrite):
             if rule.old is not self.graph and content_hash(rule.old) != content_hash(self.graph):
                 raise ConfigError(f"the rewrite ({rule.rule.name}) was made for another graph than the network's "
@@ -90,7 +93,7 @@ class Network:
         else:
             rw = apply(self.graph, decode(rule) if isinstance(rule, Mapping) else rule)
         old = self.graph
-        self.module = materialise(rw, self.module, optimizer, self.seed)
+        self.module = materialise(rw, self.module, optimizer, self.seed, batch=batch, loss=loss)
         self.graph = rw.graph
         self.versions.append(rw.graph)
         self.history.append({"event": "rewrite", **encode(rw.rule), "version": self.version,
