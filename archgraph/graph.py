@@ -290,7 +290,7 @@ def tied_parameters(graph: "Graph") -> dict[str, str]:
 
 
 def _check_ties(graph: "Graph") -> None:
-    from .ops.spec import Embedding   # the op specs import this module
+    from .ops.spec import Embedding  # the op specs import this module
     for nid, spec in graph.nodes.items():
         node: Any = spec   # a linear (the only kind with tied_to)
         target = getattr(node, "tied_to", None)

@@ -172,7 +172,7 @@ def test_a_plugin_package_adds_a_rule_that_apply_uses_and_a_method_that_grow_run
 def test_a_plugin_that_fails_to_load_is_warned_about_and_listed(monkeypatch, capsys):
     from importlib.metadata import EntryPoint
 
-    from archgraph import plugins
+    from archgraph.format import plugins
     broken = EntryPoint(name="broken", value="no_such_module_here:Rule", group="archgraph.rules")
     monkeypatch.setattr(plugins, "entry_points", lambda group: [broken] if group == "archgraph.rules" else [])
     monkeypatch.setattr(plugins, "_LOADED", {})

@@ -282,8 +282,9 @@ outputs: [f]
 
 
 def test_every_channel_role_has_one_handler():
-    """Each role's analysis and realisation live in one handler (archgraph.roles), keyed by role as OPS by op."""
-    from archgraph.roles import HANDLERS, Role
+    """Each role's analysis and realisation live in one handler (archgraph.channels.roles), keyed by role as OPS by
+    op."""
+    from archgraph.channels.roles import HANDLERS, Role
     assert set(HANDLERS) == set(ROLES)
     for role, handler in HANDLERS.items():
         assert isinstance(handler, Role) and handler.name == role

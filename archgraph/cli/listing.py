@@ -81,5 +81,5 @@ def register_listing(sub: Any, name: str, entries: Callable[[], list[dict]], hel
 
 def not_loaded(group: str) -> list[dict]:
     """The entries of the plugins of ``group`` that failed to load, with their errors."""
-    from archgraph.plugins import load
+    from archgraph.format.plugins import load
     return [{"name": p.name, "source": p.dist, "error": p.error, "fields": []} for p in load(group) if p.error]

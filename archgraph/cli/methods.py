@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def entries() -> list[dict]:
-    from archgraph.plugins import source_of
+    from archgraph.format.plugins import source_of
     from archgraph.train.config import METHOD_SETTINGS
     out = [{"name": settings.model_fields["name"].default, "source": source_of(settings, "archgraph.methods"),
             "summary": summary(settings), "fields": fields_of(settings, skip=("name",))}

@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def entries() -> list[dict]:
-    from archgraph.plugins import source_of
+    from archgraph.format.plugins import source_of
     from archgraph.rules import RULES
     return [{"name": name, "kind": cls.kind, "source": source_of(cls, "archgraph.rules"), "summary": summary(cls),
              "fields": fields_of(cls)} for name, cls in sorted(RULES.items())] + not_loaded("archgraph.rules")

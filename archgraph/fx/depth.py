@@ -27,8 +27,8 @@ from ..ops.registry import OPS, channel_axis
 from ..rules.collapse import CollapseLayer
 from ..topology import reachable
 from .apply_plan import transfer_state
-from .calibration import batches_list, value_pairs
 from .builder import build
+from .calibration import batches_list, value_pairs
 
 
 @dataclass(frozen=True)

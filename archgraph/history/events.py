@@ -65,7 +65,7 @@ EVENT_MODELS: dict[str, type[_Event]] = {"start": StartEvent, "epoch": EpochEven
 def check_event(event: dict, line: int, file: str) -> None:
     """Raise :class:`~archgraph.history.run.HistoryError` naming the line and field when ``event`` (a JSON object
     with a known ``event``) does not have the types its kind writes."""
-    from .run import HistoryError   # run.py reads its events through this module
+    from .run import HistoryError  # run.py reads its events through this module
     try:
         EVENT_MODELS[event["event"]].model_validate(event)
     except ValidationError as err:

@@ -35,12 +35,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import ArchgraphError, ConfigError
-from ..format.yaml_io import atomic_write_bytes, atomic_write_text, read_limited, save
+from ..format.yaml_io import atomic_write_bytes, atomic_write_text, load, read_limited, save
+from ..graph import content_hash
 from .checkpoints import check_checkpoint
 from .events import EVENT_MODELS, check_event
-from ..format.yaml_io import load
-from ..graph import content_hash
-from .events import check_event
 
 CHECKPOINT = "checkpoints/last.pt"
 LOCK = ".lock"

@@ -16,13 +16,12 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..errors import PluginError, RuleError
+from ..errors import GraphError, PluginError, RuleError
 from ..graph import Graph
+from ..limits import check_width
 from ..ops.registry import OPS
 from ..plan import TransferPlan
 from ..topology import topological_order
-from ..errors import GraphError
-from ..limits import check_width
 
 #: rule name -> rule class, filled as the rule modules (and the ``archgraph.rules`` plugins) are imported
 RULES: dict[str, type["Rule"]] = {}

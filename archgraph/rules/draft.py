@@ -19,11 +19,11 @@ from typing import Optional, cast
 
 from .. import topology
 from ..channels import Channels, Slots
+from ..channels.roles import HANDLERS
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
 from ..ops.registry import OPS, channel_width
 from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
-from ..roles import HANDLERS
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Draft:
 
 @dataclass
 class Realisation:
-    """The state of :func:`realise`'s pass, handed to each role's :meth:`~archgraph.roles.Role.realise`: the
+    """The state of :func:`realise`'s pass, handed to each role's :meth:`~archgraph.channels.roles.Role.realise`: the
     draft, the old analysis, and the new values' shapes and channel tokens so far."""
 
     draft: Draft
@@ -177,7 +177,7 @@ def _same_node(old: Graph, nid: str, node):
 
 @dataclass
 class Planner:
-    """What :func:`_plan` shares with each role's :meth:`~archgraph.roles.Role.group_map`."""
+    """What :func:`_plan` shares with each role's :meth:`~archgraph.channels.roles.Role.group_map`."""
 
     draft: Draft
     graph: Graph

@@ -23,13 +23,13 @@ from typing import ClassVar, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, Space, analyse
+from ..channels.roles import old_positions
+from ..errors import RuleError
 from ..limits import env_name, limit
 from ..ops.registry import OPS
 from ..plan import AxisMap, Noise
-from ..roles import old_positions
 from .base import Rewrite, Rule
 from .draft import Draft, realise
-from ..errors import RuleError
 from .experts import experts_target, widen_experts
 
 

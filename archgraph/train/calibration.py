@@ -14,9 +14,9 @@ from typing import Optional, Union
 
 import torch
 
+from ..data.feed import load_data
 from ..errors import ConfigError
 from .config import RunConfig, load_config
-from ..data.feed import load_data
 
 
 def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: int = 8,

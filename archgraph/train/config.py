@@ -28,7 +28,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
 
 from ..data import SOURCES, Augment, DataSettings, data_config  # noqa: F401  (Augment: a run-file model)
 from ..errors import ArchgraphError, ConfigError
-from .. import plugins as _plugins
+from ..format import plugins as _plugins
 from ..format.yaml_io import graph_from_data, load, parse_yaml, read_text
 from ..rules.base import decode
 

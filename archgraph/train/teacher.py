@@ -23,13 +23,12 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from ..format.yaml_io import load
+from ..fx.builder import build
+from ..fx.weights import check_weights, load_weights
 from ..graph import Graph
 from ..ops.registry import OPS
 from ..topology import users_of
-from ..fx.builder import build
-from ..fx.weights import check_weights
-from ..format.yaml_io import load
-from ..fx.weights import load_weights
 
 
 def class_axis(out: torch.Tensor) -> int:

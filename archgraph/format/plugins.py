@@ -89,7 +89,7 @@ def methods(taken: set[str]) -> list[Any]:
         problem = None
         if not isinstance(name, str) or not isinstance(target, str) or ":" not in target:
             problem = ("it is no settings model with a 'name' literal and a 'strategy' = 'module:Class' class "
-                       "attribute (see archgraph.plugins)")
+                       "attribute (see archgraph.format.plugins)")
         elif name in taken and _METHODS.get(name) != target:
             problem = f"the method name {name!r} is taken"
         if problem:

@@ -28,8 +28,8 @@ node's output; the channel axis is the first of ``[C, H, W]`` and ``[F]``, the l
 
 Tied tokens form a *class* (union-find): the channels that change together. A class is *frozen* when it touches
 something whose width cannot change: a graph input or output, a broadcast mul
-factor, a merge of values laid out differently. Each role's step is one handler in :mod:`archgraph.roles`, beside
-the same role's step in a rule's result. Nothing here imports torch.
+factor, a merge of values laid out differently. Each role's step is one handler in
+:mod:`archgraph.channels.roles`, beside the same role's step in a rule's result. Nothing here imports torch.
 
 >>> import archgraph
 >>> ch = analyse(archgraph.load("examples/seeds/resnet_cifar.yaml"))
@@ -43,17 +43,17 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional
 
 # the channel roles, re-exported: rules and tests name them from here
-from .ops.registry import CONCAT as CONCAT
-from .ops.registry import FLATTEN as FLATTEN
-from .ops.registry import GROUPED as GROUPED
-from .ops.registry import MERGE as MERGE
-from .ops.registry import MIXER as MIXER
-from .ops.registry import OPS, channel_width
-from .ops.registry import SHUFFLE as SHUFFLE
-from .ops.registry import SLICE as SLICE
-from .ops.registry import SOURCE as SOURCE
-from .ops.registry import THROUGH as THROUGH
-from .topology import topological_order
+from ..ops.registry import CONCAT as CONCAT
+from ..ops.registry import FLATTEN as FLATTEN
+from ..ops.registry import GROUPED as GROUPED
+from ..ops.registry import MERGE as MERGE
+from ..ops.registry import MIXER as MIXER
+from ..ops.registry import OPS, channel_width
+from ..ops.registry import SHUFFLE as SHUFFLE
+from ..ops.registry import SLICE as SLICE
+from ..ops.registry import SOURCE as SOURCE
+from ..ops.registry import THROUGH as THROUGH
+from ..topology import topological_order
 
 
 @dataclass(frozen=True)
@@ -379,7 +379,7 @@ class Channels:
 
 @dataclass
 class Analysis:
-    """The state of :func:`analyse`'s pass, handed to each role's :meth:`~archgraph.roles.Role.analyse`."""
+    """The state of :func:`analyse`'s pass, handed to each role's :meth:`~archgraph.channels.roles.Role.analyse`."""
 
     graph: Any
     shapes: dict
@@ -405,7 +405,7 @@ class Analysis:
 
 def analyse(graph) -> Channels:
     """Tokens, classes and frozen reasons of every channel of ``graph`` (one pass in topological order; each op's
-    channel role says what its output's tokens are, through the role's handler in :mod:`archgraph.roles`)."""
+    channel role says what its output's tokens are, through the role's handler in :mod:`archgraph.channels.roles`)."""
     from .roles import HANDLERS  # roles builds on this module's data structures
 
     a = Analysis(graph, graph.shapes())
@@ -492,7 +492,7 @@ def permuted(slots: Slots, perm: list[int]) -> Slots:
 
 def producing_role(role: str) -> bool:
     """Roles whose output tokens are made by the node itself (SOURCE, GROUPED, MIXER: see
-    :attr:`archgraph.roles.Role.producing`)."""
+    :attr:`archgraph.channels.roles.Role.producing`)."""
     from .roles import HANDLERS  # as above: roles builds on this module
     return HANDLERS[role].producing
 

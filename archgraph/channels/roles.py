@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
-from .channels import Grouping, Slots, concat_slots, flatten_slots, permuted, tie_groups, tied_inputs
-from .ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, channel_width
-from .plan import AxisMap
+from ..ops.registry import CONCAT, FLATTEN, GROUPED, MERGE, MIXER, OPS, SHUFFLE, SLICE, SOURCE, THROUGH, channel_width
+from ..plan import AxisMap
+from . import Grouping, Slots, concat_slots, flatten_slots, permuted, tie_groups, tied_inputs
 
 if TYPE_CHECKING:   # the contexts the passes hand to the handlers (no import cycle at run time)
-    from .channels import Analysis
-    from .rules.draft import Planner, Realisation
+    from ..rules.draft import Planner, Realisation
+    from . import Analysis
 
 Shape = tuple[int, ...]
 
