@@ -15,7 +15,8 @@ import torch
 from torch.func import functional_call
 from torch.nn.utils.stateless import _reparametrize_module
 
-from ..rules.base import Rewrite, Rule, apply
+from ..rules.base import Rewrite
+from ..train.view import RememberedRewrites
 
 
 class Driver:
@@ -208,7 +209,7 @@ class Method(Driver):
         return iter(self._train_inputs())
 
 
-class NetworkView:
+class NetworkView(RememberedRewrites):
     """What a strategy sees of a plain loop: the same names as :class:`~archgraph.train.view.RunView`, read from
     the :class:`Method` (graph and module from its network, the learning rate from its optimizer)."""
 
@@ -262,17 +263,6 @@ class NetworkView:
     @property
     def metrics(self) -> dict:
         return self._m.metrics
-
-    def apply(self, graph, rule: Rule) -> Rewrite:
-        key = (id(graph), rule)
-        rw = self._rewrites.get(key)
-        if rw is None or rw.old is not graph:
-            rw = apply(graph, rule)
-            self._rewrites[key] = rw
-        return rw
-
-    def forget(self) -> None:
-        self._rewrites.clear()
 
     def forward(self, x: torch.Tensor, overrides: Optional[dict] = None) -> torch.Tensor:
         return self._m.bare_forward(x, overrides or {})

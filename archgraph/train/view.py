@@ -36,7 +36,27 @@ if TYPE_CHECKING:   # the loop imports this module
     from .loop import Trainer
 
 
-class RunView:
+class RememberedRewrites:
+    """The rewrites a strategy asked for during one event, so asking twice does not apply a rule twice."""
+
+    _rewrites: dict[tuple[int, Rule], Rewrite]
+
+    def apply(self, graph, rule: Rule) -> Rewrite:
+        """``archgraph.apply(graph, rule)``, remembered for this event (the graph is immutable, so the Rewrite of
+        the same rule on the same graph object is the same)."""
+        key = (id(graph), rule)
+        rw = self._rewrites.get(key)
+        if rw is None or rw.old is not graph:
+            rw = apply(graph, rule)
+            self._rewrites[key] = rw
+        return rw
+
+    def forget(self) -> None:
+        """Drop the remembered rewrites (the loop calls it once an event's rules are applied)."""
+        self._rewrites.clear()
+
+
+class RunView(RememberedRewrites):
     """The narrow view of a :class:`~archgraph.train.loop.Trainer` that strategies get (see the module docstring)."""
 
     def __init__(self, trainer: "Trainer"):
@@ -88,20 +108,6 @@ class RunView:
     @property
     def metrics(self) -> dict:
         return self._trainer.loop.last_metrics
-
-    def apply(self, graph, rule: Rule) -> Rewrite:
-        """``archgraph.apply(graph, rule)``, remembered for this event (the graph is immutable, so the Rewrite of
-        the same rule on the same graph object is the same)."""
-        key = (id(graph), rule)
-        rw = self._rewrites.get(key)
-        if rw is None or rw.old is not graph:
-            rw = apply(graph, rule)
-            self._rewrites[key] = rw
-        return rw
-
-    def forget(self) -> None:
-        """Drop the remembered rewrites (the loop calls it once an event's rules are applied)."""
-        self._rewrites.clear()
 
     def forward(self, x: torch.Tensor, overrides: Optional[dict] = None) -> torch.Tensor:
         return self._trainer.forward(x, overrides or {})
