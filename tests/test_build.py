@@ -407,6 +407,25 @@ def reference_swin(x, w, window, heads, shift):
     return out.permute(0, 3, 1, 2)
 
 
+def reference_moe(x, w, top_k: int):
+    """Routed the way a sparse implementation does it: per token, the top_k experts by router probability
+    (renormalised), each computed alone."""
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            v = x[b, t]
+            probs = torch.softmax(w["router.weight"] @ v, dim=-1)
+            top, idx = torch.topk(probs, top_k)
+            for p, e in zip(top / top.sum(), idx.tolist()):
+                h = F_.silu(w["gate_proj"][e] @ v) * (w["up_proj"][e] @ v)
+                out[b, t] += p * (w["down_proj"][e] @ h)
+    return out
+
+
+OP_CASES["moe"] = ([SEQ], {"num_experts": 4, "top_k": 2, "hidden": 3},
+                   lambda xs, w: reference_moe(xs[0], w, 2))
+
+
 def test_every_op_has_a_reference_case():
     from archgraph.ops.registry import OPS
     assert set(OP_CASES) == set(OPS)

@@ -99,7 +99,8 @@ def run(args) -> int:
                                                      "criterion": args.criterion, "depth": args.depth,
                                                      "round_to": args.round_to, **carried_metadata(args.weights)})
     if rules and not args.quiet:
-        print("the pruned channels and blocks, as rules for 'archgraph apply':")
+        what = "channels and blocks" if args.depth > 0 else "channels"
+        print(f"the pruned {what}, as rules for 'archgraph apply':")
         for r in rules:
             print("  " + _rule_text(r, PruneChannels))
     what = "rule(s)" if args.depth else ("channel group(s) and attention node(s)" if args.heads else
