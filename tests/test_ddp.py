@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -37,8 +38,18 @@ def torchrun(args, tmp_path, **env):
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
     environ = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT), **env}
     proc = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr and "Traceback" not in proc.stderr.split(
+            TEARDOWN_ABORT)[0]:
+        # A known, open fault (rarely, about one job in ten under load): a gloo rank aborts in C++ teardown after
+        # the run has finished and every rank has passed the closing barrier. The callers' checks of what the
+        # ranks traced and wrote (both ranks' end events, the summary, the weights) still decide the test.
+        warnings.warn(f"torchrun exited {proc.returncode} in teardown after the run finished: {TEARDOWN_ABORT}")
+        return proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def weights_hash(state: dict) -> str:
