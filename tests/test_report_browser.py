@@ -133,3 +133,103 @@ def test_report_shows_the_run_name_small_numbers_and_counts(driver, report, tmp_
     summary = driver.find_element(By.ID, "run-summary").text
     assert "1 version " in summary + " " and "1 versions" not in summary
     assert driver.find_element(By.TAG_NAME, "h1").text == "single"
+
+
+HOSTILE = '<b onmouseover=alert(1)>x</b> <img src=x onerror=alert(2)> "<net>" \'q\' javascript:alert(3)'
+HOSTILE_MLP = """
+archgraph: 1
+name: mlp
+inputs: {x: [4]}
+nodes:
+  fc1: {op: linear, in: x, out_features: 3}
+  act: {op: relu, in: fc1}
+  fc2: {op: linear, in: act, out_features: 2}
+outputs: [fc2]
+"""
+
+
+def _links_and_handlers(d):
+    """Every link target and every event-handler attribute in the page, SVG pictures included."""
+    return d.execute_script("""
+        const xlink = 'http://www.w3.org/1999/xlink', found = [];
+        for (const el of document.querySelectorAll('*')) {
+            for (const attr of el.attributes) {
+                const name = attr.name.toLowerCase(), value = attr.value.trim().toLowerCase();
+                if (name.startsWith('on') || value.startsWith('javascript:') ||
+                    (name.endsWith('href') && el.tagName.toLowerCase() !== 'link'))
+                    found.push(el.tagName + ' ' + attr.name + '=' + attr.value);
+            }
+            const href = el.getAttributeNS(xlink, 'href');
+            if (href) found.push(el.tagName + ' xlink:href=' + href);
+        }
+        return found;""")
+
+
+def _alert_text(d):
+    from selenium.common.exceptions import NoAlertPresentException
+    try:
+        return d.switch_to.alert.text
+    except NoAlertPresentException:
+        return None
+
+
+def test_hostile_names_in_the_report_stay_text_in_chromium(driver, tmp_path, capsys):
+    """Issue 26: a graph and run named with markup, quotes and a javascript: URL show as literal text in the page
+    and in every picture; nothing runs (no alert), no link or event handler appears, on any version."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+    from archgraph.cli import main as cli
+    from archgraph.rules import AddFilters
+    from archgraph.format.yaml_io import dumps
+    from rundir_fixture import steps_from_rules
+
+    seed = archgraph.loads(HOSTILE_MLP).model_copy(update={"name": HOSTILE})
+    run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
+                    config={"name": HOSTILE, "seed": 0})
+    out = tmp_path / "r.html"
+    assert cli(["report", str(run), "-o", str(out)]) == 0, capsys.readouterr().err
+    driver.get(out.resolve().as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "version-title").text.strip())
+
+    def no_alert():
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text
+
+    no_alert()
+    assert driver.find_element(By.TAG_NAME, "h1").text == HOSTILE
+    assert driver.title.startswith(HOSTILE)
+    assert driver.find_elements(By.CSS_SELECTOR, "#graph svg"), "no picture in the page"
+    slider = driver.find_element(By.ID, "slider")
+    slider.click()
+    slider.send_keys(Keys.HOME)
+    for version in range(2):
+        assert driver.find_element(By.ID, "version-title").text.startswith(f"version {version} ")
+        assert _links_and_handlers(driver) == []
+        # no element the hostile text would have made (the report itself uses neither)
+        assert driver.find_elements(By.CSS_SELECTOR, "b, img") == []
+        for el in [driver.find_element(By.TAG_NAME, "h1")] + driver.find_elements(By.CSS_SELECTOR, "#graph svg text"):
+            ActionChains(driver).move_to_element(el).perform()
+        no_alert()
+        slider.send_keys(Keys.ARROW_RIGHT)
+
+    # the stand-alone pictures that carry the name (graph and history), opened as pages of their own
+    (tmp_path / "g.yaml").write_text(dumps(seed))
+    for source, svg in ((tmp_path / "g.yaml", tmp_path / "g.svg"), (run, tmp_path / "h.svg")):
+        assert cli(["render", str(source), "-o", str(svg)]) == 0, capsys.readouterr().err
+        driver.get(svg.resolve().as_uri())
+        texts = driver.execute_script("return [...document.querySelectorAll('text')].map(t => t.textContent)")
+        assert any(t.startswith(HOSTILE) for t in texts), texts
+        assert _links_and_handlers(driver) == []
+        assert driver.execute_script("return document.querySelectorAll('b, img, a').length") == 0
+        for el in driver.find_elements(By.TAG_NAME, "text"):
+            ActionChains(driver).move_to_element(el).perform()
+        no_alert()
+    # the log channel reports errors and alert() would be seen (so the checks above mean something)
+    driver.execute_script("setTimeout(() => alert('probe'), 0)")
+    WebDriverWait(driver, 10).until(lambda d: _alert_text(d) == "probe")
+    driver.switch_to.alert.accept()
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors
