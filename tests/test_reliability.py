@@ -268,6 +268,29 @@ def test_a_study_attribute_that_is_not_a_sweeps_is_refused(tmp_path):
              storage="sqlite:///:memory:")
 
 
+@pytest.mark.parametrize("table,value", [("study_user_attributes", "{not json"),
+                                         ("study_user_attributes", "5"),
+                                         ("study_user_attributes", "[1, 2]"),
+                                         ("trial_user_attributes", "{not json")])
+def test_a_tampered_study_attribute_is_a_one_line_error_of_the_sweep_command(tmp_path, capsys, table, value):
+    """A finished sweep run again only reads the study back for its front: a study.db edited so that its
+    archgraph_sweep attribute (or a trial's record) is not JSON, or not a mapping, is one line and exit 2."""
+    import sqlite3
+    tampered_study(tmp_path)
+    out = tmp_path / "sweep"
+    key = "archgraph_sweep" if table == "study_user_attributes" else "seed-0"
+    with contextlib.closing(sqlite3.connect(out / "study.db")) as db, db:
+        assert db.execute(f"UPDATE {table} SET value_json = ? WHERE key = ?", (value, key)).rowcount == 1
+    root = os.path.join(os.path.dirname(__file__), "..", "examples", "digits_gnap.yaml")
+    code = cli(["sweep", root, "--param", "method.param_cost=loguniform:0.0005:0.5", "--trials", "1",
+                "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("archgraph: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "study" in err
+    assert not (out / "pareto.json").exists()
+
+
 # ---- terminal escapes and usage errors ----------------------------------------------------------------------------
 def test_terminal_escape_bytes_in_user_text_are_escaped_in_every_message(tmp_path, capsys):
     evil = "\x1b]0;pwned\x07\x1b[2J\u202e"

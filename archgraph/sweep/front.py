@@ -94,13 +94,23 @@ def _entry(trial, out_dir: Path, seeds: list[int], with_test: bool) -> dict:
     return entry
 
 
+def read_trials(study, spec, states=None) -> list:
+    """The study's trials (those in ``states``); a trial attribute that is not JSON (an edited study.db) is a
+    :class:`ConfigError`, not the JSON decoder's traceback."""
+    try:
+        return study.get_trials(deepcopy=False, states=states)
+    except ValueError as err:
+        raise ConfigError(f"study '{spec.study_name}' in {_shown_url(spec.storage_url)} holds a trial attribute "
+                          f"that is not JSON ({err}); was it edited?") from None
+
+
 def front_data(study, spec) -> dict:
     """pareto.json's content: every complete trial's objectives, and the front (fewest parameters first) with its
     members' per-seed runs and test accuracy."""
     from optuna.trial import TrialState
     out_dir = Path(spec.out_dir)
     seeds = list(spec.seeds)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = read_trials(study, spec, states=(TrialState.COMPLETE,))
     for t in complete:
         if len(t.values or ()) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in t.values):
             raise ConfigError(f"trial {t.number} in the study has objective values {t.values!r}, not two finite "

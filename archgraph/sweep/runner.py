@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import ArchgraphError, ConfigError, TrialFailed
 from ..train import grow
-from .front import _shown_url, write_front
+from .front import _shown_url, read_trials, write_front
 from .space import Param
 
 DIRECTIONS = ("maximize", "minimize")   # validation accuracy, non-zero parameters
@@ -122,8 +122,9 @@ def prepare(spec: SweepSpec) -> tuple[Any, int, int]:
     if theirs is not None and not isinstance(theirs, dict):
         raise ConfigError(f"study '{spec.study_name}' in {_shown_url(spec.storage_url)} has an archgraph_sweep "
                           f"attribute that is not what archgraph sweep writes ({str(theirs)[:60]!r})")
+    existing = read_trials(study, spec)   # every trial's attributes read back once: an edited one is named here
     if theirs is None:
-        if study.get_trials(deepcopy=False):
+        if existing:
             raise ConfigError(f"study '{spec.study_name}' in {_shown_url(spec.storage_url)} was not made by "
                               "archgraph sweep; use another --study or --out")
         trials_dir = Path(spec.out_dir, "trials")
