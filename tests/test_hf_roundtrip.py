@@ -267,3 +267,51 @@ def test_olmo2_norms_over_all_heads_follow_the_head_rules():
     assert torch.equal(w["layers_0_self_attn.q_norm.weight"], weights["layers_0_self_attn.q_norm.weight"][:16])
     grown = archgraph.apply(graph, AddHeads(node="layers_0_self_attn", count=2))
     assert not grown.exact and "normalised over all heads" in grown.plan.note
+
+
+#: mixtures of experts: (model type, config overrides, the moe nodes' ``normalize``, the layers read as dense MLPs)
+MOE_FAMILIES = [("qwen3_moe", {}, True, []),
+                ("qwen3_moe", {"norm_topk_prob": False, "mlp_only_layers": [0]}, False, [0]),
+                ("qwen3_moe", {"decoder_sparse_step": 2, "num_hidden_layers": 3}, True, [0, 2]),
+                ("olmoe", {}, False, []),
+                ("olmoe", {"norm_topk_prob": True}, True, [])]
+
+
+@pytest.mark.parametrize("model_type,overrides,normalize,dense", MOE_FAMILIES)
+def test_moe_families_import_with_the_original_logits(tmp_path, model_type, overrides, normalize, dense):
+    """Qwen3-MoE and OLMoE from ``save_pretrained``: each sparse layer one ``moe`` node (``normalize`` from
+    ``norm_topk_prob``), the dense layers Llama's MLP; the graph's logits equal the model's in float64."""
+    model, folder = saved(tmp_path, model_type, True, **overrides)
+    graph, weights = hf.from_pretrained(folder)
+    layers = model.config.num_hidden_layers
+    for i in range(layers):
+        node = graph.nodes.get(f"layers_{i}_mlp")
+        if i in dense:
+            assert node is None and graph.nodes[f"layers_{i}_mlp_gate_proj"].op == "linear"
+        else:
+            assert (node.op, node.num_experts, node.top_k, node.normalize) == ("moe", 4, 2, normalize)
+    att = graph.nodes["layers_0_self_attn"]
+    assert att.qk_norm and (getattr(att, "qk_norm_span", None) == "all") == (model_type == "olmoe")
+    built = build(graph, dtype=torch.float64)
+    load_into(built, weights)
+    built.eval()
+    for t in (1, 5, 11):
+        x = inputs(model_type, t)
+        with hf._native_routers(model):
+            want = run(model, x, True)
+        with torch.no_grad():
+            assert float((built(x) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_moe", "olmoe"])
+def test_moe_families_export_is_refused_clearly(tmp_path, model_type):
+    model, folder = saved(tmp_path, model_type, True)
+    graph, weights = hf.from_pretrained(folder)
+    with pytest.raises(ConversionError, match=f"{model_type}.*cannot be exported"):
+        to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+
+
+def test_olmoe_clip_qkv_is_refused(tmp_path):
+    model, folder = saved(tmp_path, "olmoe", True, clip_qkv=8.0)
+    with pytest.raises(ConversionError, match="clip_qkv"):
+        hf.from_pretrained(folder)

@@ -51,6 +51,12 @@ SMALL: dict[str, dict[str, Any]] = {
     "mixtral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, vocab_size=100,
                     max_position_embeddings=64),
+    "qwen3_moe": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                      intermediate_size=64, moe_intermediate_size=24, num_experts=4, num_experts_per_tok=2,
+                      norm_topk_prob=True, vocab_size=100, max_position_embeddings=64),
+    "olmoe": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=24, num_experts=4, num_experts_per_tok=2, vocab_size=100,
+                  max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2),
     "phi3": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=100, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
                  eos_token_id=2),
@@ -76,7 +82,7 @@ def from_config(model_type_or_config, seq_len: int = 16, *, lm_head: bool = Fals
     """Build a randomly initialised model from a config and convert it (see :func:`from_model`).
 
     ``model_type_or_config``: a model type (``"gpt2"``, ``"bert"``, ``"llama"``, ``"qwen2"``, ``"qwen3"``,
-    ``"mistral"``, ``"mixtral"``, ``"phi3"``, ``"vit"``: built with the
+    ``"mistral"``, ``"mixtral"``, ``"qwen3_moe"``, ``"olmoe"``, ``"phi3"``, ``"vit"``: built with the
     :data:`SMALL` sizes updated by ``sizes``) or a ``PretrainedConfig``. ``lm_head``: a causal language model's
     logits (built with ``tie_word_embeddings=False`` unless ``sizes`` say otherwise; a tied head imports tied) instead
     of the last hidden
@@ -478,6 +484,7 @@ def _rope(cfg) -> dict:
 def _llama(b: _Nodes, base, t: int) -> str:
     cfg = base.config
     rope = _rope(cfg)
+    _refuse(getattr(cfg, "clip_qkv", None) is not None, "clip_qkv (OLMoE's clamp of q, k and v) is not supported")
     x = _tokens(b, t, cfg.vocab_size)
     x = b.emit("embed_tokens", "embedding", [x], {"weight": base.embed_tokens.weight},
                embedding_dim=cfg.hidden_size)
@@ -502,7 +509,7 @@ def _llama(b: _Nodes, base, t: int) -> str:
             h = b.rmsnorm(f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
         x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
         h = x if post_norm else b.rmsnorm(f"{p}_post_attention_layernorm", x, layer.post_attention_layernorm)
-        if hasattr(mlp, "experts"):   # Mixtral: a routed mixture of SwiGLU experts
+        if hasattr(mlp, "experts"):   # Mixtral, Qwen3-MoE, OLMoE: a routed mixture of SwiGLU experts
             h = b.dropout(f"{p}_resid_mlp_dropout", _experts(b, f"{p}_mlp", h, mlp, cfg), _resid_dropout(cfg))
             x = b.emit(f"{p}_add_2", "add", [x, h])
             continue
@@ -547,7 +554,8 @@ def _experts(b: _Nodes, nid: str, x: str, block, cfg) -> str:
     hidden = int(down.shape[-1])
     _refuse(cfg.hidden_act not in ("silu", "gelu"), f"{nid}: expert activation {cfg.hidden_act!r} is not supported "
                                                      "(silu or gelu)")
-    normalize = getattr(block.gate, "norm_topk_prob", True)   # Mixtral always renormalises the top k
+    # Mixtral always renormalises the top k; Qwen3-MoE and OLMoE do when their config's norm_topk_prob says so
+    normalize = getattr(block.gate, "norm_topk_prob", True)
     state = {"router.weight": block.gate.weight, "gate_proj": gate_up[:, :hidden], "up_proj": gate_up[:, hidden:],
              "down_proj": down}
     return b.emit(nid, "moe", [x], state, num_experts=int(down.shape[0]), top_k=int(block.gate.top_k),
@@ -635,8 +643,10 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
 
 #: model type -> the function that reads its base model
 #: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
-#: laid out as Llama is
+#: laid out as Llama is; the mixtures of experts too: Mixtral, Qwen3-MoE (Qwen3's per-head q/k norms; the dense
+#: layers its ``decoder_sparse_step`` and ``mlp_only_layers`` make are read as Llama's MLP) and OLMoE (OLMo 2's q/k
+#: norms over all heads, its norms before the branches as Llama's)
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
                                 "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "mixtral": _llama,
-                                "vit": _vit}
+                                "qwen3_moe": _llama, "olmoe": _llama, "vit": _vit}
 
