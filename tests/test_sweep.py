@@ -315,3 +315,27 @@ def test_two_jobs_killed_and_resumed(tmp_path):
     for t in data["trials"]:
         for s in seeds:
             assert (out / "trials" / f"{t['trial']:04d}" / f"seed-{s}" / "summary.json").exists()
+
+
+def test_heartbeat_env_is_validated(monkeypatch):
+    from archgraph.sweep.runner import GRACE_S, HEARTBEAT_S, heartbeat_settings
+    monkeypatch.delenv("ARCHGRAPH_SWEEP_HEARTBEAT_S", raising=False)
+    monkeypatch.delenv("ARCHGRAPH_SWEEP_GRACE_S", raising=False)
+    assert heartbeat_settings() == (HEARTBEAT_S, GRACE_S)
+    monkeypatch.setenv("ARCHGRAPH_SWEEP_HEARTBEAT_S", "0.5")
+    monkeypatch.setenv("ARCHGRAPH_SWEEP_GRACE_S", "3")
+    assert heartbeat_settings() == (0.5, 3)
+    for bad in ("0", "-2", "soon", "nan", "inf"):
+        monkeypatch.setenv("ARCHGRAPH_SWEEP_GRACE_S", bad)
+        with pytest.raises(ConfigError, match="ARCHGRAPH_SWEEP_GRACE_S"):
+            heartbeat_settings()
+    monkeypatch.setenv("ARCHGRAPH_SWEEP_GRACE_S", "0.5")   # not longer than the heartbeat interval
+    with pytest.raises(ConfigError, match="longer than"):
+        heartbeat_settings()
+
+
+def test_bad_heartbeat_env_is_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARCHGRAPH_SWEEP_HEARTBEAT_S", "-1")
+    code = main(["sweep", str(RUN), "--param", "method.param_cost=loguniform:0.0005:0.5", "--trials", "1",
+                 "--out", str(tmp_path / "s"), "--no-progress", *FAST])
+    assert code == 2 and "ARCHGRAPH_SWEEP_HEARTBEAT_S" in capsys.readouterr().err

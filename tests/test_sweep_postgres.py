@@ -88,3 +88,61 @@ def test_two_machines_share_one_study(postgres_url, tmp_path):
     fronts = [json.loads((tmp_path / m / "pareto.json").read_text())["front"] for m in ("a", "b")]
     key = [[(e["trial"], e["val_acc"], e["nonzero_params"]) for e in f] for f in fronts]
     assert key[0] == key[1] and key[0]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_killed_machines_trial_is_retried(postgres_url, tmp_path):
+    """Machine A is SIGKILLed while its trial runs (its launcher sleeps, so the trial is surely running); machine B,
+    with a 1 s heartbeat and a 3 s grace period (ARCHGRAPH_SWEEP_HEARTBEAT_S / _GRACE_S), fails that trial, reruns
+    its parameters and finishes the study."""
+    import optuna.storages as storages
+    retried = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    quick = dict(env(), ARCHGRAPH_SWEEP_HEARTBEAT_S="1", ARCHGRAPH_SWEEP_GRACE_S="3")
+
+    def sweep(out, *extra, **kw):
+        return subprocess.Popen([sys.executable, "-m", "archgraph", "sweep", str(RUN), "--param",
+                                 "method.param_cost=loguniform:0.0005:0.5", "--trials", "2", "--out", str(out),
+                                 "--no-progress", "--storage", postgres_url, "--study", "killed", *FAST, *extra],
+                                cwd=ROOT, env=quick, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                **kw)
+    a = sweep(tmp_path / "a", "--launcher", "sh -c 'sleep 300' sh", start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                study = optuna.load_study(study_name="killed", storage=postgres_url)
+                # running with its parameters drawn (a kill between optuna's ask and the draw leaves a trial
+                # with none, whose retry draws afresh)
+                if any(t.state.name == "RUNNING" and t.params for t in study.trials):
+                    break
+            except KeyError:   # the study is not made yet
+                pass
+            assert a.poll() is None, a.communicate()[0]
+            time.sleep(0.2)
+        else:
+            pytest.fail("machine A never started a trial")
+    finally:
+        os.killpg(a.pid, signal.SIGKILL)   # A and its launcher's sleep
+        a.communicate(timeout=30)
+    killed = next(t for t in study.trials if t.state.name == "RUNNING")
+    assert killed.params
+    b = sweep(tmp_path / "b")
+    out = b.communicate(timeout=120)[0]
+    assert b.returncode == 0, out
+    trials = optuna.load_study(study_name="killed", storage=postgres_url).trials
+    states = {t.number: t.state.name for t in trials}
+    assert sorted(states) == list(range(len(trials)))                     # every trial number accounted for
+    assert states[killed.number] == "FAIL"
+    assert set(states.values()) <= {"COMPLETE", "FAIL"} and list(states.values()).count("FAIL") == 1
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2
+    retry = [t for t in done if retried.retried_trial_number(t) == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params            # the killed trial's parameters, rerun
+    ran = sorted(p.name for p in (tmp_path / "b" / "trials").glob("*") if p.is_dir())
+    assert ran == sorted(f"{t.number:04d}" for t in done)                 # B ran both complete trials
+    again = sweep(tmp_path / "a")   # A's folder: the same command has nothing left to run, writes the front
+    assert again.wait(timeout=120) == 0, again.communicate()[0]
+    fronts = [json.loads((tmp_path / m / "pareto.json").read_text())["front"] for m in ("a", "b")]
+    key = [[(e["trial"], e["val_acc"], e["nonzero_params"]) for e in f] for f in fronts]
+    assert key[0] == key[1] and key[0]

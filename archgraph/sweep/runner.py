@@ -5,7 +5,10 @@ Counting: a worker starts a trial only while (complete + running) < N, and a tri
 trials numbered below it when it starts gives way (state PRUNED, nothing run), so parallel workers, also on several
 machines sharing ``--storage``, end with exactly N complete trials. A trial that fails or whose sweep is killed is
 not counted: with the default storage (``DIR/study.db``, one sweep per DIR) a new sweep marks the trials left
-running as failed before it starts; with a shared storage Optuna's heartbeat fails them after :data:`GRACE_S`.
+running as failed before it starts; with a shared storage Optuna's heartbeat fails them after :data:`GRACE_S`
+and enqueues the failed trial's parameters again (Optuna's ``RetryHeartbeatStaleTrialCallback``, at most
+:data:`MAX_RETRY` times), so the next free worker reruns them. ``ARCHGRAPH_SWEEP_HEARTBEAT_S`` and
+``ARCHGRAPH_SWEEP_GRACE_S`` (positive seconds) replace the heartbeat interval and the grace period.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from .space import Param
 DIRECTIONS = ("maximize", "minimize")   # validation accuracy, non-zero parameters
 HEARTBEAT_S = 15
 GRACE_S = 60
+MAX_RETRY = 3        # reruns of the parameters of a trial whose worker died (heartbeat stale)
 POLL_S = 1.0
 
 
@@ -70,15 +74,56 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable ``name``, else ``default``.
+
+    >>> _seconds_from_env("ARCHGRAPH_SWEEP_NOT_SET", 15)
+    15
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise ConfigError(f"{name}={text!r} is not a positive number of seconds")
+    return int(value) if value.is_integer() else value
+
+
+def heartbeat_settings() -> tuple[float, float]:
+    """(heartbeat interval, grace period) in seconds: :data:`HEARTBEAT_S` and :data:`GRACE_S` unless
+    ``ARCHGRAPH_SWEEP_HEARTBEAT_S`` / ``ARCHGRAPH_SWEEP_GRACE_S`` say otherwise; the grace period must exceed the
+    interval, or live trials would be failed between two beats."""
+    beat = _seconds_from_env("ARCHGRAPH_SWEEP_HEARTBEAT_S", HEARTBEAT_S)
+    grace = _seconds_from_env("ARCHGRAPH_SWEEP_GRACE_S", GRACE_S)
+    if grace <= beat:
+        raise ConfigError(f"the sweep's grace period ({grace} s, ARCHGRAPH_SWEEP_GRACE_S) must be longer than its "
+                          f"heartbeat interval ({beat} s, ARCHGRAPH_SWEEP_HEARTBEAT_S)")
+    return beat, grace
+
+
+def _retry_stale_trials() -> dict:
+    """RDBStorage's argument that reruns a stale trial's parameters (its name changed in optuna 4.9)."""
+    import inspect
+    import optuna.storages as storages
+    retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    names = inspect.signature(storages.RDBStorage.__init__).parameters
+    key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in names else "failed_trial_callback"
+    return {key: retry(max_retry=MAX_RETRY)}
+
+
 def open_study(spec: SweepSpec, create: bool = False):
     import optuna
     _quiet_optuna()
     url = spec.storage_url
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    beat, grace = heartbeat_settings()
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=beat,
+                                                 grace_period=grace, **_retry_stale_trials())
             break
         except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
             # two machines creating the tables of a fresh database at once: one loses the race (IntegrityError,
