@@ -54,18 +54,7 @@ def rotate_scale(x: torch.Tensor, degrees: float, scale: float, gen: torch.Gener
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom   # the grid maps output to input coordinates
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n, dtype=torch.float64)], 1),
                          torch.stack([sin, cos, torch.zeros(n, dtype=torch.float64)], 1)], 1)
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grid = torch.nn.functional.affine_grid(theta.to(work).to(x.device), list(x.shape), align_corners=False)
-    xf = x.to(work)
-    split = x.shape[1] - label_channels
-    parts = [torch.nn.functional.grid_sample(xf[:, :split], grid, mode="bilinear", align_corners=False)]
-    if label_channels:
-        parts.append(torch.nn.functional.grid_sample(xf[:, split:], grid, mode="nearest", align_corners=False))
-    out = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-    if x.dtype.is_floating_point:
-        return out.to(x.dtype)
-    info = torch.iinfo(x.dtype)
-    return out.round().clamp(info.min, info.max).to(x.dtype)
+    return _resample(x, theta, label_channels)
 
 
 def augment(x: torch.Tensor, settings, gen: torch.Generator, label_channels: int = 0) -> torch.Tensor:
