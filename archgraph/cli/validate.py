@@ -1,14 +1,16 @@
 """archgraph validate FILE..."""
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Any
 
 from archgraph.errors import ArchgraphError, shown
 
 from .args import command
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:   # argparse's subparsers action (its class is private)
     p = command(sub, "validate", run, help="check graph files (and run files) against the format",
                 description="Check graph files: YAML, fields, references, cycles, shapes and size limits. A run file "
                             "(the RUN.yaml that 'archgraph grow' takes) is checked too, with its seed graph, without "
@@ -39,7 +41,7 @@ def check_file(path: str) -> str:
     return f"{path}: ok ({len(g.nodes)} nodes, {g.params:,} params, {g.macs:,} MACs)"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:
