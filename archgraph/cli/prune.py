@@ -117,7 +117,8 @@ def _pruned(args: argparse.Namespace, graph: Graph, state: dict[str, torch.Tenso
         calib = calibration_batches(args.calib, graph, args.calib_batches, args.data_root, seed=None)
     rules: list[Rule] = []
     if args.depth > 0:
-        graph, state, rules = prune_depth(graph, state, args.depth, calib or [])
+        graph, state, blocks = prune_depth(graph, state, args.depth, calib or [])
+        rules += blocks
     if args.ratio > 0:
         edit = archgraph.prune(graph, state, args.ratio, args.criterion, args.seed, args.heads, calib=calib,
                                round_to=args.round_to, uniform=args.uniform, strict=True,

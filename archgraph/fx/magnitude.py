@@ -27,7 +27,7 @@ neither can lose its share alone). :func:`prune` is this module's one entry poin
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence, Union, overload
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence, Union, cast, overload
 
 import torch
 
@@ -96,13 +96,13 @@ def kept(n: int, ratio: float, round_to: int = 1, per: int = 1) -> int:
 
 class _SpacePlan(NamedTuple):
     """One channel space on its way to a rule: its classes' order, the classes gone already (a grouped conv's
-    share), those free to go, how many more go, and what makes spaces alike (the producer op, the class count)."""
+    share), those free to go, how many more go (``take``), and what makes spaces alike (the producer op, the class count)."""
 
     space: Space
     order: dict[int, int]
     gone: set[int]
     free: list[int]
-    count: int
+    take: int
     key: tuple[str, int]
 
 
@@ -136,8 +136,8 @@ def _channel_rules(graph: Graph, ch: Channels, scores: Mapping[int, float], rati
     spaces = []
     for plan in plans:
         gone = plan.gone
-        if plan.count > 0:
-            gone |= set(sorted(plan.free, key=lambda c: (scores.get(c, 0.0), plan.order[c]))[:plan.count])
+        if plan.take > 0:
+            gone |= set(sorted(plan.free, key=lambda c: (scores.get(c, 0.0), plan.order[c]))[:plan.take])
         if gone:
             removed |= gone
             spaces.append(plan.space)
@@ -188,8 +188,8 @@ def _uniform(plans: list[_SpacePlan]) -> list[_SpacePlan]:
     of them would."""
     least: dict[tuple[str, int], int] = {}
     for plan in plans:
-        least[plan.key] = min(least.get(plan.key, plan.count), plan.count)
-    return [plan._replace(count=least[plan.key]) for plan in plans]
+        least[plan.key] = min(least.get(plan.key, plan.take), plan.take)
+    return [plan._replace(take=least[plan.key]) for plan in plans]
 
 
 def _apart(ch: Channels, spaces: dict[str, Space]) -> list[list[str]]:
@@ -331,7 +331,7 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
     """
     _check_ratio(ratio, round_to)
     consume = consume and isinstance(weights, dict)   # a module's tensors are never given up
-    state = weights if consume else _state(weights)
+    state = cast(dict, weights) if consume else _state(weights)
     ctx = _context(criterion, state, seed, calib, loss)
     rules: list[Rule] = []
     exact = True

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Iterator, Mapping, Optional, TypeVar, Union
+from typing import Any, ClassVar, Container, Generic, Iterator, Mapping, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -97,13 +97,13 @@ class Rule(BaseModel):
     #: "growth" or "prune": what a history event calls it
     kind: ClassVar[str] = "growth"
 
-    def __init__(self, **data):
+    def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as err:
             raise _rule_error(type(self), data, err) from None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
             register(cls)
@@ -245,7 +245,7 @@ def _rule_error(cls: type[Rule], data: Mapping[str, Any], err: ValidationError) 
     return RuleError(message, rule=cls.name, node=node if isinstance(node, str) else None, field=loc or None)
 
 
-def _from_text(text: str, annotation) -> Any:
+def _from_text(text: str, annotation: Any) -> Any:
     """A CLI value: lists from ``a,b`` or ``[a, b]``, None from ``none``/``null``; the rest is left to pydantic."""
     stripped = text.strip()
     if stripped.lower() in ("none", "null", "~") and _allows_none(annotation):
@@ -256,11 +256,11 @@ def _from_text(text: str, annotation) -> Any:
     return stripped
 
 
-def _allows_none(annotation) -> bool:
+def _allows_none(annotation: Any) -> bool:
     return type(None) in typing.get_args(annotation)
 
 
-def _is_sequence(annotation) -> bool:
+def _is_sequence(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (list, tuple):
         return True
@@ -278,7 +278,7 @@ def nonnegative(graph: Graph) -> dict[str, bool]:
     return flags
 
 
-def fresh_id(graph_ids, base: str) -> str:
+def fresh_id(graph_ids: Container[str], base: str) -> str:
     """``base`` or ``base_2``, ``base_3``, ... whichever is not taken (ids never start with ``_``)."""
     base = base.lstrip("_") or "n"
     if base not in graph_ids:
