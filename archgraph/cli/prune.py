@@ -14,8 +14,15 @@ if TYPE_CHECKING:
     from archgraph.graph import Graph
     from archgraph.rules import Rule
 
-from .args import (command, folder_output_argument, force_argument, graph_argument, quiet_argument, seed_argument,
-                   weights_argument)
+from .args import (
+    command,
+    folder_output_argument,
+    force_argument,
+    graph_argument,
+    quiet_argument,
+    seed_argument,
+    weights_argument,
+)
 from .outputs import output_folder
 
 CRITERIA = ["l2", "l1", "random", "taylor", "activation"]
@@ -65,9 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+
     from archgraph.fx.builder import build
     from archgraph.fx.weights import carried_metadata, check_weights, load_weights, tie_state
     from archgraph.rules import encode
+
     from .apply import write
     output_folder(args.output, args.force)
     _check_arguments(args)

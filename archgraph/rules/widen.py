@@ -169,9 +169,9 @@ def spread_copies(plan, graph, eps: float, seed: int):
         node = graph.nodes[nid]
         in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid)).get(param, (None, None))[1]
         m = next((m for a, m in tp.axes if a == in_axis and m.copied), None)
-        if m is None:
+        if m is None or in_axis is None:
             continue
-        first = {}
+        first: dict[int, int] = {}
         for i, old in enumerate(m.index):
             if old >= 0 and i not in m.copied:
                 first.setdefault(old, i)

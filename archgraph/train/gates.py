@@ -35,7 +35,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -130,8 +130,8 @@ class GateLayout:
     layer_params: dict[str, int] = field(default_factory=dict)   # node with parameters -> its parameters
     follows: dict[str, str] = field(default_factory=dict)   # per-channel node after a gated layer -> its gate
 
-    def active_macs(self, fractions: Optional[dict[str, object]] = None,
-                    branch_on: Optional[dict[str, object]] = None):
+    def active_macs(self, fractions: Optional[Mapping[str, Any]] = None,
+                    branch_on: Optional[Mapping[str, Any]] = None) -> Any:
         """MACs of the graph when a fraction of each gated layer's channels (or heads) is active
         (``fractions[node]``, default 1) and each branch is on with weight ``branch_on[node]`` (default 1).
 
@@ -141,26 +141,27 @@ class GateLayout:
         """
         return self.active_cost(self.layer_macs, fractions, branch_on)
 
-    def active_params(self, fractions: Optional[dict[str, object]] = None,
-                      branch_on: Optional[dict[str, object]] = None):
+    def active_params(self, fractions: Optional[Mapping[str, Any]] = None,
+                      branch_on: Optional[Mapping[str, Any]] = None) -> Any:
         """Parameters of the graph under the same fractions, costed as :meth:`active_macs` costs MACs (a layer's
         parameters scale with its active output and input channels as its MACs do; an embedding has parameters
         and no MACs)."""
         return self.active_cost(self.layer_params, fractions, branch_on)
 
-    def active_cost(self, per_layer: dict[str, int], fractions: Optional[dict[str, object]] = None,
-                    branch_on: Optional[dict[str, object]] = None):
+    def active_cost(self, per_layer: dict[str, int], fractions: Optional[Mapping[str, Any]] = None,
+                    branch_on: Optional[Mapping[str, Any]] = None) -> Any:
         """``per_layer``'s total (each node's dense cost) under the active fractions (see :meth:`active_macs`)."""
         fractions = fractions or {}
         branch_on = branch_on or {}
-        total = 0.0
-        off = {}
+        total: Any = 0.0
+        off: dict[str, Any] = {}
         for gid, gate in self.branch.items():
             on = branch_on.get(gid, 1.0)
             for n in gate.removed:
                 off[n] = on
         for nid, macs in per_layer.items():
-            f = fractions.get(nid, fractions.get(self.follows.get(nid), 1.0))
+            leader = self.follows.get(nid)   # a layer after a gated one (its per-channel ops) follows its fraction
+            f = fractions.get(nid, 1.0 if leader is None else fractions.get(leader, 1.0))
             for gid, share in self.layer_in.get(nid, []):
                 f = f * (1.0 - share * (1.0 - fractions.get(gid, 1.0)))
             if nid in off:
@@ -423,14 +424,14 @@ def hard_weights(params: dict[str, torch.Tensor], layout: GateLayout, channel_on
         for part in gate.rows + gate.reads:
             t = out[part.key]
             t.index_fill_(part.axis, part.positions(off.to(t.device), t.shape[part.axis]), 0)
-    for gid, on in (branch_on or {}).items():
-        gate = layout.branch[gid]
-        if on:
-            for key in gate.params:
+    for gid, branch_open in (branch_on or {}).items():
+        branch = layout.branch[gid]
+        if branch_open:
+            for key in branch.params:
                 out[key] *= scale
         else:
             for key in out:
-                if key.rsplit(".", 1)[0] in gate.removed:
+                if key.rsplit(".", 1)[0] in branch.removed:
                     out[key].zero_()
     return out
 
@@ -442,7 +443,7 @@ def closed_entries(tensor: torch.Tensor, part: Part, closed: torch.Tensor) -> No
         tensor.index_fill_(part.axis, part.positions(off.to(tensor.device), tensor.shape[part.axis]), 0)
 
 
-def channel_costs(layout: GateLayout) -> dict[str, torch.Tensor]:
+def channel_costs(layout: GateLayout) -> dict[str, float]:
     """MACs one channel (or head) of each gated layer costs (its own share plus its readers'), all others active."""
     out = {}
     for gid, gate in layout.channel.items():
