@@ -67,7 +67,8 @@ def _context(criterion: str, state: Mapping[str, torch.Tensor], seed: int, calib
 
 def importance(graph: Graph, weights: Weights, criterion: str = "l2", seed: int = 0,
                ch: Optional[Channels] = None, calib: Optional[Iterable[Any]] = None,
-               loss: Optional[Callable[..., torch.Tensor]] = None, ctx: Optional[Context] = None) -> dict[int, float]:
+               loss: Optional[Callable[..., torch.Tensor]] = None,
+               ctx: Optional[Context] = None) -> dict[int, float]:
     """Coupling class (see :class:`archgraph.channels.Channels`) -> summed importance of its channel, by
     ``criterion`` (see :mod:`archgraph.fx.criteria`); ``calib`` holds the calibration batches of ``taylor`` and
     ``activation`` (and ``loss(out, targets)`` replaces ``taylor``'s cross entropy)."""
@@ -96,7 +97,8 @@ def kept(n: int, ratio: float, round_to: int = 1, per: int = 1) -> int:
 
 class _SpacePlan(NamedTuple):
     """One channel space on its way to a rule: its classes' order, the classes gone already (a grouped conv's
-    share), those free to go, how many more go (``take``), and what makes spaces alike (the producer op, the class count)."""
+    share), those free to go, how many more go (``take``), and what makes spaces alike (the producer op, the class
+    count)."""
 
     space: Space
     order: dict[int, int]
