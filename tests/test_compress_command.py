@@ -7,12 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 import archgraph
 from archgraph.errors import ConfigError
 from archgraph.fx.weights import save_weights
 from archgraph.train.compress import compress, parse_target
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
