@@ -32,7 +32,10 @@ def check_file(path: str) -> str:
         method_files(cfg, Path(path).parent, path)        # so do the method's (distill's teacher and weights)
         check_machine(cfg, path)
         notes = "".join(f"; warning: {w}" for w in check_budget(cfg))
-        return (f"{path}: ok (run file: method {cfg.method.name}, seed {len(g.nodes)} nodes, {g.params:,} params"
+        # RunConfig.method is the union of the registered methods' settings, built at run time (train/config.py):
+        # a type checker cannot see it, but every member has its name
+        method = cfg.method.name  # type: ignore[attr-defined]
+        return (f"{path}: ok (run file: method {method}, seed {len(g.nodes)} nodes, {g.params:,} params"
                 f"{notes})")
     g = graph_from_data(data, path)
     return f"{path}: ok ({len(g.nodes)} nodes, {g.params:,} params, {g.macs:,} MACs)"
