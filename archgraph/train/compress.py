@@ -28,6 +28,7 @@ from typing import Any, Optional, Union
 import torch
 
 from ..data.feed import load_data
+from ..data.settings import DataBase
 from ..errors import ConfigError
 from ..fx.latency import measure
 from ..fx.magnitude import prune_with_rules
@@ -165,11 +166,12 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
     t0 = time.perf_counter()
 
     shape = next(iter(graph.inputs.values()))
-    ds = load_data(cfg.data, seed=cfg.schedule.seed, root=data_root or getattr(cfg.data, "root", None),
+    data: DataBase = cfg.data
+    ds = load_data(data, seed=cfg.schedule.seed, root=data_root or getattr(data, "root", None),
                    input_shape=shape, source=source)
     task = task_of(ds)
-    batch = int(getattr(cfg.data, "batch_size"))
-    evaluate = _Evaluator(ds, task, dev, int(getattr(cfg.data, "eval_batch_size", 1000)))
+    batch = data.batch_size
+    evaluate = _Evaluator(ds, task, dev, data.eval_batch_size)
     net = Network(graph, weights, device=dev, seed=cfg.schedule.seed)
     teacher = Teacher(graph, weights, device=dev)
     heads = _has_heads(graph)
@@ -232,7 +234,7 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
                "reached": reached, "reached_target": reached <= target.fraction + 1e-9, "rounds": done,
                "steps_per_round": steps, "criterion": criterion, "round_to": round_to, "temperature": temperature,
                "alpha": alpha, "calib_batches": calib_batches, "device": str(dev), "threads": torch.get_num_threads(),
-               "batch_size": batch, "dataset": cfg.data.name, "method": "compress",
+               "batch_size": batch, "dataset": data.name, "method": "compress",
                **{f"start_{k}": v for k, v in start.items()}, "wall_s": round(time.perf_counter() - t0, 3)}
     if target.kind == "latency":
         summary["latency_ms"] = _latency_ms(net.module, net.graph, batch, dev)
