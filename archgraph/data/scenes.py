@@ -2,9 +2,9 @@
 
 Each scene places 1-3 digits (1 to ``max_digits``) at random positions on an empty canvas: the bundled 8x8 digits
 (scaled 2x to 16x16) on 32x32, or MNIST's 28x28 digits on 64x64. The image keeps the brighter pixel where digits
-overlap; the label of a pixel is 0 (background) or 1 + the class of the last digit whose stroke covers it (stroke: at least half the
-source's maximum intensity). Training scenes are made from the source's training images, test scenes from its
-test images, all from one generator seeded by ``seed``, so a seed always gives the same scenes.
+overlap; the label of a pixel is 0 (background) or 1 + the class of the last digit whose stroke covers it (stroke:
+at least half the source's maximum intensity). Training scenes are made from the source's training images, test
+scenes from its test images, all from one generator seeded by ``seed``, so a seed always gives the same scenes.
 
 >>> loaded = load_scenes(SceneSettings(name="digits_scenes", limit=64, test_limit=16), Request(seed=0))
 >>> loaded.train.x.shape, loaded.train.y.shape, loaded.classes
