@@ -6,11 +6,10 @@ import json
 import jsonschema
 import pytest
 import yaml
+from conftest import ROOT
 
 import archgraph
-
 from archgraph.cli import main
-from conftest import ROOT
 
 EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_scs", "digits_scenes_dense",
             "mnist_scenes_scs", "mnist_vit_gnap", "mnist_tiny"]
