@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Union
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from yaml.constructor import SafeConstructor
 
 from ..errors import ArchgraphError, GraphError, YamlError
 from ..graph import FORMAT_VERSION, Graph
@@ -38,7 +39,7 @@ class _Loader(yaml.SafeLoader):
     as ``on`` or ``no`` stays a string, as in editors that use the YAML 1.2 core schema."""
 
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(loader: SafeConstructor, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
@@ -52,13 +53,13 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
             raise YamlError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}' "
                             f"(first defined on line {seen[key].start_mark.line + 1})", field=str(key))
         seen[key] = key_node
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
 MAX_INT_DIGITS = 100
 
 
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+def _construct_int(loader: SafeConstructor, node: yaml.ScalarNode) -> int:
     """Integers as YAML 1.1 reads them, but a number with more than ``MAX_INT_DIGITS`` digits is an error naming
     its line (Python refuses to parse more than 4300 digits, and no size in a graph needs 100)."""
     digits = sum(c.isdigit() for c in str(node.value))
@@ -66,7 +67,7 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
         raise YamlError(f"line {node.start_mark.line + 1}: an integer with {digits} digits; the limit is "
                         f"{MAX_INT_DIGITS}")
     try:
-        return yaml.SafeLoader.construct_yaml_int(loader, node)
+        return SafeConstructor.construct_yaml_int(loader, node)
     except ValueError as err:
         raise YamlError(f"line {node.start_mark.line + 1}: cannot read the integer {_clip(node.value)} ({err})") \
             from None
@@ -317,7 +318,7 @@ def validation_error(err: ValidationError, source: str, root: str = "nodes") -> 
     return GraphError(message, file=source, node=chosen["node"], field=chosen["field"])
 
 
-def _is_branch(part: Any) -> bool:
+def _is_branch(part: object) -> bool:
     """A pydantic location part that names a union member or a type, not a field (``str``, ``tuple[...]``)."""
     return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool", "none"))
 
@@ -448,7 +449,7 @@ _BY_TYPE: dict[str, Callable[[dict], Optional[str]]] = {
 PAIR_FIELDS = frozenset({"kernel_size", "stride", "padding", "dilation", "output_size"})
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -540,7 +541,7 @@ def dumps(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: object) -> str:
     """One YAML scalar on one line that reads back as ``value`` (quoted when plain text would not)."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True)
     text = text.removesuffix("\n").removesuffix("\n...").strip()
@@ -549,7 +550,7 @@ def _scalar(value: Any) -> str:
     return text
 
 
-def _flow(value: Any) -> str:
+def _flow(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_scalar(k)}: {_flow(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):

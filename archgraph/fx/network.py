@@ -52,8 +52,7 @@ class Network:
     """
 
     def __init__(self, graph: Union[Graph, str, os.PathLike], weights: Weights = None,
-                 device: Union[torch.device, str, None] = None, dtype: Optional[torch.dtype] = None,
-                 seed: int = 0):
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, seed: int = 0):
         self.graph: Graph = graph if isinstance(graph, Graph) else load(graph)
         self.seed = seed
         module = build(self.graph, device=device, dtype=dtype, seed=seed)
@@ -80,7 +79,8 @@ class Network:
 
     # ---- changes ------------------------------------------------------------------------------------------------
     def rewrite(self, rule: Union[RuleLike, Rewrite], optimizer: Optional[torch.optim.Optimizer] = None,
-                batch: Any = None, loss: Optional[Callable[..., torch.Tensor]] = None) -> Rewrite:
+                batch: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                loss: Optional[Callable] = None) -> Rewrite:
         """Apply ``rule`` (a rule, its ``{"rule": ..., "args": ...}`` data, or a :class:`Rewrite` of the current
         graph): ``.graph`` and ``.module`` become the new version, the optimizer (if given) holds the new parameters
         with their state; returns the :class:`Rewrite` (``.exact`` says whether the function was kept). ``batch``
@@ -176,7 +176,7 @@ class Network:
         return run.path
 
 
-def _same_start(run: RunDir, start: dict[str, Any]) -> bool:
+def _same_start(run: RunDir, start: dict) -> bool:
     """Whether the run directory holds an earlier save of this network (so saving again replaces it)."""
     events = run.events()
     return bool(events) and events[0].get("hash") == start["hash"] and events[0].get("time") == start["time"]
