@@ -95,7 +95,7 @@ def test_a_converter_subclass_overrides_one_node_kind():
     example = torch.randn(2, 4)
     gm = trace(net, example)
     converter = Counting(gm, concrete_values(gm, example), (4,))
-    converter.run(enable_io_processing=False)
+    converter.run()
     graph, weights = converter.finish("net")
     assert calls == ["0", "1"] and [n.op for n in graph.nodes.values()] == ["linear", "relu"]
     assert sorted(weights) == ["n0.bias", "n0.weight"]

@@ -85,7 +85,7 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
     finally:
         module.train(was_training)
     converter = Converter(gm, values, input_shape, dict(module.named_modules()), vocab=vocab)
-    converter.run(enable_io_processing=False)
+    converter.run()
     return converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, Root)
                                          else module).__name__.lower())
 
@@ -164,6 +164,10 @@ class Converter(fx.Interpreter):
         return self.builder.weights
 
     # -- the fx node kinds --
+    def run(self, *args, initial_env=None, enable_io_processing: bool = False) -> Any:
+        """Convert every fx node (no inputs: the placeholder is the graph input); returns the output node ids."""
+        return super().run(*args, initial_env=initial_env, enable_io_processing=enable_io_processing)
+
     def run_node(self, n: fx.Node) -> Any:
         """One fx node: a call computed from parameters only is folded, one computing a Python value from shapes
         gives that value; any other goes to ``call_module``/``call_function``/``call_method`` and its result is
