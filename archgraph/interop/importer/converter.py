@@ -18,6 +18,7 @@ from ...errors import ConversionError
 from ...graph import Graph, TokenShape
 from ...ops.registry import OPS, channel_width
 from ...ops.spec import KIND_BY_OP, Pad
+from ...rules.base import Edit
 from ...topology import reachable
 from .arguments import ints, pair
 from .builder import GraphBuilder, identifier
@@ -42,8 +43,9 @@ from .values import (
 
 
 def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), name: Optional[str] = None,
-                seed: int = 0, vocab: Optional[int] = None) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``.
+                seed: int = 0, vocab: Optional[int] = None) -> Edit[dict[str, torch.Tensor]]:
+    """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``: an
+    :class:`~archgraph.rules.base.Edit` (``.graph``, ``.state``; no rules) that unpacks as ``graph, weights``.
 
     ``input_shape`` is the per-sample input shape: ``[C, H, W]``, ``[F]``, a sequence ``[T, D]``, or with ``vocab``
     the ``[T]`` integer token ids in ``[0, vocab)`` (the graph input ``{shape: [T], vocab: V}``). The module is
@@ -86,8 +88,9 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
         module.train(was_training)
     converter = Converter(gm, values, input_shape, dict(module.named_modules()), vocab=vocab)
     converter.run()
-    return converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, Root)
-                                         else module).__name__.lower())
+    graph, weights = converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, Root)
+                                                    else module).__name__.lower())
+    return Edit(graph, weights)
 
 
 def _has_tensor(value) -> bool:
