@@ -229,20 +229,23 @@ def end_rank(code: int) -> NoReturn:
     """End a rank that :func:`left_after_run` with exit status ``code``, without the interpreter's shutdown:
     flush the standard streams and the logging handlers, then ``os._exit(code)``.
 
-    Why (measured with the pinned torch, one gloo process): ``destroy_process_group`` does not end gloo's process
+    Why (measured with the pinned torch and Python 3.11): ``destroy_process_group`` does not end gloo's process
     group once a module has been wrapped in DDP. The wrapper takes references to the group's Python object that
     nothing gives back (11 on construction; freeing the wrapper and its reducer returns one), so the group's C++
-    backend is never destroyed and its threads (two ``pt_gloo_runloop`` workers and the ``gloo_tcp_loop`` socket
-    thread; neither the backend's ``shutdown()`` nor ``abort()`` joins them) still run while the interpreter shuts
-    down and the C++ runtime destroys its static objects. Without DDP, dropping the group ends them. A rank's
-    "terminate called without an active exception" after the closing barrier (SIGABRT, so ``torchrun`` reported a
-    failed job with every file written; about one two-rank job in a dozen under CPU load) comes from that shutdown
-    racing those threads: ``std::terminate`` without an exception is what a C++ thread gets when it is unwound by
-    ``pthread_exit`` through a ``noexcept`` frame, which is how Python 3.11 ends a thread that asks for the GIL
-    after finalisation began (a worker releasing a collective's last reference to a Python-owned tensor), or when
-    a joinable ``std::thread`` is destroyed. Our code cannot join threads torch does not release, and nothing is
-    left for the shutdown to do here (the run directory is complete and fsynced, the group destroyed, DataLoader
-    workers and the TensorBoard writer closed), so the rank skips it.
+    backend is never destroyed and its threads (two ``pt_gloo_runloop`` workers, the ``gloo_tcp_loop`` socket
+    thread; neither the backend's ``shutdown()`` nor ``abort()`` joins them) outlive the group into the
+    interpreter's shutdown. The closing barrier's work holds the works queued before it, so a worker thread can
+    still hold the last all-reduce's tensor (created in Python) after the main thread's wait returned. When the
+    worker frees it after ``Py_FinalizeEx`` began, the tensor's decref asks for the GIL, Python ends the thread with
+    ``pthread_exit``, and its forced unwinding through the (``noexcept``) destructor calls ``std::terminate``:
+    "terminate called without an active exception", SIGABRT, and ``torchrun`` reports a failed job although every
+    file is written. A core dump shows exactly that stack (``runLoop`` > ``~AsyncBarrierWork`` >
+    ``~AsyncAllreduceWork`` > ``TensorImpl::decref_pyobject`` > ``take_gil`` > ``pthread_exit`` > ``std::terminate``,
+    the main thread in ``Py_FinalizeEx``); ``scripts/gloo_exit_race.py`` reproduces it with torch alone. It needs a
+    worker descheduled for that long, so it shows under CPU load (about one two-rank job in a dozen). Our code
+    cannot join threads torch does not release, and nothing is left for the shutdown to do here (the run directory
+    is complete and fsynced, the group destroyed, DataLoader workers and the TensorBoard writer closed), so the rank
+    skips it.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
