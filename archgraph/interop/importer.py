@@ -41,6 +41,7 @@ from ..graph import RESERVED_IDS, Graph, TokenShape
 from ..fx.torchnames import resolve, try_resolve
 from ..topology import reachable
 from ..ops.registry import OPS, channel_width
+from ..rules.base import Edit
 from ..ops.spec import KIND_BY_OP, Linear, Pad
 
 CF, CL, GROUPED, GROUPED_T = "cf", "cl", "grouped", "grouped_t"
@@ -131,8 +132,9 @@ class Param:
 
 
 def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), name: Optional[str] = None,
-                seed: int = 0, vocab: Optional[int] = None) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``.
+                seed: int = 0, vocab: Optional[int] = None) -> Edit[dict[str, torch.Tensor]]:
+    """Convert ``module`` to a graph and its weights ``{"<node_id>.<param>": tensor}``: an
+    :class:`~archgraph.rules.base.Edit` (``.graph``, ``.state``; no rules) that unpacks as ``graph, weights``.
 
     ``input_shape`` is the per-sample input shape: ``[C, H, W]``, ``[F]``, a sequence ``[T, D]``, or with ``vocab``
     the ``[T]`` integer token ids in ``[0, vocab)`` (the graph input ``{shape: [T], vocab: V}``). The module is
@@ -175,8 +177,9 @@ def from_module(module: nn.Module, input_shape: Sequence[int] = (3, 224, 224), n
         module.train(was_training)
     converter = _Converter(gm, values, input_shape, dict(module.named_modules()), vocab=vocab)
     converter.run()
-    return converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, _Root)
-                                         else module).__name__.lower())
+    graph, weights = converter.finish(name or type(getattr(module, "layer", module) if isinstance(module, _Root)
+                                                    else module).__name__.lower())
+    return Edit(graph, weights)
 
 
 class _Root(nn.Module):
