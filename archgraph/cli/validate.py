@@ -26,10 +26,18 @@ def check_file(path: str) -> str:
     if is_run_data(data):
         from pathlib import Path
 
-        from archgraph.train.config import check_budget, check_machine, config_from_data, load_seed, seed_weights_path
+        from archgraph.train.config import (
+            check_budget,
+            check_machine,
+            config_from_data,
+            load_seed,
+            method_files,
+            seed_weights_path,
+        )
         cfg = config_from_data(data, path)
         g = load_seed(cfg, Path(path).parent, path)
         seed_weights_path(cfg, Path(path).parent, path)   # the file exists (its tensors are checked by grow)
+        method_files(cfg, Path(path).parent, path)        # so do the method's (distill's teacher and weights)
         check_machine(cfg, path)
         notes = "".join(f"; warning: {w}" for w in check_budget(cfg))
         # RunConfig.method is the union of the registered methods' settings, built at run time (train/config.py):

@@ -36,7 +36,7 @@ from ..history.rundir import RunDir
 from ..rules.base import Rewrite, RuleLike, apply, decode, encode
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from .builder import build
-from .magnitude import head_rules, prune_rules
+from .magnitude import prune
 from .materialise import materialise
 from .weights import load_into, load_weights
 
@@ -113,17 +113,12 @@ class Network:
         that share of every attention's heads; one version per ``prune_channels``/``prune_heads`` rule (they apply
         in turn). ``round_to`` keeps pruned widths multiples of it. The optimizer keeps the surviving channels'
         state. Returns the rules applied."""
-        batches = list(calib) if calib is not None else None
-        applied: list = []
-        for rule in prune_rules(self.graph, self.module, ratio, criterion, seed, calib=batches, round_to=round_to):
+        state = {k: v.detach() for k, v in self.module.state_dict().items()}
+        found = prune(self.graph, state, ratio, criterion, seed, heads, calib=calib, round_to=round_to,
+                      consume=True).rules
+        for rule in found:   # one version per rule: they apply in turn to the same graph and weights
             self.rewrite(rule, optimizer)
-            applied.append(rule)
-        if heads:
-            for head_rule in head_rules(self.graph, self.module, ratio, criterion, seed, calib=batches,
-                                        round_to=round_to):
-                self.rewrite(head_rule, optimizer)
-                applied.append(head_rule)
-        return applied
+        return list(found)
 
     def follow(self, callback: Callable[[Rewrite], None]) -> None:
         """Call ``callback(rewrite)`` after every change (a method rebuilding its per-layer state, a wrapper)."""
