@@ -144,10 +144,13 @@ def drive(args) -> None:
                "--one", row]
         t0 = time.perf_counter()
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            # a billion-parameter graph is over archgraph's default sanity limit on parameters: raised here
+            env = {"ARCHGRAPH_MAX_PARAMS": str(10 ** 11), **os.environ, "PYTHONPATH": str(ROOT)}
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, env=env)
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
             result = json.loads(lines[-1]) if lines else {"error": done.stderr.strip().splitlines()[-1:]}
+            if result.get("exit") not in (None, 0):   # the CLI's one-line error says why
+                result["error"] = [ln for ln in done.stderr.splitlines() if "error" in ln][-1:]
         except subprocess.TimeoutExpired:
             result = {"row": row, "timeout_s": limit, "seconds": time.perf_counter() - t0}
         wb = weights_bytes(work / args.model / "hf")

@@ -40,15 +40,19 @@ def saved(tmp_path, model_type, causal, dtype=torch.float64, **overrides):
     auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
     torch.manual_seed(0)
     model = randomize_normalization(auto.from_config(config)).to(dtype).eval()
+    for m in model.modules():    # Gemma's embedding scale is a buffer the randomising above also drew
+        if hasattr(m, "scalar_embed_scale"):
+            m.embed_scale.fill_(m.scalar_embed_scale)
     folder = tmp_path / model_type
     model.save_pretrained(folder)
     return model, folder
 
 
 def run(model, x, causal):
-    """The model's output; its RMSNorms in the input's dtype (Hugging Face's cast to float32 would round float64)."""
+    """The model's output; its RMSNorms and Gemma's softmax in the input's dtype (Hugging Face's cast to float32
+    would round float64)."""
     name = "pixel_values" if model.config.model_type == "vit" else "input_ids"
-    with torch.no_grad(), hf._native_rms_norms(model):
+    with torch.no_grad(), hf._native_rms_norms(model), hf._native_softmax(model):
         out = model(**{name: x})
     return out.logits if causal else out.last_hidden_state
 
@@ -315,3 +319,117 @@ def test_olmoe_clip_qkv_is_refused(tmp_path):
     model, folder = saved(tmp_path, "olmoe", True, clip_qkv=8.0)
     with pytest.raises(ConversionError, match="clip_qkv"):
         hf.from_pretrained(folder)
+
+
+# ---- Gemma 2 and 3 ------------------------------------------------------------------------------------------------
+
+#: small soft-caps, so that they change the function; a window of 4 tokens (the lengths 3, 9 and 13 cross it);
+#: Gemma 3's global layers with linear rope scaling, its local ones with their own base (rope_local_base_freq)
+GEMMA3_ROPE = {"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
+               "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
+GEMMA = [("gemma2", {"attn_logit_softcapping": 1.5, "final_logit_softcapping": 2.0}),
+         ("gemma2", {"tie_word_embeddings": False}),
+         ("gemma3_text", {"final_logit_softcapping": 2.0, "rope_parameters": GEMMA3_ROPE}),
+         ("gemma3_text", {"tie_word_embeddings": False, "num_hidden_layers": 3,
+                          "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]})]
+
+
+@pytest.mark.parametrize("model_type,overrides", GEMMA)
+def test_gemma_round_trip_gives_the_original_logits(tmp_path, model_type, overrides):
+    model, folder = saved(tmp_path, model_type, True, **overrides)
+    cfg = model.config
+    graph, weights = hf.from_pretrained(folder)
+    assert graph.nodes["embed_tokens"].scale == pytest.approx(32 ** 0.5)
+    assert graph.nodes["layers_0_pre_feedforward_layernorm"].offset == 1.0
+    for i, kind in enumerate(cfg.layer_types):
+        att = graph.nodes[f"layers_{i}_self_attn"]
+        assert att.window == (4 if kind == "sliding_attention" else None)
+        assert att.scale == 16 ** -0.5 and att.softcap == cfg.attn_logit_softcapping
+        assert att.qk_norm == (model_type == "gemma3_text")
+    if model_type == "gemma3_text":
+        assert graph.nodes["layers_0_self_attn"].rope_theta == 10_000.0 != graph.nodes["layers_1_self_attn"].rope_theta
+    cap = cfg.final_logit_softcapping
+    assert (graph.outputs[0] == "lm_head_softcap") == (cap is not None)
+    assert (graph.nodes["lm_head"].tied_to == "embed_tokens") == cfg.tie_word_embeddings
+    out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    back = load(out, True)
+    assert back.config.tie_word_embeddings == cfg.tie_word_embeddings and type(back) is type(model)
+    built = build(graph, dtype=torch.float64)
+    load_into(built, weights)
+    built.eval()
+    for t in (3, 9, 13):
+        x = inputs(model_type, t)
+        want = run(model, x, True)
+        with torch.no_grad():
+            assert float((run(back, x, True) - want).abs().max()) <= 1e-12 * max(1.0, float(want.abs().max()))
+            assert float((built(x) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+        if cap is not None:
+            assert float(want.abs().max()) < cap
+    # the window matters at 13 tokens: the same weights with a window past the length give other logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wide = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64, sliding_window=64).eval()
+    x = inputs(model_type, 13)
+    assert float((run(wide, x, True) - run(model, x, True)).abs().max()) > 1e-4
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_pruned_gemma_loads_in_its_class(tmp_path, model_type):
+    # half the heads, MLP and stream channels: the embedding's sqrt(hidden) scale of the import is folded into the
+    # table (and, tied, into the final norm), as Gemma's class scales by the new width's
+    model, folder = saved(tmp_path, model_type, True, final_logit_softcapping=2.0)
+    graph, weights = hf.from_pretrained(folder)
+    pruned, pw = archgraph.prune(graph, weights, ratio=0.5, heads=True, uniform=True)
+    out = to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    back = load(out, True)
+    assert (back.config.hidden_size, back.config.num_attention_heads, back.config.intermediate_size) == (16, 2, 32)
+    built = build(pruned, dtype=torch.float64)
+    load_into(built, pw)
+    built.eval()
+    for t in (2, 7, 12):
+        x = inputs(model_type, t)
+        with torch.no_grad():
+            want = built(x)
+            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    with torch.no_grad():
+        gen = back.generate(inputs(model_type, 4), max_new_tokens=5, do_sample=False, use_cache=True)
+    assert gen.shape == (2, 9)
+
+
+def test_gemma_with_per_layer_sizes_is_refused_clearly(tmp_path):
+    model, folder = saved(tmp_path, "gemma2", True)
+    graph, weights = hf.from_pretrained(folder)
+    rw = archgraph.apply(graph, PruneChannels(node="layers_1_mlp_gate_proj", indices=tuple(range(0, 64, 2))))
+    with pytest.raises(ConversionError, match="gemma2 family has no per-layer modeling file"):
+        to_pretrained(rw.graph, transfer_state(rw.plan, weights), tmp_path / "out",
+                      json.loads((folder / "config.json").read_text()))
+
+
+def test_gemma_exports_to_onnx_and_runs_past_its_window(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    g, w = hf.from_config("gemma2", seq_len=8, lm_head=True, attn_logit_softcapping=1.5, final_logit_softcapping=2.0)
+    path = tmp_path / "gemma2.onnx"
+    assert archgraph.export_onnx(g, w, path) <= 1e-4
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    m = build(g)
+    load_into(m, w)
+    m.eval()
+    x = torch.randint(0, 100, (2, 12))
+    with torch.no_grad():
+        full = m(x)
+    for t in (3, 12):     # within the window of 4 and past it
+        y = session.run(None, {"input_ids": x[:, :t].numpy()})[0]
+        assert float((torch.from_numpy(y) - full[:, :t]).abs().max()) <= 1e-4 * max(1.0, float(full.abs().max()))
+
+
+def test_mistral_sliding_window_is_an_attention_window(tmp_path):
+    model, folder = saved(tmp_path, "mistral", True, sliding_window=4)
+    graph, weights = hf.from_pretrained(folder)
+    assert {graph.nodes[f"layers_{i}_self_attn"].window for i in range(2)} == {4}
+    built = build(graph, dtype=torch.float64)
+    load_into(built, weights)
+    built.eval()
+    x = inputs("mistral", 11)
+    want = run(model, x, True)
+    with torch.no_grad():
+        assert float((built(x) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))

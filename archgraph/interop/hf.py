@@ -67,6 +67,14 @@ SMALL: dict[str, dict[str, Any]] = {
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
                 patch_size=8),
+    "gemma2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   intermediate_size=64, vocab_size=100, max_position_embeddings=64, sliding_window=4,
+                   query_pre_attn_scalar=16, pad_token_id=0, eos_token_id=1, bos_token_id=2),
+    "gemma3_text": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=8, intermediate_size=64, vocab_size=100, max_position_embeddings=64,
+                        sliding_window=4, query_pre_attn_scalar=16, layer_types=["sliding_attention",
+                                                                                 "full_attention"],
+                        pad_token_id=0, eos_token_id=1, bos_token_id=2),
 }
 
 #: Hugging Face activation names -> (op, fields)
@@ -106,7 +114,13 @@ def build_model(model_type_or_config, *, lm_head: bool = False, seed: int = 0, *
     auto = tr.AutoModelForCausalLM if lm_head else tr.AutoModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return auto.from_config(config, attn_implementation="sdpa").eval()
+        return auto.from_config(config, attn_implementation=attention_implementation(config)).eval()
+
+
+def attention_implementation(config) -> str:
+    """The attention functions a model is read with: SDPA, or the eager one for Gemma (whose soft-capping SDPA
+    does not do)."""
+    return "eager" if config.model_type in GEMMA else "sdpa"
 
 
 def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
@@ -155,7 +169,8 @@ def from_pretrained(path, seq_len: Optional[int] = None, dtype=None, *,
         dtype = getattr(torch, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = auto.from_pretrained(str(folder), dtype=dtype or "auto", attn_implementation="sdpa").eval()
+        model = auto.from_pretrained(str(folder), dtype=dtype or "auto",
+                                     attn_implementation=attention_implementation(config)).eval()
     t = int(seq_len) if seq_len is not None else default_seq_len(config)
     graph, weights = _convert(model, t, copy=False)
     if check:
@@ -266,7 +281,7 @@ def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float
         x = torch.randint(0, shape.vocab, (2, *shape), generator=gen)
     else:
         x = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
-    with torch.no_grad(), _native_rms_norms(ref), _native_routers(ref):
+    with torch.no_grad(), _native_rms_norms(ref), _native_routers(ref), _native_softmax(ref):
         out = ref(**{name: x})
         y = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
         got = built(x)
@@ -275,17 +290,52 @@ def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float
 
 @contextlib.contextmanager
 def _native_rms_norms(model: nn.Module):
+    """Hugging Face's RMSNorms (Llama's, and Gemma's ``1 + weight``) in the input's dtype, not float32."""
     norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")]
+    gemma = [m for m in model.modules() if type(m).__name__ in ("Gemma2RMSNorm", "Gemma3RMSNorm")]
 
     def forward(self, x):
         return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    def offset(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
     for m in norms:
         m.forward = forward.__get__(m)
+    for m in gemma:
+        m.forward = offset.__get__(m)
     try:
         yield
     finally:
-        for m in norms:
+        for m in norms + gemma:
             del m.forward
+
+
+@contextlib.contextmanager
+def _native_softmax(model: nn.Module):
+    """Gemma's eager attention takes its softmax in float32 whatever the dtype; in the float64 check it is taken in
+    the input's dtype, as the attention op does (in float32 the two are the same function)."""
+    import importlib
+    modules = {importlib.import_module(type(m).__module__) for m in model.modules()
+               if type(m).__name__ in ("Gemma2Attention", "Gemma3Attention")}
+    saved = {mod: mod.eager_attention_forward for mod in modules}
+
+    def eager(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None, **kwargs):
+        rep = module.num_key_value_groups
+        k, v = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(query, k.transpose(2, 3)) * scaling
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = torch.softmax(scores, dim=-1)
+        return torch.matmul(weights, v).transpose(1, 2).contiguous(), weights
+    for mod in modules:
+        mod.eager_attention_forward = eager
+    try:
+        yield
+    finally:
+        for mod, fn in saved.items():
+            mod.eager_attention_forward = fn
 
 
 # ---- building nodes ------------------------------------------------------------------------------------------------
@@ -462,10 +512,10 @@ def _bert(b: _Nodes, base, t: int) -> str:
     return x
 
 
-def _rope(cfg) -> dict:
-    """The attention op's rotary fields from a config's ``rope_parameters``: ``rope_theta``, and ``rope_scaling``
-    for Llama 3.x's ``llama3`` and ``linear`` scaling."""
-    rope = getattr(cfg, "rope_parameters", None) or {}
+def _rope(cfg, rope: Optional[dict] = None) -> dict:
+    """The attention op's rotary fields from a config's ``rope_parameters`` (or ``rope``, Gemma 3's entry for one
+    layer type): ``rope_theta``, and ``rope_scaling`` for Llama 3.x's ``llama3`` and ``linear`` scaling."""
+    rope = rope if rope is not None else (getattr(cfg, "rope_parameters", None) or {})
     kind = rope.get("rope_type", "default")
     _refuse(kind not in ("default", "llama3", "linear"),
             f"rope_type {kind!r} is not supported (default, llama3 and linear are)")
@@ -490,8 +540,6 @@ def _llama(b: _Nodes, base, t: int) -> str:
                embedding_dim=cfg.hidden_size)
     for i, layer in enumerate(base.layers):
         p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
-        _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
-                f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
         post_norm = hasattr(layer, "post_feedforward_layernorm")   # OLMo 2: norms after the branches, none before
         h = x if post_norm else b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
         qk = {}
@@ -504,7 +552,7 @@ def _llama(b: _Nodes, base, t: int) -> str:
         h = b.attention(f"{p}_self_attn", h, q, k, v, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
                         head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
-                        dropout=float(cfg.attention_dropout))
+                        dropout=float(cfg.attention_dropout), window=_window(att, cfg))
         if post_norm:
             h = b.rmsnorm(f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
         x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
@@ -521,6 +569,58 @@ def _llama(b: _Nodes, base, t: int) -> str:
             h = b.rmsnorm(f"{p}_post_feedforward_layernorm", h, layer.post_feedforward_layernorm)
         x = b.emit(f"{p}_add_2", "add", [x, h])
     return b.rmsnorm("norm", x, base.norm)
+
+
+def _gemma(b: _Nodes, base, t: int) -> str:
+    """Gemma 2 and Gemma 3 (text): the embedding scaled by ``sqrt(hidden_size)``, four RMSNorms per layer with a
+    gain of ``1 + weight`` (before and after each branch), queries scaled by ``query_pre_attn_scalar ** -0.5``,
+    Gemma 2's attention soft-capping, sliding-window layers (Gemma 3's with their own rotary base) and Gemma 3's
+    q/k norms."""
+    cfg = base.config
+    _refuse(bool(getattr(cfg, "use_bidirectional_attention", False)),
+            "use_bidirectional_attention (Gemma 3's bidirectional variant) is not supported")
+    x = _tokens(b, t, cfg.vocab_size)
+    x = b.emit("embed_tokens", "embedding", [x], {"weight": base.embed_tokens.weight}, embedding_dim=cfg.hidden_size,
+               scale=float(base.embed_tokens.embed_scale))
+    act = cfg.hidden_activation
+    for i, layer in enumerate(base.layers):
+        p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
+        h = _gemma_norm(b, f"{p}_input_layernorm", x, layer.input_layernorm)
+        rope = cfg.rope_parameters
+        if "rope_type" not in rope:   # Gemma 3: one entry per layer type (the local layers' rope_local_base_freq)
+            rope = rope[att.layer_type]
+        qk = {}
+        if getattr(att, "q_norm", None) is not None:
+            qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.eps), "qk_norm_offset": 1.0,
+                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
+        scale = float(att.scaling)
+        h = b.attention(f"{p}_self_attn", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+                        num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads, head_dim=att.head_dim,
+                        causal=True, rotary=True, **_rope(cfg, rope), **qk, dropout=float(cfg.attention_dropout),
+                        scale=None if scale == att.head_dim ** -0.5 else scale,
+                        softcap=att.attn_logit_softcapping, window=att.sliding_window)
+        h = _gemma_norm(b, f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
+        x = b.emit(f"{p}_add_1", "add", [x, h])
+        h = _gemma_norm(b, f"{p}_pre_feedforward_layernorm", x, layer.pre_feedforward_layernorm)
+        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, mlp.gate_proj), act)
+        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, mlp.up_proj)])
+        h = b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj)
+        h = _gemma_norm(b, f"{p}_post_feedforward_layernorm", h, layer.post_feedforward_layernorm)
+        x = b.emit(f"{p}_add_2", "add", [x, h])
+    return _gemma_norm(b, "norm", x, base.norm)
+
+
+def _gemma_norm(b: _Nodes, nid: str, x: str, m: nn.Module) -> str:
+    """Gemma's RMSNorm: its gain is ``1 + weight``."""
+    return b.emit(nid, "rmsnorm", [x], {"weight": m.weight}, eps=float(m.eps), offset=1.0)
+
+
+def _window(att, cfg) -> Optional[int]:
+    """An attention layer's sliding window: its own ``sliding_window`` (Qwen2's sliding layers), or Mistral's
+    config's, which every layer reads."""
+    if hasattr(att, "sliding_window"):
+        return att.sliding_window or None
+    return (getattr(cfg, "sliding_window", None) or None) if cfg.model_type == "mistral" else None
 
 
 def _resid_dropout(cfg) -> float:
@@ -637,16 +737,22 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
                       bias=head.bias is not None, tied_to=table)
         for key, tensor in state.items():   # the very tensor of the table: one tensor, as in the model
             b.weights[f"{node}.{key}"] = tensor if key == "weight" else tensor.detach().clone()
-        return node
-    return b.linear("lm_head", x, head)
+    else:
+        node = b.linear("lm_head", x, head)
+    cap = getattr(model.config, "final_logit_softcapping", None)   # Gemma: the logits soft-capped
+    return node if cap is None else b.emit("lm_head_softcap", "softcap", [node], cap=float(cap))
 
 
 #: model type -> the function that reads its base model
-#: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
+#: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (its sliding window an attention `window`) are
 #: laid out as Llama is; the mixtures of experts too: Mixtral, Qwen3-MoE (Qwen3's per-head q/k norms; the dense
 #: layers its ``decoder_sparse_step`` and ``mlp_only_layers`` make are read as Llama's MLP) and OLMoE (OLMo 2's q/k
 #: norms over all heads, its norms before the branches as Llama's)
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
                                 "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "mixtral": _llama,
-                                "qwen3_moe": _llama, "olmoe": _llama, "vit": _vit}
+                                "qwen3_moe": _llama, "olmoe": _llama, "vit": _vit, "gemma2": _gemma,
+                                "gemma3_text": _gemma}
+
+#: the Gemma model types (read with the eager attention: SDPA does not soft-cap)
+GEMMA = ("gemma2", "gemma3_text")
 

@@ -86,6 +86,8 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     if per_layer is None:
         cfg.architectures = [type(skeleton).__name__]
     state = _state(graph, weights, skeleton, model_type, tied)
+    if model_type in FOLD:
+        state = FOLD[model_type](graph, state, tied)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(str(out))
     _save_shards(state, out, max_shard_bytes)
@@ -183,14 +185,41 @@ def _vit_sizes(graph: Graph) -> dict:
             "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
 
 
+def _gemma_fold(graph: Graph, state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """Gemma's class scales the embedding by ``sqrt(hidden_size)`` itself; a graph whose stream was resized keeps
+    its import's scale ``s``. The ratio ``c = s / sqrt(hidden_size)`` is folded into the table; a tied head reads
+    that table too, so the final norm's gain ``1 + w`` is divided by ``c`` (``w' = (1 + w) / c - 1``): the same
+    function up to the dtype's rounding."""
+    scale = graph.nodes["embed_tokens"].scale
+    key = next(k for k in state if k.endswith("embed_tokens.weight"))
+    table, prefix = state[key], key[:-len("embed_tokens.weight")]
+    d = table.shape[1]
+    if scale is None:
+        raise ConversionError("Gemma's class scales the embedding by sqrt(hidden_size), but the graph's "
+                              "embed_tokens has no scale", node="embed_tokens")
+    c = scale / float(torch.tensor(d ** 0.5, dtype=table.dtype))
+    if c == 1.0:
+        return state
+    state[key] = table * c
+    if tied:
+        norm = state[prefix + "norm.weight"]
+        state[prefix + "norm.weight"] = ((1.0 + norm.double()) / c - 1.0).to(norm.dtype)
+    return state
+
+
 #: model type -> the config fields read off the graph
 SIZES: dict[str, Callable[[Graph], dict]] = {
     "llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes, "qwen3": _llama_sizes,
-    "phi3": _llama_sizes, "olmo2": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes}
+    "phi3": _llama_sizes, "olmo2": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes,
+    "gemma2": _llama_sizes, "gemma3_text": _llama_sizes}
+
+#: model type -> what the graph holds and the family's class computes itself, folded into the tensors
+FOLD: dict[str, Callable] = {"gemma2": _gemma_fold, "gemma3_text": _gemma_fold}
 
 #: model type -> the graph's embedding node (its table is the tied head's)
 EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
-             "phi3": "embed_tokens", "olmo2": "embed_tokens", "gpt2": "wte"}
+             "phi3": "embed_tokens", "olmo2": "embed_tokens", "gpt2": "wte", "gemma2": "embed_tokens",
+             "gemma3_text": "embed_tokens"}
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
