@@ -77,7 +77,7 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     data["tie_word_embeddings"] = tied
     out = Path(out)
     if per_layer is None:
-        cfg = tr.AutoConfig.for_model(**data)
+        cfg = _config(tr, model_type, data)
         auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
         with torch.device("meta"):
             skeleton = auto.from_config(cfg)
@@ -98,6 +98,16 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
             if (Path(source) / name).is_file():
                 shutil.copyfile(Path(source) / name, out / name)
     return out
+
+
+def _config(tr, model_type: str, data: dict):
+    """The family's config with the graph's sizes; one its class validates away (transformers checks some
+    sizes, such as the hidden size being a multiple of the heads) is a :class:`ConversionError` saying why."""
+    try:
+        return tr.AutoConfig.for_model(**data)
+    except Exception as err:    # noqa: BLE001 - transformers' validators raise their own error classes
+        first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+        raise ConversionError(f"the {model_type} config refuses the graph's sizes: {first}") from None
 
 
 # ---- sizes -------------------------------------------------------------------------------------------------------
@@ -225,9 +235,12 @@ EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
     """Whether the head is tied to the embedding: ``tied_to`` in the graph, or (a graph whose head was untied)
     the two tables still equal."""
-    if getattr(graph.nodes.get("lm_head"), "tied_to", None) == EMBEDDING.get(model_type):
-        return True
     head, table = weights.get("lm_head.weight"), weights.get(f"{EMBEDDING.get(model_type)}.weight")
+    if getattr(graph.nodes.get("lm_head"), "tied_to", None) == EMBEDDING.get(model_type):
+        if head is not None and table is not None and head is not table and not torch.equal(head, table):
+            raise ConversionError("the graph ties lm_head to its embedding, but the weights give the two different "
+                                  "values: the family's class would hold one tensor for both", node="lm_head")
+        return True
     return (head is not None and table is not None and "lm_head.bias" not in weights
             and head.shape == table.shape and bool(torch.equal(head, table)))
 
