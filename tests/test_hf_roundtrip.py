@@ -307,12 +307,42 @@ def test_moe_families_import_with_the_original_logits(tmp_path, model_type, over
             assert float((built(x) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_moe", "olmoe"])
-def test_moe_families_export_is_refused_clearly(tmp_path, model_type):
-    model, folder = saved(tmp_path, model_type, True)
+@pytest.mark.parametrize("model_type,overrides,normalize,dense", MOE_FAMILIES + [("mixtral", {}, True, [])])
+def test_moe_families_round_trip(tmp_path, model_type, overrides, normalize, dense):
+    """import -> export --hf -> from_pretrained in the family's own class (its fused expert tensors), the logits
+    the original's in float64; with two more experts in every layer (add_experts: never picked until trained) the
+    export says why it cannot be written yet."""
+    from archgraph.rules import AddExperts, PruneExperts
+    model, folder = saved(tmp_path, model_type, True, **overrides)
     graph, weights = hf.from_pretrained(folder)
-    with pytest.raises(ConversionError, match=f"{model_type}.*cannot be exported"):
-        to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    back = load(out, True)
+    assert type(back) is type(model) and back.config.num_experts_per_tok == 2
+    for t in (1, 5, 11):
+        x = inputs(model_type, t)
+        with hf._native_routers(model), hf._native_routers(back):
+            want, got = run(model, x, True), run(back, x, True)
+        assert float((got - want).abs().max()) <= 1e-12 * max(1.0, float(want.abs().max()))
+    # one expert fewer in every sparse layer: the family's class with 3 experts, the graph's logits
+    sparse = [f"layers_{i}_mlp" for i in range(model.config.num_hidden_layers) if i not in dense]
+    w = weights
+    for nid in sparse:
+        rw = archgraph.apply(graph, PruneExperts(node=nid, indices=(1,)))
+        graph, w = rw.graph, transfer_state(rw.plan, w)
+    out = to_pretrained(graph, w, tmp_path / "pruned", json.loads((folder / "config.json").read_text()), folder)
+    back = load(out, True)
+    assert (back.config.num_local_experts if model_type == "mixtral" else back.config.num_experts) == 3
+    built = build(graph, dtype=torch.float64)
+    load_into(built, w)
+    built.eval()
+    x = inputs(model_type, 7)
+    with torch.no_grad(), hf._native_routers(back):
+        want = built(x)
+        assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    grown = archgraph.apply(graph, AddExperts(node=sparse[0], count=1))
+    with pytest.raises(ConversionError, match="expert_ramp"):
+        to_pretrained(grown.graph, transfer_state(grown.plan, w, build(grown.graph, dtype=torch.float64).state_dict()),
+                      tmp_path / "grown", json.loads((folder / "config.json").read_text()))
 
 
 def test_olmoe_clip_qkv_is_refused(tmp_path):

@@ -68,6 +68,12 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     data = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path", "auto_map",
                                                          "layer_sizes")}
     data.update(sizes)
+    # a size written under a name the config class maps to another (Qwen3-MoE's num_experts is saved as
+    # num_local_experts): the graph's value under the saved name
+    aliases = getattr(tr.AutoConfig.for_model(model_type).__class__, "attribute_map", {}) or {}
+    for alias, name in aliases.items():
+        if alias in sizes and alias != name:
+            data[name] = data.pop(alias)
     if getattr(data.get("layer_types"), "__len__", None) and len(data["layer_types"]) != sizes["num_hidden_layers"]:
         data["layer_types"] = list(data["layer_types"])[:sizes["num_hidden_layers"]]
     floating = {t.dtype for t in weights.values() if t.is_floating_point()}
@@ -195,6 +201,55 @@ def _vit_sizes(graph: Graph) -> dict:
             "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
 
 
+#: model type -> (the config's expert count, its expert width, its dense MLP width or None: every layer sparse)
+MOE_FIELDS = {"mixtral": ("num_local_experts", "intermediate_size", None),
+              "qwen3_moe": ("num_experts", "moe_intermediate_size", "intermediate_size"),
+              "olmoe": ("num_experts", "intermediate_size", None)}
+
+
+def _moe_sizes(model_type: str) -> Callable[[Graph], dict]:
+    """A mixture-of-experts family's sizes: Llama's attention sizes (every layer alike) and the ``moe`` nodes'
+    expert count, top k and expert width (every sparse layer alike: the family's class has one of each);
+    Qwen3-MoE's dense layers (``mlp_only_layers``) their own width."""
+    experts_key, width_key, dense_key = MOE_FIELDS[model_type]
+
+    def sizes(graph: Graph) -> dict:
+        d, h, kv, hd = _heads(graph)
+        n = len(_attentions(graph))
+        moe = {i: graph.nodes[f"layers_{i}_mlp"] for i in range(n) if f"layers_{i}_mlp" in graph.nodes}
+        if not moe:
+            raise ConversionError(f"the graph has no moe node (layers_<i>_mlp): it is not a {model_type} model")
+        dense = [i for i in range(n) if i not in moe]
+        if dense and dense_key is None:
+            raise ConversionError(f"{model_type} has a mixture of experts in every layer; layers {dense} of the "
+                                  f"graph have none")
+        for nid, node in ((f"layers_{i}_mlp", m) for i, m in moe.items()):
+            if getattr(node, "expert_ramp", None) is not None:
+                raise ConversionError(f"'{nid}' still masks its new experts (expert_ramp): the {model_type} router "
+                                      f"has no mask; train until the mask is 1 (or remove the field) first",
+                                      node=nid)
+        normalize = _uniform("routers' normalize", [m.normalize for m in moe.values()])
+        activation = _uniform("expert activations", [m.activation for m in moe.values()])
+        out = {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h, "num_key_value_heads": kv,
+               "head_dim": hd, "vocab_size": _vocab(graph, "embed_tokens"), "hidden_act": activation,
+               experts_key: _uniform("expert counts", [m.num_experts for m in moe.values()]),
+               "num_experts_per_tok": _uniform("top k", [m.top_k for m in moe.values()]),
+               width_key: _uniform("expert widths", [m.hidden for m in moe.values()])}
+        if model_type == "mixtral":
+            if not normalize:
+                raise ConversionError("Mixtral's router always renormalises its top k; the graph's moe nodes have "
+                                      "normalize: false")
+        else:
+            out["norm_topk_prob"] = normalize
+        if dense_key is not None:   # Qwen3-MoE: the dense layers named, whatever step the source had
+            out["mlp_only_layers"], out["decoder_sparse_step"] = dense, 1
+        if dense:
+            out[dense_key] = _uniform("dense MLP widths",
+                                      [graph.nodes[f"layers_{i}_mlp_gate_proj"].out_features for i in dense])
+        return out
+    return sizes
+
+
 def _gemma_fold(graph: Graph, state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
     """Gemma's class scales the embedding by ``sqrt(hidden_size)`` itself; a graph whose stream was resized keeps
     its import's scale ``s``. The ratio ``c = s / sqrt(hidden_size)`` is folded into the table; a tied head reads
@@ -221,7 +276,7 @@ def _gemma_fold(graph: Graph, state: dict[str, torch.Tensor], tied: bool) -> dic
 SIZES: dict[str, Callable[[Graph], dict]] = {
     "llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes, "qwen3": _llama_sizes,
     "phi3": _llama_sizes, "olmo2": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes,
-    "gemma2": _llama_sizes, "gemma3_text": _llama_sizes}
+    "gemma2": _llama_sizes, "gemma3_text": _llama_sizes, **{t: _moe_sizes(t) for t in MOE_FIELDS}}
 
 #: model type -> what the graph holds and the family's class computes itself, folded into the tensors
 FOLD: dict[str, Callable] = {"gemma2": _gemma_fold, "gemma3_text": _gemma_fold}
@@ -229,7 +284,8 @@ FOLD: dict[str, Callable] = {"gemma2": _gemma_fold, "gemma3_text": _gemma_fold}
 #: model type -> the graph's embedding node (its table is the tied head's)
 EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
              "phi3": "embed_tokens", "olmo2": "embed_tokens", "gpt2": "wte", "gemma2": "embed_tokens",
-             "gemma3_text": "embed_tokens"}
+             "gemma3_text": "embed_tokens", "mixtral": "embed_tokens", "qwen3_moe": "embed_tokens",
+             "olmoe": "embed_tokens"}
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
@@ -403,7 +459,17 @@ def _fused(node: str, parts: tuple[str, ...]):
     return make
 
 
+#: a ``moe`` node's tensors as the installed transformers' expert classes hold them: the router ``gate.weight``
+#: ``[E, D]``, the experts fused ``experts.gate_up_proj`` ``[E, 2F, D]`` (gate first) and ``experts.down_proj``
+#: ``[E, D, F]``
+MOE_TENSORS: dict[str, Callable] = {
+    "mlp.gate.weight": lambda p, w: w[f"{p}_mlp.router.weight"],
+    "mlp.experts.gate_up_proj": lambda p, w: torch.cat([w[f"{p}_mlp.gate_proj"], w[f"{p}_mlp.up_proj"]], 1),
+    "mlp.experts.down_proj": lambda p, w: w[f"{p}_mlp.down_proj"],
+}
+
 SPECIAL: dict[str, dict[str, Callable]] = {
+    "mixtral": MOE_TENSORS, "qwen3_moe": MOE_TENSORS, "olmoe": MOE_TENSORS,
     "phi3": {   # fused projections, cut in three and two by the import
         "self_attn.qkv_proj.weight": _fused("self_attn", (".q_proj", ".k_proj", ".v_proj")),
         "mlp.gate_up_proj.weight": _fused("mlp", ("_gate_proj", "_up_proj")),
