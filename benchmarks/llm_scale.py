@@ -12,8 +12,10 @@ from a real config with random bfloat16 weights and saved locally first (nothing
     torch_pruning  Torch-Pruning's MetaPruner on the Hugging Face model, the same ratio with its heads
                    (run with a time limit: it may not finish)
 
-Peak RSS is reported as a ratio to the weights' bytes (the checkpoint's safetensors size), whole and above the
-baseline row's (the libraries' own memory, which a small model's ratio would otherwise mostly measure).
+Each row reports its wall ``seconds`` and ``cpu_seconds`` (user + system, all threads: on a shared machine the
+wall time also measures the others' load). Peak RSS is reported as a ratio to the weights' bytes (the
+checkpoint's safetensors size), whole and above the baseline row's (the libraries' own memory, which a small
+model's ratio would otherwise mostly measure).
 
     python benchmarks/llm_scale.py --model qwen2.5-0.5b --work /tmp/llm_scale [--rows import,prune_heads]
     python benchmarks/llm_scale.py --model llama-3.2-1b --work /tmp/llm_scale --tp-limit 1500
@@ -49,6 +51,13 @@ CONFIGS = {
 }
 ROWS = ("baseline", "setup", "import", "prune_heads", "prune_uniform", "export_hf", "torch_pruning")
 SEQ_LEN = 256
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds of this process, all its threads: on a shared machine the wall time also
+    counts the other processes' load; this does not."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 1)
 
 
 def peak_rss() -> int:
@@ -182,7 +191,7 @@ def main() -> None:
     args = p.parse_args()
     if args.one:
         result = run_row(args.one, args.model, Path(args.work), args.ratio)
-        print(json.dumps({**result, "peak_rss": peak_rss()}), flush=True)
+        print(json.dumps({**result, "peak_rss": peak_rss(), "cpu_seconds": cpu_seconds()}), flush=True)
         return
     drive(args)
 
