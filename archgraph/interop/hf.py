@@ -81,7 +81,7 @@ SMALL: dict[str, dict[str, Any]] = {
 ACTIVATIONS: dict[str, tuple[str, dict]] = {
     "gelu": ("gelu", {}), "gelu_new": ("gelu", {"approximate": "tanh"}),
     "gelu_pytorch_tanh": ("gelu", {"approximate": "tanh"}), "relu": ("relu", {}), "silu": ("silu", {}),
-    "swish": ("silu", {}),
+    "swish": ("silu", {}), "tanh": ("tanh", {}),
 }
 
 
@@ -128,7 +128,9 @@ def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tu
 
     Text models read ``seq_len`` token ids (the graph input ``input_ids: {shape: [seq_len], vocab: V}``) and output
     the last hidden state ``[seq_len, D]`` (a causal LM: its logits); ViT reads ``pixel_values`` ``[3, H, W]`` at
-    the config's image size and outputs the last hidden state (the pooler is left out). Optional forward arguments
+    the config's image size and outputs the last hidden state; a BERT or ViT model with a pooler has its output as
+    a second graph output (``pooler_activation``: the first token through ``pooler.dense`` and the activation, as
+    ``pooler_output``). Optional forward arguments
     (attention masks, token types, caches) are the defaults: no padding, token type 0. ``check``: compare with the
     model in float64 (see :func:`max_error`) and raise when they differ by more than ``1e-9 x max(1, max |y|)``."""
     graph, weights = _convert(model, int(seq_len))
@@ -283,9 +285,14 @@ def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float
         x = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
     with torch.no_grad(), _native_rms_norms(ref), _native_routers(ref), _native_softmax(ref):
         out = ref(**{name: x})
-        y = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
         got = built(x)
-    return float((y - got).abs().max()), float(y.abs().max())
+    if getattr(out, "logits", None) is not None:
+        ys = [out.logits]
+    else:   # an encoder: its last hidden state, and its pooler's output when the graph has the pooler
+        ys = [out.last_hidden_state] + ([out.pooler_output] if len(graph.outputs) > 1 else [])
+    gots = list(got) if isinstance(got, (tuple, list)) else [got]
+    return (max(float((y - g).abs().max()) for y, g in zip(ys, gots)),
+            max(float(y.abs().max()) for y in ys))
 
 
 @contextlib.contextmanager
@@ -430,7 +437,8 @@ class _Nodes:
 
     def finish(self, name: str, output: str) -> tuple[Graph, dict[str, torch.Tensor]]:
         nodes = {k: {f: v for f, v in d.items() if v is not None} for k, d in self.nodes.items()}
-        data = {"archgraph": 1, "name": name, "inputs": self.inputs, "nodes": nodes, "outputs": [output]}
+        outputs = [output] if isinstance(output, str) else list(output)
+        data = {"archgraph": 1, "name": name, "inputs": self.inputs, "nodes": nodes, "outputs": outputs}
         try:
             return Graph.model_validate(data), dict(self.weights)
         except ValidationError as err:
@@ -483,7 +491,7 @@ def _gpt2(b: _Nodes, base, t: int) -> str:
     return b.layernorm("ln_f", x, base.ln_f)
 
 
-def _bert(b: _Nodes, base, t: int) -> str:
+def _bert(b: _Nodes, base, t: int) -> str | list[str]:
     cfg = base.config
     _refuse(cfg.is_decoder, "a BERT decoder (is_decoder=True) is not supported")
     kind = getattr(cfg, "position_embedding_type", "absolute")
@@ -509,7 +517,16 @@ def _bert(b: _Nodes, base, t: int) -> str:
         h = b.dropout(f"{p}_output_dropout", b.linear(f"{p}_output_dense", h, layer.output.dense),
                       cfg.hidden_dropout_prob)
         x = b.layernorm(f"{p}_output_LayerNorm", b.emit(f"{p}_output_add", "add", [h, x]), layer.output.LayerNorm)
-    return x
+    return _pooler(b, base, x, "tanh")
+
+
+def _pooler(b: _Nodes, base, x: str, activation: str) -> str | list[str]:
+    """The last hidden state, and with a pooler (BERT's and ViT's ``...Model``) its output too: the first token's
+    state through ``pooler.dense`` and the activation (the graph's second output, ``pooler_output``)."""
+    if getattr(base, "pooler", None) is None:
+        return x
+    first = b.emit("pooler_first_token", "token_pool", [x], mode="first")
+    return [x, b.activation("pooler_activation", b.linear("pooler_dense", first, base.pooler.dense), activation)]
 
 
 def _rope(cfg, rope: Optional[dict] = None) -> dict:
@@ -691,7 +708,7 @@ def _native_routers(model: nn.Module):
             c._experts_implementation = saved[k]
 
 
-def _vit(b: _Nodes, base, t: int) -> str:
+def _vit(b: _Nodes, base, t: int) -> str | list[str]:
     cfg = base.config
     _refuse(not cfg.qkv_bias, "qkv_bias=False is not supported: the attention op has biases on all four "
                               "projections or on none, and ViT's output projection has one")
@@ -718,7 +735,7 @@ def _vit(b: _Nodes, base, t: int) -> str:
         h = b.activation(f"{p}_mlp_activation_fn", b.linear(f"{p}_mlp_fc1", h, mlp.fc1), cfg.hidden_act)
         h = b.dropout(f"{p}_dropout_1", b.linear(f"{p}_mlp_fc2", h, mlp.fc2), layer.dropout.p)
         x = b.emit(f"{p}_add_2", "add", [h, x])
-    return b.layernorm("layernorm", x, base.layernorm)
+    return _pooler(b, base, b.layernorm("layernorm", x, base.layernorm), cfg.pooler_act)
 
 
 def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:

@@ -197,8 +197,11 @@ def _vit_sizes(graph: Graph) -> dict:
     d, h, _, hd = _heads(graph)
     _fixed_head_dim("ViT", d, h, hd)
     n = len(_attentions(graph))
-    return {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
-            "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
+    sizes = {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
+             "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
+    if "pooler_dense" in graph.nodes:
+        sizes["pooler_output_size"] = graph.nodes["pooler_dense"].out_features
+    return sizes
 
 
 #: model type -> (the config's expert count, its expert width, its dense MLP width or None: every layer sparse)
@@ -408,7 +411,7 @@ def _state(graph: Graph, weights: Mapping[str, torch.Tensor], skeleton, model_ty
         if tied and key == "lm_head.weight":
             continue
         inner = key[len(prefix):] if has_base and key.startswith(prefix) else key
-        if inner.startswith("pooler."):   # the import leaves the pooler out: not part of the graph
+        if inner.startswith("pooler.") and "pooler_dense" not in graph.nodes:   # a graph without the pooler
             continue
         if inner == "embeddings.token_type_embeddings.weight":
             # BERT: the import folds token type 0's row into the position table; rows of zeros keep the function
