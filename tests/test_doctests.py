@@ -10,8 +10,9 @@ MODULES = [
     "archgraph.rules.prune", "archgraph.rules.deepen", "archgraph.rules.collapse", "archgraph.fx.materialise",
     "archgraph.fx.apply_plan", "archgraph.fx.magnitude",
     # import
-    "archgraph.interop.importer", "archgraph.interop.functional", "archgraph.interop.timm_layers",
-    "archgraph.interop.split_attention",
+    "archgraph.interop.importer", "archgraph.interop.importer.converter", "archgraph.interop.importer.builder",
+    "archgraph.interop.importer.handlers.norms", "archgraph.interop.importer.handlers.timm_layers",
+    "archgraph.interop.importer.handlers.split_attention",
     # training
     "archgraph.train.config", "archgraph.data.augment", "archgraph.train.plateau", "archgraph.train.masks",
     "archgraph.train.optim", "archgraph.train.strategies.base",
@@ -26,7 +27,8 @@ MODULES = [
     "archgraph.data", "archgraph.data.registry", "archgraph.data.settings", "archgraph.data.builtin",
     "archgraph.data.folder", "archgraph.data.arrays", "archgraph.data.tokens", "archgraph.data.feed",
     # history
-    "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots", "archgraph.history.report",
+    "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots",
+    "archgraph.history.report",
 ]
 # modules whose examples all need a run directory (marked +SKIP): they must import and fail nothing
 ALL_SKIPPED = {"archgraph.history.timeline", "archgraph.history.plots", "archgraph.history.report"}

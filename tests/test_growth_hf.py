@@ -94,7 +94,9 @@ EXPORTED = {
 @pytest.mark.parametrize("model_type", list(EXPORTED))
 def test_grown_model_exports_and_loads_with_the_original_logits(tmp_path, model_type):
     import json
+
     from test_hf_roundtrip import inputs, load, run, saved
+
     from archgraph.interop.hf_export import to_pretrained
     model, folder = saved(tmp_path, model_type, True, tie_word_embeddings=False)
     graph, weights = hf.from_pretrained(folder)
@@ -125,7 +127,9 @@ def test_gemma_grows_exactly_and_loads_back_in_its_class(tmp_path, tie):
     logits (its embedding's sqrt(hidden) scale folded for the new width); widening with zeros is not exact over
     those norms and says so."""
     import json
+
     from test_hf_roundtrip import inputs, load, run, saved
+
     from archgraph.fx.apply_plan import transfer_state
     from archgraph.interop.hf_export import to_pretrained
     model, folder = saved(tmp_path, "gemma2", True, tie_word_embeddings=tie, attn_logit_softcapping=1.5,

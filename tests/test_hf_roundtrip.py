@@ -12,13 +12,13 @@ pytest.importorskip("transformers")
 
 import archgraph  # noqa: E402
 from archgraph.errors import ConversionError  # noqa: E402
-from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.apply_plan import transfer_state  # noqa: E402
+from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into, load_weights  # noqa: E402
-from archgraph.rules import PruneChannels, PruneHeads  # noqa: E402
 from archgraph.interop import hf  # noqa: E402
 from archgraph.interop.equivalence import randomize_normalization  # noqa: E402
 from archgraph.interop.hf_export import to_pretrained  # noqa: E402
+from archgraph.rules import PruneChannels, PruneHeads  # noqa: E402
 
 tr = hf.import_transformers()
 
@@ -221,7 +221,6 @@ def test_cli_import_prune_export(tmp_path, capsys):
 
 
 def test_uniform_prune_keeps_alike_layers_alike():
-    from archgraph.fx.magnitude import prune_rules
     g = archgraph.loads("""
 archgraph: 1
 inputs: {x: [8]}
@@ -236,7 +235,7 @@ outputs: [d]
 """)
     built_ = build(g)
     # 'a' and 'b' are alike (linear, 8 channels): the default prunes 0.6 x 8 = 4 of each; 'c' (4) loses 2 either way
-    counts = {r.node: len(r.indices) for r in prune_rules(g, built_.state_dict(), 0.6, uniform=True)}
+    counts = {r.node: len(r.indices) for r in archgraph.prune(g, built_.state_dict(), 0.6, uniform=True).rules}
     assert counts["a"] == counts["b"] == 4 and counts["c"] == 2
 
 

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import archgraph
-from archgraph.errors import ConfigError
-from archgraph.train.config import DataConfig, config_from_data
 from archgraph.data.feed import load_data as load_dataset
 from archgraph.data.scenes import compose
-from archgraph.train.tasks import TASKS, check_seed
 from archgraph.data.text import UNKNOWN, default_corpus
+from archgraph.errors import ConfigError
+from archgraph.train.config import DataConfig, config_from_data
+from archgraph.train.tasks import TASKS, check_seed
 
 
 def load_text(cfg, window):
@@ -129,6 +129,16 @@ def test_compose_places_one_to_three_digits():
     x, y = compose(imgs, np.arange(10), 200, 12, np.random.RandomState(0))
     digits = [len(set(np.unique(s)) - {0}) for s in y]
     assert min(digits) >= 1 and max(digits) <= 3 and max(x.reshape(200, -1).max(1)) == 200
+
+
+def test_max_digits_bounds_the_digits_per_scene():
+    """``data.max_digits`` (the task's difficulty): 1 gives scenes of exactly one digit class, a larger value more."""
+    one = load_dataset(DataConfig(name="digits_scenes", limit=30, test_limit=10, max_digits=1), seed=0)
+    three = load_dataset(DataConfig(name="digits_scenes", limit=30, test_limit=10), seed=0)
+    count = [[len(set(torch.unique(s).tolist()) - {0}) for s in d.train.y] for d in (one, three)]
+    assert set(count[0]) == {1} and max(count[1]) >= 2
+    with pytest.raises(Exception, match="max_digits"):
+        DataConfig(name="digits_scenes", max_digits=0)
 
 
 def test_augmentation_moves_labels_with_images():

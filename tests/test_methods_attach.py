@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph import methods
 from archgraph.errors import ConfigError
-from conftest import ROOT
 
 DOC = (ROOT / "docs" / "methods.md").read_text()
 
@@ -74,6 +74,7 @@ def step_prune(tmp_path, monkeypatch):
     registry is put back afterwards."""
     import importlib
     import sys
+
     from archgraph.train import config
     section = DOC.split("## Writing a method", 1)[1]
     (tmp_path / "step_prune.py").write_text(re.search(r"```python\n(.*?)```", section, re.S).group(1))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
+from rewrite_helpers import build64, inputs_for, max_error, outputs, state_copy
+from strategies import graphs, rule_for
 
 import archgraph
 from archgraph import rules
 from archgraph.channels import analyse
-from archgraph.fx.materialise import materialise
 from archgraph.errors import RuleError
+from archgraph.fx.materialise import materialise
 from archgraph.ops.registry import GROUPED, OPS
 from archgraph.shapes import node_params
-from rewrite_helpers import build64, inputs_for, max_error, outputs, state_copy
-from strategies import graphs, rule_for
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 MAY_FAIL = ("prune_channels", "collapse_layer")
@@ -193,10 +193,10 @@ def test_prune_equals_its_rules_applied_one_by_one(g, data):
     ratio = data.draw(st.sampled_from([0.25, 0.5, 0.75]), label="ratio")
     module = build64(g)
     state = module.state_dict()
-    from archgraph.fx.magnitude import prune_rules
-    g2, w2 = archgraph.prune(g, state, ratio=ratio)
+    edit = archgraph.prune(g, state, ratio=ratio)
+    g2, w2 = edit
     step_graph, step_module = g, module
-    for rule in prune_rules(g, state, ratio=ratio):
+    for rule in edit.rules:
         rw = archgraph.apply(step_graph, rule)
         step_graph, step_module = rw.graph, materialise(rw, step_module, dtype=torch.float64)
     assert step_graph == g2

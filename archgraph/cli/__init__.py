@@ -13,8 +13,8 @@ from ..errors import ArchgraphError, shown
 #: command modules (archgraph/cli/<module>.py), in the order ``--help`` lists them. Each one is imported when the
 #: parser is built: a command whose module fails to import fails the whole CLI loudly (and tests/test_public_api.py)
 #: rather than disappearing from ``--help``.
-COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "grow", "sweep", "replay",
-            "plot", "report", "import_model", "export", "rules", "methods", "ops"]
+COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "compress", "grow", "sweep",
+            "replay", "plot", "report", "import_model", "export", "rules", "methods", "ops"]
 
 
 OUT_OF_MEMORY = ("out of memory: the graph, rule or data is too large for this machine (the size limits of "

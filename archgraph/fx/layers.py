@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ class MaskedLayerNorm(nn.Module):
     0 changes nothing, so channels added at 0 keep the function exactly; each training forward pass moves every
     entry ``1 / ramp`` closer to 1, where the norm is ``nn.LayerNorm``'s (same ``weight``, ``bias``, ``eps``).
     """
+
+    mask: torch.Tensor   # a buffer (typed here: nn.Module's __getattr__ says Tensor | Module)
 
     def __init__(self, num_channels: int, ramp: int, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True):
@@ -61,6 +64,8 @@ class MoE(nn.Module):
     exportable to ONNX and deterministic, but ``num_experts / top_k`` times the expert MACs. With ``ramp`` the log of
     the ``expert_mask`` buffer is added to the router's scores (an expert at 0 is never picked) and each training
     forward pass moves every entry ``1 / ramp`` closer to 1."""
+
+    expert_mask: torch.Tensor   # a buffer, with ``ramp``
 
     def __init__(self, dim: int, num_experts: int, hidden: int, top_k: int, normalize: bool = True,
                  activation: str = "silu", ramp: int | None = None):
@@ -269,7 +274,7 @@ class Attention(nn.Module):
         keep = j <= i if self.causal else torch.ones(t, t, dtype=torch.bool, device=device)
         return keep & (i - j < self.window) if self.window is not None else keep
 
-    def inv_freq(self, device) -> torch.Tensor:
+    def inv_freq(self, device: torch.device | str | None) -> torch.Tensor:
         """The rotation frequencies ``rope_theta**(-2i/head_dim)`` in float32, rescaled by ``rope_scaling`` as
         Hugging Face's ``_compute_llama3_parameters`` (or ``linear``) does."""
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
@@ -345,7 +350,7 @@ def _averaging_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size) -> torch.Tensor:
+def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size: int | Sequence[int]) -> torch.Tensor:
     """``F.adaptive_avg_pool2d`` written as two fixed averaging matrix products where the output does not divide
     the input (the TorchScript ONNX exporter refuses that case); the same function up to float rounding."""
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
@@ -355,7 +360,7 @@ def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size) -> torch.Tensor
     return _averaging_matrix(h, oh, x) @ x @ _averaging_matrix(w, ow, x).t()
 
 
-def subsample(x: torch.Tensor, stride=(2, 2), offset=(0, 0)) -> torch.Tensor:
+def subsample(x: torch.Tensor, stride: Sequence[int] = (2, 2), offset: Sequence[int] = (0, 0)) -> torch.Tensor:
     """``x[:, :, a::s, b::s]`` of an ``N, C, H, W`` tensor: every ``stride``-th position from ``offset`` on."""
     return x[:, :, offset[0]::stride[0], offset[1]::stride[1]]
 
@@ -367,7 +372,11 @@ class WindowAttention(nn.Module):
     follows torchvision's ``shifted_window_attention`` step by step, on ``q_proj``/``k_proj``/``v_proj``/``o_proj``
     linears (the logit scale is clamped at ``math.log(100.0)``, written out so the class needs only torch)."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, window_size=(7, 7), shift_size=(0, 0),
+    relative_position_index: torch.Tensor   # buffers, with a position bias
+    relative_coords_table: torch.Tensor
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, window_size: Sequence[int] = (7, 7),
+                 shift_size: Sequence[int] = (0, 0),
                  grid: bool = False, position_bias: str = "table", cpb_hidden: int = 512, cosine: bool = False,
                  scale: float | None = None, bias: bool = True, qkv_bias: bool | None = None, dropout: float = 0.0):
         super().__init__()
@@ -421,7 +430,7 @@ class WindowAttention(nn.Module):
 
 
     @staticmethod
-    def window_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int],
+    def window_mask(h: int, w: int, window: tuple[int, ...], shift: tuple[int, int],
                             like: torch.Tensor) -> torch.Tensor:
         """``[windows, N, N]``: 0 where two tokens of a shifted window were neighbours before the roll, -100 where not
         (torchvision's ``shifted_window_attention`` mask of a ``h x w`` padded image)."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
 import torch
 from torch import nn
 
-from ..graph import content_hash
+from ..graph import Graph, content_hash
 from ..ops.registry import OPS
 
 
@@ -86,9 +86,10 @@ def apply_format(module: nn.Module, fmt: Format) -> nn.Module:
     """The module prepared to run in ``fmt`` (parameters are shared, not copied). With ``compile`` the result is
     the compiled wrapper; keep the original module for ``state_dict()``."""
     if fmt.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (it forwards to Tensor.to); torch's stubs do not list it
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if fmt.compile:
-        return torch.compile(module)
+        return cast(nn.Module, torch.compile(module))   # an OptimizedModule; the stubs say a callable
     return module
 
 
@@ -110,7 +111,7 @@ def time_steps(module: nn.Module, x: torch.Tensor, y: torch.Tensor, fmt: Format,
 
     scaler = torch.amp.GradScaler(x.device.type, enabled=fmt.amp)
 
-    def step():
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=x.device.type, enabled=fmt.amp):
             out = runner(xb)
@@ -134,7 +135,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, allow_compile: bool = False,
+def choose_format(graph: Graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, allow_compile: bool = False,
                   steps_until_rewrite: int = 1000, steps: int = 5, amp: Optional[bool] = None,
                   loss_fn: Optional[Callable] = None) -> Format:
     """Measure the candidate formats for this graph version and return the fastest; cached per version.
@@ -163,7 +164,7 @@ def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return best.format
 
 
-def measurements(graph, x: torch.Tensor, allow_compile: bool = False,
+def measurements(graph: Graph, x: torch.Tensor, allow_compile: bool = False,
                  amp: Optional[bool] = None) -> tuple[Measurement, ...]:
     """The timings behind a cached choice (empty when nothing was measured)."""
     key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile, amp)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import BinaryIO, Callable, Mapping, Optional, Union
 
 import torch
 
-from ..format.yaml_io import atomic_replace, read_limited
 from ..errors import ArchgraphError
-from ..graph import tied_parameters
+from ..format.yaml_io import atomic_replace, read_limited
+from ..graph import Graph, tied_parameters
 
 
 def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
@@ -26,7 +26,8 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     atomic_replace(path, weights_writer(state, metadata))
 
 
-def weights_writer(state: Mapping[str, torch.Tensor], metadata: Optional[dict[str, str]] = None):
+def weights_writer(state: Mapping[str, torch.Tensor],
+                   metadata: Optional[dict[str, str]] = None) -> Callable[[str], None]:
     """``fill(tmp)`` writing ``state`` as canonical safetensors to ``tmp`` (for :func:`atomic_replace_all`, which
     writes a graph and its weights as one unit)."""
     tensors, aliases = _stored_once(state)
@@ -48,7 +49,8 @@ DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torc
           torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
 
 
-def write_safetensors(tensors: Mapping[str, torch.Tensor], fh, metadata: Optional[dict[str, str]] = None) -> None:
+def write_safetensors(tensors: Mapping[str, torch.Tensor], fh: BinaryIO,
+                      metadata: Optional[dict[str, str]] = None) -> None:
     """Write ``tensors`` to the open binary file ``fh`` in the safetensors format, one tensor at a time straight
     from its memory (``safetensors.torch.save_file`` first turns every tensor into bytes: a second copy of the
     whole model). The header is canonical: keys sorted, no spaces, padded to 8 bytes, so equal tensors and
@@ -71,7 +73,8 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], fh, metadata: Optiona
     for key in order:
         t = tensors[key].detach().to("cpu").contiguous()
         if t.numel():
-            fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            # an ndarray is a buffer; numpy's stubs say so only from Python 3.12 (``__buffer__``)
+            fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type]
 
 
 #: the metadata entry listing the keys a weights file stores once (``{key: the key it is}``: tied weights)
@@ -131,8 +134,9 @@ LOADABLE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     """Read a safetensors file into a dict of CPU tensors (a regular file memory-mapped, tensor by tensor: no copy
     of the whole file in memory besides the tensors themselves)."""
-    from safetensors.torch import load
     import stat
+
+    from safetensors.torch import load
 
     path = Path(path)
     try:
@@ -173,7 +177,8 @@ def _load_mapped(path: Path) -> dict[str, torch.Tensor]:
                     raise ValueError(f"tensor '{key}' has {end - begin} bytes for shape {info['shape']}")
                 if t.numel():
                     fh.seek(start + begin)
-                    if fh.readinto(memoryview(t.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                    buffer = t.reshape(-1).view(torch.uint8).numpy()   # an ndarray is a buffer (see above)
+                    if fh.readinto(memoryview(buffer)) != end - begin:  # type: ignore[arg-type]
                         raise ValueError(f"the file ends inside tensor '{key}'")
                 state[key] = t
     except (ValueError, KeyError, TypeError) as err:
@@ -219,7 +224,7 @@ def parameter_aliases(module: torch.nn.Module) -> dict[str, str]:
     return aliases
 
 
-def tie_state(graph, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def tie_state(graph: Graph, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` with each tied key of ``graph`` naming its source's tensor (so a weights file stores it once);
     an error where the two hold different values."""
     state = dict(state)

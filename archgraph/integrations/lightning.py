@@ -28,7 +28,7 @@ One process, one optimizer (Lightning's DDP wraps the module it was given: rebui
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -41,21 +41,22 @@ except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("archgraph.integrations.lightning needs pytorch-lightning: "
                       "pip install 'archgraph[lightning]'") from err
 
-from ..methods import attach
+from ..fx.network import Network  # noqa: E402  (after the torchvision fix above, like every import here)
+from ..methods import Method, attach  # noqa: E402
 
 
 class NetworkModule(pl.LightningModule):
     """A ``LightningModule`` whose model is ``net`` (an :class:`archgraph.Network`): ``self(x)`` runs the current
     version (masked while a method trains masks); ``self.method_loss()`` is the attached method's extra term."""
 
-    def __init__(self, net):
+    def __init__(self, net: Network):
         super().__init__()
         self.net = net
         self.model = net.module
-        self.method = None
+        self.method: Optional[Method] = None
         net.follow(self._follow)
 
-    def _follow(self, rewrite) -> None:
+    def _follow(self, rewrite: object) -> None:
         self.model = self.net.module   # the new version replaces the old submodule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,34 +74,43 @@ class ArchgraphCallback(pl.Callback):
     ``staged``) with ``settings`` on the :class:`NetworkModule` being fitted; ``save_dir`` writes its run
     directory when fitting ends (``archgraph replay``/``render``/``report`` read it)."""
 
-    def __init__(self, name: str, *, save_dir: Optional[str] = None, **settings):
+    def __init__(self, name: str, *, save_dir: Optional[str] = None, **settings: Any):
         self.name = name
         self.settings = settings
         self.save_dir = save_dir
-        self.method = None
+        self.method: Optional[Method] = None
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def _attached(self) -> Method:
+        if self.method is None:
+            raise RuntimeError("ArchgraphCallback: no method is attached (on_fit_start has not run)")
+        return self.method
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(pl_module, NetworkModule):
             raise TypeError("ArchgraphCallback needs the LightningModule to be an "
                             "archgraph.integrations.lightning.NetworkModule")
         if len(trainer.optimizers) != 1:
             raise ValueError(f"ArchgraphCallback needs exactly one optimizer, not {len(trainer.optimizers)}")
+        if trainer.max_epochs is None:
+            raise ValueError("ArchgraphCallback needs the Trainer's max_epochs (methods plan by the epoch budget)")
         batches = trainer.num_training_batches
         self.method = attach(self.name, pl_module.net, trainer.optimizers[0], epochs=int(trainer.max_epochs),
                              steps_per_epoch=int(batches) if batches and batches != float("inf") else None,
                              **self.settings)
         pl_module.method = self.method
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.method.step()
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._attached().step()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if torch.is_tensor(v) and v.numel() == 1}
-        self.method.epoch_end(metrics)
+        self._attached().epoch_end(metrics)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        self.method.finish()
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._attached().finish()
+        assert isinstance(pl_module, NetworkModule)   # on_fit_start refused any other
         pl_module.method = None
         if self.save_dir is not None:
             pl_module.net.save(self.save_dir)

@@ -24,14 +24,20 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 from ..errors import ArchgraphError, ConfigError, TrialFailed
 from ..train import grow
 from .front import _shown_url, read_trials, write_front
 from .space import Param
 
-DIRECTIONS = ("maximize", "minimize")   # validation accuracy, non-zero parameters
+if TYPE_CHECKING:   # optuna is imported where a sweep runs (reading and checking a sweep needs none)
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    import optuna
+
+DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")   # val accuracy, non-zero params
 HEARTBEAT_S = 15
 GRACE_S = 60
 MAX_RETRY = 3        # reruns of the parameters of a trial whose worker died (heartbeat stale)
@@ -69,6 +75,7 @@ class SweepSpec:
 
 def _quiet_optuna() -> None:
     import warnings
+
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -107,6 +114,7 @@ def heartbeat_settings() -> tuple[float, float]:
 def _retry_stale_trials() -> dict:
     """RDBStorage's argument that reruns a stale trial's parameters (its name changed in optuna 4.9)."""
     import inspect
+
     import optuna.storages as storages
     retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
     names = inspect.signature(storages.RDBStorage.__init__).parameters
@@ -114,7 +122,7 @@ def _retry_stale_trials() -> dict:
     return {key: retry(max_retry=MAX_RETRY)}
 
 
-def open_study(spec: SweepSpec, create: bool = False):
+def open_study(spec: SweepSpec, create: bool = False) -> optuna.Study:
     import optuna
     _quiet_optuna()
     url = spec.storage_url
@@ -122,8 +130,11 @@ def open_study(spec: SweepSpec, create: bool = False):
     beat, grace = heartbeat_settings()
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=beat,
-                                                 grace_period=grace, **_retry_stale_trials())
+            # optuna annotates both as int but uses them as seconds of any kind (the tests beat every 0.5 s)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                 heartbeat_interval=beat,  # type: ignore[arg-type]
+                                                 grace_period=grace,  # type: ignore[arg-type]
+                                                 **_retry_stale_trials())
             break
         except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
             # two machines creating the tables of a fresh database at once: one loses the race (IntegrityError,
@@ -145,7 +156,7 @@ def open_study(spec: SweepSpec, create: bool = False):
     return study
 
 
-def _counts(study) -> tuple[int, int]:
+def _counts(study: optuna.Study) -> tuple[int, int]:
     from optuna.trial import TrialState
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
@@ -192,7 +203,7 @@ def prepare(spec: SweepSpec) -> tuple[Any, int, int]:
 
 # ---- one worker -------------------------------------------------------------------------------------------------
 
-def _objective(spec: SweepSpec, study, trial, box: dict):
+def _objective(spec: SweepSpec, study: optuna.Study, trial: optuna.Trial, box: dict) -> tuple[float, float]:
     import optuna
     from optuna.trial import TrialState
     box["number"] = trial.number
@@ -247,6 +258,7 @@ def launcher_command(launcher: str) -> list[str]:
 
 def launched_grow(spec: SweepSpec, run: Path, settings: dict) -> dict:
     """One seed's run as a job of ``spec.launcher`` (``archgraph grow`` in every process it starts); its summary."""
+    assert spec.launcher is not None   # the trial runs its seeds this way only with a launcher
     cmd = launcher_command(spec.launcher) + ["-m", "archgraph", "grow", spec.run_file, "--out", str(run), "--quiet"]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
@@ -304,7 +316,7 @@ def work(spec: SweepSpec, on_trial: Callable[[dict], None], should_stop: Callabl
 
 def _watch_parent(parent: int) -> None:
     """End this worker at once when the sweep that spawned it is gone (killed), so no orphan keeps training."""
-    def loop():
+    def loop() -> None:
         while True:
             if os.getppid() != parent:
                 os._exit(3)
@@ -312,7 +324,7 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=loop, name="archgraph-sweep-parent", daemon=True).start()
 
 
-def _worker_main(spec: SweepSpec, messages, stop, parent: int) -> None:
+def _worker_main(spec: SweepSpec, messages: Queue, stop: Event, parent: int) -> None:
     _watch_parent(parent)
     try:
         work(spec, lambda info: messages.put({"kind": "trial", **info}), stop.is_set)

@@ -33,6 +33,8 @@ import torch
 from ..rules.base import Rewrite, Rule, apply
 
 if TYPE_CHECKING:   # the loop imports this module
+    from ..data.settings import DataBase
+    from ..graph import Graph
     from .loop import Trainer
 
 
@@ -41,7 +43,7 @@ class RememberedRewrites:
 
     _rewrites: dict[tuple[int, Rule], Rewrite]
 
-    def apply(self, graph, rule: Rule) -> Rewrite:
+    def apply(self, graph: Graph, rule: Rule) -> Rewrite:
         """``archgraph.apply(graph, rule)``, remembered for this event (the graph is immutable, so the Rewrite of
         the same rule on the same graph object is the same)."""
         key = (id(graph), rule)
@@ -64,7 +66,7 @@ class RunView(RememberedRewrites):
         self._rewrites: dict[tuple[int, Rule], Rewrite] = {}
 
     @property
-    def graph(self):
+    def graph(self) -> Graph:
         return self._trainer.graph
 
     @property
@@ -115,7 +117,8 @@ class RunView(RememberedRewrites):
     def train_inputs(self) -> Iterator[torch.Tensor]:
         t = self._trainer
         split = t.dataset.train
-        bs = t.config.data.eval_batch_size
+        data: DataBase = t.config.data
+        bs = data.eval_batch_size
         index = [torch.arange(start, min(start + bs, len(split))) for start in range(0, len(split), bs)]
         for x, _ in t.dataset.batches(split, index):
             yield x
