@@ -178,8 +178,8 @@ class RMSNorm(nn.RMSNorm):
     opset 17 can export it; same parameters and the same values. ``offset``: the gain is ``offset + weight``
     (Gemma's norms: ``1 + weight``, their weights stored as the difference from 1)."""
 
-    def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True,
-                 offset: float = 0.0):
+    def __init__(self, normalized_shape: int | list[int] | tuple[int, ...], eps: float | None = None,
+                 elementwise_affine: bool = True, offset: float = 0.0):
         super().__init__(normalized_shape, eps=eps, elementwise_affine=elementwise_affine)
         self.offset = float(offset)
 
@@ -266,7 +266,7 @@ class Attention(nn.Module):
             y = nn.functional.dropout(weights, dropout, self.training).matmul(v)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
-    def allowed(self, t: int, device) -> torch.Tensor:
+    def allowed(self, t: int, device: torch.device | str | None) -> torch.Tensor:
         """``[t, t]``: whether query ``i`` reads key ``j``: ``j <= i`` when causal, and with a ``window`` only the
         ``window`` latest positions, itself included (``i - j < window``, Hugging Face's sliding-window mask)."""
         i = torch.arange(t, device=device)[:, None]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -319,7 +320,6 @@ def _native_rms_norms(model: nn.Module):
 def _native_softmax(model: nn.Module):
     """Gemma's eager attention takes its softmax in float32 whatever the dtype; in the float64 check it is taken in
     the input's dtype, as the attention op does (in float32 the two are the same function)."""
-    import importlib
     modules = {importlib.import_module(type(m).__module__) for m in model.modules()
                if type(m).__name__ in ("Gemma2Attention", "Gemma3Attention")}
     saved = {mod: mod.eager_attention_forward for mod in modules}
