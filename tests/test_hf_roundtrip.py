@@ -434,13 +434,34 @@ def test_pruned_gemma_loads_in_its_class(tmp_path, model_type):
     assert gen.shape == (2, 9)
 
 
-def test_gemma_with_per_layer_sizes_is_refused_clearly(tmp_path):
-    model, folder = saved(tmp_path, "gemma2", True)
-    graph, weights = hf.from_pretrained(folder)
-    rw = archgraph.apply(graph, PruneChannels(node="layers_1_mlp_gate_proj", indices=tuple(range(0, 64, 2))))
-    with pytest.raises(ConversionError, match="gemma2 family has no per-layer modeling file"):
-        to_pretrained(rw.graph, transfer_state(rw.plan, weights), tmp_path / "out",
-                      json.loads((folder / "config.json").read_text()))
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_gemma_with_per_layer_sizes_loads_through_the_modeling_file(tmp_path, model_type):
+    model, folder = saved(tmp_path, model_type, True, num_hidden_layers=3, final_logit_softcapping=2.0,
+                          layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    graph, w = hf.from_pretrained(folder)
+    for rule in [PruneHeads(node="layers_0_self_attn", indices=(2, 3)),
+                 PruneChannels(node="layers_2_mlp_gate_proj", indices=tuple(range(0, 64, 2)))]:
+        rw = archgraph.apply(graph, rule)
+        graph, w = rw.graph, transfer_state(rw.plan, w)
+    out = to_pretrained(graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    config = json.loads((out / "config.json").read_text())
+    assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
+    assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
+                                                       trust_remote_code=True).eval()
+    built = build(graph, dtype=torch.float64)
+    load_into(built, w)
+    built.eval()
+    for t in (3, 9):
+        x = inputs(model_type, t)
+        with torch.no_grad():
+            want = built(x)
+            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    with torch.no_grad():
+        gen = back.generate(inputs(model_type, 4), max_new_tokens=4, do_sample=False, use_cache=True)
+    assert gen.shape == (2, 8)
 
 
 def test_gemma_exports_to_onnx_and_runs_past_its_window(tmp_path):

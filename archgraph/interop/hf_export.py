@@ -11,7 +11,7 @@ equals its embedding is written tied (``tie_word_embeddings``), as it came.
 
 Sizes the family's class expresses load natively: every layer the same head count, kv heads, head size and MLP
 width (``archgraph prune --uniform`` keeps them so); GPT-2, BERT and ViT also need ``head_dim * heads`` equal to the
-hidden size. Where the layers' sizes differ, Llama, Qwen2 and Mistral get a small modeling file beside the weights
+hidden size. Where the layers' sizes differ, the Llama-like families and Gemma get a small modeling file beside the weights
 (``modeling_archgraph.py``: the family's classes with each decoder layer built at its own sizes, named in the
 config's ``auto_map``; ``from_pretrained(out, trust_remote_code=True)``); other families are refused with the
 reason.
@@ -314,6 +314,8 @@ FAMILY_CLASSES = {
     "qwen3": ("qwen3", "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3DecoderLayer"),
     "phi3": ("phi3", "Phi3Config", "Phi3Model", "Phi3ForCausalLM", "Phi3DecoderLayer"),
     "olmo2": ("olmo2", "Olmo2Config", "Olmo2Model", "Olmo2ForCausalLM", "Olmo2DecoderLayer"),
+    "gemma2": ("gemma2", "Gemma2Config", "Gemma2Model", "Gemma2ForCausalLM", "Gemma2DecoderLayer"),
+    "gemma3_text": ("gemma3", "Gemma3TextConfig", "Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3DecoderLayer"),
 }
 
 MODELING_FILE = "modeling_archgraph.py"
