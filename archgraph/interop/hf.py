@@ -7,9 +7,10 @@ mask, cache and rotary code is Python on optional arguments), so each supported 
 from the structure its modeling file defines: GPT-2 (``Conv1D`` weights ``[in, out]``, transposed to linears),
 BERT (post-norm; zero token-type ids are a constant row added to the position table), Llama (RMSNorm, SwiGLU as
 ``mul``, grouped-query attention, rotary positions, Llama 3.x rope scaling; Qwen2, Qwen3 with its q/k norms,
-Mistral and Phi-3 with its fused projections laid out alike) and ViT. A tied LM head is a linear ``tied_to`` the
-embedding. An import is exact or it fails: :func:`from_model`
-runs the model and the graph on the same input in float64 and raises
+Mistral and Phi-3 with its fused projections laid out alike; Mixtral, Qwen3-MoE and OLMoE with ``moe`` nodes),
+Gemma 2 and 3 (norms with a gain of ``1 + weight``, a scaled embedding, soft-capping, sliding-window layers) and
+ViT; BERT's and ViT's poolers are a second output. A tied LM head is a linear ``tied_to`` the embedding. An
+import is exact or it fails: :func:`from_model` runs the model and the graph on the same input in float64 and raises
 :class:`~archgraph.errors.ConversionError` when they differ (:func:`max_error` measures it).
 
 >>> from archgraph.interop import hf                                  # doctest: +SKIP

@@ -6,12 +6,15 @@ reads the new sizes off the graph (hidden size, layers, heads, kv heads, head si
 table), writes the family's ``config.json`` with them over the source's config, and fills every tensor of the
 family's own class (built on the ``meta`` device: no memory) from the graph's weights: the generic way is the
 longest prefix of its module path that is a node id; GPT-2's fused ``c_attn`` and ``Conv1D`` layout, BERT's folded
-token-type row and ViT's class token and position table are written back by hand. A causal LM whose head still
-equals its embedding is written tied (``tie_word_embeddings``), as it came.
+token-type row, ViT's class token and position table and the mixtures of experts' fused expert tensors
+(:data:`MOE_TENSORS`) are written back by hand; Gemma's embedding scale is folded in where the stream was resized
+(:func:`_gemma_fold`). A causal LM whose head still equals its embedding is written tied (``tie_word_embeddings``),
+as it came.
 
 Sizes the family's class expresses load natively: every layer the same head count, kv heads, head size and MLP
 width (``archgraph prune --uniform`` keeps them so); GPT-2, BERT and ViT also need ``head_dim * heads`` equal to the
-hidden size. Where the layers' sizes differ, the Llama-like families and Gemma get a small modeling file beside the weights
+hidden size; the expert families every sparse layer the same expert count, top k and expert width. Where the
+layers' sizes differ, the Llama-like families and Gemma get a small modeling file beside the weights
 (``modeling_archgraph.py``: the family's classes with each decoder layer built at its own sizes, named in the
 config's ``auto_map``; ``from_pretrained(out, trust_remote_code=True)``); other families are refused with the
 reason.
