@@ -160,6 +160,9 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
                           field="seed")
     want = device or cfg.schedule.device
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda asked for, but torch sees no CUDA device here", file=source,
+                          field="--device" if device else "schedule.device")
     if cfg.schedule.threads:
         torch.set_num_threads(cfg.schedule.threads)
     torch.manual_seed(cfg.schedule.seed)
