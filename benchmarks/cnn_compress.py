@@ -53,7 +53,7 @@ def ratio_for(graph, weights, macs: float) -> float:
     lo, hi = 0.0, 0.95
     for _ in range(12):
         mid = (lo + hi) / 2
-        if archgraph.prune(graph, weights, mid)[0].macs > macs * graph.macs:
+        if archgraph.prune(graph, weights, mid).graph.macs > macs * graph.macs:
             lo = mid
         else:
             hi = mid

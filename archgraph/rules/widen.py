@@ -169,9 +169,9 @@ def spread_copies(plan, graph, eps: float, seed: int):
         node = graph.nodes[nid]
         in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid)).get(param, (None, None))[1]
         m = next((m for a, m in tp.axes if a == in_axis and m.copied), None)
-        if m is None:
+        if m is None or in_axis is None:
             continue
-        first = {}
+        first: dict[int, int] = {}
         for i, old in enumerate(m.index):
             if old >= 0 and i not in m.copied:
                 first.setdefault(old, i)
@@ -248,23 +248,36 @@ class AddFilters(Rule):
                                        "net2net": ("init", "init"), "zero": ("zero", "zero"),
                                        "gradmax": ("zero", "zero")}[self.init]
         if self.init == "net2net":
-            width = len(space.classes)
-            rng = random.Random(self.seed)
-            picks = [rng.randrange(width) for _ in range(self.count)]
-            replicas = {i: 1 + picks.count(i) for i in set(picks)}
-            new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
-            for j, i in enumerate(picks):
-                for p, t in new[j].items():
-                    draft.copy_of[t] = token_of(ch, p, space.classes[i])
-                    draft.scale[t] = 1.0 / replicas[i]
-                    draft.scale[draft.copy_of[t]] = 1.0 / replicas[i]
+            self.net2net_copies(draft, ch, space)
         else:
             add_channels(draft, space, self.count)
         draft.quiet = self.init != "random"   # new LSTM/GRU units: state and output stay zero
-        norms = []
+        norms = self.keep_function(draft, ch, space)
+        graph2, plan = realise(draft, self)
+        if norms:
+            plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
+        return Rewrite(graph2, graph, self, plan)
+
+    def net2net_copies(self, draft: Draft, ch: Channels, space: Space) -> None:
+        """Net2Net: each new channel copies an old one drawn at random; a channel and its copies share its readers'
+        weights (each reads it scaled by 1 / the number of copies)."""
+        width = len(space.classes)
+        rng = random.Random(self.seed)
+        picks = [rng.randrange(width) for _ in range(self.count)]
+        replicas = {i: 1 + picks.count(i) for i in set(picks)}
+        new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
+        for j, i in enumerate(picks):
+            for p, t in new[j].items():
+                draft.copy_of[t] = token_of(ch, p, space.classes[i])
+                draft.scale[t] = 1.0 / replicas[i]
+                draft.scale[draft.copy_of[t]] = 1.0 / replicas[i]
+
+    def keep_function(self, draft: Draft, ch: Channels, space: Space) -> list[str]:
+        """Set whether the draft keeps the function and why not; returns the rmsnorms over the new channels that
+        ``preserve`` and ``zero`` rescale (their new channels carry zeros, and each norm's weight and eps are
+        rescaled, which keeps the function exactly)."""
+        norms: list[str] = []
         if self.init in ("preserve", "zero") and rescalable(ch, space):
-            # rmsnorms over the new channels: the new channels carry zeros (their makers' new weights are zero)
-            # and each norm's weight and eps are rescaled, which keeps the function exactly
             draft.fan_in = "zero"
             norms = rescale_norms(draft, ch, space, self.count)
             note = ""
@@ -276,12 +289,8 @@ class AddFilters(Rule):
         draft.exact = self.init != "random" and (not note or note.startswith("exact up to rounding"))
         draft.note = note or {"random": "new channels start random and are read with random weights",
                               "gradmax": "gradmax: incoming weights start at zero, outgoing ones are chosen from the "
-                                         "gradient on a batch (archgraph.rewrite(..., batch=...))"}.get(self.init,
-                                                                                                        "")
-        graph2, plan = realise(draft, self)
-        if norms:
-            plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
-        return Rewrite(graph2, graph, self, plan)
+                                         "gradient on a batch (archgraph.rewrite(..., batch=...))"}.get(self.init, "")
+        return norms
 
     def cloned(self, graph, ch: Channels, space: Space) -> Rewrite:
         """HyperCloning: every channel gets ``count / width`` copies, appended in order (``[x, x, ...]``)."""
