@@ -31,7 +31,7 @@ from ..data.feed import load_data
 from ..data.settings import DataBase
 from ..errors import ConfigError
 from ..fx.latency import measure
-from ..fx.magnitude import prune_with_rules
+from ..fx.magnitude import prune
 from ..fx.network import Network
 from ..history.rundir import RunDir
 from ..methods.driver import Method
@@ -83,7 +83,7 @@ def ratio_for(graph, state, size: float, kind: str, heads: bool, round_to: int) 
     """The smallest pruning ratio of ``graph`` whose result has at most ``size`` ``kind`` (params or macs); the
     sizes depend on the widths alone, so the magnitude criterion finds it. 0 when nothing smaller exists."""
     def measure_at(r: float) -> int:
-        g = prune_with_rules(graph, state, r, "l2", heads=heads, round_to=round_to)[0]
+        g = prune(graph, state, r, "l2", heads=heads, round_to=round_to).graph
         return getattr(g, kind)
     lo, hi = 0.0, 0.95
     if measure_at(hi) > size:
