@@ -49,6 +49,13 @@ def test_prune_gives_weights_for_weights_and_a_module_for_a_module():
     assert step == by_dict.graph and by_dict.exact == exact
     pruned_graph, pruned_weights = by_dict   # the pair it returned before
     assert pruned_graph is by_dict.graph and pruned_weights is by_dict.state
+    same = archgraph.prune(g, m, ratio=0.0)   # nothing to remove: still a new module, sharing no tensor
+    old = m.state_dict()
+    assert not same.rules and same.exact and same.graph == g and same.state is not m
+    assert all(torch.equal(v, old[k]) and v.data_ptr() != old[k].data_ptr() for k, v in same.state.state_dict().items())
+    shown = repr(by_module)   # the state by its kind, never its tensors
+    assert shown.startswith(f"Edit(graph={g.name!r}, state=<{type(new).__name__}>") and "prune_channels" in shown
+    assert "tensor(" not in repr(by_dict) and f"<{len(by_dict.state)} tensors>" in repr(by_dict)
 
 
 def test_prune_heads_alone_and_a_consumed_dict():

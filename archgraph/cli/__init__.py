@@ -52,10 +52,18 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status.
+
+    A ``torchrun`` rank whose ``grow`` finished does not return: it ends here with
+    :func:`archgraph.train.distributed.end_rank` (flushed streams, then ``os._exit``), since the interpreter's own
+    shutdown races the gloo threads that PyTorch leaves running (see there)."""
     args = parser().parse_args(argv)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        distributed = sys.modules.get("archgraph.train.distributed")   # loaded only by commands that train
+        if distributed is not None and distributed.left_after_run():
+            distributed.end_rank(code)
         return code
     except BrokenPipeError:  # the reader went away (``archgraph summary f.yaml --json | head -2``): end quietly
         _silence_stdout()

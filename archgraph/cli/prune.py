@@ -8,12 +8,6 @@ from typing import TYPE_CHECKING, Mapping
 
 import archgraph
 
-if TYPE_CHECKING:
-    import torch
-
-    from archgraph.graph import Graph
-    from archgraph.rules import Rule
-
 from .args import (
     command,
     folder_output_argument,
@@ -24,6 +18,12 @@ from .args import (
     weights_argument,
 )
 from .outputs import output_folder
+
+if TYPE_CHECKING:
+    import torch
+
+    from archgraph.graph import Graph
+    from archgraph.rules import Rule
 
 CRITERIA = ["l2", "l1", "random", "taylor", "activation"]
 

@@ -345,7 +345,7 @@ def prune(graph: Graph, weights: Weights, ratio: float = 0.5, criterion: str = "
             graph, state = rw.graph, transfer_state(rw.plan, state, strict=strict, share=consume, consume=consume)
             rules += found
             exact = rw.exact
-    if not rules and not consume:
+    if not rules and not consume and not isinstance(weights, torch.nn.Module):   # a module is rebuilt: copied there
         state = {k: v.clone() for k, v in state.items()}
     if heads:
         ctx = Context(state, seed, ctx.calib, loss)

@@ -55,7 +55,7 @@ class Rewrite:
 State = TypeVar("State")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # compared by identity: the state holds tensors
 class Edit(Generic[State]):
     """What an edit of a network gives (``archgraph.rewrite``, ``archgraph.prune``, ``archgraph.from_module``):
     the new ``graph``, the edited ``state`` in the form it was given (a module for a module, a state dict for a
@@ -72,6 +72,8 @@ class Edit(Generic[State]):
     >>> graph, state = e
     >>> graph is rw.graph, e.exact, e.log()[0]["rule"]
     (True, True, 'add_filters')
+    >>> e
+    Edit(graph='mlp', state=<0 tensors>, rules=[add_filters], exact=True)
     """
 
     graph: Graph
@@ -81,6 +83,12 @@ class Edit(Generic[State]):
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.graph, self.state))
+
+    def __repr__(self) -> str:   # the state by its kind and size, not its tensors
+        state = self.state
+        size = f"{len(state)} tensors" if isinstance(state, Mapping) else type(state).__name__
+        names = ", ".join(rule.name for rule in self.rules)
+        return f"Edit(graph={self.graph.name!r}, state=<{size}>, rules=[{names}], exact={self.exact})"
 
     def log(self) -> list[dict[str, Any]]:
         """The rules as the history records them (:func:`encode`), in the order they applied."""

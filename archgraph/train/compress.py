@@ -83,8 +83,7 @@ def ratio_for(graph, state, size: float, kind: str, heads: bool, round_to: int) 
     """The smallest pruning ratio of ``graph`` whose result has at most ``size`` ``kind`` (params or macs); the
     sizes depend on the widths alone, so the magnitude criterion finds it. 0 when nothing smaller exists."""
     def measure_at(r: float) -> int:
-        g = prune(graph, state, r, "l2", heads=heads, round_to=round_to).graph
-        return getattr(g, kind)
+        return getattr(prune(graph, state, r, "l2", heads=heads, round_to=round_to).graph, kind)
     lo, hi = 0.0, 0.95
     if measure_at(hi) > size:
         return hi

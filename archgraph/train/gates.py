@@ -42,10 +42,14 @@ import torch
 from ..rules import CollapseLayer
 from ..rules.base import apply as apply_rule
 from ..errors import RuleError
+from ..graph import Graph
 from ..topology import topological_order
 from ..ops.registry import BUFFERS, CONCAT, FLATTEN, OPS, SOURCE, THROUGH, channel_width, is_norm, is_weighted
 from ..shapes import node_macs, node_params
 
+
+#: node id -> its output shape (``graph.shapes()``)
+Shapes = Mapping[str, Any]
 
 CHANNEL, HEAD = "channel", "head"   # what a channel gate's entries are: a layer's channels or an attention's heads
 
@@ -170,7 +174,7 @@ class GateLayout:
         return total
 
 
-def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: bool = True) -> GateLayout:
+def gate_layout(graph: Graph, *, channels: bool = True, branches: bool = True, heads: bool = True) -> GateLayout:
     """The channel gates (with ``heads``, the head gates too) and residual-branch gates of ``graph`` (see the
     module docstring)."""
     shapes = graph.shapes()
@@ -186,7 +190,7 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: b
     return GateLayout(graph, channel, branch, layer_macs, layer_in, layer_params, follows)
 
 
-def _channel_gates(graph, shapes, channels: bool, heads: bool) -> dict[str, ChannelGate]:
+def _channel_gates(graph: Graph, shapes: Shapes, channels: bool, heads: bool) -> dict[str, ChannelGate]:
     """Node -> its channel gate (``channels``), else its head gate (``heads``), where it has one."""
     order = {nid: i for i, nid in enumerate(topological_order(graph))}
     out: dict[str, ChannelGate] = {}
@@ -199,7 +203,8 @@ def _channel_gates(graph, shapes, channels: bool, heads: bool) -> dict[str, Chan
     return out
 
 
-def _layer_in(graph, shapes, channel: dict[str, ChannelGate], layers: set[str]) -> dict[str, list[tuple[str, float]]]:
+def _layer_in(graph: Graph, shapes: Shapes, channel: dict[str, ChannelGate],
+              layers: set[str]) -> dict[str, list[tuple[str, float]]]:
     """Layer -> (gate, share of the layer's input entries that gate's channels are) for every gate it reads."""
     layer_in: dict[str, list[tuple[str, float]]] = {}
     for gid, gate in channel.items():
@@ -213,7 +218,7 @@ def _layer_in(graph, shapes, channel: dict[str, ChannelGate], layers: set[str]) 
     return layer_in
 
 
-def _in_entries(graph, nid: str, shapes) -> int:
+def _in_entries(graph: Graph, nid: str, shapes: Shapes) -> int:
     """Input entries of a layer summed over its weight tensors (an LSTM's ``weight_hh`` reads its own units): the
     share of its MACs an input entry takes, its weights' rows being alike."""
     node = graph.nodes[nid]
@@ -228,7 +233,7 @@ def _in_entries(graph, nid: str, shapes) -> int:
     return max(total, 1)
 
 
-def _channel_gate(graph, nid: str, shapes, order) -> Optional[ChannelGate]:
+def _channel_gate(graph: Graph, nid: str, shapes: Shapes, order: dict[str, int]) -> Optional[ChannelGate]:
     """The gate of ``nid``'s output channels, when they can be removed on their own: they reach other layers only
     through per-channel ops, flattens and concats, not through an add, a mixing norm or a graph output.
 
@@ -260,7 +265,8 @@ def _channel_gate(graph, nid: str, shapes, order) -> Optional[ChannelGate]:
     return ChannelGate(nid, channel_width(shapes[nid]), scale, rows, reads, anchors[0])
 
 
-def _scaled(graph, rows: list[Part], reads: list[Part], order: dict[str, int], linear: bool) -> Optional[list[Part]]:
+def _scaled(graph: Graph, rows: list[Part], reads: list[Part], order: dict[str, int],
+            linear: bool) -> Optional[list[Part]]:
     """What a channel gate multiplies: the entries from the last norm on (None when that norm has no affine part
     to carry it), else the rows of a layer whose output is ``linear`` in them, else the readers' columns."""
     nodes = sorted({p.key.rsplit(".", 1)[0] for p in rows}, key=order.__getitem__)
@@ -273,7 +279,7 @@ def _scaled(graph, rows: list[Part], reads: list[Part], order: dict[str, int], l
     return list(rows) if linear else list(reads)
 
 
-def _walk(graph, producer: str, shapes) -> Optional[tuple[list[Part], list[Part]]]:
+def _walk(graph: Graph, producer: str, shapes: Shapes) -> Optional[tuple[list[Part], list[Part]]]:
     """(per-channel entries of the ops between ``producer`` and its readers, the readers' entries), or None when
     its channels reach something that is not per-channel (see :func:`_channel_gate`)."""
     rows: list[Part] = []
@@ -300,7 +306,7 @@ def _walk(graph, producer: str, shapes) -> Optional[tuple[list[Part], list[Part]
 _Step = tuple[list[Part], list[Part], list[tuple[str, int, int]]]
 
 
-def _visit(graph, shapes, nid: str, user: str, repeat: int, offset: int) -> Optional[_Step]:
+def _visit(graph: Graph, shapes: Shapes, nid: str, user: str, repeat: int, offset: int) -> Optional[_Step]:
     """What ``user`` reading ``nid``'s channels (``repeat`` entries each, from ``offset``) adds to :func:`_walk`:
     (per-channel entries, readers' entries, where to go on), or None when the channels stop being per-channel."""
     unode = graph.nodes[user]
@@ -340,7 +346,7 @@ def _per_channel(layout: dict[str, tuple[Optional[int], Optional[int]]]) -> list
     return [p for p, (a, _) in layout.items() if a == 0 and p not in BUFFERS]
 
 
-def _head_gate(graph, nid: str, shapes) -> Optional[ChannelGate]:
+def _head_gate(graph: Graph, nid: str, shapes: Shapes) -> Optional[ChannelGate]:
     """The gate of an attention node's heads: it scales the columns of the tensor reading the heads' outputs
     (``o_proj.weight``), so a closed head outputs exact zeros and ``prune_heads`` removing it is exact."""
     node = graph.nodes[nid]
@@ -352,7 +358,7 @@ def _head_gate(graph, nid: str, shapes) -> Optional[ChannelGate]:
     return ChannelGate(nid, h, parts[:1], parts, [], parts[0], HEAD)
 
 
-def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
+def _branch_gates(graph: Graph, taken: set[str]) -> dict[str, BranchGate]:
     """For each add, the input whose removal saves the most MACs, if ``collapse_layer`` can remove it and its last
     node carries parameters (a norm or a layer)."""
     out: dict[str, BranchGate] = {}
@@ -366,7 +372,7 @@ def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
     return out
 
 
-def _branch_gate(graph, src: str, taken: set[str]) -> Optional[BranchGate]:
+def _branch_gate(graph: Graph, src: str, taken: set[str]) -> Optional[BranchGate]:
     """The gate of the residual branch ending at ``src`` (an input of an add), if ``collapse_layer`` can remove
     it, it saves MACs, and its last node has parameters no channel gate holds."""
     if src not in graph.nodes or len(graph.users(src)) != 1:
