@@ -2,8 +2,8 @@
 
 The methods of run files (``gnap``, ``cgap``, ``scs``, ``gbp``, ``gumbel``, ``budget``, ``staged``, ``distill``,
 and ``dense``, which does nothing) work on an :class:`archgraph.Network` and your optimizer (with ``distill``,
-``method.loss(task_loss)`` is the whole objective: it weighs the task loss by ``alpha``). ``archgraph grow`` drives the same
-strategies through the same :class:`~archgraph.methods.driver.Driver`.
+``method.loss(task_loss)`` is the whole objective: it weighs the task loss by ``alpha``). ``archgraph grow`` drives
+the same strategies through the same :class:`~archgraph.methods.driver.Driver`.
 
 >>> import archgraph, torch
 >>> from archgraph import methods
