@@ -131,8 +131,8 @@ def load_source(path, graph):
     spec = importlib.util.spec_from_file_location("exported", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    from archgraph.fx.builder import _class_name
-    return getattr(mod, _class_name(graph.name))()
+    from archgraph.fx.builder import class_name
+    return getattr(mod, class_name(graph.name))()
 
 
 def test_every_op_graph_covers_the_registry(every_op, every_seq_op):

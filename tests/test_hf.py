@@ -12,7 +12,7 @@ import archgraph  # noqa: E402
 from archgraph import rules  # noqa: E402
 from archgraph.errors import ConversionError  # noqa: E402
 from archgraph.fx.apply_plan import transfer  # noqa: E402
-from archgraph.fx.builder import _class_name, build  # noqa: E402
+from archgraph.fx.builder import build, class_name  # noqa: E402
 from archgraph.fx.layers import Attention  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
 from archgraph.interop import hf  # noqa: E402
@@ -88,7 +88,7 @@ def test_prunes_heads_and_neurons_and_exports(model_type, tmp_path):
     spec = importlib.util.spec_from_file_location("exported", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    standalone = getattr(mod, _class_name(pruned.name))().double().eval()
+    standalone = getattr(mod, class_name(pruned.name))().double().eval()
     standalone.load_state_dict(pw)
     with torch.no_grad():
         assert all(float((a - b).abs().max()) <= TOL for a, b in zip(outputs(standalone(x)),

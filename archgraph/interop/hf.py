@@ -215,7 +215,8 @@ def check_copy(model: nn.Module) -> nn.Module:
     checks the structure; the other layers' and tokens' weights are the checkpoint's tensors themselves."""
     if sum(p.numel() for p in model.parameters()) <= CHECK_PARAMS:
         return model
-    config = copy.deepcopy(model.config)
+    full: Any = model.config     # a Hugging Face config: its fields are set at run time
+    config = copy.deepcopy(full)
     layers = min(CHECK_LAYERS, config.num_hidden_layers)
     config.num_hidden_layers = layers
     if getattr(config, "layer_types", None):
@@ -229,10 +230,11 @@ def check_copy(model: nn.Module) -> nn.Module:
         small = type(model)(config)
     own = small.state_dict()
     state = model.state_dict()
-    tables = {k for k, t in state.items() if t.dim() >= 1 and t.shape[0] == model.config.vocab_size}
+    tables = {k for k, t in state.items() if t.dim() >= 1 and t.shape[0] == full.vocab_size}
     small.load_state_dict({k: state[k][:vocab] if k in tables else state[k] for k in own}, strict=False, assign=True)
-    if getattr(model.config, "tie_word_embeddings", False) and hasattr(small, "tie_weights"):
-        small.tie_weights()
+    tie = getattr(small, "tie_weights", None)
+    if getattr(full, "tie_word_embeddings", False) and tie is not None:
+        tie()
     for name, buf in list(small.named_buffers()):     # non-persistent buffers (rotary frequencies): the model's
         if buf.is_meta:
             owner, _, leaf = name.rpartition(".")
@@ -248,7 +250,7 @@ def _check(model: nn.Module, seq_len: int) -> None:
 
 
 def _convert(model: nn.Module, seq_len: int, copy: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    model_type: Any = getattr(getattr(model, "config", None), "model_type", None)
     walker = WALKERS.get(model_type)
     if walker is None:
         raise ConversionError(f"Hugging Face model type {model_type!r} is not supported (supported: "
@@ -371,6 +373,8 @@ class _Nodes(GraphBuilder):
 
     def rmsnorm(self, nid: str, x: str, m: nn.Module) -> str:
         eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+        if eps is None:
+            raise ConversionError(f"'{nid}' is a {type(m).__name__} with no variance_epsilon or eps", node=nid)
         return self.emit(nid, "rmsnorm", [x], {"weight": m.weight}, eps=float(eps))
 
     def dropout(self, nid: str, x: str, p: float) -> str:
@@ -417,7 +421,7 @@ class _Nodes(GraphBuilder):
 def _linear_weight(m: nn.Module) -> torch.Tensor:
     if isinstance(m, nn.Linear):
         return m.weight
-    if type(m).__name__ == "Conv1D" and hasattr(m, "nf"):    # GPT-2's: weight [in, out]
+    if type(m).__name__ == "Conv1D" and hasattr(m, "nf") and isinstance(m.weight, torch.Tensor):  # GPT-2's: [in, out]
         return m.weight.t()
     raise ConversionError(f"a projection of type {type(m).__name__} is not supported (nn.Linear or Conv1D)")
 
@@ -506,7 +510,7 @@ def _rope(cfg, rope: Optional[dict] = None) -> dict:
     _refuse(kind not in ("default", "llama3", "linear"),
             f"rope_type {kind!r} is not supported (default, llama3 and linear are)")
     _refuse(rope.get("partial_rotary_factor", 1.0) != 1.0, "a partial rotary embedding is not supported")
-    fields = {"rope_theta": float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))}
+    fields: dict[str, Any] = {"rope_theta": float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))}
     if kind == "linear":
         fields["rope_scaling"] = {"rope_type": "linear", "factor": float(rope["factor"])}
     elif kind == "llama3":
@@ -528,7 +532,7 @@ def _llama(b: _Nodes, base, t: int) -> str:
         p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
         post_norm = hasattr(layer, "post_feedforward_layernorm")   # OLMo 2: norms after the branches, none before
         h = x if post_norm else b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
-        qk = {}
+        qk: dict[str, Any] = {}
         if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head; OLMo 2: over all
             whole = att.q_norm.weight.shape[0] != getattr(att, "head_dim", -1)
             qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
@@ -654,8 +658,9 @@ def _native_routers(model: nn.Module):
     input's dtype, as the ``moe`` op does (in float32 the two are the same function). The experts run in their
     eager loop (the grouped matmul takes no float64)."""
     routers = [m for m in model.modules() if type(m).__name__.endswith("TopKRouter")]
-    configs = {id(m.config): m.config for m in model.modules()
-               if hasattr(m, "_is_expert_parallel") and hasattr(getattr(m, "config", None), "_experts_implementation")}
+    configs: dict[int, Any] = {
+        id(m.config): m.config for m in model.modules()
+        if hasattr(m, "_is_expert_parallel") and hasattr(getattr(m, "config", None), "_experts_implementation")}
     saved = {k: c._experts_implementation for k, c in configs.items()}
     for c in configs.values():
         c._experts_implementation = "eager"
@@ -711,11 +716,11 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
     """A causal LM's ``lm_head``; one tied to the embedding (``tie_word_embeddings``) is a linear with
     ``tied_to`` the embedding node, its weight the embedding's tensor itself."""
     head = getattr(model, "lm_head", None)
-    _refuse(not isinstance(head, nn.Linear), f"{type(model).__name__}: only a base model or a causal LM with an "
-                                             f"lm_head is supported")
+    if not isinstance(head, nn.Linear):
+        raise ConversionError(f"{type(model).__name__}: only a base model or a causal LM with an lm_head is supported")
     embed = base.get_input_embeddings()
     if head.weight is getattr(embed, "weight", None):   # tied: the head reads the embedding's table
-        table = "wte" if model.config.model_type == "gpt2" else "embed_tokens"
+        table = "wte" if getattr(model.config, "model_type", None) == "gpt2" else "embed_tokens"
         state = {"weight": b.weights[f"{table}.weight"]}
         if head.bias is not None:
             state["bias"] = head.bias
