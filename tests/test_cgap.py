@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.config import CgapSettings
+from archgraph.train.strategies.cgap import CgapSettings
 from archgraph.train.strategies.cgap import CgapStrategy
 from conftest import ROOT
 from method_helpers import attached, check_run, held_out, method_config, stub_trainer

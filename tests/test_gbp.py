@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.train.config import GbpSettings
+from archgraph.train.strategies.gbp import GbpSettings
 from archgraph.train.strategies.gbp import GbpStrategy
 from conftest import ROOT
 from method_helpers import attached, check_run, held_out, method_config, stub_trainer

@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 import archgraph
 from archgraph import rules
-from archgraph.train.config import GumbelSettings
+from archgraph.train.strategies.gumbel import GumbelSettings
 from archgraph.train.strategies.gumbel import GumbelStrategy, annealed, binary_concrete
 from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 

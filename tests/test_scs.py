@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.config import ScsSettings
+from archgraph.train.strategies.scs import ScsSettings
 from archgraph.train.strategies.scs import ScsStrategy
 from archgraph.fx.weights import load_weights
 from conftest import ROOT
