@@ -14,7 +14,7 @@ import difflib
 import hashlib
 import json
 import keyword
-from typing import Annotated, Any, Literal, Optional, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict, model_validator
 
@@ -79,9 +79,12 @@ def _input_out(value):
 
 #: one input: a float shape ([F], [T, D] or [C, H, W]) or token ids ({shape: [T], vocab: V}); in Python the value is
 #: the shape list, or a :class:`TokenShape` for token ids
-InputSpec = Annotated[
-    Union[Annotated[list[PositiveInt], Field(min_length=1, max_length=3)], TokenInput],
-    BeforeValidator(_input_in), AfterValidator(_input_out)]
+if TYPE_CHECKING:   # to a type checker an input is what validation leaves (the YAML's TokenInput becomes a TokenShape)
+    InputSpec = Union[list[int], TokenShape]
+else:
+    InputSpec = Annotated[
+        Union[Annotated[list[PositiveInt], Field(min_length=1, max_length=3)], TokenInput],
+        BeforeValidator(_input_in), AfterValidator(_input_out)]
 
 
 def input_data(value):

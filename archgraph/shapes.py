@@ -5,14 +5,19 @@ Non-zero counts take a weights mapping ``{"<node_id>.<param>": tensor}``.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .errors import GraphError
 from .ops.registry import OPS
 from .topology import topological_order
 
+if TYPE_CHECKING:   # for the type checker only: this layer never imports torch at run time (tests/test_layers.py)
+    from torch import Tensor
 
-def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
+    from .graph import Graph
+
+
+def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     # a token input keeps its TokenShape, so an embedding reading it sees the vocabulary
     shapes: dict[str, tuple[int, ...]] = {k: v if isinstance(v, tuple) else tuple(v) for k, v in graph.inputs.items()}
     for nid in topological_order(graph):
@@ -30,27 +35,27 @@ def infer_shapes(graph) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def node_params(graph, nid: str) -> int:
+def node_params(graph: Graph, nid: str) -> int:
     node = graph.nodes[nid]
     return OPS[node.op].sizes.params(node, graph.input_shapes(nid), graph.shape(nid))
 
 
-def node_macs(graph, nid: str) -> int:
+def node_macs(graph: Graph, nid: str) -> int:
     node = graph.nodes[nid]
     return OPS[node.op].sizes.macs(node, graph.input_shapes(nid), graph.shape(nid))
 
 
-def count_params(graph) -> int:
+def count_params(graph: Graph) -> int:
     """Dense parameter count; equals ``sum(p.numel() for p in build(graph).parameters())``."""
     return sum(node_params(graph, nid) for nid in graph.nodes)
 
 
-def count_macs(graph) -> int:
+def count_macs(graph: Graph) -> int:
     """Multiply-accumulates of conv and linear layers for one sample."""
     return sum(node_macs(graph, nid) for nid in graph.nodes)
 
 
-def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
+def count_nonzero_params(graph: Graph, weights: Mapping[str, Tensor]) -> int:
     """Parameters that are not exactly zero. ``weights`` maps ``<node_id>.<param>`` to tensors; buffers are skipped."""
     total = 0
     for nid, node in graph.nodes.items():
@@ -64,7 +69,7 @@ def count_nonzero_params(graph, weights: Mapping[str, object]) -> int:
     return total
 
 
-def count_nonzero_macs(graph, weights: Mapping[str, object]) -> int:
+def count_nonzero_macs(graph: Graph, weights: Mapping[str, Tensor]) -> int:
     """Multiply-accumulates that involve a non-zero conv/linear weight, per sample."""
     shapes = graph.shapes()
     total = 0

@@ -119,6 +119,7 @@ class ArrayItems:
 
 def mnist_speed(args) -> dict:
     import torch
+
     import archgraph
     from archgraph.data import data_config
     from archgraph.data.builtin import load_builtin

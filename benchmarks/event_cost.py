@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import archgraph  # noqa: E402
 from train_helpers import tiny_config, write_mnist  # noqa: E402
+
+import archgraph  # noqa: E402
 
 
 def ms(value) -> str:

@@ -31,6 +31,7 @@ GROWTH = {"rule": "add_filters", "args": {"node": "b0_fc", "count": 512, "init":
 
 def gpt(width: int):
     import yaml
+
     import archgraph
     spec = yaml.safe_load((ROOT / "examples" / "seeds" / "gpt_tiny.yaml").read_text())
     for nid, node in spec["nodes"].items():
@@ -58,13 +59,14 @@ def worker(args) -> None:
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
+
     import archgraph
     from archgraph.fx.builder import build
     from archgraph.fx.materialise import materialise
     from archgraph.fx.weights import load_into
     from archgraph.train import distributed, fsdp
     from archgraph.train.config import Schedule
-    from archgraph.train.optim import make_optimizer, load_optimizer_state, optimizer_state
+    from archgraph.train.optim import load_optimizer_state, make_optimizer, optimizer_state
     torch.set_num_threads(1)
     d = distributed.from_env(torch.device("cpu"))
     schedule = Schedule(optimizer="adamw", lr=1e-4, epochs=1)

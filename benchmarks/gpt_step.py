@@ -28,9 +28,10 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
-import archgraph  # noqa: E402
 from reference_models import LSTMLM, Table, UNetTiny  # noqa: E402
 from timing import interleaved, timed  # noqa: E402
+
+import archgraph  # noqa: E402
 
 
 class CausalSelfAttention(nn.Module):

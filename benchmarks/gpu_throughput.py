@@ -31,11 +31,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from handwritten import ResNetCifar  # noqa: E402
+from timing import interleaved, timed  # noqa: E402
+
 import archgraph  # noqa: E402
 from archgraph.format.yaml_io import parse_yaml, read_text  # noqa: E402
 from archgraph.train.loop import _Forward, _functional_forward  # noqa: E402
-from handwritten import ResNetCifar  # noqa: E402
-from timing import interleaved, timed  # noqa: E402
 
 SEED = ROOT / "examples" / "seeds" / "resnet_cifar.yaml"
 

@@ -20,7 +20,8 @@ Conventions, stated once:
 - **Wall time** is the time inside training steps plus the time of each rewrite (rule, build, weight and optimizer
   transfer); evaluation is left out of both runs (each pays the same per evaluation).
 - **The threshold** is the scratch run's validation bpc at the end of its budget, averaged over its last
-  ``--window`` evaluations at multiples of ``--every`` steps (the end of the last epoch is not one) (at a constant learning rate one evaluation is noisy); each run's cost is that at its
+  ``--window`` evaluations at multiples of ``--every`` steps (the end of the last epoch is not one) (at a constant
+  learning rate one evaluation is noisy); each run's cost is that at its
   *first* evaluation whose average with the ``window - 1`` before it is at or below the threshold (the grown run
   trains longer so it can get there).
 """
@@ -181,7 +182,8 @@ def write(rows: list[dict], runs: list[dict], args, out: Path, command: Optional
             "median_flops_ratio": flops_med, "median_wall_ratio": wall_med, "rows": rows, "runs": runs}
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = ["# Growth saves compute? (benchmarks/growth_compute.py)", "",
-             f"`{data['command']}`" + (f" (rows from `{here}`)" if command else "") + ", one CPU thread. The target (`benchmarks/configs/gpt_grow_target.yaml`, "
+             f"`{data['command']}`" + (f" (rows from `{here}`)" if command else "")
+             + ", one CPU thread. The target (`benchmarks/configs/gpt_grow_target.yaml`, "
              f"{runs[0]['params']:,} parameters) trained from scratch against the same architecture grown from "
              "`gpt_grow_seed.yaml` by the staged, function-preserving rules of "
              "`benchmarks/configs/growth_compute_grown.yaml`. Cost until the first evaluation (every "

@@ -27,11 +27,11 @@ import torch  # noqa: E402
 
 import archgraph  # noqa: E402
 from archgraph import rules  # noqa: E402
+from archgraph.fx.apply_plan import transfer, transfer_optimizer  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.rules.base import apply  # noqa: E402
 from archgraph.train.config import Schedule  # noqa: E402
 from archgraph.train.optim import load_optimizer_state, make_optimizer, optimizer_state  # noqa: E402
-from archgraph.fx.apply_plan import transfer, transfer_optimizer  # noqa: E402
 
 SCHEDULE = Schedule()   # the loop's default optimizer: AdamW, weight decay on conv/linear weights
 

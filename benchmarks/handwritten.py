@@ -10,8 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reference_models import (DenseNetConcat, DigitsCNN, MLP, MobileNetDepthwise, ResNetCifar,  # noqa: E402
-                              TinyCNN)
+from reference_models import MLP, DenseNetConcat, DigitsCNN, MobileNetDepthwise, ResNetCifar, TinyCNN  # noqa: E402
 
 #: seed name -> (hand-written class, input shape of one sample)
 REFERENCES = {"tiny_cnn": (TinyCNN, (1, 28, 28)), "resnet_cifar": (ResNetCifar, (3, 32, 32)),

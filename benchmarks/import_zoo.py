@@ -34,13 +34,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import archgraph  # noqa: E402
 from run_rows import write_tables  # noqa: E402
+
+import archgraph  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
+from archgraph.fx.weights import load_into  # noqa: E402
+from archgraph.interop.equivalence import main_output, max_error, randomize_normalization, torchvision_model  # noqa: E402,E501
 from archgraph.interop.export import export_onnx  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
-from archgraph.interop.equivalence import main_output, max_error, randomize_normalization, torchvision_model  # noqa: E402,E501
-from archgraph.fx.weights import load_into  # noqa: E402
 
 ZOO = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
        "efficientnet_b0", "regnet_x_400mf", "shufflenet_v2_x1_0", "squeezenet1_0", "googlenet", "convnext_tiny",

@@ -62,6 +62,7 @@ def weights_bytes(folder: Path) -> int:
 def run_row(row: str, model: str, work: Path, ratio: float) -> dict:
     """One step in this process; returns its seconds (and what it produced)."""
     import torch
+
     from archgraph.cli import main
     hf_dir, imported, pruned, uniform, exported = (work / model / n for n in
                                                   ("hf", "imported", "pruned", "uniform", "exported"))
@@ -105,6 +106,7 @@ def torch_pruning_row(hf_dir: Path, ratio: float, start: float) -> dict:
     heads as head groups, the same ratio, magnitude importance, the LM head left out."""
     import torch
     import torch_pruning as tp
+
     from archgraph.compat import import_transformers
     tr = import_transformers()
     model = tr.AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16).eval()

@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_rows import write_tables  # noqa: E402
 from timm_zoo import create, merge_rows, short, time_limit  # noqa: E402
 from zoo import CLASSES, hf_model  # noqa: E402
-from archgraph.interop.equivalence import randomize_normalization, torchvision_model  # noqa: E402
+
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
+from archgraph.interop.equivalence import randomize_normalization, torchvision_model  # noqa: E402
 from archgraph.interop.export import _example_inputs, export_onnx  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
 

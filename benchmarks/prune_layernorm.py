@@ -27,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from test_import_prune import readers_ignore, run  # noqa: E402
+
 from archgraph.channels import analyse  # noqa: E402
 from archgraph.fx.apply_plan import transfer_state  # noqa: E402
 from archgraph.fx.magnitude import prune_rewrite, prune_rules  # noqa: E402
@@ -34,7 +36,6 @@ from archgraph.interop.equivalence import randomize_normalization, torchvision_m
 from archgraph.interop.importer import from_module  # noqa: E402
 from archgraph.ops.registry import OPS  # noqa: E402
 from archgraph.rules.prune import classes_at  # noqa: E402
-from test_import_prune import readers_ignore, run  # noqa: E402
 
 
 def zero_where_made(graph, weights, removed: set[int]) -> dict:

@@ -167,7 +167,8 @@ def markdown(res: dict) -> str:
         st = lm["settings"]
         lines += [f"## LSTM LM (bundled text, {st['example']}, data.limit={st['data.limit']}, "
                   f"{st['epochs']} epochs, SCS overrides {st['overrides'] or 'none'})", "",
-                  "| run | params | MACs | val bpc | test bpc | growths | prunes | wall s |", "|---|---|---|---|---|---|---|---|"]
+                  "| run | params | MACs | val bpc | test bpc | growths | prunes | wall s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in lm["scs_variants"] + [lm["dense_seed"], lm["dense_final_shape"]]:
             lines.append(f"| {r['variant']} | {r['params']} | {r['macs']} | {r['val_bpc']:.4f} | {r['test_bpc']:.4f} | "
                          f"{r['growth_events']} | {r['prune_events']} | {r['bench_wall_s']} |")
@@ -178,7 +179,8 @@ def markdown(res: dict) -> str:
         st = seg["settings"]
         lines += [f"## Segmentation (digits_scenes 32x32, {st['example']}, data.limit={st['data.limit']}, "
                   f"{st['epochs']} epochs, SCS overrides {st['overrides'] or 'none'})", "",
-                  "| run | params | MACs | val mIoU | test mIoU | growths | prunes | wall s |", "|---|---|---|---|---|---|---|---|"]
+                  "| run | params | MACs | val mIoU | test mIoU | growths | prunes | wall s |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in seg["scs_variants"] + seg.get("baselines", [seg["dense"]]):
             lines.append(f"| {r['variant']} | {r['params']} | {r['macs']} | {r['val_miou']:.4f} | "
                          f"{r['test_miou']:.4f} | {r['growth_events']} | {r['prune_events']} | {r['bench_wall_s']} |")

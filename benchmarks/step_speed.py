@@ -34,11 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from handwritten import REFERENCES  # noqa: E402
+from timing import interleaved, timed  # noqa: E402
+
 import archgraph  # noqa: E402
 from archgraph.fx import speed  # noqa: E402
 from archgraph.train.loop import Trainer, _Forward, _functional_forward  # noqa: E402
-from handwritten import REFERENCES  # noqa: E402
-from timing import interleaved, timed  # noqa: E402
 
 
 def plain_step(model, x, y):
@@ -134,7 +135,8 @@ def main(argv=None) -> list[dict]:
     rows = [measure(name, args) for name in args.seeds]
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(f"torch {torch.__version__}, {where}, {args.threads} thread(s), batch {args.batch}, median of {args.rounds} "
-          f"interleaved rounds, each timing at least {args.steps} steps and {args.min_time} s; load average {load[0]:.2f} before, "
+          f"interleaved rounds, each timing at least {args.steps} steps and {args.min_time} s; "
+          f"load average {load[0]:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after ({os.cpu_count()} cores)\n")
     print(table(rows))
     worst = max(r["built_ratio"] for r in rows)

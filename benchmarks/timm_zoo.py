@@ -39,8 +39,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import archgraph  # noqa: E402
 from run_rows import write_tables  # noqa: E402
+
+import archgraph  # noqa: E402
 from archgraph.compat import import_timm  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402

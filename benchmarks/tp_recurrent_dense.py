@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
+from reference_models import LSTMText, UNetTiny  # noqa: E402
 
 import archgraph  # noqa: E402
-from reference_models import LSTMText, UNetTiny  # noqa: E402
 
 RATIO = 0.5
 OUT = ROOT / "benchmarks" / "results"

@@ -21,12 +21,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def main(argv=None) -> int:
     import torch
+    from train_helpers import write_mnist
 
     import archgraph
     from archgraph import rules
     from archgraph.train.config import config_from_data
     from archgraph.train.loop import Trainer
-    from train_helpers import write_mnist
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")

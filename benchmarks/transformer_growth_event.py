@@ -23,12 +23,12 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 import torch  # noqa: E402
+from transformer_helpers import gpt_graph  # noqa: E402
 
 import archgraph  # noqa: E402
 from archgraph import rules  # noqa: E402
 from archgraph.train.config import Schedule  # noqa: E402
 from archgraph.train.optim import make_optimizer  # noqa: E402
-from transformer_helpers import gpt_graph  # noqa: E402
 
 SCHEDULE = Schedule()   # the loop's default optimizer: AdamW, weight decay on linear weights
 T, VOCAB = 32, 65

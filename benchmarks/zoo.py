@@ -5,7 +5,8 @@
   torchvision: every classification model of ``torchvision.models.list_models(module=torchvision.models)``, built
                with ``num_classes=10`` (norms randomised, and parameters left at zero, a fresh ViT's class token,
                attention biases and head, given small random values) and run at the first of --sizes (64, 96,
-               128, 224 px) it runs at; models over --max-params are skipped and listed. archgraph: ``from_module`` (exact in float64 against the model),
+               128, 224 px) it runs at; models over --max-params are skipped and listed. archgraph:
+               ``from_module`` (exact in float64 against the model),
                then ``archgraph.prune(ratio=0.5, criterion="l2")``; Torch-Pruning: ``MetaPruner(MagnitudeImportance(
                p=2), pruning_ratio=0.5, ignored_layers=[classifier])`` (and ``num_heads`` of every
                ``nn.MultiheadAttention``, as its torchvision example rounds ViT channels to heads); each is ok when
@@ -49,9 +50,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import archgraph  # noqa: E402
 from run_rows import write_tables  # noqa: E402
 from timm_zoo import behind, error_cell, family_counts, short, time_limit  # noqa: E402
+
+import archgraph  # noqa: E402
 from archgraph.compat import import_torchvision, import_transformers  # noqa: E402
 from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
@@ -460,7 +462,8 @@ def tables(tv: list[dict], hf_rows: list[dict], heads: list[dict]) -> str:
         if not rows:
             continue
         out += ["", f"{title} per model:", "", "| model | params | size | archgraph import | AG pruned | AG params "
-                "| AG time | TP pruned | TP params | TP time | error |", "|---|---:|---:|:---:|:---:|---:|---:|:---:|---:|---:|---|"]
+                "| AG time | TP pruned | TP params | TP time | error |",
+                "|---|---:|---:|:---:|:---:|---:|---:|:---:|---:|---:|---|"]
         for r in rows:
             p = f"{r['params'] / 1e6:.2f}M" if "params" in r else "-"
             if r.get("status") != "tried":

@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))
 def fixture_run(path: Path) -> Path:
     """A made-up run: real rules applied to the tiny CNN seed (so it replays), synthetic metrics."""
     sys.path.insert(0, str(ROOT / "tests"))
+    from rundir_fixture import steps_from_rules, write_run
+
     import archgraph
     from archgraph import rules
-    from rundir_fixture import steps_from_rules, write_run
     seed = archgraph.load(ROOT / "examples" / "seeds" / "tiny_cnn.yaml")
     steps = steps_from_rules(seed, [
         rules.AddFilters(node="c1", count=4),
@@ -68,10 +69,10 @@ def main() -> None:
     p.add_argument("--version", type=int, help="version the report screenshot shows (default: the last)")
     args = p.parse_args()
     from archgraph.history.diff import render_diff
-    from archgraph.history.run import Run
-    from archgraph.history.timeline import render_history
     from archgraph.history.plots import plot_history
     from archgraph.history.report import write_report
+    from archgraph.history.run import Run
+    from archgraph.history.timeline import render_history
     run_dir = fixture_run(args.fixture) if args.fixture else args.run_dir
     if run_dir is None:
         p.error("give a RUN_DIR or --fixture DIR")

@@ -4,12 +4,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-
-import archgraph
-from archgraph.shapes import count_nonzero_params
-from archgraph.fx.weights import load_weights
 from conftest import ROOT
 from train_helpers import events, tiny_config
+
+import archgraph
+from archgraph.fx.weights import load_weights
+from archgraph.shapes import count_nonzero_params
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 

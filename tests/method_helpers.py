@@ -5,12 +5,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from train_helpers import events, tiny_config
 
 import archgraph
+from archgraph.fx.weights import load_weights
 from archgraph.graph import content_hash
 from archgraph.shapes import count_nonzero_params
-from archgraph.fx.weights import load_weights
-from train_helpers import events, tiny_config
 
 #: settings that make each method grow and prune within a few epochs of the tiny seed
 TINY_METHODS = {
@@ -77,7 +77,7 @@ def check_run(run, summary: dict, test_x=None, test_y=None) -> list[dict]:
 
 def held_out(root):
     """The generated test images as the run sees them."""
-    from archgraph.train.config import DataConfig
     from archgraph.data.feed import load_data as load_dataset
+    from archgraph.train.config import DataConfig
     ds = load_dataset(DataConfig(name="mnist", root=str(root), val_fraction=0.2))
     return ds.batch(ds.test, torch.arange(len(ds.test)))

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # ---- hand-written modules, one per seed ------------------------------------------------------------------------
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1):

@@ -4,13 +4,12 @@ without changing the function) and a run end to end on generated data."""
 import pytest
 import torch
 import torch.nn.functional as F
+from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.strategies.budget import BudgetSettings
-from archgraph.train.strategies.budget import BudgetStrategy, budget_loss, keep_mask, mask_function
+from archgraph.train.strategies.budget import BudgetSettings, BudgetStrategy, budget_loss, keep_mask, mask_function
 from archgraph.train.unstructured import masked_keys
-from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):
@@ -115,7 +114,8 @@ def test_training_step_moves_toward_the_budget():
 def test_budget_end_to_end(data_root, tmp_path):
     cfg = method_config(data_root, {"name": "budget", "target": 0.05}, epochs=5)
     summary = archgraph.grow(cfg, tmp_path / "run", quiet=True)
-    log, graphs, weights = check_run(tmp_path / "run", summary, archgraph.format.yaml_io.graph_from_data(cfg["seed"]).params)
+    seed_params = archgraph.format.yaml_io.graph_from_data(cfg["seed"]).params
+    log, graphs, weights = check_run(tmp_path / "run", summary, seed_params)
     assert summary["test_acc"] >= 0.5
     epochs = [e["metrics"] for e in log if e["event"] == "epoch"]
     assert epochs[0]["temperature"] > epochs[-1]["temperature"]

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 import torch.fx as fx
+from conftest import ROOT, SEEDS
 
 import archgraph
+from archgraph.format.yaml_io import loads
 from archgraph.fx.builder import build, node_seed
 from archgraph.graph import RESERVED_IDS
-from archgraph.format.yaml_io import loads
-from conftest import ROOT, SEEDS
 
 TINY = ROOT / "examples" / "seeds" / "tiny_cnn.yaml"
 RESNET = ROOT / "examples" / "seeds" / "resnet_cifar.yaml"
@@ -183,7 +183,8 @@ def test_reserved_ids_cover_this_torch():
 
 @pytest.mark.parametrize("name", ["forward", "training", "to", "self", "torch", "_private"])
 def test_reserved_ids_are_refused(name):
-    text = f"archgraph: 1\ninputs: {{x: [4]}}\nnodes:\n  {name}: {{op: linear, in: x, out_features: 2}}\noutputs: [{name}]\n"
+    text = (f"archgraph: 1\ninputs: {{x: [4]}}\nnodes:\n  {name}: {{op: linear, in: x, out_features: 2}}\n"
+            f"outputs: [{name}]\n")
     with pytest.raises(archgraph.GraphError) as info:
         loads(text)
     assert info.value.node == name or name.startswith("_")

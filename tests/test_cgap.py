@@ -4,13 +4,12 @@ and a tiny run grows, prunes and ends consistent."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.strategies.cgap import CgapSettings
-from archgraph.train.strategies.cgap import CgapStrategy
-from conftest import ROOT
-from method_helpers import attached, check_run, held_out, method_config, stub_trainer
+from archgraph.train.strategies.cgap import CgapSettings, CgapStrategy
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph import rules
 from archgraph.channels import analyse
 from archgraph.fx.magnitude import importance, prune_rules
-from conftest import ROOT
 
 SE_FLATTEN = archgraph.loads("""
 archgraph: 1
@@ -232,6 +232,7 @@ def test_repeated_inputs_and_concatenated_flattens_stay_exact(rule):
     """A value read twice (concat(a, a), a + a, s * s), two inputs, two outputs, flattens of different sizes
     concatenated into one linear."""
     from rewrite_helpers import build64, inputs_for, max_error, outputs
+
     from archgraph.fx.materialise import materialise
     m = build64(TWISTED)
     xs = inputs_for(TWISTED)

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, SEEDS
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 import archgraph
 from archgraph.cli import main, parser
-from conftest import ROOT, SEEDS
 
 TINY = ROOT / "examples" / "seeds" / "tiny_cnn.yaml"
 RESNET = ROOT / "examples" / "seeds" / "resnet_cifar.yaml"

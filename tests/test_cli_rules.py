@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph.cli import main
 from archgraph.fx.weights import load_weights, save_weights
-from conftest import ROOT
 
 TINY = str(ROOT / "examples" / "seeds" / "tiny_cnn.yaml")
 

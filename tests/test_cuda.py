@@ -22,16 +22,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-import archgraph
-from archgraph.graph import is_tokens
-from archgraph.history.rundir import RunDir
-from archgraph.fx.weights import load_weights
-from archgraph.interop.equivalence import randomize_normalization
 from conftest import ROOT, SEEDS
 from method_helpers import method_config
-from train_helpers import tiny_config
 from test_resume import Crash, strip
+from train_helpers import tiny_config
+
+import archgraph
+from archgraph.fx.weights import load_weights
+from archgraph.graph import is_tokens
+from archgraph.history.rundir import RunDir
+from archgraph.interop.equivalence import randomize_normalization
 
 pytestmark = pytest.mark.cuda
 

@@ -3,10 +3,10 @@ examples/data/make_data.py writes, as docs/training.md tells users to run them."
 import sys
 
 import pytest
+from conftest import ROOT
 
 import archgraph
 from archgraph.cli import main
-from conftest import ROOT
 
 EXAMPLES = sorted((ROOT / "examples").glob("data_*.yaml"))
 PATHS = {"data_folder": "shapes", "data_arrays": "shapes.npz", "data_tokens": "corpus"}

@@ -3,13 +3,13 @@ windows) and an `arrays` run (a memory-mapped .npz, augmentation) killed at a wr
 rewrite writes in the middle of an epoch, so the run resumes at that batch - end with the same summary, history,
 versions and weights as an uninterrupted run."""
 import pytest
+from data_helpers import IMAGE_SEED, TOKEN_SEED, run_config, write_arrays, write_folder, write_tokens
+from test_resume import Crash, assert_same_run, count_writes, crash_before_write, strip
 
 import archgraph
 from archgraph import rules
 from archgraph.history.rundir import RunDir
 from archgraph.train.strategies.dense import DenseStrategy
-from data_helpers import IMAGE_SEED, TOKEN_SEED, run_config, write_arrays, write_folder, write_tokens
-from test_resume import Crash, assert_same_run, count_writes, crash_before_write, strip
 
 REWRITE_STEP = 4
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from data_helpers import CLASSES, IMAGE_SEED, TOKEN_SEED, run_config, write_folder, write_tokens
 
 import archgraph
 from archgraph.cli import main
@@ -17,7 +18,6 @@ from archgraph.data import SOURCES, data_config
 from archgraph.data.feed import Streamed, TextDataset, load_data
 from archgraph.errors import ConfigError
 from archgraph.train.config import config_from_data
-from data_helpers import CLASSES, IMAGE_SEED, TOKEN_SEED, run_config, write_folder, write_tokens
 
 
 def test_every_source_is_registered_once_with_its_settings():

@@ -17,11 +17,11 @@ import warnings
 import pytest
 import torch
 import yaml
+from conftest import ROOT
+from train_helpers import tiny_config, write_mnist
 
 import archgraph
 from archgraph.fx.weights import load_weights
-from conftest import ROOT
-from train_helpers import tiny_config, write_mnist
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not sys.platform.startswith("linux"),
                                 reason="needs torch.distributed with gloo on Linux")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 from method_helpers import TINY_METHODS
 from test_ddp import pytestmark, torchrun, weights_hash  # noqa: F401  (pytestmark: the same skip)
 from train_helpers import TINY_SEED, tiny_config, write_mnist
+
 from archgraph.fx.weights import load_weights
 
 #: settings that make each method rewrite within three epochs, and the kinds of rewrite they must make

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from reference_models import UNetTiny  # the hand-written twin of the seed
 from torch import nn
 
 import archgraph
@@ -14,7 +15,6 @@ from archgraph.fx.apply_plan import transfer
 from archgraph.fx.builder import build
 from archgraph.interop.equivalence import randomize_normalization
 from archgraph.ops.registry import OPS
-from reference_models import UNetTiny   # the hand-written twin of the seed
 
 SEED = "examples/seeds/unet_tiny.yaml"
 TOL = 1e-9

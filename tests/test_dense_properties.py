@@ -3,13 +3,13 @@ recurrent language models x random growth rules keep the outputs (float64); prun
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_dense import readers_ignore
 
 import archgraph
 from archgraph import rules
 from archgraph.channels import SOURCE, analyse
-from archgraph.fx.materialise import materialise
 from archgraph.fx.builder import build
-from test_dense import readers_ignore
+from archgraph.fx.materialise import materialise
 
 TOL = 1e-9
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -76,7 +76,8 @@ def growth(draw, g):
     kind = draw(st.sampled_from(["add", "split"] + (["insert"] if len(g.shapes()[node]) == 3 else [])))
     if kind == "add":
         return rules.AddFilters(node=node, count=draw(st.integers(1, 3)),
-                                init=draw(st.sampled_from(["preserve", "zero", "net2net"])), seed=draw(st.integers(0, 9)))
+                                init=draw(st.sampled_from(["preserve", "zero", "net2net"])),
+                                seed=draw(st.integers(0, 9)))
     if kind == "split":
         return rules.SplitFilters(node=node, indices=(0,), eps=0.0)
     return rules.InsertLayer(after=node)

@@ -1,8 +1,9 @@
 """docs/format.md documents every op and every field of the format (so the tour cannot silently fall behind)."""
 import re
 
-from archgraph.ops.spec import NODE_KINDS
 from conftest import ROOT
+
+from archgraph.ops.spec import NODE_KINDS
 
 DOC = (ROOT / "docs" / "format.md").read_text()
 

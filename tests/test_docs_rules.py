@@ -7,8 +7,9 @@ import io
 import re
 import shlex
 
-from archgraph.cli import main
 from conftest import ROOT
+
+from archgraph.cli import main
 
 DOC = (ROOT / "docs" / "rules.md").read_text()
 

@@ -26,7 +26,8 @@ MODULES = [
     "archgraph.data", "archgraph.data.registry", "archgraph.data.settings", "archgraph.data.builtin",
     "archgraph.data.folder", "archgraph.data.arrays", "archgraph.data.tokens", "archgraph.data.feed",
     # history
-    "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots", "archgraph.history.report",
+    "archgraph.history.run", "archgraph.history.timeline", "archgraph.history.diff", "archgraph.history.plots",
+    "archgraph.history.report",
 ]
 # modules whose examples all need a run directory (marked +SKIP): they must import and fail nothing
 ALL_SKIPPED = {"archgraph.history.timeline", "archgraph.history.plots", "archgraph.history.report"}

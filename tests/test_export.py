@@ -7,14 +7,14 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.fx.builder import build
 from archgraph.cli import main
 from archgraph.errors import ConversionError
+from archgraph.fx.builder import build
+from archgraph.fx.weights import load_weights, save_weights
+from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model
 from archgraph.interop.export import export_onnx, export_python
 from archgraph.interop.importer import from_module
 from archgraph.ops.registry import OPS
-from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model
-from archgraph.fx.weights import load_weights, save_weights
 
 EVERY_OP = """
 archgraph: 1
@@ -349,6 +349,7 @@ def test_onnx_with_external_data_writes_the_weights_beside_the_model_and_runs(tm
     automatic threshold), the two files appear only after the checks, and onnxruntime runs the pair."""
     import onnx
     import onnxruntime as ort
+
     from archgraph.interop import export as export_module
 
     graph = archgraph.load("examples/seeds/tiny_cnn.yaml")

@@ -21,15 +21,16 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import ROOT
+from test_ddp import free_port, pytestmark, torchrun, weights_hash  # noqa: F401  (pytestmark: the same skip)
+from test_ddp_methods import METHODS as DDP_METHODS
+from test_ddp_methods import seed_with_dropout, traced_ranks
+from test_resume import Crash
+from train_helpers import tiny_config, write_mnist
 
 import archgraph
 from archgraph.fx.weights import load_weights
 from archgraph.train import fsdp
-from conftest import ROOT
-from test_ddp import free_port, pytestmark, torchrun, weights_hash  # noqa: F401  (pytestmark: the same skip)
-from test_ddp_methods import METHODS as DDP_METHODS, seed_with_dropout, traced_ranks
-from test_resume import Crash
-from train_helpers import tiny_config, write_mnist
 
 #: float summation order: the largest difference allowed between the runs' final weights
 ATOL, RTOL = 1e-5, 1e-4
@@ -269,8 +270,9 @@ def test_two_nodes_on_localhost_grow_one_run(tmp_path):
 def test_sweep_trials_as_torchrun_jobs(tmp_path, capsys):
     """``archgraph sweep --launcher "torchrun --nproc_per_node=2"``: the trial's run is a two-process (FSDP) job."""
     pytest.importorskip("optuna")
-    from archgraph.cli import main
     from test_sweep import sweep_args
+
+    from archgraph.cli import main
     out = tmp_path / "sweep"
     assert main(sweep_args(out, 1, "--set", "schedule.parallel=fsdp", "--set", "data.limit=200",
                            "--launcher", "torchrun --nproc_per_node=2")) == 0

@@ -11,6 +11,7 @@ import json
 
 import jsonschema
 import yaml
+from conftest import SEEDS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from archgraph.cli import main
 from archgraph.errors import ArchgraphError
 from archgraph.format.schemas import graph_schema
 from archgraph.format.yaml_io import loads
-from conftest import SEEDS
 
 SEED_TEXT = [p.read_text() for p in SEEDS]
 SEED_DATA = [yaml.safe_load(t) for t in SEED_TEXT]
@@ -178,6 +178,7 @@ def test_mutated_run_files_validate_or_exit_2(tmp_path, capsys, data):
 
 def _fixture_run(root):
     from rundir_fixture import steps_from_rules, write_run
+
     from archgraph.format.yaml_io import load
     from archgraph.rules import AddFilters
     seed = load(ROOT / "examples" / "seeds" / "mlp.yaml")
@@ -211,6 +212,7 @@ def test_mutated_checkpoints_are_accepted_or_refused(data):
 
     import numpy as np
     import torch
+
     from archgraph.history.checkpoints import check_checkpoint
     from archgraph.train.checkpoint import rng_state
     np.random.seed(0)

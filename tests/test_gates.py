@@ -2,6 +2,7 @@
 the hard weights counted honestly, and per-channel state carried through rewrites."""
 import pytest
 import torch
+from conftest import ROOT
 from torch.func import functional_call
 
 import archgraph
@@ -9,7 +10,6 @@ from archgraph import rules
 from archgraph.shapes import count_nonzero_params
 from archgraph.train.gates import channel_costs, gate_layout, gate_overrides, hard_weights
 from archgraph.train.tensors import TensorSGD, channel_map, follow_channels
-from conftest import ROOT
 
 SEEDS = ROOT / "examples" / "seeds"
 

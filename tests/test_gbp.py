@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-
-import archgraph
-from archgraph.train.strategies.gbp import GbpSettings
-from archgraph.train.strategies.gbp import GbpStrategy
 from conftest import ROOT
 from method_helpers import attached, check_run, held_out, method_config, stub_trainer
+
+import archgraph
+from archgraph.train.strategies.gbp import GbpSettings, GbpStrategy
 
 SEEDS = ROOT / "examples" / "seeds"
 

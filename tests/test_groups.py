@@ -2,11 +2,11 @@
 group (differentiably), and the prune rules they give apply in turn and keep the minimum width."""
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph import rules
 from archgraph.train.groups import GroupIndex
-from conftest import ROOT
 
 SEEDS = ROOT / "examples" / "seeds"
 

@@ -7,14 +7,14 @@ import sys
 import pytest
 import torch
 import yaml
+from conftest import ROOT
+from train_helpers import TINY_SEED, events, tiny_config
 
 import archgraph
 from archgraph.cli import main
+from archgraph.fx.weights import load_weights
 from archgraph.graph import content_hash
 from archgraph.shapes import count_nonzero_params
-from archgraph.fx.weights import load_weights
-from conftest import ROOT
-from train_helpers import TINY_SEED, events, tiny_config
 
 SUMMARY_KEYS = {"test_acc", "params", "nonzero_params", "macs", "versions", "growth_events", "prune_events",
                 "wall_s", "world_size"}
@@ -63,8 +63,8 @@ def test_final_weights_hold_exact_zeros_counted_honestly(gnap_run, data_root):
     assert count_nonzero_params(graph, weights) == summary["nonzero_params"] < summary["params"]
     assert summary["macs"] == graph.macs
     # the reported accuracy is the saved network's
-    from archgraph.train.config import DataConfig
     from archgraph.data.feed import load_data as load_dataset
+    from archgraph.train.config import DataConfig
     ds = load_dataset(DataConfig(name="mnist", root=str(data_root), val_fraction=0.2))
     module = archgraph.build(graph)
     module.load_state_dict(weights)
@@ -168,7 +168,8 @@ def test_replay_rebuilds_every_version_of_a_training_run(gnap_run, tmp_path, cap
         assert archgraph.replay(run, k) == archgraph.load(run / "versions" / f"{k:04d}.yaml")
     out = tmp_path / "replayed"
     assert main(["replay", str(run), "--version", str(summary["versions"] - 1), "-o", str(out)]) == 0
-    assert archgraph.load(out / "graph.yaml") == archgraph.load(run / "versions" / f"{summary['versions'] - 1:04d}.yaml")
+    last = run / "versions" / f"{summary['versions'] - 1:04d}.yaml"
+    assert archgraph.load(out / "graph.yaml") == archgraph.load(last)
 
 
 @pytest.mark.slow

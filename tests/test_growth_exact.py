@@ -7,12 +7,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformer_helpers import example, gpt_graph
 
 import archgraph
 from archgraph import rules
 from archgraph.errors import RuleError
 from archgraph.fx.apply_plan import transfer
-from transformer_helpers import example, gpt_graph
 
 TOL = 1e-9
 
@@ -56,7 +56,8 @@ def test_masked_widening_of_a_layernorm_stream_is_exact_and_ramps():
     mask = new.b0_ln1.mask
     assert mask.shape == (12,) and bool((mask[8:] == 0).all())
     # the new channels' weights are not zero: the mask alone keeps the function
-    assert float(new.b0_attn.q_proj.weight.detach()[:, 8:].abs().sum()) > 0 and float(new.wte.weight.detach()[:, 8:].abs().sum()) > 0
+    assert float(new.b0_attn.q_proj.weight.detach()[:, 8:].abs().sum()) > 0
+    assert float(new.wte.weight.detach()[:, 8:].abs().sum()) > 0
     new.train()
     x = example(g)
     for step in range(1, 5):
@@ -104,7 +105,7 @@ def test_masked_norm_exports_and_replays(tmp_path):
     assert archgraph.graph.content_hash(again.graph) == archgraph.graph.content_hash(rw.graph)
     text = archgraph.dumps(rw.graph)
     assert "mask_ramp: 7" in text and archgraph.loads(text) == rw.graph
-    from archgraph.interop.importer import from_module   # the built module imports back with its masks
+    from archgraph.interop.importer import from_module  # the built module imports back with its masks
     back, weights = from_module(archgraph.build(rw.graph), input_shape=[6], vocab=13)
     assert [n.mask_ramp for n in back.nodes.values() if n.op == "layernorm"] == [7, 7, 7]
     assert any(k.endswith(".mask") for k in weights)
@@ -157,7 +158,8 @@ def test_stacking_a_block_with_zeroed_residual_writers_is_exact(norm):
     assert rw.graph.nodes["ln_f"].inputs == ("b2_res2",) and rw.graph.nodes["b2_ln1"].inputs == ("b1_res2",)
     assert torch.equal(new.b2_fc.weight, old.b1_fc.weight) and torch.equal(new.b2_attn.q_proj.weight,
                                                                             old.b1_attn.q_proj.weight)
-    assert float(new.b2_proj.weight.detach().abs().sum()) == 0 and float(new.b2_attn.o_proj.weight.detach().abs().sum()) == 0
+    assert float(new.b2_proj.weight.detach().abs().sum()) == 0
+    assert float(new.b2_attn.o_proj.weight.detach().abs().sum()) == 0
 
 
 def test_stacking_copies_g_stack_style_is_not_exact_and_says_why():
@@ -189,7 +191,8 @@ def test_stacking_errors_name_the_problem():
 def ln_transformer(draw):
     kv = draw(st.sampled_from([1, 2]))
     per = draw(st.sampled_from([1, 2]))
-    return gpt_graph(depth=draw(st.integers(1, 2)), d=draw(st.sampled_from([4, 8])), heads=kv * per, kv_heads=kv, head_dim=draw(st.sampled_from([2, 4])), causal=draw(st.booleans()),
+    return gpt_graph(depth=draw(st.integers(1, 2)), d=draw(st.sampled_from([4, 8])), heads=kv * per, kv_heads=kv,
+                     head_dim=draw(st.sampled_from([2, 4])), causal=draw(st.booleans()),
                      norm="layernorm", mlp=draw(st.sampled_from([4, 6])), t=draw(st.integers(2, 4)), vocab=7)
 
 

@@ -94,7 +94,9 @@ EXPORTED = {
 @pytest.mark.parametrize("model_type", list(EXPORTED))
 def test_grown_model_exports_and_loads_with_the_original_logits(tmp_path, model_type):
     import json
+
     from test_hf_roundtrip import inputs, load, run, saved
+
     from archgraph.interop.hf_export import to_pretrained
     model, folder = saved(tmp_path, model_type, True, tie_word_embeddings=False)
     graph, weights = hf.from_pretrained(folder)

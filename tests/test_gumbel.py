@@ -6,13 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 from torch.func import functional_call
 
 import archgraph
 from archgraph import rules
-from archgraph.train.strategies.gumbel import GumbelSettings
-from archgraph.train.strategies.gumbel import GumbelStrategy, annealed, binary_concrete
-from mask_helpers import attached, batch, check_run, method_config, stub_trainer
+from archgraph.train.strategies.gumbel import GumbelSettings, GumbelStrategy, annealed, binary_concrete
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from archgraph.cli import main
-from conftest import ROOT
 
 SEEDS = ROOT / "examples" / "seeds"
 MLP = SEEDS / "mlp.yaml"
@@ -241,9 +241,11 @@ def test_float16_weights_stay_float16_through_apply_and_prune(tmp_path, capsys):
     save_file({k: v.half() for k, v in load_file(w32).items()}, w16)
     assert run_main(capsys, "apply", TINY, "add_filters", "node=c1", "count=2", "--weights", w16,
                     "-o", tmp_path / "a")[0] == 0
-    assert {v.dtype for v in load_file(tmp_path / "a" / "weights.safetensors").values() if v.is_floating_point()} == {torch.float16}
+    saved = load_file(tmp_path / "a" / "weights.safetensors").values()
+    assert {v.dtype for v in saved if v.is_floating_point()} == {torch.float16}
     assert run_main(capsys, "prune", TINY, "--weights", w16, "--ratio", "0.25", "-o", tmp_path / "p")[0] == 0
-    assert {v.dtype for v in load_file(tmp_path / "p" / "weights.safetensors").values() if v.is_floating_point()} == {torch.float16}
+    saved = load_file(tmp_path / "p" / "weights.safetensors").values()
+    assert {v.dtype for v in saved if v.is_floating_point()} == {torch.float16}
 
 
 def test_weights_from_an_endless_device_are_refused(capsys, tmp_path):

@@ -12,13 +12,13 @@ pytest.importorskip("transformers")
 
 import archgraph  # noqa: E402
 from archgraph.errors import ConversionError  # noqa: E402
-from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.apply_plan import transfer_state  # noqa: E402
+from archgraph.fx.builder import build  # noqa: E402
 from archgraph.fx.weights import load_into, load_weights  # noqa: E402
-from archgraph.rules import PruneChannels, PruneHeads  # noqa: E402
 from archgraph.interop import hf  # noqa: E402
 from archgraph.interop.equivalence import randomize_normalization  # noqa: E402
 from archgraph.interop.hf_export import to_pretrained  # noqa: E402
+from archgraph.rules import PruneChannels, PruneHeads  # noqa: E402
 
 tr = hf.import_transformers()
 

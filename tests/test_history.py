@@ -4,12 +4,12 @@ import re
 from pathlib import Path
 
 import pytest
+from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 import archgraph
 from archgraph.cli import main
-from archgraph.history.diff import graph_diff, diff_dot
+from archgraph.history.diff import diff_dot, graph_diff
 from archgraph.history.run import HistoryError, Run, read_events
-from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seeds" / "tiny_cnn.yaml"

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import archgraph
-from archgraph.fx.builder import build
 from archgraph.channels import analyse
+from archgraph.fx.apply_plan import transfer_state
+from archgraph.fx.builder import build
+from archgraph.interop.equivalence import randomize_normalization
 from archgraph.ops.registry import GROUPED, OPS
 from archgraph.rules import PruneChannels
 from archgraph.rules.prune import classes_at
-from archgraph.fx.apply_plan import transfer_state
-from archgraph.interop.equivalence import randomize_normalization
 
 
 def removed_by(rules, ch) -> set:
@@ -204,11 +204,11 @@ def test_magnitude_pruning_picks_each_groups_own_channels_exactly_in_float64():
 
 from hypothesis import HealthCheck, assume, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from archgraph.fx.materialise import materialise  # noqa: E402
-from archgraph.errors import RuleError  # noqa: E402
 from rewrite_helpers import build64, inputs_for, max_error, outputs  # noqa: E402
 from strategies import graph_data, rule_for  # noqa: E402
+
+from archgraph.errors import RuleError  # noqa: E402
+from archgraph.fx.materialise import materialise  # noqa: E402
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -285,9 +285,9 @@ def test_magnitude_pruning_of_random_graphs_matches_readers_ignoring_the_channel
 
 # ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
 
-from archgraph.interop.importer import from_module  # noqa: E402
 from archgraph.fx.magnitude import prune_rules  # noqa: E402
 from archgraph.interop.equivalence import torchvision_model  # noqa: E402
+from archgraph.interop.importer import from_module  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", "mobilenet_v3_small", "regnet_x_400mf", "googlenet",

@@ -258,6 +258,7 @@ def test_token_pooling_and_elementwise_ops(mode):
 
 def test_imported_sequence_graph_exports_to_standalone_python(tmp_path):
     import importlib.util
+
     from archgraph.fx.builder import _class_name
     from archgraph.interop.export import export_python
     graph, weights = from_module(TinyGPT().double(), input_shape=(T,), vocab=11)

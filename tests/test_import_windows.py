@@ -9,8 +9,8 @@ import torch
 from pydantic import ValidationError
 
 import archgraph
-from archgraph.compat import import_torchvision
 from archgraph import rules
+from archgraph.compat import import_torchvision
 from archgraph.fx.builder import _class_name, build
 from archgraph.fx.weights import load_into
 from archgraph.interop.equivalence import max_error, randomize_normalization

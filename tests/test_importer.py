@@ -4,12 +4,12 @@ import torch
 from torch import nn
 
 import archgraph
-from archgraph.fx.builder import build
 from archgraph.errors import ConversionError, GraphError
+from archgraph.fx.builder import build
+from archgraph.fx.weights import load_into
+from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model
 from archgraph.interop.importer import from_module
 from archgraph.ops.registry import OPS, shuffle_permutation
-from archgraph.interop.equivalence import max_error, randomize_normalization, torchvision_model
-from archgraph.fx.weights import load_into
 
 ZOO = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
        "efficientnet_b0", "regnet_x_400mf", "shufflenet_v2_x1_0", "squeezenet1_0", "googlenet", "convnext_tiny",

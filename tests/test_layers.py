@@ -7,11 +7,11 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+from conftest import ROOT
+from rundir_fixture import steps_from_rules, write_run
 
 import archgraph
 from archgraph import rules
-from conftest import ROOT
-from rundir_fixture import steps_from_rules, write_run
 
 PACKAGE = ROOT / "archgraph"
 

@@ -3,9 +3,9 @@ two epochs on the digits, on the CPU; the trainer's optimizer follows every rewr
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 
 import archgraph
-from conftest import ROOT
 
 pl_integration = pytest.importorskip("archgraph.integrations.lightning")
 pl = pl_integration.pl

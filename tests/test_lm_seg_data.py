@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import archgraph
-from archgraph.errors import ConfigError
-from archgraph.train.config import DataConfig, config_from_data
 from archgraph.data.feed import load_data as load_dataset
 from archgraph.data.scenes import compose
-from archgraph.train.tasks import TASKS, check_seed
 from archgraph.data.text import UNKNOWN, default_corpus
+from archgraph.errors import ConfigError
+from archgraph.train.config import DataConfig, config_from_data
+from archgraph.train.tasks import TASKS, check_seed
 
 
 def load_text(cfg, window):

@@ -6,11 +6,12 @@ import json
 import jsonschema
 import pytest
 import yaml
-
-from archgraph.cli import main
 from conftest import ROOT
 
-EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_scs", "mnist_scenes_scs", "mnist_vit_gnap"]
+from archgraph.cli import main
+
+EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_scs", "mnist_scenes_scs",
+            "mnist_vit_gnap"]
 TINY = {"text": ["data.limit=64", "data.test_limit=16", "data.eval_batch_size=64"],
         "digits_scenes": ["data.limit=48", "data.test_limit=8"],
         "mnist_scenes": ["data.limit=24", "data.test_limit=8"],

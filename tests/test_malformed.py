@@ -13,10 +13,10 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 
 import archgraph
 from archgraph.errors import ArchgraphError
-from conftest import ROOT
 
 CORPUS = ROOT / "tests" / "malformed"
 FILES = sorted(CORPUS.glob("*.yaml"))

@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 import yaml
+from train_helpers import tiny_config
 
 import archgraph
 from archgraph.cli import main as cli
-from train_helpers import tiny_config
 
 
 def _lines(run):

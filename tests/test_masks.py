@@ -3,13 +3,13 @@ honest non-zero counts, and removal of channels whose masks vanish without chang
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
 from torch.func import functional_call
 
 import archgraph
 from archgraph import rules
 from archgraph.shapes import count_nonzero_params
 from archgraph.train.masks import LearnedMasks, mask_layout
-from conftest import ROOT
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 
@@ -133,8 +133,8 @@ def test_rebuild_after_a_rewrite_and_state_round_trip():
 
 def test_gnap_keeps_one_channel_of_a_layer_whose_channels_all_vanish():
     from types import SimpleNamespace
-    from archgraph.train.strategies.gnap import GnapSettings
-    from archgraph.train.strategies.gnap import GnapStrategy
+
+    from archgraph.train.strategies.gnap import GnapSettings, GnapStrategy
     g, m, _, _, _ = setup()
     with torch.no_grad():
         m.bn1.weight.fill_(0.0)

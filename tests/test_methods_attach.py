@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph import methods
 from archgraph.errors import ConfigError
-from conftest import ROOT
 
 DOC = (ROOT / "docs" / "methods.md").read_text()
 
@@ -79,6 +79,7 @@ def step_prune(tmp_path, monkeypatch):
     registry is put back afterwards."""
     import importlib
     import sys
+
     from archgraph.train import config
     _write_step_prune(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -8,11 +8,11 @@ import jsonschema
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 
 import archgraph
 from archgraph.train.config import load_config, load_seed
 from archgraph.train.strategies import make_strategy
-from conftest import ROOT
 
 EXAMPLES = sorted(p for m in ("cgap", "scs", "gbp") for p in (ROOT / "examples").glob(f"*_{m}*.yaml"))
 OUTPUTS = {"digits": (10,), "mnist": (10,), "fashion_mnist": (10,), "cifar10": (10,), "cifar100": (100,),

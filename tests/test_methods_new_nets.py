@@ -14,12 +14,12 @@ import json
 import shutil
 
 import pytest
-
-import archgraph
-from archgraph.cli import main
 from conftest import ROOT
 from method_helpers import check_run
 from test_resume import count_writes, crash_then_resume
+
+import archgraph
+from archgraph.cli import main
 
 SEEDS = {"gpt": "gpt_text.yaml", "lstm": "lstm_text.yaml", "unet": "unet_scenes.yaml"}
 TEXT = {"name": "text", "limit": 64, "test_limit": 16, "batch_size": 16, "eval_batch_size": 64}

@@ -1,11 +1,11 @@
 """CGaP, SCS and GbP runs killed at a write and resumed end exactly like uninterrupted ones (their strategy state
 - saliencies, gate logits and momentum, annealing, training MACs - goes through the checkpoint)."""
 import pytest
+from method_helpers import method_config
+from test_resume import count_writes, crash_then_resume
+from train_helpers import events
 
 import archgraph
-from method_helpers import method_config
-from train_helpers import events
-from test_resume import count_writes, crash_then_resume
 
 
 @pytest.mark.parametrize("method", ["cgap", "scs", "gbp"])

@@ -199,6 +199,7 @@ def test_add_filters_and_prune_channels_inside_the_experts():
 def test_mixtral_imports_exactly_and_grows_exactly():
     pytest.importorskip("transformers")
     import copy
+
     from archgraph.fx.builder import build
     from archgraph.fx.weights import load_into
     from archgraph.interop import hf

@@ -2,12 +2,12 @@
 net.save writes a run directory the history tools read."""
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph import rules as R
 from archgraph.errors import ArchgraphError
 from archgraph.history.run import load_run
-from conftest import ROOT
 
 TINY = ROOT / "examples" / "seeds" / "tiny_cnn.yaml"
 

@@ -9,13 +9,13 @@ import torch
 import torch.fx as fx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import graph_data, graphs
 from torch import nn
 
 import archgraph
-from archgraph.topology import topological_order
 from archgraph.format.yaml_io import dumps, graph_from_data, loads
 from archgraph.graph import content_hash
-from strategies import graph_data, graphs
+from archgraph.topology import topological_order
 
 FAST = settings(max_examples=50, deadline=None)
 

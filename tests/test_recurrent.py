@@ -2,13 +2,13 @@
 pruning of units whose output is always zero, with the optimizer's state carried (float64)."""
 import pytest
 import torch
+from reference_models import LSTMLM
 from torch import nn
 
 import archgraph
 from archgraph import rules
 from archgraph.fx.apply_plan import transfer
 from archgraph.fx.builder import build
-from reference_models import LSTMLM
 
 SEED = "examples/seeds/lstm_lm.yaml"
 TOL = 1e-9
@@ -168,7 +168,8 @@ def test_magnitude_pruning_of_the_language_model():
 def test_magnitude_pruning_scores_every_gate_row_of_a_unit(op):
     """A unit whose rows (every gate block, every layer) are zero scores lowest, although its columns (weight_hh,
     the upper layer's weight_ih, the head) are as large as anyone's; and the pruned model computes exactly what the
-    original did, as a unit with zero rows always outputs zero (an lstm's cell candidate and a gru's new gate stay 0)."""
+    original did, as a unit with zero rows always outputs zero (an lstm's cell candidate and a gru's new gate stay
+    0)."""
     from archgraph.fx.magnitude import prune_rules
     g = lm(op)
     m = built(g, seed=4)

@@ -4,8 +4,8 @@
 * run folders: resume only a run, never delete what a run did not write, never write through a link, one writer;
 * output folders: written as one unit, a full disk named as such.
 """
-import errno
 import contextlib
+import errno
 import importlib.util
 import os
 import sys
@@ -56,10 +56,11 @@ def test_exported_python_with_a_hostile_graph_name_imports_without_running_it(tm
 
 
 # ---- run folders: resume only a run, no links, one writer ---------------------------------------------------------
+from train_helpers import tiny_config  # noqa: E402
+
 from archgraph.cli import main as cli  # noqa: E402
 from archgraph.errors import ArchgraphError, ConfigError  # noqa: E402
 from archgraph.history.rundir import RunDir  # noqa: E402
-from train_helpers import tiny_config  # noqa: E402
 
 
 def user_folder(root):
@@ -199,9 +200,10 @@ def no_link(svg: str) -> None:
 @pytest.mark.parametrize("name", PICTURE_NAMES)
 def test_hostile_names_in_every_picture_are_plain_text(tmp_path, name, capsys):
     from rundir_fixture import steps_from_rules, write_run
+
+    from archgraph.format.yaml_io import dumps
     from archgraph.history.report import report_data
     from archgraph.rules import AddFilters
-    from archgraph.format.yaml_io import dumps
     seed = archgraph.loads(MLP).model_copy(update={"name": name})
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(dumps(seed))
@@ -224,6 +226,7 @@ def test_hostile_names_in_every_picture_are_plain_text(tmp_path, name, capsys):
 # ---- sweeps: paths and values read from a study are checked -------------------------------------------------------
 def tampered_study(tmp_path, record=None, values=(0.9, 100.0), attr=None):
     import optuna
+
     from archgraph.sweep import plan
     from archgraph.sweep.front import front_data
     root = os.path.join(os.path.dirname(__file__), "..", "examples", "digits_gnap.yaml")
@@ -320,6 +323,7 @@ def test_a_missing_required_option_is_one_line_exit_2(capsys):
 # ---- unbounded input ----------------------------------------------------------------------------------------------
 def test_a_rule_over_the_width_limit_is_refused_before_it_allocates():
     import tracemalloc
+
     from archgraph.errors import RuleError
     from archgraph.rules import InsertBlock
     graph = archgraph.load(os.path.join(os.path.dirname(__file__), "..", "examples", "seeds", "tiny_cnn.yaml"))
@@ -348,6 +352,7 @@ def test_yaml_alias_expansion_is_counted_apart_from_plain_size():
 @pytest.mark.parametrize("command", ["validate", "apply"])
 def test_a_fifo_without_a_writer_times_out(tmp_path, monkeypatch, capsys, command):
     import time
+
     from archgraph.format import yaml_io
     monkeypatch.setattr(yaml_io, "PIPE_TIMEOUT_S", 0.5)
     fifo = tmp_path / "fifo"
@@ -386,6 +391,7 @@ def test_pad_may_be_minus_infinity():
                                      "schedule.threads=100000"])
 def test_bad_numbers_in_a_run_file_fail_validate_and_grow_before_writing(data_root, tmp_path, capsys, setting):
     import yaml
+
     from archgraph.cli.grow import parse_settings
     cfg = tiny_config(data_root, epochs=1)
     key, value = setting.split("=")
@@ -414,6 +420,7 @@ def test_sweep_seeds_and_hf_sizes_are_clear_errors(tmp_path, capsys):
 
 def test_float8_weights_are_a_clear_error(tmp_path, capsys):
     import torch
+
     from archgraph.fx.builder import build
     from archgraph.fx.weights import save_weights
     graph = tmp_path / "g.yaml"
@@ -437,10 +444,12 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(data_root, tmp_path, capf
 
 def test_a_text_run_shows_bits_per_character_in_its_pictures(tmp_path, capsys):
     import json as _json
+
     from rundir_fixture import steps_from_rules, write_run
+
     from archgraph.history.report import report_data
-    from archgraph.history.timeline import history_dot, main_metric
     from archgraph.history.run import Run
+    from archgraph.history.timeline import history_dot, main_metric
     from archgraph.rules import AddFilters
     seed = archgraph.loads(MLP)
     run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
@@ -491,6 +500,7 @@ def test_dynamic_hw_refusal_is_one_sentence_without_internal_text(tmp_path, caps
 
 def test_insert_layer_after_a_sequence_keeps_the_function():
     import torch
+
     from archgraph.fx.builder import build
     from archgraph.fx.materialise import materialise
     from archgraph.rules import InsertLayer

@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from rundir_fixture import edit_steps, steps_from_rules, widen, write_run
+from strategies import graphs
 
 import archgraph
 from archgraph import rules
 from archgraph.cli import main
 from archgraph.errors import RuleError
-from archgraph.history.run import HistoryError, Run, replay, replay_steps
 from archgraph.graph import content_hash
-from rundir_fixture import edit_steps, steps_from_rules, widen, write_run
-from strategies import graphs
+from archgraph.history.run import HistoryError, Run, replay, replay_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "examples" / "seeds" / "tiny_cnn.yaml"
@@ -104,7 +104,8 @@ def test_a_changed_rule_argument_is_caught(run_dir, capsys):
     with pytest.raises(HistoryError) as err:
         replay(run_dir)
     assert err.value.rule == "add_filters"
-    assert "version 1 replays to hash" in str(err.value) and "nodes that differ from the stored graph: c1" in str(err.value)
+    assert "version 1 replays to hash" in str(err.value)
+    assert "nodes that differ from the stored graph: c1" in str(err.value)
     replay(run_dir, 0)  # the versions before the bad one still replay
     assert main(["replay", str(run_dir)]) == 2
     message = capsys.readouterr().err

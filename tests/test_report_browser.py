@@ -5,10 +5,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 import archgraph
 from archgraph.history.report import write_report
-from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,8 @@ def test_report_works_in_chromium(driver, report):
     last = _state(driver)
     assert last["title"] == "version 3 (4 of 4)" and "prune_channels" in last["rule"]
     assert "pruned -3" in last["diff"]
-    assert "gate_means[0.5,0.25][0.5,0.25]" in driver.find_element(By.ID, "metrics").text.replace(" ", "").replace("\n", "")
+    metrics = driver.find_element(By.ID, "metrics").text.replace(" ", "").replace("\n", "")
+    assert "gate_means[0.5,0.25][0.5,0.25]" in metrics
 
     slider = driver.find_element(By.ID, "slider")
     slider.click()
@@ -176,15 +177,16 @@ def _alert_text(d):
 def test_hostile_names_in_the_report_stay_text_in_chromium(driver, tmp_path, capsys):
     """Issue 26: a graph and run named with markup, quotes and a javascript: URL show as literal text in the page
     and in every picture; nothing runs (no alert), no link or event handler appears, on any version."""
+    from rundir_fixture import steps_from_rules
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
+
     from archgraph.cli import main as cli
-    from archgraph.rules import AddFilters
     from archgraph.format.yaml_io import dumps
-    from rundir_fixture import steps_from_rules
+    from archgraph.rules import AddFilters
 
     seed = archgraph.loads(HOSTILE_MLP).model_copy(update={"name": HOSTILE})
     run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),

@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 import yaml
-
-import archgraph
-from archgraph.history.rundir import RunDir
-from archgraph.fx.weights import load_weights
 from conftest import ROOT
 from train_helpers import tiny_config
+
+import archgraph
+from archgraph.fx.weights import load_weights
+from archgraph.history.rundir import RunDir
 
 EPOCHS = 6
 

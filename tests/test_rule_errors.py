@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ROOT
 
 import archgraph
 from archgraph import rules
 from archgraph.errors import RuleError
-from conftest import ROOT
 
 
 def seed(name):
@@ -122,8 +122,8 @@ def test_rules_are_data():
 
 
 def test_public_functions_survive_importing_their_modules():
-    import archgraph.fx.magnitude  # noqa: F401 - importing a submodule binds its name on the package ...
     import archgraph.fx.apply_plan  # noqa: F401
+    import archgraph.fx.magnitude  # noqa: F401 - importing a submodule binds its name on the package ...
     g = seed("tiny_cnn")
     m = archgraph.build(g)
     g2, w2 = archgraph.prune(g, m.state_dict(), ratio=0.5)  # ... yet the name still calls the function

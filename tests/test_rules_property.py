@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
+from rewrite_helpers import build64, inputs_for, max_error, outputs, state_copy
+from strategies import graphs, rule_for
 
 import archgraph
 from archgraph import rules
 from archgraph.channels import analyse
-from archgraph.fx.materialise import materialise
 from archgraph.errors import RuleError
+from archgraph.fx.materialise import materialise
 from archgraph.ops.registry import GROUPED, OPS
 from archgraph.shapes import node_params
-from rewrite_helpers import build64, inputs_for, max_error, outputs, state_copy
-from strategies import graphs, rule_for
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 MAY_FAIL = ("prune_channels", "collapse_layer")

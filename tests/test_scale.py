@@ -5,13 +5,13 @@ import importlib
 
 import pytest
 import torch
+from conftest import ROOT
+from train_helpers import tiny_config, write_mnist
 
 import archgraph
 from archgraph.fx.speed import Format, candidates
 from archgraph.train import distributed
 from archgraph.train.formats import speed_summary
-from conftest import ROOT
-from train_helpers import tiny_config, write_mnist
 
 
 @pytest.fixture(scope="module")

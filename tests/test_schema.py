@@ -4,9 +4,9 @@ import json
 import jsonschema
 import pytest
 import yaml
+from conftest import ROOT, SEEDS
 
 from archgraph.format.schemas import all_schemas, render
-from conftest import ROOT, SEEDS
 
 
 def test_committed_schemas_are_current():

@@ -6,14 +6,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
+from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.strategies.scs import ScsSettings
-from archgraph.train.strategies.scs import ScsStrategy
 from archgraph.fx.weights import load_weights
-from conftest import ROOT
-from method_helpers import attached, check_run, held_out, method_config, stub_trainer
+from archgraph.train.strategies.scs import ScsSettings, ScsStrategy
 
 SEEDS = ROOT / "examples" / "seeds"
 

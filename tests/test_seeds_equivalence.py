@@ -13,12 +13,12 @@ import re
 
 import pytest
 import torch
+from conftest import ROOT
+from reference_models import HAND_WRITTEN  # the hand-written twins of every seed
 from torch import nn
 
 import archgraph
 from archgraph.ops.registry import OPS
-from conftest import ROOT
-from reference_models import HAND_WRITTEN  # the hand-written twins of every seed
 
 SEED_DIR = ROOT / "examples" / "seeds"
 

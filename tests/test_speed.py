@@ -1,9 +1,9 @@
 """The execution-format chooser: valid choices, cached per graph version, same outputs in every format."""
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph.fx import speed
-from conftest import ROOT
 
 
 def test_choice_is_cached_and_formats_agree():

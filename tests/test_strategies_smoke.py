@@ -1,5 +1,4 @@
 from hypothesis import given, settings
-
 from strategies import graphs
 
 

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from archgraph.cli import main
 from archgraph.errors import ConfigError
 from archgraph.sweep import parse_param, parse_params, parse_seeds
 from archgraph.sweep.front import dominates
-from conftest import ROOT
 
 optuna = pytest.importorskip("optuna")
 
@@ -69,6 +69,7 @@ def test_parse_every_distribution():
 
 def test_space_docstring_examples():
     import doctest
+
     import archgraph.sweep.space
     result = doctest.testmod(archgraph.sweep.space)
     assert result.failed == 0 and result.attempted > 0

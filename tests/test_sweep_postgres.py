@@ -15,7 +15,6 @@ import tempfile
 import time
 
 import pytest
-
 from conftest import ROOT
 from test_ddp import free_port
 from test_sweep import FAST, RUN, env

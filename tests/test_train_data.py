@@ -1,12 +1,12 @@
 """Datasets: the bundled digits, and MNIST-style IDX files generated here, read through torchvision's loaders."""
 import pytest
 import torch
-
-from archgraph.errors import ConfigError
-from archgraph.data.augment import hflip, translate
-from archgraph.train.config import Augment, DataConfig
-from archgraph.data.feed import load_data as load_dataset
 from train_helpers import synthetic_digits, write_mnist
+
+from archgraph.data.augment import hflip, translate
+from archgraph.data.feed import load_data as load_dataset
+from archgraph.errors import ConfigError
+from archgraph.train.config import Augment, DataConfig
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -108,8 +108,8 @@ def test_rotate_scale_moves_ink_about_the_centre_and_keeps_labels():
 
 
 def test_rotation_settings_are_validated_and_used():
-    from archgraph.train.config import Augment
     from archgraph.data.augment import augment
+    from archgraph.train.config import Augment
     with pytest.raises(Exception):
         Augment(rotate=-1)
     with pytest.raises(Exception):

@@ -5,10 +5,10 @@ import copy
 
 import pytest
 import torch
+from conftest import ROOT
 
 import archgraph
 from archgraph import rules
-from conftest import ROOT
 
 OPTIMIZERS = {
     "sgd-momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),

@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
+from transformer_helpers import example, gpt_graph, randomised, rewrite_error
 
 import archgraph
 from archgraph import rules
 from archgraph.channels import heads
 from archgraph.errors import RuleError
-from transformer_helpers import example, gpt_graph, randomised, rewrite_error
 
 TOL = 1e-9
 
@@ -452,9 +452,9 @@ def test_insert_block_with_defaults_replays_from_its_logged_arguments():
 def test_prune_removes_the_weakest_heads_and_is_exact_when_they_are_silent(kv_heads):
     """``archgraph.prune(..., heads=True)`` / ``head_rules``: the lowest-scoring heads go (the same number from every
     kv group, or whole groups), and removing heads whose o_proj columns are zero leaves the function unchanged."""
+    from archgraph.fx.apply_plan import transfer_state
     from archgraph.fx.builder import build
     from archgraph.fx.magnitude import head_rules
-    from archgraph.fx.apply_plan import transfer_state
     data = archgraph.load("examples/seeds/gpt_tiny.yaml").to_dict()
     for blk in ("b0_attn", "b1_attn"):
         data["nodes"][blk].update(num_heads=4, head_dim=8, **({"kv_heads": kv_heads} if kv_heads else {}))

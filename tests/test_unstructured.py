@@ -5,14 +5,14 @@ import json
 
 import torch
 import yaml
+from conftest import ROOT
+from mask_helpers import DIGITS
 
 import archgraph
 from archgraph import rules
+from archgraph.train.config import load_config, load_seed
 from archgraph.train.tensors import TensorAdam, follow_weights
 from archgraph.train.unstructured import ChannelDeath, masked_keys
-from archgraph.train.config import load_config, load_seed
-from conftest import ROOT
-from mask_helpers import DIGITS
 
 
 def ones(g):

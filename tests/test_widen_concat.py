@@ -2,13 +2,13 @@
 goes into one part of the concat and at the matching place in the whole, and the function stays the same."""
 import pytest
 import torch
+from rewrite_helpers import build64, inputs_for, max_error, outputs
 
 import archgraph
 from archgraph import rules
 from archgraph.channels import analyse
 from archgraph.errors import RuleError
 from archgraph.fx.materialise import materialise
-from rewrite_helpers import build64, inputs_for, max_error, outputs
 
 CONCAT_ADD = """
 archgraph: 1

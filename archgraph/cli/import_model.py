@@ -34,7 +34,8 @@ def register(sub) -> None:
                         "the number of tokens T")
     p.add_argument("--vocab", type=int, default=None, metavar="V",
                    help="the input is T integer token ids in [0, V) (the graph input {shape: [T], vocab: V})")
-    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier (or segmentation) outputs (model default)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="classifier (or segmentation) outputs (model default)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="torchvision/timm: a local checkpoint of the original module (a .pth state dict, read with "
                         "torch.load(weights_only=True), or .safetensors) loaded into it before converting; nothing "
@@ -107,6 +108,7 @@ def read_checkpoint(path: str) -> dict:
     ``torch.load(weights_only=True)`` (a plain state dict, or one under ``state_dict``/``model``, as training scripts
     save them; a ``module.`` prefix from DataParallel is dropped)."""
     import torch
+
     from archgraph.fx.weights import load_weights
     p = Path(path)
     if not p.is_file():
@@ -183,6 +185,7 @@ def import_hf(args) -> tuple:
     """``(graph, weights, metadata)``: the metadata records the model's Hugging Face config (and the folder it came
     from) in the weights file, so ``archgraph export --hf`` can write the family's config back after any edit."""
     import json
+
     from archgraph.interop import hf
     try:
         hf.import_transformers()
@@ -211,7 +214,7 @@ def import_hf(args) -> tuple:
         raise ConfigError(f"hf:{name} cannot be built with {settings}: {type(err).__name__}: {first}",
                           field="config") from None
     graph, weights = hf.from_model(model, 16 if args.seq_len is None else args.seq_len)
-    config = model.config.to_dict()
+    config = getattr(model, "config").to_dict()   # a transformers PretrainedConfig (nn.Module types it loosely)
     config["architectures"] = [type(model).__name__]
     return graph, weights, {"hf_config": json.dumps(config)}
 

@@ -24,14 +24,16 @@ def check_file(path: str) -> str:
     if is_run_data(data):
         from pathlib import Path
 
-        from archgraph.train.config import (check_budget, check_machine, config_from_data, load_seed,
-                                            seed_weights_path)
+        from archgraph.train.config import check_budget, check_machine, config_from_data, load_seed, seed_weights_path
         cfg = config_from_data(data, path)
         g = load_seed(cfg, Path(path).parent, path)
         seed_weights_path(cfg, Path(path).parent, path)   # the file exists (its tensors are checked by grow)
         check_machine(cfg, path)
         notes = "".join(f"; warning: {w}" for w in check_budget(cfg))
-        return (f"{path}: ok (run file: method {cfg.method.name}, seed {len(g.nodes)} nodes, {g.params:,} params"
+        # RunConfig.method is the union of the registered methods' settings, built at run time (train/config.py):
+        # a type checker cannot see it, but every member has its name
+        method = cfg.method.name  # type: ignore[attr-defined]
+        return (f"{path}: ok (run file: method {method}, seed {len(g.nodes)} nodes, {g.params:,} params"
                 f"{notes})")
     g = graph_from_data(data, path)
     return f"{path}: ok ({len(g.nodes)} nodes, {g.params:,} params, {g.macs:,} MACs)"

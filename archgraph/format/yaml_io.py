@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Union
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import ArchgraphError, GraphError, YamlError
 from ..graph import FORMAT_VERSION, Graph
@@ -75,7 +76,7 @@ def _clip(text: str, n: int = 40) -> str:
     return repr(text if len(text) <= n else text[:n] + "...")
 
 
-def _configure(cls) -> type:
+def _configure(cls: type[Any]) -> None:
     bool_tag = "tag:yaml.org,2002:bool"
     cls.yaml_implicit_resolvers = {
         first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
@@ -83,18 +84,18 @@ def _configure(cls) -> type:
     cls.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
     cls.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     cls.add_constructor("tag:yaml.org,2002:int", _construct_int)
-    return cls
 
 
 _configure(_Loader)
+#: the same loader on libyaml's parser, or None where PyYAML was built without libyaml
+_FastLoader: Optional[type[yaml.CSafeLoader]] = None
 if getattr(yaml, "__with_libyaml__", False):
-    class _FastLoader(yaml.CSafeLoader):
+    class _CLoader(yaml.CSafeLoader):
         """The same loader on libyaml's parser (about 5x faster). Its composer recurses in C, so documents are
         measured first with libyaml's event parser, which does not recurse (see :func:`_check_depth`)."""
 
-    _configure(_FastLoader)
-else:  # pragma: no cover - PyYAML built without libyaml
-    _FastLoader = None
+    _configure(_CLoader)
+    _FastLoader = _CLoader
 
 
 def _check_depth(text: str) -> None:
@@ -183,7 +184,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     try:
         if _FastLoader is not None:
             _check_depth(text)
-        loader = (_FastLoader or _Loader)(text)
+        loader = (_Loader if _FastLoader is None else _FastLoader)(text)
         try:
             root = loader.get_single_node()
             if root is None:
@@ -320,7 +321,7 @@ def _is_branch(part) -> bool:
     return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool", "none"))
 
 
-def _problem(error: dict, root: str) -> dict:
+def _problem(error: ErrorDetails, root: str) -> dict:
     loc = list(error["loc"])
     section = str(loc[0]) if loc else ""
     node = None

@@ -12,17 +12,17 @@ from __future__ import annotations
 import operator
 import zlib
 from types import SimpleNamespace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from . import layers as extra
 from ..graph import Graph, tied_parameters
-from ..topology import topological_order
 from ..ops.registry import CHAIN, LIST, OPS
+from ..topology import topological_order
+from . import layers as extra
 
 TORCH = SimpleNamespace(torch=torch, nn=nn, F=F, extra=extra)
 
@@ -44,7 +44,8 @@ def _make_module(graph: Graph, node_id: str, seed: int) -> Optional[nn.Module]:
     return opdef.build.module(TORCH, node, graph.input_shapes(node_id))
 
 
-def build(graph: Graph, device=None, dtype=None, seed: int = 0) -> fx.GraphModule:
+def build(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+          seed: int = 0) -> fx.GraphModule:
     """Build ``graph`` into a ``torch.fx.GraphModule`` on ``device`` with floating tensors in ``dtype``.
 
     Initialisation is deterministic: the same graph and seed give the same weights on every device.
@@ -55,7 +56,7 @@ def build(graph: Graph, device=None, dtype=None, seed: int = 0) -> fx.GraphModul
         return _build(graph, device, dtype, seed)
 
 
-def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
+def _build(graph: Graph, device: torch.device | str | None, dtype: torch.dtype | None, seed: int) -> fx.GraphModule:
     modules: dict[str, nn.Module] = {}
     g = fx.Graph()
     env: dict[str, fx.Node] = {}
@@ -77,7 +78,9 @@ def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
                 continue
             env[nid] = g.create_node("call_module", nid, tuple(args), {}, name=nid)
             continue
-        target, kwargs = opdef.build.function(TORCH, node)
+        function = opdef.build.function
+        assert function is not None, f"op {node.op}: the registry gives no module, function or passthrough"
+        target, kwargs = function(TORCH, node)
         if opdef.build.packing == LIST:
             env[nid] = g.create_node("call_function", target, (args,), kwargs, name=nid)
         elif opdef.build.packing == CHAIN:
@@ -95,7 +98,7 @@ def _build(graph: Graph, device, dtype, seed: int) -> fx.GraphModule:
     return gm
 
 
-def _chain(g: fx.Graph, target, args, nid: str) -> fx.Node:
+def _chain(g: fx.Graph, target: Callable, args: list[fx.Node], nid: str) -> fx.Node:
     if len(args) == 1:
         return args[0]
     acc = args[0]

@@ -26,6 +26,8 @@ class MaskedLayerNorm(nn.Module):
     entry ``1 / ramp`` closer to 1, where the norm is ``nn.LayerNorm``'s (same ``weight``, ``bias``, ``eps``).
     """
 
+    mask: torch.Tensor   # a buffer (typed here: nn.Module's __getattr__ says Tensor | Module)
+
     def __init__(self, num_channels: int, ramp: int, eps: float = 1e-5, elementwise_affine: bool = True,
                  bias: bool = True):
         super().__init__()
@@ -61,6 +63,8 @@ class MoE(nn.Module):
     exportable to ONNX and deterministic, but ``num_experts / top_k`` times the expert MACs. With ``ramp`` the log of
     the ``expert_mask`` buffer is added to the router's scores (an expert at 0 is never picked) and each training
     forward pass moves every entry ``1 / ramp`` closer to 1."""
+
+    expert_mask: torch.Tensor   # a buffer, with ``ramp``
 
     def __init__(self, dim: int, num_experts: int, hidden: int, top_k: int, normalize: bool = True,
                  activation: str = "silu", ramp: int | None = None):
@@ -319,6 +323,9 @@ class WindowAttention(nn.Module):
     (``position_bias`` ``table`` or Swin v2's ``mlp``), Swin v2's cosine attention (``cosine``). The computation
     follows torchvision's ``shifted_window_attention`` step by step, on ``q_proj``/``k_proj``/``v_proj``/``o_proj``
     linears (the logit scale is clamped at ``math.log(100.0)``, written out so the class needs only torch)."""
+
+    relative_position_index: torch.Tensor   # buffers, with a position bias
+    relative_coords_table: torch.Tensor
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, window_size=(7, 7), shift_size=(0, 0),
                  grid: bool = False, position_bias: str = "table", cpb_hidden: int = 512, cosine: bool = False,

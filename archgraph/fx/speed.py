@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
 import torch
 from torch import nn
@@ -86,9 +86,10 @@ def apply_format(module: nn.Module, fmt: Format) -> nn.Module:
     """The module prepared to run in ``fmt`` (parameters are shared, not copied). With ``compile`` the result is
     the compiled wrapper; keep the original module for ``state_dict()``."""
     if fmt.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (it forwards to Tensor.to); torch's stubs do not list it
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if fmt.compile:
-        return torch.compile(module)
+        return cast(nn.Module, torch.compile(module))   # an OptimizedModule; the stubs say a callable
     return module
 
 

@@ -7,8 +7,8 @@ from typing import Mapping, Optional, Union
 
 import torch
 
-from ..format.yaml_io import atomic_replace, read_limited
 from ..errors import ArchgraphError
+from ..format.yaml_io import atomic_replace, read_limited
 from ..graph import tied_parameters
 
 
@@ -71,7 +71,8 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], fh, metadata: Optiona
     for key in order:
         t = tensors[key].detach().to("cpu").contiguous()
         if t.numel():
-            fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+            # an ndarray is a buffer; numpy's stubs say so only from Python 3.12 (``__buffer__``)
+            fh.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type]
 
 
 #: the metadata entry listing the keys a weights file stores once (``{key: the key it is}``: tied weights)
@@ -131,8 +132,9 @@ LOADABLE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def load_weights(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     """Read a safetensors file into a dict of CPU tensors (a regular file memory-mapped, tensor by tensor: no copy
     of the whole file in memory besides the tensors themselves)."""
-    from safetensors.torch import load
     import stat
+
+    from safetensors.torch import load
 
     path = Path(path)
     try:
@@ -173,7 +175,8 @@ def _load_mapped(path: Path) -> dict[str, torch.Tensor]:
                     raise ValueError(f"tensor '{key}' has {end - begin} bytes for shape {info['shape']}")
                 if t.numel():
                     fh.seek(start + begin)
-                    if fh.readinto(memoryview(t.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                    buffer = t.reshape(-1).view(torch.uint8).numpy()   # an ndarray is a buffer (see above)
+                    if fh.readinto(memoryview(buffer)) != end - begin:  # type: ignore[arg-type]
                         raise ValueError(f"the file ends inside tensor '{key}'")
                 state[key] = t
     except (ValueError, KeyError, TypeError) as err:

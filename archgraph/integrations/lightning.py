@@ -41,21 +41,22 @@ except ImportError as err:  # pragma: no cover - the extra is missing
     raise ImportError("archgraph.integrations.lightning needs pytorch-lightning: "
                       "pip install 'archgraph[lightning]'") from err
 
-from ..methods import attach
+from ..fx.network import Network  # noqa: E402  (after the torchvision fix above, like every import here)
+from ..methods import Method, attach  # noqa: E402
 
 
 class NetworkModule(pl.LightningModule):
     """A ``LightningModule`` whose model is ``net`` (an :class:`archgraph.Network`): ``self(x)`` runs the current
     version (masked while a method trains masks); ``self.method_loss()`` is the attached method's extra term."""
 
-    def __init__(self, net):
+    def __init__(self, net: Network):
         super().__init__()
         self.net = net
         self.model = net.module
-        self.method = None
+        self.method: Optional[Method] = None
         net.follow(self._follow)
 
-    def _follow(self, rewrite) -> None:
+    def _follow(self, rewrite: object) -> None:
         self.model = self.net.module   # the new version replaces the old submodule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,12 @@ class ArchgraphCallback(pl.Callback):
         self.name = name
         self.settings = settings
         self.save_dir = save_dir
-        self.method = None
+        self.method: Optional[Method] = None
+
+    def _attached(self) -> Method:
+        if self.method is None:
+            raise RuntimeError("ArchgraphCallback: no method is attached (on_fit_start has not run)")
+        return self.method
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if not isinstance(pl_module, NetworkModule):
@@ -92,15 +98,15 @@ class ArchgraphCallback(pl.Callback):
         pl_module.method = self.method
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.method.step()
+        self._attached().step()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if torch.is_tensor(v) and v.numel() == 1}
-        self.method.epoch_end(metrics)
+        self._attached().epoch_end(metrics)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.method.finish()
+        self._attached().finish()
         pl_module.method = None
         if self.save_dir is not None:
             pl_module.net.save(self.save_dir)

@@ -54,9 +54,9 @@ def original_names(graph: Graph, like: str) -> dict[str, str]:
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype))
     original = model.state_dict()
-    (shape,) = graph.inputs.values() if len(graph.inputs) == 1 else (None,)
-    if shape is None:
+    if len(graph.inputs) != 1:
         raise ConfigError("--like needs a graph with one input", field="like")
+    shape = graph.shape(next(iter(graph.inputs)))   # a TokenShape (with its vocab) for token ids
     vocab = getattr(shape, "vocab", None)
     try:
         base, weights = from_module(model, input_shape=tuple(shape), vocab=vocab)

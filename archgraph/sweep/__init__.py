@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from ..data.settings import DataBase
 from ..errors import ConfigError
 from ..train.config import MAX_SEED, load_config, with_overrides
 from .runner import SweepSpec, run_sweep
@@ -26,27 +27,29 @@ from .space import KINDS, Param, check_space, parse_param, parse_params, parse_s
 def plan(run_file: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], params: Iterable[Union[str, Param]],
          *, trials: int, seeds: Iterable[int] = (0,), jobs: int = 1, storage: Optional[str] = None,
          study_name: Optional[str] = None, settings: Optional[dict[str, Any]] = None,
-         data_root: Optional[str] = None, device: Optional[str] = None, launcher: Optional[str] = None):
+         data_root: Optional[str] = None, device: Optional[str] = None,
+         launcher: Optional[str] = None) -> SweepSpec:
     """Check everything that can be checked before a trial runs and return the :class:`~.runner.SweepSpec`
     (raises :class:`~archgraph.errors.ConfigError`)."""
-    params = [p if isinstance(p, Param) else parse_param(p) for p in params]
-    seeds = [int(s) for s in seeds]
-    _check_counts(params, seeds, trials, jobs)
+    space = [p if isinstance(p, Param) else parse_param(p) for p in params]
+    seed_list = [int(s) for s in seeds]
+    _check_counts(space, seed_list, trials, jobs)
     source = str(run_file)
     settings = dict(settings or {})
     cfg = load_config(run_file)
-    check_space(cfg, params, settings, source)
+    check_space(cfg, space, settings, source)
     if device is not None:
         settings_all = {**settings, "schedule.device": device}
     else:
         settings_all = settings
     fixed = with_overrides(cfg, settings_all, source) if settings_all else cfg
-    if fixed.data.val_fraction == 0:
+    data: DataBase = fixed.data   # one source's settings (the type checker sees their base)
+    if data.val_fraction == 0:
         raise ConfigError("the sweep maximises validation accuracy: data.val_fraction must be above 0",
                           file=source, field="data.val_fraction")
     _check_storage(storage)
     return SweepSpec(run_file=str(Path(run_file).resolve()), out_dir=str(Path(out_dir).resolve()),
-                     params=tuple(params), trials=int(trials), seeds=tuple(seeds), jobs=int(jobs), storage=storage,
+                     params=tuple(space), trials=int(trials), seeds=tuple(seed_list), jobs=int(jobs), storage=storage,
                      study_name=study_name or Path(run_file).stem, settings=settings, data_root=data_root,
                      device=device, launcher=launcher or None)
 

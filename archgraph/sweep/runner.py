@@ -24,14 +24,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from ..errors import ArchgraphError, ConfigError, TrialFailed
 from ..train import grow
 from .front import _shown_url, read_trials, write_front
 from .space import Param
 
-DIRECTIONS = ("maximize", "minimize")   # validation accuracy, non-zero parameters
+DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")   # val accuracy, non-zero params
 HEARTBEAT_S = 15
 GRACE_S = 60
 MAX_RETRY = 3        # reruns of the parameters of a trial whose worker died (heartbeat stale)
@@ -69,6 +69,7 @@ class SweepSpec:
 
 def _quiet_optuna() -> None:
     import warnings
+
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -107,6 +108,7 @@ def heartbeat_settings() -> tuple[float, float]:
 def _retry_stale_trials() -> dict:
     """RDBStorage's argument that reruns a stale trial's parameters (its name changed in optuna 4.9)."""
     import inspect
+
     import optuna.storages as storages
     retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
     names = inspect.signature(storages.RDBStorage.__init__).parameters
@@ -122,8 +124,11 @@ def open_study(spec: SweepSpec, create: bool = False):
     beat, grace = heartbeat_settings()
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=beat,
-                                                 grace_period=grace, **_retry_stale_trials())
+            # optuna annotates both as int but uses them as seconds of any kind (the tests beat every 0.5 s)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                                 heartbeat_interval=beat,  # type: ignore[arg-type]
+                                                 grace_period=grace,  # type: ignore[arg-type]
+                                                 **_retry_stale_trials())
             break
         except Exception as err:   # sqlalchemy: unknown dialect, bad URL, unreachable server
             # two machines creating the tables of a fresh database at once: one loses the race (IntegrityError,
@@ -247,6 +252,7 @@ def launcher_command(launcher: str) -> list[str]:
 
 def launched_grow(spec: SweepSpec, run: Path, settings: dict) -> dict:
     """One seed's run as a job of ``spec.launcher`` (``archgraph grow`` in every process it starts); its summary."""
+    assert spec.launcher is not None   # the trial runs its seeds this way only with a launcher
     cmd = launcher_command(spec.launcher) + ["-m", "archgraph", "grow", spec.run_file, "--out", str(run), "--quiet"]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]

@@ -42,26 +42,34 @@ class Param:
             return "choice:" + ",".join(_scalar_text(c) for c in self.choices)
         return f"{self.kind}:{_scalar_text(self.low)}:{_scalar_text(self.high)}"
 
-    def suggest(self, trial) -> Any:
+    def _bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a range (every kind but ``choice``)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key}: a {self.kind} parameter without bounds")
+        return self.low, self.high
+
+    def suggest(self, trial: Any) -> Any:
         """The value an Optuna trial samples for this field."""
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        low, high = self._bounds()
         if self.kind == "loguniform":
-            return trial.suggest_float(self.key, self.low, self.high, log=True)
+            return trial.suggest_float(self.key, low, high, log=True)
         if self.kind == "uniform":
-            return trial.suggest_float(self.key, self.low, self.high)
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high))
-        return trial.suggest_categorical(self.key, list(self.choices))
+            return trial.suggest_float(self.key, low, high)
+        return trial.suggest_int(self.key, int(low), int(high))
 
     def probes(self) -> list:
         """Values that must all validate in the run file: both ends and one value strictly inside (so a float range
         on an integer field is caught before a trial samples 2.27 for it), or every choice."""
         if self.kind == "choice":
             return list(self.choices)
+        low, high = self._bounds()
         if self.kind == "int":
-            return [int(self.low), int(self.high)]
-        inside = math.exp(math.log(self.low) + 0.318 * (math.log(self.high) - math.log(self.low))) \
-            if self.kind == "loguniform" else self.low + 0.318 * (self.high - self.low)
-        return [self.low, float(f"{inside:.6g}"), self.high]
+            return [int(low), int(high)]
+        inside = math.exp(math.log(low) + 0.318 * (math.log(high) - math.log(low))) \
+            if self.kind == "loguniform" else low + 0.318 * (high - low)
+        return [low, float(f"{inside:.6g}"), high]
 
 
 def _scalar_text(value: Any) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import cast
 
 import numpy as np
 import torch
@@ -47,7 +48,8 @@ def check_resumable(ckpt: dict, config: RunConfig, *, path: str, source: str) ->
 
 def rng_state(data_gen: torch.Generator) -> dict:
     """Every generator's state, as tensors and plain data."""
-    np_state = np.random.get_state()
+    # the legacy tuple of the global MT19937 generator: (name, keys, pos, has_gauss, gauss)
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     return {"torch": torch.get_rng_state(), "data": data_gen.get_state(),
             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},

@@ -23,36 +23,36 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 import torch
 from torch.func import functional_call
 
-from ..fx.builder import build
+from ..data.feed import load_data
+from ..data.settings import DataBase
 from ..errors import ConfigError
 from ..format.yaml_io import dumps, load, loads
-from ..graph import content_hash
-from ..shapes import count_nonzero_macs, count_nonzero_params
-from ..fx.speed import Format, choose_format
+from ..fx.builder import build
 from ..fx.materialise import materialise
+from ..fx.speed import Format, choose_format
 from ..fx.weights import load_into, load_weights
+from ..graph import content_hash
+from ..history.rundir import ReadOnlyRunDir, RunDir
+from ..methods.driver import Driver
 from ..rules.base import decode, encode
+from ..shapes import count_nonzero_macs, count_nonzero_params
 from . import distributed, fsdp
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
 from .config import RunConfig
 from .console import Console, args_text, epoch_line
 from .formats import VersionSpeed
-from ..data.feed import load_data
-from .tasks import Task, check_seed, task_of
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
-from ..history.rundir import ReadOnlyRunDir, RunDir
-from .strategies import make_strategy
-from ..methods.driver import Driver
 from .state import Stateful
+from .strategies import make_strategy
+from .tasks import Task, check_seed, task_of
 from .tensorboard import TensorBoardLog
 from .view import RunView
-
 
 
 @dataclass
@@ -99,7 +99,7 @@ class LoopState(Stateful):
             es = self.epoch_state
             self.epoch_state = EpochState(es["perm"], int(es["batch"]), float(es["loss_sum"]), float(es["correct"]),
                                           int(es["seen"]))
-        self.last_metrics = json.loads(self.last_metrics)
+        self.last_metrics = json.loads(cast(str, self.last_metrics))   # the JSON text state_dict wrote
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,9 +129,11 @@ class Trainer:
         self.run_dir = RunDir(out_dir) if self.dist.is_main else ReadOnlyRunDir(out_dir)
         if self.schedule.threads:
             torch.set_num_threads(self.schedule.threads)
-        if self.dist.enabled and config.data.batch_size < 2 * self.dist.world_size:
-            raise ConfigError(f"data.batch_size {config.data.batch_size} is the global batch: it must give each of "
-                              f"the {self.dist.world_size} processes at least 2 examples", file=source,
+        # the run file's data: settings (one source's model; to a type checker, the base every source extends)
+        self.data_config: DataBase = config.data
+        if self.dist.enabled and self.data_config.batch_size < 2 * self.dist.world_size:
+            raise ConfigError(f"data.batch_size {self.data_config.batch_size} is the global batch: it must give each "
+                              f"of the {self.dist.world_size} processes at least 2 examples", file=source,
                               field="data.batch_size")
         self.amp = self.device.type == "cuda" and self.schedule.amp != "off"
         self.amp_dtype = torch.bfloat16 if self.schedule.amp == "bfloat16" else torch.float16
@@ -145,9 +147,9 @@ class Trainer:
         self.loop = LoopState()             # everything a checkpoint holds of the loop itself
         self.progress = 0.0   # epochs done, fractional
         self.lr = self.schedule.lr                          # the learning rate of the current step
-        self.batch_samples = config.data.batch_size         # examples in the last step's global batch
+        self.batch_samples = self.data_config.batch_size         # examples in the last step's global batch
         self.view = RunView(self)                           # all the strategy sees of the run
-        self.tensorboard = None                             # schedule.log: [tensorboard], on rank 0
+        self.tensorboard: Optional[TensorBoardLog] = None   # schedule.log: [tensorboard], on rank 0
         # the method's hooks, driven as in a user's loop (archgraph.methods); its rules queue as pending
         self.method = Driver(strategy, self.view, self._take)
 
@@ -289,9 +291,9 @@ class Trainer:
         """The format this version runs in: the run's, or with ``auto`` the fastest measured on rank 0 (a few steps
         on a copy, global RNG untouched) and sent to every rank; remembered per version and checkpointed."""
         def choose() -> str:
-            name = self.schedule.format
+            name: str = self.schedule.format
             if self.dist.is_main:
-                n = max(2, self.config.data.batch_size // self.dist.world_size)
+                n = max(2, self.data_config.batch_size // self.dist.world_size)
                 x, y = next(self.dataset.batches(self.dataset.train,
                                                  [torch.arange(min(n, len(self.dataset.train)))]))
                 steps = self._batches(len(self.dataset.train)) * 3   # about as long as a phase between rewrites
@@ -328,21 +330,21 @@ class Trainer:
 
     # ---- one epoch --------------------------------------------------------------------------------------------
     def _batches(self, n: int) -> int:
-        bs = self.config.data.batch_size
+        bs = self.data_config.batch_size
         full, rest = divmod(n, bs)
         # a batch of one breaks batchnorm: a last partial batch must give every process two examples
         return full + (1 if rest >= 2 * self.dist.world_size or full == 0 else 0)
 
     def train_epoch(self) -> None:
         world = self.dist.world_size
-        bs = self.config.data.batch_size
+        bs = self.data_config.batch_size
         if self.loop.epoch_state is None:
             self.loop.epoch_state = EpochState(self.dataset.epoch_order(self.data_gen))
         es = self.loop.epoch_state
         n_batches = self._batches(len(es.perm))
         batches = self.dataset.batches(self.dataset.train, [es.perm[b * bs:(b + 1) * bs]
                                                             for b in range(es.batch, n_batches)],
-                                       self.config.data.augment, self.data_gen,
+                                       self.data_config.augment, self.data_gen,
                                        part=self.dist.part(bs) if world > 1 else None, epoch=self.loop.epoch)
         bar = self.console.bar(n_batches, es.batch, f"epoch {self.loop.epoch + 1}/{self.epochs}")
         loss_acc = torch.zeros((), device=self.device)
@@ -377,7 +379,7 @@ class Trainer:
         self.loop.epoch_state = None
         self.dist.sync_buffers(self.module)   # rank 0's running statistics, for evaluation and the checkpoint
         train_loss, train_acc = es.loss_sum / max(1, es.seen), es.correct / max(1, es.seen)
-        metrics = {"train_loss": train_loss, "train_acc": train_acc}
+        metrics: dict[str, Optional[float]] = {"train_loss": train_loss, "train_acc": train_acc}
         metrics.update(self.task.train_metrics(train_loss))
         if self.dataset.val is not None:
             metrics.update({f"val_{k}": v for k, v in self.evaluate(self.dataset.val).items()})
@@ -493,7 +495,7 @@ class Trainer:
         overrides = {} if module is not None else self.method.parametrize(training=False)[0]
         runner = _Forward(net, _functional_forward)
         stats = None
-        bs = self.config.data.eval_batch_size
+        bs = self.data_config.eval_batch_size
         first, stop = self.dist.span(len(split))   # every rank evaluates its share; the sums are all-reduced
         index = [torch.arange(start, min(start + bs, stop))   # an empty share still gives (zero) sums
                  for start in range(first, max(stop, first + 1), bs)]
@@ -501,6 +503,7 @@ class Trainer:
             s = self.task.stats(self.forward(x, overrides, runner), y)
             stats = s if stats is None else stats + s
         net.train(was_training)
+        assert stats is not None   # every rank has at least one (maybe empty) batch
         return self.task.metrics(self.dist.all_reduce_sum(stats.tolist()))
 
     def size_metrics(self) -> dict:
@@ -546,7 +549,8 @@ class Trainer:
         metrics = self.size_metrics()
         self.loop.pending = self.loop.pending[1:]
         # whether the rewrite keeps the network's function, and why not when it does not
-        exactness = {"exact": rw.exact, **({} if rw.exact else {"reason": rw.plan.note or "not function-preserving"})}
+        reason = None if rw.exact else (rw.plan.note or "not function-preserving")
+        exactness = {"exact": rw.exact, **({} if reason is None else {"reason": reason})}
         event = {"event": "rewrite", **encode(rule), "version": self.loop.version,
                  "parent": self.loop.version - 1, "hash": content_hash(graph), "parent_hash": content_hash(old),
                  "epoch": self.loop.epoch, "step": self.loop.step, "kind": kind, "metrics": metrics, **exactness}
@@ -556,7 +560,7 @@ class Trainer:
             self.tensorboard.version(self.loop.step, metrics)
         self.console.say(f"  {kind}: {rule.name}({args_text(rule.args())}) -> version {self.loop.version}: "
                   f"{metrics['nonzero_params']:,} non-zero of {metrics['params']:,} params"
-                  f"{'' if rw.exact else ' (not exact: ' + exactness['reason'] + ')'}")
+                  f"{'' if reason is None else ' (not exact: ' + reason + ')'}")
         self.checkpoint()
 
     # ---- the end ----------------------------------------------------------------------------------------------
@@ -571,7 +575,8 @@ class Trainer:
         final = {k: v.detach().cpu() for k, v in (self.sharding.full_state(self.module) if self.sharding is not None
                                                   else self.module.state_dict()).items()}
         # copies: under parallel: fsdp these may be FSDP's gathered buffers, which must stay resizable
-        final.update({k: v.detach().to("cpu", copy=True) for k, v in self.strategy.effective_weights(self.view).items()})
+        effective = self.strategy.effective_weights(self.view)
+        final.update({k: v.detach().to("cpu", copy=True) for k, v in effective.items()})
         if self.dist.enabled:
             self.dist.check_same(distributed.digest(final), "final weights")
         self.run_dir.write_final_weights(final, {"graph_sha256": content_hash(self.graph),
@@ -598,7 +603,9 @@ class Trainer:
             "versions": self.loop.version + 1, "final_version": self.loop.version, "hash": content_hash(self.graph),
             "growth_events": self.loop.growth_events, "prune_events": self.loop.prune_events,
             "epochs": self.loop.epoch, "steps": self.loop.step,
-            "method": self.config.method.name, "dataset": self.config.data.name, "seed": self.schedule.seed,
+            # the method union is built at run time (see cli/validate.py); every member has its name
+            "method": self.config.method.name,  # type: ignore[attr-defined]
+            "dataset": self.data_config.name, "seed": self.schedule.seed,
             "device": self.device.type, "world_size": self.dist.world_size, "parallel": self.schedule.parallel,
             "format": self.schedule.format, "amp": self.schedule.amp if self.amp else "off",
             "speed": self.speed.summary(),

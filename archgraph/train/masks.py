@@ -250,6 +250,7 @@ class LearnedMasks(Stateful):
             if gid is not None:
                 g = gates[gid][0].view(-1, *([1] * (p.dim() - 1)))
                 factor = g if factor is None else factor * g
+            assert factor is not None   # every key has a weight mask or a gate
             # value: p times the hard masks; gradient: unchanged to p (straight through), surrogate to thresholds
             overrides[key] = p + p.detach() * (factor - 1)
         count = self._expected(params, weight_masks, gates) if expected else None

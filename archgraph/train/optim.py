@@ -21,7 +21,8 @@ from .config import Schedule
 
 
 def make_optimizer(module: torch.nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
-    decay, plain = [], []
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
         (decay if p.dim() > 1 else plain).append(p)
     groups = [{"params": decay, "weight_decay": schedule.weight_decay},

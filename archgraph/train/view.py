@@ -33,6 +33,7 @@ import torch
 from ..rules.base import Rewrite, Rule, apply
 
 if TYPE_CHECKING:   # the loop imports this module
+    from ..data.settings import DataBase
     from .loop import Trainer
 
 
@@ -115,7 +116,8 @@ class RunView(RememberedRewrites):
     def train_inputs(self) -> Iterator[torch.Tensor]:
         t = self._trainer
         split = t.dataset.train
-        bs = t.config.data.eval_batch_size
+        data: DataBase = t.config.data
+        bs = data.eval_batch_size
         index = [torch.arange(start, min(start + bs, len(split))) for start in range(0, len(split), bs)]
         for x, _ in t.dataset.batches(split, index):
             yield x

@@ -56,6 +56,7 @@ def write_folder(root: Path, rng: np.random.RandomState) -> None:
 
 def write_tokens(out: Path) -> None:
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     text = "\n\n".join(topics[k] for k in sorted(topics))
     tok = Tokenizer(models.BPE())
