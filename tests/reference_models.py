@@ -508,3 +508,60 @@ class GPTBpe(nn.Module):
 
 HAND_WRITTEN.update({"shapes_cnn": (ShapesCNN, (3, 32, 32)),
                      "gpt_bpe": (GPTBpe, {"shape": (64,), "vocab": 512})})
+
+
+# ---- the headline seeds (issue 30) --------------------------------------------------------------------------------
+
+class UNetScenesDeep(nn.Module):
+    """``examples/seeds/unet_scenes_deep.yaml``: a three-stage U-Net (16, 32, 64 channels, a 64-channel bottleneck at
+    a quarter of a quarter of a quarter of the input), two transposed-conv upsamplings and one nearest one with a
+    1x1 conv, skip concats, 11 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.e1_conv, self.e1_bn = conv_bn(1, 16)
+        self.e2_conv, self.e2_bn = conv_bn(16, 32)
+        self.e3_conv, self.e3_bn = conv_bn(32, 64)
+        self.mid_conv, self.mid_bn = conv_bn(64, 64)
+        self.up3 = nn.ConvTranspose2d(64, 32, 2, stride=2)
+        self.d3_conv, self.d3_bn = conv_bn(96, 32)
+        self.up2 = nn.ConvTranspose2d(32, 32, 2, stride=2)
+        self.d2_conv, self.d2_bn = conv_bn(64, 32)
+        self.up1_conv = nn.Conv2d(32, 16, 1)
+        self.d1_conv, self.d1_bn = conv_bn(32, 16)
+        self.head = nn.Conv2d(16, 11, 1)
+
+    def forward(self, x):
+        e1 = F.relu(self.e1_bn(self.e1_conv(x)))
+        e2 = F.relu(self.e2_bn(self.e2_conv(F.max_pool2d(e1, 2))))
+        e3 = F.relu(self.e3_bn(self.e3_conv(F.max_pool2d(e2, 2))))
+        mid = F.relu(self.mid_bn(self.mid_conv(F.max_pool2d(e3, 2))))
+        d3 = F.relu(self.d3_bn(self.d3_conv(torch.cat([self.up3(mid), e3], 1))))
+        d2 = F.relu(self.d2_bn(self.d2_conv(torch.cat([self.up2(d3), e2], 1))))
+        up1 = self.up1_conv(F.interpolate(d2, scale_factor=2, mode="nearest"))
+        d1 = F.relu(self.d1_bn(self.d1_conv(torch.cat([up1, e1], 1))))
+        return self.head(d1)
+
+
+class MnistTiny(nn.Module):
+    """``examples/seeds/mnist_tiny.yaml``: a 3x3 conv (6), then depthwise-separable stages 6->16 (pool), 16->16
+    (pool), 16->10 (the class maps, with bias), global average pooling: 994 parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn1 = conv_bn(1, 6)
+        self.dw2 = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
+        self.pw2, self.bn2 = nn.Conv2d(6, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.dw3 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.pw3, self.bn3 = nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16)
+        self.dw4 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.pw4 = nn.Conv2d(16, 10, 1)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.c1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.pw2(self.dw2(x)))), 2)
+        x = F.max_pool2d(F.relu(self.bn3(self.pw3(self.dw3(x)))), 2)
+        return self.pw4(self.dw4(x)).mean(dim=(2, 3))
+
+
+HAND_WRITTEN.update({"unet_scenes_deep": (UNetScenesDeep, (1, 32, 32)), "mnist_tiny": (MnistTiny, (1, 28, 28))})

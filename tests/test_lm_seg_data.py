@@ -131,6 +131,16 @@ def test_compose_places_one_to_three_digits():
     assert min(digits) >= 1 and max(digits) <= 3 and max(x.reshape(200, -1).max(1)) == 200
 
 
+def test_max_digits_bounds_the_digits_per_scene():
+    """``data.max_digits`` (the task's difficulty): 1 gives scenes of exactly one digit class, a larger value more."""
+    one = load_dataset(DataConfig(name="digits_scenes", limit=30, test_limit=10, max_digits=1), seed=0)
+    three = load_dataset(DataConfig(name="digits_scenes", limit=30, test_limit=10), seed=0)
+    count = [[len(set(torch.unique(s).tolist()) - {0}) for s in d.train.y] for d in (one, three)]
+    assert set(count[0]) == {1} and max(count[1]) >= 2
+    with pytest.raises(Exception, match="max_digits"):
+        DataConfig(name="digits_scenes", max_digits=0)
+
+
 def test_augmentation_moves_labels_with_images():
     ds = load_dataset(DataConfig(name="digits_scenes", limit=16, test_limit=4, val_fraction=0.0))
     from archgraph.train.config import Augment

@@ -8,10 +8,11 @@ import pytest
 import yaml
 from conftest import ROOT
 
+import archgraph
 from archgraph.cli import main
 
-EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_scs", "mnist_scenes_scs",
-            "mnist_vit_gnap"]
+EXAMPLES = ["text_gpt_staged", "text_gpt_gnap", "text_lstm_scs", "digits_scenes_scs", "digits_scenes_dense",
+            "mnist_scenes_scs", "mnist_vit_gnap", "mnist_tiny"]
 TINY = {"text": ["data.limit=64", "data.test_limit=16", "data.eval_batch_size=64"],
         "digits_scenes": ["data.limit=48", "data.test_limit=8"],
         "mnist_scenes": ["data.limit=24", "data.test_limit=8"],
@@ -55,8 +56,13 @@ def test_digits_scenes_scs_runs(tmp_path):
     assert 0 <= s["test_miou"] <= 1 and 0 <= s["test_pixel_acc"] <= 1
 
 
+def test_the_tiny_mnist_seed_is_under_a_thousand_parameters():
+    run = yaml.safe_load((ROOT / "examples" / "mnist_tiny.yaml").read_text())
+    assert archgraph.load(ROOT / "examples" / run["seed"]).params <= 1000
+
+
 @pytest.mark.parametrize("name", ["mnist_scenes_scs", "mnist_vit_gnap", "mnist_gnap", "mnist_gnap_tiny",
-                                  "mnist_gnap_1k5", "mnist_gnap_575"])
+                                  "mnist_gnap_1k5", "mnist_gnap_575", "mnist_tiny"])
 def test_mnist_examples_run_on_generated_files(tmp_path, data_root, name):
     s = _grow(tmp_path, name, "schedule.epochs=1", *(["method.finetune_epochs=0"] if "gnap" in name else []),
               data_root=data_root)

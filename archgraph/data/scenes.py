@@ -1,10 +1,10 @@
 """Semantic segmentation scenes made from digit images (``data: {name: digits_scenes}`` or ``mnist_scenes``).
 
-Each scene places 1-3 digits at random positions on an empty canvas: the bundled 8x8 digits (scaled 2x to 16x16)
-on 32x32, or MNIST's 28x28 digits on 64x64. The image keeps the brighter pixel where digits overlap; the label of
-a pixel is 0 (background) or 1 + the class of the last digit whose stroke covers it (stroke: at least half the
-source's maximum intensity). Training scenes are made from the source's training images, test scenes from its
-test images, all from one generator seeded by ``seed``, so a seed always gives the same scenes.
+Each scene places 1-3 digits (1 to ``max_digits``) at random positions on an empty canvas: the bundled 8x8 digits
+(scaled 2x to 16x16) on 32x32, or MNIST's 28x28 digits on 64x64. The image keeps the brighter pixel where digits
+overlap; the label of a pixel is 0 (background) or 1 + the class of the last digit whose stroke covers it (stroke:
+at least half the source's maximum intensity). Training scenes are made from the source's training images, test
+scenes from its test images, all from one generator seeded by ``seed``, so a seed always gives the same scenes.
 
 >>> loaded = load_scenes(SceneSettings(name="digits_scenes", limit=64, test_limit=16), Request(seed=0))
 >>> loaded.train.x.shape, loaded.train.y.shape, loaded.classes
@@ -33,6 +33,8 @@ class SceneSettings(DataBase):
     root: Optional[str] = Field(None, description="mnist_scenes: the MNIST root (default: ./data; --data-root "
                                                   "overrides it)")
     download: bool = Field(False, description="let torchvision download a missing MNIST")
+    max_digits: int = Field(3, ge=1, le=5, description="each scene holds 1 to max_digits digits (fewer digits "
+                                                       "overlap less: an easier task)")
 
 
 def compose(images: np.ndarray, labels: np.ndarray, n: int, canvas: int, rng: np.random.RandomState,
@@ -79,8 +81,8 @@ def load_scenes(cfg: SceneSettings, req: Request) -> Loaded:
     if zoom > 1:
         xtr, xte = (a.repeat(zoom, 1).repeat(zoom, 2) for a in (xtr, xte))
     rng = np.random.RandomState(req.seed)
-    x, y = compose(xtr, ytr, cfg.limit or n_train, canvas, rng)
-    tx, ty = compose(xte, yte, cfg.test_limit or n_test, canvas, rng)
+    x, y = compose(xtr, ytr, cfg.limit or n_train, canvas, rng, cfg.max_digits)
+    tx, ty = compose(xte, yte, cfg.test_limit or n_test, canvas, rng, cfg.max_digits)
     val = None
     n_val = int(round(cfg.val_fraction * len(x)))
     if n_val > 0:

@@ -262,6 +262,27 @@ def seed_weights_path(cfg: RunConfig, base: Union[str, os.PathLike, None], sourc
     return path
 
 
+def method_files(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>") -> RunConfig:
+    """``cfg`` with the files its method names (``MethodConfig.files``, relative to ``base``, the run file's
+    folder) made absolute, each checked to exist (the error names the field, e.g. ``method.teacher``)."""
+    names = getattr(type(cfg.method), "files", ())
+    if not names:
+        return cfg
+    changed = {}
+    for name in names:
+        value = getattr(cfg.method, name)
+        if value is None:
+            continue
+        path = Path(value)
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        if not path.is_file():
+            raise ConfigError(f"{name.replace('_', ' ')} file '{path}' does not exist", file=source,
+                              field=f"method.{name}")
+        changed[name] = str(path.resolve())
+    return cfg.model_copy(update={"method": cfg.method.model_copy(update=changed)})
+
+
 def with_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "<config>") -> RunConfig:
     """A copy with dotted-key overrides applied (``{"schedule.epochs": 2}``), validated again."""
     data = cfg.model_dump(mode="json")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import budget, cgap, dense, gbp, gnap, gumbel, scs, staged  # noqa: F401  (importing registers each method)
+from . import budget, cgap, dense, distill, gbp, gnap, gumbel, scs, staged  # noqa: F401  (importing registers each method)
 from .base import METHODS, MethodConfig, Strategy
 
 
