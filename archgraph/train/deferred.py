@@ -34,9 +34,9 @@ class Deferred:
         self._module: Optional[ModuleType] = None
 
     def __getattr__(self, attr: str) -> Any:   # called only for names the proxy itself does not have
-        if attr.startswith("__"):   # copy, pickle and doctest probe dunders: never import for those
-            raise AttributeError(attr)
         if self._module is None:
+            if attr.startswith("__"):   # copy, pickle and doctest probe dunders: never import for those
+                raise AttributeError(attr)
             self._module = importlib.import_module(self._name)
         return getattr(self._module, attr)
 
