@@ -323,7 +323,7 @@ def _native_rms_norms(model: nn.Module):
 def _native_softmax(model: nn.Module):
     """Gemma's eager attention takes its softmax in float32 whatever the dtype; in the float64 check it is taken in
     the input's dtype, as the attention op does (in float32 the two are the same function)."""
-    modules = {importlib.import_module(type(m).__module__) for m in model.modules()
+    modules: set[Any] = {importlib.import_module(type(m).__module__) for m in model.modules()
                if type(m).__name__ in ("Gemma2Attention", "Gemma3Attention")}
     saved = {mod: mod.eager_attention_forward for mod in modules}
 
@@ -579,7 +579,7 @@ def _gemma(b: _Nodes, base, t: int) -> str:
         rope = cfg.rope_parameters
         if "rope_type" not in rope:   # Gemma 3: one entry per layer type (the local layers' rope_local_base_freq)
             rope = rope[att.layer_type]
-        qk = {}
+        qk: dict[str, Any] = {}
         if getattr(att, "q_norm", None) is not None:
             qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.eps), "qk_norm_offset": 1.0,
                   "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
@@ -600,7 +600,7 @@ def _gemma(b: _Nodes, base, t: int) -> str:
     return _gemma_norm(b, "norm", x, base.norm)
 
 
-def _gemma_norm(b: _Nodes, nid: str, x: str, m: nn.Module) -> str:
+def _gemma_norm(b: _Nodes, nid: str, x: str, m: Any) -> str:
     """Gemma's RMSNorm: its gain is ``1 + weight``."""
     return b.emit(nid, "rmsnorm", [x], {"weight": m.weight}, eps=float(m.eps), offset=1.0)
 
