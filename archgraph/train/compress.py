@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -33,10 +33,11 @@ from ..errors import ConfigError
 from ..fx.latency import measure
 from ..fx.magnitude import prune
 from ..fx.network import Network
+from ..graph import Graph
 from ..history.rundir import RunDir
 from ..methods.driver import Method
 from ..ops.registry import OPS
-from .config import load_config, load_seed, seed_weights_path
+from .config import RunConfig, load_config, load_seed, seed_weights_path
 from .optim import make_optimizer
 from .strategies.distill import DistillSettings, DistillStrategy
 from .tasks import task_of
@@ -120,6 +121,29 @@ def _latency_ms(module, graph, batch: int, device) -> float:
                    device=str(device))["batches"][str(batch)]["median_ms"]
 
 
+@dataclass
+class _Job:
+    """What every round of one compression shares: the options, the data and the two networks."""
+    target: Target
+    rounds: int
+    steps: int
+    criterion: str
+    calib_batches: int
+    round_to: int
+    lr: Optional[float]
+    cfg: RunConfig
+    ds: Any
+    dev: torch.device
+    batch: int
+    evaluate: _Evaluator
+    net: Network
+    teacher: Teacher
+    settings: DistillSettings
+    heads: bool
+    gen: torch.Generator
+    start: dict
+
+
 def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], target: Union[str, Target], *,
              steps: int = 200, rounds: int = 3, criterion: str = "taylor", calib_batches: int = 8,
              round_to: int = 1, temperature: float = 2.0, alpha: float = 0.0, lr: Optional[float] = None,
@@ -127,6 +151,30 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
     """Compress the run file's starting network to ``target`` (see the module docstring); returns the summary."""
     target = target if isinstance(target, Target) else parse_target(target)
     source = str(run)
+    _check_options(steps=steps, rounds=rounds, criterion=criterion, round_to=round_to, temperature=temperature,
+                   alpha=alpha, lr=lr, calib_batches=calib_batches)
+    _check_out_dir(out_dir)
+    cfg = load_config(run)
+    graph, weights = _starting_network(cfg, run, source)
+    dev = _pick_device(cfg, device, source)
+    if cfg.schedule.threads:
+        torch.set_num_threads(cfg.schedule.threads)
+    torch.manual_seed(cfg.schedule.seed)
+    t0 = time.perf_counter()
+
+    job = _open_job(cfg, graph, weights, target, dev, data_root, source, rounds=rounds, steps=steps,
+                    criterion=criterion, calib_batches=calib_batches, round_to=round_to, lr=lr,
+                    temperature=temperature, alpha=alpha)
+    say(_start_line(job.start, job.batch))
+    reached, done = _run_rounds(job, say)
+    summary = _summary(job, reached, done, temperature=temperature, alpha=alpha, t0=t0)
+    job.net.save(out_dir, summary=summary)
+    return json.loads(RunDir(out_dir).summary_path.read_text())
+
+
+def _check_options(*, steps: int, rounds: int, criterion: str, round_to: int, temperature: float, alpha: float,
+                   lr: Optional[float], calib_batches: int) -> None:
+    """A :class:`ConfigError` naming the first option out of range (in the order of the command's flags)."""
     if steps < 0:
         raise ConfigError(f"--steps {steps} must be at least 0", field="--steps")
     if rounds < 1:
@@ -144,10 +192,18 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
         raise ConfigError(f"--lr {lr} must be above 0", field="--lr")
     if calib_batches < 1:
         raise ConfigError(f"--calib-batches {calib_batches} must be at least 1", field="--calib-batches")
+
+
+def _check_out_dir(out_dir: Union[str, os.PathLike]) -> None:
+    """The output folder must be new or empty."""
     out = RunDir(out_dir)
     if out.path.exists() and not out.is_empty():
         raise ConfigError(f"'{out.path}' is not empty; choose a new folder for the compressed run", field="--out")
-    cfg = load_config(run)
+
+
+def _starting_network(cfg: RunConfig, run: Union[str, os.PathLike], source: str) -> tuple[Graph, Path]:
+    """The run file's seed graph and its trained weights file (both required: compress starts from a trained
+    network with one input)."""
     base = Path(run).parent
     graph = load_seed(cfg, base, source)
     weights = seed_weights_path(cfg, base, source)
@@ -157,17 +213,24 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
     if len(graph.inputs) != 1:
         raise ConfigError(f"compress needs a graph with one input, not {len(graph.inputs)}", file=source,
                           field="seed")
+    return graph, weights
+
+
+def _pick_device(cfg: RunConfig, device: Optional[str], source: str) -> torch.device:
+    """``--device`` or the run file's ``schedule.device`` (``auto``: CUDA when there is one)."""
     want = device or cfg.schedule.device
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if want == "auto" else want)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda asked for, but torch sees no CUDA device here", file=source,
                           field="--device" if device else "schedule.device")
-    if cfg.schedule.threads:
-        torch.set_num_threads(cfg.schedule.threads)
-    torch.manual_seed(cfg.schedule.seed)
-    t0 = time.perf_counter()
+    return dev
 
-    shape = next(iter(graph.inputs.values()))
+
+def _open_job(cfg: RunConfig, graph: Graph, weights: Path, target: Target, dev: torch.device,
+              data_root: Optional[str], source: str, *, rounds: int, steps: int, criterion: str,
+              calib_batches: int, round_to: int, lr: Optional[float], temperature: float, alpha: float) -> _Job:
+    """Load the data, build the student and the teacher, and measure the start."""
+    shape: Any = next(iter(graph.inputs.values()))   # as the seed declares it (a TokenShape carries its vocab)
     data: DataBase = cfg.data
     ds = load_data(data, seed=cfg.schedule.seed, root=data_root or getattr(data, "root", None),
                    input_shape=shape, source=source)
@@ -178,70 +241,111 @@ def compress(run: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], tar
     teacher = Teacher(graph, weights, device=dev)
     heads = _has_heads(graph)
 
-    start = {"params": graph.params, "macs": graph.macs}
+    start: dict[str, Any] = {"params": graph.params, "macs": graph.macs}
     start.update({f"test_{k}": v for k, v in evaluate(net.module, ds.test).items()})
     if target.kind == "latency":
         start["latency_ms"] = _latency_ms(net.module, graph, batch, dev)
-    say(f"start: {start['params']:,} params, {start['macs']:,} MACs"
-        + (f", {start['latency_ms']:.3g} ms at batch {batch}" if "latency_ms" in start else "")
-        + "".join(f", test {k[5:]} {v:.4f}" for k, v in start.items() if k.startswith("test_")))
 
     settings = DistillSettings(teacher=str(Path(cfg.seed).name if isinstance(cfg.seed, str) else "<inline seed>"),
                                teacher_weights=str(weights), temperature=temperature, alpha=alpha)
     gen = torch.Generator().manual_seed(cfg.schedule.seed)
-    reached = 1.0
-    max_rounds = rounds if target.kind != "latency" else 2 * rounds
-    done = total_steps = 0
-    for r in range(1, max_rounds + 1):
-        # the round's size: a geometric step towards the target (latency: MACs, corrected by the measured ratio)
-        if target.kind == "latency" and r > rounds:
-            kind, goal = "macs", net.graph.macs * min(0.95, max(0.5, target.fraction / max(reached, 1e-9)))
-        else:
-            kind = "macs" if target.kind == "latency" else target.kind
-            goal = start[kind] * target.fraction ** (r / rounds)
-        state = net.state_dict()
-        ratio = ratio_for(net.graph, state, goal, kind, heads, round_to)
-        calib = [(x.to(dev), y.to(dev)) for x, y in
-                 ds.batches(ds.train, [torch.randint(0, len(ds.train), (batch,), generator=gen)
-                                       for _ in range(calib_batches)])]
-        net.step, net.epoch = total_steps, r - 1
-        applied = net.prune(ratio, criterion=criterion, heads=heads, calib=calib, round_to=round_to) \
-            if ratio > 0 else []
-        loss = _distill(net, teacher, settings, cfg, ds, steps, batch, dev, gen, lr)
-        total_steps += steps
-        net.step = total_steps
-        metrics: dict[str, Any] = {"round": r, "ratio": ratio, "rules": len(applied), **net.size_metrics()}
-        if loss is not None:
-            metrics["distill_loss"] = loss
-        if ds.val is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate(net.module, ds.val).items()})
-        metrics.update({f"test_{k}": v for k, v in evaluate(net.module, ds.test).items()})
-        if target.kind == "latency":
-            metrics["latency_ms"] = _latency_ms(net.module, net.graph, batch, dev)
-            reached = metrics["latency_ms"] / start["latency_ms"]
-        else:
-            reached = getattr(net.graph, target.kind) / start[target.kind]
-        metrics["reached"] = reached
-        net.epoch = r
-        net.log({"event": "epoch", "epoch": r, "metrics": metrics})
-        done = r
-        say(f"round {r}: ratio {ratio:.3f}, {len(applied)} rule(s), {net.graph.params:,} params, "
-            f"{net.graph.macs:,} MACs, {target.kind} at {reached:.3f} of the start"
-            + "".join(f", test {k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_")))
-        if target.kind == "latency" and reached <= target.fraction:
-            break
+    return _Job(target=target, rounds=rounds, steps=steps, criterion=criterion, calib_batches=calib_batches,
+                round_to=round_to, lr=lr, cfg=cfg, ds=ds, dev=dev, batch=batch, evaluate=evaluate, net=net,
+                teacher=teacher, settings=settings, heads=heads, gen=gen, start=start)
 
-    final = {f"test_{k}": v for k, v in evaluate(net.module, ds.test).items()}
+
+def _start_line(start: dict, batch: int) -> str:
+    return (f"start: {start['params']:,} params, {start['macs']:,} MACs"
+            + (f", {start['latency_ms']:.3g} ms at batch {batch}" if "latency_ms" in start else "")
+            + "".join(f", test {k[5:]} {v:.4f}" for k, v in start.items() if k.startswith("test_")))
+
+
+def _run_rounds(job: _Job, say: Callable[[str], Any]) -> tuple[float, int]:
+    """Prune and recover round by round (a latency target goes on, up to twice ``rounds``, until the measured
+    latency is at the target); the last ``reached`` fraction and the number of rounds run."""
+    reached = 1.0
+    max_rounds = job.rounds if job.target.kind != "latency" else 2 * job.rounds
+    done = 0
+    for r in range(1, max_rounds + 1):
+        reached = _run_round(job, r, reached, say)
+        done = r
+        if job.target.kind == "latency" and reached <= job.target.fraction:
+            break
+    return reached, done
+
+
+def _round_goal(job: _Job, r: int, reached: float) -> tuple[str, float]:
+    """The round's size: a geometric step towards the target (latency: MACs, corrected by the measured ratio
+    once the planned rounds are spent)."""
+    target = job.target
+    if target.kind == "latency" and r > job.rounds:
+        return "macs", job.net.graph.macs * min(0.95, max(0.5, target.fraction / max(reached, 1e-9)))
+    kind = "macs" if target.kind == "latency" else target.kind
+    return kind, job.start[kind] * target.fraction ** (r / job.rounds)
+
+
+def _calibration(job: _Job) -> list:
+    """``calib_batches`` random training batches on the device, for the calibrated criteria."""
+    ds = job.ds
+    return [(x.to(job.dev), y.to(job.dev)) for x, y in
+            ds.batches(ds.train, [torch.randint(0, len(ds.train), (job.batch,), generator=job.gen)
+                                  for _ in range(job.calib_batches)])]
+
+
+def _run_round(job: _Job, r: int, reached: float, say: Callable[[str], Any]) -> float:
+    """Round ``r``: prune to the round's size, distill ``steps`` steps, log the epoch event; the new ``reached``."""
+    net = job.net
+    kind, goal = _round_goal(job, r, reached)
+    ratio = ratio_for(net.graph, net.state_dict(), goal, kind, job.heads, job.round_to)
+    calib = _calibration(job)
+    net.step, net.epoch = (r - 1) * job.steps, r - 1
+    applied = net.prune(ratio, criterion=job.criterion, heads=job.heads, calib=calib, round_to=job.round_to) \
+        if ratio > 0 else []
+    loss = _distill(net, job.teacher, job.settings, job.cfg, job.ds, job.steps, job.batch, job.dev, job.gen, job.lr)
+    net.step = r * job.steps
+    metrics = _round_metrics(job, r, ratio, len(applied), loss)
+    net.epoch = r
+    net.log({"event": "epoch", "epoch": r, "metrics": metrics})
+    say(f"round {r}: ratio {ratio:.3f}, {len(applied)} rule(s), {net.graph.params:,} params, "
+        f"{net.graph.macs:,} MACs, {job.target.kind} at {metrics['reached']:.3f} of the start"
+        + "".join(f", test {k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("test_")))
+    return metrics["reached"]
+
+
+def _round_metrics(job: _Job, r: int, ratio: float, rules: int, loss: Optional[float]) -> dict[str, Any]:
+    """The round's epoch metrics: sizes, the distillation loss, val and test metrics and the ``reached``
+    fraction of the start (latency: measured now)."""
+    net, ds, start = job.net, job.ds, job.start
+    metrics: dict[str, Any] = {"round": r, "ratio": ratio, "rules": rules, **net.size_metrics()}
+    if loss is not None:
+        metrics["distill_loss"] = loss
+    if ds.val is not None:
+        metrics.update({f"val_{k}": v for k, v in job.evaluate(net.module, ds.val).items()})
+    metrics.update({f"test_{k}": v for k, v in job.evaluate(net.module, ds.test).items()})
+    if job.target.kind == "latency":
+        metrics["latency_ms"] = _latency_ms(net.module, net.graph, job.batch, job.dev)
+        metrics["reached"] = metrics["latency_ms"] / start["latency_ms"]
+    else:
+        metrics["reached"] = getattr(net.graph, job.target.kind) / start[job.target.kind]
+    return metrics
+
+
+def _summary(job: _Job, reached: float, done: int, *, temperature: float, alpha: float, t0: float) -> dict:
+    """``summary.json``: the final test metrics, the target and how far it was reached, the options and the
+    start's values."""
+    target, start = job.target, job.start
+    data: DataBase = job.cfg.data
+    final = {f"test_{k}": v for k, v in job.evaluate(job.net.module, job.ds.test).items()}
     summary = {**final, "target": str(target), "target_kind": target.kind, "target_fraction": target.fraction,
                "reached": reached, "reached_target": reached <= target.fraction + 1e-9, "rounds": done,
-               "steps_per_round": steps, "criterion": criterion, "round_to": round_to, "temperature": temperature,
-               "alpha": alpha, "calib_batches": calib_batches, "device": str(dev), "threads": torch.get_num_threads(),
-               "batch_size": batch, "dataset": data.name, "method": "compress",
+               "steps_per_round": job.steps, "criterion": job.criterion, "round_to": job.round_to,
+               "temperature": temperature, "alpha": alpha, "calib_batches": job.calib_batches,
+               "device": str(job.dev), "threads": torch.get_num_threads(), "batch_size": job.batch,
+               "dataset": data.name, "method": "compress",
                **{f"start_{k}": v for k, v in start.items()}, "wall_s": round(time.perf_counter() - t0, 3)}
     if target.kind == "latency":   # the last round's measurement, the one ``reached`` is of
         summary["latency_ms"] = reached * start["latency_ms"]
-    net.save(out_dir, summary=summary)
-    return json.loads(RunDir(out_dir).summary_path.read_text())
+    return summary
 
 
 def _distill(net: Network, teacher: Teacher, settings: DistillSettings, cfg, ds, steps: int, batch: int, dev,
