@@ -58,6 +58,31 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     LM, and the tokenizer files of ``source`` when it has them). ``config``: the source model's config as
     ``config.json`` holds it (the import records it in the weights' metadata, ``hf_config``). Returns ``out``."""
     tr = import_transformers()
+    model_type, causal = _family(graph, config)
+    sizes = SIZES[model_type](graph)
+    per_layer = sizes.pop("layer_sizes", None)
+    data = _config_data(tr, config, model_type, sizes)
+    data["dtype"] = _dtype_name(weights)
+    tied = causal and _tied(graph, weights, model_type)
+    data["tie_word_embeddings"] = tied
+    out = Path(out)
+    cfg, skeleton = _skeleton(tr, model_type, data, per_layer, causal, out)
+    state = _state(graph, weights, skeleton, model_type, tied)
+    if model_type in FOLD:
+        state = FOLD[model_type](graph, state, tied)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save_pretrained(str(out))
+    _save_shards(state, out, max_shard_bytes)
+    if causal:
+        _generation_config(tr, cfg, source, out)
+    if source is not None:
+        _copy_tokenizer(Path(source), out)
+    return out
+
+
+def _family(graph: Graph, config: Mapping[str, Any]) -> tuple[str, bool]:
+    """The source config's ``model_type`` (one :data:`SIZES` knows) and whether it is a causal LM, which the graph
+    must agree with (an ``lm_head`` node exactly when it is)."""
     model_type = config.get("model_type")
     if model_type not in SIZES:
         raise ConversionError(f"Hugging Face model type {model_type!r} cannot be exported (supported: "
@@ -66,8 +91,11 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     if causal != ("lm_head" in graph.nodes):
         raise ConversionError("the graph " + ("has no" if causal else "has an") + " lm_head node but its source "
                               "config says " + ("a causal LM" if causal else "a base model"))
-    sizes = SIZES[model_type](graph)
-    per_layer = sizes.pop("layer_sizes", None)
+    return str(model_type), causal
+
+
+def _config_data(tr, config: Mapping[str, Any], model_type: str, sizes: dict) -> dict:
+    """The source's config with the graph's ``sizes`` over it (less the keys that name where it came from)."""
     data = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path", "auto_map",
                                                          "layer_sizes")}
     data.update(sizes)
@@ -79,34 +107,34 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
             data[name] = data.pop(alias)
     if getattr(data.get("layer_types"), "__len__", None) and len(data["layer_types"]) != sizes["num_hidden_layers"]:
         data["layer_types"] = list(data["layer_types"])[:sizes["num_hidden_layers"]]
+    return data
+
+
+def _dtype_name(weights: Mapping[str, torch.Tensor]) -> str:
+    """The config's ``dtype``: the weights' one floating dtype, ``float32`` when they mix several (or have none)."""
     floating = {t.dtype for t in weights.values() if t.is_floating_point()}
     dtype = next(iter(floating)) if len(floating) == 1 else torch.float32
-    data["dtype"] = str(dtype).removeprefix("torch.")
-    tied = causal and _tied(graph, weights, model_type)
-    data["tie_word_embeddings"] = tied
-    out = Path(out)
-    if per_layer is None:
-        cfg = _config(tr, model_type, data)
-        auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
-        with torch.device("meta"):
-            skeleton = auto.from_config(cfg)
-    else:
-        cfg, skeleton = _per_layer_model(model_type, data, per_layer, causal, out)
-    if per_layer is None:
-        cfg.architectures = [type(skeleton).__name__]
-    state = _state(graph, weights, skeleton, model_type, tied)
-    if model_type in FOLD:
-        state = FOLD[model_type](graph, state, tied)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save_pretrained(str(out))
-    _save_shards(state, out, max_shard_bytes)
-    if causal:
-        _generation_config(tr, cfg, source, out)
-    if source is not None:
-        for name in TOKENIZER_FILES:
-            if (Path(source) / name).is_file():
-                shutil.copyfile(Path(source) / name, out / name)
-    return out
+    return str(dtype).removeprefix("torch.")
+
+
+def _skeleton(tr, model_type: str, data: dict, per_layer: Optional[list], causal: bool, out: Path) -> tuple:
+    """The config and the family's model built from it on the ``meta`` device: the family's own class, or, where
+    the layers' sizes differ, the per-layer classes of ``modeling_archgraph.py`` written into ``out``."""
+    if per_layer is not None:
+        return _per_layer_model(model_type, data, per_layer, causal, out)
+    cfg = _config(tr, model_type, data)
+    auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
+    with torch.device("meta"):
+        skeleton = auto.from_config(cfg)
+    cfg.architectures = [type(skeleton).__name__]
+    return cfg, skeleton
+
+
+def _copy_tokenizer(source: Path, out: Path) -> None:
+    """Copy the :data:`TOKENIZER_FILES` that ``source`` has into ``out``."""
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
 
 
 def _config(tr, model_type: str, data: dict):
