@@ -222,13 +222,33 @@ def _labels(y: Column, name: str, n: int, req: Request) -> tuple[Union[np.ndarra
 
 def load_arrays(cfg: ArraySettings, req: Request) -> Loaded:
     columns = open_arrays(cfg.path, req)
+    _check_keys(columns, cfg.path, req)
+    splits, shapes, label_shapes, classes = _read_splits(columns, req)
+    segmentation = _check_shapes(columns, shapes, label_shapes, req)
+    train, val, test = _limit_and_carve(cfg, splits, req)
+    scale = 1.0 / 255.0 if columns["x_train"].dtype == np.uint8 else 1.0
+    shape = tuple(req.input_shape) if req.input_shape is not None else shapes["train"]
+    return Loaded("arrays", "segmentation" if segmentation else "classification", train, val, test, classes,
+                  shape, scale, cfg.normalize)
+
+
+def _check_keys(columns: dict[str, Column], path: str, req: Request) -> None:
+    """The file must hold every one of :data:`KEYS`, and both of ``x_val`` and ``y_val`` or neither."""
     missing = [k for k in KEYS if k not in columns]
     if missing:
-        raise req.error(f"arrays file '{cfg.path}' lacks {', '.join(missing)} (it has {', '.join(columns) or 'none'})")
+        raise req.error(f"arrays file '{path}' lacks {', '.join(missing)} (it has {', '.join(columns) or 'none'})")
     if ("x_val" in columns) != ("y_val" in columns):
-        raise req.error(f"arrays file '{cfg.path}' has only one of x_val and y_val")
+        raise req.error(f"arrays file '{path}' has only one of x_val and y_val")
+
+
+def _read_splits(columns: dict[str, Column], req: Request
+                 ) -> tuple[dict[str, ArrayItems], dict[str, tuple], dict[str, tuple], int]:
+    """Each split the file has (train, val, test) as its items, with its examples' shape, its labels' per-example
+    shape, and the number of classes (the largest class id of any split, plus one)."""
     splits: dict[str, ArrayItems] = {}
-    shapes, label_shapes, classes = {}, {}, 0
+    shapes: dict[str, tuple] = {}
+    label_shapes: dict[str, tuple] = {}
+    classes = 0
     for part in ("train", "val", "test"):
         if f"x_{part}" in columns:
             x = columns[f"x_{part}"]
@@ -236,31 +256,44 @@ def load_arrays(cfg: ArraySettings, req: Request) -> Loaded:
             y, high = _labels(columns[f"y_{part}"], f"y_{part}", len(x), req)
             label_shapes[part], classes = columns[f"y_{part}"].shape[1:], max(classes, high + 1)
             splits[part] = ArrayItems(x, y, np.arange(len(x)), layout)
+    return splits, shapes, label_shapes, classes
+
+
+def _check_shapes(columns: dict[str, Column], shapes: dict[str, tuple], label_shapes: dict[str, tuple],
+                  req: Request) -> bool:
+    """The test split must match the training split's shapes, and per-pixel labels their images' height and width;
+    whether the labels are per-pixel (segmentation)."""
     if shapes["train"] != shapes["test"] or label_shapes["train"] != label_shapes["test"]:
         raise req.error(f"x_test/y_test have examples of shapes {list(shapes['test'])}/{list(label_shapes['test'])}, "
                         f"unlike x_train/y_train's {list(shapes['train'])}/{list(label_shapes['train'])}")
-    train, test = splits["train"], splits["test"]
     segmentation = len(label_shapes["train"]) == 2
     if segmentation and (len(shapes["train"]) != 3 or label_shapes["train"] != shapes["train"][1:]):
         raise req.error(f"per-pixel labels y_train {list(columns['y_train'].shape)} need images [N, C, H, W] of the "
                         f"same H, W, not {list(columns['x_train'].shape)}")
-    rng = np.random.RandomState(req.seed)
+    return segmentation
 
-    def strata(items: ArrayItems) -> np.ndarray:
-        labels = items.labels
-        return labels if labels is not None else np.zeros(len(items), np.int64)
+
+def _strata(items: ArrayItems) -> np.ndarray:
+    """What the subsets are stratified by: the class labels, or one stratum for per-pixel labels."""
+    labels = items.labels
+    return labels if labels is not None else np.zeros(len(items), np.int64)
+
+
+def _limit_and_carve(cfg: ArraySettings, splits: dict[str, ArrayItems], req: Request
+                     ) -> tuple[ArrayItems, Optional[ArrayItems], ArrayItems]:
+    """Train, val and test after ``limit``, the carved ``val_fraction`` (when the file has no val split) and
+    ``test_limit``, each a stratified draw fixed by the run's seed."""
+    train, test = splits["train"], splits["test"]
+    rng = np.random.RandomState(req.seed)
     if cfg.limit is not None and cfg.limit < len(train):
-        train = train.subset(stratified_subset(strata(train), cfg.limit, rng))
+        train = train.subset(stratified_subset(_strata(train), cfg.limit, rng))
     val = splits.get("val")
     if val is None and cfg.val_fraction > 0:
-        kept, held = carve(strata(train), cfg.val_fraction, rng)
+        kept, held = carve(_strata(train), cfg.val_fraction, rng)
         train, val = train.subset(kept), train.subset(held)
     if cfg.test_limit is not None and cfg.test_limit < len(test):
-        test = test.subset(stratified_subset(strata(test), cfg.test_limit, np.random.RandomState(req.seed + 1)))
-    scale = 1.0 / 255.0 if columns["x_train"].dtype == np.uint8 else 1.0
-    shape = tuple(req.input_shape) if req.input_shape is not None else shapes["train"]
-    return Loaded("arrays", "segmentation" if segmentation else "classification", train, val, test, classes,
-                  shape, scale, cfg.normalize)
+        test = test.subset(stratified_subset(_strata(test), cfg.test_limit, np.random.RandomState(req.seed + 1)))
+    return train, val, test
 
 
 register(ArraySettings, load_arrays)
