@@ -18,7 +18,7 @@ with the run); ``test_limit`` keeps the first windows of the test split.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Sequence, TypeVar
 
 import numpy as np
 from pydantic import Field, NonNegativeFloat, PositiveInt, model_validator
@@ -27,6 +27,7 @@ from .registry import Loaded, Request, WindowSplit, register
 from .settings import DataBase
 
 UNKNOWN = 0   # the id of every symbol the training split does not hold
+_Symbol = TypeVar("_Symbol", int, str)   # a byte or a character
 
 
 class TextSettings(DataBase):
@@ -100,47 +101,78 @@ def read_tokenizer(path: str, req: Request):
 
 def load_text(cfg: TextSettings, req: Request) -> Loaded:
     """The corpus ``cfg`` names as windows of the seed's token length (see the module docstring)."""
+    window = _window(req)
+    text = read_corpus(cfg.path, cfg.max_bytes, req.source) if cfg.path else default_corpus()
+    if cfg.tokenizer:
+        encoded, symbols = _encode_with_tokenizer(cfg, cfg.tokenizer, req, text)
+        task = "token_model"
+    else:
+        encoded, symbols = _encode_symbols(cfg, text)
+        task = "language_model"
+    train_ids, val_ids, test_ids = encoded
+    train = _windows(req, train_ids, "train", window, cfg.stride or window)
+    val = _windows(req, val_ids, "val", window, window) if cfg.split[1] != 0 else None
+    test = _windows(req, test_ids, "test", window, window, cfg.test_limit)
+    epoch_size = cfg.limit if cfg.limit is not None and cfg.limit < len(train) else None
+    return Loaded("text", task, train, val, test, len(symbols), (window,), window=window,
+                  symbols=symbols, epoch_size=epoch_size)
+
+
+def _window(req: Request) -> int:
+    """The seed's token length ``T``: its input must be token ids of shape ``[T]``."""
     shape = req.input_shape
     if shape is None or len(shape) != 1:
         raise req.error(f"data 'text' needs a seed whose input is token ids {{shape: [T], vocab: V}}, not "
                         f"{list(shape or [])}", "seed")
-    window = int(shape[0])
-    text = read_corpus(cfg.path, cfg.max_bytes, req.source) if cfg.path else default_corpus()
+    return int(shape[0])
+
+
+def _cuts(cfg: TextSettings, n: int) -> tuple[int, int]:
+    """Where the val and the test split of ``n`` tokens (or symbols) begin, by ``cfg.split``'s fractions."""
     f_train, f_val, _ = cfg.split
-    if cfg.tokenizer:
-        tok = read_tokenizer(cfg.tokenizer, req)
-        ids = np.asarray(tok.encode(text).ids, dtype=np.int64)
-        n = len(ids)
-        a, b = int(n * f_train), int(n * (f_train + f_val))
-        encoded = [ids[:a], ids[a:b], ids[b:]]
-        symbols = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
-        task = "token_model"
-    else:
-        seq = list(text.encode("utf-8")) if cfg.tokens == "bytes" else text
-        n = len(seq)
-        a, b = int(n * f_train), int(n * (f_train + f_val))
-        parts = seq[:a], seq[a:b], seq[b:]
-        symbols = [None] + sorted(set(parts[0]))
-        index = {s: i for i, s in enumerate(symbols) if s is not None}
-        encoded = [np.asarray([index.get(s, UNKNOWN) for s in part], dtype=np.int64) for part in parts]
-        task = "language_model"
-    splits = []
-    for i, (tokens, name) in enumerate(zip(encoded, ("train", "val", "test"))):
-        if i == 1 and f_val == 0:
-            splits.append(None)
-            continue
-        if len(tokens) < window + 1:
-            raise req.error(f"the {name} split of the corpus has {len(tokens)} tokens, fewer than one window of "
-                            f"{window} + 1 (the seed's token length): use a longer text or other data.split "
-                            "fractions", "data.split")
-        stride = (cfg.stride or window) if i == 0 else window
-        starts = np.arange(0, len(tokens) - window, stride, dtype=np.int64)
-        if i == 2 and cfg.test_limit is not None:
-            starts = starts[:cfg.test_limit]
-        splits.append(WindowSplit(tokens, starts))
-    epoch_size = cfg.limit if cfg.limit is not None and cfg.limit < len(splits[0]) else None
-    return Loaded("text", task, splits[0], splits[1], splits[2], len(symbols), (window,), window=window,
-                  symbols=symbols, epoch_size=epoch_size)
+    return int(n * f_train), int(n * (f_train + f_val))
+
+
+def _encode_with_tokenizer(cfg: TextSettings, tokenizer: str, req: Request, text: str
+                           ) -> tuple[list[np.ndarray], list]:
+    """The train, val and test token ids of ``text`` by the ``tokenizer`` file, and its vocabulary in id order."""
+    tok = read_tokenizer(tokenizer, req)
+    ids = np.asarray(tok.encode(text).ids, dtype=np.int64)
+    a, b = _cuts(cfg, len(ids))
+    symbols = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+    return [ids[:a], ids[a:b], ids[b:]], symbols
+
+
+def _encode_symbols(cfg: TextSettings, text: str) -> tuple[list[np.ndarray], list]:
+    """The train, val and test ids of ``text``'s characters or bytes (``tokens``), and the vocabulary."""
+    if cfg.tokens == "bytes":
+        return _symbol_ids(cfg, list(text.encode("utf-8")))
+    return _symbol_ids(cfg, text)
+
+
+def _symbol_ids(cfg: TextSettings, seq: Sequence[_Symbol]) -> tuple[list[np.ndarray], list[Optional[_Symbol]]]:
+    """``seq`` cut into train, val and test as ids, and the vocabulary: :data:`UNKNOWN` first, then the training
+    split's symbols in order."""
+    a, b = _cuts(cfg, len(seq))
+    parts: tuple[Sequence[_Symbol], ...] = (seq[:a], seq[a:b], seq[b:])
+    symbols: list[Optional[_Symbol]] = [None]
+    symbols.extend(sorted(set(parts[0])))
+    index = {s: i for i, s in enumerate(symbols) if s is not None}
+    return [np.asarray([index.get(s, UNKNOWN) for s in part], dtype=np.int64) for part in parts], symbols
+
+
+def _windows(req: Request, tokens: np.ndarray, name: str, window: int, stride: int,
+             limit: Optional[int] = None) -> WindowSplit:
+    """The split ``name``'s windows of ``window`` tokens, one every ``stride`` (the first ``limit`` of them); a split
+    shorter than one window is an error."""
+    if len(tokens) < window + 1:
+        raise req.error(f"the {name} split of the corpus has {len(tokens)} tokens, fewer than one window of "
+                        f"{window} + 1 (the seed's token length): use a longer text or other data.split "
+                        "fractions", "data.split")
+    starts = np.arange(0, len(tokens) - window, stride, dtype=np.int64)
+    if limit is not None:
+        starts = starts[:limit]
+    return WindowSplit(tokens, starts)
 
 
 register(TextSettings, load_text)
