@@ -191,27 +191,44 @@ class ScsStrategy(Strategy):
             return {}, None
         params = dict(trainer.module.named_parameters())
         soft, soft_b = self.soft()
-        if self.settings.sample and training:
-            q = {k: torch.bernoulli(v.detach()) for k, v in soft.items()}
-            qb = {k: torch.bernoulli(v.detach()) for k, v in soft_b.items()}
-            channel_gates = {k: _straight_through(q[k], v) for k, v in soft.items()}
-            branch_gates = {k: _straight_through(qb[k], v) for k, v in soft_b.items()}
-            self._step_macs = float(self.layout.active_macs({k: float(v.mean()) for k, v in q.items()},
-                                                            {k: float(v) for k, v in qb.items()}))
-        elif self.settings.sample:
-            channel_gates = {k: (v.detach() > 0).to(v.dtype) for k, v in self.s.items()}
-            branch_gates = {k: (v.detach() > 0).to(v.dtype) for k, v in self.sb.items()}
-        else:
-            channel_gates = {k: v * self.scale for k, v in soft.items()}
-            branch_gates = {k: v * self.scale for k, v in soft_b.items()}
+        channel_gates, branch_gates = self._gate_values(soft, soft_b, training)
         overrides = gates.gate_overrides(params, self.layout, channel_gates, branch_gates)
-        extra = None
-        if training and self.settings.penalty > 0 and (soft or soft_b):
-            expected, seed = self.expected_cost(self._unprotected(soft), soft_b)
-            budget = self.settings.budget
-            if budget is None or float(expected.detach()) > budget * seed:
-                extra = self.settings.penalty * expected / seed
+        extra = self._penalty(soft, soft_b) if training else None
         return overrides, extra
+
+    def _gate_values(self, soft: dict[str, torch.Tensor], soft_b: dict[str, torch.Tensor], training: bool
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The channel and branch gates of this forward pass: sampled 0/1 gates with straight-through gradients
+        when training with ``sample`` (their MACs are the step's), the open gates (``s > 0``) when evaluating with
+        ``sample``, else CS's deterministic ``scale * sigmoid(beta*s)``."""
+        if self.settings.sample and training:
+            return self._sampled_gates(soft, soft_b)
+        if self.settings.sample:
+            return ({k: (v.detach() > 0).to(v.dtype) for k, v in self.s.items()},
+                    {k: (v.detach() > 0).to(v.dtype) for k, v in self.sb.items()})
+        return {k: v * self.scale for k, v in soft.items()}, {k: v * self.scale for k, v in soft_b.items()}
+
+    def _sampled_gates(self, soft: dict[str, torch.Tensor], soft_b: dict[str, torch.Tensor]
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Bernoulli draws of the soft gates, straight-through in ``s``; records the sampled network's MACs."""
+        q = {k: torch.bernoulli(v.detach()) for k, v in soft.items()}
+        qb = {k: torch.bernoulli(v.detach()) for k, v in soft_b.items()}
+        channel_gates = {k: _straight_through(q[k], v) for k, v in soft.items()}
+        branch_gates = {k: _straight_through(qb[k], v) for k, v in soft_b.items()}
+        self._step_macs = float(self.layout.active_macs({k: float(v.mean()) for k, v in q.items()},
+                                                        {k: float(v) for k, v in qb.items()}))
+        return channel_gates, branch_gates
+
+    def _penalty(self, soft: dict[str, torch.Tensor], soft_b: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """``penalty * expected cost / seed cost`` of a training step, or ``None``: no penalty, no gates, or the
+        expected cost already within ``budget``."""
+        if not (self.settings.penalty > 0 and (soft or soft_b)):
+            return None
+        expected, seed = self.expected_cost(self._unprotected(soft), soft_b)
+        budget = self.settings.budget
+        if budget is None or float(expected.detach()) > budget * seed:
+            return self.settings.penalty * expected / seed
+        return None
 
     def _unprotected(self, soft: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The soft gates with the gradient of each layer's ``min_width`` highest logits cut: a layer keeps that
