@@ -47,6 +47,7 @@ from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, Pos
 
 from ... import rules as R
 from ...errors import RuleError
+from ...graph import Graph
 from ...ops.registry import MERGE, OPS, SOURCE, THROUGH, channel_width
 from ..deferred import deferred
 from ..plateau import PlateauDetector
@@ -349,21 +350,36 @@ def attention_layers(graph) -> list[str]:
     return [nid for nid, node in graph.nodes.items() if OPS[node.op].heads(node, graph.input_shapes(nid))]
 
 
-def deepen_point(graph) -> Optional[str]:
+def deepen_point(graph: Graph) -> Optional[str]:
     """Where to insert a layer: after the per-channel ops (norm, activation) that follow the last growable conv
     (or linear, for an MLP), before any pooling; in a transformer (a sequence ``[T, D]`` through residual adds),
     after the last residual add, where a new block goes."""
-    shapes = graph.shapes()
-    adds = [nid for nid, node in graph.nodes.items() if len(shapes[nid]) == 2
-            and OPS[node.op].channels(node, [shapes[i] for i in node.inputs]) == MERGE]
+    adds = _sequence_adds(graph)
     if adds and attention_layers(graph):
         return adds[-1]
+    at = _last_weighted_layer(graph)
+    return None if at is None else _past_per_channel_ops(graph, at)
+
+
+def _sequence_adds(graph: Graph) -> list[str]:
+    """The merges (residual adds) of sequences ``[T, D]``, in graph order."""
+    shapes = graph.shapes()
+    return [nid for nid, node in graph.nodes.items() if len(shapes[nid]) == 2
+            and OPS[node.op].channels(node, [shapes[i] for i in node.inputs]) == MERGE]
+
+
+def _last_weighted_layer(graph: Graph) -> Optional[str]:
+    """The last growable weighted conv, or the last growable weighted layer when there is no conv."""
     layers = [n for n in growable_layers(graph) if OPS[graph.nodes[n].op].weighted]
     convs = [n for n in layers if OPS[graph.nodes[n].op].conv]
     candidates = convs or layers
-    if not candidates:
-        return None
-    at = candidates[-1]
+    return candidates[-1] if candidates else None
+
+
+def _past_per_channel_ops(graph: Graph, at: str) -> str:
+    """Follow ``at``'s single users while they pass its channels through unweighted (norm, activation), stopping
+    before a pooling, a dropout, a weighted op (a depthwise conv), a fork or a graph output."""
+    shapes = graph.shapes()
     while True:
         users = graph.users(at)
         if len(users) != 1 or users[0] in graph.outputs:
