@@ -35,6 +35,8 @@ _LAZY = {
     "build": "archgraph.fx.builder",
     "Network": "archgraph.fx.network",
     "apply": "archgraph.rules.base",
+    "Rewrite": "archgraph.rules.base",
+    "Edit": "archgraph.rules.base",
     "rewrite": "archgraph.fx.materialise",
     "transfer": "archgraph.fx.apply_plan",
     "prune": "archgraph.fx.magnitude",

@@ -29,9 +29,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_import_prune import readers_ignore, run  # noqa: E402
 
+import archgraph  # noqa: E402
 from archgraph.channels import analyse  # noqa: E402
 from archgraph.fx.apply_plan import transfer_state  # noqa: E402
-from archgraph.fx.magnitude import prune_rewrite, prune_rules  # noqa: E402
 from archgraph.interop.equivalence import randomize_normalization, torchvision_model  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
 from archgraph.ops.registry import OPS  # noqa: E402
@@ -61,7 +61,7 @@ def measure(name: str, size: int, ratio: float, x_seed: int = 0) -> list[tuple[s
     x = torch.randn(4, 3, size, size, dtype=torch.float64)
     ch = analyse(graph)
     rows = []
-    every = prune_rules(graph, weights, ratio=ratio, ch=ch)
+    every = archgraph.prune(graph, weights, ratio=ratio).rules
     unmixed = [r for r in every if ch.mixes(classes_at(r, ch, r.node, list(r.indices))) is None]
     for label, rules in (("all spaces", every), ("spaces no layernorm normalises", unmixed)):
         if not rules:
@@ -69,16 +69,19 @@ def measure(name: str, size: int, ratio: float, x_seed: int = 0) -> list[tuple[s
         removed = set()
         for r in rules:
             removed |= classes_at(r, ch, r.node, list(r.indices))
-        rw = prune_rewrite(graph, rules, ch)
-        y = run(rw.graph, transfer_state(rw.plan, weights), x)
+        pruned, state, exact = graph, weights, True
+        for r in rules:   # in turn: the same graph and weights as one pass (tests/test_rules_property.py)
+            rw = archgraph.apply(pruned, r)
+            pruned, state, exact = rw.graph, transfer_state(rw.plan, state), exact and rw.exact
+        y = run(pruned, state, x)
         for how, zeroed in (("readers ignore", readers_ignore(graph, weights, removed)),
                             ("zero where made", zero_where_made(graph, weights, removed))):
             ref = run(graph, zeroed, x)
             scale = ref.abs().max().item()
-            rows.append((f"{name} | {size} | {ratio} | {label} | {rw.graph.params / 1e6:.2f}M | {how}",
+            rows.append((f"{name} | {size} | {ratio} | {label} | {pruned.params / 1e6:.2f}M | {how}",
                          (y - ref).abs().max().item(), scale))
             print(f"| {rows[-1][0]} | {rows[-1][1]:.3g} | {scale:.3g} | {rows[-1][1] / scale:.3g} | "
-                  f"{'yes' if rw.exact else 'no'} |", flush=True)
+                  f"{'yes' if exact else 'no'} |", flush=True)
     return rows
 
 

@@ -103,4 +103,4 @@ def finish(self):
 Trainer.finish = finish
 
 if __name__ == "__main__":
-    sys.exit(main(["grow", *sys.argv[1:]]))
+    sys.exit(main(["grow", *sys.argv[1:]]))   # a rank whose run finished ends inside main (end_rank)

@@ -8,7 +8,7 @@ from conftest import ROOT
 import archgraph
 from archgraph import rules
 from archgraph.channels import analyse
-from archgraph.fx.magnitude import importance, prune_rules
+from archgraph.fx.magnitude import importance
 
 SE_FLATTEN = archgraph.loads("""
 archgraph: 1
@@ -140,7 +140,7 @@ def test_prune_drops_the_least_important_and_prunes_grouped_convs_evenly():
         m.c2.weight[[2, 5]] = 0  # channels 2 and 5 of c2: no incoming weights ...
         m.bn2.weight[[2, 5]] = 0
         m.c3.weight[:, [2, 5]] = 0  # ... and no outgoing ones
-    [rule] = [r for r in prune_rules(g, m.state_dict(), ratio=0.25) if r.node == "c2"]
+    [rule] = [r for r in archgraph.prune(g, m.state_dict(), ratio=0.25).rules if r.node == "c2"]
     assert rule.indices == (2, 5)
     grouped = archgraph.loads("""
 archgraph: 1
@@ -161,7 +161,8 @@ outputs: [fc]
 
 def test_spaces_sharing_a_grouped_convs_groups_prune_in_one_rule_that_replays():
     """concat(a, b) -> grouped conv (groups=2): group 0 is a's channels, group 1 b's, so neither space can lose a
-    channel alone; prune_rules joins them in one prune_channels (``also``), which applies, encodes and parses back."""
+    channel alone; archgraph.prune joins them in one prune_channels (``also``), which applies, encodes and parses
+    back."""
     g = archgraph.loads("""
 archgraph: 1
 inputs: {x: [3, 6, 6]}
@@ -175,7 +176,8 @@ nodes:
 outputs: [fc]
 """)
     state = archgraph.build(g).state_dict()
-    found = prune_rules(g, state, ratio=0.5)
+    edit = archgraph.prune(g, state, ratio=0.5)
+    found = edit.rules
     joint = [r for r in found if r.also]
     assert len(joint) == 1 and {joint[0].node, *dict(joint[0].also)} == {"a", "b"}
     alone = rules.PruneChannels(node=joint[0].node, indices=joint[0].indices)
@@ -184,7 +186,7 @@ outputs: [fc]
     step = g
     for r in found:
         step = archgraph.apply(step, r).graph
-    g2, _ = archgraph.prune(g, state, ratio=0.5)
+    g2 = edit.graph
     assert step == g2 and [g2.nodes[n].out_channels for n in "abg"] == [2, 2, 2] and g2.nodes["g"].groups == 2
     assert rules.decode(rules.encode(joint[0])) == joint[0]
     typed = rules.parse("prune_channels", {"node": joint[0].node, "indices": ",".join(map(str, joint[0].indices)),

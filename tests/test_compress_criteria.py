@@ -6,7 +6,7 @@ import torch
 
 import archgraph
 from archgraph.errors import ConfigError
-from archgraph.fx.magnitude import head_rules, kept, prune_rules
+from archgraph.fx.magnitude import kept
 
 MLP = archgraph.loads("""
 archgraph: 1
@@ -40,7 +40,7 @@ def _batches(n=3):
 
 
 def _removed(graph, state, criterion, **kw):
-    rules = prune_rules(graph, state, 0.5, criterion, **kw)
+    rules = archgraph.prune(graph, state, 0.5, criterion, **kw).rules
     return {r.node: r.indices for r in rules}
 
 
@@ -65,11 +65,11 @@ def test_taylor_removes_the_units_whose_removal_does_not_change_the_loss():
 
 def test_calibrated_criteria_need_batches_and_taylor_targets():
     with pytest.raises(ConfigError, match="needs calibration batches"):
-        prune_rules(MLP, _mlp_weights(), 0.5, "activation")
+        archgraph.prune(MLP, _mlp_weights(), 0.5, "activation")
     with pytest.raises(ConfigError, match="targets"):
-        prune_rules(MLP, _mlp_weights(), 0.5, "taylor", calib=[b[0] for b in _batches()])
+        archgraph.prune(MLP, _mlp_weights(), 0.5, "taylor", calib=[b[0] for b in _batches()])
     with pytest.raises(ConfigError, match="unknown criterion"):
-        prune_rules(MLP, _mlp_weights(), 0.5, "fisher")
+        archgraph.prune(MLP, _mlp_weights(), 0.5, "fisher")
 
 
 ATTN = archgraph.loads("""
@@ -84,6 +84,11 @@ outputs: [head]
 """)
 
 
+def _head_rules(state, criterion, **kw):
+    """The prune_heads rules of ratio 0.25 by ``criterion``, the channels left as they are."""
+    return archgraph.prune(ATTN, state, 0.25, criterion, heads=True, channels=False, **kw).rules
+
+
 def test_activation_removes_a_silent_head_that_magnitude_keeps():
     m = archgraph.build(ATTN)
     with torch.no_grad():
@@ -94,11 +99,11 @@ def test_activation_removes_a_silent_head_that_magnitude_keeps():
     state = m.state_dict()
     gen = torch.Generator().manual_seed(1)
     batches = [(torch.randint(0, 11, (8, 6), generator=gen), torch.randint(0, 11, (8, 6), generator=gen))]
-    by_l2 = head_rules(ATTN, state, 0.25, "l2")
-    by_act = head_rules(ATTN, state, 0.25, "activation", calib=batches)
+    by_l2 = _head_rules(state, "l2")
+    by_act = _head_rules(state, "activation", calib=batches)
     assert [r.indices for r in by_act] == [(0,)]
     assert by_l2 and 0 not in by_l2[0].indices
-    by_taylor = head_rules(ATTN, state, 0.25, "taylor", calib=batches)
+    by_taylor = _head_rules(state, "taylor", calib=batches)
     assert by_taylor and len(by_taylor[0].indices) == 1
 
 
@@ -108,9 +113,7 @@ def test_prune_with_calibrated_criteria_builds_and_runs():
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.randint(0, 65, (4, 32), generator=gen), torch.randint(0, 65, (4, 32), generator=gen))]
     for criterion in ("activation", "taylor"):
-        g2, w2 = archgraph.prune(g, m, 0.5, criterion=criterion, calib=iter(batches), heads=True)
-        m2 = archgraph.build(g2)
-        m2.load_state_dict(w2)
+        g2, m2 = archgraph.prune(g, m, 0.5, criterion=criterion, calib=iter(batches), heads=True)   # module out
         assert m2(batches[0][0]).shape == (4, 32, 65)
         assert g2.nodes["b0_attn"].num_heads == 1 and g2.nodes["b0_fc"].out_features == 64
 
@@ -123,7 +126,7 @@ def test_kept_rounds_the_kept_count():
 @pytest.mark.parametrize("name,ratio", [("resnet_cifar", 0.6), ("gpt_tiny", 0.3), ("mobilenet_depthwise", 0.5)])
 def test_round_to_keeps_every_pruned_width_a_multiple(name, ratio):
     g = archgraph.load(f"examples/seeds/{name}.yaml")
-    g2, w2 = archgraph.prune(g, archgraph.build(g), ratio, heads=True, round_to=8)
+    g2, m2 = archgraph.prune(g, archgraph.build(g), ratio, heads=True, round_to=8)
     assert g2.params < g.params
     shapes, old_shapes = g2.shapes(), g.shapes()
     from archgraph.ops.registry import channel_width
@@ -134,7 +137,7 @@ def test_round_to_keeps_every_pruned_width_a_multiple(name, ratio):
         if node.op == "attention":
             h, hd, _ = archgraph.ops.registry.OPS[node.op].coupling.heads(node, g2.input_shapes(nid))
             assert (h * hd) % 8 == 0
-    archgraph.build(g2).load_state_dict(w2)
+    archgraph.build(g2).load_state_dict(m2.state_dict())
 
 
 def test_network_prune_takes_the_calibrated_criteria():

@@ -186,9 +186,10 @@ def test_rewrites_and_prune_with_adam_state_on_the_device(device, record_propert
         assert abs(loss_d - loss_r) <= 1e-9 * abs(loss_r), name
         step_err = max(rel(v, ref.state_dict()[k]) for k, v in dev.state_dict().items() if v.is_floating_point())
         assert step_err <= 1e-7, f"{name}: the step after differs by {step_err:.3g}"
-    # magnitude pruning of the whole network (weights only: archgraph.prune takes no optimizer)
-    gp_r, wp_r = archgraph.prune(g_r, ref, ratio=0.25)
-    gp_d, wp_d = archgraph.prune(g_d, dev, ratio=0.25)
+    # magnitude pruning of the whole network (weights only: archgraph.prune takes no optimizer); module in, module out
+    gp_r, mp_r = archgraph.prune(g_r, ref, ratio=0.25)
+    gp_d, mp_d = archgraph.prune(g_d, dev, ratio=0.25)
+    wp_r, wp_d = mp_r.state_dict(), mp_d.state_dict()
     assert archgraph.dumps(gp_d) == archgraph.dumps(gp_r) and gp_d.params < g_d.params
     assert all(v.device.type == device for v in wp_d.values())
     prune_err = max(rel(v, wp_r[k]) for k, v in wp_d.items() if v.is_floating_point())

@@ -10,8 +10,9 @@ MODULES = [
     "archgraph.rules.prune", "archgraph.rules.deepen", "archgraph.rules.collapse", "archgraph.fx.materialise",
     "archgraph.fx.apply_plan", "archgraph.fx.magnitude",
     # import
-    "archgraph.interop.importer", "archgraph.interop.functional", "archgraph.interop.timm_layers",
-    "archgraph.interop.split_attention",
+    "archgraph.interop.importer", "archgraph.interop.importer.converter", "archgraph.interop.importer.builder",
+    "archgraph.interop.importer.handlers.norms", "archgraph.interop.importer.handlers.timm_layers",
+    "archgraph.interop.importer.handlers.split_attention",
     # training
     "archgraph.train.config", "archgraph.data.augment", "archgraph.train.plateau", "archgraph.train.masks",
     "archgraph.train.optim", "archgraph.train.strategies.base",

@@ -67,9 +67,10 @@ def paths(data, prefix=()):
             yield from paths(v, (*prefix, i))
 
 
-@st.composite
-def mutated_seed(draw):
-    data = copy.deepcopy(draw(st.sampled_from(SEED_DATA)))
+def mutate(draw, data):
+    """``data`` with 1 to 3 values replaced, deleted or renamed at random paths (never the root, so a dict stays
+    a dict)."""
+    data = copy.deepcopy(data)
     for _ in range(draw(st.integers(1, 3))):
         where = draw(st.sampled_from(list(paths(data))[1:]))
         parent = data
@@ -82,9 +83,12 @@ def mutated_seed(draw):
             del parent[where[-1]]
         elif isinstance(parent, dict):
             parent[draw(st.text(max_size=5))] = parent.pop(where[-1])
-        if not isinstance(data, dict):
-            break
     return data
+
+
+@st.composite
+def mutated_seed(draw):
+    return mutate(draw, draw(st.sampled_from(SEED_DATA)))
 
 
 @st.composite
@@ -144,24 +148,6 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DATA = yaml.safe_load((ROOT / "examples" / "digits_gnap.yaml").read_text())
 RUN_DATA["seed"] = yaml.safe_load((ROOT / "examples" / "seeds" / "mlp.yaml").read_text())
-
-
-def mutate(draw, data):
-    """``data`` with 1 to 3 values replaced, deleted or renamed at random paths."""
-    data = copy.deepcopy(data)
-    for _ in range(draw(st.integers(1, 3))):
-        where = draw(st.sampled_from(list(paths(data))[1:]))
-        parent = data
-        for part in where[:-1]:
-            parent = parent[part]
-        action = draw(st.sampled_from(["replace", "delete", "rename"]))
-        if action == "replace":
-            parent[where[-1]] = draw(values)
-        elif action == "delete":
-            del parent[where[-1]]
-        elif isinstance(parent, dict):
-            parent[draw(st.text(max_size=5))] = parent.pop(where[-1])
-    return data
 
 
 @FUZZ

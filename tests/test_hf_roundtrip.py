@@ -208,7 +208,6 @@ def test_cli_import_prune_export(tmp_path, capsys):
 
 
 def test_uniform_prune_keeps_alike_layers_alike():
-    from archgraph.fx.magnitude import prune_rules
     g = archgraph.loads("""
 archgraph: 1
 inputs: {x: [8]}
@@ -223,7 +222,7 @@ outputs: [d]
 """)
     built_ = build(g)
     # 'a' and 'b' are alike (linear, 8 channels): the default prunes 0.6 x 8 = 4 of each; 'c' (4) loses 2 either way
-    counts = {r.node: len(r.indices) for r in prune_rules(g, built_.state_dict(), 0.6, uniform=True)}
+    counts = {r.node: len(r.indices) for r in archgraph.prune(g, built_.state_dict(), 0.6, uniform=True).rules}
     assert counts["a"] == counts["b"] == 4 and counts["c"] == 2
 
 

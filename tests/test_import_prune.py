@@ -189,11 +189,11 @@ def test_magnitude_pruning_picks_each_groups_own_channels_exactly_in_float64():
                 t[3 * k + 2 - pos] *= 1e-3
             m.c.weight[:, 3 * k + 2 - pos] *= 1e-3
     w = m.state_dict()
-    rules = prune_rules(g, w, ratio=0.4)
-    assert {r.node: r.indices for r in rules} == {"a": (0, 5, 7, 9), "g": (2, 3, 7, 11)}
+    edit = archgraph.prune(g, w, ratio=0.4)
+    assert {r.node: r.indices for r in edit.rules} == {"a": (0, 5, 7, 9), "g": (2, 3, 7, 11)}
     ch = analyse(g)
-    removed = removed_by(rules, ch)
-    pruned, pw = archgraph.prune(g, w, ratio=0.4)
+    removed = removed_by(edit.rules, ch)
+    pruned, pw = edit
     assert pruned.nodes["g"].groups == 4 and tuple(pw["g.weight"].shape) == (8, 2, 3, 3)
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
     err = (run(pruned, pw, x) - run(g, readers_ignore(g, w, removed), x)).abs().max().item()
@@ -264,28 +264,26 @@ def test_every_rule_on_imported_ops_applies_cleanly(g, data):
 @PROPERTY
 @given(imported_graphs(), st.sampled_from([0.25, 0.5, 0.75]), st.integers(0, 9))
 def test_magnitude_pruning_of_random_graphs_matches_readers_ignoring_the_channels(g, ratio, seed):
-    """prune_rules (random scores: a different choice in every group of a grouped conv) always gives a selection
+    """archgraph.prune (random scores: a different choice in every group of a grouped conv) always gives a selection
     the rewrite takes, and the result equals the original with the removed channels' readers zeroed (float64)."""
-    from archgraph.fx.magnitude import prune_rewrite, prune_rules
     ch = analyse(g)
     module = build64(g)
-    rules = prune_rules(g, module.state_dict(), ratio=ratio, criterion="random", seed=seed, ch=ch)
+    edit = archgraph.prune(g, module, ratio=ratio, criterion="random", seed=seed)
+    rules = edit.rules
     assume(rules)
     removed = removed_by(rules, ch)
     assume(ch.mixes(removed) is None)
     assert ch.unbalanced(removed) is None
     groups = [gr for gr in ch.groupings if {ch.cls(t) for t in gr.tokens} & removed]
     event("through a grouped conv" if groups else "no grouped conv")
-    rw = prune_rewrite(g, rules, ch)
     ignoring = build(g, dtype=torch.float64)
     ignoring.load_state_dict(readers_ignore(g, module.state_dict(), removed))
     xs = inputs_for(g)
-    assert max_error(outputs(ignoring.eval(), xs), outputs(materialise(rw, module), xs)) <= 1e-8
+    assert max_error(outputs(ignoring.eval(), xs), outputs(edit.state, xs)) <= 1e-8
 
 
 # ---- archgraph.prune on imported torchvision models --------------------------------------------------------------
 
-from archgraph.fx.magnitude import prune_rules  # noqa: E402
 from archgraph.interop.equivalence import torchvision_model  # noqa: E402
 from archgraph.interop.importer import from_module  # noqa: E402
 
@@ -297,10 +295,8 @@ def test_pruning_an_imported_model_is_exact_on_what_it_keeps(name):
     readers ignore the removed channels (channel shuffles, slices, grouped convs, concats, squeeze-excitation)."""
     model = randomize_normalization(torchvision_model(name, num_classes=10))
     graph, weights = from_module(model, input_shape=(3, 64, 64))
-    rules = prune_rules(graph, weights, ratio=0.5)
-    ch = analyse(graph)
-    removed = removed_by(rules, ch)
-    pruned, pruned_weights = archgraph.prune(graph, weights, ratio=0.5)
+    pruned, pruned_weights = edit = archgraph.prune(graph, weights, ratio=0.5)
+    removed = removed_by(edit.rules, analyse(graph))
     assert pruned.params < 0.6 * graph.params and pruned.macs < 0.6 * graph.macs
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(run(pruned, pruned_weights, x), run(graph, readers_ignore(graph, weights, removed), x),

@@ -170,7 +170,6 @@ def test_magnitude_pruning_scores_every_gate_row_of_a_unit(op):
     the upper layer's weight_ih, the head) are as large as anyone's; and the pruned model computes exactly what the
     original did, as a unit with zero rows always outputs zero (an lstm's cell candidate and a gru's new gate stay
     0)."""
-    from archgraph.fx.magnitude import prune_rules
     g = lm(op)
     m = built(g, seed=4)
     gates = archgraph.ops.registry.OPS[op].gates(g.nodes["lstm"])
@@ -183,9 +182,9 @@ def test_magnitude_pruning_scores_every_gate_row_of_a_unit(op):
         m.embed.weight[:, dims] = 0.0
         m.lstm.weight_ih_l0[:, dims] *= 1e-2   # reads only zeros: any value is exact
     state = m.state_dict()
-    picked = {r.node: r.indices for r in prune_rules(g, state, ratio=0.5)}
-    assert picked == {"lstm": tuple(units.tolist()), "embed": tuple(dims.tolist())}
-    g2, w2 = archgraph.prune(g, state, ratio=0.5)
+    edit = archgraph.prune(g, state, ratio=0.5)
+    assert {r.node: r.indices for r in edit.rules} == {"lstm": tuple(units.tolist()), "embed": tuple(dims.tolist())}
+    g2, w2 = edit
     assert g2.nodes["lstm"].hidden_size == 32 and g2.nodes["embed"].embedding_dim == 16
     m2 = built(g2)
     m2.load_state_dict(w2)

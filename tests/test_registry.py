@@ -126,29 +126,44 @@ def test_layernorm_builds_both_of_its_export_classes():
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_every_op_says_how_it_is_imported(op):
     from archgraph.fx.torchnames import resolve, try_resolve
-    from archgraph.interop import importer
+    from archgraph.interop.importer import handlers
+    table = handlers()
     i = OPS[op].imports
     assert i.modules or i.functions or i.methods or i.via or i.unsupported, \
         "import: torch names, the pattern it comes from, or why it cannot be imported yet"
     assert not (i.unsupported and (i.modules or i.functions or i.methods or i.via))
     for cls in i.modules:
-        assert importer.MODULES[resolve(cls)] is not None
-    functions = importer._functions()
+        assert table.modules[resolve(cls)] is not None
     for name in i.functions:
         target = try_resolve(name) if name.startswith("torchvision.") else resolve(name)
-        assert target is None or target in functions, name
+        assert target is None or target in table.functions, name
     for name in i.methods:
-        assert name in importer.METHODS
+        assert name in table.methods
 
 
-def test_import_tables_hold_only_registry_ops_and_views():
+def test_import_table_holds_registry_ops_and_registered_handlers_only():
+    """Every key of the merged table is an import the op registry names, or one a handler module registered by
+    name (a view, a composition, a class kept whole): nothing else writes into it."""
     from archgraph.fx.torchnames import resolve, try_resolve
-    from archgraph.interop import importer
-    assert set(importer.MODULES) == {resolve(c) for d in DEFS for c in d.imports.modules}
+    from archgraph.interop.importer import handlers
+    from archgraph.interop.importer import table as handler_table
+    merged = handlers()
+    explicit_modules = {k for k in handler_table._modules if not isinstance(k, str)}
+    assert set(merged.modules) == {resolve(c) for d in DEFS for c in d.imports.modules} | explicit_modules
     named = {try_resolve(f) for d in DEFS for f in d.imports.functions} - {None}
-    assert set(importer._functions()) == named | set(importer.VIEW_FUNCTIONS)
-    assert set(importer.METHODS) == {m for d in DEFS for m in d.imports.methods} | set(importer.VIEW_METHODS)
-    assert set(importer.MODULE_HANDLERS) <= set(OPS) and set(importer.FUNCTION_HANDLERS) <= set(OPS)
+    explicit = {try_resolve(k) if isinstance(k, str) else k for k in handler_table._functions} - {None}
+    assert set(merged.functions) == named | explicit
+    assert set(merged.methods) == {m for d in DEFS for m in d.imports.methods} | set(handler_table._methods)
+    assert set(handler_table._op_modules) <= set(OPS) and set(handler_table._op_functions) <= set(OPS)
+
+
+def test_a_key_registered_twice_is_an_error():
+    from archgraph.interop.importer import method
+    from archgraph.interop.importer import table as handler_table
+    assert "permute" in handler_table._methods
+    with pytest.raises(ValueError, match="two handlers"):
+        method("permute")(lambda c, n, x, *dims: x)
+    assert handler_table._methods["permute"].__module__.endswith("handlers.views")
 
 
 ROUND_TRIP = sorted(op for op, d in OPS.items() if not d.imports.via and not d.imports.unsupported and not d.passthrough

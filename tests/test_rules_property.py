@@ -193,10 +193,10 @@ def test_prune_equals_its_rules_applied_one_by_one(g, data):
     ratio = data.draw(st.sampled_from([0.25, 0.5, 0.75]), label="ratio")
     module = build64(g)
     state = module.state_dict()
-    from archgraph.fx.magnitude import prune_rules
-    g2, w2 = archgraph.prune(g, state, ratio=ratio)
+    edit = archgraph.prune(g, state, ratio=ratio)
+    g2, w2 = edit
     step_graph, step_module = g, module
-    for rule in prune_rules(g, state, ratio=ratio):
+    for rule in edit.rules:
         rw = archgraph.apply(step_graph, rule)
         step_graph, step_module = rw.graph, materialise(rw, step_module, dtype=torch.float64)
     assert step_graph == g2

@@ -450,11 +450,11 @@ def test_insert_block_with_defaults_replays_from_its_logged_arguments():
 
 @pytest.mark.parametrize("kv_heads", [None, 2, 1])
 def test_prune_removes_the_weakest_heads_and_is_exact_when_they_are_silent(kv_heads):
-    """``archgraph.prune(..., heads=True)`` / ``head_rules``: the lowest-scoring heads go (the same number from every
-    kv group, or whole groups), and removing heads whose o_proj columns are zero leaves the function unchanged."""
+    """``archgraph.prune(..., heads=True)`` (``channels=False``: the heads only): the lowest-scoring heads go (the
+    same number from every kv group, or whole groups), and removing heads whose o_proj columns are zero leaves the
+    function unchanged."""
     from archgraph.fx.apply_plan import transfer_state
     from archgraph.fx.builder import build
-    from archgraph.fx.magnitude import head_rules
     data = archgraph.load("examples/seeds/gpt_tiny.yaml").to_dict()
     for blk in ("b0_attn", "b1_attn"):
         data["nodes"][blk].update(num_heads=4, head_dim=8, **({"kv_heads": kv_heads} if kv_heads else {}))
@@ -470,7 +470,7 @@ def test_prune_removes_the_weakest_heads_and_is_exact_when_they_are_silent(kv_he
             for h in silent:
                 o[:, h * 8:(h + 1) * 8] = 0
     state = m.state_dict()
-    rules = head_rules(g, state, 0.5)
+    rules = archgraph.prune(g, state, 0.5, heads=True, channels=False).rules
     expected = tuple(silent)   # MHA: the 2 weakest of 4; kv 2: the weakest of each group; kv 1: 2 of its 4
     assert {r.node: r.indices for r in rules} == {"b0_attn": expected, "b1_attn": expected}
     x = torch.randint(0, 65, (3, 32))
@@ -484,9 +484,9 @@ def test_prune_removes_the_weakest_heads_and_is_exact_when_they_are_silent(kv_he
     assert g.nodes["b0_attn"].num_heads == 2
     with torch.no_grad():
         assert float((m2(x) - ref).abs().max()) <= 1e-9
-    g3, _ = archgraph.prune(archgraph.load("examples/seeds/gpt_tiny.yaml"), build(archgraph.load(
+    g3, m3 = archgraph.prune(archgraph.load("examples/seeds/gpt_tiny.yaml"), build(archgraph.load(
         "examples/seeds/gpt_tiny.yaml")), 0.5, heads=True)
-    assert g3.nodes["b0_attn"].num_heads == 1 and g3.nodes["b0_fc"].out_features == 64
+    assert m3(x).shape == (3, 32, 65) and g3.nodes["b0_attn"].num_heads == 1 and g3.nodes["b0_fc"].out_features == 64
 
 
 def test_cli_prune_heads(tmp_path):

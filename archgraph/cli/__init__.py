@@ -13,8 +13,8 @@ from ..errors import ArchgraphError, shown
 #: command modules (archgraph/cli/<module>.py), in the order ``--help`` lists them. Each one is imported when the
 #: parser is built: a command whose module fails to import fails the whole CLI loudly (and tests/test_public_api.py)
 #: rather than disappearing from ``--help``.
-COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "grow", "sweep", "replay",
-            "plot", "report", "import_model", "export", "rules", "methods", "ops"]
+COMMANDS = ["validate", "summary", "init", "render", "diff", "schema", "apply", "prune", "compress", "grow", "sweep",
+            "replay", "plot", "report", "import_model", "export", "rules", "methods", "ops"]
 
 
 OUT_OF_MEMORY = ("out of memory: the graph, rule or data is too large for this machine (the size limits of "
@@ -52,10 +52,18 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status.
+
+    A ``torchrun`` rank whose ``grow`` finished does not return: it ends here with
+    :func:`archgraph.train.distributed.end_rank` (flushed streams, then ``os._exit``), since the interpreter's own
+    shutdown races the gloo threads that PyTorch leaves running (see there)."""
     args = parser().parse_args(argv)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        distributed = sys.modules.get("archgraph.train.distributed")   # loaded only by commands that train
+        if distributed is not None and distributed.left_after_run():
+            distributed.end_rank(code)
         return code
     except BrokenPipeError:  # the reader went away (``archgraph summary f.yaml --json | head -2``): end quietly
         _silence_stdout()

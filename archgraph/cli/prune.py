@@ -2,18 +2,33 @@
 [--round-to N] [--depth K] [--report-latency] -o OUT"""
 from __future__ import annotations
 
+import argparse
 import json
+from typing import TYPE_CHECKING, Mapping
 
 import archgraph
 
-from .args import (command, folder_output_argument, force_argument, graph_argument, quiet_argument, seed_argument,
-                   weights_argument)
+from .args import (
+    command,
+    folder_output_argument,
+    force_argument,
+    graph_argument,
+    quiet_argument,
+    seed_argument,
+    weights_argument,
+)
 from .outputs import output_folder
+
+if TYPE_CHECKING:
+    import torch
+
+    from archgraph.graph import Graph
+    from archgraph.rules import Rule
 
 CRITERIA = ["l2", "l1", "random", "taylor", "activation"]
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "prune", run, help="structured pruning: remove a ratio of every coupled channel group, or "
                                         "whole residual blocks",
                 description="Remove RATIO of the channels of every coupled channel group of GRAPH, the least "
@@ -55,60 +70,31 @@ def register(sub) -> None:
     force_argument(p)
 
 
-def run(args) -> int:
-    from archgraph.errors import ConfigError
-    from archgraph.fx.builder import build
-    from archgraph.fx.depth import prune_depth
-    from archgraph.fx.magnitude import prune_with_rules
-    from archgraph.fx.weights import carried_metadata, check_weights, load_weights, tie_state
-    from archgraph.rules import PruneChannels, encode
-    from .apply import write
+def run(args: argparse.Namespace) -> int:
     import torch
+
+    from archgraph.fx.builder import build
+    from archgraph.fx.weights import carried_metadata, check_weights, load_weights, tie_state
+    from archgraph.rules import encode
+
+    from .apply import write
     output_folder(args.output, args.force)
-    if not 0.0 <= args.ratio < 1.0:
-        raise ConfigError(f"--ratio {args.ratio} must be at least 0 and below 1", field="--ratio")
-    if args.round_to < 1:
-        raise ConfigError(f"--round-to {args.round_to} must be at least 1", field="--round-to")
-    needs_calib = args.criterion in ("taylor", "activation") and args.ratio > 0 or args.depth > 0
-    if needs_calib and not args.calib:
-        what = "--depth" if args.depth > 0 else f"--criterion {args.criterion}"
-        raise ConfigError(f"{what} needs calibration data: --calib RUN.yaml (its data: section)", field="--calib")
+    _check_arguments(args)
     graph = archgraph.load(args.graph)
     state = load_weights(args.weights)
     with torch.device("meta"):     # only shapes are checked: no memory, no initialisation
         check_weights(build(graph), state, args.weights)
-    calib = None
-    if args.calib:
-        from archgraph.train.calibration import calibration_batches
-        calib = calibration_batches(args.calib, graph, args.calib_batches, args.data_root, seed=None)
-    start = graph
-    start_state = state if args.report_latency else None
-    rules: list = []
-    if args.depth > 0:
-        graph, state, rules = prune_depth(graph, state, args.depth, calib or [])
-    if args.ratio > 0:
-        graph, state, more = prune_with_rules(graph, state, args.ratio, args.criterion, args.seed, args.heads,
-                                              strict=True, calib=calib, round_to=args.round_to,
-                                              uniform=args.uniform, consume=start_state is None and not rules)
-        rules += more
+    start, start_state = graph, (state if args.report_latency else None)
+    graph, state, rules = _pruned(args, graph, state, keep_input=start_state is not None)
     with torch.device("meta"):
         check_weights(build(graph), state, args.weights)
     state = tie_state(graph, state)   # the weights keep their dtype (float16 stays float16)
-    log = [encode(r) for r in rules]
-    gpath, wpath = write(args.output, graph, state, {"prune": json.dumps(log), "ratio": args.ratio,
-                                                     "criterion": args.criterion, "depth": args.depth,
-                                                     "round_to": args.round_to, **carried_metadata(args.weights)})
-    if rules and not args.quiet:
-        what = "channels and blocks" if args.depth > 0 else "channels"
-        print(f"the pruned {what}, as rules for 'archgraph apply':")
-        for r in rules:
-            print("  " + _rule_text(r, PruneChannels))
-    what = "rule(s)" if args.depth else ("channel group(s) and attention node(s)" if args.heads else
-                                        "channel group(s)")
-    by = args.criterion if args.ratio > 0 else "block influence"
-    print(f"pruned {len(rules)} {what} by {by}: {start.params:,} -> {graph.params:,} "
-          f"params, {start.macs:,} -> {graph.macs:,} MACs")
-    if args.report_latency:
+    gpath, wpath = write(args.output, graph, state, {"prune": json.dumps([encode(r) for r in rules]),
+                                                     "ratio": args.ratio, "criterion": args.criterion,
+                                                     "depth": args.depth, "round_to": args.round_to,
+                                                     **carried_metadata(args.weights)})
+    _print_summary(args, rules, start, graph)
+    if start_state is not None:   # --report-latency
         from archgraph.fx.latency import compare, describe, measure_pair
         before, after = measure_pair(_float_module(start, start_state), start, _float_module(graph, state), graph)
         print(f"latency {compare(before, after)}; MACs {start.macs / max(graph.macs, 1):.2f}x fewer "
@@ -117,16 +103,64 @@ def run(args) -> int:
     return 0
 
 
-def _rule_text(r, prune_channels) -> str:
+def _check_arguments(args: argparse.Namespace) -> None:
+    from archgraph.errors import ConfigError
+    if not 0.0 <= args.ratio < 1.0:
+        raise ConfigError(f"--ratio {args.ratio} must be at least 0 and below 1", field="--ratio")
+    if args.round_to < 1:
+        raise ConfigError(f"--round-to {args.round_to} must be at least 1", field="--round-to")
+    needs_calib = args.criterion in ("taylor", "activation") and args.ratio > 0 or args.depth > 0
+    if needs_calib and not args.calib:
+        what = "--depth" if args.depth > 0 else f"--criterion {args.criterion}"
+        raise ConfigError(f"{what} needs calibration data: --calib RUN.yaml (its data: section)", field="--calib")
+
+
+def _pruned(args: argparse.Namespace, graph: Graph, state: dict[str, torch.Tensor],
+            keep_input: bool) -> tuple[Graph, dict[str, torch.Tensor], list[Rule]]:
+    """The blocks (``--depth``), then the channels and heads (``--ratio``) pruned, and the rules that did it;
+    ``state`` is given up (its tensors dropped as their pruned versions are made) unless ``keep_input``."""
+    from archgraph.fx.depth import prune_depth
+    calib = None
+    if args.calib:
+        from archgraph.train.calibration import calibration_batches
+        calib = calibration_batches(args.calib, graph, args.calib_batches, args.data_root, seed=None)
+    rules: list[Rule] = []
+    if args.depth > 0:
+        graph, state, blocks = prune_depth(graph, state, args.depth, calib or [])
+        rules += blocks
+    if args.ratio > 0:
+        edit = archgraph.prune(graph, state, args.ratio, args.criterion, args.seed, args.heads, calib=calib,
+                               round_to=args.round_to, uniform=args.uniform, strict=True,
+                               consume=not keep_input and not rules)
+        graph, state = edit
+        rules += edit.rules
+    return graph, state, rules
+
+
+def _print_summary(args: argparse.Namespace, rules: list[Rule], start: Graph, graph: Graph) -> None:
+    if rules and not args.quiet:
+        what = "channels and blocks" if args.depth > 0 else "channels"
+        print(f"the pruned {what}, as rules for 'archgraph apply':")
+        for r in rules:
+            print("  " + _rule_text(r))
+    what = "rule(s)" if args.depth else ("channel group(s) and attention node(s)" if args.heads else
+                                        "channel group(s)")
+    by = args.criterion if args.ratio > 0 else "block influence"
+    print(f"pruned {len(rules)} {what} by {by}: {start.params:,} -> {graph.params:,} "
+          f"params, {start.macs:,} -> {graph.macs:,} MACs")
+
+
+def _rule_text(r: Rule) -> str:
+    from archgraph.rules import PruneChannels
     args = r.args()
-    if isinstance(r, prune_channels):
+    if isinstance(r, PruneChannels):
         also = r.also_text()
         return (f"{r.name} node={r.node} indices={','.join(map(str, r.indices))}" + (f" also={also}" if also else ""))
     parts = [f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in args.items()]
     return " ".join([r.name, *parts])
 
 
-def _float_module(graph, state):
+def _float_module(graph: Graph, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     from archgraph.fx.builder import build
     module = build(graph)
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

@@ -19,15 +19,16 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from archgraph.history.run import replay_steps
     from archgraph.format.yaml_io import save
     from archgraph.graph import content_hash
+    from archgraph.history.run import replay_steps
     graph = None
     for record, graph in replay_steps(args.run_dir, args.version):
         if not args.quiet:
             print(f"v{record.version:<4d} {content_hash(graph)[:12]}  ok  {record.rule_label()}")
     if args.output:
         out = Path(args.output) / "graph.yaml"
+        assert graph is not None   # replay_steps yields the seed (version 0) at least
         save(graph, out)
         print(f"wrote {out}")
     return 0

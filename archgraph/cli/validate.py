@@ -1,14 +1,16 @@
 """archgraph validate FILE..."""
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Any
 
 from archgraph.errors import ArchgraphError, shown
 
 from .args import command
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:   # argparse's subparsers action (its class is private)
     p = command(sub, "validate", run, help="check graph files (and run files) against the format",
                 description="Check graph files: YAML, fields, references, cycles, shapes and size limits. A run file "
                             "(the RUN.yaml that 'archgraph grow' takes) is checked too, with its seed graph, without "
@@ -24,10 +26,18 @@ def check_file(path: str) -> str:
     if is_run_data(data):
         from pathlib import Path
 
-        from archgraph.train.config import check_budget, check_machine, config_from_data, load_seed, seed_weights_path
+        from archgraph.train.config import (
+            check_budget,
+            check_machine,
+            config_from_data,
+            load_seed,
+            method_files,
+            seed_weights_path,
+        )
         cfg = config_from_data(data, path)
         g = load_seed(cfg, Path(path).parent, path)
         seed_weights_path(cfg, Path(path).parent, path)   # the file exists (its tensors are checked by grow)
+        method_files(cfg, Path(path).parent, path)        # so do the method's (distill's teacher and weights)
         check_machine(cfg, path)
         notes = "".join(f"; warning: {w}" for w in check_budget(cfg))
         # RunConfig.method is the union of the registered methods' settings, built at run time (train/config.py):
@@ -39,7 +49,7 @@ def check_file(path: str) -> str:
     return f"{path}: ok ({len(g.nodes)} nodes, {g.params:,} params, {g.macs:,} MACs)"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     status = 0
     for path in args.files:
         try:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Union
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from yaml.constructor import SafeConstructor
 
 from ..errors import ArchgraphError, GraphError, YamlError
 from ..graph import FORMAT_VERSION, Graph
@@ -38,7 +39,7 @@ class _Loader(yaml.SafeLoader):
     as ``on`` or ``no`` stays a string, as in editors that use the YAML 1.2 core schema."""
 
 
-def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
+def _construct_mapping(loader: SafeConstructor, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
@@ -52,13 +53,13 @@ def _construct_mapping(loader, node: yaml.MappingNode, deep: bool = False):
             raise YamlError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}' "
                             f"(first defined on line {seen[key].start_mark.line + 1})", field=str(key))
         seen[key] = key_node
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
 MAX_INT_DIGITS = 100
 
 
-def _construct_int(loader, node: yaml.ScalarNode):
+def _construct_int(loader: SafeConstructor, node: yaml.ScalarNode) -> int:
     """Integers as YAML 1.1 reads them, but a number with more than ``MAX_INT_DIGITS`` digits is an error naming
     its line (Python refuses to parse more than 4300 digits, and no size in a graph needs 100)."""
     digits = sum(c.isdigit() for c in str(node.value))
@@ -66,7 +67,7 @@ def _construct_int(loader, node: yaml.ScalarNode):
         raise YamlError(f"line {node.start_mark.line + 1}: an integer with {digits} digits; the limit is "
                         f"{MAX_INT_DIGITS}")
     try:
-        return yaml.SafeLoader.construct_yaml_int(loader, node)
+        return SafeConstructor.construct_yaml_int(loader, node)
     except ValueError as err:
         raise YamlError(f"line {node.start_mark.line + 1}: cannot read the integer {_clip(node.value)} ({err})") \
             from None
@@ -164,14 +165,14 @@ def _inspect(root: yaml.Node, limit: int) -> None:
     size(root, ())
 
 
-def _char_at(text: str, mark) -> str:
+def _char_at(text: str, mark: Optional[yaml.Mark]) -> str:
     lines = text.splitlines()
     if mark is None or mark.line >= len(lines) or mark.column >= len(lines[mark.line]):
         return ""
     return lines[mark.line][mark.column]
 
 
-def _mark(mark) -> str:
+def _mark(mark: Optional[yaml.Mark]) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 
 
@@ -216,7 +217,8 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise YamlError("the YAML nests too deeply", file=source) from None
 
 
-def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, error=ArchgraphError) -> bytes:
+def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES,
+                 error: type[ArchgraphError] = ArchgraphError) -> bytes:
     """The bytes of ``path``, read with a bounded reader: never more than ``limit`` bytes are read, so a device or a
     pipe that never ends (``/dev/urandom``) is refused instead of filling memory. Pipes and devices that end are
     read like files (``archgraph validate <(cat seed.yaml)``).
@@ -253,7 +255,7 @@ def read_limited(path: Union[str, os.PathLike], limit: int = MAX_FILE_BYTES, err
 PIPE_TIMEOUT_S = 30.0
 
 
-def _read_pipe(path: Path, limit: int, error) -> bytes:
+def _read_pipe(path: Path, limit: int, error: type[ArchgraphError]) -> bytes:
     """Read a named pipe without ever blocking for good: opened non-blocking (an open with no writer would wait
     forever), then read while data comes, refused after :data:`PIPE_TIMEOUT_S` seconds of silence."""
     import select
@@ -316,7 +318,7 @@ def validation_error(err: ValidationError, source: str, root: str = "nodes") -> 
     return GraphError(message, file=source, node=chosen["node"], field=chosen["field"])
 
 
-def _is_branch(part) -> bool:
+def _is_branch(part: object) -> bool:
     """A pydantic location part that names a union member or a type, not a field (``str``, ``tuple[...]``)."""
     return isinstance(part, str) and ("[" in part or "-" in part or part in ("str", "int", "float", "bool", "none"))
 
@@ -447,7 +449,7 @@ _BY_TYPE: dict[str, Callable[[dict], Optional[str]]] = {
 PAIR_FIELDS = frozenset({"kernel_size", "stride", "padding", "dilation", "output_size"})
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -482,7 +484,7 @@ def is_run_data(data: Any) -> bool:
         ("archgraph_run" in data or "seed" in data or not GRAPH_KEYS & set(data))
 
 
-def graph_from_data(data: Any, source: str = "<data>"):
+def graph_from_data(data: Any, source: str = "<data>") -> Graph:
     if not isinstance(data, dict):
         raise GraphError("the top level must be a mapping with archgraph, inputs, nodes and outputs", file=source)
     if is_run_data(data):
@@ -507,12 +509,12 @@ def graph_from_data(data: Any, source: str = "<data>"):
         raise err.with_file(source)
 
 
-def loads(text: str, source: str = "<string>"):
+def loads(text: str, source: str = "<string>") -> Graph:
     """Parse a graph from YAML text."""
     return graph_from_data(parse_yaml(text, source), source)
 
 
-def load(path: Union[str, os.PathLike]):
+def load(path: Union[str, os.PathLike]) -> Graph:
     """Read and validate a graph file.
 
     >>> import archgraph
@@ -521,7 +523,7 @@ def load(path: Union[str, os.PathLike]):
     return loads(read_text(path), str(path))
 
 
-def dumps(graph) -> str:
+def dumps(graph: Graph) -> str:
     """The graph as YAML text in the seed format: one line per node, defaults left out.
 
     ``loads(dumps(g)) == g`` and ``dumps(loads(dumps(g))) == dumps(g)``.
@@ -539,7 +541,7 @@ def dumps(graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scalar(value) -> str:
+def _scalar(value: object) -> str:
     """One YAML scalar on one line that reads back as ``value`` (quoted when plain text would not)."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**9, allow_unicode=True)
     text = text.removesuffix("\n").removesuffix("\n...").strip()
@@ -548,7 +550,7 @@ def _scalar(value) -> str:
     return text
 
 
-def _flow(value) -> str:
+def _flow(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_scalar(k)}: {_flow(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -632,6 +634,6 @@ def _why(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def save(graph, path: Union[str, os.PathLike]) -> None:
+def save(graph: Graph, path: Union[str, os.PathLike]) -> None:
     """Write ``graph`` as YAML (atomically); ``load(path) == graph``."""
     atomic_write_text(path, dumps(graph))

@@ -32,7 +32,7 @@ __all__ = ["TransferPlan", "TensorPlan", "AxisMap", "Noise", "transfer", "transf
            "carry"]
 
 
-def _index(m: AxisMap, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _index(m: AxisMap, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     idx = torch.tensor(m.index, dtype=torch.long, device=device)
     return idx.clamp(min=0), idx < 0
 
@@ -110,7 +110,8 @@ def _new_entries(out: torch.Tensor, axis: int, m: AxisMap, state: bool) -> list[
     return fresh
 
 
-def _fill_entries(out: torch.Tensor, new: Optional[torch.Tensor], fresh, key: str) -> None:
+def _fill_entries(out: torch.Tensor, new: Optional[torch.Tensor], fresh: list[tuple[int, torch.Tensor, str]],
+                  key: str) -> None:
     # "init" entries first, so that an entry new on an axis that zeroes it ends up zero
     for axis, missing, fill in sorted(fresh, key=lambda f: f[2] != "init"):
         if not bool(missing.any()):

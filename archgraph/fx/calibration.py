@@ -134,7 +134,8 @@ def channel_means(graph: Graph, module: torch.nn.Module, batches: Iterable[Batch
             continue
         h, hd, _ = found
 
-        def pre(_mod, args, nid=nid, h=h, hd=hd):
+        def pre(_mod: torch.nn.Module, args: tuple[torch.Tensor, ...], nid: str = nid, h: int = h,
+                hd: int = hd) -> None:
             y = args[0].detach().abs().double()
             per = y.reshape(-1, h, hd).sum(dim=(0, 2)) / (y.numel() // (h * hd))
             head_sums[nid] = head_sums.get(nid, 0) + per

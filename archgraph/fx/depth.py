@@ -86,7 +86,8 @@ def block_influence(graph: Graph, module: torch.nn.Module, calib: Iterable,
     return {b.branch: 1.0 - sums[i] / max(1, counts[i]) for i, b in enumerate(blocks)}
 
 
-def depth_rules(graph: Graph, weights, count: int, calib: Iterable) -> list[CollapseLayer]:
+def depth_rules(graph: Graph, weights: torch.nn.Module | Mapping[str, torch.Tensor], count: int,
+                calib: Iterable) -> list[CollapseLayer]:
     """The ``collapse_layer`` rules removing the ``count`` residual blocks of least block influence (one shot, as
     ShortGPT), in graph order."""
     blocks = residual_blocks(graph)

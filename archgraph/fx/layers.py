@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -226,7 +227,7 @@ class Attention(nn.Module):
                                                        is_causal=self.causal)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
-    def inv_freq(self, device) -> torch.Tensor:
+    def inv_freq(self, device: torch.device | str | None) -> torch.Tensor:
         """The rotation frequencies ``rope_theta**(-2i/head_dim)`` in float32, rescaled by ``rope_scaling`` as
         Hugging Face's ``_compute_llama3_parameters`` (or ``linear``) does."""
         exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=device).float() / self.head_dim
@@ -302,7 +303,7 @@ def _averaging_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size) -> torch.Tensor:
+def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size: int | Sequence[int]) -> torch.Tensor:
     """``F.adaptive_avg_pool2d`` written as two fixed averaging matrix products where the output does not divide
     the input (the TorchScript ONNX exporter refuses that case); the same function up to float rounding."""
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
@@ -312,7 +313,7 @@ def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size) -> torch.Tensor
     return _averaging_matrix(h, oh, x) @ x @ _averaging_matrix(w, ow, x).t()
 
 
-def subsample(x: torch.Tensor, stride=(2, 2), offset=(0, 0)) -> torch.Tensor:
+def subsample(x: torch.Tensor, stride: Sequence[int] = (2, 2), offset: Sequence[int] = (0, 0)) -> torch.Tensor:
     """``x[:, :, a::s, b::s]`` of an ``N, C, H, W`` tensor: every ``stride``-th position from ``offset`` on."""
     return x[:, :, offset[0]::stride[0], offset[1]::stride[1]]
 
@@ -327,7 +328,8 @@ class WindowAttention(nn.Module):
     relative_position_index: torch.Tensor   # buffers, with a position bias
     relative_coords_table: torch.Tensor
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, window_size=(7, 7), shift_size=(0, 0),
+    def __init__(self, dim: int, num_heads: int, head_dim: int, window_size: Sequence[int] = (7, 7),
+                 shift_size: Sequence[int] = (0, 0),
                  grid: bool = False, position_bias: str = "table", cpb_hidden: int = 512, cosine: bool = False,
                  scale: float | None = None, bias: bool = True, qkv_bias: bool | None = None, dropout: float = 0.0):
         super().__init__()
@@ -381,7 +383,7 @@ class WindowAttention(nn.Module):
 
 
     @staticmethod
-    def window_mask(h: int, w: int, window: tuple[int, int], shift: tuple[int, int],
+    def window_mask(h: int, w: int, window: tuple[int, ...], shift: tuple[int, int],
                             like: torch.Tensor) -> torch.Tensor:
         """``[windows, N, N]``: 0 where two tokens of a shifted window were neighbours before the roll, -100 where not
         (torchvision's ``shifted_window_attention`` mask of a ``h x w`` padded image)."""

@@ -36,7 +36,7 @@ from ..history.rundir import RunDir
 from ..rules.base import Rewrite, RuleLike, apply, decode, encode
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from .builder import build
-from .magnitude import head_rules, prune_rules
+from .magnitude import prune
 from .materialise import materialise
 from .weights import load_into, load_weights
 
@@ -51,8 +51,8 @@ class Network:
     starts from the graph's seeded initialisation (``seed``). ``device`` and ``dtype`` place the module.
     """
 
-    def __init__(self, graph: Union[Graph, str, os.PathLike], weights: Weights = None, device=None, dtype=None,
-                 seed: int = 0):
+    def __init__(self, graph: Union[Graph, str, os.PathLike], weights: Weights = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, seed: int = 0):
         self.graph: Graph = graph if isinstance(graph, Graph) else load(graph)
         self.seed = seed
         module = build(self.graph, device=device, dtype=dtype, seed=seed)
@@ -79,7 +79,8 @@ class Network:
 
     # ---- changes ------------------------------------------------------------------------------------------------
     def rewrite(self, rule: Union[RuleLike, Rewrite], optimizer: Optional[torch.optim.Optimizer] = None,
-                batch=None, loss: Optional[Callable] = None) -> Rewrite:
+                batch: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                loss: Optional[Callable] = None) -> Rewrite:
         """Apply ``rule`` (a rule, its ``{"rule": ..., "args": ...}`` data, or a :class:`Rewrite` of the current
         graph): ``.graph`` and ``.module`` become the new version, the optimizer (if given) holds the new parameters
         with their state; returns the :class:`Rewrite` (``.exact`` says whether the function was kept). ``batch``
@@ -112,17 +113,12 @@ class Network:
         that share of every attention's heads; one version per ``prune_channels``/``prune_heads`` rule (they apply
         in turn). ``round_to`` keeps pruned widths multiples of it. The optimizer keeps the surviving channels'
         state. Returns the rules applied."""
-        batches = list(calib) if calib is not None else None
-        applied: list = []
-        for rule in prune_rules(self.graph, self.module, ratio, criterion, seed, calib=batches, round_to=round_to):
+        state = {k: v.detach() for k, v in self.module.state_dict().items()}
+        found = prune(self.graph, state, ratio, criterion, seed, heads, calib=calib, round_to=round_to,
+                      consume=True).rules
+        for rule in found:   # one version per rule: they apply in turn to the same graph and weights
             self.rewrite(rule, optimizer)
-            applied.append(rule)
-        if heads:
-            for head_rule in head_rules(self.graph, self.module, ratio, criterion, seed, calib=batches,
-                                        round_to=round_to):
-                self.rewrite(head_rule, optimizer)
-                applied.append(head_rule)
-        return applied
+        return list(found)
 
     def follow(self, callback: Callable[[Rewrite], None]) -> None:
         """Call ``callback(rewrite)`` after every change (a method rebuilding its per-layer state, a wrapper)."""
@@ -180,7 +176,7 @@ class Network:
         return run.path
 
 
-def _same_start(run, start: dict) -> bool:
+def _same_start(run: RunDir, start: dict) -> bool:
     """Whether the run directory holds an earlier save of this network (so saving again replaces it)."""
     events = run.events()
     return bool(events) and events[0].get("hash") == start["hash"] and events[0].get("time") == start["time"]

@@ -24,7 +24,7 @@ from typing import Callable, Optional, cast
 import torch
 from torch import nn
 
-from ..graph import content_hash
+from ..graph import Graph, content_hash
 from ..ops.registry import OPS
 
 
@@ -111,7 +111,7 @@ def time_steps(module: nn.Module, x: torch.Tensor, y: torch.Tensor, fmt: Format,
 
     scaler = torch.amp.GradScaler(x.device.type, enabled=fmt.amp)
 
-    def step():
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=x.device.type, enabled=fmt.amp):
             out = runner(xb)
@@ -135,7 +135,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, allow_compile: bool = False,
+def choose_format(graph: Graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *, allow_compile: bool = False,
                   steps_until_rewrite: int = 1000, steps: int = 5, amp: Optional[bool] = None,
                   loss_fn: Optional[Callable] = None) -> Format:
     """Measure the candidate formats for this graph version and return the fastest; cached per version.
@@ -164,7 +164,7 @@ def choose_format(graph, module: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     return best.format
 
 
-def measurements(graph, x: torch.Tensor, allow_compile: bool = False,
+def measurements(graph: Graph, x: torch.Tensor, allow_compile: bool = False,
                  amp: Optional[bool] = None) -> tuple[Measurement, ...]:
     """The timings behind a cached choice (empty when nothing was measured)."""
     key = (content_hash(graph), str(x.device), tuple(x.shape), x.dtype, allow_compile, amp)

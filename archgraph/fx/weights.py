@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import BinaryIO, Callable, Mapping, Optional, Union
 
 import torch
 
 from ..errors import ArchgraphError
 from ..format.yaml_io import atomic_replace, read_limited
-from ..graph import tied_parameters
+from ..graph import Graph, tied_parameters
 
 
 def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike],
@@ -26,7 +26,8 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Union[str, os.PathLike
     atomic_replace(path, weights_writer(state, metadata))
 
 
-def weights_writer(state: Mapping[str, torch.Tensor], metadata: Optional[dict[str, str]] = None):
+def weights_writer(state: Mapping[str, torch.Tensor],
+                   metadata: Optional[dict[str, str]] = None) -> Callable[[str], None]:
     """``fill(tmp)`` writing ``state`` as canonical safetensors to ``tmp`` (for :func:`atomic_replace_all`, which
     writes a graph and its weights as one unit)."""
     tensors, aliases = _stored_once(state)
@@ -48,7 +49,8 @@ DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torc
           torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
 
 
-def write_safetensors(tensors: Mapping[str, torch.Tensor], fh, metadata: Optional[dict[str, str]] = None) -> None:
+def write_safetensors(tensors: Mapping[str, torch.Tensor], fh: BinaryIO,
+                      metadata: Optional[dict[str, str]] = None) -> None:
     """Write ``tensors`` to the open binary file ``fh`` in the safetensors format, one tensor at a time straight
     from its memory (``safetensors.torch.save_file`` first turns every tensor into bytes: a second copy of the
     whole model). The header is canonical: keys sorted, no spaces, padded to 8 bytes, so equal tensors and
@@ -222,7 +224,7 @@ def parameter_aliases(module: torch.nn.Module) -> dict[str, str]:
     return aliases
 
 
-def tie_state(graph, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def tie_state(graph: Graph, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` with each tied key of ``graph`` naming its source's tensor (so a weights file stores it once);
     an error where the two hold different values."""
     state = dict(state)

@@ -6,16 +6,17 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import ArchgraphError
 from ..format.yaml_io import atomic_write_bytes
+from ..graph import Graph
 from ..ops.registry import OPS
 
 KEY_FIELDS = ("out_channels", "out_features", "kernel_size", "stride", "groups", "p", "output_size")
 
 
-def plain(text) -> str:
+def plain(text: Any) -> str:
     """``text`` as a plain-string graphviz label that nothing in it can change: never taken for an HTML-like label
     (``<...>``), backslashes doubled (so ``\\N``, ``\\G`` or a final backslash mean nothing), control characters
     other than the newline shown as ``?``; the quotes are escaped by graphviz's own quoting.
@@ -30,7 +31,7 @@ def plain(text) -> str:
     return graphviz.nohtml(shown.replace("\\", "\\\\"))
 
 
-def node_label(graph, nid: str, extra: str = "") -> str:
+def node_label(graph: Graph, nid: str, extra: str = "") -> str:
     node = graph.nodes[nid]
     fields = node.fields()
     bits = []
@@ -51,7 +52,7 @@ def node_label(graph, nid: str, extra: str = "") -> str:
     return "\n".join(lines)
 
 
-def to_dot(graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, title: Optional[str] = None,
+def to_dot(graph: Graph, *, highlight: Optional[Mapping[str, tuple[str, str]]] = None, title: Optional[str] = None,
            removed: Optional[Mapping[str, str]] = None,
            ghost_edges: Sequence[tuple[str, Optional[str]]] = (),
            legend: Sequence[tuple[str, str]] = (), rankdir: str = "TB") -> str:
@@ -126,6 +127,6 @@ def svg(source: str) -> str:
     return result.stdout.decode()
 
 
-def render_graph(graph, out: Union[str, os.PathLike], *, rankdir: str = "TB", dpi: Optional[int] = None) -> Path:
+def render_graph(graph: Graph, out: Union[str, os.PathLike], *, rankdir: str = "TB", dpi: Optional[int] = None) -> Path:
     """Draw ``graph`` to ``out`` (.svg, .png, .pdf or .dot); ``rankdir="LR"`` lays it out left to right."""
     return write_dot(to_dot(graph, rankdir=rankdir), out, dpi)

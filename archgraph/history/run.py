@@ -21,11 +21,11 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union, cast
 
 from ..errors import ArchgraphError, HistoryError
 from ..format.yaml_io import MAX_FILE_BYTES, load, read_limited
-from ..graph import content_hash
+from ..graph import Graph, content_hash
 from ..rules.base import apply, decode
 from .events import check_event
 from .rundir import MAX_LOG_BYTES
@@ -182,7 +182,7 @@ class Run:
                                file=str(self.path), field="version")
         return self.versions[k]
 
-    def graph(self, k: int):
+    def graph(self, k: int) -> Graph:
         """Graph of version ``k`` as stored in ``versions/NNNN.yaml``."""
         self.version(k)
         if k not in self._graphs:
@@ -335,7 +335,7 @@ def replay_steps(run_dir: PathLike, version: Optional[int] = None, *, check_file
 
 
 def replay(run_dir: PathLike, version: Optional[int] = None, *, check_files: bool = True,
-           registry: Optional[Mapping[str, type]] = None):
+           registry: Optional[Mapping[str, type]] = None) -> Graph:
     """Rebuild version ``version`` (default: the last) of a run from its seed and rule log alone.
 
     Every intermediate version is checked against its recorded hash; a mismatch raises :class:`HistoryError`
@@ -349,10 +349,10 @@ def replay(run_dir: PathLike, version: Optional[int] = None, *, check_files: boo
     graph = None
     for _, graph in replay_steps(run_dir, version, check_files=check_files, registry=registry):
         pass
-    return graph
+    return cast(Graph, graph)   # the seed, version 0, is always a step
 
 
-def _difference(run: Run, k: int, replayed) -> str:
+def _difference(run: Run, k: int, replayed: Graph) -> str:
     """A short note on which nodes differ between the replayed graph and the stored one, when it is readable."""
     try:
         stored = run.graph(k)

@@ -81,6 +81,7 @@ def _fmt(value) -> str:
 def version_label(run: Run, v: Version, metric: Optional[str]) -> str:
     """HTML-like graphviz label of one version."""
     rows = [f'<B>v{v.version}</B>']
+    params: Optional[int]
     try:
         params = run.graph(v.version).params
     except Exception:  # the graph file may be missing; the log's numbers still tell the story

@@ -28,7 +28,7 @@ One process, one optimizer (Lightning's DDP wraps the module it was given: rebui
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -74,7 +74,7 @@ class ArchgraphCallback(pl.Callback):
     ``staged``) with ``settings`` on the :class:`NetworkModule` being fitted; ``save_dir`` writes its run
     directory when fitting ends (``archgraph replay``/``render``/``report`` read it)."""
 
-    def __init__(self, name: str, *, save_dir: Optional[str] = None, **settings):
+    def __init__(self, name: str, *, save_dir: Optional[str] = None, **settings: Any):
         self.name = name
         self.settings = settings
         self.save_dir = save_dir
@@ -85,28 +85,32 @@ class ArchgraphCallback(pl.Callback):
             raise RuntimeError("ArchgraphCallback: no method is attached (on_fit_start has not run)")
         return self.method
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not isinstance(pl_module, NetworkModule):
             raise TypeError("ArchgraphCallback needs the LightningModule to be an "
                             "archgraph.integrations.lightning.NetworkModule")
         if len(trainer.optimizers) != 1:
             raise ValueError(f"ArchgraphCallback needs exactly one optimizer, not {len(trainer.optimizers)}")
+        if trainer.max_epochs is None:
+            raise ValueError("ArchgraphCallback needs the Trainer's max_epochs (methods plan by the epoch budget)")
         batches = trainer.num_training_batches
         self.method = attach(self.name, pl_module.net, trainer.optimizers[0], epochs=int(trainer.max_epochs),
                              steps_per_epoch=int(batches) if batches and batches != float("inf") else None,
                              **self.settings)
         pl_module.method = self.method
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self._attached().step()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if torch.is_tensor(v) and v.numel() == 1}
         self._attached().epoch_end(metrics)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._attached().finish()
+        assert isinstance(pl_module, NetworkModule)   # on_fit_start refused any other
         pl_module.method = None
         if self.save_dir is not None:
             pl_module.net.save(self.save_dir)

@@ -373,6 +373,8 @@ def python_source(graph: Graph) -> str:
         f"    model = {cls}()",
         "    model.load_state_dict(safetensors.torch.load_file('weights.safetensors'))",
         '"""',
+        "from __future__ import annotations  # the helpers' annotations name typing's types, left unevaluated",
+        "",
         "import math",
         "",
         "import torch",

@@ -26,16 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from ..compat import import_transformers
-from ..errors import ArchgraphError, ConversionError
+from ..errors import ConversionError
 from ..fx.builder import build
 from ..fx.weights import load_into
 from ..graph import Graph, TokenShape
-from ..ops.registry import OPS
-from ..ops.spec import KIND_BY_OP
+from .importer.builder import GraphBuilder
 
 #: small sizes per model type for :func:`from_config` (overridden by its keyword arguments)
 SMALL: dict[str, dict[str, Any]] = {
@@ -245,7 +243,7 @@ def _convert(model: nn.Module, seq_len: int, copy: bool = True) -> tuple[Graph, 
     except AttributeError as err:   # another transformers version names its modules otherwise
         raise ConversionError(f"{type(model).__name__} is not laid out as archgraph reads {model_type} models "
                               f"(transformers 5's modeling file): {err}") from None
-    return b.finish(type(model).__name__.lower(), out)
+    return b.finish(type(model).__name__.lower(), [out])
 
 
 def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float, float]:
@@ -290,38 +288,12 @@ def _native_rms_norms(model: nn.Module):
 
 # ---- building nodes ------------------------------------------------------------------------------------------------
 
-class _Nodes:
-    """Graph nodes in the making: each is validated and its shape inferred when it is added."""
-
-    def __init__(self, copy: bool = True):
-        self.copy = copy      # False: the weights share the model's tensors (a model read from disk and dropped)
-        self.inputs: dict[str, Any] = {}
-        self.nodes: dict[str, dict] = {}
-        self.shapes: dict[str, Any] = {}
-        self.weights: dict[str, torch.Tensor] = {}
-
-    def input(self, name: str, spec, shape) -> str:
-        self.inputs[name] = spec
-        self.shapes[name] = shape
-        return name
+class _Nodes(GraphBuilder):
+    """Graph nodes in the making, through the importer's :class:`~.importer.builder.GraphBuilder` (each node is
+    validated and its shape inferred when it is added), with the walkers' helpers for Hugging Face's layers."""
 
     def emit(self, nid: str, op: str, inputs: list[str], weights: Optional[dict] = None, **fields) -> str:
-        nid = nid.replace(".", "_")
-        data = {"op": op, "in": list(inputs), **fields}
-        try:
-            spec = KIND_BY_OP[op].model_validate(data)
-            self.shapes[nid] = tuple(OPS[op].shape(spec, [self.shapes[i] for i in spec.inputs]))
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise ConversionError(f"node '{nid}' ({op}) field {'.'.join(map(str, first['loc']))}: "
-                                  f"{first['msg']}", node=nid) from None
-        except ArchgraphError as err:
-            raise ConversionError(f"node '{nid}' ({op}): {err.message}", node=nid) from None
-        self.nodes[nid] = data
-        for key, tensor in (weights or {}).items():
-            tensor = tensor.detach()
-            self.weights[f"{nid}.{key}"] = tensor.clone().contiguous() if self.copy else tensor.contiguous()
-        return nid
+        return self.add(nid.replace(".", "_"), op, inputs, weights, **fields)
 
     def linear(self, nid: str, x: str, m: nn.Module) -> str:
         """``nn.Linear``, or GPT-2's ``Conv1D`` (``y = x @ W + b``, ``W`` ``[in, out]``: a linear of ``W.T``), or a
@@ -378,13 +350,10 @@ class _Nodes:
         return self.emit(nid, "attention", [x], state, num_heads=num_heads, head_dim=head_dim, kv_heads=kv_heads,
                          bias="o_proj" in biased, **fields)
 
-    def finish(self, name: str, output: str) -> tuple[Graph, dict[str, torch.Tensor]]:
-        nodes = {k: {f: v for f, v in d.items() if v is not None} for k, d in self.nodes.items()}
-        data = {"archgraph": 1, "name": name, "inputs": self.inputs, "nodes": nodes, "outputs": [output]}
-        try:
-            return Graph.model_validate(data), dict(self.weights)
-        except ValidationError as err:
-            raise ConversionError(f"the converted graph is not valid: {err.errors()[0]['msg']}") from None
+    def finish(self, name: str, outputs, keep=None) -> tuple[Graph, dict[str, torch.Tensor]]:
+        """The graph, the fields the walkers left ``None`` dropped (the format's defaults)."""
+        self.nodes = {k: {f: v for f, v in d.items() if v is not None} for k, d in self.nodes.items()}
+        return super().finish(name, outputs, keep)
 
 
 def _linear_weight(m: nn.Module) -> torch.Tensor:

@@ -35,6 +35,14 @@ class Driver:
         """``(overrides, extra_loss)`` for the next forward pass (see ``Strategy.parametrize``)."""
         return self.strategy.parametrize(self.view, training)
 
+    def output_loss(self, inputs: torch.Tensor, output: torch.Tensor) -> Optional[torch.Tensor]:
+        """The strategy's loss term read from a training forward pass (see ``Strategy.output_loss``)."""
+        return self.strategy.output_loss(self.view, inputs, output)
+
+    def task_weight(self) -> float:
+        """The weight of the task loss in the objective (see ``Strategy.task_weight``)."""
+        return float(self.strategy.task_weight(self.view))
+
     def after_step(self) -> list:
         rules = list(self.strategy.on_step_end(self.view))
         self.take(rules, "on_step_end")
@@ -95,12 +103,14 @@ class Method(Driver):
         net.follow(self._followed)
 
     # ---- the loop's calls ---------------------------------------------------------------------------------------
-    def loss(self) -> torch.Tensor:
+    def loss(self, task_loss: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The method's extra loss term for the last training forward pass of ``net.module`` (a zero tensor when
-        it has none)."""
-        if self._extra is None:
-            return torch.zeros((), device=self.view.device)
-        return self._extra
+        it has none). Given the task loss, the whole objective: ``task_weight() * task_loss`` plus the term
+        (distillation weighs the task loss by its ``alpha``; every other method by 1)."""
+        extra = torch.zeros((), device=self.view.device) if self._extra is None else self._extra
+        if task_loss is None:
+            return extra
+        return self.task_weight() * task_loss + extra
 
     def step(self) -> list:
         """Call after ``optimizer.step()``: the method's own tensors step, and it may rewrite the network."""
@@ -192,6 +202,10 @@ class Method(Driver):
         if self._swap is not None:
             swap, self._swap = self._swap, None
             swap.__exit__(None, None, None)
+        if module.training and not self._bypass and args:
+            own = self.output_loss(args[0], output)
+            if own is not None:
+                self._extra = own if self._extra is None else self._extra + own
         return None
 
     def bare_forward(self, x: torch.Tensor, overrides: Optional[dict] = None) -> torch.Tensor:

@@ -389,7 +389,7 @@ DEFS: tuple[OpDef, ...] = (
         export=Export(colour=ATTENTION_COLOUR, python={EXTRA + ".WindowAttention": window_source}),
         imports=Imports(via="torchvision's Swin (ShiftedWindowAttention, ShiftedWindowAttentionV2) and MaxViT "
                             "(PartitionAttentionLayer) attention modules, and archgraph's own WindowAttention: "
-                            "archgraph.interop.windows"),
+                            "archgraph.interop.importer.handlers.windows"),
     ),
     # softmax(0) = 1/radix, sigmoid(0) = 0.5
     OpDef(
@@ -402,6 +402,6 @@ DEFS: tuple[OpDef, ...] = (
         export=Export(colour=ATTENTION_COLOUR),
         imports=Imports(via="timm's RadixSoftmax (a view to [N, cardinality, radix, -1], transpose(1, 2), a "
                             "softmax over dim 1, a reshape back) and a softmax over the radix axis of a [N, radix, "
-                            "C, H, W] view (SelectiveKernelAttn): archgraph.interop.split_attention"),
+                            "C, H, W] view (SelectiveKernelAttn): archgraph.interop.importer.handlers.split_attention"),
     ),
 )

@@ -292,7 +292,8 @@ DEFS: tuple[OpDef, ...] = (
     ),
     # GRN's statistic is taken over the channels (it mixes them), and a zero channel comes out as its bias; it is no
     # is_norm op: its weight scales only the normalised term, not the channel's output (which keeps x itself)
-    # timm's GlobalResponseNorm (channels-first or channels-last) is kept whole: archgraph.interop.timm_layers
+    # timm's GlobalResponseNorm (channels-first or channels-last) is kept whole:
+    # archgraph.interop.importer.handlers.timm_layers
     OpDef(
         kind=GRN,
         sizes=Sizes(shape=rank_shape(3), params=grn_params, in_rank=3),
@@ -306,7 +307,7 @@ DEFS: tuple[OpDef, ...] = (
     # shifts_zero is one flag per op: a scale with a bias does map a zero channel to its bias, but the
     # ones imported (LearnableAffineBlock) follow a batchnorm, which the pruning note names already
     # a mul by a per-channel parameter or by a number; a division by a number; timm's LearnableAffineBlock
-    # and archgraph's own Scale as modules (archgraph.interop.timm_layers)
+    # and archgraph's own Scale as modules (archgraph.interop.importer.handlers.timm_layers)
     OpDef(
         kind=Scale,
         sizes=Sizes(shape=ln_shape, params=scale_params),
@@ -316,6 +317,6 @@ DEFS: tuple[OpDef, ...] = (
         imports=Imports(functions=("operator.truediv", "operator.itruediv", "torch.div", A_ + "div.Tensor"),
                         methods=("div", "__truediv__", "div_"),
                         via="a mul by a per-channel parameter or a number; timm's LearnableAffineBlock "
-                            "(archgraph.interop.timm_layers)"),
+                            "(archgraph.interop.importer.handlers.timm_layers)"),
     ),
 )

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from ..format import plugins as _plugins
-from .base import RULES, Rewrite, Rule, decode, encode, parse, register
+from .base import RULES, Edit, Rewrite, Rule, decode, encode, parse, register
 from .collapse import CollapseLayer, DeleteNode
 from .deepen import InsertBlock, InsertLayer
 from .experts import AddExperts, PruneExperts
@@ -28,6 +28,6 @@ for _name in sorted(RULES, key=lambda n: _LISTED.index(n) if n in _LISTED else l
 # rules of other packages (entry point group ``archgraph.rules``), so apply, run files and replay all know them
 _plugins.load("archgraph.rules")
 
-__all__ = ["RULES", "Rewrite", "Rule", "decode", "encode", "parse", "register", "AddFilters", "SplitFilters",
+__all__ = ["RULES", "Edit", "Rewrite", "Rule", "decode", "encode", "parse", "register", "AddFilters", "SplitFilters",
            "PruneChannels", "InsertLayer", "InsertBlock", "DeleteNode", "CollapseLayer", "AddHeads", "PruneHeads",
            "StackBlock", "AddExperts", "PruneExperts", "exact_form"]

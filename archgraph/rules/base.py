@@ -1,5 +1,6 @@
-"""Rules as data: :class:`Rule` (a frozen pydantic model), :class:`Rewrite` (what applying one gives) and the
-registry :data:`RULES` that the CLI and the history read rule names from; :func:`parse` reads what a user types,
+"""Rules as data: :class:`Rule` (a frozen pydantic model), :class:`Rewrite` (what applying one gives),
+:class:`Edit` (what an edit of a network's state gives) and the registry :data:`RULES` that the CLI and the history
+read rule names from; :func:`parse` reads what a user types,
 :func:`encode`/:func:`decode` are the one codec of rules as JSON data (history, checkpoints, distributed runs).
 
 >>> from archgraph import rules
@@ -12,7 +13,7 @@ from __future__ import annotations
 import difflib
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import Any, ClassVar, Container, Generic, Iterator, Mapping, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -41,9 +42,57 @@ class Rewrite:
         """Whether the new graph computes the same function as the old one (eval mode, any weights)."""
         return self.plan.exact
 
+    @property
+    def rules(self) -> tuple["Rule", ...]:
+        """``(rule,)``: the rules applied, as every result of an edit names them (:class:`Edit`)."""
+        return (self.rule,)
+
     def log(self) -> dict:
         """``{"rule": name, "args": {...}}``, the form the history records (:func:`encode`)."""
         return encode(self.rule)
+
+
+State = TypeVar("State")
+
+
+@dataclass(frozen=True, eq=False)   # compared by identity: the state holds tensors
+class Edit(Generic[State]):
+    """What an edit of a network gives (``archgraph.rewrite``, ``archgraph.prune``, ``archgraph.from_module``):
+    the new ``graph``, the edited ``state`` in the form it was given (a module for a module, a state dict for a
+    state dict; :func:`~archgraph.from_module` turns a module into a graph and its state dict), the ``rules``
+    applied in order (replaying them on the old graph gives ``graph``; none for an import) and ``exact``: whether
+    those rules keep the function (eval mode; ``True`` when there are none). It unpacks as the pair
+    ``graph, state``, the shape these calls returned before they named what was done.
+
+    >>> import archgraph
+    >>> from archgraph import rules
+    >>> g = archgraph.load("examples/seeds/mlp.yaml")
+    >>> rw = archgraph.apply(g, rules.AddFilters(node="fc1", count=2))
+    >>> e = Edit(rw.graph, {}, rw.rules, rw.exact)   # what a call editing a state dict {} would give
+    >>> graph, state = e
+    >>> graph is rw.graph, e.exact, e.log()[0]["rule"]
+    (True, True, 'add_filters')
+    >>> e
+    Edit(graph='mlp', state=<0 tensors>, rules=[add_filters], exact=True)
+    """
+
+    graph: Graph
+    state: State
+    rules: tuple["Rule", ...] = ()
+    exact: bool = True
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.graph, self.state))
+
+    def __repr__(self) -> str:   # the state by its kind and size, not its tensors
+        state = self.state
+        size = f"{len(state)} tensors" if isinstance(state, Mapping) else type(state).__name__
+        names = ", ".join(rule.name for rule in self.rules)
+        return f"Edit(graph={self.graph.name!r}, state=<{size}>, rules=[{names}], exact={self.exact})"
+
+    def log(self) -> list[dict[str, Any]]:
+        """The rules as the history records them (:func:`encode`), in the order they applied."""
+        return [encode(rule) for rule in self.rules]
 
 
 class Rule(BaseModel):
@@ -56,13 +105,13 @@ class Rule(BaseModel):
     #: "growth" or "prune": what a history event calls it
     kind: ClassVar[str] = "growth"
 
-    def __init__(self, **data):
+    def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as err:
             raise _rule_error(type(self), data, err) from None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("name"):
             register(cls)
@@ -204,7 +253,7 @@ def _rule_error(cls: type[Rule], data: Mapping[str, Any], err: ValidationError) 
     return RuleError(message, rule=cls.name, node=node if isinstance(node, str) else None, field=loc or None)
 
 
-def _from_text(text: str, annotation) -> Any:
+def _from_text(text: str, annotation: Any) -> Any:
     """A CLI value: lists from ``a,b`` or ``[a, b]``, None from ``none``/``null``; the rest is left to pydantic."""
     stripped = text.strip()
     if stripped.lower() in ("none", "null", "~") and _allows_none(annotation):
@@ -215,11 +264,11 @@ def _from_text(text: str, annotation) -> Any:
     return stripped
 
 
-def _allows_none(annotation) -> bool:
+def _allows_none(annotation: Any) -> bool:
     return type(None) in typing.get_args(annotation)
 
 
-def _is_sequence(annotation) -> bool:
+def _is_sequence(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin in (list, tuple):
         return True
@@ -237,7 +286,7 @@ def nonnegative(graph: Graph) -> dict[str, bool]:
     return flags
 
 
-def fresh_id(graph_ids, base: str) -> str:
+def fresh_id(graph_ids: Container[str], base: str) -> str:
     """``base`` or ``base_2``, ``base_3``, ... whichever is not taken (ids never start with ``_``)."""
     base = base.lstrip("_") or "n"
     if base not in graph_ids:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ..channels import analyse
+from ..graph import Graph
 from ..ops.registry import OPS
 from .base import Rewrite, Rule, nonnegative, rewire
 from ..topology import reachable, users_of
@@ -23,7 +24,7 @@ from .draft import Draft, realise
 from .prune import exactness_note
 
 
-def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
+def _bypass(rule: Rule, graph: Graph, node: str) -> tuple[dict, list[str], bool]:
     """Nodes and outputs with ``node`` removed and its readers reading its input (same shape required)."""
     n = graph.nodes[node]
     src = n.inputs[0]
@@ -35,7 +36,7 @@ def _bypass(rule: Rule, graph, node: str) -> tuple[dict, list[str], bool]:
     return nodes, outputs, exact
 
 
-def _shape_preserving(graph, node: str) -> bool:
+def _shape_preserving(graph: Graph, node: str) -> bool:
     n = graph.nodes[node]
     return len(n.inputs) == 1 and graph.shapes()[n.inputs[0]] == graph.shapes()[node]
 
@@ -49,7 +50,7 @@ class DeleteNode(Rule):
     kind: ClassVar[str] = "prune"
     node: str
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         self.need_node(graph, self.node)
         n = graph.nodes[self.node]
         if len(n.inputs) != 1:
@@ -81,7 +82,7 @@ class CollapseLayer(Rule):
     kind: ClassVar[str] = "prune"
     node: str
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         self.need_node(graph, self.node)
         if self.node in graph.outputs:
             raise self.error("it is a graph output", node=self.node, field="node")
@@ -106,7 +107,7 @@ class CollapseLayer(Rule):
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
 
-    def _cut(self, graph, readers) -> tuple[dict, list[str]]:
+    def _cut(self, graph: Graph, readers: list[str]) -> tuple[dict, list[str]]:
         nodes = dict(graph.nodes)
         replaced: dict[str, str] = {}
         for u in readers:
@@ -136,7 +137,7 @@ class CollapseLayer(Rule):
         return out, outputs
 
 
-def _branch_note(graph, node: str, readers) -> str:
+def _branch_note(graph: Graph, node: str, readers: list[str]) -> str:
     """When cutting a branch out of its adds and concats keeps the function (see :func:`prune.exactness_note`)."""
     if all(OPS[graph.nodes[u].op].residual for u in readers):
         return f"exact when '{node}' outputs zeros"

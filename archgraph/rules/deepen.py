@@ -11,11 +11,12 @@ whose last layer starts at zero). Both keep the network's function (in eval mode
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Optional, Union, cast
+from typing import Any, ClassVar, Literal, Optional, Union, cast
 
 from pydantic import PositiveFloat, PositiveInt
 
 from ..channels import analyse
+from ..graph import Graph
 from ..ops.registry import MIXER, OPS, attention_dims
 from ..ops.spec import KIND_BY_OP
 from .base import Rewrite, Rule, fresh_id, nonnegative, rewire
@@ -34,7 +35,7 @@ class _Insert(Rule):
     kernel_size: PositiveInt = 3
     prefix: Optional[str] = None                      # new ids start with it (default: the ``after`` id)
 
-    def layer_op(self, graph) -> tuple[str, tuple[int, ...]]:
+    def layer_op(self, graph: Graph) -> tuple[str, tuple[int, ...]]:
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         shape = graph.shapes()[self.after]
         op = self.op or ("conv2d" if len(shape) == 3 else "linear")
@@ -56,7 +57,7 @@ class _Insert(Rule):
             layer.update(kernel_size=self.kernel_size, padding=self.kernel_size // 2)
         return {**layer, "bias": bias}
 
-    def splice(self, graph, new: dict[str, dict], last: str) -> tuple[dict, list[str]]:
+    def splice(self, graph: Graph, new: dict[str, dict], last: str) -> tuple[dict, list[str]]:
         """The graph's nodes with ``new`` placed right after ``after`` and every old reader of ``after`` (and the
         outputs) reading ``last`` instead."""
         made = {nid: KIND_BY_OP[data["op"]].model_validate(data) for nid, data in new.items()}
@@ -71,7 +72,7 @@ class _Insert(Rule):
         return nodes, outputs
 
 
-def norm_op(shape) -> str:
+def norm_op(shape: tuple[int, ...]) -> str:
     return "batchnorm2d" if len(shape) == 3 else "batchnorm1d"
 
 
@@ -92,7 +93,7 @@ class InsertLayer(_Insert):
     init: Literal["identity", "random"] = "identity"
     bias: Optional[bool] = None  # default: a bias unless a norm follows
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         op, shape = self.layer_op(graph)
         if self.norm and len(shape) == 2:
             raise self.error(f"'{self.after}' is a sequence {list(shape)}: a {self.norm} there would normalise "
@@ -177,7 +178,7 @@ class InsertBlock(_Insert):
     def __repr__(self) -> str:
         return f"InsertBlock({', '.join(f'{k}={v!r}' for k, v in self._shown().items())})"
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         self.need_node(graph, self.after, field="after", inputs_ok=True)
         if len(graph.shape(self.after)) == 2:
             return self.transformer_block(graph)
@@ -228,7 +229,7 @@ class InsertBlock(_Insert):
         graph2, plan = realise(draft, self)
         return Rewrite(graph2, graph, self, plan)
 
-    def attention_fields(self, graph, t: int, d: int) -> dict:
+    def attention_fields(self, graph: Graph, t: int, d: int) -> dict:
         """The new attention's fields: those given, else those of the graph's first attention on ``D`` channels
         (heads, kv heads, head size, causal, rotary positions), else one head, not causal."""
         like = _sequence_attention(graph, d)
@@ -245,7 +246,7 @@ class InsertBlock(_Insert):
             attn.update(rotary=True, rope_theta=like.rope_theta)   # the graph's positions are rotary
         return attn
 
-    def transformer_block(self, graph) -> Rewrite:
+    def transformer_block(self, graph: Graph) -> Rewrite:
         t, d = graph.shape(self.after)
         set_ = self.model_fields_set
         norm = self.norm if "norm" in set_ else "layernorm"
@@ -293,7 +294,7 @@ class InsertBlock(_Insert):
         return Rewrite(graph2, graph, applied, plan)
 
 
-def _sequence_attention(graph, d: int):
+def _sequence_attention(graph: Graph, d: int) -> Any:   # an attention spec or None
     """The graph's first attention on a sequence ``[T, D]`` of ``d`` channels (window attention reads an image), or
     ``None``."""
     for nid, n in graph.nodes.items():

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Optional, cast
+from typing import Any, Optional, cast
 
 from .. import topology
-from ..channels import Channels, Slots
+from ..channels import Channels, Slots, UnionFind
 from ..channels.roles import HANDLERS
 from ..errors import ArchgraphError, GraphError, RuleError
 from ..graph import Graph
@@ -54,7 +54,7 @@ class Draft:
     #: every value's channel tokens in the new graph (set by :func:`realise`)
     new_slots: dict[str, Slots] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.uf = self.ch.uf.copy()
         self._tokens = itertools.count(self.ch.next_token)
 
@@ -77,13 +77,13 @@ class Realisation:
         return self.draft.ch
 
     @property
-    def uf(self):
+    def uf(self) -> UnionFind:
         return self.draft.uf
 
     def fail(self, message: str, node: Optional[str] = None) -> RuleError:
         return RuleError(message, rule=self.rule, node=node)
 
-    def shape(self, node, ins, nid: str) -> tuple[int, ...]:
+    def shape(self, node: Any, ins: list[Any], nid: str) -> tuple[int, ...]:
         """The output shape of ``node``, or a :class:`RuleError` naming it."""
         try:
             return tuple(OPS[node.op].sizes.shape(node, ins))
@@ -94,7 +94,7 @@ class Realisation:
         return _axis_map(old, new, fill, self.draft.copy_of, None, self.draft.uf)
 
 
-def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
+def realise(draft: Draft, rule: Any) -> tuple[Graph, TransferPlan]:
     """The new graph and the plan of a draft (see the module docstring)."""
     old = draft.old
     r = Realisation(draft, rule.name, {k: v if isinstance(v, tuple) else tuple(cast(list, v))
@@ -124,7 +124,7 @@ def realise(draft: Draft, rule) -> tuple[Graph, TransferPlan]:
     return graph, _plan(draft, graph, roles, r.slots)
 
 
-def _realise_node(r: Realisation, nid: str):
+def _realise_node(r: Realisation, nid: str) -> tuple[Any, str]:
     """One node of the result: its role's tokens, then the resizing and checks every role shares. Records its
     shape and tokens in ``r``; returns ``(node, role)``."""
     draft, ch = r.draft, r.draft.ch
@@ -159,7 +159,7 @@ def _realise_node(r: Realisation, nid: str):
     return node, role
 
 
-def _pinned(node, was, ins, old_shapes):
+def _pinned(node: Any, was: Any, ins: list[Any], old_shapes: dict[str, Any]) -> Any:
     """The node with the fields it must write out before its input's width changes (``RewriteFacts.pin``)."""
     if was is None or [channel_width(x) for x in ins] == [channel_width(old_shapes[i]) for i in was.inputs]:
         return node
@@ -167,7 +167,7 @@ def _pinned(node, was, ins, old_shapes):
     return node.replace(**pinned) if pinned else node
 
 
-def _same_node(old: Graph, nid: str, node):
+def _same_node(old: Graph, nid: str, node: Any) -> Any:
     """The old node of id ``nid`` when it is still the same op (else the node is new)."""
     was = old.nodes.get(nid)
     return was if was is not None and was.op == node.op else None
@@ -215,7 +215,7 @@ def _plan(draft: Draft, graph: Graph, roles: dict[str, str], slots: dict[str, Sl
     return TransferPlan(tensors, tuple(dropped), draft.exact, draft.note, node_map)
 
 
-def _new_tensors(p: Planner, nid: str, node) -> dict[str, TensorPlan]:
+def _new_tensors(p: Planner, nid: str, node: Any) -> dict[str, TensorPlan]:
     """A new node's tensors start as the draft's fills say (``init`` by default)."""
     shapes = p.graph.shapes()
     out = {}
@@ -241,7 +241,7 @@ class _Maps:
         return self.out is None and self.reads is None and self.group is None
 
 
-def _maps(p: Planner, nid: str, node, was, layout: dict) -> _Maps:
+def _maps(p: Planner, nid: str, node: Any, was: Any, layout: dict) -> _Maps:
     draft, ch, slots = p.draft, p.ch, p.slots
     coupling, producing = OPS[node.op].coupling, HANDLERS[p.roles[nid]].producing
     out_map = reads = None
@@ -261,7 +261,7 @@ def _maps(p: Planner, nid: str, node, was, layout: dict) -> _Maps:
     return _Maps(out_map, reads, own, HANDLERS[p.roles[nid]].group_map(p, nid, node, was))
 
 
-def _kept_tensors(p: Planner, nid: str, node, was, old_layout: dict) -> dict[str, TensorPlan]:
+def _kept_tensors(p: Planner, nid: str, node: Any, was: Any, old_layout: dict) -> dict[str, TensorPlan]:
     """An old node's tensors: copied, or mapped along the channel axes whose tokens changed."""
     draft = p.draft
     shapes = p.graph.shapes()
@@ -283,7 +283,7 @@ def _kept_tensors(p: Planner, nid: str, node, was, old_layout: dict) -> dict[str
     return tensors
 
 
-def _mapped(key: str, param: str, axes: tuple, had_in: bool, maps: _Maps, own: bool, noise) -> TensorPlan:
+def _mapped(key: str, param: str, axes: tuple, had_in: bool, maps: _Maps, own: bool, noise: Any) -> TensorPlan:
     """One kept tensor mapped along its channel axes ``axes`` (``(out_axis, in_axis)``); ``had_in``: its old layout
     had an in axis too; ``own``: its in axis reads the node's own units."""
     out_axis, in_axis = axes
@@ -300,7 +300,7 @@ def _mapped(key: str, param: str, axes: tuple, had_in: bool, maps: _Maps, own: b
     return TensorPlan(key, tuple(mapped), noise=tensor_noise)
 
 
-def _noise(draft: Draft, nid: str, s: Slots):
+def _noise(draft: Draft, nid: str, s: Slots) -> Optional[tuple[tuple[tuple[int, int], ...], float, int]]:
     """``(pairs, eps, seed)`` of the (kept, copy) channel pairs of a producer the draft perturbs, or ``None``."""
     if not draft.noise or nid not in draft.given or draft.eps <= 0:
         return None
@@ -310,7 +310,7 @@ def _noise(draft: Draft, nid: str, s: Slots):
 
 
 def _axis_map(old: Slots, new: Slots, fill: str, copy_of: dict[int, int], scale: Optional[dict[int, float]],
-              uf) -> Optional[AxisMap]:
+              uf: UnionFind) -> Optional[AxisMap]:
     """Old position of every new position along a channel axis, matching tokens (the k-th occurrence of a token
     with its k-th old occurrence); None when nothing moves."""
     if old is new or (old.tokens == new.tokens and old.blocks == new.blocks):

@@ -24,18 +24,19 @@ never picked at first: exact) and ``prune_experts`` (remove experts: exact only 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar, Optional, Sequence
 
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from ..channels import analyse
+from ..graph import Graph
 from ..ops.registry import OPS
-from ..plan import AxisMap, TensorPlan
+from ..plan import AxisMap, TensorPlan, TransferPlan
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 
 
-def _experts_of(rule: Rule, graph, node: str) -> int:
+def _experts_of(rule: Rule, graph: Graph, node: str) -> int:
     rule.need_node(graph, node)
     n = graph.nodes[node]
     found = OPS[n.op].experts(n)
@@ -45,7 +46,8 @@ def _experts_of(rule: Rule, graph, node: str) -> int:
     return found[0]
 
 
-def _expert_plan(plan, graph, node: str, index: tuple[int, ...], old: int, new_fill: str = "init"):
+def _expert_plan(plan: TransferPlan, graph: Graph, node: str, index: tuple[int, ...], old: int,
+                 new_fill: str = "init") -> TransferPlan:
     """The plan with every per-expert tensor of ``node`` mapped along its expert axis (the mask's new entries at
     zero: a new expert enters at 0)."""
     n = graph.nodes[node]
@@ -63,7 +65,7 @@ def _expert_plan(plan, graph, node: str, index: tuple[int, ...], old: int, new_f
 EXPERTS = ".experts"
 
 
-def experts_target(rule: Rule, graph, node: str):
+def experts_target(rule: Rule, graph: Graph, node: str) -> Optional[str]:
     """The moe node whose experts ``node`` names (``"ID.experts"``), or None for any other node id."""
     if not node.endswith(EXPERTS):
         return None
@@ -72,7 +74,8 @@ def experts_target(rule: Rule, graph, node: str):
     return nid
 
 
-def _unit_plan(rule: Rule, graph, nid: str, width: int, fills: tuple[str, str], kept=None, count: int = 0) -> Rewrite:
+def _unit_plan(rule: Rule, graph: Graph, nid: str, width: int, fills: tuple[str, str],
+               kept: Optional[Sequence[int]] = None, count: int = 0) -> Rewrite:
     """A rewrite giving every expert of ``nid`` the units ``kept`` (old positions; default all) plus ``count`` new
     ones whose making rows start as ``fills[0]`` and reading columns as ``fills[1]``."""
     n = graph.nodes[nid]
@@ -91,7 +94,7 @@ def _unit_plan(rule: Rule, graph, nid: str, width: int, fills: tuple[str, str], 
     return Rewrite(graph2, graph, rule, dataclasses.replace(plan, tensors=tensors))
 
 
-def widen_experts(rule: Rule, graph, nid: str, count: int, init: str) -> Rewrite:
+def widen_experts(rule: Rule, graph: Graph, nid: str, count: int, init: str) -> Rewrite:
     """``add_filters node=ID.experts``: ``count`` new hidden units in every expert (``preserve``: new gate/up rows
     random, down columns zero; ``zero``: both zero; ``random``: both random)."""
     fills = {"preserve": ("init", "zero"), "zero": ("zero", "zero"), "random": ("init", "init")}.get(init)
@@ -104,7 +107,7 @@ def widen_experts(rule: Rule, graph, nid: str, count: int, init: str) -> Rewrite
     return dataclasses.replace(rw, plan=dataclasses.replace(rw.plan, exact=exact, note=note))
 
 
-def prune_expert_units(rule: Rule, graph, nid: str, indices) -> Rewrite:
+def prune_expert_units(rule: Rule, graph: Graph, nid: str, indices: Sequence[int]) -> Rewrite:
     """``prune_channels node=ID.experts indices=...``: remove those hidden units from every expert."""
     n = graph.nodes[nid]
     units = OPS[n.op].expert_units(n)[0]
@@ -130,7 +133,7 @@ class AddExperts(Rule):
     count: PositiveInt = 1
     ramp: PositiveInt = 100
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         experts = _experts_of(self, graph, self.node)
         nodes = dict(graph.nodes)
         nodes[self.node] = nodes[self.node].replace(num_experts=experts + self.count, expert_ramp=self.ramp)
@@ -153,9 +156,9 @@ class PruneExperts(Rule):
     node: str
     indices: tuple[NonNegativeInt, ...] = Field(min_length=1)
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         experts = _experts_of(self, graph, self.node)
-        n = graph.nodes[self.node]
+        n: Any = graph.nodes[self.node]   # a moe node (_experts_of checked it)
         bad = [i for i in self.indices if i >= experts]
         if bad:
             raise self.error(f"expert {bad[0]} does not exist: '{self.node}' has {experts}", node=self.node,

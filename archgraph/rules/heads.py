@@ -19,16 +19,17 @@ group (``count`` a multiple of ``kv_heads``), as Torch-Pruning prunes GQA.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt
 
+from ..graph import Graph
 from ..ops.registry import MIXER, OPS, attention_dims, channel_width
 from ..plan import AxisMap, TensorPlan, TransferPlan
 from .base import Rewrite, Rule
 
 
-def _attention(rule: Rule, graph, node: str):
+def _attention(rule: Rule, graph: Graph, node: str) -> tuple[Any, tuple[int, int, int, int]]:
     rule.need_node(graph, node)
     n = graph.nodes[node]
     if OPS[n.op].coupling.role(n, graph.input_shapes(node)) != MIXER or "q_proj.weight" not in \
@@ -38,7 +39,7 @@ def _attention(rule: Rule, graph, node: str):
     return n, _dims(n, graph.input_shapes(node))
 
 
-def _dims(n, ins) -> tuple[int, int, int, int]:
+def _dims(n: Any, ins: list[Any]) -> tuple[int, int, int, int]:
     """``(D, num_heads, head_dim, kv_heads)``: window attention has no kv groups (every head its own k and v)."""
     if "kv_heads" in type(n).model_fields:
         return attention_dims(n, ins)
@@ -48,7 +49,7 @@ def _dims(n, ins) -> tuple[int, int, int, int]:
     return channel_width(ins[0]), h, hd, h
 
 
-def _kv_field(n, kv: int, h: int) -> dict:
+def _kv_field(n: Any, kv: int, h: int) -> dict:
     """``kv_heads`` when the node has it written or it differs from the heads (window attention has none)."""
     if "kv_heads" not in type(n).model_fields or (n.kv_heads is None and kv == h):
         return {}
@@ -60,7 +61,7 @@ def _rows(heads: list[int], hd: int) -> list[int]:
     return [h * hd + i if h >= 0 else -1 for h in heads for i in range(hd)]
 
 
-def _head_plan(rule: Rule, graph, node: str, new_node, q_heads: list[int], kv_heads: list[int], hd: int,
+def _head_plan(rule: Rule, graph: Graph, node: str, new_node: Any, q_heads: list[int], kv_heads: list[int], hd: int,
                fill_in: str, fill_out: str, exact: bool, note: str) -> Rewrite:
     """The rewrite giving ``node`` the query heads ``q_heads`` and kv heads ``kv_heads`` (old index or -1 each)."""
     n = graph.nodes[node]
@@ -107,7 +108,7 @@ class AddHeads(Rule):
     init: Literal["preserve", "random"] = "preserve"
     mode: Literal["auto", "groups", "spread"] = "auto"
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         n, (d, h, hd, kv) = _attention(self, graph, self.node)
         per = h // kv
         mode = self.mode
@@ -148,7 +149,7 @@ class PruneHeads(Rule):
     node: str
     indices: tuple[NonNegativeInt, ...] = Field(min_length=1)
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         n, (d, h, hd, kv) = _attention(self, graph, self.node)
         per = h // kv
         gone = set(self.indices)

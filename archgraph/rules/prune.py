@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 from pydantic import Field, NonNegativeInt, field_validator
 
 from ..channels import Channels, analyse
+from ..graph import Graph
 from ..ops.registry import OPS
 from .base import Rewrite, Rule
 from .draft import Draft, realise
@@ -54,7 +55,7 @@ def classes_at(rule: Rule, ch: Channels, node: str, indices: Sequence[int]) -> s
 #: borders read zeros instead of the constant, so archgraph says so instead of folding.)
 
 
-def exactness_note(graph, ch: Channels, roots: set[int], what: str = "the removed channels") -> str:
+def exactness_note(graph: Graph, ch: Channels, roots: set[int], what: str = "the removed channels") -> str:
     """When removing channels of these classes keeps the function: the precise condition, naming any node after
     them that maps a zero channel to a constant."""
     mixer = ch.mixes(roots)
@@ -84,7 +85,7 @@ def remove_classes(draft: Draft, roots: set[int]) -> None:
         draft.given[p] = ch.slots[p].filtered(lambda t: find(t) not in roots)
 
 
-def prune_draft(rule: Rule, graph, selections: Mapping[str, Sequence[int]],
+def prune_draft(rule: Rule, graph: Graph, selections: Mapping[str, Sequence[int]],
                 ch: Optional[Channels] = None) -> Rewrite:
     """One rewrite removing ``selections[node]`` (output positions) for several nodes at once; the same result as
     one ``prune_channels`` per node applied in turn when the nodes make different channel spaces."""
@@ -120,7 +121,7 @@ class PruneChannels(Rule):
 
     @field_validator("also", mode="before")
     @classmethod
-    def _read_also(cls, value):
+    def _read_also(cls, value: Any) -> Any:
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
             value = ",".join(value)   # the CLI splits a list field at its commas
         if isinstance(value, str) and value.strip().lower() in ("", "none"):
@@ -156,7 +157,7 @@ class PruneChannels(Rule):
             out.setdefault(node, set()).update(indices)
         return {node: tuple(sorted(indices)) for node, indices in out.items()}
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         moe = experts_target(self, graph, self.node)
         if moe is not None and not self.also:   # ID.experts: the hidden units of every expert
             return prune_expert_units(self, graph, moe, self.indices)

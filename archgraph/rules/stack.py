@@ -26,6 +26,7 @@ import os
 from typing import ClassVar, Literal, Optional
 
 from ..channels import analyse, producing_role
+from ..graph import Graph
 from ..ops.registry import OPS
 from ..plan import TensorPlan
 from .base import Rewrite, Rule, fresh_id, rewire
@@ -42,7 +43,7 @@ class StackBlock(Rule):
     init: Literal["copy", "zero"] = "copy"
     prefix: Optional[str] = None     # the copies' ids: the block's common id prefix replaced by it
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         self.need_node(graph, self.start, field="start", inputs_ok=True)
         self.need_node(graph, self.end, field="end")
         after = self.after or self.end
@@ -95,7 +96,7 @@ class StackBlock(Rule):
                                    nodes={**plan.nodes, **{names[n]: None for n in block}})
         return Rewrite(graph2, graph, self, plan)
 
-    def block(self, graph) -> list[str]:
+    def block(self, graph: Graph) -> list[str]:
         """The block's node ids in graph order; a :class:`RuleError` when it reads from outside."""
         below = {self.start}
         for nid, node in graph.nodes.items():   # the nodes are in a valid order
@@ -127,7 +128,7 @@ class StackBlock(Rule):
             ids.add(names[nid])
         return names
 
-    def residual_writers(self, graph, block: list[str]) -> tuple[list[str], str]:
+    def residual_writers(self, graph: Graph, block: list[str]) -> tuple[list[str], str]:
         """The layers whose output the block's residual adds take from its branches, and why zeroing them would
         not keep the function ('' when it would)."""
         ch = analyse(graph)

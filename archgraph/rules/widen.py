@@ -18,26 +18,27 @@ producers of the whole (:meth:`~archgraph.channels.Channels.placement`).
 from __future__ import annotations
 
 import random
-from typing import ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ..channels import GROUPED, MIXER, SLICE, SOURCE, THROUGH, Channels, Slots, Space, analyse
 from ..channels.roles import old_positions
 from ..errors import RuleError
+from ..graph import Graph
 from ..limits import env_name, limit
 from ..ops.registry import OPS
-from ..plan import AxisMap, Noise
+from ..plan import AxisMap, Noise, TransferPlan
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 from .experts import experts_target, widen_experts
 
 
-def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
+def widenable(rule: Rule, graph: Graph, node: str) -> tuple[Channels, Space]:
     """The channel space of ``node`` if a rule may add channels to it; a :class:`RuleError` saying why not."""
     rule.need_node(graph, node)
     ch = analyse(graph)
-    n = graph.nodes[node]
+    n: Any = graph.nodes[node]   # a node's spec: its fields depend on its op
     role = ch.roles[node]
     if role not in (SOURCE, MIXER):
         if OPS[n.op].traits.weighted and role == THROUGH:
@@ -56,7 +57,8 @@ def widenable(rule: Rule, graph, node: str) -> tuple[Channels, Space]:
     return ch, space
 
 
-def add_channels(draft: Draft, space: Space, count: int, anchors=None, rule=None) -> list[dict[str, int]]:
+def add_channels(draft: Draft, space: Space, count: int, anchors: Optional[Sequence[int]] = None,
+                 rule: Optional[Rule] = None) -> list[dict[str, int]]:
     """Add ``count`` channels to the producers of ``space``; returns, per new channel, each receiver's token.
 
     New channel ``j`` goes next to class ``anchors[j]`` (default: ``space``'s last class), as
@@ -71,7 +73,8 @@ def add_channels(draft: Draft, space: Space, count: int, anchors=None, rule=None
     for k in anchors:
         placed = ch.placement(space.node, k)
         if isinstance(placed, str):
-            raise rule.error(f"its channels cannot be widened here: {placed}", node=space.node, field="node")
+            raise RuleError(f"its channels cannot be widened here: {placed}", rule=rule.name if rule else None,
+                            node=space.node, field="node")
         receivers, block = placed
         per_producer = {}
         for p in receivers:
@@ -125,7 +128,7 @@ def rescale_norms(draft: Draft, ch: Channels, space: Space, count: int) -> list[
     return found
 
 
-def scale_norm_weights(plan, norms: list[str], width: int, count: int):
+def scale_norm_weights(plan: TransferPlan, norms: list[str], width: int, count: int) -> TransferPlan:
     """The plan with the old entries of each rmsnorm's weight scaled by ``sqrt(width / (width + count))``."""
     import dataclasses
     import math
@@ -141,7 +144,7 @@ def scale_norm_weights(plan, norms: list[str], width: int, count: int):
     return dataclasses.replace(plan, tensors=tensors)
 
 
-def mask_entering(plan, draft: Draft, norms: list[str]):
+def mask_entering(plan: TransferPlan, draft: Draft, norms: list[str]) -> TransferPlan:
     """The plan with each masked norm's ``mask`` at 0 for its new channels (old entries kept, or 1 where the norm
     had no mask)."""
     import dataclasses
@@ -156,7 +159,7 @@ def mask_entering(plan, draft: Draft, norms: list[str]):
     return dataclasses.replace(plan, tensors=tensors)
 
 
-def spread_copies(plan, graph, eps: float, seed: int):
+def spread_copies(plan: TransferPlan, graph: Graph, eps: float, seed: int) -> TransferPlan:
     """The plan with antisymmetric noise on the readers' weights of every (channel, copy) pair: the reader's in
     axis gets ``+eps*z`` at the channel and ``-eps*z`` at the copy, which read equal values, so each reader's output
     is unchanged while the copies' gradients differ (HyperCloning's symmetry breaking)."""
@@ -169,9 +172,9 @@ def spread_copies(plan, graph, eps: float, seed: int):
         node = graph.nodes[nid]
         in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid)).get(param, (None, None))[1]
         m = next((m for a, m in tp.axes if a == in_axis and m.copied), None)
-        if m is None:
+        if m is None or in_axis is None:
             continue
-        first = {}
+        first: dict[int, int] = {}
         for i, old in enumerate(m.index):
             if old >= 0 and i not in m.copied:
                 first.setdefault(old, i)
@@ -230,7 +233,7 @@ class AddFilters(Rule):
     #: normal): the copies' sum, so the function, is kept, and the copies learn apart
     eps: NonNegativeFloat = 0.0
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         moe = experts_target(self, graph, self.node)
         if moe is not None:   # ID.experts: the hidden units of every expert
             return widen_experts(self, graph, moe, self.count, self.init)
@@ -248,23 +251,36 @@ class AddFilters(Rule):
                                        "net2net": ("init", "init"), "zero": ("zero", "zero"),
                                        "gradmax": ("zero", "zero")}[self.init]
         if self.init == "net2net":
-            width = len(space.classes)
-            rng = random.Random(self.seed)
-            picks = [rng.randrange(width) for _ in range(self.count)]
-            replicas = {i: 1 + picks.count(i) for i in set(picks)}
-            new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
-            for j, i in enumerate(picks):
-                for p, t in new[j].items():
-                    draft.copy_of[t] = token_of(ch, p, space.classes[i])
-                    draft.scale[t] = 1.0 / replicas[i]
-                    draft.scale[draft.copy_of[t]] = 1.0 / replicas[i]
+            self.net2net_copies(draft, ch, space)
         else:
             add_channels(draft, space, self.count)
         draft.quiet = self.init != "random"   # new LSTM/GRU units: state and output stay zero
-        norms = []
+        norms = self.keep_function(draft, ch, space)
+        graph2, plan = realise(draft, self)
+        if norms:
+            plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
+        return Rewrite(graph2, graph, self, plan)
+
+    def net2net_copies(self, draft: Draft, ch: Channels, space: Space) -> None:
+        """Net2Net: each new channel copies an old one drawn at random; a channel and its copies share its readers'
+        weights (each reads it scaled by 1 / the number of copies)."""
+        width = len(space.classes)
+        rng = random.Random(self.seed)
+        picks = [rng.randrange(width) for _ in range(self.count)]
+        replicas = {i: 1 + picks.count(i) for i in set(picks)}
+        new = add_channels(draft, space, self.count, [space.classes[i] for i in picks], self)
+        for j, i in enumerate(picks):
+            for p, t in new[j].items():
+                draft.copy_of[t] = token_of(ch, p, space.classes[i])
+                draft.scale[t] = 1.0 / replicas[i]
+                draft.scale[draft.copy_of[t]] = 1.0 / replicas[i]
+
+    def keep_function(self, draft: Draft, ch: Channels, space: Space) -> list[str]:
+        """Set whether the draft keeps the function and why not; returns the rmsnorms over the new channels that
+        ``preserve`` and ``zero`` rescale (their new channels carry zeros, and each norm's weight and eps are
+        rescaled, which keeps the function exactly)."""
+        norms: list[str] = []
         if self.init in ("preserve", "zero") and rescalable(ch, space):
-            # rmsnorms over the new channels: the new channels carry zeros (their makers' new weights are zero)
-            # and each norm's weight and eps are rescaled, which keeps the function exactly
             draft.fan_in = "zero"
             norms = rescale_norms(draft, ch, space, self.count)
             note = ""
@@ -276,14 +292,10 @@ class AddFilters(Rule):
         draft.exact = self.init != "random" and (not note or note.startswith("exact up to rounding"))
         draft.note = note or {"random": "new channels start random and are read with random weights",
                               "gradmax": "gradmax: incoming weights start at zero, outgoing ones are chosen from the "
-                                         "gradient on a batch (archgraph.rewrite(..., batch=...))"}.get(self.init,
-                                                                                                        "")
-        graph2, plan = realise(draft, self)
-        if norms:
-            plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
-        return Rewrite(graph2, graph, self, plan)
+                                         "gradient on a batch (archgraph.rewrite(..., batch=...))"}.get(self.init, "")
+        return norms
 
-    def cloned(self, graph, ch: Channels, space: Space) -> Rewrite:
+    def cloned(self, graph: Graph, ch: Channels, space: Space) -> Rewrite:
         """HyperCloning: every channel gets ``count / width`` copies, appended in order (``[x, x, ...]``)."""
         width = len(space.classes)
         if self.count % width:
@@ -307,7 +319,7 @@ class AddFilters(Rule):
             plan = spread_copies(plan, graph2, self.eps, self.seed)
         return Rewrite(graph2, graph, self, plan)
 
-    def masked(self, graph, ch: Channels, space: Space) -> Rewrite:
+    def masked(self, graph: Graph, ch: Channels, space: Space) -> Rewrite:
         """MSG's masked growth: the stream's layer norms get a mask with the new channels at 0."""
         norms = mixers(ch, space)
         if not norms:
@@ -348,7 +360,7 @@ class SplitFilters(Rule):
     eps: NonNegativeFloat = 1e-2
     seed: int = 0
 
-    def apply(self, graph) -> Rewrite:
+    def apply(self, graph: Graph) -> Rewrite:
         ch, space = widenable(self, graph, self.node)
         width = len(space.classes)
         for i in self.indices:
@@ -372,7 +384,7 @@ class SplitFilters(Rule):
         return Rewrite(graph2, graph, self, plan)
 
 
-def exact_form(graph, rule: Rule, apply=None) -> Rule:
+def exact_form(graph: Graph, rule: Rule, apply: Optional[Callable[[Graph, Rule], Rewrite]] = None) -> Rule:
     """``rule``, or its exact form where ``rule`` does not keep the function and one that does exists: the choice
     every method makes (GNAP's and SCS's growth, staged stages). Today: ``add_filters`` with ``init=preserve`` or
     ``zero`` on channels a layer norm normalises becomes ``init=masked`` (MSG), the same channels entering through

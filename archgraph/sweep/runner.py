@@ -24,12 +24,18 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 from ..errors import ArchgraphError, ConfigError, TrialFailed
 from ..train import grow
 from .front import _shown_url, read_trials, write_front
 from .space import Param
+
+if TYPE_CHECKING:   # optuna is imported where a sweep runs (reading and checking a sweep needs none)
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    import optuna
 
 DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")   # val accuracy, non-zero params
 HEARTBEAT_S = 15
@@ -116,7 +122,7 @@ def _retry_stale_trials() -> dict:
     return {key: retry(max_retry=MAX_RETRY)}
 
 
-def open_study(spec: SweepSpec, create: bool = False):
+def open_study(spec: SweepSpec, create: bool = False) -> optuna.Study:
     import optuna
     _quiet_optuna()
     url = spec.storage_url
@@ -150,7 +156,7 @@ def open_study(spec: SweepSpec, create: bool = False):
     return study
 
 
-def _counts(study) -> tuple[int, int]:
+def _counts(study: optuna.Study) -> tuple[int, int]:
     from optuna.trial import TrialState
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
@@ -197,7 +203,7 @@ def prepare(spec: SweepSpec) -> tuple[Any, int, int]:
 
 # ---- one worker -------------------------------------------------------------------------------------------------
 
-def _objective(spec: SweepSpec, study, trial, box: dict):
+def _objective(spec: SweepSpec, study: optuna.Study, trial: optuna.Trial, box: dict) -> tuple[float, float]:
     import optuna
     from optuna.trial import TrialState
     box["number"] = trial.number
@@ -310,7 +316,7 @@ def work(spec: SweepSpec, on_trial: Callable[[dict], None], should_stop: Callabl
 
 def _watch_parent(parent: int) -> None:
     """End this worker at once when the sweep that spawned it is gone (killed), so no orphan keeps training."""
-    def loop():
+    def loop() -> None:
         while True:
             if os.getppid() != parent:
                 os._exit(3)
@@ -318,7 +324,7 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=loop, name="archgraph-sweep-parent", daemon=True).start()
 
 
-def _worker_main(spec: SweepSpec, messages, stop, parent: int) -> None:
+def _worker_main(spec: SweepSpec, messages: Queue, stop: Event, parent: int) -> None:
     _watch_parent(parent)
     try:
         work(spec, lambda info: messages.put({"kind": "trial", **info}), stop.is_set)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import ConfigError
-from ..train.config import with_overrides
+from ..train.config import RunConfig, with_overrides
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 #: keys a sweep sets itself (``--seeds``), so neither ``--param`` nor ``--set`` may
@@ -158,7 +158,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def check_space(cfg, params: list[Param], settings: dict, source: str) -> None:
+def check_space(cfg: RunConfig, params: list[Param], settings: dict, source: str) -> None:
     """Every probe value of every param must give a valid run file (with ``settings`` applied): an unknown key or
     a value the field rejects is an error now, not in the middle of the sweep."""
     for key in settings:

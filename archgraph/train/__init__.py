@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 from ..errors import shown
 from ..history.rundir import RunDir
 from .config import (RunConfig, check_budget, check_machine, config_from_data, load_config, load_seed,
-                     seed_weights_path, with_overrides)
+                     method_files, seed_weights_path, with_overrides)
 
 
 def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Union[str, os.PathLike], *,
@@ -46,6 +46,7 @@ def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Unio
         cfg = with_overrides(cfg, extra, source)
     seed = load_seed(cfg, base, source)
     weights = seed_weights_path(cfg, base, source)
+    cfg = method_files(cfg, base, source)
     check_machine(cfg, source)
     if os.environ.get("RANK", "0") == "0":
         for warning in check_budget(cfg):

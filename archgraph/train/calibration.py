@@ -16,10 +16,11 @@ import torch
 
 from ..data.feed import load_data
 from ..errors import ConfigError
+from ..graph import Graph
 from .config import RunConfig, load_config
 
 
-def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: int = 8,
+def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph: Graph, count: int = 8,
                         data_root: Optional[str] = None, seed: Optional[int] = None,
                         source: Optional[str] = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``count`` batches ``(inputs, targets)`` of ``data.batch_size`` training examples of the run file's data,
@@ -32,7 +33,7 @@ def calibration_batches(run: Union[str, os.PathLike, RunConfig], graph, count: i
     if len(graph.inputs) != 1:
         raise ConfigError(f"calibration from a run file needs a graph with one input, not {len(graph.inputs)}",
                           file=source, field="data")
-    shape = next(iter(graph.inputs.values()))
+    shape = graph.shape(next(iter(graph.inputs)))   # a TokenShape (with its vocab) for token ids
     seed = cfg.schedule.seed if seed is None else seed
     ds = load_data(cfg.data, seed=seed, root=data_root or getattr(cfg.data, "root", None), input_shape=shape,
                    source=source)

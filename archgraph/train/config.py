@@ -64,6 +64,9 @@ class MethodConfig(_Model):
     ``strategy``, the ``"module:Class"`` of its :class:`~archgraph.train.strategies.base.Strategy` (imported when
     a run trains, so reading and validating run files needs no torch). Subclassing registers the method."""
     strategy: ClassVar[str] = ""
+    #: fields that name files, relative to the run file as ``seed:`` and ``weights:`` are (checked by validate and
+    #: grow, which hand the strategy their resolved paths)
+    files: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs):
@@ -316,6 +319,28 @@ class StagedSettings(MethodConfig):
                                                   "function exactly (its transfer plan is not exact)")
 
 
+# ---- distillation (strategies/distill.py) -------------------------------------------------------------------
+
+class DistillSettings(MethodConfig):
+    """Knowledge distillation from a frozen teacher network (see archgraph/train/strategies/distill.py)."""
+    name: Literal["distill"] = "distill"
+    strategy = "archgraph.train.strategies.distill:DistillStrategy"
+    files = ("teacher", "teacher_weights")
+    teacher: str = Field(description="the teacher's graph file (relative to the run file)")
+    teacher_weights: str = Field(description="the teacher's weights, a safetensors file with keys "
+                                             "<node_id>.<param> (relative to the run file)")
+    temperature: PositiveFloat = Field(2.0, description="both networks' logits are divided by this before the "
+                                                        "softmax; the KL is multiplied by its square")
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="weight of the task loss: the objective is alpha * task + (1 - alpha) * T^2 * KL "
+                         "(0: distillation alone)")
+    hidden: Union[Literal["none", "auto"], dict[str, str]] = Field(
+        "none", description="hidden states matched by mean squared error: none; auto (the nodes whose outputs feed "
+                            "a residual add, where both graphs have the node id with the same output shape); or "
+                            "{student_node: teacher_node} pairs (a pair whose shapes differ is left out)")
+    hidden_weight: PositiveFloat = Field(1.0, description="weight of the hidden-state term (with hidden set)")
+
+
 for _settings in _plugins.methods(set(METHODS)):   # plugins' methods (entry points) join the registry
     METHODS[_settings.model_fields["name"].default] = _settings
 
@@ -523,6 +548,27 @@ def seed_weights_path(cfg: RunConfig, base: Union[str, os.PathLike, None], sourc
     if not path.is_file():
         raise ConfigError(f"weights file '{path}' does not exist", file=source, field="weights")
     return path
+
+
+def method_files(cfg: RunConfig, base: Union[str, os.PathLike, None], source: str = "<config>") -> RunConfig:
+    """``cfg`` with the files its method names (``MethodConfig.files``, relative to ``base``, the run file's
+    folder) made absolute, each checked to exist (the error names the field, e.g. ``method.teacher``)."""
+    names = getattr(type(cfg.method), "files", ())
+    if not names:
+        return cfg
+    changed = {}
+    for name in names:
+        value = getattr(cfg.method, name)
+        if value is None:
+            continue
+        path = Path(value)
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        if not path.is_file():
+            raise ConfigError(f"{name.replace('_', ' ')} file '{path}' does not exist", file=source,
+                              field=f"method.{name}")
+        changed[name] = str(path.resolve())
+    return cfg.model_copy(update={"method": cfg.method.model_copy(update=changed)})
 
 
 def with_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str = "<config>") -> RunConfig:

@@ -35,17 +35,21 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
 from ..rules import CollapseLayer
 from ..rules.base import apply as apply_rule
 from ..errors import RuleError
+from ..graph import Graph
 from ..topology import topological_order
 from ..ops.registry import BUFFERS, CONCAT, FLATTEN, OPS, SOURCE, THROUGH, channel_width, is_norm, is_weighted
 from ..shapes import node_macs, node_params
 
+
+#: node id -> its output shape (``graph.shapes()``)
+Shapes = Mapping[str, Any]
 
 CHANNEL, HEAD = "channel", "head"   # what a channel gate's entries are: a layer's channels or an attention's heads
 
@@ -130,8 +134,8 @@ class GateLayout:
     layer_params: dict[str, int] = field(default_factory=dict)   # node with parameters -> its parameters
     follows: dict[str, str] = field(default_factory=dict)   # per-channel node after a gated layer -> its gate
 
-    def active_macs(self, fractions: Optional[dict[str, object]] = None,
-                    branch_on: Optional[dict[str, object]] = None):
+    def active_macs(self, fractions: Optional[Mapping[str, Any]] = None,
+                    branch_on: Optional[Mapping[str, Any]] = None) -> Any:
         """MACs of the graph when a fraction of each gated layer's channels (or heads) is active
         (``fractions[node]``, default 1) and each branch is on with weight ``branch_on[node]`` (default 1).
 
@@ -141,26 +145,27 @@ class GateLayout:
         """
         return self.active_cost(self.layer_macs, fractions, branch_on)
 
-    def active_params(self, fractions: Optional[dict[str, object]] = None,
-                      branch_on: Optional[dict[str, object]] = None):
+    def active_params(self, fractions: Optional[Mapping[str, Any]] = None,
+                      branch_on: Optional[Mapping[str, Any]] = None) -> Any:
         """Parameters of the graph under the same fractions, costed as :meth:`active_macs` costs MACs (a layer's
         parameters scale with its active output and input channels as its MACs do; an embedding has parameters
         and no MACs)."""
         return self.active_cost(self.layer_params, fractions, branch_on)
 
-    def active_cost(self, per_layer: dict[str, int], fractions: Optional[dict[str, object]] = None,
-                    branch_on: Optional[dict[str, object]] = None):
+    def active_cost(self, per_layer: dict[str, int], fractions: Optional[Mapping[str, Any]] = None,
+                    branch_on: Optional[Mapping[str, Any]] = None) -> Any:
         """``per_layer``'s total (each node's dense cost) under the active fractions (see :meth:`active_macs`)."""
         fractions = fractions or {}
         branch_on = branch_on or {}
-        total = 0.0
-        off = {}
+        total: Any = 0.0
+        off: dict[str, Any] = {}
         for gid, gate in self.branch.items():
             on = branch_on.get(gid, 1.0)
             for n in gate.removed:
                 off[n] = on
         for nid, macs in per_layer.items():
-            f = fractions.get(nid, fractions.get(self.follows.get(nid), 1.0))
+            leader = self.follows.get(nid)   # a layer after a gated one (its per-channel ops) follows its fraction
+            f = fractions.get(nid, 1.0 if leader is None else fractions.get(leader, 1.0))
             for gid, share in self.layer_in.get(nid, []):
                 f = f * (1.0 - share * (1.0 - fractions.get(gid, 1.0)))
             if nid in off:
@@ -169,24 +174,38 @@ class GateLayout:
         return total
 
 
-def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: bool = True) -> GateLayout:
+def gate_layout(graph: Graph, *, channels: bool = True, branches: bool = True, heads: bool = True) -> GateLayout:
     """The channel gates (with ``heads``, the head gates too) and residual-branch gates of ``graph`` (see the
     module docstring)."""
-    order = {nid: i for i, nid in enumerate(topological_order(graph))}
     shapes = graph.shapes()
-    channel: dict[str, ChannelGate] = {}
-    for nid, node in graph.nodes.items():
-        gate = None
-        if channels:
-            gate = _channel_gate(graph, nid, shapes, order)
-        if gate is None and heads:
-            gate = _head_gate(graph, nid, shapes)
-        if gate is not None:
-            channel[nid] = gate
+    channel = _channel_gates(graph, shapes, channels, heads)
     taken = {p for g in channel.values() if g.unit == CHANNEL for p in g.params}
     branch = _branch_gates(graph, taken) if branches else {}
     layer_macs = {nid: m for nid in graph.nodes if (m := node_macs(graph, nid)) > 0}
     layer_params = {nid: n for nid in graph.nodes if (n := node_params(graph, nid)) > 0}
+    layer_in = _layer_in(graph, shapes, channel, set(layer_macs) | set(layer_params))
+    follows = {p.key.rsplit(".", 1)[0]: gid for gid, gate in channel.items() if gate.unit == CHANNEL
+               for p in gate.rows}
+    follows = {nid: gid for nid, gid in follows.items() if nid not in channel}
+    return GateLayout(graph, channel, branch, layer_macs, layer_in, layer_params, follows)
+
+
+def _channel_gates(graph: Graph, shapes: Shapes, channels: bool, heads: bool) -> dict[str, ChannelGate]:
+    """Node -> its channel gate (``channels``), else its head gate (``heads``), where it has one."""
+    order = {nid: i for i, nid in enumerate(topological_order(graph))}
+    out: dict[str, ChannelGate] = {}
+    for nid in graph.nodes:
+        gate = _channel_gate(graph, nid, shapes, order) if channels else None
+        if gate is None and heads:
+            gate = _head_gate(graph, nid, shapes)
+        if gate is not None:
+            out[nid] = gate
+    return out
+
+
+def _layer_in(graph: Graph, shapes: Shapes, channel: dict[str, ChannelGate],
+              layers: set[str]) -> dict[str, list[tuple[str, float]]]:
+    """Layer -> (gate, share of the layer's input entries that gate's channels are) for every gate it reads."""
     layer_in: dict[str, list[tuple[str, float]]] = {}
     for gid, gate in channel.items():
         by_reader: dict[str, int] = {}
@@ -194,15 +213,12 @@ def gate_layout(graph, *, channels: bool = True, branches: bool = True, heads: b
             reader = part.key.rsplit(".", 1)[0]
             by_reader[reader] = by_reader.get(reader, 0) + gate.width * part.repeat
         for reader, entries in by_reader.items():
-            if reader in layer_macs or reader in layer_params:
+            if reader in layers:
                 layer_in.setdefault(reader, []).append((gid, entries / _in_entries(graph, reader, shapes)))
-    follows = {p.key.rsplit(".", 1)[0]: gid for gid, gate in channel.items() if gate.unit == CHANNEL
-               for p in gate.rows}
-    follows = {nid: gid for nid, gid in follows.items() if nid not in channel}
-    return GateLayout(graph, channel, branch, layer_macs, layer_in, layer_params, follows)
+    return layer_in
 
 
-def _in_entries(graph, nid: str, shapes) -> int:
+def _in_entries(graph: Graph, nid: str, shapes: Shapes) -> int:
     """Input entries of a layer summed over its weight tensors (an LSTM's ``weight_hh`` reads its own units): the
     share of its MACs an input entry takes, its weights' rows being alike."""
     node = graph.nodes[nid]
@@ -217,7 +233,7 @@ def _in_entries(graph, nid: str, shapes) -> int:
     return max(total, 1)
 
 
-def _channel_gate(graph, nid: str, shapes, order) -> Optional[ChannelGate]:
+def _channel_gate(graph: Graph, nid: str, shapes: Shapes, order: dict[str, int]) -> Optional[ChannelGate]:
     """The gate of ``nid``'s output channels, when they can be removed on their own: they reach other layers only
     through per-channel ops, flattens and concats, not through an add, a mixing norm or a graph output.
 
@@ -242,24 +258,28 @@ def _channel_gate(graph, nid: str, shapes, order) -> Optional[ChannelGate]:
     walk = _walk(graph, nid, shapes)
     if walk is None:
         return None
-    rows, reads = walk
-    rows = own + rows
-    reads = reads + self_reads
+    rows, reads = own + walk[0], walk[1] + self_reads
+    scale = _scaled(graph, rows, reads, order, linear=blocks == 1 and not recurrent)
+    if scale is None:
+        return None
+    return ChannelGate(nid, channel_width(shapes[nid]), scale, rows, reads, anchors[0])
+
+
+def _scaled(graph: Graph, rows: list[Part], reads: list[Part], order: dict[str, int],
+            linear: bool) -> Optional[list[Part]]:
+    """What a channel gate multiplies: the entries from the last norm on (None when that norm has no affine part
+    to carry it), else the rows of a layer whose output is ``linear`` in them, else the readers' columns."""
     nodes = sorted({p.key.rsplit(".", 1)[0] for p in rows}, key=order.__getitem__)
     norms = [n for n in nodes if is_norm(graph.nodes[n])]
     if norms:
         last = norms[-1]
-        if f"{last}.weight" not in {p.key for p in rows}:   # a norm without an affine part cannot carry the gate
+        if f"{last}.weight" not in {p.key for p in rows}:
             return None
-        scale = [p for p in rows if order[p.key.rsplit(".", 1)[0]] >= order[last]]
-    elif blocks == 1 and not recurrent:
-        scale = list(rows)
-    else:
-        scale = list(reads)
-    return ChannelGate(nid, channel_width(shapes[nid]), scale, rows, reads, anchors[0])
+        return [p for p in rows if order[p.key.rsplit(".", 1)[0]] >= order[last]]
+    return list(rows) if linear else list(reads)
 
 
-def _walk(graph, producer: str, shapes) -> Optional[tuple[list[Part], list[Part]]]:
+def _walk(graph: Graph, producer: str, shapes: Shapes) -> Optional[tuple[list[Part], list[Part]]]:
     """(per-channel entries of the ops between ``producer`` and its readers, the readers' entries), or None when
     its channels reach something that is not per-channel (see :func:`_channel_gate`)."""
     rows: list[Part] = []
@@ -272,43 +292,61 @@ def _walk(graph, producer: str, shapes) -> Optional[tuple[list[Part], list[Part]
             if (user, nid) in seen:
                 continue
             seen.add((user, nid))
-            unode = graph.nodes[user]
-            opdef = OPS[unode.op]
-            uins = [shapes[i] for i in unode.inputs]
-            if unode.inputs.count(nid) != 1:
+            step = _visit(graph, shapes, nid, user, repeat, offset)
+            if step is None:
                 return None
-            role = opdef.channels(unode, uins)
-            layout = opdef.layout(unode, uins)
-            if role == SOURCE:
-                own = opdef.recurrent(unode)
-                parts = [Part(f"{user}.{p}", b, offset, repeat) for p, (_, b) in layout.items()
-                         if b is not None and p not in own]
-                if not parts:
-                    return None
-                reads.extend(parts)
-                continue
-            if user in graph.outputs or opdef.offset or opdef.mixes(unode, uins):
-                return None
-            if role == THROUGH:
-                per = [p for p, (a, _) in layout.items() if a == 0 and p not in BUFFERS]
-                if repeat != 1 and per:
-                    return None   # per-feature parameters after a flatten: not one channel any more
-                rows.extend(Part(f"{user}.{p}", 0, offset) for p in per)
-                stack.append((user, repeat, offset))
-            elif role == FLATTEN:
-                _, h, w = shapes[nid]
-                stack.append((user, repeat * h * w, offset * h * w))
-            elif role == CONCAT:
-                before = unode.inputs[:unode.inputs.index(nid)]
-                stack.append((user, repeat, offset + sum(channel_width(shapes[i]) for i in before)))
-            else:
-                return None
+            rows += step[0]
+            reads += step[1]
+            stack += step[2]
     if not reads:
         return None
     return rows, reads
 
 
-def _head_gate(graph, nid: str, shapes) -> Optional[ChannelGate]:
+_Step = tuple[list[Part], list[Part], list[tuple[str, int, int]]]
+
+
+def _visit(graph: Graph, shapes: Shapes, nid: str, user: str, repeat: int, offset: int) -> Optional[_Step]:
+    """What ``user`` reading ``nid``'s channels (``repeat`` entries each, from ``offset``) adds to :func:`_walk`:
+    (per-channel entries, readers' entries, where to go on), or None when the channels stop being per-channel."""
+    unode = graph.nodes[user]
+    opdef = OPS[unode.op]
+    uins = [shapes[i] for i in unode.inputs]
+    if unode.inputs.count(nid) != 1:
+        return None
+    role = opdef.channels(unode, uins)
+    layout = opdef.layout(unode, uins)
+    if role == SOURCE:   # a reader: the columns of its tensors that read the channels (not its recurrent ones)
+        own = opdef.recurrent(unode)
+        parts = [Part(f"{user}.{p}", b, offset, repeat) for p, b in _in_axes(layout).items() if p not in own]
+        return ([], parts, []) if parts else None
+    if user in graph.outputs or opdef.offset or opdef.mixes(unode, uins):
+        return None
+    if role == THROUGH:
+        per = _per_channel(layout)
+        if repeat != 1 and per:
+            return None   # per-feature parameters after a flatten: not one channel any more
+        return [Part(f"{user}.{p}", 0, offset) for p in per], [], [(user, repeat, offset)]
+    if role == FLATTEN:
+        _, h, w = shapes[nid]
+        return [], [], [(user, repeat * h * w, offset * h * w)]
+    if role == CONCAT:
+        before = unode.inputs[:unode.inputs.index(nid)]
+        return [], [], [(user, repeat, offset + sum(channel_width(shapes[i]) for i in before))]
+    return None
+
+
+def _in_axes(layout: dict[str, tuple[Optional[int], Optional[int]]]) -> dict[str, int]:
+    """Parameter -> its input-channel axis, for the parameters that have one."""
+    return {p: b for p, (_, b) in layout.items() if b is not None}
+
+
+def _per_channel(layout: dict[str, tuple[Optional[int], Optional[int]]]) -> list[str]:
+    """The parameters (not buffers) of a per-channel op with one entry per channel (on axis 0)."""
+    return [p for p, (a, _) in layout.items() if a == 0 and p not in BUFFERS]
+
+
+def _head_gate(graph: Graph, nid: str, shapes: Shapes) -> Optional[ChannelGate]:
     """The gate of an attention node's heads: it scales the columns of the tensor reading the heads' outputs
     (``o_proj.weight``), so a closed head outputs exact zeros and ``prune_heads`` removing it is exact."""
     node = graph.nodes[nid]
@@ -320,37 +358,43 @@ def _head_gate(graph, nid: str, shapes) -> Optional[ChannelGate]:
     return ChannelGate(nid, h, parts[:1], parts, [], parts[0], HEAD)
 
 
-def _branch_gates(graph, taken: set[str]) -> dict[str, BranchGate]:
+def _branch_gates(graph: Graph, taken: set[str]) -> dict[str, BranchGate]:
     """For each add, the input whose removal saves the most MACs, if ``collapse_layer`` can remove it and its last
     node carries parameters (a norm or a layer)."""
     out: dict[str, BranchGate] = {}
-    for nid, node in graph.nodes.items():
+    for node in graph.nodes.values():
         if not OPS[node.op].residual or len(node.inputs) < 2:
             continue
-        best: Optional[BranchGate] = None
-        for src in node.inputs:
-            if src not in graph.nodes or len(graph.users(src)) != 1:
-                continue
-            n = graph.nodes[src]
-            opdef = OPS[n.op]
-            if not (is_norm(n) or is_weighted(n) or opdef.heads(n, graph.input_shapes(src)) is not None):
-                continue
-            layout = opdef.layout(n, graph.input_shapes(src))
-            # the tensors making its output channels (an attention's o_proj), scaled whole
-            params = [f"{src}.{p}" for p, (a, _) in layout.items() if a is not None and p not in BUFFERS]
-            if not params or any(p in taken for p in params):
-                continue
-            try:
-                rw = apply_rule(graph, CollapseLayer(node=src))
-            except RuleError:
-                continue
-            removed = [k for k in graph.nodes if k not in rw.graph.nodes]
-            saved = graph.macs - rw.graph.macs
-            if saved > 0 and (best is None or saved > best.macs):
-                best = BranchGate(src, params, removed, saved, graph.params - rw.graph.params)
+        found = [gate for src in node.inputs if (gate := _branch_gate(graph, src, taken)) is not None]
+        best = max(found, key=lambda gate: gate.macs, default=None)   # the first of equals, as the inputs go
         if best is not None:
             out[best.node] = best
     return out
+
+
+def _branch_gate(graph: Graph, src: str, taken: set[str]) -> Optional[BranchGate]:
+    """The gate of the residual branch ending at ``src`` (an input of an add), if ``collapse_layer`` can remove
+    it, it saves MACs, and its last node has parameters no channel gate holds."""
+    if src not in graph.nodes or len(graph.users(src)) != 1:
+        return None
+    n = graph.nodes[src]
+    opdef = OPS[n.op]
+    if not (is_norm(n) or is_weighted(n) or opdef.heads(n, graph.input_shapes(src)) is not None):
+        return None
+    layout = opdef.layout(n, graph.input_shapes(src))
+    # the tensors making its output channels (an attention's o_proj), scaled whole
+    params = [f"{src}.{p}" for p, (a, _) in layout.items() if a is not None and p not in BUFFERS]
+    if not params or any(p in taken for p in params):
+        return None
+    try:
+        rw = apply_rule(graph, CollapseLayer(node=src))
+    except RuleError:
+        return None
+    removed = [k for k in graph.nodes if k not in rw.graph.nodes]
+    saved = graph.macs - rw.graph.macs
+    if saved <= 0:
+        return None
+    return BranchGate(src, params, removed, saved, graph.params - rw.graph.params)
 
 
 def gate_overrides(params: dict[str, torch.Tensor], layout: GateLayout, channel: dict[str, torch.Tensor],
@@ -386,14 +430,14 @@ def hard_weights(params: dict[str, torch.Tensor], layout: GateLayout, channel_on
         for part in gate.rows + gate.reads:
             t = out[part.key]
             t.index_fill_(part.axis, part.positions(off.to(t.device), t.shape[part.axis]), 0)
-    for gid, on in (branch_on or {}).items():
-        gate = layout.branch[gid]
-        if on:
-            for key in gate.params:
+    for gid, branch_open in (branch_on or {}).items():
+        branch = layout.branch[gid]
+        if branch_open:
+            for key in branch.params:
                 out[key] *= scale
         else:
             for key in out:
-                if key.rsplit(".", 1)[0] in gate.removed:
+                if key.rsplit(".", 1)[0] in branch.removed:
                     out[key].zero_()
     return out
 
@@ -405,7 +449,7 @@ def closed_entries(tensor: torch.Tensor, part: Part, closed: torch.Tensor) -> No
         tensor.index_fill_(part.axis, part.positions(off.to(tensor.device), tensor.shape[part.axis]), 0)
 
 
-def channel_costs(layout: GateLayout) -> dict[str, torch.Tensor]:
+def channel_costs(layout: GateLayout) -> dict[str, float]:
     """MACs one channel (or head) of each gated layer costs (its own share plus its readers'), all others active."""
     out = {}
     for gid, gate in layout.channel.items():

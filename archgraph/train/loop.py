@@ -441,6 +441,11 @@ class Trainer:
             ce_sum = self.task.loss(out, y, smoothing, reduction="sum")
             term, ce_sum = ce_sum * (world / n), ce_sum.detach()
         loss = term if extra is None else term + extra
+        weight, own = self.method.task_weight(), self.method.output_loss(x, out)
+        if weight != 1.0:
+            loss = loss - (1.0 - weight) * term
+        if own is not None:
+            loss = loss + own
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self._sync_learned()

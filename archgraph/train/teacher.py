@@ -114,19 +114,21 @@ def shared_hidden(student: Graph, teacher: Graph, nodes: Optional[Sequence[str]]
 
 class HiddenMatch:
     """Mean squared difference of the student's and the teacher's outputs at ``nodes`` (hooks on both modules;
-    :meth:`loss` after a forward pass of each)."""
+    :meth:`loss` after a forward pass of each). A node is an id both networks hold, or a ``(student_node,
+    teacher_node)`` pair; a pair whose outputs differ in shape is left out of the loss."""
 
-    def __init__(self, student: torch.nn.Module, teacher: Teacher, nodes: Sequence[str]):
-        self.nodes = list(nodes)
+    def __init__(self, student: torch.nn.Module, teacher: Teacher, nodes: Sequence[Union[str, tuple[str, str]]]):
+        self.pairs = [(n, n) if isinstance(n, str) else (n[0], n[1]) for n in nodes]
+        self.nodes = [s for s, _ in self.pairs]
         self.student: dict[str, torch.Tensor] = {}
-        self._hooks = [_capture(student, nid, self.student) for nid in self.nodes]
-        teacher.watch(self.nodes)
+        self._hooks = [_capture(student, s, self.student) for s in dict.fromkeys(self.nodes)]
+        teacher.watch(dict.fromkeys(t for _, t in self.pairs))
         self.teacher = teacher
 
     def loss(self) -> Optional[torch.Tensor]:
-        terms = [F.mse_loss(self.student[n].float(), self.teacher.hidden[n].float())
-                 for n in self.nodes if n in self.student and n in self.teacher.hidden
-                 and self.student[n].shape == self.teacher.hidden[n].shape]
+        terms = [F.mse_loss(self.student[s].float(), self.teacher.hidden[t].float())
+                 for s, t in self.pairs if s in self.student and t in self.teacher.hidden
+                 and self.student[s].shape == self.teacher.hidden[t].shape]
         self.student.clear()
         return torch.stack(terms).mean() if terms else None
 

@@ -34,6 +34,7 @@ from ..rules.base import Rewrite, Rule, apply
 
 if TYPE_CHECKING:   # the loop imports this module
     from ..data.settings import DataBase
+    from ..graph import Graph
     from .loop import Trainer
 
 
@@ -42,7 +43,7 @@ class RememberedRewrites:
 
     _rewrites: dict[tuple[int, Rule], Rewrite]
 
-    def apply(self, graph, rule: Rule) -> Rewrite:
+    def apply(self, graph: Graph, rule: Rule) -> Rewrite:
         """``archgraph.apply(graph, rule)``, remembered for this event (the graph is immutable, so the Rewrite of
         the same rule on the same graph object is the same)."""
         key = (id(graph), rule)
@@ -65,7 +66,7 @@ class RunView(RememberedRewrites):
         self._rewrites: dict[tuple[int, Rule], Rewrite] = {}
 
     @property
-    def graph(self):
+    def graph(self) -> Graph:
         return self._trainer.graph
 
     @property

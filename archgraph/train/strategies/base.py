@@ -5,6 +5,9 @@ change and *when*, through these hooks (all optional):
 
 * :meth:`Strategy.parametrize` - before each forward pass: parameter overrides (e.g. masked weights, used with
   ``torch.func.functional_call``, so the module and its ``state_dict`` keys stay untouched) and an extra loss term.
+* :meth:`Strategy.output_loss` / :meth:`Strategy.task_weight` - after a training forward pass: a loss term read
+  from its inputs and output (distillation's KL to a teacher), and the weight of the task loss beside it (1 but for
+  distillation's ``alpha``): the objective is ``task_weight * task_loss + extra_loss + output_loss``.
 * :meth:`Strategy.on_step_end` / :meth:`Strategy.on_epoch_end` - return rewrite rules for the loop to apply
   (``archgraph.rewrite``: weights and optimizer state carried over, a new version, a history event, a checkpoint).
 * :meth:`Strategy.on_rewrite` - follow a rewrite: it receives the :class:`~archgraph.rules.base.Rewrite` the loop
@@ -71,6 +74,15 @@ class Strategy(Stateful):
     def parametrize(self, trainer, training: bool) -> tuple[dict, Optional[Any]]:
         """``(overrides, extra_loss)`` for the next forward pass; overrides map ``<node>.<param>`` to tensors."""
         return {}, None
+
+    def output_loss(self, trainer, inputs: Any, output: Any) -> Optional[Any]:
+        """A loss term from the training forward pass just made: its input tensor and the network's output
+        (``None``: none)."""
+        return None
+
+    def task_weight(self, trainer) -> float:
+        """Weight of the task loss (cross-entropy) in the training objective."""
+        return 1.0
 
     def on_step_end(self, trainer) -> list:
         return []

@@ -7,7 +7,7 @@
   ``timm.models.hgnet``) -> ``scale`` with ``shared`` and ``bias``, in any layout (one number for every channel);
 * archgraph's own ``Scale`` (a built graph imported back) gives its node back.
 
-The timm classes are matched by their module and name, so nothing here imports timm: a model holding one has
+The timm classes are registered by their module and name, so nothing here imports timm: a model holding one has
 imported it already. Any other use of their internals is an error naming the module, as everywhere in the importer.
 
 >>> import torch, archgraph
@@ -19,35 +19,20 @@ imported it already. Any other use of their internals is an error naming the mod
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
-from torch import nn
-
-from ..fx import layers
-from .importer import CF, CL, TND, Val, _Converter, _layout_words
+from ....fx import layers
+from .. import table
+from ..values import CF, CL, TND, Val, layout_words
 
 GRN_CLASS = "timm.layers.grn.GlobalResponseNorm"
 AFFINE_CLASS = "timm.models.hgnet.LearnableAffineBlock"
 
 
-def keeps_whole(module: nn.Module) -> bool:
-    """Whether the tracer keeps ``module`` as one call (a layer this file converts)."""
-    return module_handler(module) is not None
-
-
-def module_handler(module: nn.Module) -> Optional[Callable]:
-    """The converter of one of these layers, or ``None``."""
-    cls = type(module)
-    if cls is layers.Scale:
-        return own_scale
-    return _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
-
-
-def global_response_norm(c: _Converter, n, m, x):
+@table.module(GRN_CLASS)
+def global_response_norm(c, n, m, x):
     """timm's ``GlobalResponseNorm``: its norm over ``spatial_dim`` and mean over ``channel_dim`` must be those of
     the image ``x`` is (channels-first ``(2, 3)`` and 1, or channels-last ``(1, 2)`` and -1)."""
     x = c.tensor(x)
-    words = _layout_words(x)
+    words = layout_words(x)
     if x.layout not in (CF, CL) or len(c.shape(x)) != 3:
         raise c.fail(f"GlobalResponseNorm of a {words} tensor of per-sample shape {list(c.expected(x))} is not "
                      f"supported (only an image [N, C, H, W] or its channels-last view [N, H, W, C])")
@@ -63,7 +48,8 @@ def global_response_norm(c: _Converter, n, m, x):
     return Val(c.emit(None, "grn", [x.node], {"weight": m.weight, "bias": m.bias}, eps=float(m.eps)), x.layout)
 
 
-def learnable_affine(c: _Converter, n, m, x):
+@table.module(AFFINE_CLASS)
+def learnable_affine(c, n, m, x):
     """timm's ``LearnableAffineBlock``: ``scale * x + bias``, both ``[1]``."""
     x = c.tensor(x)
     if m.scale.numel() != 1 or m.bias.numel() != 1:
@@ -73,16 +59,14 @@ def learnable_affine(c: _Converter, n, m, x):
                       bias=True, shared=True), x.layout, x.groups)
 
 
-def own_scale(c: _Converter, n, m: layers.Scale, x):
+@table.module(layers.Scale)
+def own_scale(c, n, m: layers.Scale, x):
     """archgraph's own ``Scale``: per channel on an image or ``[N, F]`` (channels-first) or a sequence; shared in
     any layout."""
     x = c.tensor(x)
     if not m.shared and x.layout not in (CF, TND):
         raise c.fail(f"archgraph's Scale multiplies axis 1 of an image (the last axis of a sequence); its input "
-                     f"is a {_layout_words(x)} view")
+                     f"is a {layout_words(x)} view")
     state = {"weight": m.weight} if m.bias is None else {"weight": m.weight, "bias": m.bias}
     return Val(c.emit(None, "scale", [x.node], state, init=float(m.init), bias=m.bias is not None,
                       shared=bool(m.shared)), x.layout, x.groups)
-
-
-_BY_NAME: dict[str, Callable] = {GRN_CLASS: global_response_norm, AFFINE_CLASS: learnable_affine}

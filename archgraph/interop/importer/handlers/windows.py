@@ -1,6 +1,7 @@
 """Importing window attention: torchvision's Swin (v1 and v2) and MaxViT, as ``window_attention`` nodes.
 
-The importer keeps these modules whole (they are leaves of the fx trace) and converts each from its parameters:
+The handler table keeps these modules whole (they are leaves of the fx trace; torchvision's are matched by name)
+and each is converted from its parameters:
 
 * Swin's ``ShiftedWindowAttention`` (``ShiftedWindowAttentionV2``) reads a channels-last ``[N, H, W, C]`` view of
   an image: one ``window_attention`` node on the image (``qkv`` split into ``q_proj``/``k_proj``/``v_proj``, ``proj``
@@ -18,50 +19,29 @@ Any other use of these modules' internals is an error naming the module, as ever
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Optional
-
 import torch
 from torch import nn
 
-from ..fx import layers
-from ..fx.torchnames import try_resolve
-from .importer import CF, CL, Val, _activation_node, _Converter, _layernorm, _pair, _state
+from ....fx import layers
+from .. import table
+from ..arguments import module_state, pair
+from ..values import CF, CL, Val
+from .norms import layernorm_node
+from .sequences import activation_node
 
+#: torchvision's classes, matched by name (the table never imports torchvision for them)
 SWIN = "torchvision.models.swin_transformer."
 MAXVIT = "torchvision.models.maxvit."
 
 
-def keeps_whole(module: nn.Module) -> bool:
-    """Whether the tracer keeps ``module`` as one call (a window attention module this file converts)."""
-    return type(module) in _module_handlers()
-
-
-def module_handler(module: nn.Module) -> Optional[Callable]:
-    """The converter of a window attention module, or ``None``."""
-    return _module_handlers().get(type(module))
-
-
-@functools.lru_cache(maxsize=None)
-def _module_handlers() -> dict[type, Callable]:
-    table = {SWIN + "ShiftedWindowAttention": swin_attention, SWIN + "ShiftedWindowAttentionV2": swin_attention,
-             MAXVIT + "PartitionAttentionLayer": maxvit_partition_attention}
-    handlers: dict[type, Callable] = {layers.WindowAttention: own_window_attention}
-    for name, handler in table.items():
-        cls = try_resolve(name)   # None without torchvision
-        if cls is not None:
-            handlers[cls] = handler
-    return handlers
-
-
-def _fields(c: _Converter, num_heads: int, head_dim: int, channels: int, **fields) -> dict:
+def _fields(c, num_heads: int, head_dim: int, channels: int, **fields) -> dict:
     """The node's fields, defaults left out (``head_dim`` when it is ``C // num_heads``)."""
     if head_dim * num_heads != channels:
         fields["head_dim"] = head_dim
     return {"num_heads": num_heads, **{k: v for k, v in fields.items() if v is not None}}
 
 
-def _check_index(c: _Converter, index: torch.Tensor, window: tuple[int, int], what: str) -> None:
+def _check_index(c, index: torch.Tensor, window: tuple[int, int], what: str) -> None:
     if not torch.equal(index.reshape(-1).cpu(), layers.WindowAttention.position_index(*window)):
         raise c.fail(f"its {what} is not the relative position index of a {list(window)} window; only "
                      f"torchvision's own index is supported")
@@ -69,7 +49,8 @@ def _check_index(c: _Converter, index: torch.Tensor, window: tuple[int, int], wh
 
 # ---- Swin ---------------------------------------------------------------------------------------------------------
 
-def swin_attention(c: _Converter, n, m, x):
+@table.module(SWIN + "ShiftedWindowAttention", SWIN + "ShiftedWindowAttentionV2")
+def swin_attention(c, n, m, x):
     """``ShiftedWindowAttention`` / ``ShiftedWindowAttentionV2`` on a channels-last image: one node."""
     x = c.tensor(x)
     if x.layout != CL:
@@ -101,7 +82,7 @@ def swin_attention(c: _Converter, n, m, x):
                       "cpb_mlp.2.weight": mlp[2].weight, "logit_scale": m.logit_scale})
     else:
         state["relative_position_bias_table"] = m.relative_position_bias_table
-    fields = _fields(c, heads, ch // heads, ch, window_size=_pair(window), shift_size=_pair(shift) if any(shift)
+    fields = _fields(c, heads, ch // heads, ch, window_size=pair(window), shift_size=pair(shift) if any(shift)
                      else None, position_bias="mlp" if v2 else None,
                      cpb_hidden=m.cpb_mlp[0].out_features if v2 and m.cpb_mlp[0].out_features != 512 else None,
                      cosine=True if v2 else None, bias=m.proj.bias is not None,
@@ -113,7 +94,8 @@ def swin_attention(c: _Converter, n, m, x):
     return Val(out, CL)
 
 
-def f_subsample(c: _Converter, n, x, *args, **kwargs):
+@table.functions_of("subsample")
+def f_subsample(c, n, x, *args, **kwargs):
     """archgraph's own ``subsample``, and Swin's patch merging (``_patch_merging_pad`` of a channels-last image:
     pad to even sizes, the four 2x2 phases concatenated along the channels)."""
     if n.target is layers.subsample:
@@ -126,22 +108,19 @@ def f_subsample(c: _Converter, n, x, *args, **kwargs):
     src = x.node
     if h % 2 or w % 2:
         src = c.emit(None, "pad", [src], padding=[0, w % 2, 0, h % 2], value=0.0)
-    phases = [c.emit(None, "subsample", [src], stride=2, offset=_pair(offset))
+    phases = [c.emit(None, "subsample", [src], stride=2, offset=pair(offset))
               for offset in ((0, 0), (1, 0), (0, 1), (1, 1))]
     return Val(c.emit(None, "concat", phases), CL)
 
 
-def _own_subsample(c: _Converter, x, stride=(2, 2), offset=(0, 0)):
-    return Val(c.emit(None, "subsample", [c.cf(x, 3).node], stride=_pair(stride), offset=_pair(offset)))
-
-
-#: function handlers by op, next to the importer's own (the functions are the registry's ``imports``)
-FUNCTION_HANDLERS: dict[str, Callable] = {"subsample": f_subsample}
+def _own_subsample(c, x, stride=(2, 2), offset=(0, 0)):
+    return Val(c.emit(None, "subsample", [c.cf(x, 3).node], stride=pair(stride), offset=pair(offset)))
 
 
 # ---- MaxViT -------------------------------------------------------------------------------------------------------
 
-def maxvit_partition_attention(c: _Converter, n, m, x):
+@table.module(MAXVIT + "PartitionAttentionLayer")
+def maxvit_partition_attention(c, n, m, x):
     """``PartitionAttentionLayer``: ``x + attention(norm(x))`` then ``x + mlp(norm(x))`` on the image, the attention
     a ``window_attention`` over its windows (``partition_type`` 'window') or its grid ('grid')."""
     x = c.cf(x, 3)
@@ -175,35 +154,35 @@ def maxvit_partition_attention(c: _Converter, n, m, x):
                      bias=attn.merge.bias is not None,
                      qkv_bias=None if qkv_bias == (attn.merge.bias is not None) else qkv_bias)
     x_cl = Val(x.node, CL)
-    y = _layernorm(c, f"{path}.attn_layer.0", x_cl, norm.normalized_shape, norm.eps, norm.weight, norm.bias)
+    y = layernorm_node(c, f"{path}.attn_layer.0", x_cl, norm.normalized_shape, norm.eps, norm.weight, norm.bias)
     y = Val(c.emit(f"{path}.attn_layer.1", "window_attention", [y.node], state, **fields), CL)
     y = _residual(c, path, x_cl, _drop(c, f"{path}.attn_layer.2", attn_drop, y), m.stochastic_dropout, "add")
-    z = _layernorm(c, f"{path}.mlp_layer.0", y, ln2.normalized_shape, ln2.eps, ln2.weight, ln2.bias)
-    z = _activation_node(c, f"{path}.mlp_layer.2", act, _conv1x1(c, f"{path}.mlp_layer.1", fc1, z))
+    z = layernorm_node(c, f"{path}.mlp_layer.0", y, ln2.normalized_shape, ln2.eps, ln2.weight, ln2.bias)
+    z = activation_node(c, f"{path}.mlp_layer.2", act, _conv1x1(c, f"{path}.mlp_layer.1", fc1, z))
     z = _drop(c, f"{path}.mlp_layer.4", mlp_drop, _conv1x1(c, f"{path}.mlp_layer.3", fc2, z))
     return Val(_residual(c, path, y, z, m.stochastic_dropout, "add_1").node, CF)
 
 
-def _parts(c: _Converter, seq, kinds, what: str) -> list:
+def _parts(c, seq, kinds, what: str) -> list:
     if not isinstance(seq, nn.Sequential) or len(seq) != len(kinds) or \
             any(k is not None and type(p) is not k for p, k in zip(seq, kinds)):
         raise c.fail(f"its {what} is not torchvision's ({', '.join(k.__name__ if k else '...' for k in kinds)})")
     return list(seq)
 
 
-def _conv1x1(c: _Converter, hint: str, lin: nn.Linear, x: Val) -> Val:
+def _conv1x1(c, hint: str, lin: nn.Linear, x: Val) -> Val:
     """A Linear over the tokens of a channels-last image: a 1x1 convolution."""
-    state = _state(lin)
+    state = module_state(lin)
     state["weight"] = state["weight"].reshape(lin.out_features, lin.in_features, 1, 1)
     return Val(c.emit(hint, "conv2d", [x.node], state, out_channels=lin.out_features, kernel_size=1,
                       bias=lin.bias is not None), CL)
 
 
-def _drop(c: _Converter, hint: str, module: nn.Dropout, x: Val) -> Val:
+def _drop(c, hint: str, module: nn.Dropout, x: Val) -> Val:
     return x if not module.p else Val(c.emit(hint, "dropout", [x.node], p=float(module.p)), x.layout)
 
 
-def _residual(c: _Converter, path: str, x: Val, branch: Val, depth, name: str) -> Val:
+def _residual(c, path: str, x: Val, branch: Val, depth, name: str) -> Val:
     """``x + stochastic_depth(branch)`` (no stochastic depth node when its probability is 0)."""
     if depth.p:
         branch = Val(c.emit(f"{path}.stochastic_dropout", "stochastic_depth", [branch.node], p=float(depth.p),
@@ -213,13 +192,14 @@ def _residual(c: _Converter, path: str, x: Val, branch: Val, depth, name: str) -
 
 # ---- archgraph's own module ---------------------------------------------------------------------------------------
 
-def own_window_attention(c: _Converter, n, m: layers.WindowAttention, x):
+@table.module(layers.WindowAttention)
+def own_window_attention(c, n, m: layers.WindowAttention, x):
     x = c.cf(x, 3)
-    fields = _fields(c, m.num_heads, m.head_dim, m.dim, window_size=_pair(m.window_size),
-                     shift_size=_pair(m.shift_size) if any(m.shift_size) else None, grid=m.grid or None,
+    fields = _fields(c, m.num_heads, m.head_dim, m.dim, window_size=pair(m.window_size),
+                     shift_size=pair(m.shift_size) if any(m.shift_size) else None, grid=m.grid or None,
                      position_bias=None if m.position_bias == "table" else m.position_bias,
                      cpb_hidden=None if m.cpb_hidden == 512 else m.cpb_hidden, cosine=m.cosine or None,
                      scale=None if m.scale == m.head_dim ** -0.5 else m.scale, bias=m.o_proj.bias is not None,
                      qkv_bias=None if (m.q_proj.bias is None) == (m.o_proj.bias is None) else m.q_proj.bias is not None,
                      dropout=m.dropout or None)
-    return Val(c.emit(None, "window_attention", [x.node], _state(m), **fields))
+    return Val(c.emit(None, "window_attention", [x.node], module_state(m), **fields))
