@@ -14,7 +14,7 @@ import difflib
 import hashlib
 import json
 import keyword
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, TypeGuard, Union, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Strict, model_validator
 
@@ -62,7 +62,7 @@ class TokenShape(tuple):
         return f"TokenShape({tuple(self)!r}, vocab={self.vocab})"
 
 
-def is_tokens(shape) -> bool:
+def is_tokens(shape: object) -> TypeGuard[TokenShape]:
     """Whether a per-sample shape is that of a token-id input."""
     return isinstance(shape, TokenShape)
 

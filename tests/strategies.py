@@ -154,6 +154,7 @@ EXAMPLE_NODES = {
     "identity": ({"x": [5]}, {"in": "x"}),
     "hardsigmoid": ({"x": [5]}, {"in": "x"}),
     "leaky_relu": ({"x": [5]}, {"in": "x", "negative_slope": 0.2}),
+    "softcap": ({"x": [5]}, {"in": "x", "cap": 2.0}),
     "group_norm": ({"x": [4, 3, 3]}, {"in": "x", "num_groups": 2}),
     "scale": ({"x": [3, 4, 4]}, {"in": "x", "init": 0.5}),
     "grn": ({"x": [3, 4, 4]}, {"in": "x", "eps": 1e-5}),

@@ -73,3 +73,18 @@ def test_parse_target_and_a_run_without_weights(run_file, tmp_path):
     with pytest.raises(ConfigError, match="weights") as err:
         compress(run_file.parent / "noweights.yaml", tmp_path / "o", "params=0.5", say=lambda _t: None)
     assert err.value.field == "weights"
+
+
+def test_a_latency_target_measures_every_round(run_file, tmp_path):
+    """The latency is measured, never asserted: each round records it and the summary's fraction is the last."""
+    summary = compress(run_file, tmp_path / "out", "latency=0.5", steps=2, rounds=1, calib_batches=1,
+                       say=lambda _t: None)
+    assert 1 <= summary["rounds"] <= 2 and summary["start_latency_ms"] > 0
+    assert summary["reached_target"] == (summary["reached"] <= 0.5)
+    events = [json.loads(line) for line in (tmp_path / "out" / "history.jsonl").read_text().splitlines()]
+    rounds = [e["metrics"] for e in events if e["event"] == "epoch"]
+    assert len(rounds) == summary["rounds"] and all(r["latency_ms"] > 0 for r in rounds)
+    assert rounds[-1]["reached"] == summary["reached"]
+    assert rounds[-1]["latency_ms"] == pytest.approx(summary["latency_ms"])
+    assert summary["reached"] == pytest.approx(rounds[-1]["latency_ms"] / summary["start_latency_ms"])
+    assert summary["macs"] < summary["start_macs"]   # the first round's MAC step: half the start's

@@ -124,11 +124,11 @@ def test_distill_alpha_weighs_the_task_loss_and_pairs_are_checked(tmp_path):
     teacher = Teacher(g, archgraph.load_weights(tmp_path / "teacher.safetensors"))
     x = torch.randn(4, 1, 8, 8)
     out = net.module(x)          # training mode: batch statistics, where the teacher uses its running ones
-    kl = kd_loss(out, teacher(x), 3.0)
+    kl = kd_loss(out, teacher(x), 3.0).detach()
     assert float(kl) > 1e-4
     task = torch.tensor(2.0)     # c1 reads the input alone: its outputs agree, the hidden term is 0
-    assert float(method.loss(task)) == pytest.approx(0.25 * 2.0 + 0.75 * float(kl), rel=1e-4)
-    assert float(method.loss()) == pytest.approx(0.75 * float(kl), rel=1e-4)
+    assert float(method.loss(task).detach()) == pytest.approx(0.25 * 2.0 + 0.75 * float(kl), rel=1e-4)
+    assert float(method.loss().detach()) == pytest.approx(0.75 * float(kl), rel=1e-4)
     with pytest.raises(ConfigError, match="teacher has no node 'nope'"):
         methods.attach("distill", archgraph.Network(g), None, epochs=1, hidden={"c2": "nope"}, **files)
     with pytest.raises(ConfigError, match="alpha"):

@@ -79,7 +79,7 @@ archgraph: 1
 name: every-seq-op
 inputs: {tokens: {shape: [5], vocab: 11}, img: [3, 4, 4]}
 nodes:
-  emb:  {op: embedding, in: tokens, embedding_dim: 8}
+  emb:  {op: embedding, in: tokens, embedding_dim: 8, scale: 2.5}
   pos:  {op: position_embedding, in: emb}
   pat:  {op: conv2d, in: img, out_channels: 8, kernel_size: 2, stride: 2}
   tok:  {op: to_tokens, in: pat}
@@ -95,13 +95,17 @@ nodes:
   down: {op: linear, in: glu, out_features: 8}
   drop: {op: dropout, in: down, p: 0.1}
   res2: {op: add, in: [res, drop]}
-  moe:  {op: moe, in: res2, num_experts: 3, top_k: 2, hidden: 6}
-  res3: {op: add, in: [res2, moe]}
+  n3:   {op: rmsnorm, in: res2, eps: 1.0e-6, offset: 1.0}
+  win:  {op: attention, in: n3, num_heads: 2, causal: true, rotary: true, window: 2, softcap: 3.0, scale: 0.4}
+  res2b: {op: add, in: [res2, win]}
+  moe:  {op: moe, in: res2b, num_experts: 3, top_k: 2, hidden: 6}
+  res3: {op: add, in: [res2b, moe]}
   n2:   {op: layernorm, in: res3}
   g:    {op: gelu, in: n2}
   rec:  {op: lstm, in: g, hidden_size: 5, num_layers: 2}
   gru:  {op: gru, in: rec, hidden_size: 4}
-  head: {op: linear, in: gru, out_features: 11}
+  logits: {op: linear, in: gru, out_features: 11}
+  head: {op: softcap, in: logits, cap: 2.0}
   pool: {op: token_pool, in: n2, mode: first}
   avg:  {op: token_pool, in: n2}
   both: {op: add, in: [pool, avg]}
@@ -127,8 +131,8 @@ def load_source(path, graph):
     spec = importlib.util.spec_from_file_location("exported", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    from archgraph.fx.builder import _class_name
-    return getattr(mod, _class_name(graph.name))()
+    from archgraph.fx.builder import class_name
+    return getattr(mod, class_name(graph.name))()
 
 
 def test_every_op_graph_covers_the_registry(every_op, every_seq_op):

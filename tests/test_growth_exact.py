@@ -290,8 +290,8 @@ def test_a_masked_stream_exports_to_onnx_and_python(tmp_path):
     assert export_onnx(rw.graph, m.state_dict(), tmp_path / "m.onnx") is not None
     namespace: dict = {}
     exec(compile(python_source(rw.graph), "m.py", "exec"), namespace)
-    from archgraph.fx.builder import _class_name
-    standalone = namespace[_class_name(rw.graph.name)]()
+    from archgraph.fx.builder import class_name
+    standalone = namespace[class_name(rw.graph.name)]()
     standalone.load_state_dict(m.state_dict())
     x = example(g)
     with torch.no_grad():

@@ -118,3 +118,40 @@ def test_grown_model_exports_and_loads_with_the_original_logits(tmp_path, model_
         want = run(model, x, True)
         with torch.no_grad():
             assert float((run(back, x, True) - want).abs().max()) <= TOL * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("tie", [False])   # HyperCloning a tied stream gives the head other values than the table
+def test_gemma_grows_exactly_and_loads_back_in_its_class(tmp_path, tie):
+    """Gemma 2 (norms with a gain of 1 + weight, soft-capping, a sliding window): a 2x stream by HyperCloning,
+    two more kv groups and a wider MLP in every layer, exported and loaded in Gemma's own class with the original
+    logits (its embedding's sqrt(hidden) scale folded for the new width); widening with zeros is not exact over
+    those norms and says so."""
+    import json
+
+    from test_hf_roundtrip import inputs, load, run, saved
+
+    from archgraph.fx.apply_plan import transfer_state
+    from archgraph.interop.hf_export import to_pretrained
+    model, folder = saved(tmp_path, "gemma2", True, tie_word_embeddings=tie, attn_logit_softcapping=1.5,
+                          final_logit_softcapping=2.0)
+    graph, weights = hf.from_pretrained(folder)
+    preserve = archgraph.apply(graph, rules.AddFilters(node="embed_tokens", count=8))
+    assert not preserve.exact and "normalises over these channels" in preserve.plan.note
+    w = weights
+    for rule in [rules.AddFilters(node="embed_tokens", count=32, init="clone"),
+                 *(rules.AddHeads(node=f"layers_{i}_self_attn", count=4) for i in range(2)),
+                 *(rules.AddFilters(node=f"layers_{i}_mlp_gate_proj", count=16) for i in range(2))]:
+        rw = archgraph.apply(graph, rule)
+        assert rw.exact, (rule, rw.plan.note)
+        fresh = build(rw.graph, dtype=torch.float64, seed=1).state_dict()
+        graph, w = rw.graph, transfer_state(rw.plan, w, fresh)
+    assert (graph.nodes["lm_head"].tied_to == "embed_tokens") == tie
+    out = to_pretrained(graph, w, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
+    back = load(out, True)
+    assert (back.config.hidden_size, back.config.num_attention_heads, back.config.intermediate_size) == (64, 8, 80)
+    assert back.config.tie_word_embeddings == tie
+    for t in (3, 9):
+        x = inputs("gemma2", t)
+        want = run(model, x, True)
+        with torch.no_grad():
+            assert float((run(back, x, True) - want).abs().max()) <= TOL * max(1.0, float(want.abs().max()))

@@ -12,7 +12,7 @@ import archgraph  # noqa: E402
 from archgraph import rules  # noqa: E402
 from archgraph.errors import ConversionError  # noqa: E402
 from archgraph.fx.apply_plan import transfer  # noqa: E402
-from archgraph.fx.builder import _class_name, build  # noqa: E402
+from archgraph.fx.builder import build, class_name  # noqa: E402
 from archgraph.fx.layers import Attention  # noqa: E402
 from archgraph.fx.weights import load_into  # noqa: E402
 from archgraph.interop import hf  # noqa: E402
@@ -76,7 +76,7 @@ def test_prunes_heads_and_neurons_and_exports(model_type, tmp_path):
     transfer(rw.plan, m, new)
     x = example(graph)
     with torch.no_grad():
-        assert float((m(x) - new(x)).abs().max()) <= TOL
+        assert all(float((a - b).abs().max()) <= TOL for a, b in zip(outputs(m(x)), outputs(new(x))))
     assert rw.graph.nodes[attn].num_heads == 2
     # MLP neurons and the residual stream: archgraph.prune, then the standalone export runs the pruned graph
     pruned, pw = archgraph.prune(rw.graph, {k: v.double() for k, v in new.state_dict().items()}, ratio=0.5)
@@ -88,10 +88,27 @@ def test_prunes_heads_and_neurons_and_exports(model_type, tmp_path):
     spec = importlib.util.spec_from_file_location("exported", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    standalone = getattr(mod, _class_name(pruned.name))().double().eval()
+    standalone = getattr(mod, class_name(pruned.name))().double().eval()
     standalone.load_state_dict(pw)
     with torch.no_grad():
-        assert float((standalone(x) - built(pruned, pw)(x)).abs().max()) <= TOL
+        assert all(float((a - b).abs().max()) <= TOL for a, b in zip(outputs(standalone(x)),
+                                                                     outputs(built(pruned, pw)(x))))
+
+
+def outputs(y):
+    """A graph's outputs as a list (BERT and ViT: the last hidden state and the pooler's output)."""
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+@pytest.mark.parametrize("model_type", ["bert", "vit"])
+def test_encoders_pooler_is_the_second_output(model_type):
+    m = model(model_type)
+    graph, weights = hf.from_model(m, T)     # both outputs checked in float64
+    assert list(graph.outputs)[1] == "pooler_activation" and graph.nodes["pooler_activation"].op == "tanh"
+    assert graph.nodes["pooler_first_token"].mode == "first"
+    no_pooler = randomize_normalization(hf.import_transformers().AutoModel.from_config(m.config,
+                                                                                      add_pooling_layer=False))
+    assert list(hf.from_model(no_pooler.eval(), T)[0].outputs) == [list(graph.outputs)[0]]
 
 
 def test_rotary_attention_equals_llamas():

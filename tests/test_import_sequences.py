@@ -259,14 +259,14 @@ def test_token_pooling_and_elementwise_ops(mode):
 def test_imported_sequence_graph_exports_to_standalone_python(tmp_path):
     import importlib.util
 
-    from archgraph.fx.builder import _class_name
+    from archgraph.fx.builder import class_name
     from archgraph.interop.export import export_python
     graph, weights = from_module(TinyGPT().double(), input_shape=(T,), vocab=11)
     export_python(graph, tmp_path / "gpt.py")
     spec = importlib.util.spec_from_file_location("exported_gpt", tmp_path / "gpt.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    model = getattr(mod, _class_name(graph.name))().double()
+    model = getattr(mod, class_name(graph.name))().double()
     model.load_state_dict(weights)
     built = build(graph)
     load_into(built, weights)

@@ -10,7 +10,7 @@ from torch import nn
 import archgraph
 from archgraph.compat import import_torchvision
 from archgraph.errors import ConversionError
-from archgraph.fx.builder import _class_name, build
+from archgraph.fx.builder import build, class_name
 from archgraph.fx.weights import load_into
 from archgraph.interop.equivalence import max_error, randomize_normalization
 
@@ -40,7 +40,7 @@ def exported(graph, path) -> nn.Module:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return getattr(mod, _class_name(graph.name))().double().eval()
+    return getattr(mod, class_name(graph.name))().double().eval()
 
 
 def test_torchvision_vit_imports_exactly():

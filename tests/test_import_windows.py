@@ -11,7 +11,7 @@ from pydantic import ValidationError
 import archgraph
 from archgraph import rules
 from archgraph.compat import import_torchvision
-from archgraph.fx.builder import _class_name, build
+from archgraph.fx.builder import build, class_name
 from archgraph.fx.weights import load_into
 from archgraph.interop.equivalence import max_error, randomize_normalization
 
@@ -170,7 +170,7 @@ def _exported(graph, path):
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return getattr(mod, _class_name(graph.name))().double().eval()
+    return getattr(mod, class_name(graph.name))().double().eval()
 
 
 @pytest.mark.parametrize("make, shape", [(swin, SWIN_SHAPE), (lambda: swin(v2=True, window=(4, 4)), (3, 32, 32)),

@@ -11,6 +11,7 @@ import os
 import sys
 
 import pytest
+from graph_texts import MLP, mlp_named
 
 import archgraph
 from archgraph.history import rundir
@@ -24,21 +25,10 @@ HOSTILE_NAMES = [
     "None", "class", "self", "\\", "\r\n\"\"\"\\N{", "",
 ]
 
-MLP = """
-archgraph: 1
-name: mlp
-inputs: {x: [4]}
-nodes:
-  fc1: {op: linear, in: x, out_features: 3}
-  act: {op: relu, in: fc1}
-  fc2: {op: linear, in: act, out_features: 2}
-outputs: [fc2]
-"""
-
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_exported_python_with_a_hostile_graph_name_imports_without_running_it(tmp_path, monkeypatch, name):
-    graph = archgraph.loads(MLP).model_copy(update={"name": name})
+    graph = mlp_named(name)
     path = tmp_path / "m.py"
     export_python(graph, path)
     monkeypatch.chdir(tmp_path)
@@ -204,7 +194,7 @@ def test_hostile_names_in_every_picture_are_plain_text(tmp_path, name, capsys):
     from archgraph.format.yaml_io import dumps
     from archgraph.history.report import report_data
     from archgraph.rules import AddFilters
-    seed = archgraph.loads(MLP).model_copy(update={"name": name})
+    seed = mlp_named(name)
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(dumps(seed))
     b.write_text(dumps(archgraph.apply(seed, AddFilters(node="fc1", count=2)).graph))

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from graph_texts import mlp_named
 from rundir_fixture import edit_steps, insert_after, widen, write_run
 
 import archgraph
@@ -137,16 +138,6 @@ def test_report_shows_the_run_name_small_numbers_and_counts(driver, report, tmp_
 
 
 HOSTILE = '<b onmouseover=alert(1)>x</b> <img src=x onerror=alert(2)> "<net>" \'q\' javascript:alert(3)'
-HOSTILE_MLP = """
-archgraph: 1
-name: mlp
-inputs: {x: [4]}
-nodes:
-  fc1: {op: linear, in: x, out_features: 3}
-  act: {op: relu, in: fc1}
-  fc2: {op: linear, in: act, out_features: 2}
-outputs: [fc2]
-"""
 
 
 def _links_and_handlers(d):
@@ -188,7 +179,7 @@ def test_hostile_names_in_the_report_stay_text_in_chromium(driver, tmp_path, cap
     from archgraph.format.yaml_io import dumps
     from archgraph.rules import AddFilters
 
-    seed = archgraph.loads(HOSTILE_MLP).model_copy(update={"name": HOSTILE})
+    seed = mlp_named(HOSTILE)
     run = write_run(tmp_path / "run", seed, steps_from_rules(seed, [AddFilters(node="fc1", count=2)]),
                     config={"name": HOSTILE, "seed": 0})
     out = tmp_path / "r.html"

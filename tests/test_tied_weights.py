@@ -8,7 +8,7 @@ import torch
 
 import archgraph
 from archgraph.errors import ArchgraphError
-from archgraph.fx.builder import _class_name, build
+from archgraph.fx.builder import build, class_name
 from archgraph.fx.weights import load_into, load_weights, save_weights
 
 GPT = """
@@ -75,7 +75,7 @@ def test_pruning_keeps_the_tie_and_python_export_loads(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from safetensors.torch import load_file
-    standalone = getattr(mod, _class_name(pruned.name))().double().eval()
+    standalone = getattr(mod, class_name(pruned.name))().double().eval()
     standalone.load_state_dict(load_file(str(tmp_path / "p.safetensors")))   # the file holds the table once
     assert standalone.lm_head.weight is standalone.wte.weight
     x = torch.randint(0, 40, (2, 8))

@@ -92,7 +92,7 @@ def _build(graph: Graph, device: torch.device | str | None, dtype: torch.dtype |
         setattr(modules[nid], name, getattr(modules[src], src_name))
     outs = [env[o] for o in graph.outputs]
     g.output(outs[0] if len(outs) == 1 else tuple(outs))
-    gm = fx.GraphModule(modules, g, class_name=_class_name(graph.name))
+    gm = fx.GraphModule(modules, g, class_name=class_name(graph.name))
     if device is not None or dtype is not None:
         gm = gm.to(device=device, dtype=dtype)
     return gm
@@ -108,7 +108,10 @@ def _chain(g: fx.Graph, target: Callable, args: list[fx.Node], nid: str) -> fx.N
     return acc
 
 
-def _class_name(name: str) -> str:
+def class_name(name: str) -> str:
+    """The Python class name of the module built from a graph named ``name`` (the generated code's class, and the
+    class ``export --python`` writes): its words capitalised and joined, non-alphanumerics dropped, ``Graph`` for
+    none, a leading ``G`` when it would start with a digit."""
     words = "".join(ch if ch.isalnum() else " " for ch in name).split()
     cls = "".join(w[:1].upper() + w[1:] for w in words) or "Graph"
     return cls if cls[0].isalpha() else "G" + cls

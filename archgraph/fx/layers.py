@@ -175,12 +175,38 @@ def channel_slice(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 class RMSNorm(nn.RMSNorm):
     """``torch.nn.RMSNorm`` written out (``x * rsqrt(mean(x**2) + eps) * weight`` over the last axis), so ONNX
-    opset 17 can export it; same parameters and the same values."""
+    opset 17 can export it; same parameters and the same values. ``offset``: the gain is ``offset + weight``
+    (Gemma's norms: ``1 + weight``, their weights stored as the difference from 1)."""
+
+    def __init__(self, normalized_shape: int | list[int] | tuple[int, ...], eps: float | None = None,
+                 elementwise_affine: bool = True, offset: float = 0.0):
+        super().__init__(normalized_shape, eps=eps, elementwise_affine=elementwise_affine)
+        self.offset = float(offset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
         y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-        return y * self.weight if self.weight is not None else y
+        if self.weight is None:
+            return y
+        return y * (self.weight + self.offset) if self.offset else y * self.weight
+
+
+class ScaledEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose rows are multiplied by ``scale`` (Gemma's ``sqrt(hidden_size)``, the number rounded to
+    the table's dtype first, as Gemma's ``embed_scale`` is)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, scale: float = 1.0):
+        super().__init__(num_embeddings, embedding_dim)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        table = self.weight
+        return nn.functional.embedding(x, table) * torch.tensor(self.scale, dtype=table.dtype, device=table.device)
+
+
+def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """``cap * tanh(x / cap)``: ``x`` squashed into ``(-cap, cap)`` (Gemma 2's and 3's final logit soft-capping)."""
+    return torch.tanh(x / cap) * cap
 
 
 class Attention(nn.Module):
@@ -192,20 +218,22 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, head_dim: int, kv_heads: int, causal: bool = False,
                  bias: bool = True, dropout: float = 0.0, rotary: bool = False, rope_theta: float = 10000.0,
                  qkv_bias: bool | None = None, rope_scaling: dict | None = None, qk_norm_eps: float | None = None,
-                 qk_norm_span: str = "head"):
+                 qk_norm_span: str = "head", window: int | None = None, softcap: float | None = None,
+                 scale: float | None = None, qk_norm_offset: float = 0.0):
         super().__init__()
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.dim, self.num_heads, self.head_dim, self.kv_heads = dim, num_heads, head_dim, kv_heads
         self.causal, self.dropout, self.rotary, self.rope_theta = causal, dropout, rotary, rope_theta
         self.rope_scaling, self.qk_norm_eps, self.qk_norm_span = rope_scaling, qk_norm_eps, qk_norm_span
+        self.window, self.softcap, self.scale, self.qk_norm_offset = window, softcap, scale, qk_norm_offset
         self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(num_heads * head_dim, dim, bias=bias)
         if qk_norm_eps is not None:   # Qwen3: an RMSNorm over each head's features of q and of k; OLMo 2: over all
             whole = qk_norm_span == "all"
-            self.q_norm = RMSNorm(num_heads * head_dim if whole else head_dim, eps=qk_norm_eps)
-            self.k_norm = RMSNorm(kv_heads * head_dim if whole else head_dim, eps=qk_norm_eps)
+            self.q_norm = RMSNorm(num_heads * head_dim if whole else head_dim, eps=qk_norm_eps, offset=qk_norm_offset)
+            self.k_norm = RMSNorm(kv_heads * head_dim if whole else head_dim, eps=qk_norm_eps, offset=qk_norm_offset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -223,9 +251,28 @@ class Attention(nn.Module):
         if self.kv_heads != self.num_heads:
             k = k.repeat_interleave(self.num_heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.num_heads // self.kv_heads, dim=1)
-        y = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                                       is_causal=self.causal)
+        dropout = self.dropout if self.training else 0.0
+        if self.softcap is None:
+            mask = None if self.window is None else self.allowed(t, x.device)
+            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                           is_causal=self.causal and mask is None, scale=self.scale)
+        else:   # Gemma 2: the scores capped at +-softcap (cap * tanh(s / cap)) before the mask and the softmax
+            scale = self.scale if self.scale is not None else self.head_dim ** -0.5
+            scores = torch.tanh(q.matmul(k.transpose(-2, -1)) * scale / self.softcap) * self.softcap
+            if self.causal or self.window is not None:
+                scores = scores.masked_fill(~self.allowed(t, x.device), float("-inf"))
+            low = scores.dtype in (torch.float16, torch.bfloat16)   # softmax in float32 there, as Hugging Face's
+            weights = torch.softmax(scores.float() if low else scores, dim=-1).to(v.dtype)
+            y = nn.functional.dropout(weights, dropout, self.training).matmul(v)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+    def allowed(self, t: int, device: torch.device | str | None) -> torch.Tensor:
+        """``[t, t]``: whether query ``i`` reads key ``j``: ``j <= i`` when causal, and with a ``window`` only the
+        ``window`` latest positions, itself included (``i - j < window``, Hugging Face's sliding-window mask)."""
+        i = torch.arange(t, device=device)[:, None]
+        j = torch.arange(t, device=device)[None, :]
+        keep = j <= i if self.causal else torch.ones(t, t, dtype=torch.bool, device=device)
+        return keep & (i - j < self.window) if self.window is not None else keep
 
     def inv_freq(self, device: torch.device | str | None) -> torch.Tensor:
         """The rotation frequencies ``rope_theta**(-2i/head_dim)`` in float32, rescaled by ``rope_scaling`` as

@@ -27,14 +27,13 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..fx import layers as extra
-from ..fx.builder import _class_name, build
 from ..errors import ArchgraphError, ConversionError
-from ..graph import Graph, input_data, is_tokens, tied_parameters
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text
-from ..graph import content_hash
+from ..fx import layers as extra
+from ..fx.builder import build, class_name
 from ..fx.torchnames import resolve
 from ..fx.weights import load_into
+from ..graph import Graph, content_hash, input_data, is_tokens, tied_parameters
 from ..ops.registry import OPS
 
 PathLike = Union[str, os.PathLike]
@@ -249,7 +248,8 @@ def _twice_the_size(graph: Graph, weights: Mapping[str, torch.Tensor]) -> tuple[
         big_module = build(big)
     except (ArchgraphError, RuntimeError, ValueError) as err:
         first = (getattr(err, "message", None) or str(err)).strip().splitlines()
-        node = f" at node '{err.node}'" if getattr(err, "node", None) else ""
+        where = getattr(err, "node", None)
+        node = f" at node '{where}'" if where else ""
         raise ConversionError(f"{refused} the graph is not valid{node}: {first[0] if first else ''}") from None
     mismatch = _size_bound_weight(big_module, weights)
     if mismatch:
@@ -421,7 +421,7 @@ def _plain_text(text: str, limit: int = 80) -> str:
 
 def _safe_class_name(name: str) -> str:
     """The class name for a graph name: ASCII letters and digits only, never a keyword."""
-    cls = _class_name("".join(ch if ch.isascii() else " " for ch in name))
+    cls = class_name("".join(ch if ch.isascii() else " " for ch in name))
     return cls + "_" if keyword.iskeyword(cls) or cls in _RESERVED else cls
 
 
@@ -461,6 +461,8 @@ def _call(n: fx.Node, names: dict[str, str], helpers: dict[str, str]) -> str:
         return f"{_render(n.args[0], names)} {_OPERATORS[target]} {_render(n.args[1], names)}"
     if target is operator.getitem and len(n.args) == 2 and not n.kwargs:   # an LSTM's output of (output, state)
         return f"{_render(n.args[0], names)}[{_render(n.args[1], names)}]"
+    if not callable(target):   # a call_function node's target is a function; a name is a method call
+        raise ConversionError(f"cannot write call {target!r} as Python", node=n.name)
     module = getattr(target, "__module__", None)
     if module == extra.__name__:
         helpers[target.__name__] = inspect.getsource(target)

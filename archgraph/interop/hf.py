@@ -7,9 +7,10 @@ mask, cache and rotary code is Python on optional arguments), so each supported 
 from the structure its modeling file defines: GPT-2 (``Conv1D`` weights ``[in, out]``, transposed to linears),
 BERT (post-norm; zero token-type ids are a constant row added to the position table), Llama (RMSNorm, SwiGLU as
 ``mul``, grouped-query attention, rotary positions, Llama 3.x rope scaling; Qwen2, Qwen3 with its q/k norms,
-Mistral and Phi-3 with its fused projections laid out alike) and ViT. A tied LM head is a linear ``tied_to`` the
-embedding. An import is exact or it fails: :func:`from_model`
-runs the model and the graph on the same input in float64 and raises
+Mistral and Phi-3 with its fused projections laid out alike; Mixtral, Qwen3-MoE and OLMoE with ``moe`` nodes),
+Gemma 2 and 3 (norms with a gain of ``1 + weight``, a scaled embedding, soft-capping, sliding-window layers) and
+ViT; BERT's and ViT's poolers are a second output. A tied LM head is a linear ``tied_to`` the embedding. An
+import is exact or it fails: :func:`from_model` runs the model and the graph on the same input in float64 and raises
 :class:`~archgraph.errors.ConversionError` when they differ (:func:`max_error` measures it).
 
 >>> from archgraph.interop import hf                                  # doctest: +SKIP
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -65,13 +67,21 @@ SMALL: dict[str, dict[str, Any]] = {
                   intermediate_size=64, vocab_size=100, max_position_embeddings=64),
     "vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
                 patch_size=8),
+    "gemma2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   intermediate_size=64, vocab_size=100, max_position_embeddings=64, sliding_window=4,
+                   query_pre_attn_scalar=16, pad_token_id=0, eos_token_id=1, bos_token_id=2),
+    "gemma3_text": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=8, intermediate_size=64, vocab_size=100, max_position_embeddings=64,
+                        sliding_window=4, query_pre_attn_scalar=16, layer_types=["sliding_attention",
+                                                                                 "full_attention"],
+                        pad_token_id=0, eos_token_id=1, bos_token_id=2),
 }
 
 #: Hugging Face activation names -> (op, fields)
 ACTIVATIONS: dict[str, tuple[str, dict]] = {
     "gelu": ("gelu", {}), "gelu_new": ("gelu", {"approximate": "tanh"}),
     "gelu_pytorch_tanh": ("gelu", {"approximate": "tanh"}), "relu": ("relu", {}), "silu": ("silu", {}),
-    "swish": ("silu", {}),
+    "swish": ("silu", {}), "tanh": ("tanh", {}),
 }
 
 
@@ -104,7 +114,13 @@ def build_model(model_type_or_config, *, lm_head: bool = False, seed: int = 0, *
     auto = tr.AutoModelForCausalLM if lm_head else tr.AutoModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return auto.from_config(config, attn_implementation="sdpa").eval()
+        return auto.from_config(config, attn_implementation=attention_implementation(config)).eval()
+
+
+def attention_implementation(config) -> str:
+    """The attention functions a model is read with: SDPA, or the eager one for Gemma (whose soft-capping SDPA
+    does not do)."""
+    return "eager" if config.model_type in GEMMA else "sdpa"
 
 
 def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
@@ -112,7 +128,9 @@ def from_model(model: nn.Module, seq_len: int = 16, *, check: bool = True) -> tu
 
     Text models read ``seq_len`` token ids (the graph input ``input_ids: {shape: [seq_len], vocab: V}``) and output
     the last hidden state ``[seq_len, D]`` (a causal LM: its logits); ViT reads ``pixel_values`` ``[3, H, W]`` at
-    the config's image size and outputs the last hidden state (the pooler is left out). Optional forward arguments
+    the config's image size and outputs the last hidden state; a BERT or ViT model with a pooler has its output as
+    a second graph output (``pooler_activation``: the first token through ``pooler.dense`` and the activation, as
+    ``pooler_output``). Optional forward arguments
     (attention masks, token types, caches) are the defaults: no padding, token type 0. ``check``: compare with the
     model in float64 (see :func:`max_error`) and raise when they differ by more than ``1e-9 x max(1, max |y|)``."""
     graph, weights = _convert(model, int(seq_len))
@@ -153,7 +171,8 @@ def from_pretrained(path, seq_len: Optional[int] = None, dtype=None, *,
         dtype = getattr(torch, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = auto.from_pretrained(str(folder), dtype=dtype or "auto", attn_implementation="sdpa").eval()
+        model = auto.from_pretrained(str(folder), dtype=dtype or "auto",
+                                     attn_implementation=attention_implementation(config)).eval()
     t = int(seq_len) if seq_len is not None else default_seq_len(config)
     graph, weights = _convert(model, t, copy=False)
     if check:
@@ -196,7 +215,8 @@ def check_copy(model: nn.Module) -> nn.Module:
     checks the structure; the other layers' and tokens' weights are the checkpoint's tensors themselves."""
     if sum(p.numel() for p in model.parameters()) <= CHECK_PARAMS:
         return model
-    config = copy.deepcopy(model.config)
+    full: Any = model.config     # a Hugging Face config: its fields are set at run time
+    config = copy.deepcopy(full)
     layers = min(CHECK_LAYERS, config.num_hidden_layers)
     config.num_hidden_layers = layers
     if getattr(config, "layer_types", None):
@@ -210,10 +230,11 @@ def check_copy(model: nn.Module) -> nn.Module:
         small = type(model)(config)
     own = small.state_dict()
     state = model.state_dict()
-    tables = {k for k, t in state.items() if t.dim() >= 1 and t.shape[0] == model.config.vocab_size}
+    tables = {k for k, t in state.items() if t.dim() >= 1 and t.shape[0] == full.vocab_size}
     small.load_state_dict({k: state[k][:vocab] if k in tables else state[k] for k in own}, strict=False, assign=True)
-    if getattr(model.config, "tie_word_embeddings", False) and hasattr(small, "tie_weights"):
-        small.tie_weights()
+    tie = getattr(small, "tie_weights", None)
+    if getattr(full, "tie_word_embeddings", False) and tie is not None:
+        tie()
     for name, buf in list(small.named_buffers()):     # non-persistent buffers (rotary frequencies): the model's
         if buf.is_meta:
             owner, _, leaf = name.rpartition(".")
@@ -229,7 +250,7 @@ def _check(model: nn.Module, seq_len: int) -> None:
 
 
 def _convert(model: nn.Module, seq_len: int, copy: bool = True) -> tuple[Graph, dict[str, torch.Tensor]]:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    model_type: Any = getattr(getattr(model, "config", None), "model_type", None)
     walker = WALKERS.get(model_type)
     if walker is None:
         raise ConversionError(f"Hugging Face model type {model_type!r} is not supported (supported: "
@@ -243,7 +264,7 @@ def _convert(model: nn.Module, seq_len: int, copy: bool = True) -> tuple[Graph, 
     except AttributeError as err:   # another transformers version names its modules otherwise
         raise ConversionError(f"{type(model).__name__} is not laid out as archgraph reads {model_type} models "
                               f"(transformers 5's modeling file): {err}") from None
-    return b.finish(type(model).__name__.lower(), [out])
+    return b.finish(type(model).__name__.lower(), [out] if isinstance(out, str) else list(out))
 
 
 def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float, float]:
@@ -264,26 +285,65 @@ def max_error(model: nn.Module, seq_len: int = 16, seed: int = 0) -> tuple[float
         x = torch.randint(0, shape.vocab, (2, *shape), generator=gen)
     else:
         x = torch.randn(2, *shape, generator=gen, dtype=torch.float64)
-    with torch.no_grad(), _native_rms_norms(ref), _native_routers(ref):
+    with torch.no_grad(), _native_rms_norms(ref), _native_routers(ref), _native_softmax(ref):
         out = ref(**{name: x})
-        y = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
         got = built(x)
-    return float((y - got).abs().max()), float(y.abs().max())
+    if getattr(out, "logits", None) is not None:
+        ys = [out.logits]
+    else:   # an encoder: its last hidden state, and its pooler's output when the graph has the pooler
+        ys = [out.last_hidden_state] + ([out.pooler_output] if len(graph.outputs) > 1 else [])
+    gots = list(got) if isinstance(got, (tuple, list)) else [got]
+    return (max(float((y - g).abs().max()) for y, g in zip(ys, gots)),
+            max(float(y.abs().max()) for y in ys))
 
 
 @contextlib.contextmanager
 def _native_rms_norms(model: nn.Module):
+    """Hugging Face's RMSNorms (Llama's, and Gemma's ``1 + weight``) in the input's dtype, not float32."""
     norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")]
+    gemma = [m for m in model.modules() if type(m).__name__ in ("Gemma2RMSNorm", "Gemma3RMSNorm")]
 
     def forward(self, x):
         return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    def offset(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight)
     for m in norms:
         m.forward = forward.__get__(m)
+    for m in gemma:
+        m.forward = offset.__get__(m)
     try:
         yield
     finally:
-        for m in norms:
+        for m in norms + gemma:
             del m.forward
+
+
+@contextlib.contextmanager
+def _native_softmax(model: nn.Module):
+    """Gemma's eager attention takes its softmax in float32 whatever the dtype; in the float64 check it is taken in
+    the input's dtype, as the attention op does (in float32 the two are the same function)."""
+    modules: set[Any] = {importlib.import_module(type(m).__module__) for m in model.modules()
+               if type(m).__name__ in ("Gemma2Attention", "Gemma3Attention")}
+    saved = {mod: mod.eager_attention_forward for mod in modules}
+
+    def eager(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None, **kwargs):
+        rep = module.num_key_value_groups
+        k, v = key.repeat_interleave(rep, dim=1), value.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(query, k.transpose(2, 3)) * scaling
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = torch.softmax(scores, dim=-1)
+        return torch.matmul(weights, v).transpose(1, 2).contiguous(), weights
+    for mod in modules:
+        mod.eager_attention_forward = eager
+    try:
+        yield
+    finally:
+        for mod, fn in saved.items():
+            mod.eager_attention_forward = fn
 
 
 # ---- building nodes ------------------------------------------------------------------------------------------------
@@ -313,6 +373,8 @@ class _Nodes(GraphBuilder):
 
     def rmsnorm(self, nid: str, x: str, m: nn.Module) -> str:
         eps = getattr(m, "variance_epsilon", getattr(m, "eps", None))
+        if eps is None:
+            raise ConversionError(f"'{nid}' is a {type(m).__name__} with no variance_epsilon or eps", node=nid)
         return self.emit(nid, "rmsnorm", [x], {"weight": m.weight}, eps=float(eps))
 
     def dropout(self, nid: str, x: str, p: float) -> str:
@@ -359,7 +421,7 @@ class _Nodes(GraphBuilder):
 def _linear_weight(m: nn.Module) -> torch.Tensor:
     if isinstance(m, nn.Linear):
         return m.weight
-    if type(m).__name__ == "Conv1D" and hasattr(m, "nf"):    # GPT-2's: weight [in, out]
+    if type(m).__name__ == "Conv1D" and hasattr(m, "nf") and isinstance(m.weight, torch.Tensor):  # GPT-2's: [in, out]
         return m.weight.t()
     raise ConversionError(f"a projection of type {type(m).__name__} is not supported (nn.Linear or Conv1D)")
 
@@ -402,7 +464,7 @@ def _gpt2(b: _Nodes, base, t: int) -> str:
     return b.layernorm("ln_f", x, base.ln_f)
 
 
-def _bert(b: _Nodes, base, t: int) -> str:
+def _bert(b: _Nodes, base, t: int) -> str | list[str]:
     cfg = base.config
     _refuse(cfg.is_decoder, "a BERT decoder (is_decoder=True) is not supported")
     kind = getattr(cfg, "position_embedding_type", "absolute")
@@ -428,18 +490,27 @@ def _bert(b: _Nodes, base, t: int) -> str:
         h = b.dropout(f"{p}_output_dropout", b.linear(f"{p}_output_dense", h, layer.output.dense),
                       cfg.hidden_dropout_prob)
         x = b.layernorm(f"{p}_output_LayerNorm", b.emit(f"{p}_output_add", "add", [h, x]), layer.output.LayerNorm)
-    return x
+    return _pooler(b, base, x, "tanh")
 
 
-def _rope(cfg) -> dict:
-    """The attention op's rotary fields from a config's ``rope_parameters``: ``rope_theta``, and ``rope_scaling``
-    for Llama 3.x's ``llama3`` and ``linear`` scaling."""
-    rope = getattr(cfg, "rope_parameters", None) or {}
+def _pooler(b: _Nodes, base, x: str, activation: str) -> str | list[str]:
+    """The last hidden state, and with a pooler (BERT's and ViT's ``...Model``) its output too: the first token's
+    state through ``pooler.dense`` and the activation (the graph's second output, ``pooler_output``)."""
+    if getattr(base, "pooler", None) is None:
+        return x
+    first = b.emit("pooler_first_token", "token_pool", [x], mode="first")
+    return [x, b.activation("pooler_activation", b.linear("pooler_dense", first, base.pooler.dense), activation)]
+
+
+def _rope(cfg, rope: Optional[dict] = None) -> dict:
+    """The attention op's rotary fields from a config's ``rope_parameters`` (or ``rope``, Gemma 3's entry for one
+    layer type): ``rope_theta``, and ``rope_scaling`` for Llama 3.x's ``llama3`` and ``linear`` scaling."""
+    rope = rope if rope is not None else (getattr(cfg, "rope_parameters", None) or {})
     kind = rope.get("rope_type", "default")
     _refuse(kind not in ("default", "llama3", "linear"),
             f"rope_type {kind!r} is not supported (default, llama3 and linear are)")
     _refuse(rope.get("partial_rotary_factor", 1.0) != 1.0, "a partial rotary embedding is not supported")
-    fields = {"rope_theta": float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))}
+    fields: dict[str, Any] = {"rope_theta": float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0)))}
     if kind == "linear":
         fields["rope_scaling"] = {"rope_type": "linear", "factor": float(rope["factor"])}
     elif kind == "llama3":
@@ -459,11 +530,9 @@ def _llama(b: _Nodes, base, t: int) -> str:
                embedding_dim=cfg.hidden_size)
     for i, layer in enumerate(base.layers):
         p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
-        _refuse(getattr(att, "sliding_window", None) not in (None, 0) and att.sliding_window < t,
-                f"layers.{i}: a sliding attention window shorter than seq_len is not supported")
         post_norm = hasattr(layer, "post_feedforward_layernorm")   # OLMo 2: norms after the branches, none before
         h = x if post_norm else b.rmsnorm(f"{p}_input_layernorm", x, layer.input_layernorm)
-        qk = {}
+        qk: dict[str, Any] = {}
         if getattr(att, "q_norm", None) is not None:    # Qwen3: an RMSNorm over each q and k head; OLMo 2: over all
             whole = att.q_norm.weight.shape[0] != getattr(att, "head_dim", -1)
             qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.variance_epsilon),
@@ -473,7 +542,7 @@ def _llama(b: _Nodes, base, t: int) -> str:
         h = b.attention(f"{p}_self_attn", h, q, k, v, att.o_proj,
                         num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
                         head_dim=getattr(att, "head_dim", None), causal=True, rotary=True, **rope, **qk,
-                        dropout=float(cfg.attention_dropout))
+                        dropout=float(cfg.attention_dropout), window=_window(att, cfg))
         if post_norm:
             h = b.rmsnorm(f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
         x = b.emit(f"{p}_add_1", "add", [x, b.dropout(f"{p}_resid_attn_dropout", h, _resid_dropout(cfg))])
@@ -490,6 +559,58 @@ def _llama(b: _Nodes, base, t: int) -> str:
             h = b.rmsnorm(f"{p}_post_feedforward_layernorm", h, layer.post_feedforward_layernorm)
         x = b.emit(f"{p}_add_2", "add", [x, h])
     return b.rmsnorm("norm", x, base.norm)
+
+
+def _gemma(b: _Nodes, base, t: int) -> str:
+    """Gemma 2 and Gemma 3 (text): the embedding scaled by ``sqrt(hidden_size)``, four RMSNorms per layer with a
+    gain of ``1 + weight`` (before and after each branch), queries scaled by ``query_pre_attn_scalar ** -0.5``,
+    Gemma 2's attention soft-capping, sliding-window layers (Gemma 3's with their own rotary base) and Gemma 3's
+    q/k norms."""
+    cfg = base.config
+    _refuse(bool(getattr(cfg, "use_bidirectional_attention", False)),
+            "use_bidirectional_attention (Gemma 3's bidirectional variant) is not supported")
+    x = _tokens(b, t, cfg.vocab_size)
+    x = b.emit("embed_tokens", "embedding", [x], {"weight": base.embed_tokens.weight}, embedding_dim=cfg.hidden_size,
+               scale=float(base.embed_tokens.embed_scale))
+    act = cfg.hidden_activation
+    for i, layer in enumerate(base.layers):
+        p, att, mlp = f"layers_{i}", layer.self_attn, layer.mlp
+        h = _gemma_norm(b, f"{p}_input_layernorm", x, layer.input_layernorm)
+        rope = cfg.rope_parameters
+        if "rope_type" not in rope:   # Gemma 3: one entry per layer type (the local layers' rope_local_base_freq)
+            rope = rope[att.layer_type]
+        qk: dict[str, Any] = {}
+        if getattr(att, "q_norm", None) is not None:
+            qk = {"qk_norm": True, "qk_norm_eps": float(att.q_norm.eps), "qk_norm_offset": 1.0,
+                  "extra_state": {"q_norm.weight": att.q_norm.weight, "k_norm.weight": att.k_norm.weight}}
+        scale = float(att.scaling)
+        h = b.attention(f"{p}_self_attn", h, att.q_proj, att.k_proj, att.v_proj, att.o_proj,
+                        num_heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads, head_dim=att.head_dim,
+                        causal=True, rotary=True, **_rope(cfg, rope), **qk, dropout=float(cfg.attention_dropout),
+                        scale=None if scale == att.head_dim ** -0.5 else scale,
+                        softcap=att.attn_logit_softcapping, window=att.sliding_window)
+        h = _gemma_norm(b, f"{p}_post_attention_layernorm", h, layer.post_attention_layernorm)
+        x = b.emit(f"{p}_add_1", "add", [x, h])
+        h = _gemma_norm(b, f"{p}_pre_feedforward_layernorm", x, layer.pre_feedforward_layernorm)
+        gate = b.activation(f"{p}_mlp_act_fn", b.linear(f"{p}_mlp_gate_proj", h, mlp.gate_proj), act)
+        h = b.emit(f"{p}_mlp_mul", "mul", [gate, b.linear(f"{p}_mlp_up_proj", h, mlp.up_proj)])
+        h = b.linear(f"{p}_mlp_down_proj", h, mlp.down_proj)
+        h = _gemma_norm(b, f"{p}_post_feedforward_layernorm", h, layer.post_feedforward_layernorm)
+        x = b.emit(f"{p}_add_2", "add", [x, h])
+    return _gemma_norm(b, "norm", x, base.norm)
+
+
+def _gemma_norm(b: _Nodes, nid: str, x: str, m: Any) -> str:
+    """Gemma's RMSNorm: its gain is ``1 + weight``."""
+    return b.emit(nid, "rmsnorm", [x], {"weight": m.weight}, eps=float(m.eps), offset=1.0)
+
+
+def _window(att, cfg) -> Optional[int]:
+    """An attention layer's sliding window: its own ``sliding_window`` (Qwen2's sliding layers), or Mistral's
+    config's, which every layer reads."""
+    if hasattr(att, "sliding_window"):
+        return att.sliding_window or None
+    return (getattr(cfg, "sliding_window", None) or None) if cfg.model_type == "mistral" else None
 
 
 def _resid_dropout(cfg) -> float:
@@ -537,8 +658,9 @@ def _native_routers(model: nn.Module):
     input's dtype, as the ``moe`` op does (in float32 the two are the same function). The experts run in their
     eager loop (the grouped matmul takes no float64)."""
     routers = [m for m in model.modules() if type(m).__name__.endswith("TopKRouter")]
-    configs = {id(m.config): m.config for m in model.modules()
-               if hasattr(m, "_is_expert_parallel") and hasattr(getattr(m, "config", None), "_experts_implementation")}
+    configs: dict[int, Any] = {
+        id(m.config): m.config for m in model.modules()
+        if hasattr(m, "_is_expert_parallel") and hasattr(getattr(m, "config", None), "_experts_implementation")}
     saved = {k: c._experts_implementation for k, c in configs.items()}
     for c in configs.values():
         c._experts_implementation = "eager"
@@ -560,7 +682,7 @@ def _native_routers(model: nn.Module):
             c._experts_implementation = saved[k]
 
 
-def _vit(b: _Nodes, base, t: int) -> str:
+def _vit(b: _Nodes, base, t: int) -> str | list[str]:
     cfg = base.config
     _refuse(not cfg.qkv_bias, "qkv_bias=False is not supported: the attention op has biases on all four "
                               "projections or on none, and ViT's output projection has one")
@@ -587,18 +709,18 @@ def _vit(b: _Nodes, base, t: int) -> str:
         h = b.activation(f"{p}_mlp_activation_fn", b.linear(f"{p}_mlp_fc1", h, mlp.fc1), cfg.hidden_act)
         h = b.dropout(f"{p}_dropout_1", b.linear(f"{p}_mlp_fc2", h, mlp.fc2), layer.dropout.p)
         x = b.emit(f"{p}_add_2", "add", [h, x])
-    return b.layernorm("layernorm", x, base.layernorm)
+    return _pooler(b, base, b.layernorm("layernorm", x, base.layernorm), cfg.pooler_act)
 
 
 def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
     """A causal LM's ``lm_head``; one tied to the embedding (``tie_word_embeddings``) is a linear with
     ``tied_to`` the embedding node, its weight the embedding's tensor itself."""
     head = getattr(model, "lm_head", None)
-    _refuse(not isinstance(head, nn.Linear), f"{type(model).__name__}: only a base model or a causal LM with an "
-                                             f"lm_head is supported")
+    if not isinstance(head, nn.Linear):
+        raise ConversionError(f"{type(model).__name__}: only a base model or a causal LM with an lm_head is supported")
     embed = base.get_input_embeddings()
     if head.weight is getattr(embed, "weight", None):   # tied: the head reads the embedding's table
-        table = "wte" if model.config.model_type == "gpt2" else "embed_tokens"
+        table = "wte" if getattr(model.config, "model_type", None) == "gpt2" else "embed_tokens"
         state = {"weight": b.weights[f"{table}.weight"]}
         if head.bias is not None:
             state["bias"] = head.bias
@@ -606,16 +728,22 @@ def _head(b: _Nodes, model: nn.Module, base, x: str) -> str:
                       bias=head.bias is not None, tied_to=table)
         for key, tensor in state.items():   # the very tensor of the table: one tensor, as in the model
             b.weights[f"{node}.{key}"] = tensor if key == "weight" else tensor.detach().clone()
-        return node
-    return b.linear("lm_head", x, head)
+    else:
+        node = b.linear("lm_head", x, head)
+    cap = getattr(model.config, "final_logit_softcapping", None)   # Gemma: the logits soft-capped
+    return node if cap is None else b.emit("lm_head_softcap", "softcap", [node], cap=float(cap))
 
 
 #: model type -> the function that reads its base model
-#: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (a sliding window, refused where shorter than seq_len) are
+#: Qwen2 (biases on q/k/v, not on o_proj) and Mistral (its sliding window an attention `window`) are
 #: laid out as Llama is; the mixtures of experts too: Mixtral, Qwen3-MoE (Qwen3's per-head q/k norms; the dense
 #: layers its ``decoder_sparse_step`` and ``mlp_only_layers`` make are read as Llama's MLP) and OLMoE (OLMo 2's q/k
 #: norms over all heads, its norms before the branches as Llama's)
 WALKERS: dict[str, Callable] = {"gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "mistral": _llama,
                                 "qwen3": _llama, "phi3": _llama, "olmo2": _llama, "mixtral": _llama,
-                                "qwen3_moe": _llama, "olmoe": _llama, "vit": _vit}
+                                "qwen3_moe": _llama, "olmoe": _llama, "vit": _vit, "gemma2": _gemma,
+                                "gemma3_text": _gemma}
+
+#: the Gemma model types (read with the eager attention: SDPA does not soft-cap)
+GEMMA = ("gemma2", "gemma3_text")
 

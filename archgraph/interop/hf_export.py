@@ -6,12 +6,15 @@ reads the new sizes off the graph (hidden size, layers, heads, kv heads, head si
 table), writes the family's ``config.json`` with them over the source's config, and fills every tensor of the
 family's own class (built on the ``meta`` device: no memory) from the graph's weights: the generic way is the
 longest prefix of its module path that is a node id; GPT-2's fused ``c_attn`` and ``Conv1D`` layout, BERT's folded
-token-type row and ViT's class token and position table are written back by hand. A causal LM whose head still
-equals its embedding is written tied (``tie_word_embeddings``), as it came.
+token-type row, ViT's class token and position table and the mixtures of experts' fused expert tensors
+(:data:`MOE_TENSORS`) are written back by hand; Gemma's embedding scale is folded in where the stream was resized
+(:func:`_gemma_fold`). A causal LM whose head still equals its embedding is written tied (``tie_word_embeddings``),
+as it came.
 
 Sizes the family's class expresses load natively: every layer the same head count, kv heads, head size and MLP
 width (``archgraph prune --uniform`` keeps them so); GPT-2, BERT and ViT also need ``head_dim * heads`` equal to the
-hidden size. Where the layers' sizes differ, Llama, Qwen2 and Mistral get a small modeling file beside the weights
+hidden size; the expert families every sparse layer the same expert count, top k and expert width. Where the
+layers' sizes differ, the Llama-like families and Gemma get a small modeling file beside the weights
 (``modeling_archgraph.py``: the family's classes with each decoder layer built at its own sizes, named in the
 config's ``auto_map``; ``from_pretrained(out, trust_remote_code=True)``); other families are refused with the
 reason.
@@ -68,6 +71,12 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     data = {k: v for k, v in config.items() if k not in ("transformers_version", "_name_or_path", "auto_map",
                                                          "layer_sizes")}
     data.update(sizes)
+    # a size written under a name the config class maps to another (Qwen3-MoE's num_experts is saved as
+    # num_local_experts): the graph's value under the saved name
+    aliases = getattr(tr.AutoConfig.for_model(model_type).__class__, "attribute_map", {}) or {}
+    for alias, name in aliases.items():
+        if alias in sizes and alias != name:
+            data[name] = data.pop(alias)
     if getattr(data.get("layer_types"), "__len__", None) and len(data["layer_types"]) != sizes["num_hidden_layers"]:
         data["layer_types"] = list(data["layer_types"])[:sizes["num_hidden_layers"]]
     floating = {t.dtype for t in weights.values() if t.is_floating_point()}
@@ -77,7 +86,7 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     data["tie_word_embeddings"] = tied
     out = Path(out)
     if per_layer is None:
-        cfg = tr.AutoConfig.for_model(**data)
+        cfg = _config(tr, model_type, data)
         auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
         with torch.device("meta"):
             skeleton = auto.from_config(cfg)
@@ -86,6 +95,8 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
     if per_layer is None:
         cfg.architectures = [type(skeleton).__name__]
     state = _state(graph, weights, skeleton, model_type, tied)
+    if model_type in FOLD:
+        state = FOLD[model_type](graph, state, tied)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(str(out))
     _save_shards(state, out, max_shard_bytes)
@@ -96,6 +107,16 @@ def to_pretrained(graph: Graph, weights: Mapping[str, torch.Tensor], out: PathLi
             if (Path(source) / name).is_file():
                 shutil.copyfile(Path(source) / name, out / name)
     return out
+
+
+def _config(tr, model_type: str, data: dict):
+    """The family's config with the graph's sizes; one its class validates away (transformers checks some
+    sizes, such as the hidden size being a multiple of the heads) is a :class:`ConversionError` saying why."""
+    try:
+        return tr.AutoConfig.for_model(**data)
+    except Exception as err:    # noqa: BLE001 - transformers' validators raise their own error classes
+        first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+        raise ConversionError(f"the {model_type} config refuses the graph's sizes: {first}") from None
 
 
 # ---- sizes -------------------------------------------------------------------------------------------------------
@@ -179,26 +200,109 @@ def _vit_sizes(graph: Graph) -> dict:
     d, h, _, hd = _heads(graph)
     _fixed_head_dim("ViT", d, h, hd)
     n = len(_attentions(graph))
-    return {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
-            "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
+    sizes = {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
+             "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
+    if "pooler_dense" in graph.nodes:
+        sizes["pooler_output_size"] = graph.nodes["pooler_dense"].out_features
+    return sizes
+
+
+#: model type -> (the config's expert count, its expert width, its dense MLP width or None: every layer sparse)
+MOE_FIELDS = {"mixtral": ("num_local_experts", "intermediate_size", None),
+              "qwen3_moe": ("num_experts", "moe_intermediate_size", "intermediate_size"),
+              "olmoe": ("num_experts", "intermediate_size", None)}
+
+
+def _moe_sizes(model_type: str) -> Callable[[Graph], dict]:
+    """A mixture-of-experts family's sizes: Llama's attention sizes (every layer alike) and the ``moe`` nodes'
+    expert count, top k and expert width (every sparse layer alike: the family's class has one of each);
+    Qwen3-MoE's dense layers (``mlp_only_layers``) their own width."""
+    experts_key, width_key, dense_key = MOE_FIELDS[model_type]
+
+    def sizes(graph: Graph) -> dict:
+        d, h, kv, hd = _heads(graph)
+        n = len(_attentions(graph))
+        moe = {i: graph.nodes[f"layers_{i}_mlp"] for i in range(n) if f"layers_{i}_mlp" in graph.nodes}
+        if not moe:
+            raise ConversionError(f"the graph has no moe node (layers_<i>_mlp): it is not a {model_type} model")
+        dense = [i for i in range(n) if i not in moe]
+        if dense and dense_key is None:
+            raise ConversionError(f"{model_type} has a mixture of experts in every layer; layers {dense} of the "
+                                  f"graph have none")
+        for nid, node in ((f"layers_{i}_mlp", m) for i, m in moe.items()):
+            if getattr(node, "expert_ramp", None) is not None:
+                raise ConversionError(f"'{nid}' still masks its new experts (expert_ramp): the {model_type} router "
+                                      f"has no mask; train until the mask is 1 (or remove the field) first",
+                                      node=nid)
+        normalize = _uniform("routers' normalize", [m.normalize for m in moe.values()])
+        activation = _uniform("expert activations", [m.activation for m in moe.values()])
+        out = {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h, "num_key_value_heads": kv,
+               "head_dim": hd, "vocab_size": _vocab(graph, "embed_tokens"), "hidden_act": activation,
+               experts_key: _uniform("expert counts", [m.num_experts for m in moe.values()]),
+               "num_experts_per_tok": _uniform("top k", [m.top_k for m in moe.values()]),
+               width_key: _uniform("expert widths", [m.hidden for m in moe.values()])}
+        if model_type == "mixtral":
+            if not normalize:
+                raise ConversionError("Mixtral's router always renormalises its top k; the graph's moe nodes have "
+                                      "normalize: false")
+        else:
+            out["norm_topk_prob"] = normalize
+        if dense_key is not None:   # Qwen3-MoE: the dense layers named, whatever step the source had
+            out["mlp_only_layers"], out["decoder_sparse_step"] = dense, 1
+        if dense:
+            out[dense_key] = _uniform("dense MLP widths",
+                                      [graph.nodes[f"layers_{i}_mlp_gate_proj"].out_features for i in dense])
+        return out
+    return sizes
+
+
+def _gemma_fold(graph: Graph, state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """Gemma's class scales the embedding by ``sqrt(hidden_size)`` itself; a graph whose stream was resized keeps
+    its import's scale ``s``. The ratio ``c = s / sqrt(hidden_size)`` is folded into the table; a tied head reads
+    that table too, so the final norm's gain ``1 + w`` is divided by ``c`` (``w' = (1 + w) / c - 1``): the same
+    function up to the dtype's rounding."""
+    scale = graph.nodes["embed_tokens"].scale
+    key = next(k for k in state if k.endswith("embed_tokens.weight"))
+    table, prefix = state[key], key[:-len("embed_tokens.weight")]
+    d = table.shape[1]
+    if scale is None:
+        raise ConversionError("Gemma's class scales the embedding by sqrt(hidden_size), but the graph's "
+                              "embed_tokens has no scale", node="embed_tokens")
+    c = scale / float(torch.tensor(d ** 0.5, dtype=table.dtype))
+    if c == 1.0:
+        return state
+    state[key] = table * c
+    if tied:
+        norm = state[prefix + "norm.weight"]
+        state[prefix + "norm.weight"] = ((1.0 + norm.double()) / c - 1.0).to(norm.dtype)
+    return state
 
 
 #: model type -> the config fields read off the graph
 SIZES: dict[str, Callable[[Graph], dict]] = {
     "llama": _llama_sizes, "qwen2": _llama_sizes, "mistral": _llama_sizes, "qwen3": _llama_sizes,
-    "phi3": _llama_sizes, "olmo2": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes}
+    "phi3": _llama_sizes, "olmo2": _llama_sizes, "gpt2": _gpt2_sizes, "bert": _bert_sizes, "vit": _vit_sizes,
+    "gemma2": _llama_sizes, "gemma3_text": _llama_sizes, **{t: _moe_sizes(t) for t in MOE_FIELDS}}
+
+#: model type -> what the graph holds and the family's class computes itself, folded into the tensors
+FOLD: dict[str, Callable] = {"gemma2": _gemma_fold, "gemma3_text": _gemma_fold}
 
 #: model type -> the graph's embedding node (its table is the tied head's)
 EMBEDDING = {"llama": "embed_tokens", "qwen2": "embed_tokens", "mistral": "embed_tokens", "qwen3": "embed_tokens",
-             "phi3": "embed_tokens", "olmo2": "embed_tokens", "gpt2": "wte"}
+             "phi3": "embed_tokens", "olmo2": "embed_tokens", "gpt2": "wte", "gemma2": "embed_tokens",
+             "gemma3_text": "embed_tokens", "mixtral": "embed_tokens", "qwen3_moe": "embed_tokens",
+             "olmoe": "embed_tokens"}
 
 
 def _tied(graph: Graph, weights: Mapping[str, torch.Tensor], model_type: str) -> bool:
     """Whether the head is tied to the embedding: ``tied_to`` in the graph, or (a graph whose head was untied)
     the two tables still equal."""
-    if getattr(graph.nodes.get("lm_head"), "tied_to", None) == EMBEDDING.get(model_type):
-        return True
     head, table = weights.get("lm_head.weight"), weights.get(f"{EMBEDDING.get(model_type)}.weight")
+    if getattr(graph.nodes.get("lm_head"), "tied_to", None) == EMBEDDING.get(model_type):
+        if head is not None and table is not None and head is not table and not torch.equal(head, table):
+            raise ConversionError("the graph ties lm_head to its embedding, but the weights give the two different "
+                                  "values: the family's class would hold one tensor for both", node="lm_head")
+        return True
     return (head is not None and table is not None and "lm_head.bias" not in weights
             and head.shape == table.shape and bool(torch.equal(head, table)))
 
@@ -213,6 +317,8 @@ FAMILY_CLASSES = {
     "qwen3": ("qwen3", "Qwen3Config", "Qwen3Model", "Qwen3ForCausalLM", "Qwen3DecoderLayer"),
     "phi3": ("phi3", "Phi3Config", "Phi3Model", "Phi3ForCausalLM", "Phi3DecoderLayer"),
     "olmo2": ("olmo2", "Olmo2Config", "Olmo2Model", "Olmo2ForCausalLM", "Olmo2DecoderLayer"),
+    "gemma2": ("gemma2", "Gemma2Config", "Gemma2Model", "Gemma2ForCausalLM", "Gemma2DecoderLayer"),
+    "gemma3_text": ("gemma3", "Gemma3TextConfig", "Gemma3TextModel", "Gemma3ForCausalLM", "Gemma3DecoderLayer"),
 }
 
 MODELING_FILE = "modeling_archgraph.py"
@@ -310,7 +416,7 @@ def _state(graph: Graph, weights: Mapping[str, torch.Tensor], skeleton, model_ty
         if tied and key == "lm_head.weight":
             continue
         inner = key[len(prefix):] if has_base and key.startswith(prefix) else key
-        if inner.startswith("pooler."):   # the import leaves the pooler out: not part of the graph
+        if inner.startswith("pooler.") and "pooler_dense" not in graph.nodes:   # a graph without the pooler
             continue
         if inner == "embeddings.token_type_embeddings.weight":
             # BERT: the import folds token type 0's row into the position table; rows of zeros keep the function
@@ -361,7 +467,17 @@ def _fused(node: str, parts: tuple[str, ...]):
     return make
 
 
+#: a ``moe`` node's tensors as the installed transformers' expert classes hold them: the router ``gate.weight``
+#: ``[E, D]``, the experts fused ``experts.gate_up_proj`` ``[E, 2F, D]`` (gate first) and ``experts.down_proj``
+#: ``[E, D, F]``
+MOE_TENSORS: dict[str, Callable] = {
+    "mlp.gate.weight": lambda p, w: w[f"{p}_mlp.router.weight"],
+    "mlp.experts.gate_up_proj": lambda p, w: torch.cat([w[f"{p}_mlp.gate_proj"], w[f"{p}_mlp.up_proj"]], 1),
+    "mlp.experts.down_proj": lambda p, w: w[f"{p}_mlp.down_proj"],
+}
+
 SPECIAL: dict[str, dict[str, Callable]] = {
+    "mixtral": MOE_TENSORS, "qwen3_moe": MOE_TENSORS, "olmoe": MOE_TENSORS,
     "phi3": {   # fused projections, cut in three and two by the import
         "self_attn.qkv_proj.weight": _fused("self_attn", (".q_proj", ".k_proj", ".v_proj")),
         "mlp.gate_up_proj.weight": _fused("mlp", ("_gate_proj", "_up_proj")),

@@ -48,12 +48,32 @@ def original_names(graph: Graph, like: str) -> dict[str, str]:
     """``{"<node_id>.<param>": original name}`` for every tensor of ``graph``, or a :class:`ConfigError` naming the
     node that breaks the correspondence with the original model ``like``."""
     model = like_model(like, graph)
+    _fill_distinct(model)
+    original = model.state_dict()
+    base, weights = _import_like(model, graph, like)
+    names = _match_by_value(original, weights)
+    names.update(_match_integer_buffers(names, original, weights))
+    _same_structure(graph, base, like)
+    for key in weights:
+        if key not in names:
+            node = key.partition(".")[0]
+            raise ConfigError(f"the importer computed tensor '{key}' of {like} rather than copying one of its "
+                              f"parameters, so it has no name in the original module", node=node, field="like")
+    return names
+
+
+def _fill_distinct(model: torch.nn.Module) -> None:
+    """A distinct random value in every floating-point entry of ``model``'s state dict, so that each imported tensor
+    can be traced back to the entry it was copied from."""
     gen = torch.Generator().manual_seed(12345)
     with torch.no_grad():
         for t in model.state_dict().values():
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype))
-    original = model.state_dict()
+
+
+def _import_like(model: torch.nn.Module, graph: Graph, like: str) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """``model`` imported at ``graph``'s input size: the graph and its weights."""
     if len(graph.inputs) != 1:
         raise ConfigError("--like needs a graph with one input", field="like")
     shape = graph.shape(next(iter(graph.inputs)))   # a TokenShape (with its vocab) for token ids
@@ -63,30 +83,42 @@ def original_names(graph: Graph, like: str) -> dict[str, str]:
     except Exception as err:  # the model does not import at this input size: say so
         raise ConfigError(f"{like} does not import at the graph's input size {list(shape)}: {err}",
                           field="like") from None
-    by_value: dict = {}
+    return base, weights
+
+
+def _value_key(t: torch.Tensor) -> tuple[tuple[int, ...], bytes]:
+    return tuple(t.shape), t.detach().cpu().numpy().tobytes()
+
+
+def _match_by_value(original: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Each floating-point imported tensor's original name: the original entry holding the same values."""
+    by_value: dict[tuple[tuple[int, ...], bytes], str] = {}
     for key, t in original.items():
         if t.is_floating_point():
-            by_value.setdefault((tuple(t.shape), t.detach().cpu().numpy().tobytes()), key)
+            by_value.setdefault(_value_key(t), key)
     names: dict[str, str] = {}
     for key, t in weights.items():
-        found = by_value.get((tuple(t.shape), t.detach().cpu().numpy().tobytes())) if t.is_floating_point() else None
+        found = by_value.get(_value_key(t)) if t.is_floating_point() else None
         if found is not None:
             names[key] = found
-    for key in weights:   # integer buffers (num_batches_tracked): beside a matched tensor of the same node
-        if key not in names:
-            node, _, param = key.partition(".")
-            prefixes = {v.rsplit(".", 1)[0] for k, v in names.items() if k.partition(".")[0] == node and "." in v}
-            guess = [f"{p}.{param.rsplit('.', 1)[-1]}" for p in prefixes]
-            guess = [g for g in guess if g in original and tuple(original[g].shape) == tuple(weights[key].shape)]
-            if len(guess) == 1:
-                names[key] = guess[0]
-    _same_structure(graph, base, like)
-    for key in weights:
-        if key not in names:
-            node = key.partition(".")[0]
-            raise ConfigError(f"the importer computed tensor '{key}' of {like} rather than copying one of its "
-                              f"parameters, so it has no name in the original module", node=node, field="like")
     return names
+
+
+def _match_integer_buffers(names: Mapping[str, str], original: Mapping[str, torch.Tensor],
+                           weights: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Names for the tensors not matched by value (integer buffers such as ``num_batches_tracked``): the one entry
+    of that name and shape beside a matched tensor of the same node."""
+    found: dict[str, str] = {}
+    for key in weights:
+        if key in names:
+            continue
+        node, _, param = key.partition(".")
+        prefixes = {v.rsplit(".", 1)[0] for k, v in names.items() if k.partition(".")[0] == node and "." in v}
+        guess = [f"{p}.{param.rsplit('.', 1)[-1]}" for p in prefixes]
+        guess = [g for g in guess if g in original and tuple(original[g].shape) == tuple(weights[key].shape)]
+        if len(guess) == 1:
+            found[key] = guess[0]
+    return found
 
 
 def _same_structure(graph: Graph, base: Graph, like: str) -> None:

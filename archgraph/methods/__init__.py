@@ -1,8 +1,9 @@
 """Growth and pruning methods in your own training loop: :func:`attach`.
 
-The methods of run files (``gnap``, ``cgap``, ``scs``, ``gbp``, ``gumbel``, ``budget``, ``staged``, and ``dense``,
-which does nothing) work on an :class:`archgraph.Network` and your optimizer. ``archgraph grow`` drives the same
-strategies through the same :class:`~archgraph.methods.driver.Driver`.
+The methods of run files (``gnap``, ``cgap``, ``scs``, ``gbp``, ``gumbel``, ``budget``, ``staged``, ``distill``,
+and ``dense``, which does nothing) work on an :class:`archgraph.Network` and your optimizer (with ``distill``,
+``method.loss(task_loss)`` is the whole objective: it weighs the task loss by ``alpha``). ``archgraph grow`` drives
+the same strategies through the same :class:`~archgraph.methods.driver.Driver`.
 
 >>> import archgraph, torch
 >>> from archgraph import methods

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Literal
 
 from .common import A_, ACT, F_, always, call, every, same_shape
-from .node import Float, NodeSpec
+from .node import Float, NodeSpec, PositiveFloat
 from .opdef import Build, Coupling, Imports, OpDef, RewriteFacts, Sizes, Traits, never
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
@@ -50,17 +50,24 @@ class LeakyReLU(NodeSpec):
     negative_slope: Float = 0.01
 
 
+class Softcap(NodeSpec):
+    """``cap * tanh(x / cap)``: every value squashed into ``(-cap, cap)`` (Gemma 2's and 3's final logit
+    soft-capping, ``final_logit_softcapping``)."""
+    op: Literal["softcap"] = "softcap"
+    cap: PositiveFloat
+
+
 # ---- facts ----------------------------------------------------------------------------------------------------
 
 
 def _activation(kind, target: Callable, *, block: bool = False, nonneg=never, identity=never, modules=(),
-                functions=(), methods=(), shifts_zero: bool = False, **kwargs_of) -> OpDef:
+                functions=(), methods=(), shifts_zero: bool = False, via: str = "", **kwargs_of) -> OpDef:
     """An element-wise activation built as a function call (``target(T)``, keyword arguments ``kwargs_of``)."""
     return OpDef(kind=kind, sizes=Sizes(shape=same_shape), coupling=Coupling(role=ACT),
                  traits=Traits(is_activation=True, block_activation=block),
                  build=Build(function=call(target, **kwargs_of)),
                  rewrite=RewriteFacts(nonneg=nonneg, identity=identity, shifts_zero=shifts_zero),
-                 imports=Imports(modules=modules, functions=functions, methods=methods))
+                 imports=Imports(modules=modules, functions=functions, methods=methods, via=via))
 
 
 DEFS: tuple[OpDef, ...] = (
@@ -84,4 +91,8 @@ DEFS: tuple[OpDef, ...] = (
     _activation(LeakyReLU, lambda T: T.F.leaky_relu, block=True, modules=("torch.nn.LeakyReLU",),
                 functions=(F_ + "leaky_relu", A_ + "leaky_relu.default", A_ + "leaky_relu_.default"),
                 negative_slope=lambda n: n.negative_slope),
+    # softcap(0) = 0; odd and increasing, like tanh
+    _activation(Softcap, lambda T: T.extra.softcap, cap=lambda n: n.cap,
+                via="Gemma 2's and 3's final_logit_softcapping, read by the Hugging Face import "
+                    "(archgraph.interop.hf); a tanh between two multiplications stays three nodes"),
 )

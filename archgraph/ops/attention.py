@@ -8,7 +8,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from .common import ATTENTION_COLOUR, EXTRA, F_, always, bad, call, channel_width, fixed, need_rank, need_ranks, pair
-from .node import Bool, NodeSpec, NonNegativeInt, Pair, PositiveFloat, PositiveInt, Probability
+from .node import Bool, Float, NodeSpec, NonNegativeInt, Pair, PositiveFloat, PositiveInt, Probability
 from .opdef import MIXER, SHUFFLE, Build, Coupling, Export, Imports, OpDef, RewriteFacts, Sizes
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
@@ -49,7 +49,14 @@ class Attention(NodeSpec):
     ``q_norm`` / ``k_norm``: weights ``q_norm.weight``, ``k_norm.weight`` ``[head_dim]``, shared by the heads;
     epsilon ``qk_norm_eps``); with ``qk_norm_span: all`` one RMSNorm over all the heads' features of q and one of k
     (OLMo 2: ``q_norm.weight`` ``[num_heads*head_dim]``, ``k_norm.weight`` ``[kv_heads*head_dim]``, a block per
-    head, so removing or adding heads changes the others' normalisation: not exact)."""
+    head, so removing or adding heads changes the others' normalisation: not exact). ``qk_norm_offset``: those norms'
+    gain is ``offset + weight`` (Gemma 3's q/k norms: 1).
+
+    ``scale``: the factor of the scores ``q . k`` (by default ``head_dim ** -0.5``; Gemma's
+    ``query_pre_attn_scalar ** -0.5``). ``softcap``: the scores capped as ``softcap * tanh(s / softcap)`` before the
+    mask and the softmax (Gemma 2's ``attn_logit_softcapping``). ``window``: sliding-window attention (Mistral's,
+    Gemma's local layers): query ``i`` reads only keys ``j`` with ``i - j < window`` (the ``window`` latest
+    positions, itself included); it goes with ``causal``."""
     op: Literal["attention"] = "attention"
     num_heads: PositiveInt
     head_dim: Optional[PositiveInt] = None
@@ -64,11 +71,19 @@ class Attention(NodeSpec):
     qk_norm: Bool = False
     qk_norm_eps: PositiveFloat = 1e-6
     qk_norm_span: Literal["head", "all"] = "head"
+    qk_norm_offset: Float = 0.0
+    scale: Optional[PositiveFloat] = None
+    softcap: Optional[PositiveFloat] = None
+    window: Optional[PositiveInt] = None
 
     @model_validator(mode="after")
     def _groups(self) -> "Attention":
         if self.rope_scaling is not None and not self.rotary:
             raise ValueError("rope_scaling goes with rotary: true")
+        if self.window is not None and not self.causal:
+            raise ValueError("window (sliding-window attention) goes with causal: true")
+        if self.qk_norm_offset and not self.qk_norm:
+            raise ValueError("qk_norm_offset goes with qk_norm: true")
         if self.kv_heads is not None and self.num_heads % self.kv_heads:
             raise ValueError(f"kv_heads={self.kv_heads} must divide num_heads={self.num_heads}")
         return self
@@ -217,7 +232,8 @@ def attention_module(T, node: Attention, ins):
     return T.extra.Attention(d, h, hd, kv, causal=node.causal, bias=node.bias, dropout=node.dropout,
                              rotary=node.rotary, rope_theta=node.rope_theta, qkv_bias=node.qkv_bias,
                              rope_scaling=scaling, qk_norm_eps=node.qk_norm_eps if node.qk_norm else None,
-                             qk_norm_span=node.qk_norm_span)
+                             qk_norm_span=node.qk_norm_span, window=node.window, softcap=node.softcap,
+                             scale=node.scale, qk_norm_offset=node.qk_norm_offset)
 
 
 def attention_source(m) -> str:
@@ -227,6 +243,8 @@ def attention_source(m) -> str:
             + (f", rope_scaling={m.rope_scaling!r}" if m.rope_scaling else "")
             + (f", qk_norm_eps={m.qk_norm_eps!r}" if m.qk_norm_eps is not None else "")
             + (f", qk_norm_span={m.qk_norm_span!r}" if m.qk_norm_span != "head" else "")
+            + "".join(f", {k}={getattr(m, k)!r}" for k in ("window", "softcap", "scale") if getattr(m, k) is not None)
+            + (f", qk_norm_offset={m.qk_norm_offset!r}" if m.qk_norm_offset else "")
             + (f", qkv_bias={m.q_proj.bias is not None})" if (m.q_proj.bias is None) != (m.o_proj.bias is None)
                else ")"))
 

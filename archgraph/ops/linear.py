@@ -21,7 +21,7 @@ from .common import (
     need_rank,
     tokens_of,
 )
-from .node import Bool, NodeSpec, NonNegativeInt, PositiveInt, Str
+from .node import Bool, NodeSpec, NonNegativeInt, PositiveFloat, PositiveInt, Str
 from .opdef import SOURCE, Build, Coupling, Export, Imports, OpDef, RewriteFacts, Shape, Sizes, Traits
 
 # ---- node kinds ------------------------------------------------------------------------------------------------
@@ -43,9 +43,11 @@ class Linear(NodeSpec):
 
 class Embedding(NodeSpec):
     """A learned vector per token id (``torch.nn.Embedding``): token ids ``[T] -> [T, embedding_dim]``; the number
-    of rows is the ``vocab`` of the token input it reads."""
+    of rows is the ``vocab`` of the token input it reads. ``scale``: the rows multiplied by it (Gemma's
+    ``sqrt(hidden_size)``, rounded to the table's dtype first as Gemma's is); a tied head reads the table itself."""
     op: Literal["embedding"] = "embedding"
     embedding_dim: PositiveInt
+    scale: Optional[PositiveFloat] = None
 
 
 class PositionEmbedding(NodeSpec):
@@ -137,11 +139,17 @@ def embedding_resize(node: Embedding, width: int) -> dict:
 
 
 def embedding_module(T, node: Embedding, ins):
+    if node.scale is not None:
+        return T.extra.ScaledEmbedding(ins[0].vocab, node.embedding_dim, node.scale)
     return T.nn.Embedding(ins[0].vocab, node.embedding_dim)
 
 
 def embedding_source(m) -> str:
     return f"nn.Embedding({m.num_embeddings}, {m.embedding_dim})"
+
+
+def scaled_embedding_source(m) -> str:
+    return f"ScaledEmbedding({m.num_embeddings}, {m.embedding_dim}, {m.scale!r})"
 
 
 def position_shape(node, ins):
@@ -195,7 +203,8 @@ DEFS: tuple[OpDef, ...] = (
         coupling=Coupling(role=fixed(SOURCE), layout=embedding_layout, width_field="embedding_dim"),
         build=Build(module=embedding_module),
         rewrite=RewriteFacts(resize=embedding_resize),
-        export=Export(colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source}),
+        export=Export(colour=EMBED_COLOUR, python={"torch.nn.Embedding": embedding_source,
+                                                   EXTRA + ".ScaledEmbedding": scaled_embedding_source}),
         imports=Imports(modules=("torch.nn.Embedding",)),
     ),
     # a [T, D] / [1, T, D] parameter (or constant) added to a sequence

@@ -48,10 +48,12 @@ class LayerNorm(NodeSpec):
 
 class RMSNorm(NodeSpec):
     """Root-mean-square normalisation (``torch.nn.RMSNorm``) over the features of ``[F]`` or the last axis of a
-    sequence ``[T, D]``: ``x / sqrt(mean(x**2) + eps) * weight``; ``eps`` None is the dtype's machine epsilon."""
+    sequence ``[T, D]``: ``x / sqrt(mean(x**2) + eps) * weight``; ``eps`` None is the dtype's machine epsilon.
+    ``offset``: the gain is ``offset + weight`` (Gemma's norms: ``1 + weight``, a weight of zeros the identity)."""
     op: Literal["rmsnorm"] = "rmsnorm"
     eps: Optional[PositiveFloat] = None
     elementwise_affine: Bool = True
+    offset: Float = 0.0
 
 
 class GroupNorm(NodeSpec):
@@ -198,7 +200,8 @@ def gn_module(T, node: GroupNorm, ins):
 
 
 def rms_module(T, node: RMSNorm, ins):
-    return T.extra.RMSNorm(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine)
+    return T.extra.RMSNorm(channel_width(ins[0]), eps=node.eps, elementwise_affine=node.elementwise_affine,
+                           offset=node.offset)
 
 
 def grn_module(T, node: GRN, ins):
@@ -229,7 +232,8 @@ def ln_source(cls: str):
 
 
 def rms_source(m) -> str:
-    return f"RMSNorm({tuple(m.normalized_shape)}, eps={m.eps!r}, elementwise_affine={m.elementwise_affine})"
+    return (f"RMSNorm({tuple(m.normalized_shape)}, eps={m.eps!r}, elementwise_affine={m.elementwise_affine}"
+            + (f", offset={m.offset!r})" if m.offset else ")"))
 
 
 def scale_source(m) -> str:

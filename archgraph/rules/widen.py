@@ -110,10 +110,11 @@ def mixers(ch: Channels, space: Space) -> list[str]:
 
 
 def rescalable(ch: Channels, space: Space) -> bool:
-    """Whether every norm over these channels is an affine rmsnorm, so zero new channels can be compensated."""
+    """Whether every norm over these channels is an affine rmsnorm, so zero new channels can be compensated (not
+    one whose gain is ``offset + weight``, Gemma's: scaling its weight does not scale its gain)."""
     found = mixers(ch, space)
     return bool(found) and all(OPS[ch.graph.nodes[n].op].rescalable and ch.graph.nodes[n].elementwise_affine
-                               for n in found)
+                               and not getattr(ch.graph.nodes[n], "offset", 0.0) for n in found)
 
 
 def rescale_norms(draft: Draft, ch: Channels, space: Space, count: int) -> list[str]:

@@ -83,19 +83,32 @@ def mean(c, n, x, dim=None, keepdim=False, *, dtype=None, out=None):
     special = channels_last.mean(c, x, dim, keepdim, dtype)
     if special is not None:
         return special
-    if isinstance(x, Tail) and {d % 3 for d in ints(dim if dim is not None else ())} == {1} and not keepdim \
-            and dtype is None:
+    if isinstance(x, Tail) and _axes(dim, 3) == {1} and not keepdim and dtype is None:
         return Val(c.emit(None, "token_pool", [x.source.node], mode="mean", skip=x.skip))
     x = c.tensor(x)
     if x.layout in (CF, TND) and len(c.shape(x)) == 2:
-        dims = {d % 3 for d in ints(dim)} if dim is not None else set()
-        if dims != ({1} if x.layout == CF else {0}) or keepdim or dtype is not None:
-            raise c.fail(f"a mean over axes {dim} of a {layout_words(x)} sequence is not supported (only over "
-                         f"the tokens, without keepdim)")
-        return Val(c.emit(None, "token_pool", [x.node], mode="mean"))
-    x = c.cf(x, 3)
-    dims = {d % 4 for d in ints(dim)} if dim is not None else set()
-    if dims != {2, 3} or dtype is not None:
+        return _sequence_mean(c, x, dim, keepdim, dtype)
+    return _image_mean(c, c.cf(x, 3), dim, keepdim, dtype)
+
+
+def _axes(dim, rank: int) -> set[int]:
+    """``dim`` (None, an int or a sequence of them, negative counted from the end) as a set of axes of a tensor of
+    ``rank`` axes; None is no axis."""
+    return {d % rank for d in ints(dim)} if dim is not None else set()
+
+
+def _sequence_mean(c, x: Val, dim, keepdim, dtype) -> Val:
+    """A mean over a sequence's tokens (axis 1 of ``[N, C, T]``, axis 0 of ``[T, N, D]``): a ``token_pool``."""
+    if _axes(dim, 3) != ({1} if x.layout == CF else {0}) or keepdim or dtype is not None:
+        raise c.fail(f"a mean over axes {dim} of a {layout_words(x)} sequence is not supported (only over "
+                     f"the tokens, without keepdim)")
+    return Val(c.emit(None, "token_pool", [x.node], mode="mean"))
+
+
+def _image_mean(c, x: Val, dim, keepdim, dtype) -> Val:
+    """A mean over a channels-first image's positions: a global average pool (an adaptive one of size 1 with
+    ``keepdim``)."""
+    if _axes(dim, 4) != {2, 3} or dtype is not None:
         raise c.fail(f"a mean over axes {dim} is not supported (only over the spatial axes 2 and 3)")
     if keepdim:
         return Val(c.emit(None, "adaptive_avgpool2d", [x.node], output_size=1))

@@ -58,10 +58,28 @@ def swin_attention(c, n, m, x):
                      f"shape {list(c.expected(x))}")
     ch, h, w = c.shape(x)
     window = tuple(int(s) for s in m.window_size)
-    padded = (-(-h // window[0]) * window[0], -(-w // window[1]) * window[1])
-    shift = tuple(0 if window[a] >= padded[a] else int(m.shift_size[a]) for a in (0, 1))
-    heads = int(m.num_heads)
     v2 = hasattr(m, "cpb_mlp")
+    _check_index(c, m.relative_position_index, window, "relative_position_index")
+    state = _swin_projections(m, v2)
+    state.update(_swin_v2_bias(c, m, window) if v2 else
+                 {"relative_position_bias_table": m.relative_position_bias_table})
+    fields = _swin_fields(c, m, ch, window, _swin_shift(m, (h, w), window), v2)
+    out = c.emit(None, "window_attention", [x.node], state, **fields)
+    if m.dropout:
+        out = c.emit(f"{n.target}.dropout", "dropout", [out], p=float(m.dropout))
+    return Val(out, CL)
+
+
+def _swin_shift(m, size: tuple[int, int], window: tuple[int, ...]) -> tuple[int, ...]:
+    """The shift as torchvision applies it: none along an axis the window covers (after padding to whole
+    windows)."""
+    padded = tuple(-(-size[a] // window[a]) * window[a] for a in (0, 1))
+    return tuple(0 if window[a] >= padded[a] else int(m.shift_size[a]) for a in (0, 1))
+
+
+def _swin_projections(m, v2: bool) -> dict:
+    """``qkv`` split into ``q_proj``/``k_proj``/``v_proj``, ``proj`` as ``o_proj`` (v2 has no key bias: torchvision
+    zeroes it)."""
     q, k, v = m.qkv.weight.chunk(3)
     state = {"q_proj.weight": q, "k_proj.weight": k, "v_proj.weight": v, "o_proj.weight": m.proj.weight}
     if m.qkv.bias is not None:
@@ -69,29 +87,31 @@ def swin_attention(c, n, m, x):
         state.update({"q_proj.bias": qb, "v_proj.bias": vb, **({} if v2 else {"k_proj.bias": kb})})
     if m.proj.bias is not None:
         state["o_proj.bias"] = m.proj.bias
-    _check_index(c, m.relative_position_index, window, "relative_position_index")
-    if v2:
-        mlp = m.cpb_mlp
-        if not (len(mlp) == 3 and isinstance(mlp[0], nn.Linear) and isinstance(mlp[1], nn.ReLU) and
-                isinstance(mlp[2], nn.Linear) and mlp[2].bias is None and mlp[0].in_features == 2):
-            raise c.fail("its cpb_mlp is not Linear(2, hidden), ReLU, Linear(hidden, heads, bias=False)")
-        expected = layers.WindowAttention.coords_table(*window).to(m.relative_coords_table)
-        if not torch.equal(m.relative_coords_table, expected):
-            raise c.fail("its relative_coords_table is not torchvision's log-spaced table of the window")
-        state.update({"cpb_mlp.0.weight": mlp[0].weight, "cpb_mlp.0.bias": mlp[0].bias,
-                      "cpb_mlp.2.weight": mlp[2].weight, "logit_scale": m.logit_scale})
-    else:
-        state["relative_position_bias_table"] = m.relative_position_bias_table
-    fields = _fields(c, heads, ch // heads, ch, window_size=pair(window), shift_size=pair(shift) if any(shift)
-                     else None, position_bias="mlp" if v2 else None,
-                     cpb_hidden=m.cpb_mlp[0].out_features if v2 and m.cpb_mlp[0].out_features != 512 else None,
-                     cosine=True if v2 else None, bias=m.proj.bias is not None,
-                     qkv_bias=None if (m.qkv.bias is None) == (m.proj.bias is None) else m.qkv.bias is not None,
-                     dropout=float(m.attention_dropout) or None)
-    out = c.emit(None, "window_attention", [x.node], state, **fields)
-    if m.dropout:
-        out = c.emit(f"{n.target}.dropout", "dropout", [out], p=float(m.dropout))
-    return Val(out, CL)
+    return state
+
+
+def _swin_v2_bias(c, m, window: tuple[int, ...]) -> dict:
+    """v2's continuous position bias: ``cpb_mlp`` (checked to be torchvision's) and ``logit_scale``."""
+    mlp = m.cpb_mlp
+    if not (len(mlp) == 3 and isinstance(mlp[0], nn.Linear) and isinstance(mlp[1], nn.ReLU) and
+            isinstance(mlp[2], nn.Linear) and mlp[2].bias is None and mlp[0].in_features == 2):
+        raise c.fail("its cpb_mlp is not Linear(2, hidden), ReLU, Linear(hidden, heads, bias=False)")
+    expected = layers.WindowAttention.coords_table(*window).to(m.relative_coords_table)
+    if not torch.equal(m.relative_coords_table, expected):
+        raise c.fail("its relative_coords_table is not torchvision's log-spaced table of the window")
+    return {"cpb_mlp.0.weight": mlp[0].weight, "cpb_mlp.0.bias": mlp[0].bias,
+            "cpb_mlp.2.weight": mlp[2].weight, "logit_scale": m.logit_scale}
+
+
+def _swin_fields(c, m, ch: int, window: tuple[int, ...], shift: tuple[int, ...], v2: bool) -> dict:
+    """The ``window_attention`` node's fields for a Swin attention, defaults left out."""
+    heads = int(m.num_heads)
+    bias, qkv_bias = m.proj.bias is not None, m.qkv.bias is not None
+    hidden = m.cpb_mlp[0].out_features if v2 else 512
+    return _fields(c, heads, ch // heads, ch, window_size=pair(window),
+                   shift_size=pair(shift) if any(shift) else None, position_bias="mlp" if v2 else None,
+                   cpb_hidden=None if hidden == 512 else hidden, cosine=True if v2 else None, bias=bias,
+                   qkv_bias=None if qkv_bias == bias else qkv_bias, dropout=float(m.attention_dropout) or None)
 
 
 @table.functions_of("subsample")
