@@ -18,9 +18,13 @@ values per sample per node  1,000,000,000                ``ARCHGRAPH_MAX_ACTIVAT
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from .errors import GraphError
 from .ops.registry import OPS
+
+if TYPE_CHECKING:   # the graph imports this module
+    from .graph import Graph
 
 DEFAULTS = {"width": 2 ** 20, "params": 10 ** 9, "macs": 10 ** 12, "activation": 10 ** 9}
 
@@ -41,20 +45,20 @@ def limit(kind: str) -> int:
     return int(text)
 
 
-def too_big(kind: str, value: int, what: str, **where) -> GraphError:
+def too_big(kind: str, value: int, what: str, **where: str | None) -> GraphError:
     """The error for ``value`` over the ``kind`` limit, saying how to raise it."""
     shown = f"{value:,}" if value < 10 ** 30 else f"a {len(str(value))}-digit number"
     return GraphError(f"{what} is {shown}, over the limit of {limit(kind):,} (a typo? to allow it, set "
                       f"{env_name(kind)})", **where)
 
 
-def check_width(value: int, **where) -> None:
+def check_width(value: int, **where: str | None) -> None:
     """Refuse one size (a width, a count of new channels) over the width limit."""
     if value > limit("width"):
         raise too_big("width", value, "this size", **where)
 
 
-def check_graph(graph) -> None:
+def check_graph(graph: Graph) -> None:
     """Refuse a graph over any limit, naming the node and field. Only integer arithmetic: nothing is allocated."""
     width = limit("width")
     for nid, shape in graph.inputs.items():

@@ -12,12 +12,17 @@ rules and the importer all use these walks without importing each other. Each wa
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .errors import GraphError
 
+if TYPE_CHECKING:   # the graph imports this module; networkx is imported where it is used
+    import networkx as nx
 
-def _inputs(node) -> list[str]:
+    from .graph import Graph
+
+
+def _inputs(node: Any) -> list[str]:   # a node, or any record with ``inputs`` (see order's ``inputs``)
     return node.inputs
 
 
@@ -55,7 +60,7 @@ def order(nodes: Mapping[str, object], sources: Iterable[str] = (), *,
     return result
 
 
-def topological_order(graph) -> list[str]:
+def topological_order(graph: Graph) -> list[str]:
     """:func:`order` of a graph's nodes, its inputs being the sources."""
     return order(graph.nodes, graph.inputs)
 
@@ -75,7 +80,7 @@ def reachable(nodes: Mapping[str, object], outputs: Iterable[str], *,
     return seen
 
 
-def users_of(graph) -> dict[str, list[str]]:
+def users_of(graph: Graph) -> dict[str, list[str]]:
     """Input or node id -> ids of the nodes that read it (graph order)."""
     users: dict[str, list[str]] = {k: [] for k in (*graph.inputs, *graph.nodes)}
     for nid, node in graph.nodes.items():
@@ -84,7 +89,7 @@ def users_of(graph) -> dict[str, list[str]]:
     return users
 
 
-def to_networkx(graph):
+def to_networkx(graph: Graph) -> nx.DiGraph:
     """A ``networkx.DiGraph``: one vertex per input and node (attributes ``op`` and ``shape``), edges from each
     input to its reader with the input's position as ``index``. For the algorithms networkx has and these walks do
     not (dominators, subgraph matching, drawing)."""

@@ -57,6 +57,20 @@ def write_tokens(root, n_train=2000, n_val=400, n_test=400, vocab=40, dtype=np.u
     return Path(root)
 
 
+def write_arrays(path, n_train=30, n_test=9, seed=0) -> Path:
+    """An uncompressed .npz (np.savez) of ``[N, H, W, C]`` uint8 images of the three classes of IMAGE_SEED, each
+    class with its own mean colour."""
+    rng = np.random.RandomState(seed)
+    parts = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = np.arange(n) % len(CLASSES)
+        parts[f"x_{split}"] = np.clip(rng.normal(60 + 70 * y[:, None, None, None], 30, (n, 8, 8, 3)), 0,
+                                      255).astype(np.uint8)
+        parts[f"y_{split}"] = y
+    np.savez(path, **parts)
+    return Path(path)
+
+
 def run_config(seed: dict, data: dict, epochs: int = 2, method: str = "dense") -> dict:
     return {"seed": copy.deepcopy(seed), "data": data, "method": {"name": method},
             "schedule": {"optimizer": "adamw", "lr": 0.01, "epochs": epochs, "seed": 0, "device": "cpu",

@@ -8,8 +8,7 @@ from mask_helpers import attached, batch, check_run, method_config, stub_trainer
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.config import BudgetSettings
-from archgraph.train.strategies.budget import BudgetStrategy, budget_loss, keep_mask, mask_function
+from archgraph.train.strategies.budget import BudgetSettings, BudgetStrategy, budget_loss, keep_mask, mask_function
 from archgraph.train.unstructured import masked_keys
 
 

@@ -9,8 +9,7 @@ from method_helpers import attached, check_run, held_out, method_config, stub_tr
 from torch.func import functional_call
 
 import archgraph
-from archgraph.train.config import CgapSettings
-from archgraph.train.strategies.cgap import CgapStrategy
+from archgraph.train.strategies.cgap import CgapSettings, CgapStrategy
 
 DIGITS = ROOT / "examples" / "seeds" / "digits_cnn.yaml"
 

@@ -124,27 +124,58 @@ def test_folder_run_end_to_end(tmp_path):
 
 # ---- arrays -------------------------------------------------------------------------------------------------------
 
+def _batch(ds, split, n):
+    return next(ds.batches(split, [torch.arange(n)]))
+
+
 def test_arrays_npz_layouts_vectors_and_segmentation(tmp_path):
     rng = np.random.RandomState(0)
     nhwc = tmp_path / "nhwc.npz"
-    np.savez(nhwc, x_train=rng.randint(0, 255, (20, 8, 8, 3)).astype(np.uint8), y_train=np.arange(20) % 3,
+    x_train = rng.randint(0, 255, (20, 8, 8, 3)).astype(np.uint8)
+    np.savez(nhwc, x_train=x_train, y_train=np.arange(20) % 3,
              x_test=rng.randint(0, 255, (6, 8, 8, 3)).astype(np.uint8), y_test=np.arange(6) % 3)
-    ds = load_data(data_config(name="arrays", path=str(nhwc), val_fraction=0.2), input_shape=(3, 8, 8))
-    assert tuple(ds.train.x.shape) == (16, 3, 8, 8) and len(ds.val) == 4 and ds.num_classes == 3
+    ds = load_data(data_config(name="arrays", path=str(nhwc), val_fraction=0.2, workers=0), input_shape=(3, 8, 8))
+    assert isinstance(ds, Streamed) and len(ds.train) == 16 and len(ds.val) == 4 and ds.num_classes == 3
     assert ds.task == "classification" and ds.scale == 1 / 255
+    x, y = ds.train.get(0, None)
+    assert x.shape == (3, 8, 8) and np.array_equal(x, x_train[ds.train.index[0]].transpose(2, 0, 1))
     vec = tmp_path / "vec.npz"
     np.savez(vec, x_train=rng.randn(30, 5).astype(np.float32), y_train=np.arange(30) % 2,
              x_test=rng.randn(8, 5).astype(np.float32), y_test=np.arange(8) % 2, x_val=rng.randn(4, 5).astype(
                  np.float32), y_val=np.arange(4) % 2)
-    ds = load_data(data_config(name="arrays", path=str(vec)), input_shape=(5,))
-    x, y = ds.batch(ds.train, torch.arange(30))
+    ds = load_data(data_config(name="arrays", path=str(vec), workers=0), input_shape=(5,))
+    x, y = _batch(ds, ds.train, 30)
+    # float vectors are standardised per feature with the training split's statistics (all 30 examples here)
     assert x.shape == (30, 5) and len(ds.val) == 4 and abs(float(x.mean())) < 1e-5
     seg = tmp_path / "seg.npz"
     np.savez(seg, x_train=rng.rand(10, 1, 6, 6).astype(np.float32), y_train=rng.randint(0, 4, (10, 6, 6)),
              x_test=rng.rand(3, 1, 6, 6).astype(np.float32), y_test=rng.randint(0, 4, (3, 6, 6)))
-    ds = load_data(data_config(name="arrays", path=str(seg), val_fraction=0.2), input_shape=(1, 6, 6))
-    assert ds.task == "segmentation" and ds.num_classes == 4 and tuple(ds.batch(ds.test, torch.arange(3))[1].shape) \
-        == (3, 6, 6)
+    ds = load_data(data_config(name="arrays", path=str(seg), val_fraction=0.2, workers=0), input_shape=(1, 6, 6))
+    assert ds.task == "segmentation" and ds.num_classes == 4 and tuple(_batch(ds, ds.test, 3)[1].shape) == (3, 6, 6)
+
+
+def test_arrays_are_read_an_example_at_a_time_the_same_from_every_format(tmp_path):
+    """np.savez members are memory-mapped where they lie in the zip, safetensors read through slices, a compressed
+    .npz decompressed: the three give the same batches, and pickling an item set (a worker's copy) drops the open
+    handle."""
+    import pickle
+
+    from safetensors.numpy import save_file
+    rng = np.random.RandomState(1)
+    arrays = {"x_train": rng.randint(0, 255, (24, 3, 8, 8)).astype(np.uint8), "y_train": np.arange(24) % 3,
+              "x_test": rng.randint(0, 255, (6, 3, 8, 8)).astype(np.uint8), "y_test": np.arange(6) % 3}
+    np.savez(tmp_path / "plain.npz", **arrays)
+    np.savez_compressed(tmp_path / "small.npz", **arrays)
+    save_file(arrays, str(tmp_path / "d.safetensors"))
+    made = {}
+    for name in ("plain.npz", "small.npz", "d.safetensors"):
+        ds = load_data(data_config(name="arrays", path=str(tmp_path / name), val_fraction=0.25, workers=0),
+                       input_shape=(3, 8, 8))
+        made[name] = (ds.train.x.how, [t.tolist() for t in _batch(ds, ds.train, 18)], ds.mean.tolist())
+        copy = pickle.loads(pickle.dumps(ds.train))
+        assert copy.x._handle is None and np.array_equal(copy.get(3, None)[0], ds.train.get(3, None)[0])
+    assert [m[0] for m in made.values()] == ["mmap", "npz", "safetensors"]
+    assert made["plain.npz"][1:] == made["small.npz"][1:] == made["d.safetensors"][1:]
 
 
 def test_arrays_safetensors_and_errors(tmp_path):
@@ -153,9 +184,11 @@ def test_arrays_safetensors_and_errors(tmp_path):
     arrays = {"x_train": rng.randint(0, 255, (12, 1, 4, 4)).astype(np.uint8), "y_train": np.arange(12) % 2,
               "x_test": rng.randint(0, 255, (4, 1, 4, 4)).astype(np.uint8), "y_test": np.arange(4) % 2}
     save_file(arrays, str(tmp_path / "d.safetensors"))
-    ds = load_data(data_config(name="arrays", path=str(tmp_path / "d.safetensors"), val_fraction=0.0),
+    ds = load_data(data_config(name="arrays", path=str(tmp_path / "d.safetensors"), val_fraction=0.0, workers=0),
                    input_shape=(16,))
-    assert ds.batch(ds.train, torch.arange(2))[0].shape == (2, 16)
+    assert _batch(ds, ds.train, 2)[0].shape == (2, 16)                # the seed's input shape
+    with pytest.raises(ConfigError, match=r"input shape \[15\] does not fit arrays examples"):
+        load_data(data_config(name="arrays", path=str(tmp_path / "d.safetensors"), workers=0), input_shape=(15,))
     np.savez(tmp_path / "short.npz", x_train=arrays["x_train"], y_train=arrays["y_train"])
     with pytest.raises(ConfigError, match="lacks x_test, y_test"):
         load_data(data_config(name="arrays", path=str(tmp_path / "short.npz")), input_shape=(1, 4, 4))

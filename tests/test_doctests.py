@@ -15,7 +15,7 @@ MODULES = [
     "archgraph.interop.importer.handlers.split_attention",
     # training
     "archgraph.train.config", "archgraph.data.augment", "archgraph.train.plateau", "archgraph.train.masks",
-    "archgraph.train.optim", "archgraph.train.strategies.base",
+    "archgraph.train.optim", "archgraph.train.strategies.base", "archgraph.train.state", "archgraph.train.deferred",
     # CGaP, SCS, GbP and their helpers
     "archgraph.train.gates", "archgraph.train.groups", "archgraph.train.strategies.costs",
     "archgraph.train.strategies.scs",

@@ -9,8 +9,7 @@ from conftest import ROOT
 from method_helpers import attached, check_run, held_out, method_config, stub_trainer
 
 import archgraph
-from archgraph.train.config import GbpSettings
-from archgraph.train.strategies.gbp import GbpStrategy
+from archgraph.train.strategies.gbp import GbpSettings, GbpStrategy
 
 SEEDS = ROOT / "examples" / "seeds"
 

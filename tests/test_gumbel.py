@@ -11,8 +11,7 @@ from torch.func import functional_call
 
 import archgraph
 from archgraph import rules
-from archgraph.train.config import GumbelSettings
-from archgraph.train.strategies.gumbel import GumbelStrategy, annealed, binary_concrete
+from archgraph.train.strategies.gumbel import GumbelSettings, GumbelStrategy, annealed, binary_concrete
 
 
 def strategy(progress=0.0, epochs=10, seed=0, **settings):

@@ -134,8 +134,7 @@ def test_rebuild_after_a_rewrite_and_state_round_trip():
 def test_gnap_keeps_one_channel_of_a_layer_whose_channels_all_vanish():
     from types import SimpleNamespace
 
-    from archgraph.train.config import GnapSettings
-    from archgraph.train.strategies.gnap import GnapStrategy
+    from archgraph.train.strategies.gnap import GnapSettings, GnapStrategy
     g, m, _, _, _ = setup()
     with torch.no_grad():
         m.bn1.weight.fill_(0.0)

@@ -68,6 +68,11 @@ def test_unknown_method_and_bad_setting_are_named():
         methods.attach("scs", net, None, epochs=1, penalty=-1.0)
 
 
+def _write_step_prune(folder):
+    section = DOC.split("## Writing a method", 1)[1]
+    (folder / "step_prune.py").write_text(re.search(r"```python\n(.*?)```", section, re.S).group(1))
+
+
 @pytest.fixture
 def step_prune(tmp_path, monkeypatch):
     """The complete method of docs/methods.md "Writing a method", written to step_prune.py and imported; the
@@ -76,8 +81,7 @@ def step_prune(tmp_path, monkeypatch):
     import sys
 
     from archgraph.train import config
-    section = DOC.split("## Writing a method", 1)[1]
-    (tmp_path / "step_prune.py").write_text(re.search(r"```python\n(.*?)```", section, re.S).group(1))
+    _write_step_prune(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("step_prune")
     yield module
@@ -105,3 +109,38 @@ def test_the_documented_method_registers_and_runs_in_grow_and_in_a_loop(step_pru
     assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in net.module.parameters()}
     with pytest.raises(ConfigError, match="every"):
         methods.attach("step_prune", net, opt, epochs=2, every=0)
+
+
+TORCH_BLOCKED_PLUGIN = """
+import sys
+sys.modules["torch"] = None                       # any 'import torch' now fails
+from importlib.metadata import EntryPoint
+from archgraph.format import plugins
+step_prune = EntryPoint(name="step_prune", value="step_prune:StepPruneSettings", group="archgraph.methods")
+plugins.entry_points = lambda group: [step_prune] if group == "archgraph.methods" else []
+from archgraph.cli import main
+assert main(["validate", sys.argv[1]]) in (0, None)
+from archgraph.train.config import METHODS, run_schema
+assert METHODS["step_prune"].__module__ == "step_prune" and "StepPruneSettings" in run_schema()["$defs"]
+assert "torch" not in [m.split(".")[0] for m in sys.modules if sys.modules[m] is not None]
+print("validated without torch")
+"""
+
+
+def test_the_documented_method_file_is_an_entry_point_that_validates_without_torch(tmp_path):
+    """Its one file (settings and strategy, torch deferred) loads as an ``archgraph.methods`` entry point while
+    torch is blocked, and a run file naming it validates; a bad setting is refused with its field."""
+    import subprocess
+    import sys
+    _write_step_prune(tmp_path)
+    run = tmp_path / "run.yaml"
+    run.write_text(f"seed: {ROOT / 'examples/seeds/digits_cnn.yaml'}\ndata: {{name: digits}}\n"
+                   "method: {name: step_prune, every: 1, ratio: 0.5}\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", TORCH_BLOCKED_PLUGIN, str(run)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "validated without torch" in done.stdout, done.stdout + done.stderr
+    run.write_text(run.read_text().replace("every: 1", "every: 0"))
+    bad = subprocess.run([sys.executable, "-c", TORCH_BLOCKED_PLUGIN, str(run)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "method.every" in bad.stdout + bad.stderr, bad.stdout + bad.stderr

@@ -12,8 +12,7 @@ from torch.func import functional_call
 
 import archgraph
 from archgraph.fx.weights import load_weights
-from archgraph.train.config import ScsSettings
-from archgraph.train.strategies.scs import ScsStrategy
+from archgraph.train.strategies.scs import ScsSettings, ScsStrategy
 
 SEEDS = ROOT / "examples" / "seeds"
 

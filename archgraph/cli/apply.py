@@ -95,8 +95,8 @@ def write(out: str, graph, module, meta: dict) -> tuple[Path, Path]:
 
 def run(args) -> int:
     from archgraph.fx.materialise import materialise
-    from archgraph.rules.base import apply
     from archgraph.rules import parse
+    from archgraph.rules.base import apply
     output_folder(args.output, args.force)
     graph = archgraph.load(args.graph)
     rule = parse(args.rule, parse_values(args.rule, args.values))

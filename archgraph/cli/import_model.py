@@ -4,17 +4,24 @@ archgraph import hf:MODEL_TYPE [--seq-len T] [--config KEY=VALUE ...] [--lm-head
 archgraph import hf:PATH [--seq-len T] [--dtype bfloat16] -o DIR   (a folder save_pretrained wrote)"""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 from archgraph.errors import ArchgraphError, ConfigError
 
 from .args import command, folder_output_argument, force_argument, seed_argument
 from .outputs import output_folder, write_graph_folder
 
+if TYPE_CHECKING:   # torch is imported where a model is built (the command's --help needs none)
+    from torch import Tensor, nn
+
+    from archgraph.graph import Graph
+
 SOURCES = ("torchvision", "timm", "hf")
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:   # argparse's subparsers action (its class is private)
     p = command(sub, "import", run, help="import a PyTorch model into a graph and weights",
                 description="Trace a model with torch.fx and write DIR/graph.yaml and DIR/weights.safetensors (keys "
                             "<node_id>.<param>). Models come randomly initialised (no pretrained weights are "
@@ -58,7 +65,7 @@ def register(sub) -> None:
     force_argument(p)
 
 
-def parse_shape(text: str, vocab=None) -> tuple[int, ...]:
+def parse_shape(text: str, vocab: Optional[int] = None) -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in text.replace("x", ",").split(","))
     except ValueError:
@@ -73,7 +80,7 @@ def parse_shape(text: str, vocab=None) -> tuple[int, ...]:
     return shape
 
 
-def load_model(spec: str, num_classes, seed: int):
+def load_model(spec: str, num_classes: Optional[int], seed: int) -> tuple[nn.Module, str]:
     source, _, name = spec.partition(":")
     if source not in SOURCES or not name:
         raise ConfigError(f"model {spec!r} must be written SOURCE:NAME with SOURCE one of {', '.join(SOURCES)} "
@@ -130,7 +137,7 @@ def read_checkpoint(path: str) -> dict:
     return data
 
 
-def load_checkpoint(module, path: str) -> None:
+def load_checkpoint(module: nn.Module, path: str) -> None:
     """Load the checkpoint at ``path`` into the original ``module``: every tensor must be there with its shape (an
     error names the first missing, extra or misshapen one)."""
     state = read_checkpoint(path)
@@ -164,7 +171,7 @@ def parse_config(items: list[str]) -> dict:
     return out
 
 
-def check_config_value(key: str, value) -> None:
+def check_config_value(key: str, value: object) -> None:
     """A ``--config`` number: finite, not negative, and (an integer) within the width limit: sizes such as
     ``n_embd=-4`` or ``n_head=10**12`` are refused before the model is built."""
     import math
@@ -181,7 +188,7 @@ def check_config_value(key: str, value) -> None:
                           "ARCHGRAPH_MAX_WIDTH to allow it)", field="config")
 
 
-def import_hf(args) -> tuple:
+def import_hf(args: argparse.Namespace) -> tuple[Graph, dict[str, Tensor], dict[str, str]]:
     """``(graph, weights, metadata)``: the metadata records the model's Hugging Face config (and the folder it came
     from) in the weights file, so ``archgraph export --hf`` can write the family's config back after any edit."""
     import json
@@ -219,8 +226,8 @@ def import_hf(args) -> tuple:
     return graph, weights, {"hf_config": json.dumps(config)}
 
 
-def run(args) -> int:
-    meta = {}
+def run(args: argparse.Namespace) -> int:
+    meta: dict[str, str] = {}
     if args.model.startswith("hf:"):
         if args.weights is not None:
             raise ConfigError("--weights is for torchvision:NAME and timm:NAME models", field="weights")

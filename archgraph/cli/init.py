@@ -23,8 +23,8 @@ def run(args) -> int:
     output_file(args.output)
     graph = archgraph.load(args.file)
     from archgraph.fx.builder import build
-    from archgraph.graph import content_hash
     from archgraph.fx.weights import save_weights
+    from archgraph.graph import content_hash
     module = build(graph, seed=args.seed)
     save_weights(module.state_dict(), args.output, {"graph_sha256": content_hash(graph), "seed": str(args.seed)})
     print(f"wrote {args.output} ({graph.params:,} params, seed {args.seed})")

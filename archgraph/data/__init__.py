@@ -11,7 +11,7 @@ svhn
 digits_scenes,     segmentation scenes of digits (:mod:`archgraph.data.scenes`)                          in memory
 mnist_scenes
 text               one text as characters, bytes or tokenizer ids (:mod:`archgraph.data.text`)         in memory
-arrays             an .npz / .safetensors file of arrays (:mod:`archgraph.data.arrays`)                 in memory
+arrays             an .npz / .safetensors file of arrays (:mod:`archgraph.data.arrays`)                 DataLoader
 folder             an ImageFolder tree of image files (:mod:`archgraph.data.folder`)                    DataLoader
 tokens             nanoGPT's train.bin / val.bin token files (:mod:`archgraph.data.tokens`)             DataLoader
 python             the user's own torch Datasets (:mod:`archgraph.data.python`)                         DataLoader

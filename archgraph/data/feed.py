@@ -4,11 +4,12 @@ Two paths behind one interface:
 
 * **in memory** (:class:`Dataset`, :class:`SceneDataset`, :class:`TextDataset`): whole splits as tensors on the
   training device, a batch is an index into them, augmentation runs on the whole batch on the device with random
-  numbers from the run's data generator. For the built-in datasets, scenes, text and arrays (already in memory).
+  numbers from the run's data generator. For the built-in datasets, scenes and text (already in memory).
 * **streamed** (:class:`Streamed`): a ``torch.utils.data.DataLoader`` per split with ``data.workers`` worker
   processes (persistent, ``pin_memory`` on CUDA), each reading and augmenting its examples; an example's random
   choices come from its own seed, made of the run's seed, the epoch and the example's index, so they never depend on
-  which worker made it, how far the workers read ahead, or whether the run was resumed. For folder, tokens, python.
+  which worker made it, how far the workers read ahead, or whether the run was resumed. For folder, arrays, tokens,
+  python.
 
 The loop asks both the same two things: :meth:`epoch_order` (one epoch's training order, drawn from the run's data
 generator: a permutation, or for a text ``limit`` a fresh sample of that many windows) and :meth:`batches` (the
@@ -298,7 +299,8 @@ class Streamed:
         self.window, self.symbols, self.scale = loaded.window, loaded.symbols, loaded.scale
         self.seed = req.seed
         self.workers = cfg.workers if cfg.workers is not None else default_workers()
-        self.augment = cfg.augment if loaded.normalize else None   # a python source's Datasets transform themselves
+        self.ready = loaded.ready   # a python source's Datasets transform themselves: no augmentation, no scaling
+        self.augment = cfg.augment if not self.ready else None
         self.device = torch.device("cpu")
         self._loaders: dict = {}
         x0, _ = self.train.get(0, None)
@@ -307,7 +309,7 @@ class Streamed:
             raise req.error(f"the seed's input shape {list(self.input_shape)} does not fit {self.name} examples of "
                             f"shape {list(x0.shape)}", "seed")
         self.mean = self.std = None
-        if loaded.normalize and x0.dtype == torch.uint8:
+        if loaded.normalize and not self.ready and (x0.dtype == torch.uint8 or x0.is_floating_point()):
             n = min(len(self.train), STATS_SAMPLE)
             at = np.random.RandomState(req.seed).choice(len(self.train), n, replace=False) \
                 if n < len(self.train) else np.arange(n)
@@ -330,7 +332,9 @@ class Streamed:
         return torch.randperm(len(self.train), generator=gen)
 
     def inputs(self, raw: torch.Tensor) -> torch.Tensor:
-        if raw.dtype == torch.uint8:
+        """Raw examples -> network inputs: ``uint8`` images (and the float examples of a source that is not
+        ``ready``) scaled, standardised and shaped as the seed's input; token ids as they are."""
+        if raw.dtype == torch.uint8 or (raw.is_floating_point() and not self.ready):
             x = raw.float() * self.scale
             if self.mean is not None:
                 view = (1, -1, *([1] * (x.dim() - 2)))

@@ -94,7 +94,7 @@ def load_python(cfg: PythonSettings, req: Request) -> Loaded:
     vocab = getattr(req.input_shape, "vocab", None)
     classes = _part(made, "num_classes") or (vocab if task == "lm" else None) or 0
     return Loaded("python", TASKS[task], train_items, val_items, test_items, int(classes), shape, 1.0,
-                  normalize=False, window=shape[0] if task == "lm" and shape else None)
+                  normalize=False, ready=True, window=shape[0] if task == "lm" and shape else None)
 
 
 register(PythonSettings, load_python)

@@ -98,6 +98,7 @@ class Loaded:
     window: Optional[int] = None
     symbols: Optional[list] = None
     epoch_size: Optional[int] = None   # training examples per epoch, drawn afresh each epoch (a limit on windows)
+    ready: bool = False   # examples are network inputs as they are (a python source's Datasets transform themselves)
     notes: dict = field(default_factory=dict)
 
 

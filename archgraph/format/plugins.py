@@ -10,9 +10,11 @@ A package contributes by declaring entry points in its ``pyproject.toml``::
 
 A method's settings model is a pydantic model with ``name: Literal["my_method"] = "my_method"`` and a class
 attribute ``strategy: ClassVar[str] = "my_methods_impl:MyStrategy"`` naming its
-:class:`~archgraph.train.strategies.base.Strategy` subclass, which is imported only when a run uses the method (the
-settings join the run file's union when :mod:`archgraph.train.config` is imported, so their module must not import
-``archgraph.train``).
+:class:`~archgraph.train.strategies.base.Strategy` subclass, which is imported only when a run uses the method. The
+settings join the run file's union when :mod:`archgraph.train.config` is imported, so their module imports no more
+of archgraph than :mod:`archgraph.train.strategies.base` (where ``MethodConfig`` and ``Strategy`` live) and
+:mod:`archgraph.train.deferred`: a one-file method as docs/methods.md "Writing a method" shows works as an entry
+point.
 
 :func:`load` imports a group's entry points once per process. A rule registers under its ``name`` when its class is
 defined (:class:`archgraph.rules.Rule`); a name already taken is refused (:class:`~archgraph.errors.PluginError`).

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from functools import partial
+from typing import Callable, Mapping, Optional, Protocol
 
 import torch
 
@@ -64,8 +65,15 @@ def is_weight(param: str) -> bool:
     return param.rsplit(".", 1)[-1].startswith("weight")
 
 
+class EntryScore(Protocol):
+    """``entry(key, t, rows=slice)``: a non-negative score of every entry of ``t``, the rows ``rows`` of weight
+    ``key``."""
+
+    def __call__(self, key: str, t: torch.Tensor, rows: slice = ...) -> torch.Tensor: ...
+
+
 def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
-                 entry: Callable[[str, torch.Tensor], torch.Tensor]) -> dict[int, float]:
+                 entry: EntryScore) -> dict[int, float]:
     """Class -> the sum of ``entry(key, t, rows=slice)`` (a non-negative tensor of the shape of ``t``, the rows
     ``rows`` of weight ``key``; big tensors go in chunks of rows) over every weight entry that belongs to the
     class: the producers' output slices, batchnorm, layernorm and depthwise entries, the
@@ -114,7 +122,7 @@ def entry_scores(graph: Graph, state: Mapping[str, torch.Tensor], ch: Channels,
 CHUNK_ENTRIES = 1 << 24
 
 
-def _axis_sums(key: str, tensor: torch.Tensor, entry, axes: list[int]) -> dict[int, torch.Tensor]:
+def _axis_sums(key: str, tensor: torch.Tensor, entry: EntryScore, axes: list[int]) -> dict[int, torch.Tensor]:
     """``{axis: per-entry sum of entry(key, rows) over the other axes}`` (float64), computed over chunks of rows
     (``entry`` gets ``rows=slice`` to find matching gradients) so that no float copy of a whole big tensor is
     made."""
@@ -181,25 +189,25 @@ class Magnitude(Criterion):
     def __init__(self, name: str, power: int):
         self.name, self.power = name, power
 
-    def entry(self, key, t, ctx, rows=slice(None)):
+    def entry(self, key: str, t: torch.Tensor, ctx: Context, rows: slice = slice(None)) -> torch.Tensor:
         t = _float(t)
         return t.square() if self.power == 2 else t.abs()   # once per tensor: the big linears dominate the time
 
-    def channels(self, graph, ch, ctx):
-        return entry_scores(graph, ctx.state, ch, lambda key, t, rows=slice(None): self.entry(key, t, ctx, rows))
+    def channels(self, graph: Graph, ch: Channels, ctx: Context) -> dict[int, float]:
+        return entry_scores(graph, ctx.state, ch, partial(self.entry, ctx=ctx))
 
 
 class Random(Criterion):
     name = "random"
 
-    def channels(self, graph, ch, ctx):
+    def channels(self, graph: Graph, ch: Channels, ctx: Context) -> dict[int, float]:
         rng = random.Random(ctx.seed)
         scores: dict[int, float] = {}
         for t in sorted(ch.producer):
             scores.setdefault(ch.cls(t), rng.random())
         return scores
 
-    def heads(self, graph, nid, h, hd, tensors, ctx):
+    def heads(self, graph: Graph, nid: str, h: int, hd: int, tensors: dict[str, int], ctx: Context) -> list[float]:
         gen = ctx._cache.setdefault("head_rng", random.Random(ctx.seed))
         score = [0.0] * h
         for _ in tensors:
@@ -218,7 +226,7 @@ class Taylor(Criterion):
             ctx._cache[key] = (graph, calibration.gradients(ctx.module(graph), ctx.calib or [], ctx.loss))
         return ctx._cache[key][1]
 
-    def entry(self, key, t, ctx, rows=slice(None)):
+    def entry(self, key: str, t: torch.Tensor, ctx: Context, rows: slice = slice(None)) -> torch.Tensor:
         g = ctx._cache["current_grads"].get(key)
         t = _float(t)
         if g is None:
@@ -226,11 +234,11 @@ class Taylor(Criterion):
         g = g.reshape(1) if g.dim() == 0 else g
         return (t * g[rows].cpu().to(t.dtype)).abs()
 
-    def channels(self, graph, ch, ctx):
+    def channels(self, graph: Graph, ch: Channels, ctx: Context) -> dict[int, float]:
         ctx._cache["current_grads"] = self.grads(graph, ctx)
-        return entry_scores(graph, ctx.state, ch, lambda key, t, rows=slice(None): self.entry(key, t, ctx, rows))
+        return entry_scores(graph, ctx.state, ch, partial(self.entry, ctx=ctx))
 
-    def heads(self, graph, nid, h, hd, tensors, ctx):
+    def heads(self, graph: Graph, nid: str, h: int, hd: int, tensors: dict[str, int], ctx: Context) -> list[float]:
         ctx._cache["current_grads"] = self.grads(graph, ctx)
         return super().heads(graph, nid, h, hd, tensors, ctx)
 
@@ -249,13 +257,13 @@ class Activation(Criterion):
             ctx._cache[key] = (graph, means)
         return ctx._cache[key][1]
 
-    def channels(self, graph, ch, ctx):
+    def channels(self, graph: Graph, ch: Channels, ctx: Context) -> dict[int, float]:
         scores: dict[int, float] = {}
         for value, per in self.means(graph, ch, ctx).values.items():
             _add_per_slot(scores, ch, value, per)
         return scores
 
-    def heads(self, graph, nid, h, hd, tensors, ctx):
+    def heads(self, graph: Graph, nid: str, h: int, hd: int, tensors: dict[str, int], ctx: Context) -> list[float]:
         per = self.means(graph, None, ctx).heads.get(nid)
         return [0.0] * h if per is None else per.tolist()
 

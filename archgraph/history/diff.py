@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from ..graph import Graph
 from ..ops.registry import WIDTH_FIELDS, width_of
+from ..ops.spec import NodeSpec
 from .render import node_label, to_dot, write_dot
 
 ADDED = "#a3e4b5"
@@ -65,11 +67,11 @@ class GraphDiff:
                 "pruned": dict(self.pruned), "changed": dict(self.changed), "follows": dict(self.follows)}
 
 
-def _width(node) -> Optional[int]:
+def _width(node: NodeSpec) -> Optional[int]:
     return width_of(node)
 
 
-def graph_diff(old, new) -> GraphDiff:
+def graph_diff(old: Graph, new: Graph) -> GraphDiff:
     """Compare two graphs node by node (by id)."""
     added = tuple(n for n in new.nodes if n not in old.nodes)
     removed = tuple(n for n in old.nodes if n not in new.nodes)
@@ -101,13 +103,13 @@ def graph_diff(old, new) -> GraphDiff:
     return GraphDiff(added, removed, widened, pruned, changed, follows)
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return "x".join(map(str, value))
     return str(value)
 
 
-def diff_dot(old, new, *, title: Optional[str] = None) -> str:
+def diff_dot(old: Graph, new: Graph, *, title: Optional[str] = None) -> str:
     """DOT source of ``new`` with the changes from ``old`` marked by colour and label."""
     d = graph_diff(old, new)
     highlight = _highlights(d, new)
@@ -119,7 +121,7 @@ def diff_dot(old, new, *, title: Optional[str] = None) -> str:
                   legend=legend, title=title or f"{old.name} -> {new.name}")
 
 
-def _highlights(d: GraphDiff, new) -> dict[str, tuple[str, str]]:
+def _highlights(d: GraphDiff, new: Graph) -> dict[str, tuple[str, str]]:
     """Node id -> (fill colour, label note) of every node of ``new``."""
     # unchanged nodes in plain white so that the colours of the changes stand out
     highlight = {nid: (UNCHANGED, "") for nid in new.nodes}
@@ -137,7 +139,7 @@ def _highlights(d: GraphDiff, new) -> dict[str, tuple[str, str]]:
     return highlight
 
 
-def _ghost_edges(d: GraphDiff, old, new, removed: dict) -> list[tuple[str, Optional[str]]]:
+def _ghost_edges(d: GraphDiff, old: Graph, new: Graph, removed: dict) -> list[tuple[str, Optional[str]]]:
     """The old edges of the removed nodes that still have an end to draw (``None``: a graph output)."""
     edges: list[tuple[str, Optional[str]]] = []
     for nid in d.removed:
@@ -154,7 +156,7 @@ def _wrap(text: str, width: int = 36) -> str:
     return "\n".join(textwrap.wrap(text, width, break_long_words=True)) or text
 
 
-def render_diff(old, new, out: Union[str, os.PathLike], *, title: Optional[str] = None) -> Path:
+def render_diff(old: Graph, new: Graph, out: Union[str, os.PathLike], *, title: Optional[str] = None) -> Path:
     """Draw the diff picture to ``out`` (.svg, .png, .pdf or .dot).
 
     >>> render_diff(archgraph.load("a.yaml"), archgraph.load("b.yaml"), "diff.svg")  # doctest: +SKIP

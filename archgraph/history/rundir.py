@@ -32,11 +32,11 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, NoReturn, Optional, Union
 
 from ..errors import ArchgraphError, ConfigError
 from ..format.yaml_io import atomic_write_bytes, atomic_write_text, load, read_limited, save
-from ..graph import content_hash
+from ..graph import Graph, content_hash
 from .checkpoints import check_checkpoint
 from .events import EVENT_MODELS, check_event
 
@@ -102,7 +102,7 @@ class RunDir:
         """Refuse ``--resume`` on a folder that is not a run: one that does not exist, or holds anything but a run
         (a start event in ``history.jsonl``) or what a run writes before its start event (its empty sub-folders,
         ``versions/0000.yaml``, an empty history)."""
-        def refuse(why: str):
+        def refuse(why: str) -> NoReturn:
             raise ConfigError(f"is not a run folder ({why}); --resume continues a run that grow started there: "
                               "check --out, or leave out --resume to start a new run in a new or empty folder",
                               file=str(self.path))
@@ -147,7 +147,7 @@ class RunDir:
         return path
 
     @contextlib.contextmanager
-    def locked(self):
+    def locked(self) -> Iterator[RunDir]:
         """Hold ``DIR/.lock`` while the block runs: a second process that asks for it is refused with the holder's
         pid; a lock left by a process that is gone (same host, pid not running) is taken over.
 
@@ -190,7 +190,7 @@ class RunDir:
         for sub in SKELETON:
             self._own(self.path / sub).mkdir(parents=True, exist_ok=True)
 
-    def write_version(self, version: int, graph) -> Path:
+    def write_version(self, version: int, graph: Graph) -> Path:
         path = self._own(self.version_path(version))
         save(graph, path)
         return path
@@ -313,7 +313,7 @@ class ReadOnlyRunDir(RunDir):
     def create(self) -> None:
         pass
 
-    def write_version(self, version: int, graph) -> Path:
+    def write_version(self, version: int, graph: Graph) -> Path:
         return self.version_path(version)
 
     def append(self, event: dict) -> None:
@@ -370,7 +370,7 @@ def _is_zombie(pid: int) -> bool:
     return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def _plain(value: Any):
+def _plain(value: Any) -> Any:
     """JSON fallback for numpy/torch scalars."""
     if hasattr(value, "item"):
         return value.item()

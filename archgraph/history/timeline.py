@@ -64,13 +64,13 @@ def key_args(version: Version, limit: int = 4) -> list[str]:
     return out
 
 
-def _same(default, value) -> bool:
+def _same(default: object, value: object) -> bool:
     if isinstance(default, tuple):
         default = list(default)
     return default == value
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -142,6 +142,6 @@ def history_dot(run_dir: Union[str, os.PathLike, Run], *, row: int = ROW) -> str
     return dot.source
 
 
-def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], dpi=None) -> Path:
+def render_history(run_dir: Union[str, os.PathLike], out: Union[str, os.PathLike], dpi: Optional[int] = None) -> Path:
     """Draw the history timeline of a run directory to ``out`` (.svg, .png, .pdf or .dot)."""
     return write_dot(history_dot(run_dir), out, dpi)

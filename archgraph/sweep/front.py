@@ -10,10 +10,17 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Container, Optional
 
 from ..errors import ArchgraphError, ConfigError
 from ..format.yaml_io import MAX_FILE_BYTES, atomic_write_bytes, read_limited
+
+if TYPE_CHECKING:   # optuna and matplotlib are imported where a sweep runs and draws
+    import optuna
+    from matplotlib.figure import Figure
+    from optuna.trial import FrozenTrial, TrialState
+
+    from .runner import SweepSpec
 
 OBJECTIVES = [{"name": "val_acc", "direction": "maximize"}, {"name": "nonzero_params", "direction": "minimize"}]
 
@@ -49,7 +56,7 @@ def run_path(out_dir: Path, run: Any) -> Path:
     return path
 
 
-def _seed_records(trial, seeds: list[int], out_dir: Path) -> list[dict]:
+def _seed_records(trial: FrozenTrial, seeds: list[int], out_dir: Path) -> list[dict]:
     """The trial's per-seed records (user attributes written by the runner), each checked: a dict with a run path
     inside the sweep folder and a finite parameter count."""
     out = []
@@ -77,7 +84,7 @@ def dominates(a: dict, b: dict) -> bool:
             and (a["val_acc"] > b["val_acc"] or a["nonzero_params"] < b["nonzero_params"]))
 
 
-def _entry(trial, out_dir: Path, seeds: list[int], with_test: bool) -> dict:
+def _entry(trial: FrozenTrial, out_dir: Path, seeds: list[int], with_test: bool) -> dict:
     runs = _seed_records(trial, seeds, out_dir)
     entry: dict[str, Any] = {"trial": trial.number, "params": dict(trial.params),
                              "val_acc": trial.values[0], "nonzero_params": _plain(trial.values[1]),
@@ -94,7 +101,8 @@ def _entry(trial, out_dir: Path, seeds: list[int], with_test: bool) -> dict:
     return entry
 
 
-def read_trials(study, spec, states=None) -> list:
+def read_trials(study: optuna.Study, spec: SweepSpec,
+                states: Optional[Container[TrialState]] = None) -> list[FrozenTrial]:
     """The study's trials (those in ``states``); a trial attribute that is not JSON (an edited study.db) is a
     :class:`ConfigError`, not the JSON decoder's traceback."""
     try:
@@ -104,7 +112,7 @@ def read_trials(study, spec, states=None) -> list:
                           f"that is not JSON ({err}); was it edited?") from None
 
 
-def front_data(study, spec) -> dict:
+def front_data(study: optuna.Study, spec: SweepSpec) -> dict:
     """pareto.json's content: every complete trial's objectives, and the front (fewest parameters first) with its
     members' per-seed runs and test accuracy."""
     from optuna.trial import TrialState
@@ -170,7 +178,7 @@ def front_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def front_figure(data: dict):
+def front_figure(data: dict) -> Figure:
     import matplotlib
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
@@ -205,7 +213,7 @@ def front_figure(data: dict):
     return fig
 
 
-def write_front(study, spec) -> dict:
+def write_front(study: optuna.Study, spec: SweepSpec) -> dict:
     """Write DIR/pareto.json, DIR/pareto.md and DIR/pareto.png; return the JSON data."""
     import io
     out = Path(spec.out_dir)

@@ -36,9 +36,9 @@ from ..fx.network import Network
 from ..history.rundir import RunDir
 from ..methods.driver import Method
 from ..ops.registry import OPS
-from .config import DistillSettings, load_config, load_seed, seed_weights_path
+from .config import load_config, load_seed, seed_weights_path
 from .optim import make_optimizer
-from .strategies.distill import DistillStrategy
+from .strategies.distill import DistillSettings, DistillStrategy
 from .tasks import task_of
 from .teacher import Teacher
 

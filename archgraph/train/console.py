@@ -1,6 +1,6 @@
 """What a training run prints: a progress bar per epoch (only on a terminal) and one line per epoch, rewrite and the
-end (on stderr, through tqdm so the lines do not break the bar). A quiet console (``--quiet``, or a process other than rank 0)
-prints nothing.
+end (on stderr, through tqdm so the lines do not break the bar). A quiet console (``--quiet``, or a process other than
+rank 0) prints nothing.
 
 >>> epoch_line(3, 10, 2, {"train_loss": 0.5, "train_acc": 0.8, "val_loss": None, "nonzero_params": 90,
 ...                       "params": 100})

@@ -20,11 +20,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..rules import PruneChannels
-from ..rules.base import apply as apply_rule
 from ..channels import Channels, analyse
 from ..errors import RuleError
 from ..ops.registry import GROUPED, OPS, SOURCE
+from ..rules import PruneChannels
+from ..rules.base import apply as apply_rule
 from .masks import BUFFERS
 
 

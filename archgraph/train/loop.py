@@ -20,10 +20,11 @@ are kept by :mod:`archgraph.train.formats` and reported in the summary's ``speed
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Optional, cast
+from typing import Any, Callable, Iterable, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -37,10 +38,10 @@ from ..fx.builder import build
 from ..fx.materialise import materialise
 from ..fx.speed import Format, choose_format
 from ..fx.weights import load_into, load_weights
-from ..graph import content_hash
+from ..graph import Graph, content_hash
 from ..history.rundir import ReadOnlyRunDir, RunDir
 from ..methods.driver import Driver
-from ..rules.base import decode, encode
+from ..rules.base import Rule, decode, encode
 from ..shapes import count_nonzero_macs, count_nonzero_params
 from . import distributed, fsdp
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, comparable_config, rng_state, set_rng_state
@@ -50,6 +51,7 @@ from .formats import VersionSpeed
 from .optim import load_optimizer_state, lr_at, make_optimizer, optimizer_state, set_lr
 from .state import Stateful
 from .strategies import make_strategy
+from .strategies.base import Strategy
 from .tasks import Task, check_seed, task_of
 from .tensorboard import TensorBoardLog
 from .view import RunView
@@ -113,7 +115,8 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Runs (or resumes) one training run into ``out_dir``. Call :meth:`run`; it returns the summary."""
 
-    def __init__(self, config: RunConfig, out_dir, *, seed_graph, seed_weights=None, source: str = "<config>",
+    def __init__(self, config: RunConfig, out_dir: Union[str, os.PathLike], *, seed_graph: Graph,
+                 seed_weights: Union[str, os.PathLike, None] = None, source: str = "<config>",
                  data_root: Optional[str] = None, quiet: bool = False, resume: bool = False):
         self.config = config
         self.schedule = config.schedule
@@ -154,7 +157,7 @@ class Trainer:
         self.method = Driver(strategy, self.view, self._take)
 
     @property
-    def strategy(self):
+    def strategy(self) -> Strategy:
         return self.method.strategy
 
     @property
@@ -243,20 +246,20 @@ class Trainer:
         if "tensorboard" in self.schedule.log and self.dist.is_main:
             self.tensorboard = TensorBoardLog(self.run_dir.path, start_step=self.loop.step)
 
-    def _load_data(self, graph):
+    def _load_data(self, graph: Graph) -> Any:
         """The run's data (archgraph/data/feed.py): in memory or streamed, the loop asks both for an epoch's order
         and for batches of index lists."""
         if len(graph.inputs) != 1:
             raise ConfigError(f"the seed has {len(graph.inputs)} inputs; training needs exactly one",
                               file=self.source, field="seed")
-        shape = next(iter(graph.inputs.values()))
+        shape = graph.shape(next(iter(graph.inputs)))   # a TokenShape (with its vocab) for token ids
         ds = load_data(self.config.data, seed=self.schedule.seed, root=self.data_root, input_shape=shape,
                        source=self.source)
         self.task: Task = task_of(ds)
         check_seed(self.task, ds, shape, graph, self.source)
         return ds.to(self.device)
 
-    def _fresh_module(self, graph, state: Optional[dict] = None, source: str = "checkpoint") -> torch.nn.Module:
+    def _fresh_module(self, graph: Graph, state: Optional[dict] = None, source: str = "checkpoint") -> torch.nn.Module:
         """Build ``graph`` (with ``state``) in the memory format chosen for it (measured first with ``auto``)."""
         module = build(graph, device=self.device, seed=self.schedule.seed)
         if state is not None:
@@ -272,7 +275,7 @@ class Trainer:
         return ({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                 f"{self.seed_weights} (run file field 'weights')")
 
-    def _evaluate_all(self, module) -> dict:
+    def _evaluate_all(self, module: torch.nn.Module) -> dict:
         """``val_*`` (when there is a val split) and ``test_*`` metrics of ``module`` as it is."""
         out = {}
         for name, split in (("val", self.dataset.val), ("test", self.dataset.test)):
@@ -280,14 +283,15 @@ class Trainer:
                 out.update({f"{name}_{k}": v for k, v in self.evaluate(split, module=module).items()})
         return out
 
-    def _prepare(self, graph, module) -> torch.nn.Module:
+    def _prepare(self, graph: Graph, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` (built from ``graph``) in the memory format chosen for ``graph``, in training mode."""
         fmt = self._format_of(graph, module)
         if fmt.channels_last and any(len(s) == 3 for s in graph.inputs.values()):
-            module = module.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (it forwards to Tensor.to); torch's stubs do not list it
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return module.train()
 
-    def _format_of(self, graph, module) -> Format:
+    def _format_of(self, graph: Graph, module: torch.nn.Module) -> Format:
         """The format this version runs in: the run's, or with ``auto`` the fastest measured on rank 0 (a few steps
         on a copy, global RNG untouched) and sent to every rank; remembered per version and checkpointed."""
         def choose() -> str:
@@ -410,7 +414,7 @@ class Trainer:
         """The method's rules of ``hook``: agreed across processes, queued to be applied (and checkpointed)."""
         self.loop.pending = self._agree_rules(rules, hook)
 
-    def _agree_rules(self, rules, hook: str) -> list:
+    def _agree_rules(self, rules: Iterable[Rule], hook: str) -> list[Rule]:
         """The rules a hook returned; when distributed, rank 0's, checked to be every rank's (sent as JSON)."""
         if not self.dist.enabled:
             return list(rules)
@@ -423,7 +427,7 @@ class Trainer:
         self.progress = (self.loop.epoch if epoch is None else epoch) + fraction
         return lr_at(self.schedule, self.progress) * self.method.lr_factor()
 
-    def train_step(self, batch: tuple, n: int):
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on ``batch`` (inputs and targets: this rank's share of a global batch of ``n``
         examples when distributed); returns the share's summed cross-entropy and correct predictions (both in
         examples: see :mod:`archgraph.train.tasks`)."""
@@ -477,17 +481,22 @@ class Trainer:
             net = self.runner
             if net is None or net.net is not self.module:   # a hook evaluating before the version is installed
                 net = _Forward(self.module, _functional_forward)
-        call = net.fn if isinstance(net, _Forward) else None   # no DDP wrapper: skip the module call machinery
         if overrides and self.sharding is not None:   # gathered first, so FSDP does not replace the overrides
             self.sharding.full(self.module)
         if not self.amp:
-            return call(net.net, overrides, x) if call else net(x, overrides)
+            return self._call(net, overrides, x)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-            out = call(net.net, overrides, x) if call else net(x, overrides)
+            out = self._call(net, overrides, x)
         return out.float()
 
+    @staticmethod
+    def _call(net: torch.nn.Module, overrides: dict, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(net, _Forward):   # no DDP wrapper: skip the module call machinery
+            return net.fn(net.net, overrides, x)
+        return net(x, overrides)
+
     @torch.no_grad()
-    def evaluate(self, split, module: Optional[torch.nn.Module] = None) -> dict:
+    def evaluate(self, split: Any, module: Optional[torch.nn.Module] = None) -> dict:
         """The metrics of the current (masked) network on ``split`` (``loss``, ``acc`` and the task's: ``bpc``, or
         ``miou`` and ``pixel_acc``; see :mod:`archgraph.train.tasks`), in eval mode, never compiled (an evaluation
         per epoch does not repay a second compilation per version). A collective call when distributed: every rank
@@ -523,7 +532,7 @@ class Trainer:
             self.apply_rule(rule)
         self.view.forget()   # the event is over: the rewrites the strategy tried are of no more use
 
-    def apply_rule(self, rule) -> None:
+    def apply_rule(self, rule: Rule) -> None:
         """Apply one rule: new graph and module (weights and optimizer state carried), version file, history event,
         checkpoint."""
         t0 = time.perf_counter()
@@ -683,7 +692,7 @@ class Trainer:
                          f"version {self.loop.version}")
 
 
-def _functional_forward(module, overrides, x):
+def _functional_forward(module: torch.nn.Module, overrides: dict, x: torch.Tensor) -> torch.Tensor:
     return functional_call(module, overrides, (x,)) if overrides else module(x)
 
 
@@ -691,7 +700,7 @@ class _Forward(torch.nn.Module):
     """The forward pass with parameter overrides as one module, so DDP can wrap it: ``net(x, overrides)``. The
     overrides are functions of the module's own parameters, so their gradients reach the parameters DDP watches."""
 
-    def __init__(self, module: torch.nn.Module, fn):
+    def __init__(self, module: torch.nn.Module, fn: Callable[[torch.nn.Module, dict, torch.Tensor], torch.Tensor]):
         super().__init__()
         self.net = module
         self.fn = fn

@@ -31,13 +31,17 @@ need no remapping of mask state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
+from ..graph import Graph, Shape
 from ..ops.registry import BUFFERS, FLATTEN, OPS, SOURCE, THROUGH, is_weighted
 from .state import Stateful
 from .tensors import TensorAdam
+
+#: (hard 0/1 values, their differentiable surrogate): a weight's mask or a channel group's gates
+MaskPair = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -58,7 +62,7 @@ class MaskLayout:
     in_group: dict[str, list[tuple[str, int]]]           # weight key -> [(group, inputs per channel)] on axis 1
 
 
-def mask_layout(graph, channel_masks: bool = True) -> MaskLayout:
+def mask_layout(graph: Graph, channel_masks: bool = True) -> MaskLayout:
     """Analyse ``graph``: every conv/linear weight is maskable; a conv (groups=1) or linear layer's channels are
     gateable when they reach other conv/linear layers only through per-channel ops (norms, activations, pools,
     dropout, depthwise convs, flatten) - not through an add, a concat or a graph output."""
@@ -82,24 +86,24 @@ def mask_layout(graph, channel_masks: bool = True) -> MaskLayout:
     return MaskLayout(weights, groups, out_group, in_group)
 
 
-def _role(graph, nid, shapes) -> str:
+def _role(graph: Graph, nid: str, shapes: Mapping[str, Shape]) -> str:
     node = graph.nodes[nid]
     return OPS[node.op].channels(node, [shapes[i] for i in node.inputs])
 
 
-def _weight_axes(graph, nid, shapes) -> tuple:
+def _weight_axes(graph: Graph, nid: str, shapes: Mapping[str, Shape]) -> tuple[int, int]:
     """(out axis, in axis) of a weighted node's weight (a transposed conv's are (1, 0), the gates need (0, 1))."""
     node = graph.nodes[nid]
     return OPS[node.op].layout(node, [shapes[i] for i in node.inputs])["weight"]
 
 
-def _params_on_out_axis(graph, nid, shapes) -> list[str]:
+def _params_on_out_axis(graph: Graph, nid: str, shapes: Mapping[str, Shape]) -> list[str]:
     node = graph.nodes[nid]
     layout = OPS[node.op].layout(node, [shapes[i] for i in node.inputs])
     return [f"{nid}.{p}" for p, (out_axis, _) in layout.items() if out_axis == 0 and p not in BUFFERS]
 
 
-def _channel_group(graph, producer: str, shapes) -> Optional[ChannelGroup]:
+def _channel_group(graph: Graph, producer: str, shapes: Mapping[str, Shape]) -> Optional[ChannelGroup]:
     group = ChannelGroup(producer, members=[k for k in _params_on_out_axis(graph, producer, shapes)
                                             if not k.endswith(".weight")])
     if producer in graph.outputs:
@@ -152,8 +156,9 @@ class LearnedMasks(Stateful):
 
     STATE = ("tau", "adam", "young")
 
-    def __init__(self, graph=None, *, temperature: float = 0.1, lr: float = 0.005, threshold_init: float = 0.0,
-                 channel_threshold: float = 0.05, channel_masks: bool = True, device=None):
+    def __init__(self, graph: Optional[Graph] = None, *, temperature: float = 0.1, lr: float = 0.005,
+                 threshold_init: float = 0.0, channel_threshold: float = 0.05, channel_masks: bool = True,
+                 device: torch.device | str | None = None):
         self.temperature = temperature
         self.lr = lr
         self.threshold_init = threshold_init
@@ -164,12 +169,12 @@ class LearnedMasks(Stateful):
         #: group node -> indices of channels not charged yet (new ones still growing their outgoing weights)
         self.young: dict[str, list[int]] = {}
         self.adam = TensorAdam(lr, in_place=False)
-        self.graph = None
+        self.graph: Optional[Graph] = None
         if graph is not None:
             self.rebuild(graph)
 
     # ---- structure ------------------------------------------------------------------------------------------
-    def attach(self, graph, device) -> None:
+    def attach(self, graph: Graph, device: torch.device | str | None) -> None:
         """Live on ``device`` (thresholds and moments moved there) and follow ``graph``."""
         self.device = device
         self.tau = {k: v.detach().to(device).clone().requires_grad_(True) for k, v in self.tau.items()}
@@ -185,7 +190,7 @@ class LearnedMasks(Stateful):
     def steps(self) -> int:
         return self.adam.steps
 
-    def rebuild(self, graph) -> None:
+    def rebuild(self, graph: Graph) -> None:
         """Follow a rewrite: layers that survive keep their thresholds, new layers start at the initial ones."""
         self.graph = graph
         self.layout = mask_layout(graph, self.channel_masks)
@@ -201,7 +206,7 @@ class LearnedMasks(Stateful):
         return {f"tau.{n}": t for n, t in self.tau.items()}
 
     # ---- masks ----------------------------------------------------------------------------------------------
-    def _weight_masks(self, params) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _weight_masks(self, params: Mapping[str, torch.Tensor]) -> dict[str, MaskPair]:
         """Weight key -> (hard 0/1 mask, sigmoid surrogate)."""
         masks = {}
         for key in self.layout.weights:
@@ -212,7 +217,8 @@ class LearnedMasks(Stateful):
                           torch.sigmoid((rel - tau) / self.temperature))
         return masks
 
-    def _gates(self, params, weight_masks) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _gates(self, params: Mapping[str, torch.Tensor],
+               weight_masks: Mapping[str, MaskPair]) -> dict[str, MaskPair]:
         """Group node -> (hard 0/1 per channel, soft count per channel). A channel is off when its norm scale
         ``|gamma|`` is under ``channel_threshold`` or every weight making it is masked; it counts ``min(1, |gamma|)``
         in the expected size (an L1 pull on ``gamma`` priced by the channel's parameters)."""
@@ -234,7 +240,7 @@ class LearnedMasks(Stateful):
             gates[gid] = (alive.to(w.dtype), soft)
         return gates
 
-    def forward(self, module, *, expected: bool = True) -> MaskOutput:
+    def forward(self, module: torch.nn.Module, *, expected: bool = True) -> MaskOutput:
         """Masked parameters (hard values, surrogate gradients) and the expected non-zero count."""
         params = dict(module.named_parameters())
         weight_masks = self._weight_masks(params)
@@ -256,7 +262,8 @@ class LearnedMasks(Stateful):
         count = self._expected(params, weight_masks, gates) if expected else None
         return MaskOutput(overrides, count)
 
-    def _expected(self, params, weight_mask, gates) -> torch.Tensor:
+    def _expected(self, params: Mapping[str, torch.Tensor], weight_mask: Mapping[str, MaskPair],
+                  gates: Mapping[str, MaskPair]) -> torch.Tensor:
         total = torch.zeros((), device=next(iter(params.values())).device)
         for key in self.layout.weights:
             soft = weight_mask[key][1]
@@ -275,7 +282,7 @@ class LearnedMasks(Stateful):
         return total
 
     @torch.no_grad()
-    def hard_weights(self, module) -> dict[str, torch.Tensor]:
+    def hard_weights(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Every parameter as the masked network uses it, with exact zeros where masked. The parameters of a
         channel that can be removed (see :meth:`dead_channels`) and the weights reading it are zeroed too: the
         output does not depend on them and removing the channel removes them."""
@@ -293,7 +300,7 @@ class LearnedMasks(Stateful):
         return state
 
     @torch.no_grad()
-    def dead_channels(self, module) -> dict[str, list[int]]:
+    def dead_channels(self, module: torch.nn.Module) -> dict[str, list[int]]:
         """Group node -> indices of its channels that can go: switched off, or read only through masked weights.
         Either way the network's output does not depend on them, so removing them keeps the function."""
         params = dict(module.named_parameters())

@@ -20,9 +20,14 @@ checkpoint holds tensors and plain data only. :meth:`Stateful.load_state_dict` p
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-import torch
+from .deferred import deferred
+
+if TYPE_CHECKING:
+    import torch
+else:   # a method's strategy subclasses Stateful, and its file imports without torch (archgraph/train/deferred.py)
+    torch = deferred("torch")
 
 
 class Stateful:

@@ -30,7 +30,6 @@ import torch
 from ..fx.apply_plan import carry
 from .state import Stateful
 
-
 # ---- following a rewrite ------------------------------------------------------------------------------------------
 
 def channel_map(plan, node: str, anchor=None) -> Optional[tuple[int, ...]]:

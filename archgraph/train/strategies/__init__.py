@@ -1,14 +1,14 @@
-"""Growth/pruning methods, one module per method, all driving the same loop and rule engine.
-
-A method's settings model (:class:`~archgraph.train.config.MethodConfig`) names its strategy as ``module:Class``;
-:func:`make_strategy` imports that module only when a run uses it.
+"""Growth/pruning methods, one file per method: its settings model (subclassing
+:class:`~archgraph.train.strategies.base.MethodConfig`, which registers it in :data:`METHODS`), its strategy and
+nothing else. Importing this package registers the built-in methods; torch is imported only when a run trains
+(:mod:`archgraph.train.deferred`). :func:`make_strategy` imports the strategy a settings model names.
 """
 from __future__ import annotations
 
 import importlib
 
-from ..config import METHODS
-from .base import Strategy
+from . import budget, cgap, dense, distill, gbp, gnap, gumbel, scs, staged  # noqa: F401  (importing registers each method)
+from .base import METHODS, MethodConfig, Strategy
 
 
 def make_strategy(settings, config=None) -> Strategy:
@@ -17,4 +17,4 @@ def make_strategy(settings, config=None) -> Strategy:
     return getattr(importlib.import_module(module), cls)(settings, config)
 
 
-__all__ = ["METHODS", "Strategy", "make_strategy"]
+__all__ = ["METHODS", "MethodConfig", "Strategy", "make_strategy"]

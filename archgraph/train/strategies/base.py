@@ -1,4 +1,12 @@
-"""The interface between the training loop and a growth/pruning method.
+"""The interface between the training loop and a growth/pruning method: its settings model
+(:class:`MethodConfig`, which registers the method) and its :class:`Strategy`.
+
+A method is one file in this package (or a user's module): a settings model subclassing :class:`MethodConfig`, with
+``name: Literal["x"] = "x"`` (the run file's ``method.name``) and ``strategy = "module:Class"`` naming the
+strategy, and that strategy. Subclassing registers the method in :data:`METHODS`; the run file's ``method`` union,
+its JSON Schema, ``archgraph validate`` and ``archgraph.methods.attach`` are built from that registry. The file
+imports torch and the torch-side helpers deferred (:mod:`archgraph.train.deferred`), so reading and validating run
+files needs no torch.
 
 The loop owns the graph, the module, the optimizer, the data and the run directory; a strategy decides *what* to
 change and *when*, through these hooks (all optional):
@@ -43,12 +51,52 @@ size, the last metrics, ``apply`` for trying rules, ``forward``, the training in
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict
 
 from ...errors import RuleError
 from ...ops.registry import OPS
 from ...rules.base import apply as rules_apply
 from ..state import Stateful
+
+#: method name -> its settings model (each registers itself by subclassing MethodConfig)
+METHODS: dict[str, type["MethodConfig"]] = {}
+#: called after a method registers (the run file's ``method`` union rebuilds itself: archgraph/train/config.py)
+ON_REGISTER: list[Callable[[], None]] = []
+
+
+class MethodConfig(BaseModel):
+    """Base of a method's settings: ``name: Literal["x"] = "x"`` (the run file's ``method.name``) and
+    ``strategy``, the ``"module:Class"`` of its :class:`Strategy` (imported when a run trains). Subclassing
+    registers the method; a name registered twice is an error.
+
+    Validation is strict, as for the whole run file: YAML gives real ints, floats and booleans, so ``every: "3"``
+    is an error, and every float is finite."""
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    strategy: ClassVar[str] = ""
+    #: fields that name files, relative to the run file as ``seed:`` and ``weights:`` are (checked by validate and
+    #: grow, which hand the strategy their resolved paths)
+    files: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs):
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.model_fields.get("name")
+        if field is None or not isinstance(field.default, str) or ":" not in cls.strategy:
+            raise TypeError(f"{cls.__name__}: a method's settings need name: Literal[...] = ... and "
+                            "strategy = 'module:Class'")
+        if field.default in METHODS and METHODS[field.default] is not cls:
+            raise TypeError(f"method {field.default!r} is registered twice ({METHODS[field.default].__name__}, "
+                            f"{cls.__name__})")
+        METHODS[field.default] = cls
+        for hook in ON_REGISTER:
+            hook()
+
+    def budget_warnings(self, epochs: int) -> list[str]:
+        """Settings that make this method silently do nothing in a run of ``epochs`` epochs (``archgraph
+        validate`` and ``grow`` print them)."""
+        return []
 
 class Strategy(Stateful):
     """Base class: plain training, no rewrites. ``STATE`` names the attributes to checkpoint."""

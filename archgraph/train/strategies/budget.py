@@ -4,7 +4,7 @@
 The paper trains and prunes in one go, without fine-tuning: the pruning masks are not extra parameters but a
 function of the weights themselves (a reparametrisation that acts as a prior), and a budget loss drives the share
 of kept weights to a target. We had the abstract and outline, not the code, so the details below are ours (settings
-in :class:`~archgraph.train.config.BudgetSettings`):
+in :class:`BudgetSettings`):
 
 1. **Reparametrisation.** Each conv/linear weight ``w`` is used as ``w * f(w)`` with
    ``f(w) = sigmoid((|w| / r - threshold) / T)``, where ``r`` is the RMS of the layer's weights (detached: the
@@ -43,11 +43,42 @@ computes the same masks and the same final rules from the same weights.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-from ..unstructured import ChannelDeath, masked_keys
-from .base import Strategy
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from ..deferred import deferred
+from .base import MethodConfig, Strategy
 from .gumbel import annealed
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import unstructured
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    unstructured = deferred("archgraph.train.unstructured")
+
+
+class BudgetSettings(MethodConfig):
+    """Budget-aware weight reparametrisation (see archgraph/train/strategies/budget.py)."""
+    name: Literal["budget"] = "budget"
+    strategy = "archgraph.train.strategies.budget:BudgetStrategy"
+    target: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="kept fraction of the conv/linear weights the budget loss drives the network to")
+    budget_weight: PositiveFloat = Field(50.0, description="loss weight of the budget term")
+    budget_loss: Literal["squared", "hinge"] = Field(
+        "squared", description="squared: (kept - target)^2; hinge: max(0, kept - target) (only pushes down)")
+    threshold: PositiveFloat = Field(
+        0.5, description="a weight is kept when |w| / RMS(layer's weights) exceeds this")
+    temperature_start: PositiveFloat = Field(0.5, description="width of the sigmoid mask function at the start, in "
+                                                               "units of the layer's RMS")
+    temperature_end: PositiveFloat = Field(0.005, description="width at the end of the annealing (near a step)")
+    anneal_epochs: Optional[PositiveInt] = Field(
+        None, description="epochs over which the temperature is annealed geometrically (None: the whole run)")
+    warmup_epochs: NonNegativeInt = Field(0, description="epochs of dense training before the reparametrisation "
+                                                         "and the budget loss start")
+
 
 TRAIN, DONE = "train", "done"
 
@@ -84,10 +115,11 @@ class BudgetStrategy(Strategy):
         self.death = None
 
     def attach(self, trainer) -> None:
-        self.death = ChannelDeath(trainer.graph)
+        self.death = unstructured.ChannelDeath(trainer.graph)
 
     def on_rewrite(self, trainer, rewrite) -> None:
-        self.death = ChannelDeath(rewrite.graph)   # the masks are functions of the weights: nothing else to carry
+        # the masks are functions of the weights: nothing else to carry
+        self.death = unstructured.ChannelDeath(rewrite.graph)
 
     def active(self, trainer) -> bool:
         return self.phase == TRAIN and trainer.epoch >= self.settings.warmup_epochs
@@ -106,7 +138,7 @@ class BudgetStrategy(Strategy):
         values, hard = {}, {}
         kept = torch.zeros((), device=trainer.device)
         total = 0
-        for key in masked_keys(trainer.graph):
+        for key in unstructured.masked_keys(trainer.graph):
             w = params[key]
             f = mask_function(w, s.threshold, temperature)
             hard[key] = keep_mask(w, s.threshold)
@@ -131,7 +163,7 @@ class BudgetStrategy(Strategy):
             return []
         with torch.no_grad():
             values, _ = self.masked(trainer, training=False)
-            hard = {k: (values[k] != 0).float() for k in masked_keys(trainer.graph)}
+            hard = {k: (values[k] != 0).float() for k in unstructured.masked_keys(trainer.graph)}
             dead = self.death.dead(hard)
             params = dict(trainer.module.named_parameters())
             for key, value in values.items():
@@ -152,7 +184,7 @@ class BudgetStrategy(Strategy):
         if self.active(trainer):
             with torch.no_grad():
                 values, density = self.masked(trainer, training=False)
-            keys = masked_keys(trainer.graph)
+            keys = unstructured.masked_keys(trainer.graph)
             m["temperature"] = round(self.temperature(trainer), 6)
             m["soft_density"] = round(float(density), 5)
             m["density"] = round(sum(int((values[k] != 0).sum()) for k in keys) /

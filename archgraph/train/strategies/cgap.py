@@ -3,7 +3,7 @@
 The paper starts from a small seed, grows filters and neurons where the network is most *salient* while it trains,
 and then prunes the least salient ones, reporting parameter and FLOP reductions against the full-size network
 (VGG-19 on CIFAR-100: -78.9% parameters, -53.2% FLOPs). What we do, with
-:class:`~archgraph.train.config.CgapSettings`:
+:class:`CgapSettings`:
 
 1. **Saliency.** Every layer whose channels can be removed on their own (:mod:`archgraph.train.gates`) gets a probe
    gate fixed at 1 on what makes each channel (the batchnorm after it, or its own weights). The gradient of the
@@ -31,16 +31,59 @@ training forward passes, see :mod:`archgraph.train.strategies.costs`).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
+
 import math
 
-import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ... import rules as R
-from ..groups import GroupIndex
-from ..gates import gate_layout, gate_overrides
-from ..tensors import follow_channels
-from .base import Strategy
+from ..deferred import deferred
+from .base import MethodConfig, Strategy
 from .costs import SizeLedger, TrainCost
+
+if TYPE_CHECKING:
+    import torch
+    from .. import gates, groups, tensors
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    groups = deferred("archgraph.train.groups")
+    gates = deferred("archgraph.train.gates")
+    tensors = deferred("archgraph.train.tensors")
+
+
+class CgapSettings(MethodConfig):
+    """CGaP: continuous growth next to the most salient units, then pruning of the least salient
+    (see archgraph/train/strategies/cgap.py)."""
+    name: Literal["cgap"] = "cgap"
+    strategy = "archgraph.train.strategies.cgap:CgapStrategy"
+    saliency_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.9, description="moving average of the per-channel saliency |sum(activation x gradient)| over steps")
+    # growth
+    grow_epochs: NonNegativeInt = Field(20, description="growth events happen during the first grow_epochs")
+    grow_every: PositiveInt = Field(2, description="epochs between growth events")
+    growth_rate: Annotated[float, Field(gt=0.0, le=2.0)] = Field(
+        0.5, description="share of a layer's width added at a growth event (next to its most salient units)")
+    growth_decay: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.8, description="the growth rate is multiplied by this after every growth event")
+    grow_rule: Literal["split_filters", "add_filters"] = Field(
+        "split_filters", description="split_filters duplicates the most salient units (with +-split_eps noise); "
+                                     "add_filters adds fresh ones (grow_init)")
+    split_eps: NonNegativeFloat = Field(0.01, description="noise that tells the two halves of a split unit apart")
+    grow_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "preserve", description="initialisation of new filters with grow_rule add_filters")
+    max_width: PositiveInt = Field(512, description="no layer grows past this many channels/features")
+    # pruning
+    prune_start: NonNegativeInt = Field(25, description="first epoch at whose end channels may be pruned")
+    prune_every: PositiveInt = Field(2, description="epochs between pruning events")
+    prune_rate: Annotated[float, Field(gt=0.0, le=0.9)] = Field(
+        0.1, description="share of the gated channels removed at a pruning event (least salient first)")
+    target_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.5, description="pruning stops once the network has at most this share of its peak parameters")
+    target_params: Optional[PositiveInt] = Field(
+        None, description="or once it has at most this many parameters (whichever is reached first)")
+    min_width: PositiveInt = Field(2, description="a layer keeps at least this many channels")
+
 
 
 class CgapStrategy(Strategy):
@@ -64,7 +107,7 @@ class CgapStrategy(Strategy):
         self.sizes.start(trainer.graph)
 
     def attach(self, trainer) -> None:
-        self.layout = gate_layout(trainer.graph, branches=False, heads=False)
+        self.layout = gates.gate_layout(trainer.graph, branches=False, heads=False)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
         self.saliency = {k: v.to(trainer.device) for k, v in self.saliency.items()}
         for node, width in sizes.items():
@@ -84,7 +127,7 @@ class CgapStrategy(Strategy):
         params = dict(trainer.module.named_parameters())
         self._probe = {node: torch.ones(g.width, device=trainer.device, requires_grad=True)
                        for node, g in self.layout.channel.items()}
-        return gate_overrides(params, self.layout, self._probe), None
+        return gates.gate_overrides(params, self.layout, self._probe), None
 
     def on_step_end(self, trainer) -> list:
         self.cost.add_step(trainer)
@@ -172,7 +215,7 @@ class CgapStrategy(Strategy):
 
     def on_rewrite(self, trainer, rewrite) -> None:
         plan, new_graph = rewrite.plan, rewrite.graph
-        self.layout = gate_layout(new_graph, branches=False, heads=False)
+        self.layout = gates.gate_layout(new_graph, branches=False, heads=False)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
 
         def fill(node, n):
@@ -180,7 +223,7 @@ class CgapStrategy(Strategy):
             value = float(known.mean()) if known is not None and known.numel() else 0.0
             return torch.full((n,), value, device=trainer.device)
 
-        self.saliency = follow_channels(plan, self.saliency, fill, sizes,
+        self.saliency = tensors.follow_channels(plan, self.saliency, fill, sizes,
                                         {k: v.anchor for k, v in self.layout.channel.items()})
         self.sizes.update(new_graph)
 
@@ -195,6 +238,6 @@ class CgapStrategy(Strategy):
 def channel_params(graph, module) -> dict[tuple[str, int], float]:
     """``(layer, channel) -> parameters`` removed with that channel: its row of the layer, its per-channel
     parameters (norms) and the columns of the layers reading it (:class:`~archgraph.train.groups.GroupIndex`)."""
-    index = GroupIndex(graph)
+    index = groups.GroupIndex(graph)
     sizes = index.sizes(dict(module.named_parameters())).tolist()
     return {index.producer[g]: sizes[g] for g in range(len(index))}

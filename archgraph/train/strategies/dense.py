@@ -1,7 +1,16 @@
 """Dense training of the seed as it is: the baseline every method is compared against."""
 from __future__ import annotations
 
-from .base import Strategy
+from typing import Literal
+
+from .base import MethodConfig, Strategy
+
+
+class DenseSettings(MethodConfig):
+    """Plain training of the seed: no rewrites, no masks (the baseline)."""
+    name: Literal["dense"] = "dense"
+    strategy = "archgraph.train.strategies.dense:DenseStrategy"
+
 
 
 class DenseStrategy(Strategy):

@@ -18,13 +18,41 @@ smaller network (``archgraph compress`` runs it between pruning rounds).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
-import torch
+from pydantic import Field, PositiveFloat
 
 from ...errors import ConfigError
-from ..teacher import HiddenMatch, Teacher, kd_loss, shared_hidden
-from .base import Strategy
+from ..deferred import deferred
+from .base import MethodConfig, Strategy
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import teacher as teachers
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    teachers = deferred("archgraph.train.teacher")
+
+
+class DistillSettings(MethodConfig):
+    """Knowledge distillation from a frozen teacher network (see archgraph/train/strategies/distill.py)."""
+    name: Literal["distill"] = "distill"
+    strategy = "archgraph.train.strategies.distill:DistillStrategy"
+    files = ("teacher", "teacher_weights")
+    teacher: str = Field(description="the teacher's graph file (relative to the run file)")
+    teacher_weights: str = Field(description="the teacher's weights, a safetensors file with keys "
+                                             "<node_id>.<param> (relative to the run file)")
+    temperature: PositiveFloat = Field(2.0, description="both networks' logits are divided by this before the "
+                                                        "softmax; the KL is multiplied by its square")
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="weight of the task loss: the objective is alpha * task + (1 - alpha) * T^2 * KL "
+                         "(0: distillation alone)")
+    hidden: Union[Literal["none", "auto"], dict[str, str]] = Field(
+        "none", description="hidden states matched by mean squared error: none; auto (the nodes whose outputs feed "
+                            "a residual add, where both graphs have the node id with the same output shape); or "
+                            "{student_node: teacher_node} pairs (a pair whose shapes differ is left out)")
+    hidden_weight: PositiveFloat = Field(1.0, description="weight of the hidden-state term (with hidden set)")
 
 
 class DistillStrategy(Strategy):
@@ -35,14 +63,14 @@ class DistillStrategy(Strategy):
 
     def __init__(self, settings, config=None):
         super().__init__(settings, config)
-        self.teacher: Optional[Teacher] = None
-        self.match: Optional[HiddenMatch] = None
+        self.teacher: Optional[teachers.Teacher] = None
+        self.match: Optional[teachers.HiddenMatch] = None
         self._kl_sum: Optional[torch.Tensor] = None
         self._kl_steps = 0
 
     def attach(self, trainer) -> None:
         if self.teacher is None:
-            self.teacher = Teacher(self.settings.teacher, self.settings.teacher_weights, device=trainer.device)
+            self.teacher = teachers.Teacher(self.settings.teacher, self.settings.teacher_weights, device=trainer.device)
         else:
             self.teacher.to(trainer.device)
         self._check_outputs(trainer.graph)
@@ -62,7 +90,7 @@ class DistillStrategy(Strategy):
         if hidden == "none":
             return []
         if hidden == "auto":
-            return [(n, n) for n in shared_hidden(graph, self.teacher.graph)]
+            return [(n, n) for n in teachers.shared_hidden(graph, self.teacher.graph)]
         for s, t in hidden.items():
             if s not in graph.nodes:
                 raise ConfigError(f"the network has no node {s!r}", field="method.hidden")
@@ -77,7 +105,7 @@ class DistillStrategy(Strategy):
         pairs = self.pairs(trainer.graph)
         if pairs:
             assert self.teacher is not None
-            self.match = HiddenMatch(trainer.module, self.teacher, pairs)
+            self.match = teachers.HiddenMatch(trainer.module, self.teacher, pairs)
 
     def on_rewrite(self, trainer, rewrite) -> None:
         self._match(trainer)
@@ -88,7 +116,7 @@ class DistillStrategy(Strategy):
     def output_loss(self, trainer, inputs: Any, output: Any) -> Optional[torch.Tensor]:
         assert self.teacher is not None
         out = output[0] if isinstance(output, tuple) else output
-        kl = kd_loss(out, self.teacher(inputs), self.settings.temperature)
+        kl = teachers.kd_loss(out, self.teacher(inputs), self.settings.temperature)
         detached = kl.detach()
         self._kl_sum = detached if self._kl_sum is None else self._kl_sum + detached
         self._kl_steps += 1

@@ -3,7 +3,7 @@
 The paper first *expands the filter space* (to explore more architectures before exploiting them), then prunes
 filters progressively: each filter's importance is measured by *global group sparsity* (a Gaussian scale mixture
 model of the filter groups) and a *deterministic annealing* strategy removes them. Its exact equations were not
-available to us; what we do, with :class:`~archgraph.train.config.GbpSettings`:
+available to us; what we do, with :class:`GbpSettings`:
 
 1. **Grow.** After ``expand_after`` epochs of the seed, every channel space that can change (one per group of
    coupled producers, :mod:`archgraph.channels`; residual adds keep their sides equal) is widened by
@@ -32,15 +32,49 @@ penalty's gradient is the same on every process too, so DDP's average leaves it 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from ... import rules as R
 from ...channels import analyse
-from ..groups import GroupIndex
-from .base import Strategy, applicable
+from ..deferred import deferred
+from .base import MethodConfig, Strategy, applicable
 from .costs import SizeLedger, TrainCost
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import groups
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    groups = deferred("archgraph.train.groups")
+
+
+class GbpSettings(MethodConfig):
+    """GbP: growing before pruning, with global group sparsity and an annealed threshold
+    (see archgraph/train/strategies/gbp.py)."""
+    name: Literal["gbp"] = "gbp"
+    strategy = "archgraph.train.strategies.gbp:GbpStrategy"
+    expand_after: PositiveInt = Field(1, description="epochs the seed trains before its filter space is expanded")
+    expand_factor: Annotated[float, Field(gt=1.0, le=8.0)] = Field(
+        2.0, description="every channel space that can change is widened by this factor")
+    expand_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "random", description="initialisation of the new filters")
+    max_width: PositiveInt = Field(1024, description="no layer is widened past this many channels/features")
+    penalty: NonNegativeFloat = Field(
+        0.5, description="weight of the group lasso (the mean over parameters of the groups' scale-free norms)")
+    reweight: bool = Field(True, description="reweight each group by the inverse of its scale (the Gaussian "
+                                             "scale mixture's MAP estimate), so weak groups are pushed harder")
+    anneal_start: NonNegativeInt = Field(
+        3, description="epochs after the expansion before the threshold starts rising")
+    anneal_epochs: PositiveInt = Field(20, description="epochs over which the threshold rises to its final value")
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.3, description="final threshold on a group's relative scale (its RMS over the RMS of each tensor)")
+    max_prune_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.25, description="at most this share of the remaining groups is removed at one epoch's end")
+    min_width: PositiveInt = Field(2, description="a channel space keeps at least this many channels")
+
 
 SEED, SEARCH, FINETUNE = "seed", "search", "finetune"
 EPS = 0.05   # added to a group's scale in the reweighting (a group at zero is not pushed infinitely)
@@ -57,7 +91,7 @@ class GbpStrategy(Strategy):
         self.sizes = SizeLedger()
         self.threshold = 0.0
         self.cost = TrainCost()
-        self.index: Optional[GroupIndex] = None
+        self.index: Optional[groups.GroupIndex] = None
         self._weights: Optional[torch.Tensor] = None
         self._sizes: Optional[torch.Tensor] = None
 
@@ -70,7 +104,7 @@ class GbpStrategy(Strategy):
         self._rebuild(trainer)
 
     def _rebuild(self, trainer) -> None:
-        self.index = GroupIndex(trainer.graph, device=trainer.device)
+        self.index = groups.GroupIndex(trainer.graph, device=trainer.device)
         params = dict(trainer.module.named_parameters())
         self._sizes = self.index.sizes(params)
         self._reweight(trainer)
@@ -82,12 +116,12 @@ class GbpStrategy(Strategy):
         sq = self.index.sq_norms(src, ref)
         return (sq / self._sizes.clamp_min(1)).sqrt()
 
-    @torch.no_grad()
     def _reweight(self, trainer) -> None:
         params = dict(trainer.module.named_parameters())
-        w = self._sizes.clamp_min(1).sqrt()
-        if self.settings.reweight and len(self.index):
-            w = w / (self.scales(params) + EPS)
+        with torch.no_grad():
+            w = self._sizes.clamp_min(1).sqrt()
+            if self.settings.reweight and len(self.index):
+                w = w / (self.scales(params) + EPS)
         self._weights = w
 
     # ---- the loss -----------------------------------------------------------------------------------------------
@@ -181,7 +215,7 @@ class GbpStrategy(Strategy):
     def summary(self, trainer) -> dict:
         return {"train_macs": self.cost.macs, **self.sizes.summary(trainer.graph)}
 
-def tensor_rms(params: dict[str, torch.Tensor], index: GroupIndex) -> dict[str, torch.Tensor]:
+def tensor_rms(params: dict[str, torch.Tensor], index: groups.GroupIndex) -> dict[str, torch.Tensor]:
     """RMS of every tensor that has group entries (detached; the reference scale of its entries)."""
     out = {}
     for key, _, _ in index.entries:

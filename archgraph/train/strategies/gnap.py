@@ -4,7 +4,7 @@ The paper has no public code and its method details were not available to us, so
 of its summary: *start small; when training saturates, grow (widen every layer in a function-preserving way, deepen
 when widening stops paying off); between growth phases train and prune at the same time, with masks learned by
 gradient descent and no hand-set sparsity target.* What we do, and with which settings
-(:class:`~archgraph.train.config.GnapSettings`):
+(:class:`GnapSettings`):
 
 1. **Saturation.** A :class:`~archgraph.train.plateau.PlateauDetector` watches ``monitor`` (default the held-out
    validation loss) and calls a plateau after ``patience`` epochs without an improvement larger than ``min_delta``
@@ -41,16 +41,74 @@ metric, the deepening rule and the final fine-tuning.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ... import rules as R
 from ...errors import RuleError
 from ...ops.registry import MERGE, OPS, SOURCE, THROUGH, channel_width
-from ..masks import LearnedMasks
+from ..deferred import deferred
 from ..plateau import PlateauDetector
-from .base import Strategy, applicable, sequence_norm
+from .base import MethodConfig, Strategy, applicable, sequence_norm
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import masks
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    masks = deferred("archgraph.train.masks")
+
+
+class GnapSettings(MethodConfig):
+    """GNAP: grow at saturation, prune with learned masks in between (see archgraph/train/strategies/gnap.py)."""
+    name: Literal["gnap"] = "gnap"
+    strategy = "archgraph.train.strategies.gnap:GnapStrategy"
+    # saturation
+    monitor: Literal["val_loss", "val_acc"] = Field("val_loss", description="what the plateau detector watches")
+    patience: PositiveInt = Field(5, description="epochs without improvement that make a plateau")
+    min_delta: NonNegativeFloat = Field(0.0, description="smallest change that counts as an improvement")
+    min_phase_epochs: NonNegativeInt = Field(
+        3, description="epochs a phase trains before a plateau may end it or channels may be removed")
+    smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="exponential moving average of the monitored metric (0: none), against a noisy val split")
+    # growth
+    growth_factor: Annotated[float, Field(gt=1.0, le=4.0)] = Field(
+        2.0, description="widening multiplies every growable layer's width by this factor")
+    max_growths: NonNegativeInt = Field(3, description="most growth steps (each widening or deepening is one)")
+    max_width: PositiveInt = Field(512, description="no layer is widened past this many channels/features")
+    min_gain: float = Field(0.0, description="a growth pays off when the monitored best improves by more than this")
+    deepen: bool = Field(True, description="insert a layer when widening stops paying off")
+    deepen_after: Optional[str] = Field(None, description="node after which layers are inserted (default: the "
+                                                          "activation after the last growable conv)")
+    grow_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "preserve", description="initialisation of new filters (preserve keeps the function)")
+    # autonomous pruning
+    param_cost: NonNegativeFloat = Field(
+        0.02, description="training-loss units charged per 1,000 expected non-zero parameters (the trade-off "
+                          "between loss and size; not a sparsity target)")
+    temperature: PositiveFloat = Field(0.1, description="width of the sigmoid surrogate of the hard masks")
+    mask_lr: PositiveFloat = Field(0.005, description="Adam learning rate of the thresholds")
+    threshold_init: float = Field(0.0, description="initial per-weight threshold (relative to the row's RMS)")
+    channel_threshold: NonNegativeFloat = Field(
+        0.05, description="a channel whose norm scale |gamma| falls under this is switched off")
+    channel_masks: bool = Field(True, description="learn per-channel masks and remove channels that vanish")
+    warmup_epochs: NonNegativeInt = Field(0, description="epochs of dense training before masks are learned")
+    # the end
+    finetune_epochs: NonNegativeInt = Field(
+        10, description="final epochs with the masks frozen (pruned weights stay zero) and a cosine learning rate")
+
+    def budget_warnings(self, epochs: int) -> list[str]:
+        """GNAP grows only while more than ``finetune_epochs`` epochs remain, and a phase needs
+        ``min_phase_epochs + 1``."""
+        growing, needs = epochs - self.finetune_epochs, self.min_phase_epochs + 1
+        if growing >= needs:
+            return []
+        return [f"method.finetune_epochs ({self.finetune_epochs}) leaves {max(growing, 0)} of the {epochs} epochs "
+                f"(schedule.epochs) for growth, and a phase needs at least {needs} (method.min_phase_epochs + 1): "
+                "this run will never grow; raise schedule.epochs or lower method.finetune_epochs"]
+
 
 GROW, FINETUNE, DONE = "grow", "finetune", "done"
 
@@ -71,7 +129,7 @@ class GnapStrategy(Strategy):
         self.finetune_start = -1
         self.smoothed = math.nan       # exponential moving average of the monitored metric
         self._zeros: dict[str, torch.Tensor] = {}
-        self.masks = LearnedMasks(temperature=s.temperature, lr=s.mask_lr, threshold_init=s.threshold_init,
+        self.masks = masks.LearnedMasks(temperature=s.temperature, lr=s.mask_lr, threshold_init=s.threshold_init,
                                   channel_threshold=s.channel_threshold, channel_masks=s.channel_masks)
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ The paper extracts effective subnetworks from a larger, untrained network: each 
 of being kept, topologies are sampled with the Gumbel-softmax trick while those probabilities train, a rescaling
 mechanism improves the sampled subnetworks, and the final subnetwork keeps the likely weights. We had the abstract
 and the method's outline, not its code, so the details below are ours (settings in
-:class:`~archgraph.train.config.GumbelSettings`):
+:class:`GumbelSettings`):
 
 1. **Keep probabilities.** Every conv/linear weight ``w`` has a logit ``l`` (``logit_init``, default 0: probability
    one half); ``p = sigmoid(l)``. The logits are the method's own parameters, trained by their own Adam
@@ -54,14 +54,52 @@ True
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-import torch
+from pydantic import Field, NonNegativeFloat, PositiveFloat
 
 from ...fx.torchnames import module_classes
-from ..tensors import TensorAdam, follow_weights
-from ..unstructured import ChannelDeath, masked_keys
-from .base import Strategy
+from ..deferred import deferred
+from .base import MethodConfig, Strategy
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import tensors, unstructured
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    tensors = deferred("archgraph.train.tensors")
+    unstructured = deferred("archgraph.train.unstructured")
+
+
+class GumbelSettings(MethodConfig):
+    """Gumbel-softmax subnetwork extraction (see archgraph/train/strategies/gumbel.py)."""
+    name: Literal["gumbel"] = "gumbel"
+    strategy = "archgraph.train.strategies.gumbel:GumbelStrategy"
+    weights: Literal["fixed", "trained"] = Field(
+        "fixed", description="fixed: conv/linear weights keep their (random) initial values and only the masks, "
+                             "the rescaling and the norm/bias parameters learn (the paper's setting); trained: the "
+                             "weights train jointly with the masks")
+    logit_init: float = Field(0.0, description="initial keep logit of every weight (0: keep probability 0.5)")
+    mask_lr: PositiveFloat = Field(0.05, description="Adam learning rate of the logits (scaled by the run's "
+                                                      "learning-rate schedule)")
+    temperature_start: PositiveFloat = Field(1.0, description="Gumbel-softmax temperature at the start")
+    temperature_end: PositiveFloat = Field(0.1, description="temperature at the end (annealed geometrically)")
+    hard: bool = Field(True, description="forward hard 0/1 samples with straight-through gradients (false: the "
+                                         "relaxed samples themselves)")
+    rescale: Literal["learned", "fan_in", "none"] = Field(
+        "learned", description="learned: one learned scale per layer on the kept weights; fan_in: sqrt(weights / "
+                               "kept weights) per layer, so each layer's output scale at initialisation is kept; "
+                               "none: no rescaling")
+    scale_lr: PositiveFloat = Field(0.01, description="Adam learning rate of the learned per-layer log-scales")
+    sparsity: NonNegativeFloat = Field(0.0, description="loss weight of the expected kept fraction of the masked "
+                                                        "weights (0: no pressure towards fewer weights)")
+    density: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        None, description="extraction keeps this fraction of the masked weights, those with the highest keep "
+                          "probability (None: every weight with keep probability > 0.5)")
+    recalibrate_bn: bool = Field(True, description="after extraction, recompute the norms' running statistics "
+                                                   "on the training set for the extracted network (no training)")
+
 
 TRAIN, DONE = "train", "done"
 
@@ -105,15 +143,15 @@ class GumbelStrategy(Strategy):
         self.phase = TRAIN
         self.logits: dict[str, torch.Tensor] = {}
         self.log_scale: dict[str, torch.Tensor] = {}
-        self.adam_logits = TensorAdam(settings.mask_lr)
-        self.adam_scale = TensorAdam(settings.scale_lr)
-        self.death: Optional[ChannelDeath] = None
+        self.adam_logits = tensors.TensorAdam(settings.mask_lr)
+        self.adam_scale = tensors.TensorAdam(settings.scale_lr)
+        self.death: Optional[unstructured.ChannelDeath] = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def setup(self, trainer) -> None:
         params = dict(trainer.module.named_parameters())
         self.logits = {k: torch.full_like(params[k], self.settings.logit_init).detach()
-                       for k in masked_keys(trainer.graph)}
+                       for k in unstructured.masked_keys(trainer.graph)}
         self.log_scale = {k.rsplit(".", 1)[0]: torch.zeros((), device=trainer.device) for k in self.logits}
 
     def attach(self, trainer) -> None:
@@ -124,7 +162,7 @@ class GumbelStrategy(Strategy):
         self.adam_scale.to(trainer.device)
         for t in [*self.logits.values(), *self.log_scale.values()]:
             t.requires_grad_(True)
-        self.death = ChannelDeath(trainer.graph)
+        self.death = unstructured.ChannelDeath(trainer.graph)
 
     def temperature(self, trainer) -> float:
         s = self.settings
@@ -232,10 +270,10 @@ class GumbelStrategy(Strategy):
     def on_rewrite(self, trainer, rewrite) -> None:
         plan, new_graph = rewrite.plan, rewrite.graph
         params = dict(trainer.module.named_parameters())
-        shapes = {k: params[k].shape for k in masked_keys(new_graph)}
+        shapes = {k: params[k].shape for k in unstructured.masked_keys(new_graph)}
         with torch.no_grad():
-            self.logits = {k: v.requires_grad_(True) for k, v in
-                           follow_weights(plan, self.logits, shapes, self.settings.logit_init, trainer.device).items()}
+            followed = tensors.follow_weights(plan, self.logits, shapes, self.settings.logit_init, trainer.device)
+            self.logits = {k: v.requires_grad_(True) for k, v in followed.items()}
             self.adam_logits.follow(plan, shapes, device=trainer.device)
             scales = {}
             for key in shapes:
@@ -245,7 +283,7 @@ class GumbelStrategy(Strategy):
                                 else torch.zeros((), device=trainer.device)).requires_grad_(True)
             self.log_scale = scales
             self.adam_scale.follow(plan, {}, others=[f"scale.{n}" for n in scales], device=trainer.device)
-        self.death = ChannelDeath(new_graph)
+        self.death = unstructured.ChannelDeath(new_graph)
 
     # ---- numbers and state --------------------------------------------------------------------------------------
     def metrics(self, trainer) -> dict:
@@ -263,22 +301,23 @@ class GumbelStrategy(Strategy):
             m["scale_mean"] = round(sum(scales) / len(scales), 5)
         return m
 
-@torch.no_grad()
+
 def recalibrate_norms(trainer) -> None:
     """Recompute every batchnorm's running statistics as the plain average over the training set (no augmentation)
     for the network as it is now; no parameter changes."""
-    norms = [m for m in trainer.module.modules() if isinstance(m, module_classes(running_stats=True))]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None   # cumulative average
-    was_training = trainer.module.training
-    trainer.module.train()
-    for x in trainer.train_inputs():
-        if len(x) >= 2:   # a batch of one has no batch statistics
-            trainer.forward(x, {})
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    trainer.module.train(was_training)
+    with torch.no_grad():
+        norms = [m for m in trainer.module.modules() if isinstance(m, module_classes(running_stats=True))]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None   # cumulative average
+        was_training = trainer.module.training
+        trainer.module.train()
+        for x in trainer.train_inputs():
+            if len(x) >= 2:   # a batch of one has no batch statistics
+                trainer.forward(x, {})
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        trainer.module.train(was_training)

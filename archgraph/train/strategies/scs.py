@@ -7,7 +7,7 @@ the temperature ``beta`` is multiplied every epoch so that it reaches about 200 
 rounds ``s`` is clamped to at most ``s0`` and ``beta`` reset to 1, and the final mask is ``1[s > 0]``. SCS applies
 this to *structures* - channels and layers - samples the active structures during training so that the switched-off
 ones cost no compute, makes the penalty budget-aware, and grows the network from a small seed. What we do, with
-:class:`~archgraph.train.config.ScsSettings`:
+:class:`ScsSettings`:
 
 1. **Gates.** One logit per channel of every layer whose channels can be removed on their own, and one per residual
    branch (``branch_gates``), :mod:`archgraph.train.gates`. A gate multiplies what makes the channel after its
@@ -60,16 +60,70 @@ summary's ``macs`` are the final graph's inference MACs.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-import torch
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from ... import rules as R
 from ...ops.registry import OPS
-from ..gates import HEAD, closed_entries, gate_layout, gate_overrides, hard_weights
-from ..tensors import TensorSGD, follow_channels
-from .base import Strategy, applicable, sequence_norm
+from ..deferred import deferred
+from .base import MethodConfig, Strategy, applicable, sequence_norm
 from .costs import SizeLedger, TrainCost
+
+if TYPE_CHECKING:
+    import torch
+
+    from .. import gates, tensors
+else:   # imported when a run trains: validating a run file reads the settings without torch
+    torch = deferred("torch")
+    gates = deferred("archgraph.train.gates")
+    tensors = deferred("archgraph.train.tensors")
+
+
+class ScsSettings(MethodConfig):
+    """SCS: structured continuous sparsification with growth (see archgraph/train/strategies/scs.py)."""
+    name: Literal["scs"] = "scs"
+    strategy = "archgraph.train.strategies.scs:ScsStrategy"
+    # gates (continuous sparsification)
+    s_init: float = Field(2.0, description="initial gate logit s0; gates are sigmoid(beta*s)/sigmoid(s0)")
+    beta_final: Annotated[float, Field(gt=1.0)] = Field(
+        200.0, description="the temperature beta is multiplied every epoch to reach this at the end of a round")
+    rounds: PositiveInt = Field(1, description="rounds of annealing; between rounds s is clamped to s0 and "
+                                               "beta reset to 1")
+    gate_lr: PositiveFloat = Field(0.1, description="learning rate of the gate logits (SGD, momentum 0.9)")
+    sample: bool = Field(True, description="Bernoulli-sample the active channels and branches at each step")
+    branch_gates: bool = Field(True, description="gate residual branches too (removed by collapse_layer)")
+    cost: Literal["macs", "params"] = Field(
+        "macs", description="what the penalty and the budget price: inference MACs (the paper's FLOPs) or "
+                            "parameters (an embedding has parameters and no MACs)")
+    penalty: NonNegativeFloat = Field(
+        1.0, description="loss units per seed cost of expected cost (MACs or parameters, see cost): a "
+                         "cost-weighted L1 on the soft gates")
+    budget: Optional[PositiveFloat] = Field(
+        None, description="target cost (MACs or parameters) as a share of the seed's; the penalty is off while "
+                          "the expected cost is under it (None: always on)")
+    close_below: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.01, description="a channel or branch whose gate sigmoid(beta*s) falls under this is removed")
+    min_width: PositiveInt = Field(2, description="a layer keeps at least this many channels (the penalty does "
+                                                   "not push on its min_width most open gates)")
+    # growth
+    grow_every: PositiveInt = Field(3, description="epochs between growth checks")
+    grow_until: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="growth checks happen in this first share of every round (while beta is small)")
+    grow_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.9, description="a layer grows when at least this share of its gates is open (sigmoid(beta*s) > 0.5)")
+    growth_factor: Annotated[float, Field(gt=1.0, le=4.0)] = Field(1.5, description="width multiplier of a growth")
+    max_growths: NonNegativeInt = Field(4, description="most growth events (each may widen several layers)")
+    max_width: PositiveInt = Field(512, description="no layer grows past this many channels/features")
+    grow_init: Literal["preserve", "net2net", "random", "zero"] = Field(
+        "random", description="initialisation of new filters")
+    s_new: float = Field(0.0, description="initial gate logit of new channels and blocks")
+    grow_blocks: bool = Field(False, description="insert a residual block (insert_block) when every branch "
+                                                 "gate is open")
+    # the end
+    finetune_epochs: NonNegativeInt = Field(
+        0, description="epochs after the hard masks 1[s > 0] are folded into the weights")
+
 
 SEARCH, FINETUNE, DONE = "search", "finetune", "done"
 
@@ -91,8 +145,8 @@ class ScsStrategy(Strategy):
         self.phase = SEARCH
         self.growths = 0
         self.sizes = SizeLedger()
-        self.opt = TensorSGD(settings.gate_lr)
-        self.opt_b = TensorSGD(settings.gate_lr)
+        self.opt = tensors.TensorSGD(settings.gate_lr)
+        self.opt_b = tensors.TensorSGD(settings.gate_lr)
         self.cost = TrainCost()
         self.dense_cost = TrainCost()
         self.layout = None
@@ -107,7 +161,7 @@ class ScsStrategy(Strategy):
 
     def attach(self, trainer) -> None:
         self._device = trainer.device
-        self.layout = gate_layout(trainer.graph, branches=self.settings.branch_gates)
+        self.layout = gates.gate_layout(trainer.graph, branches=self.settings.branch_gates)
         self.s = {k: _leaf(v, trainer.device) for k, v in self.s.items()}
         self.sb = {k: _leaf(v, trainer.device) for k, v in self.sb.items()}
         for node, gate in self.layout.channel.items():
@@ -140,17 +194,17 @@ class ScsStrategy(Strategy):
         if self.settings.sample and training:
             q = {k: torch.bernoulli(v.detach()) for k, v in soft.items()}
             qb = {k: torch.bernoulli(v.detach()) for k, v in soft_b.items()}
-            gates = {k: _straight_through(q[k], v) for k, v in soft.items()}
-            gates_b = {k: _straight_through(qb[k], v) for k, v in soft_b.items()}
+            channel_gates = {k: _straight_through(q[k], v) for k, v in soft.items()}
+            branch_gates = {k: _straight_through(qb[k], v) for k, v in soft_b.items()}
             self._step_macs = float(self.layout.active_macs({k: float(v.mean()) for k, v in q.items()},
                                                             {k: float(v) for k, v in qb.items()}))
         elif self.settings.sample:
-            gates = {k: (v.detach() > 0).to(v.dtype) for k, v in self.s.items()}
-            gates_b = {k: (v.detach() > 0).to(v.dtype) for k, v in self.sb.items()}
+            channel_gates = {k: (v.detach() > 0).to(v.dtype) for k, v in self.s.items()}
+            branch_gates = {k: (v.detach() > 0).to(v.dtype) for k, v in self.sb.items()}
         else:
-            gates = {k: v * self.scale for k, v in soft.items()}
-            gates_b = {k: v * self.scale for k, v in soft_b.items()}
-        overrides = gate_overrides(params, self.layout, gates, gates_b)
+            channel_gates = {k: v * self.scale for k, v in soft.items()}
+            branch_gates = {k: v * self.scale for k, v in soft_b.items()}
+        overrides = gates.gate_overrides(params, self.layout, channel_gates, branch_gates)
         extra = None
         if training and self.settings.penalty > 0 and (soft or soft_b):
             expected, seed = self.expected_cost(self._unprotected(soft), soft_b)
@@ -173,11 +227,11 @@ class ScsStrategy(Strategy):
 
     def _min_width(self, node: str) -> int:
         """How many channels a gated layer keeps: ``min_width``, or one head of an attention node."""
-        return 1 if self.layout.channel[node].unit == HEAD else self.settings.min_width
+        return 1 if self.layout.channel[node].unit == gates.HEAD else self.settings.min_width
 
     def _prune(self, node: str, indices: list[int]):
         """The rule removing channels (or heads) ``indices`` of a gated node."""
-        if self.layout.channel[node].unit == HEAD:
+        if self.layout.channel[node].unit == gates.HEAD:
             return R.PruneHeads(node=node, indices=indices)
         return R.PruneChannels(node=node, indices=indices)
 
@@ -259,7 +313,7 @@ class ScsStrategy(Strategy):
         with torch.no_grad():
             soft, soft_b = self.soft()
         out = []
-        now = gate_layout(graph, branches=False)
+        now = gates.gate_layout(graph, branches=False)
         for node in sorted(self.layout.channel):
             if node not in now.channel:
                 continue
@@ -271,7 +325,7 @@ class ScsStrategy(Strategy):
             count = min(int(math.ceil(width * (s.growth_factor - 1))), s.max_width - width)
             if count <= 0:
                 continue
-            if gate.unit == HEAD:
+            if gate.unit == gates.HEAD:
                 out.append(R.AddHeads(node=node, count=count))
             else:
                 out.append(R.exact_form(graph, R.AddFilters(node=node, count=count, init=s.grow_init,
@@ -296,11 +350,11 @@ class ScsStrategy(Strategy):
                 on[keep] = True
         branch_on = {k: bool(v.detach() > 0) for k, v in self.sb.items()}
         params = dict(trainer.module.named_parameters())
-        hard = hard_weights(params, self.layout, channel_on, branch_on, scale=self.scale)
+        hard = gates.hard_weights(params, self.layout, channel_on, branch_on, scale=self.scale)
         for node, on in channel_on.items():    # kept despite a closed gate: its gated params are zero
             closed = ~(self.s[node].detach() > 0) & on
             for part in self.layout.channel[node].scale:
-                closed_entries(hard[part.key], part, closed)
+                gates.closed_entries(hard[part.key], part, closed)
         with torch.no_grad():
             for key, value in hard.items():
                 params[key].copy_(value)
@@ -324,7 +378,7 @@ class ScsStrategy(Strategy):
 
     def on_rewrite(self, trainer, rewrite) -> None:
         plan, new_graph = rewrite.plan, rewrite.graph
-        self.layout = gate_layout(new_graph, branches=self.settings.branch_gates)
+        self.layout = gates.gate_layout(new_graph, branches=self.settings.branch_gates)
         sizes = {k: v.width for k, v in self.layout.channel.items()}
         anchors = {k: v.anchor for k, v in self.layout.channel.items()}
         s_new = self.settings.s_new
@@ -334,7 +388,7 @@ class ScsStrategy(Strategy):
 
         detached = {k: v.detach() for k, v in self.s.items()}
         self.s = {k: _leaf(v, trainer.device)
-                  for k, v in follow_channels(plan, detached, fill, sizes, anchors).items()}
+                  for k, v in tensors.follow_channels(plan, detached, fill, sizes, anchors).items()}
         self.opt.follow(plan, sizes, anchors)
         self.sb = {k: self.sb[k] if k in self.sb else _leaf(torch.tensor(s_new), trainer.device)
                    for k in self.layout.branch}
@@ -346,7 +400,7 @@ class ScsStrategy(Strategy):
         params = dict(trainer.module.named_parameters())
         if self.phase != SEARCH:
             return {k: v.detach() for k, v in params.items()}
-        return hard_weights(params, self.layout, {k: v.detach() > 0 for k, v in self.s.items()},
+        return gates.hard_weights(params, self.layout, {k: v.detach() > 0 for k, v in self.s.items()},
                             {k: bool(v.detach() > 0) for k, v in self.sb.items()}, scale=self.scale)
 
     def metrics(self, trainer) -> dict:

@@ -18,10 +18,50 @@ names it.
 """
 from __future__ import annotations
 
-from ...errors import ConfigError
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from ...errors import ArchgraphError, ConfigError
 from ...rules.base import decode
 from ...rules.widen import exact_form
-from .base import Strategy
+from .base import MethodConfig, Strategy
+
+
+class Stage(BaseModel):
+    """One growth event of a fixed schedule: the rules applied, in order, after a given step or epoch."""
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    step: Optional[PositiveInt] = Field(None, description="apply the rules after this training step")
+    epoch: Optional[PositiveInt] = Field(None, description="or at the end of this epoch")
+    rules: list[dict[str, Any]] = Field(
+        min_length=1, description="rules as {rule: name, args: {...}} (archgraph.rules.decode), applied in order")
+
+    @model_validator(mode="after")
+    def _one_time(self):
+        if (self.step is None) == (self.epoch is None):
+            raise ValueError("a stage gives exactly one of step and epoch")
+        return self
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_decode(cls, rules):
+        for data in rules:
+            try:
+                decode(data)
+            except ArchgraphError as err:
+                raise ValueError(str(err)) from None
+        return rules
+
+
+class StagedSettings(MethodConfig):
+    """Staged growth: function-preserving rules on a fixed schedule (the Staged Training / MSG baseline;
+    see archgraph/train/strategies/staged.py)."""
+    name: Literal["staged"] = "staged"
+    strategy = "archgraph.train.strategies.staged:StagedStrategy"
+    stages: list[Stage] = Field(default_factory=list, description="the growth events, each at a step or an epoch")
+    require_exact: bool = Field(True, description="refuse a rule whose rewrite does not keep the network's "
+                                                  "function exactly (its transfer plan is not exact)")
+
 
 
 class StagedStrategy(Strategy):
