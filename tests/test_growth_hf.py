@@ -1,7 +1,8 @@
 """Growing imported Hugging Face language models (small GPT-2 and Llama configs, random weights, nothing
 downloaded) every exact way, checked in float64 against the original transformers model's logits: a wider stream
 (GPT-2's layer norms: ``masked`` and ``clone``; Llama's RMS norms: ``preserve`` and ``clone``), more heads / kv
-groups, a wider MLP, a new block after a block, and a copied block with zeroed residual writers."""
+groups, a wider MLP, a new block after a block, and a copied block with zeroed residual writers; and a tied LM head
+(GPT-2, Llama, Gemma 2 with ``tie_word_embeddings``) cloned 2x, exported and loaded still tied."""
 import copy
 import functools
 

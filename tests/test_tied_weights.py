@@ -154,3 +154,42 @@ def test_transfer_refuses_a_plan_that_breaks_a_tie():
         head, axes=((axis, dataclasses.replace(m, scale=(0.5,) * m.size)),))})
     with pytest.raises(ArchgraphError, match="tied to 'wte.weight'"):
         transfer(broken, build(g), build(rw.graph))
+
+
+@pytest.mark.parametrize("init,exact", [("preserve", False), ("masked", True), ("net2net", False), ("zero", False)])
+def test_every_widening_of_a_tied_stream_keeps_the_tie(init, exact):
+    """Other inits: the tied head reads the new channels as the table holds them (one tensor), and a layer-norm
+    stream widened other than by clone or masked says it changes the function."""
+    from archgraph import rules
+    from archgraph.fx.apply_plan import transfer, transfer_state
+    g = archgraph.loads(GPT)
+    old = build(g, dtype=torch.float64).eval()
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=8, init=init))
+    assert rw.exact == exact, rw.plan.note
+    new = build(rw.graph, dtype=torch.float64, seed=1).eval()
+    transfer(rw.plan, old, new)
+    state = transfer_state(rw.plan, old.state_dict(), build(rw.graph, dtype=torch.float64, seed=1).state_dict())
+    assert torch.equal(state["lm_head.weight"], state["wte.weight"])
+    assert torch.equal(state["wte.weight"], new.wte.weight) and new.lm_head.weight is new.wte.weight
+    if exact:
+        x = torch.randint(0, 40, (2, 8))
+        with torch.no_grad():
+            assert float((new(x) - old(x)).abs().max()) <= 1e-12 * float(old(x).abs().max())
+
+
+def test_a_tied_head_that_cannot_divide_its_reads_says_so():
+    from archgraph import rules
+    g = archgraph.loads("""
+archgraph: 1
+name: bigram
+inputs: {tokens: {shape: [8], vocab: 40}}
+nodes:
+  wte: {op: embedding, in: tokens, embedding_dim: 16}
+  lm_head: {op: linear, in: wte, out_features: 40, bias: false, tied_to: wte}
+outputs: [lm_head]
+""")
+    untied = archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="net2net"))
+    assert not untied.exact and "'lm_head' is tied to 'wte', so it reads the new channels" in untied.plan.note
+    # preserve: the table's new columns start random and the head is the table, so it reads them
+    assert not archgraph.apply(g, rules.AddFilters(node="wte", count=4)).exact
+    assert archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="zero")).exact   # zero columns in both

@@ -183,22 +183,48 @@ def spread_copies(plan: TransferPlan, graph: Graph, eps: float, seed: int) -> Tr
     return dataclasses.replace(plan, tensors=tensors)
 
 
+def tie_to_table(plan: TransferPlan, graph: Graph, space: Space) -> tuple[TransferPlan, list[tuple[str, str]]]:
+    """The plan with every head tied to a producer of ``space`` (a linear ``tied_to`` an embedding of the stream)
+    reading the widened channels exactly as the table holds them (the head IS the table: one tensor); returns it
+    and the ``(head, table)`` pairs whose reads the rule had planned otherwise (readers' factors, other fills)."""
+    producers = set(space.producers)
+    tensors = dict(plan.tensors)
+    changed = []
+    for hid, head in graph.nodes.items():
+        tied = getattr(head, "tied_to", None)
+        if tied not in producers or f"{hid}.weight" not in tensors or f"{tied}.weight" not in tensors:
+            continue
+        tp, table = tensors[f"{hid}.weight"], tensors[f"{tied}.weight"]
+        if tp.axes == table.axes:
+            continue
+        tensors[f"{hid}.weight"] = dataclasses.replace(tp, axes=table.axes)
+        changed.append((hid, tied))
+    return dataclasses.replace(plan, tensors=tensors), changed
+
+
+def untied_note(plan: TransferPlan, graph: Graph, space: Space) -> TransferPlan:
+    """:func:`tie_to_table`, and ``exact: false`` where a tied head then reads new channels otherwise than the rule
+    meant its readers to (only ``init=clone`` compensates: see :func:`keep_ties`)."""
+    plan, changed = tie_to_table(plan, graph, space)
+    if not changed or not plan.exact:
+        return plan
+    hid, tied = changed[0]
+    return dataclasses.replace(plan, exact=False, note=f"'{hid}' is tied to '{tied}', so it reads the new channels "
+                                                       f"as the table holds them and the function changes "
+                                                       f"(init=clone keeps it)")
+
+
 def keep_ties(plan: TransferPlan, graph: Graph, ch: Channels, space: Space, factor: int) -> tuple[TransferPlan, str]:
     """HyperCloning with a tied head (a linear ``tied_to`` an embedding of the stream): the head IS the widened
     table ``[E, E, ...]``, so it reads the copies without the ``1 / factor`` the other readers get (one tensor, the
     tie kept); the norm feeding it instead has its gain (``offset + weight``) and bias divided by ``factor``, and
     the logits ``[n/k, ...] . [E, ...]^T = n E^T`` are the old ones. Returns the plan and, where something else
     than a norm over the stream read by the head alone feeds it, why the logits are ``factor`` times the old ones."""
-    producers = set(space.producers)
+    plan, heads = tie_to_table(plan, graph, space)
     note = ""
     tensors = dict(plan.tensors)
-    for hid, head in graph.nodes.items():
-        tied = getattr(head, "tied_to", None)
-        if tied not in producers or f"{hid}.weight" not in tensors:
-            continue
-        tp = tensors[f"{hid}.weight"]
-        tensors[f"{hid}.weight"] = dataclasses.replace(tp, axes=tuple((a, dataclasses.replace(m, scale=None))
-                                                                     for a, m in tp.axes))
+    for hid, tied in heads:
+        head: Any = graph.nodes[hid]
         src = head.inputs[0]
         norm: Any = graph.nodes.get(src)
         readers = [n for n, node in graph.nodes.items() if src in node.inputs]
@@ -298,7 +324,7 @@ class AddFilters(Rule):
         graph2, plan = realise(draft, self)
         if norms:
             plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
-        return Rewrite(graph2, graph, self, plan)
+        return Rewrite(graph2, graph, self, untied_note(plan, graph2, space))
 
     def net2net_copies(self, draft: Draft, ch: Channels, space: Space) -> None:
         """Net2Net: each new channel copies an old one drawn at random; a channel and its copies share its readers'
@@ -387,7 +413,7 @@ class AddFilters(Rule):
         draft.exact = True
         draft.note = f"exact while the new channels' mask is 0 (it ramps to 1 over {self.ramp} training steps)"
         graph2, plan = realise(draft, self)
-        return Rewrite(graph2, graph, self, mask_entering(plan, draft, norms))
+        return Rewrite(graph2, graph, self, untied_note(mask_entering(plan, draft, norms), graph2, space))
 
 
 class SplitFilters(Rule):
@@ -422,7 +448,7 @@ class SplitFilters(Rule):
         draft.exact = self.eps == 0 and not note
         draft.note = note or ("" if self.eps == 0 else f"the halves differ by +-eps={self.eps} noise")
         graph2, plan = realise(draft, self)
-        return Rewrite(graph2, graph, self, plan)
+        return Rewrite(graph2, graph, self, untied_note(plan, graph2, space))
 
 
 def exact_form(graph: Graph, rule: Rule, apply: Optional[Callable[[Graph, Rule], Rewrite]] = None) -> Rule:
