@@ -193,3 +193,5 @@ outputs: [lm_head]
     # preserve: the table's new columns start random and the head is the table, so it reads them
     assert not archgraph.apply(g, rules.AddFilters(node="wte", count=4)).exact
     assert archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="zero")).exact   # zero columns in both
+    with pytest.raises(ArchgraphError, match="'lm_head' reads them tied to the table"):
+        archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="gradmax"))

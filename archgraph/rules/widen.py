@@ -307,6 +307,11 @@ class AddFilters(Rule):
             raise self.error(f"{len(space.classes):,} + {self.count:,} channels is over the width limit of "
                              f"{limit('width'):,} (a typo? to allow it, set {env_name('width')})",
                              node=self.node, field="count")
+        tied = next((nid for nid, n in graph.nodes.items() if getattr(n, "tied_to", None) in space.producers), None)
+        if self.init == "gradmax" and tied is not None:
+            raise self.error(f"init=gradmax chooses the readers' weights on the new channels, and '{tied}' reads "
+                             f"them tied to the table that makes them: use init=clone, masked or zero",
+                             node=self.node, field="init")
         if self.init == "clone":
             return self.cloned(graph, ch, space)
         if self.init == "masked":
