@@ -39,6 +39,9 @@ class AxisMap:
     #: is the index for the entries of group ``k`` along axis 0 (``index`` is ``groups[0]``; new entries, ``-1``,
     #: are at the same positions in every group); None when every group keeps the same positions
     groups: Optional[tuple[tuple[int, ...], ...]] = None
+    #: a value per new position added after ``scale`` (a norm whose gain is ``offset + weight`` scaled as a whole:
+    #: HyperCloning's tied head), or None
+    shift: Optional[tuple[float, ...]] = None
 
     @property
     def size(self) -> int:
@@ -58,7 +61,8 @@ class AxisMap:
         zero = set(i + b * n for b in range(blocks) for i in self.zero)
         if quiet is not None:
             zero |= {quiet * n + i for i, src in enumerate(self.index) if src < 0}
-        return AxisMap(index, old * blocks, self.fill, scale, copied, frozenset(zero))
+        shift = None if self.shift is None else tuple(self.shift) * blocks
+        return AxisMap(index, old * blocks, self.fill, scale, copied, frozenset(zero), shift=shift)
 
     def describe(self) -> str:
         kept = sum(1 for i in self.index if i >= 0) - len(self.copied)
@@ -70,7 +74,7 @@ class AxisMap:
             bits.append(f"{new} new ({self.fill})")
         if self.copied:
             bits.append(f"{len(self.copied)} copied")
-        if self.scale is not None:
+        if self.scale is not None or self.shift is not None:
             bits.append("scaled")
         return ", ".join(bits)
 

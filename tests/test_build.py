@@ -335,6 +335,7 @@ OP_CASES = {
     "silu": ([FLAT], {}, lambda xs, w: F_.silu(xs[0])),
     "sigmoid": ([FLAT], {}, lambda xs, w: torch.sigmoid(xs[0])),
     "tanh": ([FLAT], {}, lambda xs, w: torch.tanh(xs[0])),
+    "softcap": ([FLAT], {"cap": 2.5}, lambda xs, w: 2.5 * torch.tanh(xs[0] / 2.5)),
     "hardswish": ([IMG], {}, lambda xs, w: F_.hardswish(xs[0])),
     "maxpool2d": ([IMG], {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
                   lambda xs, w: F_.max_pool2d(xs[0], 3, 2, 1, ceil_mode=True)),

@@ -1,7 +1,8 @@
 """Growing imported Hugging Face language models (small GPT-2 and Llama configs, random weights, nothing
 downloaded) every exact way, checked in float64 against the original transformers model's logits: a wider stream
 (GPT-2's layer norms: ``masked`` and ``clone``; Llama's RMS norms: ``preserve`` and ``clone``), more heads / kv
-groups, a wider MLP, a new block after a block, and a copied block with zeroed residual writers."""
+groups, a wider MLP, a new block after a block, and a copied block with zeroed residual writers; and a tied LM head
+(GPT-2, Llama, Gemma 2 with ``tie_word_embeddings``) cloned 2x, exported and loaded still tied."""
 import copy
 import functools
 
@@ -120,7 +121,58 @@ def test_grown_model_exports_and_loads_with_the_original_logits(tmp_path, model_
             assert float((run(back, x, True) - want).abs().max()) <= TOL * max(1.0, float(want.abs().max()))
 
 
-@pytest.mark.parametrize("tie", [False])   # HyperCloning a tied stream gives the head other values than the table
+@pytest.mark.parametrize("model_type,eps", [("gpt2", 0.05), ("llama", 0.0)])
+def test_cloned_tied_stream_exports_tied_with_the_original_logits(tmp_path, model_type, eps):
+    """A tied LM head (``tie_word_embeddings: true``) through the CLI: import hf:DIR, a 2x stream by HyperCloning
+    (the head is the widened table [E, E]; the final norm's gain and bias are halved instead of the head), GPT-2's
+    heads doubled with it, export --hf, from_pretrained: still tied, and the original logits in float64. The
+    Python path (build, ``transfer`` into a module whose head shares the table) gives the same logits."""
+    import json
+
+    from test_hf_roundtrip import inputs, load, run, saved
+
+    from archgraph.cli import main
+    from archgraph.fx.weights import load_weights
+    model, folder = saved(tmp_path, model_type, True, tie_word_embeddings=True)
+    table = "wte" if model_type == "gpt2" else "embed_tokens"
+    a, b, out = tmp_path / "imported", tmp_path / "grown", tmp_path / "hf_out"
+    assert main(["import", f"hf:{folder}", "-o", str(a)]) == 0
+    graph = archgraph.load(a / "graph.yaml")
+    width = graph.nodes[table].embedding_dim
+    assert graph.nodes["lm_head"].tied_to == table
+    rule = rules.AddFilters(node=table, count=width, init="clone", eps=eps)
+    rw = archgraph.apply(graph, rule)
+    assert rw.exact, rw.plan.note
+    assert main(["apply", str(a / "graph.yaml"), "add_filters", f"node={table}", f"count={width}", "init=clone",
+                 f"eps={eps}", "--weights", str(a / "weights.safetensors"), "-o", str(b)]) == 0
+    for i in range(2 if model_type == "gpt2" else 0):   # GPT-2's class: head_dim x heads = the stream (8 x 8)
+        step = tmp_path / f"heads_{i}"
+        assert main(["apply", str(b / "graph.yaml"), "add_heads", f"node=h_{i}_attn", "count=4", "--weights",
+                     str(b / "weights.safetensors"), "-o", str(step)]) == 0
+        b = step
+    grown = archgraph.load(b / "graph.yaml")
+    state = load_weights(b / "weights.safetensors")
+    assert grown.nodes["lm_head"].tied_to == table and torch.equal(state["lm_head.weight"], state[f"{table}.weight"])
+    assert main(["export", str(b / "graph.yaml"), "--weights", str(b / "weights.safetensors"), "--hf", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
+    back = load(out, True)
+    assert back.config.tie_word_embeddings and back.get_output_embeddings().weight is \
+        back.get_input_embeddings().weight
+    assert back.get_input_embeddings().weight.shape[1] == 2 * width
+    old = build(graph, dtype=torch.float64).eval()
+    load_into(old, load_weights(a / "weights.safetensors"))
+    new = build(rw.graph, dtype=torch.float64, seed=1).eval()
+    assert new.lm_head.weight is getattr(new, table).weight
+    transfer(rw.plan, old, new)
+    for t in (1, 7):
+        x = inputs(model_type, t)
+        want = run(model, x, True)
+        with torch.no_grad():
+            assert float((run(back, x, True) - want).abs().max()) <= TOL * max(1.0, float(want.abs().max()))
+            assert float((new(x) - want).abs().max()) <= TOL * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("tie", [False, True])
 def test_gemma_grows_exactly_and_loads_back_in_its_class(tmp_path, tie):
     """Gemma 2 (norms with a gain of 1 + weight, soft-capping, a sliding window): a 2x stream by HyperCloning,
     two more kv groups and a wider MLP in every layer, exported and loaded in Gemma's own class with the original

@@ -106,3 +106,92 @@ def test_hugging_face_tied_heads_import_tied(model_type):
     assert graph.nodes["lm_head"].tied_to == table
     assert weights["lm_head.weight"] is weights[f"{table}.weight"]
     assert graph.params == sum(p.numel() for p in model.parameters())     # HF counts the shared table once
+
+
+def test_cloning_keeps_the_tie_and_halves_the_final_norm():
+    """HyperCloning the stream of a tied model: the head is the widened table [E, E] (one tensor in the built
+    module), ``ln_f``'s gain and bias are halved, and the logits are the old ones; a head reading the stream
+    without a norm of its own keeps the tie too, but its logits double and the rewrite says so."""
+    from archgraph import rules
+    from archgraph.fx.apply_plan import transfer
+    g = archgraph.loads(GPT)
+    old = build(g, dtype=torch.float64).eval()
+    with torch.no_grad():
+        old.ln_f.weight.normal_()
+        old.ln_f.bias.normal_()
+    x = torch.randint(0, 40, (2, 8))
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=16, init="clone", eps=0.1))
+    assert rw.exact and rw.graph.nodes["lm_head"].tied_to == "wte"
+    new = build(rw.graph, dtype=torch.float64, seed=1).eval()
+    transfer(rw.plan, old, new)
+    assert new.lm_head.weight is new.wte.weight
+    assert torch.equal(new.wte.weight, torch.cat([old.wte.weight] * 2, 1))
+    assert torch.allclose(new.ln_f.bias, torch.cat([old.ln_f.bias] * 2) / 2)
+    with torch.no_grad():
+        assert float((new(x) - old(x)).abs().max()) <= 1e-12 * float(old(x).abs().max())
+    bare = archgraph.loads(GPT.replace("lm_head: {op: linear, in: ln_f", "lm_head: {op: linear, in: res2")
+                           .replace("  ln_f: {op: layernorm, in: res2}\n", ""))
+    rw = archgraph.apply(bare, rules.AddFilters(node="wte", count=32, init="clone"))
+    assert not rw.exact and "'lm_head' is tied to 'wte' and reads 'res2'" in rw.plan.note and "3 times" in \
+        rw.plan.note
+    old = build(bare, dtype=torch.float64).eval()
+    new = build(rw.graph, dtype=torch.float64).eval()
+    transfer(rw.plan, old, new)
+    with torch.no_grad():
+        assert torch.allclose(new(x), 3 * old(x))
+
+
+def test_transfer_refuses_a_plan_that_breaks_a_tie():
+    import dataclasses
+
+    from archgraph import rules
+    from archgraph.fx.apply_plan import transfer
+    g = archgraph.loads(GPT)
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=16, init="clone"))
+    head = rw.plan.tensors["lm_head.weight"]
+    (axis, m), = head.axes
+    broken = dataclasses.replace(rw.plan, tensors={**rw.plan.tensors, "lm_head.weight": dataclasses.replace(
+        head, axes=((axis, dataclasses.replace(m, scale=(0.5,) * m.size)),))})
+    with pytest.raises(ArchgraphError, match="tied to 'wte.weight'"):
+        transfer(broken, build(g), build(rw.graph))
+
+
+@pytest.mark.parametrize("init,exact", [("preserve", False), ("masked", True), ("net2net", False), ("zero", False)])
+def test_every_widening_of_a_tied_stream_keeps_the_tie(init, exact):
+    """Other inits: the tied head reads the new channels as the table holds them (one tensor), and a layer-norm
+    stream widened other than by clone or masked says it changes the function."""
+    from archgraph import rules
+    from archgraph.fx.apply_plan import transfer, transfer_state
+    g = archgraph.loads(GPT)
+    old = build(g, dtype=torch.float64).eval()
+    rw = archgraph.apply(g, rules.AddFilters(node="wte", count=8, init=init))
+    assert rw.exact == exact, rw.plan.note
+    new = build(rw.graph, dtype=torch.float64, seed=1).eval()
+    transfer(rw.plan, old, new)
+    state = transfer_state(rw.plan, old.state_dict(), build(rw.graph, dtype=torch.float64, seed=1).state_dict())
+    assert torch.equal(state["lm_head.weight"], state["wte.weight"])
+    assert torch.equal(state["wte.weight"], new.wte.weight) and new.lm_head.weight is new.wte.weight
+    if exact:
+        x = torch.randint(0, 40, (2, 8))
+        with torch.no_grad():
+            assert float((new(x) - old(x)).abs().max()) <= 1e-12 * float(old(x).abs().max())
+
+
+def test_a_tied_head_that_cannot_divide_its_reads_says_so():
+    from archgraph import rules
+    g = archgraph.loads("""
+archgraph: 1
+name: bigram
+inputs: {tokens: {shape: [8], vocab: 40}}
+nodes:
+  wte: {op: embedding, in: tokens, embedding_dim: 16}
+  lm_head: {op: linear, in: wte, out_features: 40, bias: false, tied_to: wte}
+outputs: [lm_head]
+""")
+    untied = archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="net2net"))
+    assert not untied.exact and "'lm_head' is tied to 'wte', so it reads the new channels" in untied.plan.note
+    # preserve: the table's new columns start random and the head is the table, so it reads them
+    assert not archgraph.apply(g, rules.AddFilters(node="wte", count=4)).exact
+    assert archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="zero")).exact   # zero columns in both
+    with pytest.raises(ArchgraphError, match="'lm_head' reads them tied to the table"):
+        archgraph.apply(g, rules.AddFilters(node="wte", count=4, init="gradmax"))

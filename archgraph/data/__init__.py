@@ -31,7 +31,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter
 
-from . import builtin, scenes, text, folder, arrays, tokens, python   # registration order: the schema's
+from . import arrays, builtin, folder, python, scenes, text, tokens  # registration order: the schema's
 from .registry import SOURCES, Loaded, Request, Source, register
 from .settings import Augment, DataBase
 

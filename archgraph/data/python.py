@@ -1,6 +1,7 @@
 """The user's own datasets (``data: {name: python, factory: "package.module:function"}``): the function is called
 with no arguments and returns a mapping (or an object with these attributes, or a tuple ``(train, test, task)`` or
-``(train, test, val, task)``): ``train``, ``test`` and optionally ``val``, each a map-style torch ``Dataset`` whose items are ``(input, target)``, and ``task``: ``classification``
+``(train, test, val, task)``): ``train``, ``test`` and optionally ``val``, each a map-style torch ``Dataset``
+whose items are ``(input, target)``, and ``task``: ``classification``
 (targets are class ids), ``segmentation`` (per-pixel class ids ``[H, W]``) or ``lm`` (next-token targets ``[T]`` for
 token inputs ``[T]``; metric perplexity). Optionally ``num_classes`` (default: the seed's output size).
 

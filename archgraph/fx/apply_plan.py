@@ -20,7 +20,7 @@ point at the new parameters.
 from __future__ import annotations
 
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Mapping, Optional
 
 import torch
@@ -102,6 +102,10 @@ def _new_entries(out: torch.Tensor, axis: int, m: AxisMap, state: bool) -> list[
         shape = [1] * out.dim()
         shape[axis] = -1
         out.mul_(torch.tensor(m.scale, dtype=out.dtype, device=out.device).view(shape))
+    if m.shift is not None:
+        shape = [1] * out.dim()
+        shape[axis] = -1
+        out.add_(torch.tensor(m.shift, dtype=out.dtype, device=out.device).view(shape))
     fresh = [(axis, missing, m.fill)]
     if m.zero:
         zero = torch.zeros_like(missing)
@@ -158,22 +162,35 @@ def _fill(tp: TensorPlan, new: Optional[torch.Tensor], key: str) -> torch.Tensor
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = dict(module.named_parameters())
-    out.update(module.named_buffers())
+    """Every parameter and buffer by name, a shared one (tied weights) under each of its names."""
+    out: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
+    out.update(module.named_buffers(remove_duplicate=False))
     return out
 
 
 @torch.no_grad()
 def transfer(plan: TransferPlan, old_module: torch.nn.Module, new_module: torch.nn.Module) -> None:
-    """Fill ``new_module`` (built from the new graph) from ``old_module`` as ``plan`` says, in place."""
+    """Fill ``new_module`` (built from the new graph) from ``old_module`` as ``plan`` says, in place. A tensor
+    the new module shares under several names (a tied LM head) is written once; the plan must give every name of
+    it the same values, or the tie would break (an error naming both)."""
     old = _tensors(old_module)
     new = _tensors(new_module)
+    names = Counter(id(t) for t in new.values())
+    written: dict[int, tuple[str, torch.Tensor]] = {}   # shared tensors only: the first name and its value
     for key, tp in plan.tensors.items():
         target = new.get(key)
         if target is None:
             raise ArchgraphError(f"the new module has no tensor '{key}'", node=key.partition(".")[0],
                                  field=key.partition(".")[2])
         value = carry(tp, old.get(tp.source) if tp.source else None, target, key)
+        if id(target) in written:
+            first, first_value = written[id(target)]
+            if not torch.equal(value, first_value):
+                raise ArchgraphError(f"'{key}' is tied to '{first}', but the plan gives the two different values",
+                                     node=key.partition(".")[0], field=key.partition(".")[2])
+            continue
+        if names[id(target)] > 1:
+            written[id(target)] = (key, value if value is not target else target.clone())
         if value is not target:
             target.copy_(value)
         if tp.source is not None and tp.source in old and isinstance(target, torch.nn.Parameter):

@@ -18,8 +18,8 @@ from typing import ClassVar
 from ..channels import analyse
 from ..graph import Graph
 from ..ops.registry import OPS
-from .base import Rewrite, Rule, nonnegative, rewire
 from ..topology import reachable, users_of
+from .base import Rewrite, Rule, nonnegative, rewire
 from .draft import Draft, realise
 from .prune import exactness_note
 

@@ -17,6 +17,7 @@ producers of the whole (:meth:`~archgraph.channels.Channels.placement`).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
@@ -131,7 +132,6 @@ def rescale_norms(draft: Draft, ch: Channels, space: Space, count: int) -> list[
 
 def scale_norm_weights(plan: TransferPlan, norms: list[str], width: int, count: int) -> TransferPlan:
     """The plan with the old entries of each rmsnorm's weight scaled by ``sqrt(width / (width + count))``."""
-    import dataclasses
     import math
     factor = math.sqrt(width / (width + count))
     tensors = dict(plan.tensors)
@@ -148,7 +148,6 @@ def scale_norm_weights(plan: TransferPlan, norms: list[str], width: int, count: 
 def mask_entering(plan: TransferPlan, draft: Draft, norms: list[str]) -> TransferPlan:
     """The plan with each masked norm's ``mask`` at 0 for its new channels (old entries kept, or 1 where the norm
     had no mask)."""
-    import dataclasses
     tensors = dict(plan.tensors)
     for nid in norms:
         key = f"{nid}.mask"
@@ -164,11 +163,11 @@ def spread_copies(plan: TransferPlan, graph: Graph, eps: float, seed: int) -> Tr
     """The plan with antisymmetric noise on the readers' weights of every (channel, copy) pair: the reader's in
     axis gets ``+eps*z`` at the channel and ``-eps*z`` at the copy, which read equal values, so each reader's output
     is unchanged while the copies' gradients differ (HyperCloning's symmetry breaking)."""
-    import dataclasses
     tensors = dict(plan.tensors)
     for key, tp in plan.tensors.items():
         nid, _, param = key.partition(".")
-        if tp.source is None or tp.noise is not None or nid not in graph.nodes:
+        if tp.source is None or tp.noise is not None or nid not in graph.nodes \
+                or getattr(graph.nodes[nid], "tied_to", None):   # a tied head is the table: noise would untie it
             continue
         node = graph.nodes[nid]
         in_axis = OPS[node.op].coupling.layout(node, graph.input_shapes(nid)).get(param, (None, None))[1]
@@ -182,6 +181,71 @@ def spread_copies(plan: TransferPlan, graph: Graph, eps: float, seed: int) -> Tr
         pairs = tuple((first[m.index[c]], c) for c in sorted(m.copied))
         tensors[key] = dataclasses.replace(tp, noise=Noise(in_axis, pairs, eps, seed))
     return dataclasses.replace(plan, tensors=tensors)
+
+
+def tie_to_table(plan: TransferPlan, graph: Graph, space: Space) -> tuple[TransferPlan, list[tuple[str, str]]]:
+    """The plan with every head tied to a producer of ``space`` (a linear ``tied_to`` an embedding of the stream)
+    reading the widened channels exactly as the table holds them (the head IS the table: one tensor); returns it
+    and the ``(head, table)`` pairs whose reads the rule had planned otherwise (readers' factors, other fills)."""
+    producers = set(space.producers)
+    tensors = dict(plan.tensors)
+    changed = []
+    for hid, head in graph.nodes.items():
+        tied = getattr(head, "tied_to", None)
+        if tied not in producers or f"{hid}.weight" not in tensors or f"{tied}.weight" not in tensors:
+            continue
+        tp, table = tensors[f"{hid}.weight"], tensors[f"{tied}.weight"]
+        if tp.axes == table.axes:
+            continue
+        tensors[f"{hid}.weight"] = dataclasses.replace(tp, axes=table.axes)
+        changed.append((hid, tied))
+    return dataclasses.replace(plan, tensors=tensors), changed
+
+
+def untied_note(plan: TransferPlan, graph: Graph, space: Space) -> TransferPlan:
+    """:func:`tie_to_table`, and ``exact: false`` where a tied head then reads new channels otherwise than the rule
+    meant its readers to (only ``init=clone`` compensates: see :func:`keep_ties`)."""
+    plan, changed = tie_to_table(plan, graph, space)
+    if not changed or not plan.exact:
+        return plan
+    hid, tied = changed[0]
+    return dataclasses.replace(plan, exact=False, note=f"'{hid}' is tied to '{tied}', so it reads the new channels "
+                                                       f"as the table holds them and the function changes "
+                                                       f"(init=clone keeps it)")
+
+
+def keep_ties(plan: TransferPlan, graph: Graph, ch: Channels, space: Space, factor: int) -> tuple[TransferPlan, str]:
+    """HyperCloning with a tied head (a linear ``tied_to`` an embedding of the stream): the head IS the widened
+    table ``[E, E, ...]``, so it reads the copies without the ``1 / factor`` the other readers get (one tensor, the
+    tie kept); the norm feeding it instead has its gain (``offset + weight``) and bias divided by ``factor``, and
+    the logits ``[n/k, ...] . [E, ...]^T = n E^T`` are the old ones. Returns the plan and, where something else
+    than a norm over the stream read by the head alone feeds it, why the logits are ``factor`` times the old ones."""
+    plan, heads = tie_to_table(plan, graph, space)
+    note = ""
+    tensors = dict(plan.tensors)
+    for hid, tied in heads:
+        head: Any = graph.nodes[hid]
+        src = head.inputs[0]
+        norm: Any = graph.nodes.get(src)
+        readers = [n for n, node in graph.nodes.items() if src in node.inputs]
+        if norm is None or src not in mixers(ch, space) or not OPS[norm.op].keeps_stats_of_copies \
+                or f"{src}.weight" not in tensors or readers != [hid] or src in graph.outputs:
+            note = note or (f"'{hid}' is tied to '{tied}' and reads '{src}', not a norm over the stream "
+                            f"that only it reads: its output is {factor} times the old one")
+            continue
+        offset = float(getattr(norm, "offset", 0.0) or 0.0)
+        for param in ("weight", "bias"):
+            key = f"{src}.{param}"
+            if key not in tensors:
+                continue
+            tp = tensors[key]
+            shift = offset * (1.0 / factor - 1.0) if param == "weight" and offset else 0.0
+            axes = tuple((a, dataclasses.replace(m, scale=tuple((1.0 if f is None else f) / factor
+                                                                for f in (m.scale or (None,) * m.size)),
+                                                 shift=(shift,) * m.size if shift else m.shift))
+                         for a, m in tp.axes)
+            tensors[key] = dataclasses.replace(tp, axes=axes)
+    return dataclasses.replace(plan, tensors=tensors), note
 
 
 def mixing_note(ch: Channels, space: Space) -> str:
@@ -243,6 +307,11 @@ class AddFilters(Rule):
             raise self.error(f"{len(space.classes):,} + {self.count:,} channels is over the width limit of "
                              f"{limit('width'):,} (a typo? to allow it, set {env_name('width')})",
                              node=self.node, field="count")
+        tied = next((nid for nid, n in graph.nodes.items() if getattr(n, "tied_to", None) in space.producers), None)
+        if self.init == "gradmax" and tied is not None:
+            raise self.error(f"init=gradmax chooses the readers' weights on the new channels, and '{tied}' reads "
+                             f"them tied to the table that makes them: use init=clone, masked or zero",
+                             node=self.node, field="init")
         if self.init == "clone":
             return self.cloned(graph, ch, space)
         if self.init == "masked":
@@ -260,7 +329,7 @@ class AddFilters(Rule):
         graph2, plan = realise(draft, self)
         if norms:
             plan = scale_norm_weights(plan, norms, len(space.classes), self.count)
-        return Rewrite(graph2, graph, self, plan)
+        return Rewrite(graph2, graph, self, untied_note(plan, graph2, space))
 
     def net2net_copies(self, draft: Draft, ch: Channels, space: Space) -> None:
         """Net2Net: each new channel copies an old one drawn at random; a channel and its copies share its readers'
@@ -314,8 +383,10 @@ class AddFilters(Rule):
         other = [n for n in mixers(ch, space) if not OPS[graph.nodes[n].op].keeps_stats_of_copies]
         note = (f"'{other[0]}' ({graph.nodes[other[0]].op}) normalises over these channels and its statistics "
                 "change with copies" if other else copies_note(ch, space))
-        draft.exact, draft.note = not note, note
         graph2, plan = realise(draft, self)
+        plan, tie_note = keep_ties(plan, graph2, ch, space, factor)
+        note = note or tie_note
+        plan = dataclasses.replace(plan, exact=not note, note=note)
         if self.eps > 0:
             plan = spread_copies(plan, graph2, self.eps, self.seed)
         return Rewrite(graph2, graph, self, plan)
@@ -347,7 +418,7 @@ class AddFilters(Rule):
         draft.exact = True
         draft.note = f"exact while the new channels' mask is 0 (it ramps to 1 over {self.ramp} training steps)"
         graph2, plan = realise(draft, self)
-        return Rewrite(graph2, graph, self, mask_entering(plan, draft, norms))
+        return Rewrite(graph2, graph, self, untied_note(mask_entering(plan, draft, norms), graph2, space))
 
 
 class SplitFilters(Rule):
@@ -382,7 +453,7 @@ class SplitFilters(Rule):
         draft.exact = self.eps == 0 and not note
         draft.note = note or ("" if self.eps == 0 else f"the halves differ by +-eps={self.eps} noise")
         graph2, plan = realise(draft, self)
-        return Rewrite(graph2, graph, self, plan)
+        return Rewrite(graph2, graph, self, untied_note(plan, graph2, space))
 
 
 def exact_form(graph: Graph, rule: Rule, apply: Optional[Callable[[Graph, Rule], Rewrite]] = None) -> Rule:

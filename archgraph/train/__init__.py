@@ -14,8 +14,17 @@ from typing import Any, Optional, Union
 
 from ..errors import shown
 from ..history.rundir import RunDir
-from .config import (RunConfig, check_budget, check_machine, config_from_data, load_config, load_seed,
-                     method_files, seed_weights_path, with_overrides)
+from .config import (
+    RunConfig,
+    check_budget,
+    check_machine,
+    config_from_data,
+    load_config,
+    load_seed,
+    method_files,
+    seed_weights_path,
+    with_overrides,
+)
 
 
 def grow(config_or_path: Union[str, os.PathLike, RunConfig, dict], out_dir: Union[str, os.PathLike], *,

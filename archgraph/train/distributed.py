@@ -21,8 +21,8 @@ stay one run:
   ``{rule, args}``, are what every rank applies: nothing is unpickled. A strategy that decides differently on two
   ranks stops the run on every rank with an error rather than letting the ranks drift apart.
 * **Rewrites.** Every rank applies the same rule to the same weights; the new module's weights, buffers, optimizer
-  state, strategy tensors and strategy state are hashed and compared across ranks (:meth:`Dist.check_same`) before the DDP wrapper
-  and the optimizer are rebuilt.
+  state, strategy tensors and strategy state are hashed and compared across ranks (:meth:`Dist.check_same`) before
+  the DDP wrapper and the optimizer are rebuilt.
 * **Files.** Only rank 0 writes the run directory; every rank reads it on ``--resume`` (one machine or a shared
   file system).
 

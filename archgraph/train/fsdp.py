@@ -30,8 +30,8 @@ rank its shard of the carried moments: the optimizer continues with them.
 
 **Checkpoints.** :meth:`Sharding.save` writes the parameters and optimizer state with
 ``torch.distributed.checkpoint`` (each rank writes its own shard; nothing is gathered) into
-``shards/<tag>/`` of the run directory; rank 0's ``checkpoints/last.pt`` holds the rest (loop, strategy, RNG) and the tag,
-written only after every shard is on disk, so a job killed at any moment resumes from a complete checkpoint.
+``shards/<tag>/`` of the run directory; rank 0's ``checkpoints/last.pt`` holds the rest (loop, strategy, RNG) and the
+tag, written only after every shard is on disk, so a job killed at any moment resumes from a complete checkpoint.
 :func:`read_sharded` reads such a checkpoint back as full tensors on any number of processes (also one, without a
 process group), so a run written by N ranks resumes on M; the loop then shards it again.
 
@@ -48,9 +48,8 @@ from typing import Optional
 
 import torch
 
-from .optim import load_optimizer_state, make_optimizer
+from .optim import load_optimizer_state, make_optimizer, optimizer_state
 from .strategies.base import Strategy
-from .optim import optimizer_state
 
 _BLOCK = re.compile(r"^([A-Za-z]+\d+)_")
 SHARDS = "shards"

@@ -39,14 +39,13 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from ..rules import CollapseLayer
-from ..rules.base import apply as apply_rule
 from ..errors import RuleError
 from ..graph import Graph
-from ..topology import topological_order
 from ..ops.registry import BUFFERS, CONCAT, FLATTEN, OPS, SOURCE, THROUGH, channel_width, is_norm, is_weighted
+from ..rules import CollapseLayer
+from ..rules.base import apply as apply_rule
 from ..shapes import node_macs, node_params
-
+from ..topology import topological_order
 
 #: node id -> its output shape (``graph.shapes()``)
 Shapes = Mapping[str, Any]

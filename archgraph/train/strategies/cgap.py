@@ -31,9 +31,8 @@ training forward passes, see :mod:`archgraph.train.strategies.costs`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, Optional
-
 import math
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
@@ -44,6 +43,7 @@ from .costs import SizeLedger, TrainCost
 
 if TYPE_CHECKING:
     import torch
+
     from .. import gates, groups, tensors
 else:   # imported when a run trains: validating a run file reads the settings without torch
     torch = deferred("torch")
