@@ -29,7 +29,7 @@ from ..errors import RuleError
 from ..graph import Graph
 from ..limits import env_name, limit
 from ..ops.registry import OPS
-from ..plan import AxisMap, Noise, TransferPlan
+from ..plan import AxisMap, Noise, TensorPlan, TransferPlan
 from .base import Rewrite, Rule
 from .draft import Draft, realise
 from .experts import experts_target, widen_experts
@@ -224,28 +224,39 @@ def keep_ties(plan: TransferPlan, graph: Graph, ch: Channels, space: Space, fact
     note = ""
     tensors = dict(plan.tensors)
     for hid, tied in heads:
-        head: Any = graph.nodes[hid]
-        src = head.inputs[0]
-        norm: Any = graph.nodes.get(src)
-        readers = [n for n, node in graph.nodes.items() if src in node.inputs]
-        if norm is None or src not in mixers(ch, space) or not OPS[norm.op].keeps_stats_of_copies \
-                or f"{src}.weight" not in tensors or readers != [hid] or src in graph.outputs:
+        src = graph.nodes[hid].inputs[0]
+        if not _norm_for_head_alone(graph, ch, space, tensors, hid, src):
             note = note or (f"'{hid}' is tied to '{tied}' and reads '{src}', not a norm over the stream "
                             f"that only it reads: its output is {factor} times the old one")
             continue
-        offset = float(getattr(norm, "offset", 0.0) or 0.0)
+        offset = float(getattr(graph.nodes[src], "offset", 0.0) or 0.0)
         for param in ("weight", "bias"):
             key = f"{src}.{param}"
-            if key not in tensors:
-                continue
-            tp = tensors[key]
-            shift = offset * (1.0 / factor - 1.0) if param == "weight" and offset else 0.0
-            axes = tuple((a, dataclasses.replace(m, scale=tuple((1.0 if f is None else f) / factor
-                                                                for f in (m.scale or (None,) * m.size)),
-                                                 shift=(shift,) * m.size if shift else m.shift))
-                         for a, m in tp.axes)
-            tensors[key] = dataclasses.replace(tp, axes=axes)
+            if key in tensors:
+                tensors[key] = _divided(tensors[key], param, offset, factor)
     return dataclasses.replace(plan, tensors=tensors), note
+
+
+def _norm_for_head_alone(graph: Graph, ch: Channels, space: Space, tensors: dict[str, TensorPlan], hid: str,
+                         src: str) -> bool:
+    """Whether ``src``, which the tied head ``hid`` reads, is a norm over ``space`` that keeps the statistics of
+    copies, has a planned ``weight``, is read by ``hid`` alone and is no graph output: the norm :func:`keep_ties`
+    can divide instead of the head."""
+    norm: Any = graph.nodes.get(src)
+    readers = [n for n, node in graph.nodes.items() if src in node.inputs]
+    return not (norm is None or src not in mixers(ch, space) or not OPS[norm.op].keeps_stats_of_copies
+                or f"{src}.weight" not in tensors or readers != [hid] or src in graph.outputs)
+
+
+def _divided(tp: TensorPlan, param: str, offset: float, factor: int) -> TensorPlan:
+    """A norm's ``weight`` or ``bias`` plan with every changed axis divided by ``factor`` (the gain's ``offset``
+    shifted so that ``offset + weight`` is divided too)."""
+    shift = offset * (1.0 / factor - 1.0) if param == "weight" and offset else 0.0
+    axes = tuple((a, dataclasses.replace(m, scale=tuple((1.0 if f is None else f) / factor
+                                                        for f in (m.scale or (None,) * m.size)),
+                                         shift=(shift,) * m.size if shift else m.shift))
+                 for a, m in tp.axes)
+    return dataclasses.replace(tp, axes=axes)
 
 
 def mixing_note(ch: Channels, space: Space) -> str:
