@@ -27,7 +27,7 @@ True
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Discriminator, Tag, TypeAdapter
 
@@ -48,11 +48,14 @@ def _source_name(value: Any) -> str:
 
 
 #: the run file's ``data:``: the settings of the source ``name`` names (``digits`` when it names none)
-DataSettings = Annotated[Union[tuple(Annotated[s, Tag(s.__name__)] for s in DATA_SETTINGS)],   # type: ignore
-                         Discriminator(_source_name, custom_error_type="unknown_data_source",
-                                       custom_error_message="unknown data source")]
+if TYPE_CHECKING:   # the union is built at run time from the registered sources; a type checker sees their base
+    DataSettings = DataBase
+else:
+    DataSettings = Annotated[Union[tuple(Annotated[s, Tag(s.__name__)] for s in DATA_SETTINGS)],
+                             Discriminator(_source_name, custom_error_type="unknown_data_source",
+                                           custom_error_message="unknown data source")]
 
-_ADAPTER = TypeAdapter(DataSettings)
+_ADAPTER: TypeAdapter[DataBase] = TypeAdapter(DataSettings)
 
 
 def data_config(**fields) -> DataBase:

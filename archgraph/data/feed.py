@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -63,6 +63,12 @@ def load_data(cfg: DataBase, seed: int = 0, root: Optional[str] = None,
 class InMemory:
     """The loop's interface for data held as tensors (see the module docstring)."""
     epoch_size: Optional[int] = None
+    train: Sized   # the training split (each subclass's own kind)
+
+    def batch(self, split: Any, index: torch.Tensor, augment=None, gen: Optional[torch.Generator] = None,
+              part: Optional[slice] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)`` of the examples ``index`` of ``split`` (each subclass makes its own)."""
+        raise NotImplementedError
 
     def epoch_order(self, gen: torch.Generator) -> torch.Tensor:
         order = torch.randperm(len(self.train), generator=gen)
@@ -109,8 +115,8 @@ class Dataset(InMemory):
     @classmethod
     def of(cls, loaded: Loaded, input_shape, req: Request) -> "Dataset":
         """Tensors of ``loaded``'s arrays, normalised by the training split's per-channel mean and std."""
-        train, val, test = (Split(torch.from_numpy(np.ascontiguousarray(s.x)), torch.from_numpy(s.y))
-                            if s is not None else None for s in (loaded.train, loaded.val, loaded.test))
+        train, test = _tensors(loaded.train), _tensors(loaded.test)
+        val = _tensors(loaded.val) if loaded.val is not None else None
         dims = (0, *range(2, train.x.dim()))
         if loaded.normalize and train.x.dim() > 2:
             xs = train.x.float() * loaded.scale
@@ -153,6 +159,12 @@ class Dataset(InMemory):
         if part is not None:
             raw, y = raw[part], y[part]
         return self.inputs(raw), y
+
+
+def _tensors(split: object) -> Split:
+    """Tensors of an array split (load_data sends here only sources whose splits are arrays)."""
+    s = cast(ArraySplit, split)
+    return Split(torch.from_numpy(np.ascontiguousarray(s.x)), torch.from_numpy(s.y))
 
 
 class SceneDataset(Dataset):
@@ -201,9 +213,14 @@ class TextDataset(InMemory):
 
     @classmethod
     def of(cls, loaded: Loaded) -> "TextDataset":
-        train, val, test = (TextSplit(torch.from_numpy(s.tokens), torch.from_numpy(s.starts)) if s is not None
-                            else None for s in (loaded.train, loaded.val, loaded.test))
-        return cls(loaded.name, train, val, test, loaded.window, loaded.symbols, loaded.task, loaded.epoch_size)
+        def tensors(split: object) -> TextSplit:   # load_data sends here only sources whose splits are windows
+            s = cast(WindowSplit, split)
+            return TextSplit(torch.from_numpy(s.tokens), torch.from_numpy(s.starts))
+
+        assert loaded.window is not None and loaded.symbols is not None, "a text source sets window and symbols"
+        val = tensors(loaded.val) if loaded.val is not None else None
+        return cls(loaded.name, tensors(loaded.train), val, tensors(loaded.test), loaded.window, loaded.symbols,
+                   loaded.task, loaded.epoch_size)
 
     @property
     def vocab_size(self) -> int:
@@ -293,7 +310,8 @@ class Streamed:
 
     def __init__(self, loaded: Loaded, cfg: DataBase, req: Request):
         self.name, self.task = loaded.name, loaded.task
-        self.train, self.val, self.test = loaded.train, loaded.val, loaded.test
+        # item sets (len, get(index, draw)): load_data sends here the sources whose splits are neither kind in memory
+        self.train, self.val, self.test = cast(Any, (loaded.train, loaded.val, loaded.test))
         self.num_classes = loaded.classes or None
         self.input_shape = tuple(loaded.input_shape)
         self.window, self.symbols, self.scale = loaded.window, loaded.symbols, loaded.scale
@@ -308,7 +326,8 @@ class Streamed:
         if self.input_shape and x0.numel() != math.prod(self.input_shape):
             raise req.error(f"the seed's input shape {list(self.input_shape)} does not fit {self.name} examples of "
                             f"shape {list(x0.shape)}", "seed")
-        self.mean = self.std = None
+        self.mean: Optional[torch.Tensor] = None
+        self.std: Optional[torch.Tensor] = None
         if loaded.normalize and not self.ready and (x0.dtype == torch.uint8 or x0.is_floating_point()):
             n = min(len(self.train), STATS_SAMPLE)
             at = np.random.RandomState(req.seed).choice(len(self.train), n, replace=False) \
@@ -319,12 +338,12 @@ class Streamed:
             self.mean, self.std = xs.mean(dim=dims), xs.std(dim=dims).clamp_min(1e-6)
 
     @property
-    def vocab_size(self) -> int:
+    def vocab_size(self) -> Optional[int]:
         return self.num_classes
 
     def to(self, device) -> "Streamed":
         self.device = torch.device(device)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
         return self
 
@@ -336,7 +355,7 @@ class Streamed:
         ``ready``) scaled, standardised and shaped as the seed's input; token ids as they are."""
         if raw.dtype == torch.uint8 or (raw.is_floating_point() and not self.ready):
             x = raw.float() * self.scale
-            if self.mean is not None:
+            if self.mean is not None and self.std is not None:
                 view = (1, -1, *([1] * (x.dim() - 2)))
                 x = (x - self.mean.view(view)) / self.std.view(view)
             return x.reshape(x.shape[0], *self.input_shape)

@@ -72,7 +72,7 @@ class FolderImages:
         with Image.open(self.files[i]) as img:
             img = img.convert("RGB" if self.channels == 3 else "L")
             if self.image_size is None:
-                img = img.resize((self.width, self.height), Image.BILINEAR)
+                img = img.resize((self.width, self.height), Image.Resampling.BILINEAR)
             else:
                 img = _shorter_side(img, self.image_size)
                 img = _crop(img, self.height, self.width, draw)

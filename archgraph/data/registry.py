@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, get_args
 
 import numpy as np
+from pydantic import BaseModel
 
 from ..errors import ConfigError
 
@@ -106,16 +107,18 @@ class Loaded:
 class Source:
     """One data source: the ``data.name`` values it serves, its settings model and its loader."""
     names: tuple[str, ...]
-    settings: type
+    settings: type[BaseModel]
     load: Callable[[Any, Request], Loaded]
 
 
 SOURCES: dict[str, Source] = {}
 
 
-def register(settings: type, load: Callable[[Any, Request], Loaded]) -> Source:
+def register(settings: type[BaseModel], load: Callable[[Any, Request], Loaded]) -> Source:
     """Register a source for every name its settings' ``name`` literal allows."""
-    names = tuple(settings.model_fields["name"].annotation.__args__)
+    names = tuple(get_args(settings.model_fields["name"].annotation))
+    if not names:
+        raise ValueError(f"{settings.__name__}.name must be a Literal of the data.name values it serves")
     for name in names:
         if name in SOURCES:
             raise ValueError(f"data source {name!r} is registered twice")

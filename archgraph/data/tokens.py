@@ -47,7 +47,7 @@ class TokenWindows:
 
     def __init__(self, path: Path, dtype: str, window: int, count: Optional[int] = None, limit: Optional[int] = None):
         self.path, self.dtype, self.window = path, dtype, window
-        self._tokens = None
+        self._tokens: Optional[np.ndarray] = None
         self.total = len(self.tokens)
         n = (self.total - 1) // window if count is None else count
         self.n = min(n, limit) if limit is not None else n

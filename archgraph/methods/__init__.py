@@ -40,11 +40,11 @@ def settings_of(name: str, settings: dict):
     try:
         return TypeAdapter(method_union()).validate_python({"name": name, **settings})
     except ValidationError as err:
-        err = config_error(err, f"methods.attach({name!r})")
-        if err.field and err.field.startswith(f"{name}."):   # the union's tag: not a field of the settings
-            err.field = err.field[len(name) + 1:]
-            err.args = (err.render(),)
-        raise err from None
+        error = config_error(err, f"methods.attach({name!r})")
+        if error.field and error.field.startswith(f"{name}."):   # the union's tag: not a field of the settings
+            error.field = error.field[len(name) + 1:]
+            error.args = (error.render(),)
+        raise error from None
 
 
 def attach(name: str, net, optimizer, *, epochs: int, steps_per_epoch: Optional[int] = None,

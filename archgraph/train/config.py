@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
     BaseModel,
@@ -79,7 +79,10 @@ def method_union():
 
 #: every registered method's settings model, discriminated on ``name``
 METHOD_SETTINGS: tuple[type[BaseModel], ...] = tuple(METHODS.values())
-MethodSettings = method_union()
+if TYPE_CHECKING:   # the union is built at run time from the registered methods; a type checker sees their base
+    MethodSettings = MethodConfig
+else:
+    MethodSettings = method_union()
 
 
 # ---- schedule ---------------------------------------------------------------------------------------------------
@@ -141,12 +144,12 @@ class RunConfig(_Model):
 
 
 def _rebuild_method_union() -> None:
-    global METHOD_SETTINGS, MethodSettings
+    global METHOD_SETTINGS
     from pydantic.fields import FieldInfo
     METHOD_SETTINGS = tuple(METHODS.values())
-    MethodSettings = method_union()
+    union = globals()["MethodSettings"] = method_union()   # by name: a type checker sees MethodSettings as a type
     RunConfig.model_fields["method"] = FieldInfo.from_annotated_attribute(
-        MethodSettings, Field(default_factory=GnapSettings))
+        union, Field(default_factory=GnapSettings))
     RunConfig.model_rebuild(force=True)
 
 

@@ -275,7 +275,7 @@ def from_env(device: torch.device) -> Dist:
         backend = "gloo"
     owns = False
     if not dist.is_initialized():
-        kwargs = {"device_id": device} if backend == "nccl" else {}
+        kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, **kwargs)
         owns = True
     else:

@@ -44,7 +44,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -113,7 +113,7 @@ class Sharding:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         t0 = time.perf_counter()
         state = optimizer_state(optimizer, module, copy=False)
-        kw = {"mesh": self.mesh, "reshard_after_forward": False}
+        kw: dict[str, Any] = {"mesh": self.mesh, "reshard_after_forward": False}
         if self.amp_dtype is not None:
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.amp_dtype, reduce_dtype=torch.float32)
         self.unit_names = []
@@ -221,7 +221,8 @@ def read_sharded(folder) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     state = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in meta.items()
              if isinstance(m, TensorStorageMetadata)}
     dcp.load(state, storage_reader=reader, no_dist=not (dist.is_available() and dist.is_initialized()))
-    weights, optim = {}, {}
+    weights: dict[str, torch.Tensor] = {}
+    optim: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in state.items():
         kind, _, rest = key.partition("/")
         if kind == "model":

@@ -160,7 +160,7 @@ class CgapStrategy(Strategy):
 
     def _grow_rules(self, trainer) -> list:
         s = self.settings
-        out = []
+        out: list[R.Rule] = []
         for i, (node, gate) in enumerate(sorted(self.layout.channel.items())):
             count = min(int(math.ceil(self.rate * gate.width)), s.max_width - gate.width, gate.width)
             if count <= 0:

@@ -109,29 +109,40 @@ class GbpStrategy(Strategy):
         self._sizes = self.index.sizes(params)
         self._reweight(trainer)
 
+    def _built(self) -> tuple[groups.GroupIndex, torch.Tensor]:
+        """The group index and the groups' sizes, which :meth:`_rebuild` makes (at setup and after each rewrite)."""
+        assert self.index is not None and self._sizes is not None, "the group index is built at setup"
+        return self.index, self._sizes
+
     def scales(self, params: dict[str, torch.Tensor], detach: bool = True) -> torch.Tensor:
         """Every group's scale: the RMS of its entries, each divided by its tensor's RMS."""
-        ref = tensor_rms(params, self.index)
+        index, sizes = self._built()
+        ref = tensor_rms(params, index)
         src = {k: v.detach() for k, v in params.items()} if detach else params
-        sq = self.index.sq_norms(src, ref)
-        return (sq / self._sizes.clamp_min(1)).sqrt()
+        sq = index.sq_norms(src, ref)
+        return (sq / sizes.clamp_min(1)).sqrt()
 
     def _reweight(self, trainer) -> None:
+        index, sizes = self._built()
         params = dict(trainer.module.named_parameters())
         with torch.no_grad():
-            w = self._sizes.clamp_min(1).sqrt()
-            if self.settings.reweight and len(self.index):
+            w = sizes.clamp_min(1).sqrt()
+            if self.settings.reweight and len(index):
                 w = w / (self.scales(params) + EPS)
         self._weights = w
 
     # ---- the loss -----------------------------------------------------------------------------------------------
     def parametrize(self, trainer, training: bool):
-        if not training or self.phase != SEARCH or self.settings.penalty == 0 or not len(self.index):
+        if not training or self.phase != SEARCH or self.settings.penalty == 0:
             return {}, None
+        index, sizes = self._built()
+        if not len(index):
+            return {}, None
+        assert self._weights is not None, "the group weights are set with the index"
         params = dict(trainer.module.named_parameters())
-        ref = tensor_rms(params, self.index)
-        norms = (self.index.sq_norms(params, ref) + 1e-12).sqrt()
-        total = self._sizes.sum().clamp_min(1)
+        ref = tensor_rms(params, index)
+        norms = (index.sq_norms(params, ref) + 1e-12).sqrt()
+        total = sizes.sum().clamp_min(1)
         return {}, self.settings.penalty * (self._weights * norms).sum() / total
 
     def on_step_end(self, trainer) -> list:
@@ -187,7 +198,8 @@ class GbpStrategy(Strategy):
         return [rule.model_copy(update={"seed": i}) for i, rule in enumerate(applicable(graph, out, trainer.apply))]
 
     def _prune_rules(self, trainer) -> list:
-        if not len(self.index):
+        index, _ = self._built()
+        if not len(index):
             return []
         s = self.settings
         scales = self.scales(dict(trainer.module.named_parameters()))
@@ -195,8 +207,8 @@ class GbpStrategy(Strategy):
         if not below.numel():
             return []
         order = below[torch.argsort(scales[below], stable=True)]
-        most = max(1, int(s.max_prune_fraction * len(self.index)))
-        return self.index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width, apply=trainer.apply)
+        most = max(1, int(s.max_prune_fraction * len(index)))
+        return index.prune_rules([int(g) for g in order[:most]], min_width=s.min_width, apply=trainer.apply)
 
     def on_rewrite(self, trainer, rewrite) -> None:
         self._rebuild(trainer)

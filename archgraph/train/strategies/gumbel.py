@@ -54,7 +54,7 @@ True
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional, cast
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat
 
@@ -209,6 +209,7 @@ class GumbelStrategy(Strategy):
             base = w.detach() if s.weights == "fixed" else w
             values[key] = base * m * self._scale(key, hard[key])
         if s.hard or not sample:
+            assert self.death is not None, "setup builds the channel death"
             values = self.death.gate(values, params, self.death.dead(hard))
         return values, hard
 
@@ -224,7 +225,8 @@ class GumbelStrategy(Strategy):
     def expected_density(self) -> torch.Tensor:
         """Expected kept fraction of the masked weights (differentiable in the logits)."""
         total = sum(l.numel() for l in self.logits.values())
-        return sum(torch.sigmoid(l).sum() for l in self.logits.values()) / total
+        # a sum of tensors (there is at least one: total is not 0), which the builtin sum's start of 0 hides
+        return cast("torch.Tensor", sum(torch.sigmoid(l).sum() for l in self.logits.values()) / total)
 
     def on_step_end(self, trainer) -> list:
         if self.phase == DONE:
@@ -249,6 +251,7 @@ class GumbelStrategy(Strategy):
         if self.phase == DONE:
             return []
         values, hard = self.masked(trainer, sample=False)
+        assert self.death is not None, "setup builds the channel death"
         dead = self.death.dead(hard)
         params = dict(trainer.module.named_parameters())
         with torch.no_grad():
@@ -306,7 +309,9 @@ def recalibrate_norms(trainer) -> None:
     """Recompute every batchnorm's running statistics as the plain average over the training set (no augmentation)
     for the network as it is now; no parameter changes."""
     with torch.no_grad():
-        norms = [m for m in trainer.module.modules() if isinstance(m, module_classes(running_stats=True))]
+        # the registry's classes with running statistics: torch's batch norms (module_classes types them as ``type``)
+        norms = cast("list[torch.nn.modules.batchnorm._NormBase]",
+                     [m for m in trainer.module.modules() if isinstance(m, module_classes(running_stats=True))])
         if not norms:
             return
         momenta = [m.momentum for m in norms]
