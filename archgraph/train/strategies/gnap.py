@@ -293,6 +293,7 @@ class GnapStrategy(Strategy):
         if where is None or where not in graph.nodes:
             return []
         shape = graph.shapes()[where]
+        rule: R.Rule
         if len(shape) == 2:   # a sequence: a pre-norm transformer block, its norm that of the graph's blocks
             # norm and activation given explicitly: the rule's defaults differ for a sequence, and the logged
             # rule (every field) must replay to the same block

@@ -329,7 +329,7 @@ class ScsStrategy(Strategy):
         s = self.settings
         with torch.no_grad():
             soft, soft_b = self.soft()
-        out = []
+        out: list[R.Rule] = []
         now = gates.gate_layout(graph, branches=False)
         for node in sorted(self.layout.channel):
             if node not in now.channel:
