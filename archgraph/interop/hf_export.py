@@ -28,16 +28,19 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import torch
 
 from ..compat import import_transformers
 from ..errors import ConversionError
 from ..fx.weights import write_safetensors
-from ..graph import Graph
+from ..graph import Graph, is_tokens
+from ..ops.attention import Attention
+from ..ops.experts import MoE
+from ..ops.linear import Embedding, Linear
 from ..ops.registry import attention_dims
-from ..ops.spec import Attention
+from ..ops.spec import NodeSpec
 
 PathLike = Union[str, os.PathLike]
 
@@ -160,9 +163,20 @@ def _uniform(name: str, values: list, hint: str = "") -> Any:
     return values[0]
 
 
+_Spec = TypeVar("_Spec", bound=NodeSpec)
+
+
+def _node(graph: Graph, nid: str, kind: type[_Spec]) -> _Spec:
+    """Node ``nid`` of the graph, which the family's layout says is a ``kind`` node."""
+    node = graph.nodes[nid]
+    if not isinstance(node, kind):
+        raise ConversionError(f"'{nid}' is a {node.op} node where the family has a {kind.__name__.lower()}", node=nid)
+    return node
+
+
 def _dims(graph: Graph) -> list[tuple[int, int, int, int]]:
     """``(hidden, heads, head_dim, kv_heads)`` of every attention node, in order."""
-    return [attention_dims(graph.nodes[a], graph.input_shapes(a)) for a in _attentions(graph)]
+    return [attention_dims(_node(graph, a, Attention), graph.input_shapes(a)) for a in _attentions(graph)]
 
 
 def _heads(graph: Graph) -> tuple[int, int, int, int]:
@@ -174,11 +188,14 @@ def _heads(graph: Graph) -> tuple[int, int, int, int]:
 
 
 def _width(graph: Graph, pattern: str, layers: int) -> int:
-    return _uniform("MLP widths", [graph.nodes[pattern.format(i)].out_features for i in range(layers)])
+    return _uniform("MLP widths", [_node(graph, pattern.format(i), Linear).out_features for i in range(layers)])
 
 
 def _vocab(graph: Graph, embedding: str) -> int:
-    return graph.input_shapes(embedding)[0].vocab
+    tokens = graph.input_shapes(embedding)[0]
+    if not is_tokens(tokens):
+        raise ConversionError(f"'{embedding}' does not read token ids", node=embedding)
+    return tokens.vocab
 
 
 def _llama_sizes(graph: Graph) -> dict:
@@ -189,7 +206,7 @@ def _llama_sizes(graph: Graph) -> dict:
     hd = _uniform("head sizes", [x[2] for x in dims])
     n = len(dims)
     layers = [{"num_attention_heads": h, "num_key_value_heads": kv,
-               "intermediate_size": graph.nodes[f"layers_{i}_mlp_gate_proj"].out_features}
+               "intermediate_size": _node(graph, f"layers_{i}_mlp_gate_proj", Linear).out_features}
               for i, (_, h, _, kv) in enumerate(dims)]
     sizes = {"hidden_size": d, "num_hidden_layers": n, **layers[0], "head_dim": hd,
              "vocab_size": _vocab(graph, "embed_tokens")}
@@ -231,7 +248,7 @@ def _vit_sizes(graph: Graph) -> dict:
     sizes = {"hidden_size": d, "num_hidden_layers": n, "num_attention_heads": h,
              "intermediate_size": _width(graph, "layers_{}_mlp_fc1", n)}
     if "pooler_dense" in graph.nodes:
-        sizes["pooler_output_size"] = graph.nodes["pooler_dense"].out_features
+        sizes["pooler_output_size"] = _node(graph, "pooler_dense", Linear).out_features
     return sizes
 
 
@@ -250,7 +267,7 @@ def _moe_sizes(model_type: str) -> Callable[[Graph], dict]:
     def sizes(graph: Graph) -> dict:
         d, h, kv, hd = _heads(graph)
         n = len(_attentions(graph))
-        moe = {i: graph.nodes[f"layers_{i}_mlp"] for i in range(n) if f"layers_{i}_mlp" in graph.nodes}
+        moe = {i: _node(graph, f"layers_{i}_mlp", MoE) for i in range(n) if f"layers_{i}_mlp" in graph.nodes}
         if not moe:
             raise ConversionError(f"the graph has no moe node (layers_<i>_mlp): it is not a {model_type} model")
         dense = [i for i in range(n) if i not in moe]
@@ -277,9 +294,9 @@ def _moe_sizes(model_type: str) -> Callable[[Graph], dict]:
             out["norm_topk_prob"] = normalize
         if dense_key is not None:   # Qwen3-MoE: the dense layers named, whatever step the source had
             out["mlp_only_layers"], out["decoder_sparse_step"] = dense, 1
-        if dense:
+        if dense and dense_key is not None:   # (dense layers without a key were refused above)
             out[dense_key] = _uniform("dense MLP widths",
-                                      [graph.nodes[f"layers_{i}_mlp_gate_proj"].out_features for i in dense])
+                                      [_node(graph, f"layers_{i}_mlp_gate_proj", Linear).out_features for i in dense])
         return out
     return sizes
 
@@ -289,7 +306,7 @@ def _gemma_fold(graph: Graph, state: dict[str, torch.Tensor], tied: bool) -> dic
     its import's scale ``s``. The ratio ``c = s / sqrt(hidden_size)`` is folded into the table; a tied head reads
     that table too, so the final norm's gain ``1 + w`` is divided by ``c`` (``w' = (1 + w) / c - 1``): the same
     function up to the dtype's rounding."""
-    scale = graph.nodes["embed_tokens"].scale
+    scale = _node(graph, "embed_tokens", Embedding).scale
     key = next(k for k in state if k.endswith("embed_tokens.weight"))
     table, prefix = state[key], key[:-len("embed_tokens.weight")]
     d = table.shape[1]
@@ -415,6 +432,8 @@ def _per_layer_model(model_type: str, data: dict, per_layer: list[dict], causal:
     (out / MODELING_FILE).write_text(source)
     name = f"archgraph_modeling_{model_type}_{abs(hash(str(out)))}"
     spec = importlib.util.spec_from_file_location(name, out / MODELING_FILE)
+    if spec is None or spec.loader is None:
+        raise ConversionError(f"cannot load the modeling file written to {out / MODELING_FILE}")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
@@ -550,8 +569,8 @@ def _save_shards(state: dict[str, torch.Tensor], out: Path, max_shard_bytes: int
     if len(shards) == 1:
         _write(shards[0], out / "model.safetensors", meta)
         return
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
-             "weight_map": {}}
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index: dict[str, dict[str, Any]] = {"metadata": {"total_size": total}, "weight_map": {}}
     for i, shard in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         _write(shard, out / name, meta)
