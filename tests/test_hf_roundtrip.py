@@ -76,6 +76,27 @@ def load(folder, causal, dtype=torch.float64):
         return auto.from_pretrained(str(folder), dtype=dtype).eval()
 
 
+def built64(graph, weights):
+    """The graph built in float64 with ``weights``, in eval mode."""
+    built = build(graph, dtype=torch.float64)
+    load_into(built, weights)
+    return built.eval()
+
+
+def assert_loads_as_built(back, built, model_type, lengths, causal=True, new_tokens=0):
+    """``back`` (loaded with from_pretrained) gives the built graph's logits at each length, within 1e-9 x max|y|
+    in float64; with ``new_tokens``, ``generate()`` runs with its KV cache from 4 tokens."""
+    for t in lengths:
+        x = inputs(model_type, t)
+        with torch.no_grad():
+            want = first(built(x))
+            assert float((run(back, x, causal) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
+    if new_tokens:
+        with torch.no_grad():
+            gen = back.generate(inputs(model_type, 4), max_new_tokens=new_tokens, do_sample=False, use_cache=True)
+        assert gen.shape == (2, 4 + new_tokens)
+
+
 @pytest.mark.parametrize("model_type,causal,overrides", FAMILIES)
 def test_round_trip_gives_the_original_logits(tmp_path, model_type, causal, overrides):
     model, folder = saved(tmp_path, model_type, causal, **overrides)
@@ -88,9 +109,7 @@ def test_round_trip_gives_the_original_logits(tmp_path, model_type, causal, over
     back = load(out, causal)
     assert back.config.tie_word_embeddings == bool(overrides.get("tie_word_embeddings", model_type == "gpt2")
                                                    and causal)
-    built = build(graph, dtype=torch.float64)
-    load_into(built, weights)
-    built.eval()
+    built = built64(graph, weights)
     for t in (1, 5, 11):
         x = inputs(model_type, t)
         want = run(model, x, causal)
@@ -114,18 +133,8 @@ def test_pruned_graph_loads_in_the_familys_class(tmp_path, model_type):
     assert pruned.params < graph.params
     out = to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
     back = load(out, causal)
-    built = build(pruned, dtype=torch.float64)
-    load_into(built, pw)
-    built.eval()
-    for t in (2, 7, 12):
-        x = inputs(model_type, t)
-        with torch.no_grad():
-            want = first(built(x))
-            assert float((run(back, x, causal) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
-    if causal:
-        with torch.no_grad():
-            gen = back.generate(inputs(model_type, 4), max_new_tokens=5, do_sample=False, use_cache=True)
-        assert gen.shape == (2, 9)
+    built = built64(pruned, pw)
+    assert_loads_as_built(back, built, model_type, (2, 7, 12), causal, new_tokens=5 if causal else 0)
 
 
 def test_float32_and_bfloat16_keep_their_dtype(tmp_path):
@@ -175,17 +184,8 @@ def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
         warnings.simplefilter("ignore")
         back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
                                                        trust_remote_code=True).eval()
-    built = build(graph, dtype=torch.float64)
-    load_into(built, w)
-    built.eval()
-    for t in (1, 6, 13):
-        x = inputs(model_type, t)
-        with torch.no_grad():
-            want = built(x)
-            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
-    with torch.no_grad():
-        gen = back.generate(inputs(model_type, 4), max_new_tokens=4, do_sample=False, use_cache=True)
-    assert gen.shape == (2, 8)
+    built = built64(graph, w)
+    assert_loads_as_built(back, built, model_type, (1, 6, 13), new_tokens=4)
 
 
 def test_not_a_model_folder(tmp_path):
@@ -304,9 +304,7 @@ def test_moe_families_import_with_the_original_logits(tmp_path, model_type, over
             assert (node.op, node.num_experts, node.top_k, node.normalize) == ("moe", 4, 2, normalize)
     att = graph.nodes["layers_0_self_attn"]
     assert att.qk_norm and (getattr(att, "qk_norm_span", None) == "all") == (model_type == "olmoe")
-    built = build(graph, dtype=torch.float64)
-    load_into(built, weights)
-    built.eval()
+    built = built64(graph, weights)
     for t in (1, 5, 11):
         x = inputs(model_type, t)
         with hf._native_routers(model):
@@ -340,9 +338,7 @@ def test_moe_families_round_trip(tmp_path, model_type, overrides, normalize, den
     out = to_pretrained(graph, w, tmp_path / "pruned", json.loads((folder / "config.json").read_text()), folder)
     back = load(out, True)
     assert (back.config.num_local_experts if model_type == "mixtral" else back.config.num_experts) == 3
-    built = build(graph, dtype=torch.float64)
-    load_into(built, w)
-    built.eval()
+    built = built64(graph, w)
     x = inputs(model_type, 7)
     with torch.no_grad(), hf._native_routers(back):
         want = built(x)
@@ -392,9 +388,7 @@ def test_gemma_round_trip_gives_the_original_logits(tmp_path, model_type, overri
     out = to_pretrained(graph, weights, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
     back = load(out, True)
     assert back.config.tie_word_embeddings == cfg.tie_word_embeddings and type(back) is type(model)
-    built = build(graph, dtype=torch.float64)
-    load_into(built, weights)
-    built.eval()
+    built = built64(graph, weights)
     for t in (3, 9, 13):
         x = inputs(model_type, t)
         want = run(model, x, True)
@@ -421,17 +415,8 @@ def test_pruned_gemma_loads_in_its_class(tmp_path, model_type):
     out = to_pretrained(pruned, pw, tmp_path / "out", json.loads((folder / "config.json").read_text()), folder)
     back = load(out, True)
     assert (back.config.hidden_size, back.config.num_attention_heads, back.config.intermediate_size) == (16, 2, 32)
-    built = build(pruned, dtype=torch.float64)
-    load_into(built, pw)
-    built.eval()
-    for t in (2, 7, 12):
-        x = inputs(model_type, t)
-        with torch.no_grad():
-            want = built(x)
-            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
-    with torch.no_grad():
-        gen = back.generate(inputs(model_type, 4), max_new_tokens=5, do_sample=False, use_cache=True)
-    assert gen.shape == (2, 9)
+    built = built64(pruned, pw)
+    assert_loads_as_built(back, built, model_type, (2, 7, 12), new_tokens=5)
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
@@ -451,17 +436,8 @@ def test_gemma_with_per_layer_sizes_loads_through_the_modeling_file(tmp_path, mo
         warnings.simplefilter("ignore")
         back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
                                                        trust_remote_code=True).eval()
-    built = build(graph, dtype=torch.float64)
-    load_into(built, w)
-    built.eval()
-    for t in (3, 9):
-        x = inputs(model_type, t)
-        with torch.no_grad():
-            want = built(x)
-            assert float((run(back, x, True) - want).abs().max()) <= 1e-9 * max(1.0, float(want.abs().max()))
-    with torch.no_grad():
-        gen = back.generate(inputs(model_type, 4), max_new_tokens=4, do_sample=False, use_cache=True)
-    assert gen.shape == (2, 8)
+    built = built64(graph, w)
+    assert_loads_as_built(back, built, model_type, (3, 9), new_tokens=4)
 
 
 def test_gemma_exports_to_onnx_and_runs_past_its_window(tmp_path):
@@ -485,9 +461,7 @@ def test_mistral_sliding_window_is_an_attention_window(tmp_path):
     model, folder = saved(tmp_path, "mistral", True, sliding_window=4)
     graph, weights = hf.from_pretrained(folder)
     assert {graph.nodes[f"layers_{i}_self_attn"].window for i in range(2)} == {4}
-    built = build(graph, dtype=torch.float64)
-    load_into(built, weights)
-    built.eval()
+    built = built64(graph, weights)
     x = inputs("mistral", 11)
     want = run(model, x, True)
     with torch.no_grad():
