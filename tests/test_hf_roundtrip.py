@@ -69,10 +69,13 @@ def inputs(model_type, t, dtype=torch.float64):
     return torch.randint(0, 100, (2, t), generator=gen)
 
 
-def load(folder, causal, dtype=torch.float64):
+def load(folder, causal, dtype=torch.float64, remote=False):
+    """``from_pretrained`` of an exported folder; ``remote``: through its modeling file (per-layer sizes)."""
     auto = tr.AutoModelForCausalLM if causal else tr.AutoModel
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if remote:
+            return auto.from_pretrained(str(folder), dtype=dtype, trust_remote_code=True).eval()
         return auto.from_pretrained(str(folder), dtype=dtype).eval()
 
 
@@ -180,10 +183,7 @@ def test_per_layer_sizes_load_through_the_modeling_file(tmp_path, model_type):
         "olmo2": "Olmo2ForCausalLM"}[model_type]
     assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
     assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
-                                                       trust_remote_code=True).eval()
+    back = load(out, True, remote=True)
     built = built64(graph, w)
     assert_loads_as_built(back, built, model_type, (1, 6, 13), new_tokens=4)
 
@@ -432,10 +432,7 @@ def test_gemma_with_per_layer_sizes_loads_through_the_modeling_file(tmp_path, mo
     config = json.loads((out / "config.json").read_text())
     assert [layer["num_attention_heads"] for layer in config["layer_sizes"]] == [2, 4, 4]
     assert [layer["intermediate_size"] for layer in config["layer_sizes"]] == [64, 64, 32]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        back = tr.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float64,
-                                                       trust_remote_code=True).eval()
+    back = load(out, True, remote=True)
     built = built64(graph, w)
     assert_loads_as_built(back, built, model_type, (3, 9), new_tokens=4)
 
