@@ -152,6 +152,22 @@ def tp_ratio_for_half(module, example, params: int) -> float:
     return hi
 
 
+def write(args, ratio: float, vocab: int, base: dict, rows: dict) -> None:
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+    config.update(ratio=ratio, vocab=vocab, threads_used=torch.get_num_threads(),
+                  corpus="pydoc_data.topics (the text source's default), characters")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps({"config": config, "unpruned": base, "rows": rows}, indent=1))
+
+
+def trained_path(args) -> Path | None:
+    """Where the trained model of these settings is kept under ``--work`` (None without it)."""
+    if not args.work:
+        return None
+    key = "-".join(str(getattr(args, k)) for k in ("layers", "dim", "heads", "seq", "batch", "lr", "train_steps"))
+    return Path(args.work) / f"lm-{key}.pt"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, default=6)
@@ -169,6 +185,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--recipes", default="magnitude,activation,taylor,depth,torch_pruning")
     p.add_argument("--out", default=str(RESULTS / "lm_compress"))
+    p.add_argument("--work", default=None, help="folder for the trained model's weights: a rerun with the same "
+                   "settings loads them instead of training again")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,9 +195,19 @@ def main(argv=None) -> int:
     graph = gpt_graph(args.layers, args.dim, args.heads, args.seq, ds.vocab_size, name="lm")
     model = build(graph)
     t = time.perf_counter()
-    final_train_loss = train(model, ds, args)
+    saved = trained_path(args)
+    if saved is not None and saved.exists():
+        state = torch.load(saved, weights_only=True)
+        final_train_loss = state.pop("final_train_loss").item()
+        model.load_state_dict(state)
+    else:
+        final_train_loss = train(model, ds, args)
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({**model.state_dict(), "final_train_loss": torch.tensor(final_train_loss)}, saved)
     base = {"params": graph.params, "test_ppl": perplexity(model, ds, ds.test), "train_s": time.perf_counter() - t,
-            "final_train_loss": final_train_loss, "latency_ms": latency(model, args.seq, ds.vocab_size, args)}
+            "final_train_loss": final_train_loss, "val_ppl": perplexity(model, ds, ds.val),
+            "latency_ms": latency(model, args.seq, ds.vocab_size, args)}
     print(json.dumps({"unpruned": base}), file=sys.stderr, flush=True)
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     teacher = Teacher(graph, weights)
@@ -212,11 +240,11 @@ def main(argv=None) -> int:
         except Exception as err:   # noqa: BLE001 - reported
             rows[recipe] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
         print(json.dumps({recipe: rows[recipe]}), file=sys.stderr, flush=True)
-    config = {**vars(args), "ratio": ratio, "vocab": ds.vocab_size, "threads_used": torch.get_num_threads(),
-              "corpus": "pydoc_data.topics (the text source's default), characters"}
-    config.pop("out")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps({"config": config, "unpruned": base, "rows": rows}, indent=1))
+        write(args, ratio, ds.vocab_size, base, rows)   # a run stopped midway keeps the recipes it finished
+    write(args, ratio, ds.vocab_size, base, rows)
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
+    config.update(ratio=ratio, vocab=ds.vocab_size, threads_used=torch.get_num_threads(),
+                  corpus="pydoc_data.topics (the text source's default), characters")
     lines = [f"Configuration: {json.dumps(config)}", "",
              "| recipe | params | test ppl after pruning | test ppl after distillation | latency ms b1 | b8 |",
              "|---|---:|---:|---:|---:|---:|",
