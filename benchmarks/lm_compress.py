@@ -13,7 +13,8 @@ the same batches, optimizer and learning rate for all):
 5. Torch-Pruning: ``MetaPruner(MagnitudeImportance(p=2))`` with its LLM example's head settings on the built module,
    at its own ratio that halves the parameters (bisection, as for archgraph), then the same distillation.
 
-Reported: held-out (test split) perplexity per character before and after recovery, parameters, and the measured CPU
+A sixth recipe, ``none``, is the control: the unpruned model through the same distillation steps (what the extra
+steps alone give). Reported: held-out (test split) perplexity per character before and after recovery, parameters, and the measured CPU
 forward latency at batch 1 and 8 (median, threads stated).
 
     python benchmarks/lm_compress.py                                    # the size (~10M params; hours)
@@ -223,6 +224,10 @@ def main(argv=None) -> int:
                 student = build(g2)
                 student.load_state_dict(w2)
                 params = g2.params
+            elif recipe == "none":   # the control: no pruning, the same distillation steps
+                student = build(graph)
+                student.load_state_dict(weights)
+                params = graph.params
             elif recipe == "depth":
                 k = blocks_for_half(graph, weights, calib)
                 g2, w2, _ = prune_depth(graph, weights, k, calib)
