@@ -204,9 +204,13 @@ def write(rows: list[dict], runs: list[dict], args, out: Path, command: Optional
              f"{runs[0]['params']:,} parameters) trained from scratch against the same architecture grown from "
              "`gpt_grow_seed.yaml` by the staged, function-preserving rules of "
              "`benchmarks/configs/growth_compute_grown.yaml`. Cost until the first evaluation (every "
-             f"{args.every} steps) whose validation bpc, averaged with the {args.window - 1} before it, is at or "
-             "below the scratch run's final one (averaged the same way); FLOPs = 6 x forward MACs x "
-             "samples; wall time = training steps and rewrites, evaluation excluded.", "",
+             f"{args.every} steps) whose validation bpc"
+             + (f", averaged with the {args.window - 1} before it," if args.window > 1 else "")
+             + " is at or below the scratch run's final one"
+             + (" (averaged the same way)" if args.window > 1 else "") + "; FLOPs = 6 x forward MACs x "
+             "samples; wall time = training steps and rewrites, evaluation excluded."
+             + "".join(f" The {kind} run's overrides: `{json.dumps(run['settings'])}`, {run['epochs']} epochs."
+                       for kind, run in (("scratch", runs[0]), ("grown", runs[1])) if run["settings"]), "",
              "| seed | threshold val bpc | scratch step | scratch GFLOPs | scratch wall s | grown step | grown GFLOPs "
              "| grown wall s | FLOPs grown/scratch | wall grown/scratch | test bpc scratch / grown |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]

@@ -5,6 +5,10 @@ the shipped run file with its stages replaced, trained by the same :class:`growt
 first evaluation past ``--stop`` times the scratch run's cost (it can no longer matter there), so no test bpc.
 
     python benchmarks/growth_compute_explore.py NAME --seed 0     # NAME: a variant of VARIANTS below
+    python benchmarks/growth_compute_explore.py NAME --seed 0 --protocol cosine --epochs 7 --stop 1.0
+
+``--protocol cosine`` gives both runs a cosine decay to zero over their own epochs (the scratch run over its 6,
+trained once and kept in ``--scratch-cache``) and takes that scratch run's last val bpc as the threshold (window 1).
 
 Each result is appended to ``--record`` (default ``benchmarks/results/growth_compute_variants.json``) with the row of
 :func:`growth_compute.compare` (window 3, every 100) and ``val_bpc_at_0.70``: the grown run's smoothed val bpc at 0.70
