@@ -4,6 +4,12 @@ FLOPs and wall time until each first reaches the same validation bpc, per seed a
 
     python benchmarks/growth_compute.py                 # 3 seeds, about 25 minutes on one shared CPU thread
     python benchmarks/growth_compute.py --seeds 0 --scratch-epochs 1 --grown-epochs 1 --every 100   # a smoke run
+    python benchmarks/growth_compute.py --seeds 0 1 2 3 4 --grown-epochs 7 --window 1 \
+        --scratch-set schedule.lr_schedule=cosine --set schedule.lr_schedule=cosine \
+        --scratch-cache benchmarks/results/growth_compute_scratch --out benchmarks/results/growth_compute_cosine
+
+The last is the cosine protocol: both runs decay to zero over their own epochs and the threshold is the scratch
+run's last val bpc (window 1); ``--scratch-cache`` reuses scratch runs already trained (deterministic per seed).
 
 The two runs are the run files ``benchmarks/configs/growth_compute_scratch.yaml`` (the target, ``dense``) and
 ``growth_compute_grown.yaml`` (the seed and its ``staged`` rules, which end in exactly the target's architecture),
