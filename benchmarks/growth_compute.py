@@ -4,6 +4,12 @@ FLOPs and wall time until each first reaches the same validation bpc, per seed a
 
     python benchmarks/growth_compute.py                 # 3 seeds, about 25 minutes on one shared CPU thread
     python benchmarks/growth_compute.py --seeds 0 --scratch-epochs 1 --grown-epochs 1 --every 100   # a smoke run
+    python benchmarks/growth_compute.py --seeds 0 1 2 3 4 --grown-epochs 7 --window 1 \
+        --scratch-set schedule.lr_schedule=cosine --set schedule.lr_schedule=cosine \
+        --scratch-cache benchmarks/results/growth_compute_scratch --out benchmarks/results/growth_compute_cosine
+
+The last is the cosine protocol: both runs decay to zero over their own epochs and the threshold is the scratch
+run's last val bpc (window 1); ``--scratch-cache`` reuses scratch runs already trained (deterministic per seed).
 
 The two runs are the run files ``benchmarks/configs/growth_compute_scratch.yaml`` (the target, ``dense``) and
 ``growth_compute_grown.yaml`` (the seed and its ``staged`` rules, which end in exactly the target's architecture),
@@ -28,6 +34,7 @@ Conventions, stated once:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -125,6 +132,22 @@ def train(run_file: Path, out_dir: Path, *, seed: int, epochs: int, every: int,
             "test_bpc": summary["test_bpc"], "versions": summary["versions"], "hash": summary["hash"]}
 
 
+def cached_train(run_file: Path, out_dir: Path, cache: Optional[Path], **kw) -> dict:
+    """:func:`train`, or its result saved in ``cache`` (a folder) by an earlier call with the same run file, seed,
+    epochs, evaluation interval and settings (a run is deterministic given these, so the scratch runs are trained
+    once while the grown variants are explored); None: no cache."""
+    if cache is None:
+        return train(run_file, out_dir, **kw)
+    key = json.dumps({"run_file": run_file.name, **kw}, sort_keys=True)
+    name = f"{run_file.stem}-s{kw['seed']}-e{kw['epochs']}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.json"
+    if (cache / name).exists():
+        return json.loads((cache / name).read_text())
+    run = train(run_file, out_dir, **kw)
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / name).write_text(json.dumps(run) + "\n")
+    return run
+
+
 def smoothed(curve: list[dict], window: int) -> list[dict]:
     """``curve`` with ``bpc``: the mean val bpc of each point and the ``window - 1`` before it (fewer at the start),
     so that one lucky evaluation of a noisy constant-learning-rate run neither sets nor meets the threshold.
@@ -187,9 +210,13 @@ def write(rows: list[dict], runs: list[dict], args, out: Path, command: Optional
              f"{runs[0]['params']:,} parameters) trained from scratch against the same architecture grown from "
              "`gpt_grow_seed.yaml` by the staged, function-preserving rules of "
              "`benchmarks/configs/growth_compute_grown.yaml`. Cost until the first evaluation (every "
-             f"{args.every} steps) whose validation bpc, averaged with the {args.window - 1} before it, is at or "
-             "below the scratch run's final one (averaged the same way); FLOPs = 6 x forward MACs x "
-             "samples; wall time = training steps and rewrites, evaluation excluded.", "",
+             f"{args.every} steps) whose validation bpc"
+             + (f", averaged with the {args.window - 1} before it," if args.window > 1 else "")
+             + " is at or below the scratch run's final one"
+             + (" (averaged the same way)" if args.window > 1 else "") + "; FLOPs = 6 x forward MACs x "
+             "samples; wall time = training steps and rewrites, evaluation excluded."
+             + "".join(f" The {kind} run's overrides: `{json.dumps(run['settings'])}`, {run['epochs']} epochs."
+                       for kind, run in (("scratch", runs[0]), ("grown", runs[1])) if run["settings"]), "",
              "| seed | threshold val bpc | scratch step | scratch GFLOPs | scratch wall s | grown step | grown GFLOPs "
              "| grown wall s | FLOPs grown/scratch | wall grown/scratch | test bpc scratch / grown |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -219,6 +246,9 @@ def main(argv=None) -> None:
     ap.add_argument("--stage-steps", type=int, nargs="+", help="move the grown run's stages to these steps")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override of the grown run file (a YAML value), e.g. schedule.lr=0.003")
+    ap.add_argument("--scratch-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override of the scratch run file, e.g. schedule.lr_schedule=cosine")
+    ap.add_argument("--scratch-cache", type=Path, help="a folder keeping the scratch runs (reused when present)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "growth_compute")
     ap.add_argument("--rescore", type=Path, help="recompute the rows from the runs of a results JSON, no training")
     args = ap.parse_args(argv)
@@ -230,11 +260,12 @@ def main(argv=None) -> None:
         return
     import yaml
     grown_settings = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    scratch_settings = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.scratch_set)}
     rows, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            scratch = train(args.scratch, Path(tmp) / f"scratch-{seed}", seed=seed, epochs=args.scratch_epochs,
-                            every=args.every)
+            scratch = cached_train(args.scratch, Path(tmp) / f"scratch-{seed}", args.scratch_cache, seed=seed,
+                                   epochs=args.scratch_epochs, every=args.every, settings=scratch_settings or None)
             grown = train(args.grown, Path(tmp) / f"grown-{seed}", seed=seed, epochs=args.grown_epochs,
                           every=args.every, settings=grown_settings, stage_steps=args.stage_steps)
             if grown["final_macs"] != scratch["final_macs"] or grown["params"] != scratch["params"]:

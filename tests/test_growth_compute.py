@@ -85,3 +85,20 @@ def test_crossing_is_the_first_point_at_or_below():
     assert row["threshold_bpc"] == 2.4
     grown["curve"][3]["val_bpc"] = 2.0   # step 3 is off the grid: it does not cross
     assert gc.compare(scratch, grown, every=2)["grown_step"] == 4
+
+
+def test_cached_train_trains_once_per_setting(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(run_file, out_dir, **kw):
+        calls.append(kw)
+        return {"seed": kw["seed"], "curve": [], "settings": kw.get("settings")}
+    monkeypatch.setattr(gc, "train", fake)
+    kw = dict(seed=1, epochs=2, every=4, settings={"schedule.lr_schedule": "cosine"})
+    first = gc.cached_train(gc.SCRATCH, tmp_path / "a", tmp_path / "cache", **kw)
+    again = gc.cached_train(gc.SCRATCH, tmp_path / "b", tmp_path / "cache", **kw)
+    other = gc.cached_train(gc.SCRATCH, tmp_path / "c", tmp_path / "cache", **dict(kw, settings=None))
+    assert first == again and other["settings"] is None and len(calls) == 2
+    assert len(list((tmp_path / "cache").glob("growth_compute_scratch-s1-e2-*.json"))) == 2
+    gc.cached_train(gc.SCRATCH, tmp_path / "d", None, **kw)   # no cache: always trains
+    assert len(calls) == 3
