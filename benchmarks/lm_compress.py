@@ -14,8 +14,8 @@ the same batches, optimizer and learning rate for all):
    at its own ratio that halves the parameters (bisection, as for archgraph), then the same distillation.
 
 A sixth recipe, ``none``, is the control: the unpruned model through the same distillation steps (what the extra
-steps alone give). Reported: held-out (test split) perplexity per character before and after recovery, parameters, and the measured CPU
-forward latency at batch 1 and 8 (median, threads stated).
+steps alone give). Reported: held-out (test split) perplexity per character before and after recovery, parameters,
+and the measured CPU forward latency at batch 1 and 8 (median, threads stated).
 
     python benchmarks/lm_compress.py                                    # the size (~10M params; hours)
     python benchmarks/lm_compress.py --layers 2 --dim 64 --train-steps 200 --distill-steps 50   # a smoke run
