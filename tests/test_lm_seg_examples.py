@@ -61,8 +61,8 @@ def test_the_tiny_mnist_seed_is_under_a_thousand_parameters():
     assert archgraph.load(ROOT / "examples" / run["seed"]).params <= 1000
 
 
-@pytest.mark.parametrize("name", ["mnist_scenes_scs", "mnist_scenes_dense", "mnist_vit_gnap", "mnist_gnap", "mnist_gnap_tiny",
-                                  "mnist_gnap_1k5", "mnist_gnap_575", "mnist_tiny"])
+@pytest.mark.parametrize("name", ["mnist_scenes_scs", "mnist_scenes_dense", "mnist_vit_gnap", "mnist_gnap",
+                                  "mnist_gnap_tiny", "mnist_gnap_1k5", "mnist_gnap_575", "mnist_tiny"])
 def test_mnist_examples_run_on_generated_files(tmp_path, data_root, name):
     s = _grow(tmp_path, name, "schedule.epochs=1", *(["method.finetune_epochs=0"] if "gnap" in name else []),
               data_root=data_root)
