@@ -545,13 +545,13 @@ class UNetScenesDeep(nn.Module):
 
 class MnistTiny(nn.Module):
     """``examples/seeds/mnist_tiny.yaml``: a 3x3 conv (6) and max pooling, then four unpadded depthwise-separable
-    stages 6->8->10->12->10 (batchnorm and ReLU after each pointwise conv), global average pooling and a linear
-    classifier 10->10: 948 parameters."""
+    stages 6->8->11->12->10 (batchnorm and ReLU after each pointwise conv), global average pooling and a linear
+    classifier 10->10: 979 parameters."""
 
     def __init__(self):
         super().__init__()
         self.c1, self.bn1 = conv_bn(1, 6)
-        for i, (cin, cout) in enumerate([(6, 8), (8, 10), (10, 12), (12, 10)], 2):
+        for i, (cin, cout) in enumerate([(6, 8), (8, 11), (11, 12), (12, 10)], 2):
             setattr(self, f"dw{i}", nn.Conv2d(cin, cin, 3, groups=cin, bias=False))
             setattr(self, f"pw{i}", nn.Conv2d(cin, cout, 1, bias=False))
             setattr(self, f"bn{i}", nn.BatchNorm2d(cout))
