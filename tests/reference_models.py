@@ -544,25 +544,24 @@ class UNetScenesDeep(nn.Module):
 
 
 class MnistTiny(nn.Module):
-    """``examples/seeds/mnist_tiny.yaml``: a 3x3 conv (6), then depthwise-separable stages 6->16 (pool), 16->14
-    (pool), and a depthwise conv with batchnorm and ReLU, then 14->10 (the class maps, with bias), global average
-    pooling: 948 parameters."""
+    """``examples/seeds/mnist_tiny.yaml``: a 3x3 conv (6) and max pooling, then four unpadded depthwise-separable
+    stages 6->8->11->12->10 (batchnorm and ReLU after each pointwise conv), global average pooling and a linear
+    classifier 10->10: 979 parameters."""
 
     def __init__(self):
         super().__init__()
         self.c1, self.bn1 = conv_bn(1, 6)
-        self.dw2 = nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False)
-        self.pw2, self.bn2 = nn.Conv2d(6, 16, 1, bias=False), nn.BatchNorm2d(16)
-        self.dw3 = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
-        self.pw3, self.bn3 = nn.Conv2d(16, 14, 1, bias=False), nn.BatchNorm2d(14)
-        self.dw4, self.bn4 = conv_bn(14, 14, groups=14)
-        self.pw4 = nn.Conv2d(14, 10, 1)
+        for i, (cin, cout) in enumerate([(6, 8), (8, 11), (11, 12), (12, 10)], 2):
+            setattr(self, f"dw{i}", nn.Conv2d(cin, cin, 3, groups=cin, bias=False))
+            setattr(self, f"pw{i}", nn.Conv2d(cin, cout, 1, bias=False))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(cout))
+        self.fc = nn.Linear(10, 10)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.c1(x)))
-        x = F.max_pool2d(F.relu(self.bn2(self.pw2(self.dw2(x)))), 2)
-        x = F.max_pool2d(F.relu(self.bn3(self.pw3(self.dw3(x)))), 2)
-        return self.pw4(F.relu(self.bn4(self.dw4(x)))).mean(dim=(2, 3))
+        x = F.max_pool2d(F.relu(self.bn1(self.c1(x))), 2)
+        for i in range(2, 6):
+            x = F.relu(getattr(self, f"bn{i}")(getattr(self, f"pw{i}")(getattr(self, f"dw{i}")(x))))
+        return self.fc(x.mean(dim=(2, 3)))
 
 
 HAND_WRITTEN.update({"unet_scenes_deep": (UNetScenesDeep, (1, 32, 32)), "mnist_tiny": (MnistTiny, (1, 28, 28))})
