@@ -564,4 +564,41 @@ class MnistTiny(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-HAND_WRITTEN.update({"unet_scenes_deep": (UNetScenesDeep, (1, 32, 32)), "mnist_tiny": (MnistTiny, (1, 28, 28))})
+class UNetScenes64Deep(nn.Module):
+    """``examples/seeds/unet_scenes64_deep.yaml``: a four-stage U-Net for 64x64 scenes (8, 16, 32, 64 channels, a
+    64-channel bottleneck at 4x4), three transposed-conv upsamplings and one nearest one with a 1x1 conv, skip
+    concats, 11 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.e1_conv, self.e1_bn = conv_bn(1, 8)
+        self.e2_conv, self.e2_bn = conv_bn(8, 16)
+        self.e3_conv, self.e3_bn = conv_bn(16, 32)
+        self.e4_conv, self.e4_bn = conv_bn(32, 64)
+        self.mid_conv, self.mid_bn = conv_bn(64, 64)
+        self.up4 = nn.ConvTranspose2d(64, 32, 2, stride=2)
+        self.d4_conv, self.d4_bn = conv_bn(96, 32)
+        self.up3 = nn.ConvTranspose2d(32, 32, 2, stride=2)
+        self.d3_conv, self.d3_bn = conv_bn(64, 32)
+        self.up2 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.d2_conv, self.d2_bn = conv_bn(32, 16)
+        self.up1_conv = nn.Conv2d(16, 8, 1)
+        self.d1_conv, self.d1_bn = conv_bn(16, 8)
+        self.head = nn.Conv2d(8, 11, 1)
+
+    def forward(self, x):
+        e1 = F.relu(self.e1_bn(self.e1_conv(x)))
+        e2 = F.relu(self.e2_bn(self.e2_conv(F.max_pool2d(e1, 2))))
+        e3 = F.relu(self.e3_bn(self.e3_conv(F.max_pool2d(e2, 2))))
+        e4 = F.relu(self.e4_bn(self.e4_conv(F.max_pool2d(e3, 2))))
+        mid = F.relu(self.mid_bn(self.mid_conv(F.max_pool2d(e4, 2))))
+        d4 = F.relu(self.d4_bn(self.d4_conv(torch.cat([self.up4(mid), e4], 1))))
+        d3 = F.relu(self.d3_bn(self.d3_conv(torch.cat([self.up3(d4), e3], 1))))
+        d2 = F.relu(self.d2_bn(self.d2_conv(torch.cat([self.up2(d3), e2], 1))))
+        up1 = self.up1_conv(F.interpolate(d2, scale_factor=2, mode="nearest"))
+        d1 = F.relu(self.d1_bn(self.d1_conv(torch.cat([up1, e1], 1))))
+        return self.head(d1)
+
+
+HAND_WRITTEN.update({"unet_scenes_deep": (UNetScenesDeep, (1, 32, 32)), "mnist_tiny": (MnistTiny, (1, 28, 28)),
+                     "unet_scenes64_deep": (UNetScenes64Deep, (1, 64, 64))})
