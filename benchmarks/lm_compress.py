@@ -153,12 +153,18 @@ def tp_ratio_for_half(module, example, params: int) -> float:
     return hi
 
 
-def write(args, ratio: float, vocab: int, base: dict, rows: dict) -> None:
+def run_config(args, ratio: float, vocab: int) -> dict:
+    """The settings a result was made with: the command line (less its folders), the pruning ratio, the corpus."""
     config = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
     config.update(ratio=ratio, vocab=vocab, threads_used=torch.get_num_threads(),
                   corpus="pydoc_data.topics (the text source's default), characters")
+    return config
+
+
+def write(args, ratio: float, vocab: int, base: dict, rows: dict) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".json").write_text(json.dumps({"config": config, "unpruned": base, "rows": rows}, indent=1))
+    Path(args.out + ".json").write_text(json.dumps(
+        {"config": run_config(args, ratio, vocab), "unpruned": base, "rows": rows}, indent=1))
 
 
 def trained_path(args) -> Path | None:
@@ -246,11 +252,7 @@ def main(argv=None) -> int:
             rows[recipe] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
         print(json.dumps({recipe: rows[recipe]}), file=sys.stderr, flush=True)
         write(args, ratio, ds.vocab_size, base, rows)   # a run stopped midway keeps the recipes it finished
-    write(args, ratio, ds.vocab_size, base, rows)
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
-    config.update(ratio=ratio, vocab=ds.vocab_size, threads_used=torch.get_num_threads(),
-                  corpus="pydoc_data.topics (the text source's default), characters")
-    lines = [f"Configuration: {json.dumps(config)}", "",
+    lines = [f"Configuration: {json.dumps(run_config(args, ratio, ds.vocab_size))}", "",
              "| recipe | params | test ppl after pruning | test ppl after distillation | latency ms b1 | b8 |",
              "|---|---:|---:|---:|---:|---:|",
              f"| unpruned | {base['params']:,} | {base['test_ppl']:.3f} | - | {base['latency_ms']['1']:.2f} | "
